@@ -1,0 +1,322 @@
+// The file source: JSON lines from a file, committed positions kept in an offset file.
+#include <fcntl.h>
+#include <rapidjson/error/en.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "file_plugins.hpp"
+
+namespace sluice_plugins {
+
+namespace {
+
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr const char* kErrorHeader = "sluice.error";
+
+std::string errno_text() { return std::strerror(errno); }
+
+bool is_blank(std::string_view s) { return s.find_first_not_of(" \t\r") == std::string_view::npos; }
+
+int64_t wall_clock_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void fsync_parent_dir(const std::string& path) {
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
+  FileDescriptor d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (d.valid()) ::fsync(d.get());
+}
+
+}  // namespace
+
+FileDescriptor& FileDescriptor::operator=(FileDescriptor&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(o.fd_, -1);
+  }
+  return *this;
+}
+
+FileDescriptor::~FileDescriptor() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+sluice::ConfigSchema FileSource::schema() {
+  sluice::ConfigSchema s;
+  s.string("path").required().doc("The JSON-lines file to read.");
+  s.string("offset_file")
+      .default_value("")
+      .doc("Where committed positions are kept; default <path>.sluice-offset.");
+  s.string("topic").default_value("").doc("Topic of every record; default the file's path.");
+  s.boolean("follow").default_value(false).doc(
+      "false: end of stream at end of file; true: keep reading lines appended later.");
+  s.integer("poll_interval_ms")
+      .default_value(100)
+      .min(1)
+      .max(60000)
+      .doc("With follow: how often to look for new data.");
+  s.integer("max_record_bytes")
+      .default_value(1 << 20)
+      .min(1)
+      .doc("Lines longer than this are flagged with a sluice.error header (validate_json).");
+  s.boolean("validate_json")
+      .default_value(true)
+      .doc(
+          "Flag lines that are not valid UTF-8 JSON with a sluice.error header (they are still "
+          "emitted unchanged; a later stage rejects them).");
+  s.string("key_field")
+      .default_value("")
+      .doc("A top-level JSON string field whose value becomes the record key.");
+  return s;
+}
+
+FileSource::FileSource(const sluice::Config& c, sluice::Host& host)
+    : host_(host),
+      path_(c.get_string("path")),
+      offset_file_(c.get_string("offset_file")),
+      topic_(c.get_string("topic")),
+      follow_(c.get_bool("follow", false)),
+      poll_interval_ms_(static_cast<uint32_t>(c.get_int("poll_interval_ms", 100))),
+      max_record_bytes_(static_cast<size_t>(c.get_int("max_record_bytes", 1 << 20))),
+      validate_json_(c.get_bool("validate_json", true)),
+      key_field_(c.get_string("key_field")) {
+  if (path_.empty()) throw sluice::ConfigError("path", "path must not be empty");
+  if (offset_file_.empty()) offset_file_ = path_ + ".sluice-offset";
+  if (topic_.empty()) topic_ = path_;
+  committed_ = load_committed_offset();
+  if (::access(path_.c_str(), R_OK) != 0 && !follow_)
+    throw sluice::ConfigError("path", "cannot read " + path_ + ": " + errno_text());
+  if (committed_ < 0) {
+    open_at(0);
+    return;
+  }
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) == 0 && st.st_size <= committed_) {
+    host_.warn("file " + path_ + " is shorter than its committed offset " +
+               std::to_string(committed_) + "; reading it from the start");
+    open_at(0);
+    return;
+  }
+  // Resume after the committed line: seek to its start and skip it.
+  open_at(committed_);
+  std::string_view line;
+  int64_t offset = 0;
+  next_line(line, offset, /*at_eof_is_end=*/true);
+}
+
+void FileSource::open_at(int64_t offset) {
+  fd_ = FileDescriptor(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  buf_.clear();
+  buf_pos_ = 0;
+  buf_offset_ = 0;
+  eof_ = false;
+  if (!fd_.valid()) {
+    if (follow_) return;  // not there yet: poll keeps trying
+    throw std::runtime_error("cannot open " + path_ + ": " + errno_text());
+  }
+  if (offset > 0 && ::lseek(fd_.get(), offset, SEEK_SET) < 0)
+    throw std::runtime_error("cannot seek in " + path_ + ": " + errno_text());
+  buf_offset_ = offset;
+}
+
+bool FileSource::fill() {
+  if (!fd_.valid()) return false;
+  if (buf_pos_ > 0) {
+    buf_.erase(0, buf_pos_);
+    buf_offset_ += static_cast<int64_t>(buf_pos_);
+    buf_pos_ = 0;
+  }
+  const size_t old = buf_.size();
+  buf_.resize(old + kReadChunk);
+  ssize_t n;
+  do {
+    n = ::read(fd_.get(), buf_.data() + old, kReadChunk);
+  } while (n < 0 && errno == EINTR);
+  buf_.resize(old + static_cast<size_t>(std::max<ssize_t>(n, 0)));
+  if (n < 0) throw sluice::Retriable("cannot read " + path_ + ": " + errno_text());
+  eof_ = n == 0;
+  return n > 0;
+}
+
+bool FileSource::next_line(std::string_view& line, int64_t& line_offset, bool at_eof_is_end) {
+  size_t scan = buf_pos_;
+  for (;;) {
+    const size_t nl = buf_.find('\n', scan);
+    if (nl != std::string::npos) {
+      line = std::string_view(buf_).substr(buf_pos_, nl - buf_pos_);
+      line_offset = buf_offset_ + static_cast<int64_t>(buf_pos_);
+      buf_pos_ = nl + 1;
+      return true;
+    }
+    const size_t scanned = buf_.size() - buf_pos_;
+    if (fill()) {
+      scan = buf_pos_ + scanned;  // fill() moved the unconsumed bytes to the front
+      continue;
+    }
+    // End of the file for now. A last line without '\n' is complete only if nothing is
+    // appended any more; while following, it may still be being written.
+    if (at_eof_is_end && buf_pos_ < buf_.size()) {
+      line = std::string_view(buf_).substr(buf_pos_);
+      line_offset = buf_offset_ + static_cast<int64_t>(buf_pos_);
+      buf_pos_ = buf_.size();
+      return true;
+    }
+    return false;
+  }
+}
+
+void FileSource::emit(sluice::Output& out, std::string_view line, int64_t line_offset) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  sluice::OutRecord rec;
+  rec.value = line;
+  rec.topic = topic_;
+  rec.partition = 0;
+  rec.offset = line_offset;
+  rec.timestamp_ms = wall_clock_ms();
+
+  std::string error;
+  std::string key;
+  if (validate_json_ && line.size() > max_record_bytes_) {
+    error = "line of " + std::to_string(line.size()) + " bytes is over max_record_bytes (" +
+            std::to_string(max_record_bytes_) + ")";
+  } else if (validate_json_ || !key_field_.empty()) {
+    rapidjson::Document doc;
+    doc.Parse<rapidjson::kParseValidateEncodingFlag>(line.data(), line.size());
+    if (doc.HasParseError()) {
+      if (validate_json_)
+        error = std::string("invalid JSON at byte ") + std::to_string(doc.GetErrorOffset()) + ": " +
+                rapidjson::GetParseError_En(doc.GetParseError());
+    } else if (!key_field_.empty() && doc.IsObject()) {
+      auto it = doc.FindMember(key_field_.c_str());
+      if (it != doc.MemberEnd() && it->value.IsString()) {
+        key.assign(it->value.GetString(), it->value.GetStringLength());
+        rec.key = std::string_view(key);
+      }
+    }
+  }
+  if (!error.empty()) rec.headers.emplace_back(kErrorHeader, error);
+  out.emit(rec);
+}
+
+bool FileSource::poll(sluice::Output& out, size_t max_records, uint32_t timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  const auto nap = [&] {
+    auto until = std::min(
+        deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(poll_interval_ms_));
+    std::this_thread::sleep_until(until);
+  };
+  if (max_records == 0) {
+    nap();
+    return false;
+  }
+  size_t emitted = 0;
+  while (emitted < max_records) {
+    std::string_view line;
+    int64_t offset = 0;
+    if (next_line(line, offset, !follow_)) {
+      if (is_blank(line)) continue;
+      emit(out, line, offset);
+      ++emitted;
+      continue;
+    }
+    if (!follow_) return true;
+    if (emitted > 0 || std::chrono::steady_clock::now() >= deadline) return false;
+    nap();
+    // Truncated (copy-truncate rotation) or replaced (rename rotation): start the new file.
+    struct stat on_disk {};
+    struct stat open_file {};
+    if (!fd_.valid()) {
+      open_at(0);
+    } else if (::stat(path_.c_str(), &on_disk) == 0 && ::fstat(fd_.get(), &open_file) == 0) {
+      const int64_t read_to = buf_offset_ + static_cast<int64_t>(buf_.size());
+      if (on_disk.st_ino != open_file.st_ino || open_file.st_size < read_to) {
+        host_.warn("file " + path_ + " was truncated or replaced; reading it from the start");
+        open_at(0);
+      }
+    }
+  }
+  return false;
+}
+
+int64_t FileSource::load_committed_offset() const {
+  FileDescriptor fd(::open(offset_file_.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return -1;
+    throw sluice::ConfigError("offset_file", "cannot read " + offset_file_ + ": " + errno_text());
+  }
+  std::string text(4096, '\0');
+  ssize_t n = ::read(fd.get(), text.data(), text.size());
+  text.resize(static_cast<size_t>(std::max<ssize_t>(n, 0)));
+  rapidjson::Document doc;
+  doc.Parse(text.data(), text.size());
+  if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("line_offset") ||
+      !doc["line_offset"].IsInt64())
+    throw sluice::ConfigError("offset_file", offset_file_ + " is not a sluice offset file");
+  return doc["line_offset"].GetInt64();
+}
+
+void FileSource::write_committed_offset(int64_t offset) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  w.StartObject();
+  w.Key("path");
+  w.String(path_.c_str(), static_cast<rapidjson::SizeType>(path_.size()));
+  w.Key("line_offset");
+  w.Int64(offset);
+  w.EndObject();
+  std::string text(sb.GetString(), sb.GetSize());
+  text += '\n';
+
+  // Write a temporary file and rename it over the old one, so a crash leaves either the old
+  // or the new position, never a torn one.
+  const std::string tmp = offset_file_ + ".tmp";
+  {
+    FileDescriptor fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd.valid()) throw sluice::Retriable("cannot write " + tmp + ": " + errno_text());
+    size_t done = 0;
+    while (done < text.size()) {
+      ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw sluice::Retriable("cannot write " + tmp + ": " + errno_text());
+      done += static_cast<size_t>(n);
+    }
+    if (::fsync(fd.get()) != 0)
+      throw sluice::Retriable("cannot fsync " + tmp + ": " + errno_text());
+  }
+  if (::rename(tmp.c_str(), offset_file_.c_str()) != 0)
+    throw sluice::Retriable("cannot rename " + tmp + ": " + errno_text());
+  fsync_parent_dir(offset_file_);
+  committed_ = offset;
+}
+
+void FileSource::commit(std::span<const sluice::Position> positions) {
+  int64_t highest = committed_;
+  for (const auto& p : positions)
+    if (p.partition == 0) highest = std::max(highest, p.offset);
+  if (highest > committed_) write_committed_offset(highest);
+}
+
+// State for a hot reload: the next unread byte and the committed line.
+std::string FileSource::snapshot() {
+  return std::to_string(buf_offset_ + static_cast<int64_t>(buf_pos_)) + " " +
+         std::to_string(committed_);
+}
+
+void FileSource::restore(std::string_view state) {
+  long long next = 0;
+  long long committed = 0;
+  if (std::sscanf(std::string(state).c_str(), "%lld %lld", &next, &committed) != 2 || next < 0)
+    throw std::runtime_error("file source: bad snapshot");
+  committed_ = committed;
+  open_at(next);
+}
+
+}  // namespace sluice_plugins

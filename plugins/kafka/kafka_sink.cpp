@@ -1,0 +1,252 @@
+// The `kafka` sink: produce a batch, wait for its delivery reports, reject or retry failures.
+#include "kafka_sink.hpp"
+
+#include <fmt/format.h>
+
+#include <array>
+#include <cstdlib>
+
+namespace sluice::kafka {
+
+namespace {
+
+// Reports arrive within message.timeout.ms; this covers the report's own way back.
+constexpr std::chrono::milliseconds kReportGrace{5000};
+
+// Errors that no retry of the same record can fix: the record goes to the error policy.
+bool delivery_permanent(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+ConfigSchema KafkaSink::schema() {
+  ConfigSchema s;
+  s.string("bootstrap_servers").required().doc("Kafka bootstrap servers, host:port[,host:port]");
+  s.string("topic").doc("Topic to produce to; default: each record's own topic");
+  s.object("properties").doc("librdkafka producer properties, passed through");
+  s.integer("flush_timeout_ms")
+      .default_value(30000)
+      .min(1)
+      .doc("Longest a record may wait for Kafka's acknowledgement before put retries");
+  return s;
+}
+
+KafkaSink::KafkaSink(const Config& config, Host& host)
+    : host_(host),
+      topic_(config.get_string("topic")),
+      flush_timeout_(config.get_int("flush_timeout_ms", 30000)) {
+  if (config.get_string("bootstrap_servers").empty())
+    throw ConfigError("bootstrap_servers", "bootstrap_servers is required");
+  const Settings defaults = {
+      {"message.timeout.ms", std::to_string(flush_timeout_.count())},
+      {"linger.ms", "5"},
+  };
+  // Idempotence makes the producer's own retries duplicate-free and ordered.
+  const Settings forced = {{"enable.idempotence", "true"}, {"acks", "all"}};
+  ConfPtr conf = build_conf(config, host_, defaults, forced, *this);
+  rd_kafka_conf_set_dr_msg_cb(conf.get(), &KafkaSink::on_delivery);
+  rd_kafka_conf_set_error_cb(conf.get(), &KafkaSink::on_error);
+
+  std::array<char, 64> timeout{};
+  size_t timeout_size = timeout.size();
+  int64_t message_timeout_ms = flush_timeout_.count();
+  if (rd_kafka_conf_get(conf.get(), "message.timeout.ms", timeout.data(), &timeout_size) ==
+      RD_KAFKA_CONF_OK)
+    message_timeout_ms = std::strtoll(timeout.data(), nullptr, 10);
+  report_wait_ = std::chrono::milliseconds(message_timeout_ms) + kReportGrace;
+
+  std::array<char, 512> err{};
+  producer_.reset(rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), err.data(), err.size()));
+  if (!producer_) throw ConfigError("properties", err.data());
+  conf.release();  // rd_kafka_new took it
+  reporter_ = std::thread([this] { serve_reports(); });
+}
+
+KafkaSink::~KafkaSink() {
+  if (producer_) {
+    const auto left = rd_kafka_flush(producer_.get(), static_cast<int>(flush_timeout_.count()));
+    if (left != RD_KAFKA_RESP_ERR_NO_ERROR)
+      host_.warn(fmt::format("kafka sink: {} messages not delivered at shutdown",
+                             rd_kafka_outq_len(producer_.get())));
+  }
+  stopping_ = true;
+  if (reporter_.joinable()) reporter_.join();
+  log_relay().flush_to(host_);
+  producer_.reset();  // reports of purged messages arrive here, while batches_ still lives
+}
+
+void KafkaSink::serve_reports() {
+  while (!stopping_) rd_kafka_poll(producer_.get(), 100);
+}
+
+void KafkaSink::on_error(rd_kafka_t* /*rk*/, int err, const char* reason, void* opaque) {
+  auto& self = *static_cast<KafkaSink*>(static_cast<HandleContext*>(opaque));
+  self.log_relay().push(
+      4, fmt::format("kafka producer: {}: {}",
+                     rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)), reason));
+}
+
+void KafkaSink::on_delivery(rd_kafka_t* /*rk*/, const rd_kafka_message_t* message, void* opaque) {
+  auto& self = *static_cast<KafkaSink*>(static_cast<HandleContext*>(opaque));
+  auto* ticket = static_cast<BatchDelivery::Ticket*>(message->_private);
+  if (ticket == nullptr) return;
+  std::shared_ptr<BatchDelivery> batch;
+  {
+    std::lock_guard lock(self.batches_mutex_);
+    auto it = self.batches_.find(ticket->batch);
+    if (it == self.batches_.end()) return;
+    batch = it->second;
+  }
+  bool release = false;
+  {
+    std::lock_guard lock(batch->mutex);
+    batch->results[ticket->index] = message->err;
+    release = --batch->outstanding == 0 && batch->abandoned;
+  }
+  batch->done.notify_all();
+  if (release) {
+    std::lock_guard lock(self.batches_mutex_);
+    self.batches_.erase(batch.get());
+  }
+}
+
+rd_kafka_resp_err_t KafkaSink::produce(const RecordView& record, const std::string& topic,
+                                       BatchDelivery::Ticket* ticket) {
+  for (;;) {
+    HeadersPtr headers;
+    if (!record.headers().empty()) {
+      headers.reset(rd_kafka_headers_new(record.headers().size()));
+      for (const auto& h : record.headers()) {
+        const auto name = as_view(h.key);
+        rd_kafka_header_add(headers.get(), name.data(), static_cast<ssize_t>(name.size()),
+                            h.value.ptr, h.value.ptr ? static_cast<ssize_t>(h.value.len) : 0);
+      }
+    }
+    const auto err = rd_kafka_producev(
+        producer_.get(), RD_KAFKA_V_TOPIC(topic.c_str()),
+        RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(record.raw().key.ptr, record.raw().key.len),
+        RD_KAFKA_V_VALUE(const_cast<uint8_t*>(record.raw().value.ptr), record.raw().value.len),
+        RD_KAFKA_V_TIMESTAMP(record.timestamp_ms() > 0 ? record.timestamp_ms() : 0),
+        RD_KAFKA_V_HEADERS(headers.get()), RD_KAFKA_V_OPAQUE(ticket), RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      headers.release();  // the message owns them now
+      return err;
+    }
+    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return err;
+    // The local queue is full: let reports drain it, then try again.
+    rd_kafka_poll(producer_.get(), 10);
+  }
+}
+
+void KafkaSink::throw_if_fatal() {
+  std::array<char, 512> text{};
+  if (const auto err = rd_kafka_fatal_error(producer_.get(), text.data(), text.size()))
+    throw Fatal(
+        fmt::format("fatal Kafka producer error: {}: {}", rd_kafka_err2name(err), text.data()));
+}
+
+void KafkaSink::put(const Batch& in, Output& rejects) {
+  log_relay().flush_to(host_);
+  throw_if_fatal();
+  if (in.empty()) return;
+
+  auto batch = std::make_shared<BatchDelivery>();
+  batch->tickets.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) batch->tickets.push_back({batch.get(), i});
+  batch->results.assign(in.size(), RD_KAFKA_RESP_ERR_NO_ERROR);
+  batch->outstanding = in.size();
+  {
+    std::lock_guard lock(batches_mutex_);
+    batches_.emplace(batch.get(), batch);
+  }
+
+  // Records refused before they were queued get no report.
+  std::vector<std::pair<size_t, std::string>> refused;
+  for (size_t i = 0; i < in.size(); ++i) {
+    const RecordView record = in[i];
+    const std::string topic = topic_.empty() ? std::string(record.topic()) : topic_;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (topic.empty()) {
+      refused.emplace_back(i, "record has no topic and the kafka sink sets none");
+    } else {
+      err = produce(record, topic, &batch->tickets[i]);
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) refused.emplace_back(i, error_text(err));
+    }
+    if (!refused.empty() && refused.back().first == i) {
+      std::lock_guard lock(batch->mutex);
+      batch->results[i] = err == RD_KAFKA_RESP_ERR_NO_ERROR ? RD_KAFKA_RESP_ERR__INVALID_ARG : err;
+      --batch->outstanding;
+    }
+  }
+
+  bool complete = false;
+  {
+    std::unique_lock lock(batch->mutex);
+    complete = batch->done.wait_for(lock, report_wait_, [&] { return batch->outstanding == 0; });
+    if (!complete) batch->abandoned = true;
+  }
+  if (complete) {
+    std::lock_guard lock(batches_mutex_);
+    batches_.erase(batch.get());
+  }
+  log_relay().flush_to(host_);
+  throw_if_fatal();
+  if (!complete)
+    throw Retriable(fmt::format("kafka sink: {} of {} records not acknowledged within {} ms",
+                                batch->outstanding, in.size(), report_wait_.count()));
+
+  // Reports are all in: results no longer change.
+  size_t retriable = 0;
+  rd_kafka_resp_err_t first_retriable = RD_KAFKA_RESP_ERR_NO_ERROR;
+  for (size_t i = 0; i < in.size(); ++i) {
+    const auto err = batch->results[i];
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && !delivery_permanent(err)) {
+      if (retriable++ == 0) first_retriable = err;
+    }
+  }
+  if (retriable > 0) {
+    // The idempotent producer makes a retry of the whole batch safe for what was delivered.
+    host_.counter_add("delivery_failures", static_cast<double>(retriable));
+    throw Retriable(fmt::format("kafka sink: {} of {} records failed: {}", retriable, in.size(),
+                                error_text(first_retriable)));
+  }
+  size_t rejected = 0;
+  for (size_t i = 0; i < in.size(); ++i) {
+    const auto err = batch->results[i];
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+    std::string reason = error_text(err);
+    for (const auto& [index, text] : refused)
+      if (index == i) reason = text;
+    rejects.reject(i, "kafka sink: " + reason);
+    ++rejected;
+  }
+  host_.counter_add("records_produced", static_cast<double>(in.size() - rejected));
+  if (rejected > 0) host_.counter_add("records_rejected", static_cast<double>(rejected));
+}
+
+void KafkaSink::flush() {
+  const auto err = rd_kafka_flush(producer_.get(), static_cast<int>(report_wait_.count()));
+  log_relay().flush_to(host_);
+  throw_if_fatal();
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    throw Retriable(fmt::format("kafka sink: {} messages still unacknowledged after {} ms",
+                                rd_kafka_outq_len(producer_.get()), report_wait_.count()));
+}
+
+}  // namespace sluice::kafka

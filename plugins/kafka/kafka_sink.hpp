@@ -1,0 +1,77 @@
+// The `kafka` sink: an idempotent producer whose put returns once Kafka acknowledged the batch.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "rdkafka_common.hpp"
+#include "sluice/sdk.hpp"
+
+namespace sluice::kafka {
+
+// The delivery reports of one put call. Shared between put and the delivery-report callback,
+// so a late report never touches freed memory.
+struct BatchDelivery {
+  // Message opaque: which batch and which record a delivery report belongs to.
+  struct Ticket {
+    BatchDelivery* batch;
+    size_t index;
+  };
+  std::vector<Ticket> tickets;  // sized once, so pointers into it stay valid
+
+  std::mutex mutex;
+  std::condition_variable done;
+  size_t outstanding = 0;
+  bool abandoned = false;  // put gave up waiting; the last report frees the batch
+  // Per input record: NO_ERROR until a report says otherwise.
+  std::vector<rd_kafka_resp_err_t> results;
+};
+
+class KafkaSink final : public Sink, private HandleContext {
+ public:
+  KafkaSink(const Config& config, Host& host);
+  ~KafkaSink() override;
+  KafkaSink(const KafkaSink&) = delete;
+  KafkaSink& operator=(const KafkaSink&) = delete;
+
+  static ConfigSchema schema();
+  static std::string description() {
+    return "Produces records to Kafka with an idempotent producer (acks=all); put returns once "
+           "every record is acknowledged.";
+  }
+
+  void put(const Batch& in, Output& rejects) override;
+  void flush() override;
+
+ private:
+  static void on_delivery(rd_kafka_t* rk, const rd_kafka_message_t* message, void* opaque);
+  static void on_error(rd_kafka_t* rk, int err, const char* reason, void* opaque);
+  void serve_reports();
+  // Produces one record, waiting while the local queue is full. Returns the synchronous error.
+  rd_kafka_resp_err_t produce(const RecordView& record, const std::string& topic,
+                              BatchDelivery::Ticket* ticket);
+  void throw_if_fatal();
+
+  Host& host_;
+  std::string topic_;
+  std::chrono::milliseconds flush_timeout_;
+  // How long put waits for reports: librdkafka reports every message within message.timeout.ms.
+  std::chrono::milliseconds report_wait_;
+  HandlePtr producer_;
+
+  // Batches still waiting for reports, owned here so a put that gave up leaves them alive.
+  std::mutex batches_mutex_;
+  std::unordered_map<BatchDelivery*, std::shared_ptr<BatchDelivery>> batches_;
+
+  std::atomic<bool> stopping_{false};
+  std::thread reporter_;
+};
+
+}  // namespace sluice::kafka

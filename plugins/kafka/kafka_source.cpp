@@ -1,0 +1,451 @@
+// The `kafka` source: consumer-group polling, pause/resume, cooperative rebalances, commits.
+#include "kafka_source.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <thread>
+
+namespace sluice::kafka {
+
+namespace {
+
+// Beyond this many stashed messages the source pauses its assignment itself, so a host that
+// keeps asking for zero records without pausing cannot make the stash grow without bound.
+constexpr size_t kStashLimit = 1000;
+// While the host asks for nothing, a poll must still return promptly.
+constexpr uint32_t kIdlePollMs = 100;
+constexpr int kCommitAttempts = 5;
+constexpr std::chrono::milliseconds kCommitBackoff{100};
+
+bool commit_retriable(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__WAIT_COORD:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
+    case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string describe(const rd_kafka_topic_partition_list_t* partitions) {
+  std::string s;
+  for (int i = 0; i < partitions->cnt; ++i) {
+    if (!s.empty()) s += ", ";
+    s += fmt::format("{}[{}]", partitions->elems[i].topic, partitions->elems[i].partition);
+  }
+  return s;
+}
+
+}  // namespace
+
+ConfigSchema KafkaSource::schema() {
+  ConfigSchema s;
+  s.string("bootstrap_servers").required().doc("Kafka bootstrap servers, host:port[,host:port]");
+  s.string("group_id").required().doc("Consumer group id; processes with the same id share work");
+  s.list("topics").doc("Topics to consume (or topic_regex)");
+  s.string("topic_regex").doc("Regular expression of topics to consume (or topics)");
+  s.string("auto_offset_reset")
+      .default_value("earliest")
+      .one_of({"earliest", "latest"})
+      .doc("Where a group without a committed offset starts");
+  s.object("properties").doc("librdkafka consumer properties, passed through");
+  s.integer("connect_timeout_ms")
+      .default_value(10000)
+      .min(1)
+      .doc("Fail when no broker answered within this time after start");
+  s.integer("drain_timeout_ms")
+      .default_value(30000)
+      .min(0)
+      .doc("How long a revoke waits for the partition's records to finish");
+  s.boolean("allow_auto_create")
+      .default_value(false)
+      .doc("Let the broker create missing topics instead of failing");
+  s.validator([](const Config& c) {
+    const bool has_topics = !c.get_strings("topics").empty();
+    const bool has_regex = !c.get_string("topic_regex").empty();
+    if (has_topics == has_regex)
+      throw ConfigError(has_topics ? "topic_regex" : "topics",
+                        "give exactly one of `topics` and `topic_regex`");
+  });
+  return s;
+}
+
+KafkaSource::KafkaSource(const Config& config, Host& host)
+    : host_(host),
+      bootstrap_servers_(config.get_string("bootstrap_servers")),
+      topics_(config.get_strings("topics")),
+      topic_regex_(config.get_string("topic_regex")),
+      allow_auto_create_(config.get_bool("allow_auto_create", false)),
+      connect_timeout_(config.get_int("connect_timeout_ms", 10000)),
+      drain_timeout_ms_(static_cast<uint32_t>(config.get_int("drain_timeout_ms", 30000))) {
+  if (bootstrap_servers_.empty())
+    throw ConfigError("bootstrap_servers", "bootstrap_servers is required");
+  const std::string group_id = config.get_string("group_id");
+  if (group_id.empty()) throw ConfigError("group_id", "group_id is required");
+  if (topics_.empty() == topic_regex_.empty())
+    throw ConfigError("topics", "give exactly one of `topics` and `topic_regex`");
+
+  const Settings defaults = {{"enable.partition.eof", "false"}};
+  const Settings forced = {
+      {"group.id", group_id},
+      {"auto.offset.reset", config.get_string("auto_offset_reset", "earliest")},
+      // Offsets move only through commit(): the host knows what is done, librdkafka does not.
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"partition.assignment.strategy", "cooperative-sticky"},
+      {"allow.auto.create.topics", allow_auto_create_ ? "true" : "false"},
+  };
+  ConfPtr conf = build_conf(config, host_, defaults, forced, *this);
+  rd_kafka_conf_set_rebalance_cb(conf.get(), &KafkaSource::on_rebalance);
+  rd_kafka_conf_set_error_cb(conf.get(), &KafkaSource::on_error);
+
+  std::array<char, 512> err{};
+  consumer_.reset(rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err.data(), err.size()));
+  if (!consumer_) throw ConfigError("properties", err.data());
+  conf.release();  // rd_kafka_new took it
+  rd_kafka_poll_set_consumer(consumer_.get());
+
+  PartitionListPtr subscription(
+      rd_kafka_topic_partition_list_new(static_cast<int>(std::max<size_t>(topics_.size(), 1))));
+  if (topic_regex_.empty()) {
+    for (const auto& t : topics_)
+      rd_kafka_topic_partition_list_add(subscription.get(), t.c_str(), RD_KAFKA_PARTITION_UA);
+  } else {
+    // librdkafka treats a subscription starting with '^' as a regular expression.
+    const std::string regex = topic_regex_.front() == '^' ? topic_regex_ : "^" + topic_regex_;
+    rd_kafka_topic_partition_list_add(subscription.get(), regex.c_str(), RD_KAFKA_PARTITION_UA);
+  }
+  if (auto e = rd_kafka_subscribe(consumer_.get(), subscription.get()))
+    throw ConfigError(topic_regex_.empty() ? "topics" : "topic_regex",
+                      "cannot subscribe: " + error_text(e));
+  host_.info(fmt::format("kafka source: group {} subscribed to {}", group_id,
+                         topic_regex_.empty() ? fmt::format("{}", fmt::join(topics_, ", "))
+                                              : "/" + topic_regex_ + "/"));
+}
+
+KafkaSource::~KafkaSource() {
+  // The host drained and committed before destroying us: a revoke during close only unassigns.
+  closing_ = true;
+  if (consumer_) {
+    rd_kafka_consumer_close(consumer_.get());
+    stash_.clear();
+    consumer_.reset();
+  }
+}
+
+void KafkaSource::on_error(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
+  auto& self = *static_cast<KafkaSource*>(static_cast<HandleContext*>(opaque));
+  const auto code = static_cast<rd_kafka_resp_err_t>(err);
+  if (code == RD_KAFKA_RESP_ERR__FATAL) {
+    std::array<char, 512> text{};
+    const auto fatal = rd_kafka_fatal_error(rk, text.data(), text.size());
+    self.pending_fatal_ =
+        fmt::format("fatal Kafka consumer error: {}: {}", rd_kafka_err2name(fatal), text.data());
+    return;
+  }
+  // Transport errors are normal while a broker restarts; librdkafka reconnects by itself.
+  self.log_relay().push(4, fmt::format("kafka consumer: {}: {}", rd_kafka_err2name(code), reason));
+}
+
+void KafkaSource::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                               rd_kafka_topic_partition_list_t* partitions, void* opaque) {
+  auto& self = *static_cast<KafkaSource*>(static_cast<HandleContext*>(opaque));
+  // No exception may unwind through librdkafka's C frames.
+  try {
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      self.assign(partitions);
+      return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+      self.revoke(partitions);
+      return;
+    }
+  } catch (const std::exception& e) {
+    self.pending_fatal_ = fmt::format("kafka source: rebalance failed: {}", e.what());
+    return;
+  }
+  self.host_.error(fmt::format("kafka source: rebalance failed: {}", error_text(err)));
+  if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
+    ErrorPtr(rd_kafka_incremental_unassign(rk, partitions));
+  else
+    rd_kafka_assign(rk, nullptr);
+  self.assigned_.clear();
+  self.stash_.clear();
+}
+
+void KafkaSource::assign(rd_kafka_topic_partition_list_t* partitions) {
+  rd_kafka_t* rk = consumer_.get();
+  if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0) {
+    if (ErrorPtr e{rd_kafka_incremental_assign(rk, partitions)})
+      host_.error(fmt::format("kafka source: assign failed: {}", rd_kafka_error_string(e.get())));
+  } else {
+    rd_kafka_assign(rk, partitions);
+  }
+  for (int i = 0; i < partitions->cnt; ++i)
+    assigned_.try_emplace({partitions->elems[i].topic, partitions->elems[i].partition}, -1);
+  // A pause holds across rebalances: new partitions start paused too.
+  if (paused_) pause_partitions(partitions, true);
+  host_.info(fmt::format("kafka source: assigned {}", describe(partitions)));
+}
+
+void KafkaSource::revoke(rd_kafka_topic_partition_list_t* partitions) {
+  rd_kafka_t* rk = consumer_.get();
+  if (!closing_) {
+    // Finish and commit what was taken from these partitions while they are still ours;
+    // after unassign the next owner starts from the committed offsets.
+    std::vector<sluice_position> positions;
+    positions.reserve(static_cast<size_t>(partitions->cnt));
+    for (int i = 0; i < partitions->cnt; ++i) {
+      const auto& p = partitions->elems[i];
+      auto it = assigned_.find({p.topic, p.partition});
+      sluice_position pos{};
+      pos.struct_size = sizeof(pos);
+      pos.topic = as_bytes(std::string_view(p.topic));
+      pos.partition = p.partition;
+      pos.offset = it == assigned_.end() ? -1 : it->second;
+      positions.push_back(pos);
+    }
+    if (!host_.drain(positions, drain_timeout_ms_))
+      host_.warn(fmt::format(
+          "kafka source: revoked {} before every record was done; the rest will be redelivered",
+          describe(partitions)));
+  }
+  // Stashed messages of revoked partitions were never handed on, so never committed: the new
+  // owner gets them again.
+  std::erase_if(stash_, [&](const MessagePtr& m) {
+    const char* topic = rd_kafka_topic_name(m->rkt);
+    for (int i = 0; i < partitions->cnt; ++i)
+      if (partitions->elems[i].partition == m->partition &&
+          strcmp(partitions->elems[i].topic, topic) == 0)
+        return true;
+    return false;
+  });
+  for (int i = 0; i < partitions->cnt; ++i)
+    assigned_.erase({partitions->elems[i].topic, partitions->elems[i].partition});
+
+  if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0) {
+    if (ErrorPtr e{rd_kafka_incremental_unassign(rk, partitions)})
+      host_.error(fmt::format("kafka source: unassign failed: {}", rd_kafka_error_string(e.get())));
+  } else {
+    rd_kafka_assign(rk, nullptr);
+    assigned_.clear();
+  }
+  host_.info(fmt::format("kafka source: revoked {}", describe(partitions)));
+}
+
+void KafkaSource::check_topics_exist() {
+  if (allow_auto_create_ || !topic_regex_.empty()) return;
+  const rd_kafka_metadata_t* raw = nullptr;
+  if (rd_kafka_metadata(consumer_.get(), 1, nullptr, &raw, 500) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return;  // asked again on the next poll
+  MetadataPtr md(raw);
+  reached_cluster_ = true;
+  for (const auto& topic : topics_) {
+    bool found = false;
+    for (int i = 0; i < md->topic_cnt && !found; ++i)
+      found = md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && topic == md->topics[i].topic;
+    if (!found)
+      throw Fatal(
+          fmt::format("Kafka topic '{}' does not exist at {} (create it, or set "
+                      "allow_auto_create)",
+                      topic, bootstrap_servers_));
+  }
+}
+
+void KafkaSource::check_health() {
+  if (!pending_fatal_.empty()) throw Fatal(pending_fatal_);
+  if (reached_cluster_) return;
+  if (allow_auto_create_ || !topic_regex_.empty()) {
+    const rd_kafka_metadata_t* raw = nullptr;
+    if (rd_kafka_metadata(consumer_.get(), 0, nullptr, &raw, 200) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      MetadataPtr md(raw);
+      reached_cluster_ = true;
+    }
+  } else {
+    check_topics_exist();
+  }
+  if (!reached_cluster_ && Clock::now() - created_at_ >= connect_timeout_)
+    throw Fatal(fmt::format("cannot reach Kafka at {} within {} ms", bootstrap_servers_,
+                            connect_timeout_.count()));
+}
+
+bool KafkaSource::accept(MessagePtr message, std::deque<MessagePtr>& into) {
+  if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    into.push_back(std::move(message));
+    return true;
+  }
+  const auto err = message->err;
+  if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return false;
+  const char* topic = message->rkt ? rd_kafka_topic_name(message->rkt) : "";
+  if ((err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) &&
+      !allow_auto_create_ && topic_regex_.empty())
+    throw Fatal(fmt::format("Kafka topic '{}' does not exist at {}: {}", topic, bootstrap_servers_,
+                            rd_kafka_message_errstr(message.get())));
+  if (err == RD_KAFKA_RESP_ERR__FATAL || rd_kafka_fatal_error(consumer_.get(), nullptr, 0))
+    throw Fatal(
+        fmt::format("fatal Kafka consumer error: {}", rd_kafka_message_errstr(message.get())));
+  host_.warn(fmt::format("kafka source: {} {}: {}", topic, rd_kafka_err2name(err),
+                         rd_kafka_message_errstr(message.get())));
+  return false;
+}
+
+void KafkaSource::emit(Output& out, const rd_kafka_message_t& m) {
+  OutRecord r;
+  if (m.key) r.key = std::string_view(static_cast<const char*>(m.key), m.key_len);
+  if (m.payload) r.value = std::string_view(static_cast<const char*>(m.payload), m.len);
+  r.topic = rd_kafka_topic_name(m.rkt);
+  r.partition = m.partition;
+  r.offset = m.offset;
+  rd_kafka_timestamp_type_t ts_type;
+  const int64_t ts = rd_kafka_message_timestamp(&m, &ts_type);
+  r.timestamp_ms = ts_type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? 0 : ts;
+  rd_kafka_headers_t* headers = nullptr;
+  if (rd_kafka_message_headers(&m, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR && headers) {
+    const char* name;
+    const void* value;
+    size_t len;
+    for (size_t i = 0;
+         rd_kafka_header_get_all(headers, i, &name, &value, &len) == RD_KAFKA_RESP_ERR_NO_ERROR;
+         ++i)
+      r.headers.emplace_back(name, value ? std::string_view(static_cast<const char*>(value), len)
+                                         : std::string_view());
+  }
+  out.emit(r);
+  auto it = assigned_.find({std::string(r.topic), m.partition});
+  if (it != assigned_.end()) it->second = std::max(it->second, m.offset);
+}
+
+bool KafkaSource::poll(Output& out, size_t max_records, uint32_t timeout_ms) {
+  log_relay().flush_to(host_);
+  check_health();
+
+  if (max_records == 0) {
+    // Backpressure: keep serving the group (heartbeats, rebalances), hand nothing on.
+    MessagePtr m(rd_kafka_consumer_poll(consumer_.get(),
+                                        static_cast<int>(std::min(timeout_ms, kIdlePollMs))));
+    if (m) accept(std::move(m), stash_);
+    apply_pause();
+    log_relay().flush_to(host_);
+    return false;
+  }
+
+  size_t emitted = 0;
+  while (emitted < max_records && !stash_.empty()) {
+    emit(out, *stash_.front());
+    stash_.pop_front();
+    ++emitted;
+  }
+  apply_pause();
+
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::deque<MessagePtr> fresh;
+  while (emitted < max_records) {
+    // Wait only until the first record; after that take what is already there.
+    int wait_ms = 0;
+    if (emitted == 0) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) break;
+      wait_ms = static_cast<int>(left.count());
+    }
+    MessagePtr m(rd_kafka_consumer_poll(consumer_.get(), wait_ms));
+    if (!m) {
+      if (emitted > 0 || Clock::now() >= deadline) break;
+      continue;
+    }
+    if (accept(std::move(m), fresh)) {
+      emit(out, *fresh.back());
+      fresh.clear();
+      ++emitted;
+    }
+  }
+  log_relay().flush_to(host_);
+  return false;
+}
+
+bool KafkaSource::is_assigned(const std::string& topic, int32_t partition) const {
+  return assigned_.contains({topic, partition});
+}
+
+void KafkaSource::commit(std::span<const Position> positions) {
+  PartitionListPtr offsets(rd_kafka_topic_partition_list_new(static_cast<int>(positions.size())));
+  for (const auto& p : positions) {
+    const std::string topic(p.topic);
+    // A partition that is no longer ours may already be consumed further by its new owner:
+    // committing our older offset there would rewind it.
+    if (!is_assigned(topic, p.partition)) {
+      host_.log(Host::Level::debug,
+                fmt::format("kafka source: not committing {}[{}]: no longer assigned", topic,
+                            p.partition));
+      continue;
+    }
+    if (p.offset < 0) continue;
+    rd_kafka_topic_partition_list_add(offsets.get(), topic.c_str(), p.partition)->offset =
+        p.offset + 1;
+  }
+  if (offsets->cnt == 0) return;
+
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  for (int attempt = 1; attempt <= kCommitAttempts; ++attempt) {
+    err = rd_kafka_commit(consumer_.get(), offsets.get(), 0);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      // The request may succeed while single partitions fail.
+      for (int i = 0; i < offsets->cnt && err == RD_KAFKA_RESP_ERR_NO_ERROR; ++i)
+        err = offsets->elems[i].err;
+    }
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
+      if (attempt > 1)
+        host_.info(fmt::format("kafka source: commit succeeded on attempt {}", attempt));
+      return;
+    }
+    if (!commit_retriable(err)) break;
+    host_.warn(fmt::format("kafka source: commit of {} failed (attempt {}/{}): {}",
+                           describe(offsets.get()), attempt, kCommitAttempts, error_text(err)));
+    for (int i = 0; i < offsets->cnt; ++i) offsets->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (attempt < kCommitAttempts) std::this_thread::sleep_for(kCommitBackoff * attempt);
+  }
+  const std::string message = fmt::format("kafka source: commit of {} failed: {}",
+                                          describe(offsets.get()), error_text(err));
+  host_.error(message);
+  if (commit_retriable(err)) throw Retriable(message);
+  throw std::runtime_error(message);
+}
+
+void KafkaSource::pause_partitions(rd_kafka_topic_partition_list_t* partitions, bool paused) {
+  const auto err = paused ? rd_kafka_pause_partitions(consumer_.get(), partitions)
+                          : rd_kafka_resume_partitions(consumer_.get(), partitions);
+  if (err)
+    host_.warn(
+        fmt::format("kafka source: {} failed: {}", paused ? "pause" : "resume", error_text(err)));
+}
+
+void KafkaSource::apply_pause() {
+  const bool want = host_paused_ || stash_.size() >= kStashLimit;
+  if (want == paused_) return;
+  rd_kafka_topic_partition_list_t* raw = nullptr;
+  if (rd_kafka_assignment(consumer_.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  PartitionListPtr assignment(raw);
+  pause_partitions(assignment.get(), want);
+  paused_ = want;
+}
+
+void KafkaSource::set_paused(bool paused) {
+  host_paused_ = paused;
+  apply_pause();
+}
+
+}  // namespace sluice::kafka

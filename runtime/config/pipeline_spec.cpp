@@ -1,0 +1,490 @@
+// Parsing of pipeline files: layout, stages and the performance/errors/admin sections.
+#include "config/pipeline_spec.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <functional>
+#include <limits>
+#include <map>
+#include <unordered_map>
+#include <utility>
+
+#include "config/did_you_mean.hpp"
+#include "config/yaml_reader.hpp"
+
+namespace sluice::config {
+namespace {
+
+constexpr uint64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
+constexpr uint64_t kMaxU64 = std::numeric_limits<uint64_t>::max();
+
+const std::vector<std::string> kPipelineKeys = {"name",        "source",      "transforms", "sink",
+                                                "dead_letter", "performance", "errors"};
+
+bool valid_name(std::string_view name) {
+  if (name.empty()) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
+  });
+}
+
+// The handlers of one section: key -> what to do with its entry. The key order is the order
+// did-you-mean prefers on ties.
+using FieldHandlers = std::vector<std::pair<std::string, std::function<void(const Entry&)>>>;
+
+// Names used so far in one load (one file, or every file of a directory).
+struct SeenNames {
+  std::unordered_map<std::string, Location> pipelines;
+  std::unordered_map<std::string, Location> instances;
+  std::optional<Location> admin;
+};
+
+class FileParser {
+ public:
+  // Whether a null node was written as the word null (not left empty), from its source text.
+  bool written_as_null(const YAML::Node& node) const {
+    const YAML::Mark mark = node.Mark();
+    if (mark.pos < 0 || static_cast<size_t>(mark.pos) >= text_.size()) return false;
+    const std::string_view rest = text_.substr(static_cast<size_t>(mark.pos));
+    for (std::string_view word : {"null", "Null", "NULL"})
+      if (rest.substr(0, word.size()) == word) return true;
+    return false;
+  }
+
+  FileParser(const std::string& file, SeenNames& seen, PipelineFile& out)
+      : reader_(file), seen_(seen), out_(out) {}
+
+  void parse(std::string_view text) {
+    text_ = text;
+    const YAML::Node root = parse_document(text, reader_.file());
+    if (root.IsNull())
+      throw ConfigError({reader_.file(), 1, 1},
+                        "the file is empty; expected a pipeline (a mapping with 'name:') or a "
+                        "'pipelines:' list");
+    if (!root.IsMap())
+      throw ConfigError(reader_.at(root),
+                        fmt::format("expected a mapping at the top level (a pipeline with 'name:' "
+                                    "or a 'pipelines:' list), got {}",
+                                    kind_name(root)));
+    if (auto pipelines = find_entry(root, "pipelines")) {
+      reader_.check_keys(root, {"pipelines", "admin"}, "the file");
+      if (!pipelines->value.IsSequence())
+        throw ConfigError(reader_.at(*pipelines),
+                          fmt::format("pipelines: expected a list of pipelines, got {}",
+                                      kind_name(pipelines->value)));
+      if (pipelines->value.size() == 0)
+        throw ConfigError(reader_.at(*pipelines), "pipelines: the list is empty");
+      for (const auto& pipeline : pipelines->value) parse_pipeline(pipeline, false);
+    } else if (find_entry(root, "name")) {
+      parse_pipeline(root, true);
+    } else {
+      for (const auto& kv : root) {
+        const std::string suggestion = did_you_mean(kv.first.Scalar(), {"pipelines", "name"});
+        if (!suggestion.empty())
+          throw ConfigError(reader_.at(kv.first), fmt::format("unknown key '{}' at the top "
+                                                              "level{}",
+                                                              kv.first.Scalar(), suggestion));
+      }
+      throw ConfigError(reader_.at(root),
+                        "expected 'name:' (one pipeline) or 'pipelines:' (a list of pipelines) "
+                        "at the top level");
+    }
+    if (auto admin = find_entry(root, "admin")) parse_admin(*admin);
+  }
+
+ private:
+  void parse_pipeline(const YAML::Node& node, bool top_level) {
+    if (!node.IsMap())
+      throw ConfigError(reader_.at(node), fmt::format("a pipeline must be a mapping with 'name:', "
+                                                      "got {}",
+                                                      kind_name(node)));
+    std::vector<std::string> keys = kPipelineKeys;
+    if (top_level) keys.push_back("admin");
+    reader_.check_keys(node, keys, "pipeline");
+
+    PipelineSpec spec;
+    spec.location = reader_.at(node);
+    const auto name = find_entry(node, "name");
+    if (!name) throw ConfigError(spec.location, "pipeline has no 'name'");
+    spec.name = reader_.text(*name, "name");
+    spec.name_location = reader_.at(*name);
+    if (!valid_name(spec.name))
+      throw ConfigError(spec.name_location,
+                        fmt::format("'{}' is not a valid pipeline name (use letters, digits, '_', "
+                                    "'.' and '-')",
+                                    spec.name));
+    if (auto [it, inserted] = seen_.pipelines.emplace(spec.name, spec.name_location); !inserted)
+      throw ConfigError(spec.name_location, fmt::format("duplicate pipeline name '{}' (first "
+                                                        "defined at {})",
+                                                        spec.name, it->second.str()));
+
+    const auto source = find_entry(node, "source");
+    if (!source)
+      throw ConfigError(spec.location, fmt::format("pipeline '{}' has no 'source'", spec.name));
+    spec.source = parse_stage(*source, "source", spec.name + ".source", "source");
+
+    if (auto transforms = find_entry(node, "transforms");
+        transforms && !transforms->value.IsNull()) {
+      if (!transforms->value.IsSequence())
+        throw ConfigError(reader_.at(*transforms),
+                          fmt::format("transforms: expected a list of stages, got {}",
+                                      kind_name(transforms->value)));
+      for (size_t i = 0; i < transforms->value.size(); ++i) {
+        const Entry item{transforms->key, transforms->value[i]};
+        spec.transforms.push_back(parse_stage(item, "transform",
+                                              fmt::format("{}.transform{}", spec.name, i),
+                                              fmt::format("transforms[{}]", i)));
+      }
+    }
+
+    const auto sink = find_entry(node, "sink");
+    if (!sink)
+      throw ConfigError(spec.location, fmt::format("pipeline '{}' has no 'sink'", spec.name));
+    spec.sink = parse_stage(*sink, "sink", spec.name + ".sink", "sink");
+
+    if (auto dead_letter = find_entry(node, "dead_letter");
+        dead_letter && !dead_letter->value.IsNull())
+      spec.dead_letter =
+          parse_stage(*dead_letter, "dead_letter", spec.name + ".dead_letter", "dead_letter");
+    if (auto performance = find_entry(node, "performance"))
+      spec.performance = parse_performance(*performance);
+    if (auto errors = find_entry(node, "errors")) spec.errors = parse_errors(*errors, spec);
+    out_.pipelines.push_back(std::move(spec));
+  }
+
+  StageSpec parse_stage(const Entry& entry, std::string role, const std::string& default_name,
+                        const std::string& what) {
+    if (!entry.value.IsMap()) {
+      const std::string hint =
+          entry.value.IsScalar()
+              ? fmt::format(" (write '{{type: {}}}' for a plugin without settings)",
+                            entry.value.Scalar())
+              : std::string();
+      throw ConfigError(reader_.at(entry),
+                        fmt::format("{}: expected a mapping with 'type:', got {}{}", what,
+                                    kind_name(entry.value), hint));
+    }
+    StageSpec stage;
+    stage.role = std::move(role);
+    stage.node = entry.value;
+    stage.location = reader_.at(entry.value);
+    const auto type = find_entry(entry.value, "type");
+    if (!type)
+      throw ConfigError(stage.location,
+                        fmt::format("{}: missing 'type' (the plugin's name)", what));
+    // YAML reads a bare `null` as a null node, but `type: null` means the null sink.
+    stage.type = type->value.IsNull() && written_as_null(type->value)
+                     ? std::string("null")
+                     : reader_.text(*type, what + ".type");
+    stage.type_location = reader_.at(*type);
+    if (!valid_name(stage.type))
+      throw ConfigError(stage.type_location,
+                        fmt::format("{}.type: '{}' is not a valid plugin name", what, stage.type));
+    stage.instance_name = default_name;
+    Location name_location = stage.type_location;
+    if (auto name = find_entry(entry.value, "name")) {
+      stage.instance_name = reader_.text(*name, what + ".name");
+      name_location = reader_.at(*name);
+      if (!valid_name(stage.instance_name))
+        throw ConfigError(name_location,
+                          fmt::format("{}.name: '{}' is not a valid stage name (use letters, "
+                                      "digits, '_', '.' and '-')",
+                                      what, stage.instance_name));
+    }
+    if (auto [it, inserted] = seen_.instances.emplace(stage.instance_name, name_location);
+        !inserted)
+      throw ConfigError(name_location, fmt::format("duplicate stage name '{}' (first used at {})",
+                                                   stage.instance_name, it->second.str()));
+    return stage;
+  }
+
+  // Runs the handler of every key of a section; returns the entries for cross-field checks.
+  std::map<std::string, Entry> apply(const Entry& section, std::string_view what,
+                                     const FieldHandlers& handlers) {
+    std::map<std::string, Entry> given;
+    if (section.value.IsNull()) return given;
+    reader_.expect_map(section, what);
+    std::vector<std::string> names;
+    for (const auto& handler : handlers) names.push_back(handler.first);
+    reader_.check_keys(section.value, names, what);
+    for (const auto& kv : section.value) {
+      const Entry entry{kv.first, kv.second};
+      for (const auto& [name, handle] : handlers)
+        if (name == kv.first.Scalar()) handle(entry);
+      given.emplace(kv.first.Scalar(), entry);
+    }
+    return given;
+  }
+
+  // For the (0, 1] fractions of the performance section.
+  double fraction(const Entry& entry, const std::string& what) const {
+    const double value = reader_.number(entry, what);
+    if (!(value > 0.0 && value <= 1.0))
+      throw ConfigError(reader_.at(entry),
+                        fmt::format("{}: must be greater than 0 and at most 1, got {}", what,
+                                    entry.value.Scalar()));
+    return value;
+  }
+
+  core::PerformanceSettings parse_performance(const Entry& section) {
+    core::PerformanceSettings p;
+    const auto flag = [&](const char* key, bool& field) {
+      return std::pair{std::string(key),
+                       std::function<void(const Entry&)>([&, key](const Entry& e) {
+                         field = reader_.boolean(e, fmt::format("performance.{}", key));
+                       })};
+    };
+    const auto u32 = [&](const char* key, uint32_t& field, uint64_t min) {
+      return std::pair{
+          std::string(key), std::function<void(const Entry&)>([&, key, min](const Entry& e) {
+            field = static_cast<uint32_t>(
+                reader_.unsigned_int(e, fmt::format("performance.{}", key), min, kMaxU32));
+          })};
+    };
+    const auto u64 = [&](const char* key, uint64_t& field, uint64_t min) {
+      return std::pair{
+          std::string(key), std::function<void(const Entry&)>([&, key, min](const Entry& e) {
+            field = reader_.unsigned_int(e, fmt::format("performance.{}", key), min, kMaxU64);
+          })};
+    };
+    const auto share = [&](const char* key, double& field) {
+      return std::pair{std::string(key),
+                       std::function<void(const Entry&)>([&, key](const Entry& e) {
+                         field = fraction(e, fmt::format("performance.{}", key));
+                       })};
+    };
+    const FieldHandlers handlers = {
+        flag("adaptive_batching", p.adaptive_batching),
+        u32("min_batch_size", p.min_batch_size, 1),
+        u32("max_batch_size", p.max_batch_size, 1),
+        u32("batch_size", p.batch_size, 1),
+        u32("target_batch_time_ms", p.target_batch_time_ms, 1),
+        share("load_adjustment_factor", p.load_adjustment_factor),
+        u32("linger_ms", p.linger_ms, 0),
+        flag("adaptive_concurrency", p.adaptive_concurrency),
+        u32("min_concurrency", p.min_concurrency, 1),
+        u32("max_concurrency", p.max_concurrency, 1),
+        u32("concurrency", p.concurrency, 1),
+        share("cpu_utilization_threshold", p.cpu_utilization_threshold),
+        {"ordering",
+         [&](const Entry& e) {
+           p.ordering = static_cast<core::Ordering>(
+               reader_.choice(e, "performance.ordering", {"key", "partition", "none"}));
+         }},
+        flag("backpressure", p.backpressure),
+        u32("backpressure_threshold", p.backpressure_threshold, 1),
+        u64("max_queue_bytes", p.max_queue_bytes, 1),
+        flag("memory_control", p.memory_control),
+        u64("memory_limit_mb", p.memory_limit_mb, 0),
+        share("memory_pressure_threshold", p.memory_pressure_threshold),
+        share("gc_trigger_threshold", p.gc_trigger_threshold),
+        u32("gc_interval_ms", p.gc_interval_ms, 0),
+        flag("enable_performance_profiling", p.enable_performance_profiling),
+        u32("metrics_collection_interval_ms", p.metrics_collection_interval_ms, 1),
+        flag("enable_predictive_caching", p.enable_predictive_caching),
+        u32("cache_warmup_size", p.cache_warmup_size, 0),
+        {"cache_eviction_policy",
+         [&](const Entry& e) {
+           p.cache_eviction_policy = static_cast<core::CacheEvictionPolicy>(reader_.choice(
+               e, "performance.cache_eviction_policy", {"lru", "lfu", "ttl", "adaptive"}));
+         }},
+    };
+    const auto given = apply(section, "performance", handlers);
+    const auto where = [&](const char* preferred, const char* other) {
+      auto it = given.find(preferred);
+      if (it == given.end()) it = given.find(other);
+      return reader_.at(it->second);
+    };
+    if (p.min_batch_size > p.max_batch_size)
+      throw ConfigError(where("max_batch_size", "min_batch_size"),
+                        fmt::format("performance: min_batch_size ({}) is greater than "
+                                    "max_batch_size ({})",
+                                    p.min_batch_size, p.max_batch_size));
+    if (p.min_concurrency > p.max_concurrency)
+      throw ConfigError(where("max_concurrency", "min_concurrency"),
+                        fmt::format("performance: min_concurrency ({}) is greater than "
+                                    "max_concurrency ({})",
+                                    p.min_concurrency, p.max_concurrency));
+    // A start value the user wrote must lie in the range; the default just moves into it.
+    if (given.contains("batch_size") &&
+        (p.batch_size < p.min_batch_size || p.batch_size > p.max_batch_size))
+      throw ConfigError(reader_.at(given.at("batch_size")),
+                        fmt::format("performance.batch_size: {} is outside [min_batch_size, "
+                                    "max_batch_size] = [{}, {}]",
+                                    p.batch_size, p.min_batch_size, p.max_batch_size));
+    p.batch_size = std::clamp(p.batch_size, p.min_batch_size, p.max_batch_size);
+    if (given.contains("concurrency") &&
+        (p.concurrency < p.min_concurrency || p.concurrency > p.max_concurrency))
+      throw ConfigError(reader_.at(given.at("concurrency")),
+                        fmt::format("performance.concurrency: {} is outside [min_concurrency, "
+                                    "max_concurrency] = [{}, {}]",
+                                    p.concurrency, p.min_concurrency, p.max_concurrency));
+    p.concurrency = std::clamp(p.concurrency, p.min_concurrency, p.max_concurrency);
+    return p;
+  }
+
+  core::ErrorSettings parse_errors(const Entry& section, PipelineSpec& spec) {
+    core::ErrorSettings e;
+    auto& retry = e.retry;
+    auto& breaker = e.circuit_breaker;
+    std::map<std::string, Entry> retry_given;
+    const FieldHandlers handlers = {
+        {"tolerance",
+         [&](const Entry& v) {
+           e.tolerance =
+               static_cast<core::Tolerance>(reader_.choice(v, "errors.tolerance", {"none", "all"}));
+         }},
+        {"retry",
+         [&](const Entry& v) {
+           const FieldHandlers retry_handlers = {
+               {"initial_backoff_ms",
+                [&](const Entry& x) {
+                  retry.initial_backoff_ms = static_cast<uint32_t>(
+                      reader_.unsigned_int(x, "errors.retry.initial_backoff_ms", 0, kMaxU32));
+                }},
+               {"max_backoff_ms",
+                [&](const Entry& x) {
+                  retry.max_backoff_ms = static_cast<uint32_t>(
+                      reader_.unsigned_int(x, "errors.retry.max_backoff_ms", 0, kMaxU32));
+                }},
+               {"multiplier",
+                [&](const Entry& x) {
+                  retry.multiplier = reader_.number(x, "errors.retry.multiplier");
+                  if (retry.multiplier < 1.0)
+                    throw ConfigError(reader_.at(x),
+                                      fmt::format("errors.retry.multiplier: must be at least 1, "
+                                                  "got {}",
+                                                  x.value.Scalar()));
+                }},
+               {"max_attempts",
+                [&](const Entry& x) {
+                  retry.max_attempts = static_cast<uint32_t>(
+                      reader_.unsigned_int(x, "errors.retry.max_attempts", 0, kMaxU32));
+                }},
+               {"max_elapsed_ms",
+                [&](const Entry& x) {
+                  retry.max_elapsed_ms =
+                      reader_.unsigned_int(x, "errors.retry.max_elapsed_ms", 0, kMaxU64);
+                }},
+           };
+           retry_given = apply(v, "errors.retry", retry_handlers);
+         }},
+        {"circuit_breaker",
+         [&](const Entry& v) {
+           const FieldHandlers breaker_handlers = {
+               {"enabled",
+                [&](const Entry& x) {
+                  breaker.enabled = reader_.boolean(x, "errors.circuit_breaker.enabled");
+                }},
+               {"failure_threshold",
+                [&](const Entry& x) {
+                  breaker.failure_threshold = static_cast<uint32_t>(reader_.unsigned_int(
+                      x, "errors.circuit_breaker.failure_threshold", 1, kMaxU32));
+                }},
+               {"cooldown_ms",
+                [&](const Entry& x) {
+                  breaker.cooldown_ms = static_cast<uint32_t>(
+                      reader_.unsigned_int(x, "errors.circuit_breaker.cooldown_ms", 0, kMaxU32));
+                }},
+           };
+           apply(v, "errors.circuit_breaker", breaker_handlers);
+         }},
+        {"log_errors",
+         [&](const Entry& v) { e.log_errors = reader_.boolean(v, "errors.log_errors"); }},
+        {"dead_letter",
+         [&](const Entry& v) {
+           if (v.value.IsNull()) return;
+           if (spec.dead_letter)
+             throw ConfigError(reader_.at(v.key),
+                               fmt::format("errors.dead_letter: pipeline '{}' already has a "
+                                           "dead_letter sink at {}",
+                                           spec.name, spec.dead_letter->location.str()));
+           spec.dead_letter =
+               parse_stage(v, "dead_letter", spec.name + ".dead_letter", "errors.dead_letter");
+         }},
+    };
+    apply(section, "errors", handlers);
+    if (retry.initial_backoff_ms > retry.max_backoff_ms) {
+      auto it = retry_given.find("max_backoff_ms");
+      if (it == retry_given.end()) it = retry_given.find("initial_backoff_ms");
+      throw ConfigError(reader_.at(it->second),
+                        fmt::format("errors.retry: initial_backoff_ms ({}) is greater than "
+                                    "max_backoff_ms ({})",
+                                    retry.initial_backoff_ms, retry.max_backoff_ms));
+    }
+    return e;
+  }
+
+  void parse_admin(const Entry& section) {
+    if (seen_.admin)
+      throw ConfigError(reader_.at(section.key),
+                        fmt::format("admin: already configured at {} (only one file may have an "
+                                    "'admin:' section)",
+                                    seen_.admin->str()));
+    seen_.admin = reader_.at(section.key);
+    core::AdminSettings& a = out_.admin;
+    const FieldHandlers handlers = {
+        {"enabled", [&](const Entry& v) { a.enabled = reader_.boolean(v, "admin.enabled"); }},
+        {"host",
+         [&](const Entry& v) {
+           a.host = reader_.text(v, "admin.host");
+           if (a.host.empty()) throw ConfigError(reader_.at(v), "admin.host: must not be empty");
+         }},
+        {"port",
+         [&](const Entry& v) {
+           a.port = static_cast<uint16_t>(reader_.unsigned_int(v, "admin.port", 0, 65535));
+         }},
+        {"token", [&](const Entry& v) { a.token = reader_.text(v, "admin.token", true); }},
+    };
+    apply(section, "admin", handlers);
+    out_.admin_location = reader_.at(section.value.IsMap() ? section.value : section.key);
+  }
+
+  YamlReader reader_;
+  SeenNames& seen_;
+  std::string_view text_;
+  PipelineFile& out_;
+};
+
+}  // namespace
+
+PipelineFile parse_pipelines(std::string_view yaml_text, const std::string& file_name) {
+  PipelineFile out;
+  SeenNames seen;
+  FileParser(file_name, seen, out).parse(yaml_text);
+  return out;
+}
+
+PipelineFile load_pipelines(const std::filesystem::path& file_or_dir) {
+  PipelineFile out;
+  SeenNames seen;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(file_or_dir, ec)) {
+    const std::string text = read_text_file(file_or_dir);
+    FileParser(file_or_dir.string(), seen, out).parse(text);
+    return out;
+  }
+  std::vector<std::filesystem::path> files;
+  for (std::filesystem::directory_iterator it(file_or_dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const auto& path = it->path();
+    const auto extension = path.extension();
+    std::error_code file_ec;
+    if ((extension == ".yaml" || extension == ".yml") && it->is_regular_file(file_ec))
+      files.push_back(path);
+  }
+  if (ec)
+    throw ConfigError({file_or_dir.string(), 0, 0}, fmt::format("cannot read: {}", ec.message()));
+  if (files.empty())
+    throw ConfigError({file_or_dir.string(), 0, 0}, "no *.yaml or *.yml files in the directory");
+  std::sort(files.begin(), files.end());
+  for (const auto& file : files) {
+    const std::string text = read_text_file(file);
+    FileParser(file.string(), seen, out).parse(text);
+  }
+  return out;
+}
+
+}  // namespace sluice::config

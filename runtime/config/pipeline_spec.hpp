@@ -1,0 +1,45 @@
+// Pipeline YAML files -> validated pipeline specs; every error names its FILE:LINE:COL.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/location.hpp"
+#include "config/stage_config.hpp"
+#include "config/stage_spec.hpp"
+#include "core/settings.hpp"
+
+namespace sluice::config {
+
+struct PipelineSpec {
+  std::string name;
+  Location location;       // of the pipeline mapping
+  Location name_location;  // of the `name` value
+  StageSpec source;
+  std::vector<StageSpec> transforms;
+  StageSpec sink;
+  std::optional<StageSpec> dead_letter;  // `dead_letter:` or `errors.dead_letter:`
+  core::PerformanceSettings performance;
+  core::ErrorSettings errors;
+};
+
+struct PipelineFile {
+  std::vector<PipelineSpec> pipelines;
+  core::AdminSettings admin;
+  Location admin_location;  // line 0 when no file has an `admin:` section
+};
+
+// A file holds one pipeline (a mapping with `name:`) or `pipelines:` (a list) plus an optional
+// file-level `admin:`. A directory means every *.yaml / *.yml in it, in name order; pipeline
+// names and stage instance names are unique across them, and at most one file sets `admin:`.
+// Throws ConfigError.
+PipelineFile load_pipelines(const std::filesystem::path& file_or_dir);
+
+// The same from memory (tests, fuzzing); `file_name` is used in errors and as the base of
+// relative ${file:PATH} references.
+PipelineFile parse_pipelines(std::string_view yaml_text, const std::string& file_name);
+
+}  // namespace sluice::config

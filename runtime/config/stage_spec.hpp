@@ -1,0 +1,51 @@
+// One stage (source, transform, sink, dead-letter sink) of a pipeline as written in YAML.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <string>
+#include <utility>
+
+#include "config/location.hpp"
+
+namespace sluice::config {
+
+struct StageSpec {
+  StageSpec() = default;
+  StageSpec(const StageSpec&) = default;
+  StageSpec(StageSpec&&) = default;
+  // YAML::Node's operator= writes into the node it already refers to, which would change the
+  // parsed tree another StageSpec still points at; assigning a StageSpec only rebinds `node`.
+  StageSpec& operator=(const StageSpec& other) {
+    if (this != &other) {
+      role = other.role;
+      type = other.type;
+      instance_name = other.instance_name;
+      node.reset(other.node);
+      location = other.location;
+      type_location = other.type_location;
+    }
+    return *this;
+  }
+  StageSpec& operator=(StageSpec&& other) noexcept {
+    if (this != &other) {
+      role = std::move(other.role);
+      type = std::move(other.type);
+      instance_name = std::move(other.instance_name);
+      node.reset(other.node);
+      location = std::move(other.location);
+      type_location = std::move(other.type_location);
+    }
+    return *this;
+  }
+
+  std::string role;           // "source" | "transform" | "sink" | "dead_letter"
+  std::string type;           // plugin name
+  std::string instance_name;  // `name:`, else "<pipeline>.source", ".transform<i>" (i from 0),
+                              // ".sink" or ".dead_letter"
+  YAML::Node node;            // the stage mapping as written
+  Location location;          // of the mapping
+  Location type_location;     // of the `type` value
+};
+
+}  // namespace sluice::config

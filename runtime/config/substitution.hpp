@@ -1,0 +1,22 @@
+// ${env:NAME} and ${file:PATH} references inside YAML string values, so secrets stay out of files.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "config/location.hpp"
+
+namespace sluice::config {
+
+// True when `text` holds a ${env:...} or ${file:...} reference.
+bool has_substitution(std::string_view text);
+
+// Replaces every ${env:NAME} by the environment variable and every ${file:PATH} by the file's
+// contents (less one trailing newline; relative paths start at `base_dir`). `$${` stands for a
+// literal `${`; any other `${...}` is left as written. A missing variable, an unreadable file or
+// an unterminated reference throws ConfigError at `where`.
+std::string substitute(std::string_view text, const Location& where,
+                       const std::filesystem::path& base_dir);
+
+}  // namespace sluice::config

@@ -1,0 +1,351 @@
+// YAML parsing with limits, and typed reads of YAML values.
+#include "config/yaml_reader.hpp"
+
+#include <fmt/format.h>
+#include <yaml-cpp/depthguard.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <unordered_map>
+
+#include "config/did_you_mean.hpp"
+#include "config/substitution.hpp"
+
+namespace sluice::config {
+namespace {
+
+// The length of the UTF-8 sequence at s[i], or 0 when it is not valid UTF-8 (overlong forms,
+// surrogates and code points past U+10FFFF included).
+size_t utf8_sequence_length(std::string_view s, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = byte(i);
+  if (c < 0x80) return 1;
+  size_t length = 0;
+  uint32_t min = 0;
+  uint32_t code = 0;
+  if ((c & 0xE0) == 0xC0) {
+    length = 2, min = 0x80, code = c & 0x1F;
+  } else if ((c & 0xF0) == 0xE0) {
+    length = 3, min = 0x800, code = c & 0x0F;
+  } else if ((c & 0xF8) == 0xF0) {
+    length = 4, min = 0x10000, code = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + length > s.size()) return 0;
+  for (size_t k = 1; k < length; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+    code = (code << 6) | (byte(i + k) & 0x3F);
+  }
+  if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
+  return length;
+}
+
+Location position_in_text(std::string_view text, size_t offset, const std::string& file) {
+  int line = 1;
+  size_t line_start = 0;
+  for (size_t i = 0; i < offset; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      line_start = i + 1;
+    }
+  }
+  return {file, line, static_cast<int>(offset - line_start) + 1};
+}
+
+// Pipeline files are text: a NUL or a byte that is not UTF-8 means a binary or mis-encoded file.
+void check_is_text(std::string_view text, const std::string& file) {
+  for (size_t i = 0; i < text.size();) {
+    if (text[i] == '\0')
+      throw ConfigError(position_in_text(text, i, file),
+                        "not a text file (contains a NUL byte); expected UTF-8 YAML");
+    const size_t length = utf8_sequence_length(text, i);
+    if (length == 0)
+      throw ConfigError(position_in_text(text, i, file),
+                        fmt::format("not valid UTF-8 (byte 0x{:02x}); expected UTF-8 YAML",
+                                    static_cast<unsigned char>(text[i])));
+    i += length;
+  }
+}
+
+Location mark_location(const YAML::Mark& mark, const std::string& file) {
+  if (mark.is_null()) return {file, 1, 1};
+  return {file, mark.line + 1, mark.column + 1};
+}
+
+// Walks the parsed tree once, so later code can rely on the limits and on unique scalar keys.
+void check_tree(const YAML::Node& node, int depth, size_t& nodes, const std::string& file) {
+  if (++nodes > kMaxNodes)
+    throw ConfigError(
+        location_of(node, file),
+        fmt::format("document expands to more than {} nodes (through aliases?)", kMaxNodes));
+  if (depth > kMaxDepth)
+    throw ConfigError(location_of(node, file),
+                      fmt::format("nesting deeper than {} levels", kMaxDepth));
+  switch (node.Type()) {
+    case YAML::NodeType::Scalar:
+      if (node.Scalar().size() > kMaxScalarBytes)
+        throw ConfigError(location_of(node, file),
+                          fmt::format("value of {} bytes is longer than the limit of 1 MiB",
+                                      node.Scalar().size()));
+      break;
+    case YAML::NodeType::Sequence:
+      for (const auto& child : node) check_tree(child, depth + 1, nodes, file);
+      break;
+    case YAML::NodeType::Map: {
+      std::unordered_map<std::string, YAML::Mark> seen;
+      for (const auto& kv : node) {
+        const YAML::Node& key = kv.first;
+        if (!key.IsScalar())
+          throw ConfigError(
+              location_of(key, file),
+              fmt::format("mapping keys must be plain scalars, got {}", kind_name(key)));
+        if (key.Scalar().size() > kMaxScalarBytes)
+          throw ConfigError(location_of(key, file), "key is longer than the limit of 1 MiB");
+        auto [it, inserted] = seen.emplace(key.Scalar(), key.Mark());
+        if (!inserted)
+          throw ConfigError(location_of(key, file),
+                            fmt::format("duplicate key '{}' (first at line {})", key.Scalar(),
+                                        it->second.line + 1));
+        check_tree(kv.second, depth + 1, nodes, file);
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+std::string describe_text(std::string_view text) {
+  constexpr size_t kShown = 60;
+  if (text.size() <= kShown) return fmt::format("'{}'", text);
+  return fmt::format("'{}...'", text.substr(0, kShown));
+}
+
+}  // namespace
+
+YAML::Node parse_document(std::string_view text, const std::string& file_name) {
+  if (text.size() > kMaxFileBytes)
+    throw ConfigError({file_name, 1, 1}, fmt::format("file of {} bytes is larger than the limit "
+                                                     "of 16 MiB",
+                                                     text.size()));
+  check_is_text(text, file_name);
+  std::vector<YAML::Node> documents;
+  try {
+    documents = YAML::LoadAll(std::string(text));
+  } catch (const YAML::DeepRecursion& e) {
+    throw ConfigError(mark_location(e.mark, file_name),
+                      fmt::format("nesting deeper than {} levels", kMaxDepth));
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(mark_location(e.mark, file_name), "YAML syntax error: " + e.msg);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(mark_location(e.mark, file_name), "YAML error: " + e.msg);
+  }
+  if (documents.empty()) return YAML::Node(YAML::NodeType::Null);
+  if (documents.size() > 1)
+    throw ConfigError(location_of(documents[1], file_name),
+                      "unexpected content after the first YAML document (check the indentation; "
+                      "a pipeline file holds one document)");
+  size_t nodes = 0;
+  check_tree(documents[0], 1, nodes, file_name);
+  return documents[0];
+}
+
+std::string read_text_file(const std::filesystem::path& path) {
+  const Location where{path.string(), 0, 0};
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError(where, "cannot read: it is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(where, fmt::format("cannot read: {}", std::strerror(errno)));
+  std::string text;
+  char buffer[65536];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    text.append(buffer, static_cast<size_t>(in.gcount()));
+    if (text.size() > kMaxFileBytes)
+      throw ConfigError(where, "cannot read: larger than the limit of 16 MiB");
+  }
+  if (in.bad()) throw ConfigError(where, "cannot read: I/O error");
+  return text;
+}
+
+Location location_of(const YAML::Node& node, const std::string& file) {
+  const YAML::Mark mark = node.Mark();
+  if (mark.is_null()) return {file, 0, 0};
+  return {file, mark.line + 1, mark.column + 1};
+}
+
+std::string_view kind_name(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    default:
+      return "nothing (null)";
+  }
+}
+
+std::optional<bool> parse_bool(std::string_view text) {
+  if (text == "true" || text == "True" || text == "TRUE") return true;
+  if (text == "false" || text == "False" || text == "FALSE") return false;
+  return std::nullopt;
+}
+
+std::optional<int64_t> parse_int(std::string_view text) {
+  bool negative = false;
+  std::string_view digits = text;
+  if (!digits.empty() && (digits[0] == '-' || digits[0] == '+')) {
+    negative = digits[0] == '-';
+    digits.remove_prefix(1);
+  }
+  int base = 10;
+  if (digits.starts_with("0x") || digits.starts_with("0o")) {
+    base = digits[1] == 'x' ? 16 : 8;
+    digits.remove_prefix(2);
+  }
+  if (digits.empty()) return std::nullopt;
+  for (char c : digits) {
+    const bool ok = base == 16 ? std::isxdigit(static_cast<unsigned char>(c)) != 0
+                               : (c >= '0' && c < static_cast<char>('0' + base));
+    if (!ok) return std::nullopt;
+  }
+  uint64_t magnitude = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), magnitude, base);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  if (negative) {
+    if (magnitude > uint64_t{1} << 63) return std::nullopt;
+    return magnitude == uint64_t{1} << 63 ? INT64_MIN : -static_cast<int64_t>(magnitude);
+  }
+  if (magnitude > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+  return static_cast<int64_t>(magnitude);
+}
+
+std::optional<double> parse_double(std::string_view text) {
+  std::string_view body = text;
+  if (!body.empty() && body[0] == '+') body.remove_prefix(1);
+  const std::string_view unsigned_body = body.starts_with('-') ? body.substr(1) : body;
+  // from_chars also reads "inf", "nan" and hex floats; YAML and JSON want plain decimals here.
+  if (unsigned_body.empty() ||
+      !(std::isdigit(static_cast<unsigned char>(unsigned_body[0])) || unsigned_body[0] == '.'))
+    return std::nullopt;
+  for (char c : unsigned_body)
+    if (!(std::isdigit(static_cast<unsigned char>(c)) || c == '.' || c == 'e' || c == 'E' ||
+          c == '-' || c == '+'))
+      return std::nullopt;
+  double value = 0;
+  auto [end, ec] = std::from_chars(body.data(), body.data() + body.size(), value);
+  if (ec != std::errc() || end != body.data() + body.size() || !std::isfinite(value))
+    return std::nullopt;
+  return value;
+}
+
+std::optional<Entry> find_entry(const YAML::Node& map, std::string_view key) {
+  if (!map.IsMap()) return std::nullopt;
+  for (const auto& kv : map)
+    if (kv.first.IsScalar() && kv.first.Scalar() == key) return Entry{kv.first, kv.second};
+  return std::nullopt;
+}
+
+YamlReader::YamlReader(std::string file)
+    : file_(std::move(file)), base_dir_(std::filesystem::path(file_).parent_path()) {}
+
+Location YamlReader::at(const Entry& entry) const {
+  if (entry.value.IsNull() || entry.value.Mark().is_null()) return at(entry.key);
+  return at(entry.value);
+}
+
+void YamlReader::check_keys(const YAML::Node& map, const std::vector<std::string>& allowed,
+                            std::string_view section) const {
+  for (const auto& kv : map) {
+    const std::string& key = kv.first.Scalar();
+    bool known = false;
+    for (const auto& name : allowed) known = known || name == key;
+    if (!known)
+      throw ConfigError(at(kv.first), fmt::format("unknown key '{}' in {}{}", key, section,
+                                                  did_you_mean(key, allowed)));
+  }
+}
+
+void YamlReader::expect_map(const Entry& entry, std::string_view what) const {
+  if (!entry.value.IsMap())
+    throw ConfigError(at(entry),
+                      fmt::format("{}: expected a mapping, got {}", what, kind_name(entry.value)));
+}
+
+std::string YamlReader::text(const Entry& entry, std::string_view what, bool secret) const {
+  if (!entry.value.IsScalar()) {
+    if (secret)
+      throw ConfigError(at(entry), fmt::format("value of secret field '{}' must be a string, "
+                                               "got {}",
+                                               what, kind_name(entry.value)));
+    throw ConfigError(at(entry),
+                      fmt::format("{}: expected a string, got {}", what, kind_name(entry.value)));
+  }
+  return substitute(entry.value.Scalar(), at(entry), base_dir_);
+}
+
+bool YamlReader::boolean(const Entry& entry, std::string_view what) const {
+  if (entry.value.IsScalar()) {
+    const std::string value = text(entry, what);
+    if (auto parsed = parse_bool(value)) return *parsed;
+    throw ConfigError(
+        at(entry), fmt::format("{}: expected true or false, got {}", what, describe_text(value)));
+  }
+  throw ConfigError(
+      at(entry), fmt::format("{}: expected true or false, got {}", what, kind_name(entry.value)));
+}
+
+uint64_t YamlReader::unsigned_int(const Entry& entry, std::string_view what, uint64_t min,
+                                  uint64_t max) const {
+  if (!entry.value.IsScalar())
+    throw ConfigError(at(entry),
+                      fmt::format("{}: expected an integer, got {}", what, kind_name(entry.value)));
+  const std::string value = text(entry, what);
+  auto parsed = parse_int(value);
+  if (!parsed) {
+    // A huge but well-formed number is out of range rather than "not an integer".
+    const bool digits_only =
+        !value.empty() && value.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits_only)
+      throw ConfigError(at(entry),
+                        fmt::format("{}: expected an integer, got {}", what, describe_text(value)));
+  }
+  if (!parsed || *parsed < 0 || static_cast<uint64_t>(*parsed) < min ||
+      static_cast<uint64_t>(*parsed) > max)
+    throw ConfigError(at(entry), fmt::format("{}: must be between {} and {}, got {}", what, min,
+                                             max, describe_text(value)));
+  return static_cast<uint64_t>(*parsed);
+}
+
+double YamlReader::number(const Entry& entry, std::string_view what) const {
+  if (!entry.value.IsScalar())
+    throw ConfigError(at(entry),
+                      fmt::format("{}: expected a number, got {}", what, kind_name(entry.value)));
+  const std::string value = text(entry, what);
+  auto parsed = parse_double(value);
+  if (!parsed)
+    throw ConfigError(at(entry),
+                      fmt::format("{}: expected a number, got {}", what, describe_text(value)));
+  return *parsed;
+}
+
+size_t YamlReader::choice(const Entry& entry, std::string_view what,
+                          const std::vector<std::string>& names) const {
+  if (!entry.value.IsScalar())
+    throw ConfigError(at(entry), fmt::format("{}: expected one of {}, got {}", what,
+                                             join_names(names), kind_name(entry.value)));
+  const std::string value = text(entry, what);
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == value) return i;
+  throw ConfigError(at(entry),
+                    fmt::format("{}: expected one of {}, got {}{}", what, join_names(names),
+                                describe_text(value), did_you_mean(value, names)));
+}
+
+}  // namespace sluice::config

@@ -1,0 +1,388 @@
+// The adaptive stage's threads: one dispatcher forms batches from lanes, workers process them.
+#include "middleware/adaptive_stage.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <functional>
+#include <string_view>
+
+namespace sluice::middleware {
+
+namespace {
+constexpr size_t kUnboundedRoom = 1 << 16;  // per poll when backpressure is off
+constexpr auto kMemorySampleEvery = std::chrono::milliseconds(50);
+
+std::string_view view(sluice_bytes b) {
+  return b.ptr ? std::string_view(reinterpret_cast<const char*>(b.ptr), b.len) : std::string_view();
+}
+}  // namespace
+
+AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
+                             const core::PerformanceSettings& settings, const core::Clock& clock,
+                             Process process, Done done, OnPressure on_pressure)
+    : pipeline_(std::move(pipeline)),
+      stage_(std::move(stage)),
+      settings_(settings),
+      clock_(clock),
+      process_(std::move(process)),
+      done_(std::move(done)),
+      on_pressure_(std::move(on_pressure)),
+      batch_size_(settings),
+      concurrency_(settings, clock),
+      memory_(settings, clock),
+      profiler_(settings, clock) {
+  // Ordering `none` needs no lanes: one shared lane that is never held.
+  uint32_t lanes = settings_.ordering == core::Ordering::none
+                       ? 1
+                       : std::max<uint32_t>(1, std::max(settings_.max_concurrency,
+                                                        settings_.concurrency));
+  lanes_.resize(lanes);
+  limit_ = concurrency_.limit();
+}
+
+AdaptiveStage::~AdaptiveStage() { stop(); }
+
+void AdaptiveStage::start() {
+  std::lock_guard lock(mu_);
+  if (started_) return;
+  started_ = true;
+  last_sample_ = clock_.now();
+  uint32_t workers = std::max<uint32_t>(
+      1, settings_.adaptive_concurrency ? std::max(settings_.max_concurrency, settings_.concurrency)
+                                        : settings_.concurrency);
+  for (uint32_t i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+  dispatcher_ = std::thread([this] { dispatcher_loop(); });
+}
+
+size_t AdaptiveStage::room() const {
+  if (!settings_.backpressure) return kUnboundedRoom;
+  std::lock_guard lock(mu_);
+  if (stopping_ || failed_) return 0;
+  if (settings_.memory_control && memory_.over_threshold()) return 0;
+  if (queued_records_ >= settings_.backpressure_threshold ||
+      queued_bytes_ >= settings_.max_queue_bytes)
+    return 0;
+  return settings_.backpressure_threshold - queued_records_;
+}
+
+bool AdaptiveStage::backpressure_active() const {
+  std::lock_guard lock(mu_);
+  return paused_;
+}
+
+bool AdaptiveStage::wait_for_room(core::Duration timeout) {
+  auto has_room = [this] {
+    if (!settings_.backpressure) return true;
+    if (stopping_ || failed_) return true;  // let the caller see the stop
+    if (settings_.memory_control && memory_.over_threshold()) return false;
+    return queued_records_ < settings_.backpressure_threshold &&
+           queued_bytes_ < settings_.max_queue_bytes;
+  };
+  std::unique_lock lock(mu_);
+  bool ok = has_room();
+  if (!ok) {
+    if (!paused_) {
+      paused_ = true;
+      pause_started_ = clock_.now();
+    }
+    ok = idle_cv_.wait_for(lock, timeout, has_room);
+  }
+  if (ok && paused_) {
+    paused_ = false;
+    paused_ms_total_ += core::to_ms(clock_.now() - pause_started_);
+  }
+  return ok;
+}
+
+void AdaptiveStage::push(std::shared_ptr<SourceChunk> chunk) {
+  if (chunk->records.empty()) return;
+  memory_.add_inflight(static_cast<int64_t>(chunk->records.bytes()));
+  {
+    std::lock_guard lock(mu_);
+    queued_records_ += chunk->records.size();
+    queued_bytes_ += chunk->records.bytes();
+    records_in_ += chunk->records.size();
+    intake_.push_back(std::move(chunk));
+  }
+  dispatcher_cv_.notify_one();
+}
+
+uint32_t AdaptiveStage::lane_of(const sluice_record& r) const {
+  if (lanes_.size() == 1) return 0;
+  size_t h;
+  if (settings_.ordering == core::Ordering::partition)
+    h = std::hash<std::string_view>{}(view(r.topic)) * 31 + static_cast<size_t>(r.partition);
+  else
+    h = std::hash<std::string_view>{}(view(r.key));
+  return static_cast<uint32_t>(h % lanes_.size());
+}
+
+// Runs on the dispatcher thread only: lanes' record vectors belong to it.
+void AdaptiveStage::distribute(const std::shared_ptr<const SourceChunk>& chunk) {
+  const auto records = chunk->records.records();
+  for (size_t i = 0; i < records.size(); ++i) {
+    Lane& lane = lanes_[lane_of(records[i])];
+    lane.records.push_back(records[i]);
+    lane.tickets.push_back(chunk->tickets[i]);
+    if (!lane.runs.empty() && lane.runs.back().first == chunk)
+      ++lane.runs.back().second;
+    else
+      lane.runs.emplace_back(chunk, 1);
+  }
+}
+
+void AdaptiveStage::take_from(Lane& lane, size_t count, WorkBatch& out) {
+  out.records.insert(out.records.end(), lane.records.begin() + lane.head,
+                     lane.records.begin() + lane.head + count);
+  out.tickets.insert(out.tickets.end(), lane.tickets.begin() + lane.head,
+                     lane.tickets.begin() + lane.head + count);
+  for (size_t i = lane.head; i < lane.head + count; ++i) out.bytes += core::record_bytes(lane.records[i]);
+  size_t left = count;
+  while (left > 0) {
+    auto& [chunk, n] = lane.runs.front();
+    if (out.chunks.empty() || out.chunks.back() != chunk) out.chunks.push_back(chunk);
+    if (out.oldest == core::TimePoint{} || chunk->intake_time < out.oldest)
+      out.oldest = chunk->intake_time;
+    size_t take = std::min(left, n);
+    n -= take;
+    left -= take;
+    if (n == 0) lane.runs.pop_front();
+  }
+  lane.head += count;
+  if (lane.head == lane.records.size()) {
+    lane.records.clear();
+    lane.tickets.clear();
+    lane.head = 0;
+  } else if (lane.head > 4096 && lane.head * 2 > lane.records.size()) {
+    lane.records.erase(lane.records.begin(), lane.records.begin() + lane.head);
+    lane.tickets.erase(lane.tickets.begin(), lane.tickets.begin() + lane.head);
+    lane.head = 0;
+  }
+}
+
+// Under mu_. Takes records of idle lanes, oldest first, up to the batch size; false if nothing
+// is ready (not enough records and the oldest has not waited its linger time).
+bool AdaptiveStage::form_batch(core::TimePoint now, WorkBatch& out) {
+  const bool shared_lane = settings_.ordering == core::Ordering::none;
+  const size_t target = std::max<uint32_t>(1, batch_size_.current());
+  size_t available = 0;
+  core::TimePoint oldest = core::TimePoint::max();
+  for (const Lane& lane : lanes_) {
+    if ((lane.busy && !shared_lane) || lane.size() == 0) continue;
+    available += lane.size();
+    oldest = std::min(oldest, lane.oldest());
+  }
+  if (available == 0) return false;
+  bool lingered = now - oldest >= std::chrono::milliseconds(settings_.linger_ms);
+  if (available < target && !lingered && !flush_all_) return false;
+
+  std::vector<uint32_t> order;
+  for (uint32_t i = 0; i < lanes_.size(); ++i)
+    if ((!lanes_[i].busy || shared_lane) && lanes_[i].size() > 0) order.push_back(i);
+  std::sort(order.begin(), order.end(),
+            [&](uint32_t a, uint32_t b) { return lanes_[a].oldest() < lanes_[b].oldest(); });
+  out.records.reserve(std::min(target, available));
+  for (uint32_t i : order) {
+    size_t want = target - out.records.size();
+    if (want == 0) break;
+    Lane& lane = lanes_[i];
+    take_from(lane, std::min(want, lane.size()), out);
+    if (!shared_lane) {
+      lane.busy = true;
+      out.lanes.push_back(i);
+    }
+  }
+  return true;
+}
+
+void AdaptiveStage::dispatcher_loop() {
+  std::deque<std::shared_ptr<const SourceChunk>> incoming;
+  core::TimePoint last_memory_sample{};
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      auto wait = std::chrono::milliseconds(std::max<uint32_t>(1, settings_.linger_ms));
+      dispatcher_cv_.wait_for(lock, std::min<core::Duration>(wait, kMemorySampleEvery),
+                              [&] { return stopping_ || !intake_.empty() || wake_; });
+      wake_ = false;
+      if (stopping_ && intake_.empty() && queued_records_ == 0) break;
+      incoming.swap(intake_);
+    }
+    for (const auto& chunk : incoming) distribute(chunk);
+    incoming.clear();
+
+    const core::TimePoint now = clock_.now();
+    bool dispatched = false;
+    {
+      std::lock_guard lock(mu_);
+      while (!quiesced_ && !failed_ && in_flight_ < limit_) {
+        WorkBatch batch;
+        if (!form_batch(now, batch)) break;
+        queued_records_ -= batch.records.size();
+        queued_bytes_ -= std::min(queued_bytes_, batch.bytes);
+        ++in_flight_;
+        work_.push_back(std::move(batch));
+        dispatched = true;
+      }
+    }
+    if (dispatched) {
+      worker_cv_.notify_all();
+      idle_cv_.notify_all();  // room for the source
+    }
+    if (now - last_memory_sample >= kMemorySampleEvery) {
+      last_memory_sample = now;
+      sample_metrics(now);
+    }
+  }
+}
+
+void AdaptiveStage::sample_metrics(core::TimePoint now) {
+  memory_.sample();
+  if (settings_.memory_control && on_pressure_) memory_.maybe_cleanup(on_pressure_);
+  size_t queued;
+  {
+    std::lock_guard lock(mu_);
+    queued = queued_records_;
+    limit_ = concurrency_.update(queued, memory_.control_pressure());
+  }
+  if (now - last_sample_ >= std::chrono::milliseconds(settings_.metrics_collection_interval_ms)) {
+    last_sample_ = now;
+    profiler_.sample(memory_.rss_bytes(), queued);
+  }
+  idle_cv_.notify_all();  // pressure may have dropped: the source may go on
+}
+
+void AdaptiveStage::worker_loop() {
+  for (;;) {
+    WorkBatch batch;
+    {
+      std::unique_lock lock(mu_);
+      worker_cv_.wait(lock, [&] { return !work_.empty() || (stopping_ && in_flight_ == 0); });
+      if (work_.empty()) return;
+      batch = std::move(work_.front());
+      work_.pop_front();
+    }
+    const auto started = clock_.now();
+    BatchOutcome outcome = process_(batch);
+    const auto elapsed = clock_.now() - started;
+    const auto records = static_cast<uint32_t>(batch.records.size());
+    if (done_) done_(batch, outcome);
+    profiler_.record_batch(elapsed, records, outcome.errors);
+    batch_size_.observe(records, elapsed);
+    concurrency_.on_batch_done(elapsed, records);
+    memory_.add_inflight(-static_cast<int64_t>(batch.bytes));
+    {
+      std::lock_guard lock(mu_);
+      --in_flight_;
+      wake_ = true;
+      for (uint32_t l : batch.lanes) lanes_[l].busy = false;
+      records_out_ += outcome.records_out;
+      records_rejected_ += outcome.errors;
+      records_filtered_ += outcome.filtered;
+      if (outcome.failed) failed_ = true;
+      limit_ = concurrency_.update(queued_records_, memory_.control_pressure());
+    }
+    batch = WorkBatch();  // release the chunks outside the lock
+    dispatcher_cv_.notify_one();
+    idle_cv_.notify_all();
+    worker_cv_.notify_all();
+  }
+}
+
+void AdaptiveStage::drain() {
+  std::unique_lock lock(mu_);
+  if (!started_) return;
+  flush_all_ = true;
+  wake_ = true;
+  dispatcher_cv_.notify_one();
+  idle_cv_.wait(lock, [&] {
+    return in_flight_ == 0 && work_.empty() && (failed_ || (intake_.empty() && queued_records_ == 0));
+  });
+  flush_all_ = false;
+}
+
+void AdaptiveStage::quiesce() {
+  std::unique_lock lock(mu_);
+  quiesced_ = true;
+  idle_cv_.wait(lock, [&] { return in_flight_ == 0 && work_.empty(); });
+}
+
+void AdaptiveStage::resume() {
+  {
+    std::lock_guard lock(mu_);
+    quiesced_ = false;
+    wake_ = true;
+  }
+  dispatcher_cv_.notify_one();
+}
+
+void AdaptiveStage::stop() {
+  if (!started_) return;
+  drain();
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    // A failed stage leaves records queued; they are not acked, so the source re-reads them.
+    queued_records_ = 0;
+    intake_.clear();
+  }
+  dispatcher_cv_.notify_all();
+  worker_cv_.notify_all();
+  if (dispatcher_.joinable()) dispatcher_.join();
+  for (auto& w : workers_)
+    if (w.joinable()) w.join();
+}
+
+bool AdaptiveStage::failed() const {
+  std::lock_guard lock(mu_);
+  return failed_;
+}
+
+uint32_t AdaptiveStage::concurrency_limit() const {
+  std::lock_guard lock(mu_);
+  return limit_;
+}
+
+StageStats AdaptiveStage::stats() const {
+  StageStats s;
+  s.pipeline = pipeline_;
+  s.stage = stage_;
+  s.batch_size.current = batch_size_.current();
+  s.batch_size.min = settings_.min_batch_size;
+  s.batch_size.max = settings_.max_batch_size;
+  s.batch_size.target_time_ms = settings_.target_batch_time_ms;
+  s.concurrency.min = settings_.min_concurrency;
+  s.concurrency.max = settings_.max_concurrency;
+  s.concurrency.phase = std::string(concurrency_.phase());
+  s.memory.current_mb = static_cast<double>(memory_.rss_bytes()) / (1 << 20);
+  s.memory.peak_mb = static_cast<double>(memory_.peak_bytes()) / (1 << 20);
+  s.memory.pressure = memory_.pressure();
+  s.memory.threshold = settings_.memory_pressure_threshold;
+  s.memory.inflight_bytes = memory_.inflight_bytes();
+  s.memory.limit_mb = static_cast<double>(memory_.limit_bytes()) / (1 << 20);
+  s.memory.cleanups = memory_.cleanups();
+  s.performance.avg_batch_time_ms = profiler_.avg_batch_time_ms();
+  s.performance.p50_batch_time_ms = profiler_.p50_batch_time_ms();
+  s.performance.p99_batch_time_ms = profiler_.p99_batch_time_ms();
+  s.performance.avg_throughput_per_sec = profiler_.avg_throughput();
+  s.performance.avg_error_rate_percent = profiler_.avg_error_rate_percent();
+  s.performance.memory_trend = std::string(profiler_.memory_trend());
+  s.backpressure.threshold = settings_.backpressure_threshold;
+  std::lock_guard lock(mu_);
+  s.concurrency.current = limit_;
+  s.concurrency.in_flight = in_flight_;
+  s.performance.records_in = records_in_;
+  s.performance.records_out = records_out_;
+  s.performance.records_rejected = records_rejected_;
+  s.performance.records_filtered = records_filtered_;
+  s.performance.batches = profiler_.total_batches();
+  s.backpressure.active = paused_;
+  s.backpressure.queue_depth = queued_records_;
+  s.backpressure.queue_bytes = queued_bytes_;
+  s.backpressure.paused_ms_total = paused_ms_total_;
+  return s;
+}
+
+}  // namespace sluice::middleware

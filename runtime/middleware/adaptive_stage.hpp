@@ -1,0 +1,151 @@
+// The adaptive stage: bounded intake, lanes by ordering key, batches of adaptive size run under an
+// adaptive concurrency limit. It wraps any processing that takes a batch of records.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/clock.hpp"
+#include "core/offset_watermark.hpp"
+#include "core/record_buffer.hpp"
+#include "core/settings.hpp"
+#include "middleware/batch_size_controller.hpp"
+#include "middleware/concurrency_controller.hpp"
+#include "middleware/memory_monitor.hpp"
+#include "middleware/profiler.hpp"
+#include "middleware/stats.hpp"
+
+namespace sluice::middleware {
+
+// Records of one source poll, immutable once queued; batches keep it alive while they view it.
+struct SourceChunk {
+  core::RecordBuffer records;
+  std::vector<core::Ticket> tickets;
+  core::TimePoint intake_time;
+};
+
+// One batch handed to the processing function: views into the chunks it holds.
+struct WorkBatch {
+  std::vector<sluice_record> records;
+  std::vector<core::Ticket> tickets;
+  std::vector<std::shared_ptr<const SourceChunk>> chunks;
+  size_t bytes = 0;
+  std::vector<uint32_t> lanes;  // the lanes this batch holds (freed when it is done)
+  core::TimePoint oldest{};     // earliest intake time of its records
+};
+
+// What processing a batch came to, for the profiler and the controllers.
+struct BatchOutcome {
+  uint32_t records_out = 0;  // delivered by the sink
+  uint32_t errors = 0;       // rejected (dead-lettered or tolerated)
+  uint32_t filtered = 0;     // dropped by transforms
+  bool failed = false;       // the stage must stop (fatal, or tolerance none)
+};
+
+class AdaptiveStage {
+ public:
+  // Runs transforms and sink over a batch; returns once every record is done one way or another.
+  using Process = std::function<BatchOutcome(WorkBatch&)>;
+  // Called after Process, on the same worker thread (acks, offsets).
+  using Done = std::function<void(const WorkBatch&, const BatchOutcome&)>;
+  // Called when memory pressure passes gc_trigger_threshold (rate-limited): plugins shrink.
+  using OnPressure = std::function<void(double level)>;
+
+  AdaptiveStage(std::string pipeline, std::string stage, const core::PerformanceSettings& settings,
+                const core::Clock& clock, Process process, Done done, OnPressure on_pressure = {});
+  ~AdaptiveStage();
+  AdaptiveStage(const AdaptiveStage&) = delete;
+  AdaptiveStage& operator=(const AdaptiveStage&) = delete;
+
+  void start();
+
+  // Source side. How many records intake takes now: 0 under backpressure.
+  size_t room() const;
+  // Waits up to `timeout` for room; true if there is some.
+  bool wait_for_room(core::Duration timeout);
+  // Queues a chunk (the source asked room() first, so this never grows without bound).
+  void push(std::shared_ptr<SourceChunk> chunk);
+
+  // Dispatches everything queued regardless of linger and waits until all of it is done.
+  void drain();
+  // Stops dispatching new batches and waits for those in flight (hot reload); resume() undoes it.
+  void quiesce();
+  void resume();
+  // Drains, then stops the threads. Idempotent.
+  void stop();
+
+  bool failed() const;
+  bool backpressure_active() const;
+  StageStats stats() const;
+  MemoryMonitor& memory() { return memory_; }
+  uint32_t batch_size() const { return batch_size_.current(); }
+  uint32_t concurrency_limit() const;
+
+ private:
+  // Records routed to one lane and not yet dispatched; a lane is in at most one batch at a time,
+  // so records of one key never overtake each other.
+  struct Lane {
+    std::vector<sluice_record> records;
+    std::vector<core::Ticket> tickets;
+    std::deque<std::pair<std::shared_ptr<const SourceChunk>, size_t>> runs;  // chunk, count
+    size_t head = 0;  // records before head were taken
+    bool busy = false;
+    size_t size() const { return records.size() - head; }
+    core::TimePoint oldest() const { return runs.front().first->intake_time; }
+  };
+
+  void dispatcher_loop();
+  void worker_loop();
+  void distribute(const std::shared_ptr<const SourceChunk>& chunk);
+  uint32_t lane_of(const sluice_record& r) const;
+  bool form_batch(core::TimePoint now, WorkBatch& out);  // under mu_
+  void take_from(Lane& lane, size_t count, WorkBatch& out);
+  void sample_metrics(core::TimePoint now);
+
+  const std::string pipeline_;
+  const std::string stage_;
+  const core::PerformanceSettings settings_;
+  const core::Clock& clock_;
+  Process process_;
+  Done done_;
+  OnPressure on_pressure_;
+
+  BatchSizeController batch_size_;
+  ConcurrencyController concurrency_;
+  MemoryMonitor memory_;
+  Profiler profiler_;
+
+  mutable std::mutex mu_;
+  std::condition_variable dispatcher_cv_;  // intake, lane freed, stop
+  std::condition_variable worker_cv_;      // work queued, stop
+  std::condition_variable idle_cv_;        // something finished (drain, quiesce, room)
+  std::deque<std::shared_ptr<const SourceChunk>> intake_;
+  std::deque<WorkBatch> work_;
+  std::vector<Lane> lanes_;
+  size_t queued_records_ = 0;  // in intake and lanes' pending batches
+  size_t queued_bytes_ = 0;
+  uint32_t in_flight_ = 0;
+  uint32_t limit_ = 1;
+  bool wake_ = false;  // a lane or permit was freed, or a drain began: dispatch now
+  bool flush_all_ = false;  // drain: dispatch partial batches now
+  bool quiesced_ = false;
+  bool stopping_ = false;
+  bool failed_ = false;
+  bool started_ = false;
+  core::TimePoint last_sample_{};
+  core::TimePoint pause_started_{};
+  bool paused_ = false;
+  double paused_ms_total_ = 0;
+  uint64_t records_in_ = 0, records_out_ = 0, records_rejected_ = 0, records_filtered_ = 0;
+
+  std::thread dispatcher_;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace sluice::middleware

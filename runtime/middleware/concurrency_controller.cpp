@@ -1,0 +1,180 @@
+// Adaptive concurrency: slow start, bisection to the latency knee, probing, and pressure cuts.
+#include "middleware/concurrency_controller.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace sluice::middleware {
+namespace {
+
+constexpr double kNoSample = std::numeric_limits<double>::infinity();
+constexpr double kPressureCut = 0.75;
+
+}  // namespace
+
+ConcurrencyController::ConcurrencyController(const core::PerformanceSettings& settings,
+                                             const core::Clock& clock,
+                                             core::Duration baseline_window)
+    : clock_(clock),
+      adaptive_(settings.adaptive_concurrency),
+      min_(std::max<uint32_t>(1, settings.min_concurrency)),
+      max_(std::max(min_, settings.max_concurrency)),
+      pressure_threshold_(settings.memory_pressure_threshold),
+      epoch_timeout_(std::chrono::milliseconds(
+          std::max<uint32_t>(1, settings.metrics_collection_interval_ms))),
+      baseline_window_(baseline_window),
+      limit_(adaptive_ ? std::clamp(settings.concurrency, min_, max_)
+                       : std::max<uint32_t>(1, settings.concurrency)),
+      phase_(adaptive_ ? Phase::slow_start : Phase::fixed),
+      good_(min_),
+      last_decision_(clock.now()),
+      last_change_(last_decision_),
+      bucket_min_ms_(kNoSample),
+      previous_bucket_min_ms_(kNoSample),
+      bucket_start_(last_decision_) {}
+
+uint32_t ConcurrencyController::limit() const {
+  std::lock_guard lock(mutex_);
+  return limit_;
+}
+
+std::string_view ConcurrencyController::phase() const {
+  std::lock_guard lock(mutex_);
+  switch (phase_) {
+    case Phase::slow_start:
+      return "slow_start";
+    case Phase::steady:
+      return "steady";
+    case Phase::pressure:
+      return "pressure";
+    case Phase::fixed:
+      break;
+  }
+  return "fixed";
+}
+
+double ConcurrencyController::latency_ms() const {
+  std::lock_guard lock(mutex_);
+  return latency_ms_;
+}
+
+double ConcurrencyController::baseline_ms() const {
+  std::lock_guard lock(mutex_);
+  const double b = baseline_locked();
+  return std::isfinite(b) ? b : 0.0;
+}
+
+double ConcurrencyController::baseline_locked() const {
+  return std::min(bucket_min_ms_, previous_bucket_min_ms_);
+}
+
+void ConcurrencyController::on_batch_done(core::Duration rtt, uint32_t records) {
+  if (!adaptive_) return;
+  const core::TimePoint started = clock_.now() - rtt;
+  std::lock_guard lock(mutex_);
+  if (started < last_change_) return;  // dispatched under an older limit
+  epoch_sum_ms_ += core::to_ms(rtt) / std::max<uint32_t>(1, records);
+  ++epoch_count_;
+}
+
+void ConcurrencyController::rotate_baseline_locked(core::TimePoint now) {
+  if (now - bucket_start_ < baseline_window_) return;
+  const double before = baseline_locked();
+  previous_bucket_min_ms_ = bucket_min_ms_;
+  bucket_min_ms_ = kNoSample;
+  bucket_start_ = now;
+  const double after = baseline_locked();
+  // The cheap old samples expired and the floor moved up: what was learnt about the knee belongs
+  // to the old workload, so search again from the current limit.
+  if (std::isfinite(before) && std::isfinite(after) && after > before * kLatencyTolerance) {
+    ceiling_ = 0;
+    good_ = std::min(good_, limit_);
+    hold_epochs_ = 0;
+  }
+}
+
+uint32_t ConcurrencyController::update(size_t queued_records, double memory_pressure) {
+  std::lock_guard lock(mutex_);
+  if (!adaptive_) return limit_;
+
+  const core::TimePoint now = clock_.now();
+  if (epoch_count_ < limit_ && now - last_decision_ < epoch_timeout_) return limit_;
+
+  const bool have_latency = epoch_count_ > 0;
+  const double mean_ms = have_latency ? epoch_sum_ms_ / epoch_count_ : 0.0;
+  epoch_sum_ms_ = 0.0;
+  epoch_count_ = 0;
+  last_decision_ = now;
+  rotate_baseline_locked(now);
+
+  const uint32_t before = limit_;
+  if (memory_pressure >= pressure_threshold_) {
+    const auto cut = static_cast<uint32_t>(std::floor(limit_ * kPressureCut));
+    limit_ = std::max(min_, std::min(cut, limit_ > 0 ? limit_ - 1 : 0));
+    phase_ = Phase::pressure;
+    hold_epochs_ = 0;
+  } else if (have_latency) {
+    const double baseline = baseline_locked();
+    const double gradient = std::isfinite(baseline) && baseline > 0 ? mean_ms / baseline : 1.0;
+    if (gradient > kLatencyTolerance) {
+      on_latency_rise_locked(gradient);
+    } else {
+      on_latency_hold_locked(queued_records);
+    }
+  } else if (phase_ == Phase::pressure) {
+    phase_ = ceiling_ == 0 ? Phase::slow_start : Phase::steady;
+  }
+  if (have_latency) {
+    latency_ms_ = mean_ms;
+    bucket_min_ms_ = std::min(bucket_min_ms_, mean_ms);
+  }
+
+  limit_ = std::clamp(limit_, min_, max_);
+  if (limit_ != before) last_change_ = now;
+  return limit_;
+}
+
+void ConcurrencyController::on_latency_rise_locked(double gradient) {
+  hold_epochs_ = 0;
+  phase_ = Phase::steady;
+  if (limit_ > good_) {
+    // Searching or probing above the last limit that held: this one is too high; bisect.
+    ceiling_ = limit_;
+    limit_ = good_ + (ceiling_ - good_) / 2;
+    return;
+  }
+  // A limit that used to hold no longer does: the system got slower. Cut by the latency ratio.
+  ceiling_ = limit_;
+  const double factor = std::clamp(1.0 / gradient, 0.5, 0.9);
+  const auto cut = static_cast<uint32_t>(std::floor(limit_ * factor));
+  limit_ = std::max(min_, std::min(cut, limit_ - 1));
+  good_ = limit_;
+}
+
+void ConcurrencyController::on_latency_hold_locked(size_t queued_records) {
+  // An idle limit proves nothing: only a limit that was filled counts as holding.
+  if (queued_records == 0) {
+    if (phase_ == Phase::pressure) phase_ = ceiling_ == 0 ? Phase::slow_start : Phase::steady;
+    return;
+  }
+  good_ = std::max(good_, limit_);
+  if (ceiling_ != 0 && limit_ >= ceiling_) ceiling_ = 0;  // a probe held: capacity grew
+
+  if (ceiling_ == 0) {
+    phase_ = Phase::slow_start;
+    limit_ = std::min<uint64_t>(uint64_t{limit_} * 2, max_);
+    return;
+  }
+  phase_ = Phase::steady;
+  if (ceiling_ - limit_ > 1) {
+    limit_ += (ceiling_ - limit_) / 2;
+    return;
+  }
+  if (++hold_epochs_ >= kProbeEpochs) {
+    hold_epochs_ = 0;
+    ++limit_;
+  }
+}
+
+}  // namespace sluice::middleware

@@ -1,0 +1,96 @@
+// Adaptive limit on batches in flight, moved by measured latency and pushed down by memory
+// pressure.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string_view>
+
+#include "core/clock.hpp"
+#include "core/settings.hpp"
+
+namespace sluice::middleware {
+
+// The signal is latency per record (batch round-trip time / records), averaged over one "epoch":
+// as many fresh completions as the limit allows (about one round trip), or a metrics interval.
+// Per record, because the batch-size controller keeps batch time near its target and would hide
+// congestion from a per-batch signal. Completions of batches started before the last limit change
+// are left out, so each epoch measures the limit it is judging.
+//
+// Latency "holds" while the epoch mean is within kLatencyTolerance of the baseline: the minimum
+// epoch mean over a sliding window (two buckets of `baseline_window`), so a permanent change of
+// cost is learnt within two windows instead of pinning the limit at its minimum.
+//
+// Moves, once per epoch:
+//  - slow start: the limit doubles while latency holds and work is queued;
+//  - the first rise marks a ceiling; the limit then bisects between the highest limit known to
+//    hold and the lowest known to raise latency, so it finds the knee in log2 steps;
+//  - at the knee it stays put and probes one above every kProbeEpochs epochs; a failed probe steps
+//    straight back, a successful one restarts slow start (capacity grew);
+//  - latency rising at a limit that used to hold (the system got slower) cuts the limit by the
+//    latency ratio (between x0.5 and x0.9);
+//  - memory pressure >= memory_pressure_threshold cuts x0.75 per epoch, whatever the latency.
+// It only goes up while queued_records > 0, latency holds and pressure is below the threshold.
+//
+// Thread-safety: every member may be called from any thread; on_batch_done() and update() take a
+// short mutex.
+class ConcurrencyController {
+ public:
+  static constexpr double kLatencyTolerance = 1.15;
+  static constexpr uint32_t kProbeEpochs = 8;
+
+  ConcurrencyController(const core::PerformanceSettings& settings, const core::Clock& clock,
+                        core::Duration baseline_window = std::chrono::seconds(30));
+
+  // A batch of `records` finished `rtt` after it was dispatched (now - rtt is its start).
+  void on_batch_done(core::Duration rtt, uint32_t records);
+
+  // After each batch and at each metrics interval; returns the new limit. A decision is taken at
+  // most once per epoch; calls in between return the limit unchanged.
+  uint32_t update(size_t queued_records, double memory_pressure);
+
+  uint32_t limit() const;
+  // "slow_start", "steady", "pressure" or "fixed".
+  std::string_view phase() const;
+
+  // Latency per record in ms: the last epoch's mean and the baseline (0 before any sample).
+  double latency_ms() const;
+  double baseline_ms() const;
+
+ private:
+  enum class Phase { slow_start, steady, pressure, fixed };
+
+  double baseline_locked() const;
+  void rotate_baseline_locked(core::TimePoint now);
+  void on_latency_rise_locked(double gradient);
+  void on_latency_hold_locked(size_t queued_records);
+
+  const core::Clock& clock_;
+  const bool adaptive_;
+  const uint32_t min_;
+  const uint32_t max_;
+  const double pressure_threshold_;
+  const core::Duration epoch_timeout_;
+  const core::Duration baseline_window_;
+
+  mutable std::mutex mutex_;
+  uint32_t limit_;
+  Phase phase_;
+  uint32_t good_;         // highest limit known to hold latency
+  uint32_t ceiling_ = 0;  // lowest limit known to raise latency; 0: not known
+  uint32_t hold_epochs_ = 0;
+
+  double epoch_sum_ms_ = 0.0;
+  uint32_t epoch_count_ = 0;
+  core::TimePoint last_decision_;
+  core::TimePoint last_change_;
+  double latency_ms_ = 0.0;
+
+  double bucket_min_ms_;           // current baseline bucket
+  double previous_bucket_min_ms_;  // the one before; the baseline is the smaller of the two
+  core::TimePoint bucket_start_;
+};
+
+}  // namespace sluice::middleware

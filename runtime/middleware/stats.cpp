@@ -1,0 +1,314 @@
+// Renders stage snapshots as the seed's JSON shape and as Prometheus text format 0.0.4.
+#include "middleware/stats.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <string_view>
+
+namespace sluice::middleware {
+namespace {
+
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+void key(Writer& w, std::string_view name) {
+  w.Key(name.data(), static_cast<rapidjson::SizeType>(name.size()));
+}
+
+void number(Writer& w, std::string_view name, double value) {
+  key(w, name);
+  if (std::isfinite(value)) {
+    w.Double(value);
+  } else {
+    w.Null();
+  }
+}
+
+void number(Writer& w, std::string_view name, uint64_t value) {
+  key(w, name);
+  w.Uint64(value);
+}
+
+void number(Writer& w, std::string_view name, uint32_t value) {
+  key(w, name);
+  w.Uint(value);
+}
+
+void text(Writer& w, std::string_view name, std::string_view value) {
+  key(w, name);
+  w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+}
+
+constexpr double kBytesPerMb = 1024.0 * 1024.0;
+
+// One line of a family: extra labels (already formatted as `,k="v"`) and the value.
+struct Sample {
+  std::string labels;
+  double value;
+};
+
+struct Family {
+  std::string_view name;
+  std::string_view help;
+  std::string_view type;
+  std::function<std::vector<Sample>(const StageStats&)> samples;
+};
+
+template <class F>
+Family gauge(std::string_view name, std::string_view help, F value) {
+  return {name, help, "gauge", [value](const StageStats& s) {
+            return std::vector<Sample>{{"", double(value(s))}};
+          }};
+}
+
+template <class F>
+Family counter(std::string_view name, std::string_view help, F value) {
+  return {name, help, "counter", [value](const StageStats& s) {
+            return std::vector<Sample>{{"", double(value(s))}};
+          }};
+}
+
+std::string format_value(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  return fmt::format("{}", v);
+}
+
+const std::vector<Family>& families() {
+  static const std::vector<Family> kFamilies = {
+      gauge("sluice_batch_size", "Current adaptive batch size (records).",
+            [](const StageStats& s) { return s.batch_size.current; }),
+      gauge("sluice_batch_size_min", "Smallest allowed batch size (records).",
+            [](const StageStats& s) { return s.batch_size.min; }),
+      gauge("sluice_batch_size_max", "Largest allowed batch size (records).",
+            [](const StageStats& s) { return s.batch_size.max; }),
+      gauge("sluice_batch_target_time_ms", "Batch time the batch-size controller aims at.",
+            [](const StageStats& s) { return s.batch_size.target_time_ms; }),
+      gauge("sluice_concurrency_limit", "Current limit on batches in flight.",
+            [](const StageStats& s) { return s.concurrency.current; }),
+      gauge("sluice_concurrency_min", "Smallest allowed concurrency limit.",
+            [](const StageStats& s) { return s.concurrency.min; }),
+      gauge("sluice_concurrency_max", "Largest allowed concurrency limit.",
+            [](const StageStats& s) { return s.concurrency.max; }),
+      gauge("sluice_inflight_batches", "Batches in flight now.",
+            [](const StageStats& s) { return s.concurrency.in_flight; }),
+      {"sluice_concurrency_phase", "Concurrency controller phase (1 for the current one).", "gauge",
+       [](const StageStats& s) {
+         return std::vector<Sample>{
+             {fmt::format(",phase=\"{}\"", escape_label_value(s.concurrency.phase)), 1.0}};
+       }},
+      gauge("sluice_memory_rss_bytes", "Resident set size of the process.",
+            [](const StageStats& s) { return s.memory.current_mb * kBytesPerMb; }),
+      gauge("sluice_memory_peak_bytes", "Peak resident set size seen.",
+            [](const StageStats& s) { return s.memory.peak_mb * kBytesPerMb; }),
+      gauge("sluice_memory_limit_bytes", "Memory limit pressure is measured against.",
+            [](const StageStats& s) { return s.memory.limit_mb * kBytesPerMb; }),
+      gauge("sluice_memory_inflight_bytes", "Bytes of records held in flight by the runtime.",
+            [](const StageStats& s) { return s.memory.inflight_bytes; }),
+      gauge("sluice_memory_pressure", "Memory used / memory limit.",
+            [](const StageStats& s) { return s.memory.pressure; }),
+      gauge("sluice_memory_pressure_threshold", "Pressure above which concurrency is cut.",
+            [](const StageStats& s) { return s.memory.threshold; }),
+      counter("sluice_memory_cleanups_total", "Memory-pressure cleanups run.",
+              [](const StageStats& s) { return s.memory.cleanups; }),
+      {"sluice_memory_trend", "Direction of memory use over the profiler window (1 for it).",
+       "gauge",
+       [](const StageStats& s) {
+         return std::vector<Sample>{
+             {fmt::format(",trend=\"{}\"", escape_label_value(s.performance.memory_trend)), 1.0}};
+       }},
+      gauge("sluice_memory_slope_bytes_per_second", "Least-squares slope of memory use.",
+            [](const StageStats& s) { return s.performance.memory_slope_bytes_per_sec; }),
+      gauge("sluice_batch_time_avg_ms", "Mean batch time over the profiler window.",
+            [](const StageStats& s) { return s.performance.avg_batch_time_ms; }),
+      {"sluice_batch_time_ms", "Batch time quantiles over the profiler window.", "gauge",
+       [](const StageStats& s) {
+         return std::vector<Sample>{{",quantile=\"0.5\"", s.performance.p50_batch_time_ms},
+                                    {",quantile=\"0.99\"", s.performance.p99_batch_time_ms}};
+       }},
+      gauge("sluice_throughput_records_per_second", "Mean records per second over the window.",
+            [](const StageStats& s) { return s.performance.avg_throughput_per_sec; }),
+      gauge("sluice_error_rate_percent", "Mean share of records that failed, in percent.",
+            [](const StageStats& s) { return s.performance.avg_error_rate_percent; }),
+      counter("sluice_records_in_total", "Records taken into the stage.",
+              [](const StageStats& s) { return s.performance.records_in; }),
+      counter("sluice_records_out_total", "Records the stage delivered.",
+              [](const StageStats& s) { return s.performance.records_out; }),
+      counter("sluice_records_rejected_total", "Records a plugin rejected.",
+              [](const StageStats& s) { return s.performance.records_rejected; }),
+      counter("sluice_records_dead_lettered_total", "Records sent to the dead-letter sink.",
+              [](const StageStats& s) { return s.performance.records_dead_lettered; }),
+      counter("sluice_records_filtered_total", "Records a transform dropped on purpose.",
+              [](const StageStats& s) { return s.performance.records_filtered; }),
+      counter("sluice_batches_total", "Batches the stage completed.",
+              [](const StageStats& s) { return s.performance.batches; }),
+      gauge("sluice_backpressure_active", "1 while intake is paused by backpressure.",
+            [](const StageStats& s) { return s.backpressure.active ? 1 : 0; }),
+      gauge("sluice_queue_depth_records", "Records waiting in the intake queue.",
+            [](const StageStats& s) { return s.backpressure.queue_depth; }),
+      gauge("sluice_queue_bytes", "Bytes waiting in the intake queue.",
+            [](const StageStats& s) { return s.backpressure.queue_bytes; }),
+      gauge("sluice_backpressure_threshold_records", "Queued records that pause intake.",
+            [](const StageStats& s) { return s.backpressure.threshold; }),
+      counter("sluice_backpressure_paused_ms_total", "Time intake spent paused, in ms.",
+              [](const StageStats& s) { return s.backpressure.paused_ms_total; }),
+      {"sluice_plugin_metric", "Counters and gauges reported by plugins, by name.", "gauge",
+       [](const StageStats& s) {
+         std::vector<Sample> out;
+         for (const auto& [name, value] : s.extra) {
+           out.push_back({fmt::format(",name=\"{}\"", escape_label_value(name)), value});
+         }
+         return out;
+       }},
+  };
+  return kFamilies;
+}
+
+}  // namespace
+
+std::string escape_label_value(const std::string& value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    switch (c) {
+      case '\\':
+        out += "\\\\";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+void write_json(Writer& w, const StageStats& s) {
+  w.StartObject();
+
+  key(w, "batch_size");
+  w.StartObject();
+  number(w, "current", s.batch_size.current);
+  number(w, "min", s.batch_size.min);
+  number(w, "max", s.batch_size.max);
+  number(w, "target_time_ms", s.batch_size.target_time_ms);
+  w.EndObject();
+
+  key(w, "concurrency");
+  w.StartObject();
+  number(w, "current", s.concurrency.current);
+  number(w, "min", s.concurrency.min);
+  number(w, "max", s.concurrency.max);
+  number(w, "in_flight", s.concurrency.in_flight);
+  text(w, "phase", s.concurrency.phase);
+  w.EndObject();
+
+  key(w, "memory");
+  w.StartObject();
+  number(w, "current_mb", s.memory.current_mb);
+  number(w, "peak_mb", s.memory.peak_mb);
+  number(w, "pressure", s.memory.pressure);
+  number(w, "threshold", s.memory.threshold);
+  number(w, "inflight_bytes", s.memory.inflight_bytes);
+  number(w, "limit_mb", s.memory.limit_mb);
+  number(w, "cleanups", s.memory.cleanups);
+  w.EndObject();
+
+  key(w, "performance");
+  w.StartObject();
+  number(w, "avg_batch_time_ms", s.performance.avg_batch_time_ms);
+  number(w, "p50_batch_time_ms", s.performance.p50_batch_time_ms);
+  number(w, "p99_batch_time_ms", s.performance.p99_batch_time_ms);
+  number(w, "avg_throughput_per_sec", s.performance.avg_throughput_per_sec);
+  number(w, "avg_error_rate_percent", s.performance.avg_error_rate_percent);
+  text(w, "memory_trend", s.performance.memory_trend);
+  number(w, "memory_slope_bytes_per_sec", s.performance.memory_slope_bytes_per_sec);
+  number(w, "records_in", s.performance.records_in);
+  number(w, "records_out", s.performance.records_out);
+  number(w, "records_rejected", s.performance.records_rejected);
+  number(w, "records_dead_lettered", s.performance.records_dead_lettered);
+  number(w, "records_filtered", s.performance.records_filtered);
+  number(w, "batches", s.performance.batches);
+  w.EndObject();
+
+  key(w, "backpressure");
+  w.StartObject();
+  key(w, "active");
+  w.Bool(s.backpressure.active);
+  number(w, "queue_depth", s.backpressure.queue_depth);
+  number(w, "queue_bytes", s.backpressure.queue_bytes);
+  number(w, "threshold", s.backpressure.threshold);
+  number(w, "paused_ms_total", s.backpressure.paused_ms_total);
+  w.EndObject();
+
+  key(w, "extra");
+  w.StartObject();
+  for (const auto& [name, value] : s.extra) number(w, name, value);
+  w.EndObject();
+
+  w.EndObject();
+}
+
+std::string to_json(const std::vector<StageStats>& stats) {
+  // Group by pipeline, keeping first-seen order, so every key is written once.
+  std::vector<std::pair<std::string, std::vector<const StageStats*>>> pipelines;
+  for (const auto& s : stats) {
+    auto it = std::find_if(pipelines.begin(), pipelines.end(),
+                           [&](const auto& p) { return p.first == s.pipeline; });
+    if (it == pipelines.end()) {
+      pipelines.push_back({s.pipeline, {}});
+      it = pipelines.end() - 1;
+    }
+    it->second.push_back(&s);
+  }
+
+  rapidjson::StringBuffer buffer;
+  Writer w(buffer);
+  w.StartObject();
+  key(w, "pipelines");
+  w.StartObject();
+  for (const auto& [pipeline, stages] : pipelines) {
+    key(w, pipeline);
+    w.StartObject();
+    key(w, "stages");
+    w.StartObject();
+    for (const StageStats* s : stages) {
+      key(w, s->stage);
+      write_json(w, *s);
+    }
+    w.EndObject();
+    w.EndObject();
+  }
+  w.EndObject();
+  w.EndObject();
+  return {buffer.GetString(), buffer.GetSize()};
+}
+
+std::string to_prometheus(const std::vector<StageStats>& stats) {
+  std::string out;
+  for (const Family& family : families()) {
+    std::string lines;
+    for (const auto& s : stats) {
+      const std::string labels =
+          fmt::format("pipeline=\"{}\",stage=\"{}\"", escape_label_value(s.pipeline),
+                      escape_label_value(s.stage));
+      for (const Sample& sample : family.samples(s)) {
+        lines += fmt::format("{}{{{}{}}} {}\n", family.name, labels, sample.labels,
+                             format_value(sample.value));
+      }
+    }
+    if (lines.empty()) continue;
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", family.name, family.help, family.name,
+                       family.type);
+    out += lines;
+  }
+  return out;
+}
+
+}  // namespace sluice::middleware

@@ -1,0 +1,90 @@
+// A plain snapshot of one stage's figures, rendered as the seed's JSON shape and as Prometheus
+// text.
+#pragma once
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace sluice::middleware {
+
+// Filled by the stage (copying from its controllers, monitor and profiler) and handed to the
+// renderers below; it holds no references, so it can be read on any thread.
+struct StageStats {
+  std::string pipeline;
+  std::string stage;
+
+  struct BatchSize {
+    uint32_t current = 0;
+    uint32_t min = 0;
+    uint32_t max = 0;
+    uint32_t target_time_ms = 0;
+  } batch_size;
+
+  struct Concurrency {
+    uint32_t current = 0;
+    uint32_t min = 0;
+    uint32_t max = 0;
+    uint32_t in_flight = 0;
+    std::string phase;
+  } concurrency;
+
+  struct Memory {
+    double current_mb = 0;
+    double peak_mb = 0;
+    double pressure = 0;
+    double threshold = 0;
+    uint64_t inflight_bytes = 0;
+    double limit_mb = 0;
+    uint64_t cleanups = 0;
+  } memory;
+
+  struct Performance {
+    double avg_batch_time_ms = 0;
+    double p50_batch_time_ms = 0;
+    double p99_batch_time_ms = 0;
+    double avg_throughput_per_sec = 0;
+    double avg_error_rate_percent = 0;
+    std::string memory_trend = "stable";
+    double memory_slope_bytes_per_sec = 0;
+    uint64_t records_in = 0;
+    uint64_t records_out = 0;
+    uint64_t records_rejected = 0;
+    uint64_t records_dead_lettered = 0;
+    uint64_t records_filtered = 0;
+    uint64_t batches = 0;
+  } performance;
+
+  struct Backpressure {
+    bool active = false;
+    uint64_t queue_depth = 0;
+    uint64_t queue_bytes = 0;
+    uint64_t threshold = 0;
+    uint64_t paused_ms_total = 0;
+  } backpressure;
+
+  // Plugin counters and gauges (host API), by name.
+  std::map<std::string, double> extra;
+};
+
+// One stage as a JSON object: batch_size, concurrency, memory, performance, backpressure (the
+// seed's get_performance_stats shape and names, plus our extra fields) and "extra". Non-finite
+// numbers are written as null, since JSON has no NaN.
+void write_json(rapidjson::Writer<rapidjson::StringBuffer>& writer, const StageStats& stats);
+
+// {"pipelines":{"<pipeline>":{"stages":{"<stage>":{...}}}}}, pipelines and stages in first-seen
+// order.
+std::string to_json(const std::vector<StageStats>& stats);
+
+// Prometheus text exposition format 0.0.4: families named sluice_*, labels pipeline and stage,
+// one # HELP / # TYPE per family, counters ending in _total.
+std::string to_prometheus(const std::vector<StageStats>& stats);
+
+// Escapes a label value for the text format (backslash, double quote, newline).
+std::string escape_label_value(const std::string& value);
+
+}  // namespace sluice::middleware

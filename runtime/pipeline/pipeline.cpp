@@ -1,0 +1,527 @@
+// A pipeline's life: config checks, instance creation, the source loop, batch processing with
+// retries and the error policy, acks into the offset watermark, and the final drain and commit.
+#include "pipeline/pipeline.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <numeric>
+
+#include "pipeline/backoff.hpp"
+
+namespace sluice::pipeline {
+
+namespace {
+
+constexpr uint32_t kPollTimeoutMs = 100;
+constexpr size_t kMaxPollRecords = 4096;
+constexpr auto kCommitEvery = std::chrono::milliseconds(200);
+constexpr size_t kLoggedRejectsPerBatch = 5;
+
+std::string status_name(sluice_status s) {
+  switch (s) {
+    case SLUICE_OK: return "OK";
+    case SLUICE_RETRY: return "RETRY";
+    case SLUICE_ERROR: return "ERROR";
+    case SLUICE_FATAL: return "FATAL";
+  }
+  return fmt::format("ERROR (unknown status {})", s);
+}
+
+// Unknown status values count as ERROR.
+sluice_status normalize(sluice_status s) {
+  return s == SLUICE_OK || s == SLUICE_RETRY || s == SLUICE_FATAL ? s : SLUICE_ERROR;
+}
+
+std::string text(sluice_bytes b) {
+  return b.ptr ? std::string(reinterpret_cast<const char*>(b.ptr), b.len) : std::string();
+}
+
+}  // namespace
+
+// The created instances; destroyed in reverse order of creation.
+struct Pipeline::Stages {
+  std::unique_ptr<plugin::PluginInstance> source;
+  std::vector<std::unique_ptr<plugin::PluginInstance>> transforms;
+  std::unique_ptr<plugin::PluginInstance> sink;
+  std::unique_ptr<plugin::PluginInstance> dead_letter;
+};
+
+Pipeline::Pipeline(config::PipelineSpec spec, const plugin::PluginRegistry& registry)
+    : spec_(std::move(spec)) {
+  source_plan_ = plan(spec_.source, SLUICE_KIND_SOURCE, registry);
+  for (const auto& t : spec_.transforms)
+    transform_plans_.push_back(plan(t, SLUICE_KIND_TRANSFORM, registry));
+  sink_plan_ = plan(spec_.sink, SLUICE_KIND_SINK, registry);
+  if (spec_.dead_letter) dead_letter_plan_ = plan(*spec_.dead_letter, SLUICE_KIND_SINK, registry);
+}
+
+Pipeline::~Pipeline() {
+  request_stop();
+  if (source_thread_.joinable()) source_thread_.join();
+  if (stage_) stage_->stop();
+  stage_.reset();
+  stages_.reset();
+}
+
+StagePlan Pipeline::plan(const config::StageSpec& stage, sluice_kind kind,
+                         const plugin::PluginRegistry& registry) {
+  StagePlan p;
+  p.spec = stage;
+  p.plugin = registry.find(kind, stage.type);
+  if (p.plugin == nullptr) config::throw_unknown_plugin(stage, registry.names(kind));
+  config::CheckedConfig checked = config::check_stage(stage, p.plugin->schema_json);
+  p.config_json = std::move(checked.json);
+  secrets_.insert(secrets_.end(), checked.secret_values.begin(), checked.secret_values.end());
+  try {
+    plugin::validate_config(*p.plugin, p.config_json);
+  } catch (const plugin::PluginCreateError& e) {
+    throw config::ConfigError(config::field_location(stage, e.field()),
+                              config::redact(e.what(), secrets_));
+  }
+  return p;
+}
+
+std::unique_ptr<plugin::PluginInstance> Pipeline::create(const StagePlan& p) {
+  try {
+    return std::make_unique<plugin::PluginInstance>(*p.plugin, p.spec.instance_name,
+                                                    p.config_json);
+  } catch (const plugin::PluginCreateError& e) {
+    throw config::ConfigError(
+        config::field_location(p.spec, e.field()),
+        fmt::format("{} '{}' ({}) failed to start: {}", p.spec.role, p.spec.type,
+                    p.plugin->file.string(), config::redact(e.what(), secrets_)));
+  }
+}
+
+void Pipeline::start() {
+  stages_ = std::make_unique<Stages>();
+  stages_->source = create(source_plan_);
+  for (const auto& t : transform_plans_) stages_->transforms.push_back(create(t));
+  stages_->sink = create(sink_plan_);
+  if (dead_letter_plan_) stages_->dead_letter = create(*dead_letter_plan_);
+  stages_->source->host().set_drain(
+      [this](std::span<const sluice_position> ps, uint32_t timeout_ms) {
+        return drain_partitions(ps, timeout_ms);
+      });
+
+  auto on_pressure = [this](double level) {
+    auto call = [level](plugin::PluginInstance& inst) {
+      if (inst.has(&sluice_plugin::on_memory_pressure))
+        inst.table().on_memory_pressure(inst.handle(), level);
+    };
+    for (auto& t : stages_->transforms) call(*t);
+    call(*stages_->sink);
+    call(*stages_->source);
+  };
+  stage_ = std::make_unique<middleware::AdaptiveStage>(
+      spec_.name, spec_.sink.instance_name, spec_.performance, core::SteadyClock::instance(),
+      [this](middleware::WorkBatch& b) { return process(b); },
+      [this](const middleware::WorkBatch& b, const middleware::BatchOutcome& o) {
+        if (!o.failed) watermark_.done_all(b.tickets);
+      },
+      on_pressure);
+  started_at_ = std::chrono::steady_clock::now();
+  stage_->start();
+  source_thread_ = std::thread([this] { source_loop(); });
+}
+
+void Pipeline::request_stop() { stop_requested_.store(true); }
+
+void Pipeline::wait() {
+  if (source_thread_.joinable()) source_thread_.join();
+}
+
+void Pipeline::fail(const std::string& reason) {
+  std::lock_guard lock(summary_mu_);
+  if (summary_.failed) return;
+  summary_.failed = true;
+  summary_.failure = config::redact(reason, secrets_);
+  spdlog::error("pipeline {}: {}", spec_.name, summary_.failure);
+  stop_requested_.store(true);
+}
+
+bool Pipeline::sleep_unless_stopping(std::chrono::milliseconds d) {
+  auto until = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < until) {
+    if (stop_requested_.load()) return false;
+    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(
+        std::chrono::milliseconds(20), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           until - std::chrono::steady_clock::now())));
+  }
+  return true;
+}
+
+// Hands every position that moved to the source's commit hook. Source thread only.
+void Pipeline::commit_ready() {
+  auto ready = watermark_.take_ready();
+  if (ready.empty()) return;
+  auto& src = *stages_->source;
+  if (!src.has(&sluice_plugin::commit)) return;
+  std::vector<sluice_position> ps;
+  ps.reserve(ready.size());
+  for (const auto& r : ready)
+    ps.push_back({sizeof(sluice_position),
+                  {reinterpret_cast<const uint8_t*>(r.topic.data()), r.topic.size()},
+                  r.partition,
+                  r.offset});
+  plugin::CallError err;
+  Backoff backoff(spec_.errors.retry);
+  for (;;) {
+    sluice_status st = normalize(src.table().commit(src.handle(), ps.data(), ps.size(), err.get()));
+    if (st == SLUICE_OK) return;
+    std::chrono::milliseconds delay;
+    if (st == SLUICE_RETRY && backoff.next(delay)) {
+      spdlog::warn("pipeline {}: commit failed ({}), retrying in {} ms", spec_.name, err.message,
+                   delay.count());
+      std::this_thread::sleep_for(delay);
+      continue;
+    }
+    // The positions are not lost: the next commit carries later ones; a restart re-reads.
+    spdlog::error("pipeline {}: commit failed: {}", spec_.name, err.message);
+    return;
+  }
+}
+
+sluice_status Pipeline::drain_partitions(std::span<const sluice_position> partitions,
+                                         uint32_t timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto outstanding = [&] {
+    size_t n = 0;
+    for (const auto& p : partitions) n += watermark_.outstanding(text(p.topic), p.partition);
+    return n;
+  };
+  stage_->drain();
+  while (outstanding() > 0) {
+    if (std::chrono::steady_clock::now() >= deadline) return SLUICE_RETRY;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  commit_ready();
+  for (const auto& p : partitions) watermark_.forget(text(p.topic), p.partition);
+  return SLUICE_OK;
+}
+
+void Pipeline::source_loop() {
+  auto& src = *stages_->source;
+  bool paused = false;
+  auto last_commit = std::chrono::steady_clock::now();
+  Backoff errors(spec_.errors.retry);
+  while (!stop_requested_.load()) {
+    size_t room = stage_->room();
+    if (room == 0 && spec_.performance.backpressure) {
+      if (!paused && src.has(&sluice_plugin::set_paused)) src.table().set_paused(src.handle(), 1);
+      paused = true;
+    } else if (paused) {
+      if (src.has(&sluice_plugin::set_paused)) src.table().set_paused(src.handle(), 0);
+      paused = false;
+    }
+    sluice_poll_args args{sizeof(sluice_poll_args),
+                          static_cast<uint32_t>(std::min(room, kMaxPollRecords)),
+                          paused ? 10u : kPollTimeoutMs, 0};
+    CollectingWriter out(SIZE_MAX);
+    plugin::CallError err;
+    sluice_status st = normalize(src.table().poll(src.handle(), &args, out.get(), err.get()));
+    if (!out.records().empty()) {
+      // Records appended despite max_records == 0 are still taken: nothing is dropped.
+      auto chunk = std::make_shared<middleware::SourceChunk>();
+      chunk->records = std::move(out.records());
+      chunk->intake_time = std::chrono::steady_clock::now();
+      chunk->tickets.reserve(chunk->records.size());
+      watermark_.take_all(chunk->records.records(), chunk->tickets);
+      records_in_ += chunk->records.size();
+      stage_->push(std::move(chunk));
+    }
+    if (st == SLUICE_FATAL) {
+      fail(fmt::format("source '{}' failed: {}", spec_.source.type, err.message));
+      break;
+    }
+    if (st != SLUICE_OK) {
+      std::chrono::milliseconds delay;
+      if (!errors.next(delay)) {
+        fail(fmt::format("source '{}' kept failing: {}", spec_.source.type, err.message));
+        break;
+      }
+      spdlog::warn("pipeline {}: source poll {}: {}; retrying in {} ms", spec_.name,
+                   status_name(st), err.message, delay.count());
+      sleep_unless_stopping(delay);
+      continue;
+    }
+    errors = Backoff(spec_.errors.retry);
+    if (args.end_of_stream) break;
+    if (stage_->failed()) break;
+    if (paused) stage_->wait_for_room(std::chrono::milliseconds(kPollTimeoutMs));
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_commit >= kCommitEvery) {
+      commit_ready();
+      last_commit = now;
+    }
+  }
+  // Drain: everything taken is processed (or the stage failed), then the final commit.
+  stage_->drain();
+  if (stages_->sink->has(&sluice_plugin::flush)) {
+    plugin::CallError err;
+    if (normalize(stages_->sink->table().flush(stages_->sink->handle(), err.get())) != SLUICE_OK)
+      fail(fmt::format("sink flush failed: {}", err.message));
+  }
+  if (stages_->sink->has(&sluice_plugin::pre_commit)) {
+    plugin::CallError err;
+    stages_->sink->table().pre_commit(stages_->sink->handle(), err.get());
+  }
+  commit_ready();
+  stage_->stop();
+  if (stage_->failed() && !summary().failed) fail("the stage stopped on a failed batch");
+  ended_at_ = std::chrono::steady_clock::now();
+  finished_.store(true);
+}
+
+middleware::BatchOutcome Pipeline::process(middleware::WorkBatch& batch) {
+  middleware::BatchOutcome outcome;
+  const size_t n = batch.records.size();
+  struct Failure {
+    size_t origin;
+    std::string stage;
+    std::string plugin;
+    std::string message;
+    uint32_t attempts;
+  };
+  std::vector<Failure> failures;
+  std::vector<uint8_t> failed(n, 0);
+  std::vector<uint8_t> reached_sink(n, 0);
+
+  std::span<const sluice_record> current(batch.records);
+  std::vector<size_t> origin(n);
+  std::iota(origin.begin(), origin.end(), 0);
+  std::unique_ptr<CollectingWriter> holder;  // owns `current` after the first transform
+
+  auto reject_all = [&](const std::string& stage, const std::string& plugin_name,
+                        const std::string& message, uint32_t attempts) {
+    for (size_t i = 0; i < current.size(); ++i)
+      if (!failed[origin[i]]) {
+        failed[origin[i]] = 1;
+        failures.push_back({origin[i], stage, plugin_name, message, attempts});
+      }
+  };
+
+  for (auto& t : stages_->transforms) {
+    Backoff backoff(spec_.errors.retry);
+    for (;;) {
+      auto w = std::make_unique<CollectingWriter>(current.size());
+      sluice_batch in{sizeof(sluice_batch), current.data(), current.size()};
+      plugin::CallError err;
+      sluice_status st = normalize(t->table().process(t->handle(), &in, w->get(), err.get()));
+      if (st == SLUICE_RETRY) {
+        std::chrono::milliseconds delay;
+        if (backoff.next(delay) && sleep_unless_stopping(delay)) continue;
+        st = SLUICE_ERROR;
+      }
+      if (st == SLUICE_FATAL) {
+        fail(fmt::format("transform '{}' failed fatally: {}", t->name(), err.message));
+        outcome.failed = true;
+        return outcome;
+      }
+      if (st == SLUICE_ERROR) {
+        reject_all(t->name(), t->info().name, err.message, backoff.attempts() + 1);
+        current = {};
+        break;
+      }
+      for (const auto& r : w->rejects())
+        if (!failed[origin[r.index]]) {
+          failed[origin[r.index]] = 1;
+          failures.push_back({origin[r.index], t->name(), t->info().name, r.message, 1});
+        }
+      std::vector<size_t> next_origin;
+      next_origin.reserve(w->origins().size());
+      for (size_t o : w->origins()) next_origin.push_back(origin[o]);
+      origin = std::move(next_origin);
+      holder = std::move(w);
+      current = holder->records().records();
+      break;
+    }
+  }
+
+  // The sink: retried as a whole on RETRY; records it rejects as retriable are put again alone.
+  auto& sink = *stages_->sink;
+  Backoff backoff(spec_.errors.retry);
+  std::vector<sluice_record> pending, retry_records;
+  std::vector<size_t> retry_origin;
+  while (!current.empty()) {
+    CollectingWriter rejects(current.size());
+    sluice_batch in{sizeof(sluice_batch), current.data(), current.size()};
+    plugin::CallError err;
+    sluice_status st = normalize(sink.table().put(sink.handle(), &in, rejects.get(), err.get()));
+    std::chrono::milliseconds delay;
+    if (st == SLUICE_RETRY) {
+      if (backoff.next(delay) && sleep_unless_stopping(delay)) continue;
+      if (stop_requested_.load() && !summary().failed) {
+        outcome.failed = true;  // not acked: re-read after restart
+        return outcome;
+      }
+      reject_all(sink.name(), sink.info().name, err.message, backoff.attempts());
+      break;
+    }
+    if (st == SLUICE_FATAL) {
+      fail(fmt::format("sink '{}' failed fatally: {}", sink.name(), err.message));
+      outcome.failed = true;
+      return outcome;
+    }
+    if (st == SLUICE_ERROR) {
+      reject_all(sink.name(), sink.info().name, err.message, backoff.attempts() + 1);
+      break;
+    }
+    std::vector<uint8_t> again(current.size(), 0);
+    for (const auto& r : rejects.rejects()) {
+      if (normalize(r.status) == SLUICE_RETRY) {
+        again[r.index] = 1;
+      } else if (!failed[origin[r.index]]) {
+        failed[origin[r.index]] = 1;
+        failures.push_back({origin[r.index], sink.name(), sink.info().name, r.message, 1});
+      }
+    }
+    retry_records.clear();
+    retry_origin.clear();
+    for (size_t i = 0; i < current.size(); ++i) {
+      if (again[i]) {
+        retry_records.push_back(current[i]);
+        retry_origin.push_back(origin[i]);
+      } else {
+        reached_sink[origin[i]] = 1;
+        ++outcome.records_out;
+      }
+    }
+    if (retry_records.empty()) break;
+    if (!backoff.next(delay) || !sleep_unless_stopping(delay)) {
+      pending.swap(retry_records);
+      current = std::span<const sluice_record>(pending);
+      origin.swap(retry_origin);
+      reject_all(sink.name(), sink.info().name, "retriable rejects exhausted the retries",
+                 backoff.attempts());
+      break;
+    }
+    // The records still view the batch's chunks or `holder`; only the list is new.
+    origin.swap(retry_origin);
+    pending.swap(retry_records);
+    current = std::span<const sluice_record>(pending);
+  }
+  sink_records_ += outcome.records_out;
+
+  // Every source record ends exactly one way.
+  uint64_t delivered = 0, filtered = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (failed[i]) continue;
+    if (reached_sink[i])
+      ++delivered;
+    else
+      ++filtered;
+  }
+  outcome.filtered = static_cast<uint32_t>(filtered);
+  outcome.errors = static_cast<uint32_t>(failures.size());
+
+  if (!failures.empty()) {
+    const auto& f0 = failures.front();
+    if (spec_.errors.tolerance == core::Tolerance::none) {
+      const auto& rec = batch.records[f0.origin];
+      fail(fmt::format("record {}/{}@{} rejected by {} ({}): {} (errors.tolerance is none)",
+                       text(rec.topic), rec.partition, rec.offset, f0.stage, f0.plugin,
+                       f0.message));
+      outcome.failed = true;
+      return outcome;
+    }
+    if (stages_->dead_letter) {
+      core::RecordBuffer dlq;
+      for (const auto& f : failures) {
+        const sluice_record& rec = batch.records[f.origin];
+        std::vector<std::string> values = {f.stage,
+                                           f.plugin,
+                                           f.message,
+                                           std::to_string(f.attempts),
+                                           text(rec.topic),
+                                           std::to_string(rec.partition),
+                                           std::to_string(rec.offset),
+                                           std::to_string(rec.timestamp_ms)};
+        static const char* const kNames[] = {
+            "sluice.error.stage",     "sluice.error.plugin",    "sluice.error.message",
+            "sluice.error.attempts",  "sluice.error.topic",     "sluice.error.partition",
+            "sluice.error.offset",    "sluice.error.timestamp"};
+        std::vector<sluice_header> hs(rec.headers, rec.headers + rec.header_count);
+        for (size_t k = 0; k < values.size(); ++k)
+          hs.push_back({{reinterpret_cast<const uint8_t*>(kNames[k]), std::strlen(kNames[k])},
+                        {reinterpret_cast<const uint8_t*>(values[k].data()), values[k].size()}});
+        sluice_record copy = rec;
+        copy.headers = hs.data();
+        copy.header_count = hs.size();
+        dlq.append_copy(copy);
+      }
+      auto& dl = *stages_->dead_letter;
+      Backoff dl_backoff(spec_.errors.retry);
+      for (;;) {
+        CollectingWriter rejects(dlq.size());
+        sluice_batch in{sizeof(sluice_batch), dlq.records().data(), dlq.size()};
+        plugin::CallError err;
+        sluice_status st = normalize(dl.table().put(dl.handle(), &in, rejects.get(), err.get()));
+        if (st == SLUICE_OK && rejects.rejects().empty()) break;
+        std::chrono::milliseconds delay;
+        if (st != SLUICE_FATAL && dl_backoff.next(delay) && sleep_unless_stopping(delay)) continue;
+        fail(fmt::format("dead-letter sink '{}' failed: {}", dl.name(),
+                         st == SLUICE_OK ? rejects.rejects().front().message : err.message));
+        outcome.failed = true;
+        return outcome;
+      }
+      dead_lettered_ += failures.size();
+    } else {
+      rejected_ += failures.size();
+    }
+    if (spec_.errors.log_errors) {
+      for (size_t k = 0; k < failures.size() && k < kLoggedRejectsPerBatch; ++k) {
+        const auto& f = failures[k];
+        const auto& rec = batch.records[f.origin];
+        spdlog::warn("pipeline {}: record {}/{}@{} {} by {}: {}", spec_.name, text(rec.topic),
+                     rec.partition, rec.offset,
+                     stages_->dead_letter ? "dead-lettered" : "rejected", f.stage,
+                     config::redact(f.message, secrets_));
+      }
+      if (failures.size() > kLoggedRejectsPerBatch)
+        spdlog::warn("pipeline {}: ... and {} more records of this batch", spec_.name,
+                     failures.size() - kLoggedRejectsPerBatch);
+    }
+  }
+  delivered_ += delivered;
+  filtered_ += filtered;
+  return outcome;
+}
+
+Summary Pipeline::summary() const {
+  Summary s;
+  {
+    std::lock_guard lock(summary_mu_);
+    s.failed = summary_.failed;
+    s.failure = summary_.failure;
+  }
+  s.pipeline = spec_.name;
+  s.records_in = records_in_.load();
+  s.delivered = delivered_.load();
+  s.dead_lettered = dead_lettered_.load();
+  s.filtered = filtered_.load();
+  s.rejected = rejected_.load();
+  s.sink_records = sink_records_.load();
+  auto end = finished_.load() ? ended_at_ : std::chrono::steady_clock::now();
+  if (started_at_ != std::chrono::steady_clock::time_point{})
+    s.seconds = std::chrono::duration<double>(end - started_at_).count();
+  return s;
+}
+
+std::vector<middleware::StageStats> Pipeline::stats() const {
+  std::vector<middleware::StageStats> out;
+  if (!stage_) return out;
+  middleware::StageStats s = stage_->stats();
+  s.performance.records_dead_lettered = dead_lettered_.load();
+  if (stages_) {
+    for (auto* inst : {stages_->source.get(), stages_->sink.get()})
+      for (const auto& [k, v] : inst->host().metrics()) s.extra[inst->name() + "." + k] = v;
+    for (const auto& t : stages_->transforms)
+      for (const auto& [k, v] : t->host().metrics()) s.extra[t->name() + "." + k] = v;
+  }
+  out.push_back(std::move(s));
+  return out;
+}
+
+}  // namespace sluice::pipeline

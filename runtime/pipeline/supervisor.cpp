@@ -1,0 +1,72 @@
+// The supervisor loop: start, watch, write stats, stop, and report.
+#include "pipeline/supervisor.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+namespace sluice::pipeline {
+
+Supervisor::Supervisor(std::vector<std::unique_ptr<Pipeline>> pipelines, Options options)
+    : pipelines_(std::move(pipelines)), options_(std::move(options)) {}
+
+int Supervisor::run() {
+  for (auto& p : pipelines_) p->start();
+  auto last_stats = std::chrono::steady_clock::now();
+  bool stopping = false;
+  for (;;) {
+    bool all_done = true;
+    for (auto& p : pipelines_) all_done = all_done && p->finished();
+    if (all_done) break;
+    if (stop_requested_.load() && !stopping) {
+      stopping = true;
+      spdlog::info("stopping: draining what is in flight");
+      for (auto& p : pipelines_) p->request_stop();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    auto now = std::chrono::steady_clock::now();
+    if (!options_.stats_file.empty() &&
+        now - last_stats >= std::chrono::milliseconds(options_.stats_interval_ms)) {
+      last_stats = now;
+      write_stats_file();
+    }
+  }
+  for (auto& p : pipelines_) p->wait();
+  if (!options_.stats_file.empty()) write_stats_file();
+  int code = 0;
+  for (const auto& s : summaries())
+    if (s.failed) code = 1;
+  return code;
+}
+
+std::vector<Summary> Supervisor::summaries() const {
+  std::vector<Summary> out;
+  for (const auto& p : pipelines_) out.push_back(p->summary());
+  return out;
+}
+
+std::vector<middleware::StageStats> Supervisor::stats() const {
+  std::vector<middleware::StageStats> out;
+  for (const auto& p : pipelines_)
+    for (auto& s : p->stats()) out.push_back(std::move(s));
+  return out;
+}
+
+std::string Supervisor::stats_json() const { return middleware::to_json(stats()); }
+
+void Supervisor::write_stats_file() const {
+  // Write then rename, so a reader never sees half a file.
+  auto tmp = options_.stats_file;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << stats_json() << '\n';
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, options_.stats_file, ec);
+  if (ec) spdlog::warn("cannot write stats file {}: {}", options_.stats_file.string(), ec.message());
+}
+
+}  // namespace sluice::pipeline

@@ -1,0 +1,78 @@
+// The host API callbacks: each forwards to the HostContext behind host_ctx.
+#include "plugin/host_context.hpp"
+
+namespace sluice::plugin {
+
+namespace {
+std::atomic<double> g_memory_pressure{0.0};
+}
+
+void set_process_memory_pressure(double pressure) { g_memory_pressure.store(pressure); }
+double process_memory_pressure() { return g_memory_pressure.load(); }
+
+HostContext::HostContext(std::string instance_name) : name_(std::move(instance_name)) {
+  api_.struct_size = sizeof(api_);
+  api_.abi_major = SLUICE_ABI_MAJOR;
+  api_.abi_minor = SLUICE_ABI_MINOR;
+  api_.host_ctx = this;
+  api_.sluice_host_log = &HostContext::log;
+  api_.sluice_host_counter_add = &HostContext::counter_add;
+  api_.sluice_host_gauge_set = &HostContext::gauge_set;
+  api_.sluice_host_memory_pressure = &HostContext::memory_pressure;
+  api_.sluice_host_instance_name = &HostContext::instance_name;
+  api_.sluice_host_drain = &HostContext::drain;
+}
+
+std::map<std::string, double> HostContext::metrics() const {
+  std::lock_guard lock(metrics_mu_);
+  return {metrics_.begin(), metrics_.end()};
+}
+
+double HostContext::metric(const std::string& name) const {
+  std::lock_guard lock(metrics_mu_);
+  auto it = metrics_.find(name);
+  return it == metrics_.end() ? 0.0 : it->second;
+}
+
+void HostContext::log(void* ctx, int32_t level, const char* message, size_t len) {
+  auto* self = static_cast<HostContext*>(ctx);
+  auto lvl = level <= SLUICE_LOG_TRACE  ? spdlog::level::trace
+             : level == SLUICE_LOG_DEBUG ? spdlog::level::debug
+             : level == SLUICE_LOG_INFO  ? spdlog::level::info
+             : level == SLUICE_LOG_WARN  ? spdlog::level::warn
+                                         : spdlog::level::err;
+  spdlog::log(lvl, "[{}] {}", self->name_, std::string_view(message ? message : "", message ? len : 0));
+}
+
+void HostContext::counter_add(void* ctx, const char* name, double delta) {
+  auto* self = static_cast<HostContext*>(ctx);
+  if (!name) return;
+  std::lock_guard lock(self->metrics_mu_);
+  auto it = self->metrics_.find(std::string_view(name));
+  if (it == self->metrics_.end())
+    self->metrics_.emplace(name, delta);
+  else
+    it->second += delta;
+}
+
+void HostContext::gauge_set(void* ctx, const char* name, double value) {
+  auto* self = static_cast<HostContext*>(ctx);
+  if (!name) return;
+  std::lock_guard lock(self->metrics_mu_);
+  self->metrics_[name] = value;
+}
+
+double HostContext::memory_pressure(void*) { return process_memory_pressure(); }
+
+const char* HostContext::instance_name(void* ctx) {
+  return static_cast<HostContext*>(ctx)->name_.c_str();
+}
+
+sluice_status HostContext::drain(void* ctx, const sluice_position* partitions, size_t count,
+                                 uint32_t timeout_ms) {
+  auto* self = static_cast<HostContext*>(ctx);
+  if (!self->drain_) return SLUICE_ERROR;
+  return self->drain_(std::span<const sluice_position>(partitions, count), timeout_ms);
+}
+
+}  // namespace sluice::plugin

@@ -1,0 +1,53 @@
+// The host API table handed to one plugin instance (or module): logging, metrics, drain.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <span>
+#include <string>
+
+#include "sluice/abi.h"
+
+namespace sluice::plugin {
+
+// The process's memory pressure as the memory monitor last saw it; plugins read it.
+void set_process_memory_pressure(double pressure);
+double process_memory_pressure();
+
+class HostContext {
+ public:
+  using DrainFn = std::function<sluice_status(std::span<const sluice_position>, uint32_t)>;
+
+  explicit HostContext(std::string instance_name);
+  HostContext(const HostContext&) = delete;
+  HostContext& operator=(const HostContext&) = delete;
+
+  const sluice_host_api* api() const { return &api_; }
+  const std::string& name() const { return name_; }
+  void set_drain(DrainFn fn) { drain_ = std::move(fn); }
+
+  // Plugin-reported counters and gauges, by name.
+  std::map<std::string, double> metrics() const;
+  double metric(const std::string& name) const;
+
+ private:
+  static void log(void* ctx, int32_t level, const char* message, size_t len);
+  static void counter_add(void* ctx, const char* name, double delta);
+  static void gauge_set(void* ctx, const char* name, double value);
+  static double memory_pressure(void* ctx);
+  static const char* instance_name(void* ctx);
+  static sluice_status drain(void* ctx, const sluice_position* partitions, size_t count,
+                             uint32_t timeout_ms);
+
+  std::string name_;
+  sluice_host_api api_{};
+  DrainFn drain_;
+  mutable std::mutex metrics_mu_;
+  std::map<std::string, double, std::less<>> metrics_;
+};
+
+}  // namespace sluice::plugin

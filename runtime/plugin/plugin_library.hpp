@@ -1,0 +1,72 @@
+// One loaded plugin library: the Boost.DLL handle, the handshake, and copies of its metadata.
+#pragma once
+
+#include <boost/dll/shared_library.hpp>
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "sluice/abi.h"
+
+namespace sluice::plugin {
+
+// A library that cannot be used; what() is one line: "FILE: reason".
+class PluginLoadError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+std::string_view kind_name(sluice_kind kind);
+
+class PluginLibrary;
+
+// What the host knows of one plugin, copied out of the library right after loading.
+struct PluginInfo {
+  sluice_kind kind = 0;
+  std::string name;
+  std::string version;
+  std::string description;
+  std::string schema_json;
+  std::filesystem::path file;
+  std::string module_name;
+  std::string module_version;
+  const sluice_plugin* table = nullptr;     // valid while `library` lives
+  std::shared_ptr<PluginLibrary> library;  // keeps the code mapped
+};
+
+struct LoadOptions {
+  bool allow_insecure = false;  // accept files or folders writable by group or others
+};
+
+class PluginLibrary : public std::enable_shared_from_this<PluginLibrary> {
+ public:
+  // Loads, hands-shakes and inits the module; throws PluginLoadError naming the file.
+  static std::shared_ptr<PluginLibrary> load(const std::filesystem::path& file,
+                                             const LoadOptions& options = {});
+  ~PluginLibrary();
+  PluginLibrary(const PluginLibrary&) = delete;
+  PluginLibrary& operator=(const PluginLibrary&) = delete;
+
+  const std::filesystem::path& file() const { return file_; }
+  const std::string& module_name() const { return module_name_; }
+  const std::string& module_version() const { return module_version_; }
+  const std::vector<PluginInfo>& plugins() const { return plugins_; }
+
+ private:
+  PluginLibrary() = default;
+
+  std::filesystem::path file_;
+  boost::dll::shared_library library_;
+  const sluice_module* module_ = nullptr;
+  bool initialized_ = false;
+  std::string module_name_;
+  std::string module_version_;
+  std::vector<PluginInfo> plugins_;  // PluginInfo::library left empty here (no cycle)
+};
+
+// Refuses a file (or its folder) that group or others may write, unless allowed.
+void check_file_permissions(const std::filesystem::path& file, const LoadOptions& options);
+
+}  // namespace sluice::plugin

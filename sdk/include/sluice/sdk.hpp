@@ -1,0 +1,747 @@
+// The C++ layer over abi.h: base classes, config schema builder, and the registration macro.
+//
+// A plugin author writes a class derived from sluice::Source, sluice::Transform or
+// sluice::Sink with a constructor `T(const sluice::Config&, sluice::Host&)` and a static
+// `sluice::ConfigSchema schema()`, then registers it:
+//
+//   SLUICE_MODULE("acme", "1.2.0", SLUICE_SOURCE(FileSource, "file"), SLUICE_SINK(HttpSink, "http"))
+//
+// Every entry point is a noexcept shim: sluice::Retriable becomes SLUICE_RETRY, sluice::Fatal
+// SLUICE_FATAL, any other exception SLUICE_ERROR with its what(). Nothing C++ crosses the ABI.
+#pragma once
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "sluice/abi.h"
+
+namespace sluice {
+
+// ---------------------------------------------------------------------------------------------
+// Errors a plugin throws; the shims turn them into statuses.
+
+// Transient: the host retries the call with backoff.
+class Retriable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The stage cannot go on: its pipeline stops cleanly.
+class Fatal : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A config value is wrong; `field` lets the host point at its FILE:LINE:COL.
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string field, const std::string& message)
+      : std::runtime_error(message), field_(std::move(field)) {}
+  const std::string& field() const { return field_; }
+
+ private:
+  std::string field_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Byte views.
+
+inline std::string_view as_view(sluice_bytes b) {
+  return b.ptr ? std::string_view(reinterpret_cast<const char*>(b.ptr), b.len)
+               : std::string_view();
+}
+inline sluice_bytes as_bytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+inline sluice_bytes as_bytes(const std::optional<std::string_view>& s) {
+  if (!s) return {nullptr, 0};
+  // An empty but present value still needs a non-null pointer.
+  static const uint8_t kEmpty = 0;
+  return {s->empty() ? &kEmpty : reinterpret_cast<const uint8_t*>(s->data()), s->size()};
+}
+
+// A read-only view of one record of a batch.
+class RecordView {
+ public:
+  explicit RecordView(const sluice_record& r) : r_(&r) {}
+  bool has_key() const { return r_->key.ptr != nullptr; }
+  bool has_value() const { return r_->value.ptr != nullptr; }  // false for a tombstone
+  std::string_view key() const { return as_view(r_->key); }
+  std::string_view value() const { return as_view(r_->value); }
+  std::string_view topic() const { return as_view(r_->topic); }
+  int32_t partition() const { return r_->partition; }
+  int64_t offset() const { return r_->offset; }
+  int64_t timestamp_ms() const { return r_->timestamp_ms; }
+  std::span<const sluice_header> headers() const { return {r_->headers, r_->header_count}; }
+  std::optional<std::string_view> header(std::string_view name) const {
+    for (const auto& h : headers())
+      if (as_view(h.key) == name) return as_view(h.value);
+    return std::nullopt;
+  }
+  const sluice_record& raw() const { return *r_; }
+
+ private:
+  const sluice_record* r_;
+};
+
+// A batch handed to a transform or sink: valid only during the call.
+class Batch {
+ public:
+  explicit Batch(const sluice_batch& b) : b_(&b) {}
+  size_t size() const { return b_->count; }
+  bool empty() const { return b_->count == 0; }
+  RecordView operator[](size_t i) const { return RecordView(b_->records[i]); }
+
+  class iterator {
+   public:
+    using iterator_category = std::forward_iterator_tag;
+    using value_type = RecordView;
+    using difference_type = std::ptrdiff_t;
+    iterator(const sluice_record* p) : p_(p) {}
+    RecordView operator*() const { return RecordView(*p_); }
+    iterator& operator++() {
+      ++p_;
+      return *this;
+    }
+    bool operator==(const iterator& o) const { return p_ == o.p_; }
+
+   private:
+    const sluice_record* p_;
+  };
+  iterator begin() const { return {b_->records}; }
+  iterator end() const { return {b_->records + b_->count}; }
+
+ private:
+  const sluice_batch* b_;
+};
+
+// A record being written. Views only: everything must stay valid until emit() returns.
+struct OutRecord {
+  std::optional<std::string_view> key;
+  std::optional<std::string_view> value;  // nullopt: a tombstone
+  std::string_view topic;
+  std::vector<std::pair<std::string_view, std::string_view>> headers;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  int64_t timestamp_ms = 0;
+
+  // Starts from an input record: same key, value, topic, headers and position.
+  static OutRecord from(const RecordView& in) {
+    OutRecord r;
+    if (in.has_key()) r.key = in.key();
+    if (in.has_value()) r.value = in.value();
+    r.topic = in.topic();
+    for (const auto& h : in.headers()) r.headers.emplace_back(as_view(h.key), as_view(h.value));
+    r.partition = in.partition();
+    r.offset = in.offset();
+    r.timestamp_ms = in.timestamp_ms();
+    return r;
+  }
+};
+
+// The host-owned output of a poll or process call, and the reject channel of put.
+class Output {
+ public:
+  explicit Output(sluice_writer* w) : w_(w) {}
+
+  // Source: appends a new record.
+  void emit(const OutRecord& r) { emit(SIZE_MAX, r); }
+  // Transform: appends a record derived from input record `input_index`.
+  void emit(size_t input_index, const OutRecord& r) {
+    std::vector<sluice_header> hs;
+    hs.reserve(r.headers.size());
+    for (const auto& [k, v] : r.headers) hs.push_back({as_bytes(k), as_bytes(v)});
+    sluice_record rec{};
+    rec.struct_size = sizeof(rec);
+    rec.key = as_bytes(r.key);
+    rec.value = as_bytes(r.value);
+    rec.topic = as_bytes(r.topic);
+    rec.headers = hs.data();
+    rec.header_count = hs.size();
+    rec.partition = r.partition;
+    rec.offset = r.offset;
+    rec.timestamp_ms = r.timestamp_ms;
+    if (w_->append(w_->host_ctx, input_index, &rec) != SLUICE_OK)
+      throw std::runtime_error("host refused the record");
+  }
+  // Transform: passes an input record on unchanged.
+  void forward(size_t input_index, const RecordView& in) {
+    if (w_->append(w_->host_ctx, input_index, &in.raw()) != SLUICE_OK)
+      throw std::runtime_error("host refused the record");
+  }
+  // Rejects one input record; the error policy decides where it goes.
+  void reject(size_t input_index, std::string_view reason, bool retriable = false) {
+    w_->reject(w_->host_ctx, input_index, retriable ? SLUICE_RETRY : SLUICE_ERROR, reason.data(),
+               reason.size());
+  }
+
+ private:
+  sluice_writer* w_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Host services.
+
+class Host {
+ public:
+  enum class Level : int32_t { trace, debug, info, warn, error };
+  explicit Host(const sluice_host_api* api) : api_(api) {}
+
+  void log(Level level, std::string_view message) const {
+    api_->sluice_host_log(api_->host_ctx, static_cast<int32_t>(level), message.data(),
+                          message.size());
+  }
+  void info(std::string_view m) const { log(Level::info, m); }
+  void warn(std::string_view m) const { log(Level::warn, m); }
+  void error(std::string_view m) const { log(Level::error, m); }
+  void counter_add(const char* name, double delta) const {
+    api_->sluice_host_counter_add(api_->host_ctx, name, delta);
+  }
+  void gauge_set(const char* name, double value) const {
+    api_->sluice_host_gauge_set(api_->host_ctx, name, value);
+  }
+  double memory_pressure() const { return api_->sluice_host_memory_pressure(api_->host_ctx); }
+  std::string_view instance_name() const {
+    return api_->sluice_host_instance_name(api_->host_ctx);
+  }
+  // Sources only, from inside poll: see sluice_host_api::sluice_host_drain.
+  bool drain(std::span<const sluice_position> partitions, uint32_t timeout_ms) const {
+    if (api_->struct_size <= offsetof(sluice_host_api, sluice_host_drain) ||
+        api_->sluice_host_drain == nullptr)
+      return false;
+    return api_->sluice_host_drain(api_->host_ctx, partitions.data(), partitions.size(),
+                                   timeout_ms) == SLUICE_OK;
+  }
+  const sluice_host_api* raw() const { return api_; }
+
+ private:
+  const sluice_host_api* api_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Config: the JSON object the host hands to create(), already checked and defaulted.
+
+class Config {
+ public:
+  Config(const char* json, size_t len) {
+    doc_.Parse(json, len);
+    if (doc_.HasParseError() || !doc_.IsObject()) throw ConfigError("", "config is not a JSON object");
+  }
+  bool has(const char* name) const {
+    auto it = doc_.FindMember(name);
+    return it != doc_.MemberEnd() && !it->value.IsNull();
+  }
+  std::string get_string(const char* name, std::string fallback = {}) const {
+    const auto* v = find(name);
+    if (!v) return fallback;
+    if (!v->IsString()) throw ConfigError(name, std::string(name) + " must be a string");
+    return {v->GetString(), v->GetStringLength()};
+  }
+  int64_t get_int(const char* name, int64_t fallback = 0) const {
+    const auto* v = find(name);
+    if (!v) return fallback;
+    if (!v->IsInt64()) throw ConfigError(name, std::string(name) + " must be an integer");
+    return v->GetInt64();
+  }
+  double get_double(const char* name, double fallback = 0) const {
+    const auto* v = find(name);
+    if (!v) return fallback;
+    if (!v->IsNumber()) throw ConfigError(name, std::string(name) + " must be a number");
+    return v->GetDouble();
+  }
+  bool get_bool(const char* name, bool fallback = false) const {
+    const auto* v = find(name);
+    if (!v) return fallback;
+    if (!v->IsBool()) throw ConfigError(name, std::string(name) + " must be a boolean");
+    return v->GetBool();
+  }
+  std::vector<std::string> get_strings(const char* name) const {
+    std::vector<std::string> out;
+    const auto* v = find(name);
+    if (!v) return out;
+    if (!v->IsArray()) throw ConfigError(name, std::string(name) + " must be a list");
+    for (const auto& e : v->GetArray()) {
+      if (!e.IsString()) throw ConfigError(name, std::string(name) + " must be a list of strings");
+      out.emplace_back(e.GetString(), e.GetStringLength());
+    }
+    return out;
+  }
+  // The raw JSON value (lists, objects), or nullptr when absent.
+  const rapidjson::Value* find(const char* name) const {
+    auto it = doc_.FindMember(name);
+    return it == doc_.MemberEnd() || it->value.IsNull() ? nullptr : &it->value;
+  }
+  const rapidjson::Document& json() const { return doc_; }
+
+ private:
+  rapidjson::Document doc_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Config schema builder, in the spirit of Kafka Connect's ConfigDef.
+
+class ConfigSchema {
+ public:
+  enum class Type { string, integer, number, boolean, list, object };
+  using Validator = std::function<void(const Config&)>;  // throws ConfigError
+
+ private:
+  struct FieldSpec {
+    std::string name;
+    Type type = Type::string;
+    std::string doc;
+    bool required = false;
+    bool secret = false;
+    std::string default_json;
+    std::vector<std::string> one_of;
+    std::optional<double> min, max;
+  };
+
+ public:
+
+  class Field {
+   public:
+    Field(ConfigSchema& owner, size_t index) : owner_(&owner), index_(index) {}
+    Field& doc(std::string text) {
+      spec().doc = std::move(text);
+      return *this;
+    }
+    Field& required() {
+      spec().required = true;
+      return *this;
+    }
+    Field& secret() {
+      spec().secret = true;
+      return *this;
+    }
+    Field& default_value(std::string v) {
+      spec().default_json = quote(v);
+      return *this;
+    }
+    Field& default_value(const char* v) { return default_value(std::string(v)); }
+    Field& default_value(int64_t v) {
+      spec().default_json = std::to_string(v);
+      return *this;
+    }
+    Field& default_value(int v) { return default_value(static_cast<int64_t>(v)); }
+    Field& default_value(double v) {
+      spec().default_json = number(v);
+      return *this;
+    }
+    Field& default_value(bool v) {
+      spec().default_json = v ? "true" : "false";
+      return *this;
+    }
+    Field& one_of(std::vector<std::string> values) {
+      spec().one_of = std::move(values);
+      return *this;
+    }
+    Field& min(double v) {
+      spec().min = v;
+      return *this;
+    }
+    Field& max(double v) {
+      spec().max = v;
+      return *this;
+    }
+    // Continue declaring on the schema.
+    Field string(std::string name) { return owner_->string(std::move(name)); }
+    Field integer(std::string name) { return owner_->integer(std::move(name)); }
+    Field number(std::string name) { return owner_->number(std::move(name)); }
+    Field boolean(std::string name) { return owner_->boolean(std::move(name)); }
+    Field list(std::string name) { return owner_->list(std::move(name)); }
+    Field object(std::string name) { return owner_->object(std::move(name)); }
+    ConfigSchema& validator(Validator v) { return owner_->validator(std::move(v)); }
+    operator ConfigSchema&() { return *owner_; }
+    operator ConfigSchema() const { return *owner_; }
+
+   private:
+    FieldSpec& spec() { return owner_->fields_[index_]; }
+    static std::string number(double v) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.17g", v);
+      return buf;
+    }
+    static std::string quote(const std::string& s) {
+      rapidjson::StringBuffer sb;
+      rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+      w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+      return sb.GetString();
+    }
+    ConfigSchema* owner_;
+    size_t index_;
+  };
+
+  Field string(std::string name) { return add(std::move(name), Type::string); }
+  Field integer(std::string name) { return add(std::move(name), Type::integer); }
+  Field number(std::string name) { return add(std::move(name), Type::number); }
+  Field boolean(std::string name) { return add(std::move(name), Type::boolean); }
+  Field list(std::string name) { return add(std::move(name), Type::list); }
+  Field object(std::string name) { return add(std::move(name), Type::object); }
+  // A check over the whole config, run by validate() and before create().
+  ConfigSchema& validator(Validator v) {
+    validators_.push_back(std::move(v));
+    return *this;
+  }
+
+  void validate(const Config& c) const {
+    for (const auto& v : validators_) v(c);
+  }
+
+  std::string to_json() const {
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    w.StartObject();
+    w.Key("fields");
+    w.StartArray();
+    for (const auto& f : fields_) {
+      w.StartObject();
+      w.Key("name");
+      w.String(f.name.c_str());
+      w.Key("type");
+      w.String(type_name(f.type));
+      if (!f.doc.empty()) {
+        w.Key("doc");
+        w.String(f.doc.c_str());
+      }
+      w.Key("required");
+      w.Bool(f.required);
+      w.Key("secret");
+      w.Bool(f.secret);
+      if (!f.default_json.empty()) {
+        w.Key("default");
+        w.RawValue(f.default_json.c_str(), f.default_json.size(), rapidjson::kObjectType);
+      }
+      if (!f.one_of.empty()) {
+        w.Key("enum");
+        w.StartArray();
+        for (const auto& e : f.one_of) w.String(e.c_str());
+        w.EndArray();
+      }
+      if (f.min) {
+        w.Key("min");
+        w.Double(*f.min);
+      }
+      if (f.max) {
+        w.Key("max");
+        w.Double(*f.max);
+      }
+      w.EndObject();
+    }
+    w.EndArray();
+    w.EndObject();
+    return sb.GetString();
+  }
+
+  static const char* type_name(Type t) {
+    switch (t) {
+      case Type::string: return "string";
+      case Type::integer: return "int";
+      case Type::number: return "double";
+      case Type::boolean: return "bool";
+      case Type::list: return "list";
+      case Type::object: return "object";
+    }
+    return "string";
+  }
+
+ private:
+  Field add(std::string name, Type t) {
+    FieldSpec f;
+    f.name = std::move(name);
+    f.type = t;
+    fields_.push_back(std::move(f));
+    return Field(*this, fields_.size() - 1);
+  }
+  std::vector<FieldSpec> fields_;
+  std::vector<Validator> validators_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Base classes. Derive, give a (const Config&, Host&) constructor and a static schema().
+
+// A source position: a topic (may be empty), partition and last done offset.
+struct Position {
+  std::string_view topic;
+  int32_t partition;
+  int64_t offset;
+};
+
+class Source {
+ public:
+  virtual ~Source() = default;
+  // Emit up to `max_records` records; return true once the input is exhausted for good.
+  // With max_records == 0 (backpressure) emit nothing but keep any session alive.
+  virtual bool poll(Output& out, size_t max_records, uint32_t timeout_ms) = 0;
+  // Positions that are done end to end: persist them.
+  virtual void commit(std::span<const Position> /*positions*/) {}
+  virtual void set_paused(bool /*paused*/) {}
+  virtual void on_memory_pressure(double /*level*/) {}
+  virtual std::string snapshot() { return {}; }
+  virtual void restore(std::string_view /*state*/) {}
+};
+
+class Transform {
+ public:
+  virtual ~Transform() = default;
+  // For each input record, emit 0..n records (by input index), or reject it.
+  virtual void process(const Batch& in, Output& out) = 0;
+  virtual void on_memory_pressure(double /*level*/) {}
+  virtual std::string snapshot() { return {}; }
+  virtual void restore(std::string_view /*state*/) {}
+};
+
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  // Return once every record is durable; reject single records through `rejects`.
+  virtual void put(const Batch& in, Output& rejects) = 0;
+  virtual void flush() {}
+  virtual void pre_commit() {}
+  virtual void on_memory_pressure(double /*level*/) {}
+  virtual std::string snapshot() { return {}; }
+  virtual void restore(std::string_view /*state*/) {}
+};
+
+// ---------------------------------------------------------------------------------------------
+// The noexcept shims behind SLUICE_MODULE.
+
+namespace detail {
+
+inline void write_text(char* buf, size_t cap, std::string_view text) {
+  if (!buf || cap == 0) return;
+  size_t n = text.size() < cap - 1 ? text.size() : cap - 1;
+  std::memcpy(buf, text.data(), n);
+  buf[n] = '\0';
+}
+
+inline void report(sluice_error* e, std::string_view message, std::string_view field = {}) {
+  if (!e) return;
+  write_text(e->message, e->message_capacity, message);
+  if (e->struct_size >= offsetof(sluice_error, field_capacity) + sizeof(size_t))
+    write_text(e->field, e->field_capacity, field);
+}
+
+// Runs `fn`, turning every exception into a status and an error message.
+template <typename Fn>
+sluice_status guarded(sluice_error* e, Fn&& fn) noexcept {
+  try {
+    fn();
+    return SLUICE_OK;
+  } catch (const Retriable& ex) {
+    report(e, ex.what());
+    return SLUICE_RETRY;
+  } catch (const Fatal& ex) {
+    report(e, ex.what());
+    return SLUICE_FATAL;
+  } catch (const ConfigError& ex) {
+    report(e, ex.what(), ex.field());
+    return SLUICE_ERROR;
+  } catch (const std::exception& ex) {
+    report(e, ex.what());
+    return SLUICE_ERROR;
+  } catch (...) {
+    report(e, "unknown exception");
+    return SLUICE_ERROR;
+  }
+}
+
+template <typename T>
+struct Instance {
+  Host host;
+  std::unique_ptr<T> object;
+};
+
+template <typename T>
+std::string description_of() {
+  if constexpr (requires { T::description(); })
+    return T::description();
+  else
+    return {};
+}
+
+template <typename T, sluice_kind Kind>
+struct Adapter {
+  static T& self(void* inst) { return *static_cast<Instance<T>*>(inst)->object; }
+
+  static sluice_status validate(const char* json, size_t len, sluice_error* e) noexcept {
+    return guarded(e, [&] {
+      Config c(json, len);
+      T::schema().validate(c);
+    });
+  }
+  static sluice_status create(const sluice_host_api* host, const char* json, size_t len,
+                              void** out, sluice_error* e) noexcept {
+    return guarded(e, [&] {
+      Config c(json, len);
+      T::schema().validate(c);
+      auto inst = std::make_unique<Instance<T>>(Instance<T>{Host(host), nullptr});
+      inst->object = std::make_unique<T>(c, inst->host);
+      *out = inst.release();
+    });
+  }
+  static void destroy(void* inst) noexcept {
+    try {
+      delete static_cast<Instance<T>*>(inst);
+    } catch (...) {
+    }
+  }
+  static sluice_status poll(void* inst, sluice_poll_args* args, sluice_writer* w,
+                            sluice_error* e) noexcept {
+    if constexpr (Kind == SLUICE_KIND_SOURCE) {
+      return guarded(e, [&] {
+        Output out(w);
+        if (self(inst).poll(out, args->max_records, args->timeout_ms)) args->end_of_stream = 1;
+      });
+    } else {
+      return SLUICE_FATAL;
+    }
+  }
+  static sluice_status commit(void* inst, const sluice_position* ps, size_t n,
+                              sluice_error* e) noexcept {
+    if constexpr (Kind == SLUICE_KIND_SOURCE) {
+      return guarded(e, [&] {
+        std::vector<Position> v;
+        v.reserve(n);
+        for (size_t i = 0; i < n; ++i) v.push_back({as_view(ps[i].topic), ps[i].partition, ps[i].offset});
+        self(inst).commit(v);
+      });
+    } else {
+      return SLUICE_OK;
+    }
+  }
+  static void set_paused(void* inst, int32_t paused) noexcept {
+    if constexpr (Kind == SLUICE_KIND_SOURCE) {
+      try {
+        self(inst).set_paused(paused != 0);
+      } catch (...) {
+      }
+    }
+  }
+  static sluice_status process(void* inst, const sluice_batch* in, sluice_writer* w,
+                               sluice_error* e) noexcept {
+    if constexpr (Kind == SLUICE_KIND_TRANSFORM) {
+      return guarded(e, [&] {
+        Output out(w);
+        self(inst).process(Batch(*in), out);
+      });
+    } else {
+      return SLUICE_FATAL;
+    }
+  }
+  static sluice_status put(void* inst, const sluice_batch* in, sluice_writer* w,
+                           sluice_error* e) noexcept {
+    if constexpr (Kind == SLUICE_KIND_SINK) {
+      return guarded(e, [&] {
+        Output out(w);
+        self(inst).put(Batch(*in), out);
+      });
+    } else {
+      return SLUICE_FATAL;
+    }
+  }
+  static sluice_status flush(void* inst, sluice_error* e) noexcept {
+    if constexpr (Kind == SLUICE_KIND_SINK) return guarded(e, [&] { self(inst).flush(); });
+    return SLUICE_OK;
+  }
+  static sluice_status pre_commit(void* inst, sluice_error* e) noexcept {
+    if constexpr (Kind == SLUICE_KIND_SINK) return guarded(e, [&] { self(inst).pre_commit(); });
+    return SLUICE_OK;
+  }
+  static void on_memory_pressure(void* inst, double level) noexcept {
+    try {
+      self(inst).on_memory_pressure(level);
+    } catch (...) {
+    }
+  }
+  static sluice_status snapshot(void* inst, sluice_buffer* out, sluice_error* e) noexcept {
+    return guarded(e, [&] {
+      std::string s = self(inst).snapshot();
+      out->append(out->host_ctx, reinterpret_cast<const uint8_t*>(s.data()), s.size());
+    });
+  }
+  static sluice_status restore(void* inst, const uint8_t* data, size_t len,
+                               sluice_error* e) noexcept {
+    return guarded(e, [&] {
+      self(inst).restore(std::string_view(reinterpret_cast<const char*>(data), len));
+    });
+  }
+
+  // The plugin's table; built once, on the first call into the module.
+  static const sluice_plugin* table(const char* name, const char* version) {
+    static const std::string schema = T::schema().to_json();
+    static const std::string desc = description_of<T>();
+    static const sluice_plugin p = [&] {
+      sluice_plugin t{};
+      t.struct_size = sizeof(t);
+      t.kind = Kind;
+      t.name = name;
+      t.version = version;
+      t.description = desc.c_str();
+      t.config_schema_json = schema.c_str();
+      t.validate = &validate;
+      t.create = &create;
+      t.destroy = &destroy;
+      if constexpr (Kind == SLUICE_KIND_SOURCE) {
+        t.poll = &poll;
+        t.commit = &commit;
+        t.set_paused = &set_paused;
+      }
+      if constexpr (Kind == SLUICE_KIND_TRANSFORM) t.process = &process;
+      if constexpr (Kind == SLUICE_KIND_SINK) {
+        t.put = &put;
+        t.flush = &flush;
+        t.pre_commit = &pre_commit;
+      }
+      t.on_memory_pressure = &on_memory_pressure;
+      t.snapshot = &snapshot;
+      t.restore = &restore;
+      return t;
+    }();
+    return &p;
+  }
+};
+
+inline sluice_module make_module(const char* name, const char* version,
+                                 const sluice_plugin* const* plugins, size_t count) {
+  sluice_module m{};
+  m.struct_size = sizeof(m);
+  m.abi_major = SLUICE_ABI_MAJOR;
+  m.abi_minor = SLUICE_ABI_MINOR;
+  m.name = name;
+  m.version = version;
+  m.plugins = plugins;
+  m.plugin_count = count;
+  return m;
+}
+
+}  // namespace detail
+}  // namespace sluice
+
+#define SLUICE_SOURCE(T, NAME) ::sluice::detail::Adapter<T, SLUICE_KIND_SOURCE>::table(NAME, sluice_module_version_)
+#define SLUICE_TRANSFORM(T, NAME) ::sluice::detail::Adapter<T, SLUICE_KIND_TRANSFORM>::table(NAME, sluice_module_version_)
+#define SLUICE_SINK(T, NAME) ::sluice::detail::Adapter<T, SLUICE_KIND_SINK>::table(NAME, sluice_module_version_)
+
+// Expands to the module table and the exported entry point.
+#define SLUICE_MODULE(NAME, VERSION, ...)                                                    \
+  extern "C" SLUICE_EXPORT const sluice_module* sluice_module_get(uint32_t, uint32_t) {      \
+    static const char* const sluice_module_version_ = VERSION;                               \
+    static const sluice_plugin* const plugins[] = {__VA_ARGS__};                             \
+    static const sluice_module module = ::sluice::detail::make_module(                       \
+        NAME, VERSION, plugins, sizeof(plugins) / sizeof(plugins[0]));                       \
+    return &module;                                                                          \
+  }

@@ -1,0 +1,255 @@
+// check_stage and friends: plugin configs checked against the SDK's schema JSON.
+#include "config/stage_config.hpp"
+
+#include <doctest/doctest.h>
+#include <rapidjson/document.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "config_test_support.hpp"
+#include "sluice/sdk.hpp"
+
+using namespace sluice::config;
+using namespace sluice::config::testing;
+
+namespace {
+
+// The schema a plugin built with the SDK would publish.
+std::string test_schema() {
+  sluice::ConfigSchema s;
+  s.string("path").required().doc("file to write");
+  s.string("format").default_value("jsonl").one_of({"jsonl", "csv", "raw"});
+  s.integer("buffer_kb").default_value(64).min(1).max(1024);
+  s.number("ratio").default_value(0.5).min(0).max(1);
+  s.boolean("append").default_value(false);
+  s.list("brokers");
+  s.object("headers");
+  s.string("password").secret();
+  return s.to_json();
+}
+
+// The sink stage of a pipeline whose sink mapping is `sink_yaml`.
+StageSpec sink_stage(const std::string& sink_yaml, const std::string& file_name = "p.yaml") {
+  const auto file =
+      parse_pipelines("name: orders\nsource: {type: g}\nsink:\n" + sink_yaml, file_name);
+  return file.pipelines.at(0).sink;
+}
+
+rapidjson::Document parse_json(const std::string& text) {
+  rapidjson::Document d;
+  d.Parse(text.c_str());
+  REQUIRE_FALSE(d.HasParseError());
+  return d;
+}
+
+std::string check_error(const std::string& sink_yaml) {
+  return error_of([&] { check_stage(sink_stage(sink_yaml), test_schema()); });
+}
+
+// A scratch folder that is removed again.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    path = std::filesystem::temp_directory_path() /
+           ("sluice-config-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  void write(const std::string& name, const std::string& text) const {
+    std::ofstream(path / name, std::ios::binary) << text;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a valid stage config becomes JSON with defaults filled and types converted") {
+  const auto checked = check_stage(sink_stage("  type: file\n"
+                                              "  name: out\n"
+                                              "  path: out.jsonl\n"
+                                              "  buffer_kb: 0x10\n"
+                                              "  ratio: 1\n"
+                                              "  brokers: [a:9092, b:9092]\n"
+                                              "  headers: {n: 3, f: 1.5, b: true, s: '3', z: ~}\n"),
+                                   test_schema());
+  const auto json = parse_json(checked.json);
+  CHECK(std::string(json["path"].GetString()) == "out.jsonl");
+  CHECK(std::string(json["format"].GetString()) == "jsonl");
+  CHECK(json["buffer_kb"].GetInt64() == 16);
+  CHECK(json["ratio"].IsDouble());
+  CHECK(json["ratio"].GetDouble() == 1.0);
+  CHECK(json["append"].IsFalse());
+  CHECK(json["brokers"].IsArray());
+  CHECK(std::string(json["brokers"][1].GetString()) == "b:9092");
+  CHECK(json["headers"]["n"].GetInt64() == 3);
+  CHECK(json["headers"]["f"].GetDouble() == 1.5);
+  CHECK(json["headers"]["b"].IsTrue());
+  CHECK(json["headers"]["s"].IsString());
+  CHECK(json["headers"]["z"].IsNull());
+  CHECK_FALSE(json.HasMember("type"));
+  CHECK_FALSE(json.HasMember("name"));
+  CHECK_FALSE(json.HasMember("password"));
+  CHECK(checked.secret_values.empty());
+}
+
+TEST_CASE("an unknown plugin field is an error at the key with a suggestion") {
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: x\n  bufer_kb: 3\n"), "p.yaml:6:3: ",
+                     "orders.sink: unknown field 'bufer_kb' for sink plugin 'file'; did you mean "
+                     "'buffer_kb'?");
+}
+
+TEST_CASE("an unknown plugin field with nothing close lists the plugin's fields") {
+  CHECK_CONFIG_ERROR(
+      check_error("  type: file\n  path: x\n  qqqqqqq: 3\n"), "p.yaml:6:3: ",
+      "(fields: path, format, buffer_kb, ratio, append, brokers, headers, password)");
+}
+
+TEST_CASE("a missing required field is an error at the stage mapping") {
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  format: csv\n"),
+                     "p.yaml:4:3: ", "orders.sink: sink plugin 'file' needs field 'path'");
+}
+
+TEST_CASE("values of the wrong type are errors at the value") {
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: x\n  buffer_kb: lots\n"),
+                     "p.yaml:6:14: ", "orders.sink: field 'buffer_kb' must be an int, got 'lots'");
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: x\n  buffer_kb: 1.5\n"),
+                     "p.yaml:6:14: ", "field 'buffer_kb' must be an int, got '1.5'");
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: x\n  ratio: half\n"),
+                     "p.yaml:6:10: ", "field 'ratio' must be a number, got 'half'");
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: x\n  append: yes\n"),
+                     "p.yaml:6:11: ", "field 'append' must be true or false, got 'yes'");
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: x\n  brokers: a:9092\n"),
+                     "p.yaml:6:12: ", "field 'brokers' must be a list, got a scalar");
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: x\n  headers: [a]\n"),
+                     "p.yaml:6:12: ", "field 'headers' must be a mapping, got a list");
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: {a: 1}\n"),
+                     "p.yaml:5:9: ", "field 'path' must be a string, got a mapping");
+}
+
+TEST_CASE("enum and min/max violations are errors at the value") {
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: x\n  format: jsonn\n"), "p.yaml:6:11: ",
+                     "field 'format' must be one of jsonl, csv, raw, got 'jsonn'; did you mean "
+                     "'jsonl'?");
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: x\n  buffer_kb: 0\n"),
+                     "p.yaml:6:14: ", "field 'buffer_kb' must be at least 1, got 0");
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: x\n  ratio: 1.5\n"),
+                     "p.yaml:6:10: ", "field 'ratio' must be at most 1, got 1.5");
+}
+
+TEST_CASE("an empty value counts as not given") {
+  const auto checked =
+      check_stage(sink_stage("  type: file\n  path: x\n  buffer_kb:\n"), test_schema());
+  CHECK(parse_json(checked.json)["buffer_kb"].GetInt64() == 64);
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path:\n"), "p.yaml:5:3: ", "needs field 'path'");
+}
+
+TEST_CASE("env references are replaced inside strings, and $${ stays a literal") {
+  setenv("SLUICE_CONFIG_TEST_DIR", "/data", 1);
+  const auto checked = check_stage(
+      sink_stage("  type: file\n  path: '${env:SLUICE_CONFIG_TEST_DIR}/out-$${x}.jsonl'\n"),
+      test_schema());
+  CHECK(std::string(parse_json(checked.json)["path"].GetString()) == "/data/out-${x}.jsonl");
+}
+
+TEST_CASE("an int field may come from the environment") {
+  setenv("SLUICE_CONFIG_TEST_KB", "128", 1);
+  const auto checked = check_stage(
+      sink_stage("  type: file\n  path: x\n  buffer_kb: ${env:SLUICE_CONFIG_TEST_KB}\n"),
+      test_schema());
+  CHECK(parse_json(checked.json)["buffer_kb"].GetInt64() == 128);
+}
+
+TEST_CASE("a missing env variable or a bad reference is an error at the value") {
+  unsetenv("SLUICE_CONFIG_TEST_UNSET");
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: ${env:SLUICE_CONFIG_TEST_UNSET}\n"),
+                     "p.yaml:5:9: ", "environment variable 'SLUICE_CONFIG_TEST_UNSET' is not set");
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: x-${env:OOPS\n"),
+                     "p.yaml:5:9: ", "unterminated '${env:' reference");
+  CHECK_CONFIG_ERROR(check_error("  type: file\n  path: ${env:bad-name}\n"),
+                     "p.yaml:5:9: ", "not a valid environment variable name");
+}
+
+TEST_CASE("file references read the file relative to the YAML file and trim one newline") {
+  TempDir dir;
+  dir.write("password.txt", "hunter2\n\n");
+  dir.write("path.txt", "out.jsonl\r\n");
+  const auto stage =
+      sink_stage("  type: file\n  path: ${file:path.txt}\n  password: ${file:password.txt}\n",
+                 (dir.path / "p.yaml").string());
+  const auto checked = check_stage(stage, test_schema());
+  const auto json = parse_json(checked.json);
+  CHECK(std::string(json["path"].GetString()) == "out.jsonl");
+  CHECK(std::string(json["password"].GetString()) == "hunter2\n");
+  REQUIRE(checked.secret_values.size() == 1);
+  CHECK(checked.secret_values[0] == "hunter2\n");
+}
+
+TEST_CASE("an unreadable file reference is an error at the value") {
+  TempDir dir;
+  const std::string file = (dir.path / "p.yaml").string();
+  const auto message = error_of([&] {
+    check_stage(sink_stage("  type: file\n  path: ${file:missing.txt}\n", file), test_schema());
+  });
+  CHECK_CONFIG_ERROR(message, file + ":5:9: ",
+                     "cannot read '" + (dir.path / "missing.txt").string() +
+                         "' for ${file:missing.txt}: No such file");
+}
+
+TEST_CASE("a secret value is collected and never appears in an error") {
+  const auto checked =
+      check_stage(sink_stage("  type: file\n  path: x\n  password: hunter2\n"), test_schema());
+  CHECK(checked.secret_values == std::vector<std::string>{"hunter2"});
+
+  sluice::ConfigSchema s;
+  s.string("password").secret().one_of({"a", "b"});
+  s.integer("pin").secret();
+  const std::string schema = s.to_json();
+  const auto enum_error =
+      error_of([&] { check_stage(sink_stage("  type: f\n  password: hunter2\n"), schema); });
+  CHECK_CONFIG_ERROR(enum_error, "p.yaml:5:13: ",
+                     "orders.sink: value of secret field 'password' must be one of a, b");
+  CHECK(enum_error.find("hunter2") == std::string::npos);
+  const auto type_error =
+      error_of([&] { check_stage(sink_stage("  type: f\n  pin: hunter2\n"), schema); });
+  CHECK_CONFIG_ERROR(type_error, "p.yaml:5:8: ", "value of secret field 'pin' must be an int");
+  CHECK(type_error.find("hunter2") == std::string::npos);
+}
+
+TEST_CASE("redact hides every occurrence of every secret, longer secrets first") {
+  CHECK(redact("user=bob pass=hunter2 again hunter2", {"hunter2"}) ==
+        "user=bob pass=*** again ***");
+  CHECK(redact("key=abcdef", {"abc", "abcdef"}) == "key=***");
+  CHECK(redact("nothing to hide", {"", "x1"}) == "nothing to hide");
+}
+
+TEST_CASE("an unknown plugin type is an error at the type with a suggestion and the known names") {
+  const auto stage = parse_pipelines("name: p\nsource: {type: fiel}\nsink: {type: f}\n", "p.yaml")
+                         .pipelines.at(0)
+                         .source;
+  CHECK(error_of([&] {
+          throw_unknown_plugin(stage, {"generator", "file"});
+        }) ==
+        "p.yaml:2:16: unknown source plugin 'fiel'; did you mean 'file'? known: file, generator");
+  CHECK(error_of([&] { throw_unknown_plugin(stage, {"kafka"}); }) ==
+        "p.yaml:2:16: unknown source plugin 'fiel'; known: kafka");
+}
+
+TEST_CASE("field_location points at a field's value, nested values, or else the stage") {
+  const auto stage = sink_stage(
+      "  type: file\n  path: x\n  tls:\n    ca: /etc/ca.pem\n"
+      "  brokers: [a, b]\n");
+  CHECK(field_location(stage, "path").str() == "p.yaml:5:9");
+  CHECK(field_location(stage, "tls.ca").str() == "p.yaml:7:9");
+  CHECK(field_location(stage, "brokers.1").str() == "p.yaml:8:16");
+  CHECK(field_location(stage, "nope").str() == "p.yaml:4:3");
+  CHECK(field_location(stage, "").str() == "p.yaml:4:3");
+}
+
+TEST_CASE("a plugin schema that is not valid JSON is an error at the stage's type") {
+  CHECK_CONFIG_ERROR(error_of([] { check_stage(sink_stage("  type: file\n"), "{nope"); }),
+                     "p.yaml:4:9: ", "plugin 'file' has an invalid config schema");
+  CHECK_CONFIG_ERROR(
+      error_of([] { check_stage(sink_stage("  type: file\n"), R"({"fields":[{"name":"a"}]})"); }),
+      "p.yaml:4:9: ", "a field has no string \"type\"");
+}

@@ -1,0 +1,143 @@
+// Hostile or broken YAML: syntax errors, binary files, deep nesting, huge values, alias bombs.
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "config/pipeline_spec.hpp"
+#include "config/yaml_reader.hpp"
+#include "config_test_support.hpp"
+
+using namespace sluice::config;
+using namespace sluice::config::testing;
+
+TEST_CASE("a YAML syntax error points at yaml-cpp's position, made 1-based") {
+  CHECK_CONFIG_ERROR(parse_error("name: p\nsource: {type: g\nsink: {type: f}\n"),
+                     "p.yaml:3:5: ", "YAML syntax error: ");
+  CHECK_CONFIG_ERROR(parse_error("name: p\n  source: x\n"),
+                     "p.yaml:2:9: ", "YAML syntax error: illegal map value");
+}
+
+TEST_CASE("content after a mis-indented first line is an error, not silently dropped") {
+  CHECK_CONFIG_ERROR(parse_error("  name: p\nsource: {type: g}\n"),
+                     "p.yaml:2:1: ", "unexpected content after the first YAML document");
+}
+
+TEST_CASE("a second YAML document is an error at its start") {
+  CHECK_CONFIG_ERROR(parse_error(with_pipeline("---\nname: other\n")),
+                     "p.yaml:5:1: ", "a pipeline file holds one document");
+}
+
+TEST_CASE("a file with a NUL byte is rejected as binary at the byte") {
+  const std::string text = std::string("name: p\nso") + '\0' + "urce: x\n";
+  CHECK(parse_error(text) ==
+        "p.yaml:2:3: not a text file (contains a NUL byte); expected UTF-8 YAML");
+}
+
+TEST_CASE("a file that is not UTF-8 is rejected at the first bad byte") {
+  CHECK_CONFIG_ERROR(parse_error("name: caf\xe9\n"),
+                     "p.yaml:1:10: ", "not valid UTF-8 (byte 0xe9)");
+  // An overlong encoding of '/' is not valid UTF-8 either.
+  CHECK_CONFIG_ERROR(parse_error("a: \xc0\xaf\n"), "p.yaml:1:4: ", "not valid UTF-8");
+  // Valid multi-byte text is fine.
+  const auto file = parse_pipelines(
+      "name: p\nsource: {type: g, path: caf\xc3\xa9.txt}\nsink: {type: f}\n", "p.yaml");
+  CHECK(file.pipelines.at(0).source.node["path"].as<std::string>() == "caf\xc3\xa9.txt");
+}
+
+TEST_CASE("valid UTF-8 in a value that is not a valid name still names the value") {
+  CHECK_CONFIG_ERROR(parse_error("name: caf\xc3\xa9\nsource: {type: g}\nsink: {type: f}\n"),
+                     "p.yaml:1:7: ", "is not a valid pipeline name");
+}
+
+TEST_CASE("flow nesting deeper than 64 levels is an error, not a crash") {
+  const std::string deep = "name: p\nsource: {type: g, x: " + std::string(70, '[') +
+                           std::string(70, ']') + "}\nsink: {type: f}\n";
+  CHECK_CONFIG_ERROR(parse_error(deep), "p.yaml:2:", "nesting deeper than 64 levels");
+}
+
+TEST_CASE("block nesting deeper than 64 levels is an error") {
+  std::string deep = "name: p\nsource:\n";
+  for (int i = 1; i <= 70; ++i) deep += std::string(static_cast<size_t>(i) * 2, ' ') + "a:\n";
+  CHECK_CONFIG_ERROR(parse_error(deep), "p.yaml:", "nesting deeper than 64 levels");
+}
+
+TEST_CASE("a hundred thousand open brackets are an error, not a stack overflow") {
+  CHECK_CONFIG_ERROR(parse_error("x: " + std::string(100000, '[')),
+                     "p.yaml:", "nesting deeper than 64 levels");
+}
+
+TEST_CASE("nesting of exactly 64 levels is accepted") {
+  // Top-level mapping (1) -> source (2) -> 62 lists (3..64).
+  const std::string text = "name: p\nsource: {type: g, x: " + std::string(62, '[') +
+                           std::string(62, ']') + "}\nsink: {type: f}\n";
+  CHECK(parse_pipelines(text, "p.yaml").pipelines.size() == 1);
+  const std::string one_more = "name: p\nsource: {type: g, x: " + std::string(63, '[') +
+                               std::string(63, ']') + "}\nsink: {type: f}\n";
+  CHECK_CONFIG_ERROR(parse_error(one_more), "p.yaml:2:", "nesting deeper than 64 levels");
+}
+
+TEST_CASE("a scalar over 1 MiB is an error at the scalar") {
+  const std::string text =
+      "name: p\nsource: {type: g, x: " + std::string(kMaxScalarBytes + 1, 'a') +
+      "}\nsink: {type: f}\n";
+  CHECK(parse_error(text) ==
+        "p.yaml:2:22: value of 1048577 bytes is longer than the limit of 1 MiB");
+  const std::string fits =
+      "name: p\nsource: {type: g, x: " + std::string(kMaxScalarBytes, 'a') + "}\nsink: {type: f}\n";
+  CHECK(parse_pipelines(fits, "p.yaml").pipelines.size() == 1);
+}
+
+TEST_CASE("a file over 16 MiB is rejected before parsing") {
+  CHECK_CONFIG_ERROR(parse_error(std::string(kMaxFileBytes + 1, '#')),
+                     "p.yaml:1:1: ", "larger than the limit of 16 MiB");
+}
+
+TEST_CASE("an alias bomb is an error instead of an endless expansion") {
+  std::string bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 9; ++i)
+    bomb += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [" + std::string("*a") +
+            std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" +
+            std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" +
+            std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" +
+            std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" +
+            std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + "]\n";
+  CHECK_CONFIG_ERROR(parse_error(bomb), "p.yaml:", "document expands to more than 1000000 nodes");
+}
+
+TEST_CASE("an alias that refers to its own anchor is an error, not a loop") {
+  CHECK_CONFIG_ERROR(parse_error("a: &x [*x]\n"), "p.yaml:", "nesting deeper than 64 levels");
+}
+
+TEST_CASE("a duplicate key is an error at the second key") {
+  CHECK(parse_error("name: p\nsource: {type: g}\nname: q\n") ==
+        "p.yaml:3:1: duplicate key 'name' (first at line 1)");
+}
+
+TEST_CASE("a mapping key that is not a scalar is an error at the key") {
+  CHECK_CONFIG_ERROR(parse_error("? [a, b]\n: 1\n"),
+                     "p.yaml:1:3: ", "mapping keys must be plain scalars, got a list");
+}
+
+TEST_CASE("every truncation of a valid file either parses or gives a ConfigError") {
+  const std::string text = R"(pipelines:
+  - name: orders   # comment
+    source: {type: file, path: "in.jsonl"}
+    transforms:
+      - type: fields
+        add: {env: prod, list: [1, 2.5, 'x']}
+    sink: {type: file, path: out.jsonl}
+    performance: {min_batch_size: 10, ordering: none}
+    errors:
+      retry: {max_attempts: 3}
+      dead_letter: {type: file, path: dlq.jsonl}
+admin: {port: 9000, token: abc}
+)";
+  for (size_t n = 0; n <= text.size(); ++n) {
+    try {
+      parse_pipelines(text.substr(0, n), "p.yaml");
+    } catch (const ConfigError& e) {
+      INFO(e.what());
+      CHECK(std::string(e.what()).starts_with("p.yaml:"));
+    }
+  }
+}

@@ -1,0 +1,226 @@
+// Concurrency controller against a simulated system whose latency climbs past a knee.
+#include "middleware/concurrency_controller.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "core/clock.hpp"
+
+using sluice::core::Duration;
+using sluice::core::ManualClock;
+using sluice::core::PerformanceSettings;
+using sluice::middleware::ConcurrencyController;
+
+namespace {
+
+Duration ms(double v) {
+  return std::chrono::duration_cast<Duration>(std::chrono::duration<double, std::milli>(v));
+}
+
+// rtt = base while in flight <= knee, else base * (in_flight / knee)^2; +-2% deterministic jitter.
+struct KneeSystem {
+  double knee;
+  double base_ms = 10.0;
+  uint64_t seed = 99;
+
+  double jitter() {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    const double u = static_cast<double>(seed >> 11) / static_cast<double>(1ull << 53);
+    return 1.0 + 0.04 * (u - 0.5);
+  }
+  double rtt_ms(uint32_t in_flight) const {
+    const double over = in_flight / knee;
+    return base_ms * (in_flight <= knee ? 1.0 : over * over);
+  }
+};
+
+// One round: `limit` batches dispatched together, completing one rtt later; update() after each.
+uint32_t round(ConcurrencyController& c, ManualClock& clock, KneeSystem& sys, size_t queued,
+               double pressure) {
+  const uint32_t limit = c.limit();
+  std::vector<double> rtts;
+  for (uint32_t i = 0; i < limit; ++i) rtts.push_back(sys.rtt_ms(limit) * sys.jitter());
+  clock.advance(ms(*std::max_element(rtts.begin(), rtts.end())));
+  for (double rtt : rtts) {
+    c.on_batch_done(ms(rtt), 100);
+    c.update(queued, pressure);
+  }
+  return limit;
+}
+
+std::vector<uint32_t> run(ConcurrencyController& c, ManualClock& clock, KneeSystem& sys, int rounds,
+                          size_t queued = 100000, double pressure = 0.1) {
+  std::vector<uint32_t> limits;
+  for (int i = 0; i < rounds; ++i) limits.push_back(round(c, clock, sys, queued, pressure));
+  return limits;
+}
+
+PerformanceSettings settings() {
+  PerformanceSettings s;
+  s.min_concurrency = 1;
+  s.max_concurrency = 64;
+  s.concurrency = 1;
+  s.memory_pressure_threshold = 0.8;
+  return s;
+}
+
+int first_within(const std::vector<uint32_t>& limits, double knee) {
+  for (size_t i = 0; i < limits.size(); ++i) {
+    if (std::abs(limits[i] - knee) <= 1.0) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("concurrency limit settles within one of the latency knee") {
+  for (const double knee : {4.0, 12.0}) {
+    CAPTURE(knee);
+    ManualClock clock;
+    KneeSystem sys{knee};
+    ConcurrencyController c(settings(), clock);
+    const auto limits = run(c, clock, sys, 120);
+    const int reached = first_within(limits, knee);
+    REQUIRE(reached >= 0);
+    // Slow start and bisection need about log2(knee) + 3 rounds.
+    CHECK(reached <= std::ceil(std::log2(knee)) + 3);
+    for (size_t i = 30; i < limits.size(); ++i) {
+      CAPTURE(i);
+      CHECK(std::abs(limits[i] - knee) <= 1.0);
+    }
+    CHECK(c.phase() == "steady");
+  }
+}
+
+TEST_CASE("concurrency limit reaches a high knee much faster than +1 per round") {
+  ManualClock clock;
+  KneeSystem sys{24.0};
+  ConcurrencyController c(settings(), clock);
+  const auto limits = run(c, clock, sys, 120);
+  const int reached = first_within(limits, 24.0);
+  REQUIRE(reached >= 0);
+  CHECK(reached <= 10);  // +1 per round from 1 needs 22 rounds
+  // (25/24)^2 = 1.085 is inside the latency tolerance, so 25 reads as holding and 26 is probed.
+  for (size_t i = 30; i < limits.size(); ++i) {
+    CAPTURE(i);
+    CHECK(limits[i] >= 23);
+    CHECK(limits[i] <= 26);
+  }
+}
+
+TEST_CASE("concurrency limit never leaves [min_concurrency, max_concurrency]") {
+  ManualClock clock;
+  PerformanceSettings s = settings();
+  s.min_concurrency = 2;
+  s.max_concurrency = 10;
+  s.concurrency = 3;
+  SUBCASE("a system with no knee in range stops at max") {
+    KneeSystem sys{100.0};
+    ConcurrencyController c(s, clock);
+    const auto limits = run(c, clock, sys, 50);
+    CHECK(*std::max_element(limits.begin(), limits.end()) <= 10);
+    CHECK(c.limit() == 10);
+  }
+  SUBCASE("memory pressure held high stops at min") {
+    KneeSystem sys{100.0};
+    ConcurrencyController c(s, clock);
+    run(c, clock, sys, 20);
+    const auto limits = run(c, clock, sys, 30, 100000, 0.99);
+    CHECK(*std::min_element(limits.begin(), limits.end()) >= 2);
+    CHECK(c.limit() == 2);
+  }
+}
+
+TEST_CASE("rising memory pressure drops the limit before pressure reaches 1.0") {
+  ManualClock clock;
+  KneeSystem sys{8.0};
+  ConcurrencyController c(settings(), clock);
+  run(c, clock, sys, 40);
+  const uint32_t settled = c.limit();
+  REQUIRE(settled >= 7);
+
+  double dropped_at = -1.0;
+  for (int i = 0; i <= 10; ++i) {
+    const double pressure = 0.5 + 0.05 * i;
+    round(c, clock, sys, 100000, pressure);
+    if (dropped_at < 0 && c.limit() < settled) dropped_at = pressure;
+  }
+  REQUIRE(dropped_at > 0);
+  CHECK(dropped_at < 1.0);
+  CHECK(dropped_at >= 0.8);  // not before the threshold
+  CHECK(c.phase() == "pressure");
+
+  // Held above the threshold it keeps cutting down to min, although latency is fine.
+  run(c, clock, sys, 20, 100000, 0.95);
+  CHECK(c.limit() == 1);
+
+  // Relief: it climbs back to the knee.
+  run(c, clock, sys, 30, 100000, 0.3);
+  CHECK(std::abs(c.limit() - 8.0) <= 1.0);
+}
+
+TEST_CASE("no queued work means no increase") {
+  ManualClock clock;
+  KneeSystem sys{16.0};
+  PerformanceSettings s = settings();
+  s.concurrency = 2;
+  ConcurrencyController c(s, clock);
+  const auto limits = run(c, clock, sys, 50, /*queued=*/0);
+  CHECK(std::all_of(limits.begin(), limits.end(), [](uint32_t l) { return l == 2; }));
+  CHECK(c.limit() == 2);
+}
+
+TEST_CASE("with adaptive concurrency off the limit is fixed at concurrency") {
+  ManualClock clock;
+  KneeSystem sys{2.0};
+  PerformanceSettings s = settings();
+  s.adaptive_concurrency = false;
+  s.concurrency = 5;
+  ConcurrencyController c(s, clock);
+  run(c, clock, sys, 20);
+  run(c, clock, sys, 20, 100000, 0.99);
+  CHECK(c.limit() == 5);
+  CHECK(c.phase() == "fixed");
+}
+
+TEST_CASE("a permanent rise in cost does not pin the limit at min once the baseline expires") {
+  ManualClock clock;
+  KneeSystem sys{6.0};
+  ConcurrencyController c(settings(), clock, std::chrono::seconds(2));
+  run(c, clock, sys, 40);
+  REQUIRE(std::abs(c.limit() - 6.0) <= 1.0);
+
+  sys.base_ms = 40.0;  // every batch now costs 4x, the knee is unchanged
+  run(c, clock, sys, 10);
+  CHECK(c.limit() < 5);  // at first it reads as congestion
+
+  const auto later = run(c, clock, sys, 200);  // 2 s windows = 50 rounds at 40 ms
+  for (size_t i = later.size() - 40; i < later.size(); ++i) {
+    CAPTURE(i);
+    CHECK(std::abs(later[i] - 6.0) <= 1.0);
+  }
+}
+
+TEST_CASE("completions of batches dispatched before a limit change are not judged against it") {
+  ManualClock clock;
+  ConcurrencyController c(settings(), clock);
+  // One batch holds with latency at baseline and work queued: slow start doubles 1 -> 2.
+  clock.advance(ms(10));
+  c.on_batch_done(ms(10), 100);
+  REQUIRE(c.update(1000, 0.1) == 2);
+  // Two very slow completions that started before the change must not count as the new epoch.
+  clock.advance(ms(5));
+  c.on_batch_done(ms(100), 100);
+  c.on_batch_done(ms(100), 100);
+  CHECK(c.update(1000, 0.1) == 2);
+  // Two fresh ones at baseline complete the epoch: the limit keeps doubling.
+  clock.advance(ms(10));
+  c.on_batch_done(ms(10), 100);
+  c.on_batch_done(ms(10), 100);
+  CHECK(c.update(1000, 0.1) == 4);
+}

@@ -1,0 +1,369 @@
+// A tiny fake host for plugin unit tests: loads a built plugin with dlopen and drives it
+// through its C table, with a host API and writers that record what the plugin did.
+#pragma once
+
+#include <dlfcn.h>
+#include <doctest/doctest.h>
+#include <sluice/abi.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace plugin_test {
+
+inline std::string env_or_fail(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) throw std::runtime_error(std::string(name) + " is not set (run through ctest)");
+  return v;
+}
+
+// Where the first-party plugins were built.
+inline std::string plugin_path(std::string_view module) {
+  return env_or_fail("SLUICE_BUILD_PLUGIN_DIR") + "/sluice-" + std::string(module) + ".so";
+}
+
+// Where a test module (tests/plugins/<dir>) was built.
+inline std::string test_plugin_path(std::string_view dir, std::string_view module) {
+  return env_or_fail("SLUICE_BINARY_DIR") + "/test-plugins/" + std::string(dir) + "/sluice-" +
+         std::string(module) + ".so";
+}
+
+// A dlopen'ed library, closed on destruction.
+class Library {
+ public:
+  explicit Library(const std::string& path)
+      : handle_(::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL)) {
+    if (!handle_) throw std::runtime_error("dlopen " + path + ": " + ::dlerror());
+  }
+  Library(const Library&) = delete;
+  Library& operator=(const Library&) = delete;
+  ~Library() { ::dlclose(handle_); }
+
+  void* symbol(const char* name) const { return ::dlsym(handle_, name); }
+
+  const sluice_module& module() const {
+    auto get = reinterpret_cast<sluice_module_get_fn>(symbol(SLUICE_MODULE_ENTRY));
+    if (!get) throw std::runtime_error("no sluice_module_get");
+    const sluice_module* m = get(SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR);
+    if (!m) throw std::runtime_error("sluice_module_get returned NULL");
+    return *m;
+  }
+
+  const sluice_plugin& plugin(sluice_kind kind, std::string_view name) const {
+    const sluice_module& m = module();
+    for (size_t i = 0; i < m.plugin_count; ++i)
+      if (m.plugins[i]->kind == kind && name == m.plugins[i]->name) return *m.plugins[i];
+    throw std::runtime_error("no plugin " + std::string(name));
+  }
+
+ private:
+  void* handle_;
+};
+
+// The host API: counters and gauges land in maps; `on_gauge` lets a test hold a plugin thread.
+class FakeHost {
+ public:
+  FakeHost() {
+    api_.struct_size = sizeof(api_);
+    api_.abi_major = SLUICE_ABI_MAJOR;
+    api_.abi_minor = SLUICE_ABI_MINOR;
+    api_.host_ctx = this;
+    api_.sluice_host_log = [](void* ctx, int32_t level, const char* msg, size_t len) {
+      auto* self = static_cast<FakeHost*>(ctx);
+      std::lock_guard lock(self->mutex_);
+      self->logs_.emplace_back(msg, len);
+    };
+    api_.sluice_host_counter_add = [](void* ctx, const char* name, double delta) {
+      auto* self = static_cast<FakeHost*>(ctx);
+      std::lock_guard lock(self->mutex_);
+      self->counters_[name] += delta;
+    };
+    api_.sluice_host_gauge_set = [](void* ctx, const char* name, double value) {
+      auto* self = static_cast<FakeHost*>(ctx);
+      {
+        std::lock_guard lock(self->mutex_);
+        self->gauges_[name] = value;
+        self->gauge_history_.emplace_back(name, value);
+      }
+      if (self->on_gauge) self->on_gauge(name, value);
+    };
+    api_.sluice_host_memory_pressure = [](void*) { return 0.0; };
+    api_.sluice_host_instance_name = [](void*) { return "test.instance"; };
+    api_.sluice_host_drain = nullptr;
+  }
+  FakeHost(const FakeHost&) = delete;
+  FakeHost& operator=(const FakeHost&) = delete;
+
+  const sluice_host_api* api() const { return &api_; }
+  double counter(const std::string& name) {
+    std::lock_guard lock(mutex_);
+    return counters_[name];
+  }
+  std::vector<double> gauge_values(const std::string& name) {
+    std::lock_guard lock(mutex_);
+    std::vector<double> out;
+    for (const auto& [n, v] : gauge_history_)
+      if (n == name) out.push_back(v);
+    return out;
+  }
+  std::vector<std::string> logs() {
+    std::lock_guard lock(mutex_);
+    return logs_;
+  }
+
+  std::function<void(const std::string&, double)> on_gauge;
+
+ private:
+  sluice_host_api api_{};
+  std::mutex mutex_;
+  std::map<std::string, double> counters_;
+  std::map<std::string, double> gauges_;
+  std::vector<std::pair<std::string, double>> gauge_history_;
+  std::vector<std::string> logs_;
+};
+
+// A record owned by the test, for input batches and for what plugins wrote.
+struct TestRecord {
+  std::optional<std::string> key;
+  std::optional<std::string> value;  // nullopt: a tombstone
+  std::string topic = "t";
+  std::vector<std::pair<std::string, std::string>> headers;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  int64_t timestamp_ms = 0;
+  size_t input_index = SIZE_MAX;  // for written records: what the plugin derived it from
+
+  std::optional<std::string> header(std::string_view name) const {
+    for (const auto& [k, v] : headers)
+      if (k == name) return v;
+    return std::nullopt;
+  }
+};
+
+struct Rejection {
+  size_t index;
+  sluice_status status;
+  std::string message;
+};
+
+inline std::optional<std::string> copy(sluice_bytes b) {
+  if (!b.ptr) return std::nullopt;
+  return std::string(reinterpret_cast<const char*>(b.ptr), b.len);
+}
+
+// A host-owned writer that copies every record appended to it.
+class FakeWriter {
+ public:
+  FakeWriter() {
+    writer_.struct_size = sizeof(writer_);
+    writer_.host_ctx = this;
+    writer_.append = [](void* ctx, size_t index, const sluice_record* r) -> sluice_status {
+      TestRecord t;
+      t.key = copy(r->key);
+      t.value = copy(r->value);
+      t.topic = copy(r->topic).value_or("");
+      for (size_t i = 0; i < r->header_count; ++i)
+        t.headers.emplace_back(copy(r->headers[i].key).value_or(""),
+                               copy(r->headers[i].value).value_or(""));
+      t.partition = r->partition;
+      t.offset = r->offset;
+      t.timestamp_ms = r->timestamp_ms;
+      t.input_index = index;
+      static_cast<FakeWriter*>(ctx)->records.push_back(std::move(t));
+      return SLUICE_OK;
+    };
+    writer_.append_owned = nullptr;
+    writer_.reject = [](void* ctx, size_t index, sluice_status status, const char* msg,
+                        size_t len) {
+      static_cast<FakeWriter*>(ctx)->rejects.push_back({index, status, std::string(msg, len)});
+    };
+  }
+  FakeWriter(const FakeWriter&) = delete;
+  FakeWriter& operator=(const FakeWriter&) = delete;
+
+  sluice_writer* raw() { return &writer_; }
+
+  std::vector<TestRecord> records;
+  std::vector<Rejection> rejects;
+
+ private:
+  sluice_writer writer_{};
+};
+
+// The status and error text of one call.
+struct CallResult {
+  sluice_status status = SLUICE_OK;
+  std::string message;
+  std::string field;
+  bool ok() const { return status == SLUICE_OK; }
+};
+
+class ErrorBuffer {
+ public:
+  ErrorBuffer() {
+    error_.struct_size = sizeof(error_);
+    error_.message = message_;
+    error_.message_capacity = sizeof message_;
+    error_.field = field_;
+    error_.field_capacity = sizeof field_;
+  }
+  sluice_error* raw() { return &error_; }
+  CallResult result(sluice_status s) const { return {s, message_, field_}; }
+
+ private:
+  sluice_error error_{};
+  char message_[1024] = {};
+  char field_[256] = {};
+};
+
+// A borrowed input batch built from test records.
+class InputBatch {
+ public:
+  explicit InputBatch(const std::vector<TestRecord>& records) {
+    headers_.resize(records.size());
+    for (size_t i = 0; i < records.size(); ++i) {
+      const auto& t = records[i];
+      for (const auto& [k, v] : t.headers) headers_[i].push_back({bytes(k), bytes(v)});
+      sluice_record r{};
+      r.struct_size = sizeof(r);
+      r.key = t.key ? bytes(*t.key) : sluice_bytes{nullptr, 0};
+      r.value = t.value ? bytes(*t.value) : sluice_bytes{nullptr, 0};
+      r.topic = bytes(t.topic);
+      r.headers = headers_[i].data();
+      r.header_count = headers_[i].size();
+      r.partition = t.partition;
+      r.offset = t.offset;
+      r.timestamp_ms = t.timestamp_ms;
+      records_.push_back(r);
+    }
+    batch_.struct_size = sizeof(batch_);
+    batch_.records = records_.data();
+    batch_.count = records_.size();
+  }
+  const sluice_batch* raw() const { return &batch_; }
+
+ private:
+  static sluice_bytes bytes(const std::string& s) {
+    static const uint8_t kEmpty = 0;
+    return {s.empty() ? &kEmpty : reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+  }
+  std::vector<std::vector<sluice_header>> headers_;
+  std::vector<sluice_record> records_;
+  sluice_batch batch_{};
+};
+
+// One plugin instance, destroyed with the object.
+class Instance {
+ public:
+  // Creates the instance or throws with the plugin's error message.
+  Instance(const sluice_plugin& plugin, FakeHost& host, const std::string& config_json)
+      : plugin_(plugin) {
+    CallResult r = try_create(plugin, host, config_json, &instance_);
+    if (!r.ok()) throw std::runtime_error("create failed: " + r.message);
+  }
+  Instance(const Instance&) = delete;
+  Instance& operator=(const Instance&) = delete;
+  ~Instance() {
+    if (instance_) plugin_.destroy(instance_);
+  }
+
+  static CallResult try_create(const sluice_plugin& plugin, FakeHost& host,
+                               const std::string& config_json, void** out) {
+    ErrorBuffer e;
+    sluice_status s =
+        plugin.create(host.api(), config_json.data(), config_json.size(), out, e.raw());
+    return e.result(s);
+  }
+  static CallResult validate(const sluice_plugin& plugin, const std::string& config_json) {
+    ErrorBuffer e;
+    return e.result(plugin.validate(config_json.data(), config_json.size(), e.raw()));
+  }
+
+  // Source: one poll; appends to `out`.
+  CallResult poll(FakeWriter& out, uint32_t max_records, uint32_t timeout_ms,
+                  bool* end_of_stream = nullptr) {
+    sluice_poll_args args{};
+    args.struct_size = sizeof(args);
+    args.max_records = max_records;
+    args.timeout_ms = timeout_ms;
+    ErrorBuffer e;
+    auto r = e.result(plugin_.poll(instance_, &args, out.raw(), e.raw()));
+    if (end_of_stream) *end_of_stream = args.end_of_stream != 0;
+    return r;
+  }
+  CallResult commit(int32_t partition, int64_t offset, const std::string& topic = "") {
+    sluice_position p{};
+    p.struct_size = sizeof(p);
+    p.topic = {reinterpret_cast<const uint8_t*>(topic.data()), topic.size()};
+    p.partition = partition;
+    p.offset = offset;
+    ErrorBuffer e;
+    return e.result(plugin_.commit(instance_, &p, 1, e.raw()));
+  }
+  CallResult process(const std::vector<TestRecord>& in, FakeWriter& out) {
+    InputBatch batch(in);
+    ErrorBuffer e;
+    return e.result(plugin_.process(instance_, batch.raw(), out.raw(), e.raw()));
+  }
+  CallResult put(const std::vector<TestRecord>& in, FakeWriter& rejects) {
+    InputBatch batch(in);
+    ErrorBuffer e;
+    return e.result(plugin_.put(instance_, batch.raw(), rejects.raw(), e.raw()));
+  }
+  CallResult flush() {
+    ErrorBuffer e;
+    return e.result(plugin_.flush(instance_, e.raw()));
+  }
+  std::string snapshot() {
+    std::string state;
+    sluice_buffer b{};
+    b.struct_size = sizeof(b);
+    b.host_ctx = &state;
+    b.append = [](void* ctx, const uint8_t* data, size_t len) {
+      static_cast<std::string*>(ctx)->append(reinterpret_cast<const char*>(data), len);
+    };
+    ErrorBuffer e;
+    REQUIRE(plugin_.snapshot(instance_, &b, e.raw()) == SLUICE_OK);
+    return state;
+  }
+  CallResult restore(const std::string& state) {
+    ErrorBuffer e;
+    return e.result(plugin_.restore(instance_, reinterpret_cast<const uint8_t*>(state.data()),
+                                    state.size(), e.raw()));
+  }
+
+ private:
+  const sluice_plugin& plugin_;
+  void* instance_ = nullptr;
+};
+
+// A fresh directory under the system temp dir, removed with the object.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "sluice-plugins-XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string file(std::string_view name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace plugin_test
