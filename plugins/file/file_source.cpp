@@ -51,9 +51,10 @@ FileDescriptor::~FileDescriptor() {
 
 sluice::ConfigSchema FileSource::schema() {
   sluice::ConfigSchema s;
-  s.string("path").required().doc("The JSON-lines file to read.");
+  s.string("path").required().path().doc("The JSON-lines file to read.");
   s.string("offset_file")
       .default_value("")
+      .path()
       .doc("Where committed positions are kept; default <path>.sluice-offset.");
   s.string("topic").default_value("").doc("Topic of every record; default the file's path.");
   s.boolean("follow").default_value(false).doc(

@@ -89,6 +89,7 @@ class LatencySink final : public sluice::Sink {
         .min(0)
         .doc("If > 0, phases repeat with this period; otherwise the last phase stays.");
     s.string("record_file")
+        .path()
         .default_value("")
         .doc("If set, every delivered record value is appended to this file as a line.");
     s.validator([](const sluice::Config& c) { parse_phases(c); });

@@ -210,7 +210,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_option("--log-format", log_format, "text|json")->check(CLI::IsMember({"text", "json"}));
   app.add_option("--plugin-path", common.plugin_paths,
-                 "folder (or .so) searched for plugins before SLUICE_PLUGIN_PATH and the built-in one");
+                 "folder (or .so) searched for plugins before SLUICE_PLUGIN_PATH and the built-in "
+                 "one; repeatable")
+      ->allow_extra_args(false);
   app.add_flag("--allow-insecure-plugins", common.allow_insecure,
                "load plugin files or folders writable by group or others");
 

@@ -271,8 +271,10 @@ class FileParser {
         {"ordering",
          [&](const Entry& e) {
            p.ordering = static_cast<core::Ordering>(
-               reader_.choice(e, "performance.ordering", {"key", "partition", "none"}));
+               reader_.choice(e, "performance.ordering", {"key", "partition", "none", "field"}));
          }},
+        {"ordering_field",
+         [&](const Entry& e) { p.ordering_field = reader_.text(e, "performance.ordering_field"); }},
         flag("backpressure", p.backpressure),
         u32("backpressure_threshold", p.backpressure_threshold, 1),
         u64("max_queue_bytes", p.max_queue_bytes, 1),
@@ -322,6 +324,10 @@ class FileParser {
                                     "max_concurrency] = [{}, {}]",
                                     p.concurrency, p.min_concurrency, p.max_concurrency));
     p.concurrency = std::clamp(p.concurrency, p.min_concurrency, p.max_concurrency);
+    if (p.ordering == core::Ordering::field && p.ordering_field.empty())
+      throw ConfigError(reader_.at(given.at("ordering")),
+                        "performance.ordering: 'field' needs performance.ordering_field (dotted "
+                        "JSON paths of the value, '|'-separated, e.g. after.id|before.id)");
     return p;
   }
 

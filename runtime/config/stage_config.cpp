@@ -8,6 +8,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <optional>
 
 #include "config/did_you_mean.hpp"
@@ -23,6 +24,7 @@ struct SchemaField {
   std::string type;  // string, int, double, bool, list, object
   bool required = false;
   bool secret = false;
+  bool path = false;  // a filesystem path: relative ones are taken from the YAML file's folder
   const rapidjson::Value* default_value = nullptr;  // points into the parsed schema document
   std::vector<std::string> enum_values;
   std::optional<double> min;
@@ -67,6 +69,7 @@ std::vector<SchemaField> read_schema(const rapidjson::Document& schema, const St
       throw invalid(fmt::format("field '{}' has unknown type '{}'", field.name, field.type));
     field.required = bool_member("required");
     field.secret = bool_member("secret");
+    field.path = bool_member("path");
     if (const auto it = f.FindMember("default"); it != f.MemberEnd() && !it->value.IsNull())
       field.default_value = &it->value;
     if (const auto it = f.FindMember("enum"); it != f.MemberEnd() && it->value.IsArray())
@@ -112,6 +115,10 @@ class FieldConverter {
     const std::string text = substitute(value.Scalar(), where, reader_.base_dir());
     if (field.secret && !text.empty()) secrets_.push_back(text);
     check_enum(text, where);
+    if (type == "string" && field.path && !text.empty() && text.front() != '/') {
+      const std::string resolved = (std::filesystem::path(reader_.base_dir()) / text).lexically_normal().string();
+      return rapidjson::Value(resolved.c_str(), resolved.size(), allocator_);
+    }
     if (type == "string") return rapidjson::Value(text.c_str(), text.size(), allocator_);
     if (type == "bool") {
       const auto parsed = parse_bool(text);

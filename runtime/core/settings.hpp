@@ -6,7 +6,9 @@
 
 namespace sluice::core {
 
-enum class Ordering { key, partition, none };
+// How records are routed to lanes: records with the same lane key never overtake each other.
+// `field`: the key is a JSON field of the value (PerformanceSettings::ordering_field).
+enum class Ordering { key, partition, none, field };
 enum class CacheEvictionPolicy { lru, lfu, ttl, adaptive };
 
 // The `performance:` section, with the seed's names and defaults.
@@ -27,6 +29,9 @@ struct PerformanceSettings {
   uint32_t concurrency = 1;  // start value, and the fixed limit when adaptive_concurrency is off
   double cpu_utilization_threshold = 0.8;
   Ordering ordering = Ordering::key;
+  // For ordering `field`: '|'-separated dotted paths into the JSON value; the first present,
+  // non-null one is the lane key (records with none fall back to the record key).
+  std::string ordering_field;
 
   // Backpressure: intake bounded by records and by bytes.
   bool backpressure = true;

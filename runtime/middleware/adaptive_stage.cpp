@@ -1,6 +1,9 @@
 // The adaptive stage's threads: one dispatcher forms batches from lanes, workers process them.
 #include "middleware/adaptive_stage.hpp"
 
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -39,6 +42,20 @@ AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
                                                         settings_.concurrency));
   lanes_.resize(lanes);
   limit_ = concurrency_.limit();
+  // "a.b|c" -> {{"a","b"},{"c"}}
+  std::string_view spec = settings_.ordering_field;
+  while (!spec.empty()) {
+    auto bar = spec.find('|');
+    std::string_view one = spec.substr(0, bar);
+    std::vector<std::string> parts;
+    while (!one.empty()) {
+      auto dot = one.find('.');
+      parts.emplace_back(one.substr(0, dot));
+      one = dot == std::string_view::npos ? std::string_view() : one.substr(dot + 1);
+    }
+    if (!parts.empty()) field_paths_.push_back(std::move(parts));
+    spec = bar == std::string_view::npos ? std::string_view() : spec.substr(bar + 1);
+  }
 }
 
 AdaptiveStage::~AdaptiveStage() { stop(); }
@@ -108,10 +125,43 @@ void AdaptiveStage::push(std::shared_ptr<SourceChunk> chunk) {
   dispatcher_cv_.notify_one();
 }
 
+// The lane key of ordering `field`: the first of the paths present and non-null in the value.
+std::optional<std::string> AdaptiveStage::field_key(const sluice_record& r) const {
+  if (r.value.ptr == nullptr) return std::nullopt;
+  rapidjson::Document doc;
+  doc.Parse(reinterpret_cast<const char*>(r.value.ptr), r.value.len);
+  if (doc.HasParseError()) return std::nullopt;
+  for (const auto& path : field_paths_) {
+    const rapidjson::Value* v = &doc;
+    for (const auto& part : path) {
+      if (!v->IsObject()) {
+        v = nullptr;
+        break;
+      }
+      auto it = v->FindMember(rapidjson::StringRef(part.data(), part.size()));
+      if (it == v->MemberEnd()) {
+        v = nullptr;
+        break;
+      }
+      v = &it->value;
+    }
+    if (v == nullptr || v->IsNull()) continue;
+    if (v->IsString()) return std::string(v->GetString(), v->GetStringLength());
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    v->Accept(w);
+    return std::string(sb.GetString(), sb.GetSize());
+  }
+  return std::nullopt;
+}
+
 uint32_t AdaptiveStage::lane_of(const sluice_record& r) const {
   if (lanes_.size() == 1) return 0;
   size_t h;
-  if (settings_.ordering == core::Ordering::partition)
+  if (settings_.ordering == core::Ordering::field) {
+    auto key = field_key(r);
+    h = key ? std::hash<std::string_view>{}(*key) : std::hash<std::string_view>{}(view(r.key));
+  } else if (settings_.ordering == core::Ordering::partition)
     h = std::hash<std::string_view>{}(view(r.topic)) * 31 + static_cast<size_t>(r.partition);
   else
     h = std::hash<std::string_view>{}(view(r.key));

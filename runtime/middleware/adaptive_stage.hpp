@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -104,6 +105,7 @@ class AdaptiveStage {
   void worker_loop();
   void distribute(const std::shared_ptr<const SourceChunk>& chunk);
   uint32_t lane_of(const sluice_record& r) const;
+  std::optional<std::string> field_key(const sluice_record& r) const;
   bool form_batch(core::TimePoint now, WorkBatch& out);  // under mu_
   void take_from(Lane& lane, size_t count, WorkBatch& out);
   void sample_metrics(core::TimePoint now);
@@ -128,6 +130,7 @@ class AdaptiveStage {
   std::deque<std::shared_ptr<const SourceChunk>> intake_;
   std::deque<WorkBatch> work_;
   std::vector<Lane> lanes_;
+  std::vector<std::vector<std::string>> field_paths_;  // ordering `field`
   size_t queued_records_ = 0;  // in intake and lanes' pending batches
   size_t queued_bytes_ = 0;
   uint32_t in_flight_ = 0;

@@ -162,6 +162,18 @@ const std::vector<Family>& families() {
          }
          return out;
        }},
+      // The info-metric idiom: constant 1, the facts are in the labels.
+      {"sluice_plugin_info", "Plugin instances a stage runs (1 per instance).", "gauge",
+       [](const StageStats& s) {
+         std::vector<Sample> out;
+         for (const auto& p : s.plugins) {
+           out.push_back({fmt::format(",instance=\"{}\",role=\"{}\",plugin=\"{}\",version=\"{}\"",
+                                      escape_label_value(p.instance), escape_label_value(p.role),
+                                      escape_label_value(p.name), escape_label_value(p.version)),
+                          1.0});
+         }
+         return out;
+       }},
   };
   return kFamilies;
 }
@@ -251,6 +263,19 @@ void write_json(Writer& w, const StageStats& s) {
   w.StartObject();
   for (const auto& [name, value] : s.extra) number(w, name, value);
   w.EndObject();
+
+  key(w, "plugins");
+  w.StartArray();
+  for (const auto& p : s.plugins) {
+    w.StartObject();
+    text(w, "instance", p.instance);
+    text(w, "role", p.role);
+    text(w, "name", p.name);
+    text(w, "version", p.version);
+    text(w, "file", p.file);
+    w.EndObject();
+  }
+  w.EndArray();
 
   w.EndObject();
 }

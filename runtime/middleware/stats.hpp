@@ -69,10 +69,22 @@ struct StageStats {
 
   // Plugin counters and gauges (host API), by name.
   std::map<std::string, double> extra;
+
+  // The plugin instances the stage runs (source, transforms, sink, dead-letter sink), so an
+  // operator can tell which build of a plugin is live, e.g. after a reload.
+  struct Plugin {
+    std::string instance;  // the stage instance name (`name:` or the generated one)
+    std::string role;      // source | transform | sink | dead_letter
+    std::string name;      // the plugin's registered name (the YAML `type`)
+    std::string version;
+    std::string file;  // the shared object it was loaded from
+  };
+  std::vector<Plugin> plugins;
 };
 
 // One stage as a JSON object: batch_size, concurrency, memory, performance, backpressure (the
-// seed's get_performance_stats shape and names, plus our extra fields) and "extra". Non-finite
+// seed's get_performance_stats shape and names, plus our extra fields), "extra" and "plugins" (a
+// list of {instance, role, name, version, file}). Non-finite
 // numbers are written as null, since JSON has no NaN.
 void write_json(rapidjson::Writer<rapidjson::StringBuffer>& writer, const StageStats& stats);
 

@@ -519,6 +519,14 @@ std::vector<middleware::StageStats> Pipeline::stats() const {
       for (const auto& [k, v] : inst->host().metrics()) s.extra[inst->name() + "." + k] = v;
     for (const auto& t : stages_->transforms)
       for (const auto& [k, v] : t->host().metrics()) s.extra[t->name() + "." + k] = v;
+    auto describe = [&s](const plugin::PluginInstance& inst, const char* role) {
+      s.plugins.push_back(
+          {inst.name(), role, inst.info().name, inst.info().version, inst.info().file.string()});
+    };
+    describe(*stages_->source, "source");
+    for (const auto& t : stages_->transforms) describe(*t, "transform");
+    describe(*stages_->sink, "sink");
+    if (stages_->dead_letter) describe(*stages_->dead_letter, "dead_letter");
   }
   out.push_back(std::move(s));
   return out;

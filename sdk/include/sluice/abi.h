@@ -215,8 +215,9 @@ typedef struct sluice_plugin {
   const char* name;
   const char* version;
   const char* description;
-  /* JSON: {"fields":[{"name","type","doc","default","required","secret","enum","min","max"}]}
-   * with type one of string, int, double, bool, list, object. The host checks the pipeline's
+  /* JSON: {"fields":[{"name","type","doc","default","required","secret","path","enum","min",
+   * "max"}]} with type one of string, int, double, bool, list, object; "path": true marks a
+   * filesystem path, which the host resolves against the pipeline file's folder. The host checks the pipeline's
    * config against it before anything is created. */
   const char* config_schema_json;
 

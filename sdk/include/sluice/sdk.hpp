@@ -306,6 +306,7 @@ class ConfigSchema {
     std::string doc;
     bool required = false;
     bool secret = false;
+    bool path = false;
     std::string default_json;
     std::vector<std::string> one_of;
     std::optional<double> min, max;
@@ -326,6 +327,11 @@ class ConfigSchema {
     }
     Field& secret() {
       spec().secret = true;
+      return *this;
+    }
+    // A filesystem path: the host resolves a relative one against the pipeline file's folder.
+    Field& path() {
+      spec().path = true;
       return *this;
     }
     Field& default_value(std::string v) {
@@ -422,6 +428,10 @@ class ConfigSchema {
       w.Bool(f.required);
       w.Key("secret");
       w.Bool(f.secret);
+      if (f.path) {
+        w.Key("path");
+        w.Bool(true);
+      }
       if (!f.default_json.empty()) {
         w.Key("default");
         w.RawValue(f.default_json.c_str(), f.default_json.size(), rapidjson::kObjectType);
@@ -525,7 +535,7 @@ namespace detail {
 inline void write_text(char* buf, size_t cap, std::string_view text) {
   if (!buf || cap == 0) return;
   size_t n = text.size() < cap - 1 ? text.size() : cap - 1;
-  std::memcpy(buf, text.data(), n);
+  if (n > 0) std::memcpy(buf, text.data(), n);  // an empty view may have a null data()
   buf[n] = '\0';
 }
 
