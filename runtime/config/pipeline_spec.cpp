@@ -342,6 +342,10 @@ class FileParser {
            e.tolerance =
                static_cast<core::Tolerance>(reader_.choice(v, "errors.tolerance", {"none", "all"}));
          }},
+        {"max_record_bytes",
+         [&](const Entry& v) {
+           e.max_record_bytes = reader_.unsigned_int(v, "errors.max_record_bytes", 0, kMaxU64);
+         }},
         {"retry",
          [&](const Entry& v) {
            const FieldHandlers retry_handlers = {

@@ -77,6 +77,8 @@ struct ErrorSettings {
   RetrySettings retry;
   CircuitBreakerSettings circuit_breaker;
   bool log_errors = true;
+  // Records larger than this (key + value + headers) are rejected before the transforms; 0: no limit.
+  uint64_t max_record_bytes = 8ull << 20;
 };
 
 // The `admin:` section (file level).

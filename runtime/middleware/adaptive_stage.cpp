@@ -263,7 +263,7 @@ void AdaptiveStage::dispatcher_loop() {
     incoming.clear();
 
     const core::TimePoint now = clock_.now();
-    bool dispatched = false;
+    size_t dispatched = 0;
     {
       std::lock_guard lock(mu_);
       while (!quiesced_ && !failed_ && in_flight_ < limit_) {
@@ -273,13 +273,12 @@ void AdaptiveStage::dispatcher_loop() {
         queued_bytes_ -= std::min(queued_bytes_, batch.bytes);
         ++in_flight_;
         work_.push_back(std::move(batch));
-        dispatched = true;
+        ++dispatched;
       }
     }
-    if (dispatched) {
-      worker_cv_.notify_all();
-      idle_cv_.notify_all();  // room for the source
-    }
+    // One wake-up per batch: waking every idle worker for one batch costs more than the batch.
+    for (size_t i = 0; i < dispatched; ++i) worker_cv_.notify_one();
+    if (dispatched > 0) idle_cv_.notify_all();  // room for the source
     if (now - last_memory_sample >= kMemorySampleEvery) {
       last_memory_sample = now;
       sample_metrics(now);
@@ -336,7 +335,6 @@ void AdaptiveStage::worker_loop() {
     batch = WorkBatch();  // release the chunks outside the lock
     dispatcher_cv_.notify_one();
     idle_cv_.notify_all();
-    worker_cv_.notify_all();
   }
 }
 

@@ -17,6 +17,8 @@ constexpr uint32_t kPollTimeoutMs = 100;
 constexpr size_t kMaxPollRecords = 4096;
 constexpr auto kCommitEvery = std::chrono::milliseconds(200);
 constexpr size_t kLoggedRejectsPerBatch = 5;
+// A source marks a record it could not read properly with this header; its value is the reason.
+constexpr std::string_view kSourceErrorHeader = "sluice.error";
 
 std::string status_name(sluice_status s) {
   switch (s) {
@@ -121,6 +123,7 @@ void Pipeline::start() {
         if (!o.failed) watermark_.done_all(b.tickets);
       },
       on_pressure);
+  breaker_ = std::make_unique<CircuitBreaker>(spec_.errors.circuit_breaker);
   started_at_ = std::chrono::steady_clock::now();
   stage_->start();
   source_thread_ = std::thread([this] { source_loop(); });
@@ -288,9 +291,30 @@ middleware::BatchOutcome Pipeline::process(middleware::WorkBatch& batch) {
   std::vector<uint8_t> failed(n, 0);
   std::vector<uint8_t> reached_sink(n, 0);
 
-  std::span<const sluice_record> current(batch.records);
-  std::vector<size_t> origin(n);
-  std::iota(origin.begin(), origin.end(), 0);
+  // Records the source flagged (header sluice.error) or that are over the size limit are
+  // rejected before any transform sees them.
+  std::vector<sluice_record> admitted;
+  std::vector<size_t> origin;
+  admitted.reserve(n);
+  origin.reserve(n);
+  const uint64_t max_bytes = spec_.errors.max_record_bytes;
+  for (size_t i = 0; i < n; ++i) {
+    const sluice_record& r = batch.records[i];
+    std::string reason;
+    for (size_t h = 0; h < r.header_count; ++h)
+      if (text(r.headers[h].key) == kSourceErrorHeader) reason = text(r.headers[h].value);
+    if (reason.empty() && max_bytes != 0 && core::record_bytes(r) - sizeof(sluice_record) > max_bytes)
+      reason = fmt::format("record of {} bytes is over errors.max_record_bytes ({})",
+                           core::record_bytes(r) - sizeof(sluice_record), max_bytes);
+    if (reason.empty()) {
+      admitted.push_back(r);
+      origin.push_back(i);
+    } else {
+      failed[i] = 1;
+      failures.push_back({i, spec_.source.instance_name, spec_.source.type, reason, 1});
+    }
+  }
+  std::span<const sluice_record> current(admitted);
   std::unique_ptr<CollectingWriter> holder;  // owns `current` after the first transform
 
   auto reject_all = [&](const std::string& stage, const std::string& plugin_name,
@@ -339,16 +363,27 @@ middleware::BatchOutcome Pipeline::process(middleware::WorkBatch& batch) {
     }
   }
 
+  // With no tolerance, a record already failed stops the batch before the sink writes any of it.
+  if (!failures.empty() && spec_.errors.tolerance == core::Tolerance::none) current = {};
+
   // The sink: retried as a whole on RETRY; records it rejects as retriable are put again alone.
   auto& sink = *stages_->sink;
   Backoff backoff(spec_.errors.retry);
   std::vector<sluice_record> pending, retry_records;
   std::vector<size_t> retry_origin;
   while (!current.empty()) {
+    if (!breaker_->acquire([this] { return stop_requested_.load(); })) {
+      outcome.failed = true;  // stopping while the breaker is open: not acked, re-read later
+      return outcome;
+    }
     CollectingWriter rejects(current.size());
     sluice_batch in{sizeof(sluice_batch), current.data(), current.size()};
     plugin::CallError err;
     sluice_status st = normalize(sink.table().put(sink.handle(), &in, rejects.get(), err.get()));
+    if (st == SLUICE_OK)
+      breaker_->on_success();
+    else if (st != SLUICE_FATAL)
+      breaker_->on_failure();
     std::chrono::milliseconds delay;
     if (st == SLUICE_RETRY) {
       if (backoff.next(delay) && sleep_unless_stopping(delay)) continue;

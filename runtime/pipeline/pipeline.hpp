@@ -13,6 +13,7 @@
 #include "core/offset_watermark.hpp"
 #include "middleware/adaptive_stage.hpp"
 #include "middleware/stats.hpp"
+#include "pipeline/circuit_breaker.hpp"
 #include "pipeline/writers.hpp"
 #include "plugin/plugin_instance.hpp"
 #include "plugin/plugin_registry.hpp"
@@ -61,6 +62,7 @@ class Pipeline {
   const std::string& name() const { return spec_.name; }
   Summary summary() const;
   std::vector<middleware::StageStats> stats() const;
+  const CircuitBreaker* circuit_breaker() const { return breaker_.get(); }
   // Secret config values to keep out of logs, stats and errors.
   const std::vector<std::string>& secrets() const { return secrets_; }
 
@@ -86,6 +88,7 @@ class Pipeline {
 
   std::unique_ptr<Stages> stages_;
   std::unique_ptr<middleware::AdaptiveStage> stage_;
+  std::unique_ptr<CircuitBreaker> breaker_;
   core::OffsetWatermark watermark_;
   std::thread source_thread_;
   std::atomic<bool> stop_requested_{false};

@@ -1,0 +1,549 @@
+#!/usr/bin/env python3
+"""The benchmark harness behind scripts/bench: runs each benchmark's arms and writes NAME.json.
+
+Every arm runs as its own child process (the `sluice` launcher, or sluice-plain-loop for the
+plain-loop arms), so peak RSS is per arm (the child's VmHWM). Arms of one benchmark run in
+one invocation on the same generated input, interleaved and repeated, and the JSON holds the
+median of the repetitions (and every repetition), since the machine is shared and noisy.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SUMMARY_RE = re.compile(
+    r"pipeline (?P<name>\S+): (?P<records_in>\d+) records in, (?P<delivered>\d+) delivered, "
+    r"(?P<dead_lettered>\d+) dead-lettered, (?P<filtered>\d+) filtered, (?P<rejected>\d+) "
+    r"rejected; (?P<sink_records>\d+) written by the sink; (?P<seconds>[\d.]+) s, "
+    r"(?P<records_per_s>[\d.]+) records/s; batch size (?P<batch_size>\d+), concurrency "
+    r"(?P<concurrency>\d+), peak memory (?P<peak_memory_mb>[\d.]+) MB")
+
+BATCHES = [10, 50, 100, 500, 1000, 5000]
+CONCURRENCIES = [1, 2, 4, 8, 16]
+# The cost model of the adaptive benchmark (issue 3): 2 ms per batch, 5 us per record, knee 4.
+SINK_COST = {"batch_cost_ms": 2, "record_cost_us": 5, "knee": 4}
+# The "JSON transform": parse each value, add a field, serialize (the fields plugin does this).
+JSON_TRANSFORM = {"type": "fields", "add": {"enriched": True, "source": "bench"}}
+
+
+class Harness:
+    def __init__(self, args):
+        self.build_dir = Path(args.build_dir).resolve()
+        self.out_dir = Path(args.out).resolve()
+        self.work_dir = self.out_dir / "work"
+        self.quick = args.quick
+        self.reps_override = args.reps
+        self.sluice = self.build_dir / "bin" / "sluice"
+        self.plain_loop = self.build_dir / "bin" / "sluice-plain-loop"
+        self.plugin_dir = self.build_dir / "plugins-out"
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.run_counter = 0
+
+    def reps(self, default, quick):
+        if self.reps_override:
+            return self.reps_override
+        return quick if self.quick else default
+
+    # ---- running one arm ---------------------------------------------------------------
+
+    def pipeline_file(self, tag, spec):
+        # YAML is a superset of JSON, so the pipeline is written as JSON: no YAML library needed.
+        path = self.work_dir / f"{tag}.yaml"
+        path.write_text(json.dumps(spec, indent=1) + "\n")
+        return path
+
+    def _spawn(self, argv, tag, stop_after_s=None, timeout_s=1800):
+        self.run_counter += 1
+        out_path = self.work_dir / f"{tag}.out"
+        err_path = self.work_dir / f"{tag}.log"
+        with open(out_path, "w") as out, open(err_path, "w") as err:
+            proc = subprocess.Popen(argv, stdout=out, stderr=err)
+            started = time.monotonic()
+            status, peak_kib = self._wait(proc, started, stop_after_s, timeout_s)
+        wall = time.monotonic() - started
+        return {
+            "exit": status,
+            "stdout": out_path.read_text(),
+            "stderr_file": str(err_path),
+            "wall_s": wall,
+            "peak_rss_mb": peak_kib / 1024.0 if peak_kib else None,
+        }
+
+    @staticmethod
+    def _wait(proc, started, stop_after_s, timeout_s):
+        """Waits for the child (SIGINT at stop time); returns its exit code and peak RSS in KiB.
+
+        Peak RSS is the child's VmHWM, read every 20 ms: wait4's ru_maxrss would not do, since
+        Linux carries the high-water mark across fork + exec, so every child would report at
+        least this Python process's RSS. VmHWM never falls, so the last reading is the peak
+        up to 20 ms before exit (the drain at the end frees memory rather than takes it).
+        """
+        interrupted = False
+        peak_kib = 0
+        status_file = Path(f"/proc/{proc.pid}/status")
+        while True:
+            try:
+                for line in status_file.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_kib = max(peak_kib, int(line.split()[1]))
+            except (OSError, ValueError):
+                pass
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                return proc.returncode, peak_kib
+            elapsed = time.monotonic() - started
+            if stop_after_s is not None and not interrupted and elapsed >= stop_after_s:
+                proc.send_signal(signal.SIGINT)
+                interrupted = True
+            if elapsed > timeout_s:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                proc.returncode = -signal.SIGKILL
+                return proc.returncode, peak_kib
+            time.sleep(0.02)
+
+    def run_sluice(self, tag, spec, stop_after_s=None, probe=False):
+        """Runs one pipeline through the launcher; returns its figures."""
+        report = self.work_dir / f"{tag}.probe.json"
+        if probe:
+            spec["sink"]["report_file"] = str(report)
+            report.unlink(missing_ok=True)
+        path = self.pipeline_file(tag, spec)
+        stats_path = self.work_dir / f"{tag}.stats.json"
+        stats_path.unlink(missing_ok=True)
+        argv = [str(self.sluice), "--log-level", "warn", "run", str(path), "--plugin-path",
+                str(self.plugin_dir), "--stats-file", str(stats_path)]
+        r = self._spawn(argv, tag, stop_after_s=stop_after_s)
+        m = SUMMARY_RE.search(r["stdout"])
+        if r["exit"] != 0 or not m:
+            raise RuntimeError(f"{tag}: sluice exited {r['exit']} without a summary; see "
+                               f"{r['stderr_file']}")
+        fig = {k: float(v) if "." in v else int(v) for k, v in m.groupdict().items() if k != "name"}
+        fig["peak_rss_mb"] = r["peak_rss_mb"]
+        fig["wall_s"] = round(r["wall_s"], 3)
+        fig["records_per_s"] = fig["delivered"] / fig["seconds"] if fig["seconds"] > 0 else 0
+        if stats_path.exists():
+            stats = json.loads(stats_path.read_text())
+            for pipeline in stats.get("pipelines", {}).values():
+                for stage in pipeline.get("stages", {}).values():
+                    fig["final_batch_size"] = stage["batch_size"]["current"]
+                    fig["final_concurrency"] = stage["concurrency"]["current"]
+                    fig["stage_peak_memory_mb"] = stage["memory"]["peak_mb"]
+                    fig["p99_batch_time_ms"] = stage["performance"]["p99_batch_time_ms"]
+        if probe:
+            if not report.exists():
+                raise RuntimeError(f"{tag}: the probe sink wrote no report")
+            fig["sink"] = json.loads(report.read_text())
+        return fig
+
+    def run_plain_loop(self, tag, spec):
+        path = self.pipeline_file(tag, spec)
+        argv = [str(self.plain_loop), str(path), "--plugin-path", str(self.plugin_dir)]
+        r = self._spawn(argv, tag)
+        if r["exit"] != 0:
+            raise RuntimeError(f"{tag}: plain loop exited {r['exit']}; see {r['stderr_file']}")
+        fig = json.loads(r["stdout"].strip().splitlines()[-1])
+        fig["peak_rss_mb"] = r["peak_rss_mb"]
+        return fig
+
+    # ---- repetitions and medians -------------------------------------------------------
+
+    def interleaved(self, name, arms, reps):
+        """Runs every arm `reps` times, interleaved (arm order rotated each round).
+
+        `arms` maps an arm name to fn(tag) -> figures. Returns {arm: [figures per rep]}.
+        """
+        names = list(arms)
+        runs = {a: [] for a in names}
+        for rep in range(reps):
+            shift = rep % len(names)
+            for arm in names[shift:] + names[:shift]:
+                tag = f"{name}-{arm}-r{rep}"
+                fig = arms[arm](tag)
+                runs[arm].append(fig)
+                print(f"  {tag}: {brief(fig)}", flush=True)
+        return runs
+
+
+def brief(fig):
+    keys = ["records_per_s", "peak_rss_mb", "final_batch_size", "final_concurrency"]
+    parts = [f"{k}={fig[k]:.1f}" if isinstance(fig.get(k), float) else f"{k}={fig.get(k)}"
+             for k in keys if k in fig]
+    if "sink" in fig:
+        s = fig["sink"]
+        parts.append(f"p50={s['latency_p50_ms']}ms p99={s['latency_p99_ms']}ms "
+                     f"sink_records={s['records']} dup={s['duplicates']}")
+    return " ".join(parts)
+
+
+def median_of(runs, path):
+    """Median over repetitions of a figure, `path` being a key or a tuple of nested keys."""
+    values = []
+    for fig in runs:
+        v = fig
+        for k in path if isinstance(path, tuple) else (path,):
+            v = v.get(k) if isinstance(v, dict) else None
+        if isinstance(v, (int, float)):
+            values.append(v)
+    return statistics.median(values) if values else None
+
+
+def arm_summary(runs, extra_paths=()):
+    out = {
+        "records_per_s": median_of(runs, "records_per_s"),
+        "peak_rss_mb": median_of(runs, "peak_rss_mb"),
+        "repetitions": len(runs),
+        "records_per_s_each": [round(r.get("records_per_s", 0), 1) for r in runs],
+    }
+    for key, path in extra_paths:
+        out[key] = median_of(runs, path)
+    return out
+
+
+def check(name, value, op, target):
+    ok = None
+    if value is not None:
+        ok = {">=": value >= target, "<=": value <= target, "==": value == target}[op]
+    return {"name": name, "value": None if value is None else round(value, 4), "op": op,
+            "target": target, "pass": ok}
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return {"cores": os.cpu_count(), "cpu": cpu, "loadavg_at_start": [round(x, 2) for x in load]}
+
+
+def generator(**options):
+    return {"type": "generator", **options}
+
+
+# ---- the benchmarks ------------------------------------------------------------------------
+
+
+def bench_pipeline(h):
+    count = 500_000 if h.quick else 5_000_000
+    spec = {"name": "bench_pipeline", "source": generator(count=count), "sink": {"type": "null"}}
+    runs = h.interleaved("pipeline", {
+        "runtime": lambda tag: h.run_sluice(tag, json.loads(json.dumps(spec))),
+        "plain_loop": lambda tag: h.run_plain_loop(tag, json.loads(json.dumps(spec))),
+    }, h.reps(3, 3))
+    arms = {
+        "runtime": arm_summary(runs["runtime"], [("final_batch_size", "final_batch_size")]),
+        "plain_loop": arm_summary(runs["plain_loop"], [("batch_size", "batch_size")]),
+    }
+    checks = [check("runtime_vs_plain_loop",
+                    ratio(arms["runtime"]["records_per_s"], arms["plain_loop"]["records_per_s"]),
+                    ">=", 0.9)]
+    config = {"records": count, "pipeline": "generator -> null",
+              "plain_loop": "the same plugins through their C tables in one thread, batch = "
+                            "max_batch_size (what the runtime grows to)"}
+    return arms, checks, config, runs
+
+
+def bench_overhead(h):
+    count = 500_000 if h.quick else 5_000_000
+    transforms = [
+        {"type": "fields", "add": {"region": "eu"}},
+        {"type": "fields", "rename": {"seq": "sequence"}},
+        {"type": "fields", "drop": ["ts"]},
+    ]
+    fixed = {"adaptive_batching": False, "batch_size": 1000, "min_batch_size": 1000,
+             "max_batch_size": 1000, "adaptive_concurrency": False}
+
+    def spec(performance):
+        return {"name": "bench_overhead", "source": generator(count=count),
+                "transforms": transforms, "sink": {"type": "null"},
+                "performance": {**fixed, **performance}}
+
+    one = {"concurrency": 1, "min_concurrency": 1, "max_concurrency": 1}
+    two = {"concurrency": 2, "min_concurrency": 1, "max_concurrency": 2, "ordering": "none"}
+    runs = h.interleaved("overhead", {
+        "runtime_1_worker": lambda tag: h.run_sluice(tag, spec(one)),
+        "runtime_2_workers": lambda tag: h.run_sluice(tag, spec(two)),
+        "plain_loop": lambda tag: h.run_plain_loop(tag, spec(one)),
+    }, h.reps(3, 3))
+    arms = {a: arm_summary(r) for a, r in runs.items()}
+    loop = arms["plain_loop"]["records_per_s"]
+    checks = [
+        check("runtime_1_worker_vs_plain_loop",
+              ratio(arms["runtime_1_worker"]["records_per_s"], loop), ">=", 0.9),
+        check("runtime_2_workers_vs_plain_loop",
+              ratio(arms["runtime_2_workers"]["records_per_s"], loop), ">=", 1.6),
+    ]
+    config = {"records": count, "pipeline": "generator -> fields add -> fields rename -> "
+              "fields drop -> null", "batch_size": 1000,
+              "two_workers": "ordering none, concurrency 2 fixed"}
+    return arms, checks, config, runs
+
+
+def static_performance(batch, concurrency, linger_ms=None):
+    p = {"adaptive_batching": False, "batch_size": batch, "min_batch_size": batch,
+         "max_batch_size": batch, "adaptive_concurrency": False, "concurrency": concurrency,
+         "min_concurrency": 1, "max_concurrency": concurrency}
+    if linger_ms is not None:
+        p["linger_ms"] = linger_ms
+    return p
+
+
+ADAPTIVE_PERFORMANCE = {"adaptive_batching": True, "adaptive_concurrency": True}
+
+
+def sweep_arms(h, make_spec, seconds):
+    arms = {}
+    for b in BATCHES:
+        for c in CONCURRENCIES:
+            arms[f"static_b{b}_c{c}"] = (
+                lambda tag, b=b, c=c: h.run_sluice(tag, make_spec(static_performance(b, c)),
+                                                   stop_after_s=seconds))
+    arms["adaptive"] = lambda tag: h.run_sluice(tag, make_spec(dict(ADAPTIVE_PERFORMANCE)),
+                                                stop_after_s=seconds)
+    return arms
+
+
+def sweep_results(runs):
+    extra = [("final_batch_size", "final_batch_size"), ("final_concurrency", "final_concurrency")]
+    arms = {a: arm_summary(r, extra) for a, r in runs.items()}
+    statics = {a: v for a, v in arms.items() if a.startswith("static_")}
+    best = max(statics, key=lambda a: statics[a]["records_per_s"] or 0)
+    arms["static_default"] = dict(arms["static_b100_c1"], alias_of="static_b100_c1")
+    return arms, best
+
+
+def bench_adaptive(h):
+    seconds = 3 if h.quick else 10
+
+    def spec(performance):
+        return {"name": "bench_adaptive", "source": generator(),
+                "transforms": [JSON_TRANSFORM],
+                "sink": {"type": "latency", **SINK_COST}, "performance": performance}
+
+    runs = h.interleaved("adaptive", sweep_arms(h, spec, seconds), h.reps(3, 1))
+    arms, best = sweep_results(runs)
+    adaptive = arms["adaptive"]["records_per_s"]
+    checks = [
+        check("adaptive_vs_best_static", ratio(adaptive, arms[best]["records_per_s"]), ">=", 0.9),
+        check("adaptive_vs_static_default",
+              ratio(adaptive, arms["static_default"]["records_per_s"]), ">=", 1.5),
+    ]
+    config = {"seconds_per_run": seconds, "best_static": best,
+              "pipeline": "generator (unbounded) -> fields add (JSON parse/add/serialize) -> "
+                          "latency sink", "sink": SINK_COST,
+              "static_arms": "adaptive_batching/concurrency off, min=max=batch_size, "
+                             "max_concurrency=concurrency; other settings default",
+              "adaptive_arm": "adaptive_batching and adaptive_concurrency on, defaults otherwise",
+              "records_per_s": "delivered / the run's seconds from the summary line; a run is "
+                               "stopped with SIGINT after seconds_per_run and drains"}
+    return arms, checks, config, runs
+
+
+def bench_latency(h):
+    seconds = 6 if h.quick else 30
+
+    def spec(performance):
+        return {"name": "bench_latency", "source": generator(rate=2000),
+                "transforms": [JSON_TRANSFORM],
+                "sink": {"type": "probe", **SINK_COST}, "performance": performance}
+
+    runs = h.interleaved("latency", {
+        "adaptive": lambda tag: h.run_sluice(tag, spec(dict(ADAPTIVE_PERFORMANCE)),
+                                             stop_after_s=seconds, probe=True),
+        "static_batch1000_linger1000": lambda tag: h.run_sluice(
+            tag, spec(static_performance(1000, 1, linger_ms=1000)), stop_after_s=seconds,
+            probe=True),
+    }, h.reps(3, 1))
+    extra = [("p50_ms", ("sink", "latency_p50_ms")), ("p90_ms", ("sink", "latency_p90_ms")),
+             ("p99_ms", ("sink", "latency_p99_ms")), ("max_ms", ("sink", "latency_max_ms"))]
+    arms = {a: arm_summary(r, extra) for a, r in runs.items()}
+    a99, s99 = arms["adaptive"]["p99_ms"], arms["static_batch1000_linger1000"]["p99_ms"]
+    cut = 1 - a99 / s99 if a99 is not None and s99 else None
+    checks = [check("p99_cut_vs_static_batch1000", cut, ">=", 0.6)]
+    config = {"seconds_per_run": seconds, "offered_records_per_s": 2000,
+              "pipeline": "generator (rate 2000) -> fields add -> probe sink (benchkit)",
+              "sink": SINK_COST,
+              "latency": "record timestamp (generator, wall clock, ms) to the end of the sink's "
+                         "put, histogram of 0.1 ms buckets; timestamps are whole ms, so figures "
+                         "may read up to 1 ms high",
+              "static_arm": "batch 1000 fixed, linger_ms 1000, concurrency 1 fixed"}
+    return arms, checks, config, runs
+
+
+def bench_memory(h):
+    cap = 20_000
+    count = 100_000 if h.quick else 600_000
+    limit = 128
+
+    def spec(performance):
+        return {"name": "bench_memory",
+                "source": generator(count=count, payload_size=1000),
+                "sink": {"type": "probe", "capacity_rps": cap},
+                "performance": {"memory_limit_mb": limit, **performance}}
+
+    runs = h.interleaved("memory", {
+        "backpressure_on": lambda tag: h.run_sluice(tag, spec({}), probe=True),
+        "backpressure_off": lambda tag: h.run_sluice(
+            tag, spec({"backpressure": False, "memory_control": False}), probe=True),
+    }, h.reps(1, 1))
+    extra = [("sink_records", ("sink", "records")), ("sink_duplicates", ("sink", "duplicates")),
+             ("stage_peak_memory_mb", "stage_peak_memory_mb")]
+    arms = {a: arm_summary(r, extra) for a, r in runs.items()}
+    for a, rs in runs.items():
+        # Lost = offsets never seen at the sink: count minus the distinct records it saw.
+        lost = [count - (r["sink"]["records"] - r["sink"]["duplicates"]) for r in rs]
+        arms[a]["sink_lost_each"] = lost
+        arms[a]["sink_lost"] = max(lost)
+        arms[a]["sink_duplicates"] = max(r["sink"]["duplicates"] for r in rs)
+        arms[a]["sink_records_per_s_active"] = statistics.median(
+            r["sink"]["records"] / r["sink"]["first_to_last_put_s"] for r in rs
+            if r["sink"]["first_to_last_put_s"] > 0) if rs else None
+    on = arms["backpressure_on"]
+    checks = [
+        check("peak_rss_mb", on["peak_rss_mb"], "<=", limit),
+        check("records_lost", on["sink_lost"], "==", 0),
+        check("records_duplicated", on["sink_duplicates"], "==", 0),
+        check("throughput_vs_cap", ratio(on["records_per_s"], cap), ">=", 0.95),
+    ]
+    config = {"records": count, "payload_size": 1000, "capacity_rps": cap,
+              "memory_limit_mb": limit,
+              "pipeline": "generator (as fast as polled, bounded by count) -> probe sink "
+                          "(benchkit; capacity cap, counts distinct offsets)",
+              "backpressure_off": "performance backpressure: false and memory_control: false",
+              "records_per_s": "delivered / the run's seconds (summary line), start-up included"}
+    return arms, checks, config, runs
+
+
+def bench_shift(h):
+    seconds, phase_s = (12, 2) if h.quick else (60, 10)
+    phases = [{"after_ms": 0, "batch_cost_ms": 2, "knee": 4},
+              {"after_ms": phase_s * 1000, "batch_cost_ms": 20, "knee": 12}]
+
+    def spec(performance):
+        return {"name": "bench_shift", "source": generator(),
+                "transforms": [JSON_TRANSFORM],
+                "sink": {"type": "latency", "batch_cost_ms": 2, "record_cost_us": 5, "knee": 4,
+                         "phases": phases, "phase_cycle_ms": 2 * phase_s * 1000},
+                "performance": performance}
+
+    runs = h.interleaved("shift", sweep_arms(h, spec, seconds), h.reps(1, 1))
+    arms, best = sweep_results(runs)
+    checks = [check("adaptive_vs_best_static",
+                    ratio(arms["adaptive"]["records_per_s"], arms[best]["records_per_s"]),
+                    ">=", 1.1)]
+    config = {"seconds_per_run": seconds, "phase_seconds": phase_s, "best_static": best,
+              "phases": phases, "record_cost_us": 5,
+              "what_was_run": f"the full sweep ({len(BATCHES)} batch sizes x "
+                              f"{len(CONCURRENCIES)} concurrencies) and adaptive, one "
+                              f"{seconds} s run each, phases switching every {phase_s} s"}
+    return arms, checks, config, runs
+
+
+def bench_external(h, name):
+    """kafka and cdc: their own helpers write run.sh; this only calls it."""
+    script = Path(__file__).resolve().parent / name / "run.sh"
+    out = h.out_dir / f"{name}.json"
+    if not script.exists():
+        print(f"{name}: skipped ({script} does not exist)")
+        return None
+    env = dict(os.environ, SLUICE_BENCH_QUICK="1" if h.quick else "0")
+    r = subprocess.run(["bash", str(script), str(h.build_dir), str(out)], env=env)
+    if r.returncode != 0:
+        print(f"{name}: {script} exited {r.returncode}")
+    return out if out.exists() else None
+
+
+BENCHMARKS = {
+    "pipeline": bench_pipeline,
+    "adaptive": bench_adaptive,
+    "latency": bench_latency,
+    "memory": bench_memory,
+    "shift": bench_shift,
+    "overhead": bench_overhead,
+}
+EXTERNAL = ["kafka", "cdc"]
+
+
+def print_table(result):
+    print(f"\n== {result['benchmark']} ==")
+    rows = []
+    for arm, fig in result["arms"].items():
+        cols = [arm, fmt(fig.get("records_per_s")), fmt(fig.get("peak_rss_mb"))]
+        cols.append(" ".join(f"{k}={fmt(fig[k])}" for k in
+                             ("p50_ms", "p99_ms", "final_batch_size", "final_concurrency",
+                              "sink_lost", "sink_duplicates") if fig.get(k) is not None))
+        rows.append(cols)
+    widths = [max(len(r[i]) for r in rows + [["arm", "records/s", "peak MB", ""]])
+              for i in range(3)]
+    print(f"{'arm':<{widths[0]}}  {'records/s':>{widths[1]}}  {'peak MB':>{widths[2]}}")
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}")
+    for c in result["checks"]:
+        mark = {True: "PASS", False: "MISS", None: "n/a"}[c["pass"]]
+        print(f"  {mark}  {c['name']}: {c['value']} {c['op']} {c['target']}")
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.1f}" if abs(v) < 1e5 else f"{v:,.0f}"
+    return str(v)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
+    parser.add_argument("--build-dir", required=True)
+    parser.add_argument("--out", required=True, help="folder for NAME.json")
+    parser.add_argument("--reps", type=int, default=0, help="override the repetitions")
+    args = parser.parse_args()
+    names = args.names or list(BENCHMARKS) + EXTERNAL
+    unknown = [n for n in names if n not in BENCHMARKS and n not in EXTERNAL]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: "
+                     f"{', '.join(list(BENCHMARKS) + EXTERNAL)}")
+    h = Harness(args)
+    failures = 0
+    for name in names:
+        if name in EXTERNAL:
+            bench_external(h, name)
+            continue
+        print(f"{name}: running{' (quick)' if h.quick else ''}", flush=True)
+        started = time.time()
+        try:
+            arms, checks, config, runs = BENCHMARKS[name](h)
+        except RuntimeError as e:
+            print(f"{name}: FAILED: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        result = {"benchmark": name, "machine": machine(), "quick": h.quick,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                  "duration_s": round(time.time() - started, 1), "config": config,
+                  "arms": arms, "checks": checks, "runs": runs}
+        (h.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        print_table(result)
+        print(f"  -> {h.out_dir / (name + '.json')}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
