@@ -38,7 +38,8 @@ class LogSink final : public spdlog::sinks::base_sink<std::mutex> {
 
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
-    std::string text = config::redact(std::string(msg.payload.data(), msg.payload.size()), secrets_);
+    std::string text =
+        config::redact(std::string(msg.payload.data(), msg.payload.size()), secrets_);
     auto level = spdlog::level::to_string_view(msg.level);
     auto secs = std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch());
     std::string line;
@@ -120,7 +121,8 @@ int cmd_run(const std::string& file, const CommonOptions& common, const std::str
   auto reg = load_registry(common);
   auto pipelines = prepare(file, *reg);
   std::vector<std::string> secrets;
-  for (const auto& p : pipelines) secrets.insert(secrets.end(), p->secrets().begin(), p->secrets().end());
+  for (const auto& p : pipelines)
+    secrets.insert(secrets.end(), p->secrets().begin(), p->secrets().end());
   g_log_sink->set_secrets(secrets);
 
   pipeline::Supervisor supervisor(std::move(pipelines), {stats_file, 1000});
@@ -189,11 +191,11 @@ int cmd_plugins_inspect(const std::string& file, const CommonOptions& common) {
         f["default"].Accept(w);
         def = std::string(" = ") + sb.GetString();
       }
-      std::cout << fmt::format("  {:<20} {:<7}{}{}{}{}\n", f["name"].GetString(),
-                               f["type"].GetString(),
-                               f.HasMember("required") && f["required"].GetBool() ? " required" : "",
-                               f.HasMember("secret") && f["secret"].GetBool() ? " secret" : "", def,
-                               f.HasMember("doc") ? std::string("  ") + f["doc"].GetString() : "");
+      std::cout << fmt::format(
+          "  {:<20} {:<7}{}{}{}{}\n", f["name"].GetString(), f["type"].GetString(),
+          f.HasMember("required") && f["required"].GetBool() ? " required" : "",
+          f.HasMember("secret") && f["secret"].GetBool() ? " secret" : "", def,
+          f.HasMember("doc") ? std::string("  ") + f["doc"].GetString() : "");
     }
   }
   return 0;
@@ -225,7 +227,8 @@ int main(int argc, char** argv) {
   auto* plugins = app.add_subcommand("plugins", "list or inspect plugins");
   plugins->require_subcommand(1);
   auto* list = plugins->add_subcommand("list", "every plugin on the search path");
-  auto* inspect = plugins->add_subcommand("inspect", "a plugin library's metadata and config schema");
+  auto* inspect =
+      plugins->add_subcommand("inspect", "a plugin library's metadata and config schema");
   inspect->add_option("file", file, "plugin .so")->required();
   auto* version = app.add_subcommand("version", "print the version");
   // Options given after the subcommand apply too.

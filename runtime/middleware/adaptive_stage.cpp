@@ -36,10 +36,10 @@ AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
       memory_(settings, clock),
       profiler_(settings, clock) {
   // Ordering `none` needs no lanes: one shared lane that is never held.
-  uint32_t lanes = settings_.ordering == core::Ordering::none
-                       ? 1
-                       : std::max<uint32_t>(1, std::max(settings_.max_concurrency,
-                                                        settings_.concurrency));
+  uint32_t lanes =
+      settings_.ordering == core::Ordering::none
+          ? 1
+          : std::max<uint32_t>(1, std::max(settings_.max_concurrency, settings_.concurrency));
   lanes_.resize(lanes);
   limit_ = concurrency_.limit();
   // "a.b|c" -> {{"a","b"},{"c"}}
@@ -187,7 +187,8 @@ void AdaptiveStage::take_from(Lane& lane, size_t count, WorkBatch& out) {
                      lane.records.begin() + lane.head + count);
   out.tickets.insert(out.tickets.end(), lane.tickets.begin() + lane.head,
                      lane.tickets.begin() + lane.head + count);
-  for (size_t i = lane.head; i < lane.head + count; ++i) out.bytes += core::record_bytes(lane.records[i]);
+  for (size_t i = lane.head; i < lane.head + count; ++i)
+    out.bytes += core::record_bytes(lane.records[i]);
   size_t left = count;
   while (left > 0) {
     auto& [chunk, n] = lane.runs.front();
@@ -345,7 +346,8 @@ void AdaptiveStage::drain() {
   wake_ = true;
   dispatcher_cv_.notify_one();
   idle_cv_.wait(lock, [&] {
-    return in_flight_ == 0 && work_.empty() && (failed_ || (intake_.empty() && queued_records_ == 0));
+    return in_flight_ == 0 && work_.empty() &&
+           (failed_ || (intake_.empty() && queued_records_ == 0));
   });
   flush_all_ = false;
 }

@@ -131,11 +131,11 @@ class AdaptiveStage {
   std::deque<WorkBatch> work_;
   std::vector<Lane> lanes_;
   std::vector<std::vector<std::string>> field_paths_;  // ordering `field`
-  size_t queued_records_ = 0;  // in intake and lanes' pending batches
+  size_t queued_records_ = 0;                          // in intake and lanes' pending batches
   size_t queued_bytes_ = 0;
   uint32_t in_flight_ = 0;
   uint32_t limit_ = 1;
-  bool wake_ = false;  // a lane or permit was freed, or a drain began: dispatch now
+  bool wake_ = false;       // a lane or permit was freed, or a drain began: dispatch now
   bool flush_all_ = false;  // drain: dispatch partial batches now
   bool quiesced_ = false;
   bool stopping_ = false;

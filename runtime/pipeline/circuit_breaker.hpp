@@ -28,8 +28,8 @@ class CircuitBreaker {
     if (!s_.enabled) return true;
     std::unique_lock lock(mu_);
     for (;;) {
-      if (stopping()) return false;
       if (state_ == State::closed) return true;
+      if (stopping()) return false;
       if (state_ == State::open && clock_.now() - opened_at_ >= cooldown()) {
         state_ = State::half_open;
         probing_ = true;
@@ -55,8 +55,8 @@ class CircuitBreaker {
     if (!s_.enabled) return;
     std::lock_guard lock(mu_);
     ++consecutive_failures_;
-    if (state_ == State::half_open || (state_ == State::closed &&
-                                       consecutive_failures_ >= s_.failure_threshold)) {
+    if (state_ == State::half_open ||
+        (state_ == State::closed && consecutive_failures_ >= s_.failure_threshold)) {
       state_ = State::open;
       probing_ = false;
       opened_at_ = clock_.now();

@@ -22,10 +22,14 @@ constexpr std::string_view kSourceErrorHeader = "sluice.error";
 
 std::string status_name(sluice_status s) {
   switch (s) {
-    case SLUICE_OK: return "OK";
-    case SLUICE_RETRY: return "RETRY";
-    case SLUICE_ERROR: return "ERROR";
-    case SLUICE_FATAL: return "FATAL";
+    case SLUICE_OK:
+      return "OK";
+    case SLUICE_RETRY:
+      return "RETRY";
+    case SLUICE_ERROR:
+      return "ERROR";
+    case SLUICE_FATAL:
+      return "FATAL";
   }
   return fmt::format("ERROR (unknown status {})", s);
 }
@@ -86,8 +90,7 @@ StagePlan Pipeline::plan(const config::StageSpec& stage, sluice_kind kind,
 
 std::unique_ptr<plugin::PluginInstance> Pipeline::create(const StagePlan& p) {
   try {
-    return std::make_unique<plugin::PluginInstance>(*p.plugin, p.spec.instance_name,
-                                                    p.config_json);
+    return std::make_unique<plugin::PluginInstance>(*p.plugin, p.spec.instance_name, p.config_json);
   } catch (const plugin::PluginCreateError& e) {
     throw config::ConfigError(
         config::field_location(p.spec, e.field()),
@@ -205,11 +208,12 @@ sluice_status Pipeline::drain_partitions(std::span<const sluice_position> partit
 }
 
 void Pipeline::source_loop() {
-  auto& src = *stages_->source;
   bool paused = false;
   auto last_commit = std::chrono::steady_clock::now();
   Backoff errors(spec_.errors.retry);
   while (!stop_requested_.load()) {
+    swap_source_if_asked();
+    auto& src = *stages_->source;
     size_t room = stage_->room();
     if (room == 0 && spec_.performance.backpressure) {
       if (!paused && src.has(&sluice_plugin::set_paused)) src.table().set_paused(src.handle(), 1);
@@ -260,6 +264,11 @@ void Pipeline::source_loop() {
     }
   }
   // Drain: everything taken is processed (or the stage failed), then the final commit.
+  {
+    std::lock_guard lock(swap_mu_);
+    if (source_swap_) source_swap_->done.set_value("the pipeline stopped before the swap");
+    source_swap_.reset();
+  }
   stage_->drain();
   if (stages_->sink->has(&sluice_plugin::flush)) {
     plugin::CallError err;
@@ -303,7 +312,8 @@ middleware::BatchOutcome Pipeline::process(middleware::WorkBatch& batch) {
     std::string reason;
     for (size_t h = 0; h < r.header_count; ++h)
       if (text(r.headers[h].key) == kSourceErrorHeader) reason = text(r.headers[h].value);
-    if (reason.empty() && max_bytes != 0 && core::record_bytes(r) - sizeof(sluice_record) > max_bytes)
+    if (reason.empty() && max_bytes != 0 &&
+        core::record_bytes(r) - sizeof(sluice_record) > max_bytes)
       reason = fmt::format("record of {} bytes is over errors.max_record_bytes ({})",
                            core::record_bytes(r) - sizeof(sluice_record), max_bytes);
     if (reason.empty()) {
@@ -473,10 +483,10 @@ middleware::BatchOutcome Pipeline::process(middleware::WorkBatch& batch) {
                                            std::to_string(rec.partition),
                                            std::to_string(rec.offset),
                                            std::to_string(rec.timestamp_ms)};
-        static const char* const kNames[] = {
-            "sluice.error.stage",     "sluice.error.plugin",    "sluice.error.message",
-            "sluice.error.attempts",  "sluice.error.topic",     "sluice.error.partition",
-            "sluice.error.offset",    "sluice.error.timestamp"};
+        static const char* const kNames[] = {"sluice.error.stage",   "sluice.error.plugin",
+                                             "sluice.error.message", "sluice.error.attempts",
+                                             "sluice.error.topic",   "sluice.error.partition",
+                                             "sluice.error.offset",  "sluice.error.timestamp"};
         std::vector<sluice_header> hs(rec.headers, rec.headers + rec.header_count);
         for (size_t k = 0; k < values.size(); ++k)
           hs.push_back({{reinterpret_cast<const uint8_t*>(kNames[k]), std::strlen(kNames[k])},
@@ -510,9 +520,8 @@ middleware::BatchOutcome Pipeline::process(middleware::WorkBatch& batch) {
         const auto& f = failures[k];
         const auto& rec = batch.records[f.origin];
         spdlog::warn("pipeline {}: record {}/{}@{} {} by {}: {}", spec_.name, text(rec.topic),
-                     rec.partition, rec.offset,
-                     stages_->dead_letter ? "dead-lettered" : "rejected", f.stage,
-                     config::redact(f.message, secrets_));
+                     rec.partition, rec.offset, stages_->dead_letter ? "dead-lettered" : "rejected",
+                     f.stage, config::redact(f.message, secrets_));
       }
       if (failures.size() > kLoggedRejectsPerBatch)
         spdlog::warn("pipeline {}: ... and {} more records of this batch", spec_.name,
@@ -550,6 +559,7 @@ std::vector<middleware::StageStats> Pipeline::stats() const {
   middleware::StageStats s = stage_->stats();
   s.performance.records_dead_lettered = dead_lettered_.load();
   if (stages_) {
+    std::lock_guard lock(swap_mu_);
     for (auto* inst : {stages_->source.get(), stages_->sink.get()})
       for (const auto& [k, v] : inst->host().metrics()) s.extra[inst->name() + "." + k] = v;
     for (const auto& t : stages_->transforms)
@@ -565,6 +575,168 @@ std::vector<middleware::StageStats> Pipeline::stats() const {
   }
   out.push_back(std::move(s));
   return out;
+}
+
+}  // namespace sluice::pipeline
+
+namespace sluice::pipeline {
+
+namespace {
+
+// Hands a stateful plugin's state from the old instance to its replacement.
+void transfer_state(plugin::PluginInstance& from, plugin::PluginInstance& to) {
+  if (!from.has(&sluice_plugin::snapshot) || !to.has(&sluice_plugin::restore)) return;
+  std::string state;
+  sluice_buffer buf{sizeof(sluice_buffer), &state, [](void* ctx, const uint8_t* data, size_t len) {
+                      static_cast<std::string*>(ctx)->append(reinterpret_cast<const char*>(data),
+                                                             len);
+                    }};
+  plugin::CallError err;
+  if (normalize(from.table().snapshot(from.handle(), &buf, err.get())) != SLUICE_OK)
+    throw std::runtime_error(fmt::format("snapshot of the old instance failed: {}", err.message));
+  if (normalize(to.table().restore(to.handle(), reinterpret_cast<const uint8_t*>(state.data()),
+                                   state.size(), err.get())) != SLUICE_OK)
+    throw std::runtime_error(fmt::format("restore into the new instance failed: {}", err.message));
+}
+
+}  // namespace
+
+std::vector<Pipeline::StageFile> Pipeline::stage_files() const {
+  std::vector<StageFile> out;
+  if (!stages_) return out;
+  std::lock_guard lock(swap_mu_);
+  out.push_back({stages_->source->name(), "source", stages_->source->info().file});
+  for (const auto& t : stages_->transforms) out.push_back({t->name(), "transform", t->info().file});
+  out.push_back({stages_->sink->name(), "sink", stages_->sink->info().file});
+  if (stages_->dead_letter)
+    out.push_back({stages_->dead_letter->name(), "dead_letter", stages_->dead_letter->info().file});
+  return out;
+}
+
+std::string Pipeline::stage_type(const std::string& instance_name) const {
+  if (source_plan_.spec.instance_name == instance_name) return source_plan_.spec.type;
+  for (const auto& t : transform_plans_)
+    if (t.spec.instance_name == instance_name) return t.spec.type;
+  if (sink_plan_.spec.instance_name == instance_name) return sink_plan_.spec.type;
+  if (dead_letter_plan_ && dead_letter_plan_->spec.instance_name == instance_name)
+    return dead_letter_plan_->spec.type;
+  return "";
+}
+
+std::map<std::string, std::string> Pipeline::stage_errors() const {
+  std::lock_guard lock(errors_mu_);
+  return stage_errors_;
+}
+
+void Pipeline::reload_stage(const std::string& instance_name,
+                            const plugin::PluginRegistry& registry) {
+  auto record_error = [&](const std::string& message) {
+    std::lock_guard lock(errors_mu_);
+    stage_errors_[instance_name] = message;
+  };
+  try {
+    if (!stages_ || finished()) throw std::runtime_error("the pipeline is not running");
+    // Find the stage's plan and where its instance lives.
+    StagePlan* plan_ptr = nullptr;
+    std::unique_ptr<plugin::PluginInstance>* slot = nullptr;
+    sluice_kind kind = SLUICE_KIND_TRANSFORM;
+    if (source_plan_.spec.instance_name == instance_name) {
+      plan_ptr = &source_plan_;
+      slot = &stages_->source;
+      kind = SLUICE_KIND_SOURCE;
+    }
+    for (size_t i = 0; i < transform_plans_.size(); ++i)
+      if (transform_plans_[i].spec.instance_name == instance_name) {
+        plan_ptr = &transform_plans_[i];
+        slot = &stages_->transforms[i];
+      }
+    if (sink_plan_.spec.instance_name == instance_name) {
+      plan_ptr = &sink_plan_;
+      slot = &stages_->sink;
+      kind = SLUICE_KIND_SINK;
+    }
+    if (dead_letter_plan_ && dead_letter_plan_->spec.instance_name == instance_name) {
+      plan_ptr = &*dead_letter_plan_;
+      slot = &stages_->dead_letter;
+      kind = SLUICE_KIND_SINK;
+    }
+    if (plan_ptr == nullptr) throw std::runtime_error("no stage named '" + instance_name + "'");
+
+    // Everything that can fail happens before the swap, while the old instance runs on.
+    StagePlan fresh = plan(plan_ptr->spec, kind, registry);
+    auto next = create(fresh);
+
+    if (kind == SLUICE_KIND_SOURCE) {
+      auto swap = std::make_unique<SourceSwap>();
+      swap->instance = std::move(next);
+      auto result = swap->done.get_future();
+      {
+        std::lock_guard lock(swap_mu_);
+        source_swap_ = std::move(swap);
+      }
+      std::string error = result.get();
+      if (!error.empty()) throw std::runtime_error(error);
+    } else {
+      // Pause: no new batch starts and those in flight finish, so the swap sees a quiet stage.
+      stage_->quiesce();
+      try {
+        transfer_state(**slot, *next);
+      } catch (...) {
+        stage_->resume();
+        throw;
+      }
+      std::unique_ptr<plugin::PluginInstance> old;
+      {
+        std::lock_guard lock(swap_mu_);
+        old = std::exchange(*slot, std::move(next));
+      }
+      stage_->resume();
+      old.reset();  // destroys the old instance; its library unloads with its last user
+    }
+    *plan_ptr = std::move(fresh);
+    {
+      std::lock_guard lock(errors_mu_);
+      stage_errors_.erase(instance_name);
+    }
+    spdlog::info("pipeline {}: stage {} reloaded from {}", spec_.name, instance_name,
+                 plan_ptr->plugin->file.string());
+  } catch (const config::ConfigError& e) {
+    record_error(e.what());
+    throw std::runtime_error(e.what());
+  } catch (const std::exception& e) {
+    record_error(e.what());
+    throw;
+  }
+}
+
+// Source thread only: completes a source swap asked for by reload_stage().
+void Pipeline::swap_source_if_asked() {
+  std::unique_ptr<SourceSwap> swap;
+  {
+    std::lock_guard lock(swap_mu_);
+    swap = std::move(source_swap_);
+  }
+  if (!swap) return;
+  try {
+    // Everything taken so far is finished and committed, so the new instance resumes exactly
+    // after it.
+    stage_->drain();
+    commit_ready();
+    transfer_state(*stages_->source, *swap->instance);
+    swap->instance->host().set_drain(
+        [this](std::span<const sluice_position> ps, uint32_t timeout_ms) {
+          return drain_partitions(ps, timeout_ms);
+        });
+    std::unique_ptr<plugin::PluginInstance> old;
+    {
+      std::lock_guard lock(swap_mu_);
+      old = std::exchange(stages_->source, std::move(swap->instance));
+    }
+    old.reset();
+    swap->done.set_value("");
+  } catch (const std::exception& e) {
+    swap->done.set_value(e.what());
+  }
 }
 
 }  // namespace sluice::pipeline

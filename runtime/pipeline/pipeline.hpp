@@ -3,6 +3,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -63,6 +66,27 @@ class Pipeline {
   Summary summary() const;
   std::vector<middleware::StageStats> stats() const;
   const CircuitBreaker* circuit_breaker() const { return breaker_.get(); }
+
+  // Hot reload. Each stage's instance name, role and the plugin file it came from.
+  struct StageFile {
+    std::string instance_name;
+    std::string role;
+    std::filesystem::path file;
+  };
+  std::vector<StageFile> stage_files() const;
+  // Replaces a stage's instance with a new one of the registry's current plugin of that name
+  // (checked against its schema, created, handed the old one's snapshot), with intake paused
+  // and in-flight batches drained so no record is lost, reordered or duplicated. Throws
+  // std::runtime_error with the reason, and the old instance keeps running.
+  void reload_stage(const std::string& instance_name, const plugin::PluginRegistry& registry);
+  // The last reload error of each stage that has one (cleared by a successful reload).
+  std::map<std::string, std::string> stage_errors() const;
+  // The plugin name (`type:`) of a stage, "" if there is no such stage.
+  std::string stage_type(const std::string& instance_name) const;
+  void set_stage_error(const std::string& instance_name, const std::string& message) {
+    std::lock_guard lock(errors_mu_);
+    stage_errors_[instance_name] = message;
+  }
   // Secret config values to keep out of logs, stats and errors.
   const std::vector<std::string>& secrets() const { return secrets_; }
 
@@ -77,6 +101,7 @@ class Pipeline {
   sluice_status drain_partitions(std::span<const sluice_position> partitions, uint32_t timeout_ms);
   middleware::BatchOutcome process(middleware::WorkBatch& batch);
   void fail(const std::string& reason);
+  void swap_source_if_asked();
   bool sleep_unless_stopping(std::chrono::milliseconds d);
 
   config::PipelineSpec spec_;
@@ -95,6 +120,16 @@ class Pipeline {
   std::atomic<bool> finished_{false};
   std::chrono::steady_clock::time_point started_at_{};
   std::chrono::steady_clock::time_point ended_at_{};
+
+  // A source swap is done by the source thread itself, between polls.
+  struct SourceSwap {
+    std::unique_ptr<plugin::PluginInstance> instance;
+    std::promise<std::string> done;
+  };
+  mutable std::mutex swap_mu_;
+  std::unique_ptr<SourceSwap> source_swap_;
+  mutable std::mutex errors_mu_;
+  std::map<std::string, std::string> stage_errors_;
 
   mutable std::mutex summary_mu_;
   Summary summary_;

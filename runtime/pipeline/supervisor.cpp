@@ -66,7 +66,8 @@ void Supervisor::write_stats_file() const {
   }
   std::error_code ec;
   std::filesystem::rename(tmp, options_.stats_file, ec);
-  if (ec) spdlog::warn("cannot write stats file {}: {}", options_.stats_file.string(), ec.message());
+  if (ec)
+    spdlog::warn("cannot write stats file {}: {}", options_.stats_file.string(), ec.message());
 }
 
 }  // namespace sluice::pipeline

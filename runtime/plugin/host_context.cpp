@@ -36,12 +36,13 @@ double HostContext::metric(const std::string& name) const {
 
 void HostContext::log(void* ctx, int32_t level, const char* message, size_t len) {
   auto* self = static_cast<HostContext*>(ctx);
-  auto lvl = level <= SLUICE_LOG_TRACE  ? spdlog::level::trace
+  auto lvl = level <= SLUICE_LOG_TRACE   ? spdlog::level::trace
              : level == SLUICE_LOG_DEBUG ? spdlog::level::debug
              : level == SLUICE_LOG_INFO  ? spdlog::level::info
              : level == SLUICE_LOG_WARN  ? spdlog::level::warn
                                          : spdlog::level::err;
-  spdlog::log(lvl, "[{}] {}", self->name_, std::string_view(message ? message : "", message ? len : 0));
+  spdlog::log(lvl, "[{}] {}", self->name_,
+              std::string_view(message ? message : "", message ? len : 0));
 }
 
 void HostContext::counter_add(void* ctx, const char* name, double delta) {

@@ -4,9 +4,12 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <boost/dll/shared_library_load_mode.hpp>
+#include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <set>
 
 #include "plugin/host_context.hpp"
@@ -32,6 +35,43 @@ bool is_elf(const std::filesystem::path& file) {
          magic[3] == 'F';
 }
 
+// FNV-1a over the file's bytes: the name of its private copy, so equal content shares a copy
+// and a changed file never overwrites a library that is mapped.
+uint64_t content_hash(const std::string& bytes) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h ^ bytes.size();
+}
+
+// Copies `file` into the private plugin folder; returns the copy's path.
+std::filesystem::path private_copy(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const char* tmp = std::getenv("TMPDIR");
+  std::filesystem::path dir = std::filesystem::path(tmp && *tmp ? tmp : "/tmp") /
+                              fmt::format("sluice-plugins-{}", ::getuid());
+  std::filesystem::create_directories(dir);
+  ::chmod(dir.c_str(), 0700);
+  auto target = dir / fmt::format("{}-{:016x}.so", file.stem().string(), content_hash(bytes));
+  std::error_code ec;
+  if (std::filesystem::exists(target, ec) && std::filesystem::file_size(target, ec) == bytes.size())
+    return target;
+  auto temp = target;
+  temp += fmt::format(".{}.tmp", ::getpid());
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out)
+      throw PluginLoadError(fmt::format("{}: cannot copy to {}", file.string(), temp.string()));
+  }
+  ::chmod(temp.c_str(), 0500);
+  std::filesystem::rename(temp, target);
+  return target;
+}
+
 HostContext& module_host() {
   static HostContext host("module");
   return host;
@@ -41,24 +81,38 @@ HostContext& module_host() {
 
 std::string_view kind_name(sluice_kind kind) {
   switch (kind) {
-    case SLUICE_KIND_SOURCE: return "source";
-    case SLUICE_KIND_TRANSFORM: return "transform";
-    case SLUICE_KIND_SINK: return "sink";
+    case SLUICE_KIND_SOURCE:
+      return "source";
+    case SLUICE_KIND_TRANSFORM:
+      return "transform";
+    case SLUICE_KIND_SINK:
+      return "sink";
   }
   return "unknown";
 }
 
+bool is_mapped(const std::filesystem::path& file) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  const std::string name = file.string();
+  while (std::getline(maps, line))
+    if (line.size() >= name.size() &&
+        line.compare(line.size() - name.size(), name.size(), name) == 0)
+      return true;
+  return false;
+}
+
 void check_file_permissions(const std::filesystem::path& file, const LoadOptions& options) {
   if (options.allow_insecure) return;
-  for (const auto& p : {file, file.parent_path().empty() ? std::filesystem::path(".")
-                                                         : file.parent_path()}) {
+  for (const auto& p :
+       {file, file.parent_path().empty() ? std::filesystem::path(".") : file.parent_path()}) {
     struct stat st {};
     if (::stat(p.c_str(), &st) != 0) continue;
     if (st.st_mode & (S_IWGRP | S_IWOTH))
-      throw PluginLoadError(fmt::format(
-          "{}: refused: {} is writable by group or others (fix its mode, or pass "
-          "--allow-insecure-plugins)",
-          file.string(), p == file ? "the file" : "its folder " + p.string()));
+      throw PluginLoadError(
+          fmt::format("{}: refused: {} is writable by group or others (fix its mode, or pass "
+                      "--allow-insecure-plugins)",
+                      file.string(), p == file ? "the file" : "its folder " + p.string()));
   }
 }
 
@@ -73,15 +127,16 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
 
   std::shared_ptr<PluginLibrary> lib(new PluginLibrary());
   lib->file_ = file;
+  lib->loaded_from_ = private_copy(file);
   boost::dll::fs::error_code load_ec;
-  lib->library_.load(file.string(),
+  lib->library_.load(lib->loaded_from_.string(),
                      boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, load_ec);
   if (load_ec || !lib->library_.is_loaded())
     throw PluginLoadError(fmt::format("{}: not a loadable shared object: {}", name,
                                       load_ec ? load_ec.message() : "unknown error"));
   if (!lib->library_.has(SLUICE_MODULE_ENTRY))
-    throw PluginLoadError(
-        fmt::format("{}: entry symbol {} missing (not a sluice plugin)", name, SLUICE_MODULE_ENTRY));
+    throw PluginLoadError(fmt::format("{}: entry symbol {} missing (not a sluice plugin)", name,
+                                      SLUICE_MODULE_ENTRY));
 
   auto get = lib->library_.get<const sluice_module*(uint32_t, uint32_t)>(SLUICE_MODULE_ENTRY);
   const sluice_module* m = get(SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR);
@@ -89,17 +144,19 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
     throw PluginLoadError(fmt::format("{}: the plugin declined host ABI {}.{}", name,
                                       SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR));
   if (m->struct_size < offsetof(sluice_module, abi_minor) + sizeof(uint32_t))
-    throw PluginLoadError(fmt::format("{}: module table too small ({} bytes)", name, m->struct_size));
+    throw PluginLoadError(
+        fmt::format("{}: module table too small ({} bytes)", name, m->struct_size));
   if (m->abi_major != SLUICE_ABI_MAJOR)
     throw PluginLoadError(fmt::format("{}: ABI major mismatch: plugin {}.{}, host {}.{}", name,
                                       m->abi_major, m->abi_minor, SLUICE_ABI_MAJOR,
                                       SLUICE_ABI_MINOR));
   if (m->abi_minor > SLUICE_ABI_MINOR)
-    throw PluginLoadError(fmt::format(
-        "{}: plugin needs ABI {}.{}, newer than the host's {}.{}; upgrade sluice", name,
-        m->abi_major, m->abi_minor, SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR));
+    throw PluginLoadError(
+        fmt::format("{}: plugin needs ABI {}.{}, newer than the host's {}.{}; upgrade sluice", name,
+                    m->abi_major, m->abi_minor, SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR));
   if (!has_field(m, &sluice_module::plugin_count))
-    throw PluginLoadError(fmt::format("{}: module table too small ({} bytes)", name, m->struct_size));
+    throw PluginLoadError(
+        fmt::format("{}: module table too small ({} bytes)", name, m->struct_size));
   lib->module_ = m;
   lib->module_name_ = copy_text(m->name);
   lib->module_version_ = copy_text(m->version);
@@ -120,7 +177,8 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
     info.module_version = lib->module_version_;
     info.table = p;
     if (kind_name(info.kind) == "unknown")
-      throw PluginLoadError(fmt::format("{}: plugin '{}' has unknown kind {}", name, info.name, info.kind));
+      throw PluginLoadError(
+          fmt::format("{}: plugin '{}' has unknown kind {}", name, info.name, info.kind));
     bool needed = info.kind == SLUICE_KIND_SOURCE      ? p->poll != nullptr
                   : info.kind == SLUICE_KIND_TRANSFORM ? p->process != nullptr
                                                        : p->put != nullptr;

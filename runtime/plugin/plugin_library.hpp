@@ -32,7 +32,7 @@ struct PluginInfo {
   std::filesystem::path file;
   std::string module_name;
   std::string module_version;
-  const sluice_plugin* table = nullptr;     // valid while `library` lives
+  const sluice_plugin* table = nullptr;    // valid while `library` lives
   std::shared_ptr<PluginLibrary> library;  // keeps the code mapped
 };
 
@@ -49,7 +49,9 @@ class PluginLibrary : public std::enable_shared_from_this<PluginLibrary> {
   PluginLibrary(const PluginLibrary&) = delete;
   PluginLibrary& operator=(const PluginLibrary&) = delete;
 
+  // The file as found on the search path, and the private copy that is actually mapped.
   const std::filesystem::path& file() const { return file_; }
+  const std::filesystem::path& loaded_from() const { return loaded_from_; }
   const std::string& module_name() const { return module_name_; }
   const std::string& module_version() const { return module_version_; }
   const std::vector<PluginInfo>& plugins() const { return plugins_; }
@@ -58,6 +60,7 @@ class PluginLibrary : public std::enable_shared_from_this<PluginLibrary> {
   PluginLibrary() = default;
 
   std::filesystem::path file_;
+  std::filesystem::path loaded_from_;
   boost::dll::shared_library library_;
   const sluice_module* module_ = nullptr;
   bool initialized_ = false;
@@ -65,6 +68,9 @@ class PluginLibrary : public std::enable_shared_from_this<PluginLibrary> {
   std::string module_version_;
   std::vector<PluginInfo> plugins_;  // PluginInfo::library left empty here (no cycle)
 };
+
+// Whether a file is mapped into this process (/proc/self/maps): an unloaded library is not.
+bool is_mapped(const std::filesystem::path& file);
 
 // Refuses a file (or its folder) that group or others may write, unless allowed.
 void check_file_permissions(const std::filesystem::path& file, const LoadOptions& options);

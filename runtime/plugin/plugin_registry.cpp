@@ -79,6 +79,17 @@ void PluginRegistry::add(const std::shared_ptr<PluginLibrary>& lib, int dir_rank
   }
 }
 
+std::shared_ptr<PluginLibrary> PluginRegistry::reload_file(const std::filesystem::path& file) {
+  auto lib = PluginLibrary::load(file, options_);
+  for (PluginInfo info : lib->plugins()) {
+    auto it = plugins_.find(std::make_pair(info.kind, info.name));
+    if (it == plugins_.end() || it->second.info.file != file) continue;
+    info.library = lib;
+    it->second.info = std::move(info);
+  }
+  return lib;
+}
+
 const PluginInfo* PluginRegistry::find(sluice_kind kind, std::string_view name) const {
   auto it = plugins_.find(std::make_pair(kind, std::string(name)));
   return it == plugins_.end() ? nullptr : &it->second.info;

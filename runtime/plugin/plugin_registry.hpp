@@ -24,6 +24,11 @@ class PluginRegistry {
   void load_directory(const std::filesystem::path& dir);
   void load_file(const std::filesystem::path& file);
 
+  // Loads `file` again (a fresh private copy) and points its plugins' entries at the new
+  // library; the old one unloads once no instance uses it. Throws PluginLoadError, leaving the
+  // registry as it was.
+  std::shared_ptr<PluginLibrary> reload_file(const std::filesystem::path& file);
+
   const PluginInfo* find(sluice_kind kind, std::string_view name) const;
   std::vector<std::string> names(sluice_kind kind) const;
   std::vector<const PluginInfo*> all() const;

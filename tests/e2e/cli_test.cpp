@@ -65,8 +65,7 @@ TEST_CASE("config errors exit 2 with FILE:LINE:COL and a useful message") {
        ":5:3: p.sink: unknown field 'pth' for sink plugin 'file'; did you mean 'path'?"},
       {"missing.yaml", "name: p\nsource: {type: generator, count: 10}\nsink:\n  type: file\n",
        ":4:3: p.sink: sink plugin 'file' needs field 'path'"},
-      {"wrong_type.yaml",
-       "name: p\nsource: {type: generator, count: ten}\nsink: {type: null}\n",
+      {"wrong_type.yaml", "name: p\nsource: {type: generator, count: ten}\nsink: {type: null}\n",
        ":2:34: p.source: field 'count' must be an int, got 'ten'"},
       {"unknown_plugin.yaml", "name: p\nsource: {type: generatr}\nsink: {type: null}\n",
        ":2:16: unknown source plugin 'generatr'; did you mean 'generator'? known: file, "
@@ -91,8 +90,10 @@ TEST_CASE("config errors exit 2 with FILE:LINE:COL and a useful message") {
 TEST_CASE("run refuses a bad config before starting anything") {
   auto dir = scratch("run-refuses");
   auto out = dir / "out.jsonl";
-  write_file(dir / "p.yaml", "name: p\nsource: {type: generator, count: 10}\nsink: {type: file, "
-                             "path: " + out.string() + ", fsync: sometimes}\n");
+  write_file(dir / "p.yaml",
+             "name: p\nsource: {type: generator, count: 10}\nsink: {type: file, "
+             "path: " +
+                 out.string() + ", fsync: sometimes}\n");
   auto r = run_process({bin(), "run", (dir / "p.yaml").string()});
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("p.yaml:3:") != std::string::npos);
@@ -103,19 +104,22 @@ TEST_CASE("run refuses a bad config before starting anything") {
 TEST_CASE("plugin load failures name the file and the reason, and nothing starts") {
   auto dir = scratch("plugin-errors");
   auto out = dir / "out.jsonl";
-  write_file(dir / "p.yaml", "name: p\nsource: {type: generator, count: 10}\nsink: {type: file, "
-                             "path: " + out.string() + "}\n");
+  write_file(dir / "p.yaml",
+             "name: p\nsource: {type: generator, count: 10}\nsink: {type: file, "
+             "path: " +
+                 out.string() + "}\n");
   auto plugins = binary_dir() / "test-plugins";
-  auto r = run_process({bin(), "run", "--plugin-path", (plugins / "bad_major").string(),
-                        (dir / "p.yaml").string()});
+  auto r = run_process(
+      {bin(), "run", "--plugin-path", (plugins / "bad_major").string(), (dir / "p.yaml").string()});
   CHECK(r.exit_code == 2);
   CHECK(r.err == (plugins / "bad_major" / "sluice-bad_major.so").string() +
                      ": ABI major mismatch: plugin 2.0, host 1.0\n");
   CHECK_FALSE(fs::exists(out));
 
   // A plugin whose create throws: the stage's position and the exception's text.
-  write_file(dir / "t.yaml", "name: p\nsource: {type: generator, count: 10}\ntransforms:\n  - "
-                             "type: throws_create\nsink: {type: null}\n");
+  write_file(dir / "t.yaml",
+             "name: p\nsource: {type: generator, count: 10}\ntransforms:\n  - "
+             "type: throws_create\nsink: {type: null}\n");
   r = run_process({bin(), "run", "--plugin-path", (plugins / "throws_create").string(),
                    (dir / "t.yaml").string()});
   CHECK(r.exit_code == 2);
@@ -141,9 +145,10 @@ TEST_CASE("plugins list and inspect show names, versions, files and schemas") {
 TEST_CASE("SIGTERM drains what is in flight: every record read is written, exit 0") {
   auto dir = scratch("sigterm");
   auto out = dir / "out.jsonl";
-  write_file(dir / "p.yaml", "name: endless\nsource: {type: generator, count: 0, rate: 20000, "
-                             "key_cardinality: 50}\nsink: {type: file, path: " + out.string() +
-                                 "}\n");
+  write_file(dir / "p.yaml",
+             "name: endless\nsource: {type: generator, count: 0, rate: 20000, "
+             "key_cardinality: 50}\nsink: {type: file, path: " +
+                 out.string() + "}\n");
   int pid = sluice::test::start_process({bin(), "run", (dir / "p.yaml").string()},
                                         (dir / "stdout").string(), (dir / "stderr").string());
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
@@ -165,7 +170,7 @@ TEST_CASE("SIGTERM drains what is in flight: every record read is written, exit 
     REQUIRE(d.IsObject());
     seqs.insert(d["seq"].GetInt64());
   }
-  CHECK(seqs.size() == written.size());  // no duplicates
+  CHECK(seqs.size() == written.size());                               // no duplicates
   CHECK(*seqs.rbegin() == static_cast<int64_t>(written.size()) - 1);  // no gaps
 }
 
@@ -176,9 +181,10 @@ TEST_CASE("the file source resumes after its committed position across runs") {
   std::string input;
   for (int i = 0; i < 100; ++i) input += "{\"n\":" + std::to_string(i) + "}\n";
   write_file(in, input);
-  write_file(dir / "p.yaml", "name: r\nsource: {type: file, path: in.jsonl}\nsink: {type: file, "
-                             "path: out.jsonl}\nperformance: {ordering: none, concurrency: 1, "
-                             "adaptive_concurrency: false}\n");
+  write_file(dir / "p.yaml",
+             "name: r\nsource: {type: file, path: in.jsonl}\nsink: {type: file, "
+             "path: out.jsonl}\nperformance: {ordering: none, concurrency: 1, "
+             "adaptive_concurrency: false}\n");
   auto run = [&] { return run_process({bin(), "run", (dir / "p.yaml").string()}); };
   auto r = run();
   CHECK(r.exit_code == 0);

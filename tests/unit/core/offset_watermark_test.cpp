@@ -1,11 +1,11 @@
 // The ack watermark under out-of-order completion.
+#include "core/offset_watermark.hpp"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <numeric>
 #include <random>
-
-#include "core/offset_watermark.hpp"
 
 using sluice::core::OffsetWatermark;
 using sluice::core::Ticket;

@@ -1,10 +1,10 @@
 // Host-owned record copies stay valid and keep null versus empty apart.
+#include "core/record_buffer.hpp"
+
 #include <doctest/doctest.h>
 
 #include <cstring>
 #include <string>
-
-#include "core/record_buffer.hpp"
 
 using sluice::core::RecordBuffer;
 
@@ -39,9 +39,17 @@ TEST_CASE("a deep copy survives the source buffers and keeps headers") {
 
 TEST_CASE("a null value (tombstone) stays null and an empty value stays present") {
   RecordBuffer buf;
-  sluice_record tomb{sizeof(sluice_record), lit("k"), {nullptr, 0}, {nullptr, 0}, nullptr, 0, 0, 0, 0};
-  sluice_record blank{sizeof(sluice_record), lit("k"), {reinterpret_cast<const uint8_t*>(""), 0},
-                      {nullptr, 0}, nullptr, 0, 0, 0, 0};
+  sluice_record tomb{
+      sizeof(sluice_record), lit("k"), {nullptr, 0}, {nullptr, 0}, nullptr, 0, 0, 0, 0};
+  sluice_record blank{sizeof(sluice_record),
+                      lit("k"),
+                      {reinterpret_cast<const uint8_t*>(""), 0},
+                      {nullptr, 0},
+                      nullptr,
+                      0,
+                      0,
+                      0,
+                      0};
   buf.append_copy(tomb);
   buf.append_copy(blank);
   CHECK(buf[0].value.ptr == nullptr);
@@ -54,8 +62,10 @@ TEST_CASE("zero-copy records are released when the buffer dies") {
   static std::string data = "payload";
   {
     RecordBuffer buf;
-    sluice_record r{sizeof(sluice_record), {nullptr, 0}, bytes(data), {nullptr, 0}, nullptr, 0, 0, 0, 0};
-    buf.append_owned(r, [](void* ctx) { ++*static_cast<int*>(ctx); }, &released);
+    sluice_record r{
+        sizeof(sluice_record), {nullptr, 0}, bytes(data), {nullptr, 0}, nullptr, 0, 0, 0, 0};
+    buf.append_owned(
+        r, [](void* ctx) { ++*static_cast<int*>(ctx); }, &released);
     CHECK(buf[0].value.ptr == reinterpret_cast<const uint8_t*>(data.data()));
     CHECK(released == 0);
   }

@@ -2,8 +2,8 @@
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 
-#include <cstdlib>
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -49,7 +49,8 @@ TEST_CASE("a file that is not a shared object is refused before dlopen") {
 
 TEST_CASE("a shared object without the entry symbol is refused") {
   auto f = test_plugins() / "no_entry" / "sluice-no_entry.so";
-  CHECK(load_error(f) == f.string() + ": entry symbol sluice_module_get missing (not a sluice plugin)");
+  CHECK(load_error(f) ==
+        f.string() + ": entry symbol sluice_module_get missing (not a sluice plugin)");
 }
 
 TEST_CASE("an ABI major mismatch is refused") {
@@ -83,7 +84,8 @@ TEST_CASE("a plugin file writable by others is refused unless allowed") {
   auto f = dir / "sluice-transforms.so";
   fs::copy_file(built_plugins() / "sluice-transforms.so", f);
   ::chmod(f.c_str(), 0666);
-  CHECK(load_error(f).find("refused: the file is writable by group or others") != std::string::npos);
+  CHECK(load_error(f).find("refused: the file is writable by group or others") !=
+        std::string::npos);
   CHECK(load_error(f, LoadOptions{true}).empty());
   ::chmod(f.c_str(), 0644);
   ::chmod(dir.c_str(), 0777);

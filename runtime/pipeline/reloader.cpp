@@ -1,0 +1,151 @@
+// Reload orchestration and the inotify watcher on plugin folders.
+#include "pipeline/reloader.hpp"
+
+#include <fmt/format.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <set>
+
+namespace sluice::pipeline {
+
+std::string Reloader::reload(const std::string& stage) {
+  std::set<std::filesystem::path> files;
+  bool found = stage.empty();
+  for (const auto& p : supervisor_.pipelines())
+    for (const auto& s : p->stage_files())
+      if (stage.empty() || s.instance_name == stage) {
+        files.insert(s.file);
+        found = true;
+      }
+  if (!found) return fmt::format("no stage named '{}'", stage);
+  return reload_files({files.begin(), files.end()}, stage);
+}
+
+std::string Reloader::reload_file(const std::filesystem::path& file) {
+  return reload_files({file}, "");
+}
+
+std::string Reloader::reload_files(const std::vector<std::filesystem::path>& files,
+                                   const std::string& only_stage) {
+  std::lock_guard lock(mu_);
+  std::string errors;
+  for (const auto& file : files) {
+    // The private copies mapped now, to check that they are gone afterwards.
+    std::set<std::filesystem::path> old_copies;
+    for (const auto* info : registry_.all())
+      if (info->file == file && info->library) old_copies.insert(info->library->loaded_from());
+
+    std::vector<std::pair<Pipeline*, std::string>> stages;
+    for (const auto& p : supervisor_.pipelines())
+      for (const auto& s : p->stage_files())
+        if (s.file == file && (only_stage.empty() || s.instance_name == only_stage))
+          stages.emplace_back(p.get(), s.instance_name);
+    if (stages.empty()) continue;
+
+    std::shared_ptr<plugin::PluginLibrary> lib;
+    try {
+      lib = registry_.reload_file(file);
+    } catch (const std::exception& e) {
+      for (auto& [p, name] : stages) {
+        p->set_stage_error(name, e.what());
+        errors += fmt::format("{}: {}\n", name, e.what());
+      }
+      spdlog::error("reload of {} refused, old version keeps running: {}", file.string(), e.what());
+      continue;
+    }
+    for (auto& [p, name] : stages) {
+      try {
+        // The new file must still provide the stage's plugin, or the stage would silently
+        // keep the old code.
+        bool provided = false;
+        for (const auto& info : lib->plugins())
+          for (const auto& s : p->stage_files())
+            if (s.instance_name == name && info.name == p->stage_type(name)) provided = true;
+        if (!provided)
+          throw std::runtime_error(fmt::format("the new {} does not provide plugin '{}'",
+                                               file.string(), p->stage_type(name)));
+        p->reload_stage(name, registry_);
+        ++reloads_;
+      } catch (const std::exception& e) {
+        p->set_stage_error(name, e.what());
+        errors += fmt::format("{}: {}\n", name, e.what());
+        spdlog::error("reload of stage {} failed, old instance keeps running: {}", name, e.what());
+      }
+    }
+    lib.reset();
+    // The old copy must be gone from the process now: its last user was just destroyed.
+    std::set<std::filesystem::path> current;
+    for (const auto* info : registry_.all())
+      if (info->file == file && info->library) current.insert(info->library->loaded_from());
+    for (const auto& old : old_copies)
+      if (!current.count(old) && plugin::is_mapped(old))
+        spdlog::warn("the old copy {} is still mapped: something keeps it loaded", old.string());
+  }
+  if (!errors.empty() && errors.back() == '\n') errors.pop_back();
+  return errors;
+}
+
+void Reloader::start_watching(uint32_t debounce_ms) {
+  if (watcher_.joinable()) return;
+  stopping_ = false;
+  watcher_ = std::thread([this, debounce_ms] { watch_loop(debounce_ms); });
+}
+
+void Reloader::stop() {
+  stopping_ = true;
+  if (watcher_.joinable()) watcher_.join();
+}
+
+void Reloader::watch_loop(uint32_t debounce_ms) {
+  int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd < 0) {
+    spdlog::warn("cannot watch plugin folders (inotify): {}", std::strerror(errno));
+    return;
+  }
+  std::map<int, std::filesystem::path> dirs;
+  std::set<std::filesystem::path> watched;
+  for (const auto& p : supervisor_.pipelines())
+    for (const auto& s : p->stage_files()) {
+      auto dir = s.file.parent_path();
+      if (!watched.insert(dir).second) continue;
+      int wd = inotify_add_watch(fd, dir.c_str(), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE);
+      if (wd >= 0) dirs[wd] = dir;
+    }
+  std::map<std::filesystem::path, std::chrono::steady_clock::time_point> pending;
+  alignas(inotify_event) char buf[8192];
+  while (!stopping_) {
+    pollfd pfd{fd, POLLIN, 0};
+    ::poll(&pfd, 1, 100);
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      for (char* p = buf; p < buf + n;) {
+        auto* ev = reinterpret_cast<inotify_event*>(p);
+        if (ev->len > 0 && dirs.count(ev->wd)) {
+          auto file = dirs[ev->wd] / ev->name;
+          if (file.extension() == ".so") pending[file] = std::chrono::steady_clock::now();
+        }
+        p += sizeof(inotify_event) + ev->len;
+      }
+    }
+    auto now = std::chrono::steady_clock::now();
+    for (auto it = pending.begin(); it != pending.end();) {
+      if (now - it->second < std::chrono::milliseconds(debounce_ms)) {
+        ++it;
+        continue;
+      }
+      spdlog::info("plugin file {} changed: reloading", it->first.string());
+      reload_file(it->first);
+      it = pending.erase(it);
+    }
+  }
+  ::close(fd);
+}
+
+}  // namespace sluice::pipeline
