@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -12,11 +13,16 @@ namespace sluice::kafka {
 
 namespace {
 
-// Beyond this many stashed messages the source pauses its assignment itself, so a host that
-// keeps asking for zero records without pausing cannot make the stash grow without bound.
+// Beyond this many stashed messages (or bytes) the source pauses its assignment, so a long
+// stall of the host cannot make the stash grow without bound. Pausing is kept for long stalls
+// only: librdkafka drops a paused partition's prefetched messages and fetches them again on
+// resume, so pausing on every short backpressure blip costs most of the throughput.
 constexpr size_t kStashLimit = 1000;
-// While the host asks for nothing, a poll must still return promptly.
-constexpr uint32_t kIdlePollMs = 100;
+constexpr size_t kStashBytesLimit = 16u << 20;
+// How often a paused source serves the group, as a part of max.poll.interval.ms, and bounds.
+constexpr int64_t kServeGroupDivisor = 10;
+constexpr std::chrono::milliseconds kServeGroupMin{10};
+constexpr std::chrono::milliseconds kServeGroupMax{500};
 constexpr int kCommitAttempts = 5;
 constexpr std::chrono::milliseconds kCommitBackoff{100};
 
@@ -110,6 +116,13 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
       {"allow.auto.create.topics", allow_auto_create_ ? "true" : "false"},
   };
   ConfPtr conf = build_conf(config, host_, defaults, forced, *this);
+  std::array<char, 64> max_poll{};
+  size_t max_poll_size = max_poll.size();
+  if (rd_kafka_conf_get(conf.get(), "max.poll.interval.ms", max_poll.data(), &max_poll_size) ==
+      RD_KAFKA_CONF_OK)
+    serve_group_every_ = std::clamp(
+        std::chrono::milliseconds(std::strtoll(max_poll.data(), nullptr, 10) / kServeGroupDivisor),
+        kServeGroupMin, kServeGroupMax);
   rd_kafka_conf_set_rebalance_cb(conf.get(), &KafkaSource::on_rebalance);
   rd_kafka_conf_set_error_cb(conf.get(), &KafkaSource::on_error);
 
@@ -143,6 +156,7 @@ KafkaSource::~KafkaSource() {
   if (consumer_) {
     rd_kafka_consumer_close(consumer_.get());
     stash_.clear();
+    stash_bytes_ = 0;
     consumer_.reset();
   }
 }
@@ -185,6 +199,7 @@ void KafkaSource::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
     rd_kafka_assign(rk, nullptr);
   self.assigned_.clear();
   self.stash_.clear();
+  self.stash_bytes_ = 0;
 }
 
 void KafkaSource::assign(rd_kafka_topic_partition_list_t* partitions) {
@@ -234,6 +249,8 @@ void KafkaSource::revoke(rd_kafka_topic_partition_list_t* partitions) {
         return true;
     return false;
   });
+  stash_bytes_ = 0;
+  for (const auto& m : stash_) stash_bytes_ += m->len + m->key_len;
   for (int i = 0; i < partitions->cnt; ++i)
     assigned_.erase({partitions->elems[i].topic, partitions->elems[i].partition});
 
@@ -334,19 +351,15 @@ bool KafkaSource::poll(Output& out, size_t max_records, uint32_t timeout_ms) {
   check_health();
 
   if (max_records == 0) {
-    // Backpressure: keep serving the group (heartbeats, rebalances), hand nothing on.
-    MessagePtr m(rd_kafka_consumer_poll(consumer_.get(),
-                                        static_cast<int>(std::min(timeout_ms, kIdlePollMs))));
-    if (m) accept(std::move(m), stash_);
-    apply_pause();
+    serve_group_while_paused();
     log_relay().flush_to(host_);
     return false;
   }
 
   size_t emitted = 0;
   while (emitted < max_records && !stash_.empty()) {
-    emit(out, *stash_.front());
-    stash_.pop_front();
+    MessagePtr m = stash_pop();
+    emit(out, *m);
     ++emitted;
   }
   apply_pause();
@@ -362,7 +375,7 @@ bool KafkaSource::poll(Output& out, size_t max_records, uint32_t timeout_ms) {
       if (left.count() <= 0) break;
       wait_ms = static_cast<int>(left.count());
     }
-    MessagePtr m(rd_kafka_consumer_poll(consumer_.get(), wait_ms));
+    MessagePtr m = consumer_poll(wait_ms);
     if (!m) {
       if (emitted > 0 || Clock::now() >= deadline) break;
       continue;
@@ -375,6 +388,41 @@ bool KafkaSource::poll(Output& out, size_t max_records, uint32_t timeout_ms) {
   }
   log_relay().flush_to(host_);
   return false;
+}
+
+MessagePtr KafkaSource::consumer_poll(int timeout_ms) {
+  MessagePtr m(rd_kafka_consumer_poll(consumer_.get(), timeout_ms));
+  last_consumer_poll_ = Clock::now();
+  return m;
+}
+
+void KafkaSource::serve_group_while_paused() {
+  // librdkafka heartbeats on its own threads; only rebalances and max.poll.interval.ms need our
+  // poll calls, and neither needs one more often than this.
+  if (Clock::now() - last_consumer_poll_ < serve_group_every_) return;
+  apply_pause();
+  std::deque<MessagePtr> fresh;
+  do {
+    MessagePtr m = consumer_poll(0);
+    if (!m) break;
+    if (accept(std::move(m), fresh)) {
+      stash_push(std::move(fresh.back()));
+      fresh.clear();
+    }
+  } while (!paused_ && stash_.size() < kStashLimit && stash_bytes_ < kStashBytesLimit);
+  apply_pause();
+}
+
+void KafkaSource::stash_push(MessagePtr message) {
+  stash_bytes_ += message->len + message->key_len;
+  stash_.push_back(std::move(message));
+}
+
+MessagePtr KafkaSource::stash_pop() {
+  MessagePtr m = std::move(stash_.front());
+  stash_.pop_front();
+  stash_bytes_ -= m->len + m->key_len;
+  return m;
 }
 
 bool KafkaSource::is_assigned(const std::string& topic, int32_t partition) const {
@@ -434,7 +482,7 @@ void KafkaSource::pause_partitions(rd_kafka_topic_partition_list_t* partitions, 
 }
 
 void KafkaSource::apply_pause() {
-  const bool want = host_paused_ || stash_.size() >= kStashLimit;
+  const bool want = stash_.size() >= kStashLimit || stash_bytes_ >= kStashBytesLimit;
   if (want == paused_) return;
   rd_kafka_topic_partition_list_t* raw = nullptr;
   if (rd_kafka_assignment(consumer_.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
@@ -443,9 +491,9 @@ void KafkaSource::apply_pause() {
   paused_ = want;
 }
 
-void KafkaSource::set_paused(bool paused) {
-  host_paused_ = paused;
-  apply_pause();
+void KafkaSource::set_paused(bool /*paused*/) {
+  // Nothing to do at once: a paused host polls with max_records == 0, and the source pauses
+  // the assignment itself only when a long stall fills the stash (see kStashLimit).
 }
 
 }  // namespace sluice::kafka

@@ -47,7 +47,13 @@ class KafkaSource final : public Source, private HandleContext {
   // Takes a message from the consumer: records or errors. Returns true if it was a record.
   bool accept(MessagePtr message, std::deque<MessagePtr>& into);
   void emit(Output& out, const rd_kafka_message_t& message);
-  // Pauses or resumes the whole assignment to match host_paused_ || stash overflow.
+  // rd_kafka_consumer_poll, remembering when: that call is what keeps us in the group.
+  MessagePtr consumer_poll(int timeout_ms);
+  // While the host takes nothing: serves the group now and then, stashing what arrives.
+  void serve_group_while_paused();
+  void stash_push(MessagePtr message);
+  MessagePtr stash_pop();
+  // Pauses the whole assignment while the stash is full, resumes it once the stash has room.
   void apply_pause();
   void pause_partitions(rd_kafka_topic_partition_list_t* partitions, bool paused);
   bool is_assigned(const std::string& topic, int32_t partition) const;
@@ -68,8 +74,12 @@ class KafkaSource final : public Source, private HandleContext {
 
   // Messages that arrived while the host asked for none: handed out by the next poll.
   std::deque<MessagePtr> stash_;
-  bool host_paused_ = false;
+  size_t stash_bytes_ = 0;
   bool paused_ = false;  // what the assignment currently is
+  // While the host is paused, the consumer is polled at least this often (rebalances are served
+  // and max.poll.interval.ms is met inside rd_kafka_consumer_poll).
+  std::chrono::milliseconds serve_group_every_{500};
+  Clock::time_point last_consumer_poll_ = Clock::now();
 
   // The assignment, with the last offset handed to the host per partition (-1: none yet).
   std::map<PartitionKey, int64_t> assigned_;

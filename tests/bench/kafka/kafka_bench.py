@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Kafka benchmark: topic -> sluice (pass-through) -> topic against the raw librdkafka floor.
+
+Both arms read the same input topic (Debezium-like JSON, ~300 B, 8 partitions) from the start
+with a fresh consumer group and write a fresh 8-partition output topic with an idempotent
+acks=all producer. An arm's time runs from its process start until the output topic's end
+offsets add up to the input count (watched by sluice-kafka-bench wait, which reads no
+records). Arms alternate (floor, sluice, floor, sluice, ...) and the JSON holds the medians.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+SUMMARY_RE = re.compile(
+    r"pipeline (?P<name>\S+): (?P<records_in>\d+) records in, (?P<delivered>\d+) delivered, "
+    r".*?; (?P<sink_records>\d+) written by the sink; (?P<seconds>[\d.]+) s, "
+    r"(?P<records_per_s>[\d.]+) records/s; batch size (?P<batch_size>\d+), concurrency "
+    r"(?P<concurrency>\d+), peak memory (?P<peak_memory_mb>[\d.]+) MB")
+PARTITIONS = 8
+TARGET_RATIO = 0.8
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": cpu,
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def vm_hwm_mb(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+class PeakRss(threading.Thread):
+    """Samples a child's VmHWM (monotonic) until it exits; the last sample is its peak."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = None
+        self.done = threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.done.is_set():
+            v = vm_hwm_mb(self.pid)
+            if v is not None:
+                self.peak = v
+            self.done.wait(0.1)
+
+    def stop(self):
+        v = vm_hwm_mb(self.pid)
+        if v is not None:
+            self.peak = v
+        self.done.set()
+        self.join()
+        return self.peak
+
+
+class Bench:
+    def __init__(self, args):
+        self.build_dir = Path(args.build_dir).resolve()
+        self.out = Path(args.out).resolve()
+        self.tool = str(Path(args.tool).resolve())
+        self.bootstrap = args.bootstrap
+        self.records = args.records
+        self.reps = args.reps
+        self.work = self.out.parent / "work" / "kafka"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.sluice = str(self.build_dir / "bin" / "sluice")
+        self.plugin_dir = str(self.build_dir / "plugins-out")
+        self.run_id = f"{os.getpid()}-{int(time.time())}"
+        self.input = f"bench-in-{self.run_id}"
+
+    def tool_run(self, *args, timeout=600):
+        r = subprocess.run([self.tool, *map(str, args)], capture_output=True, text=True,
+                           timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"sluice-kafka-bench {' '.join(map(str, args))}: {r.stderr.strip()}")
+        return r.stdout
+
+    def prepare(self):
+        self.tool_run("create-topic", self.bootstrap, self.input, PARTITIONS)
+        started = time.time()
+        self.tool_run("produce", self.bootstrap, self.input, self.records)
+        print(f"kafka: produced {self.records} records into {self.input} in "
+              f"{time.time() - started:.1f} s", flush=True)
+
+    def pipeline_yaml(self, out_topic, group):
+        path = self.work / f"{out_topic}.yaml"
+        path.write_text(f"""pipelines:
+  - name: kafka-passthrough
+    source:
+      type: kafka
+      bootstrap_servers: {self.bootstrap}
+      group_id: {group}
+      topics: [{self.input}]
+    sink:
+      type: kafka
+      bootstrap_servers: {self.bootstrap}
+      topic: {out_topic}
+admin:
+  enabled: false
+""")
+        return path
+
+    def measure(self, arm, rep):
+        out_topic = f"bench-out-{arm}-{rep}-{self.run_id}"
+        group = f"bench-{arm}-{rep}-{self.run_id}"
+        self.tool_run("create-topic", self.bootstrap, out_topic, PARTITIONS)
+        log_path = self.work / f"{arm}-{rep}.log"
+        if arm == "sluice":
+            cmd = [self.sluice, "--plugin-path", self.plugin_dir, "run",
+                   str(self.pipeline_yaml(out_topic, group))]
+        else:
+            cmd = [self.tool, "copy", self.bootstrap, self.input, out_topic, group,
+                   str(self.records)]
+        with open(log_path, "w") as log:
+            started = time.monotonic()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+            rss = PeakRss(proc.pid)
+            waited = subprocess.run([self.tool, "wait", self.bootstrap, out_topic,
+                                     str(self.records), "600"], capture_output=True, text=True)
+            seconds = time.monotonic() - started
+            peak = rss.stop() if arm == "sluice" else None
+            if arm == "sluice":
+                proc.send_signal(signal.SIGTERM)
+            try:
+                stdout, _ = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, _ = proc.communicate()
+            if arm != "sluice":
+                peak = rss.stop()
+        if waited.returncode != 0 or proc.returncode != 0:
+            raise RuntimeError(f"{arm} run {rep}: exit {proc.returncode}, "
+                               f"{waited.stderr.strip()} (log: {log_path})")
+        run = {"arm": arm, "rep": rep, "seconds": round(seconds, 3),
+               "records_per_s": round(self.records / seconds, 1),
+               "peak_rss_mb": None if peak is None else round(peak, 1)}
+        m = SUMMARY_RE.search(stdout or "")
+        if m:
+            run["summary"] = {k: float(v) if "." in v else (int(v) if v.isdigit() else v)
+                              for k, v in m.groupdict().items()}
+        self.tool_run("delete-topic", self.bootstrap, out_topic)
+        print(f"kafka: {arm} run {rep + 1}/{self.reps}: {run['records_per_s']:,.0f} records/s "
+              f"in {seconds:.2f} s, peak RSS {run['peak_rss_mb']} MB", flush=True)
+        return run
+
+    def run(self):
+        started = time.time()
+        result = {"benchmark": "kafka", "machine": machine(),
+                  "quick": os.environ.get("SLUICE_BENCH_QUICK") == "1",
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))}
+        self.prepare()
+        runs = []
+        for rep in range(self.reps):
+            for arm in ("floor", "sluice"):
+                runs.append(self.measure(arm, rep))
+        self.tool_run("delete-topic", self.bootstrap, self.input)
+
+        def median(arm, key):
+            values = [r[key] for r in runs if r["arm"] == arm and r[key] is not None]
+            return round(statistics.median(values), 1) if values else None
+
+        arms = {
+            "sluice": {"records_per_s": median("sluice", "records_per_s"),
+                       "peak_rss_mb": median("sluice", "peak_rss_mb")},
+            "floor": {"records_per_s": median("floor", "records_per_s"),
+                      "peak_rss_mb": median("floor", "peak_rss_mb")},
+        }
+        value = None
+        if arms["sluice"]["records_per_s"] and arms["floor"]["records_per_s"]:
+            value = round(arms["sluice"]["records_per_s"] / arms["floor"]["records_per_s"], 4)
+        result.update({
+            "duration_s": round(time.time() - started, 1),
+            "config": {
+                "records": self.records, "partitions": PARTITIONS, "record_bytes": "~330",
+                "reps": self.reps,
+                "what_was_run": (
+                    f"{self.records} Debezium-like JSON records on {PARTITIONS} partitions, "
+                    "topic -> arm -> new topic per run, arms alternating floor/sluice, "
+                    f"{self.reps} runs each, medians; time = process start until the output "
+                    "topic's end offsets reach the input count; floor = sluice-kafka-bench copy "
+                    "(one librdkafka consumer + idempotent acks=all producer, linger.ms 5), "
+                    "sluice = kafka source -> kafka sink with default performance settings")},
+            "arms": arms,
+            "checks": [{"name": "sluice_vs_librdkafka_floor", "value": value, "op": ">=",
+                        "target": TARGET_RATIO,
+                        "pass": None if value is None else value >= TARGET_RATIO}],
+            "runs": runs,
+        })
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"kafka: sluice {arms['sluice']['records_per_s']} records/s "
+              f"(peak RSS {arms['sluice']['peak_rss_mb']} MB), floor "
+              f"{arms['floor']['records_per_s']} records/s, ratio {value} (target >= "
+              f"{TARGET_RATIO}) -> {self.out}", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--build-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--tool", required=True)
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--records", type=int, default=1_000_000)
+    p.add_argument("--reps", type=int, default=3)
+    Bench(p.parse_args()).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

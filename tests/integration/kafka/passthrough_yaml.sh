@@ -1,0 +1,24 @@
+# Writes a topic -> sluice -> topic pipeline file; sourced after lib.sh.
+# write_passthrough_yaml FILE GROUP IN OUT [performance section as a YAML flow mapping]
+write_passthrough_yaml() {
+  local file=$1 group=$2 in=$3 out=$4 performance=${5:-"{}"}
+  cat >"$file" <<YAML
+pipelines:
+  - name: passthrough
+    source:
+      type: kafka
+      bootstrap_servers: $bootstrap
+      group_id: $group
+      topics: [$in]
+      properties:
+        session.timeout.ms: 6000
+        heartbeat.interval.ms: 1000
+    sink:
+      type: kafka
+      bootstrap_servers: $bootstrap
+      topic: $out
+    performance: $performance
+admin:
+  enabled: false
+YAML
+}
