@@ -42,6 +42,8 @@ void text(Writer& w, std::string_view name, std::string_view value) {
 }
 
 constexpr double kBytesPerMb = 1024.0 * 1024.0;
+// Prometheus wants base units (promtool rejects names with _ms): times are exported in seconds.
+constexpr double kMsPerSecond = 1000.0;
 
 // One line of a family: extra labels (already formatted as `,k="v"`) and the value.
 struct Sample {
@@ -84,8 +86,8 @@ const std::vector<Family>& families() {
             [](const StageStats& s) { return s.batch_size.min; }),
       gauge("sluice_batch_size_max", "Largest allowed batch size (records).",
             [](const StageStats& s) { return s.batch_size.max; }),
-      gauge("sluice_batch_target_time_ms", "Batch time the batch-size controller aims at.",
-            [](const StageStats& s) { return s.batch_size.target_time_ms; }),
+      gauge("sluice_batch_target_time_seconds", "Batch time the batch-size controller aims at.",
+            [](const StageStats& s) { return s.batch_size.target_time_ms / kMsPerSecond; }),
       gauge("sluice_concurrency_limit", "Current limit on batches in flight.",
             [](const StageStats& s) { return s.concurrency.current; }),
       gauge("sluice_concurrency_min", "Smallest allowed concurrency limit.",
@@ -121,12 +123,15 @@ const std::vector<Family>& families() {
        }},
       gauge("sluice_memory_slope_bytes_per_second", "Least-squares slope of memory use.",
             [](const StageStats& s) { return s.performance.memory_slope_bytes_per_sec; }),
-      gauge("sluice_batch_time_avg_ms", "Mean batch time over the profiler window.",
-            [](const StageStats& s) { return s.performance.avg_batch_time_ms; }),
-      {"sluice_batch_time_ms", "Batch time quantiles over the profiler window.", "gauge",
+      gauge("sluice_batch_time_avg_seconds", "Mean batch time over the profiler window.",
+            [](const StageStats& s) { return s.performance.avg_batch_time_ms / kMsPerSecond; }),
+      // A summary (quantiles over a sliding window, as client libraries keep them) without _sum
+      // and _count, which the profiler's window does not have exactly.
+      {"sluice_batch_time_seconds", "Batch time quantiles over the profiler window.", "summary",
        [](const StageStats& s) {
-         return std::vector<Sample>{{",quantile=\"0.5\"", s.performance.p50_batch_time_ms},
-                                    {",quantile=\"0.99\"", s.performance.p99_batch_time_ms}};
+         return std::vector<Sample>{
+             {",quantile=\"0.5\"", s.performance.p50_batch_time_ms / kMsPerSecond},
+             {",quantile=\"0.99\"", s.performance.p99_batch_time_ms / kMsPerSecond}};
        }},
       gauge("sluice_throughput_records_per_second", "Mean records per second over the window.",
             [](const StageStats& s) { return s.performance.avg_throughput_per_sec; }),
@@ -152,8 +157,8 @@ const std::vector<Family>& families() {
             [](const StageStats& s) { return s.backpressure.queue_bytes; }),
       gauge("sluice_backpressure_threshold_records", "Queued records that pause intake.",
             [](const StageStats& s) { return s.backpressure.threshold; }),
-      counter("sluice_backpressure_paused_ms_total", "Time intake spent paused, in ms.",
-              [](const StageStats& s) { return s.backpressure.paused_ms_total; }),
+      counter("sluice_backpressure_paused_seconds_total", "Time intake spent paused.",
+              [](const StageStats& s) { return s.backpressure.paused_ms_total / kMsPerSecond; }),
       {"sluice_plugin_metric", "Counters and gauges reported by plugins, by name.", "gauge",
        [](const StageStats& s) {
          std::vector<Sample> out;

@@ -93,7 +93,8 @@ void write_json(rapidjson::Writer<rapidjson::StringBuffer>& writer, const StageS
 std::string to_json(const std::vector<StageStats>& stats);
 
 // Prometheus text exposition format 0.0.4: families named sluice_*, labels pipeline and stage,
-// one # HELP / # TYPE per family, counters ending in _total.
+// one # HELP / # TYPE per family, counters ending in _total, times in seconds (base units, so
+// `promtool check metrics` accepts it).
 std::string to_prometheus(const std::vector<StageStats>& stats);
 
 // Escapes a label value for the text format (backslash, double quote, newline).

@@ -1,0 +1,416 @@
+// Debezium JSON decoding: envelopes with and without schema/payload, every op, positions, keys.
+#include "debezium_decoder.hpp"
+
+#include <rapidjson/error/en.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace sluice_cdc {
+
+namespace {
+
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+void write_canonical(const rapidjson::Value& v, Writer& w) {
+  if (v.IsObject()) {
+    std::vector<const rapidjson::Value::Member*> members;
+    for (const auto& m : v.GetObject()) members.push_back(&m);
+    std::sort(members.begin(), members.end(), [](const auto* a, const auto* b) {
+      return std::string_view(a->name.GetString(), a->name.GetStringLength()) <
+             std::string_view(b->name.GetString(), b->name.GetStringLength());
+    });
+    w.StartObject();
+    for (const auto* m : members) {
+      w.Key(m->name.GetString(), m->name.GetStringLength());
+      write_canonical(m->value, w);
+    }
+    w.EndObject();
+  } else if (v.IsArray()) {
+    w.StartArray();
+    for (const auto& e : v.GetArray()) write_canonical(e, w);
+    w.EndArray();
+  } else {
+    v.Accept(w);
+  }
+}
+
+const rapidjson::Value* member(const rapidjson::Value& obj, const char* name) {
+  if (!obj.IsObject()) return nullptr;
+  auto it = obj.FindMember(name);
+  return it == obj.MemberEnd() ? nullptr : &it->value;
+}
+
+// A member that is present and not null.
+const rapidjson::Value* present(const rapidjson::Value& obj, const char* name) {
+  const auto* v = member(obj, name);
+  return v && !v->IsNull() ? v : nullptr;
+}
+
+std::string string_of(const rapidjson::Value* v) {
+  return v && v->IsString() ? std::string(v->GetString(), v->GetStringLength()) : std::string();
+}
+
+std::string parse_error(const rapidjson::Document& doc) {
+  return "at byte " + std::to_string(doc.GetErrorOffset()) + ": " +
+         rapidjson::GetParseError_En(doc.GetParseError());
+}
+
+void write_or_null(Writer& w, const rapidjson::Value* v) {
+  if (v)
+    v->Accept(w);
+  else
+    w.Null();
+}
+
+// A JSON object with {"schema":..., "payload":...} is Debezium's wrapped form.
+const rapidjson::Value* unwrap(const rapidjson::Value& v) {
+  if (v.IsObject() && v.HasMember("payload") && (v.HasMember("schema") || v.MemberCount() == 1))
+    return &v["payload"];
+  return &v;
+}
+
+}  // namespace
+
+const char* kind_name(EventKind kind) {
+  switch (kind) {
+    case EventKind::change:
+      return "change";
+    case EventKind::tombstone:
+      return "tombstone";
+    case EventKind::heartbeat:
+      return "heartbeat";
+    case EventKind::schema_change:
+      return "schema_change";
+    case EventKind::transaction:
+      return "transaction";
+    case EventKind::message:
+      return "message";
+  }
+  return "change";
+}
+
+std::string lsn_position(int64_t lsn) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "L%020lld", static_cast<long long>(lsn));
+  return buf;
+}
+
+std::string binlog_position(std::string_view file, int64_t pos, int64_t row) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, ":%020lld:%010lld", static_cast<long long>(pos),
+                static_cast<long long>(row));
+  return "B" + std::string(file) + buf;
+}
+
+std::string kafka_position(int32_t partition, int64_t offset) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "K%010d:%020lld", partition, static_cast<long long>(offset));
+  return buf;
+}
+
+std::string canonical_json(const rapidjson::Value& v) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  write_canonical(v, w);
+  return {sb.GetString(), sb.GetSize()};
+}
+
+Decoded DebeziumDecoder::decode(const RawEvent& raw) const {
+  Decoded out;
+  rapidjson::Document key_doc;
+  const rapidjson::Value* key = nullptr;
+  if (raw.key && !raw.key->empty()) {
+    key_doc.Parse(raw.key->data(), raw.key->size());
+    if (key_doc.HasParseError()) {
+      out.error = "key is not valid JSON " + parse_error(key_doc);
+      return out;
+    }
+    key = unwrap(key_doc);
+    if (key->IsNull()) key = nullptr;
+  }
+
+  if (!raw.value) {
+    // Debezium writes a tombstone after each delete so that compaction can drop the key.
+    out.kind = EventKind::tombstone;
+    if (key) out.key = canonical_json(*key);
+    out.position = kafka_position(raw.partition, raw.offset);
+    return out;
+  }
+  rapidjson::Document doc;
+  doc.Parse(raw.value->data(), raw.value->size());
+  if (doc.HasParseError()) {
+    out.error = "value is not valid JSON " + parse_error(doc);
+    return out;
+  }
+  if (!doc.IsObject()) {
+    out.error = "value is not a JSON object";
+    return out;
+  }
+  const rapidjson::Value* payload = unwrap(doc);
+  if (payload->IsNull()) {
+    out.kind = EventKind::tombstone;
+    if (key) out.key = canonical_json(*key);
+    out.position = kafka_position(raw.partition, raw.offset);
+    return out;
+  }
+  if (!payload->IsObject()) {
+    out.error = "payload is not a JSON object";
+    return out;
+  }
+
+  const bool heartbeat_topic = !options_.heartbeat_topic_prefix.empty() &&
+                               raw.topic.starts_with(options_.heartbeat_topic_prefix);
+  const auto* op = member(*payload, "op");
+  if (op && !heartbeat_topic) {
+    if (!op->IsString() || op->GetStringLength() != 1) {
+      out.error = "op must be one of c, u, d, r, t, m";
+      return out;
+    }
+    const char c = op->GetString()[0];
+    if (c == 'm') {
+      out.kind = EventKind::message;
+    } else if (c == 'c' || c == 'u' || c == 'd' || c == 'r' || c == 't') {
+      return decode_change(raw, *payload, key);
+    } else {
+      out.error = std::string("unknown op '") + c + "'";
+      return out;
+    }
+  } else if (heartbeat_topic) {
+    out.kind = EventKind::heartbeat;
+  } else if (payload->HasMember("ddl") || payload->HasMember("tableChanges")) {
+    out.kind = EventKind::schema_change;
+  } else if (present(*payload, "status") && present(*payload, "id")) {
+    out.kind = EventKind::transaction;
+  } else if ((key && member(*key, "serverName")) ||
+             (payload->MemberCount() == 1 && payload->HasMember("ts_ms"))) {
+    out.kind = EventKind::heartbeat;
+  } else {
+    out.error = "not a Debezium event: no op, and not a heartbeat, schema change or transaction";
+    return out;
+  }
+
+  // Passed-over kinds keep the original event so that a forwarding pipeline loses nothing.
+  out.position = kafka_position(raw.partition, raw.offset);
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  w.Key("kind");
+  w.String(kind_name(out.kind));
+  w.Key("topic");
+  w.String(raw.topic.data(), static_cast<rapidjson::SizeType>(raw.topic.size()));
+  w.Key("position");
+  w.String(out.position.c_str());
+  w.Key("event");
+  payload->Accept(w);
+  w.EndObject();
+  out.json.assign(sb.GetString(), sb.GetSize());
+  return out;
+}
+
+Decoded DebeziumDecoder::decode_change(const RawEvent& raw, const rapidjson::Value& payload,
+                                       const rapidjson::Value* key) const {
+  Decoded out;
+  out.op = payload["op"].GetString()[0];
+  const rapidjson::Value* source = member(payload, "source");
+  if (source && !source->IsNull() && !source->IsObject()) {
+    out.error = "source is not a JSON object";
+    return out;
+  }
+  if (source && source->IsNull()) source = nullptr;
+
+  // Table: source.schema (Postgres, SQL Server) or source.db (MySQL), then source.table.
+  std::string qualifier, table;
+  if (source) {
+    qualifier = string_of(present(*source, "schema"));
+    if (qualifier.empty()) qualifier = string_of(present(*source, "db"));
+    table = string_of(present(*source, "table"));
+  }
+  if (table.empty()) {
+    // Debezium's topic naming: <prefix>.<schema>.<table>.
+    std::string_view t = raw.topic;
+    auto last = t.rfind('.');
+    auto prev = last == std::string_view::npos || last == 0 ? std::string_view::npos
+                                                            : t.rfind('.', last - 1);
+    if (prev == std::string_view::npos) {
+      out.error = "no table: source.table is missing and topic '" + std::string(raw.topic) +
+                  "' is not <prefix>.<schema>.<table>";
+      return out;
+    }
+    qualifier = std::string(t.substr(prev + 1, last - prev - 1));
+    table = std::string(t.substr(last + 1));
+  }
+  out.table = qualifier.empty() ? table : qualifier + "." + table;
+
+  const rapidjson::Value* before = member(payload, "before");
+  const rapidjson::Value* after = member(payload, "after");
+  for (auto [name, v] : {std::pair{"before", before}, std::pair{"after", after}}) {
+    if (v && !v->IsNull() && !v->IsObject()) {
+      out.error = std::string(name) + " is not a JSON object";
+      return out;
+    }
+  }
+  if (before && before->IsNull()) before = nullptr;
+  if (after && after->IsNull()) after = nullptr;
+  if ((out.op == 'c' || out.op == 'r' || out.op == 'u') && !after) {
+    out.error = std::string("op ") + out.op + " without an after image";
+    return out;
+  }
+  if (out.op == 'd' && !before && !key) {
+    out.error = "op d without a before image or key";
+    return out;
+  }
+
+  // The primary key: the record key, else the configured key columns of the image.
+  std::string key_text;
+  if (key) {
+    if (key->IsArray()) {
+      out.error = "key is a JSON array; expected an object or a scalar";
+      return out;
+    }
+    key_text = canonical_json(*key);
+  } else if (out.op != 't') {
+    auto cols = options_.key_columns.find(out.table);
+    if (cols == options_.key_columns.end()) {
+      out.error = "no primary key: the record key is null and key_columns has no entry for '" +
+                  out.table + "'";
+      return out;
+    }
+    const rapidjson::Value* image = after ? after : before;
+    rapidjson::Document k(rapidjson::kObjectType);
+    for (const auto& col : cols->second) {
+      const auto* v = image ? member(*image, col.c_str()) : nullptr;
+      if (!v) {
+        out.error = "no primary key: key column '" + col + "' is missing from the image";
+        return out;
+      }
+      k.AddMember(rapidjson::Value(col.c_str(), k.GetAllocator()),
+                  rapidjson::Value(*v, k.GetAllocator()), k.GetAllocator());
+    }
+    key_text = canonical_json(k);
+  }
+  out.key = key_text;
+
+  // Position: the source log's own order when the connector gives one, else the Kafka offset.
+  const auto* lsn = source ? present(*source, "lsn") : nullptr;
+  const auto* file = source ? present(*source, "file") : nullptr;
+  const auto* pos = source ? present(*source, "pos") : nullptr;
+  const auto* change_lsn = source ? present(*source, "change_lsn") : nullptr;
+  if (lsn && lsn->IsInt64()) {
+    out.position = lsn_position(lsn->GetInt64());
+  } else if (file && file->IsString() && pos && pos->IsInt64()) {
+    const auto* row = present(*source, "row");
+    out.position = binlog_position(string_of(file), pos->GetInt64(),
+                                   row && row->IsInt64() ? row->GetInt64() : 0);
+  } else if (change_lsn && change_lsn->IsString()) {
+    const auto* serial = present(*source, "event_serial_no");
+    char buf[24];
+    std::snprintf(buf, sizeof buf, ":%010lld",
+                  static_cast<long long>(serial && serial->IsInt64() ? serial->GetInt64() : 0));
+    out.position = "S" + string_of(change_lsn) + buf;
+  } else {
+    out.position = kafka_position(raw.partition, raw.offset);
+  }
+
+  // Primary-key changes: Debezium sends delete(old key, newkey header) then create(new key,
+  // oldkey header); both are kept so a consumer can link them.
+  rapidjson::Document moved;
+  const char* moved_name = nullptr;
+  if (out.op == 'd' && raw.new_key_header) {
+    moved.Parse(raw.new_key_header->data(), raw.new_key_header->size());
+    moved_name = "new_key";
+  } else if (out.op == 'c' && raw.old_key_header) {
+    moved.Parse(raw.old_key_header->data(), raw.old_key_header->size());
+    moved_name = "old_key";
+  }
+  if (moved_name && moved.HasParseError()) {
+    out.error = std::string("__debezium.") + (out.op == 'd' ? "newkey" : "oldkey") +
+                " header is not valid JSON " + parse_error(moved);
+    return out;
+  }
+
+  auto route = route_keys_.find(out.table);
+  if (route != route_keys_.end()) {
+    const rapidjson::Value* image = after ? after : before;
+    const auto* v = image ? present(*image, route->second.c_str()) : nullptr;
+    if (v) out.route_value = v->IsString() ? string_of(v) : canonical_json(*v);
+  }
+
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  w.Key("kind");
+  w.String("change");
+  w.Key("op");
+  w.String(&out.op, 1);
+  w.Key("table");
+  w.String(out.table.c_str(), static_cast<rapidjson::SizeType>(out.table.size()));
+  w.Key("key");
+  if (out.key.empty())
+    w.Null();
+  else
+    w.RawValue(out.key.data(), out.key.size(), rapidjson::kObjectType);
+  w.Key("position");
+  w.String(out.position.c_str(), static_cast<rapidjson::SizeType>(out.position.size()));
+  w.Key("ts_ms");
+  const auto* ts = present(payload, "ts_ms");
+  if (ts && ts->IsInt64())
+    w.Int64(ts->GetInt64());
+  else
+    w.Null();
+  w.Key("before");
+  write_or_null(w, before);
+  w.Key("after");
+  write_or_null(w, after);
+  w.Key("source");
+  write_or_null(w, source);
+  w.Key("transaction");
+  write_or_null(w, present(payload, "transaction"));
+  if (moved_name) {
+    w.Key("key_change");
+    w.StartObject();
+    w.Key(moved_name);
+    write_canonical(*unwrap(moved), w);
+    w.EndObject();
+  }
+  w.EndObject();
+  out.json.assign(sb.GetString(), sb.GetSize());
+  return out;
+}
+
+std::string split_envelope_line(std::string_view line, RawEvent& raw,
+                                std::deque<std::string>& storage) {
+  rapidjson::Document doc;
+  doc.Parse(line.data(), line.size());
+  if (doc.HasParseError()) return "envelope line is not valid JSON " + parse_error(doc);
+  if (!doc.IsObject() || !doc.HasMember("value"))
+    return "envelope line is not an object with a value member";
+  storage.clear();
+  // The file sink writes a key as a JSON string holding the key's text, a value embedded.
+  auto text_of = [&](const rapidjson::Value& v) -> std::optional<std::string_view> {
+    if (v.IsNull()) return std::nullopt;
+    if (v.IsString()) {
+      storage.emplace_back(v.GetString(), v.GetStringLength());
+    } else {
+      rapidjson::StringBuffer sb;
+      Writer w(sb);
+      v.Accept(w);
+      storage.emplace_back(sb.GetString(), sb.GetSize());
+    }
+    return std::string_view(storage.back());
+  };
+  if (const auto* k = member(doc, "key")) raw.key = text_of(*k);
+  raw.value = text_of(doc["value"]);
+  if (const auto* t = present(doc, "topic"); t && t->IsString()) raw.topic = *text_of(*t);
+  if (const auto* p = present(doc, "partition"); p && p->IsInt()) raw.partition = p->GetInt();
+  if (const auto* o = present(doc, "offset"); o && o->IsInt64()) raw.offset = o->GetInt64();
+  if (const auto* h = present(doc, "headers"); h && h->IsObject()) {
+    if (const auto* v = present(*h, "__debezium.oldkey")) raw.old_key_header = text_of(*v);
+    if (const auto* v = present(*h, "__debezium.newkey")) raw.new_key_header = text_of(*v);
+  }
+  return {};
+}
+
+}  // namespace sluice_cdc

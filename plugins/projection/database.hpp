@@ -1,0 +1,36 @@
+// The narrow SQL interface the projection store needs, with a SQLite and a PostgreSQL backend.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sluice_projection {
+
+using SqlValue = std::optional<std::string>;  // text form; nullopt is SQL NULL
+using SqlRow = std::vector<SqlValue>;
+
+// One connection. Statements use $1..$n placeholders, each once and in order, so that the same
+// text works on both backends. Errors throw: sluice::Retriable when a retry may succeed (lost
+// connection, busy database), std::runtime_error otherwise.
+class Database {
+ public:
+  virtual ~Database() = default;
+  virtual void exec(const std::string& sql) = 0;
+  // Returns a handle for run(); statements are prepared once and reused.
+  virtual size_t prepare(const std::string& sql) = 0;
+  virtual std::vector<SqlRow> run(size_t statement, const std::vector<SqlValue>& params) = 0;
+  virtual void begin() = 0;
+  virtual void commit() = 0;
+  virtual void rollback() noexcept = 0;
+  // Column type for source positions: they must compare bytewise (PostgreSQL: COLLATE "C").
+  virtual const char* position_type() const { return "TEXT"; }
+};
+
+// `path`: a file (created if missing; WAL mode) or ":memory:". `synchronous`: NORMAL or FULL.
+std::unique_ptr<Database> open_sqlite(const std::string& path, const std::string& synchronous);
+// `conninfo`: a libpq connection string.
+std::unique_ptr<Database> open_postgres(const std::string& conninfo);
+
+}  // namespace sluice_projection

@@ -1,0 +1,119 @@
+// The PostgreSQL backend of the projection store: one libpq connection, prepared statements.
+#include <libpq-fe.h>
+
+#include <sluice/sdk.hpp>
+
+#include "database.hpp"
+
+namespace sluice_projection {
+
+namespace {
+
+struct ClearResult {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using Result = std::unique_ptr<PGresult, ClearResult>;
+
+class PostgresDatabase final : public Database {
+ public:
+  explicit PostgresDatabase(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str())) {
+    if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK)
+      throw sluice::Retriable(std::string("postgres: cannot connect: ") +
+                              (conn_ ? PQerrorMessage(conn_.get()) : "out of memory"));
+    exec("SET client_min_messages = warning");
+  }
+
+  void exec(const std::string& sql) override {
+    ensure_connected();
+    Result r(PQexec(conn_.get(), sql.c_str()));
+    check(r.get(), sql);
+  }
+
+  size_t prepare(const std::string& sql) override {
+    sql_.push_back(sql);
+    prepared_.push_back(false);
+    return sql_.size() - 1;
+  }
+
+  std::vector<SqlRow> run(size_t statement, const std::vector<SqlValue>& params) override {
+    ensure_connected();
+    const std::string name = "sluice_" + std::to_string(statement);
+    if (!prepared_.at(statement)) {
+      Result p(PQprepare(conn_.get(), name.c_str(), sql_[statement].c_str(), 0, nullptr));
+      check(p.get(), sql_[statement]);
+      prepared_[statement] = true;
+    }
+    std::vector<const char*> values;
+    values.reserve(params.size());
+    for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+    Result r(PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(values.size()),
+                            values.data(), nullptr, nullptr, 0));
+    check(r.get(), sql_[statement]);
+    std::vector<SqlRow> rows;
+    const int n = PQntuples(r.get());
+    const int cols = PQnfields(r.get());
+    rows.reserve(n);
+    for (int i = 0; i < n; ++i) {
+      SqlRow row;
+      row.reserve(cols);
+      for (int c = 0; c < cols; ++c) {
+        if (PQgetisnull(r.get(), i, c))
+          row.emplace_back(std::nullopt);
+        else
+          row.emplace_back(std::string(PQgetvalue(r.get(), i, c), PQgetlength(r.get(), i, c)));
+      }
+      rows.push_back(std::move(row));
+    }
+    return rows;
+  }
+
+  const char* position_type() const override { return "TEXT COLLATE \"C\""; }
+  void begin() override { exec("BEGIN"); }
+  void commit() override { exec("COMMIT"); }
+  void rollback() noexcept override {
+    if (conn_ && PQstatus(conn_.get()) == CONNECTION_OK &&
+        PQtransactionStatus(conn_.get()) != PQTRANS_IDLE)
+      Result(PQexec(conn_.get(), "ROLLBACK"));
+  }
+
+ private:
+  // A lost connection is reset before the next statement; its prepared statements are gone.
+  void ensure_connected() {
+    if (PQstatus(conn_.get()) == CONNECTION_OK) return;
+    PQreset(conn_.get());
+    std::fill(prepared_.begin(), prepared_.end(), false);
+    if (PQstatus(conn_.get()) != CONNECTION_OK)
+      throw sluice::Retriable(std::string("postgres: reconnect failed: ") +
+                              PQerrorMessage(conn_.get()));
+  }
+
+  void check(PGresult* r, const std::string& sql) {
+    const ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) return;
+    std::string msg =
+        "postgres: " + std::string(r ? PQresultErrorMessage(r) : PQerrorMessage(conn_.get()));
+    msg += " (in: " + sql.substr(0, 80) + ")";
+    const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    const std::string code = state ? state : "";
+    // Class 08 (connection), 40 (serialization, deadlock), 53 (resources), 57 (shutdown).
+    if (PQstatus(conn_.get()) != CONNECTION_OK || code.starts_with("08") ||
+        code.starts_with("40") || code.starts_with("53") || code.starts_with("57"))
+      throw sluice::Retriable(msg);
+    throw std::runtime_error(msg);
+  }
+
+  struct Finish {
+    void operator()(PGconn* c) const { PQfinish(c); }
+  };
+  std::unique_ptr<PGconn, Finish> conn_;
+  std::vector<std::string> sql_;
+  std::vector<bool> prepared_;
+};
+
+}  // namespace
+
+std::unique_ptr<Database> open_postgres(const std::string& conninfo) {
+  return std::make_unique<PostgresDatabase>(conninfo);
+}
+
+}  // namespace sluice_projection

@@ -1,0 +1,322 @@
+// Projection tables in SQL: schema creation, row loading and saving, truncation, warm-up reads.
+#include "projection_store.hpp"
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+namespace sluice_projection {
+
+namespace {
+
+double to_double(const SqlValue& v) { return v ? std::strtod(v->c_str(), nullptr) : 0.0; }
+int64_t to_int(const SqlValue& v) { return v ? std::strtoll(v->c_str(), nullptr, 10) : 0; }
+
+std::string contribution_json(const RowState& row) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  w.StartObject();
+  w.Key("s");
+  w.StartArray();
+  for (double s : row.sums) w.Double(s);
+  w.EndArray();
+  w.Key("l");
+  w.StartArray();
+  for (const auto& l : row.lasts) w.String(l.c_str(), static_cast<rapidjson::SizeType>(l.size()));
+  w.EndArray();
+  w.EndObject();
+  return {sb.GetString(), sb.GetSize()};
+}
+
+void parse_contribution(const std::string& text, RowState& row) {
+  rapidjson::Document d;
+  d.Parse(text.c_str(), text.size());
+  if (d.HasParseError() || !d.IsObject()) return;
+  if (d.HasMember("s") && d["s"].IsArray())
+    for (const auto& v : d["s"].GetArray()) row.sums.push_back(v.IsNumber() ? v.GetDouble() : 0);
+  if (d.HasMember("l") && d["l"].IsArray())
+    for (const auto& v : d["l"].GetArray())
+      row.lasts.emplace_back(v.IsString() ? std::string(v.GetString(), v.GetStringLength())
+                                          : std::string("null"));
+}
+
+}  // namespace
+
+std::string format_number(double v) {
+  char buf[40];
+  if (std::isfinite(v) && std::fabs(v) < 1e15 && v == std::floor(v))
+    std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v));
+  else
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+size_t ProjectionSpec::sum_count() const {
+  size_t n = 0;
+  for (const auto& f : fields) n += f.fold == Fold::sum;
+  return n;
+}
+
+size_t ProjectionSpec::last_count() const {
+  size_t n = 0;
+  for (const auto& f : fields) n += f.fold == Fold::last;
+  return n;
+}
+
+ProjectionStore::ProjectionStore(std::unique_ptr<Database> db, std::vector<ProjectionSpec> specs)
+    : db_(std::move(db)), specs_(std::move(specs)) {
+  create_tables();
+}
+
+void ProjectionStore::create_tables() {
+  db_->exec(
+      "CREATE TABLE IF NOT EXISTS sluice_projection_meta (projection TEXT PRIMARY KEY, "
+      "truncated_at " +
+      std::string(db_->position_type()) + " NOT NULL)");
+  select_meta_ =
+      db_->prepare("SELECT truncated_at FROM sluice_projection_meta WHERE projection = $1");
+  upsert_meta_ = db_->prepare(
+      "INSERT INTO sluice_projection_meta (projection, truncated_at) VALUES ($1, $2) ON CONFLICT "
+      "(projection) DO UPDATE SET truncated_at = excluded.truncated_at");
+  for (const auto& p : specs_) {
+    Statements s{};
+    const std::string& t = p.name;
+    const std::string pos = db_->position_type();
+    if (p.kind == ProjectionKind::mirror) {
+      db_->exec("CREATE TABLE IF NOT EXISTS " + t +
+                " (key TEXT PRIMARY KEY, data TEXT NOT NULL, source_position " + pos +
+                " NOT NULL, updated_ms BIGINT NOT NULL)");
+      db_->exec("CREATE TABLE IF NOT EXISTS " + t +
+                "__deleted (key TEXT PRIMARY KEY, source_position " + pos +
+                " NOT NULL, updated_ms BIGINT NOT NULL)");
+      s.select_main = db_->prepare("SELECT data, source_position FROM " + t + " WHERE key = $1");
+      s.upsert_main = db_->prepare(
+          "INSERT INTO " + t +
+          " (key, data, source_position, updated_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (key) "
+          "DO UPDATE SET data = excluded.data, source_position = excluded.source_position, "
+          "updated_ms = excluded.updated_ms");
+      s.delete_main = db_->prepare("DELETE FROM " + t + " WHERE key = $1");
+      s.select_side = db_->prepare("SELECT source_position FROM " + t + "__deleted WHERE key = $1");
+      s.upsert_side = db_->prepare(
+          "INSERT INTO " + t +
+          "__deleted (key, source_position, updated_ms) VALUES ($1, $2, $3) ON CONFLICT (key) DO "
+          "UPDATE SET source_position = excluded.source_position, updated_ms = "
+          "excluded.updated_ms");
+      s.delete_side = db_->prepare("DELETE FROM " + t + "__deleted WHERE key = $1");
+      s.recent_main = db_->prepare("SELECT key, data, source_position FROM " + t +
+                                   " ORDER BY updated_ms DESC LIMIT $1");
+      s.recent_side = db_->prepare("SELECT key, source_position FROM " + t +
+                                   "__deleted ORDER BY updated_ms DESC LIMIT $1");
+      s.clear_main = db_->prepare("DELETE FROM " + t + " WHERE source_position < $1");
+      s.clear_side = db_->prepare("DELETE FROM " + t + "__deleted WHERE source_position < $1");
+    } else {
+      std::string cols, defs, insert_cols, params, updates;
+      size_t n = 1;
+      for (const auto& f : p.fields) {
+        const char* type = f.fold == Fold::sum     ? "DOUBLE PRECISION"
+                           : f.fold == Fold::count ? "BIGINT"
+                                                   : "TEXT";
+        defs += ", " + f.column + " " + type;
+        cols += f.column + ", ";
+        insert_cols += ", " + f.column;
+        params += ", $" + std::to_string(++n);
+        updates += f.column + " = excluded." + f.column + ", ";
+      }
+      db_->exec("CREATE TABLE IF NOT EXISTS " + t + " (group_key TEXT PRIMARY KEY" + defs +
+                ", row_count BIGINT NOT NULL, last_position " + pos + ", source_position " + pos +
+                " NOT NULL, updated_ms BIGINT NOT NULL)");
+      db_->exec("CREATE TABLE IF NOT EXISTS " + t +
+                "__sources (key TEXT PRIMARY KEY, group_key TEXT, contribution TEXT, "
+                "source_position " +
+                pos + " NOT NULL, deleted INTEGER NOT NULL, updated_ms BIGINT NOT NULL)");
+      const std::string tail = ", $" + std::to_string(n + 1) + ", $" + std::to_string(n + 2) +
+                               ", $" + std::to_string(n + 3) + ", $" + std::to_string(n + 4);
+      s.select_main =
+          db_->prepare("SELECT " + cols + "row_count, last_position, source_position FROM " + t +
+                       " WHERE group_key = $1");
+      s.upsert_main = db_->prepare(
+          "INSERT INTO " + t + " (group_key" + insert_cols +
+          ", row_count, last_position, source_position, updated_ms) VALUES ($1" + params + tail +
+          ") ON CONFLICT (group_key) DO UPDATE SET " + updates +
+          "row_count = excluded.row_count, last_position = excluded.last_position, "
+          "source_position = excluded.source_position, updated_ms = excluded.updated_ms");
+      s.delete_main = db_->prepare("DELETE FROM " + t + " WHERE group_key = $1");
+      s.select_side =
+          db_->prepare("SELECT group_key, contribution, source_position, deleted FROM " + t +
+                       "__sources WHERE key = $1");
+      s.upsert_side = db_->prepare(
+          "INSERT INTO " + t +
+          "__sources (key, group_key, contribution, source_position, deleted, updated_ms) VALUES "
+          "($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO UPDATE SET group_key = "
+          "excluded.group_key, contribution = excluded.contribution, source_position = "
+          "excluded.source_position, deleted = excluded.deleted, updated_ms = excluded.updated_ms");
+      s.delete_side = db_->prepare("DELETE FROM " + t + "__sources WHERE key = $1");
+      s.recent_main = db_->prepare("SELECT group_key, " + cols +
+                                   "row_count, last_position, source_position FROM " + t +
+                                   " ORDER BY updated_ms DESC LIMIT $1");
+      s.recent_side =
+          db_->prepare("SELECT key, group_key, contribution, source_position, deleted FROM " + t +
+                       "__sources ORDER BY updated_ms DESC LIMIT $1");
+      s.clear_side = db_->prepare("DELETE FROM " + t + "__sources WHERE source_position < $1");
+      // Groups left empty by rows older than the truncate go with it.
+      s.clear_main = db_->prepare("DELETE FROM " + t +
+                                  " WHERE row_count <= 0 AND (last_position IS NULL OR "
+                                  "last_position < $1)");
+      s.sources_before = db_->prepare("SELECT key, group_key, contribution, source_position FROM " +
+                                      t + "__sources WHERE source_position < $1 AND deleted = 0");
+    }
+    stmts_.push_back(s);
+  }
+}
+
+RowState ProjectionStore::row_from_main(size_t projection, const SqlRow& r, size_t first) const {
+  const ProjectionSpec& p = specs_[projection];
+  RowState row;
+  row.present = true;
+  if (p.kind == ProjectionKind::mirror) {
+    row.data = r[first].value_or("null");
+    row.position = r[first + 1].value_or("");
+    return row;
+  }
+  size_t c = first;
+  for (const auto& f : p.fields) {
+    if (f.fold == Fold::sum) row.sums.push_back(to_double(r[c]));
+    if (f.fold == Fold::last) row.lasts.push_back(r[c].value_or("null"));
+    ++c;
+  }
+  row.rows = to_int(r[c]);
+  row.last_position = r[c + 1].value_or("");
+  row.position = r[c + 2].value_or("");
+  return row;
+}
+
+RowState ProjectionStore::load(size_t projection, RowFamily family, const std::string& key) {
+  const Statements& s = stmts_[projection];
+  RowState row;
+  switch (family) {
+    case RowFamily::mirror: {
+      auto main = db_->run(s.select_main, {key});
+      if (!main.empty()) return row_from_main(projection, main[0], 0);
+      auto side = db_->run(s.select_side, {key});
+      if (!side.empty()) {
+        row.tombstone = true;
+        row.position = side[0][0].value_or("");
+      }
+      return row;
+    }
+    case RowFamily::group: {
+      auto main = db_->run(s.select_main, {key});
+      if (!main.empty()) return row_from_main(projection, main[0], 0);
+      return row;
+    }
+    case RowFamily::source: {
+      auto side = db_->run(s.select_side, {key});
+      if (side.empty()) return row;
+      row.data = side[0][0].value_or("");
+      parse_contribution(side[0][1].value_or(""), row);
+      row.position = side[0][2].value_or("");
+      row.tombstone = to_int(side[0][3]) != 0;
+      row.present = !row.tombstone;
+      return row;
+    }
+  }
+  return row;
+}
+
+void ProjectionStore::save(size_t projection, RowFamily family, const std::string& key,
+                           const RowState& row, const RowState& before, int64_t now_ms) {
+  const Statements& s = stmts_[projection];
+  const ProjectionSpec& p = specs_[projection];
+  const std::string now = std::to_string(now_ms);
+  switch (family) {
+    case RowFamily::mirror:
+      if (row.present) {
+        db_->run(s.upsert_main, {key, row.data, row.position, now});
+        if (before.tombstone) db_->run(s.delete_side, {key});
+      } else if (row.tombstone) {
+        if (before.present) db_->run(s.delete_main, {key});
+        db_->run(s.upsert_side, {key, row.position, now});
+      }
+      return;
+    case RowFamily::group: {
+      if (!row.present) {
+        if (before.present) db_->run(s.delete_main, {key});
+        return;
+      }
+      std::vector<SqlValue> params{key};
+      size_t si = 0, li = 0;
+      for (const auto& f : p.fields) {
+        if (f.fold == Fold::sum)
+          params.emplace_back(format_number(row.sums.at(si++)));
+        else if (f.fold == Fold::count)
+          params.emplace_back(std::to_string(row.rows));
+        else
+          params.emplace_back(row.lasts.at(li++));
+      }
+      params.emplace_back(std::to_string(row.rows));
+      params.emplace_back(row.last_position);
+      params.emplace_back(row.position);
+      params.emplace_back(now);
+      db_->run(s.upsert_main, params);
+      return;
+    }
+    case RowFamily::source:
+      db_->run(s.upsert_side, {key, row.data, contribution_json(row), row.position,
+                               std::string(row.tombstone ? "1" : "0"), now});
+      return;
+  }
+}
+
+void ProjectionStore::truncate(size_t projection, const std::string& position) {
+  db_->run(stmts_[projection].clear_main, {position});
+  db_->run(stmts_[projection].clear_side, {position});
+  db_->run(upsert_meta_, {specs_[projection].name, position});
+}
+
+std::vector<std::pair<std::string, RowState>> ProjectionStore::sources_before(
+    size_t projection, const std::string& position) {
+  std::vector<std::pair<std::string, RowState>> out;
+  for (const auto& r : db_->run(stmts_[projection].sources_before, {position})) {
+    RowState row;
+    row.present = true;
+    row.data = r[1].value_or("");
+    parse_contribution(r[2].value_or(""), row);
+    row.position = r[3].value_or("");
+    out.emplace_back(r[0].value_or(""), std::move(row));
+  }
+  return out;
+}
+
+std::string ProjectionStore::truncated_at(size_t projection) {
+  auto rows = db_->run(select_meta_, {specs_[projection].name});
+  return rows.empty() ? std::string() : rows[0][0].value_or("");
+}
+
+std::vector<std::pair<std::string, RowState>> ProjectionStore::recent(size_t projection,
+                                                                      RowFamily family,
+                                                                      size_t limit) {
+  std::vector<std::pair<std::string, RowState>> out;
+  const Statements& s = stmts_[projection];
+  const std::string n = std::to_string(limit);
+  if (family == RowFamily::source) {
+    for (const auto& r : db_->run(s.recent_side, {n})) {
+      RowState row;
+      row.data = r[1].value_or("");
+      parse_contribution(r[2].value_or(""), row);
+      row.position = r[3].value_or("");
+      row.tombstone = to_int(r[4]) != 0;
+      row.present = !row.tombstone;
+      out.emplace_back(r[0].value_or(""), std::move(row));
+    }
+    return out;
+  }
+  for (const auto& r : db_->run(s.recent_main, {n}))
+    out.emplace_back(r[0].value_or(""), row_from_main(projection, r, 1));
+  return out;
+}
+
+}  // namespace sluice_projection

@@ -1,0 +1,96 @@
+// Projection definitions and their tables: how a projection's rows are read and written in SQL.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "database.hpp"
+
+namespace sluice_projection {
+
+enum class ProjectionKind { mirror, aggregate };
+enum class Fold { sum, count, last };
+
+struct AggregateField {
+  std::string column;
+  Fold fold = Fold::sum;
+  std::string source_field;  // empty for count
+};
+
+struct ProjectionSpec {
+  std::string name;  // also the table name
+  ProjectionKind kind = ProjectionKind::mirror;
+  std::string table;  // source table, "schema.table"
+  std::string group_by;
+  std::vector<AggregateField> fields;
+  size_t sum_count() const;
+  size_t last_count() const;
+};
+
+// The state of one row as the fold sees it. Three row families share it:
+//  - a mirror row (present: the row exists; tombstone: it was deleted at `position`);
+//  - an aggregate group row (sums, lasts, rows = contributing source rows);
+//  - an aggregate's source row (data = its group key, sums/lasts = what it contributed,
+//    tombstone: deleted at `position`).
+// present == tombstone == false with an empty position means "never seen".
+struct RowState {
+  bool present = false;
+  bool tombstone = false;
+  std::string position;
+  std::string data;
+  std::vector<double> sums;
+  std::vector<std::string> lasts;  // JSON texts
+  std::string last_position;
+  int64_t rows = 0;
+};
+
+enum class RowFamily : char { mirror = 'm', group = 'g', source = 's' };
+
+// The SQL side of the projections. Not thread-safe: used under the stage's store lock.
+class ProjectionStore {
+ public:
+  ProjectionStore(std::unique_ptr<Database> db, std::vector<ProjectionSpec> specs);
+
+  const std::vector<ProjectionSpec>& specs() const { return specs_; }
+  Database& db() { return *db_; }
+
+  RowState load(size_t projection, RowFamily family, const std::string& key);
+  // Writes `row`; `before` is the row as loaded, so only the statements needed run.
+  void save(size_t projection, RowFamily family, const std::string& key, const RowState& row,
+            const RowState& before, int64_t now_ms);
+  // Drops a projection's rows (mirror), or source rows and emptied groups (aggregate), older than
+  // `position` and remembers it: older events are skipped from then on. Rows written by events
+  // after the truncate stay, so a truncate that overtakes later events on another lane loses
+  // nothing.
+  void truncate(size_t projection, const std::string& position);
+  // An aggregate's live source rows older than `position` (their contributions go on truncate).
+  std::vector<std::pair<std::string, RowState>> sources_before(size_t projection,
+                                                               const std::string& position);
+  std::string truncated_at(size_t projection);
+  // The most recently updated rows (for cache warm-up).
+  std::vector<std::pair<std::string, RowState>> recent(size_t projection, RowFamily family,
+                                                       size_t limit);
+
+ private:
+  struct Statements {
+    size_t select_main, upsert_main, delete_main;
+    size_t select_side, upsert_side, delete_side;
+    size_t recent_main, recent_side;
+    size_t clear_main, clear_side, sources_before;
+  };
+  RowState row_from_main(size_t projection, const SqlRow& r, size_t first) const;
+  void create_tables();
+
+  std::unique_ptr<Database> db_;
+  std::vector<ProjectionSpec> specs_;
+  std::vector<Statements> stmts_;
+  size_t select_meta_ = 0, upsert_meta_ = 0;
+};
+
+// Number text for SQL and JSON: integers without a fraction, others with full precision.
+std::string format_number(double v);
+
+}  // namespace sluice_projection

@@ -1,0 +1,745 @@
+// The `projection` transform: folds change events into read models and emits derived events.
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <regex>
+#include <sluice/sdk.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "projection_store.hpp"
+#include "row_cache.hpp"
+
+namespace sluice_projection {
+namespace {
+
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string to_json(const rapidjson::Value& v) {
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  v.Accept(w);
+  return {sb.GetString(), sb.GetSize()};
+}
+
+void check_identifier(const std::string& name, const char* field) {
+  static const std::regex kIdentifier("[A-Za-z_][A-Za-z0-9_]{0,62}");
+  if (!std::regex_match(name, kIdentifier))
+    throw sluice::ConfigError(field,
+                              std::string(field) + ": '" + name +
+                                  "' is not a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*)");
+}
+
+std::string member_string(const rapidjson::Value& obj, const char* name) {
+  auto it = obj.FindMember(name);
+  if (it == obj.MemberEnd() || it->value.IsNull()) return {};
+  if (!it->value.IsString())
+    throw sluice::ConfigError("projections",
+                              std::string("projections: ") + name + " must be a string");
+  return {it->value.GetString(), it->value.GetStringLength()};
+}
+
+std::vector<ProjectionSpec> parse_projections(const sluice::Config& c) {
+  const auto* list = c.find("projections");
+  if (!list || !list->IsArray() || list->Empty())
+    throw sluice::ConfigError("projections", "projections must be a non-empty list");
+  std::vector<ProjectionSpec> out;
+  for (const auto& e : list->GetArray()) {
+    if (!e.IsObject())
+      throw sluice::ConfigError("projections", "each projection is a mapping {name, kind, table}");
+    ProjectionSpec p;
+    p.name = member_string(e, "name");
+    check_identifier(p.name, "projections");
+    for (const auto& other : out)
+      if (other.name == p.name)
+        throw sluice::ConfigError("projections", "projections: duplicate name '" + p.name + "'");
+    const std::string kind = member_string(e, "kind");
+    p.table = member_string(e, "table");
+    if (p.table.empty())
+      throw sluice::ConfigError("projections", "projection " + p.name + ": table is required");
+    if (kind == "mirror" || kind.empty()) {
+      p.kind = ProjectionKind::mirror;
+    } else if (kind == "aggregate") {
+      p.kind = ProjectionKind::aggregate;
+      p.group_by = member_string(e, "group_by");
+      if (p.group_by.empty())
+        throw sluice::ConfigError("projections", "aggregate " + p.name + ": group_by is required");
+      auto fields = e.FindMember("fields");
+      if (fields == e.MemberEnd() || !fields->value.IsObject() || fields->value.ObjectEmpty())
+        throw sluice::ConfigError("projections", "aggregate " + p.name +
+                                                     ": fields must map columns to {sum: F}, "
+                                                     "{count: true} or {last: F}");
+      for (const auto& f : fields->value.GetObject()) {
+        AggregateField af;
+        af.column = f.name.GetString();
+        check_identifier(af.column, "projections");
+        if (!f.value.IsObject() || f.value.MemberCount() != 1)
+          throw sluice::ConfigError("projections",
+                                    "aggregate " + p.name + " field " + af.column +
+                                        ": one of {sum: F}, {count: true}, {last: F}");
+        const auto& fold = *f.value.MemberBegin();
+        const std::string fn = fold.name.GetString();
+        if (fn == "sum" || fn == "last") {
+          if (!fold.value.IsString())
+            throw sluice::ConfigError("projections", "aggregate " + p.name + " field " + af.column +
+                                                         ": " + fn + " takes a field name");
+          af.fold = fn == "sum" ? Fold::sum : Fold::last;
+          af.source_field = fold.value.GetString();
+        } else if (fn == "count") {
+          af.fold = Fold::count;
+        } else {
+          throw sluice::ConfigError("projections", "aggregate " + p.name + " field " + af.column +
+                                                       ": unknown fold '" + fn +
+                                                       "' (sum, count, last)");
+        }
+        p.fields.push_back(std::move(af));
+      }
+    } else {
+      throw sluice::ConfigError("projections",
+                                "projection " + p.name + ": kind must be mirror or aggregate");
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+// What one change event contributes to one projection, computed before the store is locked.
+struct Contribution {
+  size_t projection = 0;
+  bool has_image = false;    // false for a delete
+  std::string data;          // mirror: the after image
+  std::string group;         // aggregate: group key
+  std::vector<double> sums;  // aggregate
+  std::vector<std::string> lasts;
+};
+
+struct ChangeEvent {
+  size_t index = 0;
+  char op = 0;
+  std::string table;
+  std::string key;
+  std::string position;
+  std::string ts_ms;  // JSON text
+  std::vector<Contribution> parts;
+};
+
+struct Derived {
+  size_t index;
+  std::string key;
+  std::string value;
+  size_t projection;
+};
+
+class ProjectionTransform final : public sluice::Transform {
+ public:
+  static std::string description() {
+    return "Folds normalized change events (from the debezium transform) into mirror and "
+           "aggregate projections in SQLite or PostgreSQL, one transaction per batch, idempotent "
+           "by source position, behind a row cache; emits one derived event per change.";
+  }
+
+  static sluice::ConfigSchema schema() {
+    sluice::ConfigSchema s;
+    s.string("store")
+        .default_value("sqlite")
+        .one_of({"sqlite", "postgres"})
+        .doc("Where the projections live.");
+    s.string("path").default_value("").path().doc(
+        "sqlite: the database file (WAL mode); relative to the pipeline file's folder.");
+    s.string("conninfo").default_value("").secret().doc("postgres: a libpq connection string.");
+    s.string("synchronous")
+        .default_value("NORMAL")
+        .one_of({"NORMAL", "FULL"})
+        .doc("sqlite: PRAGMA synchronous (NORMAL: durable at checkpoints; FULL: at every commit).");
+    s.list("projections")
+        .required()
+        .doc(
+            "[{name, kind: mirror|aggregate, table: schema.table, group_by, fields: {col: {sum: F} "
+            "| {count: true} | {last: F}}}]");
+    s.object("cache").doc("{capacity, policy: lru|lfu|ttl|adaptive, ttl_ms, warmup}");
+    s.string("cache_eviction_policy")
+        .default_value("")
+        .doc("Seed name of cache.policy (lru, lfu, ttl, adaptive).");
+    s.integer("cache_warmup_size").default_value(-1).doc("Seed name of cache.warmup.");
+    s.string("topic").default_value("projections").doc("Topic of the derived events.");
+    s.boolean("emit").default_value(true).doc("false: update projections, emit no derived events.");
+    return s;
+  }
+
+  ProjectionTransform(const sluice::Config& c, sluice::Host& host)
+      : host_(host),
+        topic_(c.get_string("topic", "projections")),
+        emit_(c.get_bool("emit", true)),
+        cache_(cache_options(c)) {
+    auto specs = parse_projections(c);
+    const std::string store = c.get_string("store", "sqlite");
+    std::unique_ptr<Database> db;
+    if (store == "sqlite") {
+      const std::string path = c.get_string("path");
+      if (path.empty()) throw sluice::ConfigError("path", "store sqlite needs path");
+      db = open_sqlite(path, c.get_string("synchronous", "NORMAL"));
+    } else {
+      const std::string conninfo = c.get_string("conninfo");
+      if (conninfo.empty()) throw sluice::ConfigError("conninfo", "store postgres needs conninfo");
+      db = open_postgres(conninfo);
+    }
+    store_ = std::make_unique<ProjectionStore>(std::move(db), std::move(specs));
+    for (size_t p = 0; p < store_->specs().size(); ++p) {
+      truncated_at_.push_back(store_->truncated_at(p));
+      by_table_[store_->specs()[p].table].push_back(p);
+    }
+    warm_up(warmup_size(c));
+  }
+
+  void process(const sluice::Batch& in, sluice::Output& out) override {
+    std::vector<ChangeEvent> events;
+    events.reserve(in.size());
+    double passed_over = 0, rejected = 0;
+    for (size_t i = 0; i < in.size(); ++i) {
+      std::string reason;
+      ChangeEvent ev;
+      switch (parse(in[i], i, ev, reason)) {
+        case Parsed::change:
+          events.push_back(std::move(ev));
+          break;
+        case Parsed::other:
+          ++passed_over;
+          break;
+        case Parsed::bad:
+          out.reject(i, "projection: " + reason);
+          ++rejected;
+          break;
+      }
+    }
+
+    std::vector<Derived> derived;
+    Tally tally;
+    {
+      std::lock_guard lock(mu_);
+      adjust_capacity();
+      const CacheCounts before = cache_.counts();
+      BatchState batch;
+      store_->db().begin();
+      try {
+        for (const auto& ev : events) apply(ev, batch, derived, tally);
+        flush(batch);
+        store_->db().commit();
+      } catch (...) {
+        store_->db().rollback();
+        // The cache holds committed rows only, except rows read after a truncate flushed this
+        // batch's writes: those are forgotten with the transaction.
+        if (!batch.truncated.empty()) cache_.clear();
+        throw;
+      }
+      for (auto& [ck, d] : batch.dirty) cache_.put(ck, std::move(d.now));
+      for (auto& [p, pos] : batch.truncated) truncated_at_[p] = pos;
+      report_cache(before);
+    }
+    if (emit_) {
+      for (const auto& d : derived) {
+        sluice::OutRecord o = sluice::OutRecord::from(in[d.index]);
+        o.key = std::string_view(d.key);
+        o.value = std::string_view(d.value);
+        o.topic = topic_;
+        o.headers.clear();
+        o.headers.emplace_back("sluice.projection", store_->specs()[d.projection].name);
+        out.emit(d.index, o);
+      }
+    }
+    if (passed_over) host_.counter_add("passed_over", passed_over);
+    if (rejected) host_.counter_add("rejected", rejected);
+    if (tally.applied) host_.counter_add("rows_changed", tally.applied);
+    if (tally.replayed) host_.counter_add("skipped_replayed", tally.replayed);
+    if (tally.noop) host_.counter_add("no_op", tally.noop);
+    if (tally.unprojected) host_.counter_add("no_projection", tally.unprojected);
+    if (!derived.empty() && emit_) host_.counter_add("derived_events", double(derived.size()));
+  }
+
+  void on_memory_pressure(double level) override {
+    std::lock_guard lock(mu_);
+    const size_t configured = cache_.configured_capacity();
+    const size_t target = level >= 1.0 ? configured / 10 : cache_.capacity() / 2;
+    const CacheCounts before = cache_.counts();
+    cache_.set_capacity(std::min(cache_.capacity(), target));
+    report_cache(before);
+    host_.info("memory pressure " + std::to_string(level) + ": row cache shrunk to " +
+               std::to_string(cache_.capacity()) + " rows");
+  }
+
+ private:
+  enum class Parsed { change, other, bad };
+
+  struct Dirty {
+    size_t projection;
+    RowFamily family;
+    std::string key;
+    RowState before;
+    RowState now;
+    bool changed = false;
+  };
+  struct BatchState {
+    std::unordered_map<std::string, Dirty> dirty;
+    std::vector<std::string> order;  // write order
+    std::vector<std::pair<size_t, std::string>> truncated;
+  };
+  struct Tally {
+    double applied = 0, replayed = 0, noop = 0, unprojected = 0;
+  };
+
+  static RowCache<RowState>::Options cache_options(const sluice::Config& c) {
+    RowCache<RowState>::Options o;
+    o.capacity = 10000;
+    o.policy = EvictionPolicy::adaptive;
+    std::string policy = c.get_string("cache_eviction_policy");
+    if (const auto* cache = c.find("cache")) {
+      if (!cache->IsObject())
+        throw sluice::ConfigError("cache", "cache must be a mapping {capacity, policy, ...}");
+      for (const auto& m : cache->GetObject()) {
+        const std::string name = m.name.GetString();
+        if (name == "capacity" && m.value.IsUint64())
+          o.capacity = m.value.GetUint64();
+        else if (name == "policy" && m.value.IsString())
+          policy = m.value.GetString();
+        else if (name == "ttl_ms" && m.value.IsInt64() && m.value.GetInt64() > 0)
+          o.ttl_ms = m.value.GetInt64();
+        else if (name != "warmup" || !m.value.IsUint64())
+          throw sluice::ConfigError("cache", "cache." + name +
+                                                 ": unknown key or wrong type (capacity: int, "
+                                                 "policy: string, ttl_ms: int, warmup: int)");
+      }
+    }
+    if (!policy.empty()) {
+      try {
+        o.policy = parse_eviction_policy(policy);
+      } catch (const std::invalid_argument& e) {
+        throw sluice::ConfigError("cache", e.what());
+      }
+    }
+    return o;
+  }
+
+  static size_t warmup_size(const sluice::Config& c) {
+    int64_t n = c.get_int("cache_warmup_size", -1);
+    if (const auto* cache = c.find("cache"); cache && cache->HasMember("warmup"))
+      n = (*cache)["warmup"].GetInt64();
+    return n > 0 ? static_cast<size_t>(n) : 0;
+  }
+
+  static std::string cache_key(size_t projection, RowFamily family, const std::string& key) {
+    std::string ck = std::to_string(projection);
+    ck += static_cast<char>(family);
+    ck += key;
+    return ck;
+  }
+
+  // Loads the most recently updated rows of every projection, newest last so they stay.
+  void warm_up(size_t rows) {
+    if (rows == 0) return;
+    size_t loaded = 0;
+    for (size_t p = 0; p < store_->specs().size(); ++p) {
+      const bool aggregate = store_->specs()[p].kind == ProjectionKind::aggregate;
+      for (RowFamily f : aggregate ? std::vector{RowFamily::source, RowFamily::group}
+                                   : std::vector{RowFamily::mirror}) {
+        auto recent = store_->recent(p, f, rows);
+        for (auto it = recent.rbegin(); it != recent.rend(); ++it) {
+          cache_.put(cache_key(p, f, it->first), std::move(it->second));
+          ++loaded;
+        }
+      }
+    }
+    host_.gauge_set("cache_size", static_cast<double>(cache_.size()));
+    if (loaded > 0) host_.info("row cache warmed up with " + std::to_string(loaded) + " rows");
+  }
+
+  void adjust_capacity() {
+    if (cache_.capacity() < cache_.configured_capacity() && host_.memory_pressure() < 0.5)
+      cache_.set_capacity(
+          std::min(cache_.configured_capacity(), std::max<size_t>(cache_.capacity() * 2, 16)));
+  }
+
+  void report_cache(const CacheCounts& before) {
+    const CacheCounts& now = cache_.counts();
+    if (now.hits > before.hits) host_.counter_add("cache_hits", double(now.hits - before.hits));
+    if (now.misses > before.misses)
+      host_.counter_add("cache_misses", double(now.misses - before.misses));
+    if (now.evictions > before.evictions)
+      host_.counter_add("cache_evictions", double(now.evictions - before.evictions));
+    host_.gauge_set("cache_size", static_cast<double>(cache_.size()));
+    host_.gauge_set("cache_capacity", static_cast<double>(cache_.capacity()));
+    const double total = double(now.hits + now.misses);
+    if (total > 0) host_.gauge_set("cache_hit_rate", double(now.hits) / total);
+  }
+
+  Parsed parse(const sluice::RecordView& r, size_t index, ChangeEvent& ev, std::string& reason) {
+    if (!r.has_value()) return Parsed::other;
+    rapidjson::Document d;
+    d.Parse(r.value().data(), r.value().size());
+    if (d.HasParseError() || !d.IsObject() || !d.HasMember("kind") || !d["kind"].IsString()) {
+      reason = "not a normalized change event (put the debezium transform before projection)";
+      return Parsed::bad;
+    }
+    if (std::string_view(d["kind"].GetString()) != "change") return Parsed::other;
+    auto str = [&](const char* name) -> std::string {
+      auto it = d.FindMember(name);
+      return it != d.MemberEnd() && it->value.IsString()
+                 ? std::string(it->value.GetString(), it->value.GetStringLength())
+                 : std::string();
+    };
+    const std::string op = str("op");
+    ev.index = index;
+    ev.op = op.size() == 1 ? op[0] : 0;
+    ev.table = str("table");
+    ev.position = str("position");
+    if (!ev.op || ev.table.empty() || ev.position.empty()) {
+      reason = "change event without op, table or position";
+      return Parsed::bad;
+    }
+    if (d.HasMember("key") && !d["key"].IsNull()) ev.key = to_json(d["key"]);
+    ev.ts_ms = d.HasMember("ts_ms") ? to_json(d["ts_ms"]) : "null";
+    auto projections = by_table_.find(ev.table);
+    if (projections == by_table_.end()) return Parsed::change;  // no projection: nothing to do
+    if (ev.op != 't' && ev.key.empty()) {
+      reason = "change event without a key";
+      return Parsed::bad;
+    }
+    const rapidjson::Value* after =
+        d.HasMember("after") && d["after"].IsObject() ? &d["after"] : nullptr;
+    const bool upsert = ev.op == 'c' || ev.op == 'u' || ev.op == 'r';
+    if (upsert && !after) {
+      reason = std::string("op ") + ev.op + " without an after image";
+      return Parsed::bad;
+    }
+    for (size_t p : projections->second) {
+      const ProjectionSpec& spec = store_->specs()[p];
+      Contribution c;
+      c.projection = p;
+      c.has_image = upsert;
+      if (upsert && spec.kind == ProjectionKind::mirror) c.data = to_json(*after);
+      if (upsert && spec.kind == ProjectionKind::aggregate) {
+        auto g = after->FindMember(spec.group_by.c_str());
+        if (g == after->MemberEnd() || g->value.IsNull()) {
+          reason = spec.name + ": group_by field '" + spec.group_by + "' is missing or null";
+          return Parsed::bad;
+        }
+        c.group = g->value.IsString()
+                      ? std::string(g->value.GetString(), g->value.GetStringLength())
+                      : to_json(g->value);
+        for (const auto& f : spec.fields) {
+          if (f.fold == Fold::count) continue;
+          auto v = after->FindMember(f.source_field.c_str());
+          const bool absent = v == after->MemberEnd() || v->value.IsNull();
+          if (f.fold == Fold::last) {
+            c.lasts.push_back(absent ? "null" : to_json(v->value));
+            continue;
+          }
+          double x = 0;
+          if (!absent && v->value.IsNumber()) {
+            x = v->value.GetDouble();
+          } else if (!absent && v->value.IsString()) {
+            // Debezium's decimal.handling.mode=string sends decimals as text.
+            char* end = nullptr;
+            x = std::strtod(v->value.GetString(), &end);
+            if (end == v->value.GetString() || *end != '\0' || !std::isfinite(x)) {
+              reason = spec.name + ": field '" + f.source_field + "' is not a number";
+              return Parsed::bad;
+            }
+          } else if (!absent) {
+            reason = spec.name + ": field '" + f.source_field + "' is not a number";
+            return Parsed::bad;
+          }
+          c.sums.push_back(x);
+        }
+      }
+      ev.parts.push_back(std::move(c));
+    }
+    return Parsed::change;
+  }
+
+  Dirty& row(BatchState& b, size_t p, RowFamily f, const std::string& key) {
+    std::string ck = cache_key(p, f, key);
+    auto it = b.dirty.find(ck);
+    if (it != b.dirty.end()) return it->second;
+    RowState state;
+    if (const RowState* cached = cache_.get(ck)) {
+      state = *cached;
+    } else {
+      state = store_->load(p, f, key);
+      cache_.put(ck, state);
+    }
+    b.order.push_back(ck);
+    Dirty d{p, f, key, state, state, false};
+    return b.dirty.emplace(std::move(ck), std::move(d)).first->second;
+  }
+
+  void flush(BatchState& b) {
+    const int64_t now = wall_ms();
+    for (const auto& ck : b.order) {
+      Dirty& d = b.dirty.at(ck);
+      if (d.changed) store_->save(d.projection, d.family, d.key, d.now, d.before, now);
+    }
+    b.order.clear();
+  }
+
+  std::string truncated_at(const BatchState& b, size_t p) const {
+    for (auto it = b.truncated.rbegin(); it != b.truncated.rend(); ++it)
+      if (it->first == p) return it->second;
+    return truncated_at_[p];
+  }
+
+  void apply(const ChangeEvent& ev, BatchState& b, std::vector<Derived>& derived, Tally& tally) {
+    auto found = by_table_.find(ev.table);
+    if (found == by_table_.end()) {
+      ++tally.unprojected;
+      return;
+    }
+    if (ev.op == 't') {
+      for (size_t p : found->second) {
+        if (ev.position <= truncated_at(b, p)) {
+          ++tally.replayed;
+          continue;
+        }
+        // Rows written so far in this batch go first; then the older rows are cleared.
+        flush(b);
+        b.dirty.clear();
+        cache_.clear();
+        if (store_->specs()[p].kind == ProjectionKind::aggregate) {
+          // Take the truncated source rows' contributions out of their groups.
+          for (const auto& [key, src] : store_->sources_before(p, ev.position)) {
+            Dirty& g = row(b, p, RowFamily::group, src.data);
+            if (!g.now.present) continue;
+            g.changed = true;
+            for (size_t i = 0; i < src.sums.size() && i < g.now.sums.size(); ++i)
+              g.now.sums[i] -= src.sums[i];
+            g.now.rows -= 1;
+            g.now.position = ev.position;
+            // Gone with the truncate unless a later event (another lane) already touched it.
+            if (g.now.rows <= 0 && g.now.last_position < ev.position) g.now = RowState{};
+          }
+          flush(b);
+          b.dirty.clear();
+          cache_.clear();
+        }
+        store_->truncate(p, ev.position);
+        b.truncated.emplace_back(p, ev.position);
+        ++tally.applied;
+        derived.push_back({ev.index, store_->specs()[p].name,
+                           derived_json(p, "clear", "null", "null", "null", ev), p});
+      }
+      return;
+    }
+    for (const auto& part : ev.parts) {
+      if (ev.position <= truncated_at(b, part.projection)) {
+        ++tally.replayed;
+        continue;
+      }
+      if (store_->specs()[part.projection].kind == ProjectionKind::mirror)
+        apply_mirror(ev, part, b, derived, tally);
+      else
+        apply_aggregate(ev, part, b, derived, tally);
+    }
+  }
+
+  void apply_mirror(const ChangeEvent& ev, const Contribution& part, BatchState& b,
+                    std::vector<Derived>& derived, Tally& tally) {
+    Dirty& d = row(b, part.projection, RowFamily::mirror, ev.key);
+    RowState& st = d.now;
+    if (!st.position.empty() && ev.position <= st.position) {
+      ++tally.replayed;
+      return;
+    }
+    d.changed = true;
+    if (part.has_image) {
+      if (st.present && st.data == part.data) {
+        st.position = ev.position;
+        ++tally.noop;
+        return;
+      }
+      derived.push_back({ev.index, ev.key,
+                         derived_json(part.projection, st.present ? "update" : "insert", ev.key,
+                                      st.present ? st.data : "null", part.data, ev),
+                         part.projection});
+      st.present = true;
+      st.tombstone = false;
+      st.data = part.data;
+    } else {
+      if (st.present) {
+        derived.push_back({ev.index, ev.key,
+                           derived_json(part.projection, "delete", ev.key, st.data, "null", ev),
+                           part.projection});
+      } else {
+        ++tally.noop;
+      }
+      st.present = false;
+      st.tombstone = true;
+      st.data.clear();
+    }
+    st.position = ev.position;
+    ++tally.applied;
+  }
+
+  void apply_aggregate(const ChangeEvent& ev, const Contribution& part, BatchState& b,
+                       std::vector<Derived>& derived, Tally& tally) {
+    const size_t p = part.projection;
+    const ProjectionSpec& spec = store_->specs()[p];
+    Dirty& src_row = row(b, p, RowFamily::source, ev.key);
+    RowState& src = src_row.now;
+    if (!src.position.empty() && ev.position <= src.position) {
+      // Its row has moved on, but `last` is a maximum over every event of the group: taking
+      // the older event into it keeps `last` the same in whatever order events arrive.
+      if (part.has_image && spec.last_count() > 0) raise_last(ev, part, b, derived);
+      ++tally.replayed;
+      return;
+    }
+    src_row.changed = true;
+    const bool had = src.present;
+    if (had && part.has_image && src.data == part.group && src.sums == part.sums &&
+        src.lasts == part.lasts) {
+      src.position = ev.position;
+      ++tally.noop;
+      return;
+    }
+    // Group images before this event, for the derived events.
+    std::vector<std::string> groups;
+    if (had) groups.push_back(src.data);
+    if (part.has_image && (!had || part.group != src.data)) groups.push_back(part.group);
+    std::vector<std::string> old_images;
+    for (const auto& g : groups)
+      old_images.push_back(group_json(spec, row(b, p, RowFamily::group, g).now));
+
+    if (had) {
+      Dirty& g = row(b, p, RowFamily::group, src.data);
+      g.changed = true;
+      for (size_t i = 0; i < src.sums.size() && i < g.now.sums.size(); ++i)
+        g.now.sums[i] -= src.sums[i];
+      g.now.rows -= 1;
+      g.now.position = ev.position;
+      // A group whose rows are all gone stays (count 0) and keeps its `last`: deleting it would
+      // make `last` depend on the order in which lanes and partitions deliver its events.
+    }
+    if (part.has_image) {
+      Dirty& g = row(b, p, RowFamily::group, part.group);
+      g.changed = true;
+      if (!g.now.present) {
+        g.now = RowState{};
+        g.now.present = true;
+        g.now.sums.assign(spec.sum_count(), 0.0);
+        g.now.lasts.assign(spec.last_count(), "null");
+      }
+      for (size_t i = 0; i < part.sums.size(); ++i) g.now.sums[i] += part.sums[i];
+      g.now.rows += 1;
+      // "last" follows the newest contributing event; ties (one snapshot position) by key.
+      std::string order = ev.position + "|" + ev.key;
+      if (order > g.now.last_position) {
+        g.now.lasts = part.lasts;
+        g.now.last_position = std::move(order);
+      }
+      g.now.position = ev.position;
+    }
+    for (size_t i = 0; i < groups.size(); ++i) {
+      const RowState& now = row(b, p, RowFamily::group, groups[i]).now;
+      const std::string new_image = group_json(spec, now);
+      if (new_image == old_images[i]) continue;
+      const char* op = old_images[i] == "null" ? "insert"
+                       : new_image == "null"   ? "delete"
+                                               : "update";
+      derived.push_back(
+          {ev.index, groups[i],
+           derived_json(p, op, group_key_json(groups[i]), old_images[i], new_image, ev), p});
+    }
+    src.present = part.has_image;
+    src.tombstone = !part.has_image;
+    src.data = part.has_image ? part.group : std::string();
+    src.sums = part.has_image ? part.sums : std::vector<double>{};
+    src.lasts = part.has_image ? part.lasts : std::vector<std::string>{};
+    src.position = ev.position;
+    ++tally.applied;
+  }
+
+  void raise_last(const ChangeEvent& ev, const Contribution& part, BatchState& b,
+                  std::vector<Derived>& derived) {
+    const size_t p = part.projection;
+    const ProjectionSpec& spec = store_->specs()[p];
+    std::string order = ev.position + "|" + ev.key;
+    Dirty& g = row(b, p, RowFamily::group, part.group);
+    if (order <= g.now.last_position) return;
+    const std::string old_image = group_json(spec, g.now);
+    if (!g.now.present) {
+      g.now = RowState{};
+      g.now.present = true;
+      g.now.sums.assign(spec.sum_count(), 0.0);
+      g.now.lasts.assign(spec.last_count(), "null");
+      g.now.position = ev.position;
+    }
+    g.now.lasts = part.lasts;
+    g.now.last_position = std::move(order);
+    g.changed = true;
+    const std::string new_image = group_json(spec, g.now);
+    if (new_image != old_image)
+      derived.push_back({ev.index, part.group,
+                         derived_json(p, old_image == "null" ? "insert" : "update",
+                                      group_key_json(part.group), old_image, new_image, ev),
+                         p});
+  }
+
+  static std::string group_key_json(const std::string& g) {
+    rapidjson::StringBuffer sb;
+    Writer w(sb);
+    w.String(g.c_str(), static_cast<rapidjson::SizeType>(g.size()));
+    return {sb.GetString(), sb.GetSize()};
+  }
+
+  static std::string group_json(const ProjectionSpec& spec, const RowState& g) {
+    if (!g.present) return "null";
+    std::string out = "{";
+    size_t si = 0, li = 0;
+    for (const auto& f : spec.fields) {
+      if (out.size() > 1) out += ',';
+      out += '"' + f.column + "\":";
+      if (f.fold == Fold::sum)
+        out += format_number(si < g.sums.size() ? g.sums[si++] : 0.0);
+      else if (f.fold == Fold::count)
+        out += std::to_string(g.rows);
+      else
+        out += li < g.lasts.size() ? g.lasts[li++] : "null";
+    }
+    return out + "}";
+  }
+
+  std::string derived_json(size_t p, const char* op, const std::string& key_json,
+                           const std::string& old_json, const std::string& new_json,
+                           const ChangeEvent& ev) const {
+    std::string out;
+    out.reserve(160 + old_json.size() + new_json.size());
+    out += R"({"projection":")" + store_->specs()[p].name + R"(","op":")" + op + R"(","key":)" +
+           key_json + R"(,"old":)" + old_json + R"(,"new":)" + new_json +
+           R"(,"source":{"table":")" + ev.table + R"(","op":")" + std::string(1, ev.op) +
+           R"(","position":")" + ev.position + R"(","ts_ms":)" + ev.ts_ms + "}}";
+    return out;
+  }
+
+  sluice::Host& host_;
+  std::string topic_;
+  bool emit_;
+  std::mutex mu_;  // guards the store, the cache and truncated_at_
+  RowCache<RowState> cache_;
+  std::unique_ptr<ProjectionStore> store_;
+  std::vector<std::string> truncated_at_;
+  std::unordered_map<std::string, std::vector<size_t>> by_table_;
+};
+
+}  // namespace
+}  // namespace sluice_projection
+
+SLUICE_MODULE("projection", "0.1.0",
+              SLUICE_TRANSFORM(sluice_projection::ProjectionTransform, "projection"))

@@ -1,0 +1,117 @@
+// The SQLite backend of the projection store: one connection, WAL mode, prepared statements.
+#include <sqlite3.h>
+
+#include <sluice/sdk.hpp>
+
+#include "database.hpp"
+
+namespace sluice_projection {
+
+namespace {
+
+class SqliteDatabase final : public Database {
+ public:
+  SqliteDatabase(const std::string& path, const std::string& synchronous) {
+    sqlite3* db = nullptr;
+    int rc =
+        sqlite3_open_v2(path.c_str(), &db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+    db_.reset(db);
+    if (rc != SQLITE_OK)
+      throw std::runtime_error("cannot open sqlite database " + path + ": " +
+                               (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+    sqlite3_busy_timeout(db, 5000);
+    exec("PRAGMA journal_mode=WAL");
+    exec("PRAGMA synchronous=" + synchronous);
+  }
+
+  void exec(const std::string& sql) override {
+    char* err = nullptr;
+    int rc = sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, &err);
+    if (rc != SQLITE_OK) {
+      std::string msg = err ? err : sqlite3_errstr(rc);
+      sqlite3_free(err);
+      fail(rc, "sqlite: " + msg + " (in: " + sql.substr(0, 80) + ")");
+    }
+  }
+
+  size_t prepare(const std::string& sql) override {
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v3(db_.get(), sql.c_str(), static_cast<int>(sql.size()),
+                                SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    if (rc != SQLITE_OK)
+      fail(rc, "sqlite: cannot prepare '" + sql + "': " + sqlite3_errmsg(db_.get()));
+    statements_.emplace_back(s);
+    return statements_.size() - 1;
+  }
+
+  std::vector<SqlRow> run(size_t statement, const std::vector<SqlValue>& params) override {
+    sqlite3_stmt* s = statements_.at(statement).get();
+    sqlite3_reset(s);
+    for (size_t i = 0; i < params.size(); ++i) {
+      const int index = static_cast<int>(i + 1);
+      int rc = params[i] ? sqlite3_bind_text(s, index, params[i]->data(),
+                                             static_cast<int>(params[i]->size()), SQLITE_STATIC)
+                         : sqlite3_bind_null(s, index);
+      if (rc != SQLITE_OK) fail(rc, std::string("sqlite: bind: ") + sqlite3_errmsg(db_.get()));
+    }
+    std::vector<SqlRow> rows;
+    for (;;) {
+      int rc = sqlite3_step(s);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) {
+        std::string msg = sqlite3_errmsg(db_.get());
+        sqlite3_reset(s);
+        fail(rc, "sqlite: " + msg);
+      }
+      SqlRow row;
+      const int n = sqlite3_column_count(s);
+      row.reserve(n);
+      for (int c = 0; c < n; ++c) {
+        if (sqlite3_column_type(s, c) == SQLITE_NULL) {
+          row.emplace_back(std::nullopt);
+        } else {
+          const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(s, c));
+          row.emplace_back(std::string(text, sqlite3_column_bytes(s, c)));
+        }
+      }
+      rows.push_back(std::move(row));
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rows;
+  }
+
+  // IMMEDIATE takes the write lock up front, so a busy database shows at BEGIN, not mid-batch.
+  void begin() override { exec("BEGIN IMMEDIATE"); }
+  void commit() override { exec("COMMIT"); }
+  void rollback() noexcept override {
+    if (!sqlite3_get_autocommit(db_.get()))
+      sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+ private:
+  [[noreturn]] static void fail(int rc, const std::string& message) {
+    const int primary = rc & 0xff;
+    if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_IOERR)
+      throw sluice::Retriable(message);
+    throw std::runtime_error(message);
+  }
+  struct CloseDb {
+    void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+  };
+  struct FinalizeStmt {
+    void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+  };
+  // Statements are declared after the connection so they are finalized first.
+  std::unique_ptr<sqlite3, CloseDb> db_;
+  std::vector<std::unique_ptr<sqlite3_stmt, FinalizeStmt>> statements_;
+};
+
+}  // namespace
+
+std::unique_ptr<Database> open_sqlite(const std::string& path, const std::string& synchronous) {
+  return std::make_unique<SqliteDatabase>(path, synchronous);
+}
+
+}  // namespace sluice_projection

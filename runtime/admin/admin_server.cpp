@@ -1,0 +1,454 @@
+// The admin HTTP API on cpp-httplib: routing, the bearer-token rule, JSON errors and the bodies.
+#include "admin/admin_server.hpp"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <httplib.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#include "middleware/stats.hpp"
+#include "pipeline/circuit_breaker.hpp"
+
+namespace sluice::admin {
+namespace {
+
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+constexpr const char* kJson = "application/json";
+constexpr const char* kPrometheusText = "text/plain; version=0.0.4";
+
+struct Route {
+  std::string_view path;
+  std::string_view method;  // GET routes answer HEAD too
+  bool mutating;
+};
+
+constexpr std::array<Route, 4> kRoutes = {{
+    {"/health", "GET", false},
+    {"/stats", "GET", false},
+    {"/metrics", "GET", false},
+    {"/reload", "POST", true},
+}};
+
+const Route* find_route(std::string_view path) {
+  for (const auto& r : kRoutes)
+    if (r.path == path) return &r;
+  return nullptr;
+}
+
+bool allows(const Route& route, std::string_view method) {
+  return method == route.method || (route.method == "GET" && method == "HEAD");
+}
+
+std::string_view reason(int status) {
+  switch (status) {
+    case 400:
+      return "malformed request";
+    case 401:
+      return "missing or wrong bearer token";
+    case 404:
+      return "not found";
+    case 405:
+      return "method not allowed";
+    case 408:
+      return "request timed out";
+    case 413:
+      return "request body too large";
+    case 414:
+      return "request URI too long";
+    case 416:
+      return "range not satisfiable";
+    case 431:
+      return "request headers too large";
+    case 500:
+      return "internal error";
+    case 501:
+      return "not implemented";
+    case 503:
+      return "unavailable";
+    default:
+      return status >= 500 ? "server error" : "bad request";
+  }
+}
+
+void send_error(httplib::Response& res, int status, std::string_view message) {
+  rapidjson::StringBuffer buffer;
+  Writer w(buffer);
+  w.StartObject();
+  w.Key("error");
+  w.String(message.data(), static_cast<rapidjson::SizeType>(message.size()));
+  w.Key("status");
+  w.Int(status);
+  w.EndObject();
+  res.status = status;
+  res.set_content(std::string(buffer.GetString(), buffer.GetSize()), kJson);
+}
+
+// Compares without leaking, through timing, how much of a guessed token was right.
+bool same_secret(std::string_view given, std::string_view expected) {
+  unsigned char diff = given.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const char g = i < given.size() ? given[i] : '\0';
+    diff |= static_cast<unsigned char>(g ^ expected[i]);
+  }
+  return diff == 0;
+}
+
+bool has_bearer_token(const httplib::Request& req, const std::string& token) {
+  constexpr std::string_view kScheme = "Bearer ";
+  const std::string header = req.get_header_value("Authorization");
+  if (header.size() < kScheme.size()) return false;
+  // The scheme name is case-insensitive (RFC 7235); the token is not.
+  for (size_t i = 0; i < kScheme.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(header[i])) !=
+        std::tolower(static_cast<unsigned char>(kScheme[i])))
+      return false;
+  return same_secret(std::string_view(header).substr(kScheme.size()), token);
+}
+
+// {"reloaded": true, "stage": "<name>" | null}
+std::string reloaded_body(const std::string& stage) {
+  rapidjson::StringBuffer buffer;
+  Writer w(buffer);
+  w.StartObject();
+  w.Key("reloaded");
+  w.Bool(true);
+  w.Key("stage");
+  if (stage.empty()) {
+    w.Null();
+  } else {
+    w.String(stage.data(), static_cast<rapidjson::SizeType>(stage.size()));
+  }
+  w.EndObject();
+  return {buffer.GetString(), buffer.GetSize()};
+}
+
+}  // namespace
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost") return true;
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    if (IN6_IS_ADDR_V4MAPPED(&v6)) return v6.s6_addr[12] == 127;
+  }
+  return false;
+}
+
+core::AdminSettings apply_admin_flag(core::AdminSettings settings, const std::string& flag) {
+  if (flag == "off") {
+    settings.enabled = false;
+    return settings;
+  }
+  const auto bad = [&flag] {
+    return AdminError(
+        fmt::format("--admin: expected HOST:PORT, [IPV6]:PORT or off, got '{}'", flag));
+  };
+  const auto colon = flag.rfind(':');
+  if (colon == std::string::npos) throw bad();
+  std::string host = flag.substr(0, colon);
+  const std::string port = flag.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    throw bad();  // a bare IPv6 address: the port would be ambiguous
+  }
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    throw bad();
+  const unsigned long number = std::stoul(port);
+  if (number > 65535) throw bad();
+  if (!host.empty()) settings.host = host;
+  settings.port = static_cast<uint16_t>(number);
+  settings.enabled = true;
+  return settings;
+}
+
+struct AdminServer::Http {
+  httplib::Server server;
+};
+
+AdminServer::AdminServer(core::AdminSettings settings, const pipeline::Supervisor& supervisor,
+                         ReloadCallback reload, Options options)
+    : settings_(std::move(settings)),
+      supervisor_(supervisor),
+      reload_(std::move(reload)),
+      options_(options) {
+  token_ = settings_.token;
+  if (token_.empty()) {
+    if (const char* env = std::getenv("SLUICE_ADMIN_TOKEN")) token_ = env;
+  }
+}
+
+AdminServer::~AdminServer() { stop(); }
+
+std::string AdminServer::url() const {
+  const bool v6 = settings_.host.find(':') != std::string::npos;
+  return fmt::format("http://{}{}{}:{}", v6 ? "[" : "", settings_.host, v6 ? "]" : "", port_);
+}
+
+void AdminServer::start() {
+  if (!settings_.enabled || running()) return;
+  if (token_.empty() && !is_loopback_host(settings_.host))
+    throw AdminError(fmt::format(
+        "admin API: refusing to listen on {} without a token; anyone who can reach it could "
+        "reload plugins. Set admin.token (or SLUICE_ADMIN_TOKEN), or bind to 127.0.0.1",
+        settings_.host));
+
+  http_ = std::make_unique<Http>();
+  httplib::Server& server = http_->server;
+  const size_t threads = std::max<size_t>(1, options_.threads);
+  // httplib owns and deletes the queue it gets from this factory.
+  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server.set_payload_max_length(options_.max_body_bytes);
+  // Short timeouts so an idle or stalled client neither holds a worker nor delays stop().
+  server.set_read_timeout(2, 0);
+  server.set_write_timeout(2, 0);
+  server.set_keep_alive_timeout(1);
+  server.set_default_headers({{"Cache-Control", "no-store"}});
+  // httplib's default also sets SO_REUSEPORT, which would let a second process share the port
+  // silently (and get half the requests); keep only SO_REUSEADDR, so the bind fails instead.
+  server.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+
+  server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    const Route* route = find_route(req.path);
+    if (route == nullptr) {
+      send_error(res, 404,
+                 fmt::format("no endpoint {}; try /health, /stats, /metrics, /reload",
+                             req.path.substr(0, 200)));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (!allows(*route, req.method)) {
+      res.set_header("Allow", route->method == "GET" ? "GET, HEAD" : std::string(route->method));
+      send_error(res, 405, fmt::format("{} takes {}", route->path, route->method));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (route->mutating && !token_.empty() && !has_bearer_token(req, token_)) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      send_error(res, 401, "missing or wrong bearer token (Authorization: Bearer TOKEN)");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+
+  // Any 4xx/5xx the library produces itself (unparsable request, too large) gets a JSON body too.
+  server.set_error_handler(
+      httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        send_error(res, res.status, reason(res.status));
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  server.set_exception_handler(
+      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown exception";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        spdlog::error("admin API: {} {} failed: {}", req.method, req.path, what);
+        send_error(res, 500, what);
+      });
+
+  server.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    const HealthReport report = health();
+    res.status = report.healthy ? 200 : 503;
+    res.set_content(to_json(report), kJson);
+  });
+  server.Get("/stats", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(stats_json(), kJson);
+  });
+  server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(middleware::to_prometheus(supervisor_.stats()), kPrometheusText);
+  });
+  server.Post("/reload", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string stage;
+    if (req.has_param("stage")) {
+      stage = req.get_param_value("stage");
+      if (stage.empty()) return send_error(res, 400, "stage= needs a stage name");
+      if (!has_stage(stage))
+        return send_error(res, 404, fmt::format("no stage named '{}'", stage.substr(0, 200)));
+    }
+    if (!reload_) return send_error(res, 501, "reload is not available in this process");
+    spdlog::info("admin API: reload of {} requested", stage.empty() ? "every stage" : stage);
+    // A refused reload shows in /health through the pipeline, which records it per stage.
+    const std::string error = reload_(stage);
+    if (!error.empty()) return send_error(res, 500, "reload failed: " + error);
+    res.set_content(reloaded_body(stage), kJson);
+  });
+  server.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+    spdlog::debug("admin API: {} {} -> {}", req.method, req.path, res.status);
+  });
+
+  int bound = 0;
+  if (settings_.port == 0) {
+    bound = server.bind_to_any_port(settings_.host);
+  } else {
+    bound = server.bind_to_port(settings_.host, settings_.port) ? settings_.port : -1;
+  }
+  if (bound <= 0) {
+    const int err = errno;
+    http_.reset();
+    throw AdminError(fmt::format("admin API: cannot listen on {}:{}: {}", settings_.host,
+                                 settings_.port,
+                                 err != 0 ? std::strerror(err) : "address not available"));
+  }
+  port_ = static_cast<uint16_t>(bound);
+  // Already bound, so a client connecting right after start() returns is queued, not refused.
+  auto listening_ended = std::make_shared<std::atomic<bool>>(false);
+  thread_ = std::thread([this, listening_ended] {
+    http_->server.listen_after_bind();
+    listening_ended->store(true);
+  });
+  // httplib's stop() does nothing until the accept loop runs, so a stop() right after start()
+  // would leave the thread listening forever; wait for the loop (it starts at once).
+  while (!http_->server.is_running() && !listening_ended->load())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!http_->server.is_running()) {
+    thread_.join();
+    http_.reset();
+    throw AdminError(fmt::format("admin API: cannot serve on {}", url()));
+  }
+  spdlog::info("admin API listening on {}{}", url(), token_.empty() ? "" : " (token required)");
+}
+
+void AdminServer::stop() {
+  if (!thread_.joinable()) return;
+  http_->server.stop();
+  thread_.join();
+  http_.reset();
+}
+
+void AdminServer::set_stage_error(const std::string& pipeline, const std::string& stage,
+                                  const std::string& message) {
+  std::lock_guard lock(errors_mu_);
+  if (message.empty()) {
+    if (auto it = stage_errors_.find(pipeline); it != stage_errors_.end()) {
+      it->second.erase(stage);
+      if (it->second.empty()) stage_errors_.erase(it);
+    }
+  } else {
+    stage_errors_[pipeline][stage] = message;
+  }
+}
+
+std::vector<PipelineObservation> AdminServer::observe() const {
+  std::vector<PipelineObservation> out;
+  for (const auto& p : supervisor_.pipelines()) {
+    PipelineObservation o;
+    // finished first: a pipeline seen finished has its final stats.
+    o.finished = p->finished();
+    o.summary = p->summary();
+    o.stats = p->stats();
+    o.stage_errors = p->stage_errors();
+    if (const auto* breaker = p->circuit_breaker();
+        breaker != nullptr && breaker->state() != pipeline::CircuitBreaker::State::closed) {
+      // The breaker guards the sink, and the stage is named after it.
+      for (const auto& s : o.stats) {
+        o.stage_errors.emplace(s.stage,
+                               fmt::format("circuit breaker {} after {} consecutive failures",
+                                           pipeline::CircuitBreaker::name(breaker->state()),
+                                           breaker->consecutive_failures()));
+      }
+    }
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+HealthReport AdminServer::health() const {
+  const auto observed = observe();
+  std::lock_guard lock(errors_mu_);
+  return evaluate_health(observed, stage_errors_, options_.health);
+}
+
+bool AdminServer::has_stage(const std::string& stage) const {
+  for (const auto& p : supervisor_.pipelines()) {
+    for (const auto& s : p->stats()) {
+      if (s.stage == stage) return true;
+      for (const auto& plugin : s.plugins)
+        if (plugin.instance == stage) return true;
+    }
+  }
+  return false;
+}
+
+std::string AdminServer::stats_json() const {
+  const auto observed = observe();
+  HealthReport report;
+  {
+    std::lock_guard lock(errors_mu_);
+    report = evaluate_health(observed, stage_errors_, options_.health);
+  }
+  rapidjson::StringBuffer buffer;
+  Writer w(buffer);
+  auto key = [&w](std::string_view k) {
+    w.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
+  };
+  w.StartObject();
+  key("pipelines");
+  w.StartObject();
+  for (size_t i = 0; i < observed.size(); ++i) {
+    const auto& o = observed[i];
+    const auto& s = o.summary;
+    key(s.pipeline);
+    w.StartObject();
+    key("state");
+    w.String(health_state_name(report.pipelines[i].state));
+    key("failure");
+    if (s.failed) {
+      w.String(s.failure.data(), static_cast<rapidjson::SizeType>(s.failure.size()));
+    } else {
+      w.Null();
+    }
+    key("seconds");
+    w.Double(s.seconds);
+    key("records");
+    w.StartObject();
+    key("in");
+    w.Uint64(s.records_in);
+    key("delivered");
+    w.Uint64(s.delivered);
+    key("dead_lettered");
+    w.Uint64(s.dead_lettered);
+    key("filtered");
+    w.Uint64(s.filtered);
+    key("rejected");
+    w.Uint64(s.rejected);
+    key("sink");
+    w.Uint64(s.sink_records);
+    w.EndObject();
+    key("stages");
+    w.StartObject();
+    for (const auto& stage : o.stats) {
+      key(stage.stage);
+      middleware::write_json(w, stage);
+    }
+    w.EndObject();
+    w.EndObject();
+  }
+  w.EndObject();
+  w.EndObject();
+  return {buffer.GetString(), buffer.GetSize()};
+}
+
+}  // namespace sluice::admin

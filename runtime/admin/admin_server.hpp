@@ -1,0 +1,108 @@
+// The admin HTTP API: GET /health, /stats, /metrics and POST /reload, served on its own thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "admin/health.hpp"
+#include "core/settings.hpp"
+#include "pipeline/supervisor.hpp"
+
+namespace sluice::admin {
+
+// The server cannot start: a non-loopback address without a token, or the address is taken.
+class AdminError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Whether `host` names this machine's loopback interface only (127.0.0.0/8, ::1, localhost).
+bool is_loopback_host(const std::string& host);
+
+// Applies the launcher's `--admin` value to the file's settings: "off" disables the API,
+// "HOST:PORT" or "[V6HOST]:PORT" (":PORT" keeps the host) sets the address and enables it.
+// Throws AdminError for anything else.
+core::AdminSettings apply_admin_flag(core::AdminSettings settings, const std::string& flag);
+
+// Endpoints (every error is a JSON object {"error": "..."} with a 4xx or 5xx status):
+//   GET  /health   health JSON (see health.hpp); 200 when every pipeline is healthy, else 503.
+//   GET  /stats    {"pipelines": {"<name>": {"state", "failure", "seconds", "records": {"in",
+//                  "delivered", "dead_lettered", "filtered", "rejected", "sink"}, "stages":
+//                  {"<stage>": <middleware::write_json shape, incl. "plugins">}}}}
+//   GET  /metrics  Prometheus text 0.0.4 (middleware::to_prometheus).
+//   POST /reload[?stage=NAME]  calls the reload callback; 200 {"reloaded": true, "stage"},
+//                  404 for a stage no pipeline has, 500 with the callback's error (which the
+//                  pipeline also shows in /health), 501 if no callback was given. Needs
+//                  `Authorization: Bearer TOKEN` when a token is set.
+// Unknown paths get 404, a known path with another method 405 (with Allow), a missing or wrong
+// token 401, a malformed request 400 (or 413/414 when too large).
+class AdminServer {
+ public:
+  // Reloads one stage (by instance name), or every stage when `stage` is empty. Returns "" on
+  // success or an error message; runs on a server thread.
+  using ReloadCallback = std::function<std::string(const std::string& stage)>;
+
+  struct Options {
+    HealthRules health;
+    size_t threads = 4;  // requests served at once; an admin API needs few
+    size_t max_body_bytes = 64 * 1024;
+  };
+
+  // The token is AdminSettings::token, else the environment's SLUICE_ADMIN_TOKEN.
+  AdminServer(core::AdminSettings settings, const pipeline::Supervisor& supervisor,
+              ReloadCallback reload, Options options);
+  AdminServer(core::AdminSettings settings, const pipeline::Supervisor& supervisor,
+              ReloadCallback reload)
+      : AdminServer(std::move(settings), supervisor, std::move(reload), Options{}) {}
+  ~AdminServer();
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+
+  // Binds and starts serving on a new thread; a no-op when the settings disable the API. Throws
+  // AdminError when the address is not loopback and there is no token, or binding fails.
+  void start();
+  // Stops accepting, finishes requests being served and joins the thread. Idempotent.
+  void stop();
+
+  bool running() const { return thread_.joinable(); }
+  // The bound port (the ephemeral one when configured as 0); 0 before start().
+  uint16_t port() const { return port_; }
+  // e.g. http://127.0.0.1:8088 (IPv6 hosts in brackets).
+  std::string url() const;
+
+  // Marks a stage degraded in /health with `message`, for problems only the caller knows of
+  // (the pipelines' own reload errors and circuit breakers are read from them); an empty
+  // message clears it. Thread-safe.
+  void set_stage_error(const std::string& pipeline, const std::string& stage,
+                       const std::string& message);
+
+  // The bodies the endpoints serve, for callers that want them without HTTP.
+  HealthReport health() const;
+  std::string stats_json() const;
+
+ private:
+  struct Http;
+
+  std::vector<PipelineObservation> observe() const;
+  // Whether a running pipeline has a stage or plugin instance of this name.
+  bool has_stage(const std::string& stage) const;
+
+  core::AdminSettings settings_;
+  const pipeline::Supervisor& supervisor_;
+  ReloadCallback reload_;
+  Options options_;
+  std::string token_;
+  std::unique_ptr<Http> http_;
+  std::thread thread_;
+  uint16_t port_ = 0;
+
+  mutable std::mutex errors_mu_;
+  StageErrors stage_errors_;
+};
+
+}  // namespace sluice::admin

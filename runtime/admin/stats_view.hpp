@@ -1,0 +1,65 @@
+// Terminal views of the stats JSON: the `sluice stats` table and the `sluice top` frame.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sluice::admin {
+
+// The figures an operator watches for one pipeline stage.
+struct StageRow {
+  std::string pipeline;
+  std::string stage;
+  std::string state;  // the pipeline's state from /stats; "" in a stats file, which has none
+  uint64_t records_in = 0;
+  uint64_t records_out = 0;
+  uint64_t records_done = 0;  // out + rejected + filtered: what the stage finished with
+  double rate = 0;            // the profiler's mean records/s
+  uint32_t batch_size = 0;
+  uint32_t concurrency = 0;
+  uint32_t in_flight = 0;
+  uint64_t queue_depth = 0;
+  double memory_pressure = 0;  // 0..1
+  double error_rate_percent = 0;
+  bool paused = false;  // intake held back by backpressure
+};
+
+// Reads the /stats JSON (or the --stats-file one: the same shape without pipeline state).
+// Throws std::runtime_error saying what is wrong with it.
+std::vector<StageRow> parse_stats(std::string_view json);
+
+// One row per pipeline stage under a header; columns aligned.
+std::string render_stats_table(const std::vector<StageRow>& rows);
+
+// ▁▂▃▄▅▆▇█, one character per sample, scaled to the largest sample (all ▁ when that is 0).
+std::string sparkline(std::span<const double> samples);
+
+// `sluice top`: keeps each stage's recent throughput between refreshes and draws a frame.
+class TopView {
+ public:
+  explicit TopView(size_t history = 30) : history_(history) {}
+
+  // One refresh; `elapsed_s` since the previous one. A stage's throughput is the change of its
+  // finished-record count over that time, or the profiler's mean on the first sample.
+  void add(const std::vector<StageRow>& rows, double elapsed_s);
+
+  // The frame as plain text (no escape codes): `title`, an optional `status` line (e.g. a
+  // failed fetch), then one row per stage with its sparkline.
+  std::string render(std::string_view title, std::string_view status = {}) const;
+
+ private:
+  struct Track {
+    StageRow last;
+    double throughput = 0;
+    std::deque<double> history;
+    bool present = false;  // in the latest refresh
+  };
+  size_t history_;
+  std::vector<std::pair<std::string, Track>> tracks_;  // first-seen order
+};
+
+}  // namespace sluice::admin

@@ -1,0 +1,277 @@
+// Unit tests of the projection transform on a real SQLite file: mirror and aggregate folding,
+// idempotent replays, truncates, derived events, rejects, warm-up and memory pressure.
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <sqlite3.h>
+
+#include <map>
+
+#include "plugin_harness.hpp"
+
+using namespace plugin_test;
+
+namespace {
+
+// A normalized change event, as the debezium transform writes it.
+TestRecord change(const std::string& table, char op, const std::string& key, int64_t lsn,
+                  const std::string& after = "null", const std::string& before = "null") {
+  char pos[32];
+  std::snprintf(pos, sizeof pos, "L%020lld", static_cast<long long>(lsn));
+  TestRecord r;
+  r.key = key;
+  r.value = R"({"kind":"change","op":")" + std::string(1, op) + R"(","table":")" + table +
+            R"(","key":)" + (key.empty() ? "null" : key) + R"(,"position":")" + pos +
+            R"(","ts_ms":5,"before":)" + before + R"(,"after":)" + after + "}";
+  r.offset = lsn;
+  return r;
+}
+
+TestRecord tx(char op, int id, int account, double amount, int64_t lsn) {
+  const std::string key = R"({"id":)" + std::to_string(id) + "}";
+  const std::string row = R"({"id":)" + std::to_string(id) + R"(,"account_id":)" +
+                          std::to_string(account) + R"(,"amount":)" + std::to_string(amount) + "}";
+  return change("bank.transactions", op, key, lsn, op == 'd' ? "null" : row,
+                op == 'd' ? row : "null");
+}
+
+std::string config(const std::string& db, const std::string& extra = "") {
+  return R"({"store":"sqlite","path":")" + db + R"(",)" + extra +
+         R"("projections":[{"name":"customers","kind":"mirror","table":"bank.customers"},)"
+         R"({"name":"balances","kind":"aggregate","table":"bank.transactions",)"
+         R"("group_by":"account_id","fields":{"balance":{"sum":"amount"},)"
+         R"("tx_count":{"count":true},"last_tx":{"last":"id"}}}]})";
+}
+
+// Every row of a query, as text joined by '|'.
+std::vector<std::string> rows(const std::string& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &s, nullptr) == SQLITE_OK);
+  std::vector<std::string> out;
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    std::string line;
+    for (int c = 0; c < sqlite3_column_count(s); ++c) {
+      if (c) line += '|';
+      const unsigned char* t = sqlite3_column_text(s, c);
+      line += t ? reinterpret_cast<const char*>(t) : "NULL";
+    }
+    out.push_back(line);
+  }
+  sqlite3_finalize(s);
+  sqlite3_close(h);
+  return out;
+}
+
+struct Output {
+  std::vector<TestRecord> records;
+  std::vector<Rejection> rejects;
+};
+
+struct Projection {
+  explicit Projection(const std::string& cfg)
+      : lib(plugin_path("projection")),
+        instance(lib.plugin(SLUICE_KIND_TRANSFORM, "projection"), host, cfg) {}
+  Output run(const std::vector<TestRecord>& in) {
+    FakeWriter w;
+    auto r = instance.process(in, w);
+    REQUIRE_MESSAGE(r.ok(), r.message);
+    return {w.records, w.rejects};
+  }
+  Library lib;
+  FakeHost host;
+  Instance instance;
+};
+
+std::string field(const TestRecord& r, const char* name) {
+  rapidjson::Document d;
+  d.Parse(r.value->c_str());
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  d[name].Accept(w);
+  return sb.GetString();
+}
+
+}  // namespace
+
+TEST_CASE("mirror upserts on c, u and r, deletes on d, and emits one derived event per change") {
+  TempDir dir;
+  const std::string db = dir.file("p.db");
+  Projection p(config(db));
+  auto out = p.run({
+      change("bank.customers", 'r', R"({"id":1})", 10, R"({"id":1,"n":"a"})"),
+      change("bank.customers", 'c', R"({"id":2})", 20, R"({"id":2,"n":"b"})"),
+      change("bank.customers", 'u', R"({"id":1})", 30, R"({"id":1,"n":"a2"})"),
+      change("bank.customers", 'u', R"({"id":1})", 31, R"({"id":1,"n":"a2"})"),  // no-op
+      change("bank.customers", 'd', R"({"id":2})", 40, "null", R"({"id":2,"n":"b"})"),
+      change("bank.other", 'c', R"({"id":9})", 41, R"({"id":9})"),  // no projection
+  });
+  CHECK(rows(db, "select key, data from customers order by key") ==
+        std::vector<std::string>{R"({"id":1}|{"id":1,"n":"a2"})"});
+  REQUIRE(out.records.size() == 4);
+  CHECK(field(out.records[0], "op") == R"("insert")");
+  CHECK(field(out.records[2], "op") == R"("update")");
+  CHECK(field(out.records[2], "old") == R"({"id":1,"n":"a"})");
+  CHECK(field(out.records[2], "new") == R"({"id":1,"n":"a2"})");
+  CHECK(field(out.records[3], "op") == R"("delete")");
+  CHECK(field(out.records[3], "new") == "null");
+  CHECK(out.records[3].input_index == 4);
+  CHECK(out.records[3].header("sluice.projection") == "customers");
+  CHECK(out.records[3].topic == "projections");
+  CHECK(p.host.counter("no_op") == 1);
+}
+
+TEST_CASE("aggregate folds sum, count and last through inserts, updates and deletes") {
+  TempDir dir;
+  const std::string db = dir.file("p.db");
+  Projection p(config(db));
+  p.run({tx('c', 1, 7, 100, 10), tx('c', 2, 7, 50, 20), tx('c', 3, 8, 5, 30)});
+  CHECK(rows(db, "select group_key, balance, tx_count, last_tx from balances order by 1") ==
+        std::vector<std::string>{"7|150.0|2|2", "8|5.0|1|3"});
+  // An update takes the old amount out and puts the new one in; a move changes both groups.
+  auto out = p.run({tx('u', 1, 7, 30, 40), tx('u', 3, 7, 5, 50), tx('d', 2, 7, 50, 60)});
+  // A group whose rows are all gone stays with count 0 and its last value.
+  CHECK(rows(db, "select group_key, balance, tx_count, last_tx from balances order by 1") ==
+        std::vector<std::string>{"7|35.0|2|3", "8|0.0|0|3"});
+  // Events: group 7 update; group 8 update + group 7 update (the move); group 7 update.
+  REQUIRE(out.records.size() == 4);
+  CHECK(field(out.records[1], "key") == R"("8")");
+  CHECK(field(out.records[1], "new") == R"({"balance":0,"tx_count":0,"last_tx":3})");
+  CHECK(field(out.records[2], "new") == R"({"balance":85,"tx_count":3,"last_tx":3})");
+  CHECK(field(out.records[3], "new") == R"({"balance":35,"tx_count":2,"last_tx":3})");
+  CHECK(field(out.records[3], "old") == R"({"balance":85,"tx_count":3,"last_tx":3})");
+}
+
+TEST_CASE("replaying any range leaves projections unchanged and emits nothing") {
+  TempDir dir;
+  const std::string db = dir.file("p.db");
+  std::vector<TestRecord> all{
+      change("bank.customers", 'c', R"({"id":1})", 10, R"({"id":1,"n":"a"})"),
+      tx('c', 1, 7, 100, 11),
+      change("bank.customers", 'u', R"({"id":1})", 12, R"({"id":1,"n":"b"})"),
+      tx('u', 1, 7, 60, 13),
+      change("bank.customers", 'd', R"({"id":1})", 14, "null", R"({"id":1,"n":"b"})"),
+      tx('c', 2, 7, 1, 15),
+      tx('d', 1, 7, 60, 16),
+  };
+  const char* kDump =
+      "select 'c', key, data, source_position from customers union all select 'b', group_key, "
+      "balance || ',' || tx_count || ',' || last_tx, source_position from balances order by 1, 2";
+  std::vector<std::string> final_rows;
+  {
+    Projection p(config(db));
+    p.run(all);
+    final_rows = rows(db, kDump);
+    CHECK(final_rows == std::vector<std::string>{"b|7|1.0,1,2|L00000000000000000016"});
+    // The same instance, then a fresh one (a restart): whole input and a middle range.
+    CHECK(p.run(all).records.empty());
+    CHECK(p.host.counter("skipped_replayed") == static_cast<double>(all.size()));
+  }
+  Projection again(config(db));
+  CHECK(again.run(std::vector<TestRecord>(all.begin() + 1, all.begin() + 5)).records.empty());
+  CHECK(again.run(all).records.empty());
+  CHECK(rows(db, kDump) == final_rows);
+  // The deleted customer stays deleted although its create is replayed.
+  CHECK(rows(db, "select count(*) from customers") == std::vector<std::string>{"0"});
+}
+
+TEST_CASE("truncate clears older rows, skips older events, and keeps rows of later events") {
+  TempDir dir;
+  const std::string db = dir.file("p.db");
+  Projection p(config(db));
+  p.run({tx('c', 1, 7, 10, 10), tx('c', 2, 8, 20, 20),
+         change("bank.customers", 'c', R"({"id":1})", 21, R"({"id":1})")});
+  // A later insert overtook the truncate (another lane): the truncate must not remove it.
+  p.run({tx('c', 3, 7, 5, 40)});
+  auto out = p.run({change("bank.transactions", 't', "", 30), tx('c', 4, 8, 1, 25)});
+  CHECK(rows(db, "select group_key, balance, tx_count from balances order by 1") ==
+        std::vector<std::string>{"7|5.0|1"});
+  REQUIRE(out.records.size() == 1);
+  CHECK(field(out.records[0], "op") == R"("clear")");
+  CHECK(rows(db, "select count(*) from customers") == std::vector<std::string>{"1"});
+  CHECK(rows(db, "select truncated_at from sluice_projection_meta") ==
+        std::vector<std::string>{"L00000000000000000030"});
+  // Replaying the truncate changes nothing.
+  CHECK(p.run({change("bank.transactions", 't', "", 30)}).records.empty());
+}
+
+TEST_CASE("projection rejects events it cannot fold, with reasons, and applies the rest") {
+  TempDir dir;
+  const std::string db = dir.file("p.db");
+  Projection p(config(db));
+  TestRecord not_normalized;
+  not_normalized.value = R"({"op":"c"})";
+  auto out = p.run({
+      change("bank.transactions", 'c', R"({"id":1})", 10, R"({"id":1,"amount":5})"),
+      change("bank.transactions", 'c', R"({"id":2})", 11,
+             R"({"id":2,"account_id":1,"amount":"abc"})"),
+      change("bank.transactions", 'c', R"({"id":3})", 12,
+             R"({"id":3,"account_id":1,"amount":{"x":1}})"),
+      not_normalized,
+      tx('c', 4, 1, 2, 13),
+      change("bank.transactions", 'c', R"({"id":5})", 14,
+             R"({"id":5,"account_id":1,"amount":"2.5"})"),
+  });
+  REQUIRE(out.rejects.size() == 4);
+  CHECK(out.rejects[0].message.find("group_by field 'account_id' is missing") != std::string::npos);
+  CHECK(out.rejects[1].message.find("'amount' is not a number") != std::string::npos);
+  CHECK(out.rejects[2].message.find("'amount' is not a number") != std::string::npos);
+  CHECK(out.rejects[3].message.find("not a normalized change event") != std::string::npos);
+  CHECK(rows(db, "select balance, tx_count from balances") == std::vector<std::string>{"4.5|2"});
+}
+
+TEST_CASE("projection warms its cache with recent rows and reports hits, misses, evictions") {
+  TempDir dir;
+  const std::string db = dir.file("p.db");
+  {
+    Projection p(config(db, R"("cache":{"capacity":4,"policy":"lru"},)"));
+    std::vector<TestRecord> in;
+    for (int i = 1; i <= 10; ++i) in.push_back(tx('c', i, i % 3, 1, 10 + i));
+    p.run(in);
+    CHECK(p.host.counter("cache_misses") > 0);
+    CHECK(p.host.counter("cache_evictions") > 0);
+  }
+  Projection warm(config(db, R"("cache":{"capacity":100,"policy":"adaptive","warmup":50},)"));
+  CHECK(warm.host.gauge_values("cache_size").back() > 0);
+  warm.run({tx('u', 10, 1, 2, 100)});  // source row 10 and group 1 were warmed up
+  CHECK(warm.host.counter("cache_hits") >= 2);
+  CHECK(warm.host.counter("cache_misses") == 0);
+  CHECK(rows(db, "select balance from balances where group_key = '1'") ==
+        std::vector<std::string>{"5.0"});
+}
+
+TEST_CASE("memory pressure shrinks the projection cache") {
+  TempDir dir;
+  Library lib(plugin_path("projection"));
+  FakeHost host;
+  const sluice_plugin& plugin = lib.plugin(SLUICE_KIND_TRANSFORM, "projection");
+  void* inst = nullptr;
+  REQUIRE(Instance::try_create(plugin, host,
+                               config(dir.file("p.db"), R"("cache":{"capacity":1000},)"), &inst)
+              .ok());
+  plugin.on_memory_pressure(inst, 0.95);
+  CHECK(host.gauge_values("cache_capacity").back() == 500);
+  plugin.on_memory_pressure(inst, 1.2);
+  CHECK(host.gauge_values("cache_capacity").back() == 100);
+  plugin.destroy(inst);
+}
+
+TEST_CASE("projection config errors name the field") {
+  Library lib(plugin_path("projection"));
+  const sluice_plugin& plugin = lib.plugin(SLUICE_KIND_TRANSFORM, "projection");
+  FakeHost host;
+  void* inst = nullptr;
+  auto r = Instance::try_create(
+      plugin, host,
+      R"({"store":"sqlite","path":":memory:","projections":[{"name":"x-y","table":"t"}]})", &inst);
+  CHECK_FALSE(r.ok());
+  CHECK(r.field == "projections");
+  CHECK(r.message.find("not a plain SQL identifier") != std::string::npos);
+  r = Instance::try_create(plugin, host,
+                           R"({"store":"sqlite","path":":memory:","cache":{"policy":"fifo"},)"
+                           R"("projections":[{"name":"x","table":"t"}]})",
+                           &inst);
+  CHECK_FALSE(r.ok());
+  CHECK(r.field == "cache");
+}
