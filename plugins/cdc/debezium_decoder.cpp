@@ -6,6 +6,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <sluice/sdk.hpp>
 #include <cstdio>
 
 namespace sluice_cdc {
@@ -122,6 +123,12 @@ Decoded DebeziumDecoder::decode(const RawEvent& raw) const {
   Decoded out;
   rapidjson::Document key_doc;
   const rapidjson::Value* key = nullptr;
+  const size_t deepest = std::max(raw.key ? sluice::json_nesting_depth(*raw.key) : 0,
+                                  raw.value ? sluice::json_nesting_depth(*raw.value) : 0);
+  if (deepest > sluice::kMaxJsonDepth) {
+    out.error = "JSON nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
+    return out;
+  }
   if (raw.key && !raw.key->empty()) {
     key_doc.Parse(raw.key->data(), raw.key->size());
     if (key_doc.HasParseError()) {

@@ -188,6 +188,10 @@ void FileSource::emit(sluice::Output& out, std::string_view line, int64_t line_o
   if (validate_json_ && line.size() > max_record_bytes_) {
     error = "line of " + std::to_string(line.size()) + " bytes is over max_record_bytes (" +
             std::to_string(max_record_bytes_) + ")";
+  } else if ((validate_json_ || !key_field_.empty()) &&
+             sluice::json_nesting_depth(line) > sluice::kMaxJsonDepth) {
+    if (validate_json_)
+      error = "JSON nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
   } else if (validate_json_ || !key_field_.empty()) {
     rapidjson::Document doc;
     doc.Parse<rapidjson::kParseValidateEncodingFlag>(line.data(), line.size());

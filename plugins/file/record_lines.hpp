@@ -97,7 +97,7 @@ class LineEncoder {
   // Embeds `text` as JSON when it parses (compacted), else as a JSON string.
   void write_json_or_string(rapidjson::Writer<rapidjson::StringBuffer>& w, std::string_view text,
                             bool embed_json = true) {
-    if (embed_json) {
+    if (embed_json && sluice::json_nesting_depth(text) <= sluice::kMaxJsonDepth) {
       doc_.Parse(text.data(), text.size());
       if (!doc_.HasParseError()) {
         doc_.Accept(w);

@@ -159,6 +159,11 @@ class FieldsTransform final : public sluice::Transform {
         out.forward(i, r);
         continue;
       }
+      if (sluice::json_nesting_depth(r.value()) > sluice::kMaxJsonDepth) {
+        out.reject(i, "fields: value nested deeper than " +
+                          std::to_string(sluice::kMaxJsonDepth) + " levels");
+        continue;
+      }
       doc.Parse(r.value().data(), r.value().size());
       if (doc.HasParseError()) {
         out.reject(i, std::string("fields: value is not valid JSON: ") +

@@ -1,6 +1,7 @@
 // YAML parsing with limits, and typed reads of YAML values.
 #include "config/yaml_reader.hpp"
 
+#include <cctype>
 #include <fmt/format.h>
 #include <yaml-cpp/depthguard.h>
 
@@ -127,12 +128,66 @@ std::string describe_text(std::string_view text) {
 
 }  // namespace
 
+// yaml-cpp 0.7 never returns on a line that starts with ',' outside any flow collection
+// ([...] or {...}) in some block contexts (found by fuzzing), so such a line is refused here
+// before the parser sees it. Valid YAML has a leading ',' only inside a flow collection or a
+// block scalar, and both are tracked.
+void check_no_stray_flow_entry(std::string_view text, const std::string& file_name) {
+  int flow_depth = 0;
+  int line_no = 0;
+  int block_scalar_indent = -1;  // inside a | or > scalar: lines indented more than this
+  for (size_t pos = 0; pos < text.size();) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string_view::npos) continue;
+    if (block_scalar_indent >= 0) {
+      if (static_cast<int>(first) > block_scalar_indent) continue;
+      block_scalar_indent = -1;
+    }
+    if (line[first] == ',' && flow_depth == 0)
+      throw ConfigError({file_name, line_no, static_cast<int>(first) + 1},
+                        "YAML syntax error: ',' outside a flow collection ([...] or {...})");
+    char quote = 0;
+    size_t last_significant = std::string_view::npos;
+    for (size_t i = first; i < line.size(); ++i) {
+      const char c = line[i];
+      if (quote) {
+        if (c == quote) quote = 0;
+        continue;
+      }
+      if (c == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) break;
+      if ((c == '"' || c == '\'') && (i == first || std::string_view(" [{,:").find(line[i - 1]) !=
+                                                         std::string_view::npos))
+        quote = c;
+      else if (c == '[' || c == '{')
+        ++flow_depth;
+      else if ((c == ']' || c == '}') && flow_depth > 0)
+        --flow_depth;
+      if (c != ' ' && c != '\t' && c != '\r') last_significant = i;
+    }
+    // `key: |` or `key: >-` opens a block scalar whose lines are text, not YAML.
+    if (flow_depth == 0 && last_significant != std::string_view::npos) {
+      size_t k = last_significant;
+      while (k > first && (std::isdigit(static_cast<unsigned char>(line[k])) || line[k] == '-' ||
+                           line[k] == '+'))
+        --k;
+      if ((line[k] == '|' || line[k] == '>') && (k == first || line[k - 1] == ' '))
+        block_scalar_indent = static_cast<int>(first);
+    }
+  }
+}
+
 YAML::Node parse_document(std::string_view text, const std::string& file_name) {
   if (text.size() > kMaxFileBytes)
     throw ConfigError({file_name, 1, 1}, fmt::format("file of {} bytes is larger than the limit "
                                                      "of 16 MiB",
                                                      text.size()));
   check_is_text(text, file_name);
+  check_no_stray_flow_entry(text, file_name);
   std::vector<YAML::Node> documents;
   try {
     documents = YAML::LoadAll(std::string(text));

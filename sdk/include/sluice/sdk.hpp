@@ -74,6 +74,33 @@ inline sluice_bytes as_bytes(const std::optional<std::string_view>& s) {
   return {s->empty() ? &kEmpty : reinterpret_cast<const uint8_t*>(s->data()), s->size()};
 }
 
+// JSON helpers. RapidJSON parses and writes recursively, so a value nested deeper than a plugin
+// can afford must be refused before it is parsed: this scan needs no recursion.
+constexpr size_t kMaxJsonDepth = 256;
+inline size_t json_nesting_depth(std::string_view text) {
+  size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > deepest) deepest = depth;
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 // A read-only view of one record of a batch.
 class RecordView {
  public:

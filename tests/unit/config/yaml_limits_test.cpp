@@ -141,3 +141,21 @@ admin: {port: 9000, token: abc}
     }
   }
 }
+
+TEST_CASE("a line starting with ',' outside a flow collection is an error, not a parser hang") {
+  // yaml-cpp 0.7 loops forever on these (found by fuzzing the config loader).
+  for (const char* text : {", d\n", "  s: t\n, p\n", "  - s\n, p\n", "---\n, x\n"}) {
+    CAPTURE(text);
+    try {
+      sluice::config::parse_pipelines(text, "p.yaml");
+      FAIL("expected a ConfigError");
+    } catch (const sluice::config::ConfigError& e) {
+      CHECK(std::string(e.what()).find("',' outside a flow collection") != std::string::npos);
+    }
+  }
+  // A leading ',' inside a flow collection or a block scalar is valid YAML and still parses.
+  auto file = sluice::config::parse_pipelines(
+      "name: p\nsource: {type: g,\n  x: [1\n  , 2]}\nsink:\n  type: s\n  note: |\n    , text\n",
+      "p.yaml");
+  CHECK(file.pipelines.at(0).sink.node["note"].as<std::string>() == ", text\n");
+}
