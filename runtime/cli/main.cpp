@@ -7,6 +7,9 @@
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <httplib.h>
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdio>
@@ -14,7 +17,10 @@
 #include <mutex>
 #include <thread>
 
+#include "admin/admin_server.hpp"
+#include "cli/commands_admin.hpp"
 #include "config/pipeline_spec.hpp"
+#include "pipeline/reloader.hpp"
 #include "pipeline/pipeline.hpp"
 #include "pipeline/supervisor.hpp"
 #include "plugin/plugin_registry.hpp"
@@ -89,8 +95,12 @@ std::unique_ptr<plugin::PluginRegistry> load_registry(const CommonOptions& o) {
 
 // Parses and checks a pipeline file; throws config::ConfigError or plugin::PluginLoadError.
 std::vector<std::unique_ptr<pipeline::Pipeline>> prepare(const std::string& file,
-                                                         const plugin::PluginRegistry& reg) {
+                                                         const plugin::PluginRegistry& reg,
+                                                         core::AdminSettings* admin = nullptr,
+                                                         bool* admin_configured = nullptr) {
   config::PipelineFile pf = config::load_pipelines(file);
+  if (admin) *admin = pf.admin;
+  if (admin_configured) *admin_configured = pf.admin_location.line != 0;
   std::vector<std::unique_ptr<pipeline::Pipeline>> out;
   for (auto& spec : pf.pipelines) out.push_back(std::make_unique<pipeline::Pipeline>(spec, reg));
   return out;
@@ -110,30 +120,71 @@ void print_summary(const pipeline::Summary& s, const std::vector<middleware::Sta
   std::cout << (s.failed ? "; FAILED: " + s.failure : "") << std::endl;
 }
 
-int cmd_run(const std::string& file, const CommonOptions& common, const std::string& stats_file) {
+struct RunOptions {
+  std::string stats_file;
+  std::string admin;  // --admin HOST:PORT | off; empty: the file's `admin:` section
+  bool watch = false;  // reload a changed pipeline file
+  bool plugin_watch = true;
+};
+
+std::filesystem::file_time_type newest_change(const std::string& file_or_dir) {
+  std::error_code ec;
+  auto newest = std::filesystem::last_write_time(file_or_dir, ec);
+  if (std::filesystem::is_directory(file_or_dir, ec))
+    for (const auto& e : std::filesystem::directory_iterator(file_or_dir, ec))
+      newest = std::max(newest, e.last_write_time(ec));
+  return newest;
+}
+
+int cmd_run(const std::string& file, const CommonOptions& common, const RunOptions& options) {
   // Signals are taken by one thread with sigwait, so no handler runs inside the runtime.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   auto reg = load_registry(common);
-  auto pipelines = prepare(file, *reg);
+  core::AdminSettings admin_settings;
+  bool admin_configured = false;
+  auto pipelines = prepare(file, *reg, &admin_settings, &admin_configured);
+  if (!options.admin.empty()) {
+    admin_settings = admin::apply_admin_flag(admin_settings, options.admin);
+    admin_configured = true;
+  }
   std::vector<std::string> secrets;
-  for (const auto& p : pipelines)
-    secrets.insert(secrets.end(), p->secrets().begin(), p->secrets().end());
+  for (const auto& p : pipelines) secrets.insert(secrets.end(), p->secrets().begin(), p->secrets().end());
+  if (!admin_settings.token.empty()) secrets.push_back(admin_settings.token);
   g_log_sink->set_secrets(secrets);
 
-  pipeline::Supervisor supervisor(std::move(pipelines), {stats_file, 1000});
+  pipeline::Supervisor supervisor(std::move(pipelines), {options.stats_file, 1000});
+  pipeline::Reloader reloader(*reg, supervisor);
+  admin::AdminServer server(admin_settings, supervisor,
+                            [&](const std::string& stage) { return reloader.reload(stage); });
+  try {
+    server.start();
+  } catch (const admin::AdminError& e) {
+    // An address the user asked for must work; the default one is a convenience, and a second
+    // sluice on the same machine simply runs without it.
+    if (admin_configured) throw;
+    spdlog::warn("admin API not started on the default address: {}", e.what());
+  }
+  if (server.running()) spdlog::info("admin API on {}", server.url());
+
   std::atomic<bool> done{false};
   std::thread signals([&] {
-    int signals_seen = 0;
+    int stops = 0;
     while (!done.load()) {
       timespec timeout{0, 100'000'000};
       int sig = sigtimedwait(&set, nullptr, &timeout);
       if (sig < 0) continue;
-      if (++signals_seen > 1) {
+      if (sig == SIGHUP) {
+        spdlog::info("SIGHUP: reloading every stage");
+        reloader.reload();
+        continue;
+      }
+      if (++stops > 1) {
         std::fprintf(stderr, "second signal: exiting without draining\n");
         std::_Exit(130);
       }
@@ -141,19 +192,74 @@ int cmd_run(const std::string& file, const CommonOptions& common, const std::str
       supervisor.request_stop();
     }
   });
-  int code;
-  try {
-    code = supervisor.run();
-  } catch (...) {
+  std::thread file_watch;
+  if (options.watch)
+    file_watch = std::thread([&] {
+      auto seen = newest_change(file);
+      while (!done.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+        auto now = newest_change(file);
+        if (now == seen) continue;
+        seen = now;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the editor finish
+        spdlog::info("{} changed: checking it", file);
+        try {
+          reloader.apply_pipeline_file(config::load_pipelines(file));
+        } catch (const std::exception& e) {
+          spdlog::error("pipeline file change refused, the running pipelines go on: {}", e.what());
+        }
+      }
+    });
+
+  int code = 1;
+  auto finish = [&] {
     done.store(true);
     signals.join();
+    if (file_watch.joinable()) file_watch.join();
+    reloader.stop();
+    server.stop();
+  };
+  try {
+    // The watcher starts once the stages exist, so it knows their folders.
+    std::thread starter([&] {
+      while (!done.load() && supervisor.pipelines().front()->stage_files().empty())
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (options.plugin_watch && !done.load()) reloader.start_watching();
+    });
+    try {
+      code = supervisor.run();
+    } catch (...) {
+      done.store(true);
+      starter.join();
+      throw;
+    }
+    starter.join();
+  } catch (...) {
+    finish();
     throw;
   }
-  done.store(true);
-  signals.join();
+  finish();
   auto stats = supervisor.stats();
   for (const auto& s : supervisor.summaries()) print_summary(s, stats);
   return code;
+}
+
+int cmd_reload(const std::string& url, const std::string& stage) {
+  httplib::Client client(url);
+  client.set_connection_timeout(5);
+  client.set_read_timeout(120);
+  httplib::Headers headers;
+  if (const char* token = std::getenv("SLUICE_ADMIN_TOKEN"))
+    headers.emplace("Authorization", std::string("Bearer ") + token);
+  std::string path = stage.empty() ? "/reload" : "/reload?stage=" + stage;
+  auto res = client.Post(path.c_str(), headers, "", "application/json");
+  if (!res) {
+    std::cerr << "cannot reach the admin API at " << url << ": " << httplib::to_string(res.error())
+              << std::endl;
+    return 1;
+  }
+  (res->status == 200 ? std::cout : std::cerr) << res->body << std::endl;
+  return res->status == 200 ? 0 : 1;
 }
 
 int cmd_validate(const std::string& file, const CommonOptions& common) {
@@ -218,10 +324,30 @@ int main(int argc, char** argv) {
   app.add_flag("--allow-insecure-plugins", common.allow_insecure,
                "load plugin files or folders writable by group or others");
 
-  std::string file, stats_file;
+  std::string file;
+  RunOptions run_options;
   auto* run = app.add_subcommand("run", "run the pipelines of a YAML file or folder");
   run->add_option("file", file, "pipeline YAML file or folder")->required();
-  run->add_option("--stats-file", stats_file, "rewrite this file with the stats JSON every second");
+  run->add_option("--stats-file", run_options.stats_file,
+                  "rewrite this file with the stats JSON every second");
+  run->add_option("--admin", run_options.admin,
+                  "admin API address HOST:PORT, or off (default: the file's admin: section, "
+                  "else 127.0.0.1:8088)");
+  run->add_flag("--watch", run_options.watch, "reload the pipeline file when it changes");
+  bool no_plugin_watch = false;
+  run->add_flag("--no-plugin-watch", no_plugin_watch,
+                "do not reload plugins when their files change");
+  std::string admin_url = cli::kDefaultAdminUrl, stage;
+  bool stats_json = false, top_once = false;
+  auto* stats = app.add_subcommand("stats", "print the running pipelines' stats as a table");
+  stats->add_option("--url", admin_url, "admin API address")->capture_default_str();
+  stats->add_flag("--json", stats_json, "print the raw /stats JSON");
+  auto* top = app.add_subcommand("top", "live view of the running pipelines (q or Ctrl-C quits)");
+  top->add_option("--url", admin_url, "admin API address")->capture_default_str();
+  top->add_flag("--once", top_once, "print one frame and exit");
+  auto* reload = app.add_subcommand("reload", "reload plugins of a running sluice");
+  reload->add_option("--url", admin_url, "admin API address")->capture_default_str();
+  reload->add_option("--stage", stage, "only this stage (its instance name)");
   auto* validate = app.add_subcommand("validate", "check a pipeline file without running it");
   validate->add_option("file", file, "pipeline YAML file or folder")->required();
   auto* plugins = app.add_subcommand("plugins", "list or inspect plugins");
@@ -245,11 +371,20 @@ int main(int argc, char** argv) {
                 << SLUICE_ABI_MINOR << ")\n";
       return 0;
     }
-    if (run->parsed()) return cmd_run(file, common, stats_file);
+    if (run->parsed()) {
+      run_options.plugin_watch = !no_plugin_watch;
+      return cmd_run(file, common, run_options);
+    }
+    if (stats->parsed()) return cli::run_stats_command(admin_url, stats_json);
+    if (top->parsed()) return cli::run_top_command(admin_url, top_once);
+    if (reload->parsed()) return cmd_reload(admin_url, stage);
     if (validate->parsed()) return cmd_validate(file, common);
     if (list->parsed()) return cmd_plugins_list(common);
     if (inspect->parsed()) return cmd_plugins_inspect(file, common);
   } catch (const config::ConfigError& e) {
+    std::cerr << e.what() << std::endl;
+    return 2;
+  } catch (const admin::AdminError& e) {
     std::cerr << e.what() << std::endl;
     return 2;
   } catch (const plugin::PluginLoadError& e) {

@@ -130,6 +130,7 @@ void Pipeline::start() {
   started_at_ = std::chrono::steady_clock::now();
   stage_->start();
   source_thread_ = std::thread([this] { source_loop(); });
+  started_.store(true, std::memory_order_release);  // stats() may look at the stages now
 }
 
 void Pipeline::request_stop() { stop_requested_.store(true); }
@@ -548,14 +549,14 @@ Summary Pipeline::summary() const {
   s.rejected = rejected_.load();
   s.sink_records = sink_records_.load();
   auto end = finished_.load() ? ended_at_ : std::chrono::steady_clock::now();
-  if (started_at_ != std::chrono::steady_clock::time_point{})
+  if (started_.load(std::memory_order_acquire))
     s.seconds = std::chrono::duration<double>(end - started_at_).count();
   return s;
 }
 
 std::vector<middleware::StageStats> Pipeline::stats() const {
   std::vector<middleware::StageStats> out;
-  if (!stage_) return out;
+  if (!started_.load(std::memory_order_acquire)) return out;
   middleware::StageStats s = stage_->stats();
   s.performance.records_dead_lettered = dead_lettered_.load();
   if (stages_) {
@@ -603,7 +604,7 @@ void transfer_state(plugin::PluginInstance& from, plugin::PluginInstance& to) {
 
 std::vector<Pipeline::StageFile> Pipeline::stage_files() const {
   std::vector<StageFile> out;
-  if (!stages_) return out;
+  if (!started_.load(std::memory_order_acquire)) return out;
   std::lock_guard lock(swap_mu_);
   out.push_back({stages_->source->name(), "source", stages_->source->info().file});
   for (const auto& t : stages_->transforms) out.push_back({t->name(), "transform", t->info().file});
@@ -629,13 +630,15 @@ std::map<std::string, std::string> Pipeline::stage_errors() const {
 }
 
 void Pipeline::reload_stage(const std::string& instance_name,
-                            const plugin::PluginRegistry& registry) {
+                            const plugin::PluginRegistry& registry,
+                            const config::StageSpec* new_spec) {
   auto record_error = [&](const std::string& message) {
     std::lock_guard lock(errors_mu_);
     stage_errors_[instance_name] = message;
   };
   try {
-    if (!stages_ || finished()) throw std::runtime_error("the pipeline is not running");
+    if (!started_.load(std::memory_order_acquire) || finished())
+      throw std::runtime_error("the pipeline is not running");
     // Find the stage's plan and where its instance lives.
     StagePlan* plan_ptr = nullptr;
     std::unique_ptr<plugin::PluginInstance>* slot = nullptr;
@@ -663,7 +666,7 @@ void Pipeline::reload_stage(const std::string& instance_name,
     if (plan_ptr == nullptr) throw std::runtime_error("no stage named '" + instance_name + "'");
 
     // Everything that can fail happens before the swap, while the old instance runs on.
-    StagePlan fresh = plan(plan_ptr->spec, kind, registry);
+    StagePlan fresh = plan(new_spec ? *new_spec : plan_ptr->spec, kind, registry);
     auto next = create(fresh);
 
     if (kind == SLUICE_KIND_SOURCE) {
@@ -694,11 +697,20 @@ void Pipeline::reload_stage(const std::string& instance_name,
       old.reset();  // destroys the old instance; its library unloads with its last user
     }
     *plan_ptr = std::move(fresh);
+    if (new_spec) {  // the spec follows, so a later file change is compared with what runs
+      for (auto* st : {&spec_.source, &spec_.sink})
+        if (st->instance_name == instance_name) *st = *new_spec;
+      for (auto& st : spec_.transforms)
+        if (st.instance_name == instance_name) st = *new_spec;
+      if (spec_.dead_letter && spec_.dead_letter->instance_name == instance_name)
+        spec_.dead_letter = *new_spec;
+    }
     {
       std::lock_guard lock(errors_mu_);
       stage_errors_.erase(instance_name);
     }
-    spdlog::info("pipeline {}: stage {} reloaded from {}", spec_.name, instance_name,
+    spdlog::info("pipeline {}: stage {} reloaded{} from {}", spec_.name, instance_name,
+                 new_spec ? " with its new config" : "",
                  plan_ptr->plugin->file.string());
   } catch (const config::ConfigError& e) {
     record_error(e.what());

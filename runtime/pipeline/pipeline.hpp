@@ -77,8 +77,11 @@ class Pipeline {
   // Replaces a stage's instance with a new one of the registry's current plugin of that name
   // (checked against its schema, created, handed the old one's snapshot), with intake paused
   // and in-flight batches drained so no record is lost, reordered or duplicated. Throws
-  // std::runtime_error with the reason, and the old instance keeps running.
-  void reload_stage(const std::string& instance_name, const plugin::PluginRegistry& registry);
+  // std::runtime_error with the reason, and the old instance keeps running. With `new_spec`
+  // the stage takes that config (a changed pipeline file) instead of its current one.
+  void reload_stage(const std::string& instance_name, const plugin::PluginRegistry& registry,
+                    const config::StageSpec* new_spec = nullptr);
+  const config::PipelineSpec& spec() const { return spec_; }
   // The last reload error of each stage that has one (cleared by a successful reload).
   std::map<std::string, std::string> stage_errors() const;
   // The plugin name (`type:`) of a stage, "" if there is no such stage.
@@ -118,6 +121,7 @@ class Pipeline {
   std::thread source_thread_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> finished_{false};
+  std::atomic<bool> started_{false};
   std::chrono::steady_clock::time_point started_at_{};
   std::chrono::steady_clock::time_point ended_at_{};
 

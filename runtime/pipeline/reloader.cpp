@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
+#include <yaml-cpp/yaml.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -89,6 +90,63 @@ std::string Reloader::reload_files(const std::vector<std::filesystem::path>& fil
   }
   if (!errors.empty() && errors.back() == '\n') errors.pop_back();
   return errors;
+}
+
+namespace {
+std::string emitted(const YAML::Node& node) {
+  YAML::Emitter e;
+  e << node;
+  return e.c_str();
+}
+}  // namespace
+
+std::string Reloader::apply_pipeline_file(const config::PipelineFile& next) {
+  std::lock_guard lock(mu_);
+  // Check everything before touching anything: a Pipeline checks all its stages when built.
+  try {
+    for (const auto& spec : next.pipelines) Pipeline check(spec, registry_);
+  } catch (const std::exception& e) {
+    spdlog::error("pipeline file change refused, the running pipelines go on: {}", e.what());
+    return e.what();
+  }
+  std::string notes;
+  for (const auto& spec : next.pipelines) {
+    Pipeline* running = nullptr;
+    for (const auto& p : supervisor_.pipelines())
+      if (p->name() == spec.name) running = p.get();
+    if (running == nullptr) {
+      notes += fmt::format("pipeline {} is new: it starts on the next restart\n", spec.name);
+      continue;
+    }
+    const auto& old = running->spec();
+    if (old.transforms.size() != spec.transforms.size() ||
+        old.dead_letter.has_value() != spec.dead_letter.has_value()) {
+      notes += fmt::format("pipeline {}: stages added or removed: takes effect on restart\n",
+                           spec.name);
+      continue;
+    }
+    std::vector<std::pair<const config::StageSpec*, const config::StageSpec*>> pairs = {
+        {&old.source, &spec.source}, {&old.sink, &spec.sink}};
+    for (size_t i = 0; i < spec.transforms.size(); ++i)
+      pairs.emplace_back(&old.transforms[i], &spec.transforms[i]);
+    if (spec.dead_letter) pairs.emplace_back(&*old.dead_letter, &*spec.dead_letter);
+    for (auto [before, after] : pairs) {
+      if (emitted(before->node) == emitted(after->node)) continue;
+      if (before->instance_name != after->instance_name) {
+        notes += fmt::format("stage {} renamed: takes effect on restart\n", before->instance_name);
+        continue;
+      }
+      try {
+        running->reload_stage(before->instance_name, registry_, after);
+        ++reloads_;
+      } catch (const std::exception& e) {
+        notes += fmt::format("{}: {}\n", before->instance_name, e.what());
+      }
+    }
+  }
+  if (!notes.empty() && notes.back() == '\n') notes.pop_back();
+  if (!notes.empty()) spdlog::warn("pipeline file change: {}", notes);
+  return notes;
 }
 
 void Reloader::start_watching(uint32_t debounce_ms) {

@@ -27,6 +27,12 @@ class Reloader {
   // Reloads every stage whose plugin came from `file`.
   std::string reload_file(const std::filesystem::path& file);
 
+  // A changed pipeline file: `next` is checked whole first (an invalid change is refused and
+  // nothing changes); then every stage whose config changed gets a new instance with it. Changes
+  // a stage swap cannot carry (pipelines or stages added or removed, performance or errors
+  // sections) are reported as needing a restart. Returns "" or what was refused.
+  std::string apply_pipeline_file(const config::PipelineFile& next);
+
   // Watches the folders of the running stages' plugin files; a changed file is reloaded once it
   // has been quiet for `debounce_ms`.
   void start_watching(uint32_t debounce_ms = 300);
