@@ -6,8 +6,8 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
-#include <sluice/sdk.hpp>
 #include <cstdio>
+#include <sluice/sdk.hpp>
 
 namespace sluice_cdc {
 

@@ -160,8 +160,8 @@ class FieldsTransform final : public sluice::Transform {
         continue;
       }
       if (sluice::json_nesting_depth(r.value()) > sluice::kMaxJsonDepth) {
-        out.reject(i, "fields: value nested deeper than " +
-                          std::to_string(sluice::kMaxJsonDepth) + " levels");
+        out.reject(i, "fields: value nested deeper than " + std::to_string(sluice::kMaxJsonDepth) +
+                          " levels");
         continue;
       }
       doc.Parse(r.value().data(), r.value().size());

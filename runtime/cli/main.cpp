@@ -1,13 +1,12 @@
 // The `sluice` launcher: run, validate, plugins list/inspect, version.
 #include <fmt/format.h>
+#include <httplib.h>
 #include <rapidjson/document.h>
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
 #include <signal.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
-
-#include <httplib.h>
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
@@ -20,8 +19,8 @@
 #include "admin/admin_server.hpp"
 #include "cli/commands_admin.hpp"
 #include "config/pipeline_spec.hpp"
-#include "pipeline/reloader.hpp"
 #include "pipeline/pipeline.hpp"
+#include "pipeline/reloader.hpp"
 #include "pipeline/supervisor.hpp"
 #include "plugin/plugin_registry.hpp"
 
@@ -122,7 +121,7 @@ void print_summary(const pipeline::Summary& s, const std::vector<middleware::Sta
 
 struct RunOptions {
   std::string stats_file;
-  std::string admin;  // --admin HOST:PORT | off; empty: the file's `admin:` section
+  std::string admin;   // --admin HOST:PORT | off; empty: the file's `admin:` section
   bool watch = false;  // reload a changed pipeline file
   bool plugin_watch = true;
 };
@@ -154,7 +153,8 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
     admin_configured = true;
   }
   std::vector<std::string> secrets;
-  for (const auto& p : pipelines) secrets.insert(secrets.end(), p->secrets().begin(), p->secrets().end());
+  for (const auto& p : pipelines)
+    secrets.insert(secrets.end(), p->secrets().begin(), p->secrets().end());
   if (!admin_settings.token.empty()) secrets.push_back(admin_settings.token);
   g_log_sink->set_secrets(secrets);
 

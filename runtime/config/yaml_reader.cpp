@@ -1,10 +1,10 @@
 // YAML parsing with limits, and typed reads of YAML values.
 #include "config/yaml_reader.hpp"
 
-#include <cctype>
 #include <fmt/format.h>
 #include <yaml-cpp/depthguard.h>
 
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -160,8 +160,8 @@ void check_no_stray_flow_entry(std::string_view text, const std::string& file_na
         continue;
       }
       if (c == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) break;
-      if ((c == '"' || c == '\'') && (i == first || std::string_view(" [{,:").find(line[i - 1]) !=
-                                                         std::string_view::npos))
+      if ((c == '"' || c == '\'') &&
+          (i == first || std::string_view(" [{,:").find(line[i - 1]) != std::string_view::npos))
         quote = c;
       else if (c == '[' || c == '{')
         ++flow_depth;

@@ -264,6 +264,14 @@ void write_json(Writer& w, const StageStats& s) {
   number(w, "paused_ms_total", s.backpressure.paused_ms_total);
   w.EndObject();
 
+  key(w, "circuit_breaker");
+  w.StartObject();
+  key(w, "state");
+  w.String(s.circuit_breaker.state.c_str());
+  number(w, "consecutive_failures", s.circuit_breaker.consecutive_failures);
+  number(w, "opened_total", s.circuit_breaker.opened_total);
+  w.EndObject();
+
   key(w, "extra");
   w.StartObject();
   for (const auto& [name, value] : s.extra) number(w, name, value);

@@ -67,6 +67,13 @@ struct StageStats {
     uint64_t paused_ms_total = 0;
   } backpressure;
 
+  // The sink's circuit breaker (state "closed", "open" or "half_open"; "disabled" when off).
+  struct CircuitBreaker {
+    std::string state = "closed";
+    uint32_t consecutive_failures = 0;
+    uint64_t opened_total = 0;
+  } circuit_breaker;
+
   // Plugin counters and gauges (host API), by name.
   std::map<std::string, double> extra;
 

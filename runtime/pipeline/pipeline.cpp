@@ -559,6 +559,13 @@ std::vector<middleware::StageStats> Pipeline::stats() const {
   if (!started_.load(std::memory_order_acquire)) return out;
   middleware::StageStats s = stage_->stats();
   s.performance.records_dead_lettered = dead_lettered_.load();
+  if (breaker_) {
+    s.circuit_breaker.state = spec_.errors.circuit_breaker.enabled
+                                  ? std::string(CircuitBreaker::name(breaker_->state()))
+                                  : "disabled";
+    s.circuit_breaker.consecutive_failures = breaker_->consecutive_failures();
+    s.circuit_breaker.opened_total = breaker_->opened_total();
+  }
   if (stages_) {
     std::lock_guard lock(swap_mu_);
     for (auto* inst : {stages_->source.get(), stages_->sink.get()})
@@ -710,8 +717,7 @@ void Pipeline::reload_stage(const std::string& instance_name,
       stage_errors_.erase(instance_name);
     }
     spdlog::info("pipeline {}: stage {} reloaded{} from {}", spec_.name, instance_name,
-                 new_spec ? " with its new config" : "",
-                 plan_ptr->plugin->file.string());
+                 new_spec ? " with its new config" : "", plan_ptr->plugin->file.string());
   } catch (const config::ConfigError& e) {
     record_error(e.what());
     throw std::runtime_error(e.what());

@@ -4,9 +4,9 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
-#include <yaml-cpp/yaml.h>
 #include <sys/inotify.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <chrono>
 #include <cstring>
@@ -121,8 +121,8 @@ std::string Reloader::apply_pipeline_file(const config::PipelineFile& next) {
     const auto& old = running->spec();
     if (old.transforms.size() != spec.transforms.size() ||
         old.dead_letter.has_value() != spec.dead_letter.has_value()) {
-      notes += fmt::format("pipeline {}: stages added or removed: takes effect on restart\n",
-                           spec.name);
+      notes +=
+          fmt::format("pipeline {}: stages added or removed: takes effect on restart\n", spec.name);
       continue;
     }
     std::vector<std::pair<const config::StageSpec*, const config::StageSpec*>> pairs = {

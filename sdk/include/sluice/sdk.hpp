@@ -4,7 +4,8 @@
 // sluice::Sink with a constructor `T(const sluice::Config&, sluice::Host&)` and a static
 // `sluice::ConfigSchema schema()`, then registers it:
 //
-//   SLUICE_MODULE("acme", "1.2.0", SLUICE_SOURCE(FileSource, "file"), SLUICE_SINK(HttpSink, "http"))
+//   SLUICE_MODULE("acme", "1.2.0", SLUICE_SOURCE(FileSource, "file"), SLUICE_SINK(HttpSink,
+//   "http"))
 //
 // Every entry point is a noexcept shim: sluice::Retriable becomes SLUICE_RETRY, sluice::Fatal
 // SLUICE_FATAL, any other exception SLUICE_ERROR with its what(). Nothing C++ crosses the ABI.
@@ -61,8 +62,7 @@ class ConfigError : public std::runtime_error {
 // Byte views.
 
 inline std::string_view as_view(sluice_bytes b) {
-  return b.ptr ? std::string_view(reinterpret_cast<const char*>(b.ptr), b.len)
-               : std::string_view();
+  return b.ptr ? std::string_view(reinterpret_cast<const char*>(b.ptr), b.len) : std::string_view();
 }
 inline sluice_bytes as_bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
@@ -242,9 +242,7 @@ class Host {
     api_->sluice_host_gauge_set(api_->host_ctx, name, value);
   }
   double memory_pressure() const { return api_->sluice_host_memory_pressure(api_->host_ctx); }
-  std::string_view instance_name() const {
-    return api_->sluice_host_instance_name(api_->host_ctx);
-  }
+  std::string_view instance_name() const { return api_->sluice_host_instance_name(api_->host_ctx); }
   // Sources only, from inside poll: see sluice_host_api::sluice_host_drain.
   bool drain(std::span<const sluice_position> partitions, uint32_t timeout_ms) const {
     if (api_->struct_size <= offsetof(sluice_host_api, sluice_host_drain) ||
@@ -266,7 +264,8 @@ class Config {
  public:
   Config(const char* json, size_t len) {
     doc_.Parse(json, len);
-    if (doc_.HasParseError() || !doc_.IsObject()) throw ConfigError("", "config is not a JSON object");
+    if (doc_.HasParseError() || !doc_.IsObject())
+      throw ConfigError("", "config is not a JSON object");
   }
   bool has(const char* name) const {
     auto it = doc_.FindMember(name);
@@ -340,7 +339,6 @@ class ConfigSchema {
   };
 
  public:
-
   class Field {
    public:
     Field(ConfigSchema& owner, size_t index) : owner_(&owner), index_(index) {}
@@ -486,12 +484,18 @@ class ConfigSchema {
 
   static const char* type_name(Type t) {
     switch (t) {
-      case Type::string: return "string";
-      case Type::integer: return "int";
-      case Type::number: return "double";
-      case Type::boolean: return "bool";
-      case Type::list: return "list";
-      case Type::object: return "object";
+      case Type::string:
+        return "string";
+      case Type::integer:
+        return "int";
+      case Type::number:
+        return "double";
+      case Type::boolean:
+        return "bool";
+      case Type::list:
+        return "list";
+      case Type::object:
+        return "object";
     }
     return "string";
   }
@@ -621,8 +625,8 @@ struct Adapter {
       T::schema().validate(c);
     });
   }
-  static sluice_status create(const sluice_host_api* host, const char* json, size_t len,
-                              void** out, sluice_error* e) noexcept {
+  static sluice_status create(const sluice_host_api* host, const char* json, size_t len, void** out,
+                              sluice_error* e) noexcept {
     return guarded(e, [&] {
       Config c(json, len);
       T::schema().validate(c);
@@ -654,7 +658,8 @@ struct Adapter {
       return guarded(e, [&] {
         std::vector<Position> v;
         v.reserve(n);
-        for (size_t i = 0; i < n; ++i) v.push_back({as_view(ps[i].topic), ps[i].partition, ps[i].offset});
+        for (size_t i = 0; i < n; ++i)
+          v.push_back({as_view(ps[i].topic), ps[i].partition, ps[i].offset});
         self(inst).commit(v);
       });
     } else {
@@ -713,9 +718,8 @@ struct Adapter {
   }
   static sluice_status restore(void* inst, const uint8_t* data, size_t len,
                                sluice_error* e) noexcept {
-    return guarded(e, [&] {
-      self(inst).restore(std::string_view(reinterpret_cast<const char*>(data), len));
-    });
+    return guarded(
+        e, [&] { self(inst).restore(std::string_view(reinterpret_cast<const char*>(data), len)); });
   }
 
   // The plugin's table; built once, on the first call into the module.
@@ -769,16 +773,19 @@ inline sluice_module make_module(const char* name, const char* version,
 }  // namespace detail
 }  // namespace sluice
 
-#define SLUICE_SOURCE(T, NAME) ::sluice::detail::Adapter<T, SLUICE_KIND_SOURCE>::table(NAME, sluice_module_version_)
-#define SLUICE_TRANSFORM(T, NAME) ::sluice::detail::Adapter<T, SLUICE_KIND_TRANSFORM>::table(NAME, sluice_module_version_)
-#define SLUICE_SINK(T, NAME) ::sluice::detail::Adapter<T, SLUICE_KIND_SINK>::table(NAME, sluice_module_version_)
+#define SLUICE_SOURCE(T, NAME) \
+  ::sluice::detail::Adapter<T, SLUICE_KIND_SOURCE>::table(NAME, sluice_module_version_)
+#define SLUICE_TRANSFORM(T, NAME) \
+  ::sluice::detail::Adapter<T, SLUICE_KIND_TRANSFORM>::table(NAME, sluice_module_version_)
+#define SLUICE_SINK(T, NAME) \
+  ::sluice::detail::Adapter<T, SLUICE_KIND_SINK>::table(NAME, sluice_module_version_)
 
 // Expands to the module table and the exported entry point.
-#define SLUICE_MODULE(NAME, VERSION, ...)                                                    \
-  extern "C" SLUICE_EXPORT const sluice_module* sluice_module_get(uint32_t, uint32_t) {      \
-    static const char* const sluice_module_version_ = VERSION;                               \
-    static const sluice_plugin* const plugins[] = {__VA_ARGS__};                             \
-    static const sluice_module module = ::sluice::detail::make_module(                       \
-        NAME, VERSION, plugins, sizeof(plugins) / sizeof(plugins[0]));                       \
-    return &module;                                                                          \
+#define SLUICE_MODULE(NAME, VERSION, ...)                                               \
+  extern "C" SLUICE_EXPORT const sluice_module* sluice_module_get(uint32_t, uint32_t) { \
+    static const char* const sluice_module_version_ = VERSION;                          \
+    static const sluice_plugin* const plugins[] = {__VA_ARGS__};                        \
+    static const sluice_module module = ::sluice::detail::make_module(                  \
+        NAME, VERSION, plugins, sizeof(plugins) / sizeof(plugins[0]));                  \
+    return &module;                                                                     \
   }

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <charconv>
+#include <chrono>
 #include <sluice/sdk.hpp>
 
 #ifndef STAMP_VERSION
@@ -34,6 +35,11 @@ class Stamp final : public sluice::Transform {
         out.forward(i, r);
         continue;
       }
+      // When this record went through, so a reload test can measure the pause a swap causes.
+      const int64_t at_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+      doc.AddMember("at_us", at_us, doc.GetAllocator());
       auto it = doc.FindMember("version");
       if (it != doc.MemberEnd())
         it->value.SetInt(STAMP_VERSION);
