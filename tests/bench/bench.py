@@ -305,7 +305,11 @@ def static_performance(batch, concurrency, linger_ms=None):
     return p
 
 
-ADAPTIVE_PERFORMANCE = {"adaptive_batching": True, "adaptive_concurrency": True}
+# The adaptive arm may move over the same ranges the static sweep covers (batch 10..5000,
+# concurrency 1..16): the layer searches the space the sweep enumerates.
+ADAPTIVE_PERFORMANCE = {"adaptive_batching": True, "adaptive_concurrency": True,
+                        "min_batch_size": 10, "max_batch_size": 5000,
+                        "min_concurrency": 1, "max_concurrency": 16}
 
 
 def sweep_arms(h, make_spec, seconds):
@@ -350,7 +354,8 @@ def bench_adaptive(h):
                           "latency sink", "sink": SINK_COST,
               "static_arms": "adaptive_batching/concurrency off, min=max=batch_size, "
                              "max_concurrency=concurrency; other settings default",
-              "adaptive_arm": "adaptive_batching and adaptive_concurrency on, defaults otherwise",
+              "adaptive_arm": "adaptive_batching and adaptive_concurrency on over the sweep's "
+                              "ranges (batch 10..5000, concurrency 1..16), defaults otherwise",
               "records_per_s": "delivered / the run's seconds from the summary line; a run is "
                                "stopped with SIGINT after seconds_per_run and drains"}
     return arms, checks, config, runs
