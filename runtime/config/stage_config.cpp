@@ -116,7 +116,8 @@ class FieldConverter {
     if (field.secret && !text.empty()) secrets_.push_back(text);
     check_enum(text, where);
     if (type == "string" && field.path && !text.empty() && text.front() != '/') {
-      const std::string resolved = (std::filesystem::path(reader_.base_dir()) / text).lexically_normal().string();
+      const std::string resolved =
+          (std::filesystem::path(reader_.base_dir()) / text).lexically_normal().string();
       return rapidjson::Value(resolved.c_str(), resolved.size(), allocator_);
     }
     if (type == "string") return rapidjson::Value(text.c_str(), text.size(), allocator_);

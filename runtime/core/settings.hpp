@@ -1,4 +1,5 @@
-// Plain settings structs shared by config/ (which fills them from YAML) and the stages that use them.
+// Plain settings structs shared by config/ (which fills them from YAML) and the stages that use
+// them.
 #pragma once
 
 #include <cstdint>
@@ -60,7 +61,7 @@ struct RetrySettings {
   uint32_t initial_backoff_ms = 100;
   uint32_t max_backoff_ms = 10000;
   double multiplier = 2.0;
-  uint32_t max_attempts = 10;      // 0: unlimited
+  uint32_t max_attempts = 10;        // 0: unlimited
   uint64_t max_elapsed_ms = 300000;  // 0: unlimited
 };
 
@@ -77,7 +78,8 @@ struct ErrorSettings {
   RetrySettings retry;
   CircuitBreakerSettings circuit_breaker;
   bool log_errors = true;
-  // Records larger than this (key + value + headers) are rejected before the transforms; 0: no limit.
+  // Records larger than this (key + value + headers) are rejected before the transforms; 0: no
+  // limit.
   uint64_t max_record_bytes = 8ull << 20;
 };
 

@@ -130,7 +130,8 @@ std::optional<std::string> AdaptiveStage::field_key(const sluice_record& r) cons
   if (r.value.ptr == nullptr) return std::nullopt;
   rapidjson::Document doc;
   // Iterative: a deeply nested value must not overflow the dispatcher's stack.
-  doc.Parse<rapidjson::kParseIterativeFlag>(reinterpret_cast<const char*>(r.value.ptr), r.value.len);
+  doc.Parse<rapidjson::kParseIterativeFlag>(reinterpret_cast<const char*>(r.value.ptr),
+                                            r.value.len);
   if (doc.HasParseError()) return std::nullopt;
   for (const auto& path : field_paths_) {
     const rapidjson::Value* v = &doc;

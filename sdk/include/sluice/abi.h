@@ -66,7 +66,8 @@ typedef struct sluice_error {
   uint32_t struct_size;
   char* message;
   size_t message_capacity;
-  /* The config field the error is about, if any ("" otherwise): the host maps it to FILE:LINE:COL. */
+  /* The config field the error is about, if any ("" otherwise): the host maps it to FILE:LINE:COL.
+   */
   char* field;
   size_t field_capacity;
 } sluice_error;
@@ -217,8 +218,8 @@ typedef struct sluice_plugin {
   const char* description;
   /* JSON: {"fields":[{"name","type","doc","default","required","secret","path","enum","min",
    * "max"}]} with type one of string, int, double, bool, list, object; "path": true marks a
-   * filesystem path, which the host resolves against the pipeline file's folder. The host checks the pipeline's
-   * config against it before anything is created. */
+   * filesystem path, which the host resolves against the pipeline file's folder. The host checks
+   * the pipeline's config against it before anything is created. */
   const char* config_schema_json;
 
   /* Validates a config (already checked against the schema) without side effects.
@@ -226,8 +227,8 @@ typedef struct sluice_plugin {
   sluice_status (*validate)(const char* config_json, size_t config_len, sluice_error* error);
   /* Creates an instance from its config (JSON object, defaults filled in by the host).
    * OWNERSHIP: `*instance` is the plugin's, released only by `destroy`. */
-  sluice_status (*create)(const sluice_host_api* host, const char* config_json,
-                          size_t config_len, void** instance, sluice_error* error);
+  sluice_status (*create)(const sluice_host_api* host, const char* config_json, size_t config_len,
+                          void** instance, sluice_error* error);
   void (*destroy)(void* instance);
 
   /* Source: appends up to args->max_records records to `out`. */

@@ -365,9 +365,10 @@ TEST_CASE("a performance value of the wrong type is an error at the value") {
 }
 
 TEST_CASE("an enum value out of its set suggests the closest one") {
-  CHECK_CONFIG_ERROR(parse_error(with_pipeline("performance: {ordering: kye}\n")), "p.yaml:4:25: ",
-                     "performance.ordering: expected one of key, partition, none, field, got 'kye'; did "
-                     "you mean 'key'?");
+  CHECK_CONFIG_ERROR(
+      parse_error(with_pipeline("performance: {ordering: kye}\n")), "p.yaml:4:25: ",
+      "performance.ordering: expected one of key, partition, none, field, got 'kye'; did "
+      "you mean 'key'?");
   CHECK_CONFIG_ERROR(parse_error(with_pipeline("performance: {cache_eviction_policy: fifo}\n")),
                      "p.yaml:4:38: ", "expected one of lru, lfu, ttl, adaptive");
   CHECK_CONFIG_ERROR(parse_error(with_pipeline("errors: {tolerance: some}\n")),

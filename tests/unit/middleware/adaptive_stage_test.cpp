@@ -1,5 +1,7 @@
 // The adaptive stage with real threads: per-key order under concurrency, fixed mode as a plain
 // loop, bounded intake, and drains that do not wait for linger.
+#include "middleware/adaptive_stage.hpp"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -10,8 +12,6 @@
 #include <random>
 #include <string>
 #include <thread>
-
-#include "middleware/adaptive_stage.hpp"
 
 using namespace sluice;
 using middleware::AdaptiveStage;

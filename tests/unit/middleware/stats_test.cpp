@@ -151,9 +151,10 @@ TEST_CASE("prometheus text has one HELP and TYPE per family, before its samples"
   CHECK(type_of["sluice_records_in_total"] == "counter");
   CHECK(type_of["sluice_batch_size"] == "gauge");
   CHECK(text.find("sluice_batch_size{pipeline=\"cdc\",stage=\"emit\"} 200\n") != std::string::npos);
-  CHECK(text.find(
-            "sluice_batch_time_seconds{pipeline=\"cdc\",stage=\"emit\",quantile=\"0.99\"} 0.09\n") !=
-        std::string::npos);
+  CHECK(
+      text.find(
+          "sluice_batch_time_seconds{pipeline=\"cdc\",stage=\"emit\",quantile=\"0.99\"} 0.09\n") !=
+      std::string::npos);
   CHECK(text.find("sluice_plugin_metric{pipeline=\"o\",stage=\"s\",name=\"cache_hits\"} 77\n") !=
         std::string::npos);
 }
