@@ -156,12 +156,20 @@ void check_no_stray_flow_entry(std::string_view text, const std::string& file_na
     for (size_t i = first; i < line.size(); ++i) {
       const char c = line[i];
       if (quote) {
-        if (c == quote) quote = 0;
+        if (c != quote) continue;
+        quote = 0;
+        // Outside a flow collection nothing but ':' or a comment may follow a quoted scalar; a
+        // ',' there is another input yaml-cpp loops on.
+        const size_t next = line.find_first_not_of(" \t", i + 1);
+        if (flow_depth == 0 && next != std::string_view::npos && line[next] == ',')
+          throw ConfigError({file_name, line_no, static_cast<int>(next) + 1},
+                            "YAML syntax error: ',' outside a flow collection ([...] or {...})");
         continue;
       }
       if (c == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) break;
       if ((c == '"' || c == '\'') &&
-          (i == first || std::string_view(" [{,:").find(line[i - 1]) != std::string_view::npos))
+          (i == first ||
+           std::string_view(" [{,:&!'\"").find(line[i - 1]) != std::string_view::npos))
         quote = c;
       else if (c == '[' || c == '{')
         ++flow_depth;

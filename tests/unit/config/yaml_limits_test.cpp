@@ -144,7 +144,9 @@ admin: {port: 9000, token: abc}
 
 TEST_CASE("a line starting with ',' outside a flow collection is an error, not a parser hang") {
   // yaml-cpp 0.7 loops forever on these (found by fuzzing the config loader).
-  for (const char* text : {", d\n", "  s: t\n, p\n", "  - s\n, p\n", "---\n, x\n"}) {
+  for (const char* text :
+       {", d\n", "  s: t\n, p\n", "  - s\n, p\n", "---\n, x\n", "'a', b\n", "\"a\", b\n",
+        "&x 'a',\n", "''''''&'''''''''''''''''''''','''ink:xt}&.}\n"}) {
     CAPTURE(text);
     try {
       sluice::config::parse_pipelines(text, "p.yaml");
