@@ -167,6 +167,16 @@ void check_no_stray_flow_entry(std::string_view text, const std::string& file_na
         continue;
       }
       if (c == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) break;
+      // A tag, anchor or alias ends at a ',' (a flow indicator); outside a flow collection that
+      // ',' is a third input yaml-cpp loops on.
+      if ((c == '!' || c == '&' || c == '*') && flow_depth == 0 &&
+          (i == first || line[i - 1] == ' ' || line[i - 1] == '\t')) {
+        const size_t token_end = line.find_first_of(" \t", i);
+        const size_t comma = line.substr(0, token_end).find(',', i);
+        if (comma != std::string_view::npos)
+          throw ConfigError({file_name, line_no, static_cast<int>(comma) + 1},
+                            "YAML syntax error: ',' outside a flow collection ([...] or {...})");
+      }
       if ((c == '"' || c == '\'') &&
           (i == first ||
            std::string_view(" [{,:&!'\"").find(line[i - 1]) != std::string_view::npos))

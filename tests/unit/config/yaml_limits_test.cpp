@@ -146,7 +146,8 @@ TEST_CASE("a line starting with ',' outside a flow collection is an error, not a
   // yaml-cpp 0.7 loops forever on these (found by fuzzing the config loader).
   for (const char* text :
        {", d\n", "  s: t\n, p\n", "  - s\n, p\n", "---\n, x\n", "'a', b\n", "\"a\", b\n",
-        "&x 'a',\n", "''''''&'''''''''''''''''''''','''ink:xt}&.}\n"}) {
+        "&x 'a',\n", "''''''&'''''''''''''''''''''','''ink:xt}&.}\n", "!2, cooldown_mon.\n",
+        "&a, x\n"}) {
     CAPTURE(text);
     try {
       sluice::config::parse_pipelines(text, "p.yaml");
