@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "capacity_bucket.hpp"
+
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
@@ -131,7 +133,7 @@ class ProbeSink final : public sluice::Sink {
       ~Leave() { n.fetch_sub(1); }
     } leave{active_};
 
-    if (capacity_rps_ > 0) wait_for_capacity(in.size());
+    if (capacity_rps_ > 0) bucket_.wait(in.size(), capacity_rps_);
     double cost = batch_cost_ms_ + static_cast<double>(in.size()) * record_cost_us_ / 1000.0;
     if (knee_ > 0 && active > knee_) {
       const double over = static_cast<double>(active) / static_cast<double>(knee_);
@@ -199,22 +201,6 @@ class ProbeSink final : public sluice::Sink {
     std::rename(tmp.c_str(), report_file_.c_str());
   }
 
-  // GCRA token bucket (as the latency sink's): up to 100 ms of capacity may go in a burst.
-  void wait_for_capacity(size_t records) {
-    const auto need = std::chrono::duration_cast<SteadyClock::duration>(
-        std::chrono::duration<double>(static_cast<double>(records) / capacity_rps_));
-    constexpr auto kBurst = std::chrono::milliseconds(100);
-    SteadyClock::time_point start;
-    {
-      std::lock_guard lock(bucket_mutex_);
-      const auto now = SteadyClock::now();
-      if (theoretical_arrival_ < now) theoretical_arrival_ = now;
-      start = std::max(now, theoretical_arrival_ - kBurst);
-      theoretical_arrival_ += need;
-    }
-    std::this_thread::sleep_until(start);
-  }
-
   sluice::Host& host_;
   const double batch_cost_ms_;
   const double record_cost_us_;
@@ -224,8 +210,7 @@ class ProbeSink final : public sluice::Sink {
   const std::string report_file_;
 
   std::atomic<int64_t> active_{0};
-  std::mutex bucket_mutex_;
-  SteadyClock::time_point theoretical_arrival_{};
+  sluice_testing::CapacityBucket bucket_;
 
   std::mutex mutex_;  // guards everything below
   LatencyHistogram latency_;

@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "capacity_bucket.hpp"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -126,7 +128,7 @@ class LatencySink final : public sluice::Sink {
     const double draw = static_cast<double>(mix(seed_ ^ mix(call)) >> 11) * 0x1.0p-53;
     const bool fail = draw < model.failure_rate;
 
-    if (model.capacity_rps > 0) wait_for_capacity(in.size(), model.capacity_rps);
+    if (model.capacity_rps > 0) bucket_.wait(in.size(), model.capacity_rps);
     const double cost = model.cost_ms(in.size(), active);
     host_.gauge_set("last_cost_ms", cost);
     pay(cost);
@@ -201,23 +203,6 @@ class LatencySink final : public sluice::Sink {
     return *current;
   }
 
-  // GCRA token bucket: every call reserves its records' share of the capacity; up to 100 ms of
-  // capacity may be used in a burst.
-  void wait_for_capacity(size_t records, double capacity_rps) {
-    const auto need = std::chrono::duration_cast<Clock::duration>(
-        std::chrono::duration<double>(static_cast<double>(records) / capacity_rps));
-    constexpr auto kBurst = std::chrono::milliseconds(100);
-    Clock::time_point start;
-    {
-      std::lock_guard lock(bucket_mutex_);
-      const auto now = Clock::now();
-      if (theoretical_arrival_ < now) theoretical_arrival_ = now;
-      start = std::max(now, theoretical_arrival_ - kBurst);
-      theoretical_arrival_ += need;
-    }
-    std::this_thread::sleep_until(start);
-  }
-
   void pay(double cost_ms) const {
     if (cost_ms <= 0) return;
     const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -239,8 +224,7 @@ class LatencySink final : public sluice::Sink {
 
   std::atomic<int64_t> active_{0};
   std::atomic<uint64_t> calls_{0};
-  std::mutex bucket_mutex_;
-  Clock::time_point theoretical_arrival_{};
+  sluice_testing::CapacityBucket bucket_;
   std::mutex record_mutex_;
   std::unique_ptr<std::FILE, FileCloser> record_file_;
 };
