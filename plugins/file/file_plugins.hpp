@@ -1,6 +1,8 @@
 // The file source (JSON lines in, resumable) and file sink (JSON lines out) of the file module.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <mutex>
 #include <sluice/sdk.hpp>
@@ -83,6 +85,9 @@ class FileSink final : public sluice::Sink {
  private:
   void write_all(std::string_view bytes);
   void sync();
+  off_t size() const;
+  void drop_torn_tail();
+  void truncate_to(off_t length);
 
   sluice::Host& host_;
   std::string path_;

@@ -1,5 +1,6 @@
 // The file sink: records appended to a file as JSON lines, made durable per the fsync policy.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -39,9 +40,53 @@ FileSink::FileSink(const sluice::Config& c, sluice::Host& host)
       fsync_(parse_fsync(c.get_string("fsync", "batch"))),
       encoder_(parse_line_format(c.get_string("format", "value"))) {
   if (path_.empty()) throw sluice::ConfigError("path", "path must not be empty");
-  fd_ = FileDescriptor(::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  fd_ = FileDescriptor(::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
   if (!fd_.valid())
     throw sluice::ConfigError("path", "cannot open " + path_ + ": " + std::strerror(errno));
+  drop_torn_tail();
+}
+
+off_t FileSink::size() const {
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0)
+    throw sluice::Retriable("cannot stat " + path_ + ": " + std::strerror(errno));
+  return st.st_size;
+}
+
+// A run killed inside a write can leave a last line without its newline. That record was never
+// acknowledged, so it is delivered again; the torn bytes are cut so no line is corrupt.
+void FileSink::drop_torn_tail() {
+  off_t end = size();
+  if (end == 0) return;
+  char buf[4096];
+  off_t pos = end;
+  bool last_byte = true;
+  while (pos > 0) {
+    const off_t from =
+        pos > static_cast<off_t>(sizeof buf) ? pos - static_cast<off_t>(sizeof buf) : 0;
+    const ssize_t n = ::pread(fd_.get(), buf, static_cast<size_t>(pos - from), from);
+    if (n <= 0)
+      throw sluice::ConfigError("path", "cannot read " + path_ + ": " + std::strerror(errno));
+    for (ssize_t i = n - 1; i >= 0; --i) {
+      if (buf[i] == '\n') {
+        if (last_byte) return;  // ends with a whole line
+        truncate_to(from + i + 1);
+        host_.warn("file " + path_ + ": cut a torn last line (" +
+                   std::to_string(end - (from + i + 1)) + " bytes) left by an interrupted run");
+        return;
+      }
+      last_byte = false;
+    }
+    pos = from;
+  }
+  truncate_to(0);
+  host_.warn("file " + path_ + ": cut a torn line (" + std::to_string(end) +
+             " bytes, no newline) left by an interrupted run");
+}
+
+void FileSink::truncate_to(off_t length) {
+  if (::ftruncate(fd_.get(), length) != 0)
+    throw sluice::Retriable("cannot truncate " + path_ + ": " + std::strerror(errno));
 }
 
 void FileSink::write_all(std::string_view bytes) {
@@ -49,7 +94,6 @@ void FileSink::write_all(std::string_view bytes) {
   while (done < bytes.size()) {
     ssize_t n = ::write(fd_.get(), bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    // A partial batch may be on disk now; the retry appends it again (at-least-once).
     if (n < 0) throw sluice::Retriable("cannot write " + path_ + ": " + std::strerror(errno));
     done += static_cast<size_t>(n);
   }
@@ -63,16 +107,25 @@ void FileSink::sync() {
 void FileSink::put(const sluice::Batch& in, sluice::Output& /*rejects*/) {
   std::lock_guard lock(mutex_);
   pending_.clear();
-  for (const auto& r : in) {
-    encoder_.append(r, pending_);
-    if (fsync_ == Fsync::always) {
-      write_all(pending_);
-      sync();
-      pending_.clear();
+  // A failed put is retried whole, so whatever part of it reached the file is cut first: no
+  // torn line, and no record written twice by the retry.
+  const off_t start = size();
+  try {
+    for (const auto& r : in) {
+      encoder_.append(r, pending_);
+      if (fsync_ == Fsync::always) {
+        write_all(pending_);
+        sync();
+        pending_.clear();
+      }
     }
+    write_all(pending_);
+    if (fsync_ == Fsync::batch && !in.empty()) sync();
+  } catch (...) {
+    if (::ftruncate(fd_.get(), start) != 0)
+      host_.warn("file " + path_ + ": cannot cut a failed batch: " + std::strerror(errno));
+    throw;
   }
-  write_all(pending_);
-  if (fsync_ == Fsync::batch && !in.empty()) sync();
   host_.counter_add("records", static_cast<double>(in.size()));
 }
 

@@ -184,8 +184,12 @@ def case_sqlite_kill():
                             stderr=subprocess.PIPE, text=True)
     derived = work / "derived.jsonl"
     deadline = time.time() + 60
-    while line_count(derived) < 3000 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    # Killed once a commit has happened (else a restart rightly reads everything again) and
+    # 3,000 derived events are out.
+    offsets = work / "source.offset"
+    while ((line_count(derived) < 3000 or not offsets.exists()) and proc.poll() is None
+           and time.time() < deadline):
+        time.sleep(0.01)
     if proc.poll() is not None:
         fail(f"sluice ended before it could be killed (rc {proc.returncode}): input too small")
     proc.send_signal(signal.SIGKILL)

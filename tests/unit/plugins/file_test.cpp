@@ -240,3 +240,32 @@ TEST_CASE("file sink envelope format carries key, value, position and headers") 
   CHECK(d["key"].IsNull());
   CHECK(std::string(d["value"].GetString()) == "not json");
 }
+
+TEST_CASE("file sink cuts a torn last line left by a killed run before it appends") {
+  Library lib(plugin_path("file"));
+  const auto& p = lib.plugin(SLUICE_KIND_SINK, "file");
+  struct Case {
+    const char* what;
+    std::string before, after;
+  };
+  const std::string long_tail(10000, 'x');  // longer than one backwards read
+  for (const Case& c : {Case{"short tail", "{\"a\":1}\n{\"b\":", "{\"a\":1}\n"},
+                        Case{"long tail", "{\"a\":1}\n{\"" + long_tail, "{\"a\":1}\n"},
+                        Case{"no newline at all", "{\"" + long_tail, ""},
+                        Case{"whole lines", "{\"a\":1}\n{\"b\":2}\n", "{\"a\":1}\n{\"b\":2}\n"}}) {
+    CAPTURE(c.what);
+    TempDir dir;
+    const std::string path = dir.file("out.jsonl");
+    write_file(path, c.before);
+    FakeHost host;
+    Instance sink(p, host, R"({"path":")" + path + R"("})");
+    TestRecord r;
+    r.value = "{\"c\":3}";
+    FakeWriter rejects;
+    REQUIRE(sink.put({r}, rejects).ok());
+    CHECK(read_file(path) == c.after + "{\"c\":3}\n");
+    const bool warned =
+        !host.logs().empty() && host.logs().front().find("torn") != std::string::npos;
+    CHECK(warned == (c.before != c.after));
+  }
+}
