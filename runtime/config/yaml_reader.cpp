@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 #include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/parser.h>
 
 #include <cctype>
 #include <cerrno>
@@ -10,6 +12,8 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <optional>
+#include <sstream>
 #include <unordered_map>
 
 #include "config/did_you_mean.hpp"
@@ -128,76 +132,41 @@ std::string describe_text(std::string_view text) {
 
 }  // namespace
 
-// yaml-cpp 0.7 never returns on a line that starts with ',' outside any flow collection
-// ([...] or {...}) in some block contexts (found by fuzzing), so such a line is refused here
-// before the parser sees it. Valid YAML has a leading ',' only inside a flow collection or a
-// block scalar, and both are tracked.
-void check_no_stray_flow_entry(std::string_view text, const std::string& file_name) {
-  int flow_depth = 0;
-  int line_no = 0;
-  int block_scalar_indent = -1;  // inside a | or > scalar: lines indented more than this
-  for (size_t pos = 0; pos < text.size();) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    const std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    const size_t first = line.find_first_not_of(" \t\r");
-    if (first == std::string_view::npos) continue;
-    if (block_scalar_indent >= 0) {
-      if (static_cast<int>(first) > block_scalar_indent) continue;
-      block_scalar_indent = -1;
-    }
-    if (line[first] == ',' && flow_depth == 0)
-      throw ConfigError({file_name, line_no, static_cast<int>(first) + 1},
-                        "YAML syntax error: ',' outside a flow collection ([...] or {...})");
-    char quote = 0;
-    size_t last_significant = std::string_view::npos;
-    for (size_t i = first; i < line.size(); ++i) {
-      const char c = line[i];
-      if (quote) {
-        if (c != quote) continue;
-        quote = 0;
-        // Outside a flow collection nothing but ':' or a comment may follow a quoted scalar; a
-        // ',' there is another input yaml-cpp loops on.
-        const size_t next = line.find_first_not_of(" \t", i + 1);
-        if (flow_depth == 0 && next != std::string_view::npos && line[next] == ',')
-          throw ConfigError({file_name, line_no, static_cast<int>(next) + 1},
-                            "YAML syntax error: ',' outside a flow collection ([...] or {...})");
-        continue;
-      }
-      if (c == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) break;
-      // A tag, anchor or alias ends at a ',' (a flow indicator); outside a flow collection that
-      // ',' is a third input yaml-cpp loops on.
-      if ((c == '!' || c == '&' || c == '*') && flow_depth == 0 &&
-          (i == first || line[i - 1] == ' ' || line[i - 1] == '\t')) {
-        const size_t token_end = line.find_first_of(" \t", i);
-        const size_t comma = line.substr(0, token_end).find(',', i);
-        if (comma != std::string_view::npos)
-          throw ConfigError({file_name, line_no, static_cast<int>(comma) + 1},
-                            "YAML syntax error: ',' outside a flow collection ([...] or {...})");
-      }
-      if ((c == '"' || c == '\'') &&
-          (i == first ||
-           std::string_view(" [{,:&!'\"").find(line[i - 1]) != std::string_view::npos))
-        quote = c;
-      else if (c == '[' || c == '{')
-        ++flow_depth;
-      else if ((c == ']' || c == '}') && flow_depth > 0)
-        --flow_depth;
-      if (c != ' ' && c != '\t' && c != '\r') last_significant = i;
-    }
-    // `key: |` or `key: >-` opens a block scalar whose lines are text, not YAML.
-    if (flow_depth == 0 && last_significant != std::string_view::npos) {
-      size_t k = last_significant;
-      while (k > first && (std::isdigit(static_cast<unsigned char>(line[k])) || line[k] == '-' ||
-                           line[k] == '+'))
-        --k;
-      if ((line[k] == '|' || line[k] == '>') && (k == first || line[k - 1] == ' '))
-        block_scalar_indent = static_cast<int>(first);
-    }
+namespace {
+
+// Notes where each document starts; ignores everything else.
+class DocumentStarts final : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> marks;
+  void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// Where a second document starts, if the text has one. yaml-cpp 0.7's LoadAll never returns on a
+// token no document can start with, such as a ',' outside a flow collection (found by fuzzing):
+// the parser reports an empty document there without consuming the token, and LoadAll asks for
+// the next one forever. A pipeline file holds one document, so at most two are asked for here.
+std::optional<YAML::Mark> second_document(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStarts starts;
+  for (int i = 0; i < 2 && parser.HandleNextDocument(starts); ++i) {
   }
+  if (starts.marks.size() < 2) return std::nullopt;
+  return starts.marks[1];
 }
+
+}  // namespace
 
 YAML::Node parse_document(std::string_view text, const std::string& file_name) {
   if (text.size() > kMaxFileBytes)
@@ -205,10 +174,12 @@ YAML::Node parse_document(std::string_view text, const std::string& file_name) {
                                                      "of 16 MiB",
                                                      text.size()));
   check_is_text(text, file_name);
-  check_no_stray_flow_entry(text, file_name);
-  std::vector<YAML::Node> documents;
+  const std::string copy(text);
+  YAML::Node document;
+  std::optional<YAML::Mark> second;
   try {
-    documents = YAML::LoadAll(std::string(text));
+    document = YAML::Load(copy);
+    second = second_document(copy);
   } catch (const YAML::DeepRecursion& e) {
     throw ConfigError(mark_location(e.mark, file_name),
                       fmt::format("nesting deeper than {} levels", kMaxDepth));
@@ -217,14 +188,18 @@ YAML::Node parse_document(std::string_view text, const std::string& file_name) {
   } catch (const YAML::Exception& e) {
     throw ConfigError(mark_location(e.mark, file_name), "YAML error: " + e.msg);
   }
-  if (documents.empty()) return YAML::Node(YAML::NodeType::Null);
-  if (documents.size() > 1)
-    throw ConfigError(location_of(documents[1], file_name),
+  if (second) {
+    const Location where = mark_location(*second, file_name);
+    if (second->pos >= 0 && static_cast<size_t>(second->pos) < text.size() &&
+        text[static_cast<size_t>(second->pos)] == ',')
+      throw ConfigError(where, "YAML syntax error: ',' outside a flow collection ([...] or {...})");
+    throw ConfigError(where,
                       "unexpected content after the first YAML document (check the indentation; "
                       "a pipeline file holds one document)");
+  }
   size_t nodes = 0;
-  check_tree(documents[0], 1, nodes, file_name);
-  return documents[0];
+  check_tree(document, 1, nodes, file_name);
+  return document;
 }
 
 std::string read_text_file(const std::filesystem::path& path) {

@@ -24,7 +24,7 @@ TEST_CASE("content after a mis-indented first line is an error, not silently dro
 
 TEST_CASE("a second YAML document is an error at its start") {
   CHECK_CONFIG_ERROR(parse_error(with_pipeline("---\nname: other\n")),
-                     "p.yaml:5:1: ", "a pipeline file holds one document");
+                     "p.yaml:4:1: ", "a pipeline file holds one document");
 }
 
 TEST_CASE("a file with a NUL byte is rejected as binary at the byte") {
@@ -136,23 +136,36 @@ admin: {port: 9000, token: abc}
     try {
       parse_pipelines(text.substr(0, n), "p.yaml");
     } catch (const ConfigError& e) {
-      INFO(e.what());
+      INFO(std::string(e.what()));
       CHECK(std::string(e.what()).starts_with("p.yaml:"));
     }
   }
 }
 
-TEST_CASE("a line starting with ',' outside a flow collection is an error, not a parser hang") {
-  // yaml-cpp 0.7 loops forever on these (found by fuzzing the config loader).
+TEST_CASE("a ',' outside a flow collection is an error, not a parser hang") {
+  // yaml-cpp 0.7's LoadAll loops forever on these (found by fuzzing the config loader).
   for (const char* text :
        {", d\n", "  s: t\n, p\n", "  - s\n, p\n", "---\n, x\n", "'a', b\n", "\"a\", b\n",
         "&x 'a',\n", "''''''&'''''''''''''''''''''','''ink:xt}&.}\n", "!2, cooldown_mon.\n",
-        "&a, x\n"}) {
+        "&a, x\n", "  \"ng.tx\n\n\",\n", "a: [1] ,\n"}) {
+    INFO("text: " << std::string(text));
+    try {
+      sluice::config::parse_pipelines(text, "p.yaml");
+      FAIL("expected a ConfigError");
+    } catch (const sluice::config::ConfigError& e) {
+      CHECK(std::string(e.what()).starts_with("p.yaml:"));
+    }
+  }
+  // The error points at the ',' and says what it is.
+  for (auto [text, where] : {std::pair{", d\n", "p.yaml:1:1:"},
+                             {"  s: t\n, p\n", "p.yaml:2:1:"},
+                             {"'a', b\n", "p.yaml:1:4:"}}) {
     CAPTURE(text);
     try {
       sluice::config::parse_pipelines(text, "p.yaml");
       FAIL("expected a ConfigError");
     } catch (const sluice::config::ConfigError& e) {
+      CHECK(std::string(e.what()).starts_with(where));
       CHECK(std::string(e.what()).find("',' outside a flow collection") != std::string::npos);
     }
   }
