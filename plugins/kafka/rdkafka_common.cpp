@@ -1,10 +1,12 @@
 // Config building and log relaying shared by the Kafka source and sink.
 #include "rdkafka_common.hpp"
 
+#include <dlfcn.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
+#include <mutex>
 
 namespace sluice::kafka {
 
@@ -24,6 +26,20 @@ std::string value_text(const rapidjson::Value& v) {
   if (v.IsUint64()) return std::to_string(v.GetUint64());
   if (v.IsNumber()) return fmt::format("{}", v.GetDouble());
   return {};
+}
+
+// librdkafka initialises process-wide state once (SASL, SSL, its own globals) and never frees
+// it. Unloaded with the last copy of this plugin (a hot reload, or the host's exit), that state
+// would leak and a reload would initialise it again; so librdkafka, once used, stays loaded for
+// the life of the process (RTLD_NODELETE on the library that already holds rd_kafka_version).
+void keep_librdkafka_loaded() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&rd_kafka_version), &info) == 0 || !info.dli_fname) return;
+    // A reference that is never closed; NOLOAD: it is mapped already, this only pins it.
+    (void)dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+  });
 }
 
 }  // namespace
@@ -64,6 +80,7 @@ bool has_property(const Config& config, const char* key) {
 
 ConfPtr build_conf(const Config& config, const Host& host, const Settings& defaults,
                    const Settings& forced, HandleContext& context) {
+  keep_librdkafka_loaded();
   ConfPtr conf(rd_kafka_conf_new());
   set_conf(conf.get(), "bootstrap.servers", config.get_string("bootstrap_servers"),
            "bootstrap_servers");

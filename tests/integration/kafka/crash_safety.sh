@@ -49,7 +49,7 @@ at_last_kill="$(end_offsets_sum "$out" "$partitions")"
 ((at_last_kill < count)) || fail "the input was through before the last kill; the test proves nothing"
 
 start_sluice "$work/pipeline.yaml" final
-wait_for_count distinct_count "$out" "$count" 120
+wait_for_count distinct_count "$out" "$count" 360
 stop_sluice "$last_pid" final
 
 dump_topic "$out" >"$work/out.txt"
