@@ -109,7 +109,10 @@ uint32_t ConcurrencyController::update(size_t queued_records, double memory_pres
   rotate_baseline_locked(now);
 
   const uint32_t before = limit_;
-  if (memory_pressure >= pressure_threshold_) {
+  if (memory_pressure < pressure_threshold_ && have_latency && judge_cut_locked(mean_ms, now)) {
+    // The cut was undone and the baseline re-learnt; nothing more to decide this epoch.
+  } else if (memory_pressure >= pressure_threshold_) {
+    cut_from_ = 0;
     const auto cut = static_cast<uint32_t>(std::floor(limit_ * kPressureCut));
     limit_ = std::max(min_, std::min(cut, limit_ > 0 ? limit_ - 1 : 0));
     phase_ = Phase::pressure;
@@ -118,7 +121,7 @@ uint32_t ConcurrencyController::update(size_t queued_records, double memory_pres
     const double baseline = baseline_locked();
     const double gradient = std::isfinite(baseline) && baseline > 0 ? mean_ms / baseline : 1.0;
     if (gradient > kLatencyTolerance) {
-      on_latency_rise_locked(gradient);
+      on_latency_rise_locked(gradient, mean_ms);
     } else {
       on_latency_hold_locked(queued_records);
     }
@@ -135,7 +138,29 @@ uint32_t ConcurrencyController::update(size_t queued_records, double memory_pres
   return limit_;
 }
 
-void ConcurrencyController::on_latency_rise_locked(double gradient) {
+bool ConcurrencyController::judge_cut_locked(double mean_ms, core::TimePoint now) {
+  if (cut_from_ == 0) return false;
+  const uint32_t from = cut_from_;
+  cut_from_ = 0;
+  // A cut to a fraction f of the limit should bring latency down towards f of what it was (all of
+  // it in a saturated system, more past a knee); half of that drop counts as help.
+  const double f = static_cast<double>(limit_) / from;
+  if (limit_ < from && mean_ms <= cut_latency_ms_ * (1.0 + f) / 2) return false;  // keep the cut
+  // Fewer batches in flight did not make them faster, so the rise did not come from our
+  // concurrency: the work itself got costlier. Learn its latency as the new baseline and go back
+  // to the limit from before the cut, then search upwards again.
+  bucket_min_ms_ = previous_bucket_min_ms_ = mean_ms;
+  bucket_start_ = now;
+  latency_ms_ = mean_ms;
+  limit_ = from;
+  good_ = from;
+  ceiling_ = 0;
+  hold_epochs_ = 0;
+  phase_ = Phase::slow_start;
+  return true;
+}
+
+void ConcurrencyController::on_latency_rise_locked(double gradient, double mean_ms) {
   hold_epochs_ = 0;
   phase_ = Phase::steady;
   if (limit_ > good_) {
@@ -144,7 +169,10 @@ void ConcurrencyController::on_latency_rise_locked(double gradient) {
     limit_ = good_ + (ceiling_ - good_) / 2;
     return;
   }
-  // A limit that used to hold no longer does: the system got slower. Cut by the latency ratio.
+  // A limit that used to hold no longer does: the system got slower. Cut by the latency ratio;
+  // the next epoch tells whether the cut helped (judge_cut_locked).
+  cut_from_ = limit_;
+  cut_latency_ms_ = mean_ms;
   ceiling_ = limit_;
   const double factor = std::clamp(1.0 / gradient, 0.5, 0.9);
   const auto cut = static_cast<uint32_t>(std::floor(limit_ * factor));

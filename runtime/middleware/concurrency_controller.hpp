@@ -30,7 +30,11 @@ namespace sluice::middleware {
 //  - at the knee it stays put and probes one above every kProbeEpochs epochs; a failed probe steps
 //    straight back, a successful one restarts slow start (capacity grew);
 //  - latency rising at a limit that used to hold (the system got slower) cuts the limit by the
-//    latency ratio (between x0.5 and x0.9);
+//    latency ratio (between x0.5 and x0.9). If the next epoch did not get at least half of the
+//    proportional drop in latency (a cut to f of the limit: latency <= (1 + f) / 2 of before), the
+//    cut did not help: the work itself got costlier, so that latency becomes the baseline and the
+//    limit goes back to where it was (then searches upwards again), instead of sitting at the
+//    minimum until the old baseline expires;
 //  - memory pressure >= memory_pressure_threshold cuts x0.75 per epoch, whatever the latency.
 // It only goes up while queued_records > 0, latency holds and pressure is below the threshold.
 //
@@ -64,7 +68,8 @@ class ConcurrencyController {
 
   double baseline_locked() const;
   void rotate_baseline_locked(core::TimePoint now);
-  void on_latency_rise_locked(double gradient);
+  bool judge_cut_locked(double mean_ms, core::TimePoint now);
+  void on_latency_rise_locked(double gradient, double mean_ms);
   void on_latency_hold_locked(size_t queued_records);
 
   const core::Clock& clock_;
@@ -81,6 +86,8 @@ class ConcurrencyController {
   uint32_t good_;         // highest limit known to hold latency
   uint32_t ceiling_ = 0;  // lowest limit known to raise latency; 0: not known
   uint32_t hold_epochs_ = 0;
+  uint32_t cut_from_ = 0;        // the limit before the last latency cut, until it is judged
+  double cut_latency_ms_ = 0.0;  // the latency that made that cut
 
   double epoch_sum_ms_ = 0.0;
   uint32_t epoch_count_ = 0;
