@@ -65,7 +65,10 @@ class Pipeline {
   const std::string& name() const { return spec_.name; }
   Summary summary() const;
   std::vector<middleware::StageStats> stats() const;
-  const CircuitBreaker* circuit_breaker() const { return breaker_.get(); }
+  // nullptr until start() has made it (the admin server may ask earlier, from its own thread).
+  const CircuitBreaker* circuit_breaker() const {
+    return started_.load(std::memory_order_acquire) ? breaker_.get() : nullptr;
+  }
 
   // Hot reload. Each stage's instance name, role and the plugin file it came from.
   struct StageFile {

@@ -120,7 +120,13 @@ TEST_CASE("100 reloads in a row: state carried, old libraries unmapped, fds and 
   // The record counter lives in the plugin and was handed from each instance to the next.
   CHECK(run.records_seen() >= seen_before);
   CHECK(open_fds() <= fds_before + 2);
+#ifdef __SANITIZE_THREAD__
+  // TSan keeps metadata for every library ever loaded, so RSS grows with each load here; the
+  // plain and ASan builds check it.
+  MESSAGE("RSS not checked under TSan: " << rss_before << " -> " << rss_kb() << " kB");
+#else
   CHECK(rss_kb() <= rss_before + 4 * 1024);
+#endif
   CHECK(run.supervisor->pipelines()[0]->stage_errors().empty());
 }
 
