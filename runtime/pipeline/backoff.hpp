@@ -12,8 +12,9 @@ namespace sluice::pipeline {
 
 class Backoff {
  public:
+  // Cheap: one is made per poll and per batch, so the random engine is per thread and seeded once.
   explicit Backoff(const core::RetrySettings& s)
-      : s_(s), started_(std::chrono::steady_clock::now()), rng_(std::random_device{}()) {}
+      : s_(s), started_(std::chrono::steady_clock::now()) {}
 
   // The delay before the next attempt, or nullopt-like negative when attempts are used up.
   // Attempt numbers start at 1 for the first retry.
@@ -28,7 +29,8 @@ class Backoff {
                                   s_.initial_backoff_ms * std::pow(s_.multiplier, attempts_ - 1));
     // Half fixed, half jitter: spreads retries without ever waiting near zero.
     std::uniform_real_distribution<double> jitter(cap / 2, cap);
-    delay = std::chrono::milliseconds(static_cast<int64_t>(jitter(rng_)));
+    thread_local std::mt19937 rng(std::random_device{}());
+    delay = std::chrono::milliseconds(static_cast<int64_t>(jitter(rng)));
     return true;
   }
   uint32_t attempts() const { return attempts_; }
@@ -36,7 +38,6 @@ class Backoff {
  private:
   core::RetrySettings s_;
   std::chrono::steady_clock::time_point started_;
-  std::mt19937 rng_;
   uint32_t attempts_ = 0;
 };
 

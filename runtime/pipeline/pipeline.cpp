@@ -223,9 +223,12 @@ void Pipeline::source_loop() {
       if (src.has(&sluice_plugin::set_paused)) src.table().set_paused(src.handle(), 0);
       paused = false;
     }
+    // Paused, the source is still polled (a Kafka consumer must keep polling to stay in its
+    // group) but without a timeout: the wait is wait_for_room() below, which ends as soon as the
+    // stage has room again rather than after a fixed sleep.
     sluice_poll_args args{sizeof(sluice_poll_args),
                           static_cast<uint32_t>(std::min(room, kMaxPollRecords)),
-                          paused ? 10u : kPollTimeoutMs, 0};
+                          paused ? 0u : kPollTimeoutMs, 0};
     CollectingWriter out(SIZE_MAX);
     plugin::CallError err;
     sluice_status st = normalize(src.table().poll(src.handle(), &args, out.get(), err.get()));
