@@ -12,13 +12,8 @@ count=300000
 keys=1000
 partitions=8
 kills=20
-in="$run_id-in"
-out="$run_id-out"
-group="$run_id-group"
 
-create_topic "$in" "$partitions"
-create_topic "$out" "$partitions"
-produce_keyed "$in" "$count" "$keys"
+make_passthrough_topics
 # Small fixed batches at concurrency 1 keep sluice slow enough (~10k records/s) that 20 kills
 # land mid-run. Static membership (group.instance.id) lets each restart take over its
 # partitions at once instead of waiting out the killed member's session.

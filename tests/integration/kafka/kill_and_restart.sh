@@ -9,13 +9,7 @@ source "$(dirname "$0")/passthrough_yaml.sh"
 count=100000
 keys=1000
 partitions=8
-in="$run_id-in"
-out="$run_id-out"
-group="$run_id-group"
-
-create_topic "$in" "$partitions"
-create_topic "$out" "$partitions"
-produce_keyed "$in" "$count" "$keys"
+make_passthrough_topics
 # Small fixed batches at concurrency 1 keep sluice slow enough (~10k records/s) that the kill
 # lands mid-run with batches in flight, however fast the machine.
 write_passthrough_yaml "$work/pipeline.yaml" "$group" "$in" "$out" \
