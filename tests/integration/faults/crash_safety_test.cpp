@@ -72,9 +72,12 @@ TEST_CASE("SIGKILL at 20 random points of a file run loses no record") {
       plugin_dir().string(), "--log-level", "warn"};
 
   // Kill points. While less than 40% of the input is committed, a run is killed a random
-  // 0-250 ms after its first commit, so kills land between commits and the next run resumes
-  // further on. Past 40%, a run is killed once its output grew by a random 0.2-1% of the input
-  // (too soon to commit much), so all 20 kills happen before a run can complete.
+  // 0-250 ms after its first commit, or once its output grew by 25% of the input, whichever is
+  // first: on a slow machine kills land between commits and the next run resumes further on; on
+  // a fast one a run may be killed before it commits at all (and a run without the cap could
+  // finish between two commits). Past 40%, a run is killed once its output grew by a random
+  // 0.2-1% of the input. So a run starts under 40% committed and grows by at most 25%, or starts
+  // later and grows by at most 1%: all 20 kills happen before a run can complete.
   const fs::path offset_file = dir / "in.jsonl.sluice-offset";
   const auto late = static_cast<int64_t>(text.size() * 4 / 10);
   std::uniform_int_distribution<int> delay_ms(0, 250);
@@ -90,7 +93,8 @@ TEST_CASE("SIGKILL at 20 random points of a file run loses no record") {
     const bool last = t == kKills;
     const int64_t committed_at_start = committed_offset(offset_file);
     const bool by_commit = committed_at_start < late;
-    const uint64_t target = size_of(out) + static_cast<uint64_t>(growth(rng) * text.size());
+    const uint64_t target =
+        size_of(out) + static_cast<uint64_t>((by_commit ? 0.25 : growth(rng)) * text.size());
     const auto delay = std::chrono::milliseconds(delay_ms(rng));
     std::optional<std::chrono::steady_clock::time_point> kill_at;
     history += (history.empty() ? "" : ", ") + percent(committed_offset(offset_file)) + "%->";
@@ -106,11 +110,10 @@ TEST_CASE("SIGKILL at 20 random points of a file run loses no record") {
       }
       if (!kill_at && !last) {
         const auto now = std::chrono::steady_clock::now();
-        if (by_commit) {
-          if (committed_offset(offset_file) != committed_at_start) kill_at = now + delay;
-        } else if (size_of(out) >= target) {
+        if (size_of(out) >= target)
           kill_at = now;
-        }
+        else if (by_commit && committed_offset(offset_file) != committed_at_start)
+          kill_at = now + delay;
       }
       if (kill_at && std::chrono::steady_clock::now() >= *kill_at) {
         ::kill(pid, SIGKILL);
