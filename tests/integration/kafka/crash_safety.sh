@@ -43,13 +43,7 @@ at_last_kill="$(end_offsets_sum "$out" "$partitions")"
 # Duplicates count too, so fewer distinct records than this were through at the last kill.
 ((at_last_kill < count)) || fail "the input was through before the last kill; the test proves nothing"
 
-start_sluice "$work/pipeline.yaml" final
-wait_for_count distinct_count "$out" "$count" 360
-stop_sluice "$last_pid" final
-
-dump_topic "$out" >"$work/out.txt"
-result="$(check_records "$work/out.txt" "$count" "$keys" 0)" || fail "records missing: $result"
-log "$result"
+restart_until_complete "$work/pipeline.yaml" final 360
 duplicates="$(echo "$result" | sed -n 's/.*duplicates \([0-9]*\).*/\1/p')"
 log "duplicates after $kills SIGKILLs: $duplicates ($((duplicates / kills)) per kill on average)"
 # Each kill re-delivers what was written but not yet committed: commits follow the acks every

@@ -165,3 +165,15 @@ check_records() {
       exit (missing > 0 || bad || (strict && (dups > 0 || misordered > 0))) ? 1 : 0
     }' "$dump"
 }
+
+# Starts sluice NAME on YAML, waits (up to TIMEOUT s) until every one of $count records is in
+# $out, stops it cleanly and checks the dump: none missing. Sets $result (check_records' line).
+restart_until_complete() {
+  local yaml=$1 name=$2 timeout=$3
+  start_sluice "$yaml" "$name"
+  wait_for_count distinct_count "$out" "$count" "$timeout"
+  stop_sluice "$last_pid" "$name"
+  dump_topic "$out" >"$work/out.txt"
+  result="$(check_records "$work/out.txt" "$count" "$keys" 0)" || fail "records missing: $result"
+  log "$result"
+}
