@@ -4,6 +4,8 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
@@ -19,6 +21,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "admin/request_reader.hpp"
 #include "middleware/stats.hpp"
 #include "pipeline/circuit_breaker.hpp"
 
@@ -85,16 +88,8 @@ std::string_view reason(int status) {
 }
 
 void send_error(httplib::Response& res, int status, std::string_view message) {
-  rapidjson::StringBuffer buffer;
-  Writer w(buffer);
-  w.StartObject();
-  w.Key("error");
-  w.String(message.data(), static_cast<rapidjson::SizeType>(message.size()));
-  w.Key("status");
-  w.Int(status);
-  w.EndObject();
   res.status = status;
-  res.set_content(std::string(buffer.GetString(), buffer.GetSize()), kJson);
+  res.set_content(error_json(status, message), kJson);
 }
 
 // Compares without leaking, through timing, how much of a guessed token was right.
@@ -179,8 +174,117 @@ core::AdminSettings apply_admin_flag(core::AdminSettings settings, const std::st
   return settings;
 }
 
+namespace {
+
+// The request already read whole by the RequestReader, then the socket for the answer.
+class ReadRequestStream : public httplib::Stream {
+ public:
+  ReadRequestStream(const Connection& c, std::chrono::milliseconds write_timeout)
+      : c_(c), write_timeout_(write_timeout) {}
+
+  bool is_readable() const override { return read_ < c_.request.size(); }
+  bool is_writable() const override {
+    pollfd p{c_.fd(), POLLOUT, 0};
+    return poll(&p, 1, static_cast<int>(write_timeout_.count())) == 1 && (p.revents & POLLOUT);
+  }
+  ssize_t read(char* ptr, size_t size) override {
+    const size_t n = std::min(size, c_.request.size() - read_);
+    std::memcpy(ptr, c_.request.data() + read_, n);
+    read_ += n;
+    return static_cast<ssize_t>(n);
+  }
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!is_writable()) return -1;
+    return send(c_.fd(), ptr, size, MSG_NOSIGNAL);
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    ip = c_.client_ip();
+    port = c_.client_port();
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    ip.clear();
+    port = 0;
+    if (getsockname(c_.fd(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) return;
+    char text[INET6_ADDRSTRLEN] = {};
+    const bool v4 = addr.ss_family == AF_INET;
+    const auto& a4 = reinterpret_cast<const sockaddr_in&>(addr);
+    const auto& a6 = reinterpret_cast<const sockaddr_in6&>(addr);
+    inet_ntop(addr.ss_family, v4 ? static_cast<const void*>(&a4.sin_addr) : &a6.sin6_addr, text,
+              sizeof text);
+    ip = text;
+    port = ntohs(v4 ? a4.sin_port : a6.sin6_port);
+  }
+  socket_t socket() const override { return c_.fd(); }
+
+ private:
+  const Connection& c_;
+  std::chrono::milliseconds write_timeout_;
+  size_t read_ = 0;
+};
+
+// httplib's server, except that an accepted socket goes to the RequestReader instead of being
+// read on a pool thread: httplib's read timeout is per recv call, so a client sending a byte a
+// second would hold that thread (and delay stop()) for as long as it likes.
+class AdminHttpServer : public httplib::Server {
+ public:
+  std::function<void(socket_t)> on_accept;
+
+  // Parses and answers a request read whole, then the connection closes (no keep-alive: each
+  // request is read under its own deadline).
+  void serve(const Connection& c, std::chrono::milliseconds write_timeout) {
+    ReadRequestStream stream(c, write_timeout);
+    bool closed = false;
+    process_request(stream, true, closed, nullptr);
+  }
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    on_accept(sock);
+    return true;
+  }
+};
+
+constexpr std::chrono::milliseconds kWriteTimeout{2000};
+
+RequestReader::Limits reader_limits(const AdminServer::Options& o) {
+  RequestReader::Limits limits;
+  limits.deadline = o.request_timeout;
+  limits.max_connections = std::max<size_t>(1, o.max_connections);
+  limits.max_connections_per_client = std::max<size_t>(1, o.max_connections_per_client);
+  limits.max_body_bytes = o.max_body_bytes;
+  return limits;
+}
+
+}  // namespace
+
+// Accepting (httplib's listen thread), reading requests (the reader's poll thread) and serving
+// them (the workers) are three stages, so neither a slow client nor a slow handler holds the
+// others up.
 struct AdminServer::Http {
-  httplib::Server server;
+  explicit Http(const Options& options)
+      : workers(std::max<size_t>(1, options.threads)),
+        reader(reader_limits(options), [this](std::unique_ptr<Connection> c) {
+          std::shared_ptr<Connection> shared = std::move(c);
+          workers.enqueue([this, shared] { server.serve(*shared, kWriteTimeout); });
+        }) {
+    server.on_accept = [this](socket_t sock) { reader.add(sock); };
+    reader.start();
+  }
+  ~Http() { stop_serving(); }
+
+  // Closes connections still sending their request and finishes those being served.
+  void stop_serving() {
+    reader.stop();
+    if (workers_running) workers.shutdown();
+    workers_running = false;
+  }
+
+  AdminHttpServer server;
+  httplib::ThreadPool workers;
+  bool workers_running = true;
+  RequestReader reader;
 };
 
 AdminServer::AdminServer(core::AdminSettings settings, const pipeline::Supervisor& supervisor,
@@ -210,16 +314,12 @@ void AdminServer::start() {
         "reload plugins. Set admin.token (or SLUICE_ADMIN_TOKEN), or bind to 127.0.0.1",
         settings_.host));
 
-  http_ = std::make_unique<Http>();
+  http_ = std::make_unique<Http>(options_);
   httplib::Server& server = http_->server;
-  const size_t threads = std::max<size_t>(1, options_.threads);
-  // httplib owns and deletes the queue it gets from this factory.
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // httplib owns and deletes the queue it gets from this factory. Its tasks only hand the
+  // accepted socket to the reader, so one thread is enough.
+  server.new_task_queue = [] { return new httplib::ThreadPool(1); };
   server.set_payload_max_length(options_.max_body_bytes);
-  // Short timeouts so an idle or stalled client neither holds a worker nor delays stop().
-  server.set_read_timeout(2, 0);
-  server.set_write_timeout(2, 0);
-  server.set_keep_alive_timeout(1);
   server.set_default_headers({{"Cache-Control", "no-store"}});
   // httplib's default also sets SO_REUSEPORT, which would let a second process share the port
   // silently (and get half the requests); keep only SO_REUSEADDR, so the bind fails instead.
@@ -335,6 +435,7 @@ void AdminServer::stop() {
   if (!thread_.joinable()) return;
   http_->server.stop();
   thread_.join();
+  http_->stop_serving();
   http_.reset();
 }
 

@@ -1,6 +1,7 @@
 // The admin HTTP API: GET /health, /stats, /metrics and POST /reload, served on its own thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -51,6 +52,12 @@ class AdminServer {
     HealthRules health;
     size_t threads = 4;  // requests served at once; an admin API needs few
     size_t max_body_bytes = 64 * 1024;
+    // A connection must send its whole request (head and body) within this, else it is answered
+    // 408 and closed. Requests are read by one poll thread, so slow clients hold no worker.
+    std::chrono::milliseconds request_timeout{5000};
+    // Connections open at once, overall and per client address; more are answered 503.
+    size_t max_connections = 64;
+    size_t max_connections_per_client = 16;
   };
 
   // The token is AdminSettings::token, else the environment's SLUICE_ADMIN_TOKEN.
@@ -66,7 +73,8 @@ class AdminServer {
   // Binds and starts serving on a new thread; a no-op when the settings disable the API. Throws
   // AdminError when the address is not loopback and there is no token, or binding fails.
   void start();
-  // Stops accepting, finishes requests being served and joins the thread. Idempotent.
+  // Stops accepting, closes connections still sending their request, finishes requests being
+  // served and joins the threads; slow clients do not delay it. Idempotent.
   void stop();
 
   bool running() const { return thread_.joinable(); }

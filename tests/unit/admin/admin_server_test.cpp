@@ -10,13 +10,20 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cli/commands_admin.hpp"
 #include "config/pipeline_spec.hpp"
@@ -83,6 +90,15 @@ sluice::core::AdminSettings loopback(std::string token = "") {
   s.port = 0;
   s.token = std::move(token);
   return s;
+}
+
+// A started server on an ephemeral loopback port, with `adjust` applied to the default options.
+std::unique_ptr<AdminServer> started(const std::function<void(AdminServer::Options&)>& adjust) {
+  AdminServer::Options options;
+  adjust(options);
+  auto server = std::make_unique<AdminServer>(loopback(), empty_supervisor(), nullptr, options);
+  server->start();
+  return server;
 }
 
 httplib::Client client_for(const AdminServer& server) {
@@ -185,6 +201,60 @@ int status_of(const std::string& raw_answer) {
 std::string body_of(const std::string& raw_answer) {
   const auto at = raw_answer.find("\r\n\r\n");
   return at == std::string::npos ? "" : raw_answer.substr(at + 4);
+}
+
+// Connections that send the start of a request, then one byte every 500 ms, never finishing it,
+// until stop(): the slowloris pattern.
+class SlowClients {
+ public:
+  SlowClients(uint16_t port, int count) {
+    for (int i = 0; i < count; ++i) {
+      fds_.push_back(connect_to(port));
+      const std::string start = "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+      REQUIRE(send(fds_.back(), start.data(), start.size(), MSG_NOSIGNAL) ==
+              static_cast<ssize_t>(start.size()));
+    }
+    thread_ = std::thread([this] { trickle(); });
+  }
+  ~SlowClients() {
+    stop();
+    for (const int fd : fds_) close(fd);
+  }
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  const std::vector<int>& fds() const { return fds_; }
+
+ private:
+  void trickle() {
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_; }))
+      for (const int fd : fds_) send(fd, "a", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+
+  std::vector<int> fds_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+// Reads what the server sends on `fd` until it closes (true) or nothing comes for 10 s (false).
+bool read_until_closed(int fd, std::string& answer) {
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n == 0) return true;
+    if (n < 0) return errno == ECONNRESET;
+    answer.append(buf, static_cast<size_t>(n));
+  }
 }
 
 class ScopedEnv {
@@ -631,6 +701,66 @@ TEST_CASE("malformed requests get a 4xx and the server keeps serving") {
   auto res = c.Get("/health");
   REQUIRE(res);
   CHECK(res->status == 200);
+}
+
+TEST_CASE("health answers while more slow clients than worker threads hold partial requests") {
+  const auto server = started([](AdminServer::Options& o) { o.threads = 2; });
+  SlowClients slow(server->port(), 8);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // every slow one has been taken
+
+  httplib::Client c("127.0.0.1", server->port());
+  c.set_connection_timeout(3, 0);
+  c.set_read_timeout(3, 0);  // a functional bound: the answer must come while they still send
+  auto res = c.Get("/health");
+  REQUIRE_MESSAGE(res, "no answer from /health while slow clients are connected");
+  CHECK(res->status == 200);
+}
+
+TEST_CASE("a client that does not finish its request in time gets 408 and is closed") {
+  const auto server =
+      started([](AdminServer::Options& o) { o.request_timeout = std::chrono::milliseconds(1000); });
+  SlowClients slow(server->port(), 1);  // keeps sending, one byte every 500 ms
+  std::string answer;
+  CHECK_MESSAGE(read_until_closed(slow.fds().front(), answer),
+                "the server kept a connection open that never finished its request");
+  CHECK(status_of(answer) == 408);
+  CHECK(body_of(answer).find("\"error\"") != std::string::npos);
+}
+
+TEST_CASE("a client over its connection limit is answered 503 and closed") {
+  const auto server = started([](AdminServer::Options& o) { o.max_connections_per_client = 2; });
+  SlowClients slow(server->port(), 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const int extra = connect_to(server->port());
+  std::string answer;
+  CHECK(read_until_closed(extra, answer));
+  close(extra);
+  CHECK(status_of(answer) == 503);
+  slow.stop();
+  for (const int fd : slow.fds()) shutdown(fd, SHUT_RDWR);
+  // Their slots are free again once the server has seen them close.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto c = client_for(*server);
+  auto res = c.Get("/health");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+}
+
+TEST_CASE("stop() returns while slow clients are still sending, closing their connections") {
+  AdminServer server(loopback(), empty_supervisor(), nullptr);
+  server.start();
+  SlowClients slow(server.port(), 6);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  auto stopped = std::async(std::launch::async, [&server] { server.stop(); });
+  // A functional bound, far below the request deadline, not a speed target: stop() must not
+  // wait for the slow clients at all.
+  const bool prompt = stopped.wait_for(std::chrono::seconds(3)) == std::future_status::ready;
+  slow.stop();  // lets a stop() that waits for them finish, so the test ends either way
+  stopped.wait();
+  CHECK_MESSAGE(prompt, "stop() waited for clients that never finish their request");
+  CHECK_FALSE(server.running());
+  std::string answer;
+  CHECK(read_until_closed(slow.fds().front(), answer));
 }
 
 TEST_CASE("port 0 binds an ephemeral port and stop() releases it") {

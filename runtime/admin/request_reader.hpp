@@ -1,0 +1,113 @@
+// Reads whole HTTP requests off accepted admin connections on one poll thread, under a deadline
+// and connection limits, so a slow or idle client never holds a thread that serves requests.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace sluice::admin {
+
+// {"error": "<message>", "status": <status>}: the body of every admin API error.
+std::string error_json(int status, std::string_view message);
+
+// How many connections are open, overall and per client address; a connection over either limit
+// is refused. Thread-safe.
+class ConnectionLimits {
+ public:
+  ConnectionLimits(size_t max_total, size_t max_per_client)
+      : max_total_(max_total), max_per_client_(max_per_client) {}
+  bool admit(const std::string& client);
+  void release(const std::string& client);
+
+ private:
+  std::mutex mu_;
+  size_t max_total_;
+  size_t max_per_client_;
+  size_t total_ = 0;
+  std::unordered_map<std::string, size_t> per_client_;
+};
+
+// One accepted connection, counted against its limits; closing it (on destruction) frees its
+// slot. `request` holds the bytes read so far.
+class Connection {
+ public:
+  Connection(int fd, std::string client_ip, int client_port,
+             std::shared_ptr<ConnectionLimits> limits);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  int fd() const { return fd_; }
+  const std::string& client_ip() const { return client_ip_; }
+  int client_port() const { return client_port_; }
+
+  std::string request;
+  std::chrono::steady_clock::time_point deadline;
+
+ private:
+  int fd_;
+  std::string client_ip_;
+  int client_port_;
+  std::shared_ptr<ConnectionLimits> limits_;
+};
+
+// Whether `bytes` hold a whole request: the head and as many body bytes as Content-Length says.
+// A head over `max_head` bytes, a length over `max_body`, a Transfer-Encoding or a length that is
+// not a number count as complete: the HTTP parser refuses them (414, 431, 413 or 400).
+bool request_complete(std::string_view bytes, size_t max_head, size_t max_body);
+
+// Writes a whole error answer (best effort, without blocking) before the caller closes.
+void answer_error(int fd, int status, std::string_view message);
+
+class RequestReader {
+ public:
+  struct Limits {
+    std::chrono::milliseconds deadline{5000};  // to read the whole request, head and body
+    size_t max_connections = 64;
+    size_t max_connections_per_client = 16;
+    size_t max_head_bytes = 64 * 1024;
+    size_t max_body_bytes = 64 * 1024;
+  };
+  // Serves a request read whole; runs on the reader thread, so it must hand over, not serve.
+  using Dispatch = std::function<void(std::unique_ptr<Connection>)>;
+
+  RequestReader(Limits limits, Dispatch dispatch);
+  ~RequestReader();
+  RequestReader(const RequestReader&) = delete;
+  RequestReader& operator=(const RequestReader&) = delete;
+
+  void start();
+  // Takes an accepted socket; one over the connection limits is answered 503 and closed.
+  // Thread-safe.
+  void add(int fd);
+  // Closes every connection still being read and joins the thread. Idempotent.
+  void stop();
+
+ private:
+  void run();
+  void take_new();
+  // Reads what `c` has sent; false when the connection is done with (handed over or closed).
+  bool read_some(std::unique_ptr<Connection>& c);
+  int next_timeout_ms() const;
+
+  Limits limits_;
+  Dispatch dispatch_;
+  std::shared_ptr<ConnectionLimits> counts_;
+  int wake_fd_ = -1;
+  std::thread thread_;
+
+  std::mutex mu_;
+  bool stopping_ = false;
+  std::vector<std::unique_ptr<Connection>> inbox_;  // added, not yet polled
+
+  std::vector<std::unique_ptr<Connection>> reading_;  // reader thread only
+};
+
+}  // namespace sluice::admin
