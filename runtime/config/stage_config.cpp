@@ -8,6 +8,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <optional>
 
@@ -113,7 +114,7 @@ class FieldConverter {
       fail(where, fmt::format("must be {}", article(type)),
            fmt::format("got {}", kind_name(value)));
     const std::string text = substitute(value.Scalar(), where, reader_.base_dir());
-    if (field.secret && !text.empty()) secrets_.push_back(text);
+    if (field.secret) add_secret(text);
     check_enum(text, where);
     if (type == "string" && field.path && !text.empty() && text.front() != '/') {
       const std::string resolved =
@@ -206,12 +207,19 @@ class FieldConverter {
           if (const auto i = parse_int(text)) return rapidjson::Value(static_cast<int64_t>(*i));
           if (const auto d = parse_double(text)) return rapidjson::Value(*d);
         }
-        if (field_->secret && !text.empty()) secrets_.push_back(text);
+        if (field_->secret) add_secret(text);
         return rapidjson::Value(text.c_str(), text.size(), allocator_);
       }
       default:
         return rapidjson::Value(rapidjson::kNullType);
     }
+  }
+
+  void add_secret(const std::string& value) {
+    if (value.empty()) return;
+    for (auto& part : secret_values_of(value))
+      if (std::find(secrets_.begin(), secrets_.end(), part) == secrets_.end())
+        secrets_.push_back(std::move(part));
   }
 
   Location located(const YAML::Node& node, const Location& fallback) const {
@@ -251,6 +259,140 @@ Location locate_field(const YAML::Node& node, std::string_view path, const YamlR
     return locate_field(child, rest, reader, at.line > 0 ? at : found);
   }
   return found;
+}
+
+// Secrets: finding passwords in URLs and conninfo strings, and masking them in text.
+
+// [begin, end) of a part of a text.
+struct TextRange {
+  size_t begin;
+  size_t end;
+};
+
+bool is_word_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// Where a URL's host part ends (RFC 3986), or a URL embedded in a message does.
+bool ends_authority(char c) {
+  return c == '/' || c == '?' || c == '#' || is_space(c) || c == '"' || c == '\'' || c == '<' ||
+         c == '>';
+}
+
+// The passwords of the URLs in `text`: the part between "user:" and the last "@" of the host part
+// following each "://".
+std::vector<TextRange> url_passwords(std::string_view text) {
+  std::vector<TextRange> out;
+  for (size_t sep = text.find("://"); sep != std::string_view::npos;
+       sep = text.find("://", sep + 3)) {
+    const size_t start = sep + 3;
+    size_t end = start;
+    while (end < text.size() && !ends_authority(text[end])) ++end;
+    const std::string_view authority = text.substr(start, end - start);
+    const size_t at = authority.rfind('@');
+    const size_t colon = authority.find(':');
+    if (at == std::string_view::npos || colon == std::string_view::npos || colon > at) continue;
+    if (colon + 1 < at) out.push_back({start + colon + 1, start + at});
+  }
+  return out;
+}
+
+// The values of every `password=VALUE` in `text` (libpq's conninfo keyword, also a URL query
+// parameter): `password = 'quoted \' value'` gives what is inside the quotes, an unquoted value
+// runs to the next space or '&'.
+std::vector<TextRange> keyword_passwords(std::string_view text) {
+  constexpr std::string_view kKeyword = "password";
+  std::string lower(text);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::vector<TextRange> out;
+  for (size_t at = lower.find(kKeyword); at != std::string::npos;
+       at = lower.find(kKeyword, at + 1)) {
+    if (at > 0 && is_word_char(text[at - 1])) continue;
+    size_t i = at + kKeyword.size();
+    while (i < text.size() && is_space(text[i])) ++i;
+    if (i >= text.size() || text[i] != '=') continue;
+    ++i;
+    while (i < text.size() && is_space(text[i])) ++i;
+    const bool quoted = i < text.size() && text[i] == '\'';
+    const size_t begin = quoted ? i + 1 : i;
+    size_t end = begin;
+    while (end < text.size()) {
+      const char c = text[end];
+      if (c == '\\' && end + 1 < text.size()) {
+        end += 2;
+        continue;
+      }
+      if (quoted ? c == '\'' : (is_space(c) || c == '&' || c == '#')) break;
+      ++end;
+    }
+    if (end > begin) out.push_back({begin, end});
+  }
+  return out;
+}
+
+// A conninfo value as libpq reads it: a backslash escapes the next character.
+std::string unescape_conninfo(std::string_view written) {
+  std::string out;
+  for (size_t i = 0; i < written.size(); ++i) {
+    if (written[i] == '\\' && i + 1 < written.size()) ++i;
+    out += written[i];
+  }
+  return out;
+}
+
+std::string percent_decode(std::string_view text) {
+  const auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && hex(text[i + 1]) >= 0 && hex(text[i + 2]) >= 0) {
+      out += static_cast<char>(hex(text[i + 1]) * 16 + hex(text[i + 2]));
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
+// Every byte but RFC 3986's unreserved characters as %XX, as URL builders write a password.
+std::string percent_encode(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += c;
+    } else {
+      out += fmt::format("%{:02X}", u);
+    }
+  }
+  return out;
+}
+
+void mark(const TextRange& range, std::vector<bool>& hidden) {
+  std::fill(hidden.begin() + static_cast<std::ptrdiff_t>(range.begin),
+            hidden.begin() + static_cast<std::ptrdiff_t>(range.end), true);
+}
+
+// Marks what every occurrence of `secret` in `text` covers. Shorter than kWholeWordBelow, only
+// an occurrence that is a whole word counts: such a secret is found inside too many words.
+void mark_occurrences(std::string_view text, std::string_view secret, std::vector<bool>& hidden) {
+  constexpr size_t kWholeWordBelow = 4;
+  if (secret.empty()) return;
+  const bool whole_word_only = secret.size() < kWholeWordBelow;
+  for (size_t at = text.find(secret); at != std::string_view::npos;
+       at = text.find(secret, at + 1)) {
+    const size_t end = at + secret.size();
+    const bool inside_word =
+        (at > 0 && is_word_char(text[at - 1])) || (end < text.size() && is_word_char(text[end]));
+    if (whole_word_only && inside_word) continue;
+    mark({at, end}, hidden);
+  }
 }
 
 }  // namespace
@@ -326,19 +468,43 @@ Location field_location(const StageSpec& stage, std::string_view field) {
   return locate_field(stage.node, field, reader, stage.location);
 }
 
-std::string redact(std::string text, const std::vector<std::string>& secret_values) {
-  std::vector<std::string> secrets = secret_values;
-  // Longer first, so a secret that contains a shorter one is hidden whole.
-  std::sort(secrets.begin(), secrets.end(),
-            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  constexpr std::string_view kMask = "***";
-  for (const auto& secret : secrets) {
-    if (secret.empty()) continue;
-    for (size_t at = text.find(secret); at != std::string::npos;
-         at = text.find(secret, at + kMask.size()))
-      text.replace(at, secret.size(), kMask);
+std::vector<std::string> secret_values_of(std::string_view value) {
+  std::vector<std::string> out{std::string(value)};
+  const auto add = [&out](std::string part) {
+    if (!part.empty() && std::find(out.begin(), out.end(), part) == out.end())
+      out.push_back(std::move(part));
+  };
+  std::vector<TextRange> passwords = url_passwords(value);
+  const std::vector<TextRange> keyword = keyword_passwords(value);
+  passwords.insert(passwords.end(), keyword.begin(), keyword.end());
+  for (const auto& range : passwords) {
+    const std::string_view written = value.substr(range.begin, range.end - range.begin);
+    const std::string unquoted = unescape_conninfo(written);
+    const std::string decoded = percent_decode(unquoted);
+    add(std::string(written));
+    add(unquoted);
+    add(decoded);
+    add(percent_encode(decoded));
   }
-  return text;
+  return out;
+}
+
+std::string redact(std::string_view text, const std::vector<std::string>& secret_values) {
+  std::vector<bool> hidden(text.size(), false);
+  for (const auto& secret : secret_values) mark_occurrences(text, secret, hidden);
+  for (const auto& range : url_passwords(text)) mark(range, hidden);
+  for (const auto& range : keyword_passwords(text)) mark(range, hidden);
+  constexpr std::string_view kMask = "***";
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (!hidden[i]) {
+      out += text[i];
+    } else if (i == 0 || !hidden[i - 1]) {
+      out += kMask;
+    }
+  }
+  return out;
 }
 
 }  // namespace sluice::config

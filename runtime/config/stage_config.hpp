@@ -33,7 +33,17 @@ CheckedConfig check_stage(const StageSpec& stage, std::string_view schema_json);
 // "tls.ca" reaches into mappings, a number into lists), else the stage mapping.
 Location field_location(const StageSpec& stage, std::string_view field);
 
-// Replaces every occurrence of each secret value by "***".
-std::string redact(std::string text, const std::vector<std::string>& secret_values);
+// The strings redact() must hide for one secret field's value: the value itself and, when it
+// holds a URL (scheme://user:PASSWORD@host/...?password=PASSWORD) or a libpq keyword/value
+// conninfo (host=... password=PASSWORD), each password as written, unquoted, percent-decoded and
+// percent-encoded, since a plugin may print a rewritten URL or the password alone.
+std::vector<std::string> secret_values_of(std::string_view value);
+
+// Returns `text` with every occurrence of each secret value replaced by "***". Occurrences that
+// overlap or touch become one "***", so no fragment of a longer secret is left. The password of
+// any URL (scheme://user:PASSWORD@) and any `password=VALUE` in the text is masked too, declared
+// or not. A secret shorter than 4 characters is masked only where it stands as a whole word
+// (not inside a longer word), so that a short secret does not mask every "a" of a message.
+std::string redact(std::string_view text, const std::vector<std::string>& secret_values);
 
 }  // namespace sluice::config

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <rapidjson/document.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -221,6 +222,61 @@ TEST_CASE("redact hides every occurrence of every secret, longer secrets first")
         "user=bob pass=*** again ***");
   CHECK(redact("key=abcdef", {"abc", "abcdef"}) == "key=***");
   CHECK(redact("nothing to hide", {"", "x1"}) == "nothing to hide");
+}
+
+TEST_CASE("a secret URL adds its password, decoded and encoded, to the secret values") {
+  const auto checked = check_stage(
+      sink_stage("  type: file\n  path: x\n  password: postgres://app:p%40ss%2Fw0rd@db:5432/o\n"),
+      test_schema());
+  const auto& v = checked.secret_values;
+  CHECK(v.front() == "postgres://app:p%40ss%2Fw0rd@db:5432/o");
+  CHECK(std::find(v.begin(), v.end(), "p%40ss%2Fw0rd") != v.end());
+  CHECK(std::find(v.begin(), v.end(), "p@ss/w0rd") != v.end());
+  // What a plugin prints after decoding, or rewriting the URL, is masked.
+  CHECK(redact("auth failed for password p@ss/w0rd", v) == "auth failed for password ***");
+  CHECK(redact("connecting to postgresql://app:p%40ss%2Fw0rd@db/other", v) ==
+        "connecting to postgresql://app:***@db/other");
+}
+
+TEST_CASE("a secret conninfo adds its password, unquoted, to the secret values") {
+  const auto values = secret_values_of("host=db port=5432 password='it\\'s s3cret' user=app");
+  CHECK(values.front() == "host=db port=5432 password='it\\'s s3cret' user=app");
+  CHECK(std::find(values.begin(), values.end(), "it's s3cret") != values.end());
+  CHECK(std::find(values.begin(), values.end(), "it\\'s s3cret") != values.end());
+  CHECK(redact("server said: bad password \"it's s3cret\"", values) ==
+        "server said: bad password \"***\"");
+  const auto plain = secret_values_of("host=db password=hunter22 dbname=o");
+  CHECK(std::find(plain.begin(), plain.end(), "hunter22") != plain.end());
+  const auto query = secret_values_of("postgresql://db/o?user=app&password=s%3Dcret&ssl=1");
+  CHECK(std::find(query.begin(), query.end(), "s=cret") != query.end());
+}
+
+TEST_CASE("redact masks URL and conninfo passwords in any text, declared or not") {
+  CHECK(redact("cannot reach postgres://app:hunter2@db:5432/o (timeout)", {}) ==
+        "cannot reach postgres://app:***@db:5432/o (timeout)");
+  CHECK(redact("conninfo host=db password=hunter2 user=app failed", {}) ==
+        "conninfo host=db password=*** user=app failed");
+  CHECK(redact("PASSWORD = 'a b\\' c' port=1", {}) == "PASSWORD = '***' port=1");
+  CHECK(redact("https://example.org/a:b@c and user@host and a=b", {}) ==
+        "https://example.org/a:b@c and user@host and a=b");
+  CHECK(redact("the password is wrong; passwords=", {}) == "the password is wrong; passwords=");
+}
+
+TEST_CASE("redact leaves no fragment of overlapping or adjacent secrets") {
+  // "cdef12" overlaps the end of "abcdef": masked one after the other, "12" would be left.
+  CHECK(redact("x abcdef12 y", {"abcdef", "cdef12"}) == "x *** y");
+  CHECK(redact("x abcdef12 y", {"cdef12", "abcdef"}) == "x *** y");
+  CHECK(redact("tokentoken", {"token"}) == "***");
+  std::vector<std::string> many;
+  for (int i = 0; i < 500; ++i) many.push_back("secret-" + std::to_string(i * 7919));
+  CHECK(redact("ok secret-79190 and secret-7919 end", many) == "ok *** and *** end");
+}
+
+TEST_CASE("a secret shorter than 4 characters is masked only as a whole word") {
+  CHECK(redact("pin 42 failed at 142", {"42"}) == "pin *** failed at 142");
+  CHECK(redact("a bad pw: pw", {"pw"}) == "a bad ***: ***");
+  CHECK(redact("about a cat", {"a"}) == "about *** cat");
+  CHECK(redact("key4 = key", {"key4"}) == "*** = key");
 }
 
 TEST_CASE("an unknown plugin type is an error at the type with a suggestion and the known names") {
