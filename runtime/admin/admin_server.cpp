@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "admin/request_reader.hpp"
+#include "config/stage_config.hpp"
 #include "middleware/stats.hpp"
 #include "pipeline/circuit_breaker.hpp"
 
@@ -357,7 +358,7 @@ void AdminServer::start() {
         return httplib::Server::HandlerResponse::Handled;
       }));
   server.set_exception_handler(
-      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+      [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
         std::string what = "unknown exception";
         try {
           if (ep) std::rethrow_exception(ep);
@@ -365,6 +366,7 @@ void AdminServer::start() {
           what = e.what();
         } catch (...) {
         }
+        what = config::redact(what, secrets());
         spdlog::error("admin API: {} {} failed: {}", req.method, req.path, what);
         send_error(res, 500, what);
       });
@@ -392,7 +394,8 @@ void AdminServer::start() {
     spdlog::info("admin API: reload of {} requested", stage.empty() ? "every stage" : stage);
     // A refused reload shows in /health through the pipeline, which records it per stage.
     const std::string error = reload_(stage);
-    if (!error.empty()) return send_error(res, 500, "reload failed: " + error);
+    if (!error.empty())
+      return send_error(res, 500, "reload failed: " + config::redact(error, secrets()));
     res.set_content(reloaded_body(stage), kJson);
   });
   server.set_logger([](const httplib::Request& req, const httplib::Response& res) {
@@ -476,10 +479,28 @@ std::vector<PipelineObservation> AdminServer::observe() const {
   return out;
 }
 
+std::vector<std::string> AdminServer::secrets() const {
+  std::vector<std::string> out;
+  for (const auto& p : supervisor_.pipelines())
+    out.insert(out.end(), p->secrets().begin(), p->secrets().end());
+  if (!token_.empty()) out.push_back(token_);
+  return out;
+}
+
 HealthReport AdminServer::health() const {
   const auto observed = observe();
-  std::lock_guard lock(errors_mu_);
-  return evaluate_health(observed, stage_errors_, options_.health);
+  HealthReport report;
+  {
+    std::lock_guard lock(errors_mu_);
+    report = evaluate_health(observed, stage_errors_, options_.health);
+  }
+  // Errors come from plugins and reloads, which may quote a secret of their config.
+  const auto secret_values = secrets();
+  for (auto& p : report.pipelines) {
+    p.last_error = config::redact(p.last_error, secret_values);
+    for (auto& s : p.stages) s.last_error = config::redact(s.last_error, secret_values);
+  }
+  return report;
 }
 
 bool AdminServer::has_stage(const std::string& stage) const {
@@ -500,6 +521,7 @@ std::string AdminServer::stats_json() const {
     std::lock_guard lock(errors_mu_);
     report = evaluate_health(observed, stage_errors_, options_.health);
   }
+  const auto secret_values = secrets();
   rapidjson::StringBuffer buffer;
   Writer w(buffer);
   auto key = [&w](std::string_view k) {
@@ -517,7 +539,8 @@ std::string AdminServer::stats_json() const {
     w.String(health_state_name(report.pipelines[i].state));
     key("failure");
     if (s.failed) {
-      w.String(s.failure.data(), static_cast<rapidjson::SizeType>(s.failure.size()));
+      const std::string failure = config::redact(s.failure, secret_values);
+      w.String(failure.data(), static_cast<rapidjson::SizeType>(failure.size()));
     } else {
       w.Null();
     }

@@ -89,7 +89,8 @@ class AdminServer {
   void set_stage_error(const std::string& pipeline, const std::string& stage,
                        const std::string& message);
 
-  // The bodies the endpoints serve, for callers that want them without HTTP.
+  // The bodies the endpoints serve, for callers that want them without HTTP. Every error text
+  // in them passes through config::redact() with the pipelines' secrets and the token.
   HealthReport health() const;
   std::string stats_json() const;
 
@@ -97,6 +98,8 @@ class AdminServer {
   struct Http;
 
   std::vector<PipelineObservation> observe() const;
+  // Every pipeline's secret config values and the token: no answer may carry them.
+  std::vector<std::string> secrets() const;
   // Whether a running pipeline has a stage or plugin instance of this name.
   bool has_stage(const std::string& stage) const;
 

@@ -517,6 +517,56 @@ TEST_CASE("a failed reload answers 500 with the error; health shows what the pip
   CHECK(res->status == 200);
 }
 
+TEST_CASE("health, stats and reload answers never show a secret a plugin's error quotes") {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("sluice-admin-secret-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  // conninfo is a secret field of the projection plugin; the sqlite store does not use it.
+  RunningPipelines run(
+      "name: guarded\nsource: {type: generator, name: gen, rate: 0.01}\n"
+      "transforms:\n  - type: projection\n    name: proj\n"
+      "    path: " +
+      (dir / "p.db").string() +
+      "\n    conninfo: \"postgresql://app:hunter2-pw@db.example:5432/o\"\n"
+      "    projections: [{name: m, kind: mirror, table: t}]\n"
+      "sink: {type: \"null\", name: out}\n");
+  auto& guarded = *run.supervisor().pipelines().front();
+  // What a plugin's error may say: the password alone, or a URL rewritten around it.
+  const std::string leak =
+      "cannot connect to postgresql://app:hunter2-pw@db.example/o (password hunter2-pw)";
+  AdminServer server(loopback("admin-token-1234"), run.supervisor(), [&](const std::string& stage) {
+    guarded.set_stage_error(stage, leak);
+    return leak;
+  });
+  server.start();
+  auto c = client_for(server);
+  // Records, were one to come, would be rejected by projection and fail the pipeline: the
+  // stage errors below show either way.
+  wait_for_health(c, [](const rapidjson::Document& d, int) {
+    return std::string(d["pipelines"]["guarded"]["state"].GetString()) != "starting";
+  });
+
+  c.set_bearer_token_auth("admin-token-1234");
+  auto res = c.Post("/reload?stage=proj", "", "text/plain");
+  check_json_error(res, 500);
+  CHECK(res->body.find("hunter2-pw") == std::string::npos);
+  server.set_stage_error("guarded", "gen", "token admin-token-1234 and hunter2-pw");
+
+  res = c.Get("/health");
+  REQUIRE(res);
+  CHECK(res->status == 503);
+  CHECK(res->body.find("hunter2-pw") == std::string::npos);
+  CHECK(res->body.find("admin-token-1234") == std::string::npos);
+  const auto d = parse(res->body);
+  CHECK(std::string(d["pipelines"]["guarded"]["stages"]["proj"]["last_error"].GetString()) ==
+        "cannot connect to postgresql://app:***@db.example/o (password ***)");
+  res = c.Get("/stats");
+  REQUIRE(res);
+  CHECK(res->body.find("hunter2-pw") == std::string::npos);
+  server.stop();
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("reload without a callback answers 501, and a throwing callback 500") {
   AdminServer none(loopback(), empty_supervisor(), nullptr);
   none.start();
