@@ -1,7 +1,10 @@
 // The PostgreSQL backend of the projection store: one libpq connection, prepared statements.
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <sluice/sdk.hpp>
+#include <string_view>
+#include <vector>
 
 #include "database.hpp"
 
@@ -14,12 +17,50 @@ struct ClearResult {
 };
 using Result = std::unique_ptr<PGresult, ClearResult>;
 
+// What no message may show of a connection string: itself, its password as libpq reads it, and
+// the text between "user:" and "@" of a URI (libpq cannot parse a malformed URI, and quotes it).
+std::vector<std::string> secrets_of(const std::string& conninfo) {
+  std::vector<std::string> out{conninfo};
+  char* error = nullptr;
+  if (PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error)) {
+    for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o)
+      if (o->val != nullptr && *o->val != '\0' && std::string_view(o->keyword) == "password")
+        out.emplace_back(o->val);
+    PQconninfoFree(options);
+  }
+  if (error != nullptr) PQfreemem(error);
+  if (const size_t scheme = conninfo.find("://"); scheme != std::string::npos) {
+    const size_t start = scheme + 3;
+    const size_t host_end = conninfo.find_first_of("/?#", start);
+    const size_t at =
+        conninfo.rfind('@', host_end == std::string::npos ? conninfo.size() : host_end);
+    const size_t colon = conninfo.find(':', start);
+    if (at != std::string::npos && at > start && colon < at)
+      out.push_back(conninfo.substr(colon + 1, at - colon - 1));
+  }
+  std::erase(out, std::string());
+  // Longest first, so a password inside the whole string is not masked before it.
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  return out;
+}
+
+std::string masked(std::string message, const std::vector<std::string>& secrets) {
+  for (const auto& secret : secrets)
+    for (size_t at = message.find(secret); at != std::string::npos;
+         at = message.find(secret, at + 3))
+      message.replace(at, secret.size(), "***");
+  return message;
+}
+
 class PostgresDatabase final : public Database {
  public:
-  explicit PostgresDatabase(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str())) {
+  explicit PostgresDatabase(const std::string& conninfo)
+      : secrets_(secrets_of(conninfo)), conn_(PQconnectdb(conninfo.c_str())) {
     if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK)
-      throw sluice::Retriable(std::string("postgres: cannot connect: ") +
-                              (conn_ ? PQerrorMessage(conn_.get()) : "out of memory"));
+      throw sluice::Retriable(masked(std::string("postgres: cannot connect: ") +
+                                         (conn_ ? PQerrorMessage(conn_.get()) : "out of memory"),
+                                     secrets_));
     exec("SET client_min_messages = warning");
   }
 
@@ -83,8 +124,8 @@ class PostgresDatabase final : public Database {
     PQreset(conn_.get());
     std::fill(prepared_.begin(), prepared_.end(), false);
     if (PQstatus(conn_.get()) != CONNECTION_OK)
-      throw sluice::Retriable(std::string("postgres: reconnect failed: ") +
-                              PQerrorMessage(conn_.get()));
+      throw sluice::Retriable(masked(
+          std::string("postgres: reconnect failed: ") + PQerrorMessage(conn_.get()), secrets_));
   }
 
   void check(PGresult* r, const std::string& sql) {
@@ -92,7 +133,7 @@ class PostgresDatabase final : public Database {
     if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) return;
     std::string msg =
         "postgres: " + std::string(r ? PQresultErrorMessage(r) : PQerrorMessage(conn_.get()));
-    msg += " (in: " + sql.substr(0, 80) + ")";
+    msg = masked(msg + " (in: " + sql.substr(0, 80) + ")", secrets_);
     const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
     const std::string code = state ? state : "";
     // Class 08 (connection), 40 (serialization, deadlock), 53 (resources), 57 (shutdown).
@@ -105,6 +146,7 @@ class PostgresDatabase final : public Database {
   struct Finish {
     void operator()(PGconn* c) const { PQfinish(c); }
   };
+  std::vector<std::string> secrets_;  // masked in every message
   std::unique_ptr<PGconn, Finish> conn_;
   std::vector<std::string> sql_;
   std::vector<bool> prepared_;

@@ -275,3 +275,22 @@ TEST_CASE("projection config errors name the field") {
   CHECK_FALSE(r.ok());
   CHECK(r.field == "cache");
 }
+
+TEST_CASE("projection never shows its conninfo's password in an error") {
+  Library lib(plugin_path("projection"));
+  const sluice_plugin& plugin = lib.plugin(SLUICE_KIND_TRANSFORM, "projection");
+  FakeHost host;
+  // libpq quotes a malformed URI whole in its error; the second cannot connect (port 1).
+  for (const std::string conninfo :
+       {"postgresql://app:hunter2-pw@[db/o",
+        "host=127.0.0.1 port=1 user=app password=hunter2-pw connect_timeout=2"}) {
+    void* inst = nullptr;
+    const auto r = Instance::try_create(plugin, host,
+                                        R"({"store":"postgres","conninfo":")" + conninfo +
+                                            R"(","projections":[{"name":"x","table":"t"}]})",
+                                        &inst);
+    CHECK_FALSE(r.ok());
+    CHECK(r.message.find("postgres") != std::string::npos);
+    CHECK_MESSAGE(r.message.find("hunter2-pw") == std::string::npos, r.message);
+  }
+}
