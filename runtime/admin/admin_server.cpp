@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -20,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+#include <tuple>
 
 #include "admin/request_reader.hpp"
 #include "config/stage_config.hpp"
@@ -203,19 +203,7 @@ class ReadRequestStream : public httplib::Stream {
     port = c_.client_port();
   }
   void get_local_ip_and_port(std::string& ip, int& port) const override {
-    sockaddr_storage addr{};
-    socklen_t len = sizeof addr;
-    ip.clear();
-    port = 0;
-    if (getsockname(c_.fd(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) return;
-    char text[INET6_ADDRSTRLEN] = {};
-    const bool v4 = addr.ss_family == AF_INET;
-    const auto& a4 = reinterpret_cast<const sockaddr_in&>(addr);
-    const auto& a6 = reinterpret_cast<const sockaddr_in6&>(addr);
-    inet_ntop(addr.ss_family, v4 ? static_cast<const void*>(&a4.sin_addr) : &a6.sin6_addr, text,
-              sizeof text);
-    ip = text;
-    port = ntohs(v4 ? a4.sin_port : a6.sin6_port);
+    std::tie(ip, port) = local_address(c_.fd());
   }
   socket_t socket() const override { return c_.fd(); }
 

@@ -21,10 +21,7 @@
 namespace sluice::admin {
 namespace {
 
-std::pair<std::string, int> peer_of(int fd) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {"", 0};
+std::pair<std::string, int> address_text(const sockaddr_storage& addr) {
   char text[INET6_ADDRSTRLEN] = {};
   if (addr.ss_family == AF_INET) {
     const auto& v4 = reinterpret_cast<const sockaddr_in&>(addr);
@@ -70,6 +67,20 @@ std::string_view status_text(int status) {
 }
 
 }  // namespace
+
+std::pair<std::string, int> peer_address(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {"", 0};
+  return address_text(addr);
+}
+
+std::pair<std::string, int> local_address(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {"", 0};
+  return address_text(addr);
+}
 
 std::string error_json(int status, std::string_view message) {
   rapidjson::StringBuffer buffer;
@@ -158,7 +169,7 @@ void RequestReader::start() {
 }
 
 void RequestReader::add(int fd) {
-  auto [ip, port] = peer_of(fd);
+  auto [ip, port] = peer_address(fd);
   if (!counts_->admit(ip)) {
     answer_error(fd, 503, "too many connections to the admin API; try again later");
     shutdown(fd, SHUT_RDWR);

@@ -10,9 +10,14 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace sluice::admin {
+
+// The address (as text) and port of a socket's peer, or of its own end; "" and 0 on failure.
+std::pair<std::string, int> peer_address(int fd);
+std::pair<std::string, int> local_address(int fd);
 
 // {"error": "<message>", "status": <status>}: the body of every admin API error.
 std::string error_json(int status, std::string_view message);
