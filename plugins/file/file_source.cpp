@@ -432,19 +432,35 @@ void FileSource::commit(std::span<const sluice::Position> positions) {
   if (highest > committed_) write_committed_offset(highest);
 }
 
-// State for a hot reload: the next unread byte and the committed line.
+// State for a hot reload: the next unread byte, the committed line, and the device and inode of
+// the file they belong to.
 std::string FileSource::snapshot() {
+  struct stat st {};
+  if (!fd_.valid() || ::fstat(fd_.get(), &st) != 0) st = {};
   return std::to_string(buf_offset_ + static_cast<int64_t>(buf_pos_)) + " " +
-         std::to_string(committed_);
+         std::to_string(committed_) + " " + std::to_string(st.st_dev) + " " +
+         std::to_string(st.st_ino);
 }
 
+// A snapshot of an older version has no device and inode; it is taken as it is.
 void FileSource::restore(std::string_view state) {
   long long next = 0;
   long long committed = 0;
-  if (std::sscanf(std::string(state).c_str(), "%lld %lld", &next, &committed) != 2 || next < 0)
-    throw std::runtime_error("file source: bad snapshot");
+  unsigned long long device = 0;
+  unsigned long long inode = 0;
+  const int fields = std::sscanf(std::string(state).c_str(), "%lld %lld %llu %llu", &next,
+                                 &committed, &device, &inode);
+  if (fields < 2 || next < 0) throw std::runtime_error("file source: bad snapshot");
   committed_ = committed;
   open_at(next);
+  struct stat st {};
+  if (fields < 4 || !fd_.valid() || ::fstat(fd_.get(), &st) != 0) return;
+  if (static_cast<unsigned long long>(st.st_dev) == device &&
+      static_cast<unsigned long long>(st.st_ino) == inode)
+    return;
+  host_.warn("file " + path_ + " was replaced during the reload; reading it from the start");
+  committed_ = -1;
+  open_at(0);
 }
 
 }  // namespace sluice_plugins

@@ -100,3 +100,18 @@ TEST_CASE("an offset file whose offset is not a line start stops the run with ex
   // Nothing read, nothing skipped: the offset file is as it was.
   CHECK(read_file(offsets.string()) == "{\"line_offset\":21}\n");
 }
+
+TEST_CASE("two pipelines of one sluice writing one output file: the run exits 2 naming the stage") {
+  auto dir = scratch("file-lock-one-process");
+  fs::create_directories(dir / "pipelines");
+  for (const std::string name : {"a", "b"})
+    write_file((dir / "pipelines" / (name + ".yaml")).string(),
+               "name: " + name + "\nsource: {type: generator, count: 10}\n" +
+                   "sink: {type: file, path: ../out.jsonl}\n");
+  auto r = run_process({bin(), "run", (dir / "pipelines").string()});
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("output file " + (dir / "out.jsonl").lexically_normal().string() +
+                   " is in use by stage '") != std::string::npos);
+  CHECK(r.err.find("' of this sluice") != std::string::npos);
+}

@@ -514,3 +514,26 @@ TEST_CASE("a reloaded file source or sink takes the lock over from the instance 
     ::close(fd);
   }
 }
+
+TEST_CASE("a reloaded file source reads a file replaced meanwhile from its start") {
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  write_file(path, numbered_lines(0, 10));
+  Library lib(plugin_path("file"));
+  const auto& p = lib.plugin(SLUICE_KIND_SOURCE, "file");
+  FakeHost host;
+  auto old_instance = std::make_unique<Instance>(p, host, source_config(path));
+  FakeWriter out;
+  REQUIRE(old_instance->poll(out, 6, 0).ok());
+  REQUIRE(old_instance->commit(0, out.records[5].offset).ok());
+  // The reload creates the new instance while the old one runs; the file is replaced before the
+  // old one's state is handed over.
+  Instance reloaded(p, host, source_config(path));
+  replace_file(path, numbered_lines(0, 20, "m"));
+  const std::string state = old_instance->snapshot();
+  old_instance.reset();
+  REQUIRE(reloaded.restore(state).ok());
+  auto records = poll_all(reloaded);
+  REQUIRE(records.size() == 20);
+  CHECK(records.front().value == "{\"m\":0}");
+}
