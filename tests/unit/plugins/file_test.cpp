@@ -56,6 +56,16 @@ bool any_log_contains(FakeHost& host, const std::string& part) {
   return false;
 }
 
+// A scratch folder with an input file of numbered lines, and the file source plugin.
+struct SourceFixture {
+  explicit SourceFixture(int lines) { write_file(path, numbered_lines(0, lines)); }
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  Library lib{plugin_path("file")};
+  const sluice_plugin& plugin = lib.plugin(SLUICE_KIND_SOURCE, "file");
+  FakeHost host;
+};
+
 // Polls a source to the end of its input.
 std::vector<TestRecord> poll_all(Instance& source) {
   FakeWriter out;
@@ -424,32 +434,27 @@ TEST_CASE("file source refuses to start at an offset that is not a line start") 
 }
 
 TEST_CASE("file source in follow mode reads a rotated file to its end, then the new one") {
-  TempDir dir;
-  const std::string path = dir.file("in.jsonl");
-  write_file(path, numbered_lines(0, 3));
-  Library lib(plugin_path("file"));
-  const auto& p = lib.plugin(SLUICE_KIND_SOURCE, "file");
-  FakeHost host;
-  const std::string config = source_config(path, R"("follow":true,"poll_interval_ms":1)");
+  SourceFixture f(3);
+  const std::string config = source_config(f.path, R"("follow":true,"poll_interval_ms":1)");
   {
-    Instance source(p, host, config);
+    Instance source(f.plugin, f.host, config);
     FakeWriter out;
     REQUIRE(source.poll(out, 100, 0).ok());
     REQUIRE(out.records.size() == 3);
     REQUIRE(source.commit(0, out.records[2].offset).ok());
     // The writer ends its file with a last line without '\n', then the file is rotated.
-    write_file(path, "{\"n\":3}", /*append=*/true);
-    REQUIRE(std::rename(path.c_str(), (path + ".1").c_str()) == 0);
-    write_file(path, numbered_lines(0, 4, "new"));
+    write_file(f.path, "{\"n\":3}", /*append=*/true);
+    REQUIRE(std::rename(f.path.c_str(), (f.path + ".1").c_str()) == 0);
+    write_file(f.path, numbered_lines(0, 4, "new"));
     for (int i = 0; i < 50 && out.records.size() < 8; ++i) REQUIRE(source.poll(out, 100, 5).ok());
     CHECK(values(out.records) == std::vector<std::string>{"{\"n\":0}", "{\"n\":1}", "{\"n\":2}",
                                                           "{\"n\":3}", "{\"new\":0}", "{\"new\":1}",
                                                           "{\"new\":2}", "{\"new\":3}"});
-    CHECK(any_log_contains(host, "rotated"));
+    CHECK(any_log_contains(f.host, "rotated"));
     // Offsets start over in the new file, and its commits are kept.
     REQUIRE(source.commit(0, out.records[5].offset).ok());
   }
-  Instance again(p, host, config);
+  Instance again(f.plugin, f.host, config);
   FakeWriter out;
   REQUIRE(again.poll(out, 100, 0).ok());
   CHECK(values(out.records) == std::vector<std::string>{"{\"new\":2}", "{\"new\":3}"});
@@ -516,20 +521,15 @@ TEST_CASE("a reloaded file source or sink takes the lock over from the instance 
 }
 
 TEST_CASE("a reloaded file source reads a file replaced meanwhile from its start") {
-  TempDir dir;
-  const std::string path = dir.file("in.jsonl");
-  write_file(path, numbered_lines(0, 10));
-  Library lib(plugin_path("file"));
-  const auto& p = lib.plugin(SLUICE_KIND_SOURCE, "file");
-  FakeHost host;
-  auto old_instance = std::make_unique<Instance>(p, host, source_config(path));
+  SourceFixture f(10);
+  auto old_instance = std::make_unique<Instance>(f.plugin, f.host, source_config(f.path));
   FakeWriter out;
   REQUIRE(old_instance->poll(out, 6, 0).ok());
   REQUIRE(old_instance->commit(0, out.records[5].offset).ok());
   // The reload creates the new instance while the old one runs; the file is replaced before the
   // old one's state is handed over.
-  Instance reloaded(p, host, source_config(path));
-  replace_file(path, numbered_lines(0, 20, "m"));
+  Instance reloaded(f.plugin, f.host, source_config(f.path));
+  replace_file(f.path, numbered_lines(0, 20, "m"));
   const std::string state = old_instance->snapshot();
   old_instance.reset();
   REQUIRE(reloaded.restore(state).ok());
