@@ -4,9 +4,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 
@@ -24,11 +26,11 @@ std::string numbered_lines(int count) {
   return text;
 }
 
-// Waits until `file` exists and is not empty, at most a few seconds.
-bool wait_for_content(const fs::path& file) {
+// Waits until `file` holds `count` lines, at most a few seconds.
+bool wait_for_lines(const fs::path& file, size_t count) {
   for (int i = 0; i < 200; ++i) {
-    std::error_code ec;
-    if (fs::exists(file, ec) && fs::file_size(file, ec) > 0) return true;
+    const std::string text = read_file(file.string());
+    if (static_cast<size_t>(std::count(text.begin(), text.end(), '\n')) >= count) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
   return false;
@@ -40,18 +42,24 @@ ProcessResult run_yaml(const fs::path& dir, const std::string& name, const std::
   return run_process({bin(), "run", (dir / name).string()});
 }
 
+// Starts `sluice run` on a pipeline "follow" that follows dir/in.jsonl (100 lines) into
+// dir/out.jsonl, so it holds both files until it is stopped; returns once all 100 are written.
+int start_following(const fs::path& dir) {
+  write_file((dir / "in.jsonl").string(), numbered_lines(100));
+  write_file((dir / "follow.yaml").string(),
+             "name: follow\nsource: {type: file, path: in.jsonl, follow: true, "
+             "poll_interval_ms: 10}\nsink: {type: file, path: out.jsonl}\n");
+  const int pid = start_process({bin(), "run", "--admin", "off", (dir / "follow.yaml").string()},
+                                (dir / "stdout").string(), (dir / "stderr").string());
+  REQUIRE(wait_for_lines(dir / "out.jsonl", 100));
+  return pid;
+}
+
 }  // namespace
 
 TEST_CASE("a second sluice on the same offset file or output file exits 2 naming the holder") {
   auto dir = scratch("file-lock");
-  write_file((dir / "in.jsonl").string(), numbered_lines(100));
-  // The first run follows its input, so it keeps its files until it is stopped.
-  write_file((dir / "first.yaml").string(),
-             "name: first\nsource: {type: file, path: in.jsonl, follow: true}\n"
-             "sink: {type: file, path: out.jsonl}\n");
-  const int pid = start_process({bin(), "run", (dir / "first.yaml").string()},
-                                (dir / "stdout").string(), (dir / "stderr").string());
-  REQUIRE(wait_for_content(dir / "out.jsonl"));
+  const int pid = start_following(dir);
   struct Case {
     const char* what;
     std::string yaml, expected;
@@ -114,4 +122,26 @@ TEST_CASE("two pipelines of one sluice writing one output file: the run exits 2 
   CHECK(r.err.find("output file " + (dir / "out.jsonl").lexically_normal().string() +
                    " is in use by stage '") != std::string::npos);
   CHECK(r.err.find("' of this sluice") != std::string::npos);
+}
+
+TEST_CASE("a hot reload of the file source and sink keeps their locks and loses nothing") {
+  auto dir = scratch("file-lock-reload");
+  const int pid = start_following(dir);
+  kill(pid, SIGHUP);  // reloads every stage: new instances while the old ones hold the locks
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  std::ofstream(dir / "in.jsonl", std::ios::app | std::ios::binary) << "{\"n\":100}\n";
+  CHECK(wait_for_lines(dir / "out.jsonl", 101));
+  // The reloaded instances hold the locks: another run is still refused.
+  auto r = run_yaml(dir, "second.yaml",
+                    "name: second\nsource: {type: file, path: in.jsonl}\n"
+                    "sink: {type: null}\n");
+  CHECK(r.exit_code == 2);
+  kill(pid, SIGTERM);
+  CHECK(wait_process(pid) == 0);
+  const std::string log = read_file((dir / "stderr").string());
+  INFO(log);
+  CHECK(log.find("stage follow.source reloaded") != std::string::npos);
+  CHECK(log.find("stage follow.sink reloaded") != std::string::npos);
+  CHECK(log.find("in use") == std::string::npos);
+  CHECK(read_file((dir / "out.jsonl").string()) == numbered_lines(101));
 }
