@@ -1,5 +1,6 @@
-// The file source and sink through the launcher: a second run on the same offset file or output
-// file is refused with exit 2, and a stale offset stops the run before anything is read.
+// The file source and sink through the launcher: a second run (or a second pipeline of one run)
+// on the same offset file or output file is refused with exit 2, a hot reload keeps the locks,
+// and a stale offset stops the run before anything is read.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <unistd.h>
