@@ -35,6 +35,8 @@ struct StoredOffset {
 // Reads JSON lines from `path`. A record's offset is the byte offset of its line's start, so a
 // committed offset names a line exactly; on start the source resumes after the last committed
 // line, so a restart re-reads nothing that was committed.
+// The offset file also keeps the file's identity: another file under the same path is read from
+// its start, and an offset that is not a line start is refused (see docs/file.md).
 class FileSource final : public sluice::Source {
  public:
   static sluice::ConfigSchema schema();

@@ -81,18 +81,6 @@ std::optional<FileIdentity> stored_identity(const rapidjson::Value& doc) {
 
 }  // namespace
 
-FileDescriptor& FileDescriptor::operator=(FileDescriptor&& o) noexcept {
-  if (this != &o) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = std::exchange(o.fd_, -1);
-  }
-  return *this;
-}
-
-FileDescriptor::~FileDescriptor() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 sluice::ConfigSchema FileSource::schema() {
   sluice::ConfigSchema s;
   s.string("path").required().path().doc("The JSON-lines file to read.");
