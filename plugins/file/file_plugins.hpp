@@ -3,35 +3,40 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <sluice/sdk.hpp>
 #include <string>
 
+#include "file_descriptor.hpp"
+#include "file_lock.hpp"
 #include "record_lines.hpp"
 
 namespace sluice_plugins {
 
-// An open POSIX file descriptor, closed on destruction.
-class FileDescriptor {
- public:
-  FileDescriptor() = default;
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  FileDescriptor(FileDescriptor&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  FileDescriptor& operator=(FileDescriptor&& o) noexcept;
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  ~FileDescriptor();
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
+// Which file an offset belongs to: device and inode, and a hash of its first bytes (up to
+// kFingerprintBytes; fewer while the file is shorter), as log shippers identify files.
+struct FileIdentity {
+  static constexpr int64_t kFingerprintBytes = 256;
+  uint64_t device = 0;
+  uint64_t inode = 0;
+  uint64_t fingerprint = 0;
+  int64_t fingerprint_bytes = 0;
+};
 
- private:
-  int fd_ = -1;
+// What an offset file holds. Offset files written before identities were kept have none.
+struct StoredOffset {
+  int64_t line_offset = 0;
+  std::optional<FileIdentity> identity;
 };
 
 // Reads JSON lines from `path`. A record's offset is the byte offset of its line's start, so a
 // committed offset names a line exactly; on start the source resumes after the last committed
 // line, so a restart re-reads nothing that was committed.
+// The offset file also keeps the file's identity: another file under the same path is read from
+// its start, and an offset that is not a line start is refused (see docs/file.md).
 class FileSource final : public sluice::Source {
  public:
   static sluice::ConfigSchema schema();
@@ -49,8 +54,13 @@ class FileSource final : public sluice::Source {
   bool fill();
   void open_at(int64_t offset);
   void emit(sluice::Output& out, std::string_view line, int64_t line_offset);
-  int64_t load_committed_offset() const;
+  std::optional<StoredOffset> load_stored_offset() const;
+  void resume(const StoredOffset& stored);
+  std::string why_not_resumable(const StoredOffset& stored) const;
+  void require_line_start(int64_t offset) const;
   void write_committed_offset(int64_t offset);
+  void notice_replaced_file();
+  bool start_replacement_file(std::chrono::steady_clock::time_point deadline);
 
   sluice::Host& host_;
   std::string path_;
@@ -61,6 +71,7 @@ class FileSource final : public sluice::Source {
   size_t max_record_bytes_;
   bool validate_json_;
   std::string key_field_;
+  FileLock offset_lock_;  // held for the instance's life: one reader per offset file
 
   FileDescriptor fd_;
   std::string buf_;         // bytes read but not yet emitted
@@ -68,10 +79,16 @@ class FileSource final : public sluice::Source {
   int64_t buf_offset_ = 0;  // file offset of buf_[0]
   bool eof_ = false;
   int64_t committed_ = -1;  // line offset last written to the offset file
+  // Follow mode: the path names another file now (rotated) or the file shrank (truncated). The
+  // open file is read to its end, then the new one from its start.
+  bool replaced_ = false;
 };
 
 // Appends records as JSON lines to `path`. `put` may run on several threads: one mutex orders
-// whole batches, so the lines of one batch stay together.
+// whole batches, so the lines of one batch stay together. Before `put` acknowledges a batch it
+// checks that `path` still names the file it wrote to; if the file was deleted or replaced, it
+// reopens `path` and writes the batch again there, so no acknowledged batch sits only in an
+// unlinked file.
 class FileSink final : public sluice::Sink {
  public:
   enum class Fsync { none, batch, always };
@@ -83,7 +100,10 @@ class FileSink final : public sluice::Sink {
   void flush() override;
 
  private:
+  void write_batch(const sluice::Batch& in);
   void write_all(std::string_view bytes);
+  bool path_names_open_file() const;
+  void reopen();
   void sync();
   off_t size() const;
   void drop_torn_tail();
@@ -92,6 +112,7 @@ class FileSink final : public sluice::Sink {
   sluice::Host& host_;
   std::string path_;
   Fsync fsync_;
+  FileLock output_lock_;  // held for the instance's life: one writer per output file
   std::mutex mutex_;
   FileDescriptor fd_;
   LineEncoder encoder_;  // guarded by mutex_

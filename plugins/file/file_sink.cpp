@@ -43,6 +43,10 @@ FileSink::FileSink(const sluice::Config& c, sluice::Host& host)
   fd_ = FileDescriptor(::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
   if (!fd_.valid())
     throw sluice::ConfigError("path", "cannot open " + path_ + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) == 0 && S_ISREG(st.st_mode))  // not /dev/null, a pipe, ...
+    output_lock_ =
+        FileLock(lock_path_for(path_), "output file " + path_, host_.instance_name(), "path");
   drop_torn_tail();
 }
 
@@ -104,8 +108,23 @@ void FileSink::sync() {
     throw sluice::Retriable("cannot fsync " + path_ + ": " + std::strerror(errno));
 }
 
+// A batch is acknowledged only once it is in the file that `path` names: a deleted or replaced
+// file is noticed after writing, and the batch written again to a fresh `path`.
 void FileSink::put(const sluice::Batch& in, sluice::Output& /*rejects*/) {
   std::lock_guard lock(mutex_);
+  write_batch(in);
+  if (!path_names_open_file()) {
+    host_.warn("file " + path_ + " was deleted or replaced while sluice wrote to it; writing " +
+               "the batch again to a new " + path_);
+    reopen();
+    write_batch(in);
+    if (!path_names_open_file())
+      throw sluice::Retriable("file " + path_ + " keeps being deleted or replaced");
+  }
+  host_.counter_add("records", static_cast<double>(in.size()));
+}
+
+void FileSink::write_batch(const sluice::Batch& in) {
   pending_.clear();
   // A failed put is retried whole, so whatever part of it reached the file is cut first: no
   // torn line, and no record written twice by the retry.
@@ -126,12 +145,40 @@ void FileSink::put(const sluice::Batch& in, sluice::Output& /*rejects*/) {
       host_.warn("file " + path_ + ": cannot cut a failed batch: " + std::strerror(errno));
     throw;
   }
-  host_.counter_add("records", static_cast<double>(in.size()));
 }
 
+// False once the open file is unlinked, or `path` names another file (deleted and created
+// again, or renamed over).
+bool FileSink::path_names_open_file() const {
+  struct stat open_file {};
+  struct stat on_disk {};
+  if (::fstat(fd_.get(), &open_file) != 0)
+    throw sluice::Retriable("cannot stat " + path_ + ": " + std::strerror(errno));
+  if (open_file.st_nlink == 0) return false;
+  if (::stat(path_.c_str(), &on_disk) != 0) {
+    if (errno == ENOENT) return false;
+    throw sluice::Retriable("cannot stat " + path_ + ": " + std::strerror(errno));
+  }
+  return on_disk.st_dev == open_file.st_dev && on_disk.st_ino == open_file.st_ino;
+}
+
+void FileSink::reopen() {
+  FileDescriptor fresh(::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (!fresh.valid())
+    throw sluice::Retriable("cannot reopen " + path_ + ": " + std::strerror(errno));
+  fd_ = std::move(fresh);
+}
+
+// Batches were each checked when acknowledged; a file deleted since then took them with it.
+// Later batches go to a fresh `path`.
 void FileSink::flush() {
   std::lock_guard lock(mutex_);
   sync();
+  if (!path_names_open_file()) {
+    host_.warn("file " + path_ + " was deleted or replaced since the last batch; later batches " +
+               "go to a new " + path_);
+    reopen();
+  }
 }
 
 }  // namespace sluice_plugins

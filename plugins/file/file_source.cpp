@@ -6,7 +6,9 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "file_plugins.hpp"
@@ -35,19 +37,49 @@ void fsync_parent_dir(const std::string& path) {
   if (d.valid()) ::fsync(d.get());
 }
 
-}  // namespace
-
-FileDescriptor& FileDescriptor::operator=(FileDescriptor&& o) noexcept {
-  if (this != &o) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = std::exchange(o.fd_, -1);
+// FNV-1a of the first `bytes` bytes of the file; nullopt if it has fewer.
+std::optional<uint64_t> fingerprint(int fd, int64_t bytes) {
+  char head[FileIdentity::kFingerprintBytes];
+  if (bytes < 0 || bytes > FileIdentity::kFingerprintBytes) return std::nullopt;
+  if (::pread(fd, head, static_cast<size_t>(bytes), 0) != bytes) return std::nullopt;
+  uint64_t hash = 14695981039346656037ull;
+  for (int64_t i = 0; i < bytes; ++i) {
+    hash ^= static_cast<unsigned char>(head[i]);
+    hash *= 1099511628211ull;
   }
-  return *this;
+  return hash;
 }
 
-FileDescriptor::~FileDescriptor() {
-  if (fd_ >= 0) ::close(fd_);
+FileIdentity identify(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return {};
+  FileIdentity id;
+  id.device = static_cast<uint64_t>(st.st_dev);
+  id.inode = static_cast<uint64_t>(st.st_ino);
+  id.fingerprint_bytes = std::min<int64_t>(st.st_size, FileIdentity::kFingerprintBytes);
+  id.fingerprint = fingerprint(fd, id.fingerprint_bytes).value_or(0);
+  return id;
 }
+
+bool get_uint64(const rapidjson::Value& doc, const char* name, uint64_t& out) {
+  if (!doc.HasMember(name) || !doc[name].IsUint64()) return false;
+  out = doc[name].GetUint64();
+  return true;
+}
+
+// The identity kept in an offset file, if it has one.
+std::optional<FileIdentity> stored_identity(const rapidjson::Value& doc) {
+  FileIdentity id;
+  uint64_t bytes = 0;
+  if (!get_uint64(doc, "device", id.device) || !get_uint64(doc, "inode", id.inode) ||
+      !get_uint64(doc, "fingerprint", id.fingerprint) ||
+      !get_uint64(doc, "fingerprint_bytes", bytes))
+    return std::nullopt;
+  id.fingerprint_bytes = static_cast<int64_t>(bytes);
+  return id;
+}
+
+}  // namespace
 
 sluice::ConfigSchema FileSource::schema() {
   sluice::ConfigSchema s;
@@ -92,25 +124,58 @@ FileSource::FileSource(const sluice::Config& c, sluice::Host& host)
   if (path_.empty()) throw sluice::ConfigError("path", "path must not be empty");
   if (offset_file_.empty()) offset_file_ = path_ + ".sluice-offset";
   if (topic_.empty()) topic_ = path_;
-  committed_ = load_committed_offset();
+  offset_lock_ = FileLock(lock_path_for(offset_file_), "offset file " + offset_file_,
+                          host_.instance_name(), "offset_file");
+  const std::optional<StoredOffset> stored = load_stored_offset();
   if (::access(path_.c_str(), R_OK) != 0 && !follow_)
     throw sluice::ConfigError("path", "cannot read " + path_ + ": " + errno_text());
-  if (committed_ < 0) {
-    open_at(0);
+  open_at(0);
+  if (stored) resume(*stored);
+}
+
+// Resumes after the committed line if the offset file was written for this very file.
+void FileSource::resume(const StoredOffset& stored) {
+  if (!fd_.valid()) return;  // follow mode, the file is not there yet: read it from its start
+  if (const std::string why = why_not_resumable(stored); !why.empty()) {
+    host_.warn("file " + path_ + " " + why + " (offset file " + offset_file_ +
+               "); reading it from the start");
     return;
   }
-  struct stat st {};
-  if (::stat(path_.c_str(), &st) == 0 && st.st_size <= committed_) {
-    host_.warn("file " + path_ + " is shorter than its committed offset " +
-               std::to_string(committed_) + "; reading it from the start");
-    open_at(0);
-    return;
-  }
-  // Resume after the committed line: seek to its start and skip it.
+  require_line_start(stored.line_offset);
+  committed_ = stored.line_offset;
+  // Seek to the committed line's start and skip it.
   open_at(committed_);
   std::string_view line;
   int64_t offset = 0;
   next_line(line, offset, /*at_eof_is_end=*/true);
+}
+
+// Empty if the stored offset belongs to the open file, else why it does not.
+std::string FileSource::why_not_resumable(const StoredOffset& stored) const {
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0) return "cannot be examined: " + errno_text();
+  if (st.st_size <= stored.line_offset)
+    return "is shorter than its committed offset " + std::to_string(stored.line_offset);
+  if (!stored.identity) return "";  // an offset file from an older sluice: no identity to check
+  const FileIdentity& id = *stored.identity;
+  if (static_cast<uint64_t>(st.st_dev) != id.device || static_cast<uint64_t>(st.st_ino) != id.inode)
+    return "is another file (device/inode) than the one its committed offset belongs to";
+  if (fingerprint(fd_.get(), id.fingerprint_bytes) != id.fingerprint)
+    return "begins with other bytes than the file its committed offset belongs to";
+  return "";
+}
+
+// A committed offset is a line's start. Anything else means the offset file was edited or
+// belongs elsewhere; resuming there would silently skip or split records, so refuse to start.
+void FileSource::require_line_start(int64_t offset) const {
+  if (offset == 0) return;
+  char before = 0;
+  if (::pread(fd_.get(), &before, 1, offset - 1) == 1 && before == '\n') return;
+  throw sluice::ConfigError(
+      "offset_file", "offset file " + offset_file_ + ": line_offset " + std::to_string(offset) +
+                         " is not the start of a line of " + path_ +
+                         " (the offset file is stale or was edited); fix it, or delete it to "
+                         "read the file from the start");
 }
 
 void FileSource::open_at(int64_t offset) {
@@ -226,35 +291,72 @@ bool FileSource::poll(sluice::Output& out, size_t max_records, uint32_t timeout_
   while (emitted < max_records) {
     std::string_view line;
     int64_t offset = 0;
-    if (next_line(line, offset, !follow_)) {
+    // A replaced file gets no more appends, so its last line is complete even without '\n'.
+    if (next_line(line, offset, !follow_ || replaced_)) {
       if (is_blank(line)) continue;
       emit(out, line, offset);
       ++emitted;
       continue;
     }
     if (!follow_) return true;
-    if (emitted > 0 || std::chrono::steady_clock::now() >= deadline) return false;
-    nap();
-    // Truncated (copy-truncate rotation) or replaced (rename rotation): start the new file.
-    struct stat on_disk {};
-    struct stat open_file {};
-    if (!fd_.valid()) {
-      open_at(0);
-    } else if (::stat(path_.c_str(), &on_disk) == 0 && ::fstat(fd_.get(), &open_file) == 0) {
-      const int64_t read_to = buf_offset_ + static_cast<int64_t>(buf_.size());
-      if (on_disk.st_ino != open_file.st_ino || open_file.st_size < read_to) {
-        host_.warn("file " + path_ + " was truncated or replaced; reading it from the start");
-        open_at(0);
-      }
+    if (emitted > 0) return false;
+    if (replaced_) {
+      if (!start_replacement_file(deadline)) return false;
+      continue;
     }
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    nap();
+    notice_replaced_file();
   }
   return false;
 }
 
-int64_t FileSource::load_committed_offset() const {
+// Follow mode, at the end of the open file: has the path been rotated (renamed away and
+// created anew) or truncated (copy-truncate rotation)?
+void FileSource::notice_replaced_file() {
+  if (!fd_.valid()) {
+    open_at(0);  // not there before; maybe now
+    return;
+  }
+  struct stat on_disk {};
+  struct stat open_file {};
+  if (::stat(path_.c_str(), &on_disk) != 0 || ::fstat(fd_.get(), &open_file) != 0) return;
+  const int64_t read_to = buf_offset_ + static_cast<int64_t>(buf_.size());
+  if (on_disk.st_dev != open_file.st_dev || on_disk.st_ino != open_file.st_ino) {
+    host_.warn("file " + path_ + " was rotated; reading the old file to its end, then the new " +
+               "one from the start");
+    replaced_ = true;
+  } else if (open_file.st_size < read_to) {
+    host_.warn("file " + path_ + " was truncated; reading it from the start");
+    buf_.erase(buf_pos_);  // an unfinished line of the old content: gone with the truncation
+    replaced_ = true;
+  }
+}
+
+// The old file is read to its end. Its records are committed (host drain) before offsets start
+// over in the new file, so no position of one file is ever stored for the other.
+bool FileSource::start_replacement_file(std::chrono::steady_clock::time_point deadline) {
+  if (host_.raw()->struct_size > offsetof(sluice_host_api, sluice_host_drain) &&
+      host_.raw()->sluice_host_drain != nullptr) {
+    sluice_position partition{};
+    partition.struct_size = sizeof(partition);
+    partition.topic = sluice::as_bytes(std::string_view(topic_));
+    partition.partition = 0;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (!host_.drain({&partition, 1}, static_cast<uint32_t>(std::max<int64_t>(left.count(), 1))))
+      return false;  // records still in flight; try again at the next poll
+  }
+  replaced_ = false;
+  committed_ = -1;
+  open_at(0);
+  return true;
+}
+
+std::optional<StoredOffset> FileSource::load_stored_offset() const {
   FileDescriptor fd(::open(offset_file_.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
-    if (errno == ENOENT) return -1;
+    if (errno == ENOENT) return std::nullopt;
     throw sluice::ConfigError("offset_file", "cannot read " + offset_file_ + ": " + errno_text());
   }
   std::string text(4096, '\0');
@@ -263,12 +365,13 @@ int64_t FileSource::load_committed_offset() const {
   rapidjson::Document doc;
   doc.Parse(text.data(), text.size());
   if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("line_offset") ||
-      !doc["line_offset"].IsInt64())
+      !doc["line_offset"].IsInt64() || doc["line_offset"].GetInt64() < 0)
     throw sluice::ConfigError("offset_file", offset_file_ + " is not a sluice offset file");
-  return doc["line_offset"].GetInt64();
+  return StoredOffset{doc["line_offset"].GetInt64(), stored_identity(doc)};
 }
 
 void FileSource::write_committed_offset(int64_t offset) {
+  const FileIdentity id = identify(fd_.get());
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   w.StartObject();
@@ -276,6 +379,14 @@ void FileSource::write_committed_offset(int64_t offset) {
   w.String(path_.c_str(), static_cast<rapidjson::SizeType>(path_.size()));
   w.Key("line_offset");
   w.Int64(offset);
+  w.Key("device");
+  w.Uint64(id.device);
+  w.Key("inode");
+  w.Uint64(id.inode);
+  w.Key("fingerprint");
+  w.Uint64(id.fingerprint);
+  w.Key("fingerprint_bytes");
+  w.Uint64(static_cast<uint64_t>(id.fingerprint_bytes));
   w.EndObject();
   std::string text(sb.GetString(), sb.GetSize());
   text += '\n';
@@ -309,19 +420,35 @@ void FileSource::commit(std::span<const sluice::Position> positions) {
   if (highest > committed_) write_committed_offset(highest);
 }
 
-// State for a hot reload: the next unread byte and the committed line.
+// State for a hot reload: the next unread byte, the committed line, and the device and inode of
+// the file they belong to.
 std::string FileSource::snapshot() {
+  struct stat st {};
+  if (!fd_.valid() || ::fstat(fd_.get(), &st) != 0) st = {};
   return std::to_string(buf_offset_ + static_cast<int64_t>(buf_pos_)) + " " +
-         std::to_string(committed_);
+         std::to_string(committed_) + " " + std::to_string(st.st_dev) + " " +
+         std::to_string(st.st_ino);
 }
 
+// A snapshot of an older version has no device and inode; it is taken as it is.
 void FileSource::restore(std::string_view state) {
   long long next = 0;
   long long committed = 0;
-  if (std::sscanf(std::string(state).c_str(), "%lld %lld", &next, &committed) != 2 || next < 0)
-    throw std::runtime_error("file source: bad snapshot");
+  unsigned long long device = 0;
+  unsigned long long inode = 0;
+  const int fields = std::sscanf(std::string(state).c_str(), "%lld %lld %llu %llu", &next,
+                                 &committed, &device, &inode);
+  if (fields < 2 || next < 0) throw std::runtime_error("file source: bad snapshot");
   committed_ = committed;
   open_at(next);
+  struct stat st {};
+  if (fields < 4 || !fd_.valid() || ::fstat(fd_.get(), &st) != 0) return;
+  if (static_cast<unsigned long long>(st.st_dev) == device &&
+      static_cast<unsigned long long>(st.st_ino) == inode)
+    return;
+  host_.warn("file " + path_ + " was replaced during the reload; reading it from the start");
+  committed_ = -1;
+  open_at(0);
 }
 
 }  // namespace sluice_plugins

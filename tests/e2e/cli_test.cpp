@@ -15,25 +15,18 @@
 #include <thread>
 
 #include "process.hpp"
+#include "scratch.hpp"
 
 namespace fs = std::filesystem;
+using sluice::test::bin;
+using sluice::test::binary_dir;
 using sluice::test::read_file;
 using sluice::test::run_process;
+using sluice::test::scratch;
+using sluice::test::source_dir;
 using sluice::test::write_file;
 
 namespace {
-
-std::string bin() { return std::getenv("SLUICE_BIN"); }
-fs::path source_dir() { return std::getenv("SLUICE_SOURCE_DIR"); }
-fs::path binary_dir() { return std::getenv("SLUICE_BINARY_DIR"); }
-
-// A fresh scratch folder per test case.
-fs::path scratch(const std::string& name) {
-  fs::path dir = binary_dir() / "e2e-scratch" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;

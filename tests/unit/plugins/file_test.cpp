@@ -1,7 +1,13 @@
-// Unit tests of the file source (resume after commit, follow) and file sink (lines, fsync modes).
+// Unit tests of the file source (resume after commit, follow, file identity, offset checks,
+// locks) and file sink (lines, fsync modes, a deleted or replaced output file).
+#include <fcntl.h>
 #include <rapidjson/document.h>
+#include <sys/file.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "plugin_harness.hpp"
@@ -30,6 +36,41 @@ std::vector<std::string> values(const std::vector<TestRecord>& records) {
   std::vector<std::string> out;
   for (const auto& r : records) out.push_back(r.value.value_or("<tombstone>"));
   return out;
+}
+
+std::string numbered_lines(int from, int to, const std::string& field = "n") {
+  std::string text;
+  for (int i = from; i < to; ++i) text += "{\"" + field + "\":" + std::to_string(i) + "}\n";
+  return text;
+}
+
+// Replaces `path` by a new file (a new inode) holding `text`, as `mv new path` does.
+void replace_file(const std::string& path, const std::string& text) {
+  write_file(path + ".new", text);
+  REQUIRE(std::rename((path + ".new").c_str(), path.c_str()) == 0);
+}
+
+bool any_log_contains(FakeHost& host, const std::string& part) {
+  for (const auto& line : host.logs())
+    if (line.find(part) != std::string::npos) return true;
+  return false;
+}
+
+// A scratch folder with an input file of numbered lines, and the file source plugin.
+struct SourceFixture {
+  explicit SourceFixture(int lines) { write_file(path, numbered_lines(0, lines)); }
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  Library lib{plugin_path("file")};
+  const sluice_plugin& plugin = lib.plugin(SLUICE_KIND_SOURCE, "file");
+  FakeHost host;
+};
+
+// Polls a source to the end of its input.
+std::vector<TestRecord> poll_all(Instance& source) {
+  FakeWriter out;
+  REQUIRE(source.poll(out, 100000, 0).ok());
+  return std::move(out.records);
 }
 
 }  // namespace
@@ -268,4 +309,231 @@ TEST_CASE("file sink cuts a torn last line left by a killed run before it append
         !host.logs().empty() && host.logs().front().find("torn") != std::string::npos;
     CHECK(warned == (c.before != c.after));
   }
+}
+
+TEST_CASE("file sink writes a batch again to a new file when its file was deleted or replaced") {
+  Library lib(plugin_path("file"));
+  const auto& p = lib.plugin(SLUICE_KIND_SINK, "file");
+  for (const char* mode : {"none", "batch", "always"}) {
+    for (const bool replaced : {false, true}) {
+      CAPTURE(mode);
+      CAPTURE(replaced);
+      TempDir dir;
+      const std::string path = dir.file("out.jsonl");
+      FakeHost host;
+      Instance sink(p, host, R"({"path":")" + path + R"(","fsync":")" + mode + R"("})");
+      TestRecord a, b, c;
+      a.value = "{\"a\":1}";
+      b.value = "{\"b\":2}";
+      c.value = "{\"c\":3}";
+      FakeWriter rejects;
+      REQUIRE(sink.put({a}, rejects).ok());
+      // The operator deletes the file (or moves another one over it) while sluice runs.
+      if (replaced)
+        replace_file(path, "{\"other\":0}\n");
+      else
+        REQUIRE(std::remove(path.c_str()) == 0);
+      REQUIRE(sink.put({b, c}, rejects).ok());
+      // The acknowledged batch is in the file that `path` names, not only in an unlinked one.
+      CHECK(read_file(path) ==
+            std::string(replaced ? "{\"other\":0}\n" : "") + "{\"b\":2}\n{\"c\":3}\n");
+      CHECK(any_log_contains(host, path));
+      CHECK(any_log_contains(host, "deleted or replaced"));
+      REQUIRE(sink.put({a}, rejects).ok());  // and later batches follow it there
+      REQUIRE(sink.flush().ok());
+      CHECK(read_file(path) ==
+            std::string(replaced ? "{\"other\":0}\n" : "") + "{\"b\":2}\n{\"c\":3}\n{\"a\":1}\n");
+    }
+  }
+}
+
+TEST_CASE("file sink flush notices a deleted file, so later batches land in a new one") {
+  TempDir dir;
+  const std::string path = dir.file("out.jsonl");
+  Library lib(plugin_path("file"));
+  FakeHost host;
+  Instance sink(lib.plugin(SLUICE_KIND_SINK, "file"), host, R"({"path":")" + path + R"("})");
+  TestRecord a;
+  a.value = "{\"a\":1}";
+  FakeWriter rejects;
+  REQUIRE(sink.put({a}, rejects).ok());
+  REQUIRE(std::remove(path.c_str()) == 0);
+  REQUIRE(sink.flush().ok());
+  CHECK(any_log_contains(host, path));
+  CHECK(std::filesystem::exists(path));
+}
+
+TEST_CASE("file source reads a replaced input file from its start, even one that starts alike") {
+  Library lib(plugin_path("file"));
+  const auto& p = lib.plugin(SLUICE_KIND_SOURCE, "file");
+  struct Case {
+    const char* what;
+    std::function<void(const std::string&)> replace;
+  };
+  // The new file begins with the same bytes (only the inode tells), or is the same inode
+  // rewritten with other bytes (only the fingerprint tells); both are longer than the offset.
+  const std::vector<Case> cases = {
+      {"renamed over (same first bytes)",
+       [](const std::string& path) { replace_file(path, numbered_lines(0, 40)); }},
+      {"rewritten in place (other first bytes)",
+       [](const std::string& path) { write_file(path, numbered_lines(0, 40, "m")); }},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.what);
+    TempDir dir;
+    const std::string path = dir.file("in.jsonl");
+    write_file(path, numbered_lines(0, 10));
+    FakeHost host;
+    {
+      Instance source(p, host, source_config(path));
+      auto records = poll_all(source);
+      REQUIRE(records.size() == 10);
+      REQUIRE(source.commit(0, records[7].offset).ok());
+    }
+    c.replace(path);
+    Instance again(p, host, source_config(path));
+    auto records = poll_all(again);
+    REQUIRE(records.size() == 40);  // nothing of the new file skipped
+    CHECK(records.front().offset == 0);
+    CHECK(any_log_contains(host, "reading it from the start"));
+  }
+}
+
+TEST_CASE("file source resumes an offset file written before identities were kept") {
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  write_file(path, numbered_lines(0, 5));  // each line is 8 bytes
+  write_file(path + ".sluice-offset", R"({"path":")" + path +
+                                          R"(","line_offset":16})"
+                                          "\n");
+  Library lib(plugin_path("file"));
+  FakeHost host;
+  Instance source(lib.plugin(SLUICE_KIND_SOURCE, "file"), host, source_config(path));
+  CHECK(values(poll_all(source)) == std::vector<std::string>{"{\"n\":3}", "{\"n\":4}"});
+}
+
+TEST_CASE("file source refuses to start at an offset that is not a line start") {
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  const std::string offsets = path + ".sluice-offset";
+  write_file(path, numbered_lines(0, 5));
+  write_file(offsets, R"({"path":")" + path +
+                          R"(","line_offset":19})"
+                          "\n");
+  Library lib(plugin_path("file"));
+  FakeHost host;
+  void* instance = nullptr;
+  const CallResult r = Instance::try_create(lib.plugin(SLUICE_KIND_SOURCE, "file"), host,
+                                            source_config(path), &instance);
+  CHECK_FALSE(r.ok());
+  CHECK(instance == nullptr);
+  CHECK(r.field == "offset_file");
+  CHECK(r.message.find(offsets) != std::string::npos);
+  CHECK(r.message.find("line_offset 19") != std::string::npos);
+  CHECK(r.message.find("not the start of a line") != std::string::npos);
+}
+
+TEST_CASE("file source in follow mode reads a rotated file to its end, then the new one") {
+  SourceFixture f(3);
+  const std::string config = source_config(f.path, R"("follow":true,"poll_interval_ms":1)");
+  {
+    Instance source(f.plugin, f.host, config);
+    FakeWriter out;
+    REQUIRE(source.poll(out, 100, 0).ok());
+    REQUIRE(out.records.size() == 3);
+    REQUIRE(source.commit(0, out.records[2].offset).ok());
+    // The writer ends its file with a last line without '\n', then the file is rotated.
+    write_file(f.path, "{\"n\":3}", /*append=*/true);
+    REQUIRE(std::rename(f.path.c_str(), (f.path + ".1").c_str()) == 0);
+    write_file(f.path, numbered_lines(0, 4, "new"));
+    for (int i = 0; i < 50 && out.records.size() < 8; ++i) REQUIRE(source.poll(out, 100, 5).ok());
+    CHECK(values(out.records) == std::vector<std::string>{"{\"n\":0}", "{\"n\":1}", "{\"n\":2}",
+                                                          "{\"n\":3}", "{\"new\":0}", "{\"new\":1}",
+                                                          "{\"new\":2}", "{\"new\":3}"});
+    CHECK(any_log_contains(f.host, "rotated"));
+    // Offsets start over in the new file, and its commits are kept.
+    REQUIRE(source.commit(0, out.records[5].offset).ok());
+  }
+  Instance again(f.plugin, f.host, config);
+  FakeWriter out;
+  REQUIRE(again.poll(out, 100, 0).ok());
+  CHECK(values(out.records) == std::vector<std::string>{"{\"new\":2}", "{\"new\":3}"});
+}
+
+TEST_CASE("file source and sink refuse a file another sluice holds, naming its pid") {
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  write_file(path, numbered_lines(0, 3));
+  Library lib(plugin_path("file"));
+  struct Case {
+    const char* what;
+    sluice_kind kind;
+    std::string lock_file, config, field;
+  };
+  for (const Case& c : {Case{"source", SLUICE_KIND_SOURCE, path + ".sluice-offset.lock",
+                             source_config(path), "offset_file"},
+                        Case{"sink", SLUICE_KIND_SINK, dir.file("out.jsonl.lock"),
+                             source_config(dir.file("out.jsonl")), "path"}}) {
+    CAPTURE(c.what);
+    // Another process's lock: a separate open file description holding flock.
+    const int fd = ::open(c.lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+    const std::string holder = "pid 4242 stage other\n";
+    REQUIRE(::write(fd, holder.data(), holder.size()) == static_cast<ssize_t>(holder.size()));
+    FakeHost host;
+    void* instance = nullptr;
+    const CallResult r =
+        Instance::try_create(lib.plugin(c.kind, "file"), host, c.config, &instance);
+    CHECK_FALSE(r.ok());
+    CHECK(r.field == c.field);
+    CHECK(r.message.find("in use by another sluice (pid 4242)") != std::string::npos);
+    ::close(fd);  // released: now it starts
+    Instance ok(lib.plugin(c.kind, "file"), host, c.config);
+  }
+}
+
+TEST_CASE("a reloaded file source or sink takes the lock over from the instance it replaces") {
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  write_file(path, numbered_lines(0, 3));
+  Library lib(plugin_path("file"));
+  FakeHost host;  // one stage name for both instances, as in a hot reload
+  struct Case {
+    const char* what;
+    sluice_kind kind;
+    std::string lock_file, config;
+  };
+  for (const Case& c :
+       {Case{"source", SLUICE_KIND_SOURCE, path + ".sluice-offset.lock", source_config(path)},
+        Case{"sink", SLUICE_KIND_SINK, dir.file("out.jsonl.lock"),
+             source_config(dir.file("out.jsonl"))}}) {
+    CAPTURE(c.what);
+    auto old_instance = std::make_unique<Instance>(lib.plugin(c.kind, "file"), host, c.config);
+    Instance reloaded(lib.plugin(c.kind, "file"), host, c.config);
+    old_instance.reset();
+    // The lock outlives the old instance: another taker is still refused.
+    const int fd = ::open(c.lock_file.c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(::flock(fd, LOCK_EX | LOCK_NB) != 0);
+    ::close(fd);
+  }
+}
+
+TEST_CASE("a reloaded file source reads a file replaced meanwhile from its start") {
+  SourceFixture f(10);
+  auto old_instance = std::make_unique<Instance>(f.plugin, f.host, source_config(f.path));
+  FakeWriter out;
+  REQUIRE(old_instance->poll(out, 6, 0).ok());
+  REQUIRE(old_instance->commit(0, out.records[5].offset).ok());
+  // The reload creates the new instance while the old one runs; the file is replaced before the
+  // old one's state is handed over.
+  Instance reloaded(f.plugin, f.host, source_config(f.path));
+  replace_file(f.path, numbered_lines(0, 20, "m"));
+  const std::string state = old_instance->snapshot();
+  old_instance.reset();
+  REQUIRE(reloaded.restore(state).ok());
+  auto records = poll_all(reloaded);
+  REQUIRE(records.size() == 20);
+  CHECK(records.front().value == "{\"m\":0}");
 }

@@ -1,0 +1,109 @@
+// The sidecar lock that keeps two sluice runs off one offset file or output file.
+#include "file_lock.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sluice/sdk.hpp>
+
+namespace sluice_plugins {
+
+namespace {
+
+struct Holder {
+  long pid = 0;
+  std::string stage;
+};
+
+Holder parse_holder(const std::string& text) {
+  Holder h;
+  char stage[256] = {};
+  if (std::sscanf(text.c_str(), "pid %ld stage %255s", &h.pid, stage) == 2) h.stage = stage;
+  return h;
+}
+
+std::string read_all(int fd) {
+  std::string text(512, '\0');
+  const ssize_t n = ::pread(fd, text.data(), text.size() - 1, 0);
+  text.resize(static_cast<size_t>(std::max<ssize_t>(n, 0)));
+  return text;
+}
+
+bool same_file(int a, int b) {
+  struct stat sa {};
+  struct stat sb {};
+  return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+// Another descriptor of this process open on the same file as `fd`, or -1.
+int other_descriptor_of(int fd) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (const dirent* entry = ::readdir(dir)) {
+    const int other = std::atoi(entry->d_name);
+    if (entry->d_name[0] == '.' || other == fd || other == ::dirfd(dir)) continue;
+    if (same_file(other, fd)) {
+      found = other;
+      break;
+    }
+  }
+  ::closedir(dir);
+  return found;
+}
+
+}  // namespace
+
+FileLock::FileLock(std::string lock_path, std::string_view what, std::string_view stage,
+                   const std::string& field)
+    : path_(std::move(lock_path)), fd_(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
+  if (!fd_.valid())
+    throw sluice::ConfigError(field,
+                              "cannot open lock file " + path_ + ": " + std::strerror(errno));
+  if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) {
+    write_holder(stage);
+    return;
+  }
+  if (errno != EWOULDBLOCK)
+    throw sluice::ConfigError(field, "cannot lock " + path_ + ": " + std::strerror(errno));
+  const std::string text = read_all(fd_.get());
+  if (take_over_from_same_stage(text, stage)) return;
+  const Holder h = parse_holder(text);
+  std::string who = "another sluice";
+  if (h.pid == static_cast<long>(::getpid()))
+    who = "stage '" + h.stage + "' of this sluice";
+  else if (h.pid > 0)
+    who += " (pid " + std::to_string(h.pid) + ")";
+  throw sluice::ConfigError(
+      field, std::string(what) + " is in use by " + who + " (lock file " + path_ + ")");
+}
+
+// A reload creates the stage's new instance while the old one still holds the lock: the new one
+// shares the old one's open file description (dup), so the lock outlives the old instance.
+bool FileLock::take_over_from_same_stage(std::string_view holder_text, std::string_view stage) {
+  const Holder h = parse_holder(std::string(holder_text));
+  if (h.pid != static_cast<long>(::getpid()) || h.stage != stage) return false;
+  const int held = other_descriptor_of(fd_.get());
+  if (held < 0) return false;
+  FileDescriptor shared(::fcntl(held, F_DUPFD_CLOEXEC, 0));
+  if (!shared.valid()) return false;
+  fd_ = std::move(shared);
+  return true;
+}
+
+void FileLock::write_holder(std::string_view stage) {
+  const std::string text =
+      "pid " + std::to_string(::getpid()) + " stage " + std::string(stage) + "\n";
+  if (::ftruncate(fd_.get(), 0) != 0) return;  // the lock holds even if its note is missing
+  [[maybe_unused]] ssize_t n = ::pwrite(fd_.get(), text.data(), text.size(), 0);
+}
+
+}  // namespace sluice_plugins

@@ -1,0 +1,36 @@
+// An exclusive lock on a sidecar `.lock` file, so two sluice runs never share an offset file or
+// an output file; the same stage's reloaded instance takes the lock over from the old one.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "file_descriptor.hpp"
+
+namespace sluice_plugins {
+
+// Holds flock(LOCK_EX) on `lock_path` for its lifetime. The lock file names its holder
+// ("pid P stage S"), so a refused run can say who holds it, and a hot reload (a new instance of
+// the same stage created in the same process while the old one still runs) shares the holder's
+// open file description (found among this process's descriptors) instead of being refused.
+class FileLock {
+ public:
+  FileLock() = default;
+  // Takes the lock or throws sluice::ConfigError(field, "<what> is in use by ...").
+  FileLock(std::string lock_path, std::string_view what, std::string_view stage,
+           const std::string& field);
+
+  const std::string& path() const { return path_; }
+
+ private:
+  bool take_over_from_same_stage(std::string_view holder, std::string_view stage);
+  void write_holder(std::string_view stage);
+
+  std::string path_;
+  FileDescriptor fd_;
+};
+
+// The sidecar lock path for `file`.
+inline std::string lock_path_for(const std::string& file) { return file + ".lock"; }
+
+}  // namespace sluice_plugins
