@@ -1,4 +1,4 @@
-// The `sluice` launcher: run, validate, plugins list/inspect, version.
+// The `sluice` launcher: run, validate, plugins list/inspect, stats, top, reload, version.
 #include <fmt/format.h>
 #include <httplib.h>
 #include <rapidjson/document.h>
@@ -280,6 +280,28 @@ int cmd_plugins_list(const CommonOptions& common) {
   return 0;
 }
 
+// One schema field as `plugins inspect` shows it: name, type, flags, default and doc.
+std::string schema_field_line(const rapidjson::Value& f) {
+  std::string def;
+  if (f.HasMember("default")) {
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    f["default"].Accept(w);
+    def = std::string(" = ") + sb.GetString();
+  }
+  // "input path", "output path" or "path": what `sluice validate` checks of it.
+  std::string path;
+  if (f.HasMember("path") && f["path"].IsTrue())
+    path = f.HasMember("path_kind") && f["path_kind"].IsString() &&
+                   std::string_view(f["path_kind"].GetString()) != "any"
+               ? fmt::format(" {} path", f["path_kind"].GetString())
+               : std::string(" path");
+  return fmt::format("  {:<20} {:<7}{}{}{}{}{}\n", f["name"].GetString(), f["type"].GetString(),
+                     f.HasMember("required") && f["required"].GetBool() ? " required" : "",
+                     f.HasMember("secret") && f["secret"].GetBool() ? " secret" : "", path, def,
+                     f.HasMember("doc") ? std::string("  ") + f["doc"].GetString() : "");
+}
+
 int cmd_plugins_inspect(const std::string& file, const CommonOptions& common) {
   auto lib = plugin::PluginLibrary::load(file, plugin::LoadOptions{common.allow_insecure});
   std::cout << fmt::format("module {} {} ({})\nABI {}.{}\n", lib->module_name(),
@@ -291,20 +313,7 @@ int cmd_plugins_inspect(const std::string& file, const CommonOptions& common) {
     rapidjson::Document d;
     d.Parse(p.schema_json.c_str());
     if (d.HasParseError() || !d.HasMember("fields")) continue;
-    for (const auto& f : d["fields"].GetArray()) {
-      std::string def;
-      if (f.HasMember("default")) {
-        rapidjson::StringBuffer sb;
-        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-        f["default"].Accept(w);
-        def = std::string(" = ") + sb.GetString();
-      }
-      std::cout << fmt::format(
-          "  {:<20} {:<7}{}{}{}{}\n", f["name"].GetString(), f["type"].GetString(),
-          f.HasMember("required") && f["required"].GetBool() ? " required" : "",
-          f.HasMember("secret") && f["secret"].GetBool() ? " secret" : "", def,
-          f.HasMember("doc") ? std::string("  ") + f["doc"].GetString() : "");
-    }
+    for (const auto& f : d["fields"].GetArray()) std::cout << schema_field_line(f);
   }
   return 0;
 }

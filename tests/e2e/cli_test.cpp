@@ -1,6 +1,7 @@
 // The launcher end to end: config and plugin errors with their exit status, clean stops on
-// signals, file-source resume across runs, secrets kept out of output, and the demo pipeline
-// checked record by record.
+// signals, file-source resume across runs, secrets kept out of output, the demo pipeline
+// checked record by record, the shipped pipelines and README's example, usage errors, the admin
+// clients' address, and validate's path checks and --create.
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
@@ -141,6 +142,12 @@ TEST_CASE("plugins list and inspect show names, versions, files and schemas") {
   CHECK(r.exit_code == 0);
   CHECK(r.out.find("source generator") != std::string::npos);
   CHECK(r.out.find("count") != std::string::npos);
+  // Path fields say what validate checks of them.
+  r = run_process({bin(), "plugins", "inspect",
+                   (fs::path(std::getenv("SLUICE_BUILD_PLUGIN_DIR")) / "sluice-file.so").string()});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("  path                 string  required input path") != std::string::npos);
+  CHECK(r.out.find("  offset_file          string  output path") != std::string::npos);
   r = run_process({bin(), "version"});
   CHECK(r.out.rfind("sluice ", 0) == 0);
 }
