@@ -23,7 +23,10 @@ FileSink::Fsync parse_fsync(const std::string& name) {
 
 sluice::ConfigSchema FileSink::schema() {
   sluice::ConfigSchema s;
-  s.string("path").required().path().doc("The file to append to (created if missing).");
+  s.string("path")
+      .required()
+      .path(sluice::ConfigSchema::PathKind::output)
+      .doc("The file to append to (created if missing).");
   s.string("fsync")
       .default_value("batch")
       .one_of({"none", "batch", "always"})

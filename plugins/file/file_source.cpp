@@ -83,10 +83,13 @@ std::optional<FileIdentity> stored_identity(const rapidjson::Value& doc) {
 
 sluice::ConfigSchema FileSource::schema() {
   sluice::ConfigSchema s;
-  s.string("path").required().path().doc("The JSON-lines file to read.");
+  s.string("path")
+      .required()
+      .path(sluice::ConfigSchema::PathKind::input)
+      .doc("The JSON-lines file to read.");
   s.string("offset_file")
       .default_value("")
-      .path()
+      .path(sluice::ConfigSchema::PathKind::output)
       .doc("Where committed positions are kept; default <path>.sluice-offset.");
   s.string("topic").default_value("").doc("Topic of every record; default the file's path.");
   s.boolean("follow").default_value(false).doc(

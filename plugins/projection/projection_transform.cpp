@@ -155,8 +155,10 @@ class ProjectionTransform final : public sluice::Transform {
         .default_value("sqlite")
         .one_of({"sqlite", "postgres"})
         .doc("Where the projections live.");
-    s.string("path").default_value("").path().doc(
-        "sqlite: the database file (WAL mode); relative to the pipeline file's folder.");
+    s.string("path")
+        .default_value("")
+        .path(sluice::ConfigSchema::PathKind::output)
+        .doc("sqlite: the database file (WAL mode); relative to the pipeline file's folder.");
     s.string("conninfo").default_value("").secret().doc("postgres: a libpq connection string.");
     s.string("synchronous")
         .default_value("NORMAL")

@@ -1,4 +1,5 @@
-// `sluice stats` and `sluice top`: fetch /stats over HTTP and draw it with admin/stats_view.
+// `sluice stats`, `top` and `reload`: find the admin API, fetch /stats over HTTP and draw it
+// with admin/stats_view, or ask for a reload.
 #include "cli/commands_admin.hpp"
 
 #include <fmt/format.h>
@@ -16,6 +17,7 @@
 #include <optional>
 
 #include "admin/stats_view.hpp"
+#include "config/pipeline_spec.hpp"
 
 namespace sluice::cli {
 namespace {
@@ -26,29 +28,62 @@ struct Fetched {
   std::string error;  // why it is not ok, for the user
 };
 
-Fetched fetch_stats(std::string url) {
-  while (!url.empty() && url.back() == '/') url.pop_back();
-  Fetched out;
-  httplib::Client client(url);
-  if (!client.is_valid()) {
-    out.error = fmt::format("'{}' is not an admin API address (e.g. {})", url, kDefaultAdminUrl);
-    return out;
+// Said after every failure to reach the API: which address was tried, and how to pick another.
+std::string unreachable(const AdminTarget& target, const std::string& why) {
+  return fmt::format(
+      "cannot reach the admin API at {} ({}): {}\n"
+      "  Is `sluice run` running with its admin API there? Choose the address with --url "
+      "http://HOST:PORT, or name the pipeline file (FILE or --config FILE) to use its admin: "
+      "section.",
+      target.url, target.origin, why);
+}
+
+// A client for the target, or the reason its URL is unusable.
+std::optional<httplib::Client> client_for(const AdminTarget& target, std::string& error) {
+  std::optional<httplib::Client> client(std::in_place, target.url);
+  if (!client->is_valid()) {
+    error = fmt::format("'{}' ({}) is not an admin API address (e.g. {})", target.url,
+                        target.origin, kDefaultAdminUrl);
+    return std::nullopt;
   }
-  client.set_connection_timeout(2, 0);
-  client.set_read_timeout(5, 0);
-  auto res = client.Get("/stats");
+  return client;
+}
+
+httplib::Headers auth_headers(const AdminTarget& target) {
+  httplib::Headers headers;
+  if (!target.token.empty()) headers.emplace("Authorization", "Bearer " + target.token);
+  return headers;
+}
+
+Fetched fetch_stats(const AdminTarget& target) {
+  Fetched out;
+  auto client = client_for(target, out.error);
+  if (!client) return out;
+  client->set_connection_timeout(2, 0);
+  client->set_read_timeout(5, 0);
+  auto res = client->Get("/stats", auth_headers(target));
   if (!res) {
-    out.error =
-        fmt::format("cannot reach the admin API at {}: {}", url, httplib::to_string(res.error()));
+    out.error = unreachable(target, httplib::to_string(res.error()));
     return out;
   }
   if (res->status != 200) {
-    out.error = fmt::format("the admin API at {} answered {}: {}", url, res->status, res->body);
+    out.error =
+        fmt::format("the admin API at {} answered {}: {}", target.url, res->status, res->body);
     return out;
   }
   out.ok = true;
   out.body = std::move(res->body);
   return out;
+}
+
+// "http://HOST:PORT" for connecting to what `sluice run` serves; a wildcard address is
+// reached on loopback, an IPv6 literal goes in brackets.
+std::string url_of(const std::string& host, uint16_t port) {
+  std::string connect_host = host;
+  if (host == "0.0.0.0" || host.empty()) connect_host = "127.0.0.1";
+  if (host == "::") connect_host = "::1";
+  if (connect_host.find(':') != std::string::npos) connect_host = "[" + connect_host + "]";
+  return fmt::format("http://{}:{}", connect_host, port);
 }
 
 volatile std::sig_atomic_t g_stop = 0;
@@ -136,8 +171,36 @@ std::string title(const std::string& url) {
 
 }  // namespace
 
-int run_stats_command(const std::string& url, bool json) {
-  const Fetched fetched = fetch_stats(url);
+AdminTarget resolve_admin_target(const std::optional<std::string>& url_flag,
+                                 const std::string& pipeline_file) {
+  AdminTarget target;
+  if (const char* token = std::getenv("SLUICE_ADMIN_TOKEN")) target.token = token;
+  if (url_flag) {
+    target.url = *url_flag;
+    target.origin = "--url";
+  } else if (!pipeline_file.empty()) {
+    const config::PipelineFile file = config::load_pipelines(pipeline_file);
+    if (file.admin_location.line != 0 && !file.admin.enabled)
+      throw config::ConfigError(file.admin_location,
+                                "the admin API is off here (admin: enabled: false), so `sluice "
+                                "run` of this file serves no stats; give --url if it runs with "
+                                "--admin HOST:PORT");
+    target.url = url_of(file.admin.host, file.admin.port);
+    target.origin =
+        file.admin_location.line != 0
+            ? fmt::format("the admin: section of {}", file.admin_location.file)
+            : fmt::format("the default address; {} has no admin: section", pipeline_file);
+    if (!file.admin.token.empty()) target.token = file.admin.token;
+  } else {
+    target.url = kDefaultAdminUrl;
+    target.origin = "the default address";
+  }
+  while (!target.url.empty() && target.url.back() == '/') target.url.pop_back();
+  return target;
+}
+
+int run_stats_command(const AdminTarget& target, bool json) {
+  const Fetched fetched = fetch_stats(target);
   if (!fetched.ok) {
     std::cerr << fetched.error << std::endl;
     return 1;
@@ -149,18 +212,19 @@ int run_stats_command(const std::string& url, bool json) {
   try {
     std::cout << admin::render_stats_table(admin::parse_stats(fetched.body)) << std::flush;
   } catch (const std::exception& e) {
-    std::cerr << "the admin API at " << url << " sent unreadable stats: " << e.what() << std::endl;
+    std::cerr << "the admin API at " << target.url << " sent unreadable stats: " << e.what()
+              << std::endl;
     return 1;
   }
   return 0;
 }
 
-int run_top_command(const std::string& url, bool once) {
+int run_top_command(const AdminTarget& target, bool once) {
   constexpr auto kRefresh = std::chrono::seconds(1);
   admin::TopView view;
 
   auto sample = [&](double elapsed_s) {
-    const Fetched fetched = fetch_stats(url);
+    const Fetched fetched = fetch_stats(target);
     if (!fetched.ok) return fetched.error;
     try {
       view.add(admin::parse_stats(fetched.body), elapsed_s);
@@ -176,7 +240,7 @@ int run_top_command(const std::string& url, bool once) {
       std::cerr << error << std::endl;
       return 1;
     }
-    std::cout << view.render(title(url)) << std::flush;
+    std::cout << view.render(title(target.url)) << std::flush;
     return 0;
   }
 
@@ -191,10 +255,37 @@ int run_top_command(const std::string& url, bool once) {
     // next rate is taken over the whole gap.
     const std::string error = sample(elapsed);
     if (error.empty()) last_sample = now;
-    std::cout << "\x1b[H\x1b[2J" << view.render(title(url), error) << std::flush;
+    std::cout << "\x1b[H\x1b[2J" << view.render(title(target.url), error) << std::flush;
     if (terminal.wait_for_quit(now + kRefresh)) break;
   }
   return 0;
+}
+
+int run_stats_command(const std::string& url, bool json) {
+  return run_stats_command(resolve_admin_target(url, ""), json);
+}
+
+int run_top_command(const std::string& url, bool once) {
+  return run_top_command(resolve_admin_target(url, ""), once);
+}
+
+int run_reload_command(const AdminTarget& target, const std::string& stage) {
+  std::string error;
+  auto client = client_for(target, error);
+  if (!client) {
+    std::cerr << error << std::endl;
+    return 1;
+  }
+  client->set_connection_timeout(5, 0);
+  client->set_read_timeout(120, 0);  // a reload drains the stage's in-flight batches first
+  const std::string path = stage.empty() ? "/reload" : "/reload?stage=" + stage;
+  auto res = client->Post(path, auth_headers(target), "", "application/json");
+  if (!res) {
+    std::cerr << unreachable(target, httplib::to_string(res.error())) << std::endl;
+    return 1;
+  }
+  (res->status == 200 ? std::cout : std::cerr) << res->body << std::endl;
+  return res->status == 200 ? 0 : 1;
 }
 
 }  // namespace sluice::cli

@@ -1,4 +1,4 @@
-// The `sluice` launcher: run, validate, plugins list/inspect, version.
+// The `sluice` launcher: run, validate, plugins list/inspect, stats, top, reload, version.
 #include <fmt/format.h>
 #include <httplib.h>
 #include <rapidjson/document.h>
@@ -18,6 +18,8 @@
 
 #include "admin/admin_server.hpp"
 #include "cli/commands_admin.hpp"
+#include "config/did_you_mean.hpp"
+#include "config/path_checks.hpp"
 #include "config/pipeline_spec.hpp"
 #include "pipeline/pipeline.hpp"
 #include "pipeline/reloader.hpp"
@@ -244,28 +246,28 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
   return code;
 }
 
-int cmd_reload(const std::string& url, const std::string& stage) {
-  httplib::Client client(url);
-  client.set_connection_timeout(5);
-  client.set_read_timeout(120);
-  httplib::Headers headers;
-  if (const char* token = std::getenv("SLUICE_ADMIN_TOKEN"))
-    headers.emplace("Authorization", std::string("Bearer ") + token);
-  std::string path = stage.empty() ? "/reload" : "/reload?stage=" + stage;
-  auto res = client.Post(path.c_str(), headers, "", "application/json");
-  if (!res) {
-    std::cerr << "cannot reach the admin API at " << url << ": " << httplib::to_string(res.error())
-              << std::endl;
-    return 1;
-  }
-  (res->status == 200 ? std::cout : std::cerr) << res->body << std::endl;
-  return res->status == 200 ? 0 : 1;
+// Every path field of every stage, as its schema's path_kind says (config/path_checks.hpp).
+void check_paths(const pipeline::Pipeline& p, const plugin::PluginRegistry& reg) {
+  const config::PipelineSpec& spec = p.spec();
+  auto check = [&](const config::StageSpec& stage, sluice_kind kind) {
+    if (const auto* plugin = reg.find(kind, stage.type))
+      config::check_stage_paths(stage, plugin->schema_json);
+  };
+  check(spec.source, SLUICE_KIND_SOURCE);
+  for (const auto& t : spec.transforms) check(t, SLUICE_KIND_TRANSFORM);
+  check(spec.sink, SLUICE_KIND_SINK);
+  if (spec.dead_letter) check(*spec.dead_letter, SLUICE_KIND_SINK);
 }
 
-int cmd_validate(const std::string& file, const CommonOptions& common) {
+int cmd_validate(const std::string& file, const CommonOptions& common, bool create) {
   auto reg = load_registry(common);
   auto pipelines = prepare(file, *reg);
-  for (const auto& p : pipelines) std::cout << "pipeline " << p->name() << ": ok\n";
+  for (const auto& p : pipelines) {
+    check_paths(*p, *reg);
+    if (create) p->create_and_destroy_stages();
+    std::cout << "pipeline " << p->name() << ": ok" << (create ? " (every stage created)" : "")
+              << "\n";
+  }
   return 0;
 }
 
@@ -276,6 +278,28 @@ int cmd_plugins_list(const CommonOptions& common) {
     std::cout << fmt::format("{:<10} {:<16} {:<10} {}\n", plugin::kind_name(p->kind), p->name,
                              p->version, p->file.string());
   return 0;
+}
+
+// One schema field as `plugins inspect` shows it: name, type, flags, default and doc.
+std::string schema_field_line(const rapidjson::Value& f) {
+  std::string def;
+  if (f.HasMember("default")) {
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    f["default"].Accept(w);
+    def = std::string(" = ") + sb.GetString();
+  }
+  // "input path", "output path" or "path": what `sluice validate` checks of it.
+  std::string path;
+  if (f.HasMember("path") && f["path"].IsTrue())
+    path = f.HasMember("path_kind") && f["path_kind"].IsString() &&
+                   std::string_view(f["path_kind"].GetString()) != "any"
+               ? fmt::format(" {} path", f["path_kind"].GetString())
+               : std::string(" path");
+  return fmt::format("  {:<20} {:<7}{}{}{}{}{}\n", f["name"].GetString(), f["type"].GetString(),
+                     f.HasMember("required") && f["required"].GetBool() ? " required" : "",
+                     f.HasMember("secret") && f["secret"].GetBool() ? " secret" : "", path, def,
+                     f.HasMember("doc") ? std::string("  ") + f["doc"].GetString() : "");
 }
 
 int cmd_plugins_inspect(const std::string& file, const CommonOptions& common) {
@@ -289,22 +313,179 @@ int cmd_plugins_inspect(const std::string& file, const CommonOptions& common) {
     rapidjson::Document d;
     d.Parse(p.schema_json.c_str());
     if (d.HasParseError() || !d.HasMember("fields")) continue;
-    for (const auto& f : d["fields"].GetArray()) {
-      std::string def;
-      if (f.HasMember("default")) {
-        rapidjson::StringBuffer sb;
-        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-        f["default"].Accept(w);
-        def = std::string(" = ") + sb.GetString();
-      }
-      std::cout << fmt::format(
-          "  {:<20} {:<7}{}{}{}{}\n", f["name"].GetString(), f["type"].GetString(),
-          f.HasMember("required") && f["required"].GetBool() ? " required" : "",
-          f.HasMember("secret") && f["secret"].GetBool() ? " secret" : "", def,
-          f.HasMember("doc") ? std::string("  ") + f["doc"].GetString() : "");
-    }
+    for (const auto& f : d["fields"].GetArray()) std::cout << schema_field_line(f);
   }
   return 0;
+}
+
+// Exit statuses, as `sluice --help` lists them.
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;  // a pipeline failed at run time; the admin API not reachable
+constexpr int kExitUsage = 2;   // bad command line, config or plugin: nothing was started
+constexpr const char* kExitCodesHelp =
+    "Exit status: 0 done (every pipeline ended or was stopped by a signal and drained); 1 a "
+    "pipeline failed at run time, the admin API could not be reached or refused, or an "
+    "unexpected error; 2 a usage, config or plugin error (nothing was started); 130 a second "
+    "SIGINT/SIGTERM exited without draining.\n"
+    "Global options (--log-level, --log-format, --plugin-path, --allow-insecure-plugins) go "
+    "before or after the command.";
+
+// The option named `arg` ("--x" or "--x=v") of `app` or an app it falls through to.
+const CLI::Option* find_option(const CLI::App* app, const std::string& arg) {
+  const std::string name = arg.substr(0, arg.find('='));
+  for (; app != nullptr; app = app->get_fallthrough() ? app->get_parent() : nullptr)
+    if (const auto* opt = app->get_option_no_throw(name)) return opt;
+  return nullptr;
+}
+
+// Where a command word is expected in `args`, one that names no command: "unknown command 'rnu';
+// did you mean 'run'? ..." (CLI11 itself would only say the argument was not expected).
+std::optional<std::string> unknown_command(const CLI::App* app,
+                                           const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--") return std::nullopt;
+    if (arg.starts_with("-")) {
+      const auto* opt = find_option(app, arg);
+      if (opt && opt->get_type_size_max() > 0 && arg.find('=') == std::string::npos) ++i;
+      continue;
+    }
+    const auto subs = app->get_subcommands([](const CLI::App*) { return true; });
+    if (subs.empty()) return std::nullopt;  // a positional argument, not a command
+    std::vector<std::string> names;
+    for (const auto* sub : subs) {
+      if (sub->check_name(arg))
+        return unknown_command(sub, std::vector<std::string>(args.begin() + i + 1, args.end()));
+      names.push_back(sub->get_name());
+    }
+    const auto suggestion = config::closest_name(arg, names);
+    return fmt::format("unknown command '{}'; {}commands: {}", arg,
+                       suggestion ? fmt::format("did you mean '{}'? ", *suggestion) : "",
+                       config::join_names(names));
+  }
+  return std::nullopt;
+}
+
+// Parses the command line; a usage error is said on stderr with the way to --help, and exit 2.
+std::optional<int> parse_command_line(CLI::App& app, int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (const auto unknown = unknown_command(&app, args)) {
+    std::cerr << *unknown << "\nRun with --help for more information." << std::endl;
+    return kExitUsage;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);  // prints the message and the --help hint
+    return kExitUsage;
+  }
+  return std::nullopt;
+}
+
+// Everything the command line sets, and the subcommands to tell which one was given.
+struct CommandLine {
+  std::string log_level = "info", log_format = "text";
+  CommonOptions common;
+  std::string file;
+  RunOptions run_options;
+  bool no_plugin_watch = false;
+  bool validate_create = false;
+  std::string admin_url, admin_file, stage;
+  std::vector<CLI::Option*> url_options;  // one --url per admin client subcommand
+  bool stats_json = false, top_once = false;
+  CLI::App *run, *stats, *top, *reload, *validate, *list, *inspect, *version;
+};
+
+void define_global_options(CLI::App& app, CommandLine& c) {
+  app.add_option("--log-level", c.log_level, "trace|debug|info|warn|error|off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.add_option("--log-format", c.log_format, "text|json")->check(CLI::IsMember({"text", "json"}));
+  app.add_option("--plugin-path", c.common.plugin_paths,
+                 "folder (or .so) searched for plugins before SLUICE_PLUGIN_PATH and the built-in "
+                 "one; repeatable")
+      ->allow_extra_args(false);
+  app.add_flag("--allow-insecure-plugins", c.common.allow_insecure,
+               "load plugin files or folders writable by group or others");
+}
+
+// `stats`, `top` and `reload` find the admin API the same way.
+void define_admin_client_options(CLI::App* sub, CommandLine& c) {
+  sub->add_option("file,--config", c.admin_file,
+                  "pipeline file or folder whose admin: section gives the address");
+  auto* url =
+      sub->add_option("--url", c.admin_url,
+                      fmt::format("admin API address (wins over FILE; default: the file's admin: "
+                                  "section, else {})",
+                                  cli::kDefaultAdminUrl));
+  c.url_options.push_back(url);
+}
+
+void define_subcommands(CLI::App& app, CommandLine& c) {
+  c.run = app.add_subcommand("run", "run the pipelines of a YAML file or folder");
+  c.run->add_option("file", c.file, "pipeline YAML file or folder")->required();
+  c.run->add_option("--stats-file", c.run_options.stats_file,
+                    "rewrite this file with the stats JSON every second");
+  c.run->add_option("--admin", c.run_options.admin,
+                    "admin API address HOST:PORT, or off (default: the file's admin: section, "
+                    "else 127.0.0.1:8088)");
+  c.run->add_flag("--watch", c.run_options.watch, "reload the pipeline file when it changes");
+  c.run->add_flag("--no-plugin-watch", c.no_plugin_watch,
+                  "do not reload plugins when their files change");
+  c.stats = app.add_subcommand("stats", "print the running pipelines' stats as a table");
+  define_admin_client_options(c.stats, c);
+  c.stats->add_flag("--json", c.stats_json, "print the raw /stats JSON");
+  c.top = app.add_subcommand("top", "live view of the running pipelines (q or Ctrl-C quits)");
+  define_admin_client_options(c.top, c);
+  c.top->add_flag("--once", c.top_once, "print one frame and exit");
+  c.reload = app.add_subcommand("reload", "reload plugins of a running sluice");
+  define_admin_client_options(c.reload, c);
+  c.reload->add_option("--stage", c.stage, "only this stage (its instance name)");
+  c.validate = app.add_subcommand(
+      "validate", "check a pipeline file without running it: config, plugins and paths");
+  c.validate->add_option("file", c.file, "pipeline YAML file or folder")->required();
+  c.validate->add_flag("--create", c.validate_create,
+                       "also create every stage's plugin instance and destroy it again");
+  auto* plugins = app.add_subcommand("plugins", "list or inspect plugins");
+  plugins->require_subcommand(1);
+  c.list = plugins->add_subcommand("list", "every plugin on the search path");
+  c.inspect = plugins->add_subcommand("inspect", "a plugin library's metadata and config schema");
+  c.inspect->add_option("file", c.file, "plugin .so")->required();
+  c.version = app.add_subcommand("version", "print the version");
+  // Global options given after the subcommand apply too.
+  for (auto* sub :
+       {c.run, c.stats, c.top, c.reload, c.validate, plugins, c.list, c.inspect, c.version})
+    sub->fallthrough();
+}
+
+// Where `stats`, `top` and `reload` find the admin API (see cli::resolve_admin_target).
+cli::AdminTarget admin_target(const CommandLine& c) {
+  const bool url_given = std::any_of(c.url_options.begin(), c.url_options.end(),
+                                     [](const CLI::Option* o) { return o->count() > 0; });
+  return cli::resolve_admin_target(url_given ? std::optional(c.admin_url) : std::nullopt,
+                                   c.admin_file);
+}
+
+int dispatch(CommandLine& c) {
+  if (c.version->parsed()) {
+    std::cout << "sluice " << SLUICE_VERSION << " (plugin ABI " << SLUICE_ABI_MAJOR << "."
+              << SLUICE_ABI_MINOR << ")\n";
+    return kExitOk;
+  }
+  if (c.run->parsed()) {
+    c.run_options.plugin_watch = !c.no_plugin_watch;
+    return cmd_run(c.file, c.common, c.run_options);
+  }
+  if (c.stats->parsed()) return cli::run_stats_command(admin_target(c), c.stats_json);
+  if (c.top->parsed()) return cli::run_top_command(admin_target(c), c.top_once);
+  if (c.reload->parsed()) return cli::run_reload_command(admin_target(c), c.stage);
+  if (c.validate->parsed()) return cmd_validate(c.file, c.common, c.validate_create);
+  if (c.list->parsed()) return cmd_plugins_list(c.common);
+  if (c.inspect->parsed()) return cmd_plugins_inspect(c.file, c.common);
+  return kExitUsage;
 }
 
 }  // namespace
@@ -312,87 +493,25 @@ int cmd_plugins_inspect(const std::string& file, const CommonOptions& common) {
 int main(int argc, char** argv) {
   CLI::App app{"sluice: a pipeline runtime with plugins and an adaptive middleware"};
   app.require_subcommand(1);
-  std::string log_level = "info", log_format = "text";
-  CommonOptions common;
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
-  app.add_option("--log-format", log_format, "text|json")->check(CLI::IsMember({"text", "json"}));
-  app.add_option("--plugin-path", common.plugin_paths,
-                 "folder (or .so) searched for plugins before SLUICE_PLUGIN_PATH and the built-in "
-                 "one; repeatable")
-      ->allow_extra_args(false);
-  app.add_flag("--allow-insecure-plugins", common.allow_insecure,
-               "load plugin files or folders writable by group or others");
-
-  std::string file;
-  RunOptions run_options;
-  auto* run = app.add_subcommand("run", "run the pipelines of a YAML file or folder");
-  run->add_option("file", file, "pipeline YAML file or folder")->required();
-  run->add_option("--stats-file", run_options.stats_file,
-                  "rewrite this file with the stats JSON every second");
-  run->add_option("--admin", run_options.admin,
-                  "admin API address HOST:PORT, or off (default: the file's admin: section, "
-                  "else 127.0.0.1:8088)");
-  run->add_flag("--watch", run_options.watch, "reload the pipeline file when it changes");
-  bool no_plugin_watch = false;
-  run->add_flag("--no-plugin-watch", no_plugin_watch,
-                "do not reload plugins when their files change");
-  std::string admin_url = cli::kDefaultAdminUrl, stage;
-  bool stats_json = false, top_once = false;
-  auto* stats = app.add_subcommand("stats", "print the running pipelines' stats as a table");
-  stats->add_option("--url", admin_url, "admin API address")->capture_default_str();
-  stats->add_flag("--json", stats_json, "print the raw /stats JSON");
-  auto* top = app.add_subcommand("top", "live view of the running pipelines (q or Ctrl-C quits)");
-  top->add_option("--url", admin_url, "admin API address")->capture_default_str();
-  top->add_flag("--once", top_once, "print one frame and exit");
-  auto* reload = app.add_subcommand("reload", "reload plugins of a running sluice");
-  reload->add_option("--url", admin_url, "admin API address")->capture_default_str();
-  reload->add_option("--stage", stage, "only this stage (its instance name)");
-  auto* validate = app.add_subcommand("validate", "check a pipeline file without running it");
-  validate->add_option("file", file, "pipeline YAML file or folder")->required();
-  auto* plugins = app.add_subcommand("plugins", "list or inspect plugins");
-  plugins->require_subcommand(1);
-  auto* list = plugins->add_subcommand("list", "every plugin on the search path");
-  auto* inspect =
-      plugins->add_subcommand("inspect", "a plugin library's metadata and config schema");
-  inspect->add_option("file", file, "plugin .so")->required();
-  auto* version = app.add_subcommand("version", "print the version");
-  // Options given after the subcommand apply too.
-  for (auto* sub : {run, validate, list, inspect}) {
-    sub->fallthrough();
-  }
-  plugins->fallthrough();
-
-  CLI11_PARSE(app, argc, argv);
-  setup_logging(log_level, log_format);
+  app.footer(kExitCodesHelp);
+  CommandLine c;
+  define_global_options(app, c);
+  define_subcommands(app, c);
+  if (const auto code = parse_command_line(app, argc, argv)) return *code;
+  setup_logging(c.log_level, c.log_format);
   try {
-    if (version->parsed()) {
-      std::cout << "sluice " << SLUICE_VERSION << " (plugin ABI " << SLUICE_ABI_MAJOR << "."
-                << SLUICE_ABI_MINOR << ")\n";
-      return 0;
-    }
-    if (run->parsed()) {
-      run_options.plugin_watch = !no_plugin_watch;
-      return cmd_run(file, common, run_options);
-    }
-    if (stats->parsed()) return cli::run_stats_command(admin_url, stats_json);
-    if (top->parsed()) return cli::run_top_command(admin_url, top_once);
-    if (reload->parsed()) return cmd_reload(admin_url, stage);
-    if (validate->parsed()) return cmd_validate(file, common);
-    if (list->parsed()) return cmd_plugins_list(common);
-    if (inspect->parsed()) return cmd_plugins_inspect(file, common);
+    return dispatch(c);
   } catch (const config::ConfigError& e) {
     std::cerr << e.what() << std::endl;
-    return 2;
+    return kExitUsage;
   } catch (const admin::AdminError& e) {
     std::cerr << e.what() << std::endl;
-    return 2;
+    return kExitUsage;
   } catch (const plugin::PluginLoadError& e) {
     std::cerr << e.what() << std::endl;
-    return 2;
+    return kExitUsage;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << std::endl;
-    return 1;
+    return kExitFailed;
   }
-  return 0;
 }

@@ -1,4 +1,4 @@
-// Expansion of ${env:NAME} and ${file:PATH}.
+// Expansion of ${env:NAME}, ${env:NAME:-default} and ${file:PATH}.
 #include "config/substitution.hpp"
 
 #include <fmt/format.h>
@@ -27,13 +27,21 @@ bool valid_env_name(std::string_view name) {
   return true;
 }
 
-std::string env_value(std::string_view name, const Location& where) {
+// `argument` is NAME or NAME:-DEFAULT. As in a shell, the default stands in when the variable is
+// unset or empty; without one an unset variable is an error (a set but empty one is "").
+std::string env_value(std::string_view argument, const Location& where) {
+  const size_t dash = argument.find(":-");
+  const std::string_view name = argument.substr(0, dash);
   if (!valid_env_name(name))
-    throw ConfigError(where,
-                      fmt::format("'${{env:{}}}': not a valid environment variable name", name));
+    throw ConfigError(
+        where, fmt::format("'${{env:{}}}': not a valid environment variable name", argument));
   const char* value = std::getenv(std::string(name).c_str());
+  if (dash != std::string_view::npos && (value == nullptr || *value == '\0'))
+    return std::string(argument.substr(dash + 2));
   if (value == nullptr)
-    throw ConfigError(where, fmt::format("environment variable '{}' is not set", name));
+    throw ConfigError(where, fmt::format("environment variable '{0}' is not set (set it, or give "
+                                         "a default: ${{env:{0}:-default}})",
+                                         name));
   return value;
 }
 

@@ -12,10 +12,11 @@ namespace sluice::config {
 // True when `text` holds a ${env:...} or ${file:...} reference.
 bool has_substitution(std::string_view text);
 
-// Replaces every ${env:NAME} by the environment variable and every ${file:PATH} by the file's
-// contents (less one trailing newline; relative paths start at `base_dir`). `$${` stands for a
-// literal `${`; any other `${...}` is left as written. A missing variable, an unreadable file or
-// an unterminated reference throws ConfigError at `where`.
+// Replaces every ${env:NAME} by the environment variable, every ${env:NAME:-DEFAULT} by the
+// variable or, when it is unset or empty, DEFAULT (up to the first `}`), and every ${file:PATH}
+// by the file's contents (less one trailing newline; relative paths start at `base_dir`). `$${`
+// stands for a literal `${`; any other `${...}` is left as written. A missing variable without a
+// default, an unreadable file or an unterminated reference throws ConfigError at `where`.
 std::string substitute(std::string_view text, const Location& where,
                        const std::filesystem::path& base_dir);
 

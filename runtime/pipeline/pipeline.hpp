@@ -56,6 +56,10 @@ class Pipeline {
   // Creates the plugin instances (a failure is a config::ConfigError at the stage or field) and
   // starts the source thread and the stage.
   void start();
+  // For `sluice validate --create`: creates every stage's plugin instance with its config and
+  // destroys them again, without starting anything; a failure is a config::ConfigError naming
+  // the stage (see pipeline_check.cpp).
+  void create_and_destroy_stages();
   // Stops intake; what is in flight is drained and committed. Safe from any thread.
   void request_stop();
   // Blocks until the pipeline has ended (input exhausted, stopped, or failed).

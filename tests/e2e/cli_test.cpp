@@ -1,11 +1,16 @@
 // The launcher end to end: config and plugin errors with their exit status, clean stops on
-// signals, file-source resume across runs, secrets kept out of output, and the demo pipeline
-// checked record by record.
+// signals, file-source resume across runs, secrets kept out of output, the demo pipeline
+// checked record by record, the shipped pipelines and README's example, usage errors, the admin
+// clients' address, and validate's path checks and --create.
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <netinet/in.h>
 #include <rapidjson/document.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -130,6 +135,12 @@ TEST_CASE("plugins list and inspect show names, versions, files and schemas") {
   CHECK(r.exit_code == 0);
   CHECK(r.out.find("source generator") != std::string::npos);
   CHECK(r.out.find("count") != std::string::npos);
+  // Path fields say what validate checks of them.
+  r = run_process({bin(), "plugins", "inspect",
+                   (fs::path(std::getenv("SLUICE_BUILD_PLUGIN_DIR")) / "sluice-file.so").string()});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("  path                 string  required input path") != std::string::npos);
+  CHECK(r.out.find("  offset_file          string  output path") != std::string::npos);
   r = run_process({bin(), "version"});
   CHECK(r.out.rfind("sluice ", 0) == 0);
 }
@@ -251,4 +262,217 @@ TEST_CASE("secret values never reach the output, even in a failing create") {
   CHECK(r.exit_code != 0);
   CHECK(r.err.find("hunter2-very-secret") == std::string::npos);
   CHECK(r.out.find("hunter2-very-secret") == std::string::npos);
+}
+
+namespace {
+
+// Every pipeline file shipped in pipelines/.
+std::vector<fs::path> shipped_pipelines() {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(source_dir() / "pipelines"))
+    if (e.path().extension() == ".yaml") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// A loopback port nothing listens on right now.
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+}  // namespace
+
+TEST_CASE("every shipped pipeline validates in a clean environment, as it is") {
+  const auto files = shipped_pipelines();
+  REQUIRE(files.size() >= 4);
+  for (const auto& file : files) {
+    CAPTURE(file);
+    // env -i: no SLUICE_QUICKSTART_OUT, no Kafka or PostgreSQL address; validate connects to
+    // nothing, so the Kafka and PostgreSQL pipelines pass too.
+    auto r = run_process({"/usr/bin/env", "-i", bin(), "validate", file.string()});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find(": ok") != std::string::npos);
+  }
+}
+
+TEST_CASE("stats, top and reload find the admin API in the pipeline file; --url wins") {
+  auto dir = scratch("admin-client");
+  const int port = free_port();
+  const std::string yaml =
+      "name: a\nsource: {type: generator, count: 10}\nsink: {type: null}\n"
+      "admin: {port: " +
+      std::to_string(port) + "}\n";
+  write_file(dir / "p.yaml", yaml);
+  const std::string file = (dir / "p.yaml").string();
+  const std::string address = "http://127.0.0.1:" + std::to_string(port);
+  for (const std::string command : {"stats", "top", "reload"}) {
+    CAPTURE(command);
+    std::vector<std::string> args = {bin(), command, file};
+    if (command == "top") args.push_back("--once");
+    auto r = run_process(args);
+    CHECK(r.exit_code == 1);
+    // Which address was tried, where it came from, and how to choose another.
+    CHECK(r.err.find("cannot reach the admin API at " + address + " (the admin: section of " +
+                     file + ")") != std::string::npos);
+    CHECK(r.err.find("--url") != std::string::npos);
+    args = {bin(), command, "--config", file, "--url", "http://127.0.0.1:1"};
+    if (command == "top") args.push_back("--once");
+    r = run_process(args);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("cannot reach the admin API at http://127.0.0.1:1 (--url)") !=
+          std::string::npos);
+  }
+  // A file whose admin API is off: there is nothing to ask, said at the admin: section.
+  write_file(dir / "off.yaml",
+             "name: a\nsource: {type: generator}\nsink: {type: null}\n"
+             "admin: {enabled: false}\n");
+  auto r = run_process({bin(), "stats", (dir / "off.yaml").string()});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind((dir / "off.yaml").string() + ":4:", 0) == 0);
+}
+
+TEST_CASE("sluice stats FILE reads the stats of the process that runs FILE") {
+  auto dir = scratch("admin-client-live");
+  const int port = free_port();
+  write_file(dir / "p.yaml",
+             "name: live\nsource: {type: generator, count: 0, rate: 1000}\nsink: {type: null}\n"
+             "admin: {port: " +
+                 std::to_string(port) + "}\n");
+  const std::string file = (dir / "p.yaml").string();
+  int pid = sluice::test::start_process({bin(), "run", "--no-plugin-watch", file},
+                                        (dir / "stdout").string(), (dir / "stderr").string());
+  sluice::test::ProcessResult r;
+  for (int attempt = 0; attempt < 100; ++attempt) {  // until the admin API is up
+    r = run_process({bin(), "stats", file, "--json"});
+    if (r.exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  kill(pid, SIGTERM);
+  CHECK(sluice::test::wait_process(pid) == 0);
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("\"live\"") != std::string::npos);
+}
+
+TEST_CASE("an unknown command gets a did-you-mean and exit 2; so does any usage error") {
+  auto r = run_process({bin(), "rnu", "x.yaml"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("unknown command 'rnu'; did you mean 'run'? commands: run, stats", 0) == 0);
+  r = run_process({bin(), "--log-level", "debug", "validat", "x.yaml"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("unknown command 'validat'; did you mean 'validate'?") != std::string::npos);
+  r = run_process({bin(), "plugins", "lst"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("unknown command 'lst'; did you mean 'list'?") != std::string::npos);
+  r = run_process({bin(), "run", "--no-such-flag", "x.yaml"});
+  CHECK(r.exit_code == 2);
+  r = run_process({bin()});
+  CHECK(r.exit_code == 2);
+  r = run_process({bin(), "--help"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("Exit status: 0 done") != std::string::npos);
+}
+
+TEST_CASE("global options work before or after any command") {
+  for (const std::string command : {"version", "stats", "top", "reload"}) {
+    CAPTURE(command);
+    std::vector<std::string> before = {bin(), "--log-level", "warn", command};
+    std::vector<std::string> after = {bin(),  command,        "--log-level",
+                                      "warn", "--log-format", "json"};
+    if (command != "version")
+      for (auto* args : {&before, &after}) {
+        args->push_back("--url");
+        args->push_back("http://127.0.0.1:1");
+      }
+    if (command == "top")
+      for (auto* args : {&before, &after}) args->push_back("--once");
+    const int expected = command == "version" ? 0 : 1;  // nothing listens on port 1
+    CHECK(run_process(before).exit_code == expected);
+    auto r = run_process(after);
+    INFO(r.err);
+    CHECK(r.exit_code == expected);
+  }
+  auto dir = scratch("global-options");
+  write_file(dir / "p.yaml", "name: p\nsource: {type: generator, count: 1}\nsink: {type: null}\n");
+  auto r = run_process({bin(), "validate", (dir / "p.yaml").string(), "--plugin-path", dir.string(),
+                        "--log-level", "error"});
+  CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("validate checks that inputs exist and output folders are there, at FILE:LINE:COL") {
+  auto dir = scratch("validate-paths");
+  write_file(dir / "in.jsonl", "{}\n");
+  auto r = validate(dir, "ok.yaml",
+                    "name: p\nsource: {type: file, path: in.jsonl}\nsink: {type: file, path: "
+                    "out.jsonl}\n");
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  r = validate(dir, "no_input.yaml",
+               "name: p\nsource:\n  type: file\n  path: missing.jsonl\nsink: {type: null}\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind((dir / "no_input.yaml").string() + ":4:9: source 'file': field 'path': '" +
+                        (dir / "missing.jsonl").string() + "': no such file",
+                    0) == 0);
+  r = validate(dir, "input_folder.yaml",
+               "name: p\nsource: {type: file, path: .}\nsink: {type: null}\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("input_folder.yaml:2:28: source 'file': field 'path'") != std::string::npos);
+  CHECK(r.err.find("a folder, not a file") != std::string::npos);
+  r = validate(dir, "no_folder.yaml",
+               "name: p\nsource: {type: file, path: in.jsonl}\nsink:\n  type: file\n  path: "
+               "nowhere/out.jsonl\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind((dir / "no_folder.yaml").string() + ":5:9: sink 'file': field 'path': '" +
+                        (dir / "nowhere/out.jsonl").string() + "': the folder '" +
+                        (dir / "nowhere").string() + "' does not exist",
+                    0) == 0);
+  // The file source's offset file is an output too.
+  r = validate(dir, "no_offset_folder.yaml",
+               "name: p\nsource: {type: file, path: in.jsonl, offset_file: nowhere/o}\n"
+               "sink: {type: null}\n");
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("field 'offset_file'") != std::string::npos);
+}
+
+TEST_CASE("validate --create builds every stage, so a green validate means run starts") {
+  auto dir = scratch("validate-create");
+  auto plugins = binary_dir() / "test-plugins" / "throws_create";
+  write_file(dir / "t.yaml",
+             "name: p\nsource: {type: generator, count: 10}\ntransforms:\n  - "
+             "type: throws_create\nsink: {type: null}\n");
+  const std::string file = (dir / "t.yaml").string();
+  auto r = run_process({bin(), "validate", "--plugin-path", plugins.string(), file});
+  CHECK(r.exit_code == 0);  // the config is right; only creating the stage fails
+  r = run_process({bin(), "validate", "--create", "--plugin-path", plugins.string(), file});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("t.yaml:4:5: transform 'throws_create'") != std::string::npos);
+  CHECK(r.err.find("boom in create") != std::string::npos);
+  CHECK(r.out.empty());
+  write_file(
+      dir / "ok.yaml",
+      "name: p\nsource: {type: generator, count: 10}\nsink: {type: file, path: out.jsonl}\n");
+  r = run_process({bin(), "validate", "--create", (dir / "ok.yaml").string()});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "pipeline p: ok (every stage created)\n");
+}
+
+TEST_CASE("README's pipeline example is pipelines/fields-demo.yaml, word for word") {
+  const std::string readme = read_file((source_dir() / "README.md").string());
+  const std::string file = read_file((source_dir() / "pipelines/fields-demo.yaml").string());
+  const std::string opening = "```yaml\n# pipelines/fields-demo.yaml";
+  const auto start = readme.find(opening);
+  REQUIRE(start != std::string::npos);
+  const auto body = start + std::string("```yaml\n").size();
+  const auto end = readme.find("```\n", body);
+  REQUIRE(end != std::string::npos);
+  CHECK(readme.substr(body, end - body) == file);
 }

@@ -218,7 +218,8 @@ typedef struct sluice_plugin {
   const char* description;
   /* JSON: {"fields":[{"name","type","doc","default","required","secret","path","enum","min",
    * "max"}]} with type one of string, int, double, bool, list, object; "path": true marks a
-   * filesystem path, which the host resolves against the pipeline file's folder. The host checks
+   * filesystem path, which the host resolves against the pipeline file's folder, and
+   * "path_kind" (input, output or any) says what `sluice validate` checks of it. The host checks
    * the pipeline's config against it before anything is created. */
   const char* config_schema_json;
 

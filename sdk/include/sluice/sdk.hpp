@@ -323,6 +323,9 @@ class Config {
 class ConfigSchema {
  public:
   enum class Type { string, integer, number, boolean, list, object };
+  // What `sluice validate` checks of a path field: an input must exist and be readable, an
+  // output's folder must exist and be writable; for any other path the folder must exist.
+  enum class PathKind { any, input, output };
   using Validator = std::function<void(const Config&)>;  // throws ConfigError
 
  private:
@@ -333,6 +336,7 @@ class ConfigSchema {
     bool required = false;
     bool secret = false;
     bool path = false;
+    const char* path_kind = "any";  // "input" | "output" | "any", for `sluice validate`
     std::string default_json;
     std::vector<std::string> one_of;
     std::optional<double> min, max;
@@ -355,8 +359,12 @@ class ConfigSchema {
       return *this;
     }
     // A filesystem path: the host resolves a relative one against the pipeline file's folder.
-    Field& path() {
+    // `sluice validate` checks it as `kind` says.
+    Field& path(PathKind kind = PathKind::any) {
       spec().path = true;
+      spec().path_kind = kind == PathKind::input    ? "input"
+                         : kind == PathKind::output ? "output"
+                                                    : "any";
       return *this;
     }
     Field& default_value(std::string v) {
@@ -456,6 +464,8 @@ class ConfigSchema {
       if (f.path) {
         w.Key("path");
         w.Bool(true);
+        w.Key("path_kind");
+        w.String(f.path_kind);
       }
       if (!f.default_json.empty()) {
         w.Key("default");
