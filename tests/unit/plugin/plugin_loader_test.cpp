@@ -7,25 +7,15 @@
 #include <filesystem>
 #include <string>
 
+#include "loader_test_support.hpp"
 #include "plugin/plugin_instance.hpp"
 #include "plugin/plugin_registry.hpp"
 
 namespace fs = std::filesystem;
 using namespace sluice::plugin;
+using namespace sluice::plugin::testing;
 
 namespace {
-fs::path test_plugins() { return fs::path(std::getenv("SLUICE_BINARY_DIR")) / "test-plugins"; }
-fs::path built_plugins() { return fs::path(std::getenv("SLUICE_BUILD_PLUGIN_DIR")); }
-
-std::string load_error(const fs::path& file, LoadOptions options = {}) {
-  try {
-    PluginLibrary::load(file, options);
-  } catch (const PluginLoadError& e) {
-    return e.what();
-  }
-  return "";
-}
-
 std::string registry_error(const fs::path& dir) {
   try {
     PluginRegistry reg;
