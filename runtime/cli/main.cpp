@@ -18,6 +18,7 @@
 
 #include "admin/admin_server.hpp"
 #include "cli/commands_admin.hpp"
+#include "cli/process_hardening.hpp"
 #include "config/pipeline_spec.hpp"
 #include "pipeline/pipeline.hpp"
 #include "pipeline/reloader.hpp"
@@ -322,7 +323,7 @@ int main(int argc, char** argv) {
                  "one; repeatable")
       ->allow_extra_args(false);
   app.add_flag("--allow-insecure-plugins", common.allow_insecure,
-               "load plugin files or folders writable by group or others");
+               "load plugins that other users could change (see README)");
 
   std::string file;
   RunOptions run_options;
@@ -334,6 +335,8 @@ int main(int argc, char** argv) {
                   "admin API address HOST:PORT, or off (default: the file's admin: section, "
                   "else 127.0.0.1:8088)");
   run->add_flag("--watch", run_options.watch, "reload the pipeline file when it changes");
+  bool allow_core_dumps = false;
+  run->add_flag("--allow-core-dumps", allow_core_dumps, "let a crash write a core file");
   bool no_plugin_watch = false;
   run->add_flag("--no-plugin-watch", no_plugin_watch,
                 "do not reload plugins when their files change");
@@ -365,6 +368,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   setup_logging(log_level, log_format);
+  cli::harden_process(allow_core_dumps);
   try {
     if (version->parsed()) {
       std::cout << "sluice " << SLUICE_VERSION << " (plugin ABI " << SLUICE_ABI_MAJOR << "."
