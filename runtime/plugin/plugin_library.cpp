@@ -1,6 +1,7 @@
 // Loading a plugin library: permission check, Boost.DLL load, ABI handshake, init, metadata copy.
 #include "plugin/plugin_library.hpp"
 
+#include <dlfcn.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -22,6 +23,20 @@ template <typename Struct, typename Field>
 bool has_field(const Struct* s, Field Struct::*member) {
   const auto offset = reinterpret_cast<size_t>(&(static_cast<Struct*>(nullptr)->*member));
   return s->struct_size >= offset + sizeof(Field);
+}
+
+// dlopen's own reason (Boost.DLL only says "Bad file descriptor"), naming the plugin's file
+// instead of the /proc/self/fd/N path of its copy.
+std::string dlopen_reason(const SealedCopy& copy, const std::filesystem::path& file,
+                          const boost::dll::fs::error_code& ec) {
+  const char* error = ::dlerror();
+  if (error == nullptr) return ec ? ec.message() : "unknown error";
+  std::string reason = error;
+  const std::string copy_path = copy.path().string();
+  for (size_t at = reason.find(copy_path); at != std::string::npos;
+       at = reason.find(copy_path, at + file.string().size()))
+    reason.replace(at, copy_path.size(), file.string());
+  return reason;
 }
 
 HostContext& module_host() {
@@ -73,7 +88,7 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
                      boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, load_ec);
   if (load_ec || !lib->library_.is_loaded())
     throw PluginLoadError(fmt::format("{}: not a loadable shared object: {}", name,
-                                      load_ec ? load_ec.message() : "unknown error"));
+                                      dlopen_reason(*lib->copy_, file, load_ec)));
   if (!lib->library_.has(SLUICE_MODULE_ENTRY))
     throw PluginLoadError(fmt::format("{}: entry symbol {} missing (not a sluice plugin)", name,
                                       SLUICE_MODULE_ENTRY));

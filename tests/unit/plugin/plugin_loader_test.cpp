@@ -37,6 +37,21 @@ TEST_CASE("a file that is not a shared object is refused before dlopen") {
   CHECK(load_error(f) == f.string() + ": not a shared object");
 }
 
+TEST_CASE("dlopen's own reason is given, naming the plugin's file and not its in-memory copy") {
+  const auto dir = fs::temp_directory_path() / "sluice-truncated-test";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::permissions(dir, fs::perms(0755));
+  const auto f = dir / "sluice-truncated.so";
+  fs::copy_file(built_plugins() / "sluice-transforms.so", f);
+  fs::resize_file(f, 100);  // still starts with the ELF magic, but cut short
+  const std::string e = load_error(f);
+  fs::remove_all(dir);
+  INFO(e);
+  CHECK(e.starts_with(f.string() + ": not a loadable shared object: " + f.string() + ": "));
+  CHECK(e.find("/proc/self/fd") == std::string::npos);
+}
+
 TEST_CASE("a shared object without the entry symbol is refused") {
   auto f = test_plugins() / "no_entry" / "sluice-no_entry.so";
   CHECK(load_error(f) ==
