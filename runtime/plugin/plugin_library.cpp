@@ -39,6 +39,15 @@ std::string dlopen_reason(const SealedCopy& copy, const std::filesystem::path& f
   return reason;
 }
 
+// Reads the file once: the ELF check and the sealed copy see the same bytes, whatever the file
+// does next. The bytes are freed before dlopen, so no big buffer stays pinned under the loader's
+// own allocations.
+std::unique_ptr<SealedCopy> verified_copy(const std::filesystem::path& file) {
+  const std::string bytes = read_plugin_bytes(file);
+  if (!is_elf(bytes)) throw PluginLoadError(fmt::format("{}: not a shared object", file.string()));
+  return std::make_unique<SealedCopy>(file, bytes);
+}
+
 HostContext& module_host() {
   static HostContext host("module");
   return host;
@@ -76,13 +85,10 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
   if (!std::filesystem::is_regular_file(file, ec))
     throw PluginLoadError(fmt::format("{}: file missing", name));
   check_file_permissions(file, options);
-  // Read once: the ELF check and the sealed copy see the same bytes, whatever the file does next.
-  const std::string bytes = read_plugin_bytes(file);
-  if (!is_elf(bytes)) throw PluginLoadError(fmt::format("{}: not a shared object", name));
 
   std::shared_ptr<PluginLibrary> lib(new PluginLibrary());
   lib->file_ = file;
-  lib->copy_ = std::make_unique<SealedCopy>(file, bytes);
+  lib->copy_ = verified_copy(file);
   boost::dll::fs::error_code load_ec;
   lib->library_.load(lib->copy_->path().string(),
                      boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, load_ec);

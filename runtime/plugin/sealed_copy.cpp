@@ -10,7 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <iterator>
+#include <sstream>
 
 #include "plugin/plugin_library.hpp"
 
@@ -19,6 +19,11 @@ namespace sluice::plugin {
 namespace {
 
 constexpr unsigned kAllSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL;
+#ifdef MFD_NOEXEC_SEAL
+constexpr unsigned kNoExecSeal = MFD_NOEXEC_SEAL;
+#else
+constexpr unsigned kNoExecSeal = 0x0008U;  // Linux 6.3; older headers lack the name
+#endif
 
 // FNV-1a over the bytes: part of the copy's name, so /proc/self/maps tells which build runs.
 uint64_t content_hash(const std::string& bytes) {
@@ -54,20 +59,21 @@ std::string read_plugin_bytes(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in)
     throw PluginLoadError(fmt::format("{}: cannot read: {}", file.string(), strerror(errno)));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
   if (in.bad()) throw PluginLoadError(fmt::format("{}: cannot read", file.string()));
-  return bytes;
+  return std::move(bytes).str();
 }
 
-bool is_elf(const std::string& bytes) {
-  return bytes.size() >= 4 && bytes.compare(0, 4,
-                                            "\x7f"
-                                            "ELF") == 0;
-}
+bool is_elf(const std::string& bytes) { return std::string_view(bytes).starts_with("\177ELF"); }
 
 SealedCopy::SealedCopy(const std::filesystem::path& file, const std::string& bytes) {
   const std::string name = memfd_name(file, bytes);
   fd_ = ::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  // With vm.memfd_noexec=2 the kernel only makes non-executable memfds. That only forbids
+  // execve; dlopen's mmap(PROT_EXEC) works on them.
+  if (fd_ < 0 && errno == EACCES)
+    fd_ = ::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING | kNoExecSeal);
   if (fd_ < 0)
     throw PluginLoadError(
         fmt::format("{}: cannot make an in-memory copy: {}", file.string(), strerror(errno)));
