@@ -18,8 +18,12 @@ namespace {
 constexpr int kMaxLinkHops = 40;  // as the kernel's own limit (ELOOP)
 
 std::string user_name(uid_t uid) {
-  const passwd* pw = ::getpwuid(uid);
-  return pw ? fmt::format("{} (uid {})", pw->pw_name, uid) : fmt::format("uid {}", uid);
+  passwd entry{};
+  passwd* found = nullptr;
+  char buffer[1024];
+  if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) != 0 || found == nullptr)
+    return fmt::format("uid {}", uid);
+  return fmt::format("{} (uid {})", found->pw_name, uid);
 }
 
 // Why `st`, described as `what`, cannot be trusted; nothing when it can.
@@ -27,8 +31,9 @@ std::optional<std::string> distrust(const struct stat& st, const std::string& wh
   if (st.st_mode & (S_IWGRP | S_IWOTH)) return what + " is writable by group or others";
   const uid_t self = ::geteuid();
   if (st.st_uid != 0 && st.st_uid != self)
-    return fmt::format("{} is owned by {}, neither root nor {}", what, user_name(st.st_uid),
-                       self == 0 ? std::string("root") : user_name(self));
+    return self == 0 ? fmt::format("{} is owned by {}, not by root", what, user_name(st.st_uid))
+                     : fmt::format("{} is owned by {}, neither root nor {}", what,
+                                   user_name(st.st_uid), user_name(self));
   return std::nullopt;
 }
 
