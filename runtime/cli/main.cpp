@@ -18,6 +18,7 @@
 
 #include "admin/admin_server.hpp"
 #include "cli/commands_admin.hpp"
+#include "cli/process_hardening.hpp"
 #include "config/did_you_mean.hpp"
 #include "config/path_checks.hpp"
 #include "config/pipeline_spec.hpp"
@@ -393,6 +394,7 @@ struct CommandLine {
   std::string file;
   RunOptions run_options;
   bool no_plugin_watch = false;
+  bool allow_core_dumps = false;
   bool validate_create = false;
   std::string admin_url, admin_file, stage;
   std::vector<CLI::Option*> url_options;  // one --url per admin client subcommand
@@ -409,7 +411,7 @@ void define_global_options(CLI::App& app, CommandLine& c) {
                  "one; repeatable")
       ->allow_extra_args(false);
   app.add_flag("--allow-insecure-plugins", c.common.allow_insecure,
-               "load plugin files or folders writable by group or others");
+               "load plugins that other users could change (see README)");
 }
 
 // `stats`, `top` and `reload` find the admin API the same way.
@@ -433,6 +435,7 @@ void define_subcommands(CLI::App& app, CommandLine& c) {
                     "admin API address HOST:PORT, or off (default: the file's admin: section, "
                     "else 127.0.0.1:8088)");
   c.run->add_flag("--watch", c.run_options.watch, "reload the pipeline file when it changes");
+  c.run->add_flag("--allow-core-dumps", c.allow_core_dumps, "let a crash write a core file");
   c.run->add_flag("--no-plugin-watch", c.no_plugin_watch,
                   "do not reload plugins when their files change");
   c.stats = app.add_subcommand("stats", "print the running pipelines' stats as a table");
@@ -499,6 +502,7 @@ int main(int argc, char** argv) {
   define_subcommands(app, c);
   if (const auto code = parse_command_line(app, argc, argv)) return *code;
   setup_logging(c.log_level, c.log_format);
+  cli::harden_process(c.allow_core_dumps);
   try {
     return dispatch(c);
   } catch (const config::ConfigError& e) {

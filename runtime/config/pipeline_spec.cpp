@@ -41,6 +41,16 @@ struct SeenNames {
   std::optional<Location> admin;
 };
 
+// Each pipeline runs its own threads (see kMaxPipelines): past the limit the process would
+// fail to start threads halfway, so the file is refused before anything runs.
+ConfigError too_many_pipelines(const Location& where, size_t count) {
+  return ConfigError(where,
+                     fmt::format("{} pipelines, more than the limit of {} per process "
+                                 "(each runs 2 threads plus up to max_concurrency workers); split "
+                                 "them over several sluice processes",
+                                 count, kMaxPipelines));
+}
+
 class FileParser {
  public:
   // Whether a null node was written as the word null (not left empty), from its source text.
@@ -76,6 +86,8 @@ class FileParser {
                                       kind_name(pipelines->value)));
       if (pipelines->value.size() == 0)
         throw ConfigError(reader_.at(*pipelines), "pipelines: the list is empty");
+      if (pipelines->value.size() > kMaxPipelines)
+        throw too_many_pipelines(reader_.at(*pipelines), pipelines->value.size());
       for (const auto& pipeline : pipelines->value) parse_pipeline(pipeline, false);
     } else if (find_entry(root, "name")) {
       parse_pipeline(root, true);
@@ -100,6 +112,8 @@ class FileParser {
       throw ConfigError(reader_.at(node), fmt::format("a pipeline must be a mapping with 'name:', "
                                                       "got {}",
                                                       kind_name(node)));
+    if (out_.pipelines.size() >= kMaxPipelines)
+      throw too_many_pipelines(reader_.at(node), out_.pipelines.size() + 1);
     std::vector<std::string> keys = kPipelineKeys;
     if (top_level) keys.push_back("admin");
     reader_.check_keys(node, keys, "pipeline");

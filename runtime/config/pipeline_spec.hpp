@@ -14,6 +14,11 @@
 
 namespace sluice::config {
 
+// Pipelines in one process (a file, or every file of a directory). Each pipeline runs a source
+// thread, a dispatcher and its workers (max_concurrency, 16 by default, or concurrency when
+// adaptive_concurrency is off), so 256 default pipelines are already 4,608 threads.
+inline constexpr size_t kMaxPipelines = 256;
+
 struct PipelineSpec {
   std::string name;
   Location location;       // of the pipeline mapping

@@ -134,36 +134,84 @@ std::string describe_text(std::string_view text) {
 
 namespace {
 
-// Notes where each document starts; ignores everything else.
-class DocumentStarts final : public YAML::EventHandler {
+// Notes where each document starts, and adds up the size the text has once every alias is
+// expanded: yaml-cpp shares an aliased node, but everything that reads the tree afterwards
+// (stage configs, JSON for the plugins) copies it once per alias. The size of a node is the
+// bytes of its scalars plus one per node; an alias costs the size of its anchored node.
+class DocumentScan final : public YAML::EventHandler {
  public:
+  explicit DocumentScan(const std::string& file) : file_(file) {}
+
   std::vector<YAML::Mark> marks;
   void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
   void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                const std::string&) override {}
-  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                       YAML::EmitterStyle::value) override {}
-  void OnSequenceEnd() override {}
-  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                  YAML::EmitterStyle::value) override {}
-  void OnMapEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { add_node(mark, anchor, 1); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    auto it = anchored_.find(anchor);
+    // An alias of a collection still open (its own anchor) has no size yet; the tree check
+    // refuses it as too deep.
+    add_node(mark, 0, it == anchored_.end() ? 1 : it->second);
+  }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                const std::string& value) override {
+    add_node(mark, anchor, value.size() + 1);
+  }
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    open_.push_back({anchor, 1});
+  }
+  void OnSequenceEnd() override { close_collection(); }
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    open_.push_back({anchor, 1});
+  }
+  void OnMapEnd() override { close_collection(); }
+
+ private:
+  struct Open {
+    YAML::anchor_t anchor;
+    size_t size;
+  };
+
+  void add_node(const YAML::Mark& mark, YAML::anchor_t anchor, size_t size) {
+    if (anchor != 0) anchored_[anchor] = size;
+    expanded_ += size;
+    if (expanded_ > kMaxExpandedBytes)
+      throw ConfigError(mark_location(mark, file_),
+                        fmt::format("document expands to more than {} MiB through aliases (each "
+                                    "alias counts the size of its anchored value again)",
+                                    kMaxExpandedBytes >> 20));
+    if (!open_.empty()) open_.back().size += size;
+  }
+
+  void close_collection() {
+    if (open_.empty()) return;
+    const Open done = open_.back();
+    open_.pop_back();
+    if (done.anchor != 0) anchored_[done.anchor] = done.size;
+    if (!open_.empty()) open_.back().size += done.size;
+  }
+
+  const std::string& file_;
+  size_t expanded_ = 0;
+  std::vector<Open> open_;
+  std::unordered_map<YAML::anchor_t, size_t> anchored_;
 };
 
-// Where a second document starts, if the text has one. yaml-cpp 0.7's LoadAll never returns on a
-// token no document can start with, such as a ',' outside a flow collection (found by fuzzing):
-// the parser reports an empty document there without consuming the token, and LoadAll asks for
-// the next one forever. A pipeline file holds one document, so at most two are asked for here.
-std::optional<YAML::Mark> second_document(const std::string& text) {
+// Scans the text's events: refuses an alias expansion past kMaxExpandedBytes at the alias that
+// crosses it, and returns where a second document starts, if the text has one. yaml-cpp 0.7's
+// LoadAll never returns on a token no document can start with, such as a ',' outside a flow
+// collection (found by fuzzing): the parser reports an empty document there without consuming
+// the token, and LoadAll asks for the next one forever. A pipeline file holds one document, so
+// at most two are asked for here.
+std::optional<YAML::Mark> scan_documents(const std::string& text, const std::string& file) {
   std::istringstream in(text);
   YAML::Parser parser(in);
-  DocumentStarts starts;
-  for (int i = 0; i < 2 && parser.HandleNextDocument(starts); ++i) {
+  DocumentScan scan(file);
+  for (int i = 0; i < 2 && parser.HandleNextDocument(scan); ++i) {
   }
-  if (starts.marks.size() < 2) return std::nullopt;
-  return starts.marks[1];
+  if (scan.marks.size() < 2) return std::nullopt;
+  return scan.marks[1];
 }
 
 }  // namespace
@@ -178,8 +226,8 @@ YAML::Node parse_document(std::string_view text, const std::string& file_name) {
   YAML::Node document;
   std::optional<YAML::Mark> second;
   try {
+    second = scan_documents(copy, file_name);
     document = YAML::Load(copy);
-    second = second_document(copy);
   } catch (const YAML::DeepRecursion& e) {
     throw ConfigError(mark_location(e.mark, file_name),
                       fmt::format("nesting deeper than {} levels", kMaxDepth));

@@ -21,10 +21,14 @@ inline constexpr size_t kMaxScalarBytes = size_t{1} << 20;
 inline constexpr size_t kMaxFileBytes = size_t{16} << 20;
 // Aliases can make a small file expand into a huge tree ("billion laughs").
 inline constexpr size_t kMaxNodes = 1'000'000;
+// The same for big values: an anchored value reused many times. The size once every alias is
+// expanded (scalar bytes, plus one per node) may not pass this.
+inline constexpr size_t kMaxExpandedBytes = size_t{64} << 20;
 
 // Parses one YAML document. ConfigError for syntax errors, text that is not UTF-8 (or holds NUL),
 // more than one document, nesting deeper than kMaxDepth, scalars over kMaxScalarBytes, more than
-// kMaxNodes nodes, duplicate or non-scalar mapping keys. An empty document gives a Null node.
+// kMaxNodes nodes or kMaxExpandedBytes after alias expansion (at the alias that passes it),
+// duplicate or non-scalar mapping keys. An empty document gives a Null node.
 YAML::Node parse_document(std::string_view text, const std::string& file_name);
 
 // The whole file, at most kMaxFileBytes. ConfigError at the file (line 0) when it cannot be read.

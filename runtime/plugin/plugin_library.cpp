@@ -1,17 +1,15 @@
 // Loading a plugin library: permission check, Boost.DLL load, ABI handshake, init, metadata copy.
 #include "plugin/plugin_library.hpp"
 
+#include <dlfcn.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <boost/dll/shared_library_load_mode.hpp>
-#include <cstdlib>
 #include <fstream>
-#include <iterator>
 #include <set>
 
+#include "plugin/file_trust.hpp"
 #include "plugin/host_context.hpp"
 
 namespace sluice::plugin {
@@ -27,49 +25,27 @@ bool has_field(const Struct* s, Field Struct::*member) {
   return s->struct_size >= offset + sizeof(Field);
 }
 
-bool is_elf(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  char magic[4] = {};
-  in.read(magic, 4);
-  return in.gcount() == 4 && magic[0] == 0x7f && magic[1] == 'E' && magic[2] == 'L' &&
-         magic[3] == 'F';
+// dlopen's own reason (Boost.DLL only says "Bad file descriptor"), naming the plugin's file
+// instead of the /proc/self/fd/N path of its copy.
+std::string dlopen_reason(const SealedCopy& copy, const std::filesystem::path& file,
+                          const boost::dll::fs::error_code& ec) {
+  const char* error = ::dlerror();
+  if (error == nullptr) return ec ? ec.message() : "unknown error";
+  std::string reason = error;
+  const std::string copy_path = copy.path().string();
+  for (size_t at = reason.find(copy_path); at != std::string::npos;
+       at = reason.find(copy_path, at + file.string().size()))
+    reason.replace(at, copy_path.size(), file.string());
+  return reason;
 }
 
-// FNV-1a over the file's bytes: the name of its private copy, so equal content shares a copy
-// and a changed file never overwrites a library that is mapped.
-uint64_t content_hash(const std::string& bytes) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h ^ bytes.size();
-}
-
-// Copies `file` into the private plugin folder; returns the copy's path.
-std::filesystem::path private_copy(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const char* tmp = std::getenv("TMPDIR");
-  std::filesystem::path dir = std::filesystem::path(tmp && *tmp ? tmp : "/tmp") /
-                              fmt::format("sluice-plugins-{}", ::getuid());
-  std::filesystem::create_directories(dir);
-  ::chmod(dir.c_str(), 0700);
-  auto target = dir / fmt::format("{}-{:016x}.so", file.stem().string(), content_hash(bytes));
-  std::error_code ec;
-  if (std::filesystem::exists(target, ec) && std::filesystem::file_size(target, ec) == bytes.size())
-    return target;
-  auto temp = target;
-  temp += fmt::format(".{}.tmp", ::getpid());
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out)
-      throw PluginLoadError(fmt::format("{}: cannot copy to {}", file.string(), temp.string()));
-  }
-  ::chmod(temp.c_str(), 0500);
-  std::filesystem::rename(temp, target);
-  return target;
+// Reads the file once: the ELF check and the sealed copy see the same bytes, whatever the file
+// does next. The bytes are freed before dlopen, so no big buffer stays pinned under the loader's
+// own allocations.
+std::unique_ptr<SealedCopy> verified_copy(const std::filesystem::path& file) {
+  const std::string bytes = read_plugin_bytes(file);
+  if (!is_elf(bytes)) throw PluginLoadError(fmt::format("{}: not a shared object", file.string()));
+  return std::make_unique<SealedCopy>(file, bytes);
 }
 
 HostContext& module_host() {
@@ -96,24 +72,10 @@ bool is_mapped(const std::filesystem::path& file) {
   std::string line;
   const std::string name = file.string();
   while (std::getline(maps, line))
-    if (line.size() >= name.size() &&
+    if (line.size() > name.size() && line[line.size() - name.size() - 1] == ' ' &&
         line.compare(line.size() - name.size(), name.size(), name) == 0)
       return true;
   return false;
-}
-
-void check_file_permissions(const std::filesystem::path& file, const LoadOptions& options) {
-  if (options.allow_insecure) return;
-  for (const auto& p :
-       {file, file.parent_path().empty() ? std::filesystem::path(".") : file.parent_path()}) {
-    struct stat st {};
-    if (::stat(p.c_str(), &st) != 0) continue;
-    if (st.st_mode & (S_IWGRP | S_IWOTH))
-      throw PluginLoadError(
-          fmt::format("{}: refused: {} is writable by group or others (fix its mode, or pass "
-                      "--allow-insecure-plugins)",
-                      file.string(), p == file ? "the file" : "its folder " + p.string()));
-  }
 }
 
 std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& file,
@@ -123,17 +85,16 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
   if (!std::filesystem::is_regular_file(file, ec))
     throw PluginLoadError(fmt::format("{}: file missing", name));
   check_file_permissions(file, options);
-  if (!is_elf(file)) throw PluginLoadError(fmt::format("{}: not a shared object", name));
 
   std::shared_ptr<PluginLibrary> lib(new PluginLibrary());
   lib->file_ = file;
-  lib->loaded_from_ = private_copy(file);
+  lib->copy_ = verified_copy(file);
   boost::dll::fs::error_code load_ec;
-  lib->library_.load(lib->loaded_from_.string(),
+  lib->library_.load(lib->copy_->path().string(),
                      boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, load_ec);
   if (load_ec || !lib->library_.is_loaded())
     throw PluginLoadError(fmt::format("{}: not a loadable shared object: {}", name,
-                                      load_ec ? load_ec.message() : "unknown error"));
+                                      dlopen_reason(*lib->copy_, file, load_ec)));
   if (!lib->library_.has(SLUICE_MODULE_ENTRY))
     throw PluginLoadError(fmt::format("{}: entry symbol {} missing (not a sluice plugin)", name,
                                       SLUICE_MODULE_ENTRY));
@@ -208,6 +169,11 @@ PluginLibrary::~PluginLibrary() {
   if (initialized_ && module_->struct_size >= offsetof(sluice_module, shutdown) + sizeof(void*) &&
       module_->shutdown)
     module_->shutdown();
+  library_.unload();
+  // dlopen knows a library by the path it was opened with, /proc/self/fd/N. A library that
+  // stays mapped (one dlclose cannot unload) keeps that name: if N were reused for a newer copy,
+  // dlopen would hand back the old library. Such a copy keeps its fd.
+  if (copy_ && is_mapped(copy_->mapped_name())) copy_->keep_open();
 }
 
 }  // namespace sluice::plugin

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "plugin/sealed_copy.hpp"
 #include "sluice/abi.h"
 
 namespace sluice::plugin {
@@ -37,7 +38,8 @@ struct PluginInfo {
 };
 
 struct LoadOptions {
-  bool allow_insecure = false;  // accept files or folders writable by group or others
+  // Accept files, symlink targets or folders that others could write (see file_trust.hpp).
+  bool allow_insecure = false;
 };
 
 class PluginLibrary : public std::enable_shared_from_this<PluginLibrary> {
@@ -49,9 +51,13 @@ class PluginLibrary : public std::enable_shared_from_this<PluginLibrary> {
   PluginLibrary(const PluginLibrary&) = delete;
   PluginLibrary& operator=(const PluginLibrary&) = delete;
 
-  // The file as found on the search path, and the private copy that is actually mapped.
+  // The file as found on the search path. Errors name it, never the copy.
   const std::filesystem::path& file() const { return file_; }
-  const std::filesystem::path& loaded_from() const { return loaded_from_; }
+  // The sealed in-memory copy that is actually mapped, as /proc/self/maps names it (unique per
+  // load: a reloaded library is a new copy beside the old one).
+  const std::filesystem::path& loaded_from() const { return copy_->mapped_name(); }
+  // The copy's memfd, open as long as the library is loaded.
+  int copy_fd() const { return copy_->fd(); }
   const std::string& module_name() const { return module_name_; }
   const std::string& module_version() const { return module_version_; }
   const std::vector<PluginInfo>& plugins() const { return plugins_; }
@@ -60,7 +66,7 @@ class PluginLibrary : public std::enable_shared_from_this<PluginLibrary> {
   PluginLibrary() = default;
 
   std::filesystem::path file_;
-  std::filesystem::path loaded_from_;
+  std::unique_ptr<SealedCopy> copy_;  // declared before library_: closed after the unload
   boost::dll::shared_library library_;
   const sluice_module* module_ = nullptr;
   bool initialized_ = false;
@@ -71,8 +77,5 @@ class PluginLibrary : public std::enable_shared_from_this<PluginLibrary> {
 
 // Whether a file is mapped into this process (/proc/self/maps): an unloaded library is not.
 bool is_mapped(const std::filesystem::path& file);
-
-// Refuses a file (or its folder) that group or others may write, unless allowed.
-void check_file_permissions(const std::filesystem::path& file, const LoadOptions& options);
 
 }  // namespace sluice::plugin

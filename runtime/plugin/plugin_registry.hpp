@@ -24,7 +24,7 @@ class PluginRegistry {
   void load_directory(const std::filesystem::path& dir);
   void load_file(const std::filesystem::path& file);
 
-  // Loads `file` again (a fresh private copy) and points its plugins' entries at the new
+  // Loads `file` again (a fresh sealed copy) and points its plugins' entries at the new
   // library; the old one unloads once no instance uses it. Throws PluginLoadError, leaving the
   // registry as it was.
   std::shared_ptr<PluginLibrary> reload_file(const std::filesystem::path& file);

@@ -1,6 +1,8 @@
 // Hostile or broken YAML: syntax errors, binary files, deep nesting, huge values, alias bombs.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "config/pipeline_spec.hpp"
@@ -94,7 +96,8 @@ TEST_CASE("a file over 16 MiB is rejected before parsing") {
 
 TEST_CASE("an alias bomb is an error instead of an endless expansion") {
   std::string bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
-  for (int i = 1; i < 9; ++i)
+  // 10^7 nodes of one byte each: past kMaxNodes while still under kMaxExpandedBytes.
+  for (int i = 1; i < 7; ++i)
     bomb += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [" + std::string("*a") +
             std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" +
             std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" +
@@ -102,6 +105,65 @@ TEST_CASE("an alias bomb is an error instead of an endless expansion") {
             std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" +
             std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + "]\n";
   CHECK_CONFIG_ERROR(parse_error(bomb), "p.yaml:", "document expands to more than 1000000 nodes");
+}
+
+// A value of about 1 MB under an anchor, then `uses:` with `count` aliases of it, one a line.
+std::string big_value_reused(int count) {
+  std::string text = "big: &big " + std::string(1'000'000, 'x') + "\nuses:\n";
+  for (int i = 0; i < count; ++i) text += "- *big\n";
+  return text;
+}
+
+TEST_CASE("a big value reused through aliases is an error at the alias that passes 64 MiB") {
+  // Each alias counts the 1,000,001 bytes of its value again: the 67th passes 64 MiB (67,108,864).
+  const int crossing = 67;
+  CHECK_CONFIG_ERROR(parse_error(big_value_reused(1000)),
+                     "p.yaml:" + std::to_string(2 + crossing) + ":3: ",
+                     "document expands to more than 64 MiB through aliases");
+}
+
+TEST_CASE("aliases that stay under the expansion limit are accepted") {
+  const YAML::Node doc = parse_document(big_value_reused(60), "p.yaml");
+  CHECK(doc["uses"].size() == 60);
+  CHECK(doc["uses"][59].Scalar().size() == 1'000'000);
+}
+
+TEST_CASE("aliases of collections count their whole content") {
+  // 100 aliases of a list of 100 aliases of a 10 kB value: 100 MB once expanded.
+  std::string text = "v: &v " + std::string(10'000, 'y') + "\nl: &l [";
+  for (int i = 0; i < 100; ++i) text += i ? ", *v" : "*v";
+  text += "]\nuses:\n";
+  for (int i = 0; i < 100; ++i) text += "- *l\n";
+  CHECK_CONFIG_ERROR(parse_error(text), "p.yaml:", "through aliases");
+}
+
+TEST_CASE("more than 256 pipelines in one file are refused before anything starts") {
+  std::string text = "pipelines:\n";
+  for (int i = 0; i < 10'000; ++i)
+    text += "- {name: p" + std::to_string(i) + ", source: {type: g}, sink: {type: f}}\n";
+  CHECK(parse_error(text) ==
+        "p.yaml:2:1: 10000 pipelines, more than the limit of 256 per process (each runs 2 "
+        "threads plus up to max_concurrency workers); split them over several sluice processes");
+}
+
+TEST_CASE("256 pipelines are accepted, and the limit counts across the files of a folder") {
+  auto pipelines = [](int from, int count) {
+    std::string text = "pipelines:\n";
+    for (int i = from; i < from + count; ++i)
+      text += "- {name: p" + std::to_string(i) + ", source: {type: g}, sink: {type: f}}\n";
+    return text;
+  };
+  CHECK(parse_pipelines(pipelines(0, 256), "p.yaml").pipelines.size() == 256);
+  const auto dir = std::filesystem::temp_directory_path() / "sluice-pipeline-limit-test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "a.yaml") << pipelines(0, 200);
+  std::ofstream(dir / "b.yaml") << pipelines(200, 100);
+  const std::string error = error_of([&] { load_pipelines(dir); });
+  std::filesystem::remove_all(dir);
+  // The 257th pipeline is the 57th of b.yaml, on its line 58.
+  CHECK_CONFIG_ERROR(error, (dir / "b.yaml").string() + ":58:3: ",
+                     "257 pipelines, more than the limit of 256 per process");
 }
 
 TEST_CASE("an alias that refers to its own anchor is an error, not a loop") {

@@ -7,25 +7,15 @@
 #include <filesystem>
 #include <string>
 
+#include "loader_test_support.hpp"
 #include "plugin/plugin_instance.hpp"
 #include "plugin/plugin_registry.hpp"
 
 namespace fs = std::filesystem;
 using namespace sluice::plugin;
+using namespace sluice::plugin::testing;
 
 namespace {
-fs::path test_plugins() { return fs::path(std::getenv("SLUICE_BINARY_DIR")) / "test-plugins"; }
-fs::path built_plugins() { return fs::path(std::getenv("SLUICE_BUILD_PLUGIN_DIR")); }
-
-std::string load_error(const fs::path& file, LoadOptions options = {}) {
-  try {
-    PluginLibrary::load(file, options);
-  } catch (const PluginLoadError& e) {
-    return e.what();
-  }
-  return "";
-}
-
 std::string registry_error(const fs::path& dir) {
   try {
     PluginRegistry reg;
@@ -45,6 +35,21 @@ TEST_CASE("a missing file is named with its reason") {
 TEST_CASE("a file that is not a shared object is refused before dlopen") {
   auto f = test_plugins() / "notso" / "sluice-notso.so";
   CHECK(load_error(f) == f.string() + ": not a shared object");
+}
+
+TEST_CASE("dlopen's own reason is given, naming the plugin's file and not its in-memory copy") {
+  const auto dir = fs::temp_directory_path() / "sluice-truncated-test";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::permissions(dir, fs::perms(0755));
+  const auto f = dir / "sluice-truncated.so";
+  fs::copy_file(built_plugins() / "sluice-transforms.so", f);
+  fs::resize_file(f, 100);  // still starts with the ELF magic, but cut short
+  const std::string e = load_error(f);
+  fs::remove_all(dir);
+  INFO(e);
+  CHECK(e.starts_with(f.string() + ": not a loadable shared object: " + f.string() + ": "));
+  CHECK(e.find("/proc/self/fd") == std::string::npos);
 }
 
 TEST_CASE("a shared object without the entry symbol is refused") {

@@ -1,0 +1,29 @@
+// Shared helpers of the plugin loader tests: where the test plugins are, and load errors.
+#pragma once
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "plugin/plugin_library.hpp"
+
+namespace sluice::plugin::testing {
+
+inline std::filesystem::path test_plugins() {
+  return std::filesystem::path(std::getenv("SLUICE_BINARY_DIR")) / "test-plugins";
+}
+inline std::filesystem::path built_plugins() {
+  return std::filesystem::path(std::getenv("SLUICE_BUILD_PLUGIN_DIR"));
+}
+
+// The loader's one-line error for `file`, or "" when it loads.
+inline std::string load_error(const std::filesystem::path& file, LoadOptions options = {}) {
+  try {
+    PluginLibrary::load(file, options);
+  } catch (const PluginLoadError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace sluice::plugin::testing
