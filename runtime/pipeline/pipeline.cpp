@@ -107,12 +107,16 @@ BatchContext Pipeline::batch_context() {
   return c;
 }
 
+// A source's sluice_host_drain (from inside its poll) reaches drain_partitions.
+void Pipeline::offer_drain(plugin::PluginInstance& source) {
+  source.host().set_drain([this](std::span<const sluice_position> ps, uint32_t timeout_ms) {
+    return drain_partitions(ps, timeout_ms);
+  });
+}
+
 void Pipeline::start() {
   create_stages();
-  slots_.source().instance().host().set_drain(
-      [this](std::span<const sluice_position> ps, uint32_t timeout_ms) {
-        return drain_partitions(ps, timeout_ms);
-      });
+  offer_drain(slots_.source().instance());
   stage_ = std::make_unique<middleware::AdaptiveStage>(
       spec_.name, spec_.sink.instance_name, spec_.performance, core::SteadyClock::instance(),
       [this](middleware::WorkBatch& b) { return process(b); },
@@ -148,7 +152,8 @@ void Pipeline::fail(const std::string& reason) {
 }
 
 void Pipeline::on_memory_pressure(double level) {
-  StageSet stages = slots_.snapshot();
+  const StageSet stages = slots_.snapshot();
+  if (!stages.sink) return;  // nothing created yet
   for (const auto& t : stages.transforms) t.on_memory_pressure(level);
   stages.sink.on_memory_pressure(level);
   if (stages.dead_letter) stages.dead_letter.on_memory_pressure(level);
@@ -506,10 +511,7 @@ void Pipeline::swap_source_if_asked() {
     swap->done.set_value({std::move(swap->instance), std::move(error)});
     return;
   }
-  swap->instance->host().set_drain(
-      [this](std::span<const sluice_position> ps, uint32_t timeout_ms) {
-        return drain_partitions(ps, timeout_ms);
-      });
+  offer_drain(*swap->instance);
   swap->done.set_value({slots_.exchange(slot, std::move(swap->instance)), std::nullopt});
 }
 

@@ -116,6 +116,7 @@ class Pipeline {
                  const plugin::PluginRegistry& registry);
   std::shared_ptr<plugin::PluginInstance> create(const StagePlan& plan);
   void create_stages();
+  void offer_drain(plugin::PluginInstance& source);
   BatchContext batch_context();
   void source_loop();
   void relay_memory_pressure(const SourceCall& source);

@@ -67,6 +67,15 @@ TEST_CASE("a source's hooks run on its source thread, create and destroy on the 
     REQUIRE(wait_for_hook(calls, "commit", 3));
     p.request_stop();
     p.wait();
+    // The adapters counted every position's calls across the swap, under its label.
+    std::map<std::string, pipeline::StageSlots::Reading> counters;
+    for (const auto& c : p.call_counters()) counters.emplace(c.label, c);
+    REQUIRE(counters.count("r.source.thread_probe") == 1);
+    REQUIRE(counters.count("r.sink.null") == 1);
+    CHECK(counters.at("r.source.thread_probe").calls > 0);
+    CHECK(counters.at("r.source.thread_probe").records_out > 0);
+    CHECK(counters.at("r.sink.null").records_in ==
+          counters.at("r.source.thread_probe").records_out);
   }
   auto threads = hook_threads(calls);
   CHECK(threads["create"] == std::set<long>{control});
