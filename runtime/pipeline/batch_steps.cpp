@@ -68,6 +68,8 @@ class BatchRun {
         ledger_(records),
         retrier_(context.errors.retry, context.stopping) {}
 
+  // Each step returns false when the batch ends there unacked (a FATAL, tolerance none, a stop
+  // while retrying, a dead-letter sink that fails).
   middleware::BatchOutcome run() {
     admit();
     outcome_.failed = !run_transforms() || !deliver() || !settle();
