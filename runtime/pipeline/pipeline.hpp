@@ -16,7 +16,11 @@
 #include "core/offset_watermark.hpp"
 #include "middleware/adaptive_stage.hpp"
 #include "middleware/stats.hpp"
+#include "pipeline/batch_steps.hpp"
 #include "pipeline/circuit_breaker.hpp"
+#include "pipeline/secret_list.hpp"
+#include "pipeline/stage_error.hpp"
+#include "pipeline/stage_slots.hpp"
 #include "pipeline/writers.hpp"
 #include "plugin/plugin_instance.hpp"
 #include "plugin/plugin_registry.hpp"
@@ -43,6 +47,7 @@ struct StagePlan {
   config::StageSpec spec;
   const plugin::PluginInfo* plugin = nullptr;
   std::string config_json;
+  std::vector<std::string> secret_values;
 };
 
 class Pipeline {
@@ -54,7 +59,8 @@ class Pipeline {
   Pipeline& operator=(const Pipeline&) = delete;
 
   // Creates the plugin instances (a failure is a config::ConfigError at the stage or field) and
-  // starts the source thread and the stage.
+  // starts the source thread and the stage. The calling thread is the pipeline's control thread:
+  // instances are created and destroyed there (or on the thread that asks for a reload).
   void start();
   // For `sluice validate --create`: creates every stage's plugin instance with its config and
   // destroys them again, without starting anything; a failure is a config::ConfigError naming
@@ -83,11 +89,12 @@ class Pipeline {
   std::vector<StageFile> stage_files() const;
   // Replaces a stage's instance with a new one of the registry's current plugin of that name
   // (checked against its schema, created, handed the old one's snapshot), with intake paused
-  // and in-flight batches drained so no record is lost, reordered or duplicated. Throws
-  // std::runtime_error with the reason, and the old instance keeps running. With `new_spec`
-  // the stage takes that config (a changed pipeline file) instead of its current one.
-  void reload_stage(const std::string& instance_name, const plugin::PluginRegistry& registry,
-                    const config::StageSpec* new_spec = nullptr);
+  // and in-flight batches drained so no record is lost, reordered or duplicated. On failure
+  // returns why (redacted, also kept in stage_errors()) and the old instance keeps running.
+  // With `new_spec` the stage takes that config (a changed pipeline file) instead of its
+  // current one. The old instance is destroyed on the calling thread before this returns.
+  StageResult reload_stage(const std::string& instance_name, const plugin::PluginRegistry& registry,
+                           const config::StageSpec* new_spec = nullptr);
   const config::PipelineSpec& spec() const { return spec_; }
   // The last reload error of each stage that has one (cleared by a successful reload).
   std::map<std::string, std::string> stage_errors() const;
@@ -95,24 +102,42 @@ class Pipeline {
   std::string stage_type(const std::string& instance_name) const;
   void set_stage_error(const std::string& instance_name, const std::string& message) {
     std::lock_guard lock(errors_mu_);
-    stage_errors_[instance_name] = message;
+    stage_errors_[instance_name] = redact(message);
   }
-  // Secret config values to keep out of logs, stats and errors.
+  // Secret config values to keep out of logs, stats and errors (those of the configs the
+  // pipeline was built with; redact() also knows those of configs reloaded since).
   const std::vector<std::string>& secrets() const { return secrets_; }
+  std::string redact(std::string text) const { return secret_list_.redact(std::move(text)); }
+
+  // Memory pressure (from the adaptive stage's monitor, any thread): transforms and sink are told
+  // at once; the source on its own source thread, before its next poll (abi.h threading rule).
+  void on_memory_pressure(double level);
+  // Calls, records and time spent in each stage position, by label ("orders.transform[1].x").
+  std::vector<StageSlots::Reading> call_counters() const { return slots_.counters(); }
 
  private:
-  struct Stages;
-
   StagePlan plan(const config::StageSpec& stage, sluice_kind kind,
                  const plugin::PluginRegistry& registry);
-  std::unique_ptr<plugin::PluginInstance> create(const StagePlan& plan);
+  std::shared_ptr<plugin::PluginInstance> create(const StagePlan& plan);
+  void create_stages();
+  void offer_drain(plugin::PluginInstance& source);
+  BatchContext batch_context();
   void source_loop();
+  void relay_memory_pressure(const SourceCall& source);
+  void finish_source_loop();
   void commit_ready();
   sluice_status drain_partitions(std::span<const sluice_position> partitions, uint32_t timeout_ms);
   middleware::BatchOutcome process(middleware::WorkBatch& batch);
   void fail(const std::string& reason);
+  StagePlan* plan_of(const std::string& instance_name);
+  StageResult replace_stage(const std::string& instance_name,
+                            const plugin::PluginRegistry& registry,
+                            const config::StageSpec* new_spec);
+  void adopt(StagePlan& current, StagePlan fresh, const config::StageSpec* new_spec);
+  StageResult swap_stage(size_t slot, std::shared_ptr<plugin::PluginInstance> next);
+  StageResult swap_source(std::shared_ptr<plugin::PluginInstance> next);
   void swap_source_if_asked();
-  bool sleep_unless_stopping(std::chrono::milliseconds d);
+  void refuse_source_swaps();
 
   config::PipelineSpec spec_;
   StagePlan source_plan_;
@@ -120,8 +145,10 @@ class Pipeline {
   StagePlan sink_plan_;
   std::optional<StagePlan> dead_letter_plan_;
   std::vector<std::string> secrets_;
+  SecretList secret_list_;
 
-  std::unique_ptr<Stages> stages_;
+  StageSlots slots_;
+  BatchContext batch_context_;
   std::unique_ptr<middleware::AdaptiveStage> stage_;
   std::unique_ptr<CircuitBreaker> breaker_;
   core::OffsetWatermark watermark_;
@@ -132,21 +159,28 @@ class Pipeline {
   std::chrono::steady_clock::time_point started_at_{};
   std::chrono::steady_clock::time_point ended_at_{};
 
-  // A source swap is done by the source thread itself, between polls.
+  // A source swap is done by the source thread itself, between polls; the instance that leaves
+  // (the old one, or the new one if the swap failed) goes back to the asking thread, which
+  // destroys it.
+  struct SwapDone {
+    std::shared_ptr<plugin::PluginInstance> retired;
+    StageResult error;
+  };
   struct SourceSwap {
-    std::unique_ptr<plugin::PluginInstance> instance;
-    std::promise<std::string> done;
+    std::shared_ptr<plugin::PluginInstance> instance;
+    std::promise<SwapDone> done;
   };
   mutable std::mutex swap_mu_;
   std::unique_ptr<SourceSwap> source_swap_;
+  bool source_swaps_open_ = false;  // until the source loop ends
+  // Memory pressure for the source to hear on its own thread; negative: none pending.
+  std::atomic<double> source_pressure_{-1};
   mutable std::mutex errors_mu_;
   std::map<std::string, std::string> stage_errors_;
 
   mutable std::mutex summary_mu_;
   Summary summary_;
-  std::atomic<uint64_t> records_in_{0};
-  std::atomic<uint64_t> delivered_{0}, dead_lettered_{0}, filtered_{0}, rejected_{0},
-      sink_records_{0};
+  RecordCounts counts_;
 };
 
 }  // namespace sluice::pipeline

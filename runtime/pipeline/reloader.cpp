@@ -61,23 +61,13 @@ std::string Reloader::reload_files(const std::vector<std::filesystem::path>& fil
       continue;
     }
     for (auto& [p, name] : stages) {
-      try {
-        // The new file must still provide the stage's plugin, or the stage would silently
-        // keep the old code.
-        bool provided = false;
-        for (const auto& info : lib->plugins())
-          for (const auto& s : p->stage_files())
-            if (s.instance_name == name && info.name == p->stage_type(name)) provided = true;
-        if (!provided)
-          throw std::runtime_error(fmt::format("the new {} does not provide plugin '{}'",
-                                               file.string(), p->stage_type(name)));
-        p->reload_stage(name, registry_);
-        ++reloads_;
-      } catch (const std::exception& e) {
-        p->set_stage_error(name, e.what());
-        errors += fmt::format("{}: {}\n", name, e.what());
-        spdlog::error("reload of stage {} failed, old instance keeps running: {}", name, e.what());
+      if (auto error = reload_from(*p, name, *lib)) {
+        errors += fmt::format("{}: {}\n", name, error->message);
+        spdlog::error("reload of stage {} failed, old instance keeps running: {}", name,
+                      error->message);
+        continue;
       }
+      ++reloads_;
     }
     lib.reset();
     // The old copy must be gone from the process now: its last user was just destroyed.
@@ -90,6 +80,20 @@ std::string Reloader::reload_files(const std::vector<std::filesystem::path>& fil
   }
   if (!errors.empty() && errors.back() == '\n') errors.pop_back();
   return errors;
+}
+
+StageResult Reloader::reload_from(Pipeline& pipeline, const std::string& stage,
+                                  const plugin::PluginLibrary& library) {
+  // The new file must still provide the stage's plugin, or the stage would silently keep the
+  // old code.
+  const std::string type = pipeline.stage_type(stage);
+  for (const auto& info : library.plugins())
+    if (info.name == type) return pipeline.reload_stage(stage, registry_);
+  StageError error{
+      stage, type,
+      fmt::format("the new {} does not provide plugin '{}'", library.file().string(), type)};
+  pipeline.set_stage_error(stage, error.message);
+  return error;
 }
 
 namespace {
@@ -136,12 +140,10 @@ std::string Reloader::apply_pipeline_file(const config::PipelineFile& next) {
         notes += fmt::format("stage {} renamed: takes effect on restart\n", before->instance_name);
         continue;
       }
-      try {
-        running->reload_stage(before->instance_name, registry_, after);
+      if (auto error = running->reload_stage(before->instance_name, registry_, after))
+        notes += fmt::format("{}: {}\n", before->instance_name, error->message);
+      else
         ++reloads_;
-      } catch (const std::exception& e) {
-        notes += fmt::format("{}: {}\n", before->instance_name, e.what());
-      }
     }
   }
   if (!notes.empty() && notes.back() == '\n') notes.pop_back();

@@ -43,6 +43,9 @@ class Reloader {
  private:
   std::string reload_files(const std::vector<std::filesystem::path>& files,
                            const std::string& only_stage);
+  // Reloads one stage from a freshly loaded `library`, which must still provide its plugin.
+  StageResult reload_from(Pipeline& pipeline, const std::string& stage,
+                          const plugin::PluginLibrary& library);
   void watch_loop(uint32_t debounce_ms);
 
   plugin::PluginRegistry& registry_;

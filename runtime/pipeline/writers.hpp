@@ -1,6 +1,8 @@
 // Host-side sluice_writer implementations: where plugins append records and report rejects.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,11 +18,18 @@ struct Reject {
   std::string message;
 };
 
-// Collects a call's output records (with the input index each came from) and its rejects.
+// Collects a call's output records (with the input index each came from) and its rejects. What
+// a plugin must not do is refused and remembered, for the adapter to report as the plugin's
+// error: an input index outside the batch, or output past the byte budget.
 class CollectingWriter {
  public:
-  // `input_count`: the size of the batch handed to the plugin, to check indexes against.
-  explicit CollectingWriter(size_t input_count) : input_count_(input_count) {
+  static constexpr uint64_t kNoBudget = UINT64_MAX;
+
+  // `input_count`: the size of the batch handed to the plugin, to check indexes against
+  // (SIZE_MAX: a source, which has no input). `byte_budget`: the record bytes that may be
+  // appended in all.
+  explicit CollectingWriter(size_t input_count, uint64_t byte_budget = kNoBudget)
+      : input_count_(input_count), byte_budget_(byte_budget) {
     writer_.struct_size = sizeof(writer_);
     writer_.host_ctx = this;
     writer_.append = &CollectingWriter::append;
@@ -31,21 +40,37 @@ class CollectingWriter {
   CollectingWriter& operator=(const CollectingWriter&) = delete;
 
   sluice_writer* get() { return &writer_; }
+  size_t input_count() const { return input_count_; }
   core::RecordBuffer& records() { return records_; }
   std::vector<size_t>& origins() { return origins_; }
   std::vector<Reject>& rejects() { return rejects_; }
-  // Indexes outside the batch that a plugin passed (a plugin bug, reported not trusted).
-  size_t bad_indexes() const { return bad_indexes_; }
+  // The first index outside the batch a plugin passed, if any (a plugin bug, never trusted).
+  const std::optional<size_t>& bad_index() const { return bad_index_; }
+  // Whether an append was refused for going past the byte budget.
+  bool over_budget() const { return over_budget_; }
+  uint64_t byte_budget() const { return byte_budget_; }
+  uint64_t bytes_appended() const { return bytes_; }
 
  private:
   bool valid(size_t index) {
     if (input_count_ == SIZE_MAX || index < input_count_) return true;
-    ++bad_indexes_;
+    if (!bad_index_) bad_index_ = index;
     return false;
+  }
+  // Counts the record's bytes against the budget; false (and remembered) when it would pass it.
+  bool within_budget(const sluice_record& record) {
+    const uint64_t size = core::record_bytes(record);
+    if (over_budget_ || size > byte_budget_ - bytes_) {
+      over_budget_ = true;
+      return false;
+    }
+    bytes_ += size;
+    return true;
   }
   static sluice_status append(void* ctx, size_t input_index, const sluice_record* record) {
     auto* self = static_cast<CollectingWriter*>(ctx);
-    if (record == nullptr || !self->valid(input_index)) return SLUICE_ERROR;
+    if (record == nullptr || !self->valid(input_index) || !self->within_budget(*record))
+      return SLUICE_ERROR;
     self->records_.append_copy(*record);
     self->origins_.push_back(input_index);
     return SLUICE_OK;
@@ -53,7 +78,7 @@ class CollectingWriter {
   static sluice_status append_owned(void* ctx, size_t input_index, const sluice_record* record,
                                     void (*release)(void*), void* release_ctx) {
     auto* self = static_cast<CollectingWriter*>(ctx);
-    if (record == nullptr || !self->valid(input_index)) {
+    if (record == nullptr || !self->valid(input_index) || !self->within_budget(*record)) {
       if (release) release(release_ctx);
       return SLUICE_ERROR;
     }
@@ -65,7 +90,7 @@ class CollectingWriter {
                      size_t len) {
     auto* self = static_cast<CollectingWriter*>(ctx);
     if (input_index >= self->input_count_) {
-      ++self->bad_indexes_;
+      if (!self->bad_index_) self->bad_index_ = input_index;
       return;
     }
     self->rejects_.push_back(
@@ -73,11 +98,14 @@ class CollectingWriter {
   }
 
   size_t input_count_;
+  uint64_t byte_budget_;
   sluice_writer writer_{};
   core::RecordBuffer records_;
   std::vector<size_t> origins_;
   std::vector<Reject> rejects_;
-  size_t bad_indexes_ = 0;
+  std::optional<size_t> bad_index_;
+  bool over_budget_ = false;
+  uint64_t bytes_ = 0;
 };
 
 }  // namespace sluice::pipeline

@@ -1,0 +1,271 @@
+// The steps of one batch: admit, transform, deliver, settle. Each reads and writes the batch's
+// ledger; plugins are reached only through the calls of the stage set.
+#include "pipeline/batch_steps.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <cstring>
+
+#include "pipeline/batch_ledger.hpp"
+#include "pipeline/retrier.hpp"
+
+namespace sluice::pipeline {
+
+namespace {
+
+constexpr size_t kLoggedFailuresPerBatch = 5;
+// A source marks a record it could not read properly with this header; its value is the reason.
+constexpr std::string_view kSourceErrorHeader = "sluice.error";
+
+std::string text(sluice_bytes b) {
+  return b.ptr ? std::string(reinterpret_cast<const char*>(b.ptr), b.len) : std::string();
+}
+
+// Why a record may not enter the transforms: flagged by its source, or too large; "" if it may.
+std::string admission_problem(const sluice_record& r, uint64_t max_bytes) {
+  for (size_t h = 0; h < r.header_count; ++h)
+    if (text(r.headers[h].key) == kSourceErrorHeader) return text(r.headers[h].value);
+  const uint64_t bytes = core::record_bytes(r) - sizeof(sluice_record);
+  if (max_bytes != 0 && bytes > max_bytes)
+    return fmt::format("record of {} bytes is over errors.max_record_bytes ({})", bytes, max_bytes);
+  return "";
+}
+
+// A copy of a failed record for the dead-letter sink, with what failed it in `sluice.error.*`
+// headers. The message is redacted: these headers leave the process.
+void append_dead_letter(core::RecordBuffer& out, const sluice_record& rec, const StageError& e,
+                        const SecretList& secrets) {
+  static constexpr std::array<const char*, 8> kNames = {
+      "sluice.error.stage",    "sluice.error.plugin",   "sluice.error.message",
+      "sluice.error.attempts", "sluice.error.topic",    "sluice.error.partition",
+      "sluice.error.offset",   "sluice.error.timestamp"};
+  const std::array<std::string, 8> values = {e.stage,
+                                             e.plugin,
+                                             secrets.redact(e.message),
+                                             std::to_string(e.attempts),
+                                             text(rec.topic),
+                                             std::to_string(rec.partition),
+                                             std::to_string(rec.offset),
+                                             std::to_string(rec.timestamp_ms)};
+  std::vector<sluice_header> hs(rec.headers, rec.headers + rec.header_count);
+  for (size_t k = 0; k < values.size(); ++k)
+    hs.push_back({{reinterpret_cast<const uint8_t*>(kNames[k]), std::strlen(kNames[k])},
+                  {reinterpret_cast<const uint8_t*>(values[k].data()), values[k].size()}});
+  sluice_record copy = rec;
+  copy.headers = hs.data();
+  copy.header_count = hs.size();
+  out.append_copy(copy);
+}
+
+class BatchRun {
+ public:
+  BatchRun(const BatchContext& context, const StageSet& stages,
+           std::span<const sluice_record> records)
+      : ctx_(context),
+        stages_(stages),
+        ledger_(records),
+        retrier_(context.errors.retry, context.stopping) {}
+
+  // Each step returns false when the batch ends there unacked (a FATAL, tolerance none, a stop
+  // while retrying, a dead-letter sink that fails).
+  middleware::BatchOutcome run() {
+    admit();
+    outcome_.failed = !run_transforms() || !deliver() || !settle();
+    return outcome_;
+  }
+
+ private:
+  void admit();
+  bool run_transforms();
+  bool transform(const TransformCall& t);
+  bool deliver();
+  StageResult put_once();
+  bool settle();
+  bool dead_letter();
+  void log_failures(const char* fate) const;
+  bool absorb(Retrier::Result result, const char* role);
+  // Stops the pipeline; the reason is redacted like every text that leaves the process.
+  void fail(const std::string& reason) const { ctx_.fail(ctx_.secrets->redact(reason)); }
+
+  const BatchContext& ctx_;
+  const StageSet& stages_;
+  BatchLedger ledger_;
+  Retrier retrier_;
+  middleware::BatchOutcome outcome_;
+};
+
+// Step 1: records the source flagged or that are too large fail before any transform sees them.
+void BatchRun::admit() {
+  std::vector<size_t> admitted;
+  const auto records = ledger_.current();
+  for (size_t i = 0; i < records.size(); ++i) {
+    std::string problem = admission_problem(records[i], ctx_.errors.max_record_bytes);
+    if (problem.empty())
+      admitted.push_back(i);
+    else if (stages_.source)
+      ledger_.fail(i, stages_.source.error(std::move(problem)));
+    else
+      ledger_.fail(i, StageError{"source", "", std::move(problem)});
+  }
+  if (admitted.size() != records.size()) ledger_.keep(admitted);
+}
+
+// Step 2: each transform in turn, its output becoming the current records.
+bool BatchRun::run_transforms() {
+  for (const auto& t : stages_.transforms) {
+    if (ledger_.current().empty()) break;
+    if (!transform(t)) return false;
+  }
+  return true;
+}
+
+bool BatchRun::transform(const TransformCall& t) {
+  const auto in = ledger_.current();
+  std::unique_ptr<CollectingWriter> out;
+  Retrier::Result result = retrier_.run([&] {
+    out = std::make_unique<CollectingWriter>(in.size(), ctx_.transform_output_budget);
+    return t.process(in, *out);
+  });
+  if (result.error) {
+    if (out->over_budget()) result.error->message += " (" + ctx_.output_budget_rule + ")";
+    return absorb(std::move(result), "transform");
+  }
+  for (const auto& r : out->rejects()) ledger_.fail(r.index, t.error(r.message));
+  ledger_.replace(std::move(out));
+  return true;
+}
+
+// Step 3: the sink takes the current records, retried as a whole on RETRY; records it rejects
+// as retriable are put again on their own. With tolerance none and a record already failed,
+// nothing of the batch is written.
+bool BatchRun::deliver() {
+  if (ledger_.current().empty()) return true;
+  if (!ledger_.failures().empty() && ctx_.errors.tolerance == core::Tolerance::none) return true;
+  bool refused = false;
+  Retrier::Result result = retrier_.run([&]() -> StageResult {
+    // Waiting here is the breaker's pause; it gives up only when the pipeline stops.
+    if (!ctx_.breaker->acquire(ctx_.stopping)) {
+      refused = true;
+      return stages_.sink.error("stopping while the circuit breaker is open", SLUICE_RETRY);
+    }
+    return put_once();
+  });
+  if (refused) return false;  // not acked: read again after a restart
+  return !result.error || absorb(std::move(result), "sink");
+}
+
+// One put of the current records. Accepted records are delivered, rejected ones fail, and those
+// rejected as retriable stay current for the next attempt (a RETRY of this put).
+StageResult BatchRun::put_once() {
+  const auto& sink = stages_.sink;
+  const auto in = ledger_.current();
+  CollectingWriter rejects(in.size());
+  StageResult error = sink.put(in, rejects);
+  if (!error)
+    ctx_.breaker->on_success();
+  else if (error->status != SLUICE_FATAL)
+    ctx_.breaker->on_failure();
+  if (error) return error;
+  enum Verdict : uint8_t { accepted, rejected, again };
+  std::vector<uint8_t> verdict(in.size(), accepted);
+  for (const auto& r : rejects.rejects()) {
+    const bool retriable = normalize(r.status) == SLUICE_RETRY;
+    verdict[r.index] = retriable ? again : rejected;
+    if (!retriable) ledger_.fail(r.index, sink.error(r.message));
+  }
+  std::vector<size_t> retry;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (verdict[i] == again) retry.push_back(i);
+    if (verdict[i] != accepted) continue;
+    ledger_.deliver(i);
+    ++outcome_.records_out;
+  }
+  ledger_.keep(retry);
+  if (retry.empty()) return std::nullopt;
+  return sink.error("retriable rejects exhausted the retries", SLUICE_RETRY);
+}
+
+// A call that failed for good. FATAL stops the pipeline and a stop while retrying leaves the
+// batch unacked (false: the batch ends here); any other error fails every current record.
+bool BatchRun::absorb(Retrier::Result result, const char* role) {
+  const StageError& e = *result.error;
+  if (e.status == SLUICE_FATAL) {
+    fail(fmt::format("{} '{}' failed fatally: {}", role, e.stage, e.message));
+    return false;
+  }
+  if (result.stopped) return false;
+  ledger_.fail_all_current(e);
+  return true;
+}
+
+// Step 4: the error policy over the batch's failures, then the counts.
+bool BatchRun::settle() {
+  const BatchLedger::Tally tally = ledger_.settle();
+  outcome_.filtered = static_cast<uint32_t>(tally.filtered);
+  outcome_.errors = static_cast<uint32_t>(tally.failed);
+  auto& counts = *ctx_.counts;
+  counts.sink_records += outcome_.records_out;
+  if (tally.failed > 0) {
+    const auto& first = ledger_.failures().front();
+    if (ctx_.errors.tolerance == core::Tolerance::none) {
+      const auto& rec = ledger_.source_record(first.origin);
+      fail(fmt::format("record {}/{}@{} rejected by {} ({}): {} (errors.tolerance is none)",
+                       text(rec.topic), rec.partition, rec.offset, first.error.stage,
+                       first.error.plugin, first.error.message));
+      return false;
+    }
+    if (stages_.dead_letter && !dead_letter()) return false;
+    (stages_.dead_letter ? counts.dead_lettered : counts.rejected) += tally.failed;
+    if (ctx_.errors.log_errors) log_failures(stages_.dead_letter ? "dead-lettered" : "rejected");
+  }
+  counts.delivered += tally.delivered;
+  counts.filtered += tally.filtered;
+  return true;
+}
+
+// The dead-letter sink must take every failed record: any error but FATAL is tried again.
+bool BatchRun::dead_letter() {
+  core::RecordBuffer dlq;
+  for (const auto& f : ledger_.failures())
+    append_dead_letter(dlq, ledger_.source_record(f.origin), f.error, *ctx_.secrets);
+  const auto& dl = stages_.dead_letter;
+  Retrier::Result result = retrier_.run([&] {
+    CollectingWriter rejects(dlq.size());
+    StageResult error = dl.put(dlq.records(), rejects);
+    if (!error && !rejects.rejects().empty()) error = dl.error(rejects.rejects().front().message);
+    if (error && error->status == SLUICE_ERROR) error->status = SLUICE_RETRY;
+    return error;
+  });
+  if (!result.error) return true;
+  fail(fmt::format("dead-letter sink '{}' failed: {}", dl.name(), result.error->message));
+  return false;
+}
+
+void BatchRun::log_failures(const char* fate) const {
+  const auto& failures = ledger_.failures();
+  for (size_t k = 0; k < failures.size() && k < kLoggedFailuresPerBatch; ++k) {
+    const auto& f = failures[k];
+    const auto& rec = ledger_.source_record(f.origin);
+    spdlog::warn("pipeline {}: record {}/{}@{} {} by {}: {}", ctx_.pipeline, text(rec.topic),
+                 rec.partition, rec.offset, fate, f.error.stage,
+                 ctx_.secrets->redact(f.error.message));
+  }
+  if (failures.size() > kLoggedFailuresPerBatch)
+    spdlog::warn("pipeline {}: ... and {} more records of this batch", ctx_.pipeline,
+                 failures.size() - kLoggedFailuresPerBatch);
+}
+
+}  // namespace
+
+uint64_t transform_output_budget(uint64_t memory_limit_bytes) {
+  return memory_limit_bytes == 0 ? CollectingWriter::kNoBudget : memory_limit_bytes / 4;
+}
+
+middleware::BatchOutcome run_batch(const BatchContext& context, const StageSet& stages,
+                                   std::span<const sluice_record> records) {
+  return BatchRun(context, stages, records).run();
+}
+
+}  // namespace sluice::pipeline

@@ -1,0 +1,108 @@
+// The stage slots: copies under one lock, and retiring a swapped-out instance on this thread.
+#include "pipeline/stage_slots.hpp"
+
+#include <chrono>
+#include <thread>
+#include <utility>
+
+namespace sluice::pipeline {
+
+void StageSlots::add(Role role, std::string label,
+                     std::shared_ptr<plugin::PluginInstance> instance) {
+  std::lock_guard lock(mu_);
+  slots_.push_back({role, std::move(label), std::make_shared<CallCounters>(), std::move(instance)});
+}
+
+StageSet StageSlots::snapshot() const {
+  StageSet set;
+  std::lock_guard lock(mu_);
+  for (const auto& s : slots_) {
+    switch (s.role) {
+      case Role::source:
+        set.source = call_of<SourceCall>(s);
+        break;
+      case Role::transform:
+        set.transforms.push_back(call_of<TransformCall>(s));
+        break;
+      case Role::sink:
+        set.sink = call_of<SinkCall>(s);
+        break;
+      case Role::dead_letter:
+        set.dead_letter = call_of<SinkCall>(s);
+        break;
+    }
+  }
+  return set;
+}
+
+SourceCall StageSlots::source() const {
+  std::lock_guard lock(mu_);
+  for (const auto& s : slots_)
+    if (s.role == Role::source) return call_of<SourceCall>(s);
+  return {};
+}
+
+SinkCall StageSlots::sink() const {
+  std::lock_guard lock(mu_);
+  for (const auto& s : slots_)
+    if (s.role == Role::sink) return call_of<SinkCall>(s);
+  return {};
+}
+
+std::optional<StageSlots::Found> StageSlots::find(const std::string& instance_name) const {
+  std::lock_guard lock(mu_);
+  for (size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i].instance && slots_[i].instance->name() == instance_name)
+      return Found{i, slots_[i].role};
+  return std::nullopt;
+}
+
+StageCall StageSlots::call(size_t slot) const {
+  std::lock_guard lock(mu_);
+  return call_of<StageCall>(slots_.at(slot));
+}
+
+StageCall StageSlots::candidate(size_t slot, std::shared_ptr<plugin::PluginInstance> next) const {
+  std::lock_guard lock(mu_);
+  const Slot& s = slots_.at(slot);
+  return StageCall(std::move(next), s.counters, s.label);
+}
+
+std::shared_ptr<plugin::PluginInstance> StageSlots::exchange(
+    size_t slot, std::shared_ptr<plugin::PluginInstance> next) {
+  std::lock_guard lock(mu_);
+  return std::exchange(slots_.at(slot).instance, std::move(next));
+}
+
+void StageSlots::clear() {
+  std::vector<Slot> slots;
+  {
+    std::lock_guard lock(mu_);
+    slots.swap(slots_);
+  }
+  while (!slots.empty()) {
+    retire(std::move(slots.back().instance));
+    slots.pop_back();
+  }
+}
+
+std::vector<StageSlots::Reading> StageSlots::counters() const {
+  std::vector<Reading> out;
+  std::lock_guard lock(mu_);
+  for (const auto& s : slots_) {
+    const auto& c = *s.counters;
+    out.push_back({s.label, s.role, c.calls.load(), c.failed_calls.load(), c.records_in.load(),
+                   c.records_out.load(), c.busy_ns.load()});
+  }
+  return out;
+}
+
+void retire(std::shared_ptr<plugin::PluginInstance> instance) {
+  if (!instance) return;
+  // Readers copy under the slots' lock and drop their copy after one call or batch; the slot
+  // no longer holds this one, so the count only falls.
+  while (instance.use_count() > 1) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  instance.reset();
+}
+
+}  // namespace sluice::pipeline

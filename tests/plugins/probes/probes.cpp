@@ -1,0 +1,110 @@
+// Test module probes. `thread_probe` (source) appends "<hook> <tid>" to `path` for every hook
+// the host calls, so a test can check abi.h's threading rule; `fanout` (transform) emits
+// `copies` records of `bytes` bytes per input record; `leaky` (transform) rejects every record
+// with a message that quotes its secret `token`.
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <mutex>
+#include <sluice/sdk.hpp>
+#include <string>
+
+namespace {
+
+class ThreadProbe final : public sluice::Source {
+ public:
+  static sluice::ConfigSchema schema() {
+    sluice::ConfigSchema s;
+    s.string("path").required().doc("file the hook calls are appended to");
+    s.integer("per_poll").default_value(10);
+    return s;
+  }
+  ThreadProbe(const sluice::Config& c, sluice::Host& /*host*/)
+      : path_(c.get_string("path")), per_poll_(c.get_int("per_poll", 10)) {
+    note("create");
+  }
+  ~ThreadProbe() override { note("destroy"); }
+
+  bool poll(sluice::Output& out, size_t max_records, uint32_t /*timeout_ms*/) override {
+    note("poll");
+    usleep(2000);  // no busy loop: a test runs this for a while
+    for (size_t i = 0; i < max_records && i < static_cast<size_t>(per_poll_); ++i) {
+      sluice::OutRecord r;
+      const std::string value = "{\"n\":" + std::to_string(next_) + "}";
+      r.value = value;
+      r.topic = "probe";
+      r.offset = next_++;
+      out.emit(r);
+    }
+    return false;
+  }
+  void commit(std::span<const sluice::Position> /*positions*/) override { note("commit"); }
+  void set_paused(bool /*paused*/) override { note("set_paused"); }
+  void on_memory_pressure(double /*level*/) override { note("on_memory_pressure"); }
+  std::string snapshot() override {
+    note("snapshot");
+    return std::to_string(next_);
+  }
+  void restore(std::string_view state) override {
+    note("restore");
+    next_ = std::stoll(std::string(state));
+  }
+
+ private:
+  void note(const char* hook) {
+    static std::mutex mu;
+    std::lock_guard lock(mu);
+    std::ofstream(path_, std::ios::app) << hook << ' ' << ::syscall(SYS_gettid) << '\n';
+  }
+
+  std::string path_;
+  int64_t per_poll_;
+  int64_t next_ = 0;
+};
+
+class Fanout final : public sluice::Transform {
+ public:
+  static sluice::ConfigSchema schema() {
+    sluice::ConfigSchema s;
+    s.integer("copies").default_value(1000);
+    s.integer("bytes").default_value(100000);
+    return s;
+  }
+  Fanout(const sluice::Config& c, sluice::Host& /*host*/)
+      : copies_(c.get_int("copies", 1000)), value_(c.get_int("bytes", 100000), 'x') {}
+
+  void process(const sluice::Batch& in, sluice::Output& out) override {
+    for (size_t i = 0; i < in.size(); ++i) {
+      auto r = sluice::OutRecord::from(in[i]);
+      r.value = value_;
+      for (int64_t k = 0; k < copies_; ++k) out.emit(i, r);
+    }
+  }
+
+ private:
+  int64_t copies_;
+  std::string value_;
+};
+
+class Leaky final : public sluice::Transform {
+ public:
+  static sluice::ConfigSchema schema() {
+    sluice::ConfigSchema s;
+    s.string("token").required().secret();
+    return s;
+  }
+  Leaky(const sluice::Config& c, sluice::Host& /*host*/) : token_(c.get_string("token")) {}
+
+  void process(const sluice::Batch& in, sluice::Output& out) override {
+    for (size_t i = 0; i < in.size(); ++i) out.reject(i, "login with token " + token_ + " refused");
+  }
+
+ private:
+  std::string token_;
+};
+
+}  // namespace
+
+SLUICE_MODULE("probes", "1.0.0", SLUICE_SOURCE(ThreadProbe, "thread_probe"),
+              SLUICE_TRANSFORM(Fanout, "fanout"), SLUICE_TRANSFORM(Leaky, "leaky"))

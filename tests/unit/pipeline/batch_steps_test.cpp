@@ -1,0 +1,334 @@
+// The error policy of a batch's steps, in process over fake plugin tables: retries, tolerance,
+// dead letter, circuit breaker, per-record retriable rejects, and plugin misbehaviour.
+#include "pipeline/batch_steps.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "fake_stage.hpp"
+
+using namespace sluice;
+using test::FakeStage;
+
+namespace {
+
+// A batch of records whose values are "r0", "r1", ...; headers optional per record.
+struct Records {
+  std::vector<std::string> values;
+  std::vector<std::vector<sluice_header>> headers;
+  std::vector<sluice_record> records;
+
+  explicit Records(size_t n) : values(n), headers(n) {
+    for (size_t i = 0; i < n; ++i) values[i] = "r" + std::to_string(i);
+    rebuild();
+  }
+  void flag(size_t i, const char* key, const char* value) {
+    headers[i].push_back({{reinterpret_cast<const uint8_t*>(key), std::strlen(key)},
+                          {reinterpret_cast<const uint8_t*>(value), std::strlen(value)}});
+    rebuild();
+  }
+  void rebuild() {
+    records.assign(values.size(), sluice_record{});
+    for (size_t i = 0; i < values.size(); ++i) {
+      auto& r = records[i];
+      r.struct_size = sizeof r;
+      r.value = {reinterpret_cast<const uint8_t*>(values[i].data()), values[i].size()};
+      r.topic = {reinterpret_cast<const uint8_t*>("t"), 1};
+      r.offset = static_cast<int64_t>(i);
+      r.headers = headers[i].data();
+      r.header_count = headers[i].size();
+    }
+  }
+};
+
+// A pipeline's context around the steps: fast retries, a breaker, counts, and a record of fail().
+struct Harness {
+  core::CircuitBreakerSettings breaker_settings{false, 5, 60000};
+  std::unique_ptr<pipeline::CircuitBreaker> breaker;
+  pipeline::RecordCounts counts;
+  pipeline::SecretList secrets;
+  std::string failure;
+  std::function<bool()> stopping = [] { return false; };
+  pipeline::BatchContext context;
+
+  explicit Harness(core::Tolerance tolerance) {
+    context.pipeline = "t";
+    context.errors.tolerance = tolerance;
+    context.errors.retry = {1, 2, 2.0, 3, 0};
+    context.secrets = &secrets;
+    context.counts = &counts;
+    context.stopping = [this] { return stopping(); };
+    context.fail = [this](const std::string& reason) {
+      if (failure.empty()) failure = reason;
+    };
+  }
+  middleware::BatchOutcome run(const pipeline::StageSet& stages, const Records& batch) {
+    breaker = std::make_unique<pipeline::CircuitBreaker>(breaker_settings);
+    context.breaker = breaker.get();
+    return pipeline::run_batch(context, stages, batch.records);
+  }
+};
+
+pipeline::StageSet stages(std::initializer_list<const FakeStage*> transforms, const FakeStage& sink,
+                          const FakeStage* dead_letter = nullptr) {
+  pipeline::StageSet set;
+  for (const auto* t : transforms) set.transforms.push_back(t->transform_call());
+  set.sink = sink.sink_call();
+  if (dead_letter) set.dead_letter = dead_letter->sink_call();
+  return set;
+}
+
+// A sink that answers RETRY `n` times, then accepts.
+test::FakeCall retry_then_accept(int n) {
+  auto left = std::make_shared<int>(n);
+  return [left](const sluice_batch&, sluice_writer&, sluice_error& e) {
+    if ((*left)-- > 0) return test::fail_with(e, SLUICE_RETRY, "not yet");
+    return SLUICE_OK;
+  };
+}
+
+}  // namespace
+
+TEST_CASE("a sink's RETRY is retried until the put succeeds, and every record is delivered") {
+  Harness h(core::Tolerance::none);
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", retry_then_accept(2));
+  Records batch(4);
+  auto out = h.run(stages({}, sink), batch);
+  CHECK_FALSE(out.failed);
+  CHECK(out.records_out == 4);
+  CHECK(sink.calls() == 3);
+  CHECK(h.counts.delivered == 4);
+  CHECK(h.failure.empty());
+  // The adapter counted every call and the records handed over.
+  CHECK(sink.sink_counters().calls == 3);
+  CHECK(sink.sink_counters().failed_calls == 2);
+  CHECK(sink.sink_counters().records_in == 12);
+  CHECK(sink.sink_counters().records_out == 4);
+}
+
+TEST_CASE("retries used up under tolerance all: every record is dead-lettered with the attempts") {
+  Harness h(core::Tolerance::all);
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", retry_then_accept(1000));
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(3);
+  auto out = h.run(stages({}, sink, &dlq), batch);
+  CHECK_FALSE(out.failed);
+  CHECK(sink.calls() == 4);  // the first put and max_attempts (3) retries
+  CHECK(h.counts.dead_lettered == 3);
+  CHECK(h.counts.delivered == 0);
+  REQUIRE(dlq.headers().size() == 3);
+  for (const auto& hs : dlq.headers()) {
+    CHECK(hs.at("sluice.error.attempts") == "4");
+    CHECK(hs.at("sluice.error.stage") == "t.sink");
+    CHECK(hs.at("sluice.error.plugin") == "fake");
+    CHECK(hs.at("sluice.error.message") == "not yet");
+  }
+}
+
+TEST_CASE("tolerance none: one rejected record stops the pipeline before the sink writes any") {
+  Harness h(core::Tolerance::none);
+  FakeStage reject_second(SLUICE_KIND_TRANSFORM, "t.transform0",
+                          [](const sluice_batch& in, sluice_writer& out, sluice_error& e) {
+                            test::forward_all(in, out, e);
+                            out.reject(out.host_ctx, 1, SLUICE_ERROR, "bad field", 9);
+                            return SLUICE_OK;
+                          });
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  Records batch(3);
+  auto out = h.run(stages({&reject_second}, sink), batch);
+  CHECK(out.failed);
+  CHECK(sink.calls() == 0);
+  CHECK(h.failure.find("t/0@1 rejected by t.transform0 (fake): bad field") != std::string::npos);
+  CHECK(h.failure.find("errors.tolerance is none") != std::string::npos);
+  CHECK(h.counts.delivered == 0);
+}
+
+TEST_CASE("tolerance all without a dead-letter sink: the failed record is counted as rejected") {
+  Harness h(core::Tolerance::all);
+  FakeStage reject_first(SLUICE_KIND_TRANSFORM, "t.transform0",
+                         [](const sluice_batch& in, sluice_writer& out, sluice_error&) {
+                           for (size_t i = 1; i < in.count; ++i)
+                             out.append(out.host_ctx, i, &in.records[i]);
+                           out.reject(out.host_ctx, 0, SLUICE_ERROR, "no", 2);
+                           return SLUICE_OK;
+                         });
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  Records batch(5);
+  auto out = h.run(stages({&reject_first}, sink), batch);
+  CHECK_FALSE(out.failed);
+  CHECK(h.counts.rejected == 1);
+  CHECK(h.counts.delivered == 4);
+  CHECK(h.counts.filtered == 0);
+  CHECK(out.errors == 1);
+}
+
+TEST_CASE("records a sink rejects as retriable are put again alone") {
+  Harness h(core::Tolerance::none);
+  FakeStage sink(
+      SLUICE_KIND_SINK, "t.sink",
+      [first = true](const sluice_batch&, sluice_writer& rejects, sluice_error&) mutable {
+        if (first) rejects.reject(rejects.host_ctx, 2, SLUICE_RETRY, "busy", 4);
+        first = false;
+        return SLUICE_OK;
+      });
+  Records batch(4);
+  auto out = h.run(stages({}, sink), batch);
+  CHECK_FALSE(out.failed);
+  REQUIRE(sink.seen().size() == 2);
+  CHECK(sink.seen()[1] == std::vector<std::string>{"r2"});
+  CHECK(out.records_out == 4);
+  CHECK(h.counts.delivered == 4);
+  CHECK(h.counts.sink_records == 4);
+}
+
+TEST_CASE("retriable rejects that never clear end as failures of those records only") {
+  Harness h(core::Tolerance::all);
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink",
+                 [](const sluice_batch& in, sluice_writer& rejects, sluice_error&) {
+                   for (size_t i = 0; i < in.count; ++i)
+                     if (std::string_view(reinterpret_cast<const char*>(in.records[i].value.ptr),
+                                          in.records[i].value.len) == "r1")
+                       rejects.reject(rejects.host_ctx, i, SLUICE_RETRY, "busy", 4);
+                   return SLUICE_OK;
+                 });
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(3);
+  h.run(stages({}, sink, &dlq), batch);
+  CHECK(h.counts.delivered == 2);
+  CHECK(h.counts.dead_lettered == 1);
+  REQUIRE(dlq.seen().size() == 1);
+  CHECK(dlq.seen()[0] == std::vector<std::string>{"r1"});
+  CHECK(dlq.headers()[0].at("sluice.error.message") == "retriable rejects exhausted the retries");
+}
+
+TEST_CASE("an open circuit breaker holds the batch without calling the sink until the stop") {
+  Harness h(core::Tolerance::all);
+  h.breaker_settings = {true, 2, 600000};
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", retry_then_accept(1000));
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  // The stop comes a few checks after the second put (which opened the breaker): the batch
+  // is waiting on the breaker by then.
+  int checks_after_open = 0;
+  h.stopping = [&] { return sink.calls() >= 2 && ++checks_after_open > 3; };
+  Records batch(2);
+  auto out = h.run(stages({}, sink, &dlq), batch);
+  CHECK(sink.calls() == 2);  // the breaker opened after two failed puts; no call since
+  CHECK(h.breaker->opened_total() == 1);
+  CHECK(out.failed);  // stopped while waiting: not acked, read again after a restart
+  CHECK(dlq.calls() == 0);
+  CHECK(h.counts.dead_lettered == 0);
+}
+
+TEST_CASE("FATAL from a transform stops the pipeline with the plugin's message") {
+  Harness h(core::Tolerance::all);
+  FakeStage fatal(SLUICE_KIND_TRANSFORM, "t.transform0",
+                  [](const sluice_batch&, sluice_writer&, sluice_error& e) {
+                    return test::fail_with(e, SLUICE_FATAL, "disk gone");
+                  });
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  Records batch(2);
+  auto out = h.run(stages({&fatal}, sink), batch);
+  CHECK(out.failed);
+  CHECK(h.failure == "transform 't.transform0' failed fatally: disk gone");
+  CHECK(sink.calls() == 0);
+}
+
+TEST_CASE("records the source flagged or that are too large fail before any transform") {
+  Harness h(core::Tolerance::all);
+  h.context.errors.max_record_bytes = 5;
+  FakeStage pass(SLUICE_KIND_TRANSFORM, "t.transform0", test::forward_all);
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(3);
+  batch.values[2] = "much too large";
+  batch.flag(0, "sluice.error", "invalid JSON at byte 1");
+  h.run(stages({&pass}, sink, &dlq), batch);
+  REQUIRE(pass.seen().size() == 1);
+  CHECK(pass.seen()[0] == std::vector<std::string>{"r1"});
+  CHECK(h.counts.delivered == 1);
+  CHECK(h.counts.dead_lettered == 2);
+  REQUIRE(dlq.headers().size() == 2);
+  CHECK(dlq.headers()[0].at("sluice.error.message") == "invalid JSON at byte 1");
+  CHECK(dlq.headers()[1].at("sluice.error.message").find("max_record_bytes") != std::string::npos);
+}
+
+TEST_CASE("a transform appending with an input index outside its batch fails the batch") {
+  Harness h(core::Tolerance::all);
+  // Drops record 1 and, ignoring the host's refusal, appends its output under a bad index: the
+  // record must not be counted as filtered.
+  FakeStage bad(SLUICE_KIND_TRANSFORM, "t.transform0",
+                [](const sluice_batch& in, sluice_writer& out, sluice_error&) {
+                  out.append(out.host_ctx, 0, &in.records[0]);
+                  out.append(out.host_ctx, in.count + 5, &in.records[1]);
+                  return SLUICE_OK;
+                });
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(2);
+  auto out = h.run(stages({&bad}, sink, &dlq), batch);
+  CHECK(out.filtered == 0);
+  CHECK(h.counts.filtered == 0);
+  CHECK(h.counts.dead_lettered == 2);
+  CHECK(sink.calls() == 0);
+  REQUIRE(dlq.headers().size() == 2);
+  const std::string reason = dlq.headers()[0].at("sluice.error.message");
+  CHECK(reason.find("t.transform0") != std::string::npos);
+  CHECK(reason.find("(fake)") != std::string::npos);
+  CHECK(reason.find("input_index 7") != std::string::npos);
+}
+
+TEST_CASE("a transform's output past the byte budget fails its batch with the reason") {
+  Harness h(core::Tolerance::all);
+  h.context.transform_output_budget = 4096;
+  h.context.output_budget_rule = "a quarter of the memory limit";
+  const std::string big(1000, 'x');
+  FakeStage fanout(SLUICE_KIND_TRANSFORM, "t.transform0",
+                   [&big](const sluice_batch& in, sluice_writer& out, sluice_error&) {
+                     sluice_record r = in.records[0];
+                     r.value = {reinterpret_cast<const uint8_t*>(big.data()), big.size()};
+                     for (int k = 0; k < 1000; ++k)
+                       if (out.append(out.host_ctx, 0, &r) != SLUICE_OK) break;
+                     return SLUICE_OK;
+                   });
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(1);
+  h.run(stages({&fanout}, sink, &dlq), batch);
+  CHECK(sink.calls() == 0);
+  CHECK(h.counts.dead_lettered == 1);
+  REQUIRE(dlq.headers().size() == 1);
+  const std::string reason = dlq.headers()[0].at("sluice.error.message");
+  CHECK(reason.find("output over 4096 bytes") != std::string::npos);
+  CHECK(reason.find("a quarter of the memory limit") != std::string::npos);
+}
+
+TEST_CASE("a secret in a plugin's message never reaches a dead-letter header or a failure") {
+  FakeStage leaky(SLUICE_KIND_TRANSFORM, "t.transform0",
+                  [](const sluice_batch& in, sluice_writer& out, sluice_error&) {
+                    const std::string m = "login as admin:hunter2 refused";
+                    for (size_t i = 0; i < in.count; ++i)
+                      out.reject(out.host_ctx, i, SLUICE_ERROR, m.data(), m.size());
+                    return SLUICE_OK;
+                  });
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(2);
+  SUBCASE("dead-letter headers") {
+    Harness h(core::Tolerance::all);
+    h.secrets.add({"hunter2"});
+    h.run(stages({&leaky}, sink, &dlq), batch);
+    REQUIRE(dlq.headers().size() == 2);
+    for (const auto& hs : dlq.headers())
+      for (const auto& [k, v] : hs) CHECK(v.find("hunter2") == std::string::npos);
+    CHECK(dlq.headers()[0].at("sluice.error.message").find("***") != std::string::npos);
+  }
+  SUBCASE("the failure reason under tolerance none") {
+    Harness h(core::Tolerance::none);
+    h.secrets.add({"hunter2"});
+    h.run(stages({&leaky}, sink), batch);
+    CHECK(h.failure.find("refused") != std::string::npos);
+    CHECK(h.failure.find("hunter2") == std::string::npos);
+  }
+}
