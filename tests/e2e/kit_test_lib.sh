@@ -10,3 +10,12 @@ expect_field_error() {
   fi
   grep -q "bad.yaml:4:[0-9]*:.*field must not be empty" "$dir/bad.log" || { cat "$dir/bad.log"; exit 1; }
 }
+
+# require_cargo: puts $SLUICE_CARGO's folder on PATH; fails (never skips) without cargo.
+require_cargo() {
+  if [ -x "${SLUICE_CARGO:-}" ]; then PATH="$(dirname "$SLUICE_CARGO"):$PATH"; fi
+  command -v cargo > /dev/null || {
+    echo "FAIL: cargo not found (install Rust with rustup, or put cargo on PATH): Rust plugins untested"
+    exit 1
+  }
+}

@@ -8,11 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/kit_test_lib.sh"
 src=$1
 work=$2
-[ -x "${SLUICE_CARGO:-}" ] && PATH="$(dirname "$SLUICE_CARGO"):$PATH"
-command -v cargo > /dev/null || {
-  echo "FAIL: cargo not found (install Rust with rustup, or put cargo on PATH): the Rust SDK is untested"
-  exit 1
-}
+require_cargo
 rm -rf "$work"
 mkdir -p "$work/plugins"
 
