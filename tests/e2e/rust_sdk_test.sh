@@ -11,15 +11,21 @@ work=$2
 require_cargo
 rm -rf "$work"
 mkdir -p "$work/plugins"
+cd "$work"
 
 # Offline when the dependencies are already fetched, else from the crate registry (nothing vendored).
 cargo_build() { cargo "$@" --offline 2> /dev/null || cargo "$@"; }
 
 (cd "$src/sdk/rust" && cargo_build test --release)
 (cd "$src/sdk/rust/examples/uppercase" && cargo_build build --release)
+# The SDK refuses to compile into a plugin built with panic = "abort" (a panic would kill the host).
+if (cd "$src/sdk/rust/examples/uppercase" &&
+  cargo_build check --release --config 'profile.release.panic="abort"') > abort.log 2>&1; then
+  echo "a plugin built with panic = abort compiled"; exit 1
+fi
+grep -q 'sluice-sdk needs panic = "unwind"' abort.log || { cat abort.log; exit 1; }
 cp "${CARGO_TARGET_DIR:-$src/sdk/rust/examples/uppercase/target}/release/libuppercase.so" \
   "$work/plugins/sluice-uppercase.so"
-cd "$work"
 exported=$(nm -D --defined-only plugins/sluice-uppercase.so | awk '$2 == "T" {print $3}')
 [ "$exported" = "sluice_module_get" ] || { echo "unexpected exports: $exported"; exit 1; }
 

@@ -30,6 +30,13 @@
 //! sluice_sdk::sluice_module!("my_plugins", "0.1.0", transform Uppercase);
 //! ```
 
+// A panic must unwind to the boundary's catch_unwind; with "abort" it kills the host process.
+#[cfg(panic = "abort")]
+compile_error!(
+    "sluice-sdk needs panic = \"unwind\" in the plugin's Cargo profile: with \"abort\" a panic in a \
+     plugin kills the whole sluice host instead of rejecting one record"
+);
+
 mod boundary;
 mod host;
 mod records;
