@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Rust SDK: `cargo test` of the workspace (sluice-sdk-sys checked against abi.h by compiling
 # a C layout probe, the safe layer's tests), the example plugin built with cargo, run in a
-# pipeline, and a panic in its `process` that rejects one record while the pipeline goes on.
+# pipeline, a panic in its `process` that rejects one record while the pipeline goes on, and a
+# hot reload of the library under load.
 # Usage: rust_sdk_test.sh SOURCE_DIR WORK_DIR
 # (SLUICE_BIN: the launcher; SLUICE_CARGO: cargo if not on PATH; CARGO_TARGET_DIR: in the build dir)
 set -euo pipefail
@@ -50,6 +51,39 @@ sort out.jsonl | diff expected.jsonl - || { echo "unexpected sink output"; exit 
 grep -q '"value":{"id":2,"name":"ada 2"}' dlq.jsonl || { cat dlq.jsonl; exit 1; }
 grep -q 'panic: uppercase: told to panic on \\"ada 2\\"' dlq.jsonl || { cat dlq.jsonl; exit 1; }
 grep -q "5 records in, 4 delivered, 1 dead-lettered" run.log || { cat run.log; exit 1; }
+
+# Hot reload: a second build of the plugin (another version) replaces the file while records
+# flow; the old Rust library is unloaded, and every record arrives exactly once, upper-cased.
+cp -r "$src/sdk/rust/examples/uppercase" v2
+sed -i 's|path = "../../sluice-sdk"|path = "'"$src"'/sdk/rust/sluice-sdk"|' v2/Cargo.toml
+sed -i 's|c"0.1.0"|c"0.2.0"|' v2/src/lib.rs
+(cd v2 && cargo_build build --release)
+cp "${CARGO_TARGET_DIR:-v2/target}/release/libuppercase.so" v2.so
+cat > reload.yaml <<'YAML'
+name: reload
+source: {type: generator, rate: 500, template: '{"id":{{seq}},"name":"ada {{seq}}"}'}
+transforms:
+  - {type: uppercase, field: name}
+sink: {type: file, path: reload.jsonl}
+YAML
+"$SLUICE_BIN" run --admin off --plugin-path plugins reload.yaml > reload.log 2>&1 &
+pid=$!
+wait_for() { # wait_for COMMAND...: up to 60 s for it to succeed
+  for _ in $(seq 600); do "$@" && return 0; sleep 0.1; done
+  kill "$pid"; cat reload.log; echo "timed out waiting for: $*"; exit 1
+}
+wait_for test -s reload.jsonl
+cp v2.so plugins/.v2.tmp && mv plugins/.v2.tmp plugins/sluice-uppercase.so
+wait_for grep -q "stage reload.transform0 reloaded" reload.log
+before=$(wc -l < reload.jsonl)
+grown_past() { [ "$(wc -l < reload.jsonl)" -gt "$1" ]; }
+wait_for grown_past "$((before + 100))"
+kill -TERM "$pid"
+wait "$pid" || { cat reload.log; echo "sluice run failed after the reload"; exit 1; }
+grep -c '"name":"ADA ' reload.jsonl | grep -qx "$(wc -l < reload.jsonl)" ||
+  { echo "a record was not upper-cased"; exit 1; }
+grep -o '"id":[0-9]*' reload.jsonl | cut -d: -f2 | sort -n |
+  awk '$1 != NR - 1 { print "record " NR - 1 " lost or duplicated"; bad = 1; exit } END { exit bad }'
 
 # A config error from the plugin's validate names the field's FILE:LINE:COL.
 expect_field_error "$work"
