@@ -19,3 +19,10 @@ require_cargo() {
     exit 1
   }
 }
+
+# uppercase_pipeline FILE NAME SOURCE SINK: writes a pipeline SOURCE -> uppercase(field: name)
+# -> SINK, where SOURCE and SINK are YAML flow maps.
+uppercase_pipeline() {
+  printf 'name: %s\nsource: %s\ntransforms:\n  - {type: uppercase, field: name}\nsink: %s\n' \
+    "$2" "$3" "$4" > "$1"
+}

@@ -59,13 +59,9 @@ sed -i 's|path = "../../sluice-sdk"|path = "'"$src"'/sdk/rust/sluice-sdk"|' v2/C
 sed -i 's|c"0.1.0"|c"0.2.0"|' v2/src/lib.rs
 (cd v2 && cargo_build build --release)
 cp "${CARGO_TARGET_DIR:-v2/target}/release/libuppercase.so" v2.so
-cat > reload.yaml <<'YAML'
-name: reload
-source: {type: generator, rate: 500, template: '{"id":{{seq}},"name":"ada {{seq}}"}'}
-transforms:
-  - {type: uppercase, field: name}
-sink: {type: file, path: reload.jsonl}
-YAML
+uppercase_pipeline reload.yaml reload \
+  "{type: generator, rate: 500, template: '{\"id\":{{seq}},\"name\":\"ada {{seq}}\"}'}" \
+  "{type: file, path: reload.jsonl}"
 "$SLUICE_BIN" run --admin off --plugin-path plugins reload.yaml > reload.log 2>&1 &
 pid=$!
 wait_for() { # wait_for COMMAND...: up to 60 s for it to succeed

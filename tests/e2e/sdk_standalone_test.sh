@@ -4,6 +4,7 @@
 # installed package, and the C pair run in a pipeline.
 # Usage: sdk_standalone_test.sh SOURCE_DIR WORK_DIR    (SLUICE_BIN: the launcher)
 set -euo pipefail
+source "$(dirname "$0")/kit_test_lib.sh"
 src=$1
 work=$2
 rm -rf "$work"
@@ -32,13 +33,8 @@ cmake -S "$prefix/share/sluice/template" -B cpp-build -G Ninja -DCMAKE_PREFIX_PA
 cmake --build cpp-build >> cpp.log
 [ -f cpp-build/sluice-uppercase.so ] || { echo "the template made no sluice-uppercase.so"; exit 1; }
 
-cat > p.yaml <<'YAML'
-name: standalone
-source: {type: generator, count: 4, template: '{"name":"bo {{seq}}"}'}
-transforms:
-  - {type: uppercase, field: name}
-sink: {type: lines, path: out.txt}
-YAML
+uppercase_pipeline p.yaml standalone \
+  "{type: generator, count: 4, template: '{\"name\":\"bo {{seq}}\"}'}" "{type: lines, path: out.txt}"
 "$SLUICE_BIN" run --admin off --plugin-path c-build/plugins p.yaml > run.log 2>&1 ||
   { cat run.log; exit 1; }
 printf '{"name":"BO %s"}\n' 0 1 2 3 > expected.txt
