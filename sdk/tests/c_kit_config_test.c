@@ -76,6 +76,7 @@ static void test_type_errors(void) {
   CHECK(sluice_cfg_int(&c, "i", 0, &i, &error) == SLUICE_ERROR && !strcmp(field, "i"));
   CHECK(sluice_cfg_int(&c, "huge", 0, &i, &error) == SLUICE_ERROR && !strcmp(field, "huge"));
   CHECK(sluice_cfg_double(&c, "d", 0, &d, &error) == SLUICE_ERROR && !strcmp(field, "d"));
+  CHECK(sluice_cfg_double(&c, "big", 0, &d, &error) == SLUICE_ERROR && !strcmp(field, "big"));
   CHECK(sluice_cfg_bool(&c, "b", 0, &b, &error) == SLUICE_ERROR && !strcmp(field, "b"));
   CHECK(sluice_cfg_strings(&c, "l", &l, &count, &error) == SLUICE_ERROR && !strcmp(field, "l"));
   CHECK(!l && count == 0);

@@ -62,6 +62,7 @@ static void upper_json_string(char* text, size_t begin, size_t end) {
 static sluice_status uppercase_one(const uppercase* self, const sluice_record* record, size_t i,
                                    sluice_writer* out) {
   if (!record->value.ptr) return sluice_emit(out, i, record); /* tombstones pass unchanged */
+  /* c.h's reader reads the top level of any JSON object, a record's value as well as a config. */
   sluice_cfg value = sluice_cfg_of((const char*)record->value.ptr, record->value.len);
   size_t begin = 0, end = 0;
   int found = sluice_cfg_find(&value, self->field, &begin, &end);

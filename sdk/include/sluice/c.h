@@ -368,8 +368,10 @@ static inline sluice_status sluice_cfg_double(const sluice_cfg* c, const char* f
   int plain = sluice_cfg_number_text(c, b, e, text, sizeof text) &&
               strspn(text, "0123456789+-.eE") == strlen(text);
   if (plain) {
+    errno = 0;
     double v = strtod(text, &stop);
-    if (*stop == '\0') {
+    int overflow = errno == ERANGE && (v > 1 || v < -1); /* underflow to ~0 is fine */
+    if (*stop == '\0' && !overflow) {
       *out = v;
       return SLUICE_OK;
     }

@@ -187,11 +187,7 @@ unsafe extern "C" fn restore<T: Plugin>(
 
 /// Transform::process_batch's default: each record under its own catch_unwind, so an `Err` or
 /// a panic rejects that record alone. `Error::Fatal` stops the batch.
-pub(crate) fn process_each<T: Transform>(
-    t: &T,
-    input: &Batch<'_>,
-    out: &mut Writer<'_>,
-) -> Result<()> {
+pub(crate) fn process_each<T: Transform>(t: &T, input: &Batch<'_>, out: &mut Writer<'_>) -> Result<()> {
     for (index, record) in input.iter().enumerate() {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             t.process(&record, &mut RecordOutput::new(out, index))
