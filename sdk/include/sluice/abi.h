@@ -38,24 +38,27 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------ */
 
 /* Every hook returns one of these. The host treats any other value as SLUICE_ERROR. */
+/* The constants are casts, not bare literals, so C++ and binding generators see int32_t (a
+ * bare `0` would be an int, or an unsigned in bindgen). C11 has no enum with a fixed underlying
+ * type, hence macros. */
 typedef int32_t sluice_status;
-#define SLUICE_OK 0    /* done */
-#define SLUICE_RETRY 1 /* transient: the host retries the same call with backoff */
-#define SLUICE_ERROR 2 /* this batch (or record) failed: the pipeline's error policy decides */
-#define SLUICE_FATAL 3 /* the stage cannot go on: its pipeline stops cleanly */
+#define SLUICE_OK ((sluice_status)0)    /* done */
+#define SLUICE_RETRY ((sluice_status)1) /* transient: the host retries the same call with backoff */
+#define SLUICE_ERROR ((sluice_status)2) /* this batch (or record) failed: the error policy decides */
+#define SLUICE_FATAL ((sluice_status)3) /* the stage cannot go on: its pipeline stops cleanly */
 
 /* Plugin kinds. */
 typedef int32_t sluice_kind;
-#define SLUICE_KIND_SOURCE 1
-#define SLUICE_KIND_TRANSFORM 2
-#define SLUICE_KIND_SINK 3
+#define SLUICE_KIND_SOURCE ((sluice_kind)1)
+#define SLUICE_KIND_TRANSFORM ((sluice_kind)2)
+#define SLUICE_KIND_SINK ((sluice_kind)3)
 
-/* Log levels, as spdlog's. */
-#define SLUICE_LOG_TRACE 0
-#define SLUICE_LOG_DEBUG 1
-#define SLUICE_LOG_INFO 2
-#define SLUICE_LOG_WARN 3
-#define SLUICE_LOG_ERROR 4
+/* Log levels, as spdlog's: the `level` of sluice_host_log. */
+#define SLUICE_LOG_TRACE ((int32_t)0)
+#define SLUICE_LOG_DEBUG ((int32_t)1)
+#define SLUICE_LOG_INFO ((int32_t)2)
+#define SLUICE_LOG_WARN ((int32_t)3)
+#define SLUICE_LOG_ERROR ((int32_t)4)
 
 /*
  * An error report. The host supplies `message` (and `field`) buffers; the plugin writes a
@@ -289,6 +292,12 @@ typedef struct sluice_module {
  * (it may compare the host's ABI version). Must run no other code of the plugin.
  */
 typedef const sluice_module* (*sluice_module_get_fn)(uint32_t host_abi_major,
+                                                     uint32_t host_abi_minor);
+
+/* The prototype every plugin library defines (exactly once): declared here so that a definition
+ * with another signature does not compile, and exported even from a library built with
+ * -fvisibility=hidden. */
+SLUICE_EXPORT const sluice_module* sluice_module_get(uint32_t host_abi_major,
                                                      uint32_t host_abi_minor);
 
 #ifdef __cplusplus
