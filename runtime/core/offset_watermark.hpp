@@ -7,8 +7,8 @@
 #include <mutex>
 #include <optional>
 #include <span>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -142,7 +142,8 @@ class OffsetWatermark {
   };
 
   uint32_t stream_id(const std::string& topic, int32_t partition) {
-    auto [it, inserted] = ids_.try_emplace({topic, partition}, static_cast<uint32_t>(streams_.size()));
+    auto [it, inserted] =
+        ids_.try_emplace({topic, partition}, static_cast<uint32_t>(streams_.size()));
     if (inserted) {
       streams_.push_back({});
       streams_.back().topic = topic;
