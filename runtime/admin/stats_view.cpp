@@ -74,6 +74,43 @@ std::string percent(double fraction_or_percent, bool is_fraction) {
 
 std::string rate(double v) { return std::isfinite(v) ? fmt::format("{:.0f}", v) : "-"; }
 
+std::string millis(double v) { return std::isfinite(v) ? fmt::format("{:.3g}", v) : "-"; }
+
+double field(const Value& object, const char* name) {
+  const Value* v = member(object, name);
+  return v && v->IsNumber() ? v->GetDouble() : 0.0;
+}
+
+std::string label(const Value& object, const char* name) {
+  const Value* v = member(object, name);
+  return v && v->IsString() ? v->GetString() : "";
+}
+
+// The "stages" list of one stage object (absent from an older server's output: none).
+std::vector<PositionRow> parse_positions(const Value& stage) {
+  std::vector<PositionRow> out;
+  const Value* list = member(stage, "stages");
+  if (list == nullptr || !list->IsArray()) return out;
+  for (const auto& v : list->GetArray()) {
+    PositionRow p;
+    p.name = label(v, "name");
+    p.role = label(v, "role");
+    p.plugin = label(v, "plugin");
+    p.calls = static_cast<uint64_t>(field(v, "calls"));
+    p.records_in = static_cast<uint64_t>(field(v, "records_in"));
+    p.records_out = static_cast<uint64_t>(field(v, "records_out"));
+    p.elapsed_ms = field(v, "elapsed_ms");
+    p.busy_ms = field(v, "busy_ms");
+    p.p50_ms = field(v, "p50_ms");
+    p.p99_ms = field(v, "p99_ms");
+    p.wait_input_ms = field(v, "wait_input_ms");
+    p.wait_downstream_ms = field(v, "wait_downstream_ms");
+    p.wait_breaker_ms = field(v, "wait_breaker_ms");
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<StageRow> parse_stats(std::string_view json) {
@@ -120,6 +157,7 @@ std::vector<StageRow> parse_stats(std::string_view json) {
       const Value* bp = member(v, "backpressure");
       const Value* active = bp ? member(*bp, "active") : nullptr;
       r.paused = active && active->IsBool() && active->GetBool();
+      r.positions = parse_positions(v);
       rows.push_back(std::move(r));
     }
   }
@@ -156,6 +194,53 @@ std::string sparkline(std::span<const double> samples) {
   return out;
 }
 
+std::optional<size_t> bottleneck(std::span<const double> busy_fractions) {
+  std::optional<size_t> best;
+  for (size_t i = 0; i < busy_fractions.size(); ++i)
+    if (busy_fractions[i] > 0 && (!best || busy_fractions[i] > busy_fractions[*best])) best = i;
+  return best;
+}
+
+// Since the previous refresh when there is one with the same positions and no restart, else
+// since each position was created.
+std::vector<double> TopView::busy_fractions(const StageRow& now, const StageRow* before) {
+  std::vector<double> out;
+  const bool same = before && before->positions.size() == now.positions.size();
+  for (size_t i = 0; i < now.positions.size(); ++i) {
+    const PositionRow& p = now.positions[i];
+    double busy = p.busy_ms;
+    double elapsed = p.elapsed_ms;
+    if (same && p.elapsed_ms > before->positions[i].elapsed_ms &&
+        p.busy_ms >= before->positions[i].busy_ms) {
+      busy -= before->positions[i].busy_ms;
+      elapsed -= before->positions[i].elapsed_ms;
+    }
+    out.push_back(elapsed > 0 ? busy / elapsed : 0.0);
+  }
+  return out;
+}
+
+std::string TopView::render_positions(const Track& t) {
+  const auto slowest = bottleneck(t.busy);
+  std::vector<std::vector<std::string>> cells;
+  for (size_t i = 0; i < t.last.positions.size(); ++i) {
+    const PositionRow& p = t.last.positions[i];
+    cells.push_back({slowest == i ? "*" : " ", p.name, p.role, std::to_string(p.calls),
+                     std::to_string(p.records_in), std::to_string(p.records_out),
+                     percent(t.busy[i], true), millis(p.p50_ms), millis(p.p99_ms),
+                     millis(p.wait_input_ms), millis(p.wait_downstream_ms),
+                     millis(p.wait_breaker_ms)});
+  }
+  std::string out = render_table(
+      {" ", "POSITION", "ROLE", "CALLS", "IN", "OUT", "BUSY", "P50 MS", "P99 MS", "WAIT IN MS",
+       "WAIT DOWN MS", "WAIT BRK MS"},
+      cells, {false, false, false, true, true, true, true, true, true, true, true, true});
+  if (slowest)
+    out += fmt::format("bottleneck: {} (busy {})\n", t.last.positions[*slowest].name,
+                       percent(t.busy[*slowest], true));
+  return out;
+}
+
 void TopView::add(const std::vector<StageRow>& rows, double elapsed_s) {
   for (auto& [name, track] : tracks_) track.present = false;
   for (const auto& r : rows) {
@@ -174,6 +259,7 @@ void TopView::add(const std::vector<StageRow>& rows, double elapsed_s) {
       it->second.throughput = r.rate;
     }
     Track& t = it->second;
+    t.busy = busy_fractions(r, t.present || !t.history.empty() ? &t.last : nullptr);
     t.last = r;
     t.present = true;
     t.history.push_back(t.throughput);
@@ -200,6 +286,11 @@ std::string TopView::render(std::string_view title, std::string_view status) con
   out += render_table({"PIPELINE", "STAGE", "STATE", "REC/S", "BATCH", "CONC", "QUEUE", "MEM",
                        "ERR", fmt::format("THROUGHPUT (last {})", history_)},
                       cells, {false, false, false, true, true, true, true, true, true, false});
+  for (const auto& [id, t] : tracks_) {
+    if (!t.present || t.last.positions.empty()) continue;
+    out += fmt::format("\n{} / {}\n", t.last.pipeline, t.last.stage);
+    out += render_positions(t);
+  }
   return out;
 }
 

@@ -3,12 +3,34 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace sluice::admin {
+
+// One stage position's profile (the "stages" list of a stage in the stats JSON).
+struct PositionRow {
+  std::string name;  // "orders.transform[1].fields"
+  std::string role;
+  std::string plugin;
+  uint64_t calls = 0;
+  uint64_t records_in = 0;
+  uint64_t records_out = 0;
+  double elapsed_ms = 0;
+  double busy_ms = 0;
+  double p50_ms = 0;
+  double p99_ms = 0;
+  double wait_input_ms = 0;
+  double wait_downstream_ms = 0;
+  double wait_breaker_ms = 0;
+};
+
+// The bottleneck among positions with these busy fractions (time inside the plugin over wall
+// time): the highest; none (nullopt) when no position was busy at all.
+std::optional<size_t> bottleneck(std::span<const double> busy_fractions);
 
 // The figures an operator watches for one pipeline stage.
 struct StageRow {
@@ -25,7 +47,8 @@ struct StageRow {
   uint64_t queue_depth = 0;
   double memory_pressure = 0;  // 0..1
   double error_rate_percent = 0;
-  bool paused = false;  // intake held back by backpressure
+  bool paused = false;                 // intake held back by backpressure
+  std::vector<PositionRow> positions;  // source, transforms, sink, dead-letter sink
 };
 
 // Reads the /stats JSON (or the --stats-file one: the same shape without pipeline state).
@@ -48,7 +71,8 @@ class TopView {
   void add(const std::vector<StageRow>& rows, double elapsed_s);
 
   // The frame as plain text (no escape codes): `title`, an optional `status` line (e.g. a
-  // failed fetch), then one row per stage with its sparkline.
+  // failed fetch), then one row per stage with its sparkline, then each stage's positions with
+  // their busy fraction, call times and waits, the bottleneck marked.
   std::string render(std::string_view title, std::string_view status = {}) const;
 
  private:
@@ -56,8 +80,11 @@ class TopView {
     StageRow last;
     double throughput = 0;
     std::deque<double> history;
-    bool present = false;  // in the latest refresh
+    std::vector<double> busy;  // each position's busy fraction since the previous refresh
+    bool present = false;      // in the latest refresh
   };
+  static std::vector<double> busy_fractions(const StageRow& now, const StageRow* before);
+  static std::string render_positions(const Track& track);
   size_t history_;
   std::vector<std::pair<std::string, Track>> tracks_;  // first-seen order
 };

@@ -49,6 +49,7 @@ constexpr double kMsPerSecond = 1000.0;
 struct Sample {
   std::string labels;
   double value;
+  std::string_view suffix = {};  // after the family name: a summary's _sum and _count
 };
 
 struct Family {
@@ -56,6 +57,8 @@ struct Family {
   std::string_view help;
   std::string_view type;
   std::function<std::vector<Sample>(const StageStats&)> samples;
+  // The samples carry their own `stage` label (a stage position's name), not the stage's.
+  bool own_stage_label = false;
 };
 
 template <class F>
@@ -183,6 +186,97 @@ const std::vector<Family>& families() {
   return kFamilies;
 }
 
+// "stages": one object per stage position, the Profile fields under their own names.
+void write_profile_json(Writer& w, const std::vector<StageStats::Profile>& stages) {
+  key(w, "stages");
+  w.StartArray();
+  for (const auto& p : stages) {
+    w.StartObject();
+    text(w, "name", p.name);
+    text(w, "role", p.role);
+    text(w, "plugin", p.plugin);
+    number(w, "calls", p.calls);
+    number(w, "failed_calls", p.failed_calls);
+    number(w, "records_in", p.records_in);
+    number(w, "records_out", p.records_out);
+    number(w, "elapsed_ms", p.elapsed_ms);
+    number(w, "busy_ms", p.busy_ms);
+    number(w, "p50_ms", p.p50_ms);
+    number(w, "p99_ms", p.p99_ms);
+    number(w, "wait_input_ms", p.wait_input_ms);
+    number(w, "wait_downstream_ms", p.wait_downstream_ms);
+    number(w, "wait_breaker_ms", p.wait_breaker_ms);
+    w.EndObject();
+  }
+  w.EndArray();
+}
+
+// A per-position family: one sample per stage position, labelled stage (the position's name),
+// role and plugin; the family's `stage` label replaces the middleware stage's.
+template <class F>
+Family per_position(std::string_view name, std::string_view help, std::string_view type, F value) {
+  return {name, help, type,
+          [value](const StageStats& s) {
+            std::vector<Sample> out;
+            for (const auto& p : s.stages) value(p, out);
+            return out;
+          },
+          true};
+}
+
+std::string position_labels(const StageStats::Profile& p, std::string_view more = {}) {
+  return fmt::format(",stage=\"{}\",role=\"{}\",plugin=\"{}\"{}", escape_label_value(p.name),
+                     escape_label_value(p.role), escape_label_value(p.plugin), more);
+}
+
+template <class F>
+Family position_counter(std::string_view name, std::string_view help, F value) {
+  return per_position(name, help, "counter",
+                      [value](const StageStats::Profile& p, std::vector<Sample>& out) {
+                        out.push_back({position_labels(p), double(value(p))});
+                      });
+}
+
+// The profile families: counters for calls, records and times (seconds), a summary of call
+// times (quantiles 0.5 and 0.99 with _sum and _count).
+const std::vector<Family>& profile_families() {
+  using P = StageStats::Profile;
+  static const std::vector<Family> kFamilies = {
+      position_counter("sluice_stage_calls_total", "Calls into the stage's plugin.",
+                       [](const P& p) { return p.calls; }),
+      position_counter("sluice_stage_failed_calls_total", "Calls that returned other than OK.",
+                       [](const P& p) { return p.failed_calls; }),
+      position_counter("sluice_stage_records_in_total", "Records handed to the stage's plugin.",
+                       [](const P& p) { return p.records_in; }),
+      position_counter("sluice_stage_records_out_total",
+                       "Records the stage's plugin produced (source, transform) or accepted.",
+                       [](const P& p) { return p.records_out; }),
+      position_counter("sluice_stage_busy_seconds_total", "Time inside the stage's plugin.",
+                       [](const P& p) { return p.busy_ms / kMsPerSecond; }),
+      per_position("sluice_stage_wait_seconds_total",
+                   "Time the stage waited, by reason: input (idle), downstream (backpressure), "
+                   "breaker (open circuit breaker).",
+                   "counter",
+                   [](const P& p, std::vector<Sample>& out) {
+                     out.push_back(
+                         {position_labels(p, ",reason=\"input\""), p.wait_input_ms / kMsPerSecond});
+                     out.push_back({position_labels(p, ",reason=\"downstream\""),
+                                    p.wait_downstream_ms / kMsPerSecond});
+                     out.push_back({position_labels(p, ",reason=\"breaker\""),
+                                    p.wait_breaker_ms / kMsPerSecond});
+                   }),
+      per_position(
+          "sluice_stage_call_seconds", "Time of one call into the stage's plugin.", "summary",
+          [](const P& p, std::vector<Sample>& out) {
+            out.push_back({position_labels(p, ",quantile=\"0.5\""), p.p50_ms / kMsPerSecond});
+            out.push_back({position_labels(p, ",quantile=\"0.99\""), p.p99_ms / kMsPerSecond});
+            out.push_back({position_labels(p), p.busy_ms / kMsPerSecond, "_sum"});
+            out.push_back({position_labels(p), double(p.calls), "_count"});
+          }),
+  };
+  return kFamilies;
+}
+
 }  // namespace
 
 std::string escape_label_value(const std::string& value) {
@@ -290,6 +384,7 @@ void write_json(Writer& w, const StageStats& s) {
   }
   w.EndArray();
 
+  write_profile_json(w, s.stages);
   w.EndObject();
 }
 
@@ -328,23 +423,35 @@ std::string to_json(const std::vector<StageStats>& stats) {
   return {buffer.GetString(), buffer.GetSize()};
 }
 
+namespace {
+
+// The lines of one family over every stage, "" when it has no samples.
+std::string family_lines(const Family& family, const std::vector<StageStats>& stats) {
+  std::string lines;
+  for (const auto& s : stats) {
+    std::string labels = fmt::format("pipeline=\"{}\"", escape_label_value(s.pipeline));
+    if (!family.own_stage_label)
+      labels += fmt::format(",stage=\"{}\"", escape_label_value(s.stage));
+    for (const Sample& sample : family.samples(s)) {
+      lines += fmt::format("{}{}{{{}{}}} {}\n", family.name, sample.suffix, labels, sample.labels,
+                           format_value(sample.value));
+    }
+  }
+  return lines;
+}
+
+}  // namespace
+
 std::string to_prometheus(const std::vector<StageStats>& stats) {
   std::string out;
-  for (const Family& family : families()) {
-    std::string lines;
-    for (const auto& s : stats) {
-      const std::string labels =
-          fmt::format("pipeline=\"{}\",stage=\"{}\"", escape_label_value(s.pipeline),
-                      escape_label_value(s.stage));
-      for (const Sample& sample : family.samples(s)) {
-        lines += fmt::format("{}{{{}{}}} {}\n", family.name, labels, sample.labels,
-                             format_value(sample.value));
-      }
+  for (const auto* list : {&families(), &profile_families()}) {
+    for (const Family& family : *list) {
+      const std::string lines = family_lines(family, stats);
+      if (lines.empty()) continue;
+      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", family.name, family.help, family.name,
+                         family.type);
+      out += lines;
     }
-    if (lines.empty()) continue;
-    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", family.name, family.help, family.name,
-                       family.type);
-    out += lines;
   }
   return out;
 }

@@ -87,11 +87,33 @@ struct StageStats {
     std::string file;  // the shared object it was loaded from
   };
   std::vector<Plugin> plugins;
+
+  // The profile of every stage position the pipeline runs, in order: source, transforms, sink,
+  // dead-letter sink. Times in milliseconds; busy is time inside the plugin, elapsed the time
+  // since the position was created (so busy / elapsed is the stage's busy fraction).
+  struct Profile {
+    std::string name;  // role and position: "orders.transform[1].fields"
+    std::string role;  // source | transform | sink | dead_letter
+    std::string plugin;
+    uint64_t calls = 0;
+    uint64_t failed_calls = 0;
+    uint64_t records_in = 0;
+    uint64_t records_out = 0;
+    double elapsed_ms = 0;
+    double busy_ms = 0;
+    double p50_ms = 0;  // call time, from a log-scale histogram (within ~12%)
+    double p99_ms = 0;
+    double wait_input_ms = 0;       // idle: nothing to work on
+    double wait_downstream_ms = 0;  // a source paused by backpressure
+    double wait_breaker_ms = 0;     // a sink held by its open circuit breaker
+  };
+  std::vector<Profile> stages;
 };
 
 // One stage as a JSON object: batch_size, concurrency, memory, performance, backpressure (the
 // seed's get_performance_stats shape and names, plus our extra fields), "extra" and "plugins" (a
-// list of {instance, role, name, version, file}). Non-finite
+// list of {instance, role, name, version, file}) and "stages" (the Profile list, see
+// write_profile_json). Non-finite
 // numbers are written as null, since JSON has no NaN.
 void write_json(rapidjson::Writer<rapidjson::StringBuffer>& writer, const StageStats& stats);
 

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <chrono>
 #include <cstring>
 
 #include "pipeline/batch_ledger.hpp"
@@ -146,7 +147,10 @@ bool BatchRun::deliver() {
   bool refused = false;
   Retrier::Result result = retrier_.run([&]() -> StageResult {
     // Waiting here is the breaker's pause; it gives up only when the pipeline stops.
-    if (!ctx_.breaker->acquire(ctx_.stopping)) {
+    const auto waited_from = std::chrono::steady_clock::now();
+    const bool acquired = ctx_.breaker->acquire(ctx_.stopping);
+    stages_.sink.add_wait(Wait::breaker, std::chrono::steady_clock::now() - waited_from);
+    if (!acquired) {
       refused = true;
       return stages_.sink.error("stopping while the circuit breaker is open", SLUICE_RETRY);
     }

@@ -257,7 +257,11 @@ void Pipeline::source_loop() {
     errors = Backoff(spec_.errors.retry);
     if (args.end_of_stream) break;
     if (stage_->failed()) break;
-    if (paused) stage_->wait_for_room(std::chrono::milliseconds(kPollTimeoutMs));
+    if (paused) {
+      const auto waited_from = std::chrono::steady_clock::now();
+      stage_->wait_for_room(std::chrono::milliseconds(kPollTimeoutMs));
+      src.add_wait(Wait::downstream, std::chrono::steady_clock::now() - waited_from);
+    }
     auto now = std::chrono::steady_clock::now();
     if (now - last_commit >= kCommitEvery) {
       commit_ready();
@@ -330,7 +334,34 @@ std::vector<middleware::StageStats> Pipeline::stats() const {
   for (const auto& t : stages.transforms) describe(t, "transform");
   describe(stages.sink, "sink");
   if (stages.dead_letter) describe(stages.dead_letter, "dead_letter");
+  s.stages = stage_profiles();
   out.push_back(std::move(s));
+  return out;
+}
+
+const char* Pipeline::role_name(StageSlots::Role role) {
+  switch (role) {
+    case StageSlots::Role::source:
+      return "source";
+    case StageSlots::Role::transform:
+      return "transform";
+    case StageSlots::Role::sink:
+      return "sink";
+    case StageSlots::Role::dead_letter:
+      return "dead_letter";
+  }
+  return "?";
+}
+
+std::vector<middleware::StageStats::Profile> Pipeline::stage_profiles() const {
+  constexpr double kNsPerMs = 1e6;
+  std::vector<middleware::StageStats::Profile> out;
+  for (const auto& r : slots_.counters()) {
+    out.push_back({r.label, role_name(r.role), r.plugin, r.calls, r.failed_calls, r.records_in,
+                   r.records_out, r.elapsed_ns / kNsPerMs, r.busy_ns / kNsPerMs,
+                   r.p50_ns / kNsPerMs, r.p99_ns / kNsPerMs, r.wait_input_ns / kNsPerMs,
+                   r.wait_downstream_ns / kNsPerMs, r.wait_breaker_ns / kNsPerMs});
+  }
   return out;
 }
 

@@ -114,6 +114,9 @@ class Pipeline {
   void on_memory_pressure(double level);
   // Calls, records and time spent in each stage position, by label ("orders.transform[1].x").
   std::vector<StageSlots::Reading> call_counters() const { return slots_.counters(); }
+  // Every stage position's profile, for stats().
+  std::vector<middleware::StageStats::Profile> stage_profiles() const;
+  static const char* role_name(StageSlots::Role role);
 
  private:
   StagePlan plan(const config::StageSpec& stage, sluice_kind kind,

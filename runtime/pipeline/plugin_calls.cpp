@@ -3,7 +3,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <bit>
 #include <chrono>
+#include <cmath>
 
 namespace sluice::pipeline {
 
@@ -29,17 +32,109 @@ StageError StageCall::error(std::string message, sluice_status status) const {
   return {name(), plugin(), std::move(message), status, 1};
 }
 
+namespace {
+
+int64_t steady_ns(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+int64_t now_ns() { return steady_ns(std::chrono::steady_clock::now()); }
+
+uint64_t since(int64_t from_ns, int64_t to_ns) {
+  return to_ns > from_ns ? static_cast<uint64_t>(to_ns - from_ns) : 0;
+}
+
+}  // namespace
+
+size_t CallTimes::bucket(uint64_t ns) {
+  if (ns < kExact) return ns;
+  const size_t octave = std::min<size_t>(std::bit_width(ns) - 1, kExact / 2 + kOctaves - 2);
+  const size_t quarter = (ns >> (octave - 2)) & 3;  // the two bits below the top one
+  return kExact + (octave - 3) * 4 + quarter;
+}
+
+double CallTimes::middle_ns(size_t bucket) {
+  if (bucket < kExact) return static_cast<double>(bucket);
+  const size_t octave = (bucket - kExact) / 4 + 3;
+  const size_t quarter = (bucket - kExact) % 4;
+  const double width = std::ldexp(1.0, static_cast<int>(octave) - 2);
+  return (4 + quarter) * width + width / 2;
+}
+
+void CallTimes::add(uint64_t ns) { counts_[bucket(ns)].fetch_add(1, std::memory_order_relaxed); }
+
+double CallTimes::quantile_ns(double q) const {
+  std::array<uint64_t, kBuckets> counts{};
+  uint64_t total = 0;
+  for (size_t i = 0; i < kBuckets; ++i)
+    total += counts[i] = counts_[i].load(std::memory_order_relaxed);
+  if (total == 0) return 0;
+  // The rank of the quantile among `total` calls, 1-based: p99 of 100 calls is the 99th.
+  const auto rank = std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(q * total)));
+  uint64_t seen = 0;
+  for (size_t i = 0; i < kBuckets; ++i) {
+    seen += counts[i];
+    if (seen >= rank) return middle_ns(i);
+  }
+  return middle_ns(kBuckets - 1);
+}
+
+CallCounters::CallCounters(bool idle_between_calls)
+    : idle_between_calls_(idle_between_calls), created_ns_(now_ns()), idle_since_ns_(created_ns_) {}
+
+void CallCounters::call_started(int64_t now) {
+  if (!idle_between_calls_) return;
+  if (running_.fetch_add(1, std::memory_order_acq_rel) == 0)
+    add_wait(Wait::input, since(idle_since_ns_.load(std::memory_order_acquire), now));
+}
+
+void CallCounters::call_ended(int64_t now) {
+  if (!idle_between_calls_) return;
+  if (running_.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    idle_since_ns_.store(now, std::memory_order_release);
+}
+
+CallProfile CallCounters::read() const {
+  CallProfile p;
+  p.calls = calls.load();
+  p.failed_calls = failed_calls.load();
+  p.records_in = records_in.load();
+  p.records_out = records_out.load();
+  p.busy_ns = busy_ns.load();
+  const int64_t now = now_ns();
+  p.elapsed_ns = since(created_ns_, now);
+  p.wait_input_ns = wait_ns[static_cast<size_t>(Wait::input)].load();
+  p.wait_downstream_ns = wait_ns[static_cast<size_t>(Wait::downstream)].load();
+  p.wait_breaker_ns = wait_ns[static_cast<size_t>(Wait::breaker)].load();
+  // Idle right now (no call running since idle_since) is input wait too.
+  if (idle_between_calls_ && running_.load() == 0)
+    p.wait_input_ns += since(idle_since_ns_.load(std::memory_order_acquire), now);
+  p.p50_ns = times.quantile_ns(0.5);
+  p.p99_ns = times.quantile_ns(0.99);
+  return p;
+}
+
+void StageCall::add_wait(Wait wait, std::chrono::nanoseconds time) const {
+  if (time.count() > 0) counters_->add_wait(wait, static_cast<uint64_t>(time.count()));
+}
+
 template <typename Call>
-StageResult StageCall::run(size_t records_in, Call&& call) const {
+StageResult StageCall::run(size_t records_in, Call&& call, CollectingWriter* produced) const {
   plugin::CallError err;
-  const auto started = std::chrono::steady_clock::now();
+  const int64_t started = now_ns();
+  counters_->call_started(started);
   const sluice_status status = normalize(call(err.get()));
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                      std::chrono::steady_clock::now() - started)
-                      .count();
+  const int64_t ended = now_ns();
+  counters_->call_ended(ended);
+  const uint64_t ns = since(started, ended);
   counters_->calls.fetch_add(1, std::memory_order_relaxed);
   counters_->records_in.fetch_add(records_in, std::memory_order_relaxed);
-  counters_->busy_ns.fetch_add(static_cast<uint64_t>(ns), std::memory_order_relaxed);
+  if (produced && produced->records().empty()) {
+    counters_->add_wait(Wait::input, ns);
+  } else {
+    counters_->busy_ns.fetch_add(ns, std::memory_order_relaxed);
+    counters_->times.add(ns);
+  }
   if (status == SLUICE_OK) return std::nullopt;
   counters_->failed_calls.fetch_add(1, std::memory_order_relaxed);
   std::string message = err.message[0]
@@ -82,7 +177,8 @@ StageResult StageCall::restore(std::string_view state) const {
 StageResult SourceCall::poll(sluice_poll_args& args, CollectingWriter& out) const {
   auto& inst = instance();
   StageResult result = run(
-      0, [&](sluice_error* e) { return inst.table().poll(inst.handle(), &args, out.get(), e); });
+      0, [&](sluice_error* e) { return inst.table().poll(inst.handle(), &args, out.get(), e); },
+      &out);
   count_out(out.records().size());
   return result;
 }

@@ -2,7 +2,9 @@
 // timed and counted, its status normalized, and a failure filled into one StageError.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -15,14 +17,67 @@
 
 namespace sluice::pipeline {
 
+// The times of a stage's calls in a fixed log-scale histogram: four buckets per doubling, so a
+// quantile read from it is within about 12% of the true one. Adding is one relaxed increment.
+class CallTimes {
+ public:
+  void add(uint64_t ns);
+  // The q-quantile (0..1) of the calls added, in nanoseconds; 0 with none.
+  double quantile_ns(double q) const;
+
+ private:
+  static constexpr size_t kExact = 8;     // 0..7 ns, one bucket each
+  static constexpr size_t kOctaves = 37;  // 8 ns .. 2^40 ns (18 min); longer calls land last
+  static constexpr size_t kBuckets = kExact + 4 * kOctaves;
+  static size_t bucket(uint64_t ns);
+  static double middle_ns(size_t bucket);
+  std::array<std::atomic<uint64_t>, kBuckets> counts_{};
+};
+
+// What a stage waited for, outside its calls.
+enum class Wait : uint8_t {
+  input,       // idle: no batch to work on (a source: polls that returned nothing)
+  downstream,  // a source paused by backpressure until the stage has room
+  breaker,     // a sink held by its open circuit breaker
+};
+
+// One stage position's figures at one moment (see CallCounters).
+struct CallProfile {
+  uint64_t calls = 0, failed_calls = 0, records_in = 0, records_out = 0;
+  uint64_t busy_ns = 0, elapsed_ns = 0;
+  uint64_t wait_input_ns = 0, wait_downstream_ns = 0, wait_breaker_ns = 0;
+  double p50_ns = 0, p99_ns = 0;
+};
+
 // What the calls of one stage position came to. They survive reloads (the position stays, its
 // instance changes) and are read from any thread.
 struct CallCounters {
+  // `idle_between_calls`: the time no call is running counts as waiting for input (every stage
+  // but the source, whose idle time is its empty polls and whose gaps are backpressure).
+  explicit CallCounters(bool idle_between_calls = false);
+
   std::atomic<uint64_t> calls{0};
   std::atomic<uint64_t> failed_calls{0};  // status other than OK
   std::atomic<uint64_t> records_in{0};    // handed to the plugin
   std::atomic<uint64_t> records_out{0};   // appended (source, transform) or accepted (sink)
   std::atomic<uint64_t> busy_ns{0};       // time spent inside the plugin
+  std::array<std::atomic<uint64_t>, 3> wait_ns{};  // by Wait
+  CallTimes times;
+
+  void add_wait(Wait wait, uint64_t ns) {
+    wait_ns[static_cast<size_t>(wait)].fetch_add(ns, std::memory_order_relaxed);
+  }
+  // Bracket one call (steady-clock nanoseconds): with idle_between_calls, the time since the
+  // last call ended, none running, is input wait.
+  void call_started(int64_t now_ns);
+  void call_ended(int64_t now_ns);
+  CallProfile read() const;
+
+ private:
+  bool idle_between_calls_;
+  int64_t created_ns_;
+  std::atomic<uint32_t> running_{0};
+  std::atomic<int64_t> idle_since_ns_;
 };
 
 // A stage's instance seen through the position it holds. Cheap to copy: a batch takes a copy of
@@ -46,14 +101,18 @@ class StageCall {
   StageResult snapshot(std::string& state) const;
   StageResult restore(std::string_view state) const;
 
+  // Time the stage waited outside its calls (see Wait).
+  void add_wait(Wait wait, std::chrono::nanoseconds time) const;
+
   // An error blamed on this stage.
   StageError error(std::string message, sluice_status status = SLUICE_ERROR) const;
 
  protected:
   // Runs `call` (which returns the plugin's status and fills `err`): times and counts it,
   // normalizes the status, and turns a failure into a StageError carrying the plugin's message.
+  // With `produced` given, a call that appended nothing to it was waiting for input, not busy.
   template <typename Call>
-  StageResult run(size_t records_in, Call&& call) const;
+  StageResult run(size_t records_in, Call&& call, CollectingWriter* produced = nullptr) const;
   void count_out(size_t records) const;
 
  private:

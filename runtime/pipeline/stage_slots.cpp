@@ -10,7 +10,8 @@ namespace sluice::pipeline {
 void StageSlots::add(Role role, std::string label,
                      std::shared_ptr<plugin::PluginInstance> instance) {
   std::lock_guard lock(mu_);
-  slots_.push_back({role, std::move(label), std::make_shared<CallCounters>(), std::move(instance)});
+  slots_.push_back({role, std::move(label), std::make_shared<CallCounters>(role != Role::source),
+                    std::move(instance)});
 }
 
 StageSet StageSlots::snapshot() const {
@@ -90,9 +91,7 @@ std::vector<StageSlots::Reading> StageSlots::counters() const {
   std::vector<Reading> out;
   std::lock_guard lock(mu_);
   for (const auto& s : slots_) {
-    const auto& c = *s.counters;
-    out.push_back({s.label, s.role, c.calls.load(), c.failed_calls.load(), c.records_in.load(),
-                   c.records_out.load(), c.busy_ns.load()});
+    out.push_back({s.counters->read(), s.label, s.role, s.instance ? s.instance->info().name : ""});
   }
   return out;
 }

@@ -49,12 +49,12 @@ class StageSlots {
   // Empties every slot, last first, destroying the instances on the calling thread.
   void clear();
 
-  struct Reading {
+  struct Reading : CallProfile {
     std::string label;
     Role role;
-    uint64_t calls, failed_calls, records_in, records_out, busy_ns;
+    std::string plugin;  // the registered name of the plugin in the slot now
   };
-  // The call counters of every position.
+  // The call counters of every position, in slot order.
   std::vector<Reading> counters() const;
 
  private:

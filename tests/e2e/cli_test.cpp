@@ -476,3 +476,32 @@ TEST_CASE("README's pipeline example is pipelines/fields-demo.yaml, word for wor
   REQUIRE(end != std::string::npos);
   CHECK(readme.substr(body, end - body) == file);
 }
+
+TEST_CASE("sluice top --once shows every stage position and marks the slow sink the bottleneck") {
+  auto dir = scratch("top-profile");
+  const int port = free_port();
+  write_file(dir / "p.yaml",
+             "name: prof\nsource: {type: generator, count: 0}\n"
+             "sink: {type: latency, batch_cost_ms: 20}\n"
+             "admin: {port: " +
+                 std::to_string(port) + "}\n");
+  const std::string file = (dir / "p.yaml").string();
+  int pid = sluice::test::start_process({bin(), "run", "--no-plugin-watch", file},
+                                        (dir / "stdout").string(), (dir / "stderr").string());
+  sluice::test::ProcessResult r;
+  for (int attempt = 0; attempt < 100; ++attempt) {  // until the sink has been called
+    r = run_process({bin(), "top", file, "--once"});
+    if (r.exit_code == 0 && r.out.find("bottleneck:") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  kill(pid, SIGTERM);
+  CHECK(sluice::test::wait_process(pid) == 0);
+  INFO(r.out);
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("prof.source.generator") != std::string::npos);
+  CHECK(r.out.find("prof.sink.latency") != std::string::npos);
+  CHECK(r.out.find("WAIT DOWN MS") != std::string::npos);
+  // Twenty milliseconds a put against a generator's microseconds a poll: the sink.
+  CHECK(r.out.find("bottleneck: prof.sink.latency") != std::string::npos);
+}

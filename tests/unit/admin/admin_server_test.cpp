@@ -413,6 +413,22 @@ TEST_CASE("stats has the seed's shape per stage, the plugins with version and fi
   CHECK(std::string(stage["plugins"][1]["role"].GetString()) == "sink");
   CHECK(std::filesystem::path(stage["plugins"][1]["file"].GetString()).filename() ==
         "sluice-basic.so");
+  // The profile per stage position, source first, each with its own counts and times.
+  REQUIRE(stage["stages"].IsArray());
+  REQUIRE(stage["stages"].Size() == 2);
+  const auto& gen = stage["stages"][0];
+  CHECK(std::string(gen["name"].GetString()) == "tiny.source.generator");
+  CHECK(std::string(gen["role"].GetString()) == "source");
+  CHECK(std::string(gen["plugin"].GetString()) == "generator");
+  CHECK(gen["calls"].GetUint64() > 0);
+  CHECK(gen["records_out"].GetUint64() > 0);
+  const auto& sink = stage["stages"][1];
+  CHECK(std::string(sink["role"].GetString()) == "sink");
+  CHECK(sink["records_in"].GetUint64() > 0);
+  CHECK(sink["busy_ms"].GetDouble() > 0);
+  CHECK(sink["p99_ms"].GetDouble() >= sink["p50_ms"].GetDouble());
+  for (const char* wait : {"wait_input_ms", "wait_downstream_ms", "wait_breaker_ms"})
+    CHECK_MESSAGE(sink[wait].GetDouble() >= 0, wait);
 }
 
 TEST_CASE("metrics are Prometheus text 0.0.4 that promtool check metrics accepts") {
@@ -430,6 +446,12 @@ TEST_CASE("metrics are Prometheus text 0.0.4 that promtool check metrics accepts
   CHECK(res->body.find("sluice_records_in_total{pipeline=\"tiny\",stage=\"out\"}") !=
         std::string::npos);
   CHECK(res->body.find("sluice_plugin_info{pipeline=\"tiny\",stage=\"out\",instance=\"gen\"") !=
+        std::string::npos);
+  // Per stage position, labelled by the position's name.
+  CHECK(res->body.find("sluice_stage_calls_total{pipeline=\"tiny\",stage=\"tiny.source.generator\","
+                       "role=\"source\",plugin=\"generator\"}") != std::string::npos);
+  CHECK(res->body.find("# TYPE sluice_stage_call_seconds summary") != std::string::npos);
+  CHECK(res->body.find("sluice_stage_wait_seconds_total{pipeline=\"tiny\",stage=\"tiny.sink.") !=
         std::string::npos);
 
   const std::string promtool = SLUICE_PROMTOOL;

@@ -2,6 +2,7 @@
 #include "admin/stats_view.hpp"
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <sstream>
 #include <vector>
@@ -142,4 +143,52 @@ TEST_CASE("a top frame shows a fetch error line and drops stages no longer repor
   CHECK(l[1] == "cannot reach the admin API");
   CHECK(frame.find("orders.sink") == std::string::npos);
   CHECK(frame.find("audit.sink") != std::string::npos);
+}
+
+namespace {
+
+// One stage whose positions have been busy `busy_ms` each over `elapsed_ms`.
+std::string profiled(double elapsed_ms, double busy_source, double busy_transform,
+                     double busy_sink) {
+  auto position = [&](const char* name, const char* role, double busy) {
+    return fmt::format(
+        R"({{"name":"{}","role":"{}","plugin":"p","calls":10,"records_in":100,"records_out":100,)"
+        R"("elapsed_ms":{},"busy_ms":{},"p50_ms":1.5,"p99_ms":4,"wait_input_ms":7,)"
+        R"("wait_downstream_ms":8,"wait_breaker_ms":0}})",
+        name, role, elapsed_ms, busy);
+  };
+  return R"({"pipelines":{"o":{"state":"running","stages":{"o.sink":{"stages":[)" +
+         position("o.source.gen", "source", busy_source) + "," +
+         position("o.transform[0].fields", "transform", busy_transform) + "," +
+         position("o.sink.file", "sink", busy_sink) + "]}}}}}";
+}
+
+}  // namespace
+
+TEST_CASE("top lists each position and marks the busiest since the last refresh the bottleneck") {
+  auto rows = parse_stats(profiled(1000, 100, 600, 300));
+  REQUIRE(rows.size() == 1);
+  REQUIRE(rows[0].positions.size() == 3);
+  CHECK(rows[0].positions[1].name == "o.transform[0].fields");
+  CHECK(rows[0].positions[1].busy_ms == 600);
+  CHECK(rows[0].positions[2].wait_downstream_ms == 8);
+  TopView view;
+  view.add(rows, 0);
+  std::string frame = view.render("t");
+  CHECK(frame.find("o.source.gen") != std::string::npos);
+  CHECK(frame.find("bottleneck: o.transform[0].fields (busy 60.0%)") != std::string::npos);
+  // Over the next second the sink did the work: the fraction is of that second, not of all time.
+  view.add(parse_stats(profiled(2000, 200, 650, 1200)), 1.0);
+  frame = view.render("t");
+  CHECK(frame.find("bottleneck: o.sink.file (busy 90.0%)") != std::string::npos);
+  for (const auto& line : lines(frame))
+    if (line.find("o.sink.file") != std::string::npos &&
+        line.find("bottleneck") == std::string::npos)
+      CHECK(line.rfind("*", 0) == 0);
+}
+
+TEST_CASE("stats from a server without the profile show no positions and no bottleneck") {
+  TopView view;
+  view.add(parse_stats(canned(4900, 2500, false)), 0);
+  CHECK(view.render("t").find("bottleneck") == std::string::npos);
 }
