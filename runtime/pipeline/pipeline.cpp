@@ -215,8 +215,10 @@ void Pipeline::source_loop() {
   while (!stop_requested_.load()) {
     swap_source_if_asked();
     auto& src = *stages_->source;
-    size_t room = stage_->room();
-    if (room == 0 && spec_.performance.backpressure) {
+    // Room is in records and bytes: a source that ignores max_bytes and goes over gets room 0
+    // (paused) until the stage holds less than its byte bound again.
+    const middleware::IntakeRoom room = stage_->intake_room();
+    if (room.records == 0 && spec_.performance.backpressure) {
       if (!paused && src.has(&sluice_plugin::set_paused)) src.table().set_paused(src.handle(), 1);
       paused = true;
     } else if (paused) {
@@ -227,8 +229,8 @@ void Pipeline::source_loop() {
     // group) but without a timeout: the wait is wait_for_room() below, which ends as soon as the
     // stage has room again rather than after a fixed sleep.
     sluice_poll_args args{sizeof(sluice_poll_args),
-                          static_cast<uint32_t>(std::min(room, kMaxPollRecords)),
-                          paused ? 0u : kPollTimeoutMs, 0};
+                          static_cast<uint32_t>(std::min(room.records, kMaxPollRecords)),
+                          paused ? 0u : kPollTimeoutMs, 0, room.bytes};
     CollectingWriter out(SIZE_MAX);
     plugin::CallError err;
     sluice_status st = normalize(src.table().poll(src.handle(), &args, out.get(), err.get()));
