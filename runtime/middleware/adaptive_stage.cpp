@@ -452,7 +452,7 @@ StageStats AdaptiveStage::stats() const {
   if (const auto u = memory_.unaccounted())
     s.memory.unaccounted = fmt::format(
         "RSS {:.1f} MB of a {:.1f} MB limit, but the runtime holds only {:.1f} MB of records "
-        "(a plugin or the allocator keeps the rest); intake stays paused while it lasts",
+        "(a plugin or the allocator keeps the rest), so intake waits on memory it cannot free",
         mb(u->rss), mb(u->limit), mb(u->accounted));
   s.performance.avg_batch_time_ms = profiler_.avg_batch_time_ms();
   s.performance.p50_batch_time_ms = profiler_.p50_batch_time_ms();

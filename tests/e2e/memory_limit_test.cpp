@@ -35,7 +35,9 @@ struct MeasuredRun {
   std::string err;
 };
 
-// Runs `sluice run` on a YAML text to its end; wait4 reports the child's peak RSS.
+// Runs `sluice run` on a YAML text to its end; wait4 reports the child's peak RSS. Linux carries
+// the high-water mark across fork + exec, so it is at least this small test process's RSS: the
+// figure can only err high.
 MeasuredRun run_measured(const fs::path& dir, const std::string& yaml) {
   write_file(dir / "p.yaml", yaml);
   const int pid =

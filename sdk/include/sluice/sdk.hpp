@@ -183,7 +183,7 @@ struct OutRecord {
 // The host-owned output of a poll or process call, and the reject channel of put.
 class Output {
  public:
-  // `max_bytes`: the byte budget of a poll (sluice_poll_args::max_bytes); SIZE_MAX when none.
+  // `max_bytes`: the byte budget of a poll (sluice_poll_args::max_bytes); UINT64_MAX when none.
   explicit Output(sluice_writer* w, uint64_t max_bytes = UINT64_MAX)
       : w_(w), max_bytes_(max_bytes) {}
 
