@@ -34,7 +34,8 @@ std::string_view view(sluice_bytes b) {
 
 AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
                              const core::PerformanceSettings& settings, const core::Clock& clock,
-                             Process process, Done done, OnPressure on_pressure)
+                             Process process, Done done, OnPressure on_pressure,
+                             MemoryMonitor::RssReader rss_reader)
     : pipeline_(std::move(pipeline)),
       stage_(std::move(stage)),
       settings_(settings),
@@ -44,7 +45,7 @@ AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
       on_pressure_(std::move(on_pressure)),
       batch_size_(settings),
       concurrency_(settings, clock),
-      memory_(settings, clock),
+      memory_(settings, clock, std::move(rss_reader), MemoryMonitor::kCgroupMemoryMax),
       profiler_(settings, clock),
       byte_bound_(byte_bound_of(settings, memory_)) {
   // Ordering `none` needs no lanes: one shared lane that is never held.

@@ -65,8 +65,10 @@ class AdaptiveStage {
   // Called when memory pressure passes gc_trigger_threshold (rate-limited): plugins shrink.
   using OnPressure = std::function<void(double level)>;
 
+  // `rss_reader`: for tests, a fake RSS reading (see MemoryMonitor); empty reads /proc.
   AdaptiveStage(std::string pipeline, std::string stage, const core::PerformanceSettings& settings,
-                const core::Clock& clock, Process process, Done done, OnPressure on_pressure = {});
+                const core::Clock& clock, Process process, Done done, OnPressure on_pressure = {},
+                MemoryMonitor::RssReader rss_reader = {});
   ~AdaptiveStage();
   AdaptiveStage(const AdaptiveStage&) = delete;
   AdaptiveStage& operator=(const AdaptiveStage&) = delete;

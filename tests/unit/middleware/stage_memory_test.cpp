@@ -2,9 +2,11 @@
 // and the byte bound that follows from the memory limit.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "middleware/adaptive_stage.hpp"
 
@@ -141,5 +143,34 @@ TEST_CASE("a batch in flight counts against the byte bound until it is done") {
   stage.drain();
   CHECK(stage.room() > 0);
   CHECK(w.outstanding() == 0);
+  stage.stop();
+}
+
+TEST_CASE("RSS over the limit that the stage's records do not explain shows in its stats") {
+  core::ManualClock clock;
+  std::atomic<uint64_t> rss{60 * kMb};  // a leaking plugin: 60 MB of a 64 MB limit, no records
+  auto settings = one_batch(64);
+  settings.memory_control = true;
+  AdaptiveStage stage(
+      "p", "s", settings, clock, [](WorkBatch&) { return BatchOutcome{}; }, {}, {},
+      [&] { return rss.load(); });
+  stage.start();
+  // The dispatcher samples on its own thread; let the manual clock run past the grace time.
+  auto sampled_until = [&](auto done) {
+    for (int i = 0; i < 500 && !done(); ++i) {
+      clock.advance(std::chrono::seconds(1));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return done();
+  };
+  REQUIRE(sampled_until([&] { return !stage.stats().memory.unaccounted.empty(); }));
+  const std::string why = stage.stats().memory.unaccounted;
+  CHECK(why.find("RSS 60.0 MB of a 64.0 MB limit") != std::string::npos);
+  CHECK(why.find("holds only 0.0 MB of records") != std::string::npos);
+  CHECK(stage.room() == 0);  // intake waits on memory the stage cannot free
+
+  rss = 10 * kMb;  // the plugin let go
+  CHECK(sampled_until([&] { return stage.stats().memory.unaccounted.empty(); }));
+  CHECK(stage.room() > 0);
   stage.stop();
 }
