@@ -76,6 +76,11 @@ PipelineHealth evaluate(const PipelineObservation& p, const StageErrors& stage_e
       stage.last_error = fmt::format("error rate {:.1f}% over the profiler window (limit {:.1f}%)",
                                      error_rate, rules.degraded_error_rate_percent);
     }
+    // Intake paused by memory that is not ours to drain: say so rather than "paused" forever.
+    if (!s.memory.unaccounted.empty()) {
+      stage.state = HealthState::degraded;
+      stage.last_error = s.memory.unaccounted;
+    }
   }
 
   auto degrade = [&](const std::map<std::string, std::string>& errors) {

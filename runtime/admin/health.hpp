@@ -12,8 +12,9 @@ namespace sluice::admin {
 
 // starting: not yet running its stage; running; paused: intake held back by backpressure (the
 // middleware doing its job, so healthy); degraded: running but something needs a look (error
-// rate over the limit, or an error reported against the stage, e.g. a refused reload that left
-// the old version running); finished: input ended cleanly; failed: the pipeline stopped on error.
+// rate over the limit, an error reported against the stage, e.g. a refused reload that left
+// the old version running, or RSS over the memory pause threshold that the runtime's own records
+// do not explain); finished: input ended cleanly; failed: the pipeline stopped on error.
 enum class HealthState { starting, running, paused, degraded, finished, failed };
 
 const char* health_state_name(HealthState state);

@@ -213,8 +213,10 @@ void Pipeline::source_loop() {
     swap_source_if_asked();
     const SourceCall src = slots_.source();
     relay_memory_pressure(src);
-    size_t room = stage_->room();
-    if (room == 0 && spec_.performance.backpressure) {
+    // Room is in records and bytes: a source that ignores max_bytes and goes over gets room 0
+    // (paused) until the stage holds less than its byte bound again.
+    const middleware::IntakeRoom room = stage_->intake_room();
+    if (room.records == 0 && spec_.performance.backpressure) {
       if (!paused) src.set_paused(true);
       paused = true;
     } else if (paused) {
@@ -225,8 +227,8 @@ void Pipeline::source_loop() {
     // group) but without a timeout: the wait is wait_for_room() below, which ends as soon as the
     // stage has room again rather than after a fixed sleep.
     sluice_poll_args args{sizeof(sluice_poll_args),
-                          static_cast<uint32_t>(std::min(room, kMaxPollRecords)),
-                          paused ? 0u : kPollTimeoutMs, 0};
+                          static_cast<uint32_t>(std::min(room.records, kMaxPollRecords)),
+                          paused ? 0u : kPollTimeoutMs, 0, room.bytes};
     CollectingWriter out(SIZE_MAX);
     const StageResult err = src.poll(args, out);
     if (!out.records().empty()) {

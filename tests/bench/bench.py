@@ -394,26 +394,35 @@ def bench_latency(h):
 
 def bench_memory(h):
     cap = 20_000
-    count = 100_000 if h.quick else 600_000
     limit = 128
+    # Arm -> (records, payload bytes, performance): the same limit whatever the record size.
+    shapes = {
+        "backpressure_on": (100_000 if h.quick else 600_000, 1000, {}),
+        "backpressure_off": (100_000 if h.quick else 600_000, 1000,
+                             {"backpressure": False, "memory_control": False}),
+        "records_64kb": (3_000 if h.quick else 20_000, 64 << 10, {}),
+        "records_1mb": (300 if h.quick else 2_000, 1 << 20, {}),
+    }
 
-    def spec(performance):
+    def spec(count, payload, performance):
         return {"name": "bench_memory",
-                "source": generator(count=count, payload_size=1000),
+                "source": generator(count=count, payload_size=payload),
                 "sink": {"type": "probe", "capacity_rps": cap},
                 "performance": {"memory_limit_mb": limit, **performance}}
 
     runs = h.interleaved("memory", {
-        "backpressure_on": lambda tag: h.run_sluice(tag, spec({}), probe=True),
-        "backpressure_off": lambda tag: h.run_sluice(
-            tag, spec({"backpressure": False, "memory_control": False}), probe=True),
+        arm: (lambda tag, shape=shape: h.run_sluice(tag, spec(*shape), probe=True))
+        for arm, shape in shapes.items()
     }, h.reps(1, 1))
     extra = [("sink_records", ("sink", "records")), ("sink_duplicates", ("sink", "duplicates")),
              ("stage_peak_memory_mb", "stage_peak_memory_mb")]
     arms = {a: arm_summary(r, extra) for a, r in runs.items()}
     for a, rs in runs.items():
         # Lost = offsets never seen at the sink: count minus the distinct records it saw.
+        count = shapes[a][0]
         lost = [count - (r["sink"]["records"] - r["sink"]["duplicates"]) for r in rs]
+        arms[a]["records"] = count
+        arms[a]["payload_size"] = shapes[a][1]
         arms[a]["sink_lost_each"] = lost
         arms[a]["sink_lost"] = max(lost)
         arms[a]["sink_duplicates"] = max(r["sink"]["duplicates"] for r in rs)
@@ -421,17 +430,22 @@ def bench_memory(h):
             r["sink"]["records"] / r["sink"]["first_to_last_put_s"] for r in rs
             if r["sink"]["first_to_last_put_s"] > 0) if rs else None
     on = arms["backpressure_on"]
-    checks = [
-        check("peak_rss_mb", on["peak_rss_mb"], "<=", limit),
-        check("records_lost", on["sink_lost"], "==", 0),
-        check("records_duplicated", on["sink_duplicates"], "==", 0),
-        check("throughput_vs_cap", ratio(on["records_per_s"], cap), ">=", 0.95),
-    ]
-    config = {"records": count, "payload_size": 1000, "capacity_rps": cap,
-              "memory_limit_mb": limit,
+    checks = [check("throughput_vs_cap", ratio(on["records_per_s"], cap), ">=", 0.95)]
+    for a in ("backpressure_on", "records_64kb", "records_1mb"):
+        prefix = "" if a == "backpressure_on" else f"{a}_"
+        checks += [
+            check(f"{prefix}peak_rss_mb", arms[a]["peak_rss_mb"], "<=", limit),
+            check(f"{prefix}records_lost", arms[a]["sink_lost"], "==", 0),
+            check(f"{prefix}records_duplicated", arms[a]["sink_duplicates"], "==", 0),
+        ]
+    config = {"records": {a: shape[0] for a, shape in shapes.items()},
+              "payload_size": {a: shape[1] for a, shape in shapes.items()},
+              "capacity_rps": cap, "memory_limit_mb": limit,
               "pipeline": "generator (as fast as polled, bounded by count) -> probe sink "
                           "(benchkit; capacity cap, counts distinct offsets)",
               "backpressure_off": "performance backpressure: false and memory_control: false",
+              "records_64kb_1mb": "large records under the same limit, defaults otherwise: peak "
+                                  "RSS must stay under the limit with nothing lost",
               "records_per_s": "delivered / the run's seconds (summary line), start-up included"}
     return arms, checks, config, runs
 
