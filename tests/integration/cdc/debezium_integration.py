@@ -21,6 +21,7 @@ import decimal
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -580,6 +581,11 @@ def main():
         if proc.wait(timeout=60) != 0:
             fail(f"sluice ({p}) exited {proc.returncode} after SIGTERM: "
                  f"{Path(log).read_text()[-2000:]}")
+        # Tombstones, transaction markers and heartbeats are passed over, never rejected.
+        last = [line for line in Path(log).read_text().splitlines() if " records in, " in line][-1]
+        m = re.search(r"(\d+) dead-lettered, (\d+) filtered, (\d+) rejected", last)
+        if not m or m.group(1) != "0" or m.group(3) != "0" or m.group(2) == "0":
+            fail(f"sluice ({p}) rejected events or passed none over: {last}")
     for name in CONNECTORS:
         rest(f"{connect_url}/connectors/{name}", "DELETE")
     print(f"real Debezium -> sluice: every mirror row and every aggregate equals the source "
