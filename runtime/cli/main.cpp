@@ -19,6 +19,7 @@
 #include "admin/admin_server.hpp"
 #include "cli/commands_admin.hpp"
 #include "config/pipeline_spec.hpp"
+#include "isolation/plugin_host.hpp"
 #include "pipeline/pipeline.hpp"
 #include "pipeline/reloader.hpp"
 #include "pipeline/supervisor.hpp"
@@ -310,6 +311,8 @@ int cmd_plugins_inspect(const std::string& file, const CommonOptions& common) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "plugin-host")  // hidden: an isolated stage's child
+    return isolation::plugin_host_main(argc, argv);
   CLI::App app{"sluice: a pipeline runtime with plugins and an adaptive middleware"};
   app.require_subcommand(1);
   std::string log_level = "info", log_format = "text";

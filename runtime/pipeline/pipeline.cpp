@@ -7,6 +7,7 @@
 
 #include <numeric>
 
+#include "isolation/proxy.hpp"
 #include "pipeline/backoff.hpp"
 
 namespace sluice::pipeline {
@@ -90,7 +91,9 @@ StagePlan Pipeline::plan(const config::StageSpec& stage, sluice_kind kind,
 
 std::unique_ptr<plugin::PluginInstance> Pipeline::create(const StagePlan& p) {
   try {
-    return std::make_unique<plugin::PluginInstance>(*p.plugin, p.spec.instance_name, p.config_json);
+    const plugin::PluginInfo info =
+        isolation::plugin_info_for(*p.plugin, p.spec.instance_name, p.spec.isolation);
+    return std::make_unique<plugin::PluginInstance>(info, p.spec.instance_name, p.config_json);
   } catch (const plugin::PluginCreateError& e) {
     throw config::ConfigError(
         config::field_location(p.spec, e.field()),

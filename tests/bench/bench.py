@@ -296,6 +296,36 @@ def bench_overhead(h):
     return arms, checks, config, runs
 
 
+def bench_isolation(h):
+    """The JSON transform in process vs in a `sluice plugin-host` child (issue 16)."""
+    count = 500_000 if h.quick else 5_000_000
+    batch = 1000
+    fixed = {"adaptive_batching": False, "batch_size": batch, "min_batch_size": batch,
+             "max_batch_size": batch, "adaptive_concurrency": False, "concurrency": 1,
+             "min_concurrency": 1, "max_concurrency": 1}
+
+    def spec(isolation):
+        return {"name": "bench_isolation", "source": generator(count=count),
+                "transforms": [{**JSON_TRANSFORM, "isolation": isolation}],
+                "sink": {"type": "null"}, "performance": fixed}
+
+    runs = h.interleaved("isolation", {
+        "in_process": lambda tag: h.run_sluice(tag, spec("none")),
+        "process": lambda tag: h.run_sluice(tag, spec("process")),
+    }, h.reps(3, 3))
+    arms = {a: arm_summary(r) for a, r in runs.items()}
+    inside = arms["in_process"]["records_per_s"]
+    outside = arms["process"]["records_per_s"]
+    crossing_us = (batch * 1e6 * (1 / outside - 1 / inside)) if inside and outside else None
+    arms["process"]["per_batch_crossing_us"] = crossing_us
+    checks = [check("process_vs_in_process", ratio(outside, inside), ">=", 0.75)]
+    config = {"records": count, "pipeline": "generator -> fields (add) -> null",
+              "batch_size": batch, "concurrency": 1,
+              "per_batch_crossing_us": "batch_size x (1/out-of-process - 1/in-process) "
+                                       "records/s, in microseconds"}
+    return arms, checks, config, runs
+
+
 def static_performance(batch, concurrency, linger_ms=None):
     p = {"adaptive_batching": False, "batch_size": batch, "min_batch_size": batch,
          "max_batch_size": batch, "adaptive_concurrency": False, "concurrency": concurrency,
@@ -482,6 +512,7 @@ BENCHMARKS = {
     "memory": bench_memory,
     "shift": bench_shift,
     "overhead": bench_overhead,
+    "isolation": bench_isolation,
 }
 EXTERNAL = ["kafka", "cdc"]
 
