@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <mutex>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 
@@ -22,7 +23,13 @@ namespace sluice::isolation {
 namespace {
 
 std::mutex g_exe_mu;
-std::filesystem::path g_exe = "/proc/self/exe";
+
+// Empty until set: only a program whose main() serves `plugin-host` may spawn itself, or a test
+// binary would spawn copies of itself that run its tests again.
+std::filesystem::path& executable() {
+  static std::filesystem::path exe;
+  return exe;
+}
 
 // The fds a child finds its socket and regions on.
 constexpr int kChildSocketFd = 3;
@@ -91,12 +98,12 @@ pid_t spawn(const std::vector<std::string>& args, const int (&fds)[3]) {
 
 void set_host_executable(std::filesystem::path path) {
   std::lock_guard lock(g_exe_mu);
-  g_exe = std::move(path);
+  executable() = std::move(path);
 }
 
-const std::filesystem::path& host_executable() {
+std::filesystem::path host_executable() {
   std::lock_guard lock(g_exe_mu);
-  return g_exe;
+  return executable();
 }
 
 std::string describe_wait_status(int status) {
@@ -113,6 +120,10 @@ std::string describe_wait_status(int status) {
 ChildProcess::ChildProcess(const ChildOptions& options)
     : input_(SharedRegion::create("sluice-batch-in")),
       output_(SharedRegion::create("sluice-batch-out")) {
+  if (host_executable().empty())
+    throw std::runtime_error(
+        "this program cannot start plugin-host children (the sluice "
+        "launcher can)");
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) fail(errno, "socketpair");
   socket_ = pair[0];
@@ -123,6 +134,7 @@ ChildProcess::ChildProcess(const ChildOptions& options)
     pid_ = spawn(child_arguments(options), fds);
   } catch (...) {
     for (int fd : fds) ::close(fd);
+    ::close(socket_);
     throw;
   }
   for (int fd : fds) ::close(fd);

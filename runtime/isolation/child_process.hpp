@@ -14,9 +14,10 @@
 
 namespace sluice::isolation {
 
-// The executable that serves `plugin-host` (default /proc/self/exe; tests point it at sluice).
+// The executable that serves `plugin-host`: /proc/self/exe in the sluice launcher (linking
+// plugin_host.cpp, which main() calls, sets it); empty elsewhere unless a test sets it.
 void set_host_executable(std::filesystem::path path);
-const std::filesystem::path& host_executable();
+std::filesystem::path host_executable();
 
 struct ChildOptions {
   std::filesystem::path file;  // the plugin library

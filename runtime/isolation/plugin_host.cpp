@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "isolation/channel.hpp"
+#include "isolation/child_process.hpp"
 #include "isolation/shared_region.hpp"
 #include "plugin/plugin_instance.hpp"
 #include "plugin/plugin_library.hpp"
@@ -271,6 +272,14 @@ void PluginHost::state_call(const Message& m) {
   writer_.add_blob(state);
   reply(m, st, error_.message, writer_.finish());
 }
+
+// This file is linked only into a program whose main() calls plugin_host_main (a static library
+// member is pulled in only for a symbol someone uses): that program may spawn itself as the
+// plugin host.
+const bool g_serves_plugin_host = [] {
+  set_host_executable("/proc/self/exe");
+  return true;
+}();
 
 }  // namespace
 

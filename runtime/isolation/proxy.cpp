@@ -469,34 +469,51 @@ sluice_status proxy_create(const sluice_host_api* host, const char* config_json,
 
 void proxy_destroy(void* instance) { delete as_proxy(instance); }
 
+// The host calls the table as it calls a plugin's: no exception may leave it (a failed spawn,
+// a shared region that cannot grow), so each becomes an ERROR with its message.
+template <typename Call>
+sluice_status guarded(sluice_error* error, Call&& call) {
+  try {
+    return call();
+  } catch (const std::exception& e) {
+    set_error(error, std::string("plugin process: ") + e.what());
+    return SLUICE_ERROR;
+  }
+}
+
 sluice_status proxy_process(void* instance, const sluice_batch* in, sluice_writer* out,
                             sluice_error* error) {
-  return as_proxy(instance)->batch(MessageKind::process, in, out, error);
+  return guarded(error,
+                 [&] { return as_proxy(instance)->batch(MessageKind::process, in, out, error); });
 }
 
 sluice_status proxy_put(void* instance, const sluice_batch* in, sluice_writer* rejects,
                         sluice_error* error) {
-  return as_proxy(instance)->batch(MessageKind::put, in, rejects, error);
+  return guarded(error,
+                 [&] { return as_proxy(instance)->batch(MessageKind::put, in, rejects, error); });
 }
 
 sluice_status proxy_flush(void* instance, sluice_error* error) {
-  return as_proxy(instance)->simple(MessageKind::flush, error);
+  return guarded(error, [&] { return as_proxy(instance)->simple(MessageKind::flush, error); });
 }
 
 sluice_status proxy_pre_commit(void* instance, sluice_error* error) {
-  return as_proxy(instance)->simple(MessageKind::pre_commit, error);
+  return guarded(error, [&] { return as_proxy(instance)->simple(MessageKind::pre_commit, error); });
 }
 
 void proxy_on_memory_pressure(void* instance, double level) {
-  as_proxy(instance)->memory_pressure(level);
+  guarded(nullptr, [&] {
+    as_proxy(instance)->memory_pressure(level);
+    return SLUICE_OK;
+  });
 }
 
 sluice_status proxy_snapshot(void* instance, sluice_buffer* out, sluice_error* error) {
-  return as_proxy(instance)->snapshot(out, error);
+  return guarded(error, [&] { return as_proxy(instance)->snapshot(out, error); });
 }
 
 sluice_status proxy_restore(void* instance, const uint8_t* data, size_t len, sluice_error* error) {
-  return as_proxy(instance)->restore(data, len, error);
+  return guarded(error, [&] { return as_proxy(instance)->restore(data, len, error); });
 }
 
 // The proxy table offers exactly the optional hooks the real plugin has, so the host's
@@ -547,12 +564,14 @@ plugin::PluginInfo make_proxy(const plugin::PluginInfo& real, const std::string&
 
 plugin::PluginInfo plugin_info_for(const plugin::PluginInfo& real, const std::string& instance_name,
                                    const core::IsolationSettings& settings) {
-  return settings.process ? make_proxy(real, instance_name, settings) : real;
+  const bool isolated = settings.process && real.kind != SLUICE_KIND_SOURCE;  // not yet
+  return isolated ? make_proxy(real, instance_name, settings) : real;
 }
 
 std::string trial_load(const std::filesystem::path& file, sluice_kind kind,
                        const std::string& plugin_name, const std::string& config_json) {
   constexpr int kTrialTimeoutMs = 30000;
+  if (host_executable().empty()) return "";  // not the launcher (a test): nothing to try with
   try {
     ChildProcess child(ChildOptions{file, plugin_name, kind, "trial-load", 0, true});
     MessageHeader h;

@@ -16,7 +16,8 @@ namespace sluice::isolation {
 plugin::PluginInfo make_proxy(const plugin::PluginInfo& real, const std::string& instance_name,
                               const core::IsolationSettings& settings);
 
-// `real` itself, or make_proxy(...) when `settings.process` is set.
+// `real` itself, or make_proxy(...) when `settings.process` is set (a source always runs in
+// process; the config refuses `isolation: process` on one).
 plugin::PluginInfo plugin_info_for(const plugin::PluginInfo& real, const std::string& instance_name,
                                    const core::IsolationSettings& settings);
 
