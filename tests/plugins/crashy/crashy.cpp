@@ -1,6 +1,7 @@
 // Test module crashy: a transform that passes records on, except that a value containing
 // `poison` makes it segfault, abort, call exit(0) or loop forever; `leak_kb` leaks that much
-// per record and aborts when malloc fails (as an xmalloc would). Built with CRASHY_CTOR_ABORT,
+// per record and aborts when malloc fails (as an xmalloc would); its state (snapshot) is what
+// was last restored. Built with CRASHY_CTOR_ABORT,
 // the library aborts as soon as it is loaded.
 #include <unistd.h>
 
@@ -44,6 +45,10 @@ class Crashy final : public sluice::Transform {
         on_poison_(c.get_string("on_poison", "segfault")),
         leak_bytes_(static_cast<size_t>(c.get_int("leak_kb", 0)) * 1024) {}
 
+  // State is whatever was last restored: a test can see a restarted child get it back.
+  std::string snapshot() override { return state_; }
+  void restore(std::string_view state) override { state_ = state; }
+
   void process(const sluice::Batch& in, sluice::Output& out) override {
     for (size_t i = 0; i < in.size(); ++i) {
       const auto r = in[i];
@@ -63,6 +68,7 @@ class Crashy final : public sluice::Transform {
   const std::string poison_;
   const std::string on_poison_;
   const size_t leak_bytes_;
+  std::string state_;
 };
 
 }  // namespace

@@ -203,6 +203,26 @@ TEST_CASE("a call past call_timeout_ms kills the child and fails only that recor
   check_crash_caught("hang", 6, 3, "call exceeded call_timeout_ms=150", 150);
 }
 
+TEST_CASE("a restarted child gets the last state back through restore") {
+  Isolated t(R"({"poison":"poison","on_poison":"segfault","leak_kb":0})");
+  const std::string state = "state-A";
+  plugin::CallError err;
+  REQUIRE(t.instance->table().restore(t.instance->handle(),
+                                      reinterpret_cast<const uint8_t*>(state.data()), state.size(),
+                                      err.get()) == SLUICE_OK);
+  Batch b(4, 2);
+  Collected c;
+  CHECK(t.process(b, c) == SLUICE_OK);
+  CHECK(t.metric("isolation.restarts") >= 1);
+  std::string seen;
+  sluice_buffer buf{sizeof(sluice_buffer), &seen, [](void* ctx, const uint8_t* data, size_t len) {
+                      static_cast<std::string*>(ctx)->append(reinterpret_cast<const char*>(data),
+                                                             len);
+                    }};
+  CHECK(t.instance->table().snapshot(t.instance->handle(), &buf, err.get()) == SLUICE_OK);
+  CHECK(seen == state);
+}
+
 TEST_CASE("a trial load reports a library that aborts while loading, and passes a good one") {
   isolation::set_host_executable(std::getenv("SLUICE_BIN"));
   const std::string config = R"({"poison":"","on_poison":"segfault","leak_kb":0})";
