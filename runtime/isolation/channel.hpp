@@ -34,7 +34,8 @@ struct MessageHeader {
   int32_t status = 0;        // a call's sluice_status, or a log level
   uint64_t call_id = 0;      // echoed by the reply
   uint64_t region_size = 0;  // bytes of the input (request) or output (reply) region in use
-  double number = 0;         // memory pressure (requests), a counter delta or gauge value
+  double number = 0;         // memory pressure (requests), a counter delta or gauge value, or the
+                             // plugin's own time in µs (the reply to a batch call)
   uint32_t payload_len = 0;
 };
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -102,8 +103,9 @@ class PluginHost {
   void serve(const Message& m);
   void batch_call(const Message& m);
   void state_call(const Message& m);
+  // `plugin_us`: how long the plugin's own call took, so the host can tell the crossing cost.
   void reply(const Message& m, sluice_status status, std::string_view message,
-             size_t region_size = 0);
+             size_t region_size = 0, double plugin_us = 0);
 
   static void log(void* ctx, int32_t level, const char* message, size_t len);
   static void counter_add(void* ctx, const char* name, double delta);
@@ -161,8 +163,9 @@ void PluginHost::load() {
 }
 
 void PluginHost::reply(const Message& m, sluice_status status, std::string_view message,
-                       size_t region_size) {
+                       size_t region_size, double plugin_us) {
   MessageHeader h;
+  h.number = plugin_us;
   h.kind = MessageKind::reply;
   h.status = status;
   h.call_id = m.header.call_id;
@@ -247,11 +250,14 @@ void PluginHost::batch_call(const Message& m) {
   out.reject = [](void* ctx, size_t index, sluice_status status, const char* msg, size_t len) {
     static_cast<RegionWriter*>(ctx)->add_reject(index, status, {msg ? msg : "", msg ? len : 0});
   };
+  const auto started = std::chrono::steady_clock::now();
   const sluice_status st = m.header.kind == MessageKind::process
                                ? table_->process(instance_, &batch, &out, &error_.error)
                                : table_->put(instance_, &batch, &out, &error_.error);
+  const std::chrono::duration<double, std::micro> plugin_time =
+      std::chrono::steady_clock::now() - started;
   const size_t size = writer_.finish();
-  reply(m, st, error_.message, size);
+  reply(m, st, error_.message, size, plugin_time.count());
 }
 
 // Snapshot: the state goes back as one blob in the output region. Restore: it comes in as one.

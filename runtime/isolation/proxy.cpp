@@ -99,6 +99,7 @@ struct Outcome {
   sluice_status status = SLUICE_OK;
   std::string message;
   size_t region_size = 0;
+  double plugin_us = 0;  // the plugin's own time in the call
 };
 
 }  // namespace
@@ -133,6 +134,7 @@ class Proxy {
   bool too_many_crashes();
   void count(const char* name, double delta = 1);
   void gauge(const char* name, double value);
+  void count_crossing(Clock::time_point started, double plugin_us);
   void log(int32_t level, const std::string& text);
   uint64_t next_call_id() { return ++call_id_; }
 
@@ -159,6 +161,14 @@ Proxy::~Proxy() {
 
 void Proxy::count(const char* name, double delta) {
   host_->sluice_host_counter_add(host_->host_ctx, name, delta);
+}
+
+// What isolation added to a batch: the whole call as the host saw it, less the plugin's time.
+// Stats show the sum and the count (isolation.crossing_us / isolation.batches).
+void Proxy::count_crossing(Clock::time_point started, double plugin_us) {
+  const std::chrono::duration<double, std::micro> elapsed = Clock::now() - started;
+  count("isolation.batches");
+  count("isolation.crossing_us", std::max(0.0, elapsed.count() - plugin_us));
 }
 
 void Proxy::gauge(const char* name, double value) {
@@ -202,6 +212,7 @@ Outcome Proxy::await_reply(MessageKind kind, uint64_t call_id) {
       o.status = h.status;
       o.message = m->payload;
       o.region_size = h.region_size;
+      o.plugin_us = h.number;
       return o;
     }
   }
@@ -346,6 +357,7 @@ sluice_status Proxy::bisect(MessageKind kind, const sluice_batch* in, const Indi
 sluice_status Proxy::batch(MessageKind kind, const sluice_batch* in, sluice_writer* out,
                            sluice_error* error) {
   std::lock_guard lock(mu_);
+  const auto started = Clock::now();
   const Indices indices = admit(in, out);
   if (indices.empty()) return SLUICE_OK;
   std::string message;
@@ -368,6 +380,7 @@ sluice_status Proxy::batch(MessageKind kind, const sluice_batch* in, sluice_writ
     if (child_) deliver(o, indices, out);
     status = o.status;
     message = o.message;
+    if (consecutive_crashes_ == 0) count_crossing(started, o.plugin_us);
     consecutive_crashes_ = 0;
   }
   if (status != SLUICE_OK) set_error(error, message);

@@ -164,6 +164,8 @@ TEST_CASE("an isolated transform gives the same output as in process") {
   for (size_t i = 0; i < 50; ++i) CHECK(c.records[i] == std::pair{i, b.values[i]});
   CHECK(c.rejects.empty());
   CHECK(t.metric("isolation.crashes") == 0);
+  CHECK(t.metric("isolation.batches") == 1);  // and its crossing cost is counted
+  CHECK(t.metric("isolation.crossing_us") > 0);
 }
 
 TEST_CASE("a record that segfaults the child is found, rejected alone and quarantined") {
