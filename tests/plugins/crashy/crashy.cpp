@@ -1,6 +1,6 @@
-// Test module crashy: a transform that passes records on, except that a value containing
-// `poison` makes it segfault, abort, call exit(0) or loop forever; `leak_kb` leaks that much
-// per record and aborts when malloc fails (as an xmalloc would); its state (snapshot) is what
+// Test module crashy: a transform (and a sink) that passes records on, except that a value
+// containing `poison` makes it segfault, abort, call exit(0) or loop forever; `leak_kb` leaks that
+// much per record and aborts when malloc fails (as an xmalloc would); its state (snapshot) is what
 // was last restored. Built with CRASHY_CTOR_ABORT,
 // the library aborts as soon as it is loaded.
 #include <unistd.h>
@@ -71,6 +71,29 @@ class Crashy final : public sluice::Transform {
   std::string state_;
 };
 
+// The same faults in a sink's put: records are counted (the `put_records` counter), not kept.
+class CrashySink final : public sluice::Sink {
+ public:
+  static sluice::ConfigSchema schema() { return Crashy::schema(); }
+  static std::string description() { return "Takes records; crashes on a poison value."; }
+
+  CrashySink(const sluice::Config& c, sluice::Host& host)
+      : host_(host), poison_(c.get_string("poison")), on_poison_(c.get_string("on_poison")) {}
+
+  void put(const sluice::Batch& in, sluice::Output& /*rejects*/) override {
+    for (size_t i = 0; i < in.size(); ++i)
+      if (!poison_.empty() && in[i].value().find(poison_) != std::string_view::npos)
+        crash(on_poison_);
+    host_.counter_add("put_records", static_cast<double>(in.size()));
+  }
+
+ private:
+  sluice::Host& host_;
+  const std::string poison_;
+  const std::string on_poison_;
+};
+
 }  // namespace
 
-SLUICE_MODULE("crashy", "1.0.0", SLUICE_TRANSFORM(Crashy, "crashy"))
+SLUICE_MODULE("crashy", "1.0.0", SLUICE_TRANSFORM(Crashy, "crashy"),
+              SLUICE_SINK(CrashySink, "crashy"))

@@ -75,10 +75,13 @@ struct Batch {
 struct Isolated {
   std::shared_ptr<plugin::PluginLibrary> library;
   std::unique_ptr<plugin::PluginInstance> instance;
-  Isolated(const std::string& config, uint32_t timeout_ms = 30000, const std::string& name = "t") {
+  Isolated(const std::string& config, uint32_t timeout_ms = 30000, const std::string& name = "t",
+           sluice_kind kind = SLUICE_KIND_TRANSFORM) {
     isolation::set_host_executable(std::getenv("SLUICE_BIN"));
     library = plugin::PluginLibrary::load(crashy_file());
-    plugin::PluginInfo real = library->plugins().at(0);
+    plugin::PluginInfo real;
+    for (const auto& info : library->plugins())
+      if (info.kind == kind) real = info;
     real.library = library;
     core::IsolationSettings settings;
     settings.process = true;
@@ -194,6 +197,23 @@ void check_crash_caught(const std::string& on_poison, size_t n, size_t poison_at
   CHECK(t.process(b, c) == SLUICE_OK);
   check_poison_rejected_alone(c, n, poison_at, reason);
   if (timeout_ms < 30000) CHECK(t.metric("isolation.timeouts") >= 3);
+}
+
+TEST_CASE("an isolated sink whose put crashes on one record rejects only that record") {
+  Isolated sink(R"({"poison":"poison","on_poison":"segfault","leak_kb":0})", 30000, "s",
+                SLUICE_KIND_SINK);
+  Batch b(30, 11);
+  Collected c;
+  const sluice_batch in = b.view();
+  sluice_writer rejects = c.writer();
+  plugin::CallError err;
+  CHECK(sink.instance->table().put(sink.instance->handle(), &in, &rejects, err.get()) == SLUICE_OK);
+  REQUIRE(c.rejects.size() == 1);
+  CHECK(c.rejects[0] ==
+        std::pair<size_t, std::string>{11,
+                                       "plugin crashed on this record: killed by signal 11 "
+                                       "(SIGSEGV)"});
+  CHECK(sink.metric("put_records") == 29);  // each other record put once, in the bisection
 }
 
 TEST_CASE("abort and exit(0) inside process are caught and named") {
