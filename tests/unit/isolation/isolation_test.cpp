@@ -216,6 +216,26 @@ TEST_CASE("an isolated sink whose put crashes on one record rejects only that re
   CHECK(sink.metric("put_records") == 29);  // each other record put once, in the bisection
 }
 
+TEST_CASE("after more than 5 crashing calls in a minute, calls fail with ERROR") {
+  Isolated t(R"({"poison":"seq","on_poison":"abort","leak_kb":0})");  // every record crashes
+  sluice_status last = SLUICE_OK;
+  plugin::CallError err;
+  for (int call = 0; call < 6; ++call) {
+    Batch b(2);
+    for (auto& r : b.records) r.offset += call * 10;  // new records: none is quarantined yet
+    const sluice_batch in = b.view();
+    Collected c;
+    sluice_writer w = c.writer();
+    last = t.instance->table().process(t.instance->handle(), &in, &w, err.get());
+    if (call < 5) CHECK(c.rejects.size() == 2);  // found and rejected one by one
+  }
+  CHECK(last == SLUICE_ERROR);
+  CHECK(std::string(err.message)
+            .rfind("plugin process crashed 6 times in 60 s (last: killed by "
+                   "signal 6 (SIGABRT))",
+                   0) == 0);
+}
+
 TEST_CASE("abort and exit(0) inside process are caught and named") {
   check_crash_caught("abort", 9, 0, "killed by signal 6 (SIGABRT)");
   check_crash_caught("exit", 9, 8, "exited with status 0 inside process()");
