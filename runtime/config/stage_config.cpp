@@ -418,7 +418,7 @@ CheckedConfig check_stage(const StageSpec& stage, std::string_view schema_json) 
           std::find(names.begin(), names.end(), key) != names.end())
         continue;
       std::vector<std::string> known = names;
-      known.insert(known.end(), host_keys.begin() + 2, host_keys.end());
+      known.insert(known.end(), host_keys.begin() + 2, host_keys.end());  // after type, name
       const std::string suggestion = did_you_mean(key, known);
       throw ConfigError(
           reader.at(kv.first),
