@@ -22,6 +22,7 @@
 #include "config/did_you_mean.hpp"
 #include "config/path_checks.hpp"
 #include "config/pipeline_spec.hpp"
+#include "isolation/plugin_host.hpp"
 #include "pipeline/pipeline.hpp"
 #include "pipeline/reloader.hpp"
 #include "pipeline/supervisor.hpp"
@@ -494,6 +495,8 @@ int dispatch(CommandLine& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "plugin-host")  // hidden: an isolated stage's child
+    return isolation::plugin_host_main(argc, argv);
   CLI::App app{"sluice: a pipeline runtime with plugins and an adaptive middleware"};
   app.require_subcommand(1);
   app.footer(kExitCodesHelp);

@@ -5,8 +5,10 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "config/location.hpp"
+#include "core/isolation_settings.hpp"
 
 namespace sluice::config {
 
@@ -24,6 +26,7 @@ struct StageSpec {
       node.reset(other.node);
       location = other.location;
       type_location = other.type_location;
+      isolation = other.isolation;
     }
     return *this;
   }
@@ -35,6 +38,7 @@ struct StageSpec {
       node.reset(other.node);
       location = std::move(other.location);
       type_location = std::move(other.type_location);
+      isolation = other.isolation;
     }
     return *this;
   }
@@ -46,6 +50,14 @@ struct StageSpec {
   YAML::Node node;            // the stage mapping as written
   Location location;          // of the mapping
   Location type_location;     // of the `type` value
+  core::IsolationSettings isolation;  // `isolation`, `call_timeout_ms`, `memory_limit_mb`
 };
+
+// The keys of a stage mapping that are the host's, not the plugin's config.
+inline const std::vector<std::string>& host_stage_keys() {
+  static const std::vector<std::string> keys = {"type", "name", "isolation", "call_timeout_ms",
+                                                "memory_limit_mb"};
+  return keys;
+}
 
 }  // namespace sluice::config

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "isolation/proxy.hpp"
 #include "pipeline/backoff.hpp"
 #include "pipeline/retrier.hpp"
 
@@ -67,7 +68,9 @@ StagePlan Pipeline::plan(const config::StageSpec& stage, sluice_kind kind,
 
 std::shared_ptr<plugin::PluginInstance> Pipeline::create(const StagePlan& p) {
   try {
-    return std::make_shared<plugin::PluginInstance>(*p.plugin, p.spec.instance_name, p.config_json);
+    const plugin::PluginInfo info =
+        isolation::plugin_info_for(*p.plugin, p.spec.instance_name, p.spec.isolation);
+    return std::make_shared<plugin::PluginInstance>(info, p.spec.instance_name, p.config_json);
   } catch (const plugin::PluginCreateError& e) {
     throw config::ConfigError(config::field_location(p.spec, e.field()),
                               fmt::format("{} '{}' ({}) failed to start: {}", p.spec.role,

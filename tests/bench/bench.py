@@ -296,6 +296,51 @@ def bench_overhead(h):
     return arms, checks, config, runs
 
 
+def bench_isolation(h):
+    """The JSON transform in process vs in a `sluice plugin-host` child (issue 16)."""
+    count = 500_000 if h.quick else 5_000_000
+    batch = 1000
+    fixed = {"adaptive_batching": False, "batch_size": batch, "min_batch_size": batch,
+             "max_batch_size": batch, "adaptive_concurrency": False, "concurrency": 1,
+             "min_concurrency": 1, "max_concurrency": 1}
+
+    def spec(isolation):
+        return {"name": "bench_isolation", "source": generator(count=count),
+                "transforms": [{**JSON_TRANSFORM, "isolation": isolation}],
+                "sink": {"type": "null"}, "performance": fixed}
+
+    def isolated(tag):
+        fig = h.run_sluice(tag, spec("process"))
+        # The proxy's own counters (in the stats file): what each batch's call cost beyond the
+        # plugin's time in the child: both crossings, the socket round trip, the copies.
+        stats = json.loads((h.work_dir / f"{tag}.stats.json").read_text())
+        for pipeline in stats["pipelines"].values():
+            for stage in pipeline["stages"].values():
+                extra = stage.get("extra", {})
+                batches = extra.get("bench_isolation.transform0.isolation.batches")
+                total = extra.get("bench_isolation.transform0.isolation.crossing_us")
+                if batches:
+                    fig["per_batch_crossing_us"] = total / batches
+        return fig
+
+    runs = h.interleaved("isolation", {
+        "in_process": lambda tag: h.run_sluice(tag, spec("none")),
+        "process": isolated,
+    }, h.reps(3, 3))
+    arms = {"in_process": arm_summary(runs["in_process"]),
+            "process": arm_summary(runs["process"],
+                                   [("per_batch_crossing_us", "per_batch_crossing_us")])}
+    inside = arms["in_process"]["records_per_s"]
+    outside = arms["process"]["records_per_s"]
+    checks = [check("process_vs_in_process", ratio(outside, inside), ">=", 0.75)]
+    config = {"records": count, "pipeline": "generator -> fields (add) -> null",
+              "batch_size": batch, "concurrency": 1,
+              "ratio": ratio(outside, inside),
+              "per_batch_crossing_us": "per isolated call: the host's time for the call less "
+                                       "the plugin's time in the child (median of the runs)"}
+    return arms, checks, config, runs
+
+
 def static_performance(batch, concurrency, linger_ms=None):
     p = {"adaptive_batching": False, "batch_size": batch, "min_batch_size": batch,
          "max_batch_size": batch, "adaptive_concurrency": False, "concurrency": concurrency,
@@ -496,6 +541,7 @@ BENCHMARKS = {
     "memory": bench_memory,
     "shift": bench_shift,
     "overhead": bench_overhead,
+    "isolation": bench_isolation,
 }
 EXTERNAL = ["kafka", "cdc"]
 
