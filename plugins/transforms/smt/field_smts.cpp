@@ -3,16 +3,11 @@
 #include <set>
 
 #include "kafka_smt.hpp"
+#include "plugins.hpp"
 
 namespace sluice::smt {
 
 namespace {
-
-// The Connect value of a side; schema'd data is not supported by these transforms yet.
-rapidjson::Value& schemaless(Data& d) {
-  if (d.schema()) throw DataError("sluice does not transform schema'd records here yet");
-  return d.payload();
-}
 
 // A field name of InsertField: a `!` suffix marks it required, `?` (the default) optional.
 std::string insertion_name(const Config& c, const char* key) {
@@ -154,9 +149,8 @@ struct MaskField {
   }
   explicit MaskField(const Config& c)
       : target(target_option(c)),
-        fields(list_option(c, "fields")),
+        fields(required_list(c, "fields")),
         replacement(c.has("replacement") ? std::optional(option(c, "replacement")) : std::nullopt) {
-    if (fields.empty()) throw ConfigError("fields", "fields must name at least one field");
   }
 
   bool apply(Record& r) const {
@@ -227,9 +221,8 @@ struct HoistField {
   static void declare(ConfigSchema& s) {
     s.string("field").doc("The field the data goes into.").required();
   }
-  explicit HoistField(const Config& c) : target(target_option(c)), field(option(c, "field")) {
-    if (field.empty()) throw ConfigError("field", "field is required");
-  }
+  explicit HoistField(const Config& c)
+      : target(target_option(c)), field(required_option(c, "field")) {}
 
   bool apply(Record& r) const {
     Data& d = side(r, target);
@@ -247,11 +240,10 @@ struct HoistField {
 
 }  // namespace
 
-}  // namespace sluice::smt
+const sluice_plugin* insert_field() { return plugin_table<InsertField>(); }
+const sluice_plugin* replace_field() { return plugin_table<ReplaceField>(); }
+const sluice_plugin* mask_field() { return plugin_table<MaskField>(); }
+const sluice_plugin* extract_field() { return plugin_table<ExtractField>(); }
+const sluice_plugin* hoist_field() { return plugin_table<HoistField>(); }
 
-SLUICE_MODULE("kafka_smt", "0.1.0",
-              SLUICE_TRANSFORM(sluice::smt::Transform<sluice::smt::InsertField>, "insert_field"),
-              SLUICE_TRANSFORM(sluice::smt::Transform<sluice::smt::ReplaceField>, "replace_field"),
-              SLUICE_TRANSFORM(sluice::smt::Transform<sluice::smt::MaskField>, "mask_field"),
-              SLUICE_TRANSFORM(sluice::smt::Transform<sluice::smt::ExtractField>, "extract_field"),
-              SLUICE_TRANSFORM(sluice::smt::Transform<sluice::smt::HoistField>, "hoist_field"))
+}  // namespace sluice::smt

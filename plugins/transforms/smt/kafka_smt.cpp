@@ -49,6 +49,18 @@ std::vector<std::string> list_option(const Config& c, const char* name) {
   return out;
 }
 
+std::string required_option(const Config& c, const char* name) {
+  std::string v = option(c, name);
+  if (v.empty()) throw ConfigError(name, std::string(name) + " is required");
+  return v;
+}
+
+std::vector<std::string> required_list(const Config& c, const char* name) {
+  auto v = list_option(c, name);
+  if (v.empty()) throw ConfigError(name, std::string(name) + " must name at least one item");
+  return v;
+}
+
 bool bool_option(const Config& c, const char* name, bool fallback) {
   const std::string text = option(c, name, fallback ? "true" : "false");
   if (text == "true" || text == "TRUE" || text == "True") return true;
@@ -179,6 +191,11 @@ rapidjson::Value& require_map(rapidjson::Value& v, const char* purpose) {
 
 rapidjson::Value str(std::string_view s, rapidjson::Document::AllocatorType& a) {
   return rapidjson::Value(s.data(), static_cast<rapidjson::SizeType>(s.size()), a);
+}
+
+rapidjson::Value& schemaless(Data& d) {
+  if (d.schema()) throw DataError("sluice does not transform schema'd records here yet");
+  return d.payload();
 }
 
 void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,

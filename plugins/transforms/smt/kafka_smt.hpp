@@ -28,6 +28,10 @@ class DataError : public std::runtime_error {
 std::string option(const Config& c, const char* name, std::string fallback = {});
 // A Kafka list option: a comma-separated string or a list, items trimmed, empties dropped.
 std::vector<std::string> list_option(const Config& c, const char* name);
+// A scalar option that must be given and not be empty.
+std::string required_option(const Config& c, const char* name);
+// A list option that must name at least one item.
+std::vector<std::string> required_list(const Config& c, const char* name);
 // A Kafka boolean option: true/false, as a boolean or as text.
 bool bool_option(const Config& c, const char* name, bool fallback);
 
@@ -63,7 +67,8 @@ class Data {
   std::string text_;
 };
 
-using Headers = std::vector<std::pair<std::string, std::string>>;
+// A header value is nullopt for a null header (Kafka's headers may be null).
+using Headers = std::vector<std::pair<std::string, std::optional<std::string>>>;
 
 // A record being transformed.
 struct Record {
@@ -88,6 +93,9 @@ std::string type_name(const rapidjson::Value& v);  // as Kafka names Java types 
 // Kafka's requireMap: the schemaless value must be an object.
 rapidjson::Value& require_map(rapidjson::Value& v, const char* purpose);
 rapidjson::Value str(std::string_view s, rapidjson::Document::AllocatorType& a);
+// The Connect value of a side, for the transforms that do not handle schemas yet: a record
+// with a schema is rejected.
+rapidjson::Value& schemaless(Data& d);
 // Sets `name` in object `o`, replacing an existing member in place.
 void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,
          rapidjson::Document::AllocatorType& a);
@@ -159,7 +167,8 @@ class Transform final : public sluice::Transform {
     o.partition = rec.partition;
     o.offset = rec.offset;
     o.timestamp_ms = rec.timestamp_ms;
-    for (const auto& [k, v] : rec.headers) o.headers.emplace_back(k, v);
+    for (const auto& [k, v] : rec.headers)
+      o.headers.emplace_back(k, v ? std::string_view(*v) : std::string_view());
     out.emit(i, o);
   }
 
@@ -167,5 +176,14 @@ class Transform final : public sluice::Transform {
   Predicate applies_;
   bool schemas_;
 };
+
+inline constexpr const char* kModuleVersion = "0.1.0";
+
+// The plugin table of one SMT, for the module's list (module.cpp).
+template <class Impl>
+const sluice_plugin* plugin_table() {
+  return detail::Adapter<Transform<Impl>, SLUICE_KIND_TRANSFORM>::table(Impl::kName,
+                                                                        kModuleVersion);
+}
 
 }  // namespace sluice::smt

@@ -1,0 +1,399 @@
+// Kafka Connect's record-level transforms on schemaless JSON: ValueToKey, Flatten, RegexRouter,
+// TimestampRouter, InsertHeader, DropHeaders, HeaderFrom, Filter.
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+
+#include "kafka_smt.hpp"
+#include "plugins.hpp"
+
+namespace sluice::smt {
+
+namespace {
+
+rapidjson::Value* member(rapidjson::Value& o, const std::string& name) {
+  auto it = o.FindMember(rapidjson::StringRef(name.data(), name.size()));
+  return it == o.MemberEnd() ? nullptr : &it->value;
+}
+
+struct ValueToKey {
+  static constexpr const char* kName = "value_to_key";
+  static constexpr const char* kDescription =
+      "Kafka's ValueToKey: the key becomes an object of fields copied from the value.";
+  static constexpr bool kHasTarget = false;
+  static void declare(ConfigSchema& s) {
+    s.string("fields").doc("Fields of the value that make the key (comma-separated).").required();
+    s.boolean("replace.null.with.default").doc("Only matters with schemas.");
+  }
+  explicit ValueToKey(const Config& c) : fields(required_list(c, "fields")) {}
+
+  bool apply(Record& r) const {
+    rapidjson::Value& v = require_map(schemaless(r.value), "copying fields from value to key");
+    auto& a = r.key.allocator();
+    rapidjson::Value key(rapidjson::kObjectType);
+    for (const std::string& f : fields) {
+      rapidjson::Value copy;  // a field the value lacks is null in the key, as in Kafka
+      if (const rapidjson::Value* m = member(v, f)) copy.CopyFrom(*m, a);
+      put(key, f, std::move(copy), a);
+    }
+    r.key.set(std::move(key), nullptr);
+    return true;
+  }
+
+  std::vector<std::string> fields;
+};
+
+struct Flatten {
+  static constexpr const char* kName = "flatten";
+  static constexpr const char* kDescription =
+      "Kafka's Flatten: nested objects become top-level fields joined by a delimiter.";
+  static constexpr bool kHasTarget = true;
+  static void declare(ConfigSchema& s) {
+    s.string("delimiter").doc("Joins the names of nested fields (default '.').");
+  }
+  explicit Flatten(const Config& c)
+      : target(target_option(c)), delimiter(option(c, "delimiter", ".")) {}
+
+  void flatten(rapidjson::Value& in, const std::string& prefix, rapidjson::Value& out,
+               rapidjson::Document::AllocatorType& a) const {
+    for (auto& m : in.GetObject()) {
+      std::string name(m.name.GetString(), m.name.GetStringLength());
+      if (!prefix.empty()) name = prefix + delimiter + name;
+      if (m.value.IsObject())
+        flatten(m.value, name, out, a);  // an empty object leaves nothing, as in Kafka
+      else
+        put(out, name, std::move(m.value), a);
+    }
+  }
+
+  bool apply(Record& r) const {
+    Data& d = side(r, target);
+    if (d.is_null()) return true;
+    rapidjson::Value& v = require_map(schemaless(d), "flattening");
+    rapidjson::Value out(rapidjson::kObjectType);
+    flatten(v, "", out, d.allocator());
+    d.set(std::move(out), nullptr);
+    return true;
+  }
+
+  Target target;
+  std::string delimiter;
+};
+
+// A Java replacement string ($n groups, backslash escapes) applied to a whole-topic match.
+std::string java_replacement(const std::string& repl, const std::smatch& m) {
+  std::string out;
+  for (size_t i = 0; i < repl.size(); ++i) {
+    if (repl[i] == '\\' && i + 1 < repl.size()) {
+      out += repl[++i];
+    } else if (repl[i] == '$' && i + 1 < repl.size() &&
+               std::isdigit(static_cast<unsigned char>(repl[i + 1]))) {
+      size_t group = static_cast<size_t>(repl[++i] - '0');
+      // Java takes more digits while they still name a group.
+      while (i + 1 < repl.size() && std::isdigit(static_cast<unsigned char>(repl[i + 1])) &&
+             group * 10 + static_cast<size_t>(repl[i + 1] - '0') < m.size())
+        group = group * 10 + static_cast<size_t>(repl[++i] - '0');
+      if (group >= m.size()) throw DataError("No group " + std::to_string(group));
+      out += m[group].str();
+    } else {
+      out += repl[i];
+    }
+  }
+  return out;
+}
+
+struct RegexRouter {
+  static constexpr const char* kName = "regex_router";
+  static constexpr const char* kDescription =
+      "Kafka's RegexRouter: renames the topic when the whole name matches a regex.";
+  static constexpr bool kHasTarget = false;
+  static void declare(ConfigSchema& s) {
+    s.string("regex").doc("Regular expression the whole topic must match.").required();
+    s.string("replacement").doc("The new topic; $1.. refer to groups.").required();
+  }
+  explicit RegexRouter(const Config& c)
+      : regex(compile(required_option(c, "regex"))), replacement(option(c, "replacement")) {}
+  static std::regex compile(const std::string& pattern) {
+    try {
+      return std::regex(pattern, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      throw ConfigError("regex", "invalid regex: " + std::string(e.what()));
+    }
+  }
+
+  bool apply(Record& r) const {
+    std::smatch m;
+    const std::string topic = r.topic;
+    if (std::regex_match(topic, m, regex)) r.topic = java_replacement(replacement, m);
+    return true;
+  }
+
+  std::regex regex;
+  std::string replacement;
+};
+
+// The subset of Java's SimpleDateFormat sluice formats, in UTC as Kafka's TimestampRouter.
+class DateFormat {
+ public:
+  explicit DateFormat(const std::string& pattern) : pattern_(pattern) {
+    for (char ch : pattern)
+      if (std::isalpha(static_cast<unsigned char>(ch)) &&
+          std::string_view("yMdHmsSE").find(ch) == std::string_view::npos &&
+          !in_quotes(pattern, ch))
+        throw ConfigError("timestamp.format",
+                          std::string("timestamp.format: letter '") + ch +
+                              "' is not supported (supported: y M d H m s S E and 'text')");
+  }
+
+  std::string format(int64_t ms) const {
+    using namespace std::chrono;
+    const sys_time<milliseconds> t{milliseconds(ms)};
+    const sys_days day = floor<days>(t);
+    const year_month_day ymd{day};
+    const hh_mm_ss hms{t - day};
+    const Fields f{static_cast<int>(ymd.year()),
+                   static_cast<int>(unsigned(ymd.month())),
+                   static_cast<int>(unsigned(ymd.day())),
+                   static_cast<int>(hms.hours().count()),
+                   static_cast<int>(hms.minutes().count()),
+                   static_cast<int>(hms.seconds().count()),
+                   static_cast<int>(hms.subseconds().count()),
+                   static_cast<int>(weekday(day).c_encoding())};
+    return render(f);
+  }
+
+ private:
+  struct Fields {
+    int year, month, day, hour, minute, second, milli, weekday;
+  };
+  // Whether `ch` only ever appears inside quotes (then it is text, not a field).
+  static bool in_quotes(const std::string& p, char ch) {
+    bool quoted = false;
+    for (char c : p) {
+      if (c == '\'')
+        quoted = !quoted;
+      else if (c == ch && !quoted)
+        return false;
+    }
+    return true;
+  }
+  static std::string padded(int v, size_t width) {
+    std::string s = std::to_string(v);
+    return s.size() >= width ? s : std::string(width - s.size(), '0') + s;
+  }
+  static std::string field(char letter, size_t n, const Fields& f) {
+    static const char* kDays[] = {"Sunday",   "Monday", "Tuesday", "Wednesday",
+                                  "Thursday", "Friday", "Saturday"};
+    static const char* kMonths[] = {"January",   "February", "March",    "April",
+                                    "May",       "June",     "July",     "August",
+                                    "September", "October",  "November", "December"};
+    switch (letter) {
+      case 'y':
+        return n == 2 ? padded(f.year % 100, 2) : padded(f.year, n);
+      case 'M':
+        if (n >= 3) return n == 3 ? std::string(kMonths[f.month - 1], 3) : kMonths[f.month - 1];
+        return padded(f.month, n);
+      case 'd':
+        return padded(f.day, n);
+      case 'H':
+        return padded(f.hour, n);
+      case 'm':
+        return padded(f.minute, n);
+      case 's':
+        return padded(f.second, n);
+      case 'S':
+        return padded(f.milli, n);
+      default:
+        return n <= 3 ? std::string(kDays[f.weekday], 3) : kDays[f.weekday];
+    }
+  }
+  std::string render(const Fields& f) const {
+    std::string out;
+    const std::string& p = pattern_;
+    for (size_t i = 0; i < p.size();) {
+      if (p[i] == '\'') {
+        const size_t end = p.find('\'', i + 1);
+        if (end == i + 1)
+          out += '\'';  // '' is a quote
+        else
+          out += p.substr(i + 1, (end == std::string::npos ? p.size() : end) - i - 1);
+        i = end == std::string::npos ? p.size() : end + 1;
+      } else if (std::isalpha(static_cast<unsigned char>(p[i]))) {
+        size_t n = 1;
+        while (i + n < p.size() && p[i + n] == p[i]) ++n;
+        out += field(p[i], n, f);
+        i += n;
+      } else {
+        out += p[i++];
+      }
+    }
+    return out;
+  }
+  std::string pattern_;
+};
+
+struct TimestampRouter {
+  static constexpr const char* kName = "timestamp_router";
+  static constexpr const char* kDescription =
+      "Kafka's TimestampRouter: the topic becomes topic.format with the record's timestamp.";
+  static constexpr bool kHasTarget = false;
+  static void declare(ConfigSchema& s) {
+    s.string("topic.format")
+        .doc("${topic} and ${timestamp} are replaced.")
+        .default_value("${topic}-${timestamp}");
+    s.string("timestamp.format").doc("A SimpleDateFormat pattern, UTC.").default_value("yyyyMMdd");
+  }
+  explicit TimestampRouter(const Config& c)
+      : topic_format(option(c, "topic.format", "${topic}-${timestamp}")),
+        date(option(c, "timestamp.format", "yyyyMMdd")) {}
+
+  static void replace_all(std::string& s, std::string_view from, const std::string& to) {
+    for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size())
+      s.replace(pos, from.size(), to);
+  }
+  bool apply(Record& r) const {
+    std::string topic = topic_format;
+    replace_all(topic, "${topic}", r.topic);
+    replace_all(topic, "${timestamp}", date.format(r.timestamp_ms));
+    r.topic = std::move(topic);
+    return true;
+  }
+
+  std::string topic_format;
+  DateFormat date;
+};
+
+struct InsertHeader {
+  static constexpr const char* kName = "insert_header";
+  static constexpr const char* kDescription = "Kafka's InsertHeader: adds a header with a literal.";
+  static constexpr bool kHasTarget = false;
+  static void declare(ConfigSchema& s) {
+    s.string("header").doc("The header's name.").required();
+    s.string("value.literal").doc("The header's value.").required();
+  }
+  explicit InsertHeader(const Config& c)
+      : header(required_option(c, "header")), literal(option(c, "value.literal")) {}
+
+  bool apply(Record& r) const {
+    r.headers.emplace_back(header, literal);
+    return true;
+  }
+
+  std::string header, literal;
+};
+
+struct DropHeaders {
+  static constexpr const char* kName = "drop_headers";
+  static constexpr const char* kDescription = "Kafka's DropHeaders: removes headers by name.";
+  static constexpr bool kHasTarget = false;
+  static void declare(ConfigSchema& s) {
+    s.string("headers").doc("Header names to remove (comma-separated).").required();
+  }
+  explicit DropHeaders(const Config& c) : names(required_list(c, "headers")) {}
+
+  bool apply(Record& r) const {
+    std::erase_if(r.headers, [&](const auto& h) {
+      return std::find(names.begin(), names.end(), h.first) != names.end();
+    });
+    return true;
+  }
+
+  std::vector<std::string> names;
+};
+
+// Java's Double.toString: shortest digits, scientific below 1e-3 and from 1e7.
+std::string java_double(double v) {
+  char buf[64];
+  const double mag = std::fabs(v);
+  const bool sci = mag != 0 && (mag < 1e-3 || mag >= 1e7);
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v,
+                                 sci ? std::chars_format::scientific : std::chars_format::fixed);
+  std::string s(buf, end);
+  if (!sci) return s.find('.') == std::string::npos ? s + ".0" : s;
+  const size_t e = s.find('e');
+  std::string mantissa = s.substr(0, e), exponent = s.substr(e + 1);
+  if (mantissa.find('.') == std::string::npos) mantissa += ".0";
+  if (exponent[0] == '+') exponent.erase(0, 1);
+  return mantissa + "E" + exponent;
+}
+
+// How Kafka's SimpleHeaderConverter writes a Connect value into a header.
+std::optional<std::string> header_text(const rapidjson::Value& v) {
+  if (v.IsNull()) return std::nullopt;
+  if (v.IsString()) return std::string(v.GetString(), v.GetStringLength());
+  if (v.IsBool()) return v.GetBool() ? "true" : "false";
+  if (v.IsInt64()) return std::to_string(v.GetInt64());
+  if (v.IsNumber()) return java_double(v.GetDouble());
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  v.Accept(w);
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+struct HeaderFrom {
+  static constexpr const char* kName = "header_from";
+  static constexpr const char* kDescription =
+      "Kafka's HeaderFrom: copies or moves fields of the key or value into headers.";
+  static constexpr bool kHasTarget = true;
+  static void declare(ConfigSchema& s) {
+    s.string("fields").doc("Fields to take (comma-separated).").required();
+    s.string("headers").doc("Header names, one per field (comma-separated).").required();
+    s.string("operation").doc("copy or move.").one_of({"copy", "move"}).required();
+    s.boolean("replace.null.with.default").doc("Only matters with schemas.");
+  }
+  explicit HeaderFrom(const Config& c)
+      : target(target_option(c)),
+        fields(required_list(c, "fields")),
+        headers(required_list(c, "headers")),
+        move(required_option(c, "operation") == "move") {
+    const std::string op = option(c, "operation");
+    if (op != "move" && op != "copy")
+      throw ConfigError("operation", "operation must be move or copy");
+    if (fields.size() != headers.size())
+      throw ConfigError("headers", "fields and headers must have the same number of names");
+  }
+
+  bool apply(Record& r) const {
+    Data& d = side(r, target);
+    rapidjson::Value& v = require_map(schemaless(d), move ? "header move" : "header copy");
+    for (size_t i = 0; i < fields.size(); ++i) {
+      const rapidjson::Value* m = member(v, fields[i]);
+      r.headers.emplace_back(headers[i], m ? header_text(*m) : std::nullopt);
+    }
+    if (!move) return true;
+    for (const std::string& f : fields) v.RemoveMember(rapidjson::StringRef(f.data(), f.size()));
+    d.set(std::move(v), nullptr);
+    return true;
+  }
+
+  Target target;
+  std::vector<std::string> fields, headers;
+  bool move;
+};
+
+struct Filter {
+  static constexpr const char* kName = "filter";
+  static constexpr const char* kDescription =
+      "Kafka's Filter: drops every record (use it with a predicate).";
+  static constexpr bool kHasTarget = false;
+  static void declare(ConfigSchema&) {}
+  explicit Filter(const Config&) {}
+  bool apply(Record&) const { return false; }
+};
+
+}  // namespace
+
+const sluice_plugin* value_to_key() { return plugin_table<ValueToKey>(); }
+const sluice_plugin* flatten() { return plugin_table<Flatten>(); }
+const sluice_plugin* regex_router() { return plugin_table<RegexRouter>(); }
+const sluice_plugin* timestamp_router() { return plugin_table<TimestampRouter>(); }
+const sluice_plugin* insert_header() { return plugin_table<InsertHeader>(); }
+const sluice_plugin* drop_headers() { return plugin_table<DropHeaders>(); }
+const sluice_plugin* header_from() { return plugin_table<HeaderFrom>(); }
+const sluice_plugin* filter() { return plugin_table<Filter>(); }
+
+}  // namespace sluice::smt

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Writes corpus.jsonl, the cases of the Kafka SMT differential test (smt_differential_test).
+
+Each case names a Kafka class, its config (Kafka's keys, string values as in a .properties
+file), an optional predicate with negate, and records with and without keys, tombstones, nested,
+unicode and non-object values, and headers. Run it after editing; commit both files."""
+import json
+import os
+
+T = "org.apache.kafka.connect.transforms."
+P = T + "predicates."
+
+
+def rec(value, key=None, topic="orders", headers=(), ts=1700000000000, partition=1):
+    return {"topic": topic, "partition": partition, "key": key, "value": value,
+            "headers": [list(h) for h in headers], "timestamp": ts}
+
+
+records = [
+    rec({"id": 1, "name": "Zoë ☃", "nested": {"a": 1, "b": [1, 2]}, "gone": None},
+        key={"id": 1}, headers=[("h", "x")]),
+    rec({"id": 2, "price": 1.5, "flag": True, "s": ""}, key=None),
+    rec({}, key="k"),
+    rec(None, key={"id": 3}),  # a tombstone
+    rec(None, key=None),  # a tombstone with a null key
+    rec(42), rec("text"), rec([1, 2, 3]),
+    rec({"id": -9223372036854775808, "big": 1e300, "emoji": "😀", "quote": "a\"b"},
+        topic="users", headers=[("a", "1"), ("a", "2")]),
+]
+objects = [records[0], records[1], records[2], records[8]]
+keyrecs = [rec({"v": 1}, key={"id": 7, "n": {"x": "y"}}), rec({"v": 2}, key=None),
+           rec(None, key={"id": 8}), rec({"v": 3}, key=5), rec({"v": 4}, key="s")]
+nested = [rec({"a": {"b": {"c": 1}, "d": [1, {"x": 1}]}, "e": None, "f": {}, "g": "ü"}),
+          rec({"a": {"b": 1}, "c": {"d": {"e": {"f": True}}}}, key={"k": {"x": 1}})]
+cases = []
+
+
+def case(name, smt, config, recs=records, **kw):
+    c = {"name": name, "smt": T + smt, "config": config, "records": recs}
+    c.update(kw)
+    cases.append(c)
+
+
+# InsertField
+case("insert_all_value", "InsertField$Value",
+     {"topic.field": "t", "partition.field": "p", "offset.field": "o", "timestamp.field": "ts",
+      "static.field": "s", "static.value": "ünï"})
+case("insert_static_key", "InsertField$Key", {"static.field": "src", "static.value": "db1"},
+     keyrecs)
+case("insert_required_suffix", "InsertField$Value",
+     {"topic.field": "t!", "static.field": "s?", "static.value": "v"})
+case("insert_overwrites", "InsertField$Value", {"static.field": "id", "static.value": "x"})
+# ReplaceField
+case("replace_exclude_rename", "ReplaceField$Value",
+     {"exclude": "gone,price", "renames": "id:ident,name:nom"})
+case("replace_include", "ReplaceField$Value", {"include": "id, nested"})
+case("replace_include_exclude", "ReplaceField$Value", {"include": "id,name", "exclude": "name"})
+case("replace_key", "ReplaceField$Key", {"renames": "id:key_id"}, keyrecs)
+# MaskField
+case("mask_zero", "MaskField$Value", {"fields": "id,name,nested,price,flag,gone,missing"},
+     records[:3] + records[5:])
+case("mask_tombstone", "MaskField$Value", {"fields": "id"}, [records[3], records[4]])
+case("mask_replacement_string", "MaskField$Value", {"fields": "name,s", "replacement": "***"},
+     [records[0], records[1]])
+case("mask_replacement_number", "MaskField$Value", {"fields": "id,price", "replacement": "7"},
+     [records[0], records[1], records[8]])
+case("mask_replacement_bad", "MaskField$Value", {"fields": "id,nested,flag", "replacement": "x"},
+     [records[0], records[1]])
+case("mask_key", "MaskField$Key", {"fields": "id"}, keyrecs[:1] + keyrecs[3:])
+# ExtractField
+case("extract_value", "ExtractField$Value", {"field": "nested"})
+case("extract_missing", "ExtractField$Value", {"field": "nope"})
+case("extract_key", "ExtractField$Key", {"field": "id"}, keyrecs)
+case("extract_v2_path", "ExtractField$Value", {"field": "nested.b", "field.syntax.version": "V2"})
+case("extract_v2_backticks", "ExtractField$Value",
+     {"field": "`a.b`.c", "field.syntax.version": "V2"},
+     [rec({"a.b": {"c": "dot"}, "a": {"b": {"c": "no"}}}), rec({"a": {"b": {"c": "no"}}})])
+case("extract_v1_dots_literal", "ExtractField$Value", {"field": "a.b"},
+     [rec({"a.b": 1, "a": {"b": 2}})])
+# HoistField
+case("hoist_value", "HoistField$Value", {"field": "wrapped"})
+case("hoist_key", "HoistField$Key", {"field": "k"}, keyrecs)
+# ValueToKey
+case("value_to_key", "ValueToKey", {"fields": "id,nested,missing"})
+case("value_to_key_keyrecs", "ValueToKey", {"fields": "v"}, keyrecs)
+# Flatten
+case("flatten_value", "Flatten$Value", {}, records + nested)
+case("flatten_delimiter", "Flatten$Value", {"delimiter": "__"}, nested)
+case("flatten_key", "Flatten$Key", {}, keyrecs + nested)
+# RegexRouter
+case("regex_router", "RegexRouter", {"regex": "(o.*)(s)", "replacement": "$2-$1-x"})
+case("regex_router_groups", "RegexRouter", {"regex": "([a-z]+)-(\\d+)", "replacement": "db.$1.$2"},
+     [rec({"a": 1}, topic="abc-12"), rec(None, topic="abc"), rec({}, topic="ü-1")])
+case("regex_router_escape", "RegexRouter", {"regex": ".*", "replacement": "\\$x"})
+# TimestampRouter
+case("timestamp_router_default", "TimestampRouter", {},
+     records + [rec({}, ts=0), rec({}, ts=-1), rec({}, ts=253402300799999)])
+case("timestamp_router_format", "TimestampRouter",
+     {"topic.format": "${timestamp}/${topic}/${timestamp}",
+      "timestamp.format": "yyyy-MM-dd'T'HH:mm:ss.SSS EEE MMM ''yy"},
+     [rec({}, ts=1700000000123), rec({}, ts=-1), rec(None, ts=951782400000)])
+# InsertHeader, DropHeaders, HeaderFrom
+case("insert_header", "InsertHeader", {"header": "h", "value.literal": "42"})
+case("insert_header_text", "InsertHeader", {"header": "ünï", "value.literal": "some text ☃"})
+case("drop_headers", "DropHeaders", {"headers": "a,h,missing"},
+     records + [rec({}, headers=[("a", "1"), ("c", "2"), ("b", "3"), ("a", "4")])])
+case("header_from_copy", "HeaderFrom$Value",
+     {"fields": "id,name,nested,price,flag,missing", "headers": "h1,h2,h3,h4,h5,h6",
+      "operation": "copy"}, objects + [records[3], records[5]])
+case("header_from_move", "HeaderFrom$Value",
+     {"fields": "id,name", "headers": "id,h", "operation": "move"}, objects)
+case("header_from_key", "HeaderFrom$Key", {"fields": "id", "headers": "kid", "operation": "copy"},
+     keyrecs)
+# Filter with predicates
+case("filter_all", "Filter", {})
+case("filter_tombstones", "Filter", {}, predicate={"class": P + "RecordIsTombstone"})
+case("filter_keep_topic", "Filter", {}, predicate={
+    "class": P + "TopicNameMatches", "config": {"pattern": "ord.*"}}, negate=True)
+case("filter_header", "Filter", {}, predicate={"class": P + "HasHeaderKey",
+                                               "config": {"name": "a"}})
+# Predicates on other transforms
+case("pred_tombstone_negate", "InsertField$Value", {"static.field": "s", "static.value": "v"},
+     predicate={"class": P + "RecordIsTombstone"}, negate=True)
+case("pred_topic", "ReplaceField$Value", {"exclude": "id"},
+     predicate={"class": P + "TopicNameMatches", "config": {"pattern": "us.*"}})
+case("pred_topic_negate", "HoistField$Value", {"field": "w"},
+     predicate={"class": P + "TopicNameMatches", "config": {"pattern": "us.*"}}, negate=True)
+case("pred_header", "MaskField$Value", {"fields": "id"}, records[:3],
+     predicate={"class": P + "HasHeaderKey", "config": {"name": "h"}})
+
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "corpus.jsonl"), "w", encoding="utf-8") as f:
+    for c in cases:
+        f.write(json.dumps(c, ensure_ascii=False) + "\n")
+print(len(cases), "cases,", sum(len(c["records"]) for c in cases), "records")
