@@ -9,11 +9,20 @@ namespace sluice::smt {
 
 namespace {
 
-// A field name of InsertField: a `!` suffix marks it required, `?` (the default) optional.
-std::string insertion_name(const Config& c, const char* key) {
-  std::string name = option(c, key);
-  if (!name.empty() && (name.back() == '!' || name.back() == '?')) name.pop_back();
-  return name;
+// A field of InsertField: a `!` suffix marks it required, `?` (the default) optional.
+struct Insertion {
+  std::string name;
+  bool optional = true;
+  explicit operator bool() const { return !name.empty(); }
+};
+
+Insertion insertion(const Config& c, const char* key) {
+  Insertion f{option(c, key), true};
+  if (!f.name.empty() && (f.name.back() == '!' || f.name.back() == '?')) {
+    f.optional = f.name.back() == '?';
+    f.name.pop_back();
+  }
+  return f;
 }
 
 struct InsertField {
@@ -31,29 +40,55 @@ struct InsertField {
   }
   explicit InsertField(const Config& c)
       : target(target_option(c)),
-        topic(insertion_name(c, "topic.field")),
-        partition(insertion_name(c, "partition.field")),
-        offset(insertion_name(c, "offset.field")),
-        timestamp(insertion_name(c, "timestamp.field")),
-        static_field(insertion_name(c, "static.field")),
+        topic(insertion(c, "topic.field")),
+        partition(insertion(c, "partition.field")),
+        offset(insertion(c, "offset.field")),
+        timestamp(insertion(c, "timestamp.field")),
+        static_field(insertion(c, "static.field")),
         static_value(option(c, "static.value")) {}
+
+  // Calls `add(field, value, schema type, logical name)` for each field to insert, in Kafka's
+  // order.
+  template <class Add>
+  void each(const Record& r, rapidjson::Document::AllocatorType& a, Add add) const {
+    if (topic) add(topic, str(r.topic, a), "string", nullptr);
+    if (partition) add(partition, rapidjson::Value(r.partition), "int32", nullptr);
+    if (offset) add(offset, rapidjson::Value(r.offset), "int64", nullptr);
+    if (timestamp)
+      add(timestamp, rapidjson::Value(r.timestamp_ms), "int64",
+          "org.apache.kafka.connect.data.Timestamp");
+    if (static_field) add(static_field, str(static_value, a), "string", nullptr);
+  }
 
   bool apply(Record& r) const {
     Data& d = side(r, target);
     if (d.is_null()) return true;  // Kafka passes tombstones and null keys through
-    rapidjson::Value& v = require_map(schemaless(d), "field insertion");
     auto& a = d.allocator();
-    if (!topic.empty()) put(v, topic, str(r.topic, a), a);
-    if (!partition.empty()) put(v, partition, rapidjson::Value(r.partition), a);
-    if (!offset.empty()) put(v, offset, rapidjson::Value(r.offset), a);
-    if (!timestamp.empty()) put(v, timestamp, rapidjson::Value(r.timestamp_ms), a);
-    if (!static_field.empty()) put(v, static_field, str(static_value, a), a);
-    d.set(std::move(v), nullptr);
+    if (!d.schema()) {
+      rapidjson::Value& v = require_map(d.payload(), "field insertion");
+      each(r, a, [&](const Insertion& f, rapidjson::Value&& x, const char*, const char*) {
+        put(v, f.name, std::move(x), a);
+      });
+      d.set(std::move(v), nullptr);
+      return true;
+    }
+    rapidjson::Value& old_schema = require_struct(d, "field insertion");
+    rapidjson::Value schema = struct_like(old_schema, a);
+    for (auto& f : old_schema["fields"].GetArray()) add_field(schema, f["field"].GetString(), f, a);
+    rapidjson::Value& v = d.payload();
+    each(r, a, [&](const Insertion& f, rapidjson::Value&& x, const char* type, const char* name) {
+      if (field_schema(schema, f.name))
+        throw DataError("Cannot create field because of field name duplication " + f.name);
+      add_field(schema, f.name, primitive_schema(type, f.optional, a, name), a);
+      put(v, f.name, std::move(x), a);
+    });
+    d.set(std::move(v), &schema);
     return true;
   }
 
   Target target;
-  std::string topic, partition, offset, timestamp, static_field, static_value;
+  Insertion topic, partition, offset, timestamp, static_field;
+  std::string static_value;
 };
 
 // renames: "old:new,..."
@@ -95,14 +130,28 @@ struct ReplaceField {
   bool apply(Record& r) const {
     Data& d = side(r, target);
     if (d.is_null()) return true;
-    rapidjson::Value& v = require_map(schemaless(d), "field replacement");
     auto& a = d.allocator();
     rapidjson::Value out(rapidjson::kObjectType);
-    for (auto& m : v.GetObject()) {
-      const std::string name(m.name.GetString(), m.name.GetStringLength());
-      if (filter(name)) put(out, renamed(name), std::move(m.value), a);
+    if (!d.schema()) {
+      for (auto& m : require_map(d.payload(), "field replacement").GetObject()) {
+        const std::string name(m.name.GetString(), m.name.GetStringLength());
+        if (filter(name)) put(out, renamed(name), std::move(m.value), a);
+      }
+      d.set(std::move(out), nullptr);
+      return true;
     }
-    d.set(std::move(out), nullptr);
+    // With a schema the fields keep the schema's order.
+    rapidjson::Value& old_schema = require_struct(d, "field replacement");
+    rapidjson::Value schema = struct_like(old_schema, a);
+    rapidjson::Value& v = d.payload();
+    for (auto& f : old_schema["fields"].GetArray()) {
+      const std::string name = f["field"].GetString();
+      if (!filter(name)) continue;
+      add_field(schema, renamed(name), f, a);
+      auto it = v.FindMember(f["field"]);
+      put(out, renamed(name), it == v.MemberEnd() ? rapidjson::Value() : std::move(it->value), a);
+    }
+    d.set(std::move(out), &schema);
     return true;
   }
 
@@ -190,8 +239,10 @@ struct ExtractField {
 
   bool apply(Record& r) const {
     Data& d = side(r, target);
+    // With a schema Kafka looks the field up even for a null value.
+    if (d.schema()) return apply_with_schema(d);
     if (d.is_null()) return true;
-    rapidjson::Value* v = &require_map(schemaless(d), "field extraction");
+    rapidjson::Value* v = &require_map(d.payload(), "field extraction");
     for (const std::string& step : path) {
       if (!v || !v->IsObject()) {
         v = nullptr;
@@ -206,6 +257,28 @@ struct ExtractField {
     }
     rapidjson::Value out(std::move(*v));
     d.set(std::move(out), nullptr);
+    return true;
+  }
+
+  // Follows the path through the schema too; a field the schema lacks is an error, as in Kafka.
+  bool apply_with_schema(Data& d) const {
+    rapidjson::Value* schema = &require_struct(d, "field extraction");
+    rapidjson::Value* v = &d.payload();
+    for (const std::string& step : path) {
+      rapidjson::Value* f =
+          schema->IsObject() && schema->HasMember("fields") ? field_schema(*schema, step) : nullptr;
+      if (!f) throw DataError("Unknown field: " + step);
+      schema = f;
+      auto it = v->IsObject() ? v->FindMember(rapidjson::StringRef(step.data(), step.size()))
+                              : v->MemberEnd();
+      v = v->IsObject() && it != v->MemberEnd() ? &it->value : nullptr;
+      if (!v) break;
+    }
+    rapidjson::Value out_schema(*schema, d.allocator());
+    out_schema.RemoveMember("field");
+    rapidjson::Value out;
+    if (v) out = std::move(*v);
+    d.set(std::move(out), &out_schema);
     return true;
   }
 
@@ -227,10 +300,18 @@ struct HoistField {
   bool apply(Record& r) const {
     Data& d = side(r, target);
     auto& a = d.allocator();
-    rapidjson::Value inner(std::move(schemaless(d)));
+    std::optional<rapidjson::Value> schema;
+    if (const rapidjson::Value* inner = d.schema()) {
+      schema.emplace(rapidjson::kObjectType);
+      schema->AddMember("type", "struct", a);
+      schema->AddMember("fields", rapidjson::Value(rapidjson::kArrayType), a);
+      schema->AddMember("optional", false, a);
+      add_field(*schema, field, *inner, a);
+    }
+    rapidjson::Value inner(std::move(d.payload()));
     rapidjson::Value out(rapidjson::kObjectType);
     out.AddMember(str(field, a), inner, a);
-    d.set(std::move(out), nullptr);
+    d.set(std::move(out), schema ? &*schema : nullptr);
     return true;
   }
 

@@ -123,7 +123,7 @@ rapidjson::Document& Data::doc() {
 
 bool Data::is_null() {
   if (!raw_ && !changed_) return true;
-  return payload().IsNull() && !schema();
+  return payload().IsNull();
 }
 
 rapidjson::Value& Data::payload() {
@@ -205,6 +205,65 @@ void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,
     it->value = std::move(v);
   else
     o.AddMember(str(name, a), v, a);
+}
+
+// ---- Schemas ----
+
+rapidjson::Value& require_struct(Data& d, const char* purpose) {
+  rapidjson::Value* s = d.schema();
+  if (!s || !s->IsObject() || !s->HasMember("type") || (*s)["type"] != "struct") {
+    const std::string found = s && s->IsObject() && s->HasMember("type") && (*s)["type"].IsString()
+                                  ? (*s)["type"].GetString()
+                                  : "null";
+    throw DataError(std::string("Only Struct objects supported for [") + purpose +
+                    "], found: " + found);
+  }
+  if (!s->HasMember("fields") || !(*s)["fields"].IsArray())
+    throw DataError("struct schema without fields");
+  return *s;
+}
+
+rapidjson::Value* field_schema(rapidjson::Value& struct_schema, std::string_view name) {
+  for (auto& f : struct_schema["fields"].GetArray()) {
+    auto it = f.FindMember("field");
+    if (it != f.MemberEnd() && it->value.IsString() &&
+        std::string_view(it->value.GetString(), it->value.GetStringLength()) == name)
+      return &f;
+  }
+  return nullptr;
+}
+
+rapidjson::Value struct_like(const rapidjson::Value& like, rapidjson::Document::AllocatorType& a) {
+  rapidjson::Value out(rapidjson::kObjectType);
+  out.AddMember("type", "struct", a);
+  out.AddMember("fields", rapidjson::Value(rapidjson::kArrayType), a);
+  for (const char* basic : {"optional", "name", "version", "doc", "parameters"}) {
+    auto it = like.FindMember(basic);
+    if (it != like.MemberEnd())
+      out.AddMember(rapidjson::StringRef(basic), rapidjson::Value(it->value, a), a);
+  }
+  if (!out.HasMember("optional")) out.AddMember("optional", false, a);
+  return out;
+}
+
+void add_field(rapidjson::Value& out, std::string_view name, const rapidjson::Value& schema,
+               rapidjson::Document::AllocatorType& a) {
+  rapidjson::Value f(schema, a);
+  f.RemoveMember("field");
+  f.AddMember("field", str(name, a), a);
+  out["fields"].PushBack(f, a);
+}
+
+rapidjson::Value primitive_schema(const char* type, bool optional,
+                                  rapidjson::Document::AllocatorType& a, const char* name) {
+  rapidjson::Value s(rapidjson::kObjectType);
+  s.AddMember("type", rapidjson::StringRef(type), a);
+  s.AddMember("optional", optional, a);
+  if (name) {
+    s.AddMember("name", rapidjson::StringRef(name), a);
+    s.AddMember("version", 1, a);
+  }
+  return s;
 }
 
 Target target_option(const Config& c) {

@@ -46,7 +46,8 @@ bool syntax_v2(const Config& c);  // reads field.syntax.version (V1 or V2)
 class Data {
  public:
   Data(std::optional<std::string_view> raw, bool schemas) : raw_(raw), schemas_(schemas) {}
-  bool is_null();  // the record's bytes are null (a tombstone or a null key)
+  // The Connect value is null: a tombstone, a null key, or a null payload with a schema.
+  bool is_null();
   // The Connect value: the payload of an envelope, or the whole JSON without schemas.
   rapidjson::Value& payload();
   // The Connect schema, or nullptr when the data has none (schemaless or null).
@@ -99,6 +100,23 @@ rapidjson::Value& schemaless(Data& d);
 // Sets `name` in object `o`, replacing an existing member in place.
 void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,
          rapidjson::Document::AllocatorType& a);
+
+// ---- Connect schemas, in the JsonConverter's JSON form ({"type": "struct", "fields": [..]}) ----
+
+// Kafka's requireStruct: the side's schema must be a struct schema; returns it.
+rapidjson::Value& require_struct(Data& d, const char* purpose);
+// The schema of field `name` of a struct schema, or nullptr.
+rapidjson::Value* field_schema(rapidjson::Value& struct_schema, std::string_view name);
+// An empty struct schema with the name, version, doc, parameters and optionality of `like`
+// (Kafka's SchemaUtil.copySchemaBasics).
+rapidjson::Value struct_like(const rapidjson::Value& like, rapidjson::Document::AllocatorType& a);
+// Appends a copy of `schema` as field `name` to the struct schema `out`.
+void add_field(rapidjson::Value& out, std::string_view name, const rapidjson::Value& schema,
+               rapidjson::Document::AllocatorType& a);
+// A primitive schema {"type", "optional"}, with a logical `name` and version 1 when given.
+rapidjson::Value primitive_schema(const char* type, bool optional,
+                                  rapidjson::Document::AllocatorType& a,
+                                  const char* name = nullptr);
 
 // `target: key|value` (for SMTs Kafka has as $Key and $Value).
 enum class Target { key, value };

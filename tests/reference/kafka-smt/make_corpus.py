@@ -128,6 +128,47 @@ case("pred_topic_negate", "HoistField$Value", {"field": "w"},
 case("pred_header", "MaskField$Value", {"fields": "id"}, records[:3],
      predicate={"class": P + "HasHeaderKey", "config": {"name": "h"}})
 
+# With schemas.enable: the {schema, payload} envelope of Kafka's JsonConverter.
+SCHEMA = {"type": "struct", "name": "shop.Order", "version": 2, "optional": False, "fields": [
+    {"field": "id", "type": "int32", "optional": False},
+    {"field": "name", "type": "string", "optional": True},
+    {"field": "n", "type": "struct", "optional": True,
+     "fields": [{"field": "a", "type": "int64", "optional": True},
+                {"field": "b", "type": "struct", "optional": True,
+                 "fields": [{"field": "c", "type": "string", "optional": True}]}]}]}
+OPT_INT = {"type": "int32", "optional": True}
+
+
+def env(payload, schema=SCHEMA):
+    return {"schema": schema, "payload": payload}
+
+
+schemad = [
+    rec(env({"id": 1, "name": "Zoë ☃", "n": {"a": 5, "b": {"c": "deep"}}}), key=env(7, OPT_INT),
+        headers=[("h", "x")]),
+    rec(env({"id": 2, "name": None, "n": None})),
+    rec(None, key=env(3, OPT_INT)),  # a tombstone
+    rec(env(None, OPT_INT)),  # a null with a schema
+    rec(env(5, OPT_INT)),  # not a struct
+    rec(env({"id": 3, "x": [1]}, None)),  # schema null: schemaless
+]
+case("schema_insert_field", "InsertField$Value",
+     {"topic.field": "t!", "partition.field": "p", "offset.field": "o", "timestamp.field": "ts",
+      "static.field": "s", "static.value": "v"}, schemad, schemas=True)
+case("schema_insert_duplicate", "InsertField$Value", {"static.field": "id", "static.value": "v"},
+     schemad[:2], schemas=True)
+case("schema_replace_field", "ReplaceField$Value", {"exclude": "name", "renames": "id:ident"},
+     schemad, schemas=True)
+case("schema_replace_include", "ReplaceField$Value", {"include": "n,id"}, schemad, schemas=True)
+case("schema_extract_field", "ExtractField$Value", {"field": "n"}, schemad, schemas=True)
+case("schema_extract_missing", "ExtractField$Value", {"field": "nope"}, schemad[:1],
+     schemas=True)
+case("schema_extract_v2", "ExtractField$Value", {"field": "n.b", "field.syntax.version": "V2"},
+     schemad[:2], schemas=True)
+case("schema_extract_key", "ExtractField$Key", {"field": "id"}, schemad[:3], schemas=True)
+case("schema_hoist_field", "HoistField$Value", {"field": "w"}, schemad, schemas=True)
+case("schema_hoist_key", "HoistField$Key", {"field": "k"}, schemad, schemas=True)
+
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "corpus.jsonl"), "w", encoding="utf-8") as f:
     for c in cases:
