@@ -5,6 +5,9 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <charconv>
+#include <cmath>
+
 namespace sluice::smt {
 
 namespace {
@@ -180,6 +183,21 @@ std::string type_name(const rapidjson::Value& v) {
   if (v.IsBool()) return "java.lang.Boolean";
   if (v.IsInt64()) return "java.lang.Long";
   return "java.lang.Double";
+}
+
+// Java's Double.toString: shortest digits, scientific below 1e-3 and from 1e7.
+std::string java_double(double v) {
+  char buf[64];
+  const double mag = std::fabs(v);
+  const bool sci = mag != 0 && (mag < 1e-3 || mag >= 1e7);
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v,
+                                 sci ? std::chars_format::scientific : std::chars_format::fixed);
+  std::string s(buf, end);
+  if (!sci) return s.find('.') == std::string::npos ? s + ".0" : s;
+  const size_t e = s.find('e');
+  std::string mantissa = s.substr(0, e), exponent = s.substr(e + 1);
+  if (mantissa.find('.') == std::string::npos) mantissa += ".0";
+  return mantissa + "E" + std::to_string(std::stoi(exponent));  // "e-04" -> "E-4"
 }
 
 rapidjson::Value& require_map(rapidjson::Value& v, const char* purpose) {

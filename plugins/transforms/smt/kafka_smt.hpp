@@ -90,7 +90,9 @@ Predicate predicate_option(const Config& c);
 
 // ---- Helpers on Connect values ----
 
-std::string type_name(const rapidjson::Value& v);  // as Kafka names Java types in errors
+std::string type_name(const rapidjson::Value& v);
+// Java's Double.toString: shortest digits, scientific below 1e-3 and from 1e7.
+std::string java_double(double v);  // as Kafka names Java types in errors
 // Kafka's requireMap: the schemaless value must be an object.
 rapidjson::Value& require_map(rapidjson::Value& v, const char* purpose);
 rapidjson::Value str(std::string_view s, rapidjson::Document::AllocatorType& a);

@@ -20,5 +20,8 @@ const sluice_plugin* insert_header();
 const sluice_plugin* drop_headers();
 const sluice_plugin* header_from();
 const sluice_plugin* filter();
+// cast_smts.cpp
+const sluice_plugin* cast();
+const sluice_plugin* set_schema_metadata();
 
 }  // namespace sluice::smt

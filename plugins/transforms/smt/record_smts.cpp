@@ -305,22 +305,6 @@ struct DropHeaders {
   std::vector<std::string> names;
 };
 
-// Java's Double.toString: shortest digits, scientific below 1e-3 and from 1e7.
-std::string java_double(double v) {
-  char buf[64];
-  const double mag = std::fabs(v);
-  const bool sci = mag != 0 && (mag < 1e-3 || mag >= 1e7);
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v,
-                                 sci ? std::chars_format::scientific : std::chars_format::fixed);
-  std::string s(buf, end);
-  if (!sci) return s.find('.') == std::string::npos ? s + ".0" : s;
-  const size_t e = s.find('e');
-  std::string mantissa = s.substr(0, e), exponent = s.substr(e + 1);
-  if (mantissa.find('.') == std::string::npos) mantissa += ".0";
-  if (exponent[0] == '+') exponent.erase(0, 1);
-  return mantissa + "E" + exponent;
-}
-
 // How Kafka's SimpleHeaderConverter writes a Connect value into a header.
 std::optional<std::string> header_text(const rapidjson::Value& v) {
   if (v.IsNull()) return std::nullopt;

@@ -128,6 +128,26 @@ case("pred_topic_negate", "HoistField$Value", {"field": "w"},
 case("pred_header", "MaskField$Value", {"fields": "id"}, records[:3],
      predicate={"class": P + "HasHeaderKey", "config": {"name": "h"}})
 
+# Cast (schemaless)
+casts = [rec({"a": 300, "b": 70000, "c": 2.7, "d": -2.7, "e": 1.1, "f": "1e3", "g": "false",
+              "h": 1.5}),
+         rec({"a": True, "b": False, "c": "12", "d": "9223372036854775807", "e": "x"}),
+         rec({"g": "yes"}), rec({"g": 2, "h": "ü"}), rec({"h": {"x": 1}}), rec({"h": [1]}),
+         rec({"h": None}), rec({"c": "1.5"}), rec({"h": True}), rec({"h": 1e20, "c": 1e20}),
+         rec({"a": -129, "d": -1e300}), rec({"c": 3000000000, "e": 3.4e39}),
+         rec({"h": 0.001, "f": 123456789}), rec({"h": 0.0001, "e": 16777217}),
+         rec(None), rec(5)]
+case("cast_fields", "Cast$Value",
+     {"spec": "a:int8,b:int16,c:int32,d:int64,e:float32,f:float64,g:boolean,h:string"}, casts)
+case("cast_whole_key", "Cast$Key", {"spec": "int32"},
+     [rec({}, key="12"), rec({}, key=None), rec({}, key=1.9), rec({}, key=True),
+      rec({}, key={"a": 1}), rec({}, key="x")])
+case("cast_whole_value_string", "Cast$Value", {"spec": "string"},
+     [rec(5), rec(1.25), rec(False), rec("s"), rec(None), rec([1])])
+# SetSchemaMetadata: schema'd only in Kafka
+case("set_schema_metadata_schemaless", "SetSchemaMetadata$Value", {"schema.name": "x.Y"},
+     records[:5])
+
 # With schemas.enable: the {schema, payload} envelope of Kafka's JsonConverter.
 SCHEMA = {"type": "struct", "name": "shop.Order", "version": 2, "optional": False, "fields": [
     {"field": "id", "type": "int32", "optional": False},
@@ -168,6 +188,11 @@ case("schema_extract_v2", "ExtractField$Value", {"field": "n.b", "field.syntax.v
 case("schema_extract_key", "ExtractField$Key", {"field": "id"}, schemad[:3], schemas=True)
 case("schema_hoist_field", "HoistField$Value", {"field": "w"}, schemad, schemas=True)
 case("schema_hoist_key", "HoistField$Key", {"field": "k"}, schemad, schemas=True)
+
+case("schema_set_schema_metadata", "SetSchemaMetadata$Value",
+     {"schema.name": "new.Name", "schema.version": "3"}, schemad, schemas=True)
+case("schema_set_schema_metadata_name", "SetSchemaMetadata$Key", {"schema.name": "k"},
+     schemad[:3], schemas=True)
 
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "corpus.jsonl"), "w", encoding="utf-8") as f:

@@ -1,0 +1,228 @@
+// Kafka Connect's Cast (schemaless) and SetSchemaMetadata (schema'd only, as in Kafka).
+#include <charconv>
+#include <cmath>
+#include <limits>
+
+#include "kafka_smt.hpp"
+#include "plugins.hpp"
+
+namespace sluice::smt {
+
+namespace {
+
+enum class CastType { int8, int16, int32, int64, float32, float64, boolean, string };
+
+CastType cast_type(const std::string& name) {
+  static const std::pair<const char*, CastType> kTypes[] = {
+      {"int8", CastType::int8},       {"int16", CastType::int16},
+      {"int32", CastType::int32},     {"int64", CastType::int64},
+      {"float32", CastType::float32}, {"float64", CastType::float64},
+      {"boolean", CastType::boolean}, {"string", CastType::string}};
+  for (const auto& [n, t] : kTypes)
+    if (name == n) return t;
+  throw ConfigError("spec", "spec: unsupported type '" + name +
+                                "' (int8, int16, int32, int64, float32, float64, boolean, "
+                                "string)");
+}
+
+// Java's narrowing of a long: keeps the low bits.
+int64_t narrow(int64_t v, CastType t) {
+  switch (t) {
+    case CastType::int8:
+      return static_cast<int8_t>(v);
+    case CastType::int16:
+      return static_cast<int16_t>(v);
+    case CastType::int32:
+      return static_cast<int32_t>(v);
+    default:
+      return v;
+  }
+}
+
+// Java's (int)/(long) of a double: truncates and saturates, NaN is 0.
+int64_t java_integral(double d, CastType t) {
+  if (std::isnan(d)) return 0;
+  if (t == CastType::int64) {
+    if (d >= 9.2233720368547758e18) return std::numeric_limits<int64_t>::max();
+    if (d <= -9.2233720368547758e18) return std::numeric_limits<int64_t>::min();
+    return static_cast<int64_t>(d);
+  }
+  const double clamped = std::fmax(std::fmin(d, 2147483647.0), -2147483648.0);
+  return narrow(static_cast<int64_t>(clamped), t);
+}
+
+// A float32 as Java writes it: the shortest float digits, read back as a double.
+double as_float32(double d) {
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, static_cast<float>(d));
+  return std::strtod(std::string(buf, end).c_str(), nullptr);
+}
+
+bool is_integral(CastType t) {
+  return t == CastType::int8 || t == CastType::int16 || t == CastType::int32 ||
+         t == CastType::int64;
+}
+
+// A string parsed as Java's Byte/Short/Integer/Long/Float/Double.parseX would.
+rapidjson::Value parse_number(const std::string& s, CastType t) {
+  const auto bad = [&] {
+    return DataError("Value (" + s + ") was out of range for requested data type");
+  };
+  if (is_integral(t)) {
+    int64_t v = 0;
+    auto [p, ec] = std::from_chars(s.data() + (!s.empty() && s[0] == '+'), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size() || narrow(v, t) != v) throw bad();
+    return rapidjson::Value(v);
+  }
+  char* end = nullptr;
+  const double d = std::strtod(s.c_str(), &end);
+  if (s.empty() || *end != '\0') throw bad();
+  return rapidjson::Value(t == CastType::float32 ? as_float32(d) : d);
+}
+
+rapidjson::Value cast_number(const rapidjson::Value& v, CastType t) {
+  if (is_integral(t))
+    return rapidjson::Value(v.IsInt64() ? narrow(v.GetInt64(), t)
+                                        : java_integral(v.GetDouble(), t));
+  const double d = v.GetDouble();
+  return rapidjson::Value(t == CastType::float32 ? as_float32(d) : d);
+}
+
+// Kafka's JsonConverter writes a float that overflowed as the string "Infinity" (or NaN).
+rapidjson::Value finite_or_text(rapidjson::Value v, rapidjson::Document::AllocatorType& a) {
+  if (!v.IsDouble() || std::isfinite(v.GetDouble())) return v;
+  const double d = v.GetDouble();
+  return str(std::isnan(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity", a);
+}
+
+rapidjson::Value cast_value(const rapidjson::Value& v, CastType t,
+                            rapidjson::Document::AllocatorType& a) {
+  if (v.IsNull()) return {};
+  if (v.IsObject() || v.IsArray())
+    throw DataError(std::string("Cast transformation does not support casting from ") +
+                    (v.IsObject() ? "MAP" : "ARRAY") +
+                    "; supported types are [INT8, INT16, INT32, INT64, FLOAT32, FLOAT64, "
+                    "BOOLEAN, STRING, BYTES]");
+  if (t == CastType::string) {
+    if (v.IsString()) return rapidjson::Value(v, a);
+    if (v.IsBool()) return str(v.GetBool() ? "true" : "false", a);
+    return str(v.IsInt64() ? std::to_string(v.GetInt64()) : java_double(v.GetDouble()), a);
+  }
+  if (t == CastType::boolean) {
+    if (v.IsBool()) return rapidjson::Value(v.GetBool());
+    if (v.IsString()) {  // Java's Boolean.parseBoolean
+      std::string s(v.GetString(), v.GetStringLength());
+      for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      return rapidjson::Value(s == "true");
+    }
+    return rapidjson::Value(v.IsInt64() ? v.GetInt64() != 0 : v.GetDouble() != 0);
+  }
+  rapidjson::Value out;
+  if (v.IsBool())
+    out = cast_number(rapidjson::Value(int64_t{v.GetBool() ? 1 : 0}), t);
+  else if (v.IsString())
+    out = parse_number(std::string(v.GetString(), v.GetStringLength()), t);
+  else
+    out = cast_number(v, t);
+  return finite_or_text(std::move(out), a);
+}
+
+struct Cast {
+  static constexpr const char* kName = "cast";
+  static constexpr const char* kDescription =
+      "Kafka's Cast: casts fields, or the whole key or value, to another primitive type.";
+  static constexpr bool kHasTarget = true;
+  static void declare(ConfigSchema& s) {
+    s.string("spec")
+        .doc("field:type pairs (comma-separated), or one type for the whole key or value.")
+        .required();
+    s.boolean("replace.null.with.default").doc("Only matters with schemas.");
+  }
+  explicit Cast(const Config& c) : target(target_option(c)) {
+    for (const std::string& item : required_list(c, "spec")) {
+      const size_t colon = item.find(':');
+      if (colon == std::string::npos) {
+        whole = cast_type(item);
+        continue;
+      }
+      fields.emplace_back(item.substr(0, colon), cast_type(item.substr(colon + 1)));
+    }
+    if (whole && !fields.empty())
+      throw ConfigError("spec", "spec: a whole-value type cannot be mixed with field:type pairs");
+  }
+
+  bool apply(Record& r) const {
+    Data& d = side(r, target);
+    if (d.is_null()) return true;
+    auto& a = d.allocator();
+    rapidjson::Value& v = schemaless(d);
+    if (whole) {
+      rapidjson::Value out = cast_value(v, *whole, a);
+      d.set(std::move(out), nullptr);
+      return true;
+    }
+    require_map(v, "cast types");
+    for (const auto& [name, type] : fields) {  // a field the value lacks becomes null, as in Kafka
+      auto it = v.FindMember(rapidjson::StringRef(name.data(), name.size()));
+      put(v, name, it == v.MemberEnd() ? rapidjson::Value() : cast_value(it->value, type, a), a);
+    }
+    d.set(std::move(v), nullptr);
+    return true;
+  }
+
+  Target target;
+  std::optional<CastType> whole;
+  std::vector<std::pair<std::string, CastType>> fields;
+};
+
+struct SetSchemaMetadata {
+  static constexpr const char* kName = "set_schema_metadata";
+  static constexpr const char* kDescription =
+      "Kafka's SetSchemaMetadata: sets the name and version of the schema.";
+  static constexpr bool kHasTarget = true;
+  static void declare(ConfigSchema& s) {
+    s.string("schema.name").doc("The schema's new name.");
+    s.string("schema.version").doc("The schema's new version.");
+    s.boolean("replace.null.with.default").doc("Only matters with schemas.");
+  }
+  explicit SetSchemaMetadata(const Config& c)
+      : target(target_option(c)), name(option(c, "schema.name")) {
+    const std::string v = option(c, "schema.version");
+    if (!v.empty()) {
+      int64_t n = 0;
+      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (ec != std::errc() || p != v.data() + v.size())
+        throw ConfigError("schema.version", "schema.version must be an integer");
+      version = n;
+    }
+  }
+
+  bool apply(Record& r) const {
+    Data& d = side(r, target);
+    if (!d.schema()) {
+      if (d.is_null()) return true;
+      throw DataError("Schema required for [updating schema metadata]");
+    }
+    rapidjson::Value& s = *d.schema();
+    // Kafka 4.1 rebuilds the value as a struct, so any other schema fails.
+    if (!s.HasMember("type") || s["type"] != "struct")
+      throw DataError("Cannot list fields on non-struct type");
+    auto& a = d.allocator();
+    if (!name.empty()) put(s, "name", str(name, a), a);
+    if (version) put(s, "version", rapidjson::Value(*version), a);
+    rapidjson::Value schema(s, a);
+    d.set(std::move(d.payload()), &schema);
+    return true;
+  }
+
+  Target target;
+  std::string name;
+  std::optional<int64_t> version;
+};
+
+}  // namespace
+
+const sluice_plugin* cast() { return plugin_table<Cast>(); }
+const sluice_plugin* set_schema_metadata() { return plugin_table<SetSchemaMetadata>(); }
+
+}  // namespace sluice::smt
