@@ -1,8 +1,10 @@
-// Kafka Connect's Cast (schemaless) and SetSchemaMetadata (schema'd only, as in Kafka).
+// Kafka Connect's Cast and TimestampConverter (schemaless), SetSchemaMetadata (schema'd only,
+// as in Kafka).
 #include <charconv>
 #include <cmath>
 #include <limits>
 
+#include "date_format.hpp"
 #include "kafka_smt.hpp"
 #include "plugins.hpp"
 
@@ -220,8 +222,106 @@ struct SetSchemaMetadata {
   std::optional<int64_t> version;
 };
 
+// unix.precision: how many of its units a millisecond is, as a ratio.
+struct Precision {
+  int64_t per_ms_num, per_ms_den;  // units = ms * num / den
+};
+
+Precision precision_option(const Config& c) {
+  const std::string p = option(c, "unix.precision", "milliseconds");
+  if (p == "seconds") return {1, 1000};
+  if (p == "milliseconds") return {1, 1};
+  if (p == "microseconds") return {1000, 1};
+  if (p == "nanoseconds") return {1000000, 1};
+  throw ConfigError("unix.precision",
+                    "unix.precision must be seconds, milliseconds, microseconds or nanoseconds");
+}
+
+struct TimestampConverter {
+  static constexpr const char* kName = "timestamp_converter";
+  static constexpr const char* kDescription =
+      "Kafka's TimestampConverter: converts a timestamp between unix time and formatted text.";
+  static constexpr bool kHasTarget = true;
+  static void declare(ConfigSchema& s) {
+    s.string("field").doc("The field holding the timestamp; empty: the whole key or value.");
+    s.string("target.type").doc("string or unix (Date, Time, Timestamp need schemas).").required();
+    s.string("format").doc("SimpleDateFormat pattern for string timestamps (UTC).");
+    s.string("unix.precision").doc("seconds, milliseconds (default), microseconds, nanoseconds.");
+    s.string("field.syntax.version").doc("V1 (plain names) or V2 (dotted paths).");
+    s.boolean("replace.null.with.default").doc("Only matters with schemas.");
+  }
+  explicit TimestampConverter(const Config& c)
+      : target(target_option(c)),
+        path(parse_path(option(c, "field"), syntax_v2(c))),
+        type(required_option(c, "target.type")),
+        precision(precision_option(c)) {
+    if (type != "string" && type != "unix" && type != "Date" && type != "Time" &&
+        type != "Timestamp")
+      throw ConfigError("target.type", "target.type must be string, unix, Date, Time or Timestamp");
+    if (c.has("format") && !option(c, "format").empty()) format.emplace(option(c, "format"));
+    if (type == "string" && !format)
+      throw ConfigError("format",
+                        "TimestampConverter requires format option to be specified when using "
+                        "string timestamps");
+  }
+
+  int64_t to_ms(const rapidjson::Value& v) const {
+    if (v.IsInt64()) return v.GetInt64() * precision.per_ms_den / precision.per_ms_num;
+    if (v.IsString()) {
+      const std::string_view text(v.GetString(), v.GetStringLength());
+      std::optional<int64_t> ms = format ? format->parse(text) : std::nullopt;
+      if (!ms)
+        throw DataError("Could not parse timestamp: value (" + std::string(text) +
+                        ") does not match pattern");
+      return *ms;
+    }
+    throw DataError("TimestampConverter does not support class " + type_name(v) +
+                    " objects as timestamps");
+  }
+
+  rapidjson::Value convert(const rapidjson::Value& v, rapidjson::Document::AllocatorType& a) const {
+    if (v.IsNull()) return {};
+    const int64_t ms = to_ms(v);
+    if (type == "string") return str(format->format(ms), a);
+    if (type == "unix") return rapidjson::Value(ms * precision.per_ms_num / precision.per_ms_den);
+    // Kafka makes a java.util.Date, which its JsonConverter cannot write without a schema.
+    throw DataError("Java class class java.util.Date does not have corresponding schema type.");
+  }
+
+  bool apply(Record& r) const {
+    Data& d = side(r, target);
+    if (d.is_null()) return true;
+    auto& a = d.allocator();
+    rapidjson::Value& v = schemaless(d);
+    if (path.size() == 1 && path[0].empty()) {
+      rapidjson::Value out = convert(v, a);
+      d.set(std::move(out), nullptr);
+      return true;
+    }
+    rapidjson::Value* parent = &require_map(v, "converting timestamp formats");
+    for (size_t i = 0; i + 1 < path.size() && parent; ++i) {
+      auto it = parent->FindMember(rapidjson::StringRef(path[i].data(), path[i].size()));
+      parent = it != parent->MemberEnd() && it->value.IsObject() ? &it->value : nullptr;
+    }
+    if (parent) {  // a field the value lacks becomes null, as in Kafka
+      const std::string& name = path.back();
+      auto it = parent->FindMember(rapidjson::StringRef(name.data(), name.size()));
+      put(*parent, name, it == parent->MemberEnd() ? rapidjson::Value() : convert(it->value, a), a);
+    }
+    d.set(std::move(v), nullptr);
+    return true;
+  }
+
+  Target target;
+  FieldPath path;
+  std::string type;
+  Precision precision;
+  std::optional<DateFormat> format;
+};
+
 }  // namespace
 
+const sluice_plugin* timestamp_converter() { return plugin_table<TimestampConverter>(); }
 const sluice_plugin* cast() { return plugin_table<Cast>(); }
 const sluice_plugin* set_schema_metadata() { return plugin_table<SetSchemaMetadata>(); }
 

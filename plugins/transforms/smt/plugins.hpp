@@ -23,5 +23,6 @@ const sluice_plugin* filter();
 // cast_smts.cpp
 const sluice_plugin* cast();
 const sluice_plugin* set_schema_metadata();
+const sluice_plugin* timestamp_converter();
 
 }  // namespace sluice::smt

@@ -144,6 +144,30 @@ case("cast_whole_key", "Cast$Key", {"spec": "int32"},
       rec({}, key={"a": 1}), rec({}, key="x")])
 case("cast_whole_value_string", "Cast$Value", {"spec": "string"},
      [rec(5), rec(1.25), rec(False), rec("s"), rec(None), rec([1])])
+# TimestampConverter (schemaless)
+stamps = [rec({"ts": 1700000000123}), rec({"ts": "2023-11-14 22:13:20.123"}), rec({"ts": -1}),
+          rec({"ts": 1.5}), rec({"ts": True}), rec({"ts": None}), rec({"a": 1}),
+          rec({"ts": "2023-13-32 25:61:61.1000"}), rec({"ts": "2023-11-14 22:13:20.123 and more"}),
+          rec({"ts": "2023-11-14"}), rec({"ts": "x"}), rec({"ts": 0}), rec({"ts": 951782400000}),
+          rec(None), rec(5)]
+case("timestamp_converter_string", "TimestampConverter$Value",
+     {"field": "ts", "target.type": "string", "format": "yyyy-MM-dd HH:mm:ss.SSS"}, stamps)
+case("timestamp_converter_unix", "TimestampConverter$Value",
+     {"field": "ts", "target.type": "unix", "format": "yyyy-MM-dd HH:mm:ss.SSS"}, stamps)
+case("timestamp_converter_seconds", "TimestampConverter$Value",
+     {"field": "ts", "target.type": "unix", "unix.precision": "seconds",
+      "format": "yyyyMMddHHmmss"},
+     [rec({"ts": 1700000000123}), rec({"ts": -1}), rec({"ts": "20231114221320"})])
+case("timestamp_converter_micros", "TimestampConverter$Value",
+     {"field": "ts", "target.type": "string", "unix.precision": "microseconds",
+      "format": "dd/MM/yy HH:mm:ss.SSS 'at' EEE"},
+     [rec({"ts": 1700000000123456}), rec({"ts": -1}), rec({"ts": 999})])
+case("timestamp_converter_whole_key", "TimestampConverter$Key",
+     {"target.type": "string", "format": "yyyy"},
+     [rec({}, key=1700000000123), rec({}, key=None), rec({}, key={"ts": 1})])
+case("timestamp_converter_date", "TimestampConverter$Value", {"field": "ts", "target.type": "Date"},
+     [rec({"ts": 1700000000123}), rec(None)])
+
 # SetSchemaMetadata: schema'd only in Kafka
 case("set_schema_metadata_schemaless", "SetSchemaMetadata$Value", {"schema.name": "x.Y"},
      records[:5])
