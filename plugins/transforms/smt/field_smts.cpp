@@ -204,16 +204,31 @@ struct MaskField {
 
   bool apply(Record& r) const {
     Data& d = side(r, target);
-    // Kafka requires a map even of a tombstone here (it rejects it).
-    rapidjson::Value& v = require_map(schemaless(d), "mask fields");
+    // Kafka requires a map (or struct) even of a tombstone here: it rejects it.
+    rapidjson::Value* schema = d.schema();
+    if (schema) require_struct(d, "mask fields");
+    rapidjson::Value& v = schema ? d.payload() : require_map(d.payload(), "mask fields");
+    if (!v.IsObject()) throw DataError("Only Struct objects supported for [mask fields]");
     auto& a = d.allocator();
+    if (schema) check_struct_fields(*schema, v);
     // As Kafka, a field the value lacks is added as null.
     for (const std::string& f : fields) {
       auto it = v.FindMember(rapidjson::StringRef(f.data(), f.size()));
       put(v, f, it == v.MemberEnd() ? rapidjson::Value() : masked(it->value, replacement, a), a);
     }
-    d.set(std::move(v), nullptr);
+    d.set(std::move(v), schema);  // masking keeps the schema
     return true;
+  }
+
+  // With a schema Kafka cannot mask a struct field, nor name a field the schema lacks.
+  void check_struct_fields(rapidjson::Value& schema, const rapidjson::Value& v) const {
+    for (const std::string& f : fields) {
+      const rapidjson::Value* fs = field_schema(schema, f);
+      if (!fs) throw DataError(f + " is not a valid field name");
+      auto it = v.FindMember(rapidjson::StringRef(f.data(), f.size()));
+      if ((*fs)["type"] == "struct" && it != v.MemberEnd() && !it->value.IsNull())
+        throw DataError("Cannot mask value of type: class org.apache.kafka.connect.data.Struct");
+    }
   }
 
   Target target;

@@ -33,15 +33,32 @@ struct ValueToKey {
   explicit ValueToKey(const Config& c) : fields(required_list(c, "fields")) {}
 
   bool apply(Record& r) const {
-    rapidjson::Value& v = require_map(schemaless(r.value), "copying fields from value to key");
+    static constexpr const char* kPurpose = "copying fields from value to key";
+    rapidjson::Value* value_schema = r.value.schema();
+    if (value_schema) require_struct(r.value, kPurpose);
+    rapidjson::Value& v =
+        value_schema ? r.value.payload() : require_map(r.value.payload(), kPurpose);
+    if (!v.IsObject())
+      throw DataError(std::string("Only Struct objects supported for [") + kPurpose +
+                      "], found: null");
     auto& a = r.key.allocator();
     rapidjson::Value key(rapidjson::kObjectType);
+    // With a schema the key's schema is a struct of the fields' schemas.
+    rapidjson::Value key_schema(rapidjson::kObjectType);
+    key_schema.AddMember("type", "struct", a)
+        .AddMember("fields", rapidjson::Value(rapidjson::kArrayType), a)
+        .AddMember("optional", false, a);
     for (const std::string& f : fields) {
+      if (value_schema) {
+        const rapidjson::Value* fs = field_schema(*value_schema, f);
+        if (!fs) throw DataError(f + " is not a valid field name");
+        add_field(key_schema, f, *fs, a);
+      }
       rapidjson::Value copy;  // a field the value lacks is null in the key, as in Kafka
       if (const rapidjson::Value* m = member(v, f)) copy.CopyFrom(*m, a);
       put(key, f, std::move(copy), a);
     }
-    r.key.set(std::move(key), nullptr);
+    r.key.set(std::move(key), value_schema ? &key_schema : nullptr);
     return true;
   }
 
@@ -71,12 +88,39 @@ struct Flatten {
     }
   }
 
+  // With a schema: every struct field's leaves, optional when any struct on the way is.
+  void flatten_schema(const rapidjson::Value& schema, rapidjson::Value* value,
+                      const std::string& prefix, bool optional, rapidjson::Value& out_schema,
+                      rapidjson::Value& out, rapidjson::Document::AllocatorType& a) const {
+    for (const auto& f : schema["fields"].GetArray()) {
+      const std::string field = f["field"].GetString();
+      const std::string name = prefix.empty() ? field : prefix + delimiter + field;
+      const bool opt = optional || (f.HasMember("optional") && f["optional"].IsTrue());
+      rapidjson::Value* inner = value && value->IsObject() ? member(*value, field) : nullptr;
+      if (f["type"] == "struct") {
+        flatten_schema(f, inner, name, opt, out_schema, out, a);
+        continue;
+      }
+      rapidjson::Value fs(f, a);
+      put(fs, "optional", rapidjson::Value(opt), a);
+      add_field(out_schema, name, fs, a);
+      put(out, name, inner ? std::move(*inner) : rapidjson::Value(), a);
+    }
+  }
+
   bool apply(Record& r) const {
     Data& d = side(r, target);
     if (d.is_null()) return true;
-    rapidjson::Value& v = require_map(schemaless(d), "flattening");
     rapidjson::Value out(rapidjson::kObjectType);
-    flatten(v, "", out, d.allocator());
+    auto& a = d.allocator();
+    if (d.schema()) {
+      rapidjson::Value& schema = require_struct(d, "flattening");
+      rapidjson::Value out_schema = struct_like(schema, a);
+      flatten_schema(schema, &d.payload(), "", false, out_schema, out, a);
+      d.set(std::move(out), &out_schema);
+      return true;
+    }
+    flatten(require_map(d.payload(), "flattening"), "", out, a);
     d.set(std::move(out), nullptr);
     return true;
   }
@@ -244,14 +288,27 @@ struct HeaderFrom {
 
   bool apply(Record& r) const {
     Data& d = side(r, target);
-    rapidjson::Value& v = require_map(schemaless(d), move ? "header move" : "header copy");
+    const char* purpose = move ? "header move" : "header copy";
+    rapidjson::Value* schema = d.schema();
+    if (schema) require_struct(d, purpose);
+    rapidjson::Value& v = schema ? d.payload() : require_map(d.payload(), purpose);
+    if (!v.IsObject())
+      throw DataError(std::string("Only Struct objects supported for [") + purpose + "]");
     for (size_t i = 0; i < fields.size(); ++i) {
       const rapidjson::Value* m = member(v, fields[i]);
       r.headers.emplace_back(headers[i], m ? header_text(*m) : std::nullopt);
     }
     if (!move) return true;
     for (const std::string& f : fields) v.RemoveMember(rapidjson::StringRef(f.data(), f.size()));
-    d.set(std::move(v), nullptr);
+    if (!schema) {
+      d.set(std::move(v), nullptr);
+      return true;
+    }
+    rapidjson::Value out_schema = struct_like(*schema, d.allocator());
+    for (auto& f : (*schema)["fields"].GetArray())
+      if (std::find(fields.begin(), fields.end(), f["field"].GetString()) == fields.end())
+        add_field(out_schema, f["field"].GetString(), f, d.allocator());
+    d.set(std::move(v), &out_schema);
     return true;
   }
 

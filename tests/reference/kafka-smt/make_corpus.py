@@ -213,6 +213,16 @@ case("schema_extract_key", "ExtractField$Key", {"field": "id"}, schemad[:3], sch
 case("schema_hoist_field", "HoistField$Value", {"field": "w"}, schemad, schemas=True)
 case("schema_hoist_key", "HoistField$Key", {"field": "k"}, schemad, schemas=True)
 
+case("schema_flatten", "Flatten$Value", {}, schemad, schemas=True)
+case("schema_flatten_delimiter", "Flatten$Value", {"delimiter": "_"}, schemad[:2], schemas=True)
+case("schema_value_to_key", "ValueToKey", {"fields": "id,n"}, schemad, schemas=True)
+case("schema_value_to_key_unknown", "ValueToKey", {"fields": "nope"}, schemad[:1], schemas=True)
+case("schema_mask_field", "MaskField$Value", {"fields": "id,name"}, schemad, schemas=True)
+case("schema_mask_struct", "MaskField$Value", {"fields": "n"}, schemad[:2], schemas=True)
+case("schema_header_from_move", "HeaderFrom$Value",
+     {"fields": "id,n", "headers": "a,b", "operation": "move"}, schemad, schemas=True)
+case("schema_header_from_copy", "HeaderFrom$Value",
+     {"fields": "name", "headers": "a", "operation": "copy"}, schemad, schemas=True)
 case("schema_set_schema_metadata", "SetSchemaMetadata$Value",
      {"schema.name": "new.Name", "schema.version": "3"}, schemad, schemas=True)
 case("schema_set_schema_metadata_name", "SetSchemaMetadata$Key", {"schema.name": "k"},
