@@ -1,5 +1,6 @@
 // Kafka Connect's Cast and TimestampConverter (schemaless), SetSchemaMetadata (schema'd only,
 // as in Kafka).
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -157,19 +158,50 @@ struct Cast {
     Data& d = side(r, target);
     if (d.is_null()) return true;
     auto& a = d.allocator();
-    rapidjson::Value& v = schemaless(d);
+    rapidjson::Value* schema = d.schema();
+    rapidjson::Value& v = d.payload();
     if (whole) {
       rapidjson::Value out = cast_value(v, *whole, a);
-      d.set(std::move(out), nullptr);
+      rapidjson::Value out_schema = schema ? cast_schema(*schema, *whole, a) : rapidjson::Value();
+      d.set(std::move(out), schema ? &out_schema : nullptr);
       return true;
     }
-    require_map(v, "cast types");
+    if (schema) {
+      if (!schema->HasMember("type") || (*schema)["type"] != "struct")
+        throw DataError("Cannot list fields on non-struct type");
+    } else {
+      require_map(v, "cast types");
+    }
     for (const auto& [name, type] : fields) {  // a field the value lacks becomes null, as in Kafka
       auto it = v.FindMember(rapidjson::StringRef(name.data(), name.size()));
       put(v, name, it == v.MemberEnd() ? rapidjson::Value() : cast_value(it->value, type, a), a);
     }
-    d.set(std::move(v), nullptr);
+    if (!schema) {
+      d.set(std::move(v), nullptr);
+      return true;
+    }
+    rapidjson::Value out_schema = struct_like(*schema, a);
+    for (auto& f : (*schema)["fields"].GetArray()) {
+      const std::string name = f["field"].GetString();
+      auto spec = std::find_if(fields.begin(), fields.end(),
+                               [&](const auto& p) { return p.first == name; });
+      if (spec == fields.end())
+        add_field(out_schema, name, f, a);
+      else
+        add_field(out_schema, name, cast_schema(f, spec->second, a), a);
+    }
+    d.set(std::move(v), &out_schema);
     return true;
+  }
+
+  // The schema of a cast value: the target type, as optional as before.
+  static rapidjson::Value cast_schema(const rapidjson::Value& old, CastType t,
+                                      rapidjson::Document::AllocatorType& a) {
+    // Connect's JSON names of the types: float32 is "float", float64 "double".
+    static const char* kNames[] = {"int8",  "int16",  "int32",   "int64",
+                                   "float", "double", "boolean", "string"};
+    const bool optional = old.HasMember("optional") && old["optional"].IsTrue();
+    return primitive_schema(kNames[static_cast<int>(t)], optional, a);
   }
 
   Target target;

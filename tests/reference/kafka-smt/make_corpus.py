@@ -223,6 +223,9 @@ case("schema_header_from_move", "HeaderFrom$Value",
      {"fields": "id,n", "headers": "a,b", "operation": "move"}, schemad, schemas=True)
 case("schema_header_from_copy", "HeaderFrom$Value",
      {"fields": "name", "headers": "a", "operation": "copy"}, schemad, schemas=True)
+case("schema_cast_fields", "Cast$Value", {"spec": "id:string,name:int32"}, schemad, schemas=True)
+case("schema_cast_id", "Cast$Value", {"spec": "id:float64"}, schemad, schemas=True)
+case("schema_cast_whole_key", "Cast$Key", {"spec": "string"}, schemad[:3], schemas=True)
 case("schema_set_schema_metadata", "SetSchemaMetadata$Value",
      {"schema.name": "new.Name", "schema.version": "3"}, schemad, schemas=True)
 case("schema_set_schema_metadata_name", "SetSchemaMetadata$Key", {"schema.name": "k"},
