@@ -269,6 +269,11 @@ Precision precision_option(const Config& c) {
                     "unix.precision must be seconds, milliseconds, microseconds or nanoseconds");
 }
 
+constexpr const char* kTimestamp = "org.apache.kafka.connect.data.Timestamp";
+constexpr const char* kDate = "org.apache.kafka.connect.data.Date";
+constexpr const char* kTime = "org.apache.kafka.connect.data.Time";
+constexpr int64_t kDayMs = 86400000;
+
 struct TimestampConverter {
   static constexpr const char* kName = "timestamp_converter";
   static constexpr const char* kDescription =
@@ -311,22 +316,84 @@ struct TimestampConverter {
                     " objects as timestamps");
   }
 
-  rapidjson::Value convert(const rapidjson::Value& v, rapidjson::Document::AllocatorType& a) const {
+  // The milliseconds of a value whose schema names a Connect logical type, else as to_ms.
+  int64_t to_ms(const rapidjson::Value& v, const rapidjson::Value* schema) const {
+    const auto it = schema ? schema->FindMember("name") : rapidjson::Value::ConstMemberIterator();
+    if (schema && it != schema->MemberEnd() && it->value.IsString() && v.IsInt64()) {
+      const std::string_view logical(it->value.GetString(), it->value.GetStringLength());
+      if (logical == kTimestamp || logical == kTime) return v.GetInt64();
+      if (logical == kDate) return v.GetInt64() * kDayMs;
+    }
+    return to_ms(v);
+  }
+
+  // `schema` is the value's schema, nullptr without schemas.
+  rapidjson::Value convert(const rapidjson::Value& v, const rapidjson::Value* schema,
+                           rapidjson::Document::AllocatorType& a) const {
     if (v.IsNull()) return {};
-    const int64_t ms = to_ms(v);
+    const int64_t ms = to_ms(v, schema);
     if (type == "string") return str(format->format(ms), a);
     if (type == "unix") return rapidjson::Value(ms * precision.per_ms_num / precision.per_ms_den);
     // Kafka makes a java.util.Date, which its JsonConverter cannot write without a schema.
-    throw DataError("Java class class java.util.Date does not have corresponding schema type.");
+    if (!schema)
+      throw DataError("Java class class java.util.Date does not have corresponding schema type.");
+    if (type == "Date") return rapidjson::Value(floor_div(ms, kDayMs));
+    if (type == "Time") return rapidjson::Value(ms - floor_div(ms, kDayMs) * kDayMs);
+    return rapidjson::Value(ms);
+  }
+  static int64_t floor_div(int64_t a, int64_t b) {
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
+  }
+
+  // The schema of a converted value.
+  rapidjson::Value target_schema(const rapidjson::Value& old,
+                                 rapidjson::Document::AllocatorType& a) const {
+    const bool optional = old.HasMember("optional") && old["optional"].IsTrue();
+    if (type == "string") return primitive_schema("string", optional, a);
+    if (type == "unix") return primitive_schema("int64", optional, a);
+    if (type == "Date") return primitive_schema("int32", optional, a, kDate);
+    if (type == "Time") return primitive_schema("int32", optional, a, kTime);
+    return primitive_schema("int64", optional, a, kTimestamp);
+  }
+
+  // With a schema: a top-level field (or the whole value), and its schema, are converted.
+  bool apply_with_schema(Data& d) const {
+    auto& a = d.allocator();
+    rapidjson::Value& schema = *d.schema();
+    rapidjson::Value& v = d.payload();
+    if (path.size() == 1 && path[0].empty()) {
+      rapidjson::Value out = convert(v, &schema, a);
+      rapidjson::Value out_schema = target_schema(schema, a);
+      d.set(std::move(out), &out_schema);
+      return true;
+    }
+    require_struct(d, "converting timestamp formats");
+    if (path.size() != 1) throw DataError("sluice converts only top-level fields with schemas");
+    const std::string& name = path[0];
+    if (!field_schema(schema, name)) return true;  // Kafka leaves the record as it is
+    rapidjson::Value out_schema = struct_like(schema, a);
+    for (auto& f : schema["fields"].GetArray()) {
+      if (f["field"] != name.c_str()) {
+        add_field(out_schema, f["field"].GetString(), f, a);
+        continue;
+      }
+      add_field(out_schema, name, target_schema(f, a), a);
+      auto it = v.IsObject() ? v.FindMember(f["field"]) : v.MemberEnd();
+      if (v.IsObject())
+        put(v, name, it == v.MemberEnd() ? rapidjson::Value() : convert(it->value, &f, a), a);
+    }
+    d.set(std::move(v), &out_schema);
+    return true;
   }
 
   bool apply(Record& r) const {
     Data& d = side(r, target);
     if (d.is_null()) return true;
+    if (d.schema()) return apply_with_schema(d);
     auto& a = d.allocator();
-    rapidjson::Value& v = schemaless(d);
+    rapidjson::Value& v = d.payload();
     if (path.size() == 1 && path[0].empty()) {
-      rapidjson::Value out = convert(v, a);
+      rapidjson::Value out = convert(v, nullptr, a);
       d.set(std::move(out), nullptr);
       return true;
     }
@@ -338,7 +405,8 @@ struct TimestampConverter {
     if (parent) {  // a field the value lacks becomes null, as in Kafka
       const std::string& name = path.back();
       auto it = parent->FindMember(rapidjson::StringRef(name.data(), name.size()));
-      put(*parent, name, it == parent->MemberEnd() ? rapidjson::Value() : convert(it->value, a), a);
+      put(*parent, name,
+          it == parent->MemberEnd() ? rapidjson::Value() : convert(it->value, nullptr, a), a);
     }
     d.set(std::move(v), nullptr);
     return true;

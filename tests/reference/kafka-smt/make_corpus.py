@@ -226,6 +226,25 @@ case("schema_header_from_copy", "HeaderFrom$Value",
 case("schema_cast_fields", "Cast$Value", {"spec": "id:string,name:int32"}, schemad, schemas=True)
 case("schema_cast_id", "Cast$Value", {"spec": "id:float64"}, schemad, schemas=True)
 case("schema_cast_whole_key", "Cast$Key", {"spec": "string"}, schemad[:3], schemas=True)
+TS_SCHEMA = {"type": "struct", "optional": False, "fields": [
+    {"field": "ts", "type": "int64", "name": "org.apache.kafka.connect.data.Timestamp",
+     "version": 1, "optional": True},
+    {"field": "s", "type": "string", "optional": True},
+    {"field": "u", "type": "int64", "optional": False},
+    {"field": "d", "type": "int32", "name": "org.apache.kafka.connect.data.Date", "version": 1,
+     "optional": True}]}
+ts_recs = [rec(env({"ts": 1700000000123, "s": "2023-11-14", "u": 1700000000123, "d": 19675},
+                   TS_SCHEMA)),
+           rec(env({"ts": None, "s": None, "u": -1, "d": None}, TS_SCHEMA)),
+           rec(env({"ts": -86400001, "s": "1969-12-31", "u": 0, "d": -1}, TS_SCHEMA)),
+           rec(None)]
+for field, tt in [("ts", "string"), ("s", "Timestamp"), ("u", "Date"), ("u", "Time"),
+                  ("ts", "unix"), ("d", "Timestamp"), ("ts", "Date"), ("nope", "unix")]:
+    case(f"schema_timestamp_converter_{field}_{tt}", "TimestampConverter$Value",
+         {"field": field, "target.type": tt, "format": "yyyy-MM-dd"}, ts_recs, schemas=True)
+case("schema_timestamp_converter_whole", "TimestampConverter$Value",
+     {"target.type": "unix", "unix.precision": "seconds"},
+     [rec(env(1700000000123, TS_SCHEMA["fields"][0])), rec(None)], schemas=True)
 case("schema_set_schema_metadata", "SetSchemaMetadata$Value",
      {"schema.name": "new.Name", "schema.version": "3"}, schemad, schemas=True)
 case("schema_set_schema_metadata_name", "SetSchemaMetadata$Key", {"schema.name": "k"},
