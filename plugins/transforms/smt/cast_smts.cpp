@@ -139,7 +139,6 @@ struct Cast {
     s.string("spec")
         .doc("field:type pairs (comma-separated), or one type for the whole key or value.")
         .required();
-    s.boolean("replace.null.with.default").doc("Only matters with schemas.");
   }
   explicit Cast(const Config& c) : target(target_option(c)) {
     for (const std::string& item : required_list(c, "spec")) {
@@ -217,7 +216,6 @@ struct SetSchemaMetadata {
   static void declare(ConfigSchema& s) {
     s.string("schema.name").doc("The schema's new name.");
     s.string("schema.version").doc("The schema's new version.");
-    s.boolean("replace.null.with.default").doc("Only matters with schemas.");
   }
   explicit SetSchemaMetadata(const Config& c)
       : target(target_option(c)), name(option(c, "schema.name")) {
@@ -285,7 +283,6 @@ struct TimestampConverter {
     s.string("format").doc("SimpleDateFormat pattern for string timestamps (UTC).");
     s.string("unix.precision").doc("seconds, milliseconds (default), microseconds, nanoseconds.");
     s.string("field.syntax.version").doc("V1 (plain names) or V2 (dotted paths).");
-    s.boolean("replace.null.with.default").doc("Only matters with schemas.");
   }
   explicit TimestampConverter(const Config& c)
       : target(target_option(c)),

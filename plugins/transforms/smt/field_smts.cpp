@@ -112,7 +112,6 @@ struct ReplaceField {
     s.string("include").doc("Fields to keep (comma-separated); all when empty.");
     s.string("exclude").doc("Fields to drop (comma-separated); exclude wins over include.");
     s.string("renames").doc("old:new pairs, comma-separated.");
-    s.boolean("replace.null.with.default").doc("Only matters with schemas.");
   }
   explicit ReplaceField(const Config& c)
       : ReplaceField(target_option(c), list_option(c, "include"), list_option(c, "exclude"),

@@ -345,8 +345,9 @@ void declare_common(ConfigSchema& s, bool has_target) {
   s.boolean("schemas.enable")
       .doc("Keys and values are JsonConverter {schema, payload} envelopes.")
       .default_value(false);
-  if (has_target)
-    s.string("target").doc("The side to transform (Kafka's $Key/$Value).").one_of({"key", "value"});
+  if (!has_target) return;
+  s.boolean("replace.null.with.default").doc("Accepted; sluice keeps nulls as they are.");
+  s.string("target").doc("The side to transform (Kafka's $Key/$Value).").one_of({"key", "value"});
 }
 
 }  // namespace sluice::smt

@@ -28,7 +28,7 @@ struct ValueToKey {
   static constexpr bool kHasTarget = false;
   static void declare(ConfigSchema& s) {
     s.string("fields").doc("Fields of the value that make the key (comma-separated).").required();
-    s.boolean("replace.null.with.default").doc("Only matters with schemas.");
+    s.boolean("replace.null.with.default").doc("Accepted; sluice keeps nulls as they are.");
   }
   explicit ValueToKey(const Config& c) : fields(required_list(c, "fields")) {}
 
@@ -272,7 +272,6 @@ struct HeaderFrom {
     s.string("fields").doc("Fields to take (comma-separated).").required();
     s.string("headers").doc("Header names, one per field (comma-separated).").required();
     s.string("operation").doc("copy or move.").one_of({"copy", "move"}).required();
-    s.boolean("replace.null.with.default").doc("Only matters with schemas.");
   }
   explicit HeaderFrom(const Config& c)
       : target(target_option(c)),
