@@ -108,6 +108,26 @@ FieldPath parse_path(const std::string& text, bool v2) {
 
 // ---- Data ----
 
+namespace {
+
+// What the transforms rely on in a schema, checked once so that they can index it freely: a
+// type, and for a struct a list of fields, each with a name and a schema.
+void check_schema(const rapidjson::Value& s) {
+  if (s.IsNull()) return;
+  if (!s.IsObject() || !s.HasMember("type") || !s["type"].IsString())
+    throw DataError("Schema must contain 'type' field");
+  if (s["type"] != "struct") return;
+  if (!s.HasMember("fields") || !s["fields"].IsArray())
+    throw DataError("Struct schema's \"fields\" argument is not an array.");
+  for (const auto& f : s["fields"].GetArray()) {
+    if (!f.IsObject() || !f.HasMember("field") || !f["field"].IsString())
+      throw DataError("Struct schema's field name not specified properly");
+    check_schema(f);
+  }
+}
+
+}  // namespace
+
 rapidjson::Document& Data::doc() {
   if (doc_) return *doc_;
   doc_.emplace();
@@ -121,6 +141,7 @@ rapidjson::Document& Data::doc() {
     throw DataError(
         "JsonConverter with schemas.enable requires \"schema\" and \"payload\" fields and may "
         "not contain additional fields");
+  if (schemas_) check_schema((*doc_)["schema"]);
   return *doc_;
 }
 

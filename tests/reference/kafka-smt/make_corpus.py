@@ -245,6 +245,15 @@ for field, tt in [("ts", "string"), ("s", "Timestamp"), ("u", "Date"), ("u", "Ti
 case("schema_timestamp_converter_whole", "TimestampConverter$Value",
      {"target.type": "unix", "unix.precision": "seconds"},
      [rec(env(1700000000123, TS_SCHEMA["fields"][0])), rec(None)], schemas=True)
+bad_schemas = [rec(env({"id": 1}, {"type": "struct", "fields": [{"type": "int32"}]})),
+               rec(env({"id": 1}, {"fields": []})),
+               rec(env({"id": 1}, {"type": "struct", "fields": [{"field": "id"}]})),
+               rec(env({"id": 1}, {"type": "struct"})),
+               rec({"id": 1})]
+for smt in ["Flatten$Value", "ReplaceField$Value", "Cast$Value"]:
+    case("schema_malformed_" + smt.split("$")[0], smt,
+         {"renames": "id:x"} if smt.startswith("Replace") else
+         {"spec": "id:string"} if smt.startswith("Cast") else {}, bad_schemas, schemas=True)
 case("schema_set_schema_metadata", "SetSchemaMetadata$Value",
      {"schema.name": "new.Name", "schema.version": "3"}, schemad, schemas=True)
 case("schema_set_schema_metadata_name", "SetSchemaMetadata$Key", {"schema.name": "k"},
