@@ -126,6 +126,15 @@ void check_schema(const rapidjson::Value& s) {
   }
 }
 
+// A struct's payload must be an object (or null): the transforms index it as one.
+void check_envelope(const rapidjson::Value& envelope) {
+  const rapidjson::Value& schema = envelope["schema"];
+  check_schema(schema);
+  const rapidjson::Value& payload = envelope["payload"];
+  if (!schema.IsNull() && schema["type"] == "struct" && !payload.IsObject() && !payload.IsNull())
+    throw DataError("Struct schema with a payload that is not an object");
+}
+
 }  // namespace
 
 rapidjson::Document& Data::doc() {
@@ -141,7 +150,7 @@ rapidjson::Document& Data::doc() {
     throw DataError(
         "JsonConverter with schemas.enable requires \"schema\" and \"payload\" fields and may "
         "not contain additional fields");
-  if (schemas_) check_schema((*doc_)["schema"]);
+  if (schemas_) check_envelope(*doc_);
   return *doc_;
 }
 

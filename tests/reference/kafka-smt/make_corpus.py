@@ -249,11 +249,14 @@ bad_schemas = [rec(env({"id": 1}, {"type": "struct", "fields": [{"type": "int32"
                rec(env({"id": 1}, {"fields": []})),
                rec(env({"id": 1}, {"type": "struct", "fields": [{"field": "id"}]})),
                rec(env({"id": 1}, {"type": "struct"})),
+               rec(env(5)), rec(env("x")), rec(env([1])),
                rec({"id": 1})]
-for smt in ["Flatten$Value", "ReplaceField$Value", "Cast$Value"]:
+for smt in ["Flatten$Value", "ReplaceField$Value", "Cast$Value", "InsertField$Value"]:
     case("schema_malformed_" + smt.split("$")[0], smt,
          {"renames": "id:x"} if smt.startswith("Replace") else
-         {"spec": "id:string"} if smt.startswith("Cast") else {}, bad_schemas, schemas=True)
+         {"spec": "id:string"} if smt.startswith("Cast") else
+         {"static.field": "s", "static.value": "v"} if smt.startswith("Insert") else {},
+         bad_schemas, schemas=True)
 case("schema_set_schema_metadata", "SetSchemaMetadata$Value",
      {"schema.name": "new.Name", "schema.version": "3"}, schemad, schemas=True)
 case("schema_set_schema_metadata_name", "SetSchemaMetadata$Key", {"schema.name": "k"},
