@@ -211,6 +211,9 @@ class FileParser {
         !inserted)
       throw ConfigError(name_location, fmt::format("duplicate stage name '{}' (first used at {})",
                                                    stage.instance_name, it->second.str()));
+    if (auto timeout = find_entry(entry.value, "call_timeout_ms"))
+      stage.call_timeout_ms = static_cast<uint32_t>(
+          reader_.unsigned_int(*timeout, what + ".call_timeout_ms", 0, kMaxU32));
     return stage;
   }
 

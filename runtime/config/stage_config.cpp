@@ -413,7 +413,7 @@ CheckedConfig check_stage(const StageSpec& stage, std::string_view schema_json) 
   if (stage.node.IsMap()) {
     for (const auto& kv : stage.node) {
       const std::string& key = kv.first.Scalar();
-      if (key == "type" || key == "name" ||
+      if (key == "type" || key == "name" || key == "call_timeout_ms" ||
           std::find(names.begin(), names.end(), key) != names.end())
         continue;
       const std::string suggestion = did_you_mean(key, names);

@@ -3,6 +3,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -24,6 +26,7 @@ struct StageSpec {
       node.reset(other.node);
       location = other.location;
       type_location = other.type_location;
+      call_timeout_ms = other.call_timeout_ms;
     }
     return *this;
   }
@@ -35,6 +38,7 @@ struct StageSpec {
       node.reset(other.node);
       location = std::move(other.location);
       type_location = std::move(other.type_location);
+      call_timeout_ms = other.call_timeout_ms;
     }
     return *this;
   }
@@ -46,6 +50,9 @@ struct StageSpec {
   YAML::Node node;            // the stage mapping as written
   Location location;          // of the mapping
   Location type_location;     // of the `type` value
+  // `call_timeout_ms:` the deadline of one plugin call (0: none); unset: the role's default
+  // (pipeline/call_guard.hpp, docs/containment.md).
+  std::optional<uint32_t> call_timeout_ms;
 };
 
 }  // namespace sluice::config
