@@ -24,9 +24,9 @@ struct Slot {
   std::atomic<bool> claimed{false};
   std::atomic<int64_t> started_ns{0};   // 0: no call in flight
   std::atomic<int64_t> reported_ns{0};  // the start of the call the watchdog reported stuck
-  uint32_t timeout_ms = 0;
+  std::atomic<uint32_t> timeout_ms{0};
   int depth = 0;  // owner thread only
-  int journal_fd = -1;
+  std::atomic<int> journal_fd{-1};
   void* altstack = nullptr;
   std::mutex text_mu;  // the texts, between the owner and readers on other threads
   std::string pipeline, stage, human, line;
@@ -81,14 +81,15 @@ void report(const Slot& s, const char* cause) {
   append(buf, sizeof buf - 1, len, s.human.data(), s.human.size());
   buf[len++] = '\n';
   write_all(STDERR_FILENO, buf, len);
-  if (s.journal_fd < 0) return;
+  const int journal = s.journal_fd.load(std::memory_order_relaxed);
+  if (journal < 0) return;
   len = 0;
   append(buf, sizeof buf, len, "cause=");
   append(buf, sizeof buf, len, cause);
   append(buf, sizeof buf, len, "\t");
   append(buf, sizeof buf - 1, len, s.line.data(), s.line.size());
   buf[len++] = '\n';
-  write_all(s.journal_fd, buf, len);  // one write: a line is never interleaved
+  write_all(journal, buf, len);  // one write: a line is never interleaved
 }
 
 const char* signal_name(int sig) {
@@ -175,7 +176,7 @@ std::string human_text(const std::string& pipeline, const std::string& stage,
 }
 
 // The first slot with a call in flight, this thread's first.
-const Slot* slot_in_flight() {
+Slot* slot_in_flight() {
   if (t_slot && t_slot->depth > 0) return t_slot;
   for (size_t i = 0; i < kSlots; ++i)
     if (g_slots[i].claimed.load() && g_slots[i].started_ns.load() != 0) return &g_slots[i];
@@ -185,10 +186,15 @@ const Slot* slot_in_flight() {
 // exit(N) or _exit(N) while a plugin call is in flight: the plugin's failure, never a clean
 // end. Reported like a crash, then the process ends with kExitPluginExited.
 void exit_in_call(const char* fn, int status) {
-  const Slot* s = slot_in_flight();
+  Slot* s = slot_in_flight();
   if (!s) return;
   const std::string cause = fmt::format("{}({})", fn, status);
-  report(*s, cause.c_str());
+  {
+    // Another thread's slot is written under its lock (this thread's own one is not changing).
+    std::unique_lock lock(s->text_mu, std::defer_lock);
+    if (s != t_slot) lock.lock();
+    report(*s, cause.c_str());
+  }
   const std::string tail =
       fmt::format("sluice: a plugin called {} inside a call; exiting with status {}\n", cause,
                   kExitPluginExited);
@@ -202,8 +208,9 @@ ExitFn real_exit(const char* name) { return reinterpret_cast<ExitFn>(::dlsym(RTL
 // The start of the slot's call if it is past its deadline at `now`, else 0.
 int64_t stuck_since(const Slot& s, int64_t now) {
   const int64_t started = s.started_ns.load();
-  if (started == 0 || s.timeout_ms == 0) return 0;
-  return now - started < int64_t{s.timeout_ms} * 1'000'000 ? 0 : started;
+  const int64_t timeout_ms = s.timeout_ms.load(std::memory_order_relaxed);
+  if (started == 0 || timeout_ms == 0) return 0;
+  return now - started < timeout_ms * 1'000'000 ? 0 : started;
 }
 
 void watchdog_loop() {
@@ -216,7 +223,7 @@ void watchdog_loop() {
       if (started == 0 || s.reported_ns.exchange(started) == started) continue;
       std::lock_guard lock(s.text_mu);
       spdlog::error("pipeline {}: {} is stuck: no return after {} ms (call_timeout_ms)", s.pipeline,
-                    s.human, s.timeout_ms);
+                    s.human, s.timeout_ms.load());
     }
   }
 }
@@ -237,8 +244,8 @@ CallScope::CallScope(const CallPolicy& policy, const std::string& stage, const s
     slot_->human = human_text(policy.pipeline, stage, plugin, call, e);
     slot_->line = encode_call(e);
   }
-  slot_->timeout_ms = policy.timeout_ms;
-  slot_->journal_fd = policy.journal ? policy.journal->fd() : -1;
+  slot_->timeout_ms.store(policy.timeout_ms, std::memory_order_relaxed);
+  slot_->journal_fd.store(policy.journal ? policy.journal->fd() : -1, std::memory_order_relaxed);
   slot_->started_ns.store(now_ns());
 }
 
@@ -257,10 +264,10 @@ std::vector<StuckCall> stuck_calls(const std::string& pipeline) {
     if (started == 0) continue;
     std::lock_guard lock(s.text_mu);
     if (s.pipeline != pipeline) continue;
-    out.push_back(
-        {s.stage, fmt::format("stuck: {} has not returned for {:.1f} s (call_timeout_ms "
-                              "{})",
-                              s.human, static_cast<double>(now - started) / 1e9, s.timeout_ms)});
+    out.push_back({s.stage, fmt::format("stuck: {} has not returned for {:.1f} s (call_timeout_ms "
+                                        "{})",
+                                        s.human, static_cast<double>(now - started) / 1e9,
+                                        s.timeout_ms.load())});
   }
   return out;
 }

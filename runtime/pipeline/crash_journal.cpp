@@ -196,6 +196,8 @@ void CrashJournal::rewrite(const std::vector<JournalEntry>& keep) {
   std::error_code ec;
   if (text.empty()) {
     std::filesystem::remove(path_, ec);
+    std::error_code not_empty;  // the folder goes too when nothing else is in it
+    std::filesystem::remove(path_.parent_path(), not_empty);
   } else {
     const auto tmp = path_.string() + ".tmp";
     std::ofstream(tmp, std::ios::trunc) << text;

@@ -63,7 +63,7 @@ class CrashJournal {
   // This pipeline's entries, as read when the journal was opened.
   const std::vector<JournalEntry>& entries() const { return entries_; }
   // Rewrites the file with `keep` in place of this pipeline's entries (other pipelines' lines
-  // stay); the file is removed when nothing is left.
+  // stay); the file is removed when nothing is left, and its folder if that is then empty.
   void rewrite(const std::vector<JournalEntry>& keep);
 
  private:

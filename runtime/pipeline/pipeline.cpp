@@ -305,7 +305,8 @@ void Pipeline::finish_source_loop() {
   if (auto error = sink.pre_commit())
     spdlog::warn("pipeline {}: sink pre_commit failed: {}", spec_.name, redact(error->message));
   commit_ready();
-  if (journal_ && !quarantine_->empty()) journal_->rewrite(quarantine_->unresolved());
+  // The journal keeps what is not yet resolved; a run without crashes leaves no file behind.
+  if (journal_) journal_->rewrite(quarantine_->unresolved());
   stage_->stop();
   if (stage_->failed() && !summary().failed) fail("the stage stopped on a failed batch");
   ended_at_ = std::chrono::steady_clock::now();

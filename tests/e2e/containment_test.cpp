@@ -96,7 +96,7 @@ void check_quarantined(const fs::path& dir, int count, const std::string& reason
   REQUIRE(dlq.size() == 1);
   CHECK(contains(dlq[0], kMarker));
   CHECK(contains(dlq[0], reason));
-  CHECK_FALSE(fs::exists(dir / ".sluice" / "contained.crash-journal"));
+  CHECK_FALSE(fs::exists(dir / ".sluice"));
 }
 
 void check_crash_runs(const Runs& runs, int crash_code, const std::string& said) {
@@ -214,4 +214,16 @@ TEST_CASE(
   const auto at = offsets.find(key);
   REQUIRE(at != std::string::npos);
   CHECK(std::stoull(offsets.substr(at + key.size())) <= poison_at);
+}
+
+TEST_CASE("call_timeout_ms that is not a number is a config error at its FILE:LINE:COL") {
+  auto dir = scratch("containment-config");
+  write_file((dir / "p.yaml").string(), pipeline_yaml("hang", ", call_timeout_ms: soon"));
+  auto r =
+      run_process({bin(), "validate", "--plugin-path",
+                   (binary_dir() / "test-plugins" / "crashy").string(), (dir / "p.yaml").string()});
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, (dir / "p.yaml").string() + ":4:"));
+  CHECK(contains(r.err, "call_timeout_ms: expected"));
 }
