@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -134,6 +135,13 @@ void install_handlers() {
 
 // ---- slots ----
 
+// Mapped, not allocated: its pages cost memory only once a crash handler has run on them.
+void* map_altstack() {
+  void* p = ::mmap(nullptr, kAltStackBytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
 void release_slot(Slot* s) {
   stack_t off{};
   off.ss_flags = SS_DISABLE;
@@ -141,9 +149,12 @@ void release_slot(Slot* s) {
   s->claimed.store(false, std::memory_order_release);
 }
 
+// Gives the thread's slot back when the thread ends. Constructed on a thread's first claim (the
+// store to `armed` makes sure of it); t_slot itself stays a plain pointer the handler can read.
 struct SlotRelease {
+  bool armed = false;
   ~SlotRelease() {
-    if (t_slot) release_slot(t_slot);
+    if (armed && t_slot) release_slot(t_slot);
     t_slot = nullptr;
   }
 };
@@ -157,12 +168,12 @@ Slot* my_slot() {
     bool expected = false;
     if (!g_slots[i].claimed.compare_exchange_strong(expected, true)) continue;
     Slot* s = &g_slots[i];
-    if (!s->altstack) s->altstack = std::malloc(kAltStackBytes);
+    if (!s->altstack) s->altstack = map_altstack();
     stack_t st{};
     st.ss_sp = s->altstack;
     st.ss_size = kAltStackBytes;
     if (s->altstack) ::sigaltstack(&st, nullptr);
-    (void)&t_release;  // registers the release at thread exit
+    t_release.armed = true;  // registers the release at thread exit
     t_slot = s;
     return s;
   }

@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "pipeline/call_guard.hpp"
 #include "pipeline/quarantine.hpp"
 
 using namespace sluice::pipeline;
@@ -108,4 +110,26 @@ TEST_CASE("the journal file keeps other pipelines' lines when one pipeline's ent
   CrashJournal again(path, "billing");
   CHECK(again.entries() == std::vector<JournalEntry>{other});
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a call past its deadline is stuck; threads that end give their call slot back") {
+  install_call_guard();
+  const CrashJournal* no_journal = nullptr;
+  const CallPolicy policy{"slots", 1, no_journal};
+  const std::vector<sluice_record> records = {record("t", 0, 7)};
+  // More threads, one after the other, than there are slots: each must still get one.
+  for (int i = 0; i < 300; ++i) {
+    std::vector<StuckCall> seen;
+    std::thread([&] {
+      const CallScope scope(policy, "slots.transform0", "crashy", "process", records);
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));  // past the 1 ms deadline
+      seen = stuck_calls("slots");
+    }).join();
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].stage == "slots.transform0");
+    CHECK(seen[0].description.rfind("stuck: plugin 'crashy' (stage slots.transform0 of pipeline "
+                                    "slots), call process() on record t/0@7",
+                                    0) == 0);
+  }
+  CHECK(stuck_calls("slots").empty());  // every call has returned
 }
