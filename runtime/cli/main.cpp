@@ -327,7 +327,8 @@ constexpr int kExitUsage = 2;   // bad command line, config or plugin: nothing w
 constexpr const char* kExitCodesHelp =
     "Exit status: 0 done (every pipeline ended or was stopped by a signal and drained); 1 a "
     "pipeline failed at run time, the admin API could not be reached or refused, or an "
-    "unexpected error; 2 a usage, config or plugin error (nothing was started); 130 a second "
+    "unexpected error; 2 a usage, config or plugin error (nothing was started); 70 a plugin "
+    "called exit() inside a call; 71 a stop could not drain a stuck plugin call; 130 a second "
     "SIGINT/SIGTERM exited without draining.\n"
     "Global options (--log-level, --log-format, --plugin-path, --allow-insecure-plugins) go "
     "before or after the command.";

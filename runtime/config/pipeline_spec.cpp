@@ -211,6 +211,9 @@ class FileParser {
         !inserted)
       throw ConfigError(name_location, fmt::format("duplicate stage name '{}' (first used at {})",
                                                    stage.instance_name, it->second.str()));
+    if (auto timeout = find_entry(entry.value, "call_timeout_ms"))
+      stage.call_timeout_ms = static_cast<uint32_t>(
+          reader_.unsigned_int(*timeout, what + ".call_timeout_ms", 0, kMaxU32));
     stage.isolation = parse_isolation(entry.value, stage.role, what);
     return stage;
   }
@@ -227,7 +230,8 @@ class FileParser {
                                                          "and sinks)",
                                                          what));
     }
-    if (auto timeout = find_entry(stage, "call_timeout_ms"))
+    // In process 0 means no deadline; an isolated call always has one (its child is killed).
+    if (auto timeout = find_entry(stage, "call_timeout_ms"); timeout && s.process)
       s.call_timeout_ms = static_cast<uint32_t>(
           reader_.unsigned_int(*timeout, what + ".call_timeout_ms", 1, kMaxU32));
     if (auto limit = find_entry(stage, "memory_limit_mb"))

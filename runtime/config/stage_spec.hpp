@@ -3,6 +3,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +29,7 @@ struct StageSpec {
       location = other.location;
       type_location = other.type_location;
       isolation = other.isolation;
+      call_timeout_ms = other.call_timeout_ms;
     }
     return *this;
   }
@@ -39,6 +42,7 @@ struct StageSpec {
       location = std::move(other.location);
       type_location = std::move(other.type_location);
       isolation = other.isolation;
+      call_timeout_ms = other.call_timeout_ms;
     }
     return *this;
   }
@@ -51,6 +55,9 @@ struct StageSpec {
   Location location;          // of the mapping
   Location type_location;     // of the `type` value
   core::IsolationSettings isolation;  // `isolation`, `call_timeout_ms`, `memory_limit_mb`
+  // `call_timeout_ms:` the deadline of one plugin call (0: none); unset: the role's default
+  // (pipeline/call_guard.hpp, docs/containment.md).
+  std::optional<uint32_t> call_timeout_ms;
 };
 
 // The keys of a stage mapping that are the host's, not the plugin's config.
