@@ -126,6 +126,7 @@ TEST_CASE("plugin load failures name the file and the reason, and nothing starts
 
 TEST_CASE("plugins list and inspect show names, versions, files and schemas") {
   auto r = run_process({bin(), "plugins", "list"});
+  INFO("stderr: " << r.err);
   CHECK(r.exit_code == 0);
   CHECK(r.out.find("source     generator") != std::string::npos);
   CHECK(r.out.find("transform  fields") != std::string::npos);
