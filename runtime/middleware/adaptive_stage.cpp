@@ -90,13 +90,24 @@ IntakeRoom AdaptiveStage::intake_room() const {
   std::lock_guard lock(mu_);
   const uint64_t held = held_bytes();
   if (stopping_ || failed_ || !has_room(held)) return {};
-  return {settings_.backpressure_threshold - queued_records_, byte_bound_ - held};
+  IntakeRoom room{settings_.backpressure_threshold - queued_records_, byte_bound_ - held};
+  if (settings_.memory_control && memory_.over_threshold()) {
+    // Nothing held (has_room): admit half the headroom left under the limit, at least one
+    // record (a source may go over max_bytes by one), so RSS creeps up in small steps.
+    const uint64_t rss = memory_.rss_bytes(), limit = memory_.limit_bytes();
+    room.bytes = std::min(room.bytes, std::max<uint64_t>(rss < limit ? (limit - rss) / 2 : 0, 1));
+  }
+  return room;
 }
 
 // Under mu_. Records and bytes are both under their bounds and memory pressure allows intake.
+// Over the pressure threshold intake waits for what the stage holds to drain; with nothing held,
+// waiting cannot bring RSS down (a heap that does not shrink, a plugin's own memory), so intake
+// goes on in small steps (intake_room) instead of pausing for ever.
 bool AdaptiveStage::has_room(uint64_t held) const {
-  if (settings_.memory_control && memory_.over_threshold()) return false;
-  return queued_records_ < settings_.backpressure_threshold && held < byte_bound_;
+  if (queued_records_ >= settings_.backpressure_threshold || held >= byte_bound_) return false;
+  if (settings_.memory_control && memory_.over_threshold()) return held == 0;
+  return true;
 }
 
 bool AdaptiveStage::backpressure_active() const {

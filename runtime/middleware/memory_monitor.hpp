@@ -55,8 +55,9 @@ class MemoryMonitor {
 
   // Memory the runtime cannot account for: RSS at or over the pause threshold
   // (memory_pressure_threshold x limit) for unaccounted_after() while the runtime's accounted
-  // bytes (inflight_bytes) are under half of that. Intake then stays paused with nothing of ours
-  // to drain (a leaking plugin, a heap that does not shrink), which health reports as degraded.
+  // bytes (inflight_bytes) are under half of that: nothing of ours to drain (a leaking plugin, a
+  // heap that does not shrink). Health reports it as degraded; the stage admits records in small
+  // steps meanwhile (AdaptiveStage::intake_room).
   struct Unaccounted {
     uint64_t rss = 0;
     uint64_t limit = 0;
