@@ -51,7 +51,7 @@ void set_error(sluice_error* error, std::string_view message, std::string_view f
   auto copy = [](char* dst, size_t cap, std::string_view text) {
     if (!dst || cap == 0) return;
     const size_t n = std::min(cap - 1, text.size());
-    std::memcpy(dst, text.data(), n);
+    if (n > 0) std::memcpy(dst, text.data(), n);  // an empty view may have a null data()
     dst[n] = '\0';
   };
   copy(error->message, error->message_capacity, message);
