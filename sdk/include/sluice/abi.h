@@ -43,8 +43,10 @@ extern "C" {
  * type, hence macros. */
 typedef int32_t sluice_status;
 #define SLUICE_OK ((sluice_status)0)    /* done */
-#define SLUICE_RETRY ((sluice_status)1) /* transient: the host retries the same call with backoff */
-#define SLUICE_ERROR ((sluice_status)2) /* this batch (or record) failed: the error policy decides */
+#define SLUICE_RETRY ((sluice_status)1) /* transient: the host retries the same call with backoff \
+                                         */
+#define SLUICE_ERROR \
+  ((sluice_status)2) /* this batch (or record) failed: the error policy decides */
 #define SLUICE_FATAL ((sluice_status)3) /* the stage cannot go on: its pipeline stops cleanly */
 
 /* Plugin kinds. */
