@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <sluice/sdk.hpp>
 
+#include "connect_decimal.hpp"
+
 namespace sluice_cdc {
 
 namespace {
@@ -73,6 +75,28 @@ const rapidjson::Value* unwrap(const rapidjson::Value& v) {
   return &v;
 }
 
+// With schemas.enable=true the schema says which fields are Connect decimals (base64 of the
+// unscaled value): they become exact decimal text. Without the schema nothing can be decoded,
+// hence decimal.handling.mode=string for schemaless converters (README).
+std::string decode_decimals(rapidjson::Document& doc) {
+  if (!doc.IsObject() || !doc.HasMember("schema") || !doc.HasMember("payload")) return {};
+  const rapidjson::Value& schema = doc["schema"];
+  rapidjson::Value& payload = doc["payload"];
+  const auto* envelope_fields = field_schema(schema, "after");
+  if (!envelope_fields || !payload.IsObject()) {
+    // A key (or any plain struct): its own fields.
+    return decode_decimal_fields(schema, payload, doc.GetAllocator());
+  }
+  for (const char* image : {"before", "after"}) {
+    const auto* image_schema = field_schema(schema, image);
+    auto it = payload.FindMember(image);
+    if (!image_schema || it == payload.MemberEnd()) continue;
+    auto error = decode_decimal_fields(*image_schema, it->value, doc.GetAllocator());
+    if (!error.empty()) return std::string(image) + ": " + error;
+  }
+  return {};
+}
+
 }  // namespace
 
 const char* kind_name(EventKind kind) {
@@ -135,6 +159,10 @@ Decoded DebeziumDecoder::decode(const RawEvent& raw) const {
       out.error = "key is not valid JSON " + parse_error(key_doc);
       return out;
     }
+    if (auto error = decode_decimals(key_doc); !error.empty()) {
+      out.error = "key: " + error;
+      return out;
+    }
     key = unwrap(key_doc);
     if (key->IsNull()) key = nullptr;
   }
@@ -154,6 +182,10 @@ Decoded DebeziumDecoder::decode(const RawEvent& raw) const {
   }
   if (!doc.IsObject()) {
     out.error = "value is not a JSON object";
+    return out;
+  }
+  if (auto error = decode_decimals(doc); !error.empty()) {
+    out.error = error;
     return out;
   }
   const rapidjson::Value* payload = unwrap(doc);

@@ -291,7 +291,8 @@ bool FileSource::poll(sluice::Output& out, size_t max_records, uint32_t timeout_
     return false;
   }
   size_t emitted = 0;
-  while (emitted < max_records) {
+  // out.full(): the poll's byte budget (memory bound) is used up, however few lines that is.
+  while (emitted < max_records && !out.full()) {
     std::string_view line;
     int64_t offset = 0;
     // A replaced file gets no more appends, so its last line is complete even without '\n'.

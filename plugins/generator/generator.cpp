@@ -184,7 +184,8 @@ class Generator final : public sluice::Source {
     sluice::OutRecord rec;
     rec.topic = topic_;
     rec.partition = 0;
-    for (size_t i = 0; i < n; ++i) {
+    // Large payloads: the poll's byte budget, not max_records, is what bounds the host's memory.
+    for (size_t i = 0; i < n && !out.full(); ++i) {
       build(seq_);
       rec.key = std::string_view(key_);
       rec.value = std::string_view(value_);

@@ -357,7 +357,8 @@ bool KafkaSource::poll(Output& out, size_t max_records, uint32_t timeout_ms) {
   }
 
   size_t emitted = 0;
-  while (emitted < max_records && !stash_.empty()) {
+  // out.full(): the poll's byte budget is used up; what is left stays in the stash (bounded).
+  while (emitted < max_records && !out.full() && !stash_.empty()) {
     MessagePtr m = stash_pop();
     emit(out, *m);
     ++emitted;
@@ -366,7 +367,7 @@ bool KafkaSource::poll(Output& out, size_t max_records, uint32_t timeout_ms) {
 
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   std::deque<MessagePtr> fresh;
-  while (emitted < max_records) {
+  while (emitted < max_records && !out.full()) {
     // Wait only until the first record; after that take what is already there.
     int wait_ms = 0;
     if (emitted == 0) {

@@ -33,6 +33,23 @@ std::string to_json(const rapidjson::Value& v) {
   return {sb.GetString(), sb.GetSize()};
 }
 
+// The row image `data` with the columns named in `unavailable` (Debezium's placeholder for a
+// TOASTed value that did not change) taken from the stored image `stored`.
+std::string fill_unavailable(const std::string& data, const std::vector<std::string>& unavailable,
+                             const std::string& stored) {
+  rapidjson::Document now, old;
+  now.Parse(data.c_str(), data.size());
+  old.Parse(stored.c_str(), stored.size());
+  if (now.HasParseError() || old.HasParseError() || !now.IsObject() || !old.IsObject()) return data;
+  for (const auto& column : unavailable) {
+    auto from = old.FindMember(column.c_str());
+    auto to = now.FindMember(column.c_str());
+    if (from != old.MemberEnd() && to != now.MemberEnd())
+      to->value.CopyFrom(from->value, now.GetAllocator());
+  }
+  return to_json(now);
+}
+
 void check_identifier(const std::string& name, const char* field) {
   static const std::regex kIdentifier("[A-Za-z_][A-Za-z0-9_]{0,62}");
   if (!std::regex_match(name, kIdentifier))
@@ -117,10 +134,11 @@ std::vector<ProjectionSpec> parse_projections(const sluice::Config& c) {
 // What one change event contributes to one projection, computed before the store is locked.
 struct Contribution {
   size_t projection = 0;
-  bool has_image = false;    // false for a delete
-  std::string data;          // mirror: the after image
-  std::string group;         // aggregate: group key
-  std::vector<double> sums;  // aggregate
+  bool has_image = false;                // false for a delete
+  std::string data;                      // mirror: the after image
+  std::vector<std::string> unavailable;  // mirror: columns holding the unavailable placeholder
+  std::string group;                     // aggregate: group key
+  std::vector<double> sums;              // aggregate
   std::vector<std::string> lasts;
 };
 
@@ -176,6 +194,11 @@ class ProjectionTransform final : public sluice::Transform {
     s.integer("cache_warmup_size").default_value(-1).doc("Seed name of cache.warmup.");
     s.string("topic").default_value("projections").doc("Topic of the derived events.");
     s.boolean("emit").default_value(true).doc("false: update projections, emit no derived events.");
+    s.string("unavailable_value")
+        .default_value("__debezium_unavailable_value")
+        .doc(
+            "Debezium's unavailable.value.placeholder: a mirror column holding it keeps its stored "
+            "value (\"\": off).");
     return s;
   }
 
@@ -183,6 +206,7 @@ class ProjectionTransform final : public sluice::Transform {
       : host_(host),
         topic_(c.get_string("topic", "projections")),
         emit_(c.get_bool("emit", true)),
+        unavailable_value_(c.get_string("unavailable_value", "__debezium_unavailable_value")),
         cache_(cache_options(c)) {
     auto specs = parse_projections(c);
     const std::string store = c.get_string("store", "sqlite");
@@ -427,7 +451,10 @@ class ProjectionTransform final : public sluice::Transform {
       Contribution c;
       c.projection = p;
       c.has_image = upsert;
-      if (upsert && spec.kind == ProjectionKind::mirror) c.data = to_json(*after);
+      if (upsert && spec.kind == ProjectionKind::mirror) {
+        c.data = to_json(*after);
+        c.unavailable = unavailable_columns(*after);
+      }
       if (upsert && spec.kind == ProjectionKind::aggregate) {
         auto g = after->FindMember(spec.group_by.c_str());
         if (g == after->MemberEnd() || g->value.IsNull()) {
@@ -466,6 +493,16 @@ class ProjectionTransform final : public sluice::Transform {
       ev.parts.push_back(std::move(c));
     }
     return Parsed::change;
+  }
+
+  std::vector<std::string> unavailable_columns(const rapidjson::Value& image) const {
+    std::vector<std::string> out;
+    if (unavailable_value_.empty()) return out;
+    for (const auto& m : image.GetObject())
+      if (m.value.IsString() &&
+          std::string_view(m.value.GetString(), m.value.GetStringLength()) == unavailable_value_)
+        out.emplace_back(m.name.GetString(), m.name.GetStringLength());
+    return out;
   }
 
   Dirty& row(BatchState& b, size_t p, RowFamily f, const std::string& key) {
@@ -562,18 +599,22 @@ class ProjectionTransform final : public sluice::Transform {
     }
     d.changed = true;
     if (part.has_image) {
-      if (st.present && st.data == part.data) {
+      // Unchanged TOASTed columns come as a placeholder: the stored row still has their value.
+      const std::string data = st.present && !part.unavailable.empty()
+                                   ? fill_unavailable(part.data, part.unavailable, st.data)
+                                   : part.data;
+      if (st.present && st.data == data) {
         st.position = ev.position;
         ++tally.noop;
         return;
       }
       derived.push_back({ev.index, ev.key,
                          derived_json(part.projection, st.present ? "update" : "insert", ev.key,
-                                      st.present ? st.data : "null", part.data, ev),
+                                      st.present ? st.data : "null", data, ev),
                          part.projection});
       st.present = true;
       st.tombstone = false;
-      st.data = part.data;
+      st.data = data;
     } else {
       if (st.present) {
         derived.push_back({ev.index, ev.key,
@@ -733,6 +774,7 @@ class ProjectionTransform final : public sluice::Transform {
   sluice::Host& host_;
   std::string topic_;
   bool emit_;
+  std::string unavailable_value_;
   std::mutex mu_;  // guards the store, the cache and truncated_at_
   RowCache<RowState> cache_;
   std::unique_ptr<ProjectionStore> store_;

@@ -25,10 +25,12 @@ int severity(HealthState s) {
       return 3;
     case HealthState::degraded:
       return 4;
-    case HealthState::failed:
+    case HealthState::stuck:
       return 5;
+    case HealthState::failed:
+      return 6;
   }
-  return 5;
+  return 6;
 }
 
 HealthState worse(HealthState a, HealthState b) { return severity(a) >= severity(b) ? a : b; }
@@ -76,13 +78,19 @@ PipelineHealth evaluate(const PipelineObservation& p, const StageErrors& stage_e
       stage.last_error = fmt::format("error rate {:.1f}% over the profiler window (limit {:.1f}%)",
                                      error_rate, rules.degraded_error_rate_percent);
     }
+    // Intake paused by memory that is not ours to drain: say so rather than "paused" forever.
+    if (!s.memory.unaccounted.empty()) {
+      stage.state = HealthState::degraded;
+      stage.last_error = s.memory.unaccounted;
+    }
   }
 
   auto degrade = [&](const std::map<std::string, std::string>& errors) {
     for (const auto& [stage_name, message] : errors) {
       if (message.empty()) continue;
       StageHealth& e = entry(out.stages, stage_name, base);
-      e.state = worse(e.state, HealthState::degraded);
+      const bool stuck = message.rfind("stuck:", 0) == 0;
+      e.state = worse(e.state, stuck ? HealthState::stuck : HealthState::degraded);
       e.last_error = message;
     }
   };
@@ -124,6 +132,8 @@ const char* health_state_name(HealthState state) {
       return "paused";
     case HealthState::degraded:
       return "degraded";
+    case HealthState::stuck:
+      return "stuck";
     case HealthState::finished:
       return "finished";
     case HealthState::failed:

@@ -12,9 +12,12 @@ namespace sluice::admin {
 
 // starting: not yet running its stage; running; paused: intake held back by backpressure (the
 // middleware doing its job, so healthy); degraded: running but something needs a look (error
-// rate over the limit, or an error reported against the stage, e.g. a refused reload that left
-// the old version running); finished: input ended cleanly; failed: the pipeline stopped on error.
-enum class HealthState { starting, running, paused, degraded, finished, failed };
+// rate over the limit, an error reported against the stage, e.g. a refused reload that left
+// the old version running, or RSS over the memory pause threshold that the runtime's own records
+// do not explain); stuck: a plugin call past its call_timeout_ms (the watchdog's report, a stage
+// error that starts "stuck:"); finished: input ended cleanly; failed: the pipeline stopped on
+// error.
+enum class HealthState { starting, running, paused, degraded, stuck, finished, failed };
 
 const char* health_state_name(HealthState state);
 // running, paused and finished are healthy; the others make /health answer 503.

@@ -22,6 +22,7 @@
 #include "config/did_you_mean.hpp"
 #include "config/path_checks.hpp"
 #include "config/pipeline_spec.hpp"
+#include "isolation/plugin_host.hpp"
 #include "pipeline/pipeline.hpp"
 #include "pipeline/reloader.hpp"
 #include "pipeline/supervisor.hpp"
@@ -326,7 +327,8 @@ constexpr int kExitUsage = 2;   // bad command line, config or plugin: nothing w
 constexpr const char* kExitCodesHelp =
     "Exit status: 0 done (every pipeline ended or was stopped by a signal and drained); 1 a "
     "pipeline failed at run time, the admin API could not be reached or refused, or an "
-    "unexpected error; 2 a usage, config or plugin error (nothing was started); 130 a second "
+    "unexpected error; 2 a usage, config or plugin error (nothing was started); 70 a plugin "
+    "called exit() inside a call; 71 a stop could not drain a stuck plugin call; 130 a second "
     "SIGINT/SIGTERM exited without draining.\n"
     "Global options (--log-level, --log-format, --plugin-path, --allow-insecure-plugins) go "
     "before or after the command.";
@@ -494,6 +496,8 @@ int dispatch(CommandLine& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "plugin-host")  // hidden: an isolated stage's child
+    return isolation::plugin_host_main(argc, argv);
   CLI::App app{"sluice: a pipeline runtime with plugins and an adaptive middleware"};
   app.require_subcommand(1);
   app.footer(kExitCodesHelp);

@@ -211,7 +211,32 @@ class FileParser {
         !inserted)
       throw ConfigError(name_location, fmt::format("duplicate stage name '{}' (first used at {})",
                                                    stage.instance_name, it->second.str()));
+    if (auto timeout = find_entry(entry.value, "call_timeout_ms"))
+      stage.call_timeout_ms = static_cast<uint32_t>(
+          reader_.unsigned_int(*timeout, what + ".call_timeout_ms", 0, kMaxU32));
+    stage.isolation = parse_isolation(entry.value, stage.role, what);
     return stage;
+  }
+
+  // The stage's `isolation`, `call_timeout_ms` and `memory_limit_mb` (docs/isolation.md).
+  core::IsolationSettings parse_isolation(const YAML::Node& stage, const std::string& role,
+                                          const std::string& what) {
+    core::IsolationSettings s;
+    if (auto mode = find_entry(stage, "isolation")) {
+      s.process = reader_.choice(*mode, what + ".isolation", {"none", "process"}) == 1;
+      if (s.process && role == "source")
+        throw ConfigError(reader_.at(*mode), fmt::format("{}.isolation: 'process' is not yet "
+                                                         "supported for sources (only transforms "
+                                                         "and sinks)",
+                                                         what));
+    }
+    // In process 0 means no deadline; an isolated call always has one (its child is killed).
+    if (auto timeout = find_entry(stage, "call_timeout_ms"); timeout && s.process)
+      s.call_timeout_ms = static_cast<uint32_t>(
+          reader_.unsigned_int(*timeout, what + ".call_timeout_ms", 1, kMaxU32));
+    if (auto limit = find_entry(stage, "memory_limit_mb"))
+      s.memory_limit_mb = reader_.unsigned_int(*limit, what + ".memory_limit_mb", 1, kMaxU64);
+    return s;
   }
 
   // Runs the handler of every key of a section; returns the entries for cross-field checks.

@@ -410,13 +410,16 @@ CheckedConfig check_stage(const StageSpec& stage, std::string_view schema_json) 
 
   std::vector<std::string> names;
   for (const auto& f : fields) names.push_back(f.name);
+  const std::vector<std::string>& host_keys = host_stage_keys();
   if (stage.node.IsMap()) {
     for (const auto& kv : stage.node) {
       const std::string& key = kv.first.Scalar();
-      if (key == "type" || key == "name" ||
+      if (std::find(host_keys.begin(), host_keys.end(), key) != host_keys.end() ||
           std::find(names.begin(), names.end(), key) != names.end())
         continue;
-      const std::string suggestion = did_you_mean(key, names);
+      std::vector<std::string> known = names;
+      known.insert(known.end(), host_keys.begin() + 2, host_keys.end());  // after type, name
+      const std::string suggestion = did_you_mean(key, known);
       throw ConfigError(
           reader.at(kv.first),
           fmt::format(

@@ -3,10 +3,14 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "config/location.hpp"
+#include "core/isolation_settings.hpp"
 
 namespace sluice::config {
 
@@ -24,6 +28,8 @@ struct StageSpec {
       node.reset(other.node);
       location = other.location;
       type_location = other.type_location;
+      isolation = other.isolation;
+      call_timeout_ms = other.call_timeout_ms;
     }
     return *this;
   }
@@ -35,6 +41,8 @@ struct StageSpec {
       node.reset(other.node);
       location = std::move(other.location);
       type_location = std::move(other.type_location);
+      isolation = other.isolation;
+      call_timeout_ms = other.call_timeout_ms;
     }
     return *this;
   }
@@ -46,6 +54,17 @@ struct StageSpec {
   YAML::Node node;            // the stage mapping as written
   Location location;          // of the mapping
   Location type_location;     // of the `type` value
+  core::IsolationSettings isolation;  // `isolation`, `call_timeout_ms`, `memory_limit_mb`
+  // `call_timeout_ms:` the deadline of one plugin call (0: none); unset: the role's default
+  // (pipeline/call_guard.hpp, docs/containment.md).
+  std::optional<uint32_t> call_timeout_ms;
 };
+
+// The keys of a stage mapping that are the host's, not the plugin's config.
+inline const std::vector<std::string>& host_stage_keys() {
+  static const std::vector<std::string> keys = {"type", "name", "isolation", "call_timeout_ms",
+                                                "memory_limit_mb"};
+  return keys;
+}
 
 }  // namespace sluice::config

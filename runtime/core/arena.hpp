@@ -16,6 +16,7 @@ class Arena {
   Arena& operator=(Arena&&) noexcept = default;
 
   void* allocate(size_t size, size_t align = alignof(std::max_align_t)) {
+    if (size > block_size_ / 2) return allocate_alone(size);
     size_t pos = (used_ + align - 1) & ~(align - 1);
     if (blocks_.empty() || pos + size > capacity_) {
       size_t cap = size + align > block_size_ ? size + align : block_size_;
@@ -39,6 +40,18 @@ class Arena {
   size_t reserved_bytes() const { return reserved_; }
 
  private:
+  // A large allocation gets a block of its own, kept out of the bump position: otherwise the
+  // next small allocation would open a fresh full block after it, and records of a little over
+  // half a block (a 64 KB value and its key) would hold twice their size.
+  void* allocate_alone(size_t size) {
+    auto block = std::make_unique<std::byte[]>(size);  // aligned for max_align_t
+    void* p = block.get();
+    const auto at = blocks_.empty() ? blocks_.end() : blocks_.end() - 1;
+    blocks_.insert(at, std::move(block));
+    reserved_ += size;
+    return p;
+  }
+
   size_t block_size_;
   std::vector<std::unique_ptr<std::byte[]>> blocks_;
   size_t used_ = 0;

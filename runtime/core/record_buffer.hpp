@@ -75,6 +75,8 @@ class RecordBuffer {
   size_t size() const { return records_.size(); }
   bool empty() const { return records_.empty(); }
   size_t bytes() const { return bytes_; }
+  // Memory its arena took for the copies (bytes() is what the records count for).
+  size_t reserved_bytes() const { return arena_.reserved_bytes(); }
   const sluice_record& operator[](size_t i) const { return records_[i]; }
 
  private:

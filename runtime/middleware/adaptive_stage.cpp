@@ -1,6 +1,7 @@
 // The adaptive stage's threads: one dispatcher forms batches from lanes, workers process them.
 #include "middleware/adaptive_stage.hpp"
 
+#include <fmt/format.h>
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -15,6 +16,16 @@ namespace sluice::middleware {
 namespace {
 constexpr size_t kUnboundedRoom = 1 << 16;  // per poll when backpressure is off
 constexpr auto kMemorySampleEvery = std::chrono::milliseconds(50);
+// The stage's queues may hold at most this share of the memory limit: the rest is the process's
+// own baseline, batches' copies in transforms and sinks, and the allocator's slack.
+constexpr uint64_t kQueueShareDenominator = 4;  // a quarter
+
+uint64_t byte_bound_of(const core::PerformanceSettings& settings, const MemoryMonitor& memory) {
+  return std::max<uint64_t>(
+      1, std::min(settings.max_queue_bytes, memory.limit_bytes() / kQueueShareDenominator));
+}
+
+double mb(uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
 std::string_view view(sluice_bytes b) {
   return b.ptr ? std::string_view(reinterpret_cast<const char*>(b.ptr), b.len) : std::string_view();
@@ -23,7 +34,8 @@ std::string_view view(sluice_bytes b) {
 
 AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
                              const core::PerformanceSettings& settings, const core::Clock& clock,
-                             Process process, Done done, OnPressure on_pressure)
+                             Process process, Done done, OnPressure on_pressure,
+                             MemoryMonitor::RssReader rss_reader)
     : pipeline_(std::move(pipeline)),
       stage_(std::move(stage)),
       settings_(settings),
@@ -33,8 +45,9 @@ AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
       on_pressure_(std::move(on_pressure)),
       batch_size_(settings),
       concurrency_(settings, clock),
-      memory_(settings, clock),
-      profiler_(settings, clock) {
+      memory_(settings, clock, std::move(rss_reader), MemoryMonitor::kCgroupMemoryMax),
+      profiler_(settings, clock),
+      byte_bound_(byte_bound_of(settings, memory_)) {
   // Ordering `none` needs no lanes: one shared lane that is never held.
   uint32_t lanes =
       settings_.ordering == core::Ordering::none
@@ -72,15 +85,29 @@ void AdaptiveStage::start() {
   dispatcher_ = std::thread([this] { dispatcher_loop(); });
 }
 
-size_t AdaptiveStage::room() const {
-  if (!settings_.backpressure) return kUnboundedRoom;
+IntakeRoom AdaptiveStage::intake_room() const {
+  if (!settings_.backpressure) return {kUnboundedRoom, UINT64_MAX};
   std::lock_guard lock(mu_);
-  if (stopping_ || failed_) return 0;
-  if (settings_.memory_control && memory_.over_threshold()) return 0;
-  if (queued_records_ >= settings_.backpressure_threshold ||
-      queued_bytes_ >= settings_.max_queue_bytes)
-    return 0;
-  return settings_.backpressure_threshold - queued_records_;
+  const uint64_t held = held_bytes();
+  if (stopping_ || failed_ || !has_room(held)) return {};
+  IntakeRoom room{settings_.backpressure_threshold - queued_records_, byte_bound_ - held};
+  if (settings_.memory_control && memory_.over_threshold()) {
+    // Nothing held (has_room): admit half the headroom left under the limit, at least one
+    // record (a source may go over max_bytes by one), so RSS creeps up in small steps.
+    const uint64_t rss = memory_.rss_bytes(), limit = memory_.limit_bytes();
+    room.bytes = std::min(room.bytes, std::max<uint64_t>(rss < limit ? (limit - rss) / 2 : 0, 1));
+  }
+  return room;
+}
+
+// Under mu_. Records and bytes are both under their bounds and memory pressure allows intake.
+// Over the pressure threshold intake waits for what the stage holds to drain; with nothing held,
+// waiting cannot bring RSS down (a heap that does not shrink, a plugin's own memory), so intake
+// goes on in small steps (intake_room) instead of pausing for ever.
+bool AdaptiveStage::has_room(uint64_t held) const {
+  if (queued_records_ >= settings_.backpressure_threshold || held >= byte_bound_) return false;
+  if (settings_.memory_control && memory_.over_threshold()) return held == 0;
+  return true;
 }
 
 bool AdaptiveStage::backpressure_active() const {
@@ -89,21 +116,19 @@ bool AdaptiveStage::backpressure_active() const {
 }
 
 bool AdaptiveStage::wait_for_room(core::Duration timeout) {
-  auto has_room = [this] {
+  auto may_go_on = [this] {
     if (!settings_.backpressure) return true;
     if (stopping_ || failed_) return true;  // let the caller see the stop
-    if (settings_.memory_control && memory_.over_threshold()) return false;
-    return queued_records_ < settings_.backpressure_threshold &&
-           queued_bytes_ < settings_.max_queue_bytes;
+    return has_room(held_bytes());
   };
   std::unique_lock lock(mu_);
-  bool ok = has_room();
+  bool ok = may_go_on();
   if (!ok) {
     if (!paused_) {
       paused_ = true;
       pause_started_ = clock_.now();
     }
-    ok = idle_cv_.wait_for(lock, timeout, has_room);
+    ok = idle_cv_.wait_for(lock, timeout, may_go_on);
   }
   if (ok && paused_) {
     paused_ = false;
@@ -114,15 +139,33 @@ bool AdaptiveStage::wait_for_room(core::Duration timeout) {
 
 void AdaptiveStage::push(std::shared_ptr<SourceChunk> chunk) {
   if (chunk->records.empty()) return;
-  memory_.add_inflight(static_cast<int64_t>(chunk->records.bytes()));
+  const size_t records = chunk->records.size();
+  const uint64_t bytes = chunk->records.bytes();
+  std::shared_ptr<const SourceChunk> held = hold(std::move(chunk));
   {
     std::lock_guard lock(mu_);
-    queued_records_ += chunk->records.size();
-    queued_bytes_ += chunk->records.bytes();
-    records_in_ += chunk->records.size();
-    intake_.push_back(std::move(chunk));
+    queued_records_ += records;
+    queued_bytes_ += bytes;
+    records_in_ += records;
+    intake_.push_back(std::move(held));
   }
   dispatcher_cv_.notify_one();
+}
+
+// A chunk's memory lives until the last batch that views it is done, which may be long after
+// most of its records were: it counts in full until then. The returned pointer shares the
+// chunk; when its last copy goes, the chunk is freed and its bytes are given back. That may
+// happen under mu_ (stop), so the release touches atomics only.
+std::shared_ptr<const SourceChunk> AdaptiveStage::hold(std::shared_ptr<SourceChunk> chunk) {
+  const uint64_t bytes = chunk->records.bytes();
+  held_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  memory_.add_inflight(static_cast<int64_t>(bytes));
+  const SourceChunk* raw = chunk.get();
+  return {raw, [this, owner = std::move(chunk), bytes](const SourceChunk*) mutable {
+            owner.reset();
+            held_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+            memory_.add_inflight(-static_cast<int64_t>(bytes));
+          }};
 }
 
 // The lane key of ordering `field`: the first of the paths present and non-null in the value.
@@ -323,7 +366,9 @@ void AdaptiveStage::worker_loop() {
     profiler_.record_batch(elapsed, records, outcome.errors);
     batch_size_.observe(records, elapsed);
     concurrency_.on_batch_done(elapsed, records);
-    memory_.add_inflight(-static_cast<int64_t>(batch.bytes));
+    // Outside the lock (a chunk's release may free much), and before the batch counts as done,
+    // so a drain that returns finds the memory given back.
+    batch.chunks.clear();
     {
       std::lock_guard lock(mu_);
       --in_flight_;
@@ -335,7 +380,6 @@ void AdaptiveStage::worker_loop() {
       if (outcome.failed) failed_ = true;
       limit_ = concurrency_.update(queued_records_, memory_.control_pressure());
     }
-    batch = WorkBatch();  // release the chunks outside the lock
     dispatcher_cv_.notify_one();
     idle_cv_.notify_all();
   }
@@ -378,6 +422,7 @@ void AdaptiveStage::stop() {
     stopping_ = true;
     // A failed stage leaves records queued; they are not acked, so the source re-reads them.
     queued_records_ = 0;
+    queued_bytes_ = 0;
     intake_.clear();
   }
   dispatcher_cv_.notify_all();
@@ -408,13 +453,19 @@ StageStats AdaptiveStage::stats() const {
   s.concurrency.min = settings_.min_concurrency;
   s.concurrency.max = settings_.max_concurrency;
   s.concurrency.phase = std::string(concurrency_.phase());
-  s.memory.current_mb = static_cast<double>(memory_.rss_bytes()) / (1 << 20);
-  s.memory.peak_mb = static_cast<double>(memory_.peak_bytes()) / (1 << 20);
+  s.memory.current_mb = mb(memory_.rss_bytes());
+  s.memory.peak_mb = mb(memory_.peak_bytes());
   s.memory.pressure = memory_.pressure();
   s.memory.threshold = settings_.memory_pressure_threshold;
   s.memory.inflight_bytes = memory_.inflight_bytes();
-  s.memory.limit_mb = static_cast<double>(memory_.limit_bytes()) / (1 << 20);
+  s.memory.limit_mb = mb(memory_.limit_bytes());
   s.memory.cleanups = memory_.cleanups();
+  s.memory.queue_bound_bytes = byte_bound_;
+  if (const auto u = memory_.unaccounted())
+    s.memory.unaccounted = fmt::format(
+        "RSS {:.1f} MB of a {:.1f} MB limit, but the runtime holds only {:.1f} MB of records "
+        "(a plugin or the allocator keeps the rest), so intake waits on memory it cannot free",
+        mb(u->rss), mb(u->limit), mb(u->accounted));
   s.performance.avg_batch_time_ms = profiler_.avg_batch_time_ms();
   s.performance.p50_batch_time_ms = profiler_.p50_batch_time_ms();
   s.performance.p99_batch_time_ms = profiler_.p99_batch_time_ms();
@@ -433,6 +484,7 @@ StageStats AdaptiveStage::stats() const {
   s.backpressure.active = paused_;
   s.backpressure.queue_depth = queued_records_;
   s.backpressure.queue_bytes = queued_bytes_;
+  s.memory.held_bytes = held_bytes();
   s.backpressure.paused_ms_total = paused_ms_total_;
   return s;
 }

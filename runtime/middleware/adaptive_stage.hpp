@@ -2,6 +2,7 @@
 // adaptive concurrency limit. It wraps any processing that takes a batch of records.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -49,6 +50,12 @@ struct BatchOutcome {
   bool failed = false;       // the stage must stop (fatal, or tolerance none)
 };
 
+// How much the source may take now: records and bytes (record_bytes), both 0 or both not.
+struct IntakeRoom {
+  size_t records = 0;
+  uint64_t bytes = 0;
+};
+
 class AdaptiveStage {
  public:
   // Runs transforms and sink over a batch; returns once every record is done one way or another.
@@ -58,16 +65,28 @@ class AdaptiveStage {
   // Called when memory pressure passes gc_trigger_threshold (rate-limited): plugins shrink.
   using OnPressure = std::function<void(double level)>;
 
+  // `rss_reader`: for tests, a fake RSS reading (see MemoryMonitor); empty reads /proc.
   AdaptiveStage(std::string pipeline, std::string stage, const core::PerformanceSettings& settings,
-                const core::Clock& clock, Process process, Done done, OnPressure on_pressure = {});
+                const core::Clock& clock, Process process, Done done, OnPressure on_pressure = {},
+                MemoryMonitor::RssReader rss_reader = {});
   ~AdaptiveStage();
   AdaptiveStage(const AdaptiveStage&) = delete;
   AdaptiveStage& operator=(const AdaptiveStage&) = delete;
 
   void start();
 
-  // Source side. How many records intake takes now: 0 under backpressure.
-  size_t room() const;
+  // Source side. How many records and bytes intake takes now: both 0 under backpressure. The
+  // bytes are what is left under byte_bound() of everything the stage holds (intake, lanes and
+  // batches in flight); a poll may go over it, and then room stays 0 until the stage is back
+  // under the bound.
+  IntakeRoom intake_room() const;
+  size_t room() const { return intake_room().records; }
+  // The most bytes of records the stage holds before the source is paused: max_queue_bytes, and
+  // never more than a quarter of the memory limit.
+  uint64_t byte_bound() const { return byte_bound_; }
+  // Bytes of records the stage holds: queued in intake and lanes, and in batches in flight,
+  // counted per source chunk until the chunk's last batch is done (when its memory is freed).
+  uint64_t held_bytes() const { return held_bytes_.load(std::memory_order_relaxed); }
   // Waits up to `timeout` for room; true if there is some.
   bool wait_for_room(core::Duration timeout);
   // Queues a chunk (the source asked room() first, so this never grows without bound).
@@ -109,6 +128,8 @@ class AdaptiveStage {
   bool form_batch(core::TimePoint now, WorkBatch& out);  // under mu_
   void take_from(Lane& lane, size_t count, WorkBatch& out);
   void sample_metrics(core::TimePoint now);
+  bool has_room(uint64_t held) const;  // under mu_
+  std::shared_ptr<const SourceChunk> hold(std::shared_ptr<SourceChunk> chunk);
 
   const std::string pipeline_;
   const std::string stage_;
@@ -122,6 +143,9 @@ class AdaptiveStage {
   ConcurrencyController concurrency_;
   MemoryMonitor memory_;
   Profiler profiler_;
+  const uint64_t byte_bound_;
+
+  std::atomic<uint64_t> held_bytes_{0};  // declared before every container that holds chunks
 
   mutable std::mutex mu_;
   std::condition_variable dispatcher_cv_;  // intake, lane freed, stop

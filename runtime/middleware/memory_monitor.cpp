@@ -18,6 +18,9 @@ uint64_t physical_memory_bytes() {
   return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size);
 }
 
+// At least one cleanup (every gc_interval_ms) gets its chance before memory counts as unaccounted.
+constexpr core::Duration kUnaccountedAfterAtLeast = std::chrono::seconds(5);
+
 void raise_to(std::atomic<uint64_t>& peak, uint64_t value) {
   uint64_t seen = peak.load(std::memory_order_relaxed);
   while (value > seen && !peak.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
@@ -37,7 +40,8 @@ MemoryMonitor::MemoryMonitor(const core::PerformanceSettings& settings, const co
       gc_trigger_threshold_(settings.gc_trigger_threshold),
       gc_interval_(std::chrono::milliseconds(settings.gc_interval_ms)),
       rss_reader_(rss_reader ? std::move(rss_reader) : RssReader(&MemoryMonitor::read_proc_rss)),
-      limit_(resolve_limit(settings, cgroup_memory_max_path)) {
+      limit_(resolve_limit(settings, cgroup_memory_max_path)),
+      unaccounted_after_(std::max(kUnaccountedAfterAtLeast, 2 * gc_interval_)) {
   sample();
 }
 
@@ -78,7 +82,27 @@ uint64_t MemoryMonitor::sample() {
   const uint64_t rss = rss_reader_();
   rss_.store(rss, std::memory_order_relaxed);
   raise_to(peak_, rss);
+  track_unaccounted(rss);
   return rss;
+}
+
+void MemoryMonitor::track_unaccounted(uint64_t rss) {
+  const auto pause_at = static_cast<uint64_t>(pressure_threshold_ * static_cast<double>(limit_));
+  const uint64_t accounted = inflight_bytes();
+  std::lock_guard lock(unaccounted_mutex_);
+  if (rss < pause_at || accounted >= pause_at / 2) {
+    unaccounted_since_.reset();
+    return;
+  }
+  if (!unaccounted_since_) unaccounted_since_ = clock_.now();
+  last_unaccounted_ = {rss, limit_, accounted};
+}
+
+std::optional<MemoryMonitor::Unaccounted> MemoryMonitor::unaccounted() const {
+  std::lock_guard lock(unaccounted_mutex_);
+  if (!unaccounted_since_ || clock_.now() - *unaccounted_since_ < unaccounted_after_)
+    return std::nullopt;
+  return last_unaccounted_;
 }
 
 double MemoryMonitor::pressure() const {

@@ -53,6 +53,20 @@ class MemoryMonitor {
   // pressure() >= memory_pressure_threshold (always false when memory_control is off).
   bool over_threshold() const;
 
+  // Memory the runtime cannot account for: RSS at or over the pause threshold
+  // (memory_pressure_threshold x limit) for unaccounted_after() while the runtime's accounted
+  // bytes (inflight_bytes) are under half of that: nothing of ours to drain (a leaking plugin, a
+  // heap that does not shrink). Health reports it as degraded; the stage admits records in small
+  // steps meanwhile (AdaptiveStage::intake_room).
+  struct Unaccounted {
+    uint64_t rss = 0;
+    uint64_t limit = 0;
+    uint64_t accounted = 0;
+  };
+  // The figures of the last sample() if the condition has held for unaccounted_after().
+  std::optional<Unaccounted> unaccounted() const;
+  core::Duration unaccounted_after() const { return unaccounted_after_; }
+
   // If pressure >= gc_trigger_threshold and gc_interval_ms passed since the last cleanup: calls
   // on_pressure(level) (where the stage tells plugins to shrink), returns freed heap to the OS with
   // malloc_trim, samples RSS again and returns true.
@@ -67,6 +81,7 @@ class MemoryMonitor {
  private:
   static uint64_t resolve_limit(const core::PerformanceSettings& settings,
                                 const std::string& cgroup_path);
+  void track_unaccounted(uint64_t rss);
 
   const core::Clock& clock_;
   const bool memory_control_;
@@ -83,6 +98,11 @@ class MemoryMonitor {
 
   std::mutex cleanup_mutex_;
   std::optional<core::TimePoint> last_cleanup_;
+
+  const core::Duration unaccounted_after_;
+  mutable std::mutex unaccounted_mutex_;
+  std::optional<core::TimePoint> unaccounted_since_;
+  Unaccounted last_unaccounted_;
 };
 
 }  // namespace sluice::middleware

@@ -329,6 +329,8 @@ void write_json(Writer& w, const StageStats& s) {
   number(w, "inflight_bytes", s.memory.inflight_bytes);
   number(w, "limit_mb", s.memory.limit_mb);
   number(w, "cleanups", s.memory.cleanups);
+  number(w, "held_bytes", s.memory.held_bytes);
+  number(w, "queue_bound_bytes", s.memory.queue_bound_bytes);
   w.EndObject();
 
   key(w, "performance");

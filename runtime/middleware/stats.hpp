@@ -41,6 +41,11 @@ struct StageStats {
     uint64_t inflight_bytes = 0;
     double limit_mb = 0;
     uint64_t cleanups = 0;
+    uint64_t held_bytes = 0;         // records in intake, lanes and batches in flight
+    uint64_t queue_bound_bytes = 0;  // held_bytes at which the source is paused
+    // Non-empty while RSS stays over the pause threshold though the runtime holds little
+    // (MemoryMonitor::unaccounted): why the stage is degraded.
+    std::string unaccounted;
   } memory;
 
   struct Performance {

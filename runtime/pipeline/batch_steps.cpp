@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstring>
@@ -79,6 +80,7 @@ class BatchRun {
 
  private:
   void admit();
+  bool quarantined(size_t i);
   bool run_transforms();
   bool transform(const TransformCall& t);
   bool deliver();
@@ -102,6 +104,7 @@ void BatchRun::admit() {
   std::vector<size_t> admitted;
   const auto records = ledger_.current();
   for (size_t i = 0; i < records.size(); ++i) {
+    if (quarantined(i)) continue;
     std::string problem = admission_problem(records[i], ctx_.errors.max_record_bytes);
     if (problem.empty())
       admitted.push_back(i);
@@ -111,6 +114,16 @@ void BatchRun::admit() {
       ledger_.fail(i, StageError{"source", "", std::move(problem)});
   }
   if (admitted.size() != records.size()) ledger_.keep(admitted);
+}
+
+// A record a crash of an earlier run was narrowed down to fails here: no plugin sees it again.
+bool BatchRun::quarantined(size_t i) {
+  if (!ctx_.quarantine) return false;
+  const auto decision = ctx_.quarantine->decide(ledger_.current()[i]);
+  if (decision.verdict != Quarantine::Verdict::dead_letter) return false;
+  const JournalEntry& e = *decision.entry;
+  ledger_.fail(i, StageError{e.stage, e.plugin, Quarantine::reason(e)});
+  return true;
 }
 
 // Step 2: each transform in turn, its output becoming the current records.
@@ -267,9 +280,27 @@ uint64_t transform_output_budget(uint64_t memory_limit_bytes) {
   return memory_limit_bytes == 0 ? CollectingWriter::kNoBudget : memory_limit_bytes / 4;
 }
 
+// Whether a record of `records` was in a plugin call of several records that crashed.
+static bool holds_suspects(const Quarantine* quarantine, std::span<const sluice_record> records) {
+  if (!quarantine || quarantine->empty()) return false;
+  return std::any_of(records.begin(), records.end(), [&](const sluice_record& r) {
+    return quarantine->decide(r).verdict == Quarantine::Verdict::alone;
+  });
+}
+
 middleware::BatchOutcome run_batch(const BatchContext& context, const StageSet& stages,
                                    std::span<const sluice_record> records) {
-  return BatchRun(context, stages, records).run();
+  if (!holds_suspects(context.quarantine, records)) return BatchRun(context, stages, records).run();
+  // One record per call: a crash now names the one record that caused it.
+  middleware::BatchOutcome total;
+  for (size_t i = 0; i < records.size() && !total.failed; ++i) {
+    const auto one = BatchRun(context, stages, records.subspan(i, 1)).run();
+    total.records_out += one.records_out;
+    total.errors += one.errors;
+    total.filtered += one.filtered;
+    total.failed = one.failed;
+  }
+  return total;
 }
 
 }  // namespace sluice::pipeline

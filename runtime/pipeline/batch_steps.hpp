@@ -10,6 +10,7 @@
 #include "core/settings.hpp"
 #include "middleware/adaptive_stage.hpp"
 #include "pipeline/circuit_breaker.hpp"
+#include "pipeline/quarantine.hpp"
 #include "pipeline/secret_list.hpp"
 #include "pipeline/stage_slots.hpp"
 
@@ -31,6 +32,8 @@ struct BatchContext {
   const SecretList* secrets = nullptr;
   CircuitBreaker* breaker = nullptr;
   RecordCounts* counts = nullptr;
+  // Records an earlier run crashed a plugin on (nullptr or empty: none).
+  const Quarantine* quarantine = nullptr;
   std::function<bool()> stopping;                // the pipeline is stopping
   std::function<void(const std::string&)> fail;  // stops the pipeline with a (redacted) reason
 };
@@ -41,7 +44,9 @@ struct BatchContext {
 uint64_t transform_output_budget(uint64_t memory_limit_bytes);
 
 // Runs one batch through `stages`: records a source flagged (header `sluice.error`) or over
-// errors.max_record_bytes fail first; then the transforms and the sink, RETRY retried; then the
+// errors.max_record_bytes fail first, and so do records the quarantine dead-letters (a crash of
+// an earlier run named them); a batch holding records of a larger crashed call runs one record
+// per call; then the transforms and the sink, RETRY retried; then the
 // error policy settles the failures (tolerance, dead letter, counts, logs). Returns the outcome
 // the adaptive stage acks by: `failed` leaves the batch unacked (a FATAL, tolerance none, or a
 // stop while retrying).

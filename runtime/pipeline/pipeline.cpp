@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "isolation/proxy.hpp"
 #include "pipeline/backoff.hpp"
 #include "pipeline/retrier.hpp"
 
@@ -16,6 +17,10 @@ namespace {
 constexpr uint32_t kPollTimeoutMs = 100;
 constexpr size_t kMaxPollRecords = 4096;
 constexpr auto kCommitEvery = std::chrono::milliseconds(200);
+// Default call deadlines: a source's poll blocks by design; transforms and sinks should not.
+constexpr uint32_t kDefaultCallTimeoutMs = 60'000;
+// How long a stop waits for a stuck call before it gives up (docs/containment.md).
+constexpr auto kShutdownGrace = std::chrono::seconds(10);
 
 std::string text(sluice_bytes b) {
   return b.ptr ? std::string(reinterpret_cast<const char*>(b.ptr), b.len) : std::string();
@@ -67,7 +72,9 @@ StagePlan Pipeline::plan(const config::StageSpec& stage, sluice_kind kind,
 
 std::shared_ptr<plugin::PluginInstance> Pipeline::create(const StagePlan& p) {
   try {
-    return std::make_shared<plugin::PluginInstance>(*p.plugin, p.spec.instance_name, p.config_json);
+    const plugin::PluginInfo info =
+        isolation::plugin_info_for(*p.plugin, p.spec.instance_name, p.spec.isolation);
+    return std::make_shared<plugin::PluginInstance>(info, p.spec.instance_name, p.config_json);
   } catch (const plugin::PluginCreateError& e) {
     throw config::ConfigError(config::field_location(p.spec, e.field()),
                               fmt::format("{} '{}' ({}) failed to start: {}", p.spec.role,
@@ -81,14 +88,40 @@ void Pipeline::create_stages() {
   auto label = [this](const StagePlan& p, const std::string& role) {
     return fmt::format("{}.{}.{}", spec_.name, role, p.spec.type);
   };
-  slots_.add(Role::source, label(source_plan_, "source"), create(source_plan_));
+  slots_.add(Role::source, label(source_plan_, "source"), create(source_plan_),
+             call_policy(source_plan_));
   for (size_t i = 0; i < transform_plans_.size(); ++i)
     slots_.add(Role::transform, label(transform_plans_[i], fmt::format("transform[{}]", i)),
-               create(transform_plans_[i]));
-  slots_.add(Role::sink, label(sink_plan_, "sink"), create(sink_plan_));
+               create(transform_plans_[i]), call_policy(transform_plans_[i]));
+  slots_.add(Role::sink, label(sink_plan_, "sink"), create(sink_plan_), call_policy(sink_plan_));
   if (dead_letter_plan_)
     slots_.add(Role::dead_letter, label(*dead_letter_plan_, "dead_letter"),
-               create(*dead_letter_plan_));
+               create(*dead_letter_plan_), call_policy(*dead_letter_plan_));
+}
+
+CallPolicy Pipeline::call_policy(const StagePlan& p) const {
+  const uint32_t fallback = p.spec.role == "source" ? 0 : kDefaultCallTimeoutMs;
+  uint32_t timeout_ms = p.spec.call_timeout_ms.value_or(fallback);
+  // An isolated stage's child is killed at the same deadline and the call fails alone; the
+  // watchdog reports it stuck only if the proxy itself does not return well after that.
+  if (p.spec.isolation.process) timeout_ms = p.spec.isolation.call_timeout_ms * 2 + 1000;
+  return {spec_.name, timeout_ms, journal_.get()};
+}
+
+// The journal of earlier crashes decides the quarantine of this run; its fd stays open for the
+// crash handler.
+void Pipeline::open_crash_journal() {
+  install_call_guard();
+  quarantine_ = std::make_unique<Quarantine>(std::vector<JournalEntry>{});
+  if (spec_.location.file.empty()) return;  // a pipeline built in memory (tests): no journal
+  journal_ =
+      std::make_unique<CrashJournal>(journal_path(spec_.location.file, spec_.name), spec_.name);
+  for (const auto& e : journal_->entries())
+    spdlog::warn(
+        "pipeline {}: plugin '{}' (stage {}) ended an earlier run ({}) in {}() on {}: {}",
+        spec_.name, e.plugin, e.stage, e.cause, e.call, describe_ranges(e.ranges, e.records),
+        e.records == 1 ? "that record goes to the dead letters" : "those records run one per call");
+  quarantine_ = std::make_unique<Quarantine>(journal_->entries());
 }
 
 BatchContext Pipeline::batch_context() {
@@ -102,6 +135,7 @@ BatchContext Pipeline::batch_context() {
   c.secrets = &secret_list_;
   c.breaker = breaker_.get();
   c.counts = &counts_;
+  c.quarantine = quarantine_.get();
   c.stopping = [this] { return stop_requested_.load(); };
   c.fail = [this](const std::string& reason) { fail(reason); };
   return c;
@@ -115,6 +149,7 @@ void Pipeline::offer_drain(plugin::PluginInstance& source) {
 }
 
 void Pipeline::start() {
+  open_crash_journal();
   create_stages();
   offer_drain(slots_.source().instance());
   stage_ = std::make_unique<middleware::AdaptiveStage>(
@@ -172,6 +207,7 @@ void Pipeline::commit_ready() {
   if (ready.empty()) return;
   std::vector<sluice_position> ps;
   ps.reserve(ready.size());
+  for (const auto& r : ready) quarantine_->committed(r.topic, r.partition, r.offset);
   for (const auto& r : ready)
     ps.push_back({sizeof(sluice_position),
                   {reinterpret_cast<const uint8_t*>(r.topic.data()), r.topic.size()},
@@ -213,8 +249,10 @@ void Pipeline::source_loop() {
     swap_source_if_asked();
     const SourceCall src = slots_.source();
     relay_memory_pressure(src);
-    size_t room = stage_->room();
-    if (room == 0 && spec_.performance.backpressure) {
+    // Room is in records and bytes: a source that ignores max_bytes and goes over gets room 0
+    // (paused) until the stage holds less than its byte bound again.
+    const middleware::IntakeRoom room = stage_->intake_room();
+    if (room.records == 0 && spec_.performance.backpressure) {
       if (!paused) src.set_paused(true);
       paused = true;
     } else if (paused) {
@@ -225,8 +263,8 @@ void Pipeline::source_loop() {
     // group) but without a timeout: the wait is wait_for_room() below, which ends as soon as the
     // stage has room again rather than after a fixed sleep.
     sluice_poll_args args{sizeof(sluice_poll_args),
-                          static_cast<uint32_t>(std::min(room, kMaxPollRecords)),
-                          paused ? 0u : kPollTimeoutMs, 0};
+                          static_cast<uint32_t>(std::min(room.records, kMaxPollRecords)),
+                          paused ? 0u : kPollTimeoutMs, 0, room.bytes};
     CollectingWriter out(SIZE_MAX);
     const StageResult err = src.poll(args, out);
     if (!out.records().empty()) {
@@ -274,16 +312,50 @@ void Pipeline::source_loop() {
 // Drain: everything taken is processed (or the stage failed), then the final commit.
 void Pipeline::finish_source_loop() {
   refuse_source_swaps();
-  stage_->drain();
+  drain_within_grace();
   const SinkCall sink = slots_.sink();
   if (auto error = sink.flush()) fail(fmt::format("sink flush failed: {}", error->message));
   if (auto error = sink.pre_commit())
     spdlog::warn("pipeline {}: sink pre_commit failed: {}", spec_.name, redact(error->message));
   commit_ready();
+  // The journal keeps what is not yet resolved; a run without crashes leaves no file behind.
+  if (journal_) journal_->rewrite(quarantine_->unresolved());
   stage_->stop();
   if (stage_->failed() && !summary().failed) fail("the stage stopped on a failed batch");
   ended_at_ = std::chrono::steady_clock::now();
   finished_.store(true);
+}
+
+// The stage drains; but once a stop is asked for, a plugin call stuck past its deadline gets
+// kShutdownGrace to return, then the run gives up on it.
+void Pipeline::drain_within_grace() {
+  auto drained = std::async(std::launch::async, [this] { stage_->drain(); });
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point give_up_at = Clock::time_point::max();  // max: no stuck call at a stop
+  while (drained.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+    const auto stuck = stuck_calls(spec_.name);
+    if (!stop_requested_.load() || stuck.empty()) {
+      give_up_at = Clock::time_point::max();
+      continue;
+    }
+    const auto now = Clock::now();
+    if (give_up_at == Clock::time_point::max()) give_up_at = now + kShutdownGrace;
+    if (now >= give_up_at) give_up_on_stuck_calls(stuck);
+  }
+}
+
+// What is done is committed (never the stuck records: their batch is not acked), then the
+// process ends with kExitStuckAtStop: the stuck thread cannot be stopped from outside.
+void Pipeline::give_up_on_stuck_calls(const std::vector<StuckCall>& stuck) {
+  commit_ready();
+  for (const auto& s : stuck)
+    spdlog::error("pipeline {}: stop cannot drain: {}", spec_.name, redact(s.description));
+  spdlog::error(
+      "pipeline {}: committed what was done; exiting with status {} without waiting "
+      "for the stuck call",
+      spec_.name, kExitStuckAtStop);
+  spdlog::default_logger()->flush();
+  std::_Exit(kExitStuckAtStop);
 }
 
 middleware::BatchOutcome Pipeline::process(middleware::WorkBatch& batch) {
@@ -330,6 +402,7 @@ std::vector<middleware::StageStats> Pipeline::stats() const {
     s.plugins.push_back(
         {inst.name(), role, inst.info().name, inst.info().version, inst.info().file.string()});
   };
+  for (const auto& stuck : stuck_calls(spec_.name)) s.extra[stuck.stage + ".stuck_calls"] += 1;
   describe(stages.source, "source");
   for (const auto& t : stages.transforms) describe(t, "transform");
   describe(stages.sink, "sink");
@@ -433,8 +506,14 @@ std::string Pipeline::stage_type(const std::string& instance_name) const {
 }
 
 std::map<std::string, std::string> Pipeline::stage_errors() const {
-  std::lock_guard lock(errors_mu_);
-  return stage_errors_;
+  std::map<std::string, std::string> errors;
+  {
+    std::lock_guard lock(errors_mu_);
+    errors = stage_errors_;
+  }
+  // A stuck call is the worse news for its stage ("stuck:", which /health shows as stuck).
+  for (const auto& s : stuck_calls(spec_.name)) errors[s.stage] = redact(s.description);
+  return errors;
 }
 
 StageResult Pipeline::reload_stage(const std::string& instance_name,

@@ -17,7 +17,10 @@
 #include "middleware/adaptive_stage.hpp"
 #include "middleware/stats.hpp"
 #include "pipeline/batch_steps.hpp"
+#include "pipeline/call_guard.hpp"
 #include "pipeline/circuit_breaker.hpp"
+#include "pipeline/crash_journal.hpp"
+#include "pipeline/quarantine.hpp"
 #include "pipeline/secret_list.hpp"
 #include "pipeline/stage_error.hpp"
 #include "pipeline/stage_slots.hpp"
@@ -128,6 +131,10 @@ class Pipeline {
   void source_loop();
   void relay_memory_pressure(const SourceCall& source);
   void finish_source_loop();
+  void open_crash_journal();
+  CallPolicy call_policy(const StagePlan& plan) const;
+  void drain_within_grace();
+  [[noreturn]] void give_up_on_stuck_calls(const std::vector<StuckCall>& stuck);
   void commit_ready();
   sluice_status drain_partitions(std::span<const sluice_position> partitions, uint32_t timeout_ms);
   middleware::BatchOutcome process(middleware::WorkBatch& batch);
@@ -150,6 +157,8 @@ class Pipeline {
   std::vector<std::string> secrets_;
   SecretList secret_list_;
 
+  std::unique_ptr<CrashJournal> journal_;
+  std::unique_ptr<Quarantine> quarantine_;
   StageSlots slots_;
   BatchContext batch_context_;
   std::unique_ptr<middleware::AdaptiveStage> stage_;

@@ -119,11 +119,17 @@ void StageCall::add_wait(Wait wait, std::chrono::nanoseconds time) const {
 }
 
 template <typename Call>
-StageResult StageCall::run(size_t records_in, Call&& call, CollectingWriter* produced) const {
+StageResult StageCall::run(const char* hook, std::span<const sluice_record> records, Call&& call,
+                           CollectingWriter* produced) const {
   plugin::CallError err;
+  const size_t records_in = records.size();
   const int64_t started = now_ns();
   counters_->call_started(started);
-  const sluice_status status = normalize(call(err.get()));
+  sluice_status status;
+  {
+    const CallScope scope(counters_->policy, name(), plugin(), hook, records);
+    status = normalize(call(err.get()));
+  }
   const int64_t ended = now_ns();
   counters_->call_ended(ended);
   const uint64_t ns = since(started, ended);
@@ -149,7 +155,7 @@ void StageCall::count_out(size_t records) const {
 
 void StageCall::on_memory_pressure(double level) const {
   if (!instance_->has(&sluice_plugin::on_memory_pressure)) return;
-  run(0, [&](sluice_error*) {
+  run("on_memory_pressure", {}, [&](sluice_error*) {
     instance_->table().on_memory_pressure(instance_->handle(), level);
     return SLUICE_OK;
   });
@@ -161,14 +167,14 @@ StageResult StageCall::snapshot(std::string& state) const {
                       static_cast<std::string*>(ctx)->append(reinterpret_cast<const char*>(data),
                                                              len);
                     }};
-  return run(0, [&](sluice_error* e) {
+  return run("snapshot", {}, [&](sluice_error* e) {
     return instance_->table().snapshot(instance_->handle(), &buf, e);
   });
 }
 
 StageResult StageCall::restore(std::string_view state) const {
   if (!instance_->has(&sluice_plugin::restore)) return std::nullopt;
-  return run(0, [&](sluice_error* e) {
+  return run("restore", {}, [&](sluice_error* e) {
     return instance_->table().restore(
         instance_->handle(), reinterpret_cast<const uint8_t*>(state.data()), state.size(), e);
   });
@@ -177,8 +183,8 @@ StageResult StageCall::restore(std::string_view state) const {
 StageResult SourceCall::poll(sluice_poll_args& args, CollectingWriter& out) const {
   auto& inst = instance();
   StageResult result = run(
-      0, [&](sluice_error* e) { return inst.table().poll(inst.handle(), &args, out.get(), e); },
-      &out);
+      "poll", {},
+      [&](sluice_error* e) { return inst.table().poll(inst.handle(), &args, out.get(), e); }, &out);
   count_out(out.records().size());
   return result;
 }
@@ -186,7 +192,7 @@ StageResult SourceCall::poll(sluice_poll_args& args, CollectingWriter& out) cons
 StageResult SourceCall::commit(std::span<const sluice_position> positions) const {
   auto& inst = instance();
   if (!inst.has(&sluice_plugin::commit)) return std::nullopt;
-  return run(0, [&](sluice_error* e) {
+  return run("commit", {}, [&](sluice_error* e) {
     return inst.table().commit(inst.handle(), positions.data(), positions.size(), e);
   });
 }
@@ -194,7 +200,7 @@ StageResult SourceCall::commit(std::span<const sluice_position> positions) const
 void SourceCall::set_paused(bool paused) const {
   auto& inst = instance();
   if (!inst.has(&sluice_plugin::set_paused)) return;
-  run(0, [&](sluice_error*) {
+  run("set_paused", {}, [&](sluice_error*) {
     inst.table().set_paused(inst.handle(), paused ? 1 : 0);
     return SLUICE_OK;
   });
@@ -203,7 +209,7 @@ void SourceCall::set_paused(bool paused) const {
 StageResult TransformCall::process(std::span<const sluice_record> in, CollectingWriter& out) const {
   auto& inst = instance();
   sluice_batch batch{sizeof(sluice_batch), in.data(), in.size()};
-  StageResult result = run(in.size(), [&](sluice_error* e) {
+  StageResult result = run("process", in, [&](sluice_error* e) {
     return inst.table().process(inst.handle(), &batch, out.get(), e);
   });
   count_out(out.records().size());
@@ -219,7 +225,7 @@ StageResult TransformCall::process(std::span<const sluice_record> in, Collecting
 StageResult SinkCall::put(std::span<const sluice_record> in, CollectingWriter& rejects) const {
   auto& inst = instance();
   sluice_batch batch{sizeof(sluice_batch), in.data(), in.size()};
-  StageResult result = run(in.size(), [&](sluice_error* e) {
+  StageResult result = run("put", in, [&](sluice_error* e) {
     return inst.table().put(inst.handle(), &batch, rejects.get(), e);
   });
   if (!result) count_out(in.size() - rejects.rejects().size());
@@ -229,13 +235,14 @@ StageResult SinkCall::put(std::span<const sluice_record> in, CollectingWriter& r
 StageResult SinkCall::flush() const {
   auto& inst = instance();
   if (!inst.has(&sluice_plugin::flush)) return std::nullopt;
-  return run(0, [&](sluice_error* e) { return inst.table().flush(inst.handle(), e); });
+  return run("flush", {}, [&](sluice_error* e) { return inst.table().flush(inst.handle(), e); });
 }
 
 StageResult SinkCall::pre_commit() const {
   auto& inst = instance();
   if (!inst.has(&sluice_plugin::pre_commit)) return std::nullopt;
-  return run(0, [&](sluice_error* e) { return inst.table().pre_commit(inst.handle(), e); });
+  return run("pre_commit", {},
+             [&](sluice_error* e) { return inst.table().pre_commit(inst.handle(), e); });
 }
 
 }  // namespace sluice::pipeline

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "pipeline/call_guard.hpp"
 #include "pipeline/stage_error.hpp"
 #include "pipeline/writers.hpp"
 #include "plugin/plugin_instance.hpp"
@@ -61,6 +62,7 @@ struct CallCounters {
   std::atomic<uint64_t> records_in{0};    // handed to the plugin
   std::atomic<uint64_t> records_out{0};   // appended (source, transform) or accepted (sink)
   std::atomic<uint64_t> busy_ns{0};       // time spent inside the plugin
+  CallPolicy policy;  // deadline and crash journal of the position, set when it is made
   std::array<std::atomic<uint64_t>, 3> wait_ns{};  // by Wait
   CallTimes times;
 
@@ -108,11 +110,13 @@ class StageCall {
   StageError error(std::string message, sluice_status status = SLUICE_ERROR) const;
 
  protected:
-  // Runs `call` (which returns the plugin's status and fills `err`): times and counts it,
-  // normalizes the status, and turns a failure into a StageError carrying the plugin's message.
-  // With `produced` given, a call that appended nothing to it was waiting for input, not busy.
+  // Runs `call` (which returns the plugin's status and fills `err`) inside a CallScope naming
+  // `hook` and the `records` it gets: times and counts it, normalizes the status, and turns a
+  // failure into a StageError carrying the plugin's message. With `produced` given, a call that
+  // appended nothing to it was waiting for input, not busy.
   template <typename Call>
-  StageResult run(size_t records_in, Call&& call, CollectingWriter* produced = nullptr) const;
+  StageResult run(const char* hook, std::span<const sluice_record> records, Call&& call,
+                  CollectingWriter* produced = nullptr) const;
   void count_out(size_t records) const;
 
  private:

@@ -13,7 +13,37 @@
 #include <map>
 #include <set>
 
+#include "config/stage_config.hpp"
+#include "isolation/proxy.hpp"
+
 namespace sluice::pipeline {
+
+namespace {
+
+// Loads the new `file` in a short-lived child for each stage it serves, with the stage's config
+// (checked against the schema loaded now); throws std::runtime_error if a child died or hung.
+void trial_load_stages(const plugin::PluginRegistry& registry, const std::filesystem::path& file,
+                       const std::vector<std::pair<Pipeline*, std::string>>& stages) {
+  for (const auto& [p, name] : stages) {
+    const auto& spec = p->spec();
+    std::vector<const config::StageSpec*> all = {&spec.source, &spec.sink};
+    for (const auto& t : spec.transforms) all.push_back(&t);
+    if (spec.dead_letter) all.push_back(&*spec.dead_letter);
+    for (const auto* stage : all) {
+      if (stage->instance_name != name) continue;
+      const sluice_kind kind = stage->role == "source"      ? SLUICE_KIND_SOURCE
+                               : stage->role == "transform" ? SLUICE_KIND_TRANSFORM
+                                                            : SLUICE_KIND_SINK;
+      const plugin::PluginInfo* info = registry.find(kind, stage->type);
+      if (!info) continue;
+      const std::string config_json = config::check_stage(*stage, info->schema_json).json;
+      const std::string why = isolation::trial_load(file, kind, stage->type, config_json);
+      if (!why.empty()) throw std::runtime_error(why);
+    }
+  }
+}
+
+}  // namespace
 
 std::string Reloader::reload(const std::string& stage) {
   std::set<std::filesystem::path> files;
@@ -51,6 +81,7 @@ std::string Reloader::reload_files(const std::vector<std::filesystem::path>& fil
 
     std::shared_ptr<plugin::PluginLibrary> lib;
     try {
+      trial_load_stages(registry_, file, stages);  // a library that crashes never reaches us
       lib = registry_.reload_file(file);
     } catch (const std::exception& e) {
       for (auto& [p, name] : stages) {

@@ -7,11 +7,12 @@
 
 namespace sluice::pipeline {
 
-void StageSlots::add(Role role, std::string label,
-                     std::shared_ptr<plugin::PluginInstance> instance) {
+void StageSlots::add(Role role, std::string label, std::shared_ptr<plugin::PluginInstance> instance,
+                     CallPolicy policy) {
+  auto counters = std::make_shared<CallCounters>(role != Role::source);
+  counters->policy = std::move(policy);
   std::lock_guard lock(mu_);
-  slots_.push_back({role, std::move(label), std::make_shared<CallCounters>(role != Role::source),
-                    std::move(instance)});
+  slots_.push_back({role, std::move(label), std::move(counters), std::move(instance)});
 }
 
 StageSet StageSlots::snapshot() const {

@@ -29,7 +29,9 @@ class StageSlots {
   enum class Role { source, transform, sink, dead_letter };
 
   // Slots are added in order: the source, the transforms, the sink, the dead-letter sink.
-  void add(Role role, std::string label, std::shared_ptr<plugin::PluginInstance> instance);
+  // `policy`: the position's call deadline and crash journal (call_guard.hpp).
+  void add(Role role, std::string label, std::shared_ptr<plugin::PluginInstance> instance,
+           CallPolicy policy = {});
   StageSet snapshot() const;
   SourceCall source() const;
   SinkCall sink() const;

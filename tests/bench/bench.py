@@ -296,6 +296,51 @@ def bench_overhead(h):
     return arms, checks, config, runs
 
 
+def bench_isolation(h):
+    """The JSON transform in process vs in a `sluice plugin-host` child (issue 16)."""
+    count = 500_000 if h.quick else 5_000_000
+    batch = 1000
+    fixed = {"adaptive_batching": False, "batch_size": batch, "min_batch_size": batch,
+             "max_batch_size": batch, "adaptive_concurrency": False, "concurrency": 1,
+             "min_concurrency": 1, "max_concurrency": 1}
+
+    def spec(isolation):
+        return {"name": "bench_isolation", "source": generator(count=count),
+                "transforms": [{**JSON_TRANSFORM, "isolation": isolation}],
+                "sink": {"type": "null"}, "performance": fixed}
+
+    def isolated(tag):
+        fig = h.run_sluice(tag, spec("process"))
+        # The proxy's own counters (in the stats file): what each batch's call cost beyond the
+        # plugin's time in the child: both crossings, the socket round trip, the copies.
+        stats = json.loads((h.work_dir / f"{tag}.stats.json").read_text())
+        for pipeline in stats["pipelines"].values():
+            for stage in pipeline["stages"].values():
+                extra = stage.get("extra", {})
+                batches = extra.get("bench_isolation.transform0.isolation.batches")
+                total = extra.get("bench_isolation.transform0.isolation.crossing_us")
+                if batches:
+                    fig["per_batch_crossing_us"] = total / batches
+        return fig
+
+    runs = h.interleaved("isolation", {
+        "in_process": lambda tag: h.run_sluice(tag, spec("none")),
+        "process": isolated,
+    }, h.reps(3, 3))
+    arms = {"in_process": arm_summary(runs["in_process"]),
+            "process": arm_summary(runs["process"],
+                                   [("per_batch_crossing_us", "per_batch_crossing_us")])}
+    inside = arms["in_process"]["records_per_s"]
+    outside = arms["process"]["records_per_s"]
+    checks = [check("process_vs_in_process", ratio(outside, inside), ">=", 0.75)]
+    config = {"records": count, "pipeline": "generator -> fields (add) -> null",
+              "batch_size": batch, "concurrency": 1,
+              "ratio": ratio(outside, inside),
+              "per_batch_crossing_us": "per isolated call: the host's time for the call less "
+                                       "the plugin's time in the child (median of the runs)"}
+    return arms, checks, config, runs
+
+
 def static_performance(batch, concurrency, linger_ms=None):
     p = {"adaptive_batching": False, "batch_size": batch, "min_batch_size": batch,
          "max_batch_size": batch, "adaptive_concurrency": False, "concurrency": concurrency,
@@ -394,26 +439,35 @@ def bench_latency(h):
 
 def bench_memory(h):
     cap = 20_000
-    count = 100_000 if h.quick else 600_000
     limit = 128
+    # Arm -> (records, payload bytes, performance): the same limit whatever the record size.
+    shapes = {
+        "backpressure_on": (100_000 if h.quick else 600_000, 1000, {}),
+        "backpressure_off": (100_000 if h.quick else 600_000, 1000,
+                             {"backpressure": False, "memory_control": False}),
+        "records_64kb": (3_000 if h.quick else 20_000, 64 << 10, {}),
+        "records_1mb": (300 if h.quick else 2_000, 1 << 20, {}),
+    }
 
-    def spec(performance):
+    def spec(count, payload, performance):
         return {"name": "bench_memory",
-                "source": generator(count=count, payload_size=1000),
+                "source": generator(count=count, payload_size=payload),
                 "sink": {"type": "probe", "capacity_rps": cap},
                 "performance": {"memory_limit_mb": limit, **performance}}
 
     runs = h.interleaved("memory", {
-        "backpressure_on": lambda tag: h.run_sluice(tag, spec({}), probe=True),
-        "backpressure_off": lambda tag: h.run_sluice(
-            tag, spec({"backpressure": False, "memory_control": False}), probe=True),
+        arm: (lambda tag, shape=shape: h.run_sluice(tag, spec(*shape), probe=True))
+        for arm, shape in shapes.items()
     }, h.reps(1, 1))
     extra = [("sink_records", ("sink", "records")), ("sink_duplicates", ("sink", "duplicates")),
              ("stage_peak_memory_mb", "stage_peak_memory_mb")]
     arms = {a: arm_summary(r, extra) for a, r in runs.items()}
     for a, rs in runs.items():
         # Lost = offsets never seen at the sink: count minus the distinct records it saw.
+        count = shapes[a][0]
         lost = [count - (r["sink"]["records"] - r["sink"]["duplicates"]) for r in rs]
+        arms[a]["records"] = count
+        arms[a]["payload_size"] = shapes[a][1]
         arms[a]["sink_lost_each"] = lost
         arms[a]["sink_lost"] = max(lost)
         arms[a]["sink_duplicates"] = max(r["sink"]["duplicates"] for r in rs)
@@ -421,17 +475,22 @@ def bench_memory(h):
             r["sink"]["records"] / r["sink"]["first_to_last_put_s"] for r in rs
             if r["sink"]["first_to_last_put_s"] > 0) if rs else None
     on = arms["backpressure_on"]
-    checks = [
-        check("peak_rss_mb", on["peak_rss_mb"], "<=", limit),
-        check("records_lost", on["sink_lost"], "==", 0),
-        check("records_duplicated", on["sink_duplicates"], "==", 0),
-        check("throughput_vs_cap", ratio(on["records_per_s"], cap), ">=", 0.95),
-    ]
-    config = {"records": count, "payload_size": 1000, "capacity_rps": cap,
-              "memory_limit_mb": limit,
+    checks = [check("throughput_vs_cap", ratio(on["records_per_s"], cap), ">=", 0.95)]
+    for a in ("backpressure_on", "records_64kb", "records_1mb"):
+        prefix = "" if a == "backpressure_on" else f"{a}_"
+        checks += [
+            check(f"{prefix}peak_rss_mb", arms[a]["peak_rss_mb"], "<=", limit),
+            check(f"{prefix}records_lost", arms[a]["sink_lost"], "==", 0),
+            check(f"{prefix}records_duplicated", arms[a]["sink_duplicates"], "==", 0),
+        ]
+    config = {"records": {a: shape[0] for a, shape in shapes.items()},
+              "payload_size": {a: shape[1] for a, shape in shapes.items()},
+              "capacity_rps": cap, "memory_limit_mb": limit,
               "pipeline": "generator (as fast as polled, bounded by count) -> probe sink "
                           "(benchkit; capacity cap, counts distinct offsets)",
               "backpressure_off": "performance backpressure: false and memory_control: false",
+              "records_64kb_1mb": "large records under the same limit, defaults otherwise: peak "
+                                  "RSS must stay under the limit with nothing lost",
               "records_per_s": "delivered / the run's seconds (summary line), start-up included"}
     return arms, checks, config, runs
 
@@ -482,6 +541,7 @@ BENCHMARKS = {
     "memory": bench_memory,
     "shift": bench_shift,
     "overhead": bench_overhead,
+    "isolation": bench_isolation,
 }
 EXTERNAL = ["kafka", "cdc"]
 

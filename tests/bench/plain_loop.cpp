@@ -74,7 +74,7 @@ int run(const Options& options) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
   for (;;) {
-    sluice_poll_args args{sizeof(sluice_poll_args), batch_size, 100, 0};
+    sluice_poll_args args{sizeof(sluice_poll_args), batch_size, 100, 0, UINT64_MAX};
     CollectingWriter polled(SIZE_MAX);
     check(source->table().poll(source->handle(), &args, polled.get(), error.get()), error, "poll");
     // Each stage's output is the next one's input; the writers own the bytes in between.

@@ -110,7 +110,7 @@ TEST_CASE("plugin load failures name the file and the reason, and nothing starts
       {bin(), "run", "--plugin-path", (plugins / "bad_major").string(), (dir / "p.yaml").string()});
   CHECK(r.exit_code == 2);
   CHECK(r.err == (plugins / "bad_major" / "sluice-bad_major.so").string() +
-                     ": ABI major mismatch: plugin 2.0, host 1.0\n");
+                     ": ABI major mismatch: plugin 2.1, host 1.1\n");  // ABI 1.1: max_bytes
   CHECK_FALSE(fs::exists(out));
 
   // A plugin whose create throws: the stage's position and the exception's text.
@@ -126,6 +126,7 @@ TEST_CASE("plugin load failures name the file and the reason, and nothing starts
 
 TEST_CASE("plugins list and inspect show names, versions, files and schemas") {
   auto r = run_process({bin(), "plugins", "list"});
+  INFO("stderr: " << r.err);
   CHECK(r.exit_code == 0);
   CHECK(r.out.find("source     generator") != std::string::npos);
   CHECK(r.out.find("transform  fields") != std::string::npos);

@@ -183,7 +183,15 @@ struct OutRecord {
 // The host-owned output of a poll or process call, and the reject channel of put.
 class Output {
  public:
-  explicit Output(sluice_writer* w) : w_(w) {}
+  // `max_bytes`: the byte budget of a poll (sluice_poll_args::max_bytes); UINT64_MAX when none.
+  explicit Output(sluice_writer* w, uint64_t max_bytes = UINT64_MAX)
+      : w_(w), max_bytes_(max_bytes) {}
+
+  // Source: true once the records emitted so far reach the poll's byte budget. A source stops
+  // emitting then (the record that crossed the budget is already taken, which the ABI allows).
+  bool full() const { return bytes_ >= max_bytes_; }
+  // Bytes of key + value + headers emitted or forwarded so far.
+  uint64_t bytes() const { return bytes_; }
 
   // Source: appends a new record.
   void emit(const OutRecord& r) { emit(SIZE_MAX, r); }
@@ -202,14 +210,10 @@ class Output {
     rec.partition = r.partition;
     rec.offset = r.offset;
     rec.timestamp_ms = r.timestamp_ms;
-    if (w_->append(w_->host_ctx, input_index, &rec) != SLUICE_OK)
-      throw std::runtime_error("host refused the record");
+    append(input_index, rec);
   }
   // Transform: passes an input record on unchanged.
-  void forward(size_t input_index, const RecordView& in) {
-    if (w_->append(w_->host_ctx, input_index, &in.raw()) != SLUICE_OK)
-      throw std::runtime_error("host refused the record");
-  }
+  void forward(size_t input_index, const RecordView& in) { append(input_index, in.raw()); }
   // Rejects one input record; the error policy decides where it goes.
   void reject(size_t input_index, std::string_view reason, bool retriable = false) {
     w_->reject(w_->host_ctx, input_index, retriable ? SLUICE_RETRY : SLUICE_ERROR, reason.data(),
@@ -217,7 +221,17 @@ class Output {
   }
 
  private:
+  void append(size_t input_index, const sluice_record& rec) {
+    if (w_->append(w_->host_ctx, input_index, &rec) != SLUICE_OK)
+      throw std::runtime_error("host refused the record");
+    bytes_ += rec.key.len + rec.value.len;
+    for (size_t i = 0; i < rec.header_count; ++i)
+      bytes_ += rec.headers[i].key.len + rec.headers[i].value.len;
+  }
+
   sluice_writer* w_;
+  uint64_t max_bytes_;
+  uint64_t bytes_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -535,8 +549,10 @@ struct Position {
 class Source {
  public:
   virtual ~Source() = default;
-  // Emit up to `max_records` records; return true once the input is exhausted for good.
-  // With max_records == 0 (backpressure) emit nothing but keep any session alive.
+  // Emit up to `max_records` records, and stop early once `out.full()` (the poll's byte budget,
+  // sluice_poll_args::max_bytes, is used up); return true once the input is exhausted for good.
+  // With max_records == 0 (backpressure, or no byte room) emit nothing but keep any session
+  // alive.
   virtual bool poll(Output& out, size_t max_records, uint32_t timeout_ms) = 0;
   // Positions that are done end to end: persist them.
   virtual void commit(std::span<const Position> /*positions*/) {}
@@ -611,6 +627,14 @@ sluice_status guarded(sluice_error* e, Fn&& fn) noexcept {
   }
 }
 
+// The byte budget of a poll: sluice_poll_args::max_bytes if the host's struct has it (ABI 1.1),
+// else no byte bound (an older host bounds polls by records only).
+inline uint64_t poll_max_bytes(const sluice_poll_args& args) {
+  if (args.struct_size < offsetof(sluice_poll_args, max_bytes) + sizeof(args.max_bytes))
+    return UINT64_MAX;
+  return args.max_bytes;
+}
+
 template <typename T>
 struct Instance {
   Host host;
@@ -655,8 +679,10 @@ struct Adapter {
                             sluice_error* e) noexcept {
     if constexpr (Kind == SLUICE_KIND_SOURCE) {
       return guarded(e, [&] {
-        Output out(w);
-        if (self(inst).poll(out, args->max_records, args->timeout_ms)) args->end_of_stream = 1;
+        const uint64_t max_bytes = poll_max_bytes(*args);
+        Output out(w, max_bytes);
+        const size_t max_records = max_bytes == 0 ? 0 : args->max_records;
+        if (self(inst).poll(out, max_records, args->timeout_ms)) args->end_of_stream = 1;
       });
     } else {
       return SLUICE_FATAL;

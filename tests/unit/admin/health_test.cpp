@@ -132,3 +132,14 @@ TEST_CASE("errors the pipeline reports itself degrade their stage; empty ones ar
   CHECK(find(report.pipelines[0], "a.source").state == HealthState::running);
   CHECK(report.pipelines[0].last_error == "circuit breaker open after 5 consecutive failures");
 }
+
+TEST_CASE("memory the runtime does not account for makes the stage degraded, with the figures") {
+  auto o = running("a");
+  o.stats[0].backpressure.active = true;
+  o.stats[0].memory.unaccounted = "RSS 60.0 MB of a 64.0 MB limit, but the runtime holds 0.0 MB";
+  auto report = evaluate_health({o}, {});
+  CHECK_FALSE(report.healthy);
+  CHECK(report.pipelines[0].state == HealthState::degraded);
+  CHECK(find(report.pipelines[0], "a.sink").state == HealthState::degraded);
+  CHECK(report.pipelines[0].last_error == o.stats[0].memory.unaccounted);
+}

@@ -284,3 +284,45 @@ TEST_CASE("debezium rejects every malformed input with its reason and goes on wi
   CHECK(env.rejects[0].message.find("with a value member") != std::string::npos);
   CHECK(env.rejects[1].message.find("envelope line is not valid JSON") != std::string::npos);
 }
+
+TEST_CASE("debezium turns Connect decimals of a schema-enabled event into exact decimal text") {
+  // As Debezium's PostgreSQL connector writes them with the default decimal.handling.mode=precise:
+  // base64 of the big-endian two's-complement unscaled value, the scale in the schema.
+  const std::string decimal =
+      R"({"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal",)"
+      R"("version":1,"parameters":{"scale":"2","connect.decimal.precision":"12"},"field":"amount"})";
+  const std::string variable =
+      R"({"type":"struct","optional":true,"name":"io.debezium.data.VariableScaleDecimal",)"
+      R"("fields":[{"type":"int32","field":"scale"},{"type":"bytes","field":"value"}],"field":"qty"})";
+  const std::string row = R"({"type":"struct","fields":[{"type":"int64","field":"id"},)" + decimal +
+                          "," + variable + R"(],"optional":true,"field":")";
+  const std::string schema = R"({"type":"struct","fields":[)" + row + R"(before"},)" + row +
+                             R"(after"},{"type":"string","field":"op"}]})";
+  auto value = [&](const std::string& before, const std::string& after) {
+    return R"({"schema":)" + schema + R"(,"payload":)" +
+           event("u", before, after, source_pg("transactions", 40)) + "}";
+  };
+  const std::string key_schema =
+      R"({"type":"struct","fields":[{"type":"bytes","name":"org.apache.kafka.connect.data.Decimal",)"
+      R"("parameters":{"scale":"1"},"field":"id"}]})";
+  auto key = [&](const std::string& id) {
+    return R"({"schema":)" + key_schema + R"(,"payload":{"id":")" + id + R"("}})";
+  };
+  auto run = decode({
+      rec(key("BNI="), value(R"({"id":1,"amount":"AA==","qty":null})",
+                             R"({"id":1,"amount":"BNI=","qty":{"scale":4,"value":"AQ=="}})")),
+      rec(key("/gw="),
+          value("null", R"({"id":2,"amount":"/gw=","qty":{"scale":0,"value":"/w=="}})")),
+      rec(key("AQ=="), value("null", R"({"id":3,"amount":"!!","qty":null})")),
+  });
+  REQUIRE(run.out.size() == 2);
+  auto first = json(*run.out[0].value);
+  CHECK(text(first["key"]) == R"({"id":"123.4"})");
+  CHECK(text(first["before"]) == R"({"id":1,"amount":"0.00","qty":null})");
+  CHECK(text(first["after"]) == R"({"id":1,"amount":"12.34","qty":"0.0001"})");
+  auto second = json(*run.out[1].value);
+  CHECK(text(second["key"]) == R"({"id":"-50.0"})");
+  CHECK(text(second["after"]) == R"({"id":2,"amount":"-5.00","qty":"-1"})");
+  REQUIRE(run.rejects.size() == 1);
+  CHECK(run.rejects[0].message.find("after: field 'amount' is not a valid") != std::string::npos);
+}

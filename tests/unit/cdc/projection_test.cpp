@@ -122,6 +122,38 @@ TEST_CASE("mirror upserts on c, u and r, deletes on d, and emits one derived eve
   CHECK(p.host.counter("no_op") == 1);
 }
 
+TEST_CASE("mirror keeps the stored value of a column Debezium sends as unavailable (TOAST)") {
+  // Under the default REPLICA IDENTITY an update that leaves a TOASTed column alone carries
+  // Debezium's placeholder instead of its value.
+  TempDir dir;
+  const std::string db = dir.file("p.db");
+  Projection p(config(db));
+  auto out = p.run({
+      change("bank.customers", 'r', R"({"id":1})", 10, R"({"id":1,"n":"a","note":"long"})"),
+      change("bank.customers", 'u', R"({"id":1})", 20,
+             R"({"id":1,"n":"b","note":"__debezium_unavailable_value"})"),
+      change("bank.customers", 'u', R"({"id":1})", 30,
+             R"({"id":1,"n":"b","note":"__debezium_unavailable_value"})"),  // no-op
+      change("bank.customers", 'c', R"({"id":2})", 40,
+             R"({"id":2,"n":"c","note":"__debezium_unavailable_value"})"),  // nothing stored
+  });
+  CHECK(rows(db, "select key, data from customers order by key") ==
+        std::vector<std::string>{
+            R"({"id":1}|{"id":1,"n":"b","note":"long"})",
+            R"({"id":2}|{"id":2,"n":"c","note":"__debezium_unavailable_value"})"});
+  REQUIRE(out.records.size() == 3);
+  CHECK(field(out.records[1], "new") == R"({"id":1,"n":"b","note":"long"})");
+  CHECK(p.host.counter("no_op") == 1);
+
+  TempDir off;
+  Projection raw(config(off.file("p.db"), R"("unavailable_value":"",)"));
+  raw.run({change("bank.customers", 'r', R"({"id":1})", 10, R"({"id":1,"note":"long"})"),
+           change("bank.customers", 'u', R"({"id":1})", 20,
+                  R"({"id":1,"note":"__debezium_unavailable_value"})")});
+  CHECK(rows(off.file("p.db"), "select data from customers") ==
+        std::vector<std::string>{R"({"id":1,"note":"__debezium_unavailable_value"})"});
+}
+
 TEST_CASE("aggregate folds sum, count and last through inserts, updates and deletes") {
   TempDir dir;
   const std::string db = dir.file("p.db");

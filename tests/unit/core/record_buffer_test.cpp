@@ -71,3 +71,23 @@ TEST_CASE("zero-copy records are released when the buffer dies") {
   }
   CHECK(released == 1);
 }
+
+TEST_CASE("records larger than an arena block hold about their own size, not twice it") {
+  // 64 KB values with their small keys and topics: each value needs a block of its own, and the
+  // small fields must share blocks rather than open a fresh 64 KB block after every value.
+  RecordBuffer buf;
+  const std::string value(65 * 1024, 'v');
+  const int records = 20;
+  for (int i = 0; i < records; ++i) {
+    const std::string key = "key-" + std::to_string(i);
+    sluice_record r{};
+    r.struct_size = sizeof r;
+    r.key = bytes(key);
+    r.value = bytes(value);
+    r.topic = lit("generator");
+    buf.append_copy(r);
+  }
+  CHECK(buf.reserved_bytes() < records * value.size() + 2 * 64 * 1024);
+  for (size_t i = 0; i < buf.size(); ++i) CHECK(str(buf[i].value) == value);
+  CHECK(str(buf[19].key) == "key-19");
+}

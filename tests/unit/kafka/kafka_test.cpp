@@ -196,6 +196,7 @@ class Instance {
     args.struct_size = sizeof(args);
     args.max_records = max_records;
     args.timeout_ms = timeout_ms;
+    args.max_bytes = UINT64_MAX;
     ErrorText local;
     return plugin_.poll(instance_, &args, &out.writer, error ? &error->error : &local.error);
   }

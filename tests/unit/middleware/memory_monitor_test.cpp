@@ -163,3 +163,36 @@ TEST_CASE("the real RSS of this process reads as non-zero") {
   CHECK(m.rss_bytes() > 0);
   CHECK(m.limit_bytes() > 0);
 }
+
+TEST_CASE("RSS over the pause threshold that the runtime's records do not explain is reported") {
+  ManualClock clock;
+  uint64_t rss = 900 * kMb;  // over 0.8 x 1000 MB
+  MemoryMonitor m(
+      settings(1000), clock, [&] { return rss; }, "/nonexistent");
+  CHECK_FALSE(m.unaccounted().has_value());  // not for long enough yet
+  clock.advance(m.unaccounted_after() - std::chrono::milliseconds(1));
+  m.sample();
+  CHECK_FALSE(m.unaccounted().has_value());
+  clock.advance(std::chrono::milliseconds(1));
+  m.add_inflight(10 * kMb);
+  m.sample();
+  const auto u = m.unaccounted();
+  REQUIRE(u.has_value());
+  CHECK(u->rss == 900 * kMb);
+  CHECK(u->limit == 1000 * kMb);
+  CHECK(u->accounted == 10 * kMb);
+
+  // The runtime's own records explain it: a full queue, not a leak.
+  m.add_inflight(500 * kMb);
+  m.sample();
+  CHECK_FALSE(m.unaccounted().has_value());
+  m.add_inflight(-510 * static_cast<int64_t>(kMb));
+
+  // Back under the threshold: the clock starts again.
+  rss = 700 * kMb;
+  m.sample();
+  rss = 900 * kMb;
+  m.sample();
+  clock.advance(std::chrono::milliseconds(10));
+  CHECK_FALSE(m.unaccounted().has_value());
+}

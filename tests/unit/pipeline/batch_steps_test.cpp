@@ -332,3 +332,51 @@ TEST_CASE("a secret in a plugin's message never reaches a dead-letter header or 
     CHECK(h.failure.find("hunter2") == std::string::npos);
   }
 }
+
+namespace {
+
+// transform t.transform0 (plugin "crashy") -> sink, dead letters, under a quarantine of one
+// journal entry of that transform over offsets first..last of topic "t".
+struct Quarantined {
+  Harness h{core::Tolerance::all};
+  pipeline::Quarantine quarantine;
+  FakeStage transform{SLUICE_KIND_TRANSFORM, "t.transform0", test::forward_all};
+  FakeStage sink{SLUICE_KIND_SINK, "t.sink", test::accept_all};
+  FakeStage dlq{SLUICE_KIND_SINK, "t.dead_letter", test::accept_all};
+
+  Quarantined(const char* cause, uint64_t records, int64_t first, int64_t last)
+      : quarantine(
+            {{cause, "t", "t.transform0", "crashy", "process", records, {{"t", 0, first, last}}}}) {
+    h.context.quarantine = &quarantine;
+  }
+  middleware::BatchOutcome run(size_t records) {
+    return h.run(stages({&transform}, sink, &dlq), Records(records));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("quarantine: a record a crash was narrowed to is dead-lettered before any plugin") {
+  Quarantined q("SIGSEGV", 1, 2, 2);
+  auto out = q.run(4);
+  CHECK_FALSE(out.failed);
+  CHECK(q.transform.seen() == std::vector<std::vector<std::string>>{{"r0", "r1", "r3"}});
+  CHECK(q.h.counts.delivered == 3);
+  CHECK(q.h.counts.dead_lettered == 1);
+  const auto& dead = q.dlq.headers();
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0].at("sluice.error.offset") == "2");
+  CHECK(dead[0].at("sluice.error.stage") == "t.transform0");
+  CHECK(dead[0].at("sluice.error.message") ==
+        "plugin 'crashy' crashed (SIGSEGV) on this record in an earlier run");
+}
+
+TEST_CASE("quarantine: a batch with records of a larger crashed call runs one record per call") {
+  Quarantined q("SIGABRT", 2, 1, 2);
+  auto out = q.run(3);
+  CHECK_FALSE(out.failed);
+  CHECK(out.records_out == 3);
+  CHECK(q.transform.seen() == std::vector<std::vector<std::string>>{{"r0"}, {"r1"}, {"r2"}});
+  CHECK(q.h.counts.delivered == 3);
+  CHECK(q.dlq.calls() == 0);
+}

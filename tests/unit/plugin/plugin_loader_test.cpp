@@ -1,5 +1,6 @@
 // The ABI handshake and the loader's one-line errors, against tiny plugins built for the tests.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -60,13 +61,17 @@ TEST_CASE("a shared object without the entry symbol is refused") {
 
 TEST_CASE("an ABI major mismatch is refused") {
   auto f = test_plugins() / "bad_major" / "sluice-bad_major.so";
-  CHECK(load_error(f) == f.string() + ": ABI major mismatch: plugin 2.0, host 1.0");
+  CHECK(load_error(f) == f.string() + fmt::format(": ABI major mismatch: plugin {}.{}, host {}.{}",
+                                                  SLUICE_ABI_MAJOR + 1, SLUICE_ABI_MINOR,
+                                                  SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR));
 }
 
 TEST_CASE("a plugin needing a newer minor than the host is refused") {
   auto f = test_plugins() / "bad_minor" / "sluice-bad_minor.so";
-  CHECK(load_error(f) ==
-        f.string() + ": plugin needs ABI 1.1, newer than the host's 1.0; upgrade sluice");
+  CHECK(load_error(f) == f.string() + fmt::format(": plugin needs ABI {0}.{1}, newer than the "
+                                                  "host's {0}.{2}; upgrade sluice",
+                                                  SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR + 1,
+                                                  SLUICE_ABI_MINOR));
 }
 
 TEST_CASE("a failing init is reported with the plugin's reason") {

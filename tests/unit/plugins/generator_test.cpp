@@ -1,6 +1,7 @@
 // Unit tests of the generator source, driven through its C table.
 #include <rapidjson/document.h>
 
+#include <memory>
 #include <set>
 
 #include "plugin_harness.hpp"
@@ -161,4 +162,73 @@ TEST_CASE("generator continues its sequence after snapshot and restore") {
   REQUIRE(rest.size() == 6);
   CHECK(rest.front().offset == 4);
   CHECK(rest.back().offset == 9);
+}
+
+namespace {
+
+// The generator plugin with a fake host, for the byte-budget cases.
+struct GeneratorPlugin {
+  Library lib{plugin_path("generator")};
+  const sluice_plugin& table = lib.plugin(SLUICE_KIND_SOURCE, "generator");
+  FakeHost host;
+  std::unique_ptr<Instance> make(const std::string& config) {
+    return std::make_unique<Instance>(table, host, config);
+  }
+};
+
+size_t payload_bytes(const std::vector<TestRecord>& records) {
+  size_t n = 0;
+  for (const auto& r : records) n += r.key.value_or("").size() + r.value.value_or("").size();
+  return n;
+}
+
+// A poll through the raw table with poll args as an older host (ABI 1.0) lays them out: the
+// struct ends before max_bytes, and whatever lies there must not be read.
+size_t poll_as_abi_1_0(const sluice_plugin& p, void* instance, uint32_t max_records) {
+  sluice_poll_args args{};
+  args.struct_size = offsetof(sluice_poll_args, max_bytes);
+  args.max_records = max_records;
+  args.max_bytes = 1;  // not the host's: beyond struct_size
+  FakeWriter out;
+  ErrorBuffer e;
+  REQUIRE(p.poll(instance, &args, out.raw(), e.raw()) == SLUICE_OK);
+  return out.records.size();
+}
+
+}  // namespace
+
+TEST_CASE("generator stops a poll once its records reach max_bytes, going over by one at most") {
+  GeneratorPlugin gen;
+  auto g = gen.make(R"({"payload_size":65536})");
+  FakeWriter out;
+  REQUIRE(g->poll(out, 1000, 0, nullptr, 200 * 1024).ok());
+  // 64 KB payloads (plus a short JSON frame): three reach 192 KB + framing, the fourth crosses.
+  REQUIRE(out.records.size() == 4);
+  CHECK(payload_bytes(out.records) >= 200 * 1024);
+  const size_t one = out.records.back().key->size() + out.records.back().value->size();
+  CHECK(payload_bytes(out.records) - one < 200 * 1024);
+
+  FakeWriter next;
+  REQUIRE(g->poll(next, 1000, 0, nullptr, 1).ok());
+  REQUIRE(next.records.size() == 1);  // any room at all takes one record
+  CHECK(next.records[0].offset == 4);
+}
+
+TEST_CASE("generator emits nothing when a poll has no byte room, whatever max_records says") {
+  GeneratorPlugin gen;
+  auto g = gen.make(R"({"count":10})");
+  bool eos = true;
+  FakeWriter out;
+  REQUIRE(g->poll(out, 100, 0, &eos, 0).ok());
+  CHECK(out.records.empty());
+  CHECK_FALSE(eos);
+}
+
+TEST_CASE("generator polled by an older host without max_bytes takes max_records as before") {
+  GeneratorPlugin gen;
+  const sluice_plugin& p = gen.table;
+  void* instance = nullptr;
+  REQUIRE(Instance::try_create(p, gen.host, R"({"payload_size":1024})", &instance).ok());
+  CHECK(poll_as_abi_1_0(p, instance, 50) == 50);
+  p.destroy(instance);
 }

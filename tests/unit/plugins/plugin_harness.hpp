@@ -290,11 +290,12 @@ class Instance {
 
   // Source: one poll; appends to `out`.
   CallResult poll(FakeWriter& out, uint32_t max_records, uint32_t timeout_ms,
-                  bool* end_of_stream = nullptr) {
+                  bool* end_of_stream = nullptr, uint64_t max_bytes = UINT64_MAX) {
     sluice_poll_args args{};
     args.struct_size = sizeof(args);
     args.max_records = max_records;
     args.timeout_ms = timeout_ms;
+    args.max_bytes = max_bytes;
     ErrorBuffer e;
     auto r = e.result(plugin_.poll(instance_, &args, out.raw(), e.raw()));
     if (end_of_stream) *end_of_stream = args.end_of_stream != 0;

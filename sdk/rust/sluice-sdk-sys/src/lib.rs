@@ -11,7 +11,7 @@
 use core::ffi::{c_char, c_void};
 
 pub const SLUICE_ABI_MAJOR: u32 = 1;
-pub const SLUICE_ABI_MINOR: u32 = 0;
+pub const SLUICE_ABI_MINOR: u32 = 1;
 
 /// The name of the one function every plugin library exports.
 pub const SLUICE_MODULE_ENTRY: &core::ffi::CStr = c"sluice_module_get";
@@ -127,6 +127,9 @@ pub struct sluice_poll_args {
     pub max_records: u32,
     pub timeout_ms: u32,
     pub end_of_stream: i32,
+    /// ABI 1.1: append records until about this many bytes (0: no room). Read it only when
+    /// `struct_size` covers it: an ABI 1.0 host passes the shorter struct.
+    pub max_bytes: u64,
 }
 
 #[repr(C)]

@@ -43,6 +43,7 @@ int main(void) {
   FIELD(sluice_poll_args, max_records);
   FIELD(sluice_poll_args, timeout_ms);
   FIELD(sluice_poll_args, end_of_stream);
+  FIELD(sluice_poll_args, max_bytes);
   SIZE(sluice_buffer);
   FIELD(sluice_buffer, host_ctx);
   FIELD(sluice_buffer, append);

@@ -26,7 +26,7 @@ fn rust_layout() -> Vec<String> {
         sluice_batch { records, count }
         sluice_position { topic, partition, offset }
         sluice_writer { host_ctx, append, append_owned, reject }
-        sluice_poll_args { max_records, timeout_ms, end_of_stream }
+        sluice_poll_args { max_records, timeout_ms, end_of_stream, max_bytes }
         sluice_buffer { host_ctx, append }
         sluice_host_api { abi_major, abi_minor, host_ctx, sluice_host_log, sluice_host_counter_add,
             sluice_host_gauge_set, sluice_host_memory_pressure, sluice_host_instance_name,

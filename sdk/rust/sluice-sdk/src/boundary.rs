@@ -246,9 +246,13 @@ unsafe extern "C" fn poll<T: Source>(
 ) -> sys::sluice_status {
     guarded(error, || {
         let args = &mut *args;
+        // ABI 1.1 bounds a poll by bytes too; no byte room means no room. The byte budget
+        // itself is not yet offered to Rust sources: they are bounded by records only.
+        let covers_max_bytes = args.struct_size as usize >= std::mem::size_of::<sys::sluice_poll_args>();
+        let max_records = if covers_max_bytes && args.max_bytes == 0 { 0 } else { args.max_records };
         let end = this::<T>(instance).poll(
             &mut Writer::from_raw(&mut *out),
-            args.max_records,
+            max_records,
             args.timeout_ms,
         )?;
         if end {

@@ -1,0 +1,383 @@
+// The shared helpers of sluice's Kafka Connect transforms (see kafka_smt.hpp).
+#include "kafka_smt.hpp"
+
+#include <rapidjson/error/en.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <charconv>
+#include <cmath>
+
+namespace sluice::smt {
+
+namespace {
+
+std::string trim(std::string_view s) {
+  const auto b = s.find_first_not_of(" \t");
+  if (b == std::string_view::npos) return {};
+  return std::string(s.substr(b, s.find_last_not_of(" \t") - b + 1));
+}
+
+std::string scalar_text(const rapidjson::Value& v, const char* name) {
+  if (v.IsString()) return {v.GetString(), v.GetStringLength()};
+  if (v.IsBool()) return v.GetBool() ? "true" : "false";
+  if (v.IsInt64()) return std::to_string(v.GetInt64());
+  if (v.IsNumber()) return std::to_string(v.GetDouble());
+  throw ConfigError(name, std::string(name) + " must be a string");
+}
+
+}  // namespace
+
+std::string option(const Config& c, const char* name, std::string fallback) {
+  const rapidjson::Value* v = c.find(name);
+  return v ? scalar_text(*v, name) : fallback;
+}
+
+std::vector<std::string> list_option(const Config& c, const char* name) {
+  std::vector<std::string> out;
+  const rapidjson::Value* v = c.find(name);
+  if (!v) return out;
+  auto add = [&](std::string item) {
+    if (!item.empty()) out.push_back(std::move(item));
+  };
+  if (v->IsArray()) {
+    for (const auto& e : v->GetArray()) add(trim(scalar_text(e, name)));
+    return out;
+  }
+  const std::string text = scalar_text(*v, name);
+  size_t start = 0;
+  for (size_t comma; (comma = text.find(',', start)) != std::string::npos; start = comma + 1)
+    add(trim(std::string_view(text).substr(start, comma - start)));
+  add(trim(std::string_view(text).substr(start)));
+  return out;
+}
+
+std::string required_option(const Config& c, const char* name) {
+  std::string v = option(c, name);
+  if (v.empty()) throw ConfigError(name, std::string(name) + " is required");
+  return v;
+}
+
+std::vector<std::string> required_list(const Config& c, const char* name) {
+  auto v = list_option(c, name);
+  if (v.empty()) throw ConfigError(name, std::string(name) + " must name at least one item");
+  return v;
+}
+
+bool bool_option(const Config& c, const char* name, bool fallback) {
+  const std::string text = option(c, name, fallback ? "true" : "false");
+  if (text == "true" || text == "TRUE" || text == "True") return true;
+  if (text == "false" || text == "FALSE" || text == "False") return false;
+  throw ConfigError(name, std::string(name) + " must be true or false");
+}
+
+bool syntax_v2(const Config& c) {
+  const std::string v = option(c, "field.syntax.version", "V1");
+  if (v != "V1" && v != "V2" && v != "v1" && v != "v2")
+    throw ConfigError("field.syntax.version", "field.syntax.version must be V1 or V2");
+  return v == "V2" || v == "v2";
+}
+
+// V2 as Kafka's SingleFieldPath: dots separate; a path step in backticks may hold dots, and
+// a backtick is escaped by a backslash inside one.
+FieldPath parse_path(const std::string& text, bool v2) {
+  if (!v2 || text.find('.') == std::string::npos) return {text};
+  FieldPath out;
+  std::string step;
+  bool quoted = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char ch = text[i];
+    const bool at_step_start = step.empty();
+    if (ch == '`' && at_step_start && !quoted) {
+      quoted = true;
+    } else if (quoted && ch == '\\' && i + 1 < text.size() && text[i + 1] == '`') {
+      step += '`';
+      ++i;
+    } else if (quoted && ch == '`' && (i + 1 == text.size() || text[i + 1] == '.')) {
+      quoted = false;
+    } else if (!quoted && ch == '.') {
+      out.push_back(std::move(step));
+      step.clear();
+    } else {
+      step += ch;
+    }
+  }
+  out.push_back(std::move(step));
+  return out;
+}
+
+// ---- Data ----
+
+namespace {
+
+// What the transforms rely on in a schema, checked once so that they can index it freely: a
+// type, and for a struct a list of fields, each with a name and a schema.
+void check_schema(const rapidjson::Value& s) {
+  if (s.IsNull()) return;
+  if (!s.IsObject() || !s.HasMember("type") || !s["type"].IsString())
+    throw DataError("Schema must contain 'type' field");
+  if (s["type"] != "struct") return;
+  if (!s.HasMember("fields") || !s["fields"].IsArray())
+    throw DataError("Struct schema's \"fields\" argument is not an array.");
+  for (const auto& f : s["fields"].GetArray()) {
+    if (!f.IsObject() || !f.HasMember("field") || !f["field"].IsString())
+      throw DataError("Struct schema's field name not specified properly");
+    check_schema(f);
+  }
+}
+
+// A struct's payload must be an object (or null): the transforms index it as one.
+void check_envelope(const rapidjson::Value& envelope) {
+  const rapidjson::Value& schema = envelope["schema"];
+  check_schema(schema);
+  const rapidjson::Value& payload = envelope["payload"];
+  if (!schema.IsNull() && schema["type"] == "struct" && !payload.IsObject() && !payload.IsNull())
+    throw DataError("Struct schema with a payload that is not an object");
+}
+
+}  // namespace
+
+rapidjson::Document& Data::doc() {
+  if (doc_) return *doc_;
+  doc_.emplace();
+  if (!raw_) return *doc_;  // stays a JSON null
+  if (json_nesting_depth(*raw_) > kMaxJsonDepth) throw DataError("JSON nested too deep");
+  doc_->Parse(raw_->data(), raw_->size());
+  if (doc_->HasParseError())
+    throw DataError(std::string("not valid JSON: ") +
+                    rapidjson::GetParseError_En(doc_->GetParseError()));
+  if (schemas_ && !(doc_->IsObject() && doc_->HasMember("schema") && doc_->HasMember("payload")))
+    throw DataError(
+        "JsonConverter with schemas.enable requires \"schema\" and \"payload\" fields and may "
+        "not contain additional fields");
+  if (schemas_) check_envelope(*doc_);
+  return *doc_;
+}
+
+bool Data::is_null() {
+  if (!raw_ && !changed_) return true;
+  return payload().IsNull();
+}
+
+rapidjson::Value& Data::payload() {
+  rapidjson::Document& d = doc();
+  if (schemas_ && d.IsObject()) return d["payload"];
+  return d;
+}
+
+rapidjson::Value* Data::schema() {
+  rapidjson::Document& d = doc();
+  if (!schemas_ || !d.IsObject()) return nullptr;
+  rapidjson::Value& s = d["schema"];
+  return s.IsNull() ? nullptr : &s;
+}
+
+void Data::set(rapidjson::Value&& payload, rapidjson::Value* schema) {
+  rapidjson::Document& d = doc();
+  changed_ = true;
+  if (!schemas_) {
+    static_cast<rapidjson::Value&>(d).Swap(payload);  // payload lives in d's allocator
+    return;
+  }
+  rapidjson::Value env(rapidjson::kObjectType);
+  rapidjson::Value s;
+  if (schema) s.CopyFrom(*schema, d.GetAllocator());
+  env.AddMember("schema", s, d.GetAllocator());
+  env.AddMember("payload", payload, d.GetAllocator());
+  static_cast<rapidjson::Value&>(d).Swap(env);
+}
+
+void Data::set_null() {
+  doc();
+  doc_->SetNull();
+  changed_ = true;
+}
+
+std::optional<std::string_view> Data::bytes() {
+  if (!changed_) return raw_;
+  if (payload().IsNull() && !schema()) return std::nullopt;
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  doc_->Accept(w);
+  text_.assign(sb.GetString(), sb.GetSize());
+  return text_;
+}
+
+// ---- Values ----
+
+std::string type_name(const rapidjson::Value& v) {
+  if (v.IsNull()) return "null";
+  if (v.IsObject()) return "java.util.HashMap";
+  if (v.IsArray()) return "java.util.ArrayList";
+  if (v.IsString()) return "java.lang.String";
+  if (v.IsBool()) return "java.lang.Boolean";
+  if (v.IsInt64()) return "java.lang.Long";
+  return "java.lang.Double";
+}
+
+// Java's Double.toString: shortest digits, scientific below 1e-3 and from 1e7.
+std::string java_double(double v) {
+  char buf[64];
+  const double mag = std::fabs(v);
+  const bool sci = mag != 0 && (mag < 1e-3 || mag >= 1e7);
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v,
+                                 sci ? std::chars_format::scientific : std::chars_format::fixed);
+  std::string s(buf, end);
+  if (!sci) return s.find('.') == std::string::npos ? s + ".0" : s;
+  const size_t e = s.find('e');
+  std::string mantissa = s.substr(0, e), exponent = s.substr(e + 1);
+  if (mantissa.find('.') == std::string::npos) mantissa += ".0";
+  return mantissa + "E" + std::to_string(std::stoi(exponent));  // "e-04" -> "E-4"
+}
+
+rapidjson::Value& require_map(rapidjson::Value& v, const char* purpose) {
+  if (!v.IsObject())
+    throw DataError(std::string("Only Map objects supported in absence of schema for [") + purpose +
+                    "], found: " + type_name(v));
+  return v;
+}
+
+rapidjson::Value str(std::string_view s, rapidjson::Document::AllocatorType& a) {
+  return rapidjson::Value(s.data(), static_cast<rapidjson::SizeType>(s.size()), a);
+}
+
+rapidjson::Value& schemaless(Data& d) {
+  if (d.schema()) throw DataError("sluice does not transform schema'd records here yet");
+  return d.payload();
+}
+
+void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,
+         rapidjson::Document::AllocatorType& a) {
+  auto it = o.FindMember(rapidjson::StringRef(name.data(), name.size()));
+  if (it != o.MemberEnd())
+    it->value = std::move(v);
+  else
+    o.AddMember(str(name, a), v, a);
+}
+
+// ---- Schemas ----
+
+rapidjson::Value& require_struct(Data& d, const char* purpose) {
+  rapidjson::Value* s = d.schema();
+  if (!s || !s->IsObject() || !s->HasMember("type") || (*s)["type"] != "struct") {
+    const std::string found = s && s->IsObject() && s->HasMember("type") && (*s)["type"].IsString()
+                                  ? (*s)["type"].GetString()
+                                  : "null";
+    throw DataError(std::string("Only Struct objects supported for [") + purpose +
+                    "], found: " + found);
+  }
+  if (!s->HasMember("fields") || !(*s)["fields"].IsArray())
+    throw DataError("struct schema without fields");
+  return *s;
+}
+
+rapidjson::Value* field_schema(rapidjson::Value& struct_schema, std::string_view name) {
+  for (auto& f : struct_schema["fields"].GetArray()) {
+    auto it = f.FindMember("field");
+    if (it != f.MemberEnd() && it->value.IsString() &&
+        std::string_view(it->value.GetString(), it->value.GetStringLength()) == name)
+      return &f;
+  }
+  return nullptr;
+}
+
+rapidjson::Value struct_like(const rapidjson::Value& like, rapidjson::Document::AllocatorType& a) {
+  rapidjson::Value out(rapidjson::kObjectType);
+  out.AddMember("type", "struct", a);
+  out.AddMember("fields", rapidjson::Value(rapidjson::kArrayType), a);
+  for (const char* basic : {"optional", "name", "version", "doc", "parameters"}) {
+    auto it = like.FindMember(basic);
+    if (it != like.MemberEnd())
+      out.AddMember(rapidjson::StringRef(basic), rapidjson::Value(it->value, a), a);
+  }
+  if (!out.HasMember("optional")) out.AddMember("optional", false, a);
+  return out;
+}
+
+void add_field(rapidjson::Value& out, std::string_view name, const rapidjson::Value& schema,
+               rapidjson::Document::AllocatorType& a) {
+  rapidjson::Value f(schema, a);
+  f.RemoveMember("field");
+  f.AddMember("field", str(name, a), a);
+  out["fields"].PushBack(f, a);
+}
+
+rapidjson::Value primitive_schema(const char* type, bool optional,
+                                  rapidjson::Document::AllocatorType& a, const char* name) {
+  rapidjson::Value s(rapidjson::kObjectType);
+  s.AddMember("type", rapidjson::StringRef(type), a);
+  s.AddMember("optional", optional, a);
+  if (name) {
+    s.AddMember("name", rapidjson::StringRef(name), a);
+    s.AddMember("version", 1, a);
+  }
+  return s;
+}
+
+Target target_option(const Config& c) {
+  const std::string t = option(c, "target", "value");
+  if (t == "value") return Target::value;
+  if (t == "key") return Target::key;
+  throw ConfigError("target", "target must be key or value");
+}
+
+// ---- Predicates ----
+
+namespace {
+
+Predicate make_predicate(const Config& p) {
+  const std::string type = option(p, "type");
+  if (type == "record_is_tombstone") return [](const RecordView& r) { return !r.has_value(); };
+  if (type == "has_header_key") {
+    const std::string name = option(p, "name");
+    if (name.empty()) throw ConfigError("predicate.name", "has_header_key needs a name");
+    return [name](const RecordView& r) { return r.header(name).has_value(); };
+  }
+  if (type == "topic_name_matches") {
+    const std::string pattern = option(p, "pattern");
+    if (pattern.empty())
+      throw ConfigError("predicate.pattern", "topic_name_matches needs a pattern");
+    try {
+      auto re = std::make_shared<std::regex>(pattern, std::regex::ECMAScript);
+      return [re](const RecordView& r) {
+        const std::string topic(r.topic());
+        return std::regex_match(topic, *re);
+      };
+    } catch (const std::regex_error& e) {
+      throw ConfigError("predicate.pattern", "invalid pattern: " + std::string(e.what()));
+    }
+  }
+  throw ConfigError("predicate.type",
+                    "predicate type must be has_header_key, record_is_tombstone or "
+                    "topic_name_matches");
+}
+
+}  // namespace
+
+Predicate predicate_option(const Config& c) {
+  const rapidjson::Value* p = c.find("predicate");
+  if (!p) return [](const RecordView&) { return true; };
+  if (!p->IsObject()) throw ConfigError("predicate", "predicate must be a mapping");
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  p->Accept(w);
+  Predicate test = make_predicate(Config(sb.GetString(), sb.GetSize()));
+  if (!bool_option(c, "negate", false)) return test;
+  return [test](const RecordView& r) { return !test(r); };
+}
+
+void declare_common(ConfigSchema& s, bool has_target) {
+  s.object("predicate")
+      .doc(
+          "Apply only to records this predicate selects: {type: has_header_key|"
+          "record_is_tombstone|topic_name_matches, name: ..., pattern: ...}.");
+  s.boolean("negate").doc("Apply to the records the predicate does not select.");
+  s.boolean("schemas.enable")
+      .doc("Keys and values are JsonConverter {schema, payload} envelopes.")
+      .default_value(false);
+  if (!has_target) return;
+  s.boolean("replace.null.with.default").doc("Accepted; sluice keeps nulls as they are.");
+  s.string("target").doc("The side to transform (Kafka's $Key/$Value).").one_of({"key", "value"});
+}
+
+}  // namespace sluice::smt

@@ -1,0 +1,209 @@
+// What sluice's Kafka Connect transforms (SMTs) share: Kafka-style config, field paths, the
+// JsonConverter {schema, payload} envelope, predicates, and the record-at-a-time driver.
+#pragma once
+
+#include <rapidjson/document.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <sluice/sdk.hpp>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sluice::smt {
+
+// What Kafka throws as a DataException: the record is rejected with this message.
+class DataError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// ---- Kafka-style config: every value may be a string, as in a .properties file ----
+
+// The text of a scalar option (strings, numbers and booleans alike), or `fallback`.
+std::string option(const Config& c, const char* name, std::string fallback = {});
+// A Kafka list option: a comma-separated string or a list, items trimmed, empties dropped.
+std::vector<std::string> list_option(const Config& c, const char* name);
+// A scalar option that must be given and not be empty.
+std::string required_option(const Config& c, const char* name);
+// A list option that must name at least one item.
+std::vector<std::string> required_list(const Config& c, const char* name);
+// A Kafka boolean option: true/false, as a boolean or as text.
+bool bool_option(const Config& c, const char* name, bool fallback);
+
+// ---- Field paths (field.syntax.version V1: one name; V2: dotted, backticks escape) ----
+
+using FieldPath = std::vector<std::string>;
+FieldPath parse_path(const std::string& text, bool v2);
+bool syntax_v2(const Config& c);  // reads field.syntax.version (V1 or V2)
+
+// ---- One side (key or value) of a record, parsed when first asked for ----
+
+class Data {
+ public:
+  Data(std::optional<std::string_view> raw, bool schemas) : raw_(raw), schemas_(schemas) {}
+  // The Connect value is null: a tombstone, a null key, or a null payload with a schema.
+  bool is_null();
+  // The Connect value: the payload of an envelope, or the whole JSON without schemas.
+  rapidjson::Value& payload();
+  // The Connect schema, or nullptr when the data has none (schemaless or null).
+  rapidjson::Value* schema();
+  rapidjson::Document::AllocatorType& allocator() { return doc().GetAllocator(); }
+  // Replaces the whole side; `schema` only counts with schemas.enable.
+  void set(rapidjson::Value&& payload, rapidjson::Value* schema);
+  void set_null();
+  // The bytes to write: unchanged input, new JSON, or nullopt for null.
+  std::optional<std::string_view> bytes();
+
+ private:
+  rapidjson::Document& doc();
+  std::optional<std::string_view> raw_;
+  bool schemas_;
+  std::optional<rapidjson::Document> doc_;
+  bool changed_ = false;
+  std::string text_;
+};
+
+// A header value is nullopt for a null header (Kafka's headers may be null).
+using Headers = std::vector<std::pair<std::string, std::optional<std::string>>>;
+
+// A record being transformed.
+struct Record {
+  Data key;
+  Data value;
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  int64_t timestamp_ms = 0;
+  Headers headers;
+};
+
+// ---- Predicates (HasHeaderKey, RecordIsTombstone, TopicNameMatches) ----
+
+using Predicate = std::function<bool(const RecordView&)>;
+// Reads `predicate: {type: ..., <Kafka's keys>}` and `negate`; always true when absent.
+Predicate predicate_option(const Config& c);
+
+// ---- Helpers on Connect values ----
+
+std::string type_name(const rapidjson::Value& v);
+// Java's Double.toString: shortest digits, scientific below 1e-3 and from 1e7.
+std::string java_double(double v);  // as Kafka names Java types in errors
+// Kafka's requireMap: the schemaless value must be an object.
+rapidjson::Value& require_map(rapidjson::Value& v, const char* purpose);
+rapidjson::Value str(std::string_view s, rapidjson::Document::AllocatorType& a);
+// The Connect value of a side, for the transforms that do not handle schemas yet: a record
+// with a schema is rejected.
+rapidjson::Value& schemaless(Data& d);
+// Sets `name` in object `o`, replacing an existing member in place.
+void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,
+         rapidjson::Document::AllocatorType& a);
+
+// ---- Connect schemas, in the JsonConverter's JSON form ({"type": "struct", "fields": [..]}) ----
+
+// Kafka's requireStruct: the side's schema must be a struct schema; returns it.
+rapidjson::Value& require_struct(Data& d, const char* purpose);
+// The schema of field `name` of a struct schema, or nullptr.
+rapidjson::Value* field_schema(rapidjson::Value& struct_schema, std::string_view name);
+// An empty struct schema with the name, version, doc, parameters and optionality of `like`
+// (Kafka's SchemaUtil.copySchemaBasics).
+rapidjson::Value struct_like(const rapidjson::Value& like, rapidjson::Document::AllocatorType& a);
+// Appends a copy of `schema` as field `name` to the struct schema `out`.
+void add_field(rapidjson::Value& out, std::string_view name, const rapidjson::Value& schema,
+               rapidjson::Document::AllocatorType& a);
+// A primitive schema {"type", "optional"}, with a logical `name` and version 1 when given.
+rapidjson::Value primitive_schema(const char* type, bool optional,
+                                  rapidjson::Document::AllocatorType& a,
+                                  const char* name = nullptr);
+
+// `target: key|value` (for SMTs Kafka has as $Key and $Value).
+enum class Target { key, value };
+Target target_option(const Config& c);
+inline Data& side(Record& r, Target t) { return t == Target::key ? r.key : r.value; }
+
+// ---- The driver ----
+
+// Declares what every SMT accepts: predicate, negate, schemas.enable (and target).
+void declare_common(ConfigSchema& s, bool has_target);
+
+// Runs `apply` on each record the predicate selects; `apply` returns false to drop the record.
+// A DataError rejects the record with its message.
+template <class Impl>
+class Transform final : public sluice::Transform {
+ public:
+  static ConfigSchema schema() {
+    ConfigSchema s;
+    Impl::declare(s);
+    declare_common(s, Impl::kHasTarget);
+    s.validator([](const Config& c) { Impl{c}; });
+    s.validator([](const Config& c) { predicate_option(c); });
+    return s;
+  }
+  static std::string description() { return Impl::kDescription; }
+
+  Transform(const Config& c, Host& /*host*/)
+      : impl_(c),
+        applies_(predicate_option(c)),
+        schemas_(bool_option(c, "schemas.enable", false)) {}
+
+  void process(const Batch& in, Output& out) override {
+    for (size_t i = 0; i < in.size(); ++i) {
+      const RecordView r = in[i];
+      if (!applies_(r)) {
+        out.forward(i, r);
+        continue;
+      }
+      Record rec = load(r);
+      try {
+        if (impl_.apply(rec)) emit(out, i, rec);
+      } catch (const DataError& e) {
+        out.reject(i, std::string(Impl::kName) + ": " + e.what());
+      }
+    }
+  }
+
+ private:
+  Record load(const RecordView& r) const {
+    Record rec{Data(r.has_key() ? std::optional(r.key()) : std::nullopt, schemas_),
+               Data(r.has_value() ? std::optional(r.value()) : std::nullopt, schemas_),
+               std::string(r.topic()),
+               r.partition(),
+               r.offset(),
+               r.timestamp_ms(),
+               {}};
+    for (const auto& h : r.headers())
+      rec.headers.emplace_back(std::string(as_view(h.key)), std::string(as_view(h.value)));
+    return rec;
+  }
+  static void emit(Output& out, size_t i, Record& rec) {
+    OutRecord o;
+    o.key = rec.key.bytes();
+    o.value = rec.value.bytes();
+    o.topic = rec.topic;
+    o.partition = rec.partition;
+    o.offset = rec.offset;
+    o.timestamp_ms = rec.timestamp_ms;
+    for (const auto& [k, v] : rec.headers)
+      o.headers.emplace_back(k, v ? std::string_view(*v) : std::string_view());
+    out.emit(i, o);
+  }
+
+  Impl impl_;
+  Predicate applies_;
+  bool schemas_;
+};
+
+inline constexpr const char* kModuleVersion = "0.1.0";
+
+// The plugin table of one SMT, for the module's list (module.cpp).
+template <class Impl>
+const sluice_plugin* plugin_table() {
+  return detail::Adapter<Transform<Impl>, SLUICE_KIND_TRANSFORM>::table(Impl::kName,
+                                                                        kModuleVersion);
+}
+
+}  // namespace sluice::smt

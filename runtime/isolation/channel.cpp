@@ -1,0 +1,80 @@
+// Framing of control messages: a fixed header and a payload, written and read whole.
+#include "isolation/channel.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace sluice::isolation {
+
+namespace {
+constexpr uint32_t kMaxPayload = 64u << 20;
+}
+
+bool Channel::send(const MessageHeader& header, std::string_view payload) {
+  MessageHeader h = header;
+  h.payload_len = static_cast<uint32_t>(payload.size());
+  iovec parts[2] = {{&h, sizeof h}, {const_cast<char*>(payload.data()), payload.size()}};
+  msghdr msg{};
+  msg.msg_iov = parts;
+  msg.msg_iovlen = payload.empty() ? 1 : 2;
+  size_t left = sizeof h + payload.size();
+  std::lock_guard lock(send_mu_);
+  while (left > 0) {
+    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    left -= static_cast<size_t>(n);
+    // Skip what was sent: advance through the iovecs.
+    size_t sent = static_cast<size_t>(n);
+    while (sent > 0 && msg.msg_iovlen > 0) {
+      const size_t take = std::min(sent, msg.msg_iov->iov_len);
+      msg.msg_iov->iov_base = static_cast<char*>(msg.msg_iov->iov_base) + take;
+      msg.msg_iov->iov_len -= take;
+      sent -= take;
+      if (msg.msg_iov->iov_len == 0) {
+        ++msg.msg_iov;
+        --msg.msg_iovlen;
+      }
+    }
+  }
+  return true;
+}
+
+bool Channel::read_exact(void* buf, size_t len, std::optional<Deadline> deadline, bool* timed_out) {
+  auto* p = static_cast<char*>(buf);
+  while (len > 0) {
+    if (deadline) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          *deadline - std::chrono::steady_clock::now());
+      pollfd pfd{fd_, POLLIN, 0};
+      const int ready = ::poll(&pfd, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready == 0) {
+        if (timed_out) *timed_out = true;
+        return false;
+      }
+    }
+    ssize_t n = ::read(fd_, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+std::optional<Message> Channel::receive(std::optional<Deadline> deadline, bool* timed_out) {
+  Message m;
+  if (!read_exact(&m.header, sizeof m.header, deadline, timed_out)) return std::nullopt;
+  if (m.header.payload_len > kMaxPayload) return std::nullopt;
+  m.payload.resize(m.header.payload_len);
+  if (!read_exact(m.payload.data(), m.payload.size(), deadline, timed_out)) return std::nullopt;
+  return m;
+}
+
+}  // namespace sluice::isolation

@@ -1,0 +1,66 @@
+// Control messages between the host and a plugin-host child over a Unix socketpair.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sluice::isolation {
+
+enum class MessageKind : uint32_t {
+  // host -> child
+  create = 1,
+  process,
+  put,
+  flush,
+  pre_commit,
+  snapshot,
+  restore,
+  memory_pressure,
+  shutdown,
+  // child -> host
+  reply = 100,
+  log,
+  counter_add,
+  gauge_set,
+};
+
+// Every message: this header, then `payload_len` bytes (an error text, a config, a log line).
+struct MessageHeader {
+  MessageKind kind{};
+  int32_t status = 0;        // a call's sluice_status, or a log level
+  uint64_t call_id = 0;      // echoed by the reply
+  uint64_t region_size = 0;  // bytes of the input (request) or output (reply) region in use
+  double number = 0;         // memory pressure (requests), a counter delta or gauge value, or the
+                             // plugin's own time in µs (the reply to a batch call)
+  uint32_t payload_len = 0;
+};
+
+struct Message {
+  MessageHeader header;
+  std::string payload;
+};
+
+using Deadline = std::chrono::steady_clock::time_point;
+
+// One end of the socketpair. Sends are whole messages; a send to a dead peer returns false
+// (never SIGPIPE).
+class Channel {
+ public:
+  explicit Channel(int fd) : fd_(fd) {}
+  int fd() const { return fd_; }
+  bool send(const MessageHeader& header, std::string_view payload = {});
+  // The next message, or nullopt if the peer closed the socket (or broke the framing);
+  // `timed_out` is set when the deadline passed first.
+  std::optional<Message> receive(std::optional<Deadline> deadline, bool* timed_out = nullptr);
+
+ private:
+  bool read_exact(void* buf, size_t len, std::optional<Deadline> deadline, bool* timed_out);
+  int fd_;
+  std::mutex send_mu_;  // a plugin may log from its own threads while a reply goes out
+};
+
+}  // namespace sluice::isolation

@@ -1,0 +1,177 @@
+// Spawning and reaping plugin-host children.
+#include "isolation/child_process.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <mutex>
+#include <stdexcept>
+#include <system_error>
+#include <thread>
+
+extern char** environ;
+
+namespace sluice::isolation {
+
+namespace {
+
+std::mutex g_exe_mu;
+
+// Empty until set: only a program whose main() serves `plugin-host` may spawn itself, or a test
+// binary would spawn copies of itself that run its tests again.
+std::filesystem::path& executable() {
+  static std::filesystem::path exe;
+  return exe;
+}
+
+// The fds a child finds its socket and regions on.
+constexpr int kChildSocketFd = 3;
+constexpr int kChildInputFd = 4;
+constexpr int kChildOutputFd = 5;
+
+[[noreturn]] void fail(int err, const char* what) {
+  throw std::system_error(err, std::generic_category(), what);
+}
+
+// A close-on-exec copy at fd >= 10, so the spawn's dup2 onto 3..5 never overwrites a source.
+int high_copy(int fd) {
+  int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
+  if (copy < 0) fail(errno, "fcntl(F_DUPFD_CLOEXEC)");
+  return copy;
+}
+
+std::vector<std::string> child_arguments(const ChildOptions& o) {
+  std::vector<std::string> args = {host_executable().string(),
+                                   "plugin-host",
+                                   "--file",
+                                   o.file.string(),
+                                   "--plugin",
+                                   o.plugin,
+                                   "--kind",
+                                   std::to_string(o.kind),
+                                   "--instance",
+                                   o.instance_name,
+                                   "--memory-limit-mb",
+                                   std::to_string(o.memory_limit_mb),
+                                   "--parent",
+                                   std::to_string(::getpid())};
+  if (o.check) args.push_back("--check");
+  return args;
+}
+
+// posix_spawn (no fork of the multi-threaded host): default signal dispositions, an empty
+// mask, and a process group of its own so a terminal's Ctrl-C reaches only the host.
+pid_t spawn(const std::vector<std::string>& args, const int (&fds)[3]) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  const int targets[3] = {kChildSocketFd, kChildInputFd, kChildOutputFd};
+  for (int i = 0; i < 3; ++i) posix_spawn_file_actions_adddup2(&actions, fds[i], targets[i]);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  const int err = ::posix_spawn(&pid, args[0].c_str(), &actions, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (err != 0) fail(err, "spawning sluice plugin-host");
+  return pid;
+}
+
+}  // namespace
+
+void set_host_executable(std::filesystem::path path) {
+  std::lock_guard lock(g_exe_mu);
+  executable() = std::move(path);
+}
+
+std::filesystem::path host_executable() {
+  std::lock_guard lock(g_exe_mu);
+  return executable();
+}
+
+std::string describe_wait_status(int status) {
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    const char* abbrev = ::sigabbrev_np(sig);
+    return "killed by signal " + std::to_string(sig) +
+           (abbrev ? std::string(" (SIG") + abbrev + ")" : std::string());
+  }
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  return "ended with wait status " + std::to_string(status);
+}
+
+ChildProcess::ChildProcess(const ChildOptions& options)
+    : input_(SharedRegion::create("sluice-batch-in")),
+      output_(SharedRegion::create("sluice-batch-out")) {
+  if (host_executable().empty())
+    throw std::runtime_error(
+        "this program cannot start plugin-host children (the sluice "
+        "launcher can)");
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) fail(errno, "socketpair");
+  socket_ = pair[0];
+  channel_ = std::make_unique<Channel>(socket_);
+  const int fds[3] = {high_copy(pair[1]), high_copy(input_.fd()), high_copy(output_.fd())};
+  ::close(pair[1]);
+  try {
+    pid_ = spawn(child_arguments(options), fds);
+  } catch (...) {
+    for (int fd : fds) ::close(fd);
+    ::close(socket_);
+    throw;
+  }
+  for (int fd : fds) ::close(fd);
+}
+
+ChildProcess::~ChildProcess() {
+  if (pid_ > 0 && !reaped_) {
+    kill();
+    wait(0);
+  }
+  if (socket_ >= 0) ::close(socket_);
+}
+
+void ChildProcess::kill() {
+  if (pid_ > 0 && !reaped_) ::kill(pid_, SIGKILL);
+}
+
+int ChildProcess::wait(int grace_ms) {
+  if (reaped_) return status_;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
+  for (;;) {
+    pid_t r = ::waitpid(pid_, &status_, WNOHANG);
+    if (r == pid_) break;
+    if (r < 0 && errno != EINTR) {
+      status_ = 0;
+      break;
+    }
+    if (std::chrono::steady_clock::now() >= until) {
+      ::kill(pid_, SIGKILL);
+      while (::waitpid(pid_, &status_, 0) < 0 && errno == EINTR) {
+      }
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  reaped_ = true;
+  return status_;
+}
+
+}  // namespace sluice::isolation

@@ -1,0 +1,61 @@
+// One `sluice plugin-host` child: started with posix_spawn of the host's own executable, its
+// socket and shared regions, and how it ended.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "isolation/channel.hpp"
+#include "isolation/shared_region.hpp"
+
+namespace sluice::isolation {
+
+// The executable that serves `plugin-host`: /proc/self/exe in the sluice launcher (linking
+// plugin_host.cpp, which main() calls, sets it); empty elsewhere unless a test sets it.
+void set_host_executable(std::filesystem::path path);
+std::filesystem::path host_executable();
+
+struct ChildOptions {
+  std::filesystem::path file;  // the plugin library
+  std::string plugin;          // the plugin's name in it
+  int kind = 0;                // sluice_kind
+  std::string instance_name;
+  uint64_t memory_limit_mb = 0;
+  bool check = false;  // --check: create, destroy and exit (a trial load)
+};
+
+// Text for a wait status: "killed by signal 11 (SIGSEGV)", "exited with status 0".
+std::string describe_wait_status(int status);
+
+class ChildProcess {
+ public:
+  // Starts the child; throws std::system_error if it cannot be spawned.
+  explicit ChildProcess(const ChildOptions& options);
+  ~ChildProcess();  // kills it (SIGKILL) if it still runs, and reaps it
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  Channel& channel() { return *channel_; }
+  SharedRegion& input() { return input_; }
+  SharedRegion& output() { return output_; }
+  pid_t pid() const { return pid_; }
+
+  void kill();
+  // Waits for the child to end (SIGKILL after `grace_ms`); returns its wait status.
+  int wait(int grace_ms);
+
+ private:
+  pid_t pid_ = -1;
+  int socket_ = -1;
+  std::unique_ptr<Channel> channel_;
+  SharedRegion input_;
+  SharedRegion output_;
+  bool reaped_ = false;
+  int status_ = 0;
+};
+
+}  // namespace sluice::isolation

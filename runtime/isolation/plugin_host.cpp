@@ -1,0 +1,306 @@
+// `sluice plugin-host`: one plugin instance in a process of its own, serving the host's calls.
+#include "isolation/plugin_host.hpp"
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "isolation/channel.hpp"
+#include "isolation/child_process.hpp"
+#include "isolation/shared_region.hpp"
+#include "plugin/plugin_instance.hpp"
+#include "plugin/plugin_library.hpp"
+
+namespace sluice::isolation {
+
+namespace {
+
+struct HostArgs {
+  std::string file, plugin, instance;
+  int kind = 0;
+  uint64_t memory_limit_mb = 0;
+  pid_t parent = 0;
+  bool check = false;
+};
+
+HostArgs parse_args(int argc, char** argv) {
+  HostArgs a;
+  for (int i = 2; i < argc; ++i) {
+    const std::string_view key = argv[i];
+    const char* value = i + 1 < argc ? argv[i + 1] : "";
+    if (key == "--check") {
+      a.check = true;
+      continue;
+    }
+    ++i;
+    if (key == "--file") a.file = value;
+    if (key == "--plugin") a.plugin = value;
+    if (key == "--instance") a.instance = value;
+    if (key == "--kind") a.kind = std::atoi(value);
+    if (key == "--memory-limit-mb") a.memory_limit_mb = std::strtoull(value, nullptr, 10);
+    if (key == "--parent") a.parent = static_cast<pid_t>(std::atoi(value));
+  }
+  return a;
+}
+
+// No core files (a crash is expected and reported), and the stage's memory limit.
+void apply_limits(const HostArgs& a) {
+  rlimit none{0, 0};
+  ::setrlimit(RLIMIT_CORE, &none);
+  if (a.memory_limit_mb > 0) {
+    const rlim_t bytes = static_cast<rlim_t>(a.memory_limit_mb) << 20;
+    rlimit limit{bytes, bytes};
+    ::setrlimit(RLIMIT_AS, &limit);
+  }
+}
+
+// A child whose host died (even while a call hangs) ends too.
+void exit_with_parent(pid_t parent) {
+  if (parent <= 0) return;
+  std::thread([parent] {
+    while (::getppid() == parent) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    ::_exit(70);
+  }).detach();
+}
+
+// The one instance and everything its calls need.
+class PluginHost {
+ public:
+  explicit PluginHost(const HostArgs& args)
+      : args_(args), channel_(3), input_(4), output_(5), writer_(output_) {
+    api_.struct_size = sizeof api_;
+    api_.abi_major = SLUICE_ABI_MAJOR;
+    api_.abi_minor = SLUICE_ABI_MINOR;
+    api_.host_ctx = this;
+    api_.sluice_host_log = &PluginHost::log;
+    api_.sluice_host_counter_add = &PluginHost::counter_add;
+    api_.sluice_host_gauge_set = &PluginHost::gauge_set;
+    api_.sluice_host_memory_pressure = [](void* ctx) {
+      return static_cast<PluginHost*>(ctx)->pressure_.load();
+    };
+    api_.sluice_host_instance_name = [](void* ctx) {
+      return static_cast<PluginHost*>(ctx)->args_.instance.c_str();
+    };
+    api_.sluice_host_drain = [](void*, const sluice_position*, size_t, uint32_t) {
+      return SLUICE_ERROR;  // sources are not isolated
+    };
+  }
+
+  int run();
+
+ private:
+  void load();
+  bool create(const Message& m);
+  void serve(const Message& m);
+  void batch_call(const Message& m);
+  void state_call(const Message& m);
+  // `plugin_us`: how long the plugin's own call took, so the host can tell the crossing cost.
+  void reply(const Message& m, sluice_status status, std::string_view message,
+             size_t region_size = 0, double plugin_us = 0);
+
+  static void log(void* ctx, int32_t level, const char* message, size_t len);
+  static void counter_add(void* ctx, const char* name, double delta);
+  static void gauge_set(void* ctx, const char* name, double value);
+  void send_metric(MessageKind kind, const char* name, double number);
+
+  HostArgs args_;
+  Channel channel_;
+  SharedRegion input_;
+  SharedRegion output_;
+  RegionWriter writer_;
+  sluice_host_api api_{};
+  std::atomic<double> pressure_{0};
+  std::shared_ptr<plugin::PluginLibrary> library_;
+  const sluice_plugin* table_ = nullptr;
+  std::string load_error_;
+  void* instance_ = nullptr;
+  plugin::CallError error_;
+};
+
+void PluginHost::log(void* ctx, int32_t level, const char* message, size_t len) {
+  MessageHeader h;
+  h.kind = MessageKind::log;
+  h.status = level;
+  static_cast<PluginHost*>(ctx)->channel_.send(h, {message ? message : "", message ? len : 0});
+}
+
+void PluginHost::counter_add(void* ctx, const char* name, double delta) {
+  static_cast<PluginHost*>(ctx)->send_metric(MessageKind::counter_add, name, delta);
+}
+
+void PluginHost::gauge_set(void* ctx, const char* name, double value) {
+  static_cast<PluginHost*>(ctx)->send_metric(MessageKind::gauge_set, name, value);
+}
+
+void PluginHost::send_metric(MessageKind kind, const char* name, double number) {
+  if (!name) return;
+  MessageHeader h;
+  h.kind = kind;
+  h.number = number;
+  channel_.send(h, name);
+}
+
+void PluginHost::load() {
+  try {
+    library_ = plugin::PluginLibrary::load(args_.file);
+    for (const auto& info : library_->plugins())
+      if (info.kind == args_.kind && info.name == args_.plugin) table_ = info.table;
+    if (!table_)
+      load_error_ = args_.file + ": no " + std::string(plugin::kind_name(args_.kind)) +
+                    " plugin named '" + args_.plugin + "'";
+  } catch (const std::exception& e) {
+    load_error_ = e.what();
+  }
+}
+
+void PluginHost::reply(const Message& m, sluice_status status, std::string_view message,
+                       size_t region_size, double plugin_us) {
+  MessageHeader h;
+  h.number = plugin_us;
+  h.kind = MessageKind::reply;
+  h.status = status;
+  h.call_id = m.header.call_id;
+  h.region_size = region_size;
+  channel_.send(h, message);
+}
+
+// Replies with the status and "message\0field", so the host can place a config error.
+bool PluginHost::create(const Message& m) {
+  if (!load_error_.empty()) {
+    reply(m, SLUICE_FATAL, load_error_ + std::string(1, '\0'));
+    return false;
+  }
+  sluice_status st =
+      table_->create(&api_, m.payload.data(), m.payload.size(), &instance_, error_.get());
+  if (st == SLUICE_OK && instance_ == nullptr) st = SLUICE_ERROR;
+  std::string text = st == SLUICE_OK ? std::string() : error_.message;
+  if (st != SLUICE_OK && text.empty()) text = "create failed with no reason given";
+  reply(m, st, text + std::string(1, '\0') + error_.field);
+  return st == SLUICE_OK;
+}
+
+int PluginHost::run() {
+  load();
+  auto first = channel_.receive(std::nullopt);
+  if (!first || first->header.kind != MessageKind::create) return 3;
+  const bool created = create(*first);
+  if (args_.check || !created) {
+    if (instance_) table_->destroy(instance_);
+    instance_ = nullptr;
+    library_.reset();  // runs the module's shutdown and unloads it, as the host would
+    return created ? 0 : 1;
+  }
+  while (auto m = channel_.receive(std::nullopt)) {
+    if (m->header.kind == MessageKind::shutdown) break;
+    serve(*m);
+  }
+  table_->destroy(instance_);
+  library_.reset();
+  return 0;
+}
+
+void PluginHost::serve(const Message& m) {
+  pressure_.store(m.header.number);
+  error_.get();
+  switch (m.header.kind) {
+    case MessageKind::process:
+    case MessageKind::put:
+      return batch_call(m);
+    case MessageKind::flush:
+      return reply(m, table_->flush(instance_, &error_.error), error_.message);
+    case MessageKind::pre_commit:
+      return reply(m, table_->pre_commit(instance_, &error_.error), error_.message);
+    case MessageKind::snapshot:
+    case MessageKind::restore:
+      return state_call(m);
+    case MessageKind::memory_pressure:
+      table_->on_memory_pressure(instance_, m.header.number);
+      return reply(m, SLUICE_OK, {});
+    default:
+      return reply(m, SLUICE_ERROR, "plugin-host: unknown request");
+  }
+}
+
+void PluginHost::batch_call(const Message& m) {
+  const RegionView in = read_region(input_, m.header.region_size);
+  const sluice_batch batch{sizeof(sluice_batch), in.records.data(), in.records.size()};
+  writer_.reset();
+  sluice_writer out{};
+  out.struct_size = sizeof out;
+  out.host_ctx = &writer_;
+  out.append = [](void* ctx, size_t index, const sluice_record* r) {
+    static_cast<RegionWriter*>(ctx)->add_record(index, *r);
+    return SLUICE_OK;
+  };
+  out.append_owned = [](void* ctx, size_t index, const sluice_record* r, void (*release)(void*),
+                        void* release_ctx) {
+    static_cast<RegionWriter*>(ctx)->add_record(index, *r);
+    if (release) release(release_ctx);
+    return SLUICE_OK;
+  };
+  out.reject = [](void* ctx, size_t index, sluice_status status, const char* msg, size_t len) {
+    static_cast<RegionWriter*>(ctx)->add_reject(index, status, {msg ? msg : "", msg ? len : 0});
+  };
+  const auto started = std::chrono::steady_clock::now();
+  const sluice_status st = m.header.kind == MessageKind::process
+                               ? table_->process(instance_, &batch, &out, &error_.error)
+                               : table_->put(instance_, &batch, &out, &error_.error);
+  const std::chrono::duration<double, std::micro> plugin_time =
+      std::chrono::steady_clock::now() - started;
+  const size_t size = writer_.finish();
+  reply(m, st, error_.message, size, plugin_time.count());
+}
+
+// Snapshot: the state goes back as one blob in the output region. Restore: it comes in as one.
+void PluginHost::state_call(const Message& m) {
+  if (m.header.kind == MessageKind::restore) {
+    const RegionView in = read_region(input_, m.header.region_size);
+    const sluice_bytes state = in.records.empty() ? sluice_bytes{} : in.records[0].value;
+    return reply(m, table_->restore(instance_, state.ptr, state.len, &error_.error),
+                 error_.message);
+  }
+  std::string state;
+  sluice_buffer buf{sizeof(sluice_buffer), &state, [](void* ctx, const uint8_t* data, size_t len) {
+                      static_cast<std::string*>(ctx)->append(reinterpret_cast<const char*>(data),
+                                                             len);
+                    }};
+  const sluice_status st = table_->snapshot(instance_, &buf, &error_.error);
+  writer_.reset();
+  writer_.add_blob(state);
+  reply(m, st, error_.message, writer_.finish());
+}
+
+// This file is linked only into a program whose main() calls plugin_host_main (a static library
+// member is pulled in only for a symbol someone uses): that program may spawn itself as the
+// plugin host.
+const bool g_serves_plugin_host = [] {
+  set_host_executable("/proc/self/exe");
+  return true;
+}();
+
+}  // namespace
+
+int plugin_host_main(int argc, char** argv) {
+  const HostArgs args = parse_args(argc, argv);
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("plugin-host"));
+  apply_limits(args);
+  exit_with_parent(args.parent);
+  try {
+    PluginHost host(args);
+    return host.run();
+  } catch (const std::exception& e) {
+    spdlog::error("plugin-host {}: {}", args.instance, e.what());
+    return 4;
+  }
+}
+
+}  // namespace sluice::isolation

@@ -1,0 +1,620 @@
+// The proxy table: static hooks forwarding to a per-instance Proxy that owns the child process.
+#include "isolation/proxy.hpp"
+
+#include <fmt/format.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_set>
+
+#include "isolation/child_process.hpp"
+#include "plugin/host_context.hpp"
+
+namespace sluice::isolation {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Crash incidents (calls whose child died) tolerated per window before calls fail outright.
+constexpr size_t kMaxCrashesPerWindow = 5;
+constexpr auto kCrashWindow = std::chrono::seconds(60);
+constexpr size_t kMaxQuarantined = 100000;
+
+// What the proxy table needs at create time, found by instance name (create gets no context).
+struct ProxySpec {
+  plugin::PluginInfo real;
+  std::string instance_name;
+  core::IsolationSettings settings;
+  sluice_plugin table{};
+};
+
+std::mutex g_specs_mu;
+std::map<std::string, std::weak_ptr<ProxySpec>> g_specs;
+
+template <typename Field>
+bool has_hook(const sluice_plugin* t, Field sluice_plugin::*member) {
+  const auto offset = reinterpret_cast<size_t>(&(static_cast<sluice_plugin*>(nullptr)->*member));
+  return t->struct_size >= offset + sizeof(Field) && t->*member != nullptr;
+}
+
+void set_error(sluice_error* error, std::string_view message, std::string_view field = {}) {
+  if (!error) return;
+  auto copy = [](char* dst, size_t cap, std::string_view text) {
+    if (!dst || cap == 0) return;
+    const size_t n = std::min(cap - 1, text.size());
+    if (n > 0) std::memcpy(dst, text.data(), n);  // an empty view may have a null data()
+    dst[n] = '\0';
+  };
+  copy(error->message, error->message_capacity, message);
+  if (error->struct_size >= offsetof(sluice_error, field_capacity) + sizeof(size_t))
+    copy(error->field, error->field_capacity, field);
+}
+
+// A record's identity for the quarantine: where it came from and what it holds.
+uint64_t fingerprint(const sluice_record& r) {
+  auto view = [](sluice_bytes b) {
+    return std::string_view(reinterpret_cast<const char*>(b.ptr ? b.ptr : nullptr), b.len);
+  };
+  uint64_t h = std::hash<std::string_view>{}(view(r.value));
+  h ^= std::hash<std::string_view>{}(view(r.key)) * 0x9e3779b97f4a7c15ull;
+  h ^= std::hash<std::string_view>{}(view(r.topic)) + static_cast<uint64_t>(r.offset) * 31 +
+       static_cast<uint64_t>(r.partition);
+  return h;
+}
+
+const char* call_name(MessageKind kind) {
+  switch (kind) {
+    case MessageKind::create:
+      return "create()";
+    case MessageKind::process:
+      return "process()";
+    case MessageKind::put:
+      return "put()";
+    case MessageKind::flush:
+      return "flush()";
+    case MessageKind::pre_commit:
+      return "pre_commit()";
+    case MessageKind::snapshot:
+      return "snapshot()";
+    case MessageKind::restore:
+      return "restore()";
+    default:
+      return "a call";
+  }
+}
+
+// How one call to the child ended: a reply, or the child's death (then `crash` says how).
+struct Outcome {
+  bool crashed = false;
+  std::string crash;  // "killed by signal 11 (SIGSEGV)", "call exceeded call_timeout_ms=N"
+  sluice_status status = SLUICE_OK;
+  std::string message;
+  size_t region_size = 0;
+  double plugin_us = 0;  // the plugin's own time in the call
+};
+
+}  // namespace
+
+// One isolated instance: the child, its restarts, and the quarantine of poison records.
+class Proxy {
+ public:
+  Proxy(std::shared_ptr<const ProxySpec> spec, const sluice_host_api* host, std::string config)
+      : spec_(std::move(spec)), host_(host), config_(std::move(config)) {}
+  ~Proxy();
+
+  sluice_status start(sluice_error* error);
+  sluice_status batch(MessageKind kind, const sluice_batch* in, sluice_writer* out,
+                      sluice_error* error);
+  sluice_status simple(MessageKind kind, sluice_error* error);
+  sluice_status snapshot(sluice_buffer* out, sluice_error* error);
+  sluice_status restore(const uint8_t* data, size_t len, sluice_error* error);
+  void memory_pressure(double level);
+
+ private:
+  using Indices = std::vector<size_t>;
+
+  bool ensure_child(std::string* why, std::string* field = nullptr);
+  Outcome call(MessageKind kind, size_t region_size, std::string_view payload = {});
+  Outcome await_reply(MessageKind kind, uint64_t call_id);
+  Outcome attempt(MessageKind kind, const sluice_batch* in, const Indices& indices);
+  void deliver(const Outcome& o, const Indices& indices, sluice_writer* out);
+  sluice_status bisect(MessageKind kind, const sluice_batch* in, const Indices& indices,
+                       sluice_writer* out, const std::string& crash, std::string* message);
+  Indices admit(const sluice_batch* in, sluice_writer* out);
+  void note_crash(MessageKind kind, const std::string& crash);
+  bool too_many_crashes();
+  void count(const char* name, double delta = 1);
+  void gauge(const char* name, double value);
+  void count_crossing(Clock::time_point started, double plugin_us);
+  void log(int32_t level, const std::string& text);
+  uint64_t next_call_id() { return ++call_id_; }
+
+  std::shared_ptr<const ProxySpec> spec_;
+  const sluice_host_api* host_;
+  std::string config_;
+  std::mutex mu_;
+  std::unique_ptr<ChildProcess> child_;
+  uint64_t call_id_ = 0;
+  bool started_ = false;
+  int consecutive_crashes_ = 0;
+  std::deque<Clock::time_point> crashes_;
+  std::optional<std::string> state_;  // the last snapshot or restore, for a restarted child
+  std::unordered_set<uint64_t> quarantine_;
+  std::string last_crash_;
+};
+
+Proxy::~Proxy() {
+  if (!child_) return;
+  MessageHeader h;
+  h.kind = MessageKind::shutdown;
+  if (child_->channel().send(h)) child_->wait(2000);
+}
+
+void Proxy::count(const char* name, double delta) {
+  host_->sluice_host_counter_add(host_->host_ctx, name, delta);
+}
+
+// What isolation added to a batch: the whole call as the host saw it, less the plugin's time.
+// Stats show the sum and the count (isolation.crossing_us / isolation.batches).
+void Proxy::count_crossing(Clock::time_point started, double plugin_us) {
+  const std::chrono::duration<double, std::micro> elapsed = Clock::now() - started;
+  count("isolation.batches");
+  count("isolation.crossing_us", std::max(0.0, elapsed.count() - plugin_us));
+}
+
+void Proxy::gauge(const char* name, double value) {
+  host_->sluice_host_gauge_set(host_->host_ctx, name, value);
+}
+
+void Proxy::log(int32_t level, const std::string& text) {
+  host_->sluice_host_log(host_->host_ctx, level, text.data(), text.size());
+}
+
+Outcome Proxy::await_reply(MessageKind kind, uint64_t call_id) {
+  const auto timeout = std::chrono::milliseconds(spec_->settings.call_timeout_ms);
+  const Deadline deadline = Clock::now() + timeout;
+  Outcome o;
+  for (;;) {
+    bool timed_out = false;
+    auto m = child_->channel().receive(deadline, &timed_out);
+    if (!m) {
+      o.crashed = true;
+      if (timed_out) {
+        child_->kill();
+        o.crash = fmt::format("call exceeded call_timeout_ms={}", spec_->settings.call_timeout_ms);
+        count("isolation.timeouts");
+      } else {
+        const int status = child_->wait(1000);
+        o.crash = describe_wait_status(status);
+        if (WIFEXITED(status)) o.crash += fmt::format(" inside {}", call_name(kind));
+        gauge("isolation.last_signal", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+      }
+      child_.reset();
+      return o;
+    }
+    const auto& h = m->header;
+    if (h.kind == MessageKind::log)
+      host_->sluice_host_log(host_->host_ctx, h.status, m->payload.data(), m->payload.size());
+    else if (h.kind == MessageKind::counter_add)
+      count(m->payload.c_str(), h.number);
+    else if (h.kind == MessageKind::gauge_set)
+      gauge(m->payload.c_str(), h.number);
+    else if (h.kind == MessageKind::reply && h.call_id == call_id) {
+      o.status = h.status;
+      o.message = m->payload;
+      o.region_size = h.region_size;
+      o.plugin_us = h.number;
+      return o;
+    }
+  }
+}
+
+Outcome Proxy::call(MessageKind kind, size_t region_size, std::string_view payload) {
+  MessageHeader h;
+  h.kind = kind;
+  h.call_id = next_call_id();
+  h.region_size = region_size;
+  h.number = plugin::process_memory_pressure();
+  child_->channel().send(h, payload);  // a dead child shows in the reply's absence
+  return await_reply(kind, h.call_id);
+}
+
+// Starts a child and creates the instance in it (restoring the last state after a crash).
+// Restarts after consecutive crashes wait 10 ms, 20 ms, ... up to 1 s.
+bool Proxy::ensure_child(std::string* why, std::string* field) {
+  if (child_) return true;
+  if (consecutive_crashes_ > 1) {
+    const int shift = std::min(consecutive_crashes_ - 2, 7);
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(10 << shift, 1000)));
+  }
+  const ProxySpec& s = *spec_;
+  child_ = std::make_unique<ChildProcess>(ChildOptions{
+      s.real.file, s.real.name, s.real.kind, s.instance_name, s.settings.memory_limit_mb});
+  Outcome o = call(MessageKind::create, 0, config_);
+  if (o.crashed) {
+    *why = fmt::format("the plugin process {} while creating the instance", o.crash);
+    return false;
+  }
+  if (o.status != SLUICE_OK) {
+    const size_t nul = o.message.find('\0');
+    *why = o.message.substr(0, nul);
+    if (field && nul != std::string::npos) *field = o.message.substr(nul + 1);
+    child_.reset();
+    return false;
+  }
+  if (started_) count("isolation.restarts");
+  started_ = true;
+  if (state_ && has_hook(s.real.table, &sluice_plugin::restore)) {
+    RegionWriter w(child_->input());
+    w.reset();
+    w.add_blob(*state_);
+    Outcome r = call(MessageKind::restore, w.finish());
+    if (r.crashed || r.status != SLUICE_OK)
+      log(SLUICE_LOG_WARN, "the restarted plugin process did not take the last snapshot: " +
+                               (r.crashed ? r.crash : r.message));
+  }
+  return child_ != nullptr;
+}
+
+sluice_status Proxy::start(sluice_error* error) {
+  std::lock_guard lock(mu_);
+  std::string why, field;
+  if (ensure_child(&why, &field)) return SLUICE_OK;
+  set_error(error, why, field);
+  return SLUICE_ERROR;
+}
+
+Outcome Proxy::attempt(MessageKind kind, const sluice_batch* in, const Indices& indices) {
+  std::string why;
+  if (!ensure_child(&why)) return Outcome{false, {}, SLUICE_ERROR, why, 0};
+  RegionWriter w(child_->input());
+  w.reset();
+  for (size_t i : indices) w.add_record(i, in->records[i]);
+  return call(kind, w.finish());
+}
+
+// Hands a successful call's outputs and rejects to the host's writer, with the batch's indices.
+void Proxy::deliver(const Outcome& o, const Indices& indices, sluice_writer* out) {
+  const RegionView view = read_region(child_->output(), o.region_size);
+  auto original = [&](uint64_t i) { return i < indices.size() ? indices[i] : SIZE_MAX; };
+  for (size_t k = 0; k < view.records.size(); ++k)
+    out->append(out->host_ctx, original(view.indices[k]), &view.records[k]);
+  for (const auto& r : view.rejects) {
+    const std::string_view message = view.reject_message(r);
+    out->reject(out->host_ctx, original(r.input_index), r.status, message.data(), message.size());
+  }
+}
+
+// Rejects records that crashed the plugin before; returns the indices of the others.
+Proxy::Indices Proxy::admit(const sluice_batch* in, sluice_writer* out) {
+  Indices indices;
+  indices.reserve(in->count);
+  for (size_t i = 0; i < in->count; ++i) {
+    if (!quarantine_.empty() && quarantine_.count(fingerprint(in->records[i]))) {
+      const std::string m = "plugin crashed on this record before (quarantined): " + last_crash_;
+      out->reject(out->host_ctx, i, SLUICE_ERROR, m.data(), m.size());
+      continue;
+    }
+    indices.push_back(i);
+  }
+  return indices;
+}
+
+void Proxy::note_crash(MessageKind kind, const std::string& crash) {
+  count("isolation.crashes");
+  last_crash_ = crash;
+  const bool named = crash.find(call_name(kind)) != std::string::npos;
+  log(SLUICE_LOG_WARN, fmt::format("plugin process {}{}{}; restarting it", crash,
+                                   named ? "" : " in ", named ? "" : call_name(kind)));
+}
+
+bool Proxy::too_many_crashes() {
+  const auto now = Clock::now();
+  crashes_.push_back(now);
+  while (!crashes_.empty() && now - crashes_.front() > kCrashWindow) crashes_.pop_front();
+  return crashes_.size() > kMaxCrashesPerWindow;
+}
+
+// A batch crashed the child twice: runs halves in fresh children until the records that crash
+// it alone are found; those are rejected and quarantined, the rest go through.
+sluice_status Proxy::bisect(MessageKind kind, const sluice_batch* in, const Indices& indices,
+                            sluice_writer* out, const std::string& crash, std::string* message) {
+  if (indices.size() == 1) {
+    quarantine_.insert(fingerprint(in->records[indices[0]]));
+    if (quarantine_.size() > kMaxQuarantined) quarantine_.clear();
+    count("isolation.quarantined");
+    const std::string m = "plugin crashed on this record: " + crash;
+    out->reject(out->host_ctx, indices[0], SLUICE_ERROR, m.data(), m.size());
+    return SLUICE_OK;
+  }
+  const size_t mid = indices.size() / 2;
+  sluice_status worst = SLUICE_OK;
+  for (Indices half : {Indices(indices.begin(), indices.begin() + mid),
+                       Indices(indices.begin() + mid, indices.end())}) {
+    const Outcome o = attempt(kind, in, half);
+    sluice_status st = o.status;
+    if (o.crashed) {
+      note_crash(kind, o.crash);
+      st = bisect(kind, in, half, out, o.crash, message);
+    } else if (child_) {
+      deliver(o, half, out);
+    }
+    if (st != SLUICE_OK && worst == SLUICE_OK) *message = o.message;
+    worst = std::max(worst, st);
+  }
+  return worst;
+}
+
+sluice_status Proxy::batch(MessageKind kind, const sluice_batch* in, sluice_writer* out,
+                           sluice_error* error) {
+  std::lock_guard lock(mu_);
+  const auto started = Clock::now();
+  const Indices indices = admit(in, out);
+  if (indices.empty()) return SLUICE_OK;
+  std::string message;
+  sluice_status status = SLUICE_OK;
+  Outcome o = attempt(kind, in, indices);
+  if (o.crashed) {
+    note_crash(kind, o.crash);
+    ++consecutive_crashes_;
+    if (too_many_crashes()) {
+      set_error(error, fmt::format("plugin process crashed {} times in {} s (last: {})",
+                                   crashes_.size(), kCrashWindow.count(), o.crash));
+      return SLUICE_ERROR;
+    }
+    o = attempt(kind, in, indices);  // a crash need not be the batch's fault: once more
+  }
+  if (o.crashed) {
+    note_crash(kind, o.crash);
+    status = bisect(kind, in, indices, out, o.crash, &message);
+  } else {
+    if (child_) deliver(o, indices, out);
+    status = o.status;
+    message = o.message;
+    if (consecutive_crashes_ == 0) count_crossing(started, o.plugin_us);
+    consecutive_crashes_ = 0;
+  }
+  if (status != SLUICE_OK) set_error(error, message);
+  return status;
+}
+
+// flush and pre_commit: a child that dies in them fails the call (it restarts on the next one).
+sluice_status Proxy::simple(MessageKind kind, sluice_error* error) {
+  std::lock_guard lock(mu_);
+  std::string why;
+  if (!ensure_child(&why)) {
+    set_error(error, why);
+    return SLUICE_ERROR;
+  }
+  const Outcome o = call(kind, 0);
+  if (o.crashed) {
+    note_crash(kind, o.crash);
+    set_error(error, fmt::format("plugin process {} in {}", o.crash, call_name(kind)));
+    return SLUICE_ERROR;
+  }
+  if (o.status != SLUICE_OK) set_error(error, o.message);
+  return o.status;
+}
+
+sluice_status Proxy::snapshot(sluice_buffer* out, sluice_error* error) {
+  std::lock_guard lock(mu_);
+  std::string why;
+  if (!ensure_child(&why)) {
+    set_error(error, why);
+    return SLUICE_ERROR;
+  }
+  const Outcome o = call(MessageKind::snapshot, 0);
+  if (o.crashed || o.status != SLUICE_OK) {
+    if (o.crashed) note_crash(MessageKind::snapshot, o.crash);
+    set_error(error, o.crashed ? "plugin process " + o.crash : o.message);
+    return o.crashed ? SLUICE_ERROR : o.status;
+  }
+  const RegionView view = read_region(child_->output(), o.region_size);
+  const sluice_bytes blob = view.records.empty() ? sluice_bytes{} : view.records[0].value;
+  state_.emplace(reinterpret_cast<const char*>(blob.ptr), blob.len);
+  out->append(out->host_ctx, blob.ptr, blob.len);
+  return SLUICE_OK;
+}
+
+sluice_status Proxy::restore(const uint8_t* data, size_t len, sluice_error* error) {
+  std::lock_guard lock(mu_);
+  state_.emplace(reinterpret_cast<const char*>(data), len);
+  std::string why;
+  if (!ensure_child(&why)) {
+    set_error(error, why);
+    return SLUICE_ERROR;
+  }
+  RegionWriter w(child_->input());
+  w.reset();
+  w.add_blob(*state_);
+  const Outcome o = call(MessageKind::restore, w.finish());
+  if (o.crashed || o.status != SLUICE_OK) {
+    set_error(error, o.crashed ? "plugin process " + o.crash : o.message);
+    return SLUICE_ERROR;
+  }
+  return SLUICE_OK;
+}
+
+// From the memory monitor's thread: skipped while a call runs, so the monitor never waits.
+void Proxy::memory_pressure(double level) {
+  std::unique_lock lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock() || !child_) return;
+  const Outcome o = call(MessageKind::memory_pressure, 0);
+  if (o.crashed) note_crash(MessageKind::memory_pressure, o.crash);
+}
+
+namespace {
+
+Proxy* as_proxy(void* instance) { return static_cast<Proxy*>(instance); }
+
+sluice_status proxy_create(const sluice_host_api* host, const char* config_json, size_t config_len,
+                           void** instance, sluice_error* error) {
+  const std::string name = host->sluice_host_instance_name(host->host_ctx);
+  std::shared_ptr<ProxySpec> spec;
+  {
+    std::lock_guard lock(g_specs_mu);
+    auto it = g_specs.find(name);
+    if (it != g_specs.end()) spec = it->second.lock();
+  }
+  if (!spec) {
+    set_error(error, "isolation: no proxy was prepared for instance '" + name + "'");
+    return SLUICE_FATAL;
+  }
+  try {
+    auto proxy = std::make_unique<Proxy>(spec, host, std::string(config_json, config_len));
+    const sluice_status st = proxy->start(error);
+    if (st == SLUICE_OK) *instance = proxy.release();
+    return st;
+  } catch (const std::exception& e) {
+    set_error(error, std::string("cannot start the plugin process: ") + e.what());
+    return SLUICE_ERROR;
+  }
+}
+
+void proxy_destroy(void* instance) { delete as_proxy(instance); }
+
+// The host calls the table as it calls a plugin's: no exception may leave it (a failed spawn,
+// a shared region that cannot grow), so each becomes an ERROR with its message.
+template <typename Call>
+sluice_status guarded(sluice_error* error, Call&& call) {
+  try {
+    return call();
+  } catch (const std::exception& e) {
+    set_error(error, std::string("plugin process: ") + e.what());
+    return SLUICE_ERROR;
+  }
+}
+
+sluice_status proxy_process(void* instance, const sluice_batch* in, sluice_writer* out,
+                            sluice_error* error) {
+  return guarded(error,
+                 [&] { return as_proxy(instance)->batch(MessageKind::process, in, out, error); });
+}
+
+sluice_status proxy_put(void* instance, const sluice_batch* in, sluice_writer* rejects,
+                        sluice_error* error) {
+  return guarded(error,
+                 [&] { return as_proxy(instance)->batch(MessageKind::put, in, rejects, error); });
+}
+
+sluice_status proxy_flush(void* instance, sluice_error* error) {
+  return guarded(error, [&] { return as_proxy(instance)->simple(MessageKind::flush, error); });
+}
+
+sluice_status proxy_pre_commit(void* instance, sluice_error* error) {
+  return guarded(error, [&] { return as_proxy(instance)->simple(MessageKind::pre_commit, error); });
+}
+
+void proxy_on_memory_pressure(void* instance, double level) {
+  guarded(nullptr, [&] {
+    as_proxy(instance)->memory_pressure(level);
+    return SLUICE_OK;
+  });
+}
+
+sluice_status proxy_snapshot(void* instance, sluice_buffer* out, sluice_error* error) {
+  return guarded(error, [&] { return as_proxy(instance)->snapshot(out, error); });
+}
+
+sluice_status proxy_restore(void* instance, const uint8_t* data, size_t len, sluice_error* error) {
+  return guarded(error, [&] { return as_proxy(instance)->restore(data, len, error); });
+}
+
+// The proxy table offers exactly the optional hooks the real plugin has, so the host's
+// `has()` checks answer the same in both modes. `validate` stays with the real table (the
+// host runs it before create).
+void fill_table(ProxySpec& s) {
+  const sluice_plugin* real = s.real.table;
+  sluice_plugin& t = s.table;
+  t.struct_size = sizeof(sluice_plugin);
+  t.kind = s.real.kind;
+  t.name = s.real.name.c_str();
+  t.version = s.real.version.c_str();
+  t.description = s.real.description.c_str();
+  t.config_schema_json = s.real.schema_json.c_str();
+  t.create = &proxy_create;
+  t.destroy = &proxy_destroy;
+  if (has_hook(real, &sluice_plugin::process)) t.process = &proxy_process;
+  if (has_hook(real, &sluice_plugin::put)) t.put = &proxy_put;
+  if (has_hook(real, &sluice_plugin::flush)) t.flush = &proxy_flush;
+  if (has_hook(real, &sluice_plugin::pre_commit)) t.pre_commit = &proxy_pre_commit;
+  if (has_hook(real, &sluice_plugin::on_memory_pressure))
+    t.on_memory_pressure = &proxy_on_memory_pressure;
+  if (has_hook(real, &sluice_plugin::snapshot)) t.snapshot = &proxy_snapshot;
+  if (has_hook(real, &sluice_plugin::restore)) t.restore = &proxy_restore;
+}
+
+}  // namespace
+
+plugin::PluginInfo make_proxy(const plugin::PluginInfo& real, const std::string& instance_name,
+                              const core::IsolationSettings& settings) {
+  auto spec = std::make_shared<ProxySpec>();
+  spec->real = real;
+  spec->instance_name = instance_name;
+  spec->settings = settings;
+  fill_table(*spec);
+  {
+    std::lock_guard lock(g_specs_mu);
+    for (auto it = g_specs.begin(); it != g_specs.end();)
+      it = it->second.expired() ? g_specs.erase(it) : std::next(it);
+    g_specs[instance_name] = spec;
+  }
+  plugin::PluginInfo info = real;
+  info.table = &spec->table;
+  // Keeps the spec (and through it the real library) alive as long as the info is copied.
+  info.library = std::shared_ptr<plugin::PluginLibrary>(spec, real.library.get());
+  return info;
+}
+
+plugin::PluginInfo plugin_info_for(const plugin::PluginInfo& real, const std::string& instance_name,
+                                   const core::IsolationSettings& settings) {
+  const bool isolated = settings.process && real.kind != SLUICE_KIND_SOURCE;  // not yet
+  return isolated ? make_proxy(real, instance_name, settings) : real;
+}
+
+std::string trial_load(const std::filesystem::path& file, sluice_kind kind,
+                       const std::string& plugin_name, const std::string& config_json) {
+  constexpr int kTrialTimeoutMs = 30000;
+  if (host_executable().empty()) return "";  // not the launcher (a test): nothing to try with
+  try {
+    ChildProcess child(ChildOptions{file, plugin_name, kind, "trial-load", 0, true});
+    MessageHeader h;
+    h.kind = MessageKind::create;
+    h.call_id = 1;
+    child.channel().send(h, config_json);
+    bool timed_out = false;
+    const Deadline deadline = Clock::now() + std::chrono::milliseconds(kTrialTimeoutMs);
+    std::optional<Message> m;
+    do {
+      m = child.channel().receive(deadline, &timed_out);
+    } while (m && m->header.kind != MessageKind::reply);
+    if (!m) {
+      if (timed_out) child.kill();
+      return fmt::format(
+          "the new {} {} while loading in a trial process (handshake, init, "
+          "create)",
+          file.string(), timed_out ? "hung" : describe_wait_status(child.wait(5000)));
+    }
+    // A clean refusal (a bad handshake, a create error) is left to the real load to report:
+    // the running instance may hold what create wants (a file source's lock).
+    if (m->header.status != SLUICE_OK) return "";
+    const int status = child.wait(kTrialTimeoutMs);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      return fmt::format("the new {} {} in a trial process while destroying the instance",
+                         file.string(), describe_wait_status(status));
+    return "";
+  } catch (const std::exception& e) {
+    return fmt::format("trial load of {} failed: {}", file.string(), e.what());
+  }
+}
+
+}  // namespace sluice::isolation

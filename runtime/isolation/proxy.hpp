@@ -1,0 +1,31 @@
+// An isolated stage's plugin as the host sees it: a PluginInfo whose table forwards every hook
+// to a `sluice plugin-host` child, restarts it when it dies, and quarantines poison records.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "core/isolation_settings.hpp"
+#include "plugin/plugin_library.hpp"
+
+namespace sluice::isolation {
+
+// A PluginInfo like `real` (same names, schema and optional hooks) whose table runs the plugin
+// of `real.file` in a child process. `instance_name` is the name the instance will be created
+// under (the proxy's create finds its settings by it). Sources are not supported.
+plugin::PluginInfo make_proxy(const plugin::PluginInfo& real, const std::string& instance_name,
+                              const core::IsolationSettings& settings);
+
+// `real` itself, or make_proxy(...) when `settings.process` is set (a source always runs in
+// process; the config refuses `isolation: process` on one).
+plugin::PluginInfo plugin_info_for(const plugin::PluginInfo& real, const std::string& instance_name,
+                                   const core::IsolationSettings& settings);
+
+// Loads `file` in a short-lived child (`plugin-host --check`: handshake, init, schema, create
+// with `config_json`, destroy, shutdown). Returns how the child died or that it hung ("the new
+// FILE killed by signal 6 (SIGABRT) while loading in a trial process ..."), else "": a clean
+// refusal (handshake, create error) is left to the real load, which reports it the same way.
+std::string trial_load(const std::filesystem::path& file, sluice_kind kind,
+                       const std::string& plugin_name, const std::string& config_json);
+
+}  // namespace sluice::isolation

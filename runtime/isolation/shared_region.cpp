@@ -1,0 +1,185 @@
+// The memfd region and the record layout that crosses it.
+#include "isolation/shared_region.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <utility>
+
+namespace sluice::isolation {
+
+namespace {
+
+constexpr size_t kMinMapping = 1 << 20;
+
+[[noreturn]] void fail(const char* what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
+
+size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+template <typename T>
+const T* pointer_at(const uint8_t* base, const T* encoded) {
+  const auto offset = reinterpret_cast<uintptr_t>(encoded);
+  return offset == 0 ? nullptr : reinterpret_cast<const T*>(base + offset - 1);
+}
+
+void fix_bytes(const uint8_t* base, sluice_bytes& b) { b.ptr = pointer_at(base, b.ptr); }
+
+}  // namespace
+
+SharedRegion SharedRegion::create(const char* name) {
+  int fd = ::memfd_create(name, MFD_CLOEXEC);
+  if (fd < 0) fail("memfd_create");
+  return SharedRegion(fd);
+}
+
+SharedRegion::SharedRegion(SharedRegion&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)),
+      data_(std::exchange(other.data_, nullptr)),
+      mapped_(std::exchange(other.mapped_, 0)) {}
+
+SharedRegion& SharedRegion::operator=(SharedRegion&& other) noexcept {
+  if (this != &other) {
+    this->~SharedRegion();
+    new (this) SharedRegion(std::move(other));
+  }
+  return *this;
+}
+
+SharedRegion::~SharedRegion() {
+  if (data_) ::munmap(data_, mapped_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void SharedRegion::grow(size_t size) {
+  if (size <= mapped_) return;
+  const size_t target = round_up(std::max({size, mapped_ * 2, kMinMapping}), 4096);
+  if (::ftruncate(fd_, static_cast<off_t>(target)) != 0) fail("ftruncate of a shared region");
+  map(target);
+}
+
+void SharedRegion::map(size_t size) {
+  if (size <= mapped_) return;
+  size = round_up(size, 4096);
+  void* p = data_ ? ::mremap(data_, mapped_, size, MREMAP_MAYMOVE)
+                  : ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+  if (p == MAP_FAILED) fail("mapping a shared region");
+  data_ = static_cast<uint8_t*>(p);
+  mapped_ = size;
+}
+
+void RegionWriter::reset() {
+  used_ = sizeof(RegionHeader);
+  records_.clear();
+  indices_.clear();
+  rejects_.clear();
+}
+
+uint64_t RegionWriter::reserve(size_t len) {
+  const size_t at = used_;
+  used_ += len;
+  region_.grow(used_);
+  return at;
+}
+
+uint64_t RegionWriter::put_bytes(const void* data, size_t len) {
+  if (data == nullptr) return 0;
+  const uint64_t at = reserve(len);
+  if (len) std::memcpy(region_.data() + at, data, len);
+  return at + 1;
+}
+
+uint64_t RegionWriter::put_aligned(const void* data, size_t len) {
+  used_ = round_up(used_, alignof(std::max_align_t));
+  const uint64_t at = reserve(len);
+  if (len) std::memcpy(region_.data() + at, data, len);
+  return at + 1;
+}
+
+void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
+  auto encode = [this](sluice_bytes b) {
+    return sluice_bytes{reinterpret_cast<const uint8_t*>(put_bytes(b.ptr, b.len)), b.len};
+  };
+  sluice_record out{};
+  out.struct_size = sizeof(sluice_record);
+  out.key = encode(in.key);
+  out.value = encode(in.value);
+  out.topic = encode(in.topic);
+  const bool has_headers = in.struct_size >= offsetof(sluice_record, header_count) + sizeof(size_t);
+  if (has_headers && in.header_count > 0 && in.headers != nullptr) {
+    std::vector<sluice_header> headers(in.header_count);
+    for (size_t i = 0; i < in.header_count; ++i)
+      headers[i] = {encode(in.headers[i].key), encode(in.headers[i].value)};
+    out.headers = reinterpret_cast<const sluice_header*>(
+        put_aligned(headers.data(), headers.size() * sizeof(sluice_header)));
+    out.header_count = in.header_count;
+  }
+  if (in.struct_size >= offsetof(sluice_record, timestamp_ms) + sizeof(int64_t)) {
+    out.partition = in.partition;
+    out.offset = in.offset;
+    out.timestamp_ms = in.timestamp_ms;
+  }
+  records_.push_back(out);
+  indices_.push_back(input_index);
+}
+
+void RegionWriter::add_reject(size_t input_index, sluice_status status, std::string_view message) {
+  const uint64_t at = put_bytes(message.data(), message.size());
+  rejects_.push_back({input_index, status, at ? at - 1 : 0, message.size()});
+}
+
+void RegionWriter::add_blob(std::string_view bytes) {
+  sluice_record r{};
+  r.struct_size = sizeof(sluice_record);
+  r.value = {reinterpret_cast<const uint8_t*>(bytes.data() ? bytes.data() : ""), bytes.size()};
+  add_record(0, r);
+}
+
+size_t RegionWriter::finish() {
+  RegionHeader h{};
+  h.record_count = records_.size();
+  h.records_offset = put_aligned(records_.data(), records_.size() * sizeof(sluice_record)) - 1;
+  h.indices_offset = put_aligned(indices_.data(), indices_.size() * sizeof(uint64_t)) - 1;
+  h.reject_count = rejects_.size();
+  h.rejects_offset = put_aligned(rejects_.data(), rejects_.size() * sizeof(WireReject)) - 1;
+  h.end = used_;
+  std::memcpy(region_.data(), &h, sizeof h);
+  return used_;
+}
+
+RegionView read_region(SharedRegion& region, size_t size) {
+  if (size < sizeof(RegionHeader)) throw std::runtime_error("shared region too small");
+  region.map(size);
+  const uint8_t* base = region.data();
+  RegionHeader h;
+  std::memcpy(&h, base, sizeof h);
+  if (h.end > size) throw std::runtime_error("shared region header out of bounds");
+  auto* records = reinterpret_cast<sluice_record*>(region.data() + h.records_offset);
+  for (size_t i = 0; i < h.record_count; ++i) {
+    sluice_record& r = records[i];
+    fix_bytes(base, r.key);
+    fix_bytes(base, r.value);
+    fix_bytes(base, r.topic);
+    auto* headers = const_cast<sluice_header*>(pointer_at(base, r.headers));
+    r.headers = headers;
+    for (size_t j = 0; headers && j < r.header_count; ++j) {
+      fix_bytes(base, headers[j].key);
+      fix_bytes(base, headers[j].value);
+    }
+  }
+  RegionView view;
+  view.base = base;
+  view.records = {records, h.record_count};
+  view.indices = {reinterpret_cast<const uint64_t*>(base + h.indices_offset), h.record_count};
+  view.rejects = {reinterpret_cast<const WireReject*>(base + h.rejects_offset), h.reject_count};
+  return view;
+}
+
+}  // namespace sluice::isolation

@@ -1,0 +1,210 @@
+// The crash journal's line format and file. The crash handler only ever appends a line it
+// prepared before the call (call_guard.cpp); everything here runs outside signal handlers.
+#include "pipeline/crash_journal.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <map>
+
+namespace sluice::pipeline {
+
+namespace {
+
+constexpr std::string_view kSpecial = "%\t\n\r,/@=.";
+
+std::string escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (kSpecial.find(c) == std::string_view::npos) {
+      out += c;
+      continue;
+    }
+    out += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+  }
+  return out;
+}
+
+std::optional<std::string> unescape(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    unsigned value = 0;
+    if (i + 2 >= s.size()) return std::nullopt;
+    if (std::from_chars(s.data() + i + 1, s.data() + i + 3, value, 16).ec != std::errc())
+      return std::nullopt;
+    out += static_cast<char>(value);
+    i += 2;
+  }
+  return out;
+}
+
+template <typename Int>
+bool parse_int(std::string_view s, Int& value) {
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  return ec == std::errc() && end == s.data() + s.size();
+}
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  for (size_t i = 0; i <= s.size(); ++i)
+    if (i == s.size() || s[i] == sep) {
+      parts.push_back(s.substr(start, i - start));
+      start = i + 1;
+    }
+  return parts;
+}
+
+// "t/0@5..9"
+std::optional<StreamRange> decode_range(std::string_view s) {
+  const size_t slash = s.find('/'), at = s.find('@'), dots = s.find("..");
+  if (slash == s.npos || at == s.npos || dots == s.npos || !(slash < at && at < dots))
+    return std::nullopt;
+  StreamRange r;
+  auto topic = unescape(s.substr(0, slash));
+  if (!topic || !parse_int(s.substr(slash + 1, at - slash - 1), r.partition) ||
+      !parse_int(s.substr(at + 1, dots - at - 1), r.first) ||
+      !parse_int(s.substr(dots + 2), r.last))
+    return std::nullopt;
+  r.topic = std::move(*topic);
+  return r;
+}
+
+std::string encode_range(const StreamRange& r) {
+  return fmt::format("{}/{}@{}..{}", escape(r.topic), r.partition, r.first, r.last);
+}
+
+bool assign_field(JournalEntry& e, std::string_view key, std::string_view value) {
+  if (key == "records") return parse_int(value, e.records);
+  if (key == "ranges") {
+    if (value.empty()) return true;
+    for (auto part : split(value, ',')) {
+      auto r = decode_range(part);
+      if (!r) return false;
+      e.ranges.push_back(std::move(*r));
+    }
+    return true;
+  }
+  auto text = unescape(value);
+  if (!text) return false;
+  std::map<std::string_view, std::string*> fields = {{"cause", &e.cause},
+                                                     {"pipeline", &e.pipeline},
+                                                     {"stage", &e.stage},
+                                                     {"plugin", &e.plugin},
+                                                     {"call", &e.call}};
+  auto it = fields.find(key);
+  if (it != fields.end()) *it->second = std::move(*text);
+  return true;  // unknown keys are for later versions
+}
+
+}  // namespace
+
+std::vector<StreamRange> ranges_of(std::span<const sluice_record> records) {
+  std::vector<StreamRange> ranges;
+  for (const auto& r : records) {
+    const std::string_view topic(reinterpret_cast<const char*>(r.topic.ptr),
+                                 r.topic.ptr ? r.topic.len : 0);
+    StreamRange* found = nullptr;
+    for (auto& s : ranges)
+      if (s.partition == r.partition && s.topic == topic) found = &s;
+    if (found) {
+      found->first = std::min(found->first, r.offset);
+      found->last = std::max(found->last, r.offset);
+    } else if (ranges.size() < kMaxRanges) {
+      ranges.push_back({std::string(topic), r.partition, r.offset, r.offset});
+    }
+  }
+  return ranges;
+}
+
+std::string encode_call(const JournalEntry& e) {
+  std::string ranges;
+  for (const auto& r : e.ranges) ranges += (ranges.empty() ? "" : ",") + encode_range(r);
+  return fmt::format("pipeline={}\tstage={}\tplugin={}\tcall={}\trecords={}\tranges={}",
+                     escape(e.pipeline), escape(e.stage), escape(e.plugin), escape(e.call),
+                     e.records, ranges);
+}
+
+std::string encode_entry(const JournalEntry& e) {
+  return fmt::format("cause={}\t{}", escape(e.cause), encode_call(e));
+}
+
+std::optional<JournalEntry> decode_entry(std::string_view line) {
+  JournalEntry e;
+  for (auto field : split(line, '\t')) {
+    const size_t eq = field.find('=');
+    if (eq == field.npos || !assign_field(e, field.substr(0, eq), field.substr(eq + 1)))
+      return std::nullopt;
+  }
+  if (e.cause.empty() || e.pipeline.empty() || e.plugin.empty()) return std::nullopt;
+  return e;
+}
+
+std::string describe_ranges(const std::vector<StreamRange>& ranges, uint64_t records) {
+  if (ranges.empty()) return "no records";
+  const auto& r = ranges.front();
+  std::string text = records == 1 ? fmt::format("record {}/{}@{}", r.topic, r.partition, r.first)
+                                  : fmt::format("{} records {}/{}@{}..{}", records, r.topic,
+                                                r.partition, r.first, r.last);
+  if (ranges.size() > 1) text += fmt::format(" and {} more streams", ranges.size() - 1);
+  return text;
+}
+
+std::filesystem::path journal_path(const std::filesystem::path& pipeline_file,
+                                   const std::string& pipeline) {
+  return std::filesystem::absolute(pipeline_file).parent_path() / ".sluice" /
+         (pipeline + ".crash-journal");
+}
+
+CrashJournal::CrashJournal(std::filesystem::path path, std::string pipeline)
+    : path_(std::move(path)), pipeline_(std::move(pipeline)) {
+  std::ifstream in(path_);
+  for (std::string line; std::getline(in, line);) {
+    auto entry = decode_entry(line);
+    if (entry && entry->pipeline == pipeline_)
+      entries_.push_back(std::move(*entry));
+    else if (!entry)
+      spdlog::warn("crash journal {}: ignoring a line that is not an entry", path_.string());
+    else
+      other_lines_.push_back(line);
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(path_.parent_path(), ec);
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ < 0)
+    spdlog::warn("crash journal {} cannot be opened ({}): a crash is reported on stderr only",
+                 path_.string(), std::strerror(errno));
+}
+
+CrashJournal::~CrashJournal() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void CrashJournal::rewrite(const std::vector<JournalEntry>& keep) {
+  std::string text;
+  for (const auto& line : other_lines_) text += line + "\n";
+  for (const auto& e : keep) text += encode_entry(e) + "\n";
+  std::error_code ec;
+  if (text.empty()) {
+    std::filesystem::remove(path_, ec);
+    std::error_code not_empty;  // the folder goes too when nothing else is in it
+    std::filesystem::remove(path_.parent_path(), not_empty);
+  } else {
+    const auto tmp = path_.string() + ".tmp";
+    std::ofstream(tmp, std::ios::trunc) << text;
+    std::filesystem::rename(tmp, path_, ec);
+  }
+  if (ec) spdlog::warn("crash journal {}: {}", path_.string(), ec.message());
+  entries_ = keep;
+}
+
+}  // namespace sluice::pipeline

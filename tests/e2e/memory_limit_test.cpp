@@ -1,0 +1,106 @@
+// The memory limit end to end: `sluice run` with large records stays under memory_limit_mb
+// (peak RSS of the whole process, as the kernel counts it) and still delivers every record.
+#include <doctest/doctest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <regex>
+#include <string>
+
+#include "process.hpp"
+
+namespace fs = std::filesystem;
+using sluice::test::read_file;
+using sluice::test::write_file;
+
+namespace {
+
+constexpr uint64_t kLimitMb = 64;
+
+std::string bin() { return std::getenv("SLUICE_BIN"); }
+
+fs::path scratch(const std::string& name) {
+  fs::path dir = fs::path(std::getenv("SLUICE_BINARY_DIR")) / "e2e-scratch" / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+struct MeasuredRun {
+  int exit_code = -1;
+  uint64_t peak_rss_mb = 0;  // the child's high-water mark of resident memory
+  std::string out;
+  std::string err;
+};
+
+// Runs `sluice run` on a YAML text to its end; wait4 reports the child's peak RSS. Linux carries
+// the high-water mark across fork + exec, so it is at least this small test process's RSS: the
+// figure can only err high.
+MeasuredRun run_measured(const fs::path& dir, const std::string& yaml) {
+  write_file(dir / "p.yaml", yaml);
+  const int pid =
+      sluice::test::start_process({bin(), "run", "--admin", "off", (dir / "p.yaml").string()},
+                                  (dir / "stdout").string(), (dir / "stderr").string());
+  int status = 0;
+  rusage usage{};
+  MeasuredRun run;
+  REQUIRE(::wait4(pid, &status, 0, &usage) == pid);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  run.peak_rss_mb = static_cast<uint64_t>(usage.ru_maxrss) / 1024;  // ru_maxrss is in KiB
+  run.out = read_file((dir / "stdout").string());
+  run.err = read_file((dir / "stderr").string());
+  return run;
+}
+
+// A generator of `count` records of `payload` bytes into `sink`, under a kLimitMb limit.
+std::string big_records(const std::string& name, int count, int payload, const std::string& sink) {
+  return "name: " + name + "\nsource: {type: generator, count: " + std::to_string(count) +
+         ", payload_size: " + std::to_string(payload) + "}\nsink: " + sink +
+         "\nperformance: {memory_limit_mb: " + std::to_string(kLimitMb) + "}\n";
+}
+
+// "N records in, M delivered" from the summary; {-1, -1} if it is missing.
+std::pair<long, long> in_and_delivered(const std::string& summary) {
+  std::smatch m;
+  static const std::regex kCounts(R"((\d+) records in, (\d+) delivered)");
+  if (!std::regex_search(summary, m, kCounts)) return {-1, -1};
+  return {std::stol(m[1]), std::stol(m[2])};
+}
+
+void check_bounded_and_complete(const MeasuredRun& run, long count) {
+  INFO(run.out);
+  INFO(run.err);
+  INFO("peak RSS " << run.peak_rss_mb << " MB, limit " << kLimitMb << " MB");
+  CHECK(run.exit_code == 0);
+  CHECK(run.peak_rss_mb <= kLimitMb);
+  const auto [in, delivered] = in_and_delivered(run.out);
+  CHECK(in == count);
+  CHECK(delivered == count);
+}
+
+}  // namespace
+
+TEST_CASE("1 MB records stay under memory_limit_mb and are all delivered") {
+  auto dir = scratch("memory-1mb");
+  const int count = 400;
+  check_bounded_and_complete(run_measured(dir, big_records("mb1", count, 1 << 20, "{type: null}")),
+                             count);
+}
+
+TEST_CASE("64 KB records into a slow sink stay under memory_limit_mb and are all delivered") {
+  auto dir = scratch("memory-64kb");
+  const int count = 4000;
+  check_bounded_and_complete(
+      run_measured(dir, big_records("kb64", count, 64 << 10,
+                                    "{type: latency, batch_cost_ms: 2, record_cost_us: 20}")),
+      count);
+}
+
+TEST_CASE("small records run as before under the same limit (the baseline of the other cases)") {
+  auto dir = scratch("memory-1kb");
+  const int count = 50000;
+  check_bounded_and_complete(run_measured(dir, big_records("kb1", count, 1 << 10, "{type: null}")),
+                             count);
+}

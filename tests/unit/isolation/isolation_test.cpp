@@ -1,0 +1,323 @@
+// Plugin isolation: the shared-memory record layout, the proxy table around a child process
+// (crash, exit and hang caught per call, poison records found and quarantined), the trial load,
+// and the stage keys in the pipeline YAML.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "config/pipeline_spec.hpp"
+#include "config/stage_config.hpp"
+#include "isolation/child_process.hpp"
+#include "isolation/proxy.hpp"
+#include "isolation/shared_region.hpp"
+#include "plugin/plugin_instance.hpp"
+
+namespace fs = std::filesystem;
+using namespace sluice;
+
+namespace {
+
+#if defined(__SANITIZE_ADDRESS__)
+// The plugin-host children inherit ASAN_OPTIONS; ASan's own SEGV/BUS/FPE handlers would report
+// and abort (abort_on_error), so a plugin's SIGSEGV would reach the proxy as SIGABRT. The
+// children die of the plugin's own signal, as they do in a plain build; a plugin that calls
+// exit() mid-call leaves its allocations behind, which is not what these tests look for.
+const bool kChildrenKeepTheirSignals = [] {
+  const char* given = std::getenv("ASAN_OPTIONS");
+  std::string options = given ? given : "";
+  options += ":handle_segv=0:handle_sigbus=0:handle_sigfpe=0:handle_sigill=0:detect_leaks=0";
+  return ::setenv("ASAN_OPTIONS", options.c_str(), 1) == 0;
+}();
+#endif
+
+fs::path crashy_file(const char* variant = "crashy") {
+  return fs::path(std::getenv("SLUICE_BINARY_DIR")) / "test-plugins" / variant / "sluice-crashy.so";
+}
+
+sluice_bytes bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+std::string text(sluice_bytes b) {
+  return b.ptr ? std::string(reinterpret_cast<const char*>(b.ptr), b.len) : "<null>";
+}
+
+// What a call appended and rejected, as the host's writer would see it.
+struct Collected {
+  std::vector<std::pair<size_t, std::string>> records;  // input index, value
+  std::vector<std::pair<size_t, std::string>> rejects;  // input index, message
+  sluice_writer writer() {
+    sluice_writer w{};
+    w.struct_size = sizeof w;
+    w.host_ctx = this;
+    w.append = [](void* ctx, size_t i, const sluice_record* r) {
+      static_cast<Collected*>(ctx)->records.emplace_back(i, text(r->value));
+      return SLUICE_OK;
+    };
+    w.reject = [](void* ctx, size_t i, sluice_status, const char* m, size_t n) {
+      static_cast<Collected*>(ctx)->rejects.emplace_back(i, std::string(m, n));
+    };
+    return w;
+  }
+};
+
+struct Batch {
+  std::vector<std::string> values;
+  std::vector<sluice_record> records;
+  explicit Batch(size_t n, size_t poison_at = SIZE_MAX) {
+    for (size_t i = 0; i < n; ++i)
+      values.push_back(i == poison_at ? "{\"poison\":" + std::to_string(i) + "}"
+                                      : "{\"seq\":" + std::to_string(i) + "}");
+    for (const auto& v : values) {
+      sluice_record r{};
+      r.struct_size = sizeof r;
+      r.value = bytes(v);
+      r.offset = static_cast<int64_t>(records.size());
+      records.push_back(r);
+    }
+  }
+  sluice_batch view() const { return {sizeof(sluice_batch), records.data(), records.size()}; }
+};
+
+// An isolated crashy transform, created as the pipeline creates one.
+struct Isolated {
+  std::shared_ptr<plugin::PluginLibrary> library;
+  std::unique_ptr<plugin::PluginInstance> instance;
+  Isolated(const std::string& config, uint32_t timeout_ms = 30000, const std::string& name = "t",
+           sluice_kind kind = SLUICE_KIND_TRANSFORM) {
+    isolation::set_host_executable(std::getenv("SLUICE_BIN"));
+    library = plugin::PluginLibrary::load(crashy_file());
+    plugin::PluginInfo real;
+    for (const auto& info : library->plugins())
+      if (info.kind == kind) real = info;
+    real.library = library;
+    core::IsolationSettings settings;
+    settings.process = true;
+    settings.call_timeout_ms = timeout_ms;
+    instance = std::make_unique<plugin::PluginInstance>(isolation::make_proxy(real, name, settings),
+                                                        name, config);
+  }
+  sluice_status process(const Batch& b, Collected& c) {
+    const sluice_batch in = b.view();
+    sluice_writer w = c.writer();
+    plugin::CallError err;
+    return instance->table().process(instance->handle(), &in, &w, err.get());
+  }
+  double metric(const char* name) const { return instance->host().metric(name); }
+};
+
+void check_poison_rejected_alone(Collected& c, size_t n, size_t poison_at,
+                                 const std::string& reason) {
+  REQUIRE(c.rejects.size() == 1);
+  CHECK(c.rejects[0].first == poison_at);
+  CHECK(c.rejects[0].second == "plugin crashed on this record: " + reason);
+  REQUIRE(c.records.size() == n - 1);
+  for (size_t k = 0, i = 0; i < n; ++i) {
+    if (i == poison_at) continue;
+    CHECK(c.records[k].first == i);
+    CHECK(c.records[k].second == "{\"seq\":" + std::to_string(i) + "}");
+    ++k;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("records cross a shared region with keys, nulls and headers intact") {
+  auto writer_side = isolation::SharedRegion::create("test");
+  isolation::SharedRegion reader_side(::dup(writer_side.fd()));
+  isolation::RegionWriter w(writer_side);
+  w.reset();
+  const std::string key = "k", value(5000, 'v'), topic = "t", hk = "h", hv = "";
+  sluice_header header{bytes(hk), bytes(hv)};
+  sluice_record r{};
+  r.struct_size = sizeof r;
+  r.key = bytes(key);
+  r.value = bytes(value);
+  r.topic = bytes(topic);
+  r.headers = &header;
+  r.header_count = 1;
+  r.partition = 3;
+  r.offset = 42;
+  w.add_record(7, r);
+  sluice_record tombstone{};
+  tombstone.struct_size = sizeof tombstone;
+  w.add_record(8, tombstone);
+  w.add_reject(9, SLUICE_ERROR, "why");
+  const auto view = isolation::read_region(reader_side, w.finish());
+  REQUIRE(view.records.size() == 2);
+  CHECK(view.indices[0] == 7);
+  CHECK(text(view.records[0].key) == key);
+  CHECK(text(view.records[0].value) == value);
+  CHECK(text(view.records[0].topic) == topic);
+  REQUIRE(view.records[0].header_count == 1);
+  CHECK(text(view.records[0].headers[0].key) == "h");
+  CHECK(view.records[0].headers[0].value.ptr != nullptr);  // empty, not absent
+  CHECK(view.records[0].partition == 3);
+  CHECK(view.records[0].offset == 42);
+  CHECK(view.records[1].key.ptr == nullptr);
+  CHECK(view.records[1].value.ptr == nullptr);
+  REQUIRE(view.rejects.size() == 1);
+  CHECK(view.rejects[0].input_index == 9);
+  CHECK(view.reject_message(view.rejects[0]) == "why");
+}
+
+TEST_CASE("a wait status is described with the signal's name") {
+  CHECK(isolation::describe_wait_status(SIGSEGV) == "killed by signal 11 (SIGSEGV)");
+  CHECK(isolation::describe_wait_status(0) == "exited with status 0");
+}
+
+TEST_CASE("an isolated transform gives the same output as in process") {
+  Isolated t(R"({"poison":"","on_poison":"segfault","leak_kb":0})");
+  Batch b(50);
+  Collected c;
+  CHECK(t.process(b, c) == SLUICE_OK);
+  REQUIRE(c.records.size() == 50);
+  for (size_t i = 0; i < 50; ++i) CHECK(c.records[i] == std::pair{i, b.values[i]});
+  CHECK(c.rejects.empty());
+  CHECK(t.metric("isolation.crashes") == 0);
+  CHECK(t.metric("isolation.batches") == 1);  // and its crossing cost is counted
+  CHECK(t.metric("isolation.crossing_us") > 0);
+}
+
+TEST_CASE("a record that segfaults the child is found, rejected alone and quarantined") {
+  Isolated t(R"({"poison":"poison","on_poison":"segfault","leak_kb":0})");
+  Batch b(40, 17);
+  Collected c;
+  CHECK(t.process(b, c) == SLUICE_OK);
+  check_poison_rejected_alone(c, 40, 17, "killed by signal 11 (SIGSEGV)");
+  CHECK(t.metric("isolation.restarts") >= 2);
+  const double crashes = t.metric("isolation.crashes");
+  CHECK(crashes >= 3);
+  // The same record again is never handed to the plugin: no new crash.
+  Collected again;
+  CHECK(t.process(b, again) == SLUICE_OK);
+  CHECK(again.rejects.size() == 1);
+  CHECK(again.records.size() == 39);
+  CHECK(t.metric("isolation.crashes") == crashes);
+}
+
+// Runs a batch of `n` with a poison record at `poison_at` through an isolated crashy transform.
+void check_crash_caught(const std::string& on_poison, size_t n, size_t poison_at,
+                        const std::string& reason, uint32_t timeout_ms = 30000) {
+  Isolated t(R"({"poison":"poison","on_poison":")" + on_poison + R"(","leak_kb":0})", timeout_ms);
+  Batch b(n, poison_at);
+  Collected c;
+  CHECK(t.process(b, c) == SLUICE_OK);
+  check_poison_rejected_alone(c, n, poison_at, reason);
+  if (timeout_ms < 30000) CHECK(t.metric("isolation.timeouts") >= 3);
+}
+
+TEST_CASE("an isolated sink whose put crashes on one record rejects only that record") {
+  Isolated sink(R"({"poison":"poison","on_poison":"segfault","leak_kb":0})", 30000, "s",
+                SLUICE_KIND_SINK);
+  Batch b(30, 11);
+  Collected c;
+  const sluice_batch in = b.view();
+  sluice_writer rejects = c.writer();
+  plugin::CallError err;
+  CHECK(sink.instance->table().put(sink.instance->handle(), &in, &rejects, err.get()) == SLUICE_OK);
+  REQUIRE(c.rejects.size() == 1);
+  CHECK(c.rejects[0] ==
+        std::pair<size_t, std::string>{11,
+                                       "plugin crashed on this record: killed by signal 11 "
+                                       "(SIGSEGV)"});
+  CHECK(sink.metric("put_records") == 29);  // each other record put once, in the bisection
+}
+
+TEST_CASE("after more than 5 crashing calls in a minute, calls fail with ERROR") {
+  Isolated t(R"({"poison":"seq","on_poison":"abort","leak_kb":0})");  // every record crashes
+  sluice_status last = SLUICE_OK;
+  plugin::CallError err;
+  for (int call = 0; call < 6; ++call) {
+    Batch b(2);
+    for (auto& r : b.records) r.offset += call * 10;  // new records: none is quarantined yet
+    const sluice_batch in = b.view();
+    Collected c;
+    sluice_writer w = c.writer();
+    last = t.instance->table().process(t.instance->handle(), &in, &w, err.get());
+    if (call < 5) CHECK(c.rejects.size() == 2);  // found and rejected one by one
+  }
+  CHECK(last == SLUICE_ERROR);
+  CHECK(std::string(err.message)
+            .rfind("plugin process crashed 6 times in 60 s (last: killed by "
+                   "signal 6 (SIGABRT))",
+                   0) == 0);
+}
+
+TEST_CASE("abort and exit(0) inside process are caught and named") {
+  check_crash_caught("abort", 9, 0, "killed by signal 6 (SIGABRT)");
+  check_crash_caught("exit", 9, 8, "exited with status 0 inside process()");
+}
+
+TEST_CASE("a call past call_timeout_ms kills the child and fails only that record") {
+  check_crash_caught("hang", 6, 3, "call exceeded call_timeout_ms=150", 150);
+}
+
+TEST_CASE("a restarted child gets the last state back through restore") {
+  Isolated t(R"({"poison":"poison","on_poison":"segfault","leak_kb":0})");
+  const std::string state = "state-A";
+  plugin::CallError err;
+  REQUIRE(t.instance->table().restore(t.instance->handle(),
+                                      reinterpret_cast<const uint8_t*>(state.data()), state.size(),
+                                      err.get()) == SLUICE_OK);
+  Batch b(4, 2);
+  Collected c;
+  CHECK(t.process(b, c) == SLUICE_OK);
+  CHECK(t.metric("isolation.restarts") >= 1);
+  std::string seen;
+  sluice_buffer buf{sizeof(sluice_buffer), &seen, [](void* ctx, const uint8_t* data, size_t len) {
+                      static_cast<std::string*>(ctx)->append(reinterpret_cast<const char*>(data),
+                                                             len);
+                    }};
+  CHECK(t.instance->table().snapshot(t.instance->handle(), &buf, err.get()) == SLUICE_OK);
+  CHECK(seen == state);
+}
+
+TEST_CASE("a trial load reports a library that aborts while loading, and passes a good one") {
+  isolation::set_host_executable(std::getenv("SLUICE_BIN"));
+  const std::string config = R"({"poison":"","on_poison":"segfault","leak_kb":0})";
+  CHECK(isolation::trial_load(crashy_file(), SLUICE_KIND_TRANSFORM, "crashy", config) == "");
+  const std::string why = isolation::trial_load(crashy_file("crashy_ctor_abort"),
+                                                SLUICE_KIND_TRANSFORM, "crashy", config);
+  CHECK(why.find("killed by signal 6 (SIGABRT) while loading") != std::string::npos);
+}
+
+TEST_CASE("isolation keys are read per stage, and refused on a source with FILE:LINE:COL") {
+  const auto file = config::parse_pipelines(
+      "name: p\nsource: {type: generator}\n"
+      "transforms:\n  - {type: fields, isolation: process, call_timeout_ms: 500, "
+      "memory_limit_mb: 64}\nsink: {type: null}\n",
+      "p.yaml");
+  const auto& t = file.pipelines.at(0).transforms.at(0);
+  CHECK(t.isolation.process);
+  CHECK(t.isolation.call_timeout_ms == 500);
+  CHECK(t.isolation.memory_limit_mb == 64);
+  CHECK(!file.pipelines.at(0).sink.isolation.process);
+  try {
+    config::parse_pipelines(
+        "name: p\nsource: {type: generator, isolation: process}\nsink: {type: null}\n", "p.yaml");
+    FAIL("a source with isolation: process was accepted");
+  } catch (const config::ConfigError& e) {
+    CHECK(std::string(e.what()) ==
+          "p.yaml:2:38: source.isolation: 'process' is not yet supported for sources (only "
+          "transforms and sinks)");
+  }
+}
+
+TEST_CASE("a misspelt isolation key gets a did-you-mean at its position") {
+  const auto file = config::parse_pipelines(
+      "name: p\nsource: {type: generator}\nsink: {type: null, isolaton: process}\n", "p.yaml");
+  try {
+    config::check_stage(file.pipelines.at(0).sink, R"({"fields":[]})");
+    FAIL("an unknown key was accepted");
+  } catch (const config::ConfigError& e) {
+    const std::string what = e.what();
+    CHECK(what.rfind("p.yaml:3:", 0) == 0);
+    CHECK(what.find("did you mean 'isolation'") != std::string::npos);
+  }
+}

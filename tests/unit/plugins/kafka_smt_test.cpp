@@ -1,0 +1,52 @@
+// Unit tests of the kafka_smt module's config checks (its record behaviour is checked against
+// Kafka itself by smt_differential_test).
+#include "plugin_harness.hpp"
+
+using namespace plugin_test;
+
+namespace {
+
+CallResult create(const char* plugin, const std::string& config) {
+  Library lib(plugin_path("kafka_smt"));
+  FakeHost host;
+  void* instance = nullptr;
+  const sluice_plugin& p = lib.plugin(SLUICE_KIND_TRANSFORM, plugin);
+  CallResult r = Instance::try_create(p, host, config, &instance);
+  if (instance) p.destroy(instance);
+  return r;
+}
+
+void check_rejected(const char* plugin, const std::string& config, const std::string& words) {
+  CAPTURE(config);
+  const CallResult r = create(plugin, config);
+  CHECK_FALSE(r.ok());
+  CHECK_MESSAGE(r.message.find(words) != std::string::npos, r.message);
+}
+
+}  // namespace
+
+TEST_CASE("kafka_smt refuses configs Kafka would refuse, naming the key") {
+  check_rejected("cast", R"({"spec":"a:int128"})", "unsupported type 'int128'");
+  check_rejected("cast", R"({"spec":"int32,a:string"})", "cannot be mixed");
+  check_rejected("regex_router", R"({"regex":"(","replacement":"x"})", "invalid regex");
+  check_rejected("replace_field", R"({"renames":"a"})", "old:new");
+  check_rejected("header_from", R"({"fields":"a,b","headers":"h","operation":"copy"})",
+                 "same number");
+  check_rejected("header_from", R"({"fields":"a","headers":"h","operation":"swap"})",
+                 "move or copy");
+  check_rejected("timestamp_converter", R"({"field":"t","target.type":"string"})",
+                 "requires format");
+  check_rejected("timestamp_router", R"({"timestamp.format":"yyyy-ww"})", "'w' is not supported");
+  check_rejected("mask_field", R"({"fields":""})", "fields");
+  check_rejected("insert_field", R"({"target":"header"})", "key or value");
+  check_rejected("filter", R"({"predicate":{"type":"is_odd"}})", "predicate type");
+  check_rejected("filter", R"({"predicate":{"type":"has_header_key"}})", "needs a name");
+  check_rejected("extract_field", R"({"field":"a","field.syntax.version":"V3"})", "V1 or V2");
+}
+
+TEST_CASE("kafka_smt takes Kafka's list and boolean syntax from YAML lists and scalars alike") {
+  CHECK(create("replace_field", R"({"exclude":["a"," b "],"renames":"x:y, z:w"})").ok());
+  CHECK(create("filter", R"({"predicate":{"type":"record_is_tombstone"},"negate":"true"})").ok());
+  check_rejected("filter", R"({"predicate":{"type":"record_is_tombstone"},"negate":"maybe"})",
+                 "true or false");
+}
