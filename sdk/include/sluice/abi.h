@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 #define SLUICE_ABI_MAJOR 1
-#define SLUICE_ABI_MINOR 0
+#define SLUICE_ABI_MINOR 1
 
 #if defined(_WIN32)
 #define SLUICE_EXPORT __declspec(dllexport)
@@ -162,6 +162,15 @@ typedef struct sluice_poll_args {
   uint32_t timeout_ms;
   /* Output: set to 1 when the source has no more records, ever (a bounded input). */
   int32_t end_of_stream;
+  /* Since ABI 1.1. Append records until about this many bytes of key + value + headers are
+   * appended; the record that crosses the bound may still be appended, so a poll exceeds it by
+   * at most one record. 0 means no room, like max_records == 0 (the host sets both to 0
+   * together). The host always sets it (from the memory it lets its queues hold); a source reads
+   * it only if `struct_size` covers it, and treats an older host's shorter struct as no byte
+   * bound. Every source should honour it: a source that ignores it is paused (`set_paused`, then
+   * polls with max_records == 0) after a poll that went over, until the host's queues are back
+   * under their byte bound, but that one poll's records are held in memory all the same. */
+  uint64_t max_bytes;
 } sluice_poll_args;
 
 /* A byte sink for `snapshot`. OWNERSHIP: host-owned; the host copies what is appended. */
@@ -237,7 +246,7 @@ typedef struct sluice_plugin {
                           void** instance, sluice_error* error);
   void (*destroy)(void* instance);
 
-  /* Source: appends up to args->max_records records to `out`. */
+  /* Source: appends up to args->max_records records, and about args->max_bytes bytes, to `out`. */
   sluice_status (*poll)(void* instance, sluice_poll_args* args, sluice_writer* out,
                         sluice_error* error);
   /* Source, optional: positions that are done; persist them (Kafka: commit offsets). */
