@@ -338,8 +338,8 @@ sluice_status Proxy::bisect(MessageKind kind, const sluice_batch* in, const Indi
   }
   const size_t mid = indices.size() / 2;
   sluice_status worst = SLUICE_OK;
-  for (Indices half : {Indices(indices.begin(), indices.begin() + mid),
-                       Indices(indices.begin() + mid, indices.end())}) {
+  for (const Indices& half : {Indices(indices.begin(), indices.begin() + mid),
+                              Indices(indices.begin() + mid, indices.end())}) {
     const Outcome o = attempt(kind, in, half);
     sluice_status st = o.status;
     if (o.crashed) {

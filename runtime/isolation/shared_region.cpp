@@ -24,6 +24,13 @@ constexpr size_t kMinMapping = 1 << 20;
 
 size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
+// In the region, pointer fields carry offsets (plus one, so null stays null) until the reader
+// rebases them onto its own mapping: the pointer made here is never dereferenced.
+template <typename T>
+const T* offset_as_pointer(uint64_t offset) {
+  return reinterpret_cast<const T*>(offset);  // NOLINT(performance-no-int-to-ptr)
+}
+
 template <typename T>
 const T* pointer_at(const uint8_t* base, const T* encoded) {
   const auto offset = reinterpret_cast<uintptr_t>(encoded);
@@ -105,7 +112,7 @@ uint64_t RegionWriter::put_aligned(const void* data, size_t len) {
 
 void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
   auto encode = [this](sluice_bytes b) {
-    return sluice_bytes{reinterpret_cast<const uint8_t*>(put_bytes(b.ptr, b.len)), b.len};
+    return sluice_bytes{offset_as_pointer<uint8_t>(put_bytes(b.ptr, b.len)), b.len};
   };
   sluice_record out{};
   out.struct_size = sizeof(sluice_record);
@@ -117,7 +124,7 @@ void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
     std::vector<sluice_header> headers(in.header_count);
     for (size_t i = 0; i < in.header_count; ++i)
       headers[i] = {encode(in.headers[i].key), encode(in.headers[i].value)};
-    out.headers = reinterpret_cast<const sluice_header*>(
+    out.headers = offset_as_pointer<sluice_header>(
         put_aligned(headers.data(), headers.size() * sizeof(sluice_header)));
     out.header_count = in.header_count;
   }

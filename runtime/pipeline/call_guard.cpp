@@ -37,7 +37,6 @@ namespace {
 
 constexpr size_t kSlots = 256;
 constexpr size_t kAltStackBytes = 64 * 1024;
-constexpr size_t kReserve = 2048;
 constexpr auto kWatchdogPeriod = std::chrono::milliseconds(100);
 
 // Never freed: the watchdog and a late crash may read them while statics are destroyed.
