@@ -2,6 +2,7 @@
 #include "pipeline/crash_journal.hpp"
 
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -92,7 +93,8 @@ TEST_CASE("quarantine: an entry is resolved once every stream it names is commit
 }
 
 TEST_CASE("the journal file keeps other pipelines' lines when one pipeline's entries are cleared") {
-  const auto dir = std::filesystem::temp_directory_path() / "sluice-crash-journal-test";
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("sluice-crash-journal-test-" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   const auto path = journal_path(dir / "p.yaml", "orders");
   CHECK(path == dir / ".sluice" / "orders.crash-journal");

@@ -44,7 +44,8 @@ bool wait_for_hook(const fs::path& file, const std::string& hook, size_t n = 1) 
 }  // namespace
 
 TEST_CASE("a source's hooks run on its source thread, create and destroy on the control thread") {
-  const fs::path dir = fs::temp_directory_path() / "sluice-stage-threads";
+  const fs::path dir =
+      fs::temp_directory_path() / ("sluice-stage-threads-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   const fs::path calls = dir / "hooks.txt";

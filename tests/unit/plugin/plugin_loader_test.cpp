@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -39,7 +40,8 @@ TEST_CASE("a file that is not a shared object is refused before dlopen") {
 }
 
 TEST_CASE("dlopen's own reason is given, naming the plugin's file and not its in-memory copy") {
-  const auto dir = fs::temp_directory_path() / "sluice-truncated-test";
+  const auto dir =
+      fs::temp_directory_path() / ("sluice-truncated-test-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   fs::permissions(dir, fs::perms(0755));
@@ -87,7 +89,7 @@ TEST_CASE("two plugins with the same name in one folder are refused") {
 }
 
 TEST_CASE("a plugin file writable by others is refused unless allowed") {
-  auto dir = fs::temp_directory_path() / "sluice-insecure-test";
+  auto dir = fs::temp_directory_path() / ("sluice-insecure-test-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   ::chmod(dir.c_str(), 0755);
