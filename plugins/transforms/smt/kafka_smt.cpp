@@ -246,6 +246,43 @@ rapidjson::Value& schemaless(Data& d) {
   return d.payload();
 }
 
+namespace {
+
+size_t named_group(const std::string& name, const std::vector<std::string>& names) {
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == name) return i + 1;
+  throw DataError("No group with name {" + name + "}");
+}
+
+}  // namespace
+
+std::string java_replacement(const std::string& repl, const std::smatch& m,
+                             const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < repl.size(); ++i) {
+    if (repl[i] == '\\' && i + 1 < repl.size()) {
+      out += repl[++i];
+    } else if (repl[i] == '$' && i + 1 < repl.size() && repl[i + 1] == '{') {
+      const size_t close = repl.find('}', i);
+      if (close == std::string::npos) throw DataError("named capturing group is missing '}'");
+      out += m[named_group(repl.substr(i + 2, close - i - 2), names)].str();
+      i = close;
+    } else if (repl[i] == '$' && i + 1 < repl.size() &&
+               std::isdigit(static_cast<unsigned char>(repl[i + 1]))) {
+      size_t group = static_cast<size_t>(repl[++i] - '0');
+      // Java takes more digits while they still name a group.
+      while (i + 1 < repl.size() && std::isdigit(static_cast<unsigned char>(repl[i + 1])) &&
+             group * 10 + static_cast<size_t>(repl[i + 1] - '0') < m.size())
+        group = group * 10 + static_cast<size_t>(repl[++i] - '0');
+      if (group >= m.size()) throw DataError("No group " + std::to_string(group));
+      out += m[group].str();
+    } else {
+      out += repl[i];
+    }
+  }
+  return out;
+}
+
 void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,
          rapidjson::Document::AllocatorType& a) {
   auto it = o.FindMember(rapidjson::StringRef(name.data(), name.size()));

@@ -99,6 +99,10 @@ rapidjson::Value str(std::string_view s, rapidjson::Document::AllocatorType& a);
 // The Connect value of a side, for the transforms that do not handle schemas yet: a record
 // with a schema is rejected.
 rapidjson::Value& schemaless(Data& d);
+// A Java replacement string ($n and ${name} groups, backslash escapes) applied to a match;
+// names[i] is the name of group i + 1 (or "").
+std::string java_replacement(const std::string& repl, const std::smatch& m,
+                             const std::vector<std::string>& names = {});
 // Sets `name` in object `o`, replacing an existing member in place.
 void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,
          rapidjson::Document::AllocatorType& a);
