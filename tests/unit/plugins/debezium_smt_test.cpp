@@ -7,21 +7,8 @@ using namespace plugin_test;
 
 namespace {
 
-CallResult create(const char* plugin, const std::string& config) {
-  Library lib(plugin_path("debezium_smt"));
-  FakeHost host;
-  void* instance = nullptr;
-  const sluice_plugin& p = lib.plugin(SLUICE_KIND_TRANSFORM, plugin);
-  CallResult r = Instance::try_create(p, host, config, &instance);
-  if (instance) p.destroy(instance);
-  return r;
-}
-
 void check_rejected(const char* plugin, const std::string& config, const std::string& words) {
-  CAPTURE(config);
-  const CallResult r = create(plugin, config);
-  CHECK_FALSE(r.ok());
-  CHECK_MESSAGE(r.message.find(words) != std::string::npos, r.message);
+  check_refused("debezium_smt", plugin, config, words);
 }
 
 // A Debezium delete event of row {"id": 1} in the JsonConverter's {schema, payload} form.

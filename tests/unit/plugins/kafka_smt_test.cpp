@@ -7,20 +7,11 @@ using namespace plugin_test;
 namespace {
 
 CallResult create(const char* plugin, const std::string& config) {
-  Library lib(plugin_path("kafka_smt"));
-  FakeHost host;
-  void* instance = nullptr;
-  const sluice_plugin& p = lib.plugin(SLUICE_KIND_TRANSFORM, plugin);
-  CallResult r = Instance::try_create(p, host, config, &instance);
-  if (instance) p.destroy(instance);
-  return r;
+  return create_transform("kafka_smt", plugin, config);
 }
 
 void check_rejected(const char* plugin, const std::string& config, const std::string& words) {
-  CAPTURE(config);
-  const CallResult r = create(plugin, config);
-  CHECK_FALSE(r.ok());
-  CHECK_MESSAGE(r.message.find(words) != std::string::npos, r.message);
+  check_refused("kafka_smt", plugin, config, words);
 }
 
 }  // namespace
