@@ -142,7 +142,10 @@ rapidjson::Document& Data::doc() {
   doc_.emplace();
   if (!raw_) return *doc_;  // stays a JSON null
   if (json_nesting_depth(*raw_) > kMaxJsonDepth) throw DataError("JSON nested too deep");
-  doc_->Parse(raw_->data(), raw_->size());
+  // In place: parsing copies no string, which is most of the work on JSON of a schema'd record.
+  insitu_.assign(raw_->begin(), raw_->end());
+  insitu_.push_back('\0');
+  doc_->ParseInsitu(insitu_.data());
   if (doc_->HasParseError())
     throw DataError(std::string("not valid JSON: ") +
                     rapidjson::GetParseError_En(doc_->GetParseError()));
@@ -196,7 +199,7 @@ void Data::set_null() {
 std::optional<std::string_view> Data::bytes() {
   if (!changed_) return raw_;
   if (payload().IsNull() && !schema()) return std::nullopt;
-  rapidjson::StringBuffer sb;
+  rapidjson::StringBuffer sb(nullptr, raw_ ? raw_->size() + 256 : 256);
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   doc_->Accept(w);
   text_.assign(sb.GetString(), sb.GetSize());

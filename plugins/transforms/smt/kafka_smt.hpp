@@ -64,6 +64,9 @@ class Data {
   std::optional<std::string_view> raw_;
   bool schemas_;
   std::optional<rapidjson::Document> doc_;
+  // The document's own copy of the input, parsed in place (its strings point into it; a vector,
+  // so that moving a Data never moves the characters).
+  std::vector<char> insitu_;
   bool changed_ = false;
   std::string text_;
 };

@@ -7,6 +7,7 @@
 // Prints one JSON line: {"records", "seconds", "records_per_s", "bytes_out"}.
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.BufferedReader;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -24,8 +25,10 @@ import org.apache.kafka.connect.transforms.Transformation;
 public class ChainBench {
   public static void main(String[] args) throws Exception {
     List<byte[]> records = new ArrayList<>();
-    for (String line : Files.readAllLines(Path.of(args[0]), StandardCharsets.UTF_8))
-      if (!line.isEmpty()) records.add(line.getBytes(StandardCharsets.UTF_8));
+    try (BufferedReader in = Files.newBufferedReader(Path.of(args[0]), StandardCharsets.UTF_8)) {
+      for (String line; (line = in.readLine()) != null; )
+        if (!line.isEmpty()) records.add(line.getBytes(StandardCharsets.UTF_8));
+    }
     String topic = args[1];
     int warmup = Integer.parseInt(args[2]);
     List<Transformation> chain = chain(new ObjectMapper().readTree(args[3]));
