@@ -7,6 +7,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstring>
 
 namespace sluice::smt {
 
@@ -135,13 +136,40 @@ void check_envelope(const rapidjson::Value& envelope) {
     throw DataError("Struct schema with a payload that is not an object");
 }
 
+// Whether JSON text nests deeper than kMaxJsonDepth (past it the recursive parts of rapidjson
+// could run out of stack): the SDK's json_nesting_depth, but skipping strings with memchr, since
+// most bytes of a schema'd record are in strings.
+bool nests_too_deep(std::string_view text) {
+  size_t depth = 0;
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  while (p < end) {
+    const char c = *p++;
+    if (c == '"') {
+      for (;;) {  // to the closing quote: one after an even run of backslashes
+        const auto* q = static_cast<const char*>(std::memchr(p, '"', static_cast<size_t>(end - p)));
+        if (!q) return false;  // unterminated: the parser says so
+        size_t backslashes = 0;
+        for (const char* b = q; b > p && b[-1] == '\\'; --b) ++backslashes;
+        p = q + 1;
+        if (backslashes % 2 == 0) break;
+      }
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxJsonDepth) return true;
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 rapidjson::Document& Data::doc() {
   if (doc_) return *doc_;
   doc_.emplace();
   if (!raw_) return *doc_;  // stays a JSON null
-  if (json_nesting_depth(*raw_) > kMaxJsonDepth) throw DataError("JSON nested too deep");
+  if (nests_too_deep(*raw_)) throw DataError("JSON nested too deep");
   // In place: parsing copies no string, which is most of the work on JSON of a schema'd record.
   insitu_.assign(raw_->begin(), raw_->end());
   insitu_.push_back('\0');
@@ -184,7 +212,7 @@ void Data::set(rapidjson::Value&& payload, rapidjson::Value* schema) {
   }
   rapidjson::Value env(rapidjson::kObjectType);
   rapidjson::Value s;
-  if (schema) s.CopyFrom(*schema, d.GetAllocator());
+  if (schema) s = std::move(*schema);
   env.AddMember("schema", s, d.GetAllocator());
   env.AddMember("payload", payload, d.GetAllocator());
   static_cast<rapidjson::Value&>(d).Swap(env);

@@ -53,7 +53,9 @@ class Data {
   // The Connect schema, or nullptr when the data has none (schemaless or null).
   rapidjson::Value* schema();
   rapidjson::Document::AllocatorType& allocator() { return doc().GetAllocator(); }
-  // Replaces the whole side; `schema` only counts with schemas.enable.
+  // Replaces the whole side; `schema` only counts with schemas.enable. Both are moved, not
+  // copied (a deep copy of a schema costs about what parsing it does): `schema` is left null,
+  // and its strings must live as long as the record (this record's documents or its input).
   void set(rapidjson::Value&& payload, rapidjson::Value* schema);
   void set_null();
   // The bytes to write: unchanged input, new JSON, or nullopt for null.
