@@ -87,15 +87,16 @@ struct FieldReference {
     return f ? f : smt::field_schema(envelope_schema, field);
   }
 
+  // The field's value (nullptr for null): in its parent struct when the parent's schema has
+  // it, else in the envelope (a field another transform added there), as Debezium reads it.
   const rapidjson::Value* value(rapidjson::Value& envelope_schema,
                                 rapidjson::Value& envelope) const {
     if (parent.empty()) return member(envelope, field);
     rapidjson::Value* in = member(envelope, parent);
     if (!in) return nullptr;
-    const rapidjson::Value* parent_schema = smt::field_schema(envelope_schema, parent);
-    return smt::field_schema(const_cast<rapidjson::Value&>(*parent_schema), field)
-               ? member(*in, field)
-               : member(envelope, field);
+    rapidjson::Value* parent_schema = smt::field_schema(envelope_schema, parent);
+    return parent_schema && smt::field_schema(*parent_schema, field) ? member(*in, field)
+                                                                     : member(envelope, field);
   }
 };
 
