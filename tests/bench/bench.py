@@ -520,6 +520,111 @@ def bench_shift(h):
     return arms, checks, config, runs
 
 
+def debezium_records(path, count):
+    """Writes `count` Debezium change events of one table (JsonConverter {schema, payload} form,
+    as a connector with schemas.enable writes them): 60% creates, 30% updates, 10% deletes."""
+    def prim(t, field, optional=False):
+        return {"type": t, "optional": optional, "field": field}
+    row = {"type": "struct", "optional": True, "name": "dbserver1.inventory.customers.Value",
+           "fields": [prim("int32", "id"), prim("string", "first_name"),
+                      prim("string", "last_name"), prim("string", "email", True),
+                      prim("string", "ssn", True), prim("double", "score", True)]}
+    source = {"type": "struct", "optional": False, "name": "io.debezium.connector.postgresql.Source",
+              "field": "source",
+              "fields": [prim("string", "version"), prim("string", "connector"),
+                         prim("string", "name"), prim("int64", "ts_ms"), prim("string", "db"),
+                         prim("string", "schema"), prim("string", "table"),
+                         prim("int64", "lsn", True)]}
+    schema = {"type": "struct", "optional": False, "name": "dbserver1.inventory.customers.Envelope",
+              "version": 2, "fields": [{**row, "field": "before"}, {**row, "field": "after"},
+                                       source, prim("string", "op"),
+                                       prim("int64", "ts_ms", True)]}
+    head = '{"schema":' + json.dumps(schema, separators=(",", ":")) + ',"payload":'
+    with open(path, "w") as f:
+        for i in range(count):
+            r = {"id": i, "first_name": f"First{i % 977}", "last_name": f"Last{i % 613}",
+                 "email": f"user{i}@example.com", "ssn": f"{i % 1000:03d}-55-{i % 10000:04d}",
+                 "score": (i % 1000) / 8}
+            op = "c" if i % 10 < 6 else "u" if i % 10 < 9 else "d"
+            payload = {"before": None if op == "c" else r, "after": None if op == "d" else r,
+                       "source": {"version": "3.6.1.Final", "connector": "postgresql",
+                                  "name": "dbserver1", "ts_ms": 1700000000000 + i,
+                                  "db": "inventory", "schema": "public", "table": "customers",
+                                  "lsn": 1000 + i},
+                       "op": op, "ts_ms": 1700000000100 + i}
+            f.write(head + json.dumps(payload, separators=(",", ":")) + "}\n")
+
+
+def bench_transforms(h):
+    """unwrap -> ReplaceField -> InsertField -> MaskField -> RegexRouter over Debezium JSON: the
+    debezium_smt and kafka_smt plugins in the runtime against Debezium's and Kafka's classes with
+    JsonConverter in a warmed-up Java loop, both pinned to the same single core."""
+    count = 100_000 if h.quick else 1_000_000
+    topic = "dbserver1.inventory.customers"
+    records = h.work_dir / f"transforms-{count}.jsonl"
+    if not records.exists():
+        debezium_records(records, count)
+    # (sluice type, Java class, config): the same keys for both arms.
+    chain = [
+        ("unwrap", "io.debezium.transforms.ExtractNewRecordState",
+         {"add.fields": "op,table", "delete.tombstone.handling.mode": "rewrite"}),
+        ("replace_field", "org.apache.kafka.connect.transforms.ReplaceField$Value",
+         {"exclude": "email", "renames": "first_name:name"}),
+        ("insert_field", "org.apache.kafka.connect.transforms.InsertField$Value",
+         {"static.field": "pipeline", "static.value": "bench", "topic.field": "src_topic"}),
+        ("mask_field", "org.apache.kafka.connect.transforms.MaskField$Value", {"fields": "ssn"}),
+        ("regex_router", "org.apache.kafka.connect.transforms.RegexRouter",
+         {"regex": "dbserver1\\.inventory\\.(.*)", "replacement": "cdc.$1"}),
+    ]
+    offsets = h.work_dir / "transforms.offset"
+
+    def sluice_arm(tag):
+        offsets.unlink(missing_ok=True)
+        spec = {"name": "bench_transforms",
+                "source": {"type": "file", "path": str(records), "topic": topic,
+                           "validate_json": False, "offset_file": str(offsets)},
+                "transforms": [{"type": t, "schemas.enable": True, **cfg} for t, _, cfg in chain],
+                "sink": {"type": "null"},
+                "performance": {"concurrency": 1, "min_concurrency": 1, "max_concurrency": 1,
+                                "adaptive_concurrency": False}}
+        return h.run_sluice(tag, spec)
+
+    harness = Path(__file__).resolve().parents[1] / "reference" / "kafka-smt" / "harness"
+    java_chain = json.dumps([{"class": c, "config": cfg} for _, c, cfg in chain])
+
+    def java_arm(tag):
+        r = h._spawn([str(harness), "bench", str(records), topic, str(min(count, 300_000)),
+                      java_chain], tag)
+        if r["exit"] != 0:
+            raise RuntimeError(f"{tag}: the Java chain exited {r['exit']}; see {r['stderr_file']}")
+        fig = json.loads(r["stdout"].strip().splitlines()[-1])
+        fig["peak_rss_mb"] = r["peak_rss_mb"]
+        return fig
+
+    # One core each: every arm's process (all its threads, the JVM's JIT and GC too) runs on the
+    # same single CPU, which the children inherit from this process.
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(saved)})
+    try:
+        runs = h.interleaved("transforms", {"sluice": sluice_arm, "java": java_arm},
+                             h.reps(3, 1))
+    finally:
+        os.sched_setaffinity(0, saved)
+    arms = {a: arm_summary(r) for a, r in runs.items()}
+    checks = [check("sluice_vs_java_chain",
+                    ratio(arms["sluice"]["records_per_s"], arms["java"]["records_per_s"]),
+                    ">=", 3.0)]
+    config = {"records": count, "record_bytes": records.stat().st_size // count,
+              "chain": [{"sluice": t, "reference": c, "config": cfg} for t, c, cfg in chain],
+              "sluice": "file source (validate_json false) -> the chain (schemas.enable) -> null "
+                        "sink, one worker; records/s from the run summary (file reading included)",
+              "java": "JsonConverter (schemas.enable) -> the chain -> JsonConverter, in one "
+                      "thread over the records read into memory first, after a warm-up pass "
+                      "over 300,000 of them; Debezium 3.6.1, Kafka 4.1.0",
+              "cpu": "both arms pinned to one core (sched_setaffinity)"}
+    return arms, checks, config, runs
+
+
 def bench_external(h, name):
     """kafka and cdc: their own helpers write run.sh; this only calls it."""
     script = Path(__file__).resolve().parent / name / "run.sh"
@@ -542,6 +647,7 @@ BENCHMARKS = {
     "shift": bench_shift,
     "overhead": bench_overhead,
     "isolation": bench_isolation,
+    "transforms": bench_transforms,
 }
 EXTERNAL = ["kafka", "cdc"]
 

@@ -7,6 +7,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstring>
 
 namespace sluice::smt {
 
@@ -135,14 +136,44 @@ void check_envelope(const rapidjson::Value& envelope) {
     throw DataError("Struct schema with a payload that is not an object");
 }
 
+// Whether JSON text nests deeper than kMaxJsonDepth (past it the recursive parts of rapidjson
+// could run out of stack): the SDK's json_nesting_depth, but skipping strings with memchr, since
+// most bytes of a schema'd record are in strings.
+bool nests_too_deep(std::string_view text) {
+  size_t depth = 0;
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  while (p < end) {
+    const char c = *p++;
+    if (c == '"') {
+      for (;;) {  // to the closing quote: one after an even run of backslashes
+        const auto* q = static_cast<const char*>(std::memchr(p, '"', static_cast<size_t>(end - p)));
+        if (!q) return false;  // unterminated: the parser says so
+        size_t backslashes = 0;
+        for (const char* b = q; b > p && b[-1] == '\\'; --b) ++backslashes;
+        p = q + 1;
+        if (backslashes % 2 == 0) break;
+      }
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxJsonDepth) return true;
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 rapidjson::Document& Data::doc() {
   if (doc_) return *doc_;
   doc_.emplace();
   if (!raw_) return *doc_;  // stays a JSON null
-  if (json_nesting_depth(*raw_) > kMaxJsonDepth) throw DataError("JSON nested too deep");
-  doc_->Parse(raw_->data(), raw_->size());
+  if (nests_too_deep(*raw_)) throw DataError("JSON nested too deep");
+  // In place: parsing copies no string, which is most of the work on JSON of a schema'd record.
+  insitu_.assign(raw_->begin(), raw_->end());
+  insitu_.push_back('\0');
+  doc_->ParseInsitu(insitu_.data());
   if (doc_->HasParseError())
     throw DataError(std::string("not valid JSON: ") +
                     rapidjson::GetParseError_En(doc_->GetParseError()));
@@ -181,7 +212,7 @@ void Data::set(rapidjson::Value&& payload, rapidjson::Value* schema) {
   }
   rapidjson::Value env(rapidjson::kObjectType);
   rapidjson::Value s;
-  if (schema) s.CopyFrom(*schema, d.GetAllocator());
+  if (schema) s = std::move(*schema);
   env.AddMember("schema", s, d.GetAllocator());
   env.AddMember("payload", payload, d.GetAllocator());
   static_cast<rapidjson::Value&>(d).Swap(env);
@@ -196,7 +227,7 @@ void Data::set_null() {
 std::optional<std::string_view> Data::bytes() {
   if (!changed_) return raw_;
   if (payload().IsNull() && !schema()) return std::nullopt;
-  rapidjson::StringBuffer sb;
+  rapidjson::StringBuffer sb(nullptr, raw_ ? raw_->size() + 256 : 256);
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   doc_->Accept(w);
   text_.assign(sb.GetString(), sb.GetSize());
@@ -244,6 +275,43 @@ rapidjson::Value str(std::string_view s, rapidjson::Document::AllocatorType& a) 
 rapidjson::Value& schemaless(Data& d) {
   if (d.schema()) throw DataError("sluice does not transform schema'd records here yet");
   return d.payload();
+}
+
+namespace {
+
+size_t named_group(const std::string& name, const std::vector<std::string>& names) {
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == name) return i + 1;
+  throw DataError("No group with name {" + name + "}");
+}
+
+}  // namespace
+
+std::string java_replacement(const std::string& repl, const std::smatch& m,
+                             const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < repl.size(); ++i) {
+    if (repl[i] == '\\' && i + 1 < repl.size()) {
+      out += repl[++i];
+    } else if (repl[i] == '$' && i + 1 < repl.size() && repl[i + 1] == '{') {
+      const size_t close = repl.find('}', i);
+      if (close == std::string::npos) throw DataError("named capturing group is missing '}'");
+      out += m[named_group(repl.substr(i + 2, close - i - 2), names)].str();
+      i = close;
+    } else if (repl[i] == '$' && i + 1 < repl.size() &&
+               std::isdigit(static_cast<unsigned char>(repl[i + 1]))) {
+      size_t group = static_cast<size_t>(repl[++i] - '0');
+      // Java takes more digits while they still name a group.
+      while (i + 1 < repl.size() && std::isdigit(static_cast<unsigned char>(repl[i + 1])) &&
+             group * 10 + static_cast<size_t>(repl[i + 1] - '0') < m.size())
+        group = group * 10 + static_cast<size_t>(repl[++i] - '0');
+      if (group >= m.size()) throw DataError("No group " + std::to_string(group));
+      out += m[group].str();
+    } else {
+      out += repl[i];
+    }
+  }
+  return out;
 }
 
 void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,

@@ -53,7 +53,9 @@ class Data {
   // The Connect schema, or nullptr when the data has none (schemaless or null).
   rapidjson::Value* schema();
   rapidjson::Document::AllocatorType& allocator() { return doc().GetAllocator(); }
-  // Replaces the whole side; `schema` only counts with schemas.enable.
+  // Replaces the whole side; `schema` only counts with schemas.enable. Both are moved, not
+  // copied (a deep copy of a schema costs about what parsing it does): `schema` is left null,
+  // and its strings must live as long as the record (this record's documents or its input).
   void set(rapidjson::Value&& payload, rapidjson::Value* schema);
   void set_null();
   // The bytes to write: unchanged input, new JSON, or nullopt for null.
@@ -64,6 +66,9 @@ class Data {
   std::optional<std::string_view> raw_;
   bool schemas_;
   std::optional<rapidjson::Document> doc_;
+  // The document's own copy of the input, parsed in place (its strings point into it; a vector,
+  // so that moving a Data never moves the characters).
+  std::vector<char> insitu_;
   bool changed_ = false;
   std::string text_;
 };
@@ -99,6 +104,10 @@ rapidjson::Value str(std::string_view s, rapidjson::Document::AllocatorType& a);
 // The Connect value of a side, for the transforms that do not handle schemas yet: a record
 // with a schema is rejected.
 rapidjson::Value& schemaless(Data& d);
+// A Java replacement string ($n and ${name} groups, backslash escapes) applied to a match;
+// names[i] is the name of group i + 1 (or "").
+std::string java_replacement(const std::string& repl, const std::smatch& m,
+                             const std::vector<std::string>& names = {});
 // Sets `name` in object `o`, replacing an existing member in place.
 void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,
          rapidjson::Document::AllocatorType& a);

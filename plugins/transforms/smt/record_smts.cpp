@@ -129,28 +129,6 @@ struct Flatten {
   std::string delimiter;
 };
 
-// A Java replacement string ($n groups, backslash escapes) applied to a whole-topic match.
-std::string java_replacement(const std::string& repl, const std::smatch& m) {
-  std::string out;
-  for (size_t i = 0; i < repl.size(); ++i) {
-    if (repl[i] == '\\' && i + 1 < repl.size()) {
-      out += repl[++i];
-    } else if (repl[i] == '$' && i + 1 < repl.size() &&
-               std::isdigit(static_cast<unsigned char>(repl[i + 1]))) {
-      size_t group = static_cast<size_t>(repl[++i] - '0');
-      // Java takes more digits while they still name a group.
-      while (i + 1 < repl.size() && std::isdigit(static_cast<unsigned char>(repl[i + 1])) &&
-             group * 10 + static_cast<size_t>(repl[i + 1] - '0') < m.size())
-        group = group * 10 + static_cast<size_t>(repl[++i] - '0');
-      if (group >= m.size()) throw DataError("No group " + std::to_string(group));
-      out += m[group].str();
-    } else {
-      out += repl[i];
-    }
-  }
-  return out;
-}
-
 struct RegexRouter {
   static constexpr const char* kName = "regex_router";
   static constexpr const char* kDescription =

@@ -3,7 +3,7 @@
 //
 // Input (stdin), one JSON object a line:
 //   {"name", "smt": class, "config": {..}, "schemas": bool, "predicate": {"class", "config"},
-//    "negate": bool, "records": [{"topic", "partition", "key", "value", "headers": [[k, v]..],
+//    "negate": bool, "source": bool (SourceRecords, as a connector's transforms see them), "records": [{"topic", "partition", "key", "value", "headers": [[k, v]..],
 //    "timestamp"}]}
 // key and value are JSON (with the {schema, payload} envelope when "schemas" is true), null for
 // a null key or a tombstone. Output (stdout), one line a case:
@@ -23,7 +23,9 @@ import org.apache.kafka.connect.data.Values;
 import org.apache.kafka.connect.header.ConnectHeaders;
 import org.apache.kafka.connect.header.Header;
 import org.apache.kafka.connect.json.JsonConverter;
+import org.apache.kafka.connect.connector.ConnectRecord;
 import org.apache.kafka.connect.sink.SinkRecord;
+import org.apache.kafka.connect.source.SourceRecord;
 import org.apache.kafka.connect.transforms.Transformation;
 import org.apache.kafka.connect.transforms.predicates.Predicate;
 
@@ -50,11 +52,11 @@ public class Harness {
     for (JsonNode r : c.get("records")) {
       try {
         // A fresh instance a record, as the corpus's records are independent of each other.
-        Transformation<SinkRecord> t = newInstance(c.get("smt").asText(), c.get("config"));
-        Predicate<SinkRecord> p = predicate(c);
-        SinkRecord in = toRecord(r, keys, values);
+        Transformation t = newInstance(c.get("smt").asText(), c.get("config"));
+        Predicate p = predicate(c);
+        ConnectRecord in = toRecord(r, keys, values, c.path("source").asBoolean(false));
         boolean applies = p == null || (p.test(in) != c.path("negate").asBoolean(false));
-        SinkRecord o = applies ? t.apply(in) : in;
+        ConnectRecord o = applies ? (ConnectRecord) t.apply(in) : in;
         outputs.add(o == null ? null : fromRecord(o, keys, values));
       } catch (Exception e) {
         outputs.addObject().put("error", e.getClass().getSimpleName() + ": " + e.getMessage());
@@ -86,7 +88,7 @@ public class Harness {
     return (T) o;
   }
 
-  static Predicate<SinkRecord> predicate(JsonNode c) throws Exception {
+  static Predicate predicate(JsonNode c) throws Exception {
     JsonNode p = c.get("predicate");
     return p == null ? null : newInstance(p.get("class").asText(), p.get("config"));
   }
@@ -95,8 +97,8 @@ public class Harness {
     return n == null || n.isNull() ? null : JSON.writeValueAsBytes(n);
   }
 
-  static SinkRecord toRecord(JsonNode r, JsonConverter keys, JsonConverter values)
-      throws Exception {
+  static ConnectRecord toRecord(JsonNode r, JsonConverter keys, JsonConverter values,
+      boolean source) throws Exception {
     String topic = r.path("topic").asText("t");
     SchemaAndValue k = keys.toConnectData(topic, bytes(r.get("key")));
     SchemaAndValue v = values.toConnectData(topic, bytes(r.get("value")));
@@ -106,11 +108,14 @@ public class Harness {
       headers.add(h.get(0).asText(), hv);
     }
     Long ts = r.hasNonNull("timestamp") ? r.get("timestamp").asLong() : null;
+    if (source)
+      return new SourceRecord(null, null, topic, r.path("partition").asInt(0), k.schema(),
+          k.value(), v.schema(), v.value(), ts, headers);
     return new SinkRecord(topic, r.path("partition").asInt(0), k.schema(), k.value(), v.schema(),
         v.value(), 0L, ts, org.apache.kafka.common.record.TimestampType.CREATE_TIME, headers);
   }
 
-  static ObjectNode fromRecord(SinkRecord o, JsonConverter keys, JsonConverter values)
+  static ObjectNode fromRecord(ConnectRecord<?> o, JsonConverter keys, JsonConverter values)
       throws Exception {
     ObjectNode n = JSON.createObjectNode();
     n.put("topic", o.topic());
@@ -118,7 +123,7 @@ public class Harness {
     n.set("key", tree(keys.fromConnectData(o.topic(), o.keySchema(), o.key())));
     n.set("value", tree(values.fromConnectData(o.topic(), o.valueSchema(), o.value())));
     ArrayNode hs = n.putArray("headers");
-    for (Header h : o.headers()) {
+    for (Header h : (Iterable<Header>) o.headers()) {
       ArrayNode pair = hs.addArray().add(h.key());
       if (h.value() == null) pair.addNull();
       else pair.add(Values.convertToString(h.schema(), h.value()));

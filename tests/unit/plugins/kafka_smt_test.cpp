@@ -7,20 +7,11 @@ using namespace plugin_test;
 namespace {
 
 CallResult create(const char* plugin, const std::string& config) {
-  Library lib(plugin_path("kafka_smt"));
-  FakeHost host;
-  void* instance = nullptr;
-  const sluice_plugin& p = lib.plugin(SLUICE_KIND_TRANSFORM, plugin);
-  CallResult r = Instance::try_create(p, host, config, &instance);
-  if (instance) p.destroy(instance);
-  return r;
+  return create_transform("kafka_smt", plugin, config);
 }
 
 void check_rejected(const char* plugin, const std::string& config, const std::string& words) {
-  CAPTURE(config);
-  const CallResult r = create(plugin, config);
-  CHECK_FALSE(r.ok());
-  CHECK_MESSAGE(r.message.find(words) != std::string::npos, r.message);
+  check_refused("kafka_smt", plugin, config, words);
 }
 
 }  // namespace
@@ -49,4 +40,26 @@ TEST_CASE("kafka_smt takes Kafka's list and boolean syntax from YAML lists and s
   CHECK(create("filter", R"({"predicate":{"type":"record_is_tombstone"},"negate":"true"})").ok());
   check_rejected("filter", R"({"predicate":{"type":"record_is_tombstone"},"negate":"maybe"})",
                  "true or false");
+}
+
+TEST_CASE("kafka_smt rejects JSON nested past the SDK's depth limit, and only that") {
+  constexpr size_t kMaxDepth = 256;  // sluice::kMaxJsonDepth (sdk.hpp)
+  Library lib(plugin_path("kafka_smt"));
+  FakeHost host;
+  Instance t(lib.plugin(SLUICE_KIND_TRANSFORM, "insert_field"), host,
+             R"({"static.field":"s","static.value":"v"})");
+  const auto nested = [](size_t depth, const std::string& inner) {
+    return std::string(depth, '[') + inner + std::string(depth, ']');
+  };
+  // Brackets inside strings, escaped quotes and backslashes do not count as nesting.
+  const std::string tricky = R"("[[[\"[[[\\" , "\\\\[[[")";
+  TestRecord deep, shallow;
+  deep.value = R"({"a":)" + nested(kMaxDepth, "1") + "}";
+  shallow.value = R"({"a":)" + nested(kMaxDepth - 1, tricky + ",1") + "}";
+  FakeWriter out;
+  REQUIRE(t.process({deep, shallow}, out).ok());
+  REQUIRE(out.rejects.size() == 1);
+  CHECK(out.rejects[0].message.find("nested too deep") != std::string::npos);
+  REQUIRE(out.records.size() == 1);
+  CHECK(out.records[0].value->find(R"("s":"v")") != std::string::npos);
 }

@@ -367,4 +367,26 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// Creates transform `plugin` of `module` with `config` and destroys it: whether creation failed
+// and why.
+inline CallResult create_transform(const char* module, const char* plugin,
+                                   const std::string& config) {
+  Library lib(plugin_path(module));
+  FakeHost host;
+  void* instance = nullptr;
+  const sluice_plugin& p = lib.plugin(SLUICE_KIND_TRANSFORM, plugin);
+  CallResult r = Instance::try_create(p, host, config, &instance);
+  if (instance) p.destroy(instance);
+  return r;
+}
+
+// Checks that `config` is refused with a message holding `words`.
+inline void check_refused(const char* module, const char* plugin, const std::string& config,
+                          const std::string& words) {
+  CAPTURE(config);
+  const CallResult r = create_transform(module, plugin, config);
+  CHECK_FALSE(r.ok());
+  CHECK_MESSAGE(r.message.find(words) != std::string::npos, r.message);
+}
+
 }  // namespace plugin_test

@@ -1,6 +1,7 @@
-// The differential test of sluice's Kafka Connect transforms: every case of the corpus
-// (tests/reference/kafka-smt/corpus.jsonl) goes through the real connect-transforms classes (one
-// JVM run of the reference harness) and through the kafka_smt plugin; the outputs must agree
+// The differential test of sluice's Kafka Connect and Debezium transforms: every case of a corpus
+// (tests/reference/kafka-smt/corpus.jsonl, debezium_corpus.jsonl) goes through the real
+// connect-transforms or Debezium classes (one JVM run of the reference harness) and through the
+// kafka_smt or debezium_smt plugin; the outputs must agree
 // record by record (topic, JSON-normalized key and value, headers, timestamp; an exception in
 // Kafka must be a rejection in sluice). docs/transforms.md names the deliberate departures.
 #include <rapidjson/document.h>
@@ -9,6 +10,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "plugin_harness.hpp"
@@ -56,8 +58,15 @@ std::string run_reference(const std::string& corpus) {
   return out;
 }
 
-// Kafka's class -> sluice's plugin name and target.
+// Debezium's class -> sluice's plugin name.
+const std::map<std::string, std::string> kDebeziumPlugins = {
+    {"io.debezium.transforms.ExtractNewRecordState", "unwrap"},
+    {"io.debezium.transforms.outbox.EventRouter", "outbox"},
+    {"io.debezium.transforms.ByLogicalTableRouter", "table_router"}};
+
+// Kafka's or Debezium's class -> sluice's plugin name and target.
 std::pair<std::string, std::string> plugin_of(std::string cls) {
+  if (auto it = kDebeziumPlugins.find(cls); it != kDebeziumPlugins.end()) return {it->second, ""};
   cls = cls.substr(cls.rfind('.') + 1);
   std::string target;
   if (auto d = cls.find('$'); d != std::string::npos) {
@@ -138,15 +147,15 @@ std::string difference(const FakeWriter& out, const rapidjson::Value& want) {
   return same_headers ? "" : "headers differ";
 }
 
-}  // namespace
-
-TEST_CASE("sluice's Kafka transforms do what Kafka Connect's do on the whole corpus") {
+// Runs every case of tests/reference/kafka-smt/CORPUS through the reference and through the
+// plugins of `module`, checking each record.
+void compare_corpus(const std::string& corpus_name, const std::string& module) {
   const std::string corpus =
-      env_or_fail("SLUICE_SOURCE_DIR") + "/tests/reference/kafka-smt/corpus.jsonl";
+      env_or_fail("SLUICE_SOURCE_DIR") + "/tests/reference/kafka-smt/" + corpus_name;
   const auto cases = json_lines(read_file(corpus));
   const auto reference = json_lines(run_reference(corpus));
   REQUIRE(reference.size() == cases.size());
-  Library lib(plugin_path("kafka_smt"));
+  Library lib(plugin_path(module));
   FakeHost host;
   size_t records = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -162,8 +171,18 @@ TEST_CASE("sluice's Kafka transforms do what Kafka Connect's do on the whole cor
       CAPTURE(j);
       FakeWriter out;
       REQUIRE(t.process({input_record(inputs[j])}, out).ok());
-      CHECK_MESSAGE(difference(out, outputs[j]) == "", "Kafka: " << to_text(outputs[j]));
+      CHECK_MESSAGE(difference(out, outputs[j]) == "", "reference: " << to_text(outputs[j]));
     }
   }
   MESSAGE(cases.size() << " cases, " << records << " records compared");
+}
+
+}  // namespace
+
+TEST_CASE("sluice's Kafka transforms do what Kafka Connect's do on the whole corpus") {
+  compare_corpus("corpus.jsonl", "kafka_smt");
+}
+
+TEST_CASE("sluice's Debezium transforms do what Debezium's do on the whole corpus") {
+  compare_corpus("debezium_corpus.jsonl", "debezium_smt");
 }
