@@ -110,8 +110,14 @@ class CrashySource final : public sluice::Source {
         .default_value("segfault")
         .one_of({"segfault", "abort", "exit", "hang"})
         .doc("What happens at crash_at.");
-    s.string("crash_marker").default_value("").doc("Crash only while this file does not exist.");
-    s.string("position_file").default_value("").doc("Where commits are kept (empty: nowhere).");
+    s.string("crash_marker")
+        .default_value("")
+        .path(sluice::ConfigSchema::PathKind::output)
+        .doc("Crash only while this file does not exist.");
+    s.string("position_file")
+        .default_value("")
+        .path(sluice::ConfigSchema::PathKind::output)
+        .doc("Where commits are kept (empty: nowhere).");
     s.integer("drain_at").default_value(-1).doc("The seq before which a poll drains.");
     s.integer("leak_kb").default_value(0).min(0).doc("KiB leaked per record.");
     return s;
