@@ -199,7 +199,8 @@ void Proxy::log(int32_t level, const std::string& text) {
 }
 
 Outcome Proxy::await_reply(MessageKind kind, uint64_t call_id, uint32_t extra_ms) {
-  const auto timeout = std::chrono::milliseconds(spec_->settings.call_timeout_ms + extra_ms);
+  const auto timeout =
+      std::chrono::milliseconds(uint64_t{spec_->settings.call_timeout_ms} + extra_ms);
   Deadline deadline = Clock::now() + timeout;
   Outcome o;
   for (;;) {
