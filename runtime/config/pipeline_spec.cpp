@@ -214,21 +214,15 @@ class FileParser {
     if (auto timeout = find_entry(entry.value, "call_timeout_ms"))
       stage.call_timeout_ms = static_cast<uint32_t>(
           reader_.unsigned_int(*timeout, what + ".call_timeout_ms", 0, kMaxU32));
-    stage.isolation = parse_isolation(entry.value, stage.role, what);
+    stage.isolation = parse_isolation(entry.value, what);
     return stage;
   }
 
   // The stage's `isolation`, `call_timeout_ms` and `memory_limit_mb` (docs/isolation.md).
-  core::IsolationSettings parse_isolation(const YAML::Node& stage, const std::string& role,
-                                          const std::string& what) {
+  core::IsolationSettings parse_isolation(const YAML::Node& stage, const std::string& what) {
     core::IsolationSettings s;
     if (auto mode = find_entry(stage, "isolation")) {
       s.process = reader_.choice(*mode, what + ".isolation", {"none", "process"}) == 1;
-      if (s.process && role == "source")
-        throw ConfigError(reader_.at(*mode), fmt::format("{}.isolation: 'process' is not yet "
-                                                         "supported for sources (only transforms "
-                                                         "and sinks)",
-                                                         what));
     }
     // In process 0 means no deadline; an isolated call always has one (its child is killed).
     if (auto timeout = find_entry(stage, "call_timeout_ms"); timeout && s.process)

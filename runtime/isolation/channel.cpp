@@ -77,4 +77,38 @@ std::optional<Message> Channel::receive(std::optional<Deadline> deadline, bool* 
   return m;
 }
 
+// Each position: partition (int32), offset (int64), topic length (uint32), topic bytes.
+std::string encode_positions(std::span<const sluice_position> positions) {
+  std::string out;
+  for (const auto& p : positions) {
+    const auto topic_len = static_cast<uint32_t>(p.topic.ptr ? p.topic.len : 0);
+    out.append(reinterpret_cast<const char*>(&p.partition), sizeof p.partition);
+    out.append(reinterpret_cast<const char*>(&p.offset), sizeof p.offset);
+    out.append(reinterpret_cast<const char*>(&topic_len), sizeof topic_len);
+    if (topic_len > 0) out.append(reinterpret_cast<const char*>(p.topic.ptr), topic_len);
+  }
+  return out;
+}
+
+std::vector<sluice_position> decode_positions(std::string_view bytes) {
+  std::vector<sluice_position> out;
+  constexpr size_t kFixed = sizeof(int32_t) + sizeof(int64_t) + sizeof(uint32_t);
+  size_t at = 0;
+  while (bytes.size() - at >= kFixed) {
+    sluice_position p{};
+    p.struct_size = sizeof p;
+    uint32_t topic_len = 0;
+    std::memcpy(&p.partition, bytes.data() + at, sizeof p.partition);
+    std::memcpy(&p.offset, bytes.data() + at + sizeof p.partition, sizeof p.offset);
+    std::memcpy(&topic_len, bytes.data() + at + sizeof p.partition + sizeof p.offset,
+                sizeof topic_len);
+    at += kFixed;
+    if (bytes.size() - at < topic_len) break;  // torn: never read past the payload
+    p.topic = {reinterpret_cast<const uint8_t*>(bytes.data() + at), topic_len};
+    at += topic_len;
+    out.push_back(p);
+  }
+  return out;
+}
+
 }  // namespace sluice::isolation

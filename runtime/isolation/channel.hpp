@@ -5,8 +5,12 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "sluice/abi.h"
 
 namespace sluice::isolation {
 
@@ -21,11 +25,25 @@ enum class MessageKind : uint32_t {
   restore,
   memory_pressure,
   shutdown,
+  poll,        // a source's: sluice_poll_args in the payload (PollRequest)
+  commit,      // a source's: positions in the payload (encode_positions)
+  set_paused,  // a source's: `status` is the flag
   // child -> host
   reply = 100,
   log,
   counter_add,
   gauge_set,
+  drain,  // a source's sluice_host_drain from inside its poll: positions in the payload
+};
+
+// The flags of a reply.
+constexpr uint32_t kEndOfStream = 1;  // a poll's sluice_poll_args::end_of_stream
+
+// A poll's arguments, as the payload of a `poll` request.
+struct PollRequest {
+  uint32_t max_records = 0;
+  uint32_t timeout_ms = 0;
+  uint64_t max_bytes = 0;
 };
 
 // Every message: this header, then `payload_len` bytes (an error text, a config, a log line).
@@ -35,7 +53,9 @@ struct MessageHeader {
   uint64_t call_id = 0;      // echoed by the reply
   uint64_t region_size = 0;  // bytes of the input (request) or output (reply) region in use
   double number = 0;         // memory pressure (requests), a counter delta or gauge value, or the
-                             // plugin's own time in µs (the reply to a batch call)
+                             // plugin's own time in µs (the reply to a batch call), or a
+                             // drain's timeout in ms
+  uint32_t flags = 0;        // a reply's kEndOfStream
   uint32_t payload_len = 0;
 };
 
@@ -45,6 +65,11 @@ struct Message {
 };
 
 using Deadline = std::chrono::steady_clock::time_point;
+
+// Source positions as bytes (commit, drain) and back; the decoded positions' topics point into
+// `bytes`, which must outlive them.
+std::string encode_positions(std::span<const sluice_position> positions);
+std::vector<sluice_position> decode_positions(std::string_view bytes);
 
 // One end of the socketpair. Sends are whole messages; a send to a dead peer returns false
 // (never SIGPIPE).

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 
@@ -90,8 +91,9 @@ class PluginHost {
     api_.sluice_host_instance_name = [](void* ctx) {
       return static_cast<PluginHost*>(ctx)->args_.instance.c_str();
     };
-    api_.sluice_host_drain = [](void*, const sluice_position*, size_t, uint32_t) {
-      return SLUICE_ERROR;  // sources are not isolated
+    api_.sluice_host_drain = [](void* ctx, const sluice_position* ps, size_t n,
+                                uint32_t timeout_ms) {
+      return static_cast<PluginHost*>(ctx)->forward_drain({ps, n}, timeout_ms);
     };
   }
 
@@ -102,10 +104,14 @@ class PluginHost {
   bool create(const Message& m);
   void serve(const Message& m);
   void batch_call(const Message& m);
+  void poll_call(const Message& m);
+  void commit_call(const Message& m);
   void state_call(const Message& m);
+  sluice_status forward_drain(std::span<const sluice_position> positions, uint32_t timeout_ms);
+  sluice_writer output_writer();
   // `plugin_us`: how long the plugin's own call took, so the host can tell the crossing cost.
   void reply(const Message& m, sluice_status status, std::string_view message,
-             size_t region_size = 0, double plugin_us = 0);
+             size_t region_size = 0, double plugin_us = 0, uint32_t flags = 0);
 
   static void log(void* ctx, int32_t level, const char* message, size_t len);
   static void counter_add(void* ctx, const char* name, double delta);
@@ -124,6 +130,7 @@ class PluginHost {
   std::string load_error_;
   void* instance_ = nullptr;
   plugin::CallError error_;
+  uint64_t drain_calls_ = 0;
 };
 
 void PluginHost::log(void* ctx, int32_t level, const char* message, size_t len) {
@@ -163,8 +170,9 @@ void PluginHost::load() {
 }
 
 void PluginHost::reply(const Message& m, sluice_status status, std::string_view message,
-                       size_t region_size, double plugin_us) {
+                       size_t region_size, double plugin_us, uint32_t flags) {
   MessageHeader h;
+  h.flags = flags;
   h.number = plugin_us;
   h.kind = MessageKind::reply;
   h.status = status;
@@ -208,6 +216,13 @@ int PluginHost::run() {
   return 0;
 }
 
+// The level the host's on_memory_pressure was called with (the payload), else the process's.
+double memory_level(const Message& m) {
+  double level = m.header.number;
+  if (m.payload.size() == sizeof level) std::memcpy(&level, m.payload.data(), sizeof level);
+  return level;
+}
+
 void PluginHost::serve(const Message& m) {
   pressure_.store(m.header.number);
   error_.get();
@@ -215,6 +230,13 @@ void PluginHost::serve(const Message& m) {
     case MessageKind::process:
     case MessageKind::put:
       return batch_call(m);
+    case MessageKind::poll:
+      return poll_call(m);
+    case MessageKind::commit:
+      return commit_call(m);
+    case MessageKind::set_paused:
+      table_->set_paused(instance_, m.payload == "1" ? 1 : 0);
+      return reply(m, SLUICE_OK, {});
     case MessageKind::flush:
       return reply(m, table_->flush(instance_, &error_.error), error_.message);
     case MessageKind::pre_commit:
@@ -223,16 +245,15 @@ void PluginHost::serve(const Message& m) {
     case MessageKind::restore:
       return state_call(m);
     case MessageKind::memory_pressure:
-      table_->on_memory_pressure(instance_, m.header.number);
+      table_->on_memory_pressure(instance_, memory_level(m));
       return reply(m, SLUICE_OK, {});
     default:
       return reply(m, SLUICE_ERROR, "plugin-host: unknown request");
   }
 }
 
-void PluginHost::batch_call(const Message& m) {
-  const RegionView in = read_region(input_, m.header.region_size);
-  const sluice_batch batch{sizeof(sluice_batch), in.records.data(), in.records.size()};
+// A writer into the output region: the records and rejects of a call.
+sluice_writer PluginHost::output_writer() {
   writer_.reset();
   sluice_writer out{};
   out.struct_size = sizeof out;
@@ -250,6 +271,13 @@ void PluginHost::batch_call(const Message& m) {
   out.reject = [](void* ctx, size_t index, sluice_status status, const char* msg, size_t len) {
     static_cast<RegionWriter*>(ctx)->add_reject(index, status, {msg ? msg : "", msg ? len : 0});
   };
+  return out;
+}
+
+void PluginHost::batch_call(const Message& m) {
+  const RegionView in = read_region(input_, m.header.region_size);
+  const sluice_batch batch{sizeof(sluice_batch), in.records.data(), in.records.size()};
+  sluice_writer out = output_writer();
   const auto started = std::chrono::steady_clock::now();
   const sluice_status st = m.header.kind == MessageKind::process
                                ? table_->process(instance_, &batch, &out, &error_.error)
@@ -258,6 +286,49 @@ void PluginHost::batch_call(const Message& m) {
       std::chrono::steady_clock::now() - started;
   const size_t size = writer_.finish();
   reply(m, st, error_.message, size, plugin_time.count());
+}
+
+// A source's poll: its records go back in the output region, end of stream in the flags.
+void PluginHost::poll_call(const Message& m) {
+  PollRequest request;
+  std::memcpy(&request, m.payload.data(), std::min(sizeof request, m.payload.size()));
+  sluice_poll_args args{sizeof(sluice_poll_args), request.max_records, request.timeout_ms, 0,
+                        request.max_bytes};
+  sluice_writer out = output_writer();
+  const auto started = std::chrono::steady_clock::now();
+  const sluice_status st = table_->poll(instance_, &args, &out, &error_.error);
+  const std::chrono::duration<double, std::micro> plugin_time =
+      std::chrono::steady_clock::now() - started;
+  const size_t size = writer_.finish();
+  reply(m, st, error_.message, size, plugin_time.count(), args.end_of_stream ? kEndOfStream : 0);
+}
+
+// Its own error buffer: a commit may come in while a poll is inside sluice_host_drain.
+void PluginHost::commit_call(const Message& m) {
+  const std::vector<sluice_position> positions = decode_positions(m.payload);
+  plugin::CallError error;
+  const sluice_status st =
+      table_->commit ? table_->commit(instance_, positions.data(), positions.size(), error.get())
+                     : SLUICE_OK;
+  reply(m, st, error.message);
+}
+
+// sluice_host_drain from inside a poll: the host drains and commits through this child (the
+// commit is served here, on the poll's thread, as in process), then answers.
+sluice_status PluginHost::forward_drain(std::span<const sluice_position> positions,
+                                        uint32_t timeout_ms) {
+  MessageHeader h;
+  h.kind = MessageKind::drain;
+  h.call_id = ++drain_calls_;
+  h.number = timeout_ms;
+  if (!channel_.send(h, encode_positions(positions))) ::_exit(70);
+  while (auto m = channel_.receive(std::nullopt)) {
+    if (m->header.kind == MessageKind::reply && m->header.call_id == h.call_id)
+      return m->header.status;
+    if (m->header.kind == MessageKind::shutdown) ::_exit(0);
+    serve(*m);
+  }
+  ::_exit(70);  // the host is gone
 }
 
 // Snapshot: the state goes back as one blob in the output region. Restore: it comes in as one.

@@ -16,6 +16,7 @@
 #include <unordered_set>
 
 #include "isolation/child_process.hpp"
+#include "isolation/replay_filter.hpp"
 #include "plugin/host_context.hpp"
 
 namespace sluice::isolation {
@@ -87,6 +88,12 @@ const char* call_name(MessageKind kind) {
       return "snapshot()";
     case MessageKind::restore:
       return "restore()";
+    case MessageKind::poll:
+      return "poll()";
+    case MessageKind::commit:
+      return "commit()";
+    case MessageKind::set_paused:
+      return "set_paused()";
     default:
       return "a call";
   }
@@ -100,6 +107,7 @@ struct Outcome {
   std::string message;
   size_t region_size = 0;
   double plugin_us = 0;  // the plugin's own time in the call
+  uint32_t flags = 0;    // kEndOfStream
 };
 
 }  // namespace
@@ -114,7 +122,9 @@ class Proxy {
   sluice_status start(sluice_error* error);
   sluice_status batch(MessageKind kind, const sluice_batch* in, sluice_writer* out,
                       sluice_error* error);
-  sluice_status simple(MessageKind kind, sluice_error* error);
+  sluice_status simple(MessageKind kind, sluice_error* error, std::string_view payload = {});
+  sluice_status poll(sluice_poll_args* args, sluice_writer* out, sluice_error* error);
+  void set_paused(int32_t paused);
   sluice_status snapshot(sluice_buffer* out, sluice_error* error);
   sluice_status restore(const uint8_t* data, size_t len, sluice_error* error);
   void memory_pressure(double level);
@@ -123,8 +133,14 @@ class Proxy {
   using Indices = std::vector<size_t>;
 
   bool ensure_child(std::string* why, std::string* field = nullptr);
-  Outcome call(MessageKind kind, size_t region_size, std::string_view payload = {});
-  Outcome await_reply(MessageKind kind, uint64_t call_id);
+  // `extra_ms` lengthens the deadline (a poll may wait its own timeout_ms).
+  Outcome call(MessageKind kind, size_t region_size, std::string_view payload = {},
+               uint32_t extra_ms = 0);
+  Outcome await_reply(MessageKind kind, uint64_t call_id, uint32_t extra_ms);
+  void answer_drain(const Message& m);
+  void after_restart();
+  bool deliver_polled(const Outcome& o, sluice_writer* out);
+  sluice_status poll_crashed(const Outcome& o, sluice_error* error);
   Outcome attempt(MessageKind kind, const sluice_batch* in, const Indices& indices);
   void deliver(const Outcome& o, const Indices& indices, sluice_writer* out);
   sluice_status bisect(MessageKind kind, const sluice_batch* in, const Indices& indices,
@@ -141,7 +157,8 @@ class Proxy {
   std::shared_ptr<const ProxySpec> spec_;
   const sluice_host_api* host_;
   std::string config_;
-  std::mutex mu_;
+  // Recursive: a source's poll may drain, and the host then commits on the same thread.
+  std::recursive_mutex mu_;
   std::unique_ptr<ChildProcess> child_;
   uint64_t call_id_ = 0;
   bool started_ = false;
@@ -150,6 +167,8 @@ class Proxy {
   std::optional<std::string> state_;  // the last snapshot or restore, for a restarted child
   std::unordered_set<uint64_t> quarantine_;
   std::string last_crash_;
+  ReplayFilter replay_;  // a source's: what a restarted child polls again
+  bool paused_ = false;  // a source's last set_paused, for a restarted child
 };
 
 Proxy::~Proxy() {
@@ -179,9 +198,10 @@ void Proxy::log(int32_t level, const std::string& text) {
   host_->sluice_host_log(host_->host_ctx, level, text.data(), text.size());
 }
 
-Outcome Proxy::await_reply(MessageKind kind, uint64_t call_id) {
-  const auto timeout = std::chrono::milliseconds(spec_->settings.call_timeout_ms);
-  const Deadline deadline = Clock::now() + timeout;
+Outcome Proxy::await_reply(MessageKind kind, uint64_t call_id, uint32_t extra_ms) {
+  const auto timeout =
+      std::chrono::milliseconds(uint64_t{spec_->settings.call_timeout_ms} + extra_ms);
+  Deadline deadline = Clock::now() + timeout;
   Outcome o;
   for (;;) {
     bool timed_out = false;
@@ -208,24 +228,49 @@ Outcome Proxy::await_reply(MessageKind kind, uint64_t call_id) {
       count(m->payload.c_str(), h.number);
     else if (h.kind == MessageKind::gauge_set)
       gauge(m->payload.c_str(), h.number);
-    else if (h.kind == MessageKind::reply && h.call_id == call_id) {
+    else if (h.kind == MessageKind::drain) {
+      const auto started = Clock::now();
+      answer_drain(*m);
+      deadline += Clock::now() - started;  // the drain's time is the host's, not the plugin's
+      if (!child_) {                       // it died in the commit the drain made
+        o.crashed = true;
+        o.crash = last_crash_;
+        return o;
+      }
+    } else if (h.kind == MessageKind::reply && h.call_id == call_id) {
       o.status = h.status;
       o.message = m->payload;
       o.region_size = h.region_size;
       o.plugin_us = h.number;
+      o.flags = h.flags;
       return o;
     }
   }
 }
 
-Outcome Proxy::call(MessageKind kind, size_t region_size, std::string_view payload) {
+// A source's sluice_host_drain from inside its poll: the host drains and commits (through this
+// proxy, on this thread), then the child gets the answer.
+void Proxy::answer_drain(const Message& m) {
+  const std::vector<sluice_position> positions = decode_positions(m.payload);
+  const sluice_status st = host_->sluice_host_drain(
+      host_->host_ctx, positions.data(), positions.size(), static_cast<uint32_t>(m.header.number));
+  if (!child_) return;
+  MessageHeader h;
+  h.kind = MessageKind::reply;
+  h.call_id = m.header.call_id;
+  h.status = st;
+  child_->channel().send(h);
+}
+
+Outcome Proxy::call(MessageKind kind, size_t region_size, std::string_view payload,
+                    uint32_t extra_ms) {
   MessageHeader h;
   h.kind = kind;
   h.call_id = next_call_id();
   h.region_size = region_size;
   h.number = plugin::process_memory_pressure();
   child_->channel().send(h, payload);  // a dead child shows in the reply's absence
-  return await_reply(kind, h.call_id);
+  return await_reply(kind, h.call_id, extra_ms);
 }
 
 // Starts a child and creates the instance in it (restoring the last state after a crash).
@@ -251,7 +296,7 @@ bool Proxy::ensure_child(std::string* why, std::string* field) {
     child_.reset();
     return false;
   }
-  if (started_) count("isolation.restarts");
+  const bool restarted = started_;
   started_ = true;
   if (state_ && has_hook(s.real.table, &sluice_plugin::restore)) {
     RegionWriter w(child_->input());
@@ -262,7 +307,17 @@ bool Proxy::ensure_child(std::string* why, std::string* field) {
       log(SLUICE_LOG_WARN, "the restarted plugin process did not take the last snapshot: " +
                                (r.crashed ? r.crash : r.message));
   }
+  if (restarted && child_) after_restart();
   return child_ != nullptr;
+}
+
+// A new child after a crash: counted; a source's is told it is paused, and what it polls again
+// is dropped.
+void Proxy::after_restart() {
+  count("isolation.restarts");
+  if (spec_->real.kind != SLUICE_KIND_SOURCE) return;
+  replay_.child_restarted();
+  if (paused_) call(MessageKind::set_paused, 0, "1");
 }
 
 sluice_status Proxy::start(sluice_error* error) {
@@ -387,15 +442,16 @@ sluice_status Proxy::batch(MessageKind kind, const sluice_batch* in, sluice_writ
   return status;
 }
 
-// flush and pre_commit: a child that dies in them fails the call (it restarts on the next one).
-sluice_status Proxy::simple(MessageKind kind, sluice_error* error) {
+// flush, pre_commit and commit: a child that dies in them fails the call (it restarts on the
+// next one).
+sluice_status Proxy::simple(MessageKind kind, sluice_error* error, std::string_view payload) {
   std::lock_guard lock(mu_);
   std::string why;
   if (!ensure_child(&why)) {
     set_error(error, why);
     return SLUICE_ERROR;
   }
-  const Outcome o = call(kind, 0);
+  const Outcome o = call(kind, 0, payload);
   if (o.crashed) {
     note_crash(kind, o.crash);
     set_error(error, fmt::format("plugin process {} in {}", o.crash, call_name(kind)));
@@ -403,6 +459,69 @@ sluice_status Proxy::simple(MessageKind kind, sluice_error* error) {
   }
   if (o.status != SLUICE_OK) set_error(error, o.message);
   return o.status;
+}
+
+// The records of a poll that died with its child were never read (the host reads the output
+// region only after a reply): none is half-delivered. The next poll starts a new child.
+sluice_status Proxy::poll(sluice_poll_args* args, sluice_writer* out, sluice_error* error) {
+  std::lock_guard lock(mu_);
+  const auto started = Clock::now();
+  std::string why;
+  if (!ensure_child(&why)) {
+    set_error(error, why);
+    return SLUICE_ERROR;
+  }
+  const bool has_max_bytes =
+      args->struct_size >= offsetof(sluice_poll_args, max_bytes) + sizeof(uint64_t);
+  const PollRequest request{args->max_records, args->timeout_ms,
+                            has_max_bytes ? args->max_bytes : UINT64_MAX};
+  const std::string_view payload(reinterpret_cast<const char*>(&request), sizeof request);
+  Outcome o;
+  do {  // a restarted child's poll of replays only: polled again at once
+    o = call(MessageKind::poll, 0, payload, args->timeout_ms);
+    if (o.crashed) return poll_crashed(o, error);
+  } while (!deliver_polled(o, out) && o.status == SLUICE_OK && !(o.flags & kEndOfStream));
+  if (o.flags & kEndOfStream) args->end_of_stream = 1;
+  if (consecutive_crashes_ == 0) count_crossing(started, o.plugin_us);
+  consecutive_crashes_ = 0;
+  if (o.status != SLUICE_OK) set_error(error, o.message);
+  return o.status;
+}
+
+// A poll whose child died is an empty poll: the crash is counted and logged, and the next poll
+// restarts the child (with backoff). Too many crashes in a window fail the poll.
+sluice_status Proxy::poll_crashed(const Outcome& o, sluice_error* error) {
+  note_crash(MessageKind::poll, o.crash);
+  ++consecutive_crashes_;
+  if (!too_many_crashes()) return SLUICE_OK;
+  set_error(error, fmt::format("plugin process crashed {} times in {} s (last: {})",
+                               crashes_.size(), kCrashWindow.count(), o.crash));
+  return SLUICE_ERROR;
+}
+
+// False when every record polled was a replay (dropped): the host got nothing from this poll.
+bool Proxy::deliver_polled(const Outcome& o, sluice_writer* out) {
+  const RegionView view = read_region(child_->output(), o.region_size);
+  size_t replays = 0;
+  for (const sluice_record& r : view.records) {
+    if (replay_.replaying() && replay_.is_replay(r)) {
+      ++replays;
+      continue;
+    }
+    replay_.delivered(r);
+    out->append(out->host_ctx, SIZE_MAX, &r);
+  }
+  if (replays > 0) count("isolation.replayed_dropped", static_cast<double>(replays));
+  return replays == 0 || replays < view.records.size();
+}
+
+// A restarted child is told too (after_restart).
+void Proxy::set_paused(int32_t paused) {
+  std::lock_guard lock(mu_);
+  paused_ = paused != 0;
+  if (!child_) return;
+  const Outcome o = call(MessageKind::set_paused, 0, paused_ ? "1" : "0");
+  if (o.crashed) note_crash(MessageKind::set_paused, o.crash);
 }
 
 sluice_status Proxy::snapshot(sluice_buffer* out, sluice_error* error) {
@@ -446,9 +565,10 @@ sluice_status Proxy::restore(const uint8_t* data, size_t len, sluice_error* erro
 
 // From the memory monitor's thread: skipped while a call runs, so the monitor never waits.
 void Proxy::memory_pressure(double level) {
-  std::unique_lock lock(mu_, std::try_to_lock);
+  std::unique_lock<std::recursive_mutex> lock(mu_, std::try_to_lock);
   if (!lock.owns_lock() || !child_) return;
-  const Outcome o = call(MessageKind::memory_pressure, 0);
+  const Outcome o =
+      call(MessageKind::memory_pressure, 0, {reinterpret_cast<const char*>(&level), sizeof level});
   if (o.crashed) note_crash(MessageKind::memory_pressure, o.crash);
 }
 
@@ -506,6 +626,26 @@ sluice_status proxy_put(void* instance, const sluice_batch* in, sluice_writer* r
                  [&] { return as_proxy(instance)->batch(MessageKind::put, in, rejects, error); });
 }
 
+sluice_status proxy_poll(void* instance, sluice_poll_args* args, sluice_writer* out,
+                         sluice_error* error) {
+  return guarded(error, [&] { return as_proxy(instance)->poll(args, out, error); });
+}
+
+sluice_status proxy_commit(void* instance, const sluice_position* positions, size_t count,
+                           sluice_error* error) {
+  return guarded(error, [&] {
+    return as_proxy(instance)->simple(MessageKind::commit, error,
+                                      encode_positions({positions, count}));
+  });
+}
+
+void proxy_set_paused(void* instance, int32_t paused) {
+  guarded(nullptr, [&] {
+    as_proxy(instance)->set_paused(paused);
+    return SLUICE_OK;
+  });
+}
+
 sluice_status proxy_flush(void* instance, sluice_error* error) {
   return guarded(error, [&] { return as_proxy(instance)->simple(MessageKind::flush, error); });
 }
@@ -543,6 +683,9 @@ void fill_table(ProxySpec& s) {
   t.config_schema_json = s.real.schema_json.c_str();
   t.create = &proxy_create;
   t.destroy = &proxy_destroy;
+  if (has_hook(real, &sluice_plugin::poll)) t.poll = &proxy_poll;
+  if (has_hook(real, &sluice_plugin::commit)) t.commit = &proxy_commit;
+  if (has_hook(real, &sluice_plugin::set_paused)) t.set_paused = &proxy_set_paused;
   if (has_hook(real, &sluice_plugin::process)) t.process = &proxy_process;
   if (has_hook(real, &sluice_plugin::put)) t.put = &proxy_put;
   if (has_hook(real, &sluice_plugin::flush)) t.flush = &proxy_flush;
@@ -577,8 +720,7 @@ plugin::PluginInfo make_proxy(const plugin::PluginInfo& real, const std::string&
 
 plugin::PluginInfo plugin_info_for(const plugin::PluginInfo& real, const std::string& instance_name,
                                    const core::IsolationSettings& settings) {
-  const bool isolated = settings.process && real.kind != SLUICE_KIND_SOURCE;  // not yet
-  return isolated ? make_proxy(real, instance_name, settings) : real;
+  return settings.process ? make_proxy(real, instance_name, settings) : real;
 }
 
 std::string trial_load(const std::filesystem::path& file, sluice_kind kind,

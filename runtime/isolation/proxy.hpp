@@ -12,12 +12,11 @@ namespace sluice::isolation {
 
 // A PluginInfo like `real` (same names, schema and optional hooks) whose table runs the plugin
 // of `real.file` in a child process. `instance_name` is the name the instance will be created
-// under (the proxy's create finds its settings by it). Sources are not supported.
+// under (the proxy's create finds its settings by it).
 plugin::PluginInfo make_proxy(const plugin::PluginInfo& real, const std::string& instance_name,
                               const core::IsolationSettings& settings);
 
-// `real` itself, or make_proxy(...) when `settings.process` is set (a source always runs in
-// process; the config refuses `isolation: process` on one).
+// `real` itself, or make_proxy(...) when `settings.process` is set.
 plugin::PluginInfo plugin_info_for(const plugin::PluginInfo& real, const std::string& instance_name,
                                    const core::IsolationSettings& settings);
 

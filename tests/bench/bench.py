@@ -297,47 +297,55 @@ def bench_overhead(h):
 
 
 def bench_isolation(h):
-    """The JSON transform in process vs in a `sluice plugin-host` child (issue 16)."""
+    """The JSON transform in process vs in a `sluice plugin-host` child (issue 16); and, for
+    information, the generator source in a child (its polls crossing instead)."""
     count = 500_000 if h.quick else 5_000_000
     batch = 1000
     fixed = {"adaptive_batching": False, "batch_size": batch, "min_batch_size": batch,
              "max_batch_size": batch, "adaptive_concurrency": False, "concurrency": 1,
              "min_concurrency": 1, "max_concurrency": 1}
 
-    def spec(isolation):
-        return {"name": "bench_isolation", "source": generator(count=count),
+    def spec(isolation, source_isolation="none"):
+        return {"name": "bench_isolation",
+                "source": generator(count=count, isolation=source_isolation),
                 "transforms": [{**JSON_TRANSFORM, "isolation": isolation}],
                 "sink": {"type": "null"}, "performance": fixed}
 
-    def isolated(tag):
-        fig = h.run_sluice(tag, spec("process"))
-        # The proxy's own counters (in the stats file): what each batch's call cost beyond the
-        # plugin's time in the child: both crossings, the socket round trip, the copies.
+    def isolated(tag, stage, run_spec):
+        fig = h.run_sluice(tag, run_spec)
+        # The proxy's own counters (in the stats file): what each call cost beyond the plugin's
+        # time in the child: both crossings, the socket round trip, the copies.
         stats = json.loads((h.work_dir / f"{tag}.stats.json").read_text())
         for pipeline in stats["pipelines"].values():
-            for stage in pipeline["stages"].values():
-                extra = stage.get("extra", {})
-                batches = extra.get("bench_isolation.transform0.isolation.batches")
-                total = extra.get("bench_isolation.transform0.isolation.crossing_us")
-                if batches:
-                    fig["per_batch_crossing_us"] = total / batches
+            for st in pipeline["stages"].values():
+                extra = st.get("extra", {})
+                calls = extra.get(f"bench_isolation.{stage}.isolation.batches")
+                total = extra.get(f"bench_isolation.{stage}.isolation.crossing_us")
+                if calls:
+                    fig["per_batch_crossing_us"] = total / calls
+                    fig["records_per_call"] = count / calls
         return fig
 
     runs = h.interleaved("isolation", {
         "in_process": lambda tag: h.run_sluice(tag, spec("none")),
-        "process": isolated,
+        "process": lambda tag: isolated(tag, "transform0", spec("process")),
+        "source_process": lambda tag: isolated(tag, "source", spec("none", "process")),
     }, h.reps(3, 3))
+    crossing = [("per_batch_crossing_us", "per_batch_crossing_us"),
+                ("records_per_call", "records_per_call")]
     arms = {"in_process": arm_summary(runs["in_process"]),
-            "process": arm_summary(runs["process"],
-                                   [("per_batch_crossing_us", "per_batch_crossing_us")])}
+            "process": arm_summary(runs["process"], crossing),
+            "source_process": arm_summary(runs["source_process"], crossing)}
     inside = arms["in_process"]["records_per_s"]
     outside = arms["process"]["records_per_s"]
     checks = [check("process_vs_in_process", ratio(outside, inside), ">=", 0.75)]
     config = {"records": count, "pipeline": "generator -> fields (add) -> null",
               "batch_size": batch, "concurrency": 1,
               "ratio": ratio(outside, inside),
-              "per_batch_crossing_us": "per isolated call: the host's time for the call less "
-                                       "the plugin's time in the child (median of the runs)"}
+              "source_ratio": ratio(arms["source_process"]["records_per_s"], inside),
+              "per_batch_crossing_us": "per isolated call (a transform's batch, a source's poll): "
+                                       "the host's time for the call less the plugin's time in "
+                                       "the child (median of the runs)"}
     return arms, checks, config, runs
 
 

@@ -1,13 +1,16 @@
 // Test module crashy: a transform (and a sink) that passes records on, except that a value
 // containing `poison` makes it segfault, abort, call exit(0) or loop forever; `leak_kb` leaks that
 // much per record and aborts when malloc fails (as an xmalloc would); its state (snapshot) is what
-// was last restored. Built with CRASHY_CTOR_ABORT,
+// was last restored. A source of {"seq":N} records that does the same when it reaches one seq,
+// once (a marker file), and keeps its committed position in a file. Built with CRASHY_CTOR_ABORT,
 // the library aborts as soon as it is loaded.
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <sluice/sdk.hpp>
+#include <string>
 
 namespace {
 
@@ -24,6 +27,13 @@ void crash(const std::string& how) {
   if (how == "exit") std::exit(0);
   if (how == "hang")
     for (;;) ::pause();
+}
+
+// Leaks `bytes`, aborting when malloc fails (as an xmalloc would).
+void leak(size_t bytes) {
+  void* p = std::malloc(bytes);
+  if (p == nullptr) std::abort();
+  std::memset(p, 1, bytes);
 }
 
 class Crashy final : public sluice::Transform {
@@ -53,18 +63,12 @@ class Crashy final : public sluice::Transform {
     for (size_t i = 0; i < in.size(); ++i) {
       const auto r = in[i];
       if (!poison_.empty() && r.value().find(poison_) != std::string_view::npos) crash(on_poison_);
-      if (leak_bytes_ > 0) leak();
+      if (leak_bytes_ > 0) leak(leak_bytes_);
       out.forward(i, r);
     }
   }
 
  private:
-  void leak() const {
-    void* p = std::malloc(leak_bytes_);
-    if (p == nullptr) std::abort();
-    std::memset(p, 1, leak_bytes_);
-  }
-
   const std::string poison_;
   const std::string on_poison_;
   const size_t leak_bytes_;
@@ -93,7 +97,92 @@ class CrashySink final : public sluice::Sink {
   const std::string on_poison_;
 };
 
+// Records {"seq":N} at offsets N of topic crashy, partition 0, from the committed position on.
+// On reaching seq `crash_at` it crashes (`on_poison`) if `crash_marker` does not exist yet (and
+// creates it first), so it crashes once; `drain_at` makes that poll drain partition 0 first.
+class CrashySource final : public sluice::Source {
+ public:
+  static sluice::ConfigSchema schema() {
+    sluice::ConfigSchema s;
+    s.integer("count").default_value(0).min(0).doc("Records in all (0 = unbounded).");
+    s.integer("crash_at").default_value(-1).doc("The seq at which a poll crashes (-1: never).");
+    s.string("on_poison")
+        .default_value("segfault")
+        .one_of({"segfault", "abort", "exit", "hang"})
+        .doc("What happens at crash_at.");
+    s.string("crash_marker")
+        .default_value("")
+        .path(sluice::ConfigSchema::PathKind::output)
+        .doc("Crash only while this file does not exist.");
+    s.string("position_file")
+        .default_value("")
+        .path(sluice::ConfigSchema::PathKind::output)
+        .doc("Where commits are kept (empty: nowhere).");
+    s.integer("drain_at").default_value(-1).doc("The seq before which a poll drains.");
+    s.integer("leak_kb").default_value(0).min(0).doc("KiB leaked per record.");
+    return s;
+  }
+  static std::string description() { return "{\"seq\":N} records; crashes once at one seq."; }
+
+  CrashySource(const sluice::Config& c, sluice::Host& host)
+      : host_(host),
+        count_(c.get_int("count", 0)),
+        crash_at_(c.get_int("crash_at", -1)),
+        drain_at_(c.get_int("drain_at", -1)),
+        on_poison_(c.get_string("on_poison", "segfault")),
+        marker_(c.get_string("crash_marker")),
+        position_file_(c.get_string("position_file")),
+        leak_bytes_(static_cast<size_t>(c.get_int("leak_kb", 0)) * 1024) {
+    std::ifstream in(position_file_);
+    int64_t committed = -1;
+    if (!position_file_.empty() && in >> committed) seq_ = committed + 1;
+  }
+
+  bool poll(sluice::Output& out, size_t max_records, uint32_t /*timeout_ms*/) override {
+    sluice::OutRecord rec;
+    rec.topic = "crashy";
+    for (size_t i = 0; i < max_records && !out.full() && !done(); ++i, ++seq_) {
+      if (seq_ == crash_at_ && !marker_.empty() && ::access(marker_.c_str(), F_OK) != 0) {
+        std::ofstream(marker_) << "crashed\n";
+        crash(on_poison_);
+      }
+      if (seq_ == drain_at_ && i == 0) {
+        const sluice_position p{sizeof(sluice_position), {}, 0, seq_ - 1};
+        host_.gauge_set("drained", host_.drain({&p, 1}, 30000) ? 1 : -1);
+      }
+      if (leak_bytes_ > 0) leak(leak_bytes_);
+      value_ = "{\"seq\":" + std::to_string(seq_) + "}";
+      rec.topic = "crashy";
+      rec.value = std::string_view(value_);
+      rec.offset = seq_;
+      out.emit(rec);
+    }
+    return done();
+  }
+
+  void commit(std::span<const sluice::Position> positions) override {
+    for (const auto& p : positions) {
+      host_.counter_add("commits", 1);
+      if (!position_file_.empty()) std::ofstream(position_file_, std::ios::trunc) << p.offset;
+    }
+  }
+  void set_paused(bool paused) override { host_.gauge_set("paused", paused ? 1 : 0); }
+  void on_memory_pressure(double level) override { host_.gauge_set("pressure", level); }
+  std::string snapshot() override { return std::to_string(seq_); }
+  void restore(std::string_view state) override { seq_ = std::stoll(std::string(state)); }
+
+ private:
+  bool done() const { return count_ > 0 && seq_ >= count_; }
+
+  sluice::Host& host_;
+  const int64_t count_, crash_at_, drain_at_;
+  const std::string on_poison_, marker_, position_file_;
+  const size_t leak_bytes_;
+  int64_t seq_ = 0;
+  std::string value_;
+};
+
 }  // namespace
 
-SLUICE_MODULE("crashy", "1.0.0", SLUICE_TRANSFORM(Crashy, "crashy"),
-              SLUICE_SINK(CrashySink, "crashy"))
+SLUICE_MODULE("crashy", "1.0.0", SLUICE_SOURCE(CrashySource, "crashy"),
+              SLUICE_TRANSFORM(Crashy, "crashy"), SLUICE_SINK(CrashySink, "crashy"))

@@ -7,6 +7,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -14,6 +16,7 @@
 #include "config/stage_config.hpp"
 #include "isolation/child_process.hpp"
 #include "isolation/proxy.hpp"
+#include "isolation/replay_filter.hpp"
 #include "isolation/shared_region.hpp"
 #include "plugin/plugin_instance.hpp"
 
@@ -41,6 +44,11 @@ fs::path crashy_file(const char* variant = "crashy") {
 
 sluice_bytes bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 std::string text(sluice_bytes b) {
@@ -278,6 +286,183 @@ TEST_CASE("a restarted child gets the last state back through restore") {
   CHECK(seen == state);
 }
 
+namespace {
+
+// An isolated crashy source: polls, commits, and what the host would see of them.
+struct IsolatedSource : Isolated {
+  explicit IsolatedSource(const std::string& config, uint32_t timeout_ms = 30000)
+      : Isolated(config, timeout_ms, "src", SLUICE_KIND_SOURCE) {}
+  // The seqs of one poll (values {"seq":N} at offset N), checked against their offsets.
+  std::vector<int64_t> poll(uint32_t max_records, uint64_t max_bytes = UINT64_MAX,
+                            sluice_status* status = nullptr, int32_t* end = nullptr) {
+    sluice_poll_args args{sizeof(sluice_poll_args), max_records, 10, 0, max_bytes};
+    Collected c;
+    sluice_writer w = c.writer();
+    std::vector<int64_t> offsets;
+    w.host_ctx = &offsets;
+    w.append = [](void* ctx, size_t index, const sluice_record* r) {
+      CHECK(index == SIZE_MAX);
+      CHECK(text(r->value) == "{\"seq\":" + std::to_string(r->offset) + "}");
+      CHECK(text(r->topic) == "crashy");
+      static_cast<std::vector<int64_t>*>(ctx)->push_back(r->offset);
+      return SLUICE_OK;
+    };
+    plugin::CallError err;
+    const sluice_status st = instance->table().poll(instance->handle(), &args, &w, err.get());
+    if (status) *status = st;
+    if (end) *end = args.end_of_stream;
+    return offsets;
+  }
+  sluice_status commit(int64_t offset) {
+    const std::string topic = "crashy";
+    const sluice_position p{sizeof(sluice_position), bytes(topic), 0, offset};
+    plugin::CallError err;
+    return instance->table().commit(instance->handle(), &p, 1, err.get());
+  }
+};
+
+std::vector<int64_t> seqs(int64_t from, int64_t to) {  // [from, to)
+  std::vector<int64_t> v;
+  for (int64_t i = from; i < to; ++i) v.push_back(i);
+  return v;
+}
+
+// A crashy source keeping its position in `dir`, crashing once at `crash_at` (-1: never).
+std::string source_config(const fs::path& dir, int crash_at = -1,
+                          const std::string& on_poison = "segfault", int drain_at = -1) {
+  return R"({"count":0,"leak_kb":0,"crash_at":)" + std::to_string(crash_at) + R"(,"on_poison":")" +
+         on_poison + R"(","drain_at":)" + std::to_string(drain_at) + R"(,"crash_marker":")" +
+         (dir / "marker").string() + R"(","position_file":")" + (dir / "position").string() + "\"}";
+}
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("sluice-isolation-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST_CASE("an isolated source: poll (max_records, max_bytes, end), commit, pause, pressure") {
+  const fs::path dir = fresh_dir("hooks");
+  IsolatedSource s(R"({"count":25,"crash_at":-1,"on_poison":"segfault","drain_at":-1,)"
+                   R"("leak_kb":0,"crash_marker":"","position_file":")" +
+                   (dir / "position").string() + "\"}");
+  CHECK(s.poll(10) == seqs(0, 10));
+  CHECK(s.poll(10, 1) == seqs(10, 11));  // the record that crosses max_bytes is the last
+  CHECK(s.poll(0).empty());
+  CHECK(s.commit(10) == SLUICE_OK);
+  CHECK(read_text(dir / "position") == "10");
+  CHECK(s.metric("commits") == 1);
+  s.instance->table().set_paused(s.instance->handle(), 1);
+  CHECK(s.metric("paused") == 1);
+  s.instance->table().on_memory_pressure(s.instance->handle(), 0.75);
+  CHECK(s.metric("pressure") == 0.75);
+  int32_t end = 0;
+  CHECK(s.poll(100, UINT64_MAX, nullptr, &end) == seqs(11, 25));
+  CHECK(end == 1);
+  CHECK(s.metric("isolation.batches") == 4);
+}
+
+TEST_CASE("an isolated source's state crosses with snapshot and restore") {
+  IsolatedSource s(source_config(fresh_dir("state")));
+  CHECK(s.poll(5) == seqs(0, 5));
+  std::string state;
+  sluice_buffer buf{sizeof(sluice_buffer), &state, [](void* ctx, const uint8_t* data, size_t len) {
+                      static_cast<std::string*>(ctx)->append(reinterpret_cast<const char*>(data),
+                                                             len);
+                    }};
+  plugin::CallError err;
+  REQUIRE(s.instance->table().snapshot(s.instance->handle(), &buf, err.get()) == SLUICE_OK);
+  CHECK(state == "5");
+  IsolatedSource next(source_config(fresh_dir("state-next")));
+  REQUIRE(next.instance->table().restore(next.instance->handle(),
+                                         reinterpret_cast<const uint8_t*>(state.data()),
+                                         state.size(), err.get()) == SLUICE_OK);
+  CHECK(next.poll(3) == seqs(5, 8));
+}
+
+// A source child dies inside a poll at seq 25, once: that poll hands over nothing; the next
+// child resumes from the committed position (9) and what it polls again (10..19) is dropped.
+// `signal`: the child's death signal (0 for exit, -1 for a hang past the deadline).
+void check_source_restart(const std::string& on_poison, uint32_t timeout_ms, int signal) {
+  CAPTURE(on_poison);
+  const fs::path dir = fresh_dir("restart-" + on_poison);
+  IsolatedSource s(source_config(dir, 25, on_poison), timeout_ms);
+  s.instance->table().set_paused(s.instance->handle(), 1);
+  CHECK(s.poll(10) == seqs(0, 10));
+  CHECK(s.commit(9) == SLUICE_OK);
+  CHECK(s.poll(10) == seqs(10, 20));
+  sluice_status st = SLUICE_ERROR;
+  CHECK(s.poll(10, UINT64_MAX, &st).empty());  // 20..24 died with the child
+  CHECK(st == SLUICE_OK);
+  CHECK(s.metric("isolation.crashes") == 1);
+  CHECK(s.poll(10) == seqs(20, 30));
+  CHECK(s.metric("isolation.restarts") == 1);
+  CHECK(s.metric("isolation.replayed_dropped") == 10);
+  CHECK(s.poll(10) == seqs(30, 40));
+  CHECK(s.commit(39) == SLUICE_OK);  // the new child commits what the old one polled
+  CHECK(read_text(dir / "position") == "39");
+  CHECK(s.metric("paused") == 1);
+  if (signal >= 0) CHECK(s.metric("isolation.last_signal") == signal);
+  if (signal < 0) CHECK(s.metric("isolation.timeouts") == 1);
+}
+
+TEST_CASE("an isolated source that segfaults, aborts, exits or hangs in poll resumes exactly") {
+  check_source_restart("segfault", 30000, SIGSEGV);
+  check_source_restart("abort", 30000, SIGABRT);
+  check_source_restart("exit", 30000, 0);
+  check_source_restart("hang", 200, -1);
+}
+
+TEST_CASE("an isolated source's drain reaches the host, which commits through the same child") {
+  const fs::path dir = fresh_dir("drain");
+  IsolatedSource s(source_config(dir, -1, "segfault", 5));
+  std::vector<sluice_position> drained;
+  s.instance->host().set_drain([&](std::span<const sluice_position> ps, uint32_t timeout_ms) {
+    CHECK(timeout_ms == 30000);
+    drained.assign(ps.begin(), ps.end());
+    return s.commit(ps[0].offset);  // as the pipeline does: on the poll's thread
+  });
+  CHECK(s.poll(5) == seqs(0, 5));
+  CHECK(s.poll(5) == seqs(5, 10));
+  REQUIRE(drained.size() == 1);
+  CHECK(drained[0].offset == 4);
+  CHECK(read_text(dir / "position") == "4");
+  CHECK(s.metric("drained") == 1);
+}
+
+TEST_CASE("replays are told by offset per stream, and only in streams whose offsets grew") {
+  isolation::ReplayFilter f;
+  const std::string a = "a", b = "b";
+  auto rec = [](const std::string& topic, int32_t partition, int64_t offset) {
+    sluice_record r{};
+    r.struct_size = sizeof r;
+    r.topic = bytes(topic);
+    r.partition = partition;
+    r.offset = offset;
+    return r;
+  };
+  for (int64_t o = 0; o < 5; ++o) f.delivered(rec(a, 0, o));
+  f.delivered(rec(a, 1, 7));
+  f.delivered(rec(b, 0, 3));
+  f.delivered(rec(b, 0, 3));  // not growing: b/0 cannot be told by offset
+  CHECK_FALSE(f.replaying());
+  CHECK_FALSE(f.is_replay(rec(a, 0, 0)));  // no restart yet
+  f.child_restarted();
+  CHECK(f.replaying());
+  CHECK(f.is_replay(rec(a, 0, 0)));
+  CHECK(f.is_replay(rec(a, 0, 4)));
+  CHECK(f.is_replay(rec(a, 1, 7)));
+  CHECK_FALSE(f.is_replay(rec(b, 0, 3)));
+  CHECK_FALSE(f.is_replay(rec(a, 2, 0)));  // a stream never seen
+  CHECK_FALSE(f.is_replay(rec(a, 0, 5)));  // past the mark: a/0 leaves the filter
+  CHECK_FALSE(f.is_replay(rec(a, 0, 1)));
+  CHECK(f.is_replay(rec(a, 1, 6)));
+}
+
 TEST_CASE("a trial load reports a library that aborts while loading, and passes a good one") {
   isolation::set_host_executable(std::getenv("SLUICE_BIN"));
   const std::string config = R"({"poison":"","on_poison":"segfault","leak_kb":0})";
@@ -287,9 +472,9 @@ TEST_CASE("a trial load reports a library that aborts while loading, and passes 
   CHECK(why.find("killed by signal 6 (SIGABRT) while loading") != std::string::npos);
 }
 
-TEST_CASE("isolation keys are read per stage, and refused on a source with FILE:LINE:COL") {
+TEST_CASE("isolation keys are read per stage, sources included") {
   const auto file = config::parse_pipelines(
-      "name: p\nsource: {type: generator}\n"
+      "name: p\nsource: {type: generator, isolation: process, call_timeout_ms: 700}\n"
       "transforms:\n  - {type: fields, isolation: process, call_timeout_ms: 500, "
       "memory_limit_mb: 64}\nsink: {type: null}\n",
       "p.yaml");
@@ -298,15 +483,8 @@ TEST_CASE("isolation keys are read per stage, and refused on a source with FILE:
   CHECK(t.isolation.call_timeout_ms == 500);
   CHECK(t.isolation.memory_limit_mb == 64);
   CHECK(!file.pipelines.at(0).sink.isolation.process);
-  try {
-    config::parse_pipelines(
-        "name: p\nsource: {type: generator, isolation: process}\nsink: {type: null}\n", "p.yaml");
-    FAIL("a source with isolation: process was accepted");
-  } catch (const config::ConfigError& e) {
-    CHECK(std::string(e.what()) ==
-          "p.yaml:2:38: source.isolation: 'process' is not yet supported for sources (only "
-          "transforms and sinks)");
-  }
+  CHECK(file.pipelines.at(0).source.isolation.process);
+  CHECK(file.pipelines.at(0).source.isolation.call_timeout_ms == 700);
 }
 
 TEST_CASE("a misspelt isolation key gets a did-you-mean at its position") {
