@@ -2,6 +2,7 @@
 #include "kafka_sink.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdlib>
@@ -32,6 +33,20 @@ bool delivery_permanent(rd_kafka_resp_err_t err) {
   }
 }
 
+// The default transactional.id: stable across restarts of this worker, so a restarted process
+// fences the one it replaces and aborts what that one left open.
+std::string default_transactional_id(const std::string& pipeline) {
+  std::array<char, 256> host{};
+  if (gethostname(host.data(), host.size() - 1) != 0) host[0] = '\0';
+  return fmt::format("sluice-{}-{}", pipeline, host.data());
+}
+
+// Errors rd_kafka_producev finds in the record itself. Under a transaction every other error of
+// producev is the transaction's (it failed and must abort), not the record's.
+bool record_invalid(rd_kafka_resp_err_t err) {
+  return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE || err == RD_KAFKA_RESP_ERR__INVALID_ARG;
+}
+
 }  // namespace
 
 ConfigSchema KafkaSink::schema() {
@@ -43,6 +58,11 @@ ConfigSchema KafkaSink::schema() {
       .default_value(30000)
       .min(1)
       .doc("Longest a record may wait for Kafka's acknowledgement before put retries");
+  s.string("transactional_id")
+      .doc(
+          "With delivery: exactly_once, the producer's transactional.id; unique per worker and "
+          "stable across its restarts (default: sluice-<pipeline>-<hostname>)");
+  add_exactly_once_field(s);
   return s;
 }
 
@@ -57,7 +77,14 @@ KafkaSink::KafkaSink(const Config& config, Host& host)
       {"linger.ms", "5"},
   };
   // Idempotence makes the producer's own retries duplicate-free and ordered.
-  const Settings forced = {{"enable.idempotence", "true"}, {"acks", "all"}};
+  Settings forced = {{"enable.idempotence", "true"}, {"acks", "all"}};
+  const std::string pipeline = config.get_string(kExactlyOnceField);
+  if (!pipeline.empty()) {
+    std::string id = config.get_string("transactional_id");
+    if (id.empty()) id = default_transactional_id(pipeline);
+    forced.emplace_back("transactional.id", id);
+    transaction_ = Transaction::of(pipeline);
+  }
   ConfPtr conf = build_conf(config, host_, defaults, forced, *this);
   rd_kafka_conf_set_dr_msg_cb(conf.get(), &KafkaSink::on_delivery);
   rd_kafka_conf_set_error_cb(conf.get(), &KafkaSink::on_error);
@@ -75,10 +102,21 @@ KafkaSink::KafkaSink(const Config& config, Host& host)
   if (!producer_) throw ConfigError("properties", err.data());
   conf.release();  // rd_kafka_new took it
   reporter_ = std::thread([this] { serve_reports(); });
+  if (transaction_) {
+    try {
+      transaction_->attach(producer_.get(), report_wait_);
+    } catch (...) {
+      stopping_ = true;
+      reporter_.join();
+      throw;
+    }
+    host_.info(fmt::format("kafka sink: exactly-once, transactional.id {}", forced.back().second));
+  }
 }
 
 KafkaSink::~KafkaSink() {
-  if (producer_) {
+  if (transaction_) transaction_->detach(producer_.get());
+  if (producer_ && !transaction_) {
     const auto left = rd_kafka_flush(producer_.get(), static_cast<int>(flush_timeout_.count()));
     if (left != RD_KAFKA_RESP_ERR_NO_ERROR)
       host_.warn(fmt::format("kafka sink: {} messages not delivered at shutdown",
@@ -161,11 +199,48 @@ void KafkaSink::throw_if_fatal() {
         fmt::format("fatal Kafka producer error: {}: {}", rd_kafka_err2name(err), text.data()));
 }
 
+std::string KafkaSink::topic_of(const RecordView& record) const {
+  return topic_.empty() ? std::string(record.topic()) : topic_;
+}
+
 void KafkaSink::put(const Batch& in, Output& rejects) {
   log_relay().flush_to(host_);
   throw_if_fatal();
   if (in.empty()) return;
+  if (transaction_)
+    put_transactional(in, rejects);
+  else
+    put_acknowledged(in, rejects);
+}
 
+void KafkaSink::put_transactional(const Batch& in, Output& rejects) {
+  const auto lock = transaction_->produce_lock();
+  size_t rejected = 0;
+  for (size_t i = 0; i < in.size(); ++i) {
+    const RecordView record = in[i];
+    const std::string topic = topic_of(record);
+    if (topic.empty()) {
+      rejects.reject(i, "kafka sink: record has no topic and the kafka sink sets none");
+      ++rejected;
+      continue;
+    }
+    const auto err = produce(record, topic, nullptr);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+    if (record_invalid(err)) {
+      rejects.reject(i, "kafka sink: " + error_text(err));
+      ++rejected;
+      continue;
+    }
+    throw_if_fatal();
+    // Not in the transaction: it aborts at its end and the source consumes this input again.
+    transaction_->mark_failed(fmt::format("producing to {} failed: {}", topic, error_text(err)));
+    break;
+  }
+  host_.counter_add("records_produced", static_cast<double>(in.size() - rejected));
+  if (rejected > 0) host_.counter_add("records_rejected", static_cast<double>(rejected));
+}
+
+void KafkaSink::put_acknowledged(const Batch& in, Output& rejects) {
   auto batch = std::make_shared<BatchDelivery>();
   batch->tickets.reserve(in.size());
   for (size_t i = 0; i < in.size(); ++i) batch->tickets.push_back({batch.get(), i});
@@ -180,7 +255,7 @@ void KafkaSink::put(const Batch& in, Output& rejects) {
   std::vector<std::pair<size_t, std::string>> refused;
   for (size_t i = 0; i < in.size(); ++i) {
     const RecordView record = in[i];
-    const std::string topic = topic_.empty() ? std::string(record.topic()) : topic_;
+    const std::string topic = topic_of(record);
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (topic.empty()) {
       refused.emplace_back(i, "record has no topic and the kafka sink sets none");
@@ -238,6 +313,11 @@ void KafkaSink::put(const Batch& in, Output& rejects) {
   }
   host_.counter_add("records_produced", static_cast<double>(in.size() - rejected));
   if (rejected > 0) host_.counter_add("records_rejected", static_cast<double>(rejected));
+}
+
+void KafkaSink::pre_commit() {
+  // The host's last commit follows: the source ends the transaction there if all is done.
+  if (transaction_) transaction_->request_final_commit();
 }
 
 void KafkaSink::flush() {

@@ -13,6 +13,7 @@
 
 #include "rdkafka_common.hpp"
 #include "sluice/sdk.hpp"
+#include "transaction.hpp"
 
 namespace sluice::kafka {
 
@@ -49,6 +50,7 @@ class KafkaSink final : public Sink, private HandleContext {
 
   void put(const Batch& in, Output& rejects) override;
   void flush() override;
+  void pre_commit() override;
 
  private:
   static void on_delivery(rd_kafka_t* rk, const rd_kafka_message_t* message, void* opaque);
@@ -58,6 +60,12 @@ class KafkaSink final : public Sink, private HandleContext {
   rd_kafka_resp_err_t produce(const RecordView& record, const std::string& topic,
                               BatchDelivery::Ticket* ticket);
   void throw_if_fatal();
+  // Exactly-once: produces into the open transaction and returns without waiting for reports;
+  // the commit flushes, and a failed record aborts the transaction (its input is consumed again).
+  void put_transactional(const Batch& in, Output& rejects);
+  // At-least-once: returns once Kafka acknowledged every record.
+  void put_acknowledged(const Batch& in, Output& rejects);
+  std::string topic_of(const RecordView& record) const;
 
   Host& host_;
   std::string topic_;
@@ -65,6 +73,8 @@ class KafkaSink final : public Sink, private HandleContext {
   // How long put waits for reports: librdkafka reports every message within message.timeout.ms.
   std::chrono::milliseconds report_wait_;
   HandlePtr producer_;
+  // Set with `delivery: exactly_once`: the pipeline's transaction, shared with its source.
+  std::shared_ptr<Transaction> transaction_;
 
   // Batches still waiting for reports, owned here so a put that gave up leaves them alive.
   std::mutex batches_mutex_;

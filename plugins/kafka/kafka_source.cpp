@@ -47,6 +47,13 @@ bool commit_retriable(rd_kafka_resp_err_t err) {
   }
 }
 
+// Milliseconds left until `deadline`; -1 once it passed.
+int ms_until(std::chrono::steady_clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  return left.count() <= 0 ? -1 : static_cast<int>(left.count());
+}
+
 std::string describe(const rd_kafka_topic_partition_list_t* partitions) {
   std::string s;
   for (int i = 0; i < partitions->cnt; ++i) {
@@ -80,6 +87,13 @@ ConfigSchema KafkaSource::schema() {
   s.boolean("allow_auto_create")
       .default_value(false)
       .doc("Let the broker create missing topics instead of failing");
+  s.integer("transaction_interval_ms")
+      .default_value(1000)
+      .min(1)
+      .doc(
+          "With delivery: exactly_once, how long a transaction stays open: the target commit "
+          "interval (longer: fewer commits and pipeline drains; shorter: output visible sooner)");
+  add_exactly_once_field(s);
   s.validator([](const Config& c) {
     const bool has_topics = !c.get_strings("topics").empty();
     const bool has_regex = !c.get_string("topic_regex").empty();
@@ -97,7 +111,9 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
       topic_regex_(config.get_string("topic_regex")),
       allow_auto_create_(config.get_bool("allow_auto_create", false)),
       connect_timeout_(config.get_int("connect_timeout_ms", 10000)),
-      drain_timeout_ms_(static_cast<uint32_t>(config.get_int("drain_timeout_ms", 30000))) {
+      drain_timeout_ms_(static_cast<uint32_t>(config.get_int("drain_timeout_ms", 30000))),
+      auto_offset_reset_(config.get_string("auto_offset_reset", "earliest")),
+      transaction_interval_(config.get_int("transaction_interval_ms", 1000)) {
   if (bootstrap_servers_.empty())
     throw ConfigError("bootstrap_servers", "bootstrap_servers is required");
   const std::string group_id = config.get_string("group_id");
@@ -106,15 +122,22 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
     throw ConfigError("topics", "give exactly one of `topics` and `topic_regex`");
 
   const Settings defaults = {{"enable.partition.eof", "false"}};
-  const Settings forced = {
+  Settings forced = {
       {"group.id", group_id},
-      {"auto.offset.reset", config.get_string("auto_offset_reset", "earliest")},
+      {"auto.offset.reset", auto_offset_reset_},
       // Offsets move only through commit(): the host knows what is done, librdkafka does not.
       {"enable.auto.commit", "false"},
       {"enable.auto.offset.store", "false"},
       {"partition.assignment.strategy", "cooperative-sticky"},
       {"allow.auto.create.topics", allow_auto_create_ ? "true" : "false"},
   };
+  const std::string pipeline = config.get_string(kExactlyOnceField);
+  if (!pipeline.empty()) {
+    transaction_ = Transaction::of(pipeline);
+    // An exactly-once pipeline reads only committed input (the output of another one).
+    forced.emplace_back("isolation.level", "read_committed");
+    host_.gauge_set("transaction_interval_ms", static_cast<double>(transaction_interval_.count()));
+  }
   ConfPtr conf = build_conf(config, host_, defaults, forced, *this);
   std::array<char, 64> max_poll{};
   size_t max_poll_size = max_poll.size();
@@ -151,6 +174,7 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
 }
 
 KafkaSource::~KafkaSource() {
+  if (transaction_) log_transaction_totals();
   // The host drained and committed before destroying us: a revoke during close only unassigns.
   closing_ = true;
   if (consumer_) {
@@ -219,7 +243,15 @@ void KafkaSource::assign(rd_kafka_topic_partition_list_t* partitions) {
 
 void KafkaSource::revoke(rd_kafka_topic_partition_list_t* partitions) {
   rd_kafka_t* rk = consumer_.get();
-  if (!closing_) {
+  if (transaction_ && !closing_) {
+    // The transaction holds records of every partition: it ends here, while the group
+    // metadata still names us as the owner of the revoked ones.
+    if (drain_everything())
+      end_transaction();
+    else
+      transaction_->mark_failed(
+          fmt::format("revoked {} before every record was done", describe(partitions)));
+  } else if (!closing_) {
     // Finish and commit what was taken from these partitions while they are still ours;
     // after unassign the next owner starts from the committed offsets.
     std::vector<sluice_position> positions;
@@ -251,8 +283,10 @@ void KafkaSource::revoke(rd_kafka_topic_partition_list_t* partitions) {
   });
   stash_bytes_ = 0;
   for (const auto& m : stash_) stash_bytes_ += m->len + m->key_len;
-  for (int i = 0; i < partitions->cnt; ++i)
+  for (int i = 0; i < partitions->cnt; ++i) {
     assigned_.erase({partitions->elems[i].topic, partitions->elems[i].partition});
+    uncommitted_.erase({partitions->elems[i].topic, partitions->elems[i].partition});
+  }
 
   if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0) {
     if (ErrorPtr e{rd_kafka_incremental_unassign(rk, partitions)})
@@ -344,18 +378,32 @@ void KafkaSource::emit(Output& out, const rd_kafka_message_t& m) {
   out.emit(r);
   auto it = assigned_.find({std::string(r.topic), m.partition});
   if (it != assigned_.end()) it->second = std::max(it->second, m.offset);
+  if (transaction_) {
+    if (uncommitted_.empty()) transaction_began_ = Clock::now();
+    uncommitted_[{std::string(r.topic), m.partition}] = m.offset;
+    ++transaction_records_;
+  }
 }
 
 bool KafkaSource::poll(Output& out, size_t max_records, uint32_t timeout_ms) {
   log_relay().flush_to(host_);
   check_health();
+  if (transaction_) end_transaction_if_due();
 
   if (max_records == 0) {
     serve_group_while_paused();
     log_relay().flush_to(host_);
     return false;
   }
+  if (transaction_)
+    poll_transactional(out, max_records, timeout_ms);
+  else
+    poll_records(out, max_records, timeout_ms);
+  log_relay().flush_to(host_);
+  return false;
+}
 
+size_t KafkaSource::emit_stashed(Output& out, size_t max_records) {
   size_t emitted = 0;
   // out.full(): the poll's byte budget is used up; what is left stays in the stash (bounded).
   while (emitted < max_records && !out.full() && !stash_.empty()) {
@@ -364,18 +412,17 @@ bool KafkaSource::poll(Output& out, size_t max_records, uint32_t timeout_ms) {
     ++emitted;
   }
   apply_pause();
+  return emitted;
+}
 
+void KafkaSource::poll_records(Output& out, size_t max_records, uint32_t timeout_ms) {
+  size_t emitted = emit_stashed(out, max_records);
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   std::deque<MessagePtr> fresh;
   while (emitted < max_records && !out.full()) {
     // Wait only until the first record; after that take what is already there.
-    int wait_ms = 0;
-    if (emitted == 0) {
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) break;
-      wait_ms = static_cast<int>(left.count());
-    }
+    const int wait_ms = emitted == 0 ? ms_until(deadline) : 0;
+    if (wait_ms < 0) break;
     MessagePtr m = consumer_poll(wait_ms);
     if (!m) {
       if (emitted > 0 || Clock::now() >= deadline) break;
@@ -387,8 +434,28 @@ bool KafkaSource::poll(Output& out, size_t max_records, uint32_t timeout_ms) {
       ++emitted;
     }
   }
-  log_relay().flush_to(host_);
-  return false;
+}
+
+void KafkaSource::poll_transactional(Output& out, size_t max_records, uint32_t timeout_ms) {
+  // Every consumer call first, every emit after: a revoke (inside consumer_poll) ends the
+  // transaction with the offsets of what the host has taken, so nothing may be handed on in
+  // this poll before it. Messages go through the stash, which a revoke or rewind purges.
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::deque<MessagePtr> fresh;
+  while (stash_.size() < max_records && stash_bytes_ < kStashBytesLimit) {
+    const int wait_ms = stash_.empty() ? ms_until(deadline) : 0;
+    if (wait_ms < 0) break;
+    MessagePtr m = consumer_poll(wait_ms);
+    if (!m) {
+      if (!stash_.empty() || Clock::now() >= deadline) break;
+      continue;
+    }
+    if (accept(std::move(m), fresh)) {
+      stash_push(std::move(fresh.back()));
+      fresh.clear();
+    }
+  }
+  emit_stashed(out, max_records);
 }
 
 MessagePtr KafkaSource::consumer_poll(int timeout_ms) {
@@ -431,6 +498,15 @@ bool KafkaSource::is_assigned(const std::string& topic, int32_t partition) const
 }
 
 void KafkaSource::commit(std::span<const Position> positions) {
+  if (transaction_) {
+    // Offsets are committed inside the transaction, never here; the positions only tell
+    // whether everything handed on is done, which the last commit of a run waits for.
+    for (const auto& p : positions) acked_[{std::string(p.topic), p.partition}] = p.offset;
+    if (!in_drain_ && transaction_->final_commit_requested() && !uncommitted_.empty() &&
+        all_acked())
+      end_transaction();
+    return;
+  }
   PartitionListPtr offsets(rd_kafka_topic_partition_list_new(static_cast<int>(positions.size())));
   for (const auto& p : positions) {
     const std::string topic(p.topic);
@@ -495,6 +571,118 @@ void KafkaSource::apply_pause() {
 void KafkaSource::set_paused(bool /*paused*/) {
   // Nothing to do at once: a paused host polls with max_records == 0, and the source pauses
   // the assignment itself only when a long stall fills the stash (see kStashLimit).
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exactly-once.
+
+void KafkaSource::end_transaction_if_due() {
+  if (uncommitted_.empty()) return;
+  if (!transaction_->failed() && Clock::now() - transaction_began_ < transaction_interval_) return;
+  if (!drain_everything()) {
+    host_.warn(
+        "kafka source: records still in flight after drain_timeout_ms; the transaction "
+        "stays open");
+    return;
+  }
+  end_transaction();
+}
+
+bool KafkaSource::drain_everything() {
+  std::vector<sluice_position> positions;
+  positions.reserve(assigned_.size());
+  for (const auto& [key, offset] : assigned_) {
+    sluice_position pos{};
+    pos.struct_size = sizeof(pos);
+    pos.topic = as_bytes(std::string_view(key.first));
+    pos.partition = key.second;
+    pos.offset = offset;
+    positions.push_back(pos);
+  }
+  in_drain_ = true;
+  const bool drained = host_.drain(positions, drain_timeout_ms_);
+  in_drain_ = false;
+  return drained;
+}
+
+bool KafkaSource::all_acked() const {
+  for (const auto& [key, offset] : uncommitted_) {
+    auto it = acked_.find(key);
+    if (it == acked_.end() || it->second != offset) return false;
+  }
+  return true;
+}
+
+void KafkaSource::end_transaction() {
+  PartitionListPtr offsets(
+      rd_kafka_topic_partition_list_new(static_cast<int>(uncommitted_.size())));
+  for (const auto& [key, offset] : uncommitted_)
+    if (is_assigned(key.first, key.second))
+      rd_kafka_topic_partition_list_add(offsets.get(), key.first.c_str(), key.second)->offset =
+          offset + 1;
+  const auto started = Clock::now();
+  const bool committed = transaction_->commit(offsets.get(), consumer_.get(), host_);
+  publish_transaction_stats(started - transaction_began_, Clock::now() - started, committed);
+  uncommitted_.clear();
+  acked_.clear();
+  transaction_records_ = 0;
+  if (!committed) rewind();
+}
+
+void KafkaSource::publish_transaction_stats(Clock::duration age, Clock::duration commit_time,
+                                            bool committed) {
+  using Ms = std::chrono::duration<double, std::milli>;
+  host_.counter_add(committed ? "transactions_committed" : "transactions_aborted", 1);
+  ++(committed ? totals_.committed : totals_.aborted);
+  if (!committed) return;
+  host_.log(Host::Level::debug,
+            fmt::format("kafka source: transaction committed: {} records", transaction_records_));
+  totals_.records += transaction_records_;
+  totals_.age += age;
+  host_.gauge_set("transaction_records", static_cast<double>(transaction_records_));
+  host_.gauge_set("transaction_age_ms", Ms(age).count());
+  host_.gauge_set("transaction_commit_ms", Ms(commit_time).count());
+}
+
+void KafkaSource::log_transaction_totals() {
+  using Ms = std::chrono::duration<double, std::milli>;
+  const double n = static_cast<double>(std::max<size_t>(totals_.committed, 1));
+  host_.info(fmt::format(
+      "kafka source: exactly-once: {} transactions committed, {} aborted; {:.0f} records and "
+      "{:.0f} ms per committed transaction on average (transaction_interval_ms {})",
+      totals_.committed, totals_.aborted, static_cast<double>(totals_.records) / n,
+      Ms(totals_.age).count() / n, transaction_interval_.count()));
+}
+
+void KafkaSource::rewind() {
+  rd_kafka_topic_partition_list_t* raw = nullptr;
+  auto err = rd_kafka_assignment(consumer_.get(), &raw);
+  PartitionListPtr positions(raw);
+  const int timeout_ms = static_cast<int>(connect_timeout_.count());
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+    err = rd_kafka_committed(consumer_.get(), positions.get(), timeout_ms);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    throw Fatal(
+        fmt::format("kafka source: cannot read the committed offsets to rewind to after "
+                    "an aborted transaction ({}); stopping, a restart resumes there",
+                    error_text(err)));
+  for (int i = 0; i < positions->cnt; ++i) {
+    auto& p = positions->elems[i];
+    if (p.offset < 0)
+      p.offset = auto_offset_reset_ == "latest" ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+  }
+  if (ErrorPtr e{rd_kafka_seek_partitions(consumer_.get(), positions.get(), timeout_ms)})
+    throw Fatal(fmt::format("kafka source: cannot rewind after an aborted transaction: {}",
+                            rd_kafka_error_string(e.get())));
+  for (int i = 0; i < positions->cnt; ++i)
+    if (positions->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+      throw Fatal(fmt::format("kafka source: cannot rewind {}[{}]: {}", positions->elems[i].topic,
+                              positions->elems[i].partition, error_text(positions->elems[i].err)));
+  stash_.clear();
+  stash_bytes_ = 0;
+  for (auto& [key, offset] : assigned_) offset = -1;
+  host_.info(
+      fmt::format("kafka source: rewound {} to the committed offsets", describe(positions.get())));
 }
 
 }  // namespace sluice::kafka

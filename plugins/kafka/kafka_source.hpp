@@ -5,12 +5,14 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "rdkafka_common.hpp"
 #include "sluice/sdk.hpp"
+#include "transaction.hpp"
 
 namespace sluice::kafka {
 
@@ -47,6 +49,12 @@ class KafkaSource final : public Source, private HandleContext {
   // Takes a message from the consumer: records or errors. Returns true if it was a record.
   bool accept(MessagePtr message, std::deque<MessagePtr>& into);
   void emit(Output& out, const rd_kafka_message_t& message);
+  // Hands on stashed messages first (up to max_records); returns how many.
+  size_t emit_stashed(Output& out, size_t max_records);
+  // At least once: hands on messages as the consumer gives them.
+  void poll_records(Output& out, size_t max_records, uint32_t timeout_ms);
+  // Exactly once: takes from the consumer first, hands on after (see the .cpp).
+  void poll_transactional(Output& out, size_t max_records, uint32_t timeout_ms);
   // rd_kafka_consumer_poll, remembering when: that call is what keeps us in the group.
   MessagePtr consumer_poll(int timeout_ms);
   // While the host takes nothing: serves the group now and then, stashing what arrives.
@@ -57,6 +65,22 @@ class KafkaSource final : public Source, private HandleContext {
   void apply_pause();
   void pause_partitions(rd_kafka_topic_partition_list_t* partitions, bool paused);
   bool is_assigned(const std::string& topic, int32_t partition) const;
+
+  // Exactly-once (transaction_ set): the transaction ends after transaction_interval_ms, at a
+  // point where every record handed on is done (the host drains the pipeline).
+  void end_transaction_if_due();
+  // Asks the host to finish every record taken; false if drain_timeout_ms passed first.
+  bool drain_everything();
+  // Commits the transaction with the offsets after what was handed on, or (if it must abort)
+  // aborts it and rewinds.
+  void end_transaction();
+  // Seeks the assignment back to the committed offsets: what the aborted transaction held is
+  // consumed again. Throws Fatal if it cannot (a restart resumes from there instead).
+  void rewind();
+  // The host reported every record handed on in this transaction as done.
+  bool all_acked() const;
+  void log_transaction_totals();
+  void publish_transaction_stats(Clock::duration age, Clock::duration commit_time, bool committed);
 
   Host& host_;
   std::string bootstrap_servers_;
@@ -83,6 +107,24 @@ class KafkaSource final : public Source, private HandleContext {
 
   // The assignment, with the last offset handed to the host per partition (-1: none yet).
   std::map<PartitionKey, int64_t> assigned_;
+
+  std::string auto_offset_reset_;
+  std::shared_ptr<Transaction> transaction_;  // set with delivery: exactly_once
+  std::chrono::milliseconds transaction_interval_{1000};
+  // This transaction: the last offset handed on per partition, the host's positions (done
+  // offsets) reported since it began, when its first record was handed on, how many.
+  std::map<PartitionKey, int64_t> uncommitted_;
+  std::map<PartitionKey, int64_t> acked_;
+  Clock::time_point transaction_began_;
+  size_t transaction_records_ = 0;
+  bool in_drain_ = false;
+  // Totals over the run, logged at the end.
+  struct TransactionTotals {
+    size_t committed = 0;
+    size_t aborted = 0;
+    size_t records = 0;
+    Clock::duration age{};
+  } totals_;
 };
 
 }  // namespace sluice::kafka

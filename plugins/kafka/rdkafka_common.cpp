@@ -116,4 +116,9 @@ std::string error_text(rd_kafka_resp_err_t err) {
   return fmt::format("{} ({})", rd_kafka_err2str(err), rd_kafka_err2name(err));
 }
 
+void add_exactly_once_field(ConfigSchema& schema) {
+  schema.string(kExactlyOnceField)
+      .doc("Set by the host for a pipeline with `delivery: exactly_once` (do not write it)");
+}
+
 }  // namespace sluice::kafka

@@ -91,6 +91,11 @@ void set_conf(rd_kafka_conf_t* conf, const std::string& key, const std::string& 
 // The user's `properties` object has this key.
 bool has_property(const Config& config, const char* key);
 
+// Set by the host (never written by hand) on the kafka source and sink of a pipeline with
+// `delivery: exactly_once`: the pipeline's name, which pairs them (see transaction.hpp).
+inline constexpr const char* kExactlyOnceField = "exactly_once_pipeline";
+void add_exactly_once_field(ConfigSchema& schema);
+
 // "cannot reach Kafka at ..." style text for an error code.
 std::string error_text(rd_kafka_resp_err_t err);
 

@@ -19,8 +19,10 @@ namespace {
 constexpr uint64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
 constexpr uint64_t kMaxU64 = std::numeric_limits<uint64_t>::max();
 
-const std::vector<std::string> kPipelineKeys = {"name",        "source",      "transforms", "sink",
-                                                "dead_letter", "performance", "errors"};
+const std::vector<std::string> kPipelineKeys = {
+    "name", "source", "transforms", "sink", "dead_letter", "performance", "errors", "delivery"};
+// The key `delivery: exactly_once` hands to the kafka source and sink (plugins/kafka).
+constexpr const char* kExactlyOnceKey = "exactly_once_pipeline";
 
 bool valid_name(std::string_view name) {
   if (name.empty()) return false;
@@ -165,7 +167,53 @@ class FileParser {
     if (auto performance = find_entry(node, "performance"))
       spec.performance = parse_performance(*performance);
     if (auto errors = find_entry(node, "errors")) spec.errors = parse_errors(*errors, spec);
+    check_exactly_once_key_unset(spec);
+    if (auto delivery = find_entry(node, "delivery"))
+      spec.exactly_once =
+          reader_.choice(*delivery, "delivery", {"at_least_once", "exactly_once"}) == 1;
+    if (spec.exactly_once) set_up_exactly_once(spec);
     out_.pipelines.push_back(std::move(spec));
+  }
+
+  // The host's key may not be written by hand: `delivery:` is what sets it.
+  void check_exactly_once_key_unset(const PipelineSpec& spec) {
+    const auto check = [&](const StageSpec& stage) {
+      if (auto key = find_entry(stage.node, kExactlyOnceKey))
+        throw ConfigError(reader_.at(key->key),
+                          fmt::format("{}: '{}' is set by sluice; write `delivery: exactly_once` "
+                                      "on the pipeline instead",
+                                      stage.instance_name, kExactlyOnceKey));
+    };
+    check(spec.source);
+    check(spec.sink);
+    if (spec.dead_letter) check(*spec.dead_letter);
+  }
+
+  // Exactly once needs a Kafka transaction around the output and the consumed offsets: a kafka
+  // source and sink, in the host's process (they meet inside the kafka module), and no
+  // dead-letter sink, whose writes could not join that transaction (a crash after a
+  // dead-letter write and before the commit would write it again).
+  void set_up_exactly_once(PipelineSpec& spec) {
+    const auto refuse = [&](const Location& where, const std::string& why) {
+      throw ConfigError(where, fmt::format("delivery: exactly_once: {}", why));
+    };
+    for (const StageSpec* stage : {&spec.source, &spec.sink}) {
+      if (stage->type != "kafka")
+        refuse(stage->type_location,
+               fmt::format("needs a kafka {} (a Kafka transaction covers the output and the "
+                           "consumed offsets), not '{}'",
+                           stage->role, stage->type));
+      if (stage->isolation.process)
+        refuse(stage->location, fmt::format("the kafka {} must run in the host's process "
+                                            "(isolation: none)",
+                                            stage->role));
+    }
+    if (spec.dead_letter)
+      refuse(spec.dead_letter->location,
+             "a dead-letter sink cannot join the Kafka transaction, so a crash could write a "
+             "dead letter twice; remove it (rejected records then follow errors.tolerance)");
+    spec.source.node[kExactlyOnceKey] = spec.name;
+    spec.sink.node[kExactlyOnceKey] = spec.name;
   }
 
   StageSpec parse_stage(const Entry& entry, std::string role, const std::string& default_name,

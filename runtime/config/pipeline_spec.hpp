@@ -29,6 +29,9 @@ struct PipelineSpec {
   std::optional<StageSpec> dead_letter;  // `dead_letter:` or `errors.dead_letter:`
   core::PerformanceSettings performance;
   core::ErrorSettings errors;
+  // `delivery: exactly_once` (Kafka -> Kafka only): the kafka source and sink get the key
+  // `exactly_once_pipeline: <name>` and share a transaction (docs/kafka.md).
+  bool exactly_once = false;
 };
 
 struct PipelineFile {

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Kafka benchmark: topic -> sluice (pass-through) -> topic against the raw librdkafka floor.
 
+Three arms: floor (raw librdkafka), sluice (at-least-once) and exactly_once (sluice with
+`delivery: exactly_once`: a transactional producer, offsets committed inside the transaction).
+
 Both arms read the same input topic (Debezium-like JSON, ~300 B, 8 partitions) from the start
 with a fresh consumer group and write a fresh 8-partition output topic with an idempotent
 acks=all producer. An arm's time runs from its process start until the output topic's end
@@ -27,6 +30,12 @@ SUMMARY_RE = re.compile(
     r"(?P<concurrency>\d+), peak memory (?P<peak_memory_mb>[\d.]+) MB")
 PARTITIONS = 8
 TARGET_RATIO = 0.8
+EXACTLY_ONCE_TARGET_RATIO = 0.7
+TRANSACTION_INTERVAL_MS = 1000
+ARMS = ("floor", "sluice", "exactly_once")
+TRANSACTIONS_RE = re.compile(
+    r"exactly-once: (?P<committed>\d+) transactions committed, (?P<aborted>\d+) aborted; "
+    r"(?P<records_per_transaction>\d+) records and (?P<ms_per_transaction>\d+) ms per committed")
 
 
 def machine():
@@ -107,19 +116,23 @@ class Bench:
         print(f"kafka: produced {self.records} records into {self.input} in "
               f"{time.time() - started:.1f} s", flush=True)
 
-    def pipeline_yaml(self, out_topic, group):
+    def pipeline_yaml(self, out_topic, group, exactly_once):
         path = self.work / f"{out_topic}.yaml"
+        delivery = "\n    delivery: exactly_once" if exactly_once else ""
+        transactional = (f"\n      transaction_interval_ms: {TRANSACTION_INTERVAL_MS}"
+                         if exactly_once else "")
         path.write_text(f"""pipelines:
-  - name: kafka-passthrough
+  - name: kafka-passthrough{delivery}
     source:
       type: kafka
       bootstrap_servers: {self.bootstrap}
       group_id: {group}
-      topics: [{self.input}]
+      topics: [{self.input}]{transactional}
     sink:
       type: kafka
       bootstrap_servers: {self.bootstrap}
       topic: {out_topic}
+      transactional_id: {group}
 admin:
   enabled: false
 """)
@@ -130,9 +143,10 @@ admin:
         group = f"bench-{arm}-{rep}-{self.run_id}"
         self.tool_run("create-topic", self.bootstrap, out_topic, PARTITIONS)
         log_path = self.work / f"{arm}-{rep}.log"
-        if arm == "sluice":
+        is_sluice = arm != "floor"
+        if is_sluice:
             cmd = [self.sluice, "--plugin-path", self.plugin_dir, "run",
-                   str(self.pipeline_yaml(out_topic, group))]
+                   str(self.pipeline_yaml(out_topic, group, arm == "exactly_once"))]
         else:
             cmd = [self.tool, "copy", self.bootstrap, self.input, out_topic, group,
                    str(self.records)]
@@ -140,18 +154,21 @@ admin:
             started = time.monotonic()
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
             rss = PeakRss(proc.pid)
-            waited = subprocess.run([self.tool, "wait", self.bootstrap, out_topic,
-                                     str(self.records), "600"], capture_output=True, text=True)
+            # Exactly once is through when the last transaction committed the input offsets.
+            wait = (["wait-committed", self.bootstrap, group, self.input]
+                    if arm == "exactly_once" else ["wait", self.bootstrap, out_topic])
+            waited = subprocess.run([self.tool, *wait, str(self.records), "600"],
+                                    capture_output=True, text=True)
             seconds = time.monotonic() - started
-            peak = rss.stop() if arm == "sluice" else None
-            if arm == "sluice":
+            peak = rss.stop() if is_sluice else None
+            if is_sluice:
                 proc.send_signal(signal.SIGTERM)
             try:
                 stdout, _ = proc.communicate(timeout=120)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 stdout, _ = proc.communicate()
-            if arm != "sluice":
+            if not is_sluice:
                 peak = rss.stop()
         if waited.returncode != 0 or proc.returncode != 0:
             raise RuntimeError(f"{arm} run {rep}: exit {proc.returncode}, "
@@ -163,6 +180,9 @@ admin:
         if m:
             run["summary"] = {k: float(v) if "." in v else (int(v) if v.isdigit() else v)
                               for k, v in m.groupdict().items()}
+        t = TRANSACTIONS_RE.search(log_path.read_text())
+        if t:
+            run["transactions"] = {k: int(v) for k, v in t.groupdict().items()}
         self.tool_run("delete-topic", self.bootstrap, out_topic)
         print(f"kafka: {arm} run {rep + 1}/{self.reps}: {run['records_per_s']:,.0f} records/s "
               f"in {seconds:.2f} s, peak RSS {run['peak_rss_mb']} MB", flush=True)
@@ -176,7 +196,7 @@ admin:
         self.prepare()
         runs = []
         for rep in range(self.reps):
-            for arm in ("floor", "sluice"):
+            for arm in ARMS:
                 runs.append(self.measure(arm, rep))
         self.tool_run("delete-topic", self.bootstrap, self.input)
 
@@ -184,15 +204,20 @@ admin:
             values = [r[key] for r in runs if r["arm"] == arm and r[key] is not None]
             return round(statistics.median(values), 1) if values else None
 
-        arms = {
-            "sluice": {"records_per_s": median("sluice", "records_per_s"),
-                       "peak_rss_mb": median("sluice", "peak_rss_mb")},
-            "floor": {"records_per_s": median("floor", "records_per_s"),
-                      "peak_rss_mb": median("floor", "peak_rss_mb")},
-        }
-        value = None
-        if arms["sluice"]["records_per_s"] and arms["floor"]["records_per_s"]:
-            value = round(arms["sluice"]["records_per_s"] / arms["floor"]["records_per_s"], 4)
+        arms = {arm: {"records_per_s": median(arm, "records_per_s"),
+                      "peak_rss_mb": median(arm, "peak_rss_mb")} for arm in ARMS}
+        transactions = [r["transactions"] for r in runs if "transactions" in r]
+        if transactions:
+            arms["exactly_once"]["transactions"] = {
+                "transaction_interval_ms": TRANSACTION_INTERVAL_MS,
+                **{k: statistics.median(t[k] for t in transactions) for k in transactions[0]}}
+
+        def ratio(a, b):
+            if arms[a]["records_per_s"] and arms[b]["records_per_s"]:
+                return round(arms[a]["records_per_s"] / arms[b]["records_per_s"], 4)
+            return None
+        value = ratio("sluice", "floor")
+        eos_value = ratio("exactly_once", "sluice")
         result.update({
             "duration_s": round(time.time() - started, 1),
             "config": {
@@ -202,13 +227,20 @@ admin:
                     f"{self.records} Debezium-like JSON records on {PARTITIONS} partitions, "
                     "topic -> arm -> new topic per run, arms alternating floor/sluice, "
                     f"{self.reps} runs each, medians; time = process start until the output "
-                    "topic's end offsets reach the input count; floor = sluice-kafka-bench copy "
+                    "topic's end offsets reach the input count (exactly_once: until the group's "
+                    "committed offsets do, i.e. the last transaction committed); floor = sluice-kafka-bench copy "
                     "(one librdkafka consumer + idempotent acks=all producer, linger.ms 5), "
-                    "sluice = kafka source -> kafka sink with default performance settings")},
+                    "sluice = kafka source -> kafka sink with default performance settings, "
+                    "exactly_once = the same with delivery: exactly_once and "
+                    f"transaction_interval_ms {TRANSACTION_INTERVAL_MS}")},
             "arms": arms,
             "checks": [{"name": "sluice_vs_librdkafka_floor", "value": value, "op": ">=",
                         "target": TARGET_RATIO,
-                        "pass": None if value is None else value >= TARGET_RATIO}],
+                        "pass": None if value is None else value >= TARGET_RATIO},
+                       {"name": "exactly_once_vs_at_least_once", "value": eos_value, "op": ">=",
+                        "target": EXACTLY_ONCE_TARGET_RATIO,
+                        "pass": None if eos_value is None else
+                        eos_value >= EXACTLY_ONCE_TARGET_RATIO}],
             "runs": runs,
         })
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +248,9 @@ admin:
         print(f"kafka: sluice {arms['sluice']['records_per_s']} records/s "
               f"(peak RSS {arms['sluice']['peak_rss_mb']} MB), floor "
               f"{arms['floor']['records_per_s']} records/s, ratio {value} (target >= "
-              f"{TARGET_RATIO}) -> {self.out}", flush=True)
+              f"{TARGET_RATIO}); exactly_once {arms['exactly_once']['records_per_s']} records/s, "
+              f"{eos_value}x at-least-once (target >= {EXACTLY_ONCE_TARGET_RATIO}) -> {self.out}",
+              flush=True)
 
 
 def main():

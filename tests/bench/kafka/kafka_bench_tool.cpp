@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -252,22 +253,26 @@ int copy(const std::string& bootstrap, const std::string& in, const std::string&
   return 0;
 }
 
-// Exits 0 once the end offsets of TOPIC add up to COUNT (cheap: no records are read).
-int wait_for_end(const std::string& bootstrap, const std::string& topic, int64_t count,
-                 int timeout_s) {
-  ConfPtr conf(rd_kafka_conf_new());
-  set(conf.get(), "bootstrap.servers", bootstrap);
-  HandlePtr rk = make_handle(RD_KAFKA_PRODUCER, std::move(conf));
-  rd_kafka_topic_t* t = rd_kafka_topic_new(rk.get(), topic.c_str(), nullptr);
+int partition_count(rd_kafka_t* rk, const std::string& topic) {
+  rd_kafka_topic_t* t = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
   const rd_kafka_metadata_t* raw = nullptr;
-  const auto e = rd_kafka_metadata(rk.get(), 0, t, &raw, 10000);
+  const auto e = rd_kafka_metadata(rk, 0, t, &raw, 10000);
   rd_kafka_topic_destroy(t);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
     throw std::runtime_error("metadata: " + std::string(rd_kafka_err2str(e)));
   MetadataPtr md(raw);
   if (md->topic_cnt != 1 || md->topics[0].err)
     throw std::runtime_error(fmt::format("topic {} not found", topic));
-  const int partitions = md->topics[0].partition_cnt;
+  return md->topics[0].partition_cnt;
+}
+
+// Exits 0 once the end offsets of TOPIC add up to COUNT (cheap: no records are read).
+int wait_for_end(const std::string& bootstrap, const std::string& topic, int64_t count,
+                 int timeout_s) {
+  ConfPtr conf(rd_kafka_conf_new());
+  set(conf.get(), "bootstrap.servers", bootstrap);
+  HandlePtr rk = make_handle(RD_KAFKA_PRODUCER, std::move(conf));
+  const int partitions = partition_count(rk.get(), topic);
   const auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
   int64_t total = 0;
   while (Clock::now() < deadline && !g_stop.load()) {
@@ -289,13 +294,44 @@ int wait_for_end(const std::string& bootstrap, const std::string& topic, int64_t
   return 1;
 }
 
+// Exits 0 once GROUP's committed offsets on TOPIC add up to COUNT: an exactly-once run is
+// through when its last transaction committed (the output's end offsets also count transaction
+// markers and aborted records, so they cannot tell).
+int wait_for_committed(const std::string& bootstrap, const std::string& group,
+                       const std::string& topic, int64_t count, int timeout_s) {
+  ConfPtr conf(rd_kafka_conf_new());
+  set(conf.get(), "bootstrap.servers", bootstrap);
+  set(conf.get(), "group.id", group);
+  HandlePtr rk = make_handle(RD_KAFKA_CONSUMER, std::move(conf));
+  const int partitions = partition_count(rk.get(), topic);
+  const auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
+  int64_t total = 0;
+  while (Clock::now() < deadline && !g_stop.load()) {
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
+    for (int p = 0; p < partitions; ++p) rd_kafka_topic_partition_list_add(list, topic.c_str(), p);
+    total = 0;
+    if (rd_kafka_committed(rk.get(), list, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+      for (int p = 0; p < list->cnt; ++p) total += std::max<int64_t>(0, list->elems[p].offset);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (total >= count) {
+      fmt::print("{}\n", total);
+      return 0;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  fmt::print(stderr, "group {} committed {} of {} records of {} after {} s\n", group, total, count,
+             topic, timeout_s);
+  return 1;
+}
+
 int usage() {
   fmt::print(stderr,
              "usage: sluice-kafka-bench create-topic BOOTSTRAP TOPIC PARTITIONS\n"
              "       sluice-kafka-bench delete-topic BOOTSTRAP TOPIC\n"
              "       sluice-kafka-bench produce BOOTSTRAP TOPIC COUNT\n"
              "       sluice-kafka-bench copy BOOTSTRAP IN OUT GROUP COUNT\n"
-             "       sluice-kafka-bench wait BOOTSTRAP TOPIC COUNT TIMEOUT_S\n");
+             "       sluice-kafka-bench wait BOOTSTRAP TOPIC COUNT TIMEOUT_S\n"
+             "       sluice-kafka-bench wait-committed BOOTSTRAP GROUP TOPIC COUNT TIMEOUT_S\n");
   return 2;
 }
 
@@ -313,6 +349,8 @@ int main(int argc, char** argv) {
     if (a.size() == 6 && a[0] == "copy") return copy(a[1], a[2], a[3], a[4], std::stoll(a[5]));
     if (a.size() == 5 && a[0] == "wait")
       return wait_for_end(a[1], a[2], std::stoll(a[3]), std::stoi(a[4]));
+    if (a.size() == 6 && a[0] == "wait-committed")
+      return wait_for_committed(a[1], a[2], a[3], std::stoll(a[4]), std::stoi(a[5]));
   } catch (const std::exception& e) {
     fmt::print(stderr, "sluice-kafka-bench: {}\n", e.what());
     return 1;

@@ -70,6 +70,13 @@ wait_for_end_offsets() {
   fail "$topic has $got records after ${timeout}s, expected at least $want"
 }
 
+# dump_topic, reading only committed transactions (what an exactly-once consumer sees).
+dump_committed() {
+  timeout 120 kcat -C -b "$bootstrap" -t "$1" -o beginning -e -q -f '%k %s\n' \
+    -X isolation.level=read_committed
+}
+committed_distinct_count() { dump_committed "$1" | sort -u | wc -l; }
+
 topic_count() { timeout 120 kcat -C -b "$bootstrap" -t "$1" -o beginning -e -q -f 'x\n' | wc -l; }
 distinct_count() { dump_topic "$1" | sort -u | wc -l; }
 

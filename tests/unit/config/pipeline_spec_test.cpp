@@ -471,3 +471,31 @@ TEST_CASE("assigning one StageSpec to another leaves both parsed trees as writte
   stage = StageSpec(file.pipelines.at(0).source);
   CHECK(file.pipelines.at(0).sink.node["path"].as<std::string>() == "out.jsonl");
 }
+
+TEST_CASE("delivery: exactly_once pairs a kafka source and sink, and refuses anything else") {
+  const std::string kafka_pipeline =
+      "name: copy\n"
+      "source: {type: kafka, group_id: g, topics: [in]}\n"
+      "sink: {type: kafka, topic: out}\n";
+  const auto file = parse_pipelines(kafka_pipeline + "delivery: exactly_once\n", "p.yaml");
+  const PipelineSpec& p = file.pipelines[0];
+  CHECK(p.exactly_once);
+  // The kafka plugins find each other through the pipeline's name.
+  CHECK(p.source.node["exactly_once_pipeline"].as<std::string>() == "copy");
+  CHECK(p.sink.node["exactly_once_pipeline"].as<std::string>() == "copy");
+  CHECK_FALSE(parse_pipelines(kafka_pipeline, "p.yaml").pipelines[0].exactly_once);
+  CHECK_FALSE(parse_pipelines(kafka_pipeline + "delivery: at_least_once\n", "p.yaml")
+                  .pipelines[0]
+                  .exactly_once);
+
+  CHECK_CONFIG_ERROR(parse_error(with_pipeline("delivery: exactly_once\n")),
+                     "p.yaml:2:16:", "delivery: exactly_once: needs a kafka source");
+  CHECK_CONFIG_ERROR(parse_error(kafka_pipeline + "delivery: twice\n"), "p.yaml:4:11:", "delivery");
+  CHECK_CONFIG_ERROR(parse_error(kafka_pipeline + "dead_letter: {type: file, path: dlq.jsonl}\n"
+                                                  "delivery: exactly_once\n"),
+                     "p.yaml:4:14:", "a dead-letter sink cannot join the Kafka transaction");
+  CHECK_CONFIG_ERROR(parse_error("name: copy\n"
+                                 "source: {type: kafka, group_id: g, topics: [in]}\n"
+                                 "sink: {type: kafka, topic: out, exactly_once_pipeline: x}\n"),
+                     "p.yaml:3:33:", "write `delivery: exactly_once`");
+}
