@@ -20,7 +20,7 @@ class Arena {
     size_t pos = (used_ + align - 1) & ~(align - 1);
     if (blocks_.empty() || pos + size > capacity_) {
       size_t cap = size + align > block_size_ ? size + align : block_size_;
-      blocks_.push_back(std::make_unique<std::byte[]>(cap));
+      blocks_.push_back(std::make_unique_for_overwrite<std::byte[]>(cap));  // no zeroing
       capacity_ = cap;
       reserved_ += cap;
       pos = 0;
@@ -44,7 +44,7 @@ class Arena {
   // next small allocation would open a fresh full block after it, and records of a little over
   // half a block (a 64 KB value and its key) would hold twice their size.
   void* allocate_alone(size_t size) {
-    auto block = std::make_unique<std::byte[]>(size);  // aligned for max_align_t
+    auto block = std::make_unique_for_overwrite<std::byte[]>(size);  // aligned for max_align_t
     void* p = block.get();
     const auto at = blocks_.empty() ? blocks_.end() : blocks_.end() - 1;
     blocks_.insert(at, std::move(block));

@@ -1,6 +1,7 @@
 // Per-partition ack tracking: commits only the contiguous prefix of records that are done.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -14,11 +15,28 @@
 
 namespace sluice::core {
 
-// Identifies one source record inside the tracker: its stream (topic+partition) and the order
-// in which it was taken. Offsets need not be contiguous (compacted topics, byte offsets).
+// Identifies one run inside the tracker: its stream (topic+partition) and the order in which it
+// was taken. A run is records of one stream next to each other in one poll; the tracker counts
+// runs, not records, so its cost per poll is the number of streams in it, not of records.
+// Offsets need not be contiguous (compacted topics, byte offsets).
 struct Ticket {
   uint32_t stream = 0;
   uint64_t seq = 0;
+  friend bool operator==(const Ticket&, const Ticket&) = default;
+};
+
+// One run of a poll: its ticket and where its records are in the poll, [first, first + count).
+struct Run {
+  Ticket ticket;
+  uint32_t first = 0;
+  uint32_t count = 0;
+};
+
+// The part of a run one batch holds: `count` of its records. A run split over several batches
+// is done when the last of its records is.
+struct RunShare {
+  Ticket ticket;
+  uint32_t count = 0;
 };
 
 struct StreamPosition {
@@ -30,47 +48,42 @@ struct StreamPosition {
 // Thread-safe: take() from the source thread, done() from workers, ready() from the source.
 class OffsetWatermark {
  public:
+  // One record taken alone: a run of one.
   Ticket take(const std::string& topic, int32_t partition, int64_t offset) {
     std::lock_guard lock(mu_);
-    uint32_t id = stream_id(topic, partition);
-    Stream& s = streams_[id];
-    s.pending.push_back({offset, false});
-    ++outstanding_;
-    return {id, s.base_seq + s.pending.size() - 1};
+    return open_run(stream_id(topic, partition), offset, 1);
   }
 
-  // take() for every record of a poll, under one lock; tickets are appended to `out`.
+  // Takes every record of a poll, one run per stretch of records of one stream; the runs are
+  // appended to `out` in the poll's order. Records are read, never kept.
   template <typename Records>
-  void take_all(const Records& records, std::vector<Ticket>& out) {
+  void take_all(const Records& records, std::vector<Run>& out) {
     std::lock_guard lock(mu_);
-    std::string_view last_topic;
-    int32_t last_partition = -1;
-    uint32_t id = 0;
-    bool have = false;
-    for (const auto& r : records) {
-      std::string_view topic(reinterpret_cast<const char*>(r.topic.ptr), r.topic.len);
-      if (!have || topic != last_topic || r.partition != last_partition) {
-        id = stream_id(std::string(topic), r.partition);
-        last_topic = topic;
-        last_partition = r.partition;
-        have = true;
-      }
-      Stream& s = streams_[id];
-      s.pending.push_back({r.offset, false});
-      out.push_back({id, s.base_seq + s.pending.size() - 1});
+    const size_t n = std::size(records);
+    size_t first = 0;
+    while (first < n) {
+      const auto& head = records[first];
+      size_t end = first + 1;
+      while (end < n && same_stream(records[end], head)) ++end;
+      const auto count = static_cast<uint32_t>(end - first);
+      const uint32_t id = stream_id(std::string(view(head.topic)), head.partition);
+      out.push_back(
+          {open_run(id, records[end - 1].offset, count), static_cast<uint32_t>(first), count});
+      first = end;
     }
-    outstanding_ += records.size();
   }
 
-  void done_all(std::span<const Ticket> tickets) {
+  // Marks `count` records of each share's run done.
+  void done_all(std::span<const RunShare> shares) {
     std::lock_guard lock(mu_);
-    for (const Ticket& t : tickets) mark_done(t);
+    for (const RunShare& s : shares) mark_done(s.ticket, s.count);
   }
 
-  // Marks a record done; advances its stream's watermark over the contiguous done prefix.
-  void done(Ticket t) {
+  // Marks `count` records of a run done (a run of one: the record); when none of it is left,
+  // advances its stream's watermark over the contiguous done prefix.
+  void done(Ticket t, uint32_t count = 1) {
     std::lock_guard lock(mu_);
-    mark_done(t);
+    mark_done(t, count);
   }
 
   // Positions that moved since the last call (each stream's watermark).
@@ -93,7 +106,7 @@ class OffsetWatermark {
   size_t outstanding(const std::string& topic, int32_t partition) const {
     std::lock_guard lock(mu_);
     auto it = ids_.find({topic, partition});
-    return it == ids_.end() ? 0 : streams_[it->second].pending.size();
+    return it == ids_.end() ? 0 : streams_[it->second].outstanding;
   }
 
   // Forgets a stream (a revoked partition) once it is drained.
@@ -102,8 +115,8 @@ class OffsetWatermark {
     auto it = ids_.find({topic, partition});
     if (it == ids_.end()) return;
     Stream& s = streams_[it->second];
-    for (const auto& p : s.pending)
-      if (!p.second) --outstanding_;
+    outstanding_ -= s.outstanding;
+    s.outstanding = 0;
     s.base_seq += s.pending.size();
     s.pending.clear();
     s.watermark.reset();
@@ -117,29 +130,57 @@ class OffsetWatermark {
   }
 
  private:
-  void mark_done(Ticket t) {
+  struct Pending {
+    int64_t last_offset;  // of the run's last record
+    uint32_t left;        // records of the run not yet done
+  };
+  struct Stream {
+    std::string topic;
+    int32_t partition = 0;
+    uint64_t base_seq = 0;
+    std::deque<Pending> pending;  // runs in intake order
+    size_t outstanding = 0;       // records of `pending` not yet done
+    std::optional<int64_t> watermark;
+    bool dirty = false;
+  };
+
+  template <typename Bytes>
+  static std::string_view view(const Bytes& b) {
+    return b.ptr ? std::string_view(reinterpret_cast<const char*>(b.ptr), b.len)
+                 : std::string_view();
+  }
+
+  // The topic bytes are compared only when the pointers differ (a source's records usually
+  // share one topic text, and RecordBuffer keeps it shared).
+  template <typename Record>
+  static bool same_stream(const Record& a, const Record& b) {
+    if (a.partition != b.partition || a.topic.len != b.topic.len) return false;
+    return a.topic.ptr == b.topic.ptr || view(a.topic) == view(b.topic);
+  }
+
+  Ticket open_run(uint32_t id, int64_t last_offset, uint32_t count) {
+    Stream& s = streams_[id];
+    s.pending.push_back({last_offset, count});
+    s.outstanding += count;
+    outstanding_ += count;
+    return {id, s.base_seq + s.pending.size() - 1};
+  }
+
+  void mark_done(Ticket t, uint32_t count) {
     Stream& s = streams_[t.stream];
     if (t.seq < s.base_seq || t.seq - s.base_seq >= s.pending.size()) return;  // forgotten stream
-    auto& slot = s.pending[t.seq - s.base_seq];
-    if (slot.second) return;
-    slot.second = true;
-    --outstanding_;
-    while (!s.pending.empty() && s.pending.front().second) {
-      s.watermark = s.pending.front().first;
+    Pending& run = s.pending[t.seq - s.base_seq];
+    const uint32_t n = std::min(count, run.left);  // a run is never done twice
+    run.left -= n;
+    s.outstanding -= n;
+    outstanding_ -= n;
+    while (!s.pending.empty() && s.pending.front().left == 0) {
+      s.watermark = s.pending.front().last_offset;
       s.pending.pop_front();
       ++s.base_seq;
       s.dirty = true;
     }
   }
-
-  struct Stream {
-    std::string topic;
-    int32_t partition = 0;
-    uint64_t base_seq = 0;
-    std::deque<std::pair<int64_t, bool>> pending;  // (offset, done) in intake order
-    std::optional<int64_t> watermark;
-    bool dirty = false;
-  };
 
   uint32_t stream_id(const std::string& topic, int32_t partition) {
     auto [it, inserted] =

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <span>
 #include <utility>
@@ -39,7 +40,7 @@ class RecordBuffer {
     r.struct_size = sizeof(sluice_record);
     r.key = copy(in.key);
     r.value = copy(in.value);
-    r.topic = copy(in.topic);
+    r.topic = copy_topic(in.topic);
     if (in.header_count > 0) {
       auto* hs = static_cast<sluice_header*>(
           arena_.allocate(sizeof(sluice_header) * in.header_count, alignof(sluice_header)));
@@ -84,11 +85,20 @@ class RecordBuffer {
     if (b.ptr == nullptr) return {nullptr, 0};
     return {arena_.copy(b.ptr, b.len), b.len};
   }
+  // Records of a poll mostly share their topic: one copy serves a stretch of them, which also
+  // lets readers that compare topics (acks, crash ranges) find them equal by pointer.
+  sluice_bytes copy_topic(sluice_bytes b) {
+    const bool same = b.ptr != nullptr && last_topic_.ptr != nullptr && b.len == last_topic_.len &&
+                      std::memcmp(b.ptr, last_topic_.ptr, b.len) == 0;
+    if (!same) last_topic_ = copy(b);
+    return b.ptr == nullptr ? sluice_bytes{nullptr, 0} : last_topic_;
+  }
 
   Arena arena_;
   std::vector<sluice_record> records_;
   std::vector<std::pair<void (*)(void*), void*>> releases_;
   size_t bytes_ = 0;
+  sluice_bytes last_topic_{nullptr, 0};  // in arena_, which never moves its blocks
 };
 
 }  // namespace sluice::core

@@ -32,6 +32,27 @@ std::string_view view(sluice_bytes b) {
 }
 }  // namespace
 
+void WorkBatch::append(std::span<const sluice_record> more) {
+  if (records.empty() && gathered.empty()) {
+    records = more;  // a view: the chunk it is in lives as long as the batch
+    return;
+  }
+  gather(more);
+}
+
+void WorkBatch::gather(std::span<const sluice_record> more) {
+  if (gathered.empty()) gathered.assign(records.begin(), records.end());
+  gathered.insert(gathered.end(), more.begin(), more.end());
+  records = gathered;
+}
+
+void WorkBatch::hold(const core::Ticket& run, uint32_t count) {
+  if (!tickets.empty() && tickets.back().ticket == run)
+    tickets.back().count += count;
+  else
+    tickets.push_back({run, count});
+}
+
 AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
                              const core::PerformanceSettings& settings, const core::Clock& clock,
                              Process process, Done done, OnPressure on_pressure,
@@ -200,59 +221,83 @@ std::optional<std::string> AdaptiveStage::field_key(const sluice_record& r) cons
   return std::nullopt;
 }
 
+// Records without a key (ordering key, or field with no field) share one lane: no hash needed.
 uint32_t AdaptiveStage::lane_of(const sluice_record& r) const {
-  if (lanes_.size() == 1) return 0;
   size_t h;
   if (settings_.ordering == core::Ordering::field) {
     auto key = field_key(r);
+    if (!key && r.key.ptr == nullptr) return 0;
     h = key ? std::hash<std::string_view>{}(*key) : std::hash<std::string_view>{}(view(r.key));
-  } else if (settings_.ordering == core::Ordering::partition)
+  } else if (settings_.ordering == core::Ordering::partition) {
     h = std::hash<std::string_view>{}(view(r.topic)) * 31 + static_cast<size_t>(r.partition);
-  else
+  } else {
+    if (r.key.ptr == nullptr) return 0;
     h = std::hash<std::string_view>{}(view(r.key));
+  }
   return static_cast<uint32_t>(h % lanes_.size());
 }
 
-// Runs on the dispatcher thread only: lanes' record vectors belong to it.
+// Runs on the dispatcher thread only: lanes' record vectors belong to it. With one lane the
+// chunk's runs are queued whole and its records stay where they are; with several each record
+// is routed by its lane key and copied into its lane.
 void AdaptiveStage::distribute(const std::shared_ptr<const SourceChunk>& chunk) {
+  if (lanes_.size() == 1) {
+    Lane& lane = lanes_.front();
+    for (const core::Run& run : chunk->runs) {
+      lane.pieces.push_back({chunk, run.ticket, run.first, run.count});
+      lane.queued += run.count;
+    }
+    return;
+  }
   const auto records = chunk->records.records();
-  for (size_t i = 0; i < records.size(); ++i) {
-    Lane& lane = lanes_[lane_of(records[i])];
-    lane.records.push_back(records[i]);
-    lane.tickets.push_back(chunk->tickets[i]);
-    if (!lane.runs.empty() && lane.runs.back().first == chunk)
-      ++lane.runs.back().second;
-    else
-      lane.runs.emplace_back(chunk, 1);
+  for (const core::Run& run : chunk->runs) {
+    for (uint32_t i = run.first; i < run.first + run.count; ++i) {
+      Lane& lane = lanes_[lane_of(records[i])];
+      lane.records.push_back(records[i]);
+      ++lane.queued;
+      if (!lane.pieces.empty() && lane.pieces.back().ticket == run.ticket)
+        ++lane.pieces.back().count;
+      else
+        lane.pieces.push_back({chunk, run.ticket, i, 1});
+    }
   }
 }
 
-void AdaptiveStage::take_from(Lane& lane, size_t count, WorkBatch& out) {
-  out.records.insert(out.records.end(), lane.records.begin() + lane.head,
-                     lane.records.begin() + lane.head + count);
-  out.tickets.insert(out.tickets.end(), lane.tickets.begin() + lane.head,
-                     lane.tickets.begin() + lane.head + count);
-  for (size_t i = lane.head; i < lane.head + count; ++i)
-    out.bytes += core::record_bytes(lane.records[i]);
-  size_t left = count;
-  while (left > 0) {
-    auto& [chunk, n] = lane.runs.front();
-    if (out.chunks.empty() || out.chunks.back() != chunk) out.chunks.push_back(chunk);
-    if (out.oldest == core::TimePoint{} || chunk->intake_time < out.oldest)
-      out.oldest = chunk->intake_time;
-    size_t take = std::min(left, n);
-    n -= take;
-    left -= take;
-    if (n == 0) lane.runs.pop_front();
+// The records of the next `count` of a piece: viewed in their chunk (one lane), or copied out of
+// the lane's vector, which changes under later routing.
+void AdaptiveStage::take_records(Lane& lane, const Piece& piece, uint32_t count, WorkBatch& out) {
+  if (lanes_.size() == 1) {
+    const auto records = piece.chunk->records.records().subspan(piece.first, count);
+    for (const auto& r : records) out.bytes += core::record_bytes(r);
+    out.append(records);
+    return;
   }
+  const auto records = std::span<const sluice_record>(lane.records).subspan(lane.head, count);
+  for (const auto& r : records) out.bytes += core::record_bytes(r);
+  out.gather(records);
   lane.head += count;
+}
+
+void AdaptiveStage::take_from(Lane& lane, size_t count, WorkBatch& out) {
+  for (size_t left = count; left > 0;) {
+    Piece& piece = lane.pieces.front();
+    const auto take = static_cast<uint32_t>(std::min<size_t>(left, piece.count));
+    take_records(lane, piece, take, out);
+    out.hold(piece.ticket, take);
+    if (out.chunks.empty() || out.chunks.back() != piece.chunk) out.chunks.push_back(piece.chunk);
+    if (out.oldest == core::TimePoint{} || piece.chunk->intake_time < out.oldest)
+      out.oldest = piece.chunk->intake_time;
+    piece.first += take;
+    piece.count -= take;
+    left -= take;
+    if (piece.count == 0) lane.pieces.pop_front();
+  }
+  lane.queued -= count;
   if (lane.head == lane.records.size()) {
     lane.records.clear();
-    lane.tickets.clear();
     lane.head = 0;
   } else if (lane.head > 4096 && lane.head * 2 > lane.records.size()) {
     lane.records.erase(lane.records.begin(), lane.records.begin() + lane.head);
-    lane.tickets.erase(lane.tickets.begin(), lane.tickets.begin() + lane.head);
     lane.head = 0;
   }
 }
@@ -278,7 +323,7 @@ bool AdaptiveStage::form_batch(core::TimePoint now, WorkBatch& out) {
     if ((!lanes_[i].busy || shared_lane) && lanes_[i].size() > 0) order.push_back(i);
   std::sort(order.begin(), order.end(),
             [&](uint32_t a, uint32_t b) { return lanes_[a].oldest() < lanes_[b].oldest(); });
-  out.records.reserve(std::min(target, available));
+  if (lanes_.size() > 1) out.gathered.reserve(std::min(target, available));
   for (uint32_t i : order) {
     size_t want = target - out.records.size();
     if (want == 0) break;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,18 +29,34 @@ namespace sluice::middleware {
 // Records of one source poll, immutable once queued; batches keep it alive while they view it.
 struct SourceChunk {
   core::RecordBuffer records;
-  std::vector<core::Ticket> tickets;
+  std::vector<core::Run> runs;  // the poll's runs of one stream each, in order (OffsetWatermark)
   core::TimePoint intake_time;
 };
 
-// One batch handed to the processing function: views into the chunks it holds.
+// One batch handed to the processing function. Its records view a chunk in place when they are
+// one stretch of it (one lane: ordering none or one worker), else `gathered` holds copies of
+// them; moving a batch keeps the view valid (a vector's storage moves with it).
 struct WorkBatch {
-  std::vector<sluice_record> records;
-  std::vector<core::Ticket> tickets;
+  WorkBatch() = default;
+  WorkBatch(WorkBatch&&) noexcept = default;
+  WorkBatch& operator=(WorkBatch&&) noexcept = default;
+  WorkBatch(const WorkBatch&) = delete;  // a copy's view would point into the original
+  WorkBatch& operator=(const WorkBatch&) = delete;
+
+  std::span<const sluice_record> records;
+  std::vector<sluice_record> gathered;
+  std::vector<core::RunShare> tickets;  // what the batch holds of each run, to ack when done
   std::vector<std::shared_ptr<const SourceChunk>> chunks;
   size_t bytes = 0;
   std::vector<uint32_t> lanes;  // the lanes this batch holds (freed when it is done)
   core::TimePoint oldest{};     // earliest intake time of its records
+
+  // Adds records at the end: the first stretch is viewed, later ones make the batch gather.
+  void append(std::span<const sluice_record> more);
+  // Adds copies of records at the end.
+  void gather(std::span<const sluice_record> more);
+  // Adds `count` records of `run` to what the batch acks.
+  void hold(const core::Ticket& run, uint32_t count);
 };
 
 // What processing a batch came to, for the profiler and the controllers.
@@ -108,16 +125,24 @@ class AdaptiveStage {
   uint32_t concurrency_limit() const;
 
  private:
+  // A stretch of one run routed to a lane, in intake order. With one lane it views its chunk's
+  // records [first, first + count); with several, its records are copied into the lane.
+  struct Piece {
+    std::shared_ptr<const SourceChunk> chunk;
+    core::Ticket ticket;
+    uint32_t first = 0;
+    uint32_t count = 0;
+  };
   // Records routed to one lane and not yet dispatched; a lane is in at most one batch at a time,
   // so records of one key never overtake each other.
   struct Lane {
-    std::vector<sluice_record> records;
-    std::vector<core::Ticket> tickets;
-    std::deque<std::pair<std::shared_ptr<const SourceChunk>, size_t>> runs;  // chunk, count
-    size_t head = 0;  // records before head were taken
+    std::deque<Piece> pieces;
+    std::vector<sluice_record> records;  // several lanes: the records of `pieces`, from head
+    size_t head = 0;                     // records before head were taken
+    size_t queued = 0;                   // records routed here and not yet taken
     bool busy = false;
-    size_t size() const { return records.size() - head; }
-    core::TimePoint oldest() const { return runs.front().first->intake_time; }
+    size_t size() const { return queued; }
+    core::TimePoint oldest() const { return pieces.front().chunk->intake_time; }
   };
 
   void dispatcher_loop();
@@ -127,6 +152,7 @@ class AdaptiveStage {
   std::optional<std::string> field_key(const sluice_record& r) const;
   bool form_batch(core::TimePoint now, WorkBatch& out);  // under mu_
   void take_from(Lane& lane, size_t count, WorkBatch& out);
+  void take_records(Lane& lane, const Piece& piece, uint32_t count, WorkBatch& out);
   void sample_metrics(core::TimePoint now);
   bool has_room(uint64_t held) const;  // under mu_
   std::shared_ptr<const SourceChunk> hold(std::shared_ptr<SourceChunk> chunk);

@@ -9,6 +9,7 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <numeric>
 
 #include "pipeline/batch_ledger.hpp"
 #include "pipeline/retrier.hpp"
@@ -27,8 +28,12 @@ std::string text(sluice_bytes b) {
 
 // Why a record may not enter the transforms: flagged by its source, or too large; "" if it may.
 std::string admission_problem(const sluice_record& r, uint64_t max_bytes) {
-  for (size_t h = 0; h < r.header_count; ++h)
-    if (text(r.headers[h].key) == kSourceErrorHeader) return text(r.headers[h].value);
+  for (size_t h = 0; h < r.header_count; ++h) {
+    const sluice_bytes key = r.headers[h].key;
+    if (key.ptr &&
+        std::string_view(reinterpret_cast<const char*>(key.ptr), key.len) == kSourceErrorHeader)
+      return text(r.headers[h].value);
+  }
   const uint64_t bytes = core::record_bytes(r) - sizeof(sluice_record);
   if (max_bytes != 0 && bytes > max_bytes)
     return fmt::format("record of {} bytes is over errors.max_record_bytes ({})", bytes, max_bytes);
@@ -80,6 +85,7 @@ class BatchRun {
 
  private:
   void admit();
+  bool admissible(size_t i);
   bool quarantined(size_t i);
   bool run_transforms();
   bool transform(const TransformCall& t);
@@ -100,25 +106,42 @@ class BatchRun {
 };
 
 // Step 1: records the source flagged or that are too large fail before any transform sees them.
+// The list of the records that go on is made only once one does not.
 void BatchRun::admit() {
   std::vector<size_t> admitted;
-  const auto records = ledger_.current();
-  for (size_t i = 0; i < records.size(); ++i) {
-    if (quarantined(i)) continue;
-    std::string problem = admission_problem(records[i], ctx_.errors.max_record_bytes);
-    if (problem.empty())
-      admitted.push_back(i);
-    else if (stages_.source)
-      ledger_.fail(i, stages_.source.error(std::move(problem)));
-    else
-      ledger_.fail(i, StageError{"source", "", std::move(problem)});
+  bool all_admitted = true;
+  for (size_t i = 0; i < ledger_.current().size(); ++i) {
+    if (admissible(i)) {
+      if (!all_admitted) admitted.push_back(i);
+    } else if (all_admitted) {
+      all_admitted = false;
+      admitted.resize(i);
+      std::iota(admitted.begin(), admitted.end(), size_t{0});
+    }
   }
-  if (admitted.size() != records.size()) ledger_.keep(admitted);
+  if (!all_admitted) ledger_.keep(admitted);
+}
+
+// Whether current record i may enter the transforms; if not, it has failed in the ledger.
+bool BatchRun::admissible(size_t i) {
+  if (quarantined(i)) return false;
+  const sluice_record& r = ledger_.current()[i];
+  // The usual record, with no headers and under the size limit, builds no text.
+  const uint64_t max_bytes = ctx_.errors.max_record_bytes;
+  if (r.header_count == 0 && (max_bytes == 0 || r.key.len + r.value.len + r.topic.len <= max_bytes))
+    return true;
+  std::string problem = admission_problem(r, max_bytes);
+  if (problem.empty()) return true;
+  if (stages_.source)
+    ledger_.fail(i, stages_.source.error(std::move(problem)));
+  else
+    ledger_.fail(i, StageError{"source", "", std::move(problem)});
+  return false;
 }
 
 // A record a crash of an earlier run was narrowed down to fails here: no plugin sees it again.
 bool BatchRun::quarantined(size_t i) {
-  if (!ctx_.quarantine) return false;
+  if (!ctx_.quarantine || ctx_.quarantine->empty()) return false;
   const auto decision = ctx_.quarantine->decide(ledger_.current()[i]);
   if (decision.verdict != Quarantine::Verdict::dead_letter) return false;
   const JournalEntry& e = *decision.entry;

@@ -108,20 +108,31 @@ bool assign_field(JournalEntry& e, std::string_view key, std::string_view value)
 
 }  // namespace
 
+// Runs once per plugin call over its records: a record of the same stream as the one before
+// (the usual case) costs two compares, the topic's bytes compared only when its pointer differs.
 std::vector<StreamRange> ranges_of(std::span<const sluice_record> records) {
+  constexpr size_t kNone = SIZE_MAX;
   std::vector<StreamRange> ranges;
+  size_t last = kNone;  // the range of the record before
+  sluice_bytes last_topic{nullptr, 0};
   for (const auto& r : records) {
     const std::string_view topic(reinterpret_cast<const char*>(r.topic.ptr),
                                  r.topic.ptr ? r.topic.len : 0);
-    StreamRange* found = nullptr;
-    for (auto& s : ranges)
-      if (s.partition == r.partition && s.topic == topic) found = &s;
-    if (found) {
-      found->first = std::min(found->first, r.offset);
-      found->last = std::max(found->last, r.offset);
+    size_t found = kNone;
+    if (last != kNone && ranges[last].partition == r.partition && r.topic.ptr == last_topic.ptr &&
+        r.topic.len == last_topic.len)
+      found = last;
+    for (size_t i = 0; found == kNone && i < ranges.size(); ++i)
+      if (ranges[i].partition == r.partition && ranges[i].topic == topic) found = i;
+    if (found != kNone) {
+      ranges[found].first = std::min(ranges[found].first, r.offset);
+      ranges[found].last = std::max(ranges[found].last, r.offset);
     } else if (ranges.size() < kMaxRanges) {
       ranges.push_back({std::string(topic), r.partition, r.offset, r.offset});
+      found = ranges.size() - 1;
     }
+    last = found;
+    last_topic = r.topic;
   }
   return ranges;
 }

@@ -266,17 +266,10 @@ void Pipeline::source_loop() {
                           static_cast<uint32_t>(std::min(room.records, kMaxPollRecords)),
                           paused ? 0u : kPollTimeoutMs, 0, room.bytes};
     CollectingWriter out(SIZE_MAX);
+    out.records().reserve(args.max_records);  // one allocation, not one per doubling
     const StageResult err = src.poll(args, out);
-    if (!out.records().empty()) {
-      // Records appended despite max_records == 0 are still taken: nothing is dropped.
-      auto chunk = std::make_shared<middleware::SourceChunk>();
-      chunk->records = std::move(out.records());
-      chunk->intake_time = std::chrono::steady_clock::now();
-      chunk->tickets.reserve(chunk->records.size());
-      watermark_.take_all(chunk->records.records(), chunk->tickets);
-      counts_.records_in += chunk->records.size();
-      stage_->push(std::move(chunk));
-    }
+    // Records appended despite max_records == 0 are still taken: nothing is dropped.
+    if (!out.records().empty()) take_chunk(std::move(out.records()));
     if (err && err->status == SLUICE_FATAL) {
       fail(fmt::format("source '{}' failed: {}", spec_.source.type, err->message));
       break;
@@ -307,6 +300,16 @@ void Pipeline::source_loop() {
     }
   }
   finish_source_loop();
+}
+
+// Source thread: a poll's records get one ack ticket per run of one stream and go to the stage.
+void Pipeline::take_chunk(core::RecordBuffer records) {
+  auto chunk = std::make_shared<middleware::SourceChunk>();
+  chunk->records = std::move(records);
+  chunk->intake_time = std::chrono::steady_clock::now();
+  watermark_.take_all(chunk->records.records(), chunk->runs);
+  counts_.records_in += chunk->records.size();
+  stage_->push(std::move(chunk));
 }
 
 // Drain: everything taken is processed (or the stage failed), then the final commit.

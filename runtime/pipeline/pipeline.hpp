@@ -128,6 +128,7 @@ class Pipeline {
   void create_stages();
   void offer_drain(plugin::PluginInstance& source);
   BatchContext batch_context();
+  void take_chunk(core::RecordBuffer records);
   void source_loop();
   void relay_memory_pressure(const SourceCall& source);
   void finish_source_loop();

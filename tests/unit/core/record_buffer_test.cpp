@@ -91,3 +91,21 @@ TEST_CASE("records larger than an arena block hold about their own size, not twi
   for (size_t i = 0; i < buf.size(); ++i) CHECK(str(buf[i].value) == value);
   CHECK(str(buf[19].key) == "key-19");
 }
+
+TEST_CASE("records of one topic share one copy of it; another topic gets its own") {
+  RecordBuffer buf;
+  std::string topic = "orders";
+  for (const char* name : {"orders", "orders", "refunds", "orders"}) {
+    topic = name;  // the source rewrites one buffer: equal bytes, not equal pointers, decide
+    sluice_record r{};
+    r.struct_size = sizeof r;
+    r.topic = bytes(topic);
+    buf.append_copy(r);
+  }
+  CHECK(buf[0].topic.ptr == buf[1].topic.ptr);
+  CHECK(buf[2].topic.ptr != buf[1].topic.ptr);
+  CHECK(buf[3].topic.ptr != buf[2].topic.ptr);
+  CHECK(str(buf[2].topic) == "refunds");
+  CHECK(str(buf[3].topic) == "orders");
+  CHECK(buf[0].topic.ptr != reinterpret_cast<const uint8_t*>(topic.data()));  // still a copy
+}

@@ -39,7 +39,7 @@ std::shared_ptr<SourceChunk> make_chunk(core::OffsetWatermark& w, int from, int 
     chunk->records.append_copy(r);
   }
   chunk->intake_time = std::chrono::steady_clock::now();
-  w.take_all(chunk->records.records(), chunk->tickets);
+  w.take_all(chunk->records.records(), chunk->runs);
   return chunk;
 }
 
@@ -139,6 +139,45 @@ TEST_CASE("with every adaptive feature off the stage runs fixed batches in order
   CHECK(full >= 10);
   CHECK(stage.stats().concurrency.current == 1);
   CHECK(stage.stats().batch_size.current == 100);
+}
+
+TEST_CASE("one lane: a batch inside one chunk views it in place, and acks go by runs") {
+  auto settings = fixed(100, 1, core::Ordering::none);
+  settings.backpressure = false;
+  settings.memory_control = false;
+  core::OffsetWatermark w;
+  std::vector<std::shared_ptr<SourceChunk>> chunks;
+  int viewed = 0, gathered = 0;
+  std::vector<int64_t> offsets;
+  AdaptiveStage stage(
+      "p", "s", settings, core::SteadyClock::instance(),
+      [&](WorkBatch& b) {
+        const bool in_chunk = std::any_of(chunks.begin(), chunks.end(), [&](const auto& c) {
+          const auto all = c->records.records();
+          return b.records.data() >= all.data() && b.records.data() < all.data() + all.size();
+        });
+        (in_chunk ? viewed : gathered) += 1;
+        CHECK(in_chunk == b.gathered.empty());
+        for (const auto& r : b.records) offsets.push_back(r.offset);
+        return BatchOutcome{static_cast<uint32_t>(b.records.size()), 0, 0, false};
+      },
+      [&](const WorkBatch& b, const BatchOutcome&) {
+        CHECK(b.tickets.size() <= 2);  // a share of one run, or of two across a chunk boundary
+        w.done_all(b.tickets);
+      });
+  std::map<int, int> next;
+  // Chunks of 150 in batches of 100: some batches lie inside a chunk, some straddle two.
+  for (int from = 0; from < 600; from += 150) chunks.push_back(make_chunk(w, from, 150, 3, next));
+  stage.start();
+  for (const auto& c : chunks) stage.push(c);
+  stage.drain();
+  stage.stop();
+  REQUIRE(offsets.size() == 600);
+  for (size_t i = 0; i < offsets.size(); ++i) CHECK(offsets[i] == static_cast<int64_t>(i));
+  CHECK(viewed > 0);
+  CHECK(gathered > 0);
+  CHECK(w.outstanding() == 0);
+  CHECK(w.take_ready().at(0).offset == 599);
 }
 
 TEST_CASE("intake is bounded: the source sees no room until the stage catches up") {
@@ -254,7 +293,7 @@ TEST_CASE("ordering by a JSON field keeps one account's records in order across 
       r.offset = n;
       chunk->records.append_copy(r);
     }
-    w.take_all(chunk->records.records(), chunk->tickets);
+    w.take_all(chunk->records.records(), chunk->runs);
     chunk->intake_time = std::chrono::steady_clock::now();
     stage.push(chunk);
   }

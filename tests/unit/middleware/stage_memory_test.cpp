@@ -31,7 +31,7 @@ std::shared_ptr<SourceChunk> big_chunk(core::OffsetWatermark& w, int count, size
     chunk->records.append_copy(r);
   }
   chunk->intake_time = std::chrono::steady_clock::now();
-  w.take_all(chunk->records.records(), chunk->tickets);
+  w.take_all(chunk->records.records(), chunk->runs);
   return chunk;
 }
 
