@@ -60,7 +60,7 @@ static inline sluice_status sluice_error_set(sluice_error* error, const char* fi
     va_end(args);
   }
   /* An older host may hand a shorter sluice_error: touch `field` only if it lies inside. */
-  if (error->struct_size >= offsetof(sluice_error, field_capacity) + sizeof(size_t))
+  if (SLUICE_HAS_FIELD(error, sluice_error, field_capacity))
     sluice_c_copy_text(error->field, error->field_capacity, field);
   return SLUICE_ERROR;
 }
