@@ -69,6 +69,12 @@ static inline sluice_status sluice_error_set(sluice_error* error, const char* fi
 /* Writer and host helpers                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
+/* The byte bound of a poll (sluice_poll_args::max_bytes, ABI 1.1), or UINT64_MAX from an older
+ * host whose shorter struct has none: read through SLUICE_FIELD_OR, never past struct_size. */
+static inline uint64_t sluice_poll_max_bytes(const sluice_poll_args* args) {
+  return SLUICE_FIELD_OR(args, sluice_poll_args, max_bytes, UINT64_MAX);
+}
+
 /* Rejects input record `index` with a NUL-terminated reason; the rest of the batch goes on. */
 static inline void sluice_reject(sluice_writer* out, size_t index, sluice_status status,
                                  const char* reason) {
