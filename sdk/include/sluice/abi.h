@@ -11,9 +11,10 @@
  *     only if it lies inside `struct_size` (SLUICE_HAS_FIELD below); such structs only ever grow
  *     at the end, so a new minor version appends fields and an older peer simply does not see
  *     them. The sizes in this header are those of ABI 1.SLUICE_ABI_MINOR.
- *   - FROZEN: `sluice_record` and `sluice_header` travel in arrays, which the other side indexes
- *     with its own sizeof; a bigger element would shift every element after the first. So their
- *     size and layout are frozen for all of ABI 1.x (checked at compile time below). Data a later
+ *   - FROZEN: `sluice_record`, `sluice_header` and `sluice_position` travel in arrays, which the
+ *     other side indexes with its own sizeof; a bigger element would shift every element after
+ *     the first. So their size and layout (and that of `sluice_bytes`, which they embed) are
+ *     frozen for all of ABI 1.x (checked at compile time below). Data a later
  *     minor adds per record goes beside the array, never into it: a new field of sluice_batch
  *     (e.g. a parallel array, one entry per record) and a new hook of sluice_writer, both of
  *     which can grow. This was chosen over a stride (`record_size` in the batch) because a
@@ -172,7 +173,8 @@ typedef struct sluice_batch {
 } sluice_batch;
 
 /* A source position the host has finished with, handed back to the source's `commit`.
- * OWNERSHIP: host-owned (topic bytes included), valid only during the call. */
+ * OWNERSHIP: host-owned (topic bytes included), valid only during the call.
+ * FROZEN for ABI 1.x (see the rules at the top): positions travel in arrays. */
 typedef struct sluice_position {
   uint32_t struct_size;
   sluice_bytes topic;
@@ -181,6 +183,10 @@ typedef struct sluice_position {
    * (delivered, dead-lettered or filtered). A Kafka source commits offset + 1. */
   int64_t offset;
 } sluice_position;
+
+#if UINTPTR_MAX == 0xFFFFFFFFFFFFFFFFu
+SLUICE_STATIC_ASSERT(sizeof(sluice_position) == 40, "sluice_position is frozen for ABI 1.x");
+#endif
 
 /*
  * The host-owned output of a call: sources and transforms append records to it, every kind

@@ -82,6 +82,7 @@ pub struct sluice_batch {
     pub count: usize,
 }
 
+/// FROZEN for ABI 1.x, as `sluice_record`: positions travel in arrays (abi.h).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct sluice_position {
