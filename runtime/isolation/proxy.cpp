@@ -18,6 +18,7 @@
 #include "isolation/child_process.hpp"
 #include "isolation/replay_filter.hpp"
 #include "plugin/host_context.hpp"
+#include "plugin/plugin_instance.hpp"
 
 namespace sluice::isolation {
 
@@ -38,14 +39,10 @@ struct ProxySpec {
   sluice_plugin table{};
 };
 
+using plugin::has_hook;
+
 std::mutex g_specs_mu;
 std::map<std::string, std::weak_ptr<ProxySpec>> g_specs;
-
-template <typename Field>
-bool has_hook(const sluice_plugin* t, Field sluice_plugin::*member) {
-  const auto offset = reinterpret_cast<size_t>(&(static_cast<sluice_plugin*>(nullptr)->*member));
-  return t->struct_size >= offset + sizeof(Field) && t->*member != nullptr;
-}
 
 void set_error(sluice_error* error, std::string_view message, std::string_view field = {}) {
   if (!error) return;
@@ -56,7 +53,7 @@ void set_error(sluice_error* error, std::string_view message, std::string_view f
     dst[n] = '\0';
   };
   copy(error->message, error->message_capacity, message);
-  if (error->struct_size >= offsetof(sluice_error, field_capacity) + sizeof(size_t))
+  if (SLUICE_HAS_FIELD(error, sluice_error, field_capacity))
     copy(error->field, error->field_capacity, field);
 }
 

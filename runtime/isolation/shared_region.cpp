@@ -119,7 +119,7 @@ void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
   out.key = encode(in.key);
   out.value = encode(in.value);
   out.topic = encode(in.topic);
-  const bool has_headers = in.struct_size >= offsetof(sluice_record, header_count) + sizeof(size_t);
+  const bool has_headers = SLUICE_HAS_FIELD(&in, sluice_record, header_count);
   if (has_headers && in.header_count > 0 && in.headers != nullptr) {
     std::vector<sluice_header> headers(in.header_count);
     for (size_t i = 0; i < in.header_count; ++i)
@@ -128,7 +128,7 @@ void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
         put_aligned(headers.data(), headers.size() * sizeof(sluice_header)));
     out.header_count = in.header_count;
   }
-  if (in.struct_size >= offsetof(sluice_record, timestamp_ms) + sizeof(int64_t)) {
+  if (SLUICE_HAS_FIELD(&in, sluice_record, timestamp_ms)) {
     out.partition = in.partition;
     out.offset = in.offset;
     out.timestamp_ms = in.timestamp_ms;

@@ -20,7 +20,7 @@ PluginInstance::~PluginInstance() {
 
 void validate_config(const PluginInfo& info, const std::string& config_json) {
   const sluice_plugin* t = info.table;
-  if (t->struct_size < offsetof(sluice_plugin, validate) + sizeof(void*) || !t->validate) return;
+  if (!SLUICE_HAS_FIELD(t, sluice_plugin, validate) || !t->validate) return;
   CallError err;
   if (t->validate(config_json.data(), config_json.size(), err.get()) != SLUICE_OK)
     throw PluginCreateError(err.field, err.message[0] ? err.message : "invalid config");

@@ -32,6 +32,16 @@ class PluginCreateError : public std::runtime_error {
   std::string field_;
 };
 
+// Whether `table` carries hook `member`: inside its struct_size (as SLUICE_HAS_FIELD checks)
+// and set. For callers that name the hook as a member pointer.
+template <typename Field>
+bool has_hook(const sluice_plugin* table, Field sluice_plugin::*member) {
+  static const sluice_plugin probe{};
+  const auto offset = static_cast<size_t>(reinterpret_cast<const char*>(&(probe.*member)) -
+                                          reinterpret_cast<const char*>(&probe));
+  return table->struct_size >= offset + sizeof(Field) && table->*member != nullptr;
+}
+
 class PluginInstance {
  public:
   // Runs the plugin's create with its checked JSON config; throws PluginCreateError.
@@ -50,8 +60,7 @@ class PluginInstance {
   // Whether the plugin's table carries optional hook `member` (inside struct_size and set).
   template <typename Field>
   bool has(Field sluice_plugin::*member) const {
-    const auto offset = reinterpret_cast<size_t>(&(static_cast<sluice_plugin*>(nullptr)->*member));
-    return info_.table->struct_size >= offset + sizeof(Field) && info_.table->*member != nullptr;
+    return has_hook(info_.table, member);
   }
 
  private:

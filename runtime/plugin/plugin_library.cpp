@@ -18,13 +18,6 @@ namespace {
 
 std::string copy_text(const char* s) { return s ? std::string(s) : std::string(); }
 
-// Reads field `member` of a versioned struct only if it lies inside its struct_size.
-template <typename Struct, typename Field>
-bool has_field(const Struct* s, Field Struct::*member) {
-  const auto offset = reinterpret_cast<size_t>(&(static_cast<Struct*>(nullptr)->*member));
-  return s->struct_size >= offset + sizeof(Field);
-}
-
 // dlopen's own reason (Boost.DLL only says "Bad file descriptor"), naming the plugin's file
 // instead of the /proc/self/fd/N path of its copy.
 std::string dlopen_reason(const SealedCopy& copy, const std::filesystem::path& file,
@@ -99,12 +92,27 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
     throw PluginLoadError(fmt::format("{}: entry symbol {} missing (not a sluice plugin)", name,
                                       SLUICE_MODULE_ENTRY));
 
-  auto get = lib->library_.get<const sluice_module*(uint32_t, uint32_t)>(SLUICE_MODULE_ENTRY);
+  lib->module_ = handshake(
+      lib->library_.get<const sluice_module*(uint32_t, uint32_t)>(SLUICE_MODULE_ENTRY), name);
+  lib->module_name_ = copy_text(lib->module_->name);
+  lib->module_version_ = copy_text(lib->module_->version);
+  lib->read_tables();
+  lib->init();
+  // Descriptions and schemas are read only now: the module's init may have built them.
+  for (PluginInfo& info : lib->plugins_) {
+    info.description = copy_text(info.table->description);
+    info.schema_json =
+        info.table->config_schema_json ? info.table->config_schema_json : R"({"fields":[]})";
+  }
+  return lib;
+}
+
+const sluice_module* PluginLibrary::handshake(sluice_module_get_fn get, const std::string& name) {
   const sluice_module* m = get(SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR);
   if (m == nullptr)
     throw PluginLoadError(fmt::format("{}: the plugin declined host ABI {}.{}", name,
                                       SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR));
-  if (m->struct_size < offsetof(sluice_module, abi_minor) + sizeof(uint32_t))
+  if (!SLUICE_HAS_FIELD(m, sluice_module, abi_minor))
     throw PluginLoadError(
         fmt::format("{}: module table too small ({} bytes)", name, m->struct_size));
   if (m->abi_major != SLUICE_ABI_MAJOR)
@@ -115,59 +123,71 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
     throw PluginLoadError(
         fmt::format("{}: plugin needs ABI {}.{}, newer than the host's {}.{}; upgrade sluice", name,
                     m->abi_major, m->abi_minor, SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR));
-  if (!has_field(m, &sluice_module::plugin_count))
+  if (!SLUICE_HAS_FIELD(m, sluice_module, plugin_count))
     throw PluginLoadError(
         fmt::format("{}: module table too small ({} bytes)", name, m->struct_size));
-  lib->module_ = m;
-  lib->module_name_ = copy_text(m->name);
-  lib->module_version_ = copy_text(m->version);
+  return m;
+}
 
+// Whether a plugin of `kind` carries the hooks it cannot do without, inside its struct_size.
+static bool has_required_hooks(const sluice_plugin* p) {
+  if (!SLUICE_HAS_FIELD(p, sluice_plugin, destroy) || !p->create || !p->destroy) return false;
+  switch (p->kind) {
+    case SLUICE_KIND_SOURCE:
+      return SLUICE_HAS_FIELD(p, sluice_plugin, poll) && p->poll;
+    case SLUICE_KIND_TRANSFORM:
+      return SLUICE_HAS_FIELD(p, sluice_plugin, process) && p->process;
+    default:
+      return SLUICE_HAS_FIELD(p, sluice_plugin, put) && p->put;
+  }
+}
+
+// Checks the module's plugin tables (kind, name, required hooks, no two of one name) and keeps
+// what the entry point promised: kind, name, version. Runs no plugin code.
+void PluginLibrary::read_tables() {
+  const std::string name = file_.string();
   std::set<std::pair<sluice_kind, std::string>> seen;
-  for (size_t i = 0; i < m->plugin_count; ++i) {
-    const sluice_plugin* p = m->plugins[i];
-    if (p == nullptr || !has_field(p, &sluice_plugin::destroy) || p->name == nullptr)
+  for (size_t i = 0; i < module_->plugin_count; ++i) {
+    const sluice_plugin* p = module_->plugins[i];
+    if (p == nullptr || !SLUICE_HAS_FIELD(p, sluice_plugin, config_schema_json) ||
+        p->name == nullptr)
       throw PluginLoadError(fmt::format("{}: plugin table {} is malformed", name, i));
     PluginInfo info;
     info.kind = p->kind;
     info.name = p->name;
     info.version = copy_text(p->version);
-    info.description = copy_text(p->description);
-    info.schema_json = p->config_schema_json ? p->config_schema_json : R"({"fields":[]})";
-    info.file = file;
-    info.module_name = lib->module_name_;
-    info.module_version = lib->module_version_;
+    info.file = file_;
+    info.module_name = module_name_;
+    info.module_version = module_version_;
     info.table = p;
     if (kind_name(info.kind) == "unknown")
       throw PluginLoadError(
           fmt::format("{}: plugin '{}' has unknown kind {}", name, info.name, info.kind));
-    bool needed = info.kind == SLUICE_KIND_SOURCE      ? p->poll != nullptr
-                  : info.kind == SLUICE_KIND_TRANSFORM ? p->process != nullptr
-                                                       : p->put != nullptr;
-    if (!needed || p->create == nullptr || p->destroy == nullptr)
+    if (!has_required_hooks(p))
       throw PluginLoadError(fmt::format("{}: {} plugin '{}' lacks its required hooks", name,
                                         kind_name(info.kind), info.name));
     if (!seen.emplace(info.kind, info.name).second)
       throw PluginLoadError(fmt::format("{}: two {} plugins named '{}' in one module", name,
                                         kind_name(info.kind), info.name));
-    lib->plugins_.push_back(std::move(info));
+    plugins_.push_back(std::move(info));
   }
+}
 
-  if (has_field(m, &sluice_module::init) && m->init != nullptr) {
+void PluginLibrary::init() {
+  if (SLUICE_HAS_FIELD(module_, sluice_module, init) && module_->init != nullptr) {
     char message[1024] = {};
     char field[256] = {};
     sluice_error err{sizeof(sluice_error), message, sizeof message, field, sizeof field};
-    sluice_status st = m->init(module_host().api(), &err);
+    sluice_status st = module_->init(module_host().api(), &err);
     if (st != SLUICE_OK)
-      throw PluginLoadError(fmt::format("{}: plugin init failed: {}", name,
+      throw PluginLoadError(fmt::format("{}: plugin init failed: {}", file_.string(),
                                         message[0] ? message : "no reason given"));
   }
-  lib->initialized_ = true;
-  return lib;
+  initialized_ = true;
 }
 
 PluginLibrary::~PluginLibrary() {
-  if (initialized_ && module_->struct_size >= offsetof(sluice_module, shutdown) + sizeof(void*) &&
-      module_->shutdown)
+  if (initialized_ && SLUICE_HAS_FIELD(module_, sluice_module, shutdown) && module_->shutdown)
     module_->shutdown();
   library_.unload();
   // dlopen knows a library by the path it was opened with, /proc/self/fd/N. A library that

@@ -64,6 +64,9 @@ class PluginLibrary : public std::enable_shared_from_this<PluginLibrary> {
 
  private:
   PluginLibrary() = default;
+  static const sluice_module* handshake(sluice_module_get_fn get, const std::string& name);
+  void read_tables();
+  void init();
 
   std::filesystem::path file_;
   std::unique_ptr<SealedCopy> copy_;  // declared before library_: closed after the unload

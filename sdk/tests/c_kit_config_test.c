@@ -1,5 +1,6 @@
 /* Checks sluice/c.h's config reader and error helper: values, defaults, and errors that name
- * the field. Plain C11; exits non-zero at the first failed check. */
+ * the field; and the poll byte bound read inside struct_size. Plain C11; exits non-zero at the
+ * first failed check. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,12 +129,21 @@ static void test_error_set(void) {
   CHECK(sluice_error_set(NULL, "x", "m") == SLUICE_ERROR);
 }
 
+/* A poll's byte bound, and an ABI 1.0 host's shorter args (max_bytes past struct_size). */
+static void test_poll_max_bytes(void) {
+  sluice_poll_args args = {sizeof(sluice_poll_args), 10, 0, 0, 4096};
+  CHECK(sluice_poll_max_bytes(&args) == 4096);
+  args.struct_size = offsetof(sluice_poll_args, max_bytes);
+  CHECK(sluice_poll_max_bytes(&args) == UINT64_MAX);
+}
+
 int main(void) {
   test_values();
   test_defaults();
   test_type_errors();
   test_malformed();
   test_error_set();
+  test_poll_max_bytes();
   if (failures)
     fprintf(stderr, "%d check(s) failed\n", failures);
   else

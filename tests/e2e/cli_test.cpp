@@ -110,7 +110,7 @@ TEST_CASE("plugin load failures name the file and the reason, and nothing starts
       {bin(), "run", "--plugin-path", (plugins / "bad_major").string(), (dir / "p.yaml").string()});
   CHECK(r.exit_code == 2);
   CHECK(r.err == (plugins / "bad_major" / "sluice-bad_major.so").string() +
-                     ": ABI major mismatch: plugin 2.1, host 1.1\n");  // ABI 1.1: max_bytes
+                     ": ABI major mismatch: plugin 2.2, host 1.2\n");  // ABI 1.2: schema after init
   CHECK_FALSE(fs::exists(out));
 
   // A plugin whose create throws: the stage's position and the exception's text.

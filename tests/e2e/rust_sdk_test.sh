@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Rust SDK: `cargo test` of the workspace (sluice-sdk-sys checked against abi.h by compiling
-# a C layout probe, the safe layer's tests), the example plugin built with cargo, run in a
+# a C layout probe, the safe layer's tests), the example's tests on the SDK's fake host, the
+# example plugin built with cargo, run in a
 # pipeline, a panic in its `process` that rejects one record while the pipeline goes on, and a
 # hot reload of the library under load.
 # Usage: rust_sdk_test.sh SOURCE_DIR WORK_DIR
@@ -18,6 +19,8 @@ cd "$work"
 cargo_build() { cargo "$@" --offline 2> /dev/null || cargo "$@"; }
 
 (cd "$src/sdk/rust" && cargo_build test --release)
+# The example's own unit tests run it through the SDK's fake host (sluice_sdk::testing).
+(cd "$src/sdk/rust/examples/uppercase" && cargo_build test --release)
 (cd "$src/sdk/rust/examples/uppercase" && cargo_build build --release)
 # The SDK refuses to compile into a plugin built with panic = "abort" (a panic would kill the host).
 if (cd "$src/sdk/rust/examples/uppercase" &&

@@ -22,8 +22,9 @@ if grep -qiE '^(Boost|RDKAFKA|yaml-cpp|spdlog)' sdk-build/CMakeCache.txt; then
   exit 1
 fi
 for f in include/sluice/abi.h include/sluice/c.h include/sluice/sdk.hpp \
-  lib/cmake/Sluice/SluiceConfig.cmake share/sluice/examples/c/uppercase.c \
-  share/sluice/template/uppercase.cpp share/sluice/rust/sluice-sdk/src/lib.rs; do
+  include/sluice/testing.hpp lib/cmake/Sluice/SluiceConfig.cmake \
+  share/sluice/examples/c/uppercase.c share/sluice/template/uppercase.cpp \
+  share/sluice/rust/sluice-sdk/src/lib.rs share/sluice/rust/sluice-sdk/src/testing.rs; do
   [ -f "$prefix/$f" ] || { echo "not installed: $f"; exit 1; }
 done
 

@@ -418,8 +418,8 @@ struct TimestampConverter {
 
 }  // namespace
 
-const sluice_plugin* timestamp_converter() { return plugin_table<TimestampConverter>(); }
-const sluice_plugin* cast() { return plugin_table<Cast>(); }
-const sluice_plugin* set_schema_metadata() { return plugin_table<SetSchemaMetadata>(); }
+detail::PluginEntry timestamp_converter() { return plugin_table<TimestampConverter>(); }
+detail::PluginEntry cast() { return plugin_table<Cast>(); }
+detail::PluginEntry set_schema_metadata() { return plugin_table<SetSchemaMetadata>(); }
 
 }  // namespace sluice::smt

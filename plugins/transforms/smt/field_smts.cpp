@@ -335,10 +335,10 @@ struct HoistField {
 
 }  // namespace
 
-const sluice_plugin* insert_field() { return plugin_table<InsertField>(); }
-const sluice_plugin* replace_field() { return plugin_table<ReplaceField>(); }
-const sluice_plugin* mask_field() { return plugin_table<MaskField>(); }
-const sluice_plugin* extract_field() { return plugin_table<ExtractField>(); }
-const sluice_plugin* hoist_field() { return plugin_table<HoistField>(); }
+detail::PluginEntry insert_field() { return plugin_table<InsertField>(); }
+detail::PluginEntry replace_field() { return plugin_table<ReplaceField>(); }
+detail::PluginEntry mask_field() { return plugin_table<MaskField>(); }
+detail::PluginEntry extract_field() { return plugin_table<ExtractField>(); }
+detail::PluginEntry hoist_field() { return plugin_table<HoistField>(); }
 
 }  // namespace sluice::smt

@@ -208,10 +208,10 @@ class Transform final : public sluice::Transform {
 
 inline constexpr const char* kModuleVersion = "0.1.0";
 
-// The plugin table of one SMT, for the module's list (module.cpp).
+// The plugin entry of one SMT, for the module's list (module.cpp).
 template <class Impl>
-const sluice_plugin* plugin_table() {
-  return detail::Adapter<Transform<Impl>, SLUICE_KIND_TRANSFORM>::table(Impl::kName,
+detail::PluginEntry plugin_table() {
+  return detail::Adapter<Transform<Impl>, SLUICE_KIND_TRANSFORM>::entry(Impl::kName,
                                                                         kModuleVersion);
 }
 

@@ -1,28 +1,28 @@
 // The plugin tables of the kafka_smt module, one function per SMT (module.cpp lists them).
 #pragma once
 
-#include <sluice/abi.h>
+#include <sluice/sdk.hpp>
 
 namespace sluice::smt {
 
 // field_smts.cpp
-const sluice_plugin* insert_field();
-const sluice_plugin* replace_field();
-const sluice_plugin* mask_field();
-const sluice_plugin* extract_field();
-const sluice_plugin* hoist_field();
+detail::PluginEntry insert_field();
+detail::PluginEntry replace_field();
+detail::PluginEntry mask_field();
+detail::PluginEntry extract_field();
+detail::PluginEntry hoist_field();
 // record_smts.cpp
-const sluice_plugin* value_to_key();
-const sluice_plugin* flatten();
-const sluice_plugin* regex_router();
-const sluice_plugin* timestamp_router();
-const sluice_plugin* insert_header();
-const sluice_plugin* drop_headers();
-const sluice_plugin* header_from();
-const sluice_plugin* filter();
+detail::PluginEntry value_to_key();
+detail::PluginEntry flatten();
+detail::PluginEntry regex_router();
+detail::PluginEntry timestamp_router();
+detail::PluginEntry insert_header();
+detail::PluginEntry drop_headers();
+detail::PluginEntry header_from();
+detail::PluginEntry filter();
 // cast_smts.cpp
-const sluice_plugin* cast();
-const sluice_plugin* set_schema_metadata();
-const sluice_plugin* timestamp_converter();
+detail::PluginEntry cast();
+detail::PluginEntry set_schema_metadata();
+detail::PluginEntry timestamp_converter();
 
 }  // namespace sluice::smt

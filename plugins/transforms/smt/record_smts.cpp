@@ -306,13 +306,13 @@ struct Filter {
 
 }  // namespace
 
-const sluice_plugin* value_to_key() { return plugin_table<ValueToKey>(); }
-const sluice_plugin* flatten() { return plugin_table<Flatten>(); }
-const sluice_plugin* regex_router() { return plugin_table<RegexRouter>(); }
-const sluice_plugin* timestamp_router() { return plugin_table<TimestampRouter>(); }
-const sluice_plugin* insert_header() { return plugin_table<InsertHeader>(); }
-const sluice_plugin* drop_headers() { return plugin_table<DropHeaders>(); }
-const sluice_plugin* header_from() { return plugin_table<HeaderFrom>(); }
-const sluice_plugin* filter() { return plugin_table<Filter>(); }
+detail::PluginEntry value_to_key() { return plugin_table<ValueToKey>(); }
+detail::PluginEntry flatten() { return plugin_table<Flatten>(); }
+detail::PluginEntry regex_router() { return plugin_table<RegexRouter>(); }
+detail::PluginEntry timestamp_router() { return plugin_table<TimestampRouter>(); }
+detail::PluginEntry insert_header() { return plugin_table<InsertHeader>(); }
+detail::PluginEntry drop_headers() { return plugin_table<DropHeaders>(); }
+detail::PluginEntry header_from() { return plugin_table<HeaderFrom>(); }
+detail::PluginEntry filter() { return plugin_table<Filter>(); }
 
 }  // namespace sluice::smt

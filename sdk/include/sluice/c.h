@@ -60,7 +60,7 @@ static inline sluice_status sluice_error_set(sluice_error* error, const char* fi
     va_end(args);
   }
   /* An older host may hand a shorter sluice_error: touch `field` only if it lies inside. */
-  if (error->struct_size >= offsetof(sluice_error, field_capacity) + sizeof(size_t))
+  if (SLUICE_HAS_FIELD(error, sluice_error, field_capacity))
     sluice_c_copy_text(error->field, error->field_capacity, field);
   return SLUICE_ERROR;
 }
@@ -68,6 +68,12 @@ static inline sluice_status sluice_error_set(sluice_error* error, const char* fi
 /* ------------------------------------------------------------------------------------------ */
 /* Writer and host helpers                                                                     */
 /* ------------------------------------------------------------------------------------------ */
+
+/* The byte bound of a poll (sluice_poll_args::max_bytes, ABI 1.1), or UINT64_MAX from an older
+ * host whose shorter struct has none: read through SLUICE_FIELD_OR, never past struct_size. */
+static inline uint64_t sluice_poll_max_bytes(const sluice_poll_args* args) {
+  return SLUICE_FIELD_OR(args, sluice_poll_args, max_bytes, UINT64_MAX);
+}
 
 /* Rejects input record `index` with a NUL-terminated reason; the rest of the batch goes on. */
 static inline void sluice_reject(sluice_writer* out, size_t index, sluice_status status,

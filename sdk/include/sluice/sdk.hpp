@@ -7,6 +7,9 @@
 //   SLUICE_MODULE("acme", "1.2.0", SLUICE_SOURCE(FileSource, "file"), SLUICE_SINK(HttpSink,
 //   "http"))
 //
+// schema() and description() run in the module's init, not in the entry point (abi.h: the entry
+// point runs no plugin code); an exception there fails the load with its message.
+//
 // Every entry point is a noexcept shim: sluice::Retriable becomes SLUICE_RETRY, sluice::Fatal
 // SLUICE_FATAL, any other exception SLUICE_ERROR with its what(). Nothing C++ crosses the ABI.
 #pragma once
@@ -259,7 +262,7 @@ class Host {
   std::string_view instance_name() const { return api_->sluice_host_instance_name(api_->host_ctx); }
   // Sources only, from inside poll: see sluice_host_api::sluice_host_drain.
   bool drain(std::span<const sluice_position> partitions, uint32_t timeout_ms) const {
-    if (api_->struct_size <= offsetof(sluice_host_api, sluice_host_drain) ||
+    if (!SLUICE_HAS_FIELD(api_, sluice_host_api, sluice_host_drain) ||
         api_->sluice_host_drain == nullptr)
       return false;
     return api_->sluice_host_drain(api_->host_ctx, partitions.data(), partitions.size(),
@@ -599,7 +602,7 @@ inline void write_text(char* buf, size_t cap, std::string_view text) {
 inline void report(sluice_error* e, std::string_view message, std::string_view field = {}) {
   if (!e) return;
   write_text(e->message, e->message_capacity, message);
-  if (e->struct_size >= offsetof(sluice_error, field_capacity) + sizeof(size_t))
+  if (SLUICE_HAS_FIELD(e, sluice_error, field_capacity))
     write_text(e->field, e->field_capacity, field);
 }
 
@@ -630,10 +633,14 @@ sluice_status guarded(sluice_error* e, Fn&& fn) noexcept {
 // The byte budget of a poll: sluice_poll_args::max_bytes if the host's struct has it (ABI 1.1),
 // else no byte bound (an older host bounds polls by records only).
 inline uint64_t poll_max_bytes(const sluice_poll_args& args) {
-  if (args.struct_size < offsetof(sluice_poll_args, max_bytes) + sizeof(args.max_bytes))
-    return UINT64_MAX;
-  return args.max_bytes;
+  return SLUICE_FIELD_OR(&args, sluice_poll_args, max_bytes, UINT64_MAX);
 }
+
+// One plugin of a module: its table and the step that completes it (run by the module's init).
+struct PluginEntry {
+  sluice_plugin* table;
+  void (*prepare)();
+};
 
 template <typename T>
 struct Instance {
@@ -758,70 +765,104 @@ struct Adapter {
         e, [&] { self(inst).restore(std::string_view(reinterpret_cast<const char*>(data), len)); });
   }
 
-  // The plugin's table; built once, on the first call into the module.
-  static const sluice_plugin* table(const char* name, const char* version) {
+  // The plugin's table. The entry point returns it holding only names and hooks (no code of
+  // the author's runs there); prepare(), from the module's init, adds the description and the
+  // schema, which T builds.
+  static sluice_plugin& table() {
+    static sluice_plugin t = [] {
+      sluice_plugin p{};
+      p.struct_size = sizeof(p);
+      p.kind = Kind;
+      p.validate = &validate;
+      p.create = &create;
+      p.destroy = &destroy;
+      if constexpr (Kind == SLUICE_KIND_SOURCE) {
+        p.poll = &poll;
+        p.commit = &commit;
+        p.set_paused = &set_paused;
+      }
+      if constexpr (Kind == SLUICE_KIND_TRANSFORM) p.process = &process;
+      if constexpr (Kind == SLUICE_KIND_SINK) {
+        p.put = &put;
+        p.flush = &flush;
+        p.pre_commit = &pre_commit;
+      }
+      p.on_memory_pressure = &on_memory_pressure;
+      p.snapshot = &snapshot;
+      p.restore = &restore;
+      return p;
+    }();
+    return t;
+  }
+  static void prepare() {
     static const std::string schema = T::schema().to_json();
     static const std::string desc = description_of<T>();
-    static const sluice_plugin p = [&] {
-      sluice_plugin t{};
-      t.struct_size = sizeof(t);
-      t.kind = Kind;
-      t.name = name;
-      t.version = version;
-      t.description = desc.c_str();
-      t.config_schema_json = schema.c_str();
-      t.validate = &validate;
-      t.create = &create;
-      t.destroy = &destroy;
-      if constexpr (Kind == SLUICE_KIND_SOURCE) {
-        t.poll = &poll;
-        t.commit = &commit;
-        t.set_paused = &set_paused;
-      }
-      if constexpr (Kind == SLUICE_KIND_TRANSFORM) t.process = &process;
-      if constexpr (Kind == SLUICE_KIND_SINK) {
-        t.put = &put;
-        t.flush = &flush;
-        t.pre_commit = &pre_commit;
-      }
-      t.on_memory_pressure = &on_memory_pressure;
-      t.snapshot = &snapshot;
-      t.restore = &restore;
-      return t;
-    }();
-    return &p;
+    table().config_schema_json = schema.c_str();
+    table().description = desc.c_str();
+  }
+  static PluginEntry entry(const char* name, const char* version) {
+    table().name = name;
+    table().version = version;
+    return {&table(), &prepare};
   }
 };
 
-inline sluice_module make_module(const char* name, const char* version,
-                                 const sluice_plugin* const* plugins, size_t count) {
-  sluice_module m{};
-  m.struct_size = sizeof(m);
-  m.abi_major = SLUICE_ABI_MAJOR;
-  m.abi_minor = SLUICE_ABI_MINOR;
-  m.name = name;
-  m.version = version;
-  m.plugins = plugins;
-  m.plugin_count = count;
-  return m;
-}
+// The module table of SLUICE_MODULE: plugin pointers and the steps that complete them. Built in
+// the entry point from static data only; `init` runs the steps (T::schema() and description()),
+// turning an exception into the init's error.
+template <size_t N>
+class ModuleTables {
+ public:
+  using InitFn = sluice_status (*)(const sluice_host_api*, sluice_error*);
+  ModuleTables(const char* name, const char* version, const PluginEntry (&entries)[N], InitFn init)
+      : entries_(entries) {
+    for (size_t i = 0; i < N; ++i) plugins_[i] = entries[i].table;
+    module_.struct_size = sizeof(module_);
+    module_.abi_major = SLUICE_ABI_MAJOR;
+    module_.abi_minor = SLUICE_ABI_MINOR;
+    module_.name = name;
+    module_.version = version;
+    module_.plugins = plugins_;
+    module_.plugin_count = N;
+    module_.init = init;
+  }
+  const sluice_module* module() const { return &module_; }
+  sluice_status init(sluice_error* error) const noexcept {
+    return guarded(error, [&] {
+      for (const PluginEntry& e : entries_) e.prepare();
+    });
+  }
+
+ private:
+  const PluginEntry (&entries_)[N];
+  const sluice_plugin* plugins_[N] = {};
+  sluice_module module_{};
+};
 
 }  // namespace detail
 }  // namespace sluice
 
 #define SLUICE_SOURCE(T, NAME) \
-  ::sluice::detail::Adapter<T, SLUICE_KIND_SOURCE>::table(NAME, sluice_module_version_)
+  ::sluice::detail::Adapter<T, SLUICE_KIND_SOURCE>::entry(NAME, sluice_module_version_)
 #define SLUICE_TRANSFORM(T, NAME) \
-  ::sluice::detail::Adapter<T, SLUICE_KIND_TRANSFORM>::table(NAME, sluice_module_version_)
+  ::sluice::detail::Adapter<T, SLUICE_KIND_TRANSFORM>::entry(NAME, sluice_module_version_)
 #define SLUICE_SINK(T, NAME) \
-  ::sluice::detail::Adapter<T, SLUICE_KIND_SINK>::table(NAME, sluice_module_version_)
+  ::sluice::detail::Adapter<T, SLUICE_KIND_SINK>::entry(NAME, sluice_module_version_)
 
-// Expands to the module table and the exported entry point.
-#define SLUICE_MODULE(NAME, VERSION, ...)                                               \
-  extern "C" SLUICE_EXPORT const sluice_module* sluice_module_get(uint32_t, uint32_t) { \
-    static const char* const sluice_module_version_ = VERSION;                          \
-    static const sluice_plugin* const plugins[] = {__VA_ARGS__};                        \
-    static const sluice_module module = ::sluice::detail::make_module(                  \
-        NAME, VERSION, plugins, sizeof(plugins) / sizeof(plugins[0]));                  \
-    return &module;                                                                     \
+// Expands to the module table, its init (which builds the schemas: plugin code stays out of
+// the entry point, as abi.h requires) and the exported entry point.
+#define SLUICE_MODULE(NAME, VERSION, ...)                                                          \
+  static sluice_status sluice_module_init_(const sluice_host_api*, sluice_error*) noexcept;        \
+  static const auto& sluice_module_tables_() {                                                     \
+    static const char* const sluice_module_version_ = VERSION;                                     \
+    static const ::sluice::detail::PluginEntry entries[] = {__VA_ARGS__};                          \
+    static const ::sluice::detail::ModuleTables tables(NAME, VERSION, entries,                     \
+                                                       &sluice_module_init_);                      \
+    return tables;                                                                                 \
+  }                                                                                                \
+  static sluice_status sluice_module_init_(const sluice_host_api*, sluice_error* error) noexcept { \
+    return sluice_module_tables_().init(error);                                                    \
+  }                                                                                                \
+  extern "C" SLUICE_EXPORT const sluice_module* sluice_module_get(uint32_t, uint32_t) {            \
+    return sluice_module_tables_().module();                                                       \
   }

@@ -1,6 +1,8 @@
 // Shared helpers of the plugin loader tests: where the test plugins are, and load errors.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -24,6 +26,14 @@ inline std::string load_error(const std::filesystem::path& file, LoadOptions opt
     return e.what();
   }
   return "";
+}
+
+// The loader's refusal of `file`, a module that claims the minor after the host's.
+inline std::string newer_minor_error(const std::filesystem::path& file) {
+  return file.string() + fmt::format(
+                             ": plugin needs ABI {0}.{1}, newer than the host's {0}.{2}; "
+                             "upgrade sluice",
+                             SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR + 1, SLUICE_ABI_MINOR);
 }
 
 }  // namespace sluice::plugin::testing

@@ -70,10 +70,7 @@ TEST_CASE("an ABI major mismatch is refused") {
 
 TEST_CASE("a plugin needing a newer minor than the host is refused") {
   auto f = test_plugins() / "bad_minor" / "sluice-bad_minor.so";
-  CHECK(load_error(f) == f.string() + fmt::format(": plugin needs ABI {0}.{1}, newer than the "
-                                                  "host's {0}.{2}; upgrade sluice",
-                                                  SLUICE_ABI_MAJOR, SLUICE_ABI_MINOR + 1,
-                                                  SLUICE_ABI_MINOR));
+  CHECK(load_error(f) == newer_minor_error(f));
 }
 
 TEST_CASE("a failing init is reported with the plugin's reason") {

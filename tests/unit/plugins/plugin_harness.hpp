@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <sluice/testing.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -131,34 +132,14 @@ class FakeHost {
   std::vector<std::string> logs_;
 };
 
-// A record owned by the test, for input batches and for what plugins wrote.
-struct TestRecord {
-  std::optional<std::string> key;
-  std::optional<std::string> value;  // nullopt: a tombstone
-  std::string topic = "t";
-  std::vector<std::pair<std::string, std::string>> headers;
-  int32_t partition = 0;
-  int64_t offset = 0;
-  int64_t timestamp_ms = 0;
-  size_t input_index = SIZE_MAX;  // for written records: what the plugin derived it from
-
-  std::optional<std::string> header(std::string_view name) const {
-    for (const auto& [k, v] : headers)
-      if (k == name) return v;
-    return std::nullopt;
-  }
+// A record owned by the test, for input batches and for what plugins wrote: the SDK fake host's
+// record (sluice/testing.hpp), with topic "t" unless a test sets another.
+struct TestRecord : sluice::testing::Record {
+  TestRecord() { topic = "t"; }
+  explicit TestRecord(sluice::testing::Record r) : Record(std::move(r)) {}
 };
 
-struct Rejection {
-  size_t index;
-  sluice_status status;
-  std::string message;
-};
-
-inline std::optional<std::string> copy(sluice_bytes b) {
-  if (!b.ptr) return std::nullopt;
-  return std::string(reinterpret_cast<const char*>(b.ptr), b.len);
-}
+using Rejection = sluice::testing::Reject;
 
 // A host-owned writer that copies every record appended to it.
 class FakeWriter {
@@ -167,18 +148,7 @@ class FakeWriter {
     writer_.struct_size = sizeof(writer_);
     writer_.host_ctx = this;
     writer_.append = [](void* ctx, size_t index, const sluice_record* r) -> sluice_status {
-      TestRecord t;
-      t.key = copy(r->key);
-      t.value = copy(r->value);
-      t.topic = copy(r->topic).value_or("");
-      for (size_t i = 0; i < r->header_count; ++i)
-        t.headers.emplace_back(copy(r->headers[i].key).value_or(""),
-                               copy(r->headers[i].value).value_or(""));
-      t.partition = r->partition;
-      t.offset = r->offset;
-      t.timestamp_ms = r->timestamp_ms;
-      t.input_index = index;
-      static_cast<FakeWriter*>(ctx)->records.push_back(std::move(t));
+      static_cast<FakeWriter*>(ctx)->records.emplace_back(sluice::testing::detail::copy(*r, index));
       return SLUICE_OK;
     };
     writer_.append_owned = nullptr;
@@ -199,66 +169,19 @@ class FakeWriter {
   sluice_writer writer_{};
 };
 
-// The status and error text of one call.
-struct CallResult {
-  sluice_status status = SLUICE_OK;
-  std::string message;
-  std::string field;
-  bool ok() const { return status == SLUICE_OK; }
-};
+// The status and error text of one call, and the host-owned buffers it is written into.
+using CallResult = sluice::testing::Result;
 
-class ErrorBuffer {
+class ErrorBuffer : public sluice::testing::detail::ErrorBuffer {
  public:
-  ErrorBuffer() {
-    error_.struct_size = sizeof(error_);
-    error_.message = message_;
-    error_.message_capacity = sizeof message_;
-    error_.field = field_;
-    error_.field_capacity = sizeof field_;
-  }
-  sluice_error* raw() { return &error_; }
-  CallResult result(sluice_status s) const { return {s, message_, field_}; }
-
- private:
-  sluice_error error_{};
-  char message_[1024] = {};
-  char field_[256] = {};
+  sluice_error* raw() { return get(); }
 };
 
 // A borrowed input batch built from test records.
-class InputBatch {
+class InputBatch : public sluice::testing::detail::Batch {
  public:
-  explicit InputBatch(const std::vector<TestRecord>& records) {
-    headers_.resize(records.size());
-    for (size_t i = 0; i < records.size(); ++i) {
-      const auto& t = records[i];
-      for (const auto& [k, v] : t.headers) headers_[i].push_back({bytes(k), bytes(v)});
-      sluice_record r{};
-      r.struct_size = sizeof(r);
-      r.key = t.key ? bytes(*t.key) : sluice_bytes{nullptr, 0};
-      r.value = t.value ? bytes(*t.value) : sluice_bytes{nullptr, 0};
-      r.topic = bytes(t.topic);
-      r.headers = headers_[i].data();
-      r.header_count = headers_[i].size();
-      r.partition = t.partition;
-      r.offset = t.offset;
-      r.timestamp_ms = t.timestamp_ms;
-      records_.push_back(r);
-    }
-    batch_.struct_size = sizeof(batch_);
-    batch_.records = records_.data();
-    batch_.count = records_.size();
-  }
-  const sluice_batch* raw() const { return &batch_; }
-
- private:
-  static sluice_bytes bytes(const std::string& s) {
-    static const uint8_t kEmpty = 0;
-    return {s.empty() ? &kEmpty : reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-  }
-  std::vector<std::vector<sluice_header>> headers_;
-  std::vector<sluice_record> records_;
-  sluice_batch batch_{};
+  using Batch::Batch;
+  const sluice_batch* raw() const { return get(); }
 };
 
 // One plugin instance, destroyed with the object.

@@ -11,7 +11,7 @@
 use core::ffi::{c_char, c_void};
 
 pub const SLUICE_ABI_MAJOR: u32 = 1;
-pub const SLUICE_ABI_MINOR: u32 = 1;
+pub const SLUICE_ABI_MINOR: u32 = 2;
 
 /// The name of the one function every plugin library exports.
 pub const SLUICE_MODULE_ENTRY: &core::ffi::CStr = c"sluice_module_get";
@@ -50,6 +50,7 @@ pub struct sluice_bytes {
     pub len: usize,
 }
 
+/// FROZEN for ABI 1.x, as `sluice_record`: headers travel in arrays (abi.h).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct sluice_header {
@@ -57,6 +58,8 @@ pub struct sluice_header {
     pub value: sluice_bytes,
 }
 
+/// FROZEN for ABI 1.x: records travel in arrays indexed with this size, which never changes
+/// within a major (abi.h). Data a later minor adds per record goes beside the array.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct sluice_record {
@@ -79,6 +82,7 @@ pub struct sluice_batch {
     pub count: usize,
 }
 
+/// FROZEN for ABI 1.x, as `sluice_record`: positions travel in arrays (abi.h).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct sluice_position {
@@ -250,3 +254,32 @@ pub struct sluice_module {
 /// The signature of `sluice_module_get`, the entry point every plugin library exports.
 pub type sluice_module_get_fn =
     unsafe extern "C" fn(host_abi_major: u32, host_abi_minor: u32) -> *const sluice_module;
+
+/// `SLUICE_HAS_FIELD` of abi.h: whether `$field` of the versioned struct at `$ptr` (a
+/// `*const $ty`) lies inside its `struct_size`, i.e. whether the peer that filled it knew the
+/// field. Read a field only when this is true. Only `struct_size` is read.
+///
+/// ```
+/// use sluice_sdk_sys::{has_field, sluice_poll_args};
+/// let mut args: sluice_poll_args = unsafe { core::mem::zeroed() };
+/// args.struct_size = 16; // an ABI 1.0 host's, before max_bytes
+/// assert!(has_field!(&args as *const _, sluice_poll_args, end_of_stream));
+/// assert!(!has_field!(&args as *const _, sluice_poll_args, max_bytes));
+/// ```
+#[macro_export]
+macro_rules! has_field {
+    ($ptr:expr, $ty:ty, $field:ident) => {{
+        let ptr: *const $ty = $ptr;
+        // SAFETY: the caller passes a live struct of the ABI; its first field is struct_size.
+        let size = unsafe { ::core::ptr::addr_of!((*ptr).struct_size).read() } as usize;
+        size >= ::core::mem::offset_of!($ty, $field)
+            + $crate::pointee_size(|p: *const $ty| unsafe { ::core::ptr::addr_of!((*p).$field) })
+    }};
+}
+
+/// The size of the field a projection points to (for `has_field!`, which cannot name the
+/// field's type).
+#[doc(hidden)]
+pub fn pointee_size<T, F>(_project: fn(*const T) -> *const F) -> usize {
+    core::mem::size_of::<F>()
+}

@@ -1,7 +1,7 @@
 //! The ABI boundary: the `extern "C"` hooks the host calls, each wrapped in `catch_unwind`, and
 //! the static tables that `sluice_module!` builds. All the crate's table `unsafe` lives here.
 use crate::records::{Batch, Position, RecordOutput, Writer};
-use crate::{sys, Error, Host, Plugin, Result, Sink, Source, Transform};
+use crate::{sys, Error, Host, Plugin, PollLimits, Result, Sink, Source, Transform};
 use std::any::Any;
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -30,8 +30,7 @@ fn report(error: *mut sys::sluice_error, message: &str, field: &str) {
     // SAFETY: the host's error struct, valid during the call.
     let e = unsafe { &*error };
     write_text(e.message, e.message_capacity, message);
-    let field_end = std::mem::offset_of!(sys::sluice_error, field_capacity) + std::mem::size_of::<usize>();
-    if e.struct_size as usize >= field_end {
+    if sys::has_field!(error, sys::sluice_error, field_capacity) {
         write_text(e.field, e.field_capacity, field);
     }
 }
@@ -245,18 +244,10 @@ unsafe extern "C" fn poll<T: Source>(
     error: *mut sys::sluice_error,
 ) -> sys::sluice_status {
     guarded(error, || {
-        let args = &mut *args;
-        // ABI 1.1 bounds a poll by bytes too; no byte room means no room. The byte budget
-        // itself is not yet offered to Rust sources: they are bounded by records only.
-        let covers_max_bytes = args.struct_size as usize >= std::mem::size_of::<sys::sluice_poll_args>();
-        let max_records = if covers_max_bytes && args.max_bytes == 0 { 0 } else { args.max_records };
-        let end = this::<T>(instance).poll(
-            &mut Writer::from_raw(&mut *out),
-            max_records,
-            args.timeout_ms,
-        )?;
+        let limits = PollLimits::from_raw(args);
+        let end = this::<T>(instance).poll(&mut Writer::from_raw(&mut *out), &limits)?;
         if end {
-            args.end_of_stream = 1;
+            (*args).end_of_stream = 1;
         }
         Ok(())
     })

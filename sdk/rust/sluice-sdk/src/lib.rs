@@ -40,6 +40,7 @@ compile_error!(
 mod boundary;
 mod host;
 mod records;
+pub mod testing;
 
 pub use host::{Host, LogLevel};
 pub use records::{Batch, OutRecord, Position, Record, RecordOutput, Writer};
@@ -163,11 +164,49 @@ pub trait Sink: Plugin {
     }
 }
 
+/// The bounds of one poll (`sluice_poll_args`): a struct, so that a later ABI minor can add one
+/// without breaking every source.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PollLimits {
+    /// Append at most this many records; 0 while the host applies backpressure (or has no byte
+    /// room): append nothing, but return promptly anyway.
+    pub max_records: u32,
+    /// Append records until about this many bytes of key + value + headers are appended (the
+    /// record that crosses it may still go). `u64::MAX` from a host older than ABI 1.1, which
+    /// bounds polls by records only.
+    pub max_bytes: u64,
+    /// Return within about this long even if nothing arrived.
+    pub timeout_ms: u32,
+}
+
+impl PollLimits {
+    /// # Safety
+    /// `args` is the host's live poll arguments.
+    pub(crate) unsafe fn from_raw(args: *const sys::sluice_poll_args) -> Self {
+        let max_bytes = if sys::has_field!(args, sys::sluice_poll_args, max_bytes) {
+            (*args).max_bytes
+        } else {
+            u64::MAX
+        };
+        PollLimits {
+            max_records: if max_bytes == 0 { 0 } else { (*args).max_records },
+            max_bytes,
+            timeout_ms: (*args).timeout_ms,
+        }
+    }
+
+    /// Whether `out` has taken what this poll may append: stop appending then.
+    pub fn reached(&self, out: &Writer<'_>) -> bool {
+        self.max_records == 0 || out.bytes() >= self.max_bytes
+    }
+}
+
 /// A source: produces records on its own thread.
 pub trait Source: Plugin {
-    /// Appends at most `max_records` records to `out` (0 while the host applies backpressure:
-    /// return promptly anyway), within about `timeout_ms`. Returns true at the end of input.
-    fn poll(&self, out: &mut Writer<'_>, max_records: u32, timeout_ms: u32) -> Result<bool>;
+    /// Appends at most `limits.max_records` records, and about `limits.max_bytes` bytes, to
+    /// `out` (`out.bytes()` counts them), within about `limits.timeout_ms`. Returns true at the
+    /// end of input.
+    fn poll(&self, out: &mut Writer<'_>, limits: &PollLimits) -> Result<bool>;
     /// Positions that are done: persist them.
     fn commit(&self, _positions: &[Position<'_>]) -> Result<()> {
         Ok(())

@@ -190,16 +190,35 @@ impl<'a> Position<'a> {
     }
 }
 
+/// Key + value + header bytes of a record, as the host counts them against a poll's max_bytes.
+fn record_bytes(record: &sys::sluice_record) -> u64 {
+    let headers = if record.headers.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: the record's header array, valid while the record is.
+        unsafe { std::slice::from_raw_parts(record.headers, record.header_count) }
+    };
+    let header_bytes: usize = headers.iter().map(|h| h.key.len + h.value.len).sum();
+    (record.key.len + record.value.len + header_bytes) as u64
+}
+
 /// The host-owned output of a call: append records, reject input records.
 pub struct Writer<'a> {
     raw: &'a mut sys::sluice_writer,
+    bytes: u64,
 }
 
 impl<'a> Writer<'a> {
     /// # Safety
     /// `raw` is the writer of the current call.
     pub(crate) unsafe fn from_raw(raw: &'a mut sys::sluice_writer) -> Self {
-        Writer { raw }
+        Writer { raw, bytes: 0 }
+    }
+
+    /// Bytes of key + value + headers appended through this writer so far (what a poll's
+    /// `PollLimits::max_bytes` bounds).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     fn append_raw(&mut self, index: usize, record: &sys::sluice_record) -> Result<()> {
@@ -209,7 +228,10 @@ impl<'a> Writer<'a> {
             .ok_or_else(|| Error::failed("the host gave no append"))?;
         // SAFETY: the host copies the record and its bytes before returning.
         match unsafe { append(self.raw.host_ctx, index, record) } {
-            sys::SLUICE_OK => Ok(()),
+            sys::SLUICE_OK => {
+                self.bytes += record_bytes(record);
+                Ok(())
+            }
             sys::SLUICE_RETRY => Err(Error::Retry("the host refused the record for now".into())),
             _ => Err(Error::failed("the host refused the record")),
         }
