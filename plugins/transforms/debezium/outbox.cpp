@@ -301,6 +301,6 @@ void Outbox::place(Record& r, rapidjson::Value& row_schema, rapidjson::Value& ro
 
 }  // namespace
 
-const sluice_plugin* outbox() { return smt::plugin_table<Outbox>(); }
+detail::PluginEntry outbox() { return smt::plugin_table<Outbox>(); }
 
 }  // namespace sluice::dbz

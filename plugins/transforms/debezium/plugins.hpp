@@ -1,12 +1,12 @@
 // The plugin tables of the debezium_smt module, one function per transform (module.cpp).
 #pragma once
 
-#include <sluice/abi.h>
+#include <sluice/sdk.hpp>
 
 namespace sluice::dbz {
 
-const sluice_plugin* unwrap();        // unwrap.cpp
-const sluice_plugin* outbox();        // outbox.cpp
-const sluice_plugin* table_router();  // table_router.cpp
+detail::PluginEntry unwrap();        // unwrap.cpp
+detail::PluginEntry outbox();        // outbox.cpp
+detail::PluginEntry table_router();  // table_router.cpp
 
 }  // namespace sluice::dbz

@@ -107,6 +107,6 @@ struct TableRouter {
 
 }  // namespace
 
-const sluice_plugin* table_router() { return smt::plugin_table<TableRouter>(); }
+detail::PluginEntry table_router() { return smt::plugin_table<TableRouter>(); }
 
 }  // namespace sluice::dbz

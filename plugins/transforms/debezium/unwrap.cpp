@@ -230,6 +230,6 @@ struct Unwrap {
 
 }  // namespace
 
-const sluice_plugin* unwrap() { return smt::plugin_table<Unwrap>(); }
+detail::PluginEntry unwrap() { return smt::plugin_table<Unwrap>(); }
 
 }  // namespace sluice::dbz
