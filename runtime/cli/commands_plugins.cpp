@@ -19,7 +19,9 @@ using plugin::json_text;
 std::string attribute(const Value& f, const char* key) {
   const auto it = f.FindMember(key);
   if (it == f.MemberEnd() || it->value.IsNull()) return "";
-  return it->value.IsString() ? it->value.GetString() : json_text(it->value);
+  if (it->value.IsString()) return it->value.GetString();
+  // 60000 rather than JSON's 60000.0, as a user writes it in YAML.
+  return it->value.IsDouble() ? fmt::format("{}", it->value.GetDouble()) : json_text(it->value);
 }
 
 bool flag(const Value& f, const char* key) {
