@@ -18,6 +18,7 @@
 
 #include "admin/admin_server.hpp"
 #include "cli/commands_admin.hpp"
+#include "cli/commands_plugins.hpp"
 #include "cli/process_hardening.hpp"
 #include "config/did_you_mean.hpp"
 #include "config/path_checks.hpp"
@@ -91,6 +92,7 @@ struct CommonOptions {
 };
 
 std::unique_ptr<plugin::PluginRegistry> load_registry(const CommonOptions& o) {
+  for (const auto& p : o.plugin_paths) plugin::check_plugin_path_option(p);
   auto reg = std::make_unique<plugin::PluginRegistry>(plugin::LoadOptions{o.allow_insecure});
   reg->load_search_path(plugin::plugin_search_path(o.plugin_paths));
   return reg;
@@ -273,53 +275,6 @@ int cmd_validate(const std::string& file, const CommonOptions& common, bool crea
   return 0;
 }
 
-int cmd_plugins_list(const CommonOptions& common) {
-  auto reg = load_registry(common);
-  std::cout << fmt::format("{:<10} {:<16} {:<10} {}\n", "KIND", "NAME", "VERSION", "FILE");
-  for (const auto* p : reg->all())
-    std::cout << fmt::format("{:<10} {:<16} {:<10} {}\n", plugin::kind_name(p->kind), p->name,
-                             p->version, p->file.string());
-  return 0;
-}
-
-// One schema field as `plugins inspect` shows it: name, type, flags, default and doc.
-std::string schema_field_line(const rapidjson::Value& f) {
-  std::string def;
-  if (f.HasMember("default")) {
-    rapidjson::StringBuffer sb;
-    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-    f["default"].Accept(w);
-    def = std::string(" = ") + sb.GetString();
-  }
-  // "input path", "output path" or "path": what `sluice validate` checks of it.
-  std::string path;
-  if (f.HasMember("path") && f["path"].IsTrue())
-    path = f.HasMember("path_kind") && f["path_kind"].IsString() &&
-                   std::string_view(f["path_kind"].GetString()) != "any"
-               ? fmt::format(" {} path", f["path_kind"].GetString())
-               : std::string(" path");
-  return fmt::format("  {:<20} {:<7}{}{}{}{}{}\n", f["name"].GetString(), f["type"].GetString(),
-                     f.HasMember("required") && f["required"].GetBool() ? " required" : "",
-                     f.HasMember("secret") && f["secret"].GetBool() ? " secret" : "", path, def,
-                     f.HasMember("doc") ? std::string("  ") + f["doc"].GetString() : "");
-}
-
-int cmd_plugins_inspect(const std::string& file, const CommonOptions& common) {
-  auto lib = plugin::PluginLibrary::load(file, plugin::LoadOptions{common.allow_insecure});
-  std::cout << fmt::format("module {} {} ({})\nABI {}.{}\n", lib->module_name(),
-                           lib->module_version(), lib->file().string(), SLUICE_ABI_MAJOR,
-                           SLUICE_ABI_MINOR);
-  for (const auto& p : lib->plugins()) {
-    std::cout << fmt::format("\n{} {} {}\n", plugin::kind_name(p.kind), p.name, p.version);
-    if (!p.description.empty()) std::cout << "  " << p.description << "\n";
-    rapidjson::Document d;
-    d.Parse(p.schema_json.c_str());
-    if (d.HasParseError() || !d.HasMember("fields")) continue;
-    for (const auto& f : d["fields"].GetArray()) std::cout << schema_field_line(f);
-  }
-  return 0;
-}
-
 // Exit statuses, as `sluice --help` lists them.
 constexpr int kExitOk = 0;
 constexpr int kExitFailed = 1;  // a pipeline failed at run time; the admin API not reachable
@@ -457,8 +412,10 @@ void define_subcommands(CLI::App& app, CommandLine& c) {
   auto* plugins = app.add_subcommand("plugins", "list or inspect plugins");
   plugins->require_subcommand(1);
   c.list = plugins->add_subcommand("list", "every plugin on the search path");
-  c.inspect = plugins->add_subcommand("inspect", "a plugin library's metadata and config schema");
-  c.inspect->add_option("file", c.file, "plugin .so")->required();
+  c.inspect = plugins->add_subcommand(
+      "inspect", "a plugin's metadata and config schema, every attribute, checked");
+  c.inspect->add_option("plugin", c.file, "plugin name (searched on the plugin path) or .so file")
+      ->required();
   c.version = app.add_subcommand("version", "print the version");
   // Global options given after the subcommand apply too.
   for (auto* sub :
@@ -488,8 +445,10 @@ int dispatch(CommandLine& c) {
   if (c.top->parsed()) return cli::run_top_command(admin_target(c), c.top_once);
   if (c.reload->parsed()) return cli::run_reload_command(admin_target(c), c.stage);
   if (c.validate->parsed()) return cmd_validate(c.file, c.common, c.validate_create);
-  if (c.list->parsed()) return cmd_plugins_list(c.common);
-  if (c.inspect->parsed()) return cmd_plugins_inspect(c.file, c.common);
+  if (c.list->parsed()) return cli::run_plugins_list(*load_registry(c.common));
+  if (c.inspect->parsed())
+    return cli::run_plugins_inspect(c.file, plugin::LoadOptions{c.common.allow_insecure},
+                                    [&c] { return load_registry(c.common); });
   return kExitUsage;
 }
 

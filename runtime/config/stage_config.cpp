@@ -454,16 +454,18 @@ CheckedConfig check_stage(const StageSpec& stage, std::string_view schema_json) 
   return out;
 }
 
-void throw_unknown_plugin(const StageSpec& stage, const std::vector<std::string>& known_names) {
+void throw_unknown_plugin(const StageSpec& stage, const std::vector<std::string>& known_names,
+                          const std::optional<std::string>& unusable, std::string_view note) {
+  if (unusable) throw ConfigError(stage.type_location, *unusable);
   std::vector<std::string> known = known_names;
   std::sort(known.begin(), known.end());
   known.erase(std::unique(known.begin(), known.end()), known.end());
   const auto suggestion = closest_name(stage.type, known);
   throw ConfigError(
       stage.type_location,
-      fmt::format("unknown {} plugin '{}'; {}known: {}", plugin_kind(stage.role), stage.type,
+      fmt::format("unknown {} plugin '{}'; {}known: {}{}", plugin_kind(stage.role), stage.type,
                   suggestion ? fmt::format("did you mean '{}'? ", *suggestion) : std::string(),
-                  join_names(known)));
+                  join_names(known), note));
 }
 
 Location field_location(const StageSpec& stage, std::string_view field) {

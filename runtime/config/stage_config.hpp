@@ -1,6 +1,7 @@
 // A stage's plugin config checked against the plugin's schema, turned into the JSON it gets.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,9 +26,13 @@ struct CheckedConfig {
 CheckedConfig check_stage(const StageSpec& stage, std::string_view schema_json);
 
 // ConfigError at stage.type_location:
-// "unknown source plugin 'fiel'; did you mean 'file'? known: file, generator".
+// "unknown source plugin 'fiel'; did you mean 'file'? known: file, generator" and `note`
+// (the plugin files that were not loaded). `unusable`, when given, is the whole message
+// instead: why the plugin path holds the plugin but it cannot be used.
 [[noreturn]] void throw_unknown_plugin(const StageSpec& stage,
-                                       const std::vector<std::string>& known_names);
+                                       const std::vector<std::string>& known_names,
+                                       const std::optional<std::string>& unusable = std::nullopt,
+                                       std::string_view note = {});
 
 // Where a field a plugin complained about is written: its value (a dotted path such as
 // "tls.ca" reaches into mappings, a number into lists), else the stage mapping.

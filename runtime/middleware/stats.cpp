@@ -81,6 +81,15 @@ std::string format_value(double v) {
   return fmt::format("{}", v);
 }
 
+// The plugin metrics (`extra`) that are counters, or those that are gauges, labelled by name.
+std::vector<Sample> plugin_samples(const StageStats& s, bool counters) {
+  std::vector<Sample> out;
+  for (const auto& [name, value] : s.extra)
+    if (s.extra_counters.contains(name) == counters)
+      out.push_back({fmt::format(",name=\"{}\"", escape_label_value(name)), value});
+  return out;
+}
+
 const std::vector<Family>& families() {
   static const std::vector<Family> kFamilies = {
       gauge("sluice_batch_size", "Current adaptive batch size (records).",
@@ -162,14 +171,10 @@ const std::vector<Family>& families() {
             [](const StageStats& s) { return s.backpressure.threshold; }),
       counter("sluice_backpressure_paused_seconds_total", "Time intake spent paused.",
               [](const StageStats& s) { return s.backpressure.paused_ms_total / kMsPerSecond; }),
-      {"sluice_plugin_metric", "Counters and gauges reported by plugins, by name.", "gauge",
-       [](const StageStats& s) {
-         std::vector<Sample> out;
-         for (const auto& [name, value] : s.extra) {
-           out.push_back({fmt::format(",name=\"{}\"", escape_label_value(name)), value});
-         }
-         return out;
-       }},
+      {"sluice_plugin_metric", "Gauges reported by plugins, by name.", "gauge",
+       [](const StageStats& s) { return plugin_samples(s, false); }},
+      {"sluice_plugin_total", "Counters reported by plugins, by name.", "counter",
+       [](const StageStats& s) { return plugin_samples(s, true); }},
       // The info-metric idiom: constant 1, the facts are in the labels.
       {"sluice_plugin_info", "Plugin instances a stage runs (1 per instance).", "gauge",
        [](const StageStats& s) {

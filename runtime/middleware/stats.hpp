@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,8 @@ struct StageStats {
 
   // Plugin counters and gauges (host API), by name.
   std::map<std::string, double> extra;
+  // The names of `extra` that are counters (Prometheus counters; the others are gauges).
+  std::set<std::string> extra_counters;
 
   // The plugin instances the stage runs (source, transforms, sink, dead-letter sink), so an
   // operator can tell which build of a plugin is live, e.g. after a reload.

@@ -57,7 +57,9 @@ StagePlan Pipeline::plan(const config::StageSpec& stage, sluice_kind kind,
   StagePlan p;
   p.spec = stage;
   p.plugin = registry.find(kind, stage.type);
-  if (p.plugin == nullptr) config::throw_unknown_plugin(stage, registry.names(kind));
+  if (p.plugin == nullptr)
+    config::throw_unknown_plugin(stage, registry.names(kind), registry.unusable(kind, stage.type),
+                                 registry.skipped_note());
   config::CheckedConfig checked = config::check_stage(stage, p.plugin->schema_json);
   p.config_json = std::move(checked.json);
   p.secret_values = std::move(checked.secret_values);
@@ -402,6 +404,8 @@ std::vector<middleware::StageStats> Pipeline::stats() const {
   auto describe = [&s](const StageCall& call, const char* role) {
     const auto& inst = call.instance();
     for (const auto& [k, v] : inst.host().metrics()) s.extra[inst.name() + "." + k] = v;
+    for (const auto& k : inst.host().counter_names())
+      s.extra_counters.insert(inst.name() + "." + k);
     s.plugins.push_back(
         {inst.name(), role, inst.info().name, inst.info().version, inst.info().file.string()});
   };

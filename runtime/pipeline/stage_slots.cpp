@@ -73,6 +73,9 @@ StageCall StageSlots::candidate(size_t slot, std::shared_ptr<plugin::PluginInsta
 std::shared_ptr<plugin::PluginInstance> StageSlots::exchange(
     size_t slot, std::shared_ptr<plugin::PluginInstance> next) {
   std::lock_guard lock(mu_);
+  // The position's plugin counters go on from the leaving instance's totals (quiesced by now).
+  if (const auto& leaving = slots_.at(slot).instance; leaving && next)
+    next->host().carry_counters_from(leaving->host());
   return std::exchange(slots_.at(slot).instance, std::move(next));
 }
 

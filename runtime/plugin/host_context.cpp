@@ -25,13 +25,34 @@ HostContext::HostContext(std::string instance_name) : name_(std::move(instance_n
 
 std::map<std::string, double> HostContext::metrics() const {
   std::lock_guard lock(metrics_mu_);
-  return {metrics_.begin(), metrics_.end()};
+  std::map<std::string, double> out;
+  for (const auto& [name, m] : metrics_) out.emplace(name, m.value);
+  return out;
 }
 
 double HostContext::metric(const std::string& name) const {
   std::lock_guard lock(metrics_mu_);
   auto it = metrics_.find(name);
-  return it == metrics_.end() ? 0.0 : it->second;
+  return it == metrics_.end() ? 0.0 : it->second.value;
+}
+
+std::set<std::string> HostContext::counter_names() const {
+  std::lock_guard lock(metrics_mu_);
+  std::set<std::string> out;
+  for (const auto& [name, m] : metrics_)
+    if (m.counter) out.insert(name);
+  return out;
+}
+
+void HostContext::carry_counters_from(const HostContext& old) {
+  if (&old == this) return;
+  std::scoped_lock lock(metrics_mu_, old.metrics_mu_);
+  for (const auto& [name, m] : old.metrics_) {
+    if (!m.counter) continue;
+    Metric& mine = metrics_[name];
+    mine.value += m.value;
+    mine.counter = true;
+  }
 }
 
 void HostContext::log(void* ctx, int32_t level, const char* message, size_t len) {
@@ -50,17 +71,16 @@ void HostContext::counter_add(void* ctx, const char* name, double delta) {
   if (!name) return;
   std::lock_guard lock(self->metrics_mu_);
   auto it = self->metrics_.find(std::string_view(name));
-  if (it == self->metrics_.end())
-    self->metrics_.emplace(name, delta);
-  else
-    it->second += delta;
+  if (it == self->metrics_.end()) it = self->metrics_.emplace(name, Metric{}).first;
+  it->second.value += delta;
+  it->second.counter = true;
 }
 
 void HostContext::gauge_set(void* ctx, const char* name, double value) {
   auto* self = static_cast<HostContext*>(ctx);
   if (!name) return;
   std::lock_guard lock(self->metrics_mu_);
-  self->metrics_[name] = value;
+  self->metrics_[name] = Metric{value, false};
 }
 
 double HostContext::memory_pressure(void*) { return process_memory_pressure(); }

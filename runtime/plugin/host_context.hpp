@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 
@@ -33,6 +34,11 @@ class HostContext {
   // Plugin-reported counters and gauges, by name.
   std::map<std::string, double> metrics() const;
   double metric(const std::string& name) const;
+  // The names among metrics() that are counters (sluice_host_counter_add); the rest are gauges.
+  std::set<std::string> counter_names() const;
+  // On a hot reload, the new instance's counters continue from the old one's totals: adds each
+  // of `old`'s counters to this one's (gauges are the new instance's own to set).
+  void carry_counters_from(const HostContext& old);
 
  private:
   static void log(void* ctx, int32_t level, const char* message, size_t len);
@@ -47,7 +53,11 @@ class HostContext {
   sluice_host_api api_{};
   DrainFn drain_;
   mutable std::mutex metrics_mu_;
-  std::map<std::string, double, std::less<>> metrics_;
+  struct Metric {
+    double value = 0;
+    bool counter = false;
+  };
+  std::map<std::string, Metric, std::less<>> metrics_;
 };
 
 }  // namespace sluice::plugin

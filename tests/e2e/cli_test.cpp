@@ -102,15 +102,19 @@ TEST_CASE("plugin load failures name the file and the reason, and nothing starts
   auto dir = scratch("plugin-errors");
   auto out = dir / "out.jsonl";
   write_file(dir / "p.yaml",
-             "name: p\nsource: {type: generator, count: 10}\nsink: {type: file, "
-             "path: " +
+             "name: p\nsource: {type: generator, count: 10}\ntransforms:\n  - type: bad_major\n"
+             "sink: {type: file, path: " +
                  out.string() + "}\n");
   auto plugins = binary_dir() / "test-plugins";
   auto r = run_process(
       {bin(), "run", "--plugin-path", (plugins / "bad_major").string(), (dir / "p.yaml").string()});
   CHECK(r.exit_code == 2);
-  CHECK(r.err == (plugins / "bad_major" / "sluice-bad_major.so").string() +
-                     ": ABI major mismatch: plugin 2.2, host 1.2\n");  // ABI 1.2: schema after init
+  CHECK(r.err.find((dir / "p.yaml").string() +
+                   ":4:11: transform plugin 'bad_major': its file "
+                   "could not be loaded: " +
+                   (plugins / "bad_major" / "sluice-bad_major.so").string() +
+                   ": ABI major mismatch: plugin 2.2, host 1.2\n") !=  // ABI 1.2: schema after init
+        std::string::npos);
   CHECK_FALSE(fs::exists(out));
 
   // A plugin whose create throws: the stage's position and the exception's text.
@@ -464,6 +468,161 @@ TEST_CASE("validate --create builds every stage, so a green validate means run s
   r = run_process({bin(), "validate", "--create", (dir / "ok.yaml").string()});
   CHECK(r.exit_code == 0);
   CHECK(r.out == "pipeline p: ok (every stage created)\n");
+}
+
+namespace {
+// A private plugin folder (0755) holding a copy of each test plugin file named.
+fs::path plugin_folder(const std::string& name, const std::vector<std::string>& files) {
+  const auto dir = scratch(name) / "plugins";
+  fs::create_directories(dir);
+  fs::permissions(dir, fs::perms(0755));
+  for (const auto& f : files) {
+    const fs::path from = binary_dir() / "test-plugins" / f;
+    fs::copy_file(from, dir / from.filename());
+    fs::permissions(dir / from.filename(), fs::perms(0644));
+  }
+  return dir;
+}
+
+const std::vector<std::string> kNotPlugins = {
+    "notso/sluice-notso.so",         "no_entry/sluice-no_entry.so",
+    "bad_major/sluice-bad_major.so", "init_fails/sluice-init_fails.so",
+    "dup/sluice-dup_a.so",           "dup/sluice-dup_b.so"};
+}  // namespace
+
+TEST_CASE("files of a plugin folder that are not plugins are warnings; loading goes on") {
+  const auto plugins = plugin_folder("forgiving", kNotPlugins);
+  const auto dir = plugins.parent_path();
+  const std::string path = plugins.string();
+  auto r = run_process({bin(), "plugins", "list", "--plugin-path", path});
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("transform  fields") != std::string::npos);  // the built-in folder still loads
+  const auto skipped = r.out.find("\nSKIPPED");
+  REQUIRE(skipped != std::string::npos);
+  for (const auto& [file, reason] : std::vector<std::pair<std::string, std::string>>{
+           {"sluice-notso.so", ": not a shared object"},
+           {"sluice-no_entry.so", ": entry symbol sluice_module_get missing"},
+           {"sluice-bad_major.so", ": ABI major mismatch"},
+           {"sluice-init_fails.so", ": plugin init failed: init refused"},
+           {"sluice-dup_b.so", ": transform plugin 'dup' is also provided by " +
+                                   (plugins / "sluice-dup_a.so").string()}}) {
+    CAPTURE(file);
+    CHECK(r.out.find("  " + (plugins / file).string() + reason, skipped) != std::string::npos);
+    CHECK(r.err.find("[warning] plugin file skipped: " + (plugins / file).string() + reason) !=
+          std::string::npos);
+  }
+
+  // A pipeline that uses none of them validates and runs.
+  write_file(
+      dir / "ok.yaml",
+      "name: p\nsource: {type: generator, count: 10}\nsink: {type: file, path: out.jsonl}\n");
+  r = run_process({bin(), "validate", "--plugin-path", path, (dir / "ok.yaml").string()});
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("plugin file skipped: " + (plugins / "sluice-notso.so").string()) !=
+        std::string::npos);
+  r = run_process(
+      {bin(), "run", "--admin", "off", "--plugin-path", path, (dir / "ok.yaml").string()});
+  CHECK(r.exit_code == 0);
+  CHECK(lines_of(read_file((dir / "out.jsonl").string())).size() == 10);
+}
+
+TEST_CASE("a pipeline that uses a plugin of a skipped file fails, naming the file and reason") {
+  const auto plugins = plugin_folder("forgiving-uses", kNotPlugins);
+  const auto dir = plugins.parent_path();
+  auto uses = [&](const std::string& command, const std::string& type) {
+    const auto file = dir / (type + ".yaml");
+    write_file(file, "name: p\nsource: {type: generator, count: 10}\ntransforms:\n  - type: " +
+                         type + "\nsink: {type: null}\n");
+    auto r = run_process({bin(), command, "--plugin-path", plugins.string(), file.string()});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find(file.string() + ":4:11: ") != std::string::npos);
+    return r.err;
+  };
+  for (const std::string command : {"validate", "run"}) {
+    CAPTURE(command);
+    std::string err = uses(command, "dup");
+    CHECK(err.find("transform plugin 'dup' is provided by 2 files of one folder, so neither is "
+                   "used: " +
+                   (plugins / "sluice-dup_a.so").string() + " and " +
+                   (plugins / "sluice-dup_b.so").string()) != std::string::npos);
+    err = uses(command, "init_fails");
+    CHECK(err.find("transform plugin 'init_fails': its file could not be loaded: " +
+                   (plugins / "sluice-init_fails.so").string() +
+                   ": plugin init failed: init refused") != std::string::npos);
+    // A name no file is named after: the unknown-plugin error lists the skipped files.
+    err = uses(command, "upper");
+    CHECK(err.find("unknown transform plugin 'upper'") != std::string::npos);
+    CHECK(err.find("not loaded from the plugin path: ") != std::string::npos);
+    CHECK(err.find((plugins / "sluice-notso.so").string() + ": not a shared object") !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE("a --plugin-path that does not exist is an error naming it, for every command") {
+  auto dir = scratch("plugin-path-missing");
+  write_file(dir / "p.yaml", "name: p\nsource: {type: generator, count: 1}\nsink: {type: null}\n");
+  const std::string missing = (dir / "plugnis").string();
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"plugins", "list"},
+                                               {"plugins", "inspect", "generator"},
+                                               {"validate", (dir / "p.yaml").string()},
+                                               {"run", (dir / "p.yaml").string()}}) {
+    std::vector<std::string> command = {bin(), "--plugin-path", missing};
+    command.insert(command.end(), args.begin(), args.end());
+    auto r = run_process(command);
+    CAPTURE(args[0]);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err == "--plugin-path " + missing + ": no such folder or file\n");
+  }
+}
+
+TEST_CASE("plugins inspect takes a plugin name or a file and shows every attribute") {
+  auto r = run_process({bin(), "plugins", "inspect", "file"});
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("source file ") != std::string::npos);  // a name may be a source and a sink
+  CHECK(r.out.find("sink file ") != std::string::npos);
+  CHECK(r.out.find("  path                 string  required input path") != std::string::npos);
+  r = run_process({bin(), "plugins", "inspect", "generator"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("module ") == 0);
+  CHECK(r.out.find(" min 1 ") != std::string::npos);  // key_cardinality, as YAML writes it
+  r = run_process({bin(), "plugins", "inspect", "nosuch"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("no plugin named 'nosuch' on the plugin path") != std::string::npos);
+  const auto plugins = plugin_folder("inspect-dup", {"dup/sluice-dup_a.so", "dup/sluice-dup_b.so"});
+  r = run_process({bin(), "plugins", "inspect", "dup", "--plugin-path", plugins.string()});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("transform plugin 'dup' is provided by 2 files") != std::string::npos);
+}
+
+TEST_CASE("a broken config schema is an error of inspect and plugins list, by plugin and field") {
+  const auto folder = binary_dir() / "test-plugins" / "bad_schema";
+  const std::string so = (folder / "sluice-bad_schema.so").string();
+  const std::string plugin =
+      "error: transform plugin 'bad_schema' (" + so + "): broken config schema: ";
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{bin(), "plugins", "inspect", so},
+        {bin(), "plugins", "inspect", "bad_schema", "--plugin-path", folder.string()},
+        {bin(), "plugins", "list", "--plugin-path", folder.string()}}) {
+    CAPTURE(args[2]);
+    auto r = run_process(args);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find(plugin + "field 'level': default \"high\" is not a int\n") !=
+          std::string::npos);
+    CHECK(r.err.find(plugin + "field 'size': min 10 is above max 1\n") != std::string::npos);
+    CHECK(
+        r.err.find(plugin +
+                   "field 'mode': default \"slow\" is not one of the enum [\"fast\",\"safe\"]\n") !=
+        std::string::npos);
+    CHECK(r.out.find("bad_schema") != std::string::npos);  // still listed or shown
+  }
+  // inspect shows every attribute, even of a broken schema.
+  auto r = run_process({bin(), "plugins", "inspect", so});
+  CHECK(r.out.find("  level                int     = \"high\"  how loud\n") != std::string::npos);
+  CHECK(r.out.find("  size                 int     min 10 max 1\n") != std::string::npos);
+  CHECK(r.out.find("  mode                 string  = \"slow\" enum [\"fast\",\"safe\"]\n") !=
+        std::string::npos);
 }
 
 TEST_CASE("README's pipeline example is pipelines/fields-demo.yaml, word for word") {

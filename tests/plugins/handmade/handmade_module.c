@@ -1,6 +1,7 @@
 /* A sluice module written by hand in plain C against abi.h alone; compiled with defines to give
  * each test module exactly one defect (HANDMADE_MAJOR_DELTA, HANDMADE_MINOR_DELTA,
- * HANDMADE_INIT_FAILS). Its one plugin is a pass-through transform named HANDMADE_NAME. */
+ * HANDMADE_INIT_FAILS, HANDMADE_SCHEMA). Its one plugin is a pass-through transform named
+ * HANDMADE_NAME. */
 #include <string.h>
 
 #include "sluice/abi.h"
@@ -10,6 +11,9 @@
 #endif
 #ifndef HANDMADE_MAJOR_DELTA
 #define HANDMADE_MAJOR_DELTA 0
+#endif
+#ifndef HANDMADE_SCHEMA
+#define HANDMADE_SCHEMA "{\"fields\":[]}"
 #endif
 #ifndef HANDMADE_MINOR_DELTA
 #define HANDMADE_MINOR_DELTA 0
@@ -47,7 +51,7 @@ static const sluice_plugin passthrough = {
     .name = HANDMADE_NAME,
     .version = "1.0.0",
     .description = "Passes records through; written in C.",
-    .config_schema_json = "{\"fields\":[]}",
+    .config_schema_json = HANDMADE_SCHEMA,
     .create = passthrough_create,
     .destroy = passthrough_destroy,
     .process = passthrough_process,

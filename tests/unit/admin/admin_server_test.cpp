@@ -439,7 +439,16 @@ TEST_CASE("metrics are Prometheus text 0.0.4 that promtool check metrics accepts
   wait_for_health(c, [](const rapidjson::Document& d, int) {
     return std::string(d["pipelines"]["tiny"]["state"].GetString()) != "starting";
   });
+  // Until the sink has counted records, so the plugin counters are in the text too.
+  const std::string sink_counter =
+      "sluice_plugin_total{pipeline=\"tiny\",stage=\"out\",name=\"out.records\"}";
   auto res = c.Get("/metrics");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (res && res->body.find(sink_counter) == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    res = c.Get("/metrics");
+  }
   REQUIRE(res);
   CHECK(res->status == 200);
   CHECK(res->get_header_value("Content-Type") == "text/plain; version=0.0.4");
@@ -453,6 +462,9 @@ TEST_CASE("metrics are Prometheus text 0.0.4 that promtool check metrics accepts
   CHECK(res->body.find("# TYPE sluice_stage_call_seconds summary") != std::string::npos);
   CHECK(res->body.find("sluice_stage_wait_seconds_total{pipeline=\"tiny\",stage=\"tiny.sink.") !=
         std::string::npos);
+  // The null sink's record count (sluice_host_counter_add) is a counter, so rate() works.
+  CHECK(res->body.find("# TYPE sluice_plugin_total counter\n") != std::string::npos);
+  CHECK(res->body.find(sink_counter) != std::string::npos);
 
   const std::string promtool = SLUICE_PROMTOOL;
   REQUIRE_MESSAGE(std::filesystem::exists(promtool),

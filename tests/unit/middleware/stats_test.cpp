@@ -159,6 +159,28 @@ TEST_CASE("prometheus text has one HELP and TYPE per family, before its samples"
         std::string::npos);
 }
 
+TEST_CASE("plugin counters are a Prometheus counter family; plugin gauges stay gauges") {
+  StageStats s = stage("o", "s", 7);
+  s.extra = {{"sink.records", 1500.0}, {"sink.queue", 3.0}};
+  s.extra_counters = {"sink.records"};
+  const std::string text = to_prometheus({s});
+  CHECK(text.find("# TYPE sluice_plugin_total counter\n") != std::string::npos);
+  CHECK(text.find("sluice_plugin_total{pipeline=\"o\",stage=\"s\",name=\"sink.records\"} "
+                  "1500\n") != std::string::npos);
+  CHECK(text.find("# TYPE sluice_plugin_metric gauge\n") != std::string::npos);
+  CHECK(text.find("sluice_plugin_metric{pipeline=\"o\",stage=\"s\",name=\"sink.queue\"} 3\n") !=
+        std::string::npos);
+  CHECK(text.find("sluice_plugin_metric{pipeline=\"o\",stage=\"s\",name=\"sink.records\"}") ==
+        std::string::npos);
+  // The JSON keeps its shape: both in "extra", as numbers.
+  rapidjson::Document doc;
+  doc.Parse(to_json({s}).c_str());
+  const auto& extra = doc["pipelines"]["o"]["stages"]["s"]["extra"];
+  CHECK(extra["sink.records"].GetDouble() == doctest::Approx(1500.0));
+  CHECK(extra["sink.queue"].GetDouble() == doctest::Approx(3.0));
+  CHECK(extra.MemberCount() == 2);
+}
+
 TEST_CASE("prometheus label values are escaped") {
   const std::string text = to_prometheus({stage("we\"ird\\pipe\nline", "st", 5)});
   CHECK(text.find(R"(sluice_batch_size{pipeline="we\"ird\\pipe\nline",stage="st"} 5)") !=

@@ -76,3 +76,23 @@ TEST_CASE("a broken new version is refused and the old one keeps running") {
   CHECK(reloader.reload_file(run.stamp_file()) == "");
   CHECK(run.supervisor->pipelines()[0]->stage_errors().empty());
 }
+
+TEST_CASE("a reloaded stage's plugin counters go on from the old instance's totals") {
+  Running run("counters");
+  // The null sink counts its records with sluice_host_counter_add ("<instance>.records").
+  auto sink_records = [&run] {
+    for (const auto& [name, value] : run.supervisor->stats()[0].extra)
+      if (name.ends_with(".records")) return std::pair(name, value);
+    return std::pair(std::string(), -1.0);
+  };
+  while (sink_records().second < 20'000) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const auto [name, before] = sink_records();
+  const std::string instance = name.substr(0, name.size() - std::string(".records").size());
+  auto& p = *run.supervisor->pipelines()[0];
+  const auto error = p.reload_stage(instance, *run.registry, nullptr);
+  if (error) FAIL("reload refused: ", error->message);
+  CHECK(sink_records().second >= before);  // not restarted from 0 by the new instance
+  const auto stats = run.supervisor->stats()[0];
+  CHECK(stats.extra_counters.contains(name));
+  CHECK_FALSE(stats.extra_counters.contains("stamp.records_seen"));  // a gauge stays a gauge
+}

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "loader_test_support.hpp"
 #include "plugin/plugin_instance.hpp"
@@ -78,11 +80,91 @@ TEST_CASE("a failing init is reported with the plugin's reason") {
   CHECK(load_error(f) == f.string() + ": plugin init failed: init refused");
 }
 
-TEST_CASE("two plugins with the same name in one folder are refused") {
-  std::string e = registry_error(test_plugins() / "dup");
-  CHECK(e.find("two transform plugins named 'dup'") != std::string::npos);
-  CHECK(e.find("sluice-dup_a.so") != std::string::npos);
-  CHECK(e.find("sluice-dup_b.so") != std::string::npos);
+TEST_CASE("two files of one folder providing one name: a warning, neither used, both named") {
+  PluginRegistry reg;
+  reg.load_directory(test_plugins() / "dup");  // no throw: the folder still loads
+  CHECK(reg.find(SLUICE_KIND_TRANSFORM, "dup") == nullptr);
+  REQUIRE(reg.skipped().size() == 1);
+  CHECK(reg.skipped()[0].file.filename() == "sluice-dup_b.so");
+  const auto why = reg.unusable(SLUICE_KIND_TRANSFORM, "dup");
+  REQUIRE(why);
+  CHECK(why->find("transform plugin 'dup' is provided by 2 files") != std::string::npos);
+  CHECK(why->find("sluice-dup_a.so") != std::string::npos);
+  CHECK(why->find("sluice-dup_b.so") != std::string::npos);
+  CHECK_FALSE(reg.unusable(SLUICE_KIND_SINK, "dup"));
+}
+
+namespace {
+// A private folder (0755) holding a copy of each file.
+fs::path folder_with(const std::string& name, const std::vector<fs::path>& files) {
+  const auto dir = fs::temp_directory_path() / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  ::chmod(dir.c_str(), 0755);
+  for (const auto& f : files) {
+    fs::copy_file(f, dir / f.filename());
+    ::chmod((dir / f.filename()).c_str(), 0644);
+  }
+  return dir;
+}
+}  // namespace
+
+TEST_CASE("files of a folder that are not plugins are skipped with their reasons; the rest load") {
+  const auto dir =
+      folder_with("sluice-forgiving-test", {test_plugins() / "notso" / "sluice-notso.so",
+                                            test_plugins() / "no_entry" / "sluice-no_entry.so",
+                                            test_plugins() / "bad_major" / "sluice-bad_major.so",
+                                            test_plugins() / "init_fails" / "sluice-init_fails.so",
+                                            test_plugins() / "stamp_v1" / "sluice-stamp.so"});
+  PluginRegistry reg;
+  reg.load_directory(dir);
+  CHECK(reg.find(SLUICE_KIND_TRANSFORM, "stamp") != nullptr);
+  std::vector<std::string> reasons;
+  for (const auto& s : reg.skipped()) reasons.push_back(s.reason);
+  REQUIRE(reasons.size() == 4);  // in file-name order
+  CHECK(reasons[0].starts_with((dir / "sluice-bad_major.so").string() + ": ABI major mismatch"));
+  CHECK(reasons[1] ==
+        (dir / "sluice-init_fails.so").string() + ": plugin init failed: init refused");
+  CHECK(reasons[2].starts_with((dir / "sluice-no_entry.so").string() + ": entry symbol"));
+  CHECK(reasons[3] == (dir / "sluice-notso.so").string() + ": not a shared object");
+  // A plugin named after a skipped file is unusable for that file's reason.
+  const auto why = reg.unusable(SLUICE_KIND_TRANSFORM, "bad_major");
+  REQUIRE(why);
+  CHECK(why->find(reasons[0]) != std::string::npos);
+  CHECK_FALSE(reg.unusable(SLUICE_KIND_TRANSFORM, "stamp"));
+  // Any other unknown name gets the skipped files as a note.
+  const std::string note = reg.skipped_note();
+  for (const auto& r : reasons) CHECK(note.find(r) != std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a --plugin-path that is not there, or not a folder or file, is an error naming it") {
+  const auto missing = test_plugins() / "no-such-folder";
+  try {
+    check_plugin_path_option(missing);
+    FAIL("no error");
+  } catch (const PluginLoadError& e) {
+    CHECK(std::string(e.what()) ==
+          "--plugin-path " + missing.string() + ": no such folder or file");
+  }
+  CHECK_THROWS_AS(check_plugin_path_option("/dev/null"), PluginLoadError);
+  CHECK_NOTHROW(check_plugin_path_option(test_plugins() / "dup"));
+  CHECK_NOTHROW(check_plugin_path_option(test_plugins() / "dup" / "sluice-dup_a.so"));
+}
+
+TEST_CASE("counters carry from an old host context to the new one; gauges do not") {
+  HostContext old_host("t"), new_host("t");
+  const sluice_host_api* o = old_host.api();
+  o->sluice_host_counter_add(o->host_ctx, "records", 40);
+  o->sluice_host_counter_add(o->host_ctx, "records", 2);
+  o->sluice_host_gauge_set(o->host_ctx, "queue", 7);
+  const sluice_host_api* n = new_host.api();
+  n->sluice_host_counter_add(n->host_ctx, "records", 1);  // counted by the new one already
+  new_host.carry_counters_from(old_host);
+  CHECK(new_host.metric("records") == 43);
+  CHECK(new_host.metric("queue") == 0);
+  CHECK(new_host.counter_names() == std::set<std::string>{"records"});
+  CHECK(old_host.counter_names() == std::set<std::string>{"records"});
 }
 
 TEST_CASE("a plugin file writable by others is refused unless allowed") {
