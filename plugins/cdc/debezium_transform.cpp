@@ -86,6 +86,7 @@ class DebeziumTransform final : public sluice::Transform {
   void process(const sluice::Batch& in, sluice::Output& out) override {
     double changes = 0, passed_over = 0, rejected = 0;
     std::deque<std::string> storage;
+    sluice_cdc::DecodeScratch scratch;  // per batch: process() may run on several lanes at once
     for (size_t i = 0; i < in.size(); ++i) {
       const sluice::RecordView r = in[i];
       if (auto flagged = r.header("sluice.error")) {
@@ -115,7 +116,8 @@ class DebeziumTransform final : public sluice::Transform {
         raw.old_key_header = r.header("__debezium.oldkey");
         raw.new_key_header = r.header("__debezium.newkey");
       }
-      Decoded d = decoder_.decode(raw);
+      scratch.reset();
+      Decoded d = decoder_.decode_in(raw, scratch, true);
       if (!d.error.empty()) {
         out.reject(i, "debezium: " + d.error);
         ++rejected;
