@@ -184,16 +184,21 @@ def run_floor(work, source_db):
     return {"records_per_s": rows / best, "rows": rows, "seconds": best}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def command_line(name, description):
+    """The arguments both CDC benchmarks take: (args, build dir, work dir, output path)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("build_dir", type=Path)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     build = args.build_dir.resolve()
-    work = build / "bench" / "cdc"
+    work = build / "bench" / name
     work.mkdir(parents=True, exist_ok=True)
-    out = args.out or build / "bench" / "cdc.json"
+    return args, build, work, args.out or build / "bench" / f"{name}.json"
+
+
+def main():
+    args, build, work, out = command_line("cdc", __doc__.splitlines()[0])
 
     events = events_file(work, args.events)
     sluice, db = run_sluice(build, work, events)

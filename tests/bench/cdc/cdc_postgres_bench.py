@@ -17,7 +17,6 @@ Arms, in one invocation on the same input:
           through psql. records_per_s = rows / time; best of 3.
 Checks: sluice_vs_postgres_floor >= 0.5 and sluice records_per_s >= 30,000.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -109,15 +108,7 @@ def server(action, directory):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("build_dir", type=Path)
-    ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
-    build = args.build_dir.resolve()
-    work = build / "bench" / "cdc_postgres"
-    work.mkdir(parents=True, exist_ok=True)
-    out = args.out or build / "bench" / "cdc_postgres.json"
+    args, build, work, out = cdc_bench.command_line("cdc_postgres", __doc__.splitlines()[0])
     events = cdc_bench.events_file(build / "bench" / "cdc", args.events)
 
     server_dir = work / "server"
