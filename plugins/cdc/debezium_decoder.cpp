@@ -78,26 +78,57 @@ const rapidjson::Value* unwrap(const rapidjson::Value& v) {
 // With schemas.enable=true the schema says which fields are Connect decimals (base64 of the
 // unscaled value): they become exact decimal text. Without the schema nothing can be decoded,
 // hence decimal.handling.mode=string for schemaless converters (README).
-std::string decode_decimals(rapidjson::Document& doc) {
+std::string decode_decimals(rapidjson::Value& doc, rapidjson::Document::AllocatorType& alloc) {
   if (!doc.IsObject() || !doc.HasMember("schema") || !doc.HasMember("payload")) return {};
   const rapidjson::Value& schema = doc["schema"];
   rapidjson::Value& payload = doc["payload"];
   const auto* envelope_fields = field_schema(schema, "after");
   if (!envelope_fields || !payload.IsObject()) {
     // A key (or any plain struct): its own fields.
-    return decode_decimal_fields(schema, payload, doc.GetAllocator());
+    return decode_decimal_fields(schema, payload, alloc);
   }
   for (const char* image : {"before", "after"}) {
     const auto* image_schema = field_schema(schema, image);
     auto it = payload.FindMember(image);
     if (!image_schema || it == payload.MemberEnd()) continue;
-    auto error = decode_decimal_fields(*image_schema, it->value, doc.GetAllocator());
+    auto error = decode_decimal_fields(*image_schema, it->value, alloc);
     if (!error.empty()) return std::string(image) + ": " + error;
   }
   return {};
 }
 
+std::map<std::string, std::vector<std::string>> parse_key_columns(const sluice::Config& c) {
+  std::map<std::string, std::vector<std::string>> out;
+  const auto* v = c.find("key_columns");
+  if (!v) return out;
+  if (!v->IsObject()) throw sluice::ConfigError("key_columns", "key_columns must be a mapping");
+  for (const auto& m : v->GetObject()) {
+    std::vector<std::string> cols;
+    if (m.value.IsString()) {
+      cols.emplace_back(m.value.GetString(), m.value.GetStringLength());
+    } else if (m.value.IsArray()) {
+      for (const auto& e : m.value.GetArray()) {
+        if (!e.IsString())
+          throw sluice::ConfigError("key_columns", "key_columns lists column names (strings)");
+        cols.emplace_back(e.GetString(), e.GetStringLength());
+      }
+    } else {
+      throw sluice::ConfigError("key_columns", "key_columns maps a table to a column list");
+    }
+    if (cols.empty()) throw sluice::ConfigError("key_columns", "key_columns: empty column list");
+    out[m.name.GetString()] = std::move(cols);
+  }
+  return out;
+}
+
 }  // namespace
+
+DecoderOptions decoder_options(const sluice::Config& c) {
+  DecoderOptions o;
+  o.key_columns = parse_key_columns(c);
+  o.heartbeat_topic_prefix = c.get_string("heartbeat_topic_prefix", "__debezium-heartbeat");
+  return o;
+}
 
 const char* kind_name(EventKind kind) {
   switch (kind) {
@@ -143,12 +174,33 @@ std::string canonical_json(const rapidjson::Value& v) {
   return {sb.GetString(), sb.GetSize()};
 }
 
+DecodeScratch::DecodeScratch()
+    : buffer_(new char[kKeyBytes + kValueBytes]),
+      key_pool_(buffer_.get(), kKeyBytes),
+      pool_(buffer_.get() + kKeyBytes, kValueBytes),
+      key_doc(&key_pool_),
+      doc(&pool_) {}
+
+void DecodeScratch::reset() {
+  key_doc.SetNull();
+  doc.SetNull();
+  key_pool_.Clear();
+  pool_.Clear();
+}
+
 Decoded DebeziumDecoder::decode(const RawEvent& raw) const {
+  DecodeScratch scratch;
+  return decode_in(raw, scratch, true);
+}
+
+Decoded DebeziumDecoder::decode_in(const RawEvent& raw, DecodeScratch& scratch,
+                                   bool with_json) const {
   Decoded out;
-  rapidjson::Document key_doc;
+  rapidjson::Document& key_doc = scratch.key_doc;
   const rapidjson::Value* key = nullptr;
-  const size_t deepest = std::max(raw.key ? sluice::json_nesting_depth(*raw.key) : 0,
-                                  raw.value ? sluice::json_nesting_depth(*raw.value) : 0);
+  const size_t deepest =
+      std::max(raw.key ? sluice::json_nesting_depth(*raw.key) : 0,
+               raw.value && !raw.parsed_value ? sluice::json_nesting_depth(*raw.value) : 0);
   if (deepest > sluice::kMaxJsonDepth) {
     out.error = "JSON nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
     return out;
@@ -159,7 +211,7 @@ Decoded DebeziumDecoder::decode(const RawEvent& raw) const {
       out.error = "key is not valid JSON " + parse_error(key_doc);
       return out;
     }
-    if (auto error = decode_decimals(key_doc); !error.empty()) {
+    if (auto error = decode_decimals(key_doc, key_doc.GetAllocator()); !error.empty()) {
       out.error = "key: " + error;
       return out;
     }
@@ -167,24 +219,30 @@ Decoded DebeziumDecoder::decode(const RawEvent& raw) const {
     if (key->IsNull()) key = nullptr;
   }
 
-  if (!raw.value) {
+  if (!raw.value && !raw.parsed_value) {
     // Debezium writes a tombstone after each delete so that compaction can drop the key.
     out.kind = EventKind::tombstone;
     if (key) out.key = canonical_json(*key);
     out.position = kafka_position(raw.partition, raw.offset);
     return out;
   }
-  rapidjson::Document doc;
-  doc.Parse(raw.value->data(), raw.value->size());
-  if (doc.HasParseError()) {
-    out.error = "value is not valid JSON " + parse_error(doc);
-    return out;
+  rapidjson::Value* value = raw.parsed_value;
+  rapidjson::Document::AllocatorType* allocator = raw.allocator;
+  if (!value) {
+    scratch.doc.Parse(raw.value->data(), raw.value->size());
+    if (scratch.doc.HasParseError()) {
+      out.error = "value is not valid JSON " + parse_error(scratch.doc);
+      return out;
+    }
+    value = &scratch.doc;
+    allocator = &scratch.doc.GetAllocator();
   }
+  rapidjson::Value& doc = *value;
   if (!doc.IsObject()) {
     out.error = "value is not a JSON object";
     return out;
   }
-  if (auto error = decode_decimals(doc); !error.empty()) {
+  if (auto error = decode_decimals(doc, *allocator); !error.empty()) {
     out.error = error;
     return out;
   }
@@ -212,7 +270,7 @@ Decoded DebeziumDecoder::decode(const RawEvent& raw) const {
     if (c == 'm') {
       out.kind = EventKind::message;
     } else if (c == 'c' || c == 'u' || c == 'd' || c == 'r' || c == 't') {
-      return decode_change(raw, *payload, key);
+      return decode_change(raw, *payload, key, with_json);
     } else {
       out.error = std::string("unknown op '") + c + "'";
       return out;
@@ -233,6 +291,7 @@ Decoded DebeziumDecoder::decode(const RawEvent& raw) const {
 
   // Passed-over kinds keep the original event so that a forwarding pipeline loses nothing.
   out.position = kafka_position(raw.partition, raw.offset);
+  if (!with_json) return out;
   rapidjson::StringBuffer sb;
   Writer w(sb);
   w.StartObject();
@@ -250,7 +309,7 @@ Decoded DebeziumDecoder::decode(const RawEvent& raw) const {
 }
 
 Decoded DebeziumDecoder::decode_change(const RawEvent& raw, const rapidjson::Value& payload,
-                                       const rapidjson::Value* key) const {
+                                       const rapidjson::Value* key, bool with_json) const {
   Decoded out;
   out.op = payload["op"].GetString()[0];
   const rapidjson::Value* source = member(payload, "source");
@@ -370,6 +429,11 @@ Decoded DebeziumDecoder::decode_change(const RawEvent& raw, const rapidjson::Val
     return out;
   }
 
+  out.before = before;
+  out.after = after;
+  if (const auto* ts = present(payload, "ts_ms"); ts && ts->IsInt64()) out.ts_ms = ts->GetInt64();
+  if (!with_json) return out;
+
   auto route = route_keys_.find(out.table);
   if (route != route_keys_.end()) {
     const rapidjson::Value* image = after ? after : before;
@@ -394,9 +458,8 @@ Decoded DebeziumDecoder::decode_change(const RawEvent& raw, const rapidjson::Val
   w.Key("position");
   w.String(out.position.c_str(), static_cast<rapidjson::SizeType>(out.position.size()));
   w.Key("ts_ms");
-  const auto* ts = present(payload, "ts_ms");
-  if (ts && ts->IsInt64())
-    w.Int64(ts->GetInt64());
+  if (out.ts_ms)
+    w.Int64(*out.ts_ms);
   else
     w.Null();
   w.Key("before");
@@ -419,18 +482,21 @@ Decoded DebeziumDecoder::decode_change(const RawEvent& raw, const rapidjson::Val
   return out;
 }
 
-std::string split_envelope_line(std::string_view line, RawEvent& raw,
-                                std::deque<std::string>& storage) {
-  rapidjson::Document doc;
-  doc.Parse(line.data(), line.size());
+namespace {
+
+// Fills `raw` from a parsed envelope line. The file sink writes a key as a JSON string holding
+// the key's text and embeds the value; other shapes are serialised into `storage`. With
+// `embed_value`, an object value is handed over parsed instead.
+std::string envelope_parts(rapidjson::Document& doc, RawEvent& raw,
+                           std::deque<std::string>& storage, bool embed_value) {
   if (doc.HasParseError()) return "envelope line is not valid JSON " + parse_error(doc);
   if (!doc.IsObject() || !doc.HasMember("value"))
     return "envelope line is not an object with a value member";
   storage.clear();
-  // The file sink writes a key as a JSON string holding the key's text, a value embedded.
   auto text_of = [&](const rapidjson::Value& v) -> std::optional<std::string_view> {
     if (v.IsNull()) return std::nullopt;
     if (v.IsString()) {
+      if (embed_value) return std::string_view(v.GetString(), v.GetStringLength());
       storage.emplace_back(v.GetString(), v.GetStringLength());
     } else {
       rapidjson::StringBuffer sb;
@@ -441,7 +507,13 @@ std::string split_envelope_line(std::string_view line, RawEvent& raw,
     return std::string_view(storage.back());
   };
   if (const auto* k = member(doc, "key")) raw.key = text_of(*k);
-  raw.value = text_of(doc["value"]);
+  rapidjson::Value& value = doc["value"];
+  if (embed_value && value.IsObject()) {
+    raw.parsed_value = &value;
+    raw.allocator = &doc.GetAllocator();
+  } else {
+    raw.value = text_of(value);
+  }
   if (const auto* t = present(doc, "topic"); t && t->IsString()) raw.topic = *text_of(*t);
   if (const auto* p = present(doc, "partition"); p && p->IsInt()) raw.partition = p->GetInt();
   if (const auto* o = present(doc, "offset"); o && o->IsInt64()) raw.offset = o->GetInt64();
@@ -450,6 +522,24 @@ std::string split_envelope_line(std::string_view line, RawEvent& raw,
     if (const auto* v = present(*h, "__debezium.newkey")) raw.new_key_header = text_of(*v);
   }
   return {};
+}
+
+}  // namespace
+
+std::string split_envelope_line(std::string_view line, RawEvent& raw,
+                                std::deque<std::string>& storage) {
+  rapidjson::Document doc;
+  doc.Parse(line.data(), line.size());
+  return envelope_parts(doc, raw, storage, false);
+}
+
+std::string split_envelope_line_parsed(std::string_view line, RawEvent& raw,
+                                       rapidjson::Document& doc, std::deque<std::string>& storage) {
+  // The embedded value is one level below the line: the same limit as for the value's text.
+  if (sluice::json_nesting_depth(line) > sluice::kMaxJsonDepth + 1)
+    return "JSON nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
+  doc.Parse(line.data(), line.size());
+  return envelope_parts(doc, raw, storage, true);
 }
 
 }  // namespace sluice_cdc

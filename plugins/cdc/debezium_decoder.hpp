@@ -6,10 +6,15 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+namespace sluice {
+class Config;
+}
 
 namespace sluice_cdc {
 
@@ -27,6 +32,10 @@ struct RawEvent {
   std::optional<std::string_view> new_key_header;  // __debezium.newkey
   int32_t partition = 0;
   int64_t offset = 0;
+  // The value already parsed (an envelope line's embedded object), used instead of `value`'s
+  // text; its Connect decimals are decoded in place with `allocator`.
+  rapidjson::Value* parsed_value = nullptr;
+  rapidjson::Document::AllocatorType* allocator = nullptr;
 };
 
 struct DecoderOptions {
@@ -34,6 +43,9 @@ struct DecoderOptions {
   std::map<std::string, std::vector<std::string>> key_columns;
   std::string heartbeat_topic_prefix = "__debezium-heartbeat";
 };
+
+// The options from a stage's `key_columns` and `heartbeat_topic_prefix` (ConfigError if bad).
+DecoderOptions decoder_options(const sluice::Config& c);
 
 // The result of decoding: a normalized event as JSON, or the reason it cannot be decoded.
 struct Decoded {
@@ -46,6 +58,30 @@ struct Decoded {
   std::string json;      // the normalized event
   // Sets the output record key when route_keys names a field for the table.
   std::optional<std::string> route_value;
+  // For a change: its images and ts_ms, pointing into the DecodeScratch decoded into.
+  const rapidjson::Value* before = nullptr;
+  const rapidjson::Value* after = nullptr;
+  std::optional<int64_t> ts_ms;
+};
+
+// The parsed documents a Decoded's image pointers point into, reused from event to event: their
+// memory pools start in buffers owned here, so an ordinary event parses without a malloc.
+class DecodeScratch {
+ public:
+  DecodeScratch();
+  DecodeScratch(const DecodeScratch&) = delete;
+  DecodeScratch& operator=(const DecodeScratch&) = delete;
+  // Forgets the previous event's documents and keeps their memory.
+  void reset();
+
+ private:
+  static constexpr size_t kKeyBytes = 4096, kValueBytes = 64 * 1024;
+  std::unique_ptr<char[]> buffer_;
+  rapidjson::MemoryPoolAllocator<> key_pool_, pool_;
+
+ public:
+  rapidjson::Document key_doc;
+  rapidjson::Document doc;
 };
 
 // Encodes positions so that string comparison orders them the way the source log does.
@@ -64,10 +100,13 @@ class DebeziumDecoder {
 
   // Never throws for bad input: a malformed event comes back with `error` set.
   Decoded decode(const RawEvent& raw) const;
+  // The same without writing `json` (a consumer that folds the images directly): the images
+  // stay valid until `scratch` is reused.
+  Decoded decode_in(const RawEvent& raw, DecodeScratch& scratch, bool with_json) const;
 
  private:
   Decoded decode_change(const RawEvent& raw, const rapidjson::Value& payload,
-                        const rapidjson::Value* key) const;
+                        const rapidjson::Value* key, bool with_json) const;
   DecoderOptions options_;
   std::map<std::string, std::string> route_keys_;
 };
@@ -77,5 +116,10 @@ class DebeziumDecoder {
 // points at live in `storage`. Returns an error text, or "" on success.
 std::string split_envelope_line(std::string_view line, RawEvent& raw,
                                 std::deque<std::string>& storage);
+// The same, parsing the line into `doc` once: an embedded value object is handed over parsed
+// (raw.parsed_value), not re-serialised; the strings the RawEvent points at live in `doc` (or,
+// for a key that is not a string, in `storage`).
+std::string split_envelope_line_parsed(std::string_view line, RawEvent& raw,
+                                       rapidjson::Document& doc, std::deque<std::string>& storage);
 
 }  // namespace sluice_cdc

@@ -20,30 +20,6 @@ Routing parse_routing(const sluice::Config& c, const char* name) {
   throw sluice::ConfigError(name, std::string(name) + " must be skip, forward or reject");
 }
 
-std::map<std::string, std::vector<std::string>> parse_key_columns(const sluice::Config& c) {
-  std::map<std::string, std::vector<std::string>> out;
-  const auto* v = c.find("key_columns");
-  if (!v) return out;
-  if (!v->IsObject()) throw sluice::ConfigError("key_columns", "key_columns must be a mapping");
-  for (const auto& m : v->GetObject()) {
-    std::vector<std::string> cols;
-    if (m.value.IsString()) {
-      cols.emplace_back(m.value.GetString(), m.value.GetStringLength());
-    } else if (m.value.IsArray()) {
-      for (const auto& e : m.value.GetArray()) {
-        if (!e.IsString())
-          throw sluice::ConfigError("key_columns", "key_columns lists column names (strings)");
-        cols.emplace_back(e.GetString(), e.GetStringLength());
-      }
-    } else {
-      throw sluice::ConfigError("key_columns", "key_columns maps a table to a column list");
-    }
-    if (cols.empty()) throw sluice::ConfigError("key_columns", "key_columns: empty column list");
-    out[m.name.GetString()] = std::move(cols);
-  }
-  return out;
-}
-
 std::map<std::string, std::string> parse_route_keys(const sluice::Config& c) {
   std::map<std::string, std::string> out;
   const auto* v = c.find("route_keys");
@@ -105,19 +81,12 @@ class DebeziumTransform final : public sluice::Transform {
         transactions_(parse_routing(c, "transactions")),
         messages_(parse_routing(c, "messages")),
         topic_(c.get_string("topic")),
-        decoder_(
-            [&] {
-              sluice_cdc::DecoderOptions o;
-              o.key_columns = parse_key_columns(c);
-              o.heartbeat_topic_prefix =
-                  c.get_string("heartbeat_topic_prefix", "__debezium-heartbeat");
-              return o;
-            }(),
-            parse_route_keys(c)) {}
+        decoder_(sluice_cdc::decoder_options(c), parse_route_keys(c)) {}
 
   void process(const sluice::Batch& in, sluice::Output& out) override {
     double changes = 0, passed_over = 0, rejected = 0;
     std::deque<std::string> storage;
+    sluice_cdc::DecodeScratch scratch;  // per batch: process() may run on several lanes at once
     for (size_t i = 0; i < in.size(); ++i) {
       const sluice::RecordView r = in[i];
       if (auto flagged = r.header("sluice.error")) {
@@ -147,7 +116,8 @@ class DebeziumTransform final : public sluice::Transform {
         raw.old_key_header = r.header("__debezium.oldkey");
         raw.new_key_header = r.header("__debezium.newkey");
       }
-      Decoded d = decoder_.decode(raw);
+      scratch.reset();
+      Decoded d = decoder_.decode_in(raw, scratch, true);
       if (!d.error.empty()) {
         out.reject(i, "debezium: " + d.error);
         ++rejected;

@@ -21,6 +21,11 @@ class Database {
   // Returns a handle for run(); statements are prepared once and reused.
   virtual size_t prepare(const std::string& sql) = 0;
   virtual std::vector<SqlRow> run(size_t statement, const std::vector<SqlValue>& params) = 0;
+  // A statement whose result is not needed: a backend may send it later with others in one
+  // round trip, but before the next run() or commit(), in order; its error throws there.
+  virtual void write(size_t statement, const std::vector<SqlValue>& params) {
+    run(statement, params);
+  }
   virtual void begin() = 0;
   virtual void commit() = 0;
   virtual void rollback() noexcept = 0;

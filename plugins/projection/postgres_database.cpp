@@ -65,6 +65,7 @@ class PostgresDatabase final : public Database {
   }
 
   void exec(const std::string& sql) override {
+    sync();
     ensure_connected();
     Result r(PQexec(conn_.get(), sql.c_str()));
     check(r.get(), sql);
@@ -77,16 +78,10 @@ class PostgresDatabase final : public Database {
   }
 
   std::vector<SqlRow> run(size_t statement, const std::vector<SqlValue>& params) override {
+    sync();
     ensure_connected();
-    const std::string name = "sluice_" + std::to_string(statement);
-    if (!prepared_.at(statement)) {
-      Result p(PQprepare(conn_.get(), name.c_str(), sql_[statement].c_str(), 0, nullptr));
-      check(p.get(), sql_[statement]);
-      prepared_[statement] = true;
-    }
-    std::vector<const char*> values;
-    values.reserve(params.size());
-    for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+    const std::string name = prepared_name(statement);
+    const auto values = param_values(params);
     Result r(PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(values.size()),
                             values.data(), nullptr, nullptr, 0));
     check(r.get(), sql_[statement]);
@@ -108,10 +103,34 @@ class PostgresDatabase final : public Database {
     return rows;
   }
 
+  // Writes go out in libpq's pipeline mode: one round trip per kMaxPipelined statements
+  // instead of one each (a bounded number, so the server's replies never fill the socket).
+  void write(size_t statement, const std::vector<SqlValue>& params) override {
+    if (pipelined_ == 0) {
+      ensure_connected();
+      prepared_name(statement);
+    } else if (!prepared_.at(statement)) {
+      sync();  // prepare outside the pipeline
+      prepared_name(statement);
+    }
+    const std::string name = prepared_name(statement);
+    if (pipelined_ == 0 && PQenterPipelineMode(conn_.get()) != 1)
+      throw sluice::Retriable(std::string("postgres: ") + PQerrorMessage(conn_.get()));
+    const auto values = param_values(params);
+    if (PQsendQueryPrepared(conn_.get(), name.c_str(), static_cast<int>(values.size()),
+                            values.data(), nullptr, nullptr, 0) != 1) {
+      discard_pipeline();
+      throw sluice::Retriable(std::string("postgres: ") + PQerrorMessage(conn_.get()));
+    }
+    pipeline_sql_.push_back(statement);
+    if (++pipelined_ >= kMaxPipelined) sync();
+  }
+
   const char* position_type() const override { return "TEXT COLLATE \"C\""; }
   void begin() override { exec("BEGIN"); }
   void commit() override { exec("COMMIT"); }
   void rollback() noexcept override {
+    discard_pipeline();
     if (conn_ && PQstatus(conn_.get()) == CONNECTION_OK &&
         PQtransactionStatus(conn_.get()) != PQTRANS_IDLE)
       Result(PQexec(conn_.get(), "ROLLBACK"));
@@ -143,6 +162,71 @@ class PostgresDatabase final : public Database {
     throw std::runtime_error(msg);
   }
 
+  std::string prepared_name(size_t statement) {
+    std::string name = "sluice_" + std::to_string(statement);
+    if (!prepared_.at(statement)) {
+      Result p(PQprepare(conn_.get(), name.c_str(), sql_[statement].c_str(), 0, nullptr));
+      check(p.get(), sql_[statement]);
+      prepared_[statement] = true;
+    }
+    return name;
+  }
+
+  static std::vector<const char*> param_values(const std::vector<SqlValue>& params) {
+    std::vector<const char*> values;
+    values.reserve(params.size());
+    for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+    return values;
+  }
+
+  // Sends the pipelined writes and reads their results; the first error throws (the rest of
+  // the pipeline is aborted by the server, and the transaction with it).
+  void sync() {
+    if (pipelined_ == 0) return;
+    if (PQpipelineSync(conn_.get()) != 1) {
+      discard_pipeline();
+      throw sluice::Retriable(std::string("postgres: ") + PQerrorMessage(conn_.get()));
+    }
+    Result failed;
+    size_t failed_statement = 0;
+    for (size_t i = 0; i < pipeline_sql_.size(); ++i) {
+      Result r(PQgetResult(conn_.get()));
+      if (!r) {
+        discard_pipeline();
+        throw sluice::Retriable(std::string("postgres: ") + PQerrorMessage(conn_.get()));
+      }
+      const ExecStatusType s = PQresultStatus(r.get());
+      if (!failed && s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_PIPELINE_ABORTED) {
+        failed = std::move(r);
+        failed_statement = pipeline_sql_[i];
+      }
+      while (Result more{PQgetResult(conn_.get())}) {
+      }  // the NULL that ends each query's results
+    }
+    Result(PQgetResult(conn_.get()));  // PGRES_PIPELINE_SYNC
+    pipelined_ = 0;
+    pipeline_sql_.clear();
+    if (PQexitPipelineMode(conn_.get()) != 1)
+      throw sluice::Retriable(std::string("postgres: ") + PQerrorMessage(conn_.get()));
+    if (failed) check(failed.get(), sql_[failed_statement]);
+  }
+
+  void discard_pipeline() noexcept {
+    if (pipelined_ == 0) return;
+    pipelined_ = 0;
+    pipeline_sql_.clear();
+    if (PQstatus(conn_.get()) != CONNECTION_OK) return;
+    PQpipelineSync(conn_.get());
+    for (;;) {
+      Result r(PQgetResult(conn_.get()));
+      if (r && PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC) break;
+      if (!r && PQstatus(conn_.get()) != CONNECTION_OK) break;
+    }
+    PQexitPipelineMode(conn_.get());
+  }
+
+  static constexpr size_t kMaxPipelined = 1000;
+
   struct Finish {
     void operator()(PGconn* c) const { PQfinish(c); }
   };
@@ -150,6 +234,8 @@ class PostgresDatabase final : public Database {
   std::unique_ptr<PGconn, Finish> conn_;
   std::vector<std::string> sql_;
   std::vector<bool> prepared_;
+  size_t pipelined_ = 0;
+  std::vector<size_t> pipeline_sql_;  // the statement of each pipelined write
 };
 
 }  // namespace

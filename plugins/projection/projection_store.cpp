@@ -235,16 +235,16 @@ void ProjectionStore::save(size_t projection, RowFamily family, const std::strin
   switch (family) {
     case RowFamily::mirror:
       if (row.present) {
-        db_->run(s.upsert_main, {key, row.data, row.position, now});
-        if (before.tombstone) db_->run(s.delete_side, {key});
+        db_->write(s.upsert_main, {key, row.data, row.position, now});
+        if (before.tombstone) db_->write(s.delete_side, {key});
       } else if (row.tombstone) {
-        if (before.present) db_->run(s.delete_main, {key});
-        db_->run(s.upsert_side, {key, row.position, now});
+        if (before.present) db_->write(s.delete_main, {key});
+        db_->write(s.upsert_side, {key, row.position, now});
       }
       return;
     case RowFamily::group: {
       if (!row.present) {
-        if (before.present) db_->run(s.delete_main, {key});
+        if (before.present) db_->write(s.delete_main, {key});
         return;
       }
       std::vector<SqlValue> params{key};
@@ -261,12 +261,12 @@ void ProjectionStore::save(size_t projection, RowFamily family, const std::strin
       params.emplace_back(row.last_position);
       params.emplace_back(row.position);
       params.emplace_back(now);
-      db_->run(s.upsert_main, params);
+      db_->write(s.upsert_main, params);
       return;
     }
     case RowFamily::source:
-      db_->run(s.upsert_side, {key, row.data, contribution_json(row), row.position,
-                               std::string(row.tombstone ? "1" : "0"), now});
+      db_->write(s.upsert_side, {key, row.data, contribution_json(row), row.position,
+                                 std::string(row.tombstone ? "1" : "0"), now});
       return;
   }
 }

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <mutex>
 #include <regex>
 #include <sluice/sdk.hpp>
@@ -12,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../cdc/debezium_decoder.hpp"
 #include "projection_store.hpp"
 #include "row_cache.hpp"
 
@@ -192,6 +194,19 @@ class ProjectionTransform final : public sluice::Transform {
         .default_value("")
         .doc("Seed name of cache.policy (lru, lfu, ttl, adaptive).");
     s.integer("cache_warmup_size").default_value(-1).doc("Seed name of cache.warmup.");
+    s.string("input_format")
+        .default_value("normalized")
+        .one_of({"normalized", "debezium", "debezium_envelope"})
+        .doc(
+            "normalized: change events from the debezium transform; debezium: Debezium records "
+            "decoded inside this stage (no debezium transform needed; as its input_format "
+            "record); debezium_envelope: the same from envelope lines (its input_format "
+            "envelope). Non-change events are passed over.");
+    s.object("key_columns")
+        .doc("debezium inputs: table -> primary-key column(s), used when the record key is null.");
+    s.string("heartbeat_topic_prefix")
+        .default_value("__debezium-heartbeat")
+        .doc("debezium inputs: records on topics starting with this are heartbeats.");
     s.string("topic").default_value("projections").doc("Topic of the derived events.");
     s.boolean("emit").default_value(true).doc("false: update projections, emit no derived events.");
     s.string("unavailable_value")
@@ -207,6 +222,8 @@ class ProjectionTransform final : public sluice::Transform {
         topic_(c.get_string("topic", "projections")),
         emit_(c.get_bool("emit", true)),
         unavailable_value_(c.get_string("unavailable_value", "__debezium_unavailable_value")),
+        input_(parse_input(c)),
+        decoder_(sluice_cdc::decoder_options(c)),
         cache_(cache_options(c)) {
     auto specs = parse_projections(c);
     const std::string store = c.get_string("store", "sqlite");
@@ -232,10 +249,13 @@ class ProjectionTransform final : public sluice::Transform {
     std::vector<ChangeEvent> events;
     events.reserve(in.size());
     double passed_over = 0, rejected = 0;
+    Scratch scratch;
     for (size_t i = 0; i < in.size(); ++i) {
       std::string reason;
       ChangeEvent ev;
-      switch (parse(in[i], i, ev, reason)) {
+      const Parsed parsed = input_ == Input::normalized ? parse(in[i], i, ev, reason)
+                                                        : decode(in[i], i, ev, reason, scratch);
+      switch (parsed) {
         case Parsed::change:
           events.push_back(std::move(ev));
           break;
@@ -305,6 +325,19 @@ class ProjectionTransform final : public sluice::Transform {
 
  private:
   enum class Parsed { change, other, bad };
+  enum class Input { normalized, debezium, debezium_envelope };
+  // Per batch: the decoder's reused documents (process() may run on several lanes at once).
+  struct Scratch {
+    sluice_cdc::DecodeScratch decode;
+    std::deque<std::string> storage;
+  };
+
+  static Input parse_input(const sluice::Config& c) {
+    const std::string v = c.get_string("input_format", "normalized");
+    return v == "debezium"            ? Input::debezium
+           : v == "debezium_envelope" ? Input::debezium_envelope
+                                      : Input::normalized;
+  }
 
   struct Dirty {
     size_t projection;
@@ -433,14 +466,61 @@ class ProjectionTransform final : public sluice::Transform {
     }
     if (d.HasMember("key") && !d["key"].IsNull()) ev.key = to_json(d["key"]);
     ev.ts_ms = d.HasMember("ts_ms") ? to_json(d["ts_ms"]) : "null";
+    const rapidjson::Value* after =
+        d.HasMember("after") && d["after"].IsObject() ? &d["after"] : nullptr;
+    return contribute(ev, after, reason);
+  }
+
+  // A Debezium record decoded in this stage: the same change event the debezium transform
+  // would have emitted, read from the parsed images without writing them out as JSON.
+  Parsed decode(const sluice::RecordView& r, size_t index, ChangeEvent& ev, std::string& reason,
+                Scratch& scratch) {
+    if (auto flagged = r.header("sluice.error")) {
+      reason = "the source flagged this record: " + std::string(*flagged);
+      return Parsed::bad;
+    }
+    scratch.decode.reset();
+    sluice_cdc::RawEvent raw;
+    raw.topic = r.topic();
+    raw.partition = r.partition();
+    raw.offset = r.offset();
+    if (input_ == Input::debezium_envelope) {
+      if (!r.has_value()) {
+        reason = "envelope input: the record has no value";
+        return Parsed::bad;
+      }
+      reason = sluice_cdc::split_envelope_line_parsed(r.value(), raw, scratch.decode.doc,
+                                                      scratch.storage);
+      if (!reason.empty()) return Parsed::bad;
+    } else {
+      if (r.has_key()) raw.key = r.key();
+      if (r.has_value()) raw.value = r.value();
+      raw.old_key_header = r.header("__debezium.oldkey");
+      raw.new_key_header = r.header("__debezium.newkey");
+    }
+    sluice_cdc::Decoded d = decoder_.decode_in(raw, scratch.decode, false);
+    if (!d.error.empty()) {
+      reason = "debezium: " + d.error;
+      return Parsed::bad;
+    }
+    if (d.kind != sluice_cdc::EventKind::change) return Parsed::other;
+    ev.index = index;
+    ev.op = d.op;
+    ev.table = std::move(d.table);
+    ev.key = std::move(d.key);
+    ev.position = std::move(d.position);
+    ev.ts_ms = d.ts_ms ? std::to_string(*d.ts_ms) : "null";
+    return contribute(ev, d.after, reason);
+  }
+
+  // What the change event `ev` (its image `after`) contributes to each projection of its table.
+  Parsed contribute(ChangeEvent& ev, const rapidjson::Value* after, std::string& reason) {
     auto projections = by_table_.find(ev.table);
     if (projections == by_table_.end()) return Parsed::change;  // no projection: nothing to do
     if (ev.op != 't' && ev.key.empty()) {
       reason = "change event without a key";
       return Parsed::bad;
     }
-    const rapidjson::Value* after =
-        d.HasMember("after") && d["after"].IsObject() ? &d["after"] : nullptr;
     const bool upsert = ev.op == 'c' || ev.op == 'u' || ev.op == 'r';
     if (upsert && !after) {
       reason = std::string("op ") + ev.op + " without an after image";
@@ -775,7 +855,9 @@ class ProjectionTransform final : public sluice::Transform {
   std::string topic_;
   bool emit_;
   std::string unavailable_value_;
-  std::mutex mu_;  // guards the store, the cache and truncated_at_
+  Input input_;
+  sluice_cdc::DebeziumDecoder decoder_;  // debezium inputs
+  std::mutex mu_;                        // guards the store, the cache and truncated_at_
   RowCache<RowState> cache_;
   std::unique_ptr<ProjectionStore> store_;
   std::vector<std::string> truncated_at_;

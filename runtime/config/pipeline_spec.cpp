@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <set>
 #include <unordered_map>
 #include <utility>
 
@@ -164,8 +165,11 @@ class FileParser {
         dead_letter && !dead_letter->value.IsNull())
       spec.dead_letter =
           parse_stage(*dead_letter, "dead_letter", spec.name + ".dead_letter", "dead_letter");
+    std::set<std::string> performance_given;
     if (auto performance = find_entry(node, "performance"))
-      spec.performance = parse_performance(*performance);
+      spec.performance = parse_performance(*performance, spec.transforms, performance_given);
+    else
+      follow_aggregate_groups(spec.performance, spec.transforms, performance_given);
     if (auto errors = find_entry(node, "errors")) spec.errors = parse_errors(*errors, spec);
     check_exactly_once_key_unset(spec);
     if (auto delivery = find_entry(node, "delivery"))
@@ -309,7 +313,50 @@ class FileParser {
     return value;
   }
 
-  core::PerformanceSettings parse_performance(const Entry& section) {
+  // Aggregates fold the events of a group together, so unless the pipeline says how to order
+  // its lanes, their lanes follow the groups: ordering `field` on the group_by fields of the
+  // projection stages' aggregates (plugins/projection/README.md). An explicit ordering or
+  // ordering_field wins.
+  static void follow_aggregate_groups(core::PerformanceSettings& p,
+                                      const std::vector<StageSpec>& transforms,
+                                      const std::set<std::string>& given) {
+    if (given.contains("ordering_field") ||
+        (given.contains("ordering") && p.ordering != core::Ordering::field))
+      return;
+    const std::string field = aggregate_lane_field(transforms);
+    if (field.empty()) return;
+    p.ordering = core::Ordering::field;
+    p.ordering_field = field;
+  }
+
+  // The group_by fields in a Debezium record (plain or schema/payload) and in an envelope line
+  // {key, value}, then the key; "" without aggregates.
+  static std::string aggregate_lane_field(const std::vector<StageSpec>& transforms) {
+    std::vector<std::string> groups;
+    for (const auto& stage : transforms) {
+      const YAML::Node node = stage.node;  // const: reading must not add members
+      if (stage.type != "projection" || !node.IsMap() || !node["projections"].IsSequence())
+        continue;
+      for (const auto& projection : node["projections"]) {
+        if (!projection.IsMap()) continue;
+        const YAML::Node kind = projection["kind"], group = projection["group_by"];
+        if (kind && kind.IsScalar() && kind.Scalar() == "aggregate" && group && group.IsScalar() &&
+            !group.Scalar().empty() &&
+            std::find(groups.begin(), groups.end(), group.Scalar()) == groups.end())
+          groups.push_back(group.Scalar());
+      }
+    }
+    if (groups.empty()) return {};
+    std::string out;
+    for (const char* image : {"payload.after.", "payload.before.", "after.", "before."})
+      for (const char* line : {"", "value."})
+        for (const auto& g : groups) out += fmt::format("{}{}{}|", line, image, g);
+    return out + "key";
+  }
+
+  core::PerformanceSettings parse_performance(const Entry& section,
+                                              const std::vector<StageSpec>& transforms,
+                                              std::set<std::string>& given_keys) {
     core::PerformanceSettings p;
     const auto flag = [&](const char* key, bool& field) {
       return std::pair{std::string(key),
@@ -405,6 +452,8 @@ class FileParser {
                                     "max_concurrency] = [{}, {}]",
                                     p.concurrency, p.min_concurrency, p.max_concurrency));
     p.concurrency = std::clamp(p.concurrency, p.min_concurrency, p.max_concurrency);
+    for (const auto& [key, entry] : given) given_keys.insert(key);
+    follow_aggregate_groups(p, transforms, given_keys);
     if (p.ordering == core::Ordering::field && p.ordering_field.empty())
       throw ConfigError(reader_.at(given.at("ordering")),
                         "performance.ordering: 'field' needs performance.ordering_field (dotted "

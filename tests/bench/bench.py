@@ -634,8 +634,8 @@ def bench_transforms(h):
 
 
 def bench_external(h, name):
-    """kafka and cdc: their own helpers write run.sh; this only calls it."""
-    script = Path(__file__).resolve().parent / name / "run.sh"
+    """kafka, cdc and cdc_postgres: their own helpers write run.sh; this only calls it."""
+    script = Path(__file__).resolve().parent / EXTERNAL_SCRIPTS.get(name, f"{name}/run.sh")
     out = h.out_dir / f"{name}.json"
     if not script.exists():
         print(f"{name}: skipped ({script} does not exist)")
@@ -657,7 +657,8 @@ BENCHMARKS = {
     "isolation": bench_isolation,
     "transforms": bench_transforms,
 }
-EXTERNAL = ["kafka", "cdc"]
+EXTERNAL = ["kafka", "cdc", "cdc_postgres"]
+EXTERNAL_SCRIPTS = {"cdc_postgres": "cdc/run_postgres.sh"}
 
 
 def print_table(result):
@@ -667,7 +668,8 @@ def print_table(result):
         cols = [arm, fmt(fig.get("records_per_s")), fmt(fig.get("peak_rss_mb"))]
         cols.append(" ".join(f"{k}={fmt(fig[k])}" for k in
                              ("p50_ms", "p99_ms", "final_batch_size", "final_concurrency",
-                              "sink_lost", "sink_duplicates") if fig.get(k) is not None))
+                              "sink_lost", "sink_duplicates", "cpu_us_per_event", "writers")
+                             if fig.get(k) is not None))
         rows.append(cols)
     widths = [max(len(r[i]) for r in rows + [["arm", "records/s", "peak MB", ""]])
               for i in range(3)]

@@ -326,3 +326,131 @@ TEST_CASE("projection never shows its conninfo's password in an error") {
     CHECK_MESSAGE(r.message.find("hunter2-pw") == std::string::npos, r.message);
   }
 }
+
+namespace {
+
+// Debezium records (as a connector writes them) touching both projections of config(): every
+// op, a row moving between groups, a schema/payload wrapper, a tombstone, a heartbeat and one
+// record that is not JSON.
+std::vector<TestRecord> debezium_records() {
+  auto src = [](const char* table, int64_t lsn) {
+    return R"({"connector":"postgresql","schema":"bank","table":")" + std::string(table) +
+           R"(","lsn":)" + std::to_string(lsn) + "}";
+  };
+  auto ev = [&](const char* op, const std::string& before, const std::string& after,
+                const char* table, int64_t lsn) {
+    return R"({"op":")" + std::string(op) + R"(","before":)" + before + R"(,"after":)" + after +
+           R"(,"source":)" + src(table, lsn) + R"(,"ts_ms":)" + std::to_string(lsn) + "}";
+  };
+  auto rec = [](std::optional<std::string> key, std::optional<std::string> value, const char* topic,
+                int64_t offset) {
+    TestRecord r;
+    r.key = std::move(key);
+    r.value = std::move(value);
+    r.topic = topic;
+    r.offset = offset;
+    return r;
+  };
+  const char* c = "db.bank.customers";
+  const char* t = "db.bank.transactions";
+  const std::string tx1 = R"({"id":1,"account_id":7,"amount":10.5})";
+  const std::string tx1b = R"({"id":1,"account_id":8,"amount":10.5})";
+  const std::string tx2 = R"({"id":2,"account_id":7,"amount":"2.25"})";
+  return {
+      rec(R"({"id":1})", ev("r", "null", R"({"id":1,"n":"a"})", "customers", 10), c, 0),
+      rec(R"({"schema":{},"payload":{"id":2}})",
+          R"({"schema":{},"payload":)" + ev("c", "null", R"({"id":2,"n":"ü"})", "customers", 20) +
+              "}",
+          c, 1),
+      rec(R"({"id":1})", ev("u", "null", R"({"id":1,"n":"a2"})", "customers", 30), c, 2),
+      rec(R"({"id":2})", ev("d", R"({"id":2,"n":"ü"})", "null", "customers", 40), c, 3),
+      rec(R"({"id":2})", std::nullopt, c, 4),
+      rec(R"({"id":1})", ev("c", "null", tx1, "transactions", 50), t, 5),
+      rec(R"({"id":2})", ev("c", "null", tx2, "transactions", 60), t, 6),
+      rec(R"({"id":1})", ev("u", tx1, tx1b, "transactions", 70), t, 7),
+      rec(R"({"id":2})", ev("d", tx2, "null", "transactions", 80), t, 8),
+      rec(R"({"serverName":"db"})", R"({"ts_ms":1})", "__debezium-heartbeat.db", 9),
+      rec(R"({"id":3})", "not json", c, 10),
+  };
+}
+
+// The envelope line the file sink writes for `r` (key as text, value embedded).
+TestRecord envelope_line(const TestRecord& r) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  w.StartObject();
+  w.Key("key");
+  w.String(r.key->c_str());
+  w.Key("value");
+  if (!r.value) {
+    w.Null();
+  } else {
+    rapidjson::Document v;
+    v.Parse(r.value->c_str());
+    if (v.HasParseError())
+      w.String(r.value->c_str());
+    else
+      v.Accept(w);
+  }
+  w.Key("topic");
+  w.String(r.topic.c_str());
+  w.Key("partition");
+  w.Int(0);
+  w.Key("offset");
+  w.Int64(r.offset);
+  w.EndObject();
+  TestRecord line;
+  line.value = sb.GetString();
+  return line;
+}
+
+// What the fold decided: every projection table without its write times.
+std::vector<std::string> fold_state(const std::string& db) {
+  std::vector<std::string> out;
+  for (const char* q :
+       {"select key, data, source_position from customers order by key",
+        "select key, source_position from customers__deleted order by key",
+        "select group_key, balance, tx_count, last_tx, row_count, last_position, source_position "
+        "from balances order by group_key",
+        "select key, group_key, contribution, source_position, deleted from balances__sources "
+        "order by key"})
+    for (auto& row : rows(db, q)) out.push_back(std::move(row));
+  return out;
+}
+
+std::vector<std::string> values(const Output& out) {
+  std::vector<std::string> v;
+  for (const auto& r : out.records) v.push_back(r.value.value_or("<null>"));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("projection decodes Debezium records itself and folds them as debezium -> projection") {
+  TempDir dir;
+  const auto in = debezium_records();
+  Library cdc(plugin_path("cdc"));
+  FakeHost cdc_host;
+  Instance debezium(cdc.plugin(SLUICE_KIND_TRANSFORM, "debezium"), cdc_host, "{}");
+  FakeWriter normalized;
+  REQUIRE(debezium.process(in, normalized).ok());
+  Projection two_stage(config(dir.file("two.db")));
+  const Output expected = two_stage.run(normalized.records);
+
+  Projection fused(config(dir.file("fused.db"), R"("input_format":"debezium",)"));
+  const Output got = fused.run(in);
+  CHECK(fold_state(dir.file("fused.db")) == fold_state(dir.file("two.db")));
+  CHECK(fold_state(dir.file("fused.db")).size() == 6);  // 1 + 1 deleted, 2 groups, 2 sources
+  CHECK(values(got) == values(expected));
+  REQUIRE(got.rejects.size() == 1);
+  CHECK(got.rejects[0].index == 10);
+  CHECK(got.rejects[0].message.find("projection: debezium: value is not valid JSON") == 0);
+  CHECK(fused.host.counter("passed_over") == 2);  // the tombstone and the heartbeat
+
+  std::vector<TestRecord> lines;
+  for (const auto& r : in) lines.push_back(envelope_line(r));
+  Projection enveloped(config(dir.file("envelope.db"), R"("input_format":"debezium_envelope",)"));
+  const Output from_lines = enveloped.run(lines);
+  CHECK(fold_state(dir.file("envelope.db")) == fold_state(dir.file("two.db")));
+  CHECK(values(from_lines) == values(expected));
+}

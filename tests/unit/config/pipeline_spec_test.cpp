@@ -498,4 +498,43 @@ TEST_CASE("delivery: exactly_once pairs a kafka source and sink, and refuses any
                                  "source: {type: kafka, group_id: g, topics: [in]}\n"
                                  "sink: {type: kafka, topic: out, exactly_once_pipeline: x}\n"),
                      "p.yaml:3:33:", "write `delivery: exactly_once`");
+
+TEST_CASE("lanes follow the group_by of projection aggregates unless ordering is written") {
+  const std::string stages = R"(transforms:
+  - type: projection
+    projections:
+      - {name: customers, kind: mirror, table: bank.customers}
+      - {name: balances, kind: aggregate, table: bank.transactions, group_by: account_id}
+      - {name: by_branch, kind: aggregate, table: bank.accounts, group_by: branch}
+)";
+  const auto derived = parse_pipelines(with_pipeline(stages), "p.yaml").pipelines[0].performance;
+  CHECK(derived.ordering == core::Ordering::field);
+  CHECK(derived.ordering_field ==
+        "payload.after.account_id|payload.after.branch|value.payload.after.account_id|"
+        "value.payload.after.branch|payload.before.account_id|payload.before.branch|"
+        "value.payload.before.account_id|value.payload.before.branch|after.account_id|"
+        "after.branch|value.after.account_id|value.after.branch|before.account_id|before.branch|"
+        "value.before.account_id|value.before.branch|key");
+  // `ordering: field` alone takes the derived paths too.
+  const auto field_only =
+      parse_pipelines(with_pipeline(stages + "performance: {ordering: field}\n"), "p.yaml")
+          .pipelines[0]
+          .performance;
+  CHECK(field_only.ordering_field == derived.ordering_field);
+  // What the pipeline writes wins.
+  const auto by_key =
+      parse_pipelines(with_pipeline(stages + "performance: {ordering: key}\n"), "p.yaml")
+          .pipelines[0]
+          .performance;
+  CHECK(by_key.ordering == core::Ordering::key);
+  CHECK(by_key.ordering_field.empty());
+  const auto own = parse_pipelines(with_pipeline(stages + "performance: {ordering: field, "
+                                                          "ordering_field: after.id}\n"),
+                                   "p.yaml")
+                       .pipelines[0]
+                       .performance;
+  CHECK(own.ordering_field == "after.id");
+  // Without aggregates nothing changes.
+  const auto plain = parse_pipelines(with_pipeline(""), "p.yaml").pipelines[0].performance;
+  CHECK(plain.ordering == core::Ordering::key);
 }

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""The CDC benchmark on PostgreSQL: the cdc benchmark's change events -> projections in the
+PostgreSQL server of scripts/postgres.
+
+Usage: cdc_postgres_bench.py BUILD_DIR [--events N] [--out PATH]   (run_postgres.sh runs it)
+Starts its own server (scripts/postgres start --dir BUILD_DIR/bench/cdc_postgres/server) and
+stops it at the end. Writes BUILD_DIR/bench/cdc_postgres.json in the shape of shared/DESIGN.md §9.
+
+Arms, in one invocation on the same input:
+  sluice  `sluice run`: file source -> projection (input_format debezium_envelope; the same
+          projections as the cdc benchmark) -> null sink, store postgres. records_per_s =
+          change events / wall time; cpu_us_per_event = user+sys of the sluice process / events;
+          writers = the projection's connections (one per projection stage: 1).
+  floor   a plain client loop that writes the same final rows sluice ended with (every row of
+          the three projection tables, read back) into fresh tables of the same server with
+          multi-row INSERT ... ON CONFLICT DO UPDATE (1,000 rows a statement), one transaction,
+          through psql. records_per_s = rows / time; best of 3.
+Checks: sluice_vs_postgres_floor >= 0.5 and sluice records_per_s >= 30,000.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cdc_bench  # noqa: E402  (the event generator and the sluice arm are shared)
+
+SOURCE = Path(__file__).resolve().parents[3]
+TABLES = {
+    "customers": ["key", "data", "source_position", "updated_ms"],
+    "accounts": ["key", "data", "source_position", "updated_ms"],
+    "account_balances": ["group_key", "balance", "tx_count", "last_tx", "row_count",
+                         "last_position", "source_position", "updated_ms"],
+}
+CREATE = {
+    "customers": "key text primary key, data text not null, source_position text collate \"C\" "
+                 "not null, updated_ms bigint not null",
+    "account_balances": "group_key text primary key, balance double precision, tx_count bigint, "
+                        "last_tx text, row_count bigint not null, last_position text collate "
+                        "\"C\", source_position text collate \"C\" not null, updated_ms bigint "
+                        "not null",
+}
+CREATE["accounts"] = CREATE["customers"]
+
+
+def psql(conninfo, *args, **kw):
+    return subprocess.run(["psql", conninfo, "-X", "-q", "-v", "ON_ERROR_STOP=1", *args],
+                          check=True, capture_output=True, text=True, **kw)
+
+
+def fresh_schema(base, schema):
+    psql(base, "-c", f"drop schema if exists {schema} cascade", "-c", f"create schema {schema}")
+    return f"{base} options='-c search_path={schema}'"
+
+
+def literal(v):
+    if v is None:
+        return "NULL"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def floor_sql(rows, schema):
+    """One transaction of multi-row upserts writing `rows` into fresh tables of `schema`."""
+    out = [f"set search_path = {schema};"]
+    out += [f"create table {t} ({CREATE[t]});" for t in TABLES]
+    out.append("begin;")
+    for table, cols in TABLES.items():
+        key = cols[0]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        data = rows[table]
+        for i in range(0, len(data), 1000):
+            values = ",".join("(" + ",".join(literal(r[c]) for c in cols) + ")"
+                              for r in data[i:i + 1000])
+            out.append(f"insert into {table} ({', '.join(cols)}) values {values} "
+                       f"on conflict ({key}) do update set {updates};")
+    out.append("commit;")
+    return "\n".join(out) + "\n"
+
+
+def run_floor(base, conninfo, work):
+    rows = {}
+    for table, cols in TABLES.items():
+        text = psql(conninfo, "-A", "-t", "-c",
+                    f"select coalesce(json_agg(x), '[]') from (select {', '.join(cols)} "
+                    f"from {table}) x").stdout
+        rows[table] = json.loads(text)
+    count = sum(len(v) for v in rows.values())
+    best = None
+    for attempt in range(3):
+        schema = f"cdc_floor_{attempt}"
+        fresh_schema(base, schema)
+        script = work / f"floor-{attempt}.sql"
+        script.write_text(floor_sql(rows, schema))
+        start = time.monotonic()
+        psql(base, "-f", str(script))
+        seconds = time.monotonic() - start
+        best = seconds if best is None else min(best, seconds)
+    return {"records_per_s": count / best, "rows": count, "seconds": best}
+
+
+def server(action, directory):
+    return subprocess.run([str(SOURCE / "scripts" / "postgres"), action, "--dir", str(directory)],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def main():
+    args, build, work, out = cdc_bench.command_line("cdc_postgres", __doc__.splitlines()[0])
+    events = cdc_bench.events_file(build / "bench" / "cdc", args.events)
+
+    server_dir = work / "server"
+    server("start", server_dir)
+    try:
+        base = (server_dir / "conninfo").read_text().strip()
+        conninfo = fresh_schema(base, "cdc_bench")
+        store = f'store: postgres\n    conninfo: "{conninfo}"'
+        sluice, _ = cdc_bench.run_sluice(build, work, events, store=store)
+        print(f"cdc_postgres bench: sluice {sluice['summary']}", flush=True)
+        floor = run_floor(base, conninfo, work)
+    finally:
+        server("stop", server_dir)
+    ratio = sluice["records_per_s"] / floor["records_per_s"]
+    result = {
+        "benchmark": "cdc_postgres",
+        "machine": {"cores": os.cpu_count(), "cpu": cdc_bench.cpu_name()},
+        "quick": args.events < 1_000_000,
+        "input": {"change_events": sluice["records"], "generator": "make_bank_events.py " +
+                  " ".join([*cdc_bench.GENERATOR_ARGS, "--events", str(args.events)])},
+        "arms": {
+            "sluice": {"records_per_s": round(sluice["records_per_s"], 1),
+                       "seconds": round(sluice["seconds"], 3),
+                       "peak_rss_mb": round(sluice["peak_rss_mb"], 1),
+                       "cpu_us_per_event": round(sluice["cpu_us_per_event"], 2),
+                       "writers": 1},
+            "floor": {"records_per_s": round(floor["records_per_s"], 1),
+                      "rows": floor["rows"], "seconds": round(floor["seconds"], 3)},
+        },
+        "checks": [{"name": "sluice_vs_postgres_floor", "value": round(ratio, 4), "op": ">=",
+                    "target": 0.5, "pass": ratio >= 0.5},
+                   {"name": "sluice_events_per_s", "value": round(sluice["records_per_s"], 1),
+                    "op": ">=", "target": 30000, "pass": sluice["records_per_s"] >= 30000}],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
