@@ -286,9 +286,9 @@ def bench_overhead(h):
     loop = arms["plain_loop"]["records_per_s"]
     checks = [
         check("runtime_1_worker_vs_plain_loop",
-              ratio(arms["runtime_1_worker"]["records_per_s"], loop), ">=", 0.9),
+              ratio(arms["runtime_1_worker"]["records_per_s"], loop), ">=", 0.95),
         check("runtime_2_workers_vs_plain_loop",
-              ratio(arms["runtime_2_workers"]["records_per_s"], loop), ">=", 1.6),
+              ratio(arms["runtime_2_workers"]["records_per_s"], loop), ">=", 1.75),
     ]
     config = {"records": count, "pipeline": "generator -> fields add -> fields rename -> "
               "fields drop -> null", "batch_size": 1000,
