@@ -498,6 +498,7 @@ TEST_CASE("delivery: exactly_once pairs a kafka source and sink, and refuses any
                                  "source: {type: kafka, group_id: g, topics: [in]}\n"
                                  "sink: {type: kafka, topic: out, exactly_once_pipeline: x}\n"),
                      "p.yaml:3:33:", "write `delivery: exactly_once`");
+}
 
 TEST_CASE("lanes follow the group_by of projection aggregates unless ordering is written") {
   const std::string stages = R"(transforms:
