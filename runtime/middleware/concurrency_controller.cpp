@@ -204,6 +204,9 @@ bool ConcurrencyController::judge_cut_locked(double mean_ms, core::TimePoint now
 void ConcurrencyController::on_latency_rise_locked(double gradient, double mean_ms) {
   hold_epochs_ = 0;
   phase_ = Phase::steady;
+  // A failed probe: the knee did not move, so wait twice as long before the next one.
+  if (probing_) probe_wait_ = std::min(probe_wait_ * 2, kMaxProbeEpochs);
+  probing_ = false;
   if (limit_ > good_) {
     // Searching or probing above the last limit that held: this one is too high; bisect.
     ceiling_ = limit_;
@@ -216,6 +219,7 @@ void ConcurrencyController::on_latency_rise_locked(double gradient, double mean_
   cut_from_ = limit_;
   cut_latency_ms_ = mean_ms;
   ceiling_ = limit_;
+  probe_wait_ = kProbeEpochs;  // a new workload: its knee is not known to be stable
   const double factor = std::clamp(1.0 / gradient, 0.5, 0.9);
   const auto cut = static_cast<uint32_t>(std::floor(limit_ * factor));
   limit_ = std::max(min_, std::min(cut, limit_ - 1));
@@ -231,6 +235,8 @@ void ConcurrencyController::on_latency_hold_locked(size_t queued_records) {
   }
   good_ = std::max(good_, limit_);
   if (ceiling_ != 0 && limit_ >= ceiling_) ceiling_ = 0;  // a probe held: capacity grew
+  if (ceiling_ == 0) probe_wait_ = kProbeEpochs;          // a new search: probe soon again
+  probing_ = false;
 
   if (ceiling_ == 0) {
     phase_ = Phase::slow_start;
@@ -244,9 +250,10 @@ void ConcurrencyController::on_latency_hold_locked(size_t queued_records) {
     verb_ = "bisect up";
     return;
   }
-  if (++hold_epochs_ >= kProbeEpochs) {
+  if (++hold_epochs_ >= probe_wait_) {
     hold_epochs_ = 0;
     ++limit_;
+    probing_ = true;
     verb_ = "probe";
   }
 }

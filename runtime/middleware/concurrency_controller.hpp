@@ -29,8 +29,10 @@ namespace sluice::middleware {
 //  - slow start: the limit doubles while latency holds and work is queued;
 //  - the first rise marks a ceiling; the limit then bisects between the highest limit known to
 //    hold and the lowest known to raise latency, so it finds the knee in log2 steps;
-//  - at the knee it stays put and probes one above every kProbeEpochs epochs; a failed probe steps
-//    straight back, a successful one restarts slow start (capacity grew);
+//  - at the knee it stays put and probes one above after kProbeEpochs epochs, waiting twice as
+//    long after each failed probe (up to kMaxProbeEpochs), so a stable knee is not paid for with
+//    a probe every few round trips; a failed probe steps straight back, a successful one
+//    restarts slow start (capacity grew);
 //  - latency rising at a limit that used to hold (the system got slower) cuts the limit by the
 //    latency ratio (between x0.5 and x0.9). If the next epoch did not get at least half of the
 //    proportional drop in latency (a cut to f of the limit: latency <= (1 + f) / 2 of before), the
@@ -50,6 +52,7 @@ class ConcurrencyController final : public ConcurrencyLimiter {
  public:
   static constexpr double kLatencyTolerance = 1.15;
   static constexpr uint32_t kProbeEpochs = 8;
+  static constexpr uint32_t kMaxProbeEpochs = 64;
   // A cut to f of the limit "paid in full" when latency fell to at most f * kProportionalCut.
   static constexpr double kProportionalCut = 1.1;
 
@@ -99,10 +102,12 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   uint32_t good_;         // highest limit known to hold latency
   uint32_t ceiling_ = 0;  // lowest limit known to raise latency; 0: not known
   uint32_t hold_epochs_ = 0;
-  uint32_t cut_from_ = 0;         // the limit before the last latency cut, until it is judged
-  double cut_latency_ms_ = 0.0;   // the latency that made that cut
-  uint32_t cascade_ceiling_ = 0;  // the limit before the previous cut, while cuts keep paying
-  std::string verb_, why_;        // this epoch's decision, for the trace
+  uint32_t probe_wait_ = kProbeEpochs;  // epochs at the knee before the next probe
+  bool probing_ = false;                // this epoch runs one above the knee
+  uint32_t cut_from_ = 0;               // the limit before the last latency cut, until it is judged
+  double cut_latency_ms_ = 0.0;         // the latency that made that cut
+  uint32_t cascade_ceiling_ = 0;        // the limit before the previous cut, while cuts keep paying
+  std::string verb_, why_;              // this epoch's decision, for the trace
 
   double epoch_sum_ms_ = 0.0;
   uint32_t epoch_count_ = 0;

@@ -282,3 +282,17 @@ TEST_CASE("the decision trace keeps the last changes with their reasons") {
   CHECK(c.trace().total() > last.size());
   CHECK(last.back().to == c.limit());
 }
+
+TEST_CASE("at a stable knee the probes back off: few limit changes once settled") {
+  ManualClock clock;
+  KneeSystem sys{6.0};
+  ConcurrencyController c(settings(), clock);
+  run(c, clock, sys, 40);
+  REQUIRE(std::abs(c.limit() - 6.0) <= 1.0);
+  const uint64_t before = c.trace().total();
+  const auto limits = run(c, clock, sys, 400);
+  // Every 8 epochs would be ~45 probes (90 changes) in 400 rounds; backing off to one per 64
+  // epochs leaves about a dozen.
+  CHECK(c.trace().total() - before <= 20);
+  for (uint32_t l : limits) CHECK(std::abs(l - 6.0) <= 1.0);
+}
