@@ -640,7 +640,7 @@ def bench_shift(h):
         "best_static_whole_run": best_whole,
         "adaptive_vs_best_static": ratio(adaptive, arms[best_whole]["records_per_s"]),
         "what_was_run": f"every static point ({len(BATCHES)} batch sizes x {len(CONCURRENCIES)} "
-                        f"concurrencies) in each phase's sink alone for {probe_s} s; the 4 "
+                        f"concurrencies) in each phase's sink alone for {probe_s} s; the {len(candidates)} "
                         f"static points with the best mean of their phase rates, and adaptive, on "
                         f"the shifting sink for {seconds} s (phases switch every {phase_s} s)",
         "pipeline": "generator (unbounded) -> fields add (JSON) -> latency sink (sleeps its cost)",
