@@ -22,9 +22,9 @@ constexpr double kPartialFraction = 0.9;
 constexpr size_t kRatioSamples = 4;
 // When the fixed cost alone is near or over the target, the target cannot be met without paying
 // mostly for overhead (a remote call's round trip): from kOverheadBound of the target the goal
-// grows, to the time in which the fixed cost is kMaxFixedShare once the fixed cost reaches the
-// target. Below kOverheadBound the target holds as it is, so a small fixed cost, whose fit is
-// noisy, never moves the goal.
+// grows, to target / kMaxFixedShare (where a fixed cost equal to the target is a tenth) once the
+// fixed cost reaches the target, and no further. Below kOverheadBound the target holds as it is, so
+// a small fixed cost, whose fit is noisy, never moves the goal.
 constexpr double kOverheadBound = 0.5;
 constexpr double kMaxFixedShare = 0.1;
 
@@ -104,11 +104,13 @@ uint32_t BatchSizeController::observe(uint32_t records, core::Duration elapsed) 
 
 double BatchSizeController::goal_time_ms_locked() const {
   const double from = kOverheadBound * target_ms_;
+  const double longest = target_ms_ / kMaxFixedShare;
   if (fixed_ms_ <= from) return target_ms_;
-  if (fixed_ms_ >= target_ms_) return fixed_ms_ / kMaxFixedShare;
+  // Never past `longest`: a fixed cost can also be congestion (every call slower past a knee),
+  // and batches must not grow without bound while the concurrency limit comes down.
+  if (fixed_ms_ >= target_ms_) return longest;
   // In between, a straight line joins the two, so the goal never jumps.
-  const double at_target = target_ms_ / kMaxFixedShare;
-  return target_ms_ + (fixed_ms_ - from) / (target_ms_ - from) * (at_target - target_ms_);
+  return target_ms_ + (fixed_ms_ - from) / (target_ms_ - from) * (longest - target_ms_);
 }
 
 bool BatchSizeController::fit_locked() {

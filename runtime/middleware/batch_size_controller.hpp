@@ -16,9 +16,10 @@ namespace sluice::middleware {
 // Models the cost of a batch of n records as t = fixed + per_record * n, fitted over a small window
 // of recent batches, and steps the target size toward the n whose predicted time is the target.
 // When the fixed cost (a remote call's round trip) is at least the target, the goal is instead
-// the time in which the fixed cost is a tenth (between half the target and the target, a line
-// joins the two): a target the fixed cost alone fills would otherwise pull the size to its
-// minimum and pay almost only overhead.
+// ten times the target, where such a fixed cost is at most a tenth (between half the target and
+// the target, a line joins the two): a target the fixed cost alone fills would otherwise pull the
+// size to its minimum and pay almost only overhead. The goal never exceeds ten times the target,
+// since a fixed cost may also be congestion that the concurrency limit is about to relieve.
 //
 // Why a model instead of the seed's x0.9 / x1.1 rule: the model jumps close to the right size in a
 // few batches after a change, and because the step aims at a size (not at "a bit more / a bit

@@ -246,7 +246,7 @@ def arm_summary(runs, extra_paths=()):
         "records_per_s": median_of(runs, "records_per_s"),
         "peak_rss_mb": median_of(runs, "peak_rss_mb"),
         "repetitions": len(runs),
-        "records_per_s_each": [round(r.get("records_per_s", 0), 1) for r in runs],
+        "records_per_s_each": [round(r.get("records_per_s") or 0, 1) for r in runs],
     }
     for key, path in extra_paths:
         out[key] = median_of(runs, path)
@@ -695,9 +695,15 @@ def reference_rates(h, probe_s):
 
 
 def controller_arms(h, name, sink, seconds):
-    return {c: (lambda tag, c=c: h.run_sluice(
-        tag, sink_pipeline(name, sink, {**ADAPTIVE_PERFORMANCE, "controller": c}),
-        stop_after_s=seconds, timeline=True)) for c in CONTROLLERS}
+    def arm(tag, c):
+        try:
+            return h.run_sluice(
+                tag, sink_pipeline(name, sink, {**ADAPTIVE_PERFORMANCE, "controller": c}),
+                stop_after_s=seconds, timeline=True)
+        except RuntimeError as e:
+            # An arm that wrecks the run (e.g. puts stuck past call_timeout_ms) is a result too.
+            return {"records_per_s": None, "failed": str(e), "seconds": seconds, "timeline": []}
+    return {c: (lambda tag, c=c: arm(tag, c)) for c in CONTROLLERS}
 
 
 def controller_summary(runs, segments_of):
@@ -714,6 +720,8 @@ def controller_summary(runs, segments_of):
         arms[a]["peak_inflight_bytes"] = max((x["inflight_bytes"] for x in timeline),
                                              default=None)
         arms[a]["phases"] = settle_report(timeline, segments_of(fig["seconds"]))
+        if fig.get("failed"):
+            arms[a]["failed"] = fig["failed"]
         arms[a]["last_decisions"] = [d["reason"] for d in
                                      (fig.get("controller") or {}).get("decisions", [])[-5:]]
     return arms
