@@ -5,13 +5,16 @@
 //
 //   cost = batch_cost_ms + n * record_cost_us / 1000
 //   if knee > 0 and active > knee:  cost *= (active / knee)^2
+//   with jitter j > 0:              cost *= 1 + j * u, u uniform in [-1, 1) (seeded, per call)
 //
 // where `active` is the number of puts running at once, this one included, counted when the
 // put starts. The square models a backend that degrades faster than linearly once it is
 // saturated (lock contention, queueing), so more concurrency past the knee makes every call
 // slower and total throughput drops: an adaptive concurrency controller should settle near the
 // knee. With capacity_rps > 0, calls also wait for a shared token bucket (records per second
-// across all calls) before paying their cost.
+// across all calls) before paying their cost. With measure_latency, the end-to-end latency of
+// delivered records (record timestamp to the end of the put) is published as the gauges
+// latency_p50_ms / latency_p99_ms / latency_samples (the stats file's "extra").
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include "capacity_bucket.hpp"
+#include "latency_histogram.hpp"
 
 namespace {
 
@@ -43,6 +47,7 @@ struct CostModel {
   int64_t knee = 0;
   double capacity_rps = 0;
   double failure_rate = 0;
+  double jitter = 0;
 
   double cost_ms(size_t records, int64_t active) const {
     double cost = batch_cost_ms + static_cast<double>(records) * record_cost_us / 1000.0;
@@ -76,6 +81,8 @@ class LatencySink final : public sluice::Sink {
         .min(0)
         .max(1)
         .doc("Probability that a put throws sluice::Retriable (after paying its cost).");
+    s.number("jitter").default_value(0.0).min(0).max(1).doc(
+        "Each put's cost is scaled by 1 + jitter * u, u uniform in [-1, 1) (seeded).");
     s.integer("seed").default_value(0).doc("Seed of the failure sequence.");
     s.string("mode")
         .default_value("sleep")
@@ -84,12 +91,15 @@ class LatencySink final : public sluice::Sink {
             "sleep: the call sleeps its cost (an I/O-bound sink); spin: it burns CPU (CPU-bound).");
     s.list("phases").doc(
         "Cost phases over wall time since create: [{after_ms, batch_cost_ms, record_cost_us, "
-        "knee, capacity_rps, failure_rate}, ...]; a phase inherits unset fields from the "
+        "knee, capacity_rps, failure_rate, jitter}, ...]; a phase inherits unset fields from the "
         "top-level options.");
     s.integer("phase_cycle_ms")
         .default_value(0)
         .min(0)
         .doc("If > 0, phases repeat with this period; otherwise the last phase stays.");
+    s.boolean("measure_latency")
+        .default_value(false)
+        .doc("Publish end-to-end record latency percentiles as gauges (latency_p50_ms, ...).");
     s.string("record_file")
         .path()
         .default_value("")
@@ -105,6 +115,7 @@ class LatencySink final : public sluice::Sink {
         spin_(c.get_string("mode", "sleep") == "spin"),
         phases_(parse_phases(c)),
         cycle_ms_(c.get_int("phase_cycle_ms", 0)),
+        measure_latency_(c.get_bool("measure_latency", false)),
         created_(Clock::now()) {
     const std::string record_file = c.get_string("record_file");
     if (!record_file.empty()) {
@@ -127,9 +138,12 @@ class LatencySink final : public sluice::Sink {
     const uint64_t call = calls_.fetch_add(1);
     const double draw = static_cast<double>(mix(seed_ ^ mix(call)) >> 11) * 0x1.0p-53;
     const bool fail = draw < model.failure_rate;
+    // A second draw from the same call number, so jitter and failures are independent.
+    const double spread = static_cast<double>(mix(seed_ ^ mix(~call)) >> 11) * 0x1.0p-53;
 
     if (model.capacity_rps > 0) bucket_.wait(in.size(), model.capacity_rps);
-    const double cost = model.cost_ms(in.size(), active);
+    const double cost =
+        model.cost_ms(in.size(), active) * (1.0 + model.jitter * (2.0 * spread - 1.0));
     host_.gauge_set("last_cost_ms", cost);
     pay(cost);
     if (fail) throw sluice::Retriable("latency sink: injected failure");
@@ -143,6 +157,7 @@ class LatencySink final : public sluice::Sink {
       std::fflush(record_file_.get());
     }
     host_.counter_add("records", static_cast<double>(in.size()));
+    if (measure_latency_) record_latency(in);
   }
 
  private:
@@ -153,6 +168,7 @@ class LatencySink final : public sluice::Sink {
     base.knee = c.get_int("knee", 0);
     base.capacity_rps = c.get_double("capacity_rps", 0);
     base.failure_rate = c.get_double("failure_rate", 0);
+    base.jitter = c.get_double("jitter", 0);
     std::vector<CostModel> out;
     const rapidjson::Value* phases = c.find("phases");
     if (phases && !phases->IsArray())
@@ -180,8 +196,10 @@ class LatencySink final : public sluice::Sink {
       m.knee = static_cast<int64_t>(number("knee", static_cast<double>(base.knee)));
       m.capacity_rps = number("capacity_rps", base.capacity_rps);
       m.failure_rate = number("failure_rate", base.failure_rate);
+      m.jitter = number("jitter", base.jitter);
       if (m.failure_rate > 1)
         throw sluice::ConfigError("phases", where + ".failure_rate must be at most 1");
+      if (m.jitter > 1) throw sluice::ConfigError("phases", where + ".jitter must be at most 1");
       if (m.after_ms <= previous)
         throw sluice::ConfigError("phases", where + ".after_ms must grow from phase to phase");
       previous = m.after_ms;
@@ -203,6 +221,23 @@ class LatencySink final : public sluice::Sink {
     return *current;
   }
 
+  // The put is complete: each record's latency is now - its timestamp (both wall clock, ms).
+  void record_latency(const sluice::Batch& in) {
+    const double now_ms = std::chrono::duration<double, std::milli>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+    std::lock_guard lock(latency_mutex_);
+    for (const auto& r : in)
+      if (r.timestamp_ms() > 0) latency_.add(now_ms - static_cast<double>(r.timestamp_ms()));
+    // Percentiles scan the histogram: publish a few times a second only.
+    const auto now = Clock::now();
+    if (now - last_published_ < std::chrono::milliseconds(200)) return;
+    last_published_ = now;
+    host_.gauge_set("latency_p50_ms", latency_.quantile(0.50));
+    host_.gauge_set("latency_p99_ms", latency_.quantile(0.99));
+    host_.gauge_set("latency_samples", static_cast<double>(latency_.total()));
+  }
+
   void pay(double cost_ms) const {
     if (cost_ms <= 0) return;
     const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -221,10 +256,14 @@ class LatencySink final : public sluice::Sink {
   const std::vector<CostModel> phases_;
   const int64_t cycle_ms_;
   const Clock::time_point created_;
+  const bool measure_latency_;
 
   std::atomic<int64_t> active_{0};
   std::atomic<uint64_t> calls_{0};
   sluice_testing::CapacityBucket bucket_;
+  std::mutex latency_mutex_;
+  sluice_testing::LatencyHistogram latency_;
+  Clock::time_point last_published_{};
   std::mutex record_mutex_;
   std::unique_ptr<std::FILE, FileCloser> record_file_;
 };

@@ -72,6 +72,8 @@ std::string percent(double fraction_or_percent, bool is_fraction) {
   return std::isfinite(p) ? fmt::format("{:.1f}%", p) : "-";
 }
 
+constexpr size_t kDecisionsShown = 4;
+
 std::string rate(double v) { return std::isfinite(v) ? fmt::format("{:.0f}", v) : "-"; }
 
 std::string millis(double v) { return std::isfinite(v) ? fmt::format("{:.3g}", v) : "-"; }
@@ -108,6 +110,17 @@ std::vector<PositionRow> parse_positions(const Value& stage) {
     p.wait_breaker_ms = field(v, "wait_breaker_ms");
     out.push_back(std::move(p));
   }
+  return out;
+}
+
+// The "controller" object's decisions (absent from an older server's output: none).
+std::vector<std::string> parse_decisions(const Value& stage) {
+  std::vector<std::string> out;
+  const Value* controller = member(stage, "controller");
+  const Value* list = controller ? member(*controller, "decisions") : nullptr;
+  if (list == nullptr || !list->IsArray()) return out;
+  for (const auto& d : list->GetArray())
+    out.push_back(fmt::format("{:.1f} s  {}", field(d, "at_s"), label(d, "reason")));
   return out;
 }
 
@@ -158,6 +171,7 @@ std::vector<StageRow> parse_stats(std::string_view json) {
       const Value* active = bp ? member(*bp, "active") : nullptr;
       r.paused = active && active->IsBool() && active->GetBool();
       r.positions = parse_positions(v);
+      r.decisions = parse_decisions(v);
       rows.push_back(std::move(r));
     }
   }
@@ -290,6 +304,13 @@ std::string TopView::render(std::string_view title, std::string_view status) con
     if (!t.present || t.last.positions.empty()) continue;
     out += fmt::format("\n{} / {}\n", t.last.pipeline, t.last.stage);
     out += render_positions(t);
+  }
+  for (const auto& [id, t] : tracks_) {
+    if (!t.present || t.last.decisions.empty()) continue;
+    out += fmt::format("\n{} / {}: controller's last decisions\n", t.last.pipeline, t.last.stage);
+    const auto& d = t.last.decisions;
+    for (size_t i = d.size() > kDecisionsShown ? d.size() - kDecisionsShown : 0; i < d.size(); ++i)
+      out += fmt::format("  {}\n", d[i]);
   }
   return out;
 }

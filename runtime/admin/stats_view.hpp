@@ -49,6 +49,8 @@ struct StageRow {
   double error_rate_percent = 0;
   bool paused = false;                 // intake held back by backpressure
   std::vector<PositionRow> positions;  // source, transforms, sink, dead-letter sink
+  // The concurrency controller's last decisions, oldest first: "12.3 s  cut 8 -> 4: ...".
+  std::vector<std::string> decisions;
 };
 
 // Reads the /stats JSON (or the --stats-file one: the same shape without pipeline state).
@@ -72,7 +74,8 @@ class TopView {
 
   // The frame as plain text (no escape codes): `title`, an optional `status` line (e.g. a
   // failed fetch), then one row per stage with its sparkline, then each stage's positions with
-  // their busy fraction, call times and waits, the bottleneck marked.
+  // their busy fraction, call times and waits, the bottleneck marked, and the controller's last
+  // decisions with their reasons.
   std::string render(std::string_view title, std::string_view status = {}) const;
 
  private:

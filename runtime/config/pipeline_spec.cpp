@@ -396,6 +396,12 @@ class FileParser {
         u32("max_concurrency", p.max_concurrency, 1),
         u32("concurrency", p.concurrency, 1),
         share("cpu_utilization_threshold", p.cpu_utilization_threshold),
+        {"controller",
+         [&](const Entry& e) {
+           p.controller = static_cast<core::ControllerKind>(
+               reader_.choice(e, "performance.controller",
+                              {"sluice", "vector_arc", "gradient2", "vegas", "seed"}));
+         }},
         {"ordering",
          [&](const Entry& e) {
            p.ordering = static_cast<core::Ordering>(

@@ -11,6 +11,9 @@ namespace sluice::core {
 // `field`: the key is a JSON field of the value (PerformanceSettings::ordering_field).
 enum class Ordering { key, partition, none, field };
 enum class CacheEvictionPolicy { lru, lfu, ttl, adaptive };
+// Which controllers steer batch size and concurrency: sluice's own (the default), or a rival
+// algorithm kept for benchmarks (performance.controller; see docs/configuration.md).
+enum class ControllerKind { sluice, vector_arc, gradient2, vegas, seed };
 
 // The `performance:` section, with the seed's names and defaults.
 struct PerformanceSettings {
@@ -28,6 +31,7 @@ struct PerformanceSettings {
   uint32_t min_concurrency = 1;
   uint32_t max_concurrency = 16;
   uint32_t concurrency = 1;  // start value, and the fixed limit when adaptive_concurrency is off
+  ControllerKind controller = ControllerKind::sluice;  // benchmark-oriented; keep the default
   double cpu_utilization_threshold = 0.8;
   Ordering ordering = Ordering::key;
   // For ordering `field`: '|'-separated dotted paths into the JSON value; the first present,

@@ -64,8 +64,9 @@ AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
       process_(std::move(process)),
       done_(std::move(done)),
       on_pressure_(std::move(on_pressure)),
-      batch_size_(settings),
-      concurrency_(settings, clock),
+      controllers_(make_controllers(settings, clock)),
+      batch_size_(*controllers_.batch),
+      concurrency_(*controllers_.concurrency),
       memory_(settings, clock, std::move(rss_reader), MemoryMonitor::kCgroupMemoryMax),
       profiler_(settings, clock),
       byte_bound_(byte_bound_of(settings, memory_)) {
@@ -384,7 +385,7 @@ void AdaptiveStage::sample_metrics(core::TimePoint now) {
   {
     std::lock_guard lock(mu_);
     queued = queued_records_;
-    limit_ = concurrency_.update(queued, memory_.control_pressure());
+    limit_ = concurrency_.update({queued, in_flight_, memory_.control_pressure()});
   }
   if (now - last_sample_ >= std::chrono::milliseconds(settings_.metrics_collection_interval_ms)) {
     last_sample_ = now;
@@ -423,7 +424,8 @@ void AdaptiveStage::worker_loop() {
       records_rejected_ += outcome.errors;
       records_filtered_ += outcome.filtered;
       if (outcome.failed) failed_ = true;
-      limit_ = concurrency_.update(queued_records_, memory_.control_pressure());
+      // In flight counting this batch: it was one of them when it finished.
+      limit_ = concurrency_.update({queued_records_, in_flight_ + 1, memory_.control_pressure()});
     }
     dispatcher_cv_.notify_one();
     idle_cv_.notify_all();
@@ -498,6 +500,9 @@ StageStats AdaptiveStage::stats() const {
   s.concurrency.min = settings_.min_concurrency;
   s.concurrency.max = settings_.max_concurrency;
   s.concurrency.phase = std::string(concurrency_.phase());
+  s.controller.name = controllers_.name;
+  s.controller.limit_changes = concurrency_.trace().total();
+  s.controller.decisions = concurrency_.trace().snapshot();
   s.memory.current_mb = mb(memory_.rss_bytes());
   s.memory.peak_mb = mb(memory_.peak_bytes());
   s.memory.pressure = memory_.pressure();

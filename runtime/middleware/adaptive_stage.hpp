@@ -20,6 +20,7 @@
 #include "core/settings.hpp"
 #include "middleware/batch_size_controller.hpp"
 #include "middleware/concurrency_controller.hpp"
+#include "middleware/controller.hpp"
 #include "middleware/memory_monitor.hpp"
 #include "middleware/profiler.hpp"
 #include "middleware/stats.hpp"
@@ -165,8 +166,10 @@ class AdaptiveStage {
   Done done_;
   OnPressure on_pressure_;
 
-  BatchSizeController batch_size_;
-  ConcurrencyController concurrency_;
+  // Chosen by performance.controller; the references keep the call sites short.
+  Controllers controllers_;
+  BatchSizer& batch_size_;
+  ConcurrencyLimiter& concurrency_;
   MemoryMonitor memory_;
   Profiler profiler_;
   const uint64_t byte_bound_;

@@ -20,6 +20,13 @@ constexpr double kMinSpread = 1.3;
 constexpr double kPartialFraction = 0.9;
 // The ratio fallback averages over this many recent full batches.
 constexpr size_t kRatioSamples = 4;
+// When the fixed cost alone is near or over the target, the target cannot be met without paying
+// mostly for overhead (a remote call's round trip): from kOverheadBound of the target the goal
+// grows, to target / kMaxFixedShare (where a fixed cost equal to the target is a tenth) once the
+// fixed cost reaches the target, and no further. Below kOverheadBound the target holds as it is, so
+// a small fixed cost, whose fit is noisy, never moves the goal.
+constexpr double kOverheadBound = 0.5;
+constexpr double kMaxFixedShare = 0.1;
 
 }  // namespace
 
@@ -83,17 +90,27 @@ uint32_t BatchSizeController::observe(uint32_t records, core::Duration elapsed) 
 
   if (!fit_locked()) return static_cast<uint32_t>(std::lround(target_size_));
 
-  const double error =
-      std::abs(fixed_ms_ + per_record_ms_ * target_size_ - target_ms_) / target_ms_;
+  const double goal_ms = goal_time_ms_locked();
+  const double error = std::abs(fixed_ms_ + per_record_ms_ * target_size_ - goal_ms) / goal_ms;
   if (error > kDeadBand) settling_ = true;
   if (error <= kSettleBand) settling_ = false;
   if (settling_) {
-    const double goal =
-        target_ms_ > fixed_ms_ ? (target_ms_ - fixed_ms_) / per_record_ms_ : min_size_;
+    const double goal = (goal_ms - fixed_ms_) / per_record_ms_;
     target_size_ += damping_ * (std::clamp(goal, min_size_, max_size_) - target_size_);
     target_size_ = std::clamp(target_size_, min_size_, max_size_);
   }
   return static_cast<uint32_t>(std::lround(target_size_));
+}
+
+double BatchSizeController::goal_time_ms_locked() const {
+  const double from = kOverheadBound * target_ms_;
+  const double longest = target_ms_ / kMaxFixedShare;
+  if (fixed_ms_ <= from) return target_ms_;
+  // Never past `longest`: a fixed cost can also be congestion (every call slower past a knee),
+  // and batches must not grow without bound while the concurrency limit comes down.
+  if (fixed_ms_ >= target_ms_) return longest;
+  // In between, a straight line joins the two, so the goal never jumps.
+  return target_ms_ + (fixed_ms_ - from) / (target_ms_ - from) * (longest - target_ms_);
 }
 
 bool BatchSizeController::fit_locked() {

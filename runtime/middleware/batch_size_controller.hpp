@@ -9,11 +9,17 @@
 
 #include "core/clock.hpp"
 #include "core/settings.hpp"
+#include "middleware/controller.hpp"
 
 namespace sluice::middleware {
 
 // Models the cost of a batch of n records as t = fixed + per_record * n, fitted over a small window
 // of recent batches, and steps the target size toward the n whose predicted time is the target.
+// When the fixed cost (a remote call's round trip) is at least the target, the goal is instead
+// ten times the target, where such a fixed cost is at most a tenth (between half the target and
+// the target, a line joins the two): a target the fixed cost alone fills would otherwise pull the
+// size to its minimum and pay almost only overhead. The goal never exceeds ten times the target,
+// since a fixed cost may also be congestion that the concurrency limit is about to relieve.
 //
 // Why a model instead of the seed's x0.9 / x1.1 rule: the model jumps close to the right size in a
 // few batches after a change, and because the step aims at a size (not at "a bit more / a bit
@@ -30,15 +36,15 @@ namespace sluice::middleware {
 // so a window of only partial batches never moves the target.
 //
 // Thread-safety: every member may be called from any thread; observe() takes a short mutex.
-class BatchSizeController {
+class BatchSizeController final : public BatchSizer {
  public:
   explicit BatchSizeController(const core::PerformanceSettings& settings);
 
   // One completed batch of `records` took `elapsed`. Returns the new target size.
-  uint32_t observe(uint32_t records, core::Duration elapsed);
+  uint32_t observe(uint32_t records, core::Duration elapsed) override;
 
   // The size the next batch should have.
-  uint32_t current() const;
+  uint32_t current() const override;
 
   // The model's current fit, for stats and tests (ms and ms per record; 0 before any fit).
   double fixed_cost_ms() const;
@@ -52,6 +58,8 @@ class BatchSizeController {
   };
 
   bool fit_locked();
+  // The batch time to aim at: the target, or longer when the fixed cost nearly fills it.
+  double goal_time_ms_locked() const;
   // +1 / -1 when obs is far slower / faster than the model predicts, else 0.
   int deviation_locked(const Observation& obs) const;
 

@@ -1,6 +1,8 @@
 // Adaptive concurrency: slow start, bisection to the latency knee, probing, and pressure cuts.
 #include "middleware/concurrency_controller.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -17,6 +19,7 @@ ConcurrencyController::ConcurrencyController(const core::PerformanceSettings& se
                                              const core::Clock& clock,
                                              core::Duration baseline_window)
     : clock_(clock),
+      trace_(clock),
       adaptive_(settings.adaptive_concurrency),
       min_(std::max<uint32_t>(1, settings.min_concurrency)),
       max_(std::max(min_, settings.max_concurrency)),
@@ -109,17 +112,21 @@ uint32_t ConcurrencyController::update(size_t queued_records, double memory_pres
   rotate_baseline_locked(now);
 
   const uint32_t before = limit_;
+  verb_.clear();
   if (memory_pressure < pressure_threshold_ && have_latency && judge_cut_locked(mean_ms, now)) {
     // The cut was undone and the baseline re-learnt; nothing more to decide this epoch.
   } else if (memory_pressure >= pressure_threshold_) {
     cut_from_ = 0;
     const auto cut = static_cast<uint32_t>(std::floor(limit_ * kPressureCut));
     limit_ = std::max(min_, std::min(cut, limit_ > 0 ? limit_ - 1 : 0));
+    verb_ = "cut";
+    why_ = fmt::format("memory pressure {:.2f} >= {:.2f}", memory_pressure, pressure_threshold_);
     phase_ = Phase::pressure;
     hold_epochs_ = 0;
   } else if (have_latency) {
     const double baseline = baseline_locked();
     const double gradient = std::isfinite(baseline) && baseline > 0 ? mean_ms / baseline : 1.0;
+    why_ = fmt::format("latency {:.2f}x baseline ({:.4f} ms/record)", gradient, mean_ms);
     if (gradient > kLatencyTolerance) {
       on_latency_rise_locked(gradient, mean_ms);
     } else {
@@ -134,28 +141,62 @@ uint32_t ConcurrencyController::update(size_t queued_records, double memory_pres
   }
 
   limit_ = std::clamp(limit_, min_, max_);
-  if (limit_ != before) last_change_ = now;
+  if (limit_ != before) {
+    last_change_ = now;
+    trace_.record(verb_.empty() ? "move" : verb_, before, limit_, why_);
+  }
   return limit_;
 }
 
 bool ConcurrencyController::judge_cut_locked(double mean_ms, core::TimePoint now) {
   if (cut_from_ == 0) return false;
   const uint32_t from = cut_from_;
+  const uint32_t above = cascade_ceiling_;
   cut_from_ = 0;
+  cascade_ceiling_ = 0;
   // A cut to a fraction f of the limit should bring latency down towards f of what it was (all of
   // it in a saturated system, more past a knee); half of that drop counts as help.
   const double f = static_cast<double>(limit_) / from;
+  if (limit_ < from && limit_ > min_ && mean_ms <= cut_latency_ms_ * f * kProportionalCut) {
+    // The whole drop: as many records per second with fewer batches in flight, so the limit is
+    // still past the knee (the baseline, learnt elsewhere, did not show it). Halve again.
+    verb_ = "cut again";
+    why_ = fmt::format("latency fell to {:.2f}x with {:.2f}x the limit: still past the knee",
+                       mean_ms / cut_latency_ms_, f);
+    cascade_ceiling_ = from;
+    cut_from_ = limit_;
+    cut_latency_ms_ = mean_ms;
+    ceiling_ = from;
+    limit_ = std::max(min_, limit_ / 2);
+    good_ = limit_;
+    return true;
+  }
   if (limit_ < from && mean_ms <= cut_latency_ms_ * (1.0 + f) / 2) return false;  // keep the cut
-  // Fewer batches in flight did not make them faster, so the rise did not come from our
-  // concurrency: the work itself got costlier. Learn its latency as the new baseline and go back
-  // to the limit from before the cut, then search upwards again.
   bucket_min_ms_ = previous_bucket_min_ms_ = mean_ms;
   bucket_start_ = now;
   latency_ms_ = mean_ms;
   limit_ = from;
   good_ = from;
-  ceiling_ = 0;
   hold_epochs_ = 0;
+  if (above > from) {
+    // The cuts paid in full down to `from` and not below it: `from` is the knee, and the latency
+    // here is the no-load latency.
+    verb_ = "back to knee";
+    why_ =
+        fmt::format("latency {:.4f} ms/record did not fall below {}; new baseline", mean_ms, from);
+    ceiling_ = above;
+    phase_ = Phase::steady;
+    return true;
+  }
+  // Fewer batches in flight did not make them faster, so the rise did not come from our
+  // concurrency: the work itself got costlier. Learn its latency as the new baseline and go back
+  // to the limit from before the cut, then search upwards again.
+  verb_ = "undo cut";
+  why_ = fmt::format(
+      "latency {:.4f} ms/record did not fall with the cut: the work got costlier; "
+      "new baseline",
+      mean_ms);
+  ceiling_ = 0;
   phase_ = Phase::slow_start;
   return true;
 }
@@ -163,10 +204,14 @@ bool ConcurrencyController::judge_cut_locked(double mean_ms, core::TimePoint now
 void ConcurrencyController::on_latency_rise_locked(double gradient, double mean_ms) {
   hold_epochs_ = 0;
   phase_ = Phase::steady;
+  // A failed probe: the knee did not move, so wait twice as long before the next one.
+  if (probing_) probe_wait_ = std::min(probe_wait_ * 2, kMaxProbeEpochs);
+  probing_ = false;
   if (limit_ > good_) {
     // Searching or probing above the last limit that held: this one is too high; bisect.
     ceiling_ = limit_;
     limit_ = good_ + (ceiling_ - good_) / 2;
+    verb_ = "bisect down";
     return;
   }
   // A limit that used to hold no longer does: the system got slower. Cut by the latency ratio;
@@ -174,9 +219,11 @@ void ConcurrencyController::on_latency_rise_locked(double gradient, double mean_
   cut_from_ = limit_;
   cut_latency_ms_ = mean_ms;
   ceiling_ = limit_;
+  probe_wait_ = kProbeEpochs;  // a new workload: its knee is not known to be stable
   const double factor = std::clamp(1.0 / gradient, 0.5, 0.9);
   const auto cut = static_cast<uint32_t>(std::floor(limit_ * factor));
   limit_ = std::max(min_, std::min(cut, limit_ - 1));
+  verb_ = "cut";
   good_ = limit_;
 }
 
@@ -188,20 +235,26 @@ void ConcurrencyController::on_latency_hold_locked(size_t queued_records) {
   }
   good_ = std::max(good_, limit_);
   if (ceiling_ != 0 && limit_ >= ceiling_) ceiling_ = 0;  // a probe held: capacity grew
+  if (ceiling_ == 0) probe_wait_ = kProbeEpochs;          // a new search: probe soon again
+  probing_ = false;
 
   if (ceiling_ == 0) {
     phase_ = Phase::slow_start;
     limit_ = std::min<uint64_t>(uint64_t{limit_} * 2, max_);
+    verb_ = "double";
     return;
   }
   phase_ = Phase::steady;
   if (ceiling_ - limit_ > 1) {
     limit_ += (ceiling_ - limit_) / 2;
+    verb_ = "bisect up";
     return;
   }
-  if (++hold_epochs_ >= kProbeEpochs) {
+  if (++hold_epochs_ >= probe_wait_) {
     hold_epochs_ = 0;
     ++limit_;
+    probing_ = true;
+    verb_ = "probe";
   }
 }
 

@@ -6,10 +6,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <string_view>
 
 #include "core/clock.hpp"
 #include "core/settings.hpp"
+#include "middleware/controller.hpp"
 
 namespace sluice::middleware {
 
@@ -27,37 +29,50 @@ namespace sluice::middleware {
 //  - slow start: the limit doubles while latency holds and work is queued;
 //  - the first rise marks a ceiling; the limit then bisects between the highest limit known to
 //    hold and the lowest known to raise latency, so it finds the knee in log2 steps;
-//  - at the knee it stays put and probes one above every kProbeEpochs epochs; a failed probe steps
-//    straight back, a successful one restarts slow start (capacity grew);
+//  - at the knee it stays put and probes one above after kProbeEpochs epochs, waiting twice as
+//    long after each failed probe (up to kMaxProbeEpochs), so a stable knee is not paid for with
+//    a probe every few round trips; a failed probe steps straight back, a successful one
+//    restarts slow start (capacity grew);
 //  - latency rising at a limit that used to hold (the system got slower) cuts the limit by the
 //    latency ratio (between x0.5 and x0.9). If the next epoch did not get at least half of the
 //    proportional drop in latency (a cut to f of the limit: latency <= (1 + f) / 2 of before), the
 //    cut did not help: the work itself got costlier, so that latency becomes the baseline and the
 //    limit goes back to where it was (then searches upwards again), instead of sitting at the
-//    minimum until the old baseline expires;
+//    minimum until the old baseline expires. If instead latency fell in full proportion (or
+//    more: as many records per second with fewer in flight), the limit is still past the knee
+//    although the baseline did not say so (it was learnt under a dearer workload): it halves
+//    again, until a cut stops paying; the limit before that cut is the knee, and its latency
+//    the new baseline;
 //  - memory pressure >= memory_pressure_threshold cuts x0.75 per epoch, whatever the latency.
 // It only goes up while queued_records > 0, latency holds and pressure is below the threshold.
 //
 // Thread-safety: every member may be called from any thread; on_batch_done() and update() take a
 // short mutex.
-class ConcurrencyController {
+class ConcurrencyController final : public ConcurrencyLimiter {
  public:
   static constexpr double kLatencyTolerance = 1.15;
   static constexpr uint32_t kProbeEpochs = 8;
+  static constexpr uint32_t kMaxProbeEpochs = 64;
+  // A cut to f of the limit "paid in full" when latency fell to at most f * kProportionalCut.
+  static constexpr double kProportionalCut = 1.1;
 
   ConcurrencyController(const core::PerformanceSettings& settings, const core::Clock& clock,
                         core::Duration baseline_window = std::chrono::seconds(30));
 
   // A batch of `records` finished `rtt` after it was dispatched (now - rtt is its start).
-  void on_batch_done(core::Duration rtt, uint32_t records);
+  void on_batch_done(core::Duration rtt, uint32_t records) override;
 
   // After each batch and at each metrics interval; returns the new limit. A decision is taken at
   // most once per epoch; calls in between return the limit unchanged.
   uint32_t update(size_t queued_records, double memory_pressure);
+  uint32_t update(const LoadSignals& load) override {
+    return update(load.queued_records, load.memory_pressure);
+  }
 
-  uint32_t limit() const;
+  uint32_t limit() const override;
   // "slow_start", "steady", "pressure" or "fixed".
-  std::string_view phase() const;
+  std::string_view phase() const override;
+  const DecisionTrace& trace() const override { return trace_; }
 
   // Latency per record in ms: the last epoch's mean and the baseline (0 before any sample).
   double latency_ms() const;
@@ -73,6 +88,7 @@ class ConcurrencyController {
   void on_latency_hold_locked(size_t queued_records);
 
   const core::Clock& clock_;
+  DecisionTrace trace_;
   const bool adaptive_;
   const uint32_t min_;
   const uint32_t max_;
@@ -86,8 +102,12 @@ class ConcurrencyController {
   uint32_t good_;         // highest limit known to hold latency
   uint32_t ceiling_ = 0;  // lowest limit known to raise latency; 0: not known
   uint32_t hold_epochs_ = 0;
-  uint32_t cut_from_ = 0;        // the limit before the last latency cut, until it is judged
-  double cut_latency_ms_ = 0.0;  // the latency that made that cut
+  uint32_t probe_wait_ = kProbeEpochs;  // epochs at the knee before the next probe
+  bool probing_ = false;                // this epoch runs one above the knee
+  uint32_t cut_from_ = 0;               // the limit before the last latency cut, until it is judged
+  double cut_latency_ms_ = 0.0;         // the latency that made that cut
+  uint32_t cascade_ceiling_ = 0;        // the limit before the previous cut, while cuts keep paying
+  std::string verb_, why_;              // this epoch's decision, for the trace
 
   double epoch_sum_ms_ = 0.0;
   uint32_t epoch_count_ = 0;

@@ -192,6 +192,25 @@ const std::vector<Family>& families() {
 }
 
 // "stages": one object per stage position, the Profile fields under their own names.
+void write_controller_json(Writer& w, const StageStats::Controller& c) {
+  key(w, "controller");
+  w.StartObject();
+  text(w, "name", c.name);
+  number(w, "limit_changes", c.limit_changes);
+  key(w, "decisions");
+  w.StartArray();
+  for (const auto& d : c.decisions) {
+    w.StartObject();
+    number(w, "at_s", d.at_s);
+    number(w, "from", d.from);
+    number(w, "to", d.to);
+    text(w, "reason", d.reason);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+}
+
 void write_profile_json(Writer& w, const std::vector<StageStats::Profile>& stages) {
   key(w, "stages");
   w.StartArray();
@@ -324,6 +343,8 @@ void write_json(Writer& w, const StageStats& s) {
   number(w, "in_flight", s.concurrency.in_flight);
   text(w, "phase", s.concurrency.phase);
   w.EndObject();
+
+  write_controller_json(w, s.controller);
 
   key(w, "memory");
   w.StartObject();

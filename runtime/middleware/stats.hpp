@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "middleware/controller.hpp"
+
 namespace sluice::middleware {
 
 // Filled by the stage (copying from its controllers, monitor and profiler) and handed to the
@@ -33,6 +35,13 @@ struct StageStats {
     uint32_t in_flight = 0;
     std::string phase;
   } concurrency;
+
+  // The concurrency controller's last decisions with their reasons ("controller" key).
+  struct Controller {
+    std::string name;            // performance.controller
+    uint64_t limit_changes = 0;  // since start
+    std::vector<Decision> decisions;
+  } controller;
 
   struct Memory {
     double current_mb = 0;
@@ -118,7 +127,8 @@ struct StageStats {
   std::vector<Profile> stages;
 };
 
-// One stage as a JSON object: batch_size, concurrency, memory, performance, backpressure (the
+// One stage as a JSON object: batch_size, concurrency, controller (name, limit_changes and the
+// last decisions: {at_s, from, to, reason}), memory, performance, backpressure (the
 // seed's get_performance_stats shape and names, plus our extra fields), "extra" and "plugins" (a
 // list of {instance, role, name, version, file}) and "stages" (the Profile list, see
 // write_profile_json). Non-finite

@@ -134,6 +134,23 @@ TEST_CASE("top keeps the last 30 throughput samples per stage") {
   CHECK(glyphs == 30);
 }
 
+TEST_CASE("a top frame shows the controller's last four decisions with their reasons") {
+  std::string decisions;
+  for (int i = 0; i < 6; ++i)
+    decisions += fmt::format(R"({}{{"at_s":{}.5,"from":{},"to":{},"reason":"step {}"}})",
+                             i ? "," : "", i, i, i + 1, i);
+  TopView view;
+  view.add(parse_stats(R"({"pipelines":{"o":{"stages":{"o.sink":{"controller":{"name":"sluice",)"
+                       R"("decisions":[)" +
+                       decisions + "]}}}}}}"),
+           0);
+  const std::string frame = view.render("t");
+  CHECK(frame.find("o / o.sink: controller's last decisions") != std::string::npos);
+  CHECK(frame.find("  5.5 s  step 5\n") != std::string::npos);
+  CHECK(frame.find("  2.5 s  step 2\n") != std::string::npos);
+  CHECK(frame.find("step 1") == std::string::npos);  // only the last four
+}
+
 TEST_CASE("a top frame shows a fetch error line and drops stages no longer reported") {
   TopView view;
   view.add(parse_stats(canned(1, 1, false)), 0);

@@ -59,6 +59,7 @@ TEST_CASE("every section left out gives the settings' defaults") {
   CHECK(perf.max_concurrency == defaults.max_concurrency);
   CHECK(perf.ordering == core::Ordering::key);
   CHECK(perf.cache_eviction_policy == core::CacheEvictionPolicy::lru);
+  CHECK(perf.controller == core::ControllerKind::sluice);
   const auto& errors = file.pipelines.at(0).errors;
   CHECK(errors.tolerance == core::Tolerance::none);
   CHECK(errors.retry.max_attempts == core::RetrySettings{}.max_attempts);
@@ -104,6 +105,7 @@ TEST_CASE("every performance key is read into PerformanceSettings") {
   enable_predictive_caching: true
   cache_warmup_size: 64
   cache_eviction_policy: adaptive
+  controller: vegas
 )"),
                                     "p.yaml");
   const auto& p = file.pipelines.at(0).performance;
@@ -133,6 +135,7 @@ TEST_CASE("every performance key is read into PerformanceSettings") {
   CHECK(p.enable_predictive_caching);
   CHECK(p.cache_warmup_size == 64);
   CHECK(p.cache_eviction_policy == core::CacheEvictionPolicy::adaptive);
+  CHECK(p.controller == core::ControllerKind::vegas);
 }
 
 TEST_CASE("an unset start batch size or concurrency moves into the configured range") {
@@ -371,6 +374,10 @@ TEST_CASE("an enum value out of its set suggests the closest one") {
       "you mean 'key'?");
   CHECK_CONFIG_ERROR(parse_error(with_pipeline("performance: {cache_eviction_policy: fifo}\n")),
                      "p.yaml:4:38: ", "expected one of lru, lfu, ttl, adaptive");
+  CHECK_CONFIG_ERROR(parse_error(with_pipeline("performance: {controller: vector}\n")),
+                     "p.yaml:4:27: ",
+                     "performance.controller: expected one of sluice, vector_arc, gradient2, "
+                     "vegas, seed, got 'vector'");
   CHECK_CONFIG_ERROR(parse_error(with_pipeline("errors: {tolerance: some}\n")),
                      "p.yaml:4:21: ", "errors.tolerance: expected one of none, all");
 }

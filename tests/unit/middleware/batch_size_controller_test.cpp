@@ -151,12 +151,24 @@ TEST_CASE("batch size stays within min and max") {
     CHECK(*std::max_element(run.sizes.begin(), run.sizes.end()) <= 5000);
     CHECK(c.current() == 5000);
   }
-  SUBCASE("a fixed cost above the target pulls it to min, never below") {
+  SUBCASE("dear records pull it to min, never below") {
     BatchSizeController c(settings());
-    CostModel cost{80.0, 0.5};
+    CostModel cost{2.0, 100.0};
     const Run run = drive(c, cost, 100);
     CHECK(*std::min_element(run.sizes.begin(), run.sizes.end()) >= 10);
     CHECK(c.current() == 10);
+  }
+}
+
+TEST_CASE("a fixed cost that fills the target grows the batch time to ten times the target") {
+  // 50 ms per call: the 50 ms target is out of reach; at min size nearly all time is overhead.
+  for (const double fixed : {50.0, 80.0}) {
+    CAPTURE(fixed);
+    BatchSizeController c(settings());
+    CostModel cost{fixed, 0.5};
+    drive(c, cost, 100);
+    const double batch_ms = fixed + 0.5 * c.current();
+    CHECK(batch_ms == doctest::Approx(500.0).epsilon(0.15));  // 10 x target, and never more
   }
 }
 

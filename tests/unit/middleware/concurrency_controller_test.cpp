@@ -238,3 +238,61 @@ TEST_CASE("completions of batches dispatched before a limit change are not judge
   c.on_batch_done(ms(10), 100);
   CHECK(c.update(1000, 0.1) == 4);
 }
+
+TEST_CASE("after a dearer workload, a cheaper one with a lower knee is cut down to its knee") {
+  ManualClock clock;
+  KneeSystem sys{16.0, 40.0};
+  ConcurrencyController c(settings(), clock);
+  run(c, clock, sys, 40);
+  REQUIRE(std::abs(c.limit() - 16.0) <= 1.0);
+
+  // 4x cheaper per batch, but the knee is at 4: at 16 each call is 16x dearer. The baseline
+  // (learnt under the dear workload) reads the latency at 8 as fine; only cutting further shows
+  // that 8 is still past the knee.
+  sys.base_ms = 10.0;
+  sys.knee = 4.0;
+  const auto after = run(c, clock, sys, 40);
+  for (size_t i = 20; i < after.size(); ++i) {
+    CAPTURE(i);
+    CHECK(std::abs(after[i] - 4.0) <= 1.0);
+  }
+  bool cascaded = false, back = false;
+  for (const auto& d : c.trace().snapshot()) {
+    cascaded = cascaded || d.reason.starts_with("cut again 8 -> 4");
+    back = back || d.reason.starts_with("back to knee");
+  }
+  CHECK(cascaded);
+  CHECK(back);
+}
+
+TEST_CASE("the decision trace keeps the last changes with their reasons") {
+  ManualClock clock;
+  KneeSystem sys{8.0};
+  ConcurrencyController c(settings(), clock);
+  run(c, clock, sys, 3);
+  const auto first = c.trace().snapshot();
+  REQUIRE(first.size() >= 2);
+  CHECK(first[0].from == 1);
+  CHECK(first[0].to == 2);
+  CHECK(first[0].reason.starts_with("double 1 -> 2: latency 1.0"));
+  run(c, clock, sys, 200, 100000, 0.99);  // pressure: cuts, then many more changes
+  run(c, clock, sys, 200, 100000, 0.1);
+  const auto last = c.trace().snapshot();
+  CHECK(last.size() == sluice::middleware::DecisionTrace::kCapacity);
+  CHECK(c.trace().total() > last.size());
+  CHECK(last.back().to == c.limit());
+}
+
+TEST_CASE("at a stable knee the probes back off: few limit changes once settled") {
+  ManualClock clock;
+  KneeSystem sys{6.0};
+  ConcurrencyController c(settings(), clock);
+  run(c, clock, sys, 40);
+  REQUIRE(std::abs(c.limit() - 6.0) <= 1.0);
+  const uint64_t before = c.trace().total();
+  const auto limits = run(c, clock, sys, 400);
+  // Every 8 epochs would be ~45 probes (90 changes) in 400 rounds; backing off to one per 64
+  // epochs leaves about a dozen.
+  CHECK(c.trace().total() - before <= 20);
+  for (uint32_t l : limits) CHECK(std::abs(l - 6.0) <= 1.0);
+}

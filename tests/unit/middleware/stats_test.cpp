@@ -101,6 +101,26 @@ TEST_CASE("stats JSON has the seed's shape under pipelines/<name>/stages/<stage>
   CHECK(s["extra"]["cache_hits"].GetDouble() == doctest::Approx(77.0));
 }
 
+TEST_CASE("stats JSON carries the controller's last decisions with their reasons") {
+  StageStats s = stage("p", "s", 100);
+  s.controller.name = "sluice";
+  s.controller.limit_changes = 7;
+  s.controller.decisions = {{1.5, 8, 4, "cut 8 -> 4: latency 2.10x baseline"},
+                            {2.0, 4, 5, "probe 4 -> 5: latency 1.00x baseline"}};
+  rapidjson::Document doc;
+  doc.Parse(to_json({s}).c_str());
+  REQUIRE_FALSE(doc.HasParseError());
+  const auto& c = doc["pipelines"]["p"]["stages"]["s"]["controller"];
+  CHECK(c["name"].GetString() == std::string("sluice"));
+  CHECK(c["limit_changes"].GetUint() == 7);
+  REQUIRE(c["decisions"].Size() == 2);
+  CHECK(c["decisions"][0]["at_s"].GetDouble() == doctest::Approx(1.5));
+  CHECK(c["decisions"][0]["from"].GetUint() == 8);
+  CHECK(c["decisions"][0]["to"].GetUint() == 4);
+  CHECK(c["decisions"][0]["reason"].GetString() ==
+        std::string("cut 8 -> 4: latency 2.10x baseline"));
+}
+
 TEST_CASE("stats JSON stays valid with non-finite numbers (written as null)") {
   StageStats s = stage("p", "s", 1);
   s.performance.avg_throughput_per_sec = std::numeric_limits<double>::quiet_NaN();

@@ -135,3 +135,26 @@ TEST_CASE("latency sink phases apply by time since create and must start at 0 an
   CHECK(not_growing.field == "phases");
   CHECK(Instance::validate(p, R"({"phases":[{"after_ms":5}]})").status == SLUICE_ERROR);
 }
+
+TEST_CASE("latency sink jitter spreads each put's cost within +-jitter, the same for one seed") {
+  Library lib(plugin_path("testing"));
+  auto costs_of = [&](const std::string& config) {
+    FakeHost host;
+    Instance sink(lib.plugin(SLUICE_KIND_SINK, "latency"), host, config);
+    for (int i = 0; i < 40; ++i) {
+      FakeWriter rejects;
+      CHECK(sink.put(records(1), rejects).ok());
+    }
+    return host.gauge_values("last_cost_ms");
+  };
+  const auto a = costs_of(R"({"batch_cost_ms":0.2,"jitter":0.3,"seed":5})");
+  const auto b = costs_of(R"({"batch_cost_ms":0.2,"jitter":0.3,"seed":5})");
+  REQUIRE(a.size() == 40);
+  CHECK(a == b);
+  CHECK(*std::min_element(a.begin(), a.end()) >= 0.2 * 0.7);
+  CHECK(*std::max_element(a.begin(), a.end()) <= 0.2 * 1.3);
+  CHECK(*std::max_element(a.begin(), a.end()) - *std::min_element(a.begin(), a.end()) > 0.04);
+  const auto flat = costs_of(R"({"batch_cost_ms":0.2,"seed":5})");
+  CHECK(*std::max_element(flat.begin(), flat.end()) == doctest::Approx(0.2));
+  CHECK(*std::min_element(flat.begin(), flat.end()) == doctest::Approx(0.2));
+}
