@@ -208,12 +208,14 @@ TEST_CASE(
   const std::string err = read_file((dir / "stderr").string());
   INFO(err);
   CHECK(contains(err, "stop cannot drain: stuck: plugin 'poison'"));
-  // Nothing at or past the stuck record was committed: a restart reads it again.
+  // Nothing at or past the stuck record was committed: a restart reads it again. Acks go by
+  // poll run (ARCHITECTURE.md, Acks), so when the stuck batch shares its run with the records
+  // before it, nothing of that run is committed at all, and there may be no offset yet.
   const std::string offsets = read_file((dir / "in.jsonl.sluice-offset").string());
+  INFO(offsets);
   const std::string key = "\"line_offset\":";
   const auto at = offsets.find(key);
-  REQUIRE(at != std::string::npos);
-  CHECK(std::stoull(offsets.substr(at + key.size())) <= poison_at);
+  if (at != std::string::npos) CHECK(std::stoull(offsets.substr(at + key.size())) <= poison_at);
 }
 
 TEST_CASE("call_timeout_ms that is not a number is a config error at its FILE:LINE:COL") {
