@@ -81,7 +81,8 @@ TEST_CASE("a reloaded stage's plugin counters go on from the old instance's tota
   Running run("counters");
   // The null sink counts its records with sluice_host_counter_add ("<instance>.records").
   auto sink_records = [&run] {
-    for (const auto& [name, value] : run.supervisor->stats()[0].extra)
+    const auto stats = run.supervisor->stats();  // held: a range-for over stats()[0] would dangle
+    for (const auto& [name, value] : stats[0].extra)
       if (name.ends_with(".records")) return std::pair(name, value);
     return std::pair(std::string(), -1.0);
   };
