@@ -19,6 +19,7 @@ constexpr auto kMemorySampleEvery = std::chrono::milliseconds(50);
 // The stage's queues may hold at most this share of the memory limit: the rest is the process's
 // own baseline, batches' copies in transforms and sinks, and the allocator's slack.
 constexpr uint64_t kQueueShareDenominator = 4;  // a quarter
+constexpr size_t kResumeGapDivisor = 4;          // a paused source resumes a quarter below
 
 uint64_t byte_bound_of(const core::PerformanceSettings& settings, const MemoryMonitor& memory) {
   return std::max<uint64_t>(
@@ -111,7 +112,7 @@ IntakeRoom AdaptiveStage::intake_room() const {
   if (!settings_.backpressure) return {kUnboundedRoom, UINT64_MAX};
   std::lock_guard lock(mu_);
   const uint64_t held = held_bytes();
-  if (stopping_ || failed_ || !has_room(held)) return {};
+  if (stopping_ || failed_ || !has_room(held) || (paused_ && !past_resume_mark())) return {};
   IntakeRoom room{settings_.backpressure_threshold - queued_records_, byte_bound_ - held};
   if (settings_.memory_control && memory_.over_threshold()) {
     // Nothing held (has_room): admit half the headroom left under the limit, at least one
@@ -132,6 +133,14 @@ bool AdaptiveStage::has_room(uint64_t held) const {
   return true;
 }
 
+// Under mu_. A paused source goes on only once a quarter of the threshold is free again: resumed
+// at the first free record, it would poll a few records per wake-up (one chunk, one ticket and
+// one context switch each), and batches would span chunks and have to gather copies.
+bool AdaptiveStage::past_resume_mark() const {
+  const size_t gap = std::max<size_t>(1, settings_.backpressure_threshold / kResumeGapDivisor);
+  return queued_records_ + gap <= settings_.backpressure_threshold;
+}
+
 bool AdaptiveStage::backpressure_active() const {
   std::lock_guard lock(mu_);
   return paused_;
@@ -141,7 +150,7 @@ bool AdaptiveStage::wait_for_room(core::Duration timeout) {
   auto may_go_on = [this] {
     if (!settings_.backpressure) return true;
     if (stopping_ || failed_) return true;  // let the caller see the stop
-    return has_room(held_bytes());
+    return has_room(held_bytes()) && (!paused_ || past_resume_mark());
   };
   std::unique_lock lock(mu_);
   bool ok = may_go_on();
@@ -164,14 +173,24 @@ void AdaptiveStage::push(std::shared_ptr<SourceChunk> chunk) {
   const size_t records = chunk->records.size();
   const uint64_t bytes = chunk->records.bytes();
   std::shared_ptr<const SourceChunk> held = hold(std::move(chunk));
+  bool idle_worker = true;
   {
     std::lock_guard lock(mu_);
     queued_records_ += records;
     queued_bytes_ += bytes;
     records_in_ += records;
-    intake_.push_back(std::move(held));
+    if (lanes_.size() == 1) {
+      // One lane: queuing a chunk is a few pieces, cheap enough under the lock, and it lets a
+      // worker that finishes a batch take the next one itself (take_next).
+      distribute(held);
+      idle_worker = in_flight_ < limit_;
+      wake_ = wake_ || idle_worker;
+    } else {
+      intake_.push_back(std::move(held));
+    }
   }
-  dispatcher_cv_.notify_one();
+  // With every worker busy, the first to finish takes this chunk's records: no wake-up needed.
+  if (idle_worker) dispatcher_cv_.notify_one();
 }
 
 // A chunk's memory lives until the last batch that views it is done, which may be long after
@@ -238,9 +257,9 @@ uint32_t AdaptiveStage::lane_of(const sluice_record& r) const {
   return static_cast<uint32_t>(h % lanes_.size());
 }
 
-// Runs on the dispatcher thread only: lanes' record vectors belong to it. With one lane the
-// chunk's runs are queued whole and its records stay where they are; with several each record
-// is routed by its lane key and copied into its lane.
+// With one lane the chunk's runs are queued whole and its records stay where they are; this runs
+// under mu_ (push). With several each record is routed by its lane key and copied into its lane;
+// this runs on the dispatcher thread only, outside the lock: lanes' record vectors belong to it.
 void AdaptiveStage::distribute(const std::shared_ptr<const SourceChunk>& chunk) {
   if (lanes_.size() == 1) {
     Lane& lane = lanes_.front();
@@ -358,12 +377,7 @@ void AdaptiveStage::dispatcher_loop() {
     size_t dispatched = 0;
     {
       std::lock_guard lock(mu_);
-      while (!quiesced_ && !failed_ && in_flight_ < limit_) {
-        WorkBatch batch;
-        if (!form_batch(now, batch)) break;
-        queued_records_ -= batch.records.size();
-        queued_bytes_ -= std::min(queued_bytes_, batch.bytes);
-        ++in_flight_;
+      for (WorkBatch batch; take_next(now, batch); batch = WorkBatch()) {
         work_.push_back(std::move(batch));
         ++dispatched;
       }
@@ -394,10 +408,20 @@ void AdaptiveStage::sample_metrics(core::TimePoint now) {
   idle_cv_.notify_all();  // pressure may have dropped: the source may go on
 }
 
+// Under mu_. Forms the next batch and counts it in flight, if a permit is free and one is ready.
+bool AdaptiveStage::take_next(core::TimePoint now, WorkBatch& out) {
+  if (quiesced_ || failed_ || in_flight_ >= limit_ || !form_batch(now, out)) return false;
+  queued_records_ -= out.records.size();
+  queued_bytes_ -= std::min(queued_bytes_, out.bytes);
+  ++in_flight_;
+  return true;
+}
+
 void AdaptiveStage::worker_loop() {
-  for (;;) {
-    WorkBatch batch;
-    {
+  WorkBatch batch;
+  BatchOutcome outcome;
+  for (bool have = false;; have = finish(batch, outcome)) {
+    if (!have) {
       std::unique_lock lock(mu_);
       worker_cv_.wait(lock, [&] { return !work_.empty() || (stopping_ && in_flight_ == 0); });
       if (work_.empty()) return;
@@ -405,7 +429,7 @@ void AdaptiveStage::worker_loop() {
       work_.pop_front();
     }
     const auto started = clock_.now();
-    BatchOutcome outcome = process_(batch);
+    outcome = process_(batch);
     const auto elapsed = clock_.now() - started;
     const auto records = static_cast<uint32_t>(batch.records.size());
     if (done_) done_(batch, outcome);
@@ -415,21 +439,33 @@ void AdaptiveStage::worker_loop() {
     // Outside the lock (a chunk's release may free much), and before the batch counts as done,
     // so a drain that returns finds the memory given back.
     batch.chunks.clear();
-    {
-      std::lock_guard lock(mu_);
-      --in_flight_;
-      wake_ = true;
-      for (uint32_t l : batch.lanes) lanes_[l].busy = false;
-      records_out_ += outcome.records_out;
-      records_rejected_ += outcome.errors;
-      records_filtered_ += outcome.filtered;
-      if (outcome.failed) failed_ = true;
-      // In flight counting this batch: it was one of them when it finished.
-      limit_ = concurrency_.update({queued_records_, in_flight_ + 1, memory_.control_pressure()});
-    }
-    dispatcher_cv_.notify_one();
-    idle_cv_.notify_all();
   }
+}
+
+// Counts a processed batch as done and frees its lanes. With one lane and nothing queued for the
+// workers, takes the next batch into `batch` itself (true): the dispatcher's wake-up and this
+// worker's sleep cost more than forming the batch here.
+bool AdaptiveStage::finish(WorkBatch& batch, const BatchOutcome& outcome) {
+  bool took = false;
+  bool permits_left = false;
+  {
+    std::lock_guard lock(mu_);
+    --in_flight_;
+    for (uint32_t l : batch.lanes) lanes_[l].busy = false;
+    records_out_ += outcome.records_out;
+    records_rejected_ += outcome.errors;
+    records_filtered_ += outcome.filtered;
+    if (outcome.failed) failed_ = true;
+    // In flight counting this batch: it was one of them when it finished.
+    limit_ = concurrency_.update({queued_records_, in_flight_ + 1, memory_.control_pressure()});
+    batch = WorkBatch();
+    took = lanes_.size() == 1 && work_.empty() && take_next(clock_.now(), batch);
+    permits_left = in_flight_ < limit_;
+    wake_ = wake_ || !took || permits_left;
+  }
+  if (!took || permits_left) dispatcher_cv_.notify_one();
+  idle_cv_.notify_all();
+  return took;
 }
 
 void AdaptiveStage::drain() {

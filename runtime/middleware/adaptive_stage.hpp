@@ -152,10 +152,13 @@ class AdaptiveStage {
   uint32_t lane_of(const sluice_record& r) const;
   std::optional<std::string> field_key(const sluice_record& r) const;
   bool form_batch(core::TimePoint now, WorkBatch& out);  // under mu_
+  bool take_next(core::TimePoint now, WorkBatch& out);   // under mu_
+  bool finish(WorkBatch& batch, const BatchOutcome& outcome);
   void take_from(Lane& lane, size_t count, WorkBatch& out);
   void take_records(Lane& lane, const Piece& piece, uint32_t count, WorkBatch& out);
   void sample_metrics(core::TimePoint now);
   bool has_room(uint64_t held) const;  // under mu_
+  bool past_resume_mark() const;       // under mu_
   std::shared_ptr<const SourceChunk> hold(std::shared_ptr<SourceChunk> chunk);
 
   const std::string pipeline_;

@@ -225,6 +225,57 @@ TEST_CASE("intake is bounded: the source sees no room until the stage catches up
   CHECK(stage.stats().backpressure.paused_ms_total > 0);
 }
 
+TEST_CASE("a paused source resumes only once a quarter of the threshold is free") {
+  auto settings = fixed(50, 1, core::Ordering::none);
+  settings.backpressure_threshold = 1000;
+  core::OffsetWatermark w;
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  uint64_t allowed = 0;  // batches the worker may finish
+  std::atomic<uint64_t> finished{0};
+  AdaptiveStage stage(
+      "p", "s", settings, core::SteadyClock::instance(),
+      [&](WorkBatch& b) {
+        std::unique_lock lock(gate_mu);
+        gate_cv.wait(lock, [&] { return finished.load() < allowed; });
+        ++finished;
+        return BatchOutcome{static_cast<uint32_t>(b.records.size()), 0, 0, false};
+      },
+      [&](const WorkBatch& b, const BatchOutcome&) { w.done_all(b.tickets); });
+  stage.start();
+  auto release = [&](uint64_t batches) {
+    {
+      std::lock_guard lock(gate_mu);
+      allowed += batches;
+    }
+    gate_cv.notify_all();
+    while (finished.load() < allowed) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  std::map<int, int> next;
+  int pushed = 0;
+  while (stage.wait_for_room(std::chrono::milliseconds(200))) {
+    size_t n = std::min<size_t>(stage.room(), 100);
+    if (n == 0) continue;
+    stage.push(make_chunk(w, pushed, static_cast<int>(n), 5, next));
+    pushed += static_cast<int>(n);
+    REQUIRE(pushed <= 2000);
+  }
+  REQUIRE(stage.stats().backpressure.active);
+  // Three batches done: 150 records left the queue, under the 250 a paused source waits for.
+  release(3);
+  CHECK_FALSE(stage.wait_for_room(std::chrono::milliseconds(100)));
+  CHECK(stage.room() == 0);
+  // Enough batches for the queue to fall a quarter under the threshold: room of 250 or more.
+  release(3);
+  CHECK(stage.wait_for_room(std::chrono::seconds(5)));
+  CHECK(stage.room() >= 250);
+  CHECK_FALSE(stage.stats().backpressure.active);
+  release(1000);
+  stage.drain();
+  stage.stop();
+  CHECK(finished.load() * 50 == static_cast<uint64_t>(pushed));
+}
+
 TEST_CASE("a drain dispatches partial batches without waiting for the linger time") {
   auto settings = fixed(1000, 1, core::Ordering::key);
   settings.linger_ms = 60000;
