@@ -82,50 +82,77 @@ void SharedRegion::map(size_t size) {
   mapped_ = size;
 }
 
+OutputRegion* OutputRegion::create(const char* name) {
+  return new OutputRegion(SharedRegion::create(name));
+}
+
+void OutputRegion::release(void* region) {
+  auto* r = static_cast<OutputRegion*>(region);
+  if (r->holds_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete r;
+}
+
 void RegionWriter::reset() {
   used_ = sizeof(RegionHeader);
   records_.clear();
   indices_.clear();
   rejects_.clear();
+  last_topic_at_ = 0;
 }
 
 uint64_t RegionWriter::reserve(size_t len) {
   const size_t at = used_;
   used_ += len;
-  region_.grow(used_);
+  region_->grow(used_);
   return at;
 }
 
 uint64_t RegionWriter::put_bytes(const void* data, size_t len) {
   if (data == nullptr) return 0;
   const uint64_t at = reserve(len);
-  if (len) std::memcpy(region_.data() + at, data, len);
+  if (len) std::memcpy(region_->data() + at, data, len);
   return at + 1;
 }
 
 uint64_t RegionWriter::put_aligned(const void* data, size_t len) {
   used_ = round_up(used_, alignof(std::max_align_t));
   const uint64_t at = reserve(len);
-  if (len) std::memcpy(region_.data() + at, data, len);
+  if (len) std::memcpy(region_->data() + at, data, len);
   return at + 1;
 }
 
+// A topic equal to the last one written points at the same bytes (compared by content: a plugin
+// may reuse one buffer for every record's topic).
+uint64_t RegionWriter::put_topic(sluice_bytes topic) {
+  if (topic.ptr == nullptr) return 0;
+  const bool same = last_topic_at_ != 0 && topic.len == last_topic_len_ &&
+                    std::memcmp(region_->data() + last_topic_at_ - 1, topic.ptr, topic.len) == 0;
+  if (!same) {
+    last_topic_at_ = put_bytes(topic.ptr, topic.len);
+    last_topic_len_ = topic.len;
+  }
+  return last_topic_at_;
+}
+
+// The record is laid out in place (its table entry built where it will stay until finish()).
 void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
   auto encode = [this](sluice_bytes b) {
     return sluice_bytes{offset_as_pointer<uint8_t>(put_bytes(b.ptr, b.len)), b.len};
   };
-  sluice_record out{};
+  sluice_record& out = records_.emplace_back();
   out.struct_size = sizeof(sluice_record);
   out.key = encode(in.key);
   out.value = encode(in.value);
-  out.topic = encode(in.topic);
+  out.topic = {offset_as_pointer<uint8_t>(put_topic(in.topic)), in.topic.len};
   const bool has_headers = SLUICE_HAS_FIELD(&in, sluice_record, header_count);
   if (has_headers && in.header_count > 0 && in.headers != nullptr) {
-    std::vector<sluice_header> headers(in.header_count);
-    for (size_t i = 0; i < in.header_count; ++i)
-      headers[i] = {encode(in.headers[i].key), encode(in.headers[i].value)};
-    out.headers = offset_as_pointer<sluice_header>(
-        put_aligned(headers.data(), headers.size() * sizeof(sluice_header)));
+    used_ = round_up(used_, alignof(std::max_align_t));
+    const uint64_t at = reserve(in.header_count * sizeof(sluice_header));
+    for (size_t i = 0; i < in.header_count; ++i) {
+      // Encoding may grow (and so move) the mapping: the entry is written after it.
+      const sluice_header h{encode(in.headers[i].key), encode(in.headers[i].value)};
+      std::memcpy(region_->data() + at + i * sizeof h, &h, sizeof h);
+    }
+    out.headers = offset_as_pointer<sluice_header>(at + 1);
     out.header_count = in.header_count;
   }
   if (SLUICE_HAS_FIELD(&in, sluice_record, timestamp_ms)) {
@@ -133,7 +160,6 @@ void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
     out.offset = in.offset;
     out.timestamp_ms = in.timestamp_ms;
   }
-  records_.push_back(out);
   indices_.push_back(input_index);
 }
 
@@ -157,7 +183,7 @@ size_t RegionWriter::finish() {
   h.reject_count = rejects_.size();
   h.rejects_offset = put_aligned(rejects_.data(), rejects_.size() * sizeof(WireReject)) - 1;
   h.end = used_;
-  std::memcpy(region_.data(), &h, sizeof h);
+  std::memcpy(region_->data(), &h, sizeof h);
   return used_;
 }
 
