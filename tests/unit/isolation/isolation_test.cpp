@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <span>
@@ -193,6 +194,47 @@ TEST_CASE("records of one topic share one copy of it, compared by content, not b
   CHECK(view.records[0].topic.ptr == view.records[1].topic.ptr);
   CHECK(text(view.records[1].topic) == "orders");
   CHECK(text(view.records[2].topic) == "events");
+}
+
+TEST_CASE("a region whose table points outside it is refused, not read") {
+  auto writer_side = isolation::SharedRegion::create("test");
+  isolation::SharedRegion reader_side(::dup(writer_side.fd()));
+  isolation::RegionWriter w(writer_side);
+  const std::string value = "v";
+  sluice_record r{};
+  r.struct_size = sizeof r;
+  r.value = bytes(value);
+  auto records_at = [&] {
+    isolation::RegionHeader h;
+    std::memcpy(&h, writer_side.data(), sizeof h);
+    return reinterpret_cast<sluice_record*>(writer_side.data() + h.records_offset);
+  };
+  SUBCASE("a value past the end") {
+    w.reset();
+    w.add_record(0, r);
+    const size_t size = w.finish();
+    records_at()->value.len = size;  // a plugin scribbling on the table
+    CHECK_THROWS_WITH(isolation::read_region(reader_side, size),
+                      "shared region: a record's bytes outside the region");
+  }
+  SUBCASE("a record count past the end") {
+    w.reset();
+    w.add_record(0, r);
+    const size_t size = w.finish();
+    isolation::RegionHeader h;
+    std::memcpy(&h, writer_side.data(), sizeof h);
+    h.record_count = size;
+    std::memcpy(writer_side.data(), &h, sizeof h);
+    CHECK_THROWS_WITH(isolation::read_region(reader_side, size),
+                      "shared region: the records outside the region");
+  }
+  SUBCASE("a size past the file's end") {
+    w.reset();
+    w.add_record(0, r);
+    w.finish();
+    CHECK_THROWS_WITH(isolation::read_region(reader_side, size_t{1} << 40),
+                      "shared region: the size given is outside the region");
+  }
 }
 
 TEST_CASE("a wait status is described with the signal's name") {
