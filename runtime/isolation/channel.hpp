@@ -57,6 +57,7 @@ struct MessageHeader {
                              // drain's timeout in ms
   uint32_t flags = 0;        // a reply's kEndOfStream
   uint32_t payload_len = 0;
+  uint32_t output = 0;  // a request's: which of the child's output regions the call writes into
 };
 
 struct Message {

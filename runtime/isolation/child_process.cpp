@@ -31,16 +31,15 @@ std::filesystem::path& executable() {
   return exe;
 }
 
-// The fds a child finds its socket and regions on.
+// The fds a child finds its socket and regions on: the socket, the input region, then the
+// output regions (plugin_host.cpp reads them there).
 constexpr int kChildSocketFd = 3;
-constexpr int kChildInputFd = 4;
-constexpr int kChildOutputFd = 5;
 
 [[noreturn]] void fail(int err, const char* what) {
   throw std::system_error(err, std::generic_category(), what);
 }
 
-// A close-on-exec copy at fd >= 10, so the spawn's dup2 onto 3..5 never overwrites a source.
+// A close-on-exec copy at fd >= 10, so the spawn's dup2 onto 3..8 never overwrites a source.
 int high_copy(int fd) {
   int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
   if (copy < 0) fail(errno, "fcntl(F_DUPFD_CLOEXEC)");
@@ -68,11 +67,11 @@ std::vector<std::string> child_arguments(const ChildOptions& o) {
 
 // posix_spawn (no fork of the multi-threaded host): default signal dispositions, an empty
 // mask, and a process group of its own so a terminal's Ctrl-C reaches only the host.
-pid_t spawn(const std::vector<std::string>& args, const int (&fds)[3]) {
+pid_t spawn(const std::vector<std::string>& args, const std::vector<int>& fds) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  const int targets[3] = {kChildSocketFd, kChildInputFd, kChildOutputFd};
-  for (int i = 0; i < 3; ++i) posix_spawn_file_actions_adddup2(&actions, fds[i], targets[i]);
+  for (size_t i = 0; i < fds.size(); ++i)
+    posix_spawn_file_actions_adddup2(&actions, fds[i], kChildSocketFd + static_cast<int>(i));
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none, all;
@@ -118,17 +117,19 @@ std::string describe_wait_status(int status) {
 }
 
 ChildProcess::ChildProcess(const ChildOptions& options)
-    : input_(SharedRegion::create("sluice-batch-in")),
-      output_(SharedRegion::create("sluice-batch-out")) {
+    : input_(SharedRegion::create("sluice-batch-in")) {
   if (host_executable().empty())
     throw std::runtime_error(
         "this program cannot start plugin-host children (the sluice "
         "launcher can)");
+  for (size_t i = 0; i < kOutputRegions; ++i)
+    outputs_.emplace_back(OutputRegion::create("sluice-batch-out"));
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) fail(errno, "socketpair");
   socket_ = pair[0];
   channel_ = std::make_unique<Channel>(socket_);
-  const int fds[3] = {high_copy(pair[1]), high_copy(input_.fd()), high_copy(output_.fd())};
+  std::vector<int> fds = {high_copy(pair[1]), high_copy(input_.fd())};
+  for (const auto& output : outputs_) fds.push_back(high_copy(output->region().fd()));
   ::close(pair[1]);
   try {
     pid_ = spawn(child_arguments(options), fds);
@@ -150,6 +151,12 @@ ChildProcess::~ChildProcess() {
 
 void ChildProcess::kill() {
   if (pid_ > 0 && !reaped_) ::kill(pid_, SIGKILL);
+}
+
+size_t ChildProcess::free_output() const {
+  for (size_t i = 0; i + 1 < outputs_.size(); ++i)
+    if (!outputs_[i]->viewed()) return i;
+  return outputs_.size() - 1;
 }
 
 int ChildProcess::wait(int grace_ms) {

@@ -41,7 +41,11 @@ class ChildProcess {
 
   Channel& channel() { return *channel_; }
   SharedRegion& input() { return input_; }
-  SharedRegion& output() { return output_; }
+  OutputRegion& output(size_t i) { return *outputs_[i]; }
+  // An output region no record views (the last one, never viewed, if all others are).
+  size_t free_output() const;
+  // Whether records may view output region i (all but the last).
+  static bool viewable(size_t i) { return i + 1 < kOutputRegions; }
   pid_t pid() const { return pid_; }
 
   void kill();
@@ -53,7 +57,7 @@ class ChildProcess {
   int socket_ = -1;
   std::unique_ptr<Channel> channel_;
   SharedRegion input_;
-  SharedRegion output_;
+  std::vector<OutputRegionPtr> outputs_;  // records viewing one keep it after the child is gone
   bool reaped_ = false;
   int status_ = 0;
 };

@@ -12,8 +12,10 @@
 #include <map>
 #include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "isolation/channel.hpp"
 #include "isolation/child_process.hpp"
@@ -76,8 +78,8 @@ void exit_with_parent(pid_t parent) {
 // The one instance and everything its calls need.
 class PluginHost {
  public:
-  explicit PluginHost(const HostArgs& args)
-      : args_(args), channel_(3), input_(4), output_(5), writer_(output_) {
+  explicit PluginHost(const HostArgs& args) : args_(args), channel_(3), input_(4), writer_(input_) {
+    for (int i = 0; i < static_cast<int>(kOutputRegions); ++i) outputs_.emplace_back(5 + i);
     api_.struct_size = sizeof api_;
     api_.abi_major = SLUICE_ABI_MAJOR;
     api_.abi_minor = SLUICE_ABI_MINOR;
@@ -108,7 +110,8 @@ class PluginHost {
   void commit_call(const Message& m);
   void state_call(const Message& m);
   sluice_status forward_drain(std::span<const sluice_position> positions, uint32_t timeout_ms);
-  sluice_writer output_writer();
+  // A writer into the output region the request names: the records and rejects of a call.
+  sluice_writer output_writer(const Message& m);
   // `plugin_us`: how long the plugin's own call took, so the host can tell the crossing cost.
   void reply(const Message& m, sluice_status status, std::string_view message,
              size_t region_size = 0, double plugin_us = 0, uint32_t flags = 0);
@@ -121,8 +124,8 @@ class PluginHost {
   HostArgs args_;
   Channel channel_;
   SharedRegion input_;
-  SharedRegion output_;
-  RegionWriter writer_;
+  std::vector<SharedRegion> outputs_;
+  RegionWriter writer_;  // into the output region of the call at hand
   sluice_host_api api_{};
   std::atomic<double> pressure_{0};
   std::shared_ptr<plugin::PluginLibrary> library_;
@@ -252,9 +255,9 @@ void PluginHost::serve(const Message& m) {
   }
 }
 
-// A writer into the output region: the records and rejects of a call.
-sluice_writer PluginHost::output_writer() {
-  writer_.reset();
+sluice_writer PluginHost::output_writer(const Message& m) {
+  if (m.header.output >= outputs_.size()) throw std::runtime_error("no such output region");
+  writer_.reset(outputs_[m.header.output]);
   sluice_writer out{};
   out.struct_size = sizeof out;
   out.host_ctx = &writer_;
@@ -277,7 +280,7 @@ sluice_writer PluginHost::output_writer() {
 void PluginHost::batch_call(const Message& m) {
   const RegionView in = read_region(input_, m.header.region_size);
   const sluice_batch batch{sizeof(sluice_batch), in.records.data(), in.records.size()};
-  sluice_writer out = output_writer();
+  sluice_writer out = output_writer(m);
   const auto started = std::chrono::steady_clock::now();
   const sluice_status st = m.header.kind == MessageKind::process
                                ? table_->process(instance_, &batch, &out, &error_.error)
@@ -294,7 +297,7 @@ void PluginHost::poll_call(const Message& m) {
   std::memcpy(&request, m.payload.data(), std::min(sizeof request, m.payload.size()));
   sluice_poll_args args{sizeof(sluice_poll_args), request.max_records, request.timeout_ms, 0,
                         request.max_bytes};
-  sluice_writer out = output_writer();
+  sluice_writer out = output_writer(m);
   const auto started = std::chrono::steady_clock::now();
   const sluice_status st = table_->poll(instance_, &args, &out, &error_.error);
   const std::chrono::duration<double, std::micro> plugin_time =
@@ -345,7 +348,7 @@ void PluginHost::state_call(const Message& m) {
                                                              len);
                     }};
   const sluice_status st = table_->snapshot(instance_, &buf, &error_.error);
-  writer_.reset();
+  output_writer(m);
   writer_.add_blob(state);
   reply(m, st, error_.message, writer_.finish());
 }

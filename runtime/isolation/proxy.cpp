@@ -105,7 +105,19 @@ struct Outcome {
   size_t region_size = 0;
   double plugin_us = 0;  // the plugin's own time in the call
   uint32_t flags = 0;    // kEndOfStream
+  size_t output = 0;     // the child's output region the reply's records are in
 };
+
+// Hands one output record to the host's writer: as a view into the output region (held until
+// the host releases the record) when the region may be viewed and the writer takes views, else
+// as a copy.
+void append_output(sluice_writer* out, size_t index, const sluice_record& record,
+                   OutputRegion* viewed) {
+  if (viewed)
+    out->append_owned(out->host_ctx, index, &record, &OutputRegion::release, viewed->hold());
+  else
+    out->append(out->host_ctx, index, &record);
+}
 
 }  // namespace
 
@@ -140,6 +152,8 @@ class Proxy {
   sluice_status poll_crashed(const Outcome& o, sluice_error* error);
   Outcome attempt(MessageKind kind, const sluice_batch* in, const Indices& indices);
   void deliver(const Outcome& o, const Indices& indices, sluice_writer* out);
+  // The reply's output region as a view, and the region itself if `out` may view it.
+  RegionView read_output(const Outcome& o, sluice_writer* out, OutputRegion** viewed);
   sluice_status bisect(MessageKind kind, const sluice_batch* in, const Indices& indices,
                        sluice_writer* out, const std::string& crash, std::string* message);
   Indices admit(const sluice_batch* in, sluice_writer* out);
@@ -157,6 +171,7 @@ class Proxy {
   // Recursive: a source's poll may drain, and the host then commits on the same thread.
   std::recursive_mutex mu_;
   std::unique_ptr<ChildProcess> child_;
+  RegionWriter input_;  // a batch into the child's input region, its tables reused call to call
   uint64_t call_id_ = 0;
   bool started_ = false;
   int consecutive_crashes_ = 0;
@@ -266,8 +281,11 @@ Outcome Proxy::call(MessageKind kind, size_t region_size, std::string_view paylo
   h.call_id = next_call_id();
   h.region_size = region_size;
   h.number = plugin::process_memory_pressure();
+  h.output = static_cast<uint32_t>(child_->free_output());
   child_->channel().send(h, payload);  // a dead child shows in the reply's absence
-  return await_reply(kind, h.call_id, extra_ms);
+  Outcome o = await_reply(kind, h.call_id, extra_ms);
+  o.output = h.output;
+  return o;
 }
 
 // Starts a child and creates the instance in it (restoring the last state after a crash).
@@ -328,18 +346,28 @@ sluice_status Proxy::start(sluice_error* error) {
 Outcome Proxy::attempt(MessageKind kind, const sluice_batch* in, const Indices& indices) {
   std::string why;
   if (!ensure_child(&why)) return Outcome{false, {}, SLUICE_ERROR, why, 0};
-  RegionWriter w(child_->input());
-  w.reset();
-  for (size_t i : indices) w.add_record(i, in->records[i]);
-  return call(kind, w.finish());
+  input_.reset(child_->input());
+  for (size_t i : indices) input_.add_record(i, in->records[i]);
+  return call(kind, input_.finish());
+}
+
+RegionView Proxy::read_output(const Outcome& o, sluice_writer* out, OutputRegion** viewed) {
+  OutputRegion& region = child_->output(o.output);
+  const bool takes_views =
+      SLUICE_HAS_FIELD(out, sluice_writer, append_owned) && out->append_owned != nullptr;
+  *viewed = takes_views && ChildProcess::viewable(o.output) ? &region : nullptr;
+  return read_region(region.region(), o.region_size);
 }
 
 // Hands a successful call's outputs and rejects to the host's writer, with the batch's indices.
+// The outputs stay where the child wrote them: the host's records view the output region, which
+// no call writes into again until the host has released them all.
 void Proxy::deliver(const Outcome& o, const Indices& indices, sluice_writer* out) {
-  const RegionView view = read_region(child_->output(), o.region_size);
+  OutputRegion* viewed = nullptr;
+  const RegionView view = read_output(o, out, &viewed);
   auto original = [&](uint64_t i) { return i < indices.size() ? indices[i] : SIZE_MAX; };
   for (size_t k = 0; k < view.records.size(); ++k)
-    out->append(out->host_ctx, original(view.indices[k]), &view.records[k]);
+    append_output(out, original(view.indices[k]), view.records[k], viewed);
   for (const auto& r : view.rejects) {
     const std::string_view message = view.reject_message(r);
     out->reject(out->host_ctx, original(r.input_index), r.status, message.data(), message.size());
@@ -498,7 +526,8 @@ sluice_status Proxy::poll_crashed(const Outcome& o, sluice_error* error) {
 
 // False when every record polled was a replay (dropped): the host got nothing from this poll.
 bool Proxy::deliver_polled(const Outcome& o, sluice_writer* out) {
-  const RegionView view = read_region(child_->output(), o.region_size);
+  OutputRegion* viewed = nullptr;
+  const RegionView view = read_output(o, out, &viewed);
   size_t replays = 0;
   for (const sluice_record& r : view.records) {
     if (replay_.replaying() && replay_.is_replay(r)) {
@@ -506,7 +535,7 @@ bool Proxy::deliver_polled(const Outcome& o, sluice_writer* out) {
       continue;
     }
     replay_.delivered(r);
-    out->append(out->host_ctx, SIZE_MAX, &r);
+    append_output(out, SIZE_MAX, r, viewed);
   }
   if (replays > 0) count("isolation.replayed_dropped", static_cast<double>(replays));
   return replays == 0 || replays < view.records.size();
@@ -534,7 +563,7 @@ sluice_status Proxy::snapshot(sluice_buffer* out, sluice_error* error) {
     set_error(error, o.crashed ? "plugin process " + o.crash : o.message);
     return o.crashed ? SLUICE_ERROR : o.status;
   }
-  const RegionView view = read_region(child_->output(), o.region_size);
+  const RegionView view = read_region(child_->output(o.output).region(), o.region_size);
   const sluice_bytes blob = view.records.empty() ? sluice_bytes{} : view.records[0].value;
   state_.emplace(reinterpret_cast<const char*>(blob.ptr), blob.len);
   out->append(out->host_ctx, blob.ptr, blob.len);

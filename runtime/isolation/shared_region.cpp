@@ -2,6 +2,7 @@
 #include "isolation/shared_region.hpp"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,8 +37,6 @@ const T* pointer_at(const uint8_t* base, const T* encoded) {
   const auto offset = reinterpret_cast<uintptr_t>(encoded);
   return offset == 0 ? nullptr : reinterpret_cast<const T*>(base + offset - 1);
 }
-
-void fix_bytes(const uint8_t* base, sluice_bytes& b) { b.ptr = pointer_at(base, b.ptr); }
 
 }  // namespace
 
@@ -82,50 +81,77 @@ void SharedRegion::map(size_t size) {
   mapped_ = size;
 }
 
+OutputRegion* OutputRegion::create(const char* name) {
+  return new OutputRegion(SharedRegion::create(name));
+}
+
+void OutputRegion::release(void* region) {
+  auto* r = static_cast<OutputRegion*>(region);
+  if (r->holds_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete r;
+}
+
 void RegionWriter::reset() {
   used_ = sizeof(RegionHeader);
   records_.clear();
   indices_.clear();
   rejects_.clear();
+  last_topic_at_ = 0;
 }
 
 uint64_t RegionWriter::reserve(size_t len) {
   const size_t at = used_;
   used_ += len;
-  region_.grow(used_);
+  region_->grow(used_);
   return at;
 }
 
 uint64_t RegionWriter::put_bytes(const void* data, size_t len) {
   if (data == nullptr) return 0;
   const uint64_t at = reserve(len);
-  if (len) std::memcpy(region_.data() + at, data, len);
+  if (len) std::memcpy(region_->data() + at, data, len);
   return at + 1;
 }
 
 uint64_t RegionWriter::put_aligned(const void* data, size_t len) {
   used_ = round_up(used_, alignof(std::max_align_t));
   const uint64_t at = reserve(len);
-  if (len) std::memcpy(region_.data() + at, data, len);
+  if (len) std::memcpy(region_->data() + at, data, len);
   return at + 1;
 }
 
+// A topic equal to the last one written points at the same bytes (compared by content: a plugin
+// may reuse one buffer for every record's topic).
+uint64_t RegionWriter::put_topic(sluice_bytes topic) {
+  if (topic.ptr == nullptr) return 0;
+  const bool same = last_topic_at_ != 0 && topic.len == last_topic_len_ &&
+                    std::memcmp(region_->data() + last_topic_at_ - 1, topic.ptr, topic.len) == 0;
+  if (!same) {
+    last_topic_at_ = put_bytes(topic.ptr, topic.len);
+    last_topic_len_ = topic.len;
+  }
+  return last_topic_at_;
+}
+
+// The record is laid out in place (its table entry built where it will stay until finish()).
 void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
   auto encode = [this](sluice_bytes b) {
     return sluice_bytes{offset_as_pointer<uint8_t>(put_bytes(b.ptr, b.len)), b.len};
   };
-  sluice_record out{};
+  sluice_record& out = records_.emplace_back();
   out.struct_size = sizeof(sluice_record);
   out.key = encode(in.key);
   out.value = encode(in.value);
-  out.topic = encode(in.topic);
+  out.topic = {offset_as_pointer<uint8_t>(put_topic(in.topic)), in.topic.len};
   const bool has_headers = SLUICE_HAS_FIELD(&in, sluice_record, header_count);
   if (has_headers && in.header_count > 0 && in.headers != nullptr) {
-    std::vector<sluice_header> headers(in.header_count);
-    for (size_t i = 0; i < in.header_count; ++i)
-      headers[i] = {encode(in.headers[i].key), encode(in.headers[i].value)};
-    out.headers = offset_as_pointer<sluice_header>(
-        put_aligned(headers.data(), headers.size() * sizeof(sluice_header)));
+    used_ = round_up(used_, alignof(std::max_align_t));
+    const uint64_t at = reserve(in.header_count * sizeof(sluice_header));
+    for (size_t i = 0; i < in.header_count; ++i) {
+      // Encoding may grow (and so move) the mapping: the entry is written after it.
+      const sluice_header h{encode(in.headers[i].key), encode(in.headers[i].value)};
+      std::memcpy(region_->data() + at + i * sizeof h, &h, sizeof h);
+    }
+    out.headers = offset_as_pointer<sluice_header>(at + 1);
     out.header_count = in.header_count;
   }
   if (SLUICE_HAS_FIELD(&in, sluice_record, timestamp_ms)) {
@@ -133,7 +159,6 @@ void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
     out.offset = in.offset;
     out.timestamp_ms = in.timestamp_ms;
   }
-  records_.push_back(out);
   indices_.push_back(input_index);
 }
 
@@ -157,35 +182,73 @@ size_t RegionWriter::finish() {
   h.reject_count = rejects_.size();
   h.rejects_offset = put_aligned(rejects_.data(), rejects_.size() * sizeof(WireReject)) - 1;
   h.end = used_;
-  std::memcpy(region_.data(), &h, sizeof h);
+  std::memcpy(region_->data(), &h, sizeof h);
   return used_;
 }
 
+namespace {
+
+// The other side's tables are checked before they are trusted: a table or pointer outside the
+// bytes its writer laid out (a plugin scribbling on the region) fails the call, where reading
+// it would crash the reader.
+[[noreturn]] void out_of_bounds(const char* what) {
+  throw std::runtime_error(std::string("shared region: ") + what + " outside the region");
+}
+
+void check_table(uint64_t offset, uint64_t count, size_t entry, uint64_t end, const char* what) {
+  if (offset > end || count > (end - offset) / entry) out_of_bounds(what);
+}
+
+void fix_checked(const uint8_t* base, uint64_t end, sluice_bytes& b) {
+  const auto offset = reinterpret_cast<uintptr_t>(b.ptr);
+  if (offset != 0 && (offset - 1 > end || b.len > end - (offset - 1)))
+    out_of_bounds("a record's bytes");
+  b.ptr = pointer_at(base, b.ptr);
+}
+
+void fix_record(uint8_t* base, uint64_t end, sluice_record& r) {
+  fix_checked(base, end, r.key);
+  fix_checked(base, end, r.value);
+  fix_checked(base, end, r.topic);
+  const auto offset = reinterpret_cast<uintptr_t>(r.headers);
+  if (offset == 0) {
+    r.header_count = 0;
+    return;
+  }
+  check_table(offset - 1, r.header_count, sizeof(sluice_header), end, "a record's headers");
+  auto* headers = reinterpret_cast<sluice_header*>(base + offset - 1);
+  r.headers = headers;
+  for (size_t j = 0; j < r.header_count; ++j) {
+    fix_checked(base, end, headers[j].key);
+    fix_checked(base, end, headers[j].value);
+  }
+}
+
+}  // namespace
+
 RegionView read_region(SharedRegion& region, size_t size) {
   if (size < sizeof(RegionHeader)) throw std::runtime_error("shared region too small");
+  struct stat file {};
+  if (::fstat(region.fd(), &file) != 0 || static_cast<uint64_t>(file.st_size) < size)
+    out_of_bounds("the size given is");  // mapped past the file's end, a read would SIGBUS
   region.map(size);
-  const uint8_t* base = region.data();
+  uint8_t* base = region.data();
   RegionHeader h;
   std::memcpy(&h, base, sizeof h);
   if (h.end > size) throw std::runtime_error("shared region header out of bounds");
-  auto* records = reinterpret_cast<sluice_record*>(region.data() + h.records_offset);
-  for (size_t i = 0; i < h.record_count; ++i) {
-    sluice_record& r = records[i];
-    fix_bytes(base, r.key);
-    fix_bytes(base, r.value);
-    fix_bytes(base, r.topic);
-    auto* headers = const_cast<sluice_header*>(pointer_at(base, r.headers));
-    r.headers = headers;
-    for (size_t j = 0; headers && j < r.header_count; ++j) {
-      fix_bytes(base, headers[j].key);
-      fix_bytes(base, headers[j].value);
-    }
-  }
+  check_table(h.records_offset, h.record_count, sizeof(sluice_record), h.end, "the records");
+  check_table(h.indices_offset, h.record_count, sizeof(uint64_t), h.end, "the indices");
+  check_table(h.rejects_offset, h.reject_count, sizeof(WireReject), h.end, "the rejects");
+  auto* records = reinterpret_cast<sluice_record*>(base + h.records_offset);
+  for (size_t i = 0; i < h.record_count; ++i) fix_record(base, h.end, records[i]);
   RegionView view;
   view.base = base;
   view.records = {records, h.record_count};
   view.indices = {reinterpret_cast<const uint64_t*>(base + h.indices_offset), h.record_count};
   view.rejects = {reinterpret_cast<const WireReject*>(base + h.rejects_offset), h.reject_count};
+  for (const auto& r : view.rejects)
+    if (r.message_offset > h.end || r.message_len > h.end - r.message_offset)
+      out_of_bounds("a reject's message");
   return view;
 }
 

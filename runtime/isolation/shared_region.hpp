@@ -1,10 +1,13 @@
 // Batches and outputs in shared memory: a growable memfd region and the record layout in it.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "sluice/abi.h"
@@ -38,6 +41,44 @@ class SharedRegion {
   size_t mapped_ = 0;
 };
 
+// How many output regions a child has. While the host's records view one (a transform's outputs
+// handed on without a copy), calls use the others; the last one is never viewed, so a call
+// always has a region to write into (its outputs are then copied, as before).
+constexpr size_t kOutputRegions = 4;
+
+// An output region shared by the child that fills it and the records that view it. It is held
+// once by its child process and once per record viewing it; the last release unmaps it. It is
+// free for the next call only while no record views it.
+class OutputRegion {
+ public:
+  // A new region, held once by the caller.
+  static OutputRegion* create(const char* name);
+  OutputRegion(const OutputRegion&) = delete;
+  OutputRegion& operator=(const OutputRegion&) = delete;
+
+  SharedRegion& region() { return region_; }
+  // Whether a record still views it (with the child's hold, more than one).
+  bool viewed() const { return holds_.load(std::memory_order_acquire) > 1; }
+  // One more hold, for a record that views the region; returns the context for release().
+  void* hold() {
+    holds_.fetch_add(1, std::memory_order_relaxed);
+    return this;
+  }
+  // Ends one hold (a sluice_writer release callback: any thread, after the call).
+  static void release(void* region);
+
+ private:
+  explicit OutputRegion(SharedRegion region) : region_(std::move(region)) {}
+  ~OutputRegion() = default;
+  SharedRegion region_;
+  std::atomic<size_t> holds_{1};
+};
+
+struct ReleaseOutputRegion {
+  void operator()(OutputRegion* r) const { OutputRegion::release(r); }
+};
+using OutputRegionPtr = std::unique_ptr<OutputRegion, ReleaseOutputRegion>;
+
 // What a region holds for one call: records (each with the input index it derives from, for
 // outputs) and rejects. Pointers inside records are written as offsets + 1 (0 = absent) and
 // fixed up by the reader, so each side can map the region at any address.
@@ -61,8 +102,14 @@ struct WireReject {
 // after the bytes and returns how many bytes the reader must map.
 class RegionWriter {
  public:
-  explicit RegionWriter(SharedRegion& region) : region_(region) {}
+  RegionWriter() = default;  // reset(region) names the region before any write
+  explicit RegionWriter(SharedRegion& region) : region_(&region) {}
   void reset();
+  // Starts over in another region (the output region a call names).
+  void reset(SharedRegion& region) {
+    region_ = &region;
+    reset();
+  }
   void add_record(size_t input_index, const sluice_record& record);
   void add_reject(size_t input_index, sluice_status status, std::string_view message);
   // Raw bytes as one record's value (snapshot and restore state).
@@ -74,8 +121,13 @@ class RegionWriter {
   uint64_t put_aligned(const void* data, size_t len);
   uint64_t reserve(size_t len);
 
-  SharedRegion& region_;
+  SharedRegion* region_ = nullptr;
   size_t used_ = 0;
+  uint64_t put_topic(sluice_bytes topic);
+
+  // The last topic written (offset + 1, 0 for none): records of one stream share one copy of it.
+  uint64_t last_topic_at_ = 0;
+  size_t last_topic_len_ = 0;
   std::vector<sluice_record> records_;
   std::vector<uint64_t> indices_;
   std::vector<WireReject> rejects_;

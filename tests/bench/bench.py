@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -343,7 +344,11 @@ def bench_overhead(h):
 
 def bench_isolation(h):
     """The JSON transform in process vs in a `sluice plugin-host` child (issue 16); and, for
-    information, the generator source in a child (its polls crossing instead)."""
+    information, the generator source in a child (its polls crossing instead).
+
+    Five rounds of the full run (three quick), the arms interleaved in each round (the order
+    rotated), medians per arm. The machine is shared: CPU time per record is measured too (it
+    moves far less with load than records/s), and each round's own process/in-process ratio."""
     count = 500_000 if h.quick else 5_000_000
     batch = 1000
     fixed = {"adaptive_batching": False, "batch_size": batch, "min_batch_size": batch,
@@ -356,8 +361,17 @@ def bench_isolation(h):
                 "transforms": [{**JSON_TRANSFORM, "isolation": isolation}],
                 "sink": {"type": "null"}, "performance": fixed}
 
-    def isolated(tag, stage, run_spec):
+    def with_cpu(tag, run_spec):
+        # The run's CPU time: the launcher's, with the plugin-host children it reaped.
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         fig = h.run_sluice(tag, run_spec)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        fig["cpu_us_per_record"] = cpu_s * 1e6 / count
+        return fig
+
+    def isolated(tag, stage, run_spec):
+        fig = with_cpu(tag, run_spec)
         # The proxy's own counters (in the stats file): what each call cost beyond the plugin's
         # time in the child: both crossings, the socket round trip, the copies.
         stats = json.loads((h.work_dir / f"{tag}.stats.json").read_text())
@@ -372,25 +386,33 @@ def bench_isolation(h):
         return fig
 
     runs = h.interleaved("isolation", {
-        "in_process": lambda tag: h.run_sluice(tag, spec("none")),
+        "in_process": lambda tag: with_cpu(tag, spec("none")),
         "process": lambda tag: isolated(tag, "transform0", spec("process")),
         "source_process": lambda tag: isolated(tag, "source", spec("none", "process")),
-    }, h.reps(3, 3))
-    crossing = [("per_batch_crossing_us", "per_batch_crossing_us"),
-                ("records_per_call", "records_per_call")]
-    arms = {"in_process": arm_summary(runs["in_process"]),
+    }, h.reps(5, 3))
+    cpu = [("cpu_us_per_record", "cpu_us_per_record")]
+    crossing = cpu + [("per_batch_crossing_us", "per_batch_crossing_us"),
+                      ("records_per_call", "records_per_call")]
+    arms = {"in_process": arm_summary(runs["in_process"], cpu),
             "process": arm_summary(runs["process"], crossing),
             "source_process": arm_summary(runs["source_process"], crossing)}
     inside = arms["in_process"]["records_per_s"]
     outside = arms["process"]["records_per_s"]
     checks = [check("process_vs_in_process", ratio(outside, inside), ">=", 0.75)]
+    per_round = [ratio(p.get("records_per_s"), i.get("records_per_s"))
+                 for p, i in zip(runs["process"], runs["in_process"])]
     config = {"records": count, "pipeline": "generator -> fields (add) -> null",
               "batch_size": batch, "concurrency": 1,
               "ratio": ratio(outside, inside),
+              "ratio_each_round": [round(r, 3) for r in per_round if r is not None],
+              "cpu_ratio": ratio(arms["process"]["cpu_us_per_record"],
+                                 arms["in_process"]["cpu_us_per_record"]),
               "source_ratio": ratio(arms["source_process"]["records_per_s"], inside),
               "per_batch_crossing_us": "per isolated call (a transform's batch, a source's poll): "
                                        "the host's time for the call less the plugin's time in "
-                                       "the child (median of the runs)"}
+                                       "the child (median of the runs)",
+              "cpu_us_per_record": "user + system CPU of the run (the launcher and its "
+                                   "plugin-host children) per record, median of the runs"}
     return arms, checks, config, runs
 
 

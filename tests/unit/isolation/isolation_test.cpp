@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <span>
@@ -110,7 +111,8 @@ struct Isolated {
     instance = std::make_unique<plugin::PluginInstance>(isolation::make_proxy(real, name, settings),
                                                         name, config);
   }
-  sluice_status process(const Batch& b, Collected& c) {
+  template <typename Writer>  // Collected, or Viewing
+  sluice_status process(const Batch& b, Writer& c) {
     const sluice_batch in = b.view();
     sluice_writer w = c.writer();
     plugin::CallError err;
@@ -174,6 +176,67 @@ TEST_CASE("records cross a shared region with keys, nulls and headers intact") {
   CHECK(view.reject_message(view.rejects[0]) == "why");
 }
 
+TEST_CASE("records of one topic share one copy of it, compared by content, not by address") {
+  auto writer_side = isolation::SharedRegion::create("test");
+  isolation::SharedRegion reader_side(::dup(writer_side.fd()));
+  isolation::RegionWriter w(writer_side);
+  w.reset();
+  std::string topic = "orders";  // one buffer, reused for every record's topic
+  sluice_record r{};
+  r.struct_size = sizeof r;
+  r.topic = bytes(topic);
+  w.add_record(0, r);
+  w.add_record(1, r);
+  topic = "events";  // same address, same length, other bytes
+  w.add_record(2, r);
+  const auto view = isolation::read_region(reader_side, w.finish());
+  REQUIRE(view.records.size() == 3);
+  CHECK(view.records[0].topic.ptr == view.records[1].topic.ptr);
+  CHECK(text(view.records[1].topic) == "orders");
+  CHECK(text(view.records[2].topic) == "events");
+}
+
+TEST_CASE("a region whose table points outside it is refused, not read") {
+  auto writer_side = isolation::SharedRegion::create("test");
+  isolation::SharedRegion reader_side(::dup(writer_side.fd()));
+  isolation::RegionWriter w(writer_side);
+  const std::string value = "v";
+  sluice_record r{};
+  r.struct_size = sizeof r;
+  r.value = bytes(value);
+  auto records_at = [&] {
+    isolation::RegionHeader h;
+    std::memcpy(&h, writer_side.data(), sizeof h);
+    return reinterpret_cast<sluice_record*>(writer_side.data() + h.records_offset);
+  };
+  SUBCASE("a value past the end") {
+    w.reset();
+    w.add_record(0, r);
+    const size_t size = w.finish();
+    records_at()->value.len = size;  // a plugin scribbling on the table
+    CHECK_THROWS_WITH(isolation::read_region(reader_side, size),
+                      "shared region: a record's bytes outside the region");
+  }
+  SUBCASE("a record count past the end") {
+    w.reset();
+    w.add_record(0, r);
+    const size_t size = w.finish();
+    isolation::RegionHeader h;
+    std::memcpy(&h, writer_side.data(), sizeof h);
+    h.record_count = size;
+    std::memcpy(writer_side.data(), &h, sizeof h);
+    CHECK_THROWS_WITH(isolation::read_region(reader_side, size),
+                      "shared region: the records outside the region");
+  }
+  SUBCASE("a size past the file's end") {
+    w.reset();
+    w.add_record(0, r);
+    w.finish();
+    CHECK_THROWS_WITH(isolation::read_region(reader_side, size_t{1} << 40),
+                      "shared region: the size given is outside the region");
+  }
+}
+
 TEST_CASE("a wait status is described with the signal's name") {
   CHECK(isolation::describe_wait_status(SIGSEGV) == "killed by signal 11 (SIGSEGV)");
   CHECK(isolation::describe_wait_status(0) == "exited with status 0");
@@ -190,6 +253,83 @@ TEST_CASE("an isolated transform gives the same output as in process") {
   CHECK(t.metric("isolation.crashes") == 0);
   CHECK(t.metric("isolation.batches") == 1);  // and its crossing cost is counted
   CHECK(t.metric("isolation.crossing_us") > 0);
+}
+
+namespace {
+
+// A writer that also takes views (append_owned) and keeps them, as the host's record buffers
+// do, until release_all(); copies (append) are collected as text.
+struct Viewing : Collected {
+  struct View {
+    size_t index;
+    sluice_record record;
+    void (*release)(void*);
+    void* ctx;
+  };
+  std::vector<View> views;
+  sluice_writer writer() {
+    sluice_writer w = Collected::writer();
+    w.append_owned = [](void* ctx, size_t i, const sluice_record* r, void (*release)(void*),
+                        void* release_ctx) {
+      auto* self = static_cast<Viewing*>(static_cast<Collected*>(ctx));
+      self->views.push_back({i, *r, release, release_ctx});
+      return SLUICE_OK;
+    };
+    return w;
+  }
+  // The values seen, views and copies alike, in input order.
+  std::vector<std::string> values() const {
+    std::vector<std::string> out;
+    for (const auto& v : views) out.push_back(text(v.record.value));
+    for (const auto& c : records) out.push_back(c.second);
+    return out;
+  }
+  void release_all() {
+    for (const auto& v : views) v.release(v.ctx);
+    views.clear();
+  }
+};
+
+// A batch of `n` records whose values are {"seq":first}, {"seq":first+1}, ...
+Batch numbered(size_t n, size_t first) {
+  Batch b(n);
+  for (size_t i = 0; i < n; ++i) {
+    b.values[i] = "{\"seq\":" + std::to_string(first + i) + "}";
+    b.records[i].value = bytes(b.values[i]);
+  }
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("an isolated transform's outputs are views that no later call overwrites") {
+  Isolated t(R"({"poison":"","on_poison":"segfault","leak_kb":0})");
+  const size_t calls = isolation::kOutputRegions + 1;
+  std::vector<Batch> batches;
+  std::vector<Viewing> held(calls);
+  for (size_t k = 0; k < calls; ++k) {
+    batches.push_back(numbered(20, k * 100));
+    REQUIRE(t.process(batches[k], held[k]) == SLUICE_OK);
+  }
+  // Every region but the last may be viewed; with all of those held, calls copy.
+  for (size_t k = 0; k < calls; ++k) {
+    const bool viewed = k + 1 < isolation::kOutputRegions;
+    CHECK(held[k].views.size() == (viewed ? 20 : 0));
+    CHECK(held[k].records.size() == (viewed ? 0 : 20));
+    CHECK(held[k].values() == batches[k].values);  // intact after the calls that followed
+  }
+  // Released views free their region: the next call is handed views again.
+  held[0].release_all();
+  Batch again = numbered(20, 900);
+  Viewing next;
+  REQUIRE(t.process(again, next) == SLUICE_OK);
+  CHECK(next.views.size() == 20);
+  CHECK(next.values() == again.values);
+  // Views outlive the child and the instance: the region stays mapped until the last release.
+  t.instance.reset();
+  CHECK(held[1].values() == batches[1].values);
+  for (auto& h : held) h.release_all();
+  next.release_all();
 }
 
 TEST_CASE("a record that segfaults the child is found, rejected alone and quarantined") {
