@@ -7,6 +7,8 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "isolation/proxy.hpp"
 #include "pipeline/backoff.hpp"
 #include "pipeline/retrier.hpp"
@@ -583,9 +585,39 @@ std::map<std::string, std::string> Pipeline::stage_errors() const {
     std::lock_guard lock(errors_mu_);
     errors = stage_errors_;
   }
+  add_isolation_crashes(errors);
   // A stuck call is the worse news for its stage ("stuck:", which /health shows as stuck).
   for (const auto& s : stuck_calls(spec_.name)) errors[s.stage] = redact(s.description);
   return errors;
+}
+
+// An isolated stage whose child crashed: "restarted: ..." while it works on (/health shows it,
+// still healthy); a plain error (degraded, 503) while its crash breaker is open.
+void Pipeline::add_isolation_crashes(std::map<std::string, std::string>& errors) const {
+  if (!started_.load(std::memory_order_acquire)) return;
+  const StageSet stages = slots_.snapshot();
+  std::vector<const StageCall*> calls{&stages.source, &stages.sink};
+  for (const auto& t : stages.transforms) calls.push_back(&t);
+  if (stages.dead_letter) calls.push_back(&stages.dead_letter);
+  for (const StageCall* call : calls) {
+    if (!isolated(call->name()) || errors.count(call->name()) > 0) continue;
+    const isolation::CrashState c = isolation::crash_state(call->instance().handle());
+    if (c.crashes == 0) continue;
+    errors[call->name()] = redact(fmt::format(
+        "{}plugin process crashed {} times, restarted {} times{}; last: {}",
+        c.breaker_open ? "" : "restarted: ", c.crashes, c.restarts,
+        c.breaker_open ? ", too often in its crash window: its calls fail until it passes" : "",
+        c.last_crash));
+  }
+}
+
+bool Pipeline::isolated(const std::string& instance_name) const {
+  std::vector<const StagePlan*> plans{&source_plan_, &sink_plan_};
+  for (const auto& t : transform_plans_) plans.push_back(&t);
+  if (dead_letter_plan_) plans.push_back(&*dead_letter_plan_);
+  return std::any_of(plans.begin(), plans.end(), [&](const StagePlan* p) {
+    return p->spec.instance_name == instance_name && p->spec.isolation.process;
+  });
 }
 
 StageResult Pipeline::reload_stage(const std::string& instance_name,

@@ -156,6 +156,8 @@ class Pipeline {
   StageResult swap_source(std::shared_ptr<plugin::PluginInstance> next);
   void swap_source_if_asked();
   void refuse_source_swaps();
+  void add_isolation_crashes(std::map<std::string, std::string>& errors) const;
+  bool isolated(const std::string& instance_name) const;
 
   config::PipelineSpec spec_;
   StagePlan source_plan_;

@@ -256,11 +256,13 @@ TEST_CASE(
 
 namespace {
 
-// /health polled until its body holds `part` (at most ~10 s): the HTTP status and the body.
-std::pair<int, std::string> health_once_it_says(int port, const std::string& part) {
+// /health polled until its body holds `part` (at most `tries` x 100 ms): the HTTP status and
+// the body.
+std::pair<int, std::string> health_once_it_says(int port, const std::string& part,
+                                                int tries = 100) {
   httplib::Client admin("127.0.0.1", port);
   std::pair<int, std::string> health{0, ""};
-  for (int i = 0; i < 100 && health.second.find(part) == std::string::npos; ++i) {
+  for (int i = 0; i < tries && health.second.find(part) == std::string::npos; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (auto res = admin.Get("/health")) health = {res->status, res->body};
   }
@@ -387,4 +389,49 @@ TEST_CASE("an isolated source hot-reloads; its position crosses by snapshot and 
   CHECK(err.find("failed") == std::string::npos);
   // A new child took the generator's next seq: nothing was repeated, nothing skipped.
   check_every_seq(dir, 30000, true);
+}
+
+namespace {
+
+// generator at 4,000 records/s -> crashy isolated, crashing on values holding `poison`.
+std::string crashing_isolated(const std::string& poison) {
+  return "name: iso\nsource: {type: generator, count: 200000, rate: 4000, template: "
+         "'{\"seq\":{{seq}}}'}\ntransforms:\n  - {type: crashy, isolation: process, poison: '" +
+         poison +
+         "'}\nsink: {type: file, path: out.jsonl, fsync: none}\n"
+         "dead_letter: {type: file, path: dlq.jsonl, format: envelope, fsync: none}\n"
+         "errors: {tolerance: all}\n";
+}
+
+}  // namespace
+
+TEST_CASE(
+    "/health shows an isolated stage's crashes: healthy while it works, 503 past its breaker") {
+  {
+    const fs::path dir = scratch("isolation-health-restarted");
+    const int port = 20000 + (::getpid() + 19) % 20000;
+    const int pid = start_in(dir, crashing_isolated("\"seq\":300}"), crashy_dir(), port);
+    const auto [status, body] = health_once_it_says(port, "restarted: plugin process crashed");
+    INFO(body);
+    CHECK(status == 200);
+    CHECK(body.find("\"state\":\"running\"") != std::string::npos);
+    CHECK(body.find(" times, restarted ") != std::string::npos);
+    CHECK(body.find("last: killed by signal 11 (SIGSEGV)") != std::string::npos);
+    ::kill(pid, SIGTERM);
+    CHECK(exit_within(pid, std::chrono::seconds(30)) == 0);
+  }
+  {
+    // One record in 100 crashes it: more than 5 crashes in the window opens its breaker.
+    const fs::path dir = scratch("isolation-health-breaker");
+    const int port = 20000 + (::getpid() + 23) % 20000;
+    const int pid = start_in(dir, crashing_isolated("99}"), crashy_dir(), port);
+    const auto [status, body] = health_once_it_says(port, "too often in its crash window", 300);
+    INFO(body);
+    CHECK(status == 503);
+    CHECK(body.find("\"state\":\"degraded\"") != std::string::npos);
+    CHECK(body.find("too often in its crash window: its calls fail until it passes; last: killed "
+                    "by signal 11 (SIGSEGV)") != std::string::npos);
+    ::kill(pid, SIGTERM);
+    exit_within(pid, std::chrono::seconds(30));
+  }
 }
