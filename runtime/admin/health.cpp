@@ -89,6 +89,11 @@ PipelineHealth evaluate(const PipelineObservation& p, const StageErrors& stage_e
     for (const auto& [stage_name, message] : errors) {
       if (message.empty()) continue;
       StageHealth& e = entry(out.stages, stage_name, base);
+      // An isolated stage restarted after crashes but working: shown, still healthy.
+      if (message.rfind("restarted:", 0) == 0) {
+        if (e.last_error.empty()) e.last_error = message;
+        continue;
+      }
       const bool stuck = message.rfind("stuck:", 0) == 0;
       e.state = worse(e.state, stuck ? HealthState::stuck : HealthState::degraded);
       e.last_error = message;

@@ -14,9 +14,9 @@ namespace sluice::admin {
 // middleware doing its job, so healthy); degraded: running but something needs a look (error
 // rate over the limit, an error reported against the stage, e.g. a refused reload that left
 // the old version running, or RSS over the memory pause threshold that the runtime's own records
-// do not explain); stuck: a plugin call past its call_timeout_ms (the watchdog's report, a stage
-// error that starts "stuck:"); finished: input ended cleanly; failed: the pipeline stopped on
-// error.
+// do not explain, an isolated stage's crash breaker open); stuck: a plugin call past its
+// call_timeout_ms (the watchdog's report, a stage error that starts "stuck:"); finished: input
+// ended cleanly; failed: the pipeline stopped on error.
 enum class HealthState { starting, running, paused, degraded, stuck, finished, failed };
 
 const char* health_state_name(HealthState state);
@@ -29,7 +29,9 @@ struct PipelineObservation {
   bool finished = false;
   std::vector<middleware::StageStats> stats;  // empty until the pipeline has started
   // Problems the pipeline reports itself, by stage instance name: a refused reload (the old
-  // instance still running), an open circuit breaker. Each makes its stage degraded.
+  // instance still running), an open circuit breaker. Each makes its stage degraded, but for
+  // "stuck: ..." (stuck) and "restarted: ..." (an isolated stage's crashes, shown as its
+  // last_error while its state stays healthy).
   std::map<std::string, std::string> stage_errors;
 };
 

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -137,6 +138,7 @@ class Proxy {
   sluice_status snapshot(sluice_buffer* out, sluice_error* error);
   sluice_status restore(const uint8_t* data, size_t len, sluice_error* error);
   void memory_pressure(double level);
+  CrashState crash_state() const;
 
  private:
   using Indices = std::vector<size_t>;
@@ -179,6 +181,10 @@ class Proxy {
   std::optional<std::string> state_;  // the last snapshot or restore, for a restarted child
   std::unordered_set<uint64_t> quarantine_;
   std::string last_crash_;
+  // What crash_state() reads, under its own lock: mu_ is held for a whole call.
+  mutable std::mutex shown_mu_;
+  CrashState shown_;
+  std::deque<Clock::time_point> shown_window_;
   ReplayFilter replay_;  // a source's: what a restarted child polls again
   bool paused_ = false;  // a source's last set_paused, for a restarted child
 };
@@ -330,6 +336,10 @@ bool Proxy::ensure_child(std::string* why, std::string* field) {
 // is dropped.
 void Proxy::after_restart() {
   count("isolation.restarts");
+  {
+    std::lock_guard lock(shown_mu_);
+    ++shown_.restarts;
+  }
   if (spec_->real.kind != SLUICE_KIND_SOURCE) return;
   replay_.child_restarted();
   if (paused_) call(MessageKind::set_paused, 0, "1");
@@ -392,6 +402,11 @@ Proxy::Indices Proxy::admit(const sluice_batch* in, sluice_writer* out) {
 void Proxy::note_crash(MessageKind kind, const std::string& crash) {
   count("isolation.crashes");
   last_crash_ = crash;
+  {
+    std::lock_guard lock(shown_mu_);
+    ++shown_.crashes;
+    shown_.last_crash = crash;
+  }
   const bool named = crash.find(call_name(kind)) != std::string::npos;
   log(SLUICE_LOG_WARN, fmt::format("plugin process {}{}{}; restarting it", crash,
                                    named ? "" : " in ", named ? "" : call_name(kind)));
@@ -401,7 +416,22 @@ bool Proxy::too_many_crashes() {
   const auto now = Clock::now();
   crashes_.push_back(now);
   while (!crashes_.empty() && now - crashes_.front() > kCrashWindow) crashes_.pop_front();
+  {
+    std::lock_guard lock(shown_mu_);
+    shown_window_ = crashes_;
+  }
   return crashes_.size() > kMaxCrashesPerWindow;
+}
+
+CrashState Proxy::crash_state() const {
+  std::lock_guard lock(shown_mu_);
+  CrashState s = shown_;
+  const auto now = Clock::now();
+  const auto in_window =
+      std::count_if(shown_window_.begin(), shown_window_.end(),
+                    [&](Clock::time_point t) { return now - t <= kCrashWindow; });
+  s.breaker_open = static_cast<size_t>(in_window) > kMaxCrashesPerWindow;
+  return s;
 }
 
 // A batch crashed the child twice: runs halves in fresh children until the records that crash
@@ -783,6 +813,10 @@ std::string trial_load(const std::filesystem::path& file, sluice_kind kind,
   } catch (const std::exception& e) {
     return fmt::format("trial load of {} failed: {}", file.string(), e.what());
   }
+}
+
+CrashState crash_state(void* handle) {
+  return handle ? as_proxy(handle)->crash_state() : CrashState{};
 }
 
 }  // namespace sluice::isolation

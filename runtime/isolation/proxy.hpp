@@ -2,6 +2,7 @@
 // to a `sluice plugin-host` child, restarts it when it dies, and quarantines poison records.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -24,6 +25,17 @@ plugin::PluginInfo plugin_info_for(const plugin::PluginInfo& real, const std::st
 // with `config_json`, destroy, shutdown). Returns how the child died or that it hung ("the new
 // FILE killed by signal 6 (SIGABRT) while loading in a trial process ..."), else "": a clean
 // refusal (handshake, create error) is left to the real load, which reports it the same way.
+// An isolated instance's crashes as /health shows them. `handle` is the instance handle of a
+// PluginInfo from make_proxy. breaker_open: more crashes in the crash window than its calls are
+// retried for (they fail meanwhile).
+struct CrashState {
+  uint64_t crashes = 0;
+  uint64_t restarts = 0;
+  std::string last_crash;  // "killed by signal 11 (SIGSEGV)", ... ("" before any)
+  bool breaker_open = false;
+};
+CrashState crash_state(void* handle);
+
 std::string trial_load(const std::filesystem::path& file, sluice_kind kind,
                        const std::string& plugin_name, const std::string& config_json);
 

@@ -105,6 +105,14 @@ std::optional<MemoryMonitor::Unaccounted> MemoryMonitor::unaccounted() const {
   return last_unaccounted_;
 }
 
+std::optional<MemoryMonitor::Unaccounted> MemoryMonitor::past_hard_bound() const {
+  if (!memory_control_) return std::nullopt;
+  const auto u = unaccounted();
+  if (!u || static_cast<double>(u->rss) < kHardBound * static_cast<double>(u->limit))
+    return std::nullopt;
+  return u;
+}
+
 double MemoryMonitor::pressure() const {
   const uint64_t used = std::max(rss_bytes(), inflight_bytes());
   return static_cast<double>(used) / static_cast<double>(limit_);

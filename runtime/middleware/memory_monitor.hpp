@@ -66,6 +66,11 @@ class MemoryMonitor {
   // The figures of the last sample() if the condition has held for unaccounted_after().
   std::optional<Unaccounted> unaccounted() const;
   core::Duration unaccounted_after() const { return unaccounted_after_; }
+  // The hard bound: unaccounted() and the last RSS at or over kHardBound of the limit (with
+  // memory_control on). Cleanups and small-step intake have not brought it down, and past the
+  // limit a cgroup's OOM killer would end the process without a word: the pipeline stops instead.
+  static constexpr double kHardBound = 0.95;
+  std::optional<Unaccounted> past_hard_bound() const;
 
   // If pressure >= gc_trigger_threshold and gc_interval_ms passed since the last cleanup: calls
   // on_pressure(level) (where the stage tells plugins to shrink), returns freed heap to the OS with

@@ -282,6 +282,19 @@ std::vector<StuckCall> stuck_calls(const std::string& pipeline) {
   return out;
 }
 
+std::optional<CallInFlight> call_in_flight(const std::string& pipeline, const std::string& stage) {
+  const int64_t now = now_ns();
+  for (size_t i = 0; i < kSlots; ++i) {
+    Slot& s = g_slots[i];
+    const int64_t started = s.started_ns.load();
+    if (started == 0) continue;
+    std::lock_guard lock(s.text_mu);
+    if (s.pipeline == pipeline && s.stage == stage)
+      return CallInFlight{s.human, std::chrono::nanoseconds(now - started)};
+  }
+  return std::nullopt;
+}
+
 void install_call_guard() {
   static std::once_flag once;
   std::call_once(once, [] {

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -48,6 +49,13 @@ struct StuckCall {
 };
 // The stuck calls of `pipeline` now (empty when none).
 std::vector<StuckCall> stuck_calls(const std::string& pipeline);
+// The call `stage` of `pipeline` is in now, whatever its deadline (a source's poll has none by
+// default): its description and how long it has run; nullopt when it is in no call.
+struct CallInFlight {
+  std::string description;  // "plugin 'x' (stage s of pipeline p), call poll() on 0 records"
+  std::chrono::nanoseconds elapsed{0};
+};
+std::optional<CallInFlight> call_in_flight(const std::string& pipeline, const std::string& stage);
 
 // Installs the crash handlers and starts the watchdog, once per process (idempotent).
 void install_call_guard();

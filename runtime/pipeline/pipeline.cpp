@@ -4,7 +4,10 @@
 #include "pipeline/pipeline.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 #include "isolation/proxy.hpp"
 #include "pipeline/backoff.hpp"
@@ -24,6 +27,12 @@ constexpr auto kShutdownGrace = std::chrono::seconds(10);
 
 std::string text(sluice_bytes b) {
   return b.ptr ? std::string(reinterpret_cast<const char*>(b.ptr), b.len) : std::string();
+}
+
+// A stuck thread cannot be stopped from outside: the process ends without waiting for it.
+[[noreturn]] void exit_stuck_at_stop() {
+  spdlog::default_logger()->flush();
+  std::_Exit(kExitStuckAtStop);
 }
 
 }  // namespace
@@ -169,6 +178,7 @@ void Pipeline::start() {
   }
   started_at_ = std::chrono::steady_clock::now();
   stage_->start();
+  source_looping_.store(true);
   source_thread_ = std::thread([this] { source_loop(); });
   started_.store(true, std::memory_order_release);  // stats() may look at the stages now
 }
@@ -201,6 +211,39 @@ void Pipeline::on_memory_pressure(double level) {
 void Pipeline::relay_memory_pressure(const SourceCall& source) {
   const double level = source_pressure_.exchange(-1);
   if (level >= 0) source.on_memory_pressure(level);
+}
+
+// Source thread: RSS past the monitor's hard bound that the runtime's records do not explain ends
+// the run here, drained and committed, before a cgroup's OOM killer would end it without a word.
+bool Pipeline::stopped_for_memory() {
+  const auto over = stage_->memory().past_hard_bound();
+  if (!over) return false;
+  constexpr double kMb = 1 << 20;
+  fail(fmt::format(
+      "memory: RSS {:.0f} MB is past {:.0f}% of the {:.0f} MB memory limit "
+      "(performance.memory_limit_mb, else the cgroup's memory.max or physical memory) and the "
+      "runtime holds only {:.1f} MB of records, so a plugin keeps the rest (in process: {}); "
+      "stopping after a drain instead of running into the limit. Give the stage that leaks "
+      "`isolation: process` and `memory_limit_mb`, so that its own process is restarted at its "
+      "limit instead",
+      static_cast<double>(over->rss) / kMb, middleware::MemoryMonitor::kHardBound * 100,
+      static_cast<double>(over->limit) / kMb, static_cast<double>(over->accounted) / kMb,
+      in_process_stages()));
+  return true;
+}
+
+// "transform0 (crashy), sink (file)": the stages whose plugins share this process's memory.
+std::string Pipeline::in_process_stages() const {
+  std::vector<std::string> names;
+  auto add = [&names](const StagePlan& p) {
+    if (!p.spec.isolation.process)
+      names.push_back(fmt::format("{} ({})", p.spec.instance_name, p.spec.type));
+  };
+  add(source_plan_);
+  for (const auto& t : transform_plans_) add(t);
+  add(sink_plan_);
+  if (dead_letter_plan_) add(*dead_letter_plan_);
+  return fmt::format("{}", fmt::join(names, ", "));
 }
 
 // Hands every position that moved to the source's commit hook. Source thread only.
@@ -289,7 +332,7 @@ void Pipeline::source_loop() {
     }
     errors = Backoff(spec_.errors.retry);
     if (args.end_of_stream) break;
-    if (stage_->failed()) break;
+    if (stage_->failed() || stopped_for_memory()) break;
     if (paused) {
       const auto waited_from = std::chrono::steady_clock::now();
       stage_->wait_for_room(std::chrono::milliseconds(kPollTimeoutMs));
@@ -316,6 +359,7 @@ void Pipeline::take_chunk(core::RecordBuffer records) {
 
 // Drain: everything taken is processed (or the stage failed), then the final commit.
 void Pipeline::finish_source_loop() {
+  source_looping_.store(false);
   refuse_source_swaps();
   drain_within_grace();
   const SinkCall sink = slots_.sink();
@@ -359,8 +403,31 @@ void Pipeline::give_up_on_stuck_calls(const std::vector<StuckCall>& stuck) {
       "pipeline {}: committed what was done; exiting with status {} without waiting "
       "for the stuck call",
       spec_.name, kExitStuckAtStop);
-  spdlog::default_logger()->flush();
-  std::_Exit(kExitStuckAtStop);
+  exit_stuck_at_stop();
+}
+
+void Pipeline::enforce_stop_grace() {
+  // Once the source loop has ended, drain_within_grace() times the grace on that thread.
+  if (!stop_requested_.load() || !source_looping_.load()) return;
+  using Clock = std::chrono::steady_clock;
+  if (stop_seen_at_ == Clock::time_point{}) stop_seen_at_ = Clock::now();
+  if (Clock::now() - stop_seen_at_ < kShutdownGrace) return;
+  // Between two calls the source thread sees the stop by itself.
+  if (const auto call = call_in_flight(spec_.name, slots_.source().name()))
+    give_up_on_stuck_source(*call);
+}
+
+// Nothing more is committed: commits go through the source, whose thread is inside it (abi.h:
+// one call at a time per instance). Positions since its last commit are read again.
+void Pipeline::give_up_on_stuck_source(const CallInFlight& call) {
+  spdlog::error("pipeline {}: stop cannot drain: stuck: {} has not returned for {:.1f} s",
+                spec_.name, redact(call.description),
+                std::chrono::duration<double>(call.elapsed).count());
+  spdlog::error(
+      "pipeline {}: the source cannot commit while it is stuck, so what it read since its last "
+      "commit will be read again; exiting with status {} without waiting for the stuck call",
+      spec_.name, kExitStuckAtStop);
+  exit_stuck_at_stop();
 }
 
 middleware::BatchOutcome Pipeline::process(middleware::WorkBatch& batch) {
@@ -518,9 +585,39 @@ std::map<std::string, std::string> Pipeline::stage_errors() const {
     std::lock_guard lock(errors_mu_);
     errors = stage_errors_;
   }
+  add_isolation_crashes(errors);
   // A stuck call is the worse news for its stage ("stuck:", which /health shows as stuck).
   for (const auto& s : stuck_calls(spec_.name)) errors[s.stage] = redact(s.description);
   return errors;
+}
+
+// An isolated stage whose child crashed: "restarted: ..." while it works on (/health shows it,
+// still healthy); a plain error (degraded, 503) while its crash breaker is open.
+void Pipeline::add_isolation_crashes(std::map<std::string, std::string>& errors) const {
+  if (!started_.load(std::memory_order_acquire)) return;
+  const StageSet stages = slots_.snapshot();
+  std::vector<const StageCall*> calls{&stages.source, &stages.sink};
+  for (const auto& t : stages.transforms) calls.push_back(&t);
+  if (stages.dead_letter) calls.push_back(&stages.dead_letter);
+  for (const StageCall* call : calls) {
+    if (!isolated(call->name()) || errors.count(call->name()) > 0) continue;
+    const isolation::CrashState c = isolation::crash_state(call->instance().handle());
+    if (c.crashes == 0) continue;
+    errors[call->name()] = redact(fmt::format(
+        "{}plugin process crashed {} times, restarted {} times{}; last: {}",
+        c.breaker_open ? "" : "restarted: ", c.crashes, c.restarts,
+        c.breaker_open ? ", too often in its crash window: its calls fail until it passes" : "",
+        c.last_crash));
+  }
+}
+
+bool Pipeline::isolated(const std::string& instance_name) const {
+  std::vector<const StagePlan*> plans{&source_plan_, &sink_plan_};
+  for (const auto& t : transform_plans_) plans.push_back(&t);
+  if (dead_letter_plan_) plans.push_back(&*dead_letter_plan_);
+  return std::any_of(plans.begin(), plans.end(), [&](const StagePlan* p) {
+    return p->spec.instance_name == instance_name && p->spec.isolation.process;
+  });
 }
 
 StageResult Pipeline::reload_stage(const std::string& instance_name,

@@ -74,6 +74,10 @@ class Pipeline {
   // Blocks until the pipeline has ended (input exhausted, stopped, or failed).
   void wait();
   bool finished() const { return finished_.load(); }
+  // From the supervisor's thread, every tick: once a stop is asked for, a source thread stuck
+  // inside a source call past the stop grace ends the process (status 71), since that thread
+  // cannot time its own grace.
+  void enforce_stop_grace();
 
   const std::string& name() const { return spec_.name; }
   Summary summary() const;
@@ -131,11 +135,14 @@ class Pipeline {
   void take_chunk(core::RecordBuffer records);
   void source_loop();
   void relay_memory_pressure(const SourceCall& source);
+  bool stopped_for_memory();
+  std::string in_process_stages() const;
   void finish_source_loop();
   void open_crash_journal();
   CallPolicy call_policy(const StagePlan& plan) const;
   void drain_within_grace();
   [[noreturn]] void give_up_on_stuck_calls(const std::vector<StuckCall>& stuck);
+  [[noreturn]] void give_up_on_stuck_source(const CallInFlight& call);
   void commit_ready();
   sluice_status drain_partitions(std::span<const sluice_position> partitions, uint32_t timeout_ms);
   middleware::BatchOutcome process(middleware::WorkBatch& batch);
@@ -149,6 +156,8 @@ class Pipeline {
   StageResult swap_source(std::shared_ptr<plugin::PluginInstance> next);
   void swap_source_if_asked();
   void refuse_source_swaps();
+  void add_isolation_crashes(std::map<std::string, std::string>& errors) const;
+  bool isolated(const std::string& instance_name) const;
 
   config::PipelineSpec spec_;
   StagePlan source_plan_;
@@ -169,6 +178,8 @@ class Pipeline {
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> finished_{false};
   std::atomic<bool> started_{false};
+  std::atomic<bool> source_looping_{false};  // the source thread has not left its loop yet
+  std::chrono::steady_clock::time_point stop_seen_at_{};  // enforce_stop_grace()'s thread only
   std::chrono::steady_clock::time_point started_at_{};
   std::chrono::steady_clock::time_point ended_at_{};
 

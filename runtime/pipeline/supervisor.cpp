@@ -25,6 +25,7 @@ int Supervisor::run() {
       spdlog::info("stopping: draining what is in flight");
       for (auto& p : pipelines_) p->request_stop();
     }
+    for (auto& p : pipelines_) p->enforce_stop_grace();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     auto now = std::chrono::steady_clock::now();
     if (!options_.stats_file.empty() &&

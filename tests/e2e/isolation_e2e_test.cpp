@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 #include <httplib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -253,6 +254,108 @@ TEST_CASE(
   }
 }
 
+namespace {
+
+// /health polled until its body holds `part` (at most `tries` x 100 ms): the HTTP status and
+// the body.
+std::pair<int, std::string> health_once_it_says(int port, const std::string& part,
+                                                int tries = 100) {
+  httplib::Client admin("127.0.0.1", port);
+  std::pair<int, std::string> health{0, ""};
+  for (int i = 0; i < tries && health.second.find(part) == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (auto res = admin.Get("/health")) health = {res->status, res->body};
+  }
+  return health;
+}
+
+// The exit status of `pid` if it ends within `limit`; else it is killed and -1 returned.
+int exit_within(int pid, std::chrono::seconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() >= until) {
+      ::kill(pid, SIGKILL);
+      sluice::test::wait_process(pid);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+TEST_CASE("a source that hangs in poll in process: /health says stuck, a stop exits 71 in grace") {
+  const fs::path dir = scratch("inprocess-source-hang");
+  const int port = 20000 + (::getpid() + 13) % 20000;
+  // Far enough in that positions before the hang are committed (every 200 ms).
+  constexpr int kHangAt = 2'000'000;
+  const int pid =
+      start_in(dir, source_pipeline(4'000'000, kHangAt, "hang", ", call_timeout_ms: 300"),
+               crashy_dir(), port);
+  const auto [status, body] = health_once_it_says(port, "\"stuck\"");
+  INFO(body);
+  CHECK(status == 503);
+  CHECK(body.find("\"state\":\"stuck\"") != std::string::npos);
+  CHECK(body.find("(stage iso.source of pipeline iso), call poll()") != std::string::npos);
+  ::kill(pid, SIGTERM);
+  // The stop grace is 10 s (docs/containment.md); the margin is for a loaded machine.
+  CHECK(exit_within(pid, std::chrono::seconds(25)) == 71);
+  const std::string err = read_file((dir / "stderr").string());
+  INFO(err);
+  CHECK(err.find("stop cannot drain: stuck: plugin 'crashy' (stage iso.source of pipeline iso), "
+                 "call poll()") != std::string::npos);
+  // Nothing past what reached the sink is committed (and never the stuck poll's records).
+  REQUIRE(fs::exists(dir / "pos"));
+  const int committed = std::stoi(read_file((dir / "pos").string()));
+  CHECK(committed < kHangAt);
+  const auto out = lines_of(dir / "out.jsonl");
+  const std::set<std::string> distinct(out.begin(), out.end());
+  for (int seq = 0; seq <= committed; ++seq)
+    if (distinct.count("{\"seq\":" + std::to_string(seq) + "}") == 0) FAIL("missing " << seq);
+}
+
+namespace {
+
+// crashy source (`count` records, commits kept in `pos`) -> crashy transform leaking `leak_kb`
+// per record, in process -> file sink, under a 96 MB memory limit.
+std::string leak_pipeline(int count, int leak_kb) {
+  return "name: iso\nsource: {type: crashy, count: " + std::to_string(count) +
+         ", position_file: pos}\ntransforms:\n  - {type: crashy, leak_kb: " +
+         std::to_string(leak_kb) +
+         "}\nsink: {type: file, path: out.jsonl, fsync: none}\n"
+         "performance: {memory_limit_mb: 96, gc_interval_ms: 1000}\n";
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a transform leaking in process stops the run at the hard bound, named; a rerun resumes") {
+  const fs::path dir = scratch("inprocess-leak");
+  // 100,000 records x 8 KiB would be 800 MB leaked; the run must stop near 96 MB instead.
+  const auto first = run_in(dir, leak_pipeline(100000, 8));
+  INFO(first.err);
+  CHECK(first.exit_code == 1);
+  for (const char* said :
+       {"memory: RSS ", "of the 96 MB memory limit", "the runtime holds only ",
+        "(in process: iso.source (crashy), iso.transform0 (crashy), iso.sink (file))",
+        "`isolation: process` and `memory_limit_mb`"})
+    CHECK(first.err.find(said) != std::string::npos);
+  // It drained and committed what was delivered: the committed position is in out.jsonl.
+  REQUIRE(fs::exists(dir / "pos"));
+  const int committed = std::stoi(read_file((dir / "pos").string()));
+  CHECK(committed < 99999);
+  const auto out = lines_of(dir / "out.jsonl");
+  CHECK(std::find(out.begin(), out.end(), "{\"seq\":" + std::to_string(committed) + "}") !=
+        out.end());
+  const auto second = run_in(dir, leak_pipeline(100000, 0));
+  INFO(second.err);
+  REQUIRE(second.exit_code == 0);
+  check_every_seq(dir, 100000, false);  // at least once
+  CHECK(read_file((dir / "pos").string()) == "99999");
+}
+
 TEST_CASE("a leaking isolated source is restarted at its memory limit and loses nothing") {
   const fs::path dir = scratch("isolation-source-leak");
   // 20,000 records x 16 KiB = 312 MiB leaked in all, against a 256 MiB address-space limit.
@@ -286,4 +389,49 @@ TEST_CASE("an isolated source hot-reloads; its position crosses by snapshot and 
   CHECK(err.find("failed") == std::string::npos);
   // A new child took the generator's next seq: nothing was repeated, nothing skipped.
   check_every_seq(dir, 30000, true);
+}
+
+namespace {
+
+// generator at 4,000 records/s -> crashy isolated, crashing on values holding `poison`.
+std::string crashing_isolated(const std::string& poison) {
+  return "name: iso\nsource: {type: generator, count: 200000, rate: 4000, template: "
+         "'{\"seq\":{{seq}}}'}\ntransforms:\n  - {type: crashy, isolation: process, poison: '" +
+         poison +
+         "'}\nsink: {type: file, path: out.jsonl, fsync: none}\n"
+         "dead_letter: {type: file, path: dlq.jsonl, format: envelope, fsync: none}\n"
+         "errors: {tolerance: all}\n";
+}
+
+}  // namespace
+
+TEST_CASE(
+    "/health shows an isolated stage's crashes: healthy while it works, 503 past its breaker") {
+  {
+    const fs::path dir = scratch("isolation-health-restarted");
+    const int port = 20000 + (::getpid() + 19) % 20000;
+    const int pid = start_in(dir, crashing_isolated("\"seq\":300}"), crashy_dir(), port);
+    const auto [status, body] = health_once_it_says(port, "restarted: plugin process crashed");
+    INFO(body);
+    CHECK(status == 200);
+    CHECK(body.find("\"state\":\"running\"") != std::string::npos);
+    CHECK(body.find(" times, restarted ") != std::string::npos);
+    CHECK(body.find("last: killed by signal 11 (SIGSEGV)") != std::string::npos);
+    ::kill(pid, SIGTERM);
+    CHECK(exit_within(pid, std::chrono::seconds(30)) == 0);
+  }
+  {
+    // One record in 100 crashes it: more than 5 crashes in the window opens its breaker.
+    const fs::path dir = scratch("isolation-health-breaker");
+    const int port = 20000 + (::getpid() + 23) % 20000;
+    const int pid = start_in(dir, crashing_isolated("99}"), crashy_dir(), port);
+    const auto [status, body] = health_once_it_says(port, "too often in its crash window", 300);
+    INFO(body);
+    CHECK(status == 503);
+    CHECK(body.find("\"state\":\"degraded\"") != std::string::npos);
+    CHECK(body.find("too often in its crash window: its calls fail until it passes; last: killed "
+                    "by signal 11 (SIGSEGV)") != std::string::npos);
+    ::kill(pid, SIGTERM);
+    exit_within(pid, std::chrono::seconds(30));
+  }
 }

@@ -133,6 +133,22 @@ TEST_CASE("errors the pipeline reports itself degrade their stage; empty ones ar
   CHECK(report.pipelines[0].last_error == "circuit breaker open after 5 consecutive failures");
 }
 
+TEST_CASE("an isolated stage restarted after crashes shows them and stays healthy") {
+  auto o = running("a");
+  const std::string restarted =
+      "restarted: plugin process crashed 2 times, restarted 2 times; last: killed by signal 11";
+  o.stage_errors = {{"a.sink", restarted}};
+  auto report = evaluate_health({o}, {});
+  CHECK(report.healthy);
+  CHECK(find(report.pipelines[0], "a.sink").state == HealthState::running);
+  CHECK(find(report.pipelines[0], "a.sink").last_error == restarted);
+  // Its crash breaker open: a plain error, degraded.
+  o.stage_errors = {{"a.sink", "plugin process crashed 7 times, too often"}};
+  report = evaluate_health({o}, {});
+  CHECK_FALSE(report.healthy);
+  CHECK(find(report.pipelines[0], "a.sink").state == HealthState::degraded);
+}
+
 TEST_CASE("memory the runtime does not account for makes the stage degraded, with the figures") {
   auto o = running("a");
   o.stats[0].backpressure.active = true;

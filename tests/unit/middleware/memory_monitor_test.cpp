@@ -143,7 +143,7 @@ TEST_CASE("cleanup runs above gc_trigger_threshold at most once per gc interval"
   CHECK(m.cleanups() == 2);
 }
 
-TEST_CASE("with memory control off there is no threshold and no cleanup") {
+TEST_CASE("with memory control off there is no threshold, no cleanup and no hard bound") {
   ManualClock clock;
   PerformanceSettings s = settings(1000);
   s.memory_control = false;
@@ -154,6 +154,9 @@ TEST_CASE("with memory control off there is no threshold and no cleanup") {
   CHECK_FALSE(m.over_threshold());
   CHECK_FALSE(m.maybe_cleanup([](double) {}));
   CHECK(m.cleanups() == 0);
+  clock.advance(m.unaccounted_after());
+  m.sample();
+  CHECK_FALSE(m.past_hard_bound().has_value());  // nor a stop for memory
 }
 
 TEST_CASE("the real RSS of this process reads as non-zero") {
@@ -195,4 +198,26 @@ TEST_CASE("RSS over the pause threshold that the runtime's records do not explai
   m.sample();
   clock.advance(std::chrono::milliseconds(10));
   CHECK_FALSE(m.unaccounted().has_value());
+}
+
+TEST_CASE(
+    "unaccounted RSS at 95% of the limit is past the hard bound; under it, or short, is not") {
+  ManualClock clock;
+  uint64_t rss = 900 * kMb;
+  MemoryMonitor m(
+      settings(1000), clock, [&] { return rss; }, "/nonexistent");
+  clock.advance(m.unaccounted_after());
+  m.sample();
+  REQUIRE(m.unaccounted().has_value());
+  CHECK_FALSE(m.past_hard_bound().has_value());  // degraded only: under 95%
+  rss = 960 * kMb;
+  m.sample();
+  const auto u = m.past_hard_bound();
+  REQUIRE(u.has_value());
+  CHECK(u->rss == 960 * kMb);
+  CHECK(u->limit == 1000 * kMb);
+  // The runtime's own records explain it: not a leak, no stop.
+  m.add_inflight(500 * kMb);
+  m.sample();
+  CHECK_FALSE(m.past_hard_bound().has_value());
 }
