@@ -129,6 +129,16 @@ class RowCache {
     return &it->second->value;
   }
 
+  // The cached value (not expired) without counting or reordering anything, or nullptr.
+  const V* peek(const std::string& key) const {
+    auto it = index_.find(key);
+    if (it == index_.end()) return nullptr;
+    const Node& n = *it->second;
+    if (options_.policy == EvictionPolicy::ttl && now_ms_() >= n.written_ms + options_.ttl_ms)
+      return nullptr;
+    return &n.value;
+  }
+
   // Inserts or replaces; may evict.
   void put(const std::string& key, V value) {
     if (capacity_ == 0) return;
