@@ -45,6 +45,15 @@ void parse_contribution(const std::string& text, RowState& row) {
                                           : std::string("null"));
 }
 
+std::string json_array(const std::vector<std::string>& strings) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  w.StartArray();
+  for (const auto& s : strings) w.String(s.c_str(), static_cast<rapidjson::SizeType>(s.size()));
+  w.EndArray();
+  return {sb.GetString(), sb.GetSize()};
+}
+
 }  // namespace
 
 std::string format_number(double v) {
@@ -214,9 +223,7 @@ RowState ProjectionStore::row_from_side(const SqlRow& r) {
 }
 
 size_t ProjectionStore::prepare_in_list(const std::string& head) {
-  std::string sql = head + " IN (";
-  for (size_t i = 1; i <= kChunk; ++i) sql += (i > 1 ? ", $" : "$") + std::to_string(i);
-  return db_->prepare(sql + ")");
+  return db_->prepare(head + " IN (" + db_->json_strings_of_param() + ")");
 }
 
 RowState ProjectionStore::load(size_t projection, RowFamily family, const std::string& key) {
@@ -253,33 +260,23 @@ void ProjectionStore::load_many(size_t projection, RowFamily family,
                                 const std::vector<std::string>& keys, const std::string& key_prefix,
                                 std::unordered_map<std::string, RowState>& out) {
   const Statements& s = stmts_[projection];
-  std::vector<SqlValue> params;
-  std::vector<std::string> tombstoned;  // mirror keys without a live row: look for a tombstone
-  for (size_t from = 0; from < keys.size(); from += kChunk) {
-    const size_t to = std::min(keys.size(), from + kChunk);
-    params.assign(keys.begin() + from, keys.begin() + to);
-    params.resize(kChunk, keys[to - 1]);  // a repeated key changes nothing in an IN list
-    for (size_t i = from; i < to; ++i) out.try_emplace(key_prefix + keys[i]);
-    if (family == RowFamily::source) {
-      for (const auto& r : db_->run(s.many_side, params))
-        out[key_prefix + r[0].value_or("")] = row_from_side(r);
-      continue;
-    }
-    for (const auto& r : db_->run(s.many_main, params))
-      out[key_prefix + r[0].value_or("")] = row_from_main(projection, r, 1);
-    if (family == RowFamily::mirror)
-      for (size_t i = from; i < to; ++i)
-        if (!out[key_prefix + keys[i]].present) tombstoned.push_back(keys[i]);
+  for (const auto& key : keys) out.try_emplace(key_prefix + key);
+  if (family == RowFamily::source) {
+    for (const auto& r : db_->run(s.many_side, {json_array(keys)}))
+      out[key_prefix + r[0].value_or("")] = row_from_side(r);
+    return;
   }
-  for (size_t from = 0; from < tombstoned.size(); from += kChunk) {
-    const size_t to = std::min(tombstoned.size(), from + kChunk);
-    params.assign(tombstoned.begin() + from, tombstoned.begin() + to);
-    params.resize(kChunk, tombstoned[to - 1]);
-    for (const auto& r : db_->run(s.many_side, params)) {
-      RowState& row = out[key_prefix + r[0].value_or("")];
-      row.tombstone = true;
-      row.position = r[1].value_or("");
-    }
+  for (const auto& r : db_->run(s.many_main, {json_array(keys)}))
+    out[key_prefix + r[0].value_or("")] = row_from_main(projection, r, 1);
+  if (family != RowFamily::mirror) return;
+  std::vector<std::string> not_live;  // mirror keys without a live row: look for a tombstone
+  for (const auto& key : keys)
+    if (!out[key_prefix + key].present) not_live.push_back(key);
+  if (not_live.empty()) return;
+  for (const auto& r : db_->run(s.many_side, {json_array(not_live)})) {
+    RowState& row = out[key_prefix + r[0].value_or("")];
+    row.tombstone = true;
+    row.position = r[1].value_or("");
   }
 }
 

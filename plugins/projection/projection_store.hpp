@@ -59,7 +59,7 @@ class ProjectionStore {
   Database& db() { return *db_; }
 
   RowState load(size_t projection, RowFamily family, const std::string& key);
-  // The rows of `keys` (one family), read kChunk keys a statement; a key without a row maps to
+  // The rows of `keys` (one family), read in one statement; a key without a row maps to
   // a "never seen" RowState. Results go into `out` under the key `key_prefix + key`.
   void load_many(size_t projection, RowFamily family, const std::vector<std::string>& keys,
                  const std::string& key_prefix, std::unordered_map<std::string, RowState>& out);
@@ -97,7 +97,7 @@ class ProjectionStore {
     size_t select_main, select_side;
     size_t recent_main, recent_side;
     size_t clear_main, clear_side, sources_before;
-    size_t many_main, many_side;  // WHERE key IN ($1..$kChunk)
+    size_t many_main, many_side;  // WHERE key IN (the strings of the JSON array $1)
     Bulk bulk[kBulkKinds];
   };
   RowState row_from_main(size_t projection, const SqlRow& r, size_t first) const;
@@ -112,9 +112,6 @@ class ProjectionStore {
   std::vector<SqlValue> slice_;  // the parameters of one bulk statement (reused)
   size_t select_meta_ = 0, upsert_meta_ = 0;
 };
-
-// Keys per batched read.
-inline constexpr size_t kChunk = 128;
 
 // Number text for SQL and JSON: integers without a fraction, others with full precision.
 std::string format_number(double v);

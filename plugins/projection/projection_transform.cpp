@@ -345,14 +345,14 @@ class ProjectionTransform final : public sluice::Transform {
     size_t projection;
     RowFamily family;
     std::string key;
-    RowState before;
+    RowState before;  // as read: only `present` and `tombstone` (what save() needs)
     RowState now;
     bool changed = false;
   };
   struct BatchState {
     std::unordered_map<std::string, Dirty> dirty;
     std::unordered_map<std::string, RowState> loaded;  // prefetched rows not yet in `dirty`
-    std::vector<std::string> order;                    // write order
+    std::vector<Dirty*> order;                         // write order (the map's nodes do not move)
     std::vector<std::pair<size_t, std::string>> truncated;
   };
   struct Tally {
@@ -592,19 +592,19 @@ class ProjectionTransform final : public sluice::Transform {
     std::string ck = cache_key(p, f, key);
     auto it = b.dirty.find(ck);
     if (it != b.dirty.end()) return it->second;
+    // The cache gets the row at the end of the batch, once it is committed.
     RowState state;
-    if (const RowState* cached = cache_.get(ck)) {
+    if (const RowState* cached = cache_.get(ck))
       state = *cached;
-    } else {
-      if (auto loaded = b.loaded.find(ck); loaded != b.loaded.end())
-        state = std::move(loaded->second);
-      else
-        state = store_->load(p, f, key);
-      cache_.put(ck, state);
-    }
-    b.order.push_back(ck);
-    Dirty d{p, f, key, state, state, false};
-    return b.dirty.emplace(std::move(ck), std::move(d)).first->second;
+    else if (auto loaded = b.loaded.find(ck); loaded != b.loaded.end())
+      state = std::move(loaded->second);
+    else
+      state = store_->load(p, f, key);
+    RowState before{state.present, state.tombstone};
+    Dirty& d = b.dirty.emplace(std::move(ck), Dirty{p, f, key, std::move(before), std::move(state)})
+                   .first->second;
+    b.order.push_back(&d);
+    return d;
   }
 
   // Reads every row the batch's events will touch that the cache does not hold, a few
@@ -643,8 +643,8 @@ class ProjectionTransform final : public sluice::Transform {
   }
 
   void want(Wanted& w, size_t p, RowFamily f, const std::string& key) {
-    std::string ck = cache_key(p, f, key);
-    if (cache_.peek(ck) || !w.seen.insert(std::move(ck)).second) return;
+    auto [ck, added] = w.seen.insert(cache_key(p, f, key));
+    if (!added || cache_.peek(*ck)) return;
     auto& keys = w.keys[p];
     keys.resize(3);
     keys[family_index(f)].push_back(key);
@@ -663,10 +663,8 @@ class ProjectionTransform final : public sluice::Transform {
 
   void flush(BatchState& b) {
     const int64_t now = wall_ms();
-    for (const auto& ck : b.order) {
-      Dirty& d = b.dirty.at(ck);
-      if (d.changed) store_->save(d.projection, d.family, d.key, d.now, d.before, now);
-    }
+    for (const Dirty* d : b.order)
+      if (d->changed) store_->save(d->projection, d->family, d->key, d->now, d->before, now);
     store_->write_queued();
     b.order.clear();
   }
