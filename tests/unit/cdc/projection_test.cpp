@@ -523,3 +523,36 @@ TEST_CASE("a batch folds to the same rows and derived events as its events one a
   CHECK(rows(batched_db, "select data from customers where key = '{\"id\":2}'") ==
         std::vector<std::string>{R"({"id":2,"n":"again"})"});
 }
+
+TEST_CASE("a batch whose write fails leaves nothing behind, in the store or in the next batch") {
+  TempDir dir;
+  const std::string db = dir.file("p.db");
+  Projection p(config(db));
+  p.run({customer('c', 1, 10, "a")});
+  {
+    // Another connection adds a trigger that refuses one key: the batch's upsert fails.
+    sqlite3* h = nullptr;
+    REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(h,
+                         "CREATE TRIGGER refuse BEFORE INSERT ON customers WHEN NEW.key = "
+                         "'{\"id\":666}' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(h);
+  }
+  const std::vector<TestRecord> failing{customer('u', 1, 20, "lost"), customer('c', 2, 21, "b"),
+                                        customer('c', 666, 22, "x")};
+  FakeWriter w;
+  CHECK_FALSE(p.instance.process(failing, w).ok());
+  // The next batch writes only its own rows, and the failed batch's retry applies in full.
+  p.run({customer('c', 3, 30, "c")});
+  CHECK(rows(db, "select key, data from customers order by key") ==
+        std::vector<std::string>{R"({"id":1}|{"id":1,"n":"a"})", R"({"id":3}|{"id":3,"n":"c"})"});
+  {
+    sqlite3* h = nullptr;
+    REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(h, "DROP TRIGGER refuse", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(h);
+  }
+  CHECK(p.run(failing).records.size() == 3);
+  CHECK(rows(db, "select count(*) from customers") == std::vector<std::string>{"4"});
+}
