@@ -31,6 +31,9 @@ class Database {
   virtual void rollback() noexcept = 0;
   // Column type for source positions: they must compare bytewise (PostgreSQL: COLLATE "C").
   virtual const char* position_type() const { return "TEXT"; }
+  // A subquery yielding the strings of the JSON array in parameter $1 (a key list in one
+  // parameter, so a batch reads its rows in one statement).
+  virtual const char* json_strings_of_param() const { return "SELECT value FROM json_each($1)"; }
 };
 
 // `path`: a file (created if missing; WAL mode) or ":memory:". `synchronous`: NORMAL or FULL.

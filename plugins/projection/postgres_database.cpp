@@ -127,6 +127,9 @@ class PostgresDatabase final : public Database {
   }
 
   const char* position_type() const override { return "TEXT COLLATE \"C\""; }
+  const char* json_strings_of_param() const override {
+    return "SELECT json_array_elements_text($1::json)";
+  }
   void begin() override { exec("BEGIN"); }
   void commit() override { exec("COMMIT"); }
   void rollback() noexcept override {

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <stdexcept>
 
 namespace sluice_projection {
@@ -42,6 +43,15 @@ void parse_contribution(const std::string& text, RowState& row) {
     for (const auto& v : d["l"].GetArray())
       row.lasts.emplace_back(v.IsString() ? std::string(v.GetString(), v.GetStringLength())
                                           : std::string("null"));
+}
+
+std::string json_array(const std::vector<std::string>& strings) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  w.StartArray();
+  for (const auto& s : strings) w.String(s.c_str(), static_cast<rapidjson::SizeType>(s.size()));
+  w.EndArray();
+  return {sb.GetString(), sb.GetSize()};
 }
 
 }  // namespace
@@ -94,19 +104,23 @@ void ProjectionStore::create_tables() {
                 "__deleted (key TEXT PRIMARY KEY, source_position " + pos +
                 " NOT NULL, updated_ms BIGINT NOT NULL)");
       s.select_main = db_->prepare("SELECT data, source_position FROM " + t + " WHERE key = $1");
-      s.upsert_main = db_->prepare(
-          "INSERT INTO " + t +
-          " (key, data, source_position, updated_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (key) "
-          "DO UPDATE SET data = excluded.data, source_position = excluded.source_position, "
-          "updated_ms = excluded.updated_ms");
-      s.delete_main = db_->prepare("DELETE FROM " + t + " WHERE key = $1");
       s.select_side = db_->prepare("SELECT source_position FROM " + t + "__deleted WHERE key = $1");
-      s.upsert_side = db_->prepare(
-          "INSERT INTO " + t +
-          "__deleted (key, source_position, updated_ms) VALUES ($1, $2, $3) ON CONFLICT (key) DO "
-          "UPDATE SET source_position = excluded.source_position, updated_ms = "
-          "excluded.updated_ms");
-      s.delete_side = db_->prepare("DELETE FROM " + t + "__deleted WHERE key = $1");
+      s.many_main = prepare_in_list("SELECT key, data, source_position FROM " + t + " WHERE key");
+      s.many_side =
+          prepare_in_list("SELECT key, source_position FROM " + t + "__deleted WHERE key");
+      s.bulk[upsert_main] = {
+          "INSERT INTO " + t + " (key, data, source_position, updated_ms) VALUES ",
+          " ON CONFLICT (key) DO UPDATE SET data = excluded.data, "
+          "source_position = excluded.source_position, updated_ms = "
+          "excluded.updated_ms",
+          4};
+      s.bulk[delete_main] = {"DELETE FROM " + t + " WHERE key IN (", ")", 1, false};
+      s.bulk[upsert_side] = {
+          "INSERT INTO " + t + "__deleted (key, source_position, updated_ms) VALUES ",
+          " ON CONFLICT (key) DO UPDATE SET source_position = "
+          "excluded.source_position, updated_ms = excluded.updated_ms",
+          3};
+      s.bulk[delete_side] = {"DELETE FROM " + t + "__deleted WHERE key IN (", ")", 1, false};
       s.recent_main = db_->prepare("SELECT key, data, source_position FROM " + t +
                                    " ORDER BY updated_ms DESC LIMIT $1");
       s.recent_side = db_->prepare("SELECT key, source_position FROM " + t +
@@ -114,8 +128,7 @@ void ProjectionStore::create_tables() {
       s.clear_main = db_->prepare("DELETE FROM " + t + " WHERE source_position < $1");
       s.clear_side = db_->prepare("DELETE FROM " + t + "__deleted WHERE source_position < $1");
     } else {
-      std::string cols, defs, insert_cols, params, updates;
-      size_t n = 1;
+      std::string cols, defs, insert_cols, updates;
       for (const auto& f : p.fields) {
         const char* type = f.fold == Fold::sum     ? "DOUBLE PRECISION"
                            : f.fold == Fold::count ? "BIGINT"
@@ -123,7 +136,6 @@ void ProjectionStore::create_tables() {
         defs += ", " + f.column + " " + type;
         cols += f.column + ", ";
         insert_cols += ", " + f.column;
-        params += ", $" + std::to_string(++n);
         updates += f.column + " = excluded." + f.column + ", ";
       }
       db_->exec("CREATE TABLE IF NOT EXISTS " + t + " (group_key TEXT PRIMARY KEY" + defs +
@@ -133,28 +145,34 @@ void ProjectionStore::create_tables() {
                 "__sources (key TEXT PRIMARY KEY, group_key TEXT, contribution TEXT, "
                 "source_position " +
                 pos + " NOT NULL, deleted INTEGER NOT NULL, updated_ms BIGINT NOT NULL)");
-      const std::string tail = ", $" + std::to_string(n + 1) + ", $" + std::to_string(n + 2) +
-                               ", $" + std::to_string(n + 3) + ", $" + std::to_string(n + 4);
       s.select_main =
           db_->prepare("SELECT " + cols + "row_count, last_position, source_position FROM " + t +
                        " WHERE group_key = $1");
-      s.upsert_main = db_->prepare(
-          "INSERT INTO " + t + " (group_key" + insert_cols +
-          ", row_count, last_position, source_position, updated_ms) VALUES ($1" + params + tail +
-          ") ON CONFLICT (group_key) DO UPDATE SET " + updates +
-          "row_count = excluded.row_count, last_position = excluded.last_position, "
-          "source_position = excluded.source_position, updated_ms = excluded.updated_ms");
-      s.delete_main = db_->prepare("DELETE FROM " + t + " WHERE group_key = $1");
       s.select_side =
           db_->prepare("SELECT group_key, contribution, source_position, deleted FROM " + t +
                        "__sources WHERE key = $1");
-      s.upsert_side = db_->prepare(
-          "INSERT INTO " + t +
-          "__sources (key, group_key, contribution, source_position, deleted, updated_ms) VALUES "
-          "($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO UPDATE SET group_key = "
-          "excluded.group_key, contribution = excluded.contribution, source_position = "
-          "excluded.source_position, deleted = excluded.deleted, updated_ms = excluded.updated_ms");
-      s.delete_side = db_->prepare("DELETE FROM " + t + "__sources WHERE key = $1");
+      s.many_main = prepare_in_list("SELECT group_key, " + cols +
+                                    "row_count, last_position, source_position FROM " + t +
+                                    " WHERE group_key");
+      s.many_side =
+          prepare_in_list("SELECT key, group_key, contribution, source_position, deleted FROM " +
+                          t + "__sources WHERE key");
+      s.bulk[upsert_main] = {"INSERT INTO " + t + " (group_key" + insert_cols +
+                                 ", row_count, last_position, source_position, updated_ms) VALUES ",
+                             " ON CONFLICT (group_key) DO UPDATE SET " + updates +
+                                 "row_count = excluded.row_count, last_position = "
+                                 "excluded.last_position, source_position = "
+                                 "excluded.source_position, updated_ms = excluded.updated_ms",
+                             p.fields.size() + 5};
+      s.bulk[delete_main] = {"DELETE FROM " + t + " WHERE group_key IN (", ")", 1, false};
+      s.bulk[upsert_side] = {"INSERT INTO " + t +
+                                 "__sources (key, group_key, contribution, source_position, "
+                                 "deleted, updated_ms) VALUES ",
+                             " ON CONFLICT (key) DO UPDATE SET group_key = excluded.group_key, "
+                             "contribution = excluded.contribution, source_position = "
+                             "excluded.source_position, deleted = excluded.deleted, updated_ms = "
+                             "excluded.updated_ms",
+                             6};
       s.recent_main = db_->prepare("SELECT group_key, " + cols +
                                    "row_count, last_position, source_position FROM " + t +
                                    " ORDER BY updated_ms DESC LIMIT $1");
@@ -194,6 +212,20 @@ RowState ProjectionStore::row_from_main(size_t projection, const SqlRow& r, size
   return row;
 }
 
+RowState ProjectionStore::row_from_side(const SqlRow& r) {
+  RowState row;
+  row.data = r[1].value_or("");
+  parse_contribution(r[2].value_or(""), row);
+  row.position = r[3].value_or("");
+  row.tombstone = to_int(r[4]) != 0;
+  row.present = !row.tombstone;
+  return row;
+}
+
+size_t ProjectionStore::prepare_in_list(const std::string& head) {
+  return db_->prepare(head + " IN (" + db_->json_strings_of_param() + ")");
+}
+
 RowState ProjectionStore::load(size_t projection, RowFamily family, const std::string& key) {
   const Statements& s = stmts_[projection];
   RowState row;
@@ -216,59 +248,126 @@ RowState ProjectionStore::load(size_t projection, RowFamily family, const std::s
     case RowFamily::source: {
       auto side = db_->run(s.select_side, {key});
       if (side.empty()) return row;
-      row.data = side[0][0].value_or("");
-      parse_contribution(side[0][1].value_or(""), row);
-      row.position = side[0][2].value_or("");
-      row.tombstone = to_int(side[0][3]) != 0;
-      row.present = !row.tombstone;
-      return row;
+      SqlRow keyed{key};
+      keyed.insert(keyed.end(), side[0].begin(), side[0].end());
+      return row_from_side(keyed);
     }
   }
   return row;
 }
 
+void ProjectionStore::load_many(size_t projection, RowFamily family,
+                                const std::vector<std::string>& keys, const std::string& key_prefix,
+                                std::unordered_map<std::string, RowState>& out) {
+  const Statements& s = stmts_[projection];
+  for (const auto& key : keys) out.try_emplace(key_prefix + key);
+  if (family == RowFamily::source) {
+    for (const auto& r : db_->run(s.many_side, {json_array(keys)}))
+      out[key_prefix + r[0].value_or("")] = row_from_side(r);
+    return;
+  }
+  for (const auto& r : db_->run(s.many_main, {json_array(keys)}))
+    out[key_prefix + r[0].value_or("")] = row_from_main(projection, r, 1);
+  if (family != RowFamily::mirror) return;
+  std::vector<std::string> not_live;  // mirror keys without a live row: look for a tombstone
+  for (const auto& key : keys)
+    if (!out[key_prefix + key].present) not_live.push_back(key);
+  if (not_live.empty()) return;
+  for (const auto& r : db_->run(s.many_side, {json_array(not_live)})) {
+    RowState& row = out[key_prefix + r[0].value_or("")];
+    row.tombstone = true;
+    row.position = r[1].value_or("");
+  }
+}
+
 void ProjectionStore::save(size_t projection, RowFamily family, const std::string& key,
                            const RowState& row, const RowState& before, int64_t now_ms) {
-  const Statements& s = stmts_[projection];
   const ProjectionSpec& p = specs_[projection];
-  const std::string now = std::to_string(now_ms);
+  Bulk* bulk = stmts_[projection].bulk;
+  std::string now = std::to_string(now_ms);
+  auto queue = [&](BulkKind kind, std::initializer_list<SqlValue> params) {
+    bulk[kind].queued.insert(bulk[kind].queued.end(), params);
+  };
   switch (family) {
     case RowFamily::mirror:
       if (row.present) {
-        db_->write(s.upsert_main, {key, row.data, row.position, now});
-        if (before.tombstone) db_->write(s.delete_side, {key});
+        queue(upsert_main, {key, row.data, row.position, now});
+        if (before.tombstone) queue(delete_side, {key});
       } else if (row.tombstone) {
-        if (before.present) db_->write(s.delete_main, {key});
-        db_->write(s.upsert_side, {key, row.position, now});
+        if (before.present) queue(delete_main, {key});
+        queue(upsert_side, {key, row.position, now});
       }
       return;
     case RowFamily::group: {
       if (!row.present) {
-        if (before.present) db_->write(s.delete_main, {key});
+        if (before.present) queue(delete_main, {key});
         return;
       }
-      std::vector<SqlValue> params{key};
+      std::vector<SqlValue>& q = bulk[upsert_main].queued;
+      q.emplace_back(key);
       size_t si = 0, li = 0;
       for (const auto& f : p.fields) {
         if (f.fold == Fold::sum)
-          params.emplace_back(format_number(row.sums.at(si++)));
+          q.emplace_back(format_number(row.sums.at(si++)));
         else if (f.fold == Fold::count)
-          params.emplace_back(std::to_string(row.rows));
+          q.emplace_back(std::to_string(row.rows));
         else
-          params.emplace_back(row.lasts.at(li++));
+          q.emplace_back(row.lasts.at(li++));
       }
-      params.emplace_back(std::to_string(row.rows));
-      params.emplace_back(row.last_position);
-      params.emplace_back(row.position);
-      params.emplace_back(now);
-      db_->write(s.upsert_main, params);
+      q.emplace_back(std::to_string(row.rows));
+      q.emplace_back(row.last_position);
+      q.emplace_back(row.position);
+      q.emplace_back(std::move(now));
       return;
     }
     case RowFamily::source:
-      db_->write(s.upsert_side, {key, row.data, contribution_json(row), row.position,
-                                 std::string(row.tombstone ? "1" : "0"), now});
+      queue(upsert_side, {key, row.data, contribution_json(row), row.position,
+                          std::string(row.tombstone ? "1" : "0"), now});
       return;
   }
+}
+
+void ProjectionStore::write_queued() {
+  try {
+    for (auto& s : stmts_)
+      for (auto& bulk : s.bulk) write_bulk(bulk);
+  } catch (...) {
+    // The transaction fails with this batch: nothing of it may leak into the next one.
+    for (auto& s : stmts_)
+      for (auto& bulk : s.bulk) bulk.queued.clear();
+    throw;
+  }
+}
+
+// Rows go out kBulkSizes[0] a statement; the remainder in the smaller sizes.
+void ProjectionStore::write_bulk(Bulk& bulk) {
+  static constexpr size_t kBulkSizes[] = {64, 8, 1};
+  if (bulk.queued.empty()) return;
+  if (bulk.prepared.empty()) bulk.prepared.assign(std::size(kBulkSizes), SIZE_MAX);
+  const size_t rows = bulk.queued.size() / bulk.width;
+  size_t done = 0;
+  for (size_t i = 0; i < std::size(kBulkSizes); ++i) {
+    const size_t n = kBulkSizes[i];
+    if (rows - done < n) continue;
+    if (bulk.prepared[i] == SIZE_MAX) {
+      std::string sql = bulk.head;
+      for (size_t r = 0, param = 1; r < n; ++r) {
+        sql += r ? ", " : "";
+        sql += bulk.tuples ? "(" : "";
+        for (size_t c = 0; c < bulk.width; ++c, ++param)
+          sql += (c ? ", $" : "$") + std::to_string(param);
+        sql += bulk.tuples ? ")" : "";
+      }
+      bulk.prepared[i] = db_->prepare(sql + bulk.tail);
+    }
+    for (; rows - done >= n; done += n) {
+      const auto first = bulk.queued.begin() + static_cast<ptrdiff_t>(done * bulk.width);
+      slice_.assign(std::make_move_iterator(first),
+                    std::make_move_iterator(first + static_cast<ptrdiff_t>(n * bulk.width)));
+      db_->write(bulk.prepared[i], slice_);
+    }
+  }
+  bulk.queued.clear();
 }
 
 void ProjectionStore::truncate(size_t projection, const std::string& position) {
@@ -303,15 +402,8 @@ std::vector<std::pair<std::string, RowState>> ProjectionStore::recent(size_t pro
   const Statements& s = stmts_[projection];
   const std::string n = std::to_string(limit);
   if (family == RowFamily::source) {
-    for (const auto& r : db_->run(s.recent_side, {n})) {
-      RowState row;
-      row.data = r[1].value_or("");
-      parse_contribution(r[2].value_or(""), row);
-      row.position = r[3].value_or("");
-      row.tombstone = to_int(r[4]) != 0;
-      row.present = !row.tombstone;
-      out.emplace_back(r[0].value_or(""), std::move(row));
-    }
+    for (const auto& r : db_->run(s.recent_side, {n}))
+      out.emplace_back(r[0].value_or(""), row_from_side(r));
     return out;
   }
   for (const auto& r : db_->run(s.recent_main, {n}))

@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "database.hpp"
@@ -58,9 +59,16 @@ class ProjectionStore {
   Database& db() { return *db_; }
 
   RowState load(size_t projection, RowFamily family, const std::string& key);
-  // Writes `row`; `before` is the row as loaded, so only the statements needed run.
+  // The rows of `keys` (one family), read in one statement; a key without a row maps to
+  // a "never seen" RowState. Results go into `out` under the key `key_prefix + key`.
+  void load_many(size_t projection, RowFamily family, const std::vector<std::string>& keys,
+                 const std::string& key_prefix, std::unordered_map<std::string, RowState>& out);
+  // Queues the write of `row`; `before` is the row as loaded, so only the statements needed
+  // run. Queued writes go out with write_queued(), several rows a statement; a key is saved at
+  // most once between two write_queued() calls.
   void save(size_t projection, RowFamily family, const std::string& key, const RowState& row,
             const RowState& before, int64_t now_ms);
+  void write_queued();
   // Drops a projection's rows (mirror), or source rows and emptied groups (aggregate), older than
   // `position` and remembers it: older events are skipped from then on. Rows written by events
   // after the truncate stay, so a truncate that overtakes later events on another lane loses
@@ -75,18 +83,33 @@ class ProjectionStore {
                                                        size_t limit);
 
  private:
+  // A statement over many rows: `head`, then `width` placeholders per row, then `tail`;
+  // prepared for a few row counts (kBulkSizes) on first use.
+  struct Bulk {
+    std::string head, tail;
+    size_t width = 1;
+    bool tuples = true;            // rows as "($1, $2)"; false: bare "$1" (an IN list)
+    std::vector<size_t> prepared;  // per kBulkSizes entry; SIZE_MAX until prepared
+    std::vector<SqlValue> queued;  // flat parameters of the rows waiting to be written
+  };
+  enum BulkKind : size_t { upsert_main, delete_main, upsert_side, delete_side, kBulkKinds };
   struct Statements {
-    size_t select_main, upsert_main, delete_main;
-    size_t select_side, upsert_side, delete_side;
+    size_t select_main, select_side;
     size_t recent_main, recent_side;
     size_t clear_main, clear_side, sources_before;
+    size_t many_main, many_side;  // WHERE key IN (the strings of the JSON array $1)
+    Bulk bulk[kBulkKinds];
   };
   RowState row_from_main(size_t projection, const SqlRow& r, size_t first) const;
+  static RowState row_from_side(const SqlRow& r);
   void create_tables();
+  size_t prepare_in_list(const std::string& head);
+  void write_bulk(Bulk& bulk);
 
   std::unique_ptr<Database> db_;
   std::vector<ProjectionSpec> specs_;
   std::vector<Statements> stmts_;
+  std::vector<SqlValue> slice_;  // the parameters of one bulk statement (reused)
   size_t select_meta_ = 0, upsert_meta_ = 0;
 };
 

@@ -11,6 +11,7 @@
 #include <sluice/sdk.hpp>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "../cdc/debezium_decoder.hpp"
@@ -278,6 +279,7 @@ class ProjectionTransform final : public sluice::Transform {
       BatchState batch;
       store_->db().begin();
       try {
+        prefetch(events, batch);
         for (const auto& ev : events) apply(ev, batch, derived, tally);
         flush(batch);
         store_->db().commit();
@@ -343,13 +345,14 @@ class ProjectionTransform final : public sluice::Transform {
     size_t projection;
     RowFamily family;
     std::string key;
-    RowState before;
+    RowState before;  // as read: only `present` and `tombstone` (what save() needs)
     RowState now;
     bool changed = false;
   };
   struct BatchState {
     std::unordered_map<std::string, Dirty> dirty;
-    std::vector<std::string> order;  // write order
+    std::unordered_map<std::string, RowState> loaded;  // prefetched rows not yet in `dirty`
+    std::vector<Dirty*> order;                         // write order (the map's nodes do not move)
     std::vector<std::pair<size_t, std::string>> truncated;
   };
   struct Tally {
@@ -589,24 +592,80 @@ class ProjectionTransform final : public sluice::Transform {
     std::string ck = cache_key(p, f, key);
     auto it = b.dirty.find(ck);
     if (it != b.dirty.end()) return it->second;
+    // The cache gets the row at the end of the batch, once it is committed.
     RowState state;
-    if (const RowState* cached = cache_.get(ck)) {
+    if (const RowState* cached = cache_.get(ck))
       state = *cached;
-    } else {
+    else if (auto loaded = b.loaded.find(ck); loaded != b.loaded.end())
+      state = std::move(loaded->second);
+    else
       state = store_->load(p, f, key);
-      cache_.put(ck, state);
-    }
-    b.order.push_back(ck);
-    Dirty d{p, f, key, state, state, false};
-    return b.dirty.emplace(std::move(ck), std::move(d)).first->second;
+    RowState before{state.present, state.tombstone};
+    Dirty& d = b.dirty.emplace(std::move(ck), Dirty{p, f, key, std::move(before), std::move(state)})
+                   .first->second;
+    b.order.push_back(&d);
+    return d;
+  }
+
+  // Reads every row the batch's events will touch that the cache does not hold, a few
+  // statements per projection and row family instead of one per row: first the mirror and
+  // source rows, then the groups, which include the groups the source rows were in.
+  void prefetch(const std::vector<ChangeEvent>& events, BatchState& b) {
+    Wanted wanted(store_->specs().size());
+    for (const auto& ev : events)
+      for (const auto& part : ev.parts)
+        want(wanted, part.projection,
+             store_->specs()[part.projection].kind == ProjectionKind::mirror ? RowFamily::mirror
+                                                                             : RowFamily::source,
+             ev.key);
+    load_wanted(wanted, b);
+    for (const auto& ev : events)
+      for (const auto& part : ev.parts) {
+        if (store_->specs()[part.projection].kind != ProjectionKind::aggregate) continue;
+        if (part.has_image) want(wanted, part.projection, RowFamily::group, part.group);
+        const std::string ck = cache_key(part.projection, RowFamily::source, ev.key);
+        const RowState* src = cache_.peek(ck);
+        if (!src)
+          if (auto it = b.loaded.find(ck); it != b.loaded.end()) src = &it->second;
+        if (src && src->present) want(wanted, part.projection, RowFamily::group, src->data);
+      }
+    load_wanted(wanted, b);
+  }
+
+  // Per projection, per row family: the keys to read, and all keys asked for (no repeats).
+  struct Wanted {
+    explicit Wanted(size_t projections) : keys(projections) {}
+    std::vector<std::vector<std::vector<std::string>>> keys;  // [projection][family]
+    std::unordered_set<std::string> seen;                     // cache keys
+  };
+  static size_t family_index(RowFamily f) {
+    return f == RowFamily::mirror ? 0 : f == RowFamily::group ? 1 : 2;
+  }
+
+  void want(Wanted& w, size_t p, RowFamily f, const std::string& key) {
+    auto [ck, added] = w.seen.insert(cache_key(p, f, key));
+    if (!added || cache_.peek(*ck)) return;
+    auto& keys = w.keys[p];
+    keys.resize(3);
+    keys[family_index(f)].push_back(key);
+  }
+
+  void load_wanted(Wanted& w, BatchState& b) {
+    static constexpr RowFamily kFamilies[] = {RowFamily::mirror, RowFamily::group,
+                                              RowFamily::source};
+    for (size_t p = 0; p < w.keys.size(); ++p)
+      for (size_t i = 0; i < w.keys[p].size(); ++i) {
+        if (w.keys[p][i].empty()) continue;
+        store_->load_many(p, kFamilies[i], w.keys[p][i], cache_key(p, kFamilies[i], ""), b.loaded);
+        w.keys[p][i].clear();
+      }
   }
 
   void flush(BatchState& b) {
     const int64_t now = wall_ms();
-    for (const auto& ck : b.order) {
-      Dirty& d = b.dirty.at(ck);
-      if (d.changed) store_->save(d.projection, d.family, d.key, d.now, d.before, now);
-    }
+    for (const Dirty* d : b.order)
+      if (d->changed) store_->save(d->projection, d->family, d->key, d->now, d->before, now);
+    store_->write_queued();
     b.order.clear();
   }
 
@@ -631,6 +690,7 @@ class ProjectionTransform final : public sluice::Transform {
         // Rows written so far in this batch go first; then the older rows are cleared.
         flush(b);
         b.dirty.clear();
+        b.loaded.clear();  // read before the truncate
         cache_.clear();
         if (store_->specs()[p].kind == ProjectionKind::aggregate) {
           // Take the truncated source rows' contributions out of their groups.

@@ -129,11 +129,22 @@ class RowCache {
     return &it->second->value;
   }
 
+  // The cached value (not expired) without counting or reordering anything, or nullptr.
+  const V* peek(const std::string& key) const {
+    auto it = index_.find(key);
+    if (it == index_.end()) return nullptr;
+    const Node& n = *it->second;
+    if (options_.policy == EvictionPolicy::ttl && now_ms_() >= n.written_ms + options_.ttl_ms)
+      return nullptr;
+    return &n.value;
+  }
+
   // Inserts or replaces; may evict.
   void put(const std::string& key, V value) {
     if (capacity_ == 0) return;
-    auto it = index_.find(key);
-    if (it != index_.end()) {
+    // One lookup for both cases: a new key gets its slot here and its node below.
+    auto [it, added] = index_.try_emplace(key);
+    if (!added) {
       it->second->value = std::move(value);
       it->second->written_ms = now_ms_();
       if (options_.policy == EvictionPolicy::ttl) {
@@ -148,13 +159,13 @@ class RowCache {
     if (options_.policy == EvictionPolicy::adaptive) {
       n.segment = Segment::window;
       lists_[kWindow].push_front(std::move(n));
-      index_[key] = lists_[kWindow].begin();
+      it->second = lists_[kWindow].begin();
       balance();
       return;
     }
     lists_[0].push_front(std::move(n));
     auto pos = lists_[0].begin();
-    index_[key] = pos;
+    it->second = pos;
     if (options_.policy == EvictionPolicy::lfu) lfu_order_.insert({pos->freq, pos->tick, pos});
     while (index_.size() > capacity_) evict_one();
   }

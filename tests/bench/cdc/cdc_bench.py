@@ -6,7 +6,8 @@ Needs BUILD_DIR/bin/sluice and the plugins in BUILD_DIR/plugins-out (targets slu
 cdc, projection; scripts/bench builds them in Release). Writes BUILD_DIR/bench/cdc.json in the
 shape of shared/DESIGN.md §9.
 
-Arms, in one invocation on the same input:
+Arms, in one invocation on the same input (also sluice_two_stage: the debezium transform
+decodes, the projection folds; sluice_no_cache: the sluice arm with the row cache off):
   sluice  `sluice run`: file source -> debezium -> projection (mirrors customers and accounts,
           aggregate account_balances: sum, count, last) -> null sink for the derived events.
           records_per_s = change events / wall time of the run; peak_rss_mb and the row cache's
@@ -72,9 +73,13 @@ def transforms_yaml(store, fused):
     {store}"""
 
 
-def run_sluice(build, work, events, fused=True, tag="sluice", store=None):
+CACHE = "{capacity: 200000, policy: adaptive}"
+
+
+def run_sluice(build, work, events, fused=True, tag="sluice", store=None, cache=CACHE):
     """One `sluice run` of the pipeline; `store` the projection's store settings (YAML at
-    indentation 4), default a fresh SQLite file. Returns its figures and that file."""
+    indentation 4), default a fresh SQLite file; `cache` its row cache. Returns its figures and
+    that file."""
     db = work / f"projections-{tag}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
@@ -86,7 +91,7 @@ def run_sluice(build, work, events, fused=True, tag="sluice", store=None):
 name: cdc-bench
 source: {{type: file, path: {events}, offset_file: {offset}, validate_json: false}}
 {transforms_yaml(store, fused)}
-    cache: {{capacity: 200000, policy: adaptive}}
+    cache: {cache}
     projections:
       - {{name: customers, kind: mirror, table: bank.customers}}
       - {{name: accounts, kind: mirror, table: bank.accounts}}
@@ -205,7 +210,10 @@ def main():
     print(f"cdc bench: sluice {sluice['summary']}", flush=True)
     two_stage, two_db = run_sluice(build, work, events, fused=False, tag="two_stage")
     print(f"cdc bench: two-stage {two_stage['summary']}", flush=True)
-    same = projection_rows(db) == projection_rows(two_db)
+    no_cache, no_cache_db = run_sluice(build, work, events, tag="no_cache",
+                                       cache="{capacity: 0}")
+    print(f"cdc bench: no row cache {no_cache['summary']}", flush=True)
+    same = projection_rows(db) == projection_rows(two_db) == projection_rows(no_cache_db)
     floor = run_floor(work, db)
     ratio = sluice["records_per_s"] / floor["records_per_s"]
     result = {
@@ -225,6 +233,11 @@ def main():
                                  "peak_rss_mb": round(two_stage["peak_rss_mb"], 1),
                                  "cpu_us_per_event": round(two_stage["cpu_us_per_event"], 2),
                                  "same_rows_as_sluice": same},
+            "sluice_no_cache": {"records_per_s": round(no_cache["records_per_s"], 1),
+                                "seconds": round(no_cache["seconds"], 3),
+                                "peak_rss_mb": round(no_cache["peak_rss_mb"], 1),
+                                "cpu_us_per_event": round(no_cache["cpu_us_per_event"], 2),
+                                "same_rows_as_sluice": same},
             "floor": {"records_per_s": round(floor["records_per_s"], 1),
                       "rows": floor["rows"], "seconds": round(floor["seconds"], 3)},
         },

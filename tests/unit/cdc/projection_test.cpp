@@ -454,3 +454,105 @@ TEST_CASE("projection decodes Debezium records itself and folds them as debezium
   CHECK(fold_state(dir.file("envelope.db")) == fold_state(dir.file("two.db")));
   CHECK(values(from_lines) == values(expected));
 }
+
+namespace {
+
+// A customer change: `n` is the name in its image.
+TestRecord customer(char op, int id, int64_t lsn, const std::string& n = "x") {
+  const std::string key = R"({"id":)" + std::to_string(id) + "}";
+  const std::string row = R"({"id":)" + std::to_string(id) + R"(,"n":")" + n + R"("})";
+  return change("bank.customers", op, key, lsn, op == 'd' ? "null" : row, op == 'd' ? row : "null");
+}
+
+// Rows already stored (live, deleted, in groups), then one batch that touches many of them
+// several times: repeated keys, deletes then inserts of one key, rows moving between groups,
+// and more distinct keys than one batched read takes.
+std::pair<std::vector<TestRecord>, std::vector<TestRecord>> busy_batches() {
+  std::vector<TestRecord> first, second;
+  int64_t lsn = 100;
+  for (int id = 1; id <= 5; ++id) first.push_back(customer('c', id, ++lsn, "a"));
+  first.push_back(customer('d', 2, ++lsn));
+  for (int id = 1; id <= 6; ++id) first.push_back(tx('c', id, id % 3, id * 10, ++lsn));
+  first.push_back(tx('d', 6, 0, 60, ++lsn));
+  for (const char* n : {"b", "c", "c"}) second.push_back(customer('u', 1, ++lsn, n));
+  second.push_back(customer('c', 2, ++lsn, "back"));  // deleted before this batch
+  second.push_back(customer('d', 2, ++lsn));
+  second.push_back(customer('c', 2, ++lsn, "again"));
+  second.push_back(customer('d', 3, ++lsn));  // live before this batch
+  second.push_back(customer('c', 3, ++lsn, "new"));
+  second.push_back(customer('d', 4, ++lsn));
+  second.push_back(tx('u', 1, 2, 11, ++lsn));  // moves from group 1 to 2, then to 0
+  second.push_back(tx('u', 1, 0, 12, ++lsn));
+  second.push_back(tx('d', 2, 2, 20, ++lsn));  // deleted, then inserted into another group
+  second.push_back(tx('c', 2, 1, 21, ++lsn));
+  second.push_back(tx('c', 6, 0, 61, ++lsn));  // deleted before this batch
+  for (int id = 100; id < 400; ++id) {
+    second.push_back(customer('c', id, ++lsn, "bulk"));
+    second.push_back(tx('c', id, id % 40, id, ++lsn));
+  }
+  second.push_back(tx('d', 150, 150 % 40, 150, ++lsn));
+  second.push_back(customer('u', 150, ++lsn, "late"));
+  return {first, second};
+}
+
+}  // namespace
+
+TEST_CASE("a batch folds to the same rows and derived events as its events one at a time") {
+  TempDir dir;
+  const auto [first, second] = busy_batches();
+  const std::string batched_db = dir.file("batched.db"), single_db = dir.file("single.db");
+  Output batched;
+  Projection(config(batched_db)).run(first);
+  {
+    // A fresh instance: nothing cached, every row of the batch comes from the store.
+    Projection p(config(batched_db));
+    batched = p.run(second);
+  }
+  Output single;
+  {
+    Projection p(config(single_db, R"("cache":{"capacity":0},)"));
+    for (const auto& r : first) p.run({r});
+    for (const auto& r : second) {
+      auto out = p.run({r});
+      single.records.insert(single.records.end(), out.records.begin(), out.records.end());
+    }
+  }
+  CHECK(fold_state(batched_db).size() > 600);  // more keys than one batched read takes
+  CHECK(fold_state(batched_db) == fold_state(single_db));
+  CHECK(values(batched) == values(single));
+  CHECK(rows(batched_db, "select data from customers where key = '{\"id\":2}'") ==
+        std::vector<std::string>{R"({"id":2,"n":"again"})"});
+}
+
+TEST_CASE("a batch whose write fails leaves nothing behind, in the store or in the next batch") {
+  TempDir dir;
+  const std::string db = dir.file("p.db");
+  Projection p(config(db));
+  p.run({customer('c', 1, 10, "a")});
+  {
+    // Another connection adds a trigger that refuses one key: the batch's upsert fails.
+    sqlite3* h = nullptr;
+    REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(h,
+                         "CREATE TRIGGER refuse BEFORE INSERT ON customers WHEN NEW.key = "
+                         "'{\"id\":666}' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(h);
+  }
+  const std::vector<TestRecord> failing{customer('u', 1, 20, "lost"), customer('c', 2, 21, "b"),
+                                        customer('c', 666, 22, "x")};
+  FakeWriter w;
+  CHECK_FALSE(p.instance.process(failing, w).ok());
+  // The next batch writes only its own rows, and the failed batch's retry applies in full.
+  p.run({customer('c', 3, 30, "c")});
+  CHECK(rows(db, "select key, data from customers order by key") ==
+        std::vector<std::string>{R"({"id":1}|{"id":1,"n":"a"})", R"({"id":3}|{"id":3,"n":"c"})"});
+  {
+    sqlite3* h = nullptr;
+    REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(h, "DROP TRIGGER refuse", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(h);
+  }
+  CHECK(p.run(failing).records.size() == 3);
+  CHECK(rows(db, "select count(*) from customers") == std::vector<std::string>{"4"});
+}
