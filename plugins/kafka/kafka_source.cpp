@@ -674,8 +674,10 @@ void KafkaSource::log_transaction_totals() {
   using Ms = std::chrono::duration<double, std::milli>;
   const double n = static_cast<double>(std::max<size_t>(totals_.committed, 1));
   const std::string sizing =
-      sizer_ ? fmt::format("sized toward transaction_target_ms {}, last size {} records",
-                           sizer_->target().count(), sizer_->size())
+      sizer_ ? fmt::format(
+                   "sized toward transaction_target_ms {}: settled at {} records, last "
+                   "size {} records",
+                   sizer_->target().count(), sizer_->settled(), sizer_->size())
              : fmt::format("transaction_interval_ms {}", transaction_interval_.count());
   host_.info(fmt::format(
       "kafka source: exactly-once: {} transactions committed, {} aborted; {:.0f} records and "

@@ -42,7 +42,7 @@ FILE_ARMS = ("floor", "sluice")
 TRANSACTIONS_RE = re.compile(
     r"exactly-once: (?P<committed>\d+) transactions committed, (?P<aborted>\d+) aborted; "
     r"(?P<records_per_transaction>\d+) records and (?P<ms_per_transaction>\d+) ms per committed"
-    r"(?:.*?last size (?P<settled_size>\d+) records)?")
+    r"(?:.*?settled at (?P<settled_size>\d+) records)?")
 
 
 def machine():

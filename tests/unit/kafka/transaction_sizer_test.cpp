@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 
 using sluice::kafka::TransactionSizer;
@@ -16,6 +17,11 @@ namespace {
 void run(TransactionSizer& sizer, std::chrono::microseconds per_record,
          std::chrono::milliseconds fixed, int rounds) {
   for (int i = 0; i < rounds; ++i) {
+    if (sizer.size() == 0) {  // the first transaction ends on the clock, at the target
+      const auto room = std::max(sizer.target() - fixed, std::chrono::milliseconds(0));
+      sizer.committed(std::max<size_t>(1, static_cast<size_t>(room / per_record)), sizer.target());
+      continue;
+    }
     const size_t n = sizer.size();
     sizer.committed(n, fixed + per_record * static_cast<int64_t>(n));
   }
@@ -53,20 +59,36 @@ TEST_CASE("one slow commit moves the size by at most half") {
   CHECK(sizer.size() == (settled / 2) * 2);
 }
 
+TEST_CASE("the first transaction ends at the target and sizes the next from its rate") {
+  TransactionSizer sizer(1000ms);
+  CHECK(sizer.size() == 0);
+  CHECK_FALSE(sizer.due(1'000'000, 999ms));
+  CHECK(sizer.due(0, 1000ms));
+  sizer.committed(80'000, 1000ms);
+  CHECK(sizer.size() == 80'000);  // no ramp from a guessed size
+}
+
 TEST_CASE("a transaction ends at its size, or at twice the target on a trickle") {
   TransactionSizer sizer(1000ms);
+  sizer.committed(5000, 1000ms);
   const size_t size = sizer.size();
   CHECK_FALSE(sizer.due(size - 1, 100ms));
   CHECK(sizer.due(size, 100ms));
   CHECK_FALSE(sizer.due(3, 1999ms));
   CHECK(sizer.due(3, 2000ms));
-  // A trickle cut by the time limit sizes the next transaction from what came in.
+  // A trickle cut by the time limit sizes the next transaction from what came in, and the size
+  // it had settled on while input kept up stays known.
+  sizer.committed(size, 1000ms);
+  CHECK(sizer.settled() == size);
   sizer.committed(3, 2000ms);
   CHECK(sizer.size() == TransactionSizer::kMinRecords);
+  CHECK(sizer.settled() == size);
 }
 
 TEST_CASE("the size stays within its bounds") {
   TransactionSizer sizer(10s);
+  run(sizer, 1us, 1ms, 1);  // 9,999,000 records in the first 10 s
+  CHECK(sizer.size() == TransactionSizer::kMaxRecords);
   run(sizer, 0us, 1ms, 60);
   CHECK(sizer.size() == TransactionSizer::kMaxRecords);
   TransactionSizer tiny(1ms);
