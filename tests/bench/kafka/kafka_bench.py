@@ -39,6 +39,8 @@ EXACTLY_ONCE_TARGET_RATIO = 0.7
 TRANSACTION_TARGET_MS = 1000
 ARMS = ("floor", "sluice", "exactly_once")
 FILE_ARMS = ("floor", "sluice")
+# Each arm's medians in the JSON.
+FIGURES = ("records_per_s", "peak_rss_mb", "cpu_seconds", "cpu_us_per_record", "cores_used")
 TRANSACTIONS_RE = re.compile(
     r"exactly-once: (?P<committed>\d+) transactions committed, (?P<aborted>\d+) aborted; "
     r"(?P<records_per_transaction>\d+) records and (?P<ms_per_transaction>\d+) ms per committed"
@@ -72,6 +74,12 @@ def process_cpu_seconds(pid):
     """utime + stime of a running process, from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tool_cpu_seconds(stdout):
+    """The CPU seconds sluice-kafka-bench prints when it is done."""
+    m = re.search(r"cpu_seconds ([\d.]+)", stdout or "")
+    return float(m.group(1)) if m else None
 
 
 def wait_for_size(path, size, proc, timeout_s=600):
@@ -196,6 +204,7 @@ admin:
                                     capture_output=True, text=True)
             seconds = time.monotonic() - started
             peak = rss.stop() if is_sluice else None
+            cpu = process_cpu_seconds(proc.pid) if is_sluice else None
             if is_sluice:
                 proc.send_signal(signal.SIGTERM)
             try:
@@ -205,22 +214,32 @@ admin:
                 stdout, _ = proc.communicate()
             if not is_sluice:
                 peak = rss.stop()
+                cpu = tool_cpu_seconds(stdout)
         if waited.returncode != 0 or proc.returncode != 0:
             raise RuntimeError(f"{arm} run {rep}: exit {proc.returncode}, "
                                f"{waited.stderr.strip()} (log: {log_path})")
-        run = {"arm": arm, "rep": rep, "seconds": round(seconds, 3),
-               "records_per_s": round(self.records / seconds, 1),
-               "peak_rss_mb": None if peak is None else round(peak, 1)}
-        m = SUMMARY_RE.search(stdout or "")
-        if m:
-            run["summary"] = {k: float(v) if "." in v else (int(v) if v.isdigit() else v)
-                              for k, v in m.groupdict().items()}
+        run = self.run_figures(arm, rep, seconds, peak, cpu, stdout)
         t = TRANSACTIONS_RE.search(log_path.read_text())
         if t:
             run["transactions"] = {k: int(v) for k, v in t.groupdict().items() if v is not None}
         self.tool_run("delete-topic", self.bootstrap, out_topic)
         print(f"kafka: {arm} run {rep + 1}/{self.reps}: {run['records_per_s']:,.0f} records/s "
-              f"in {seconds:.2f} s, peak RSS {run['peak_rss_mb']} MB", flush=True)
+              f"in {seconds:.2f} s, {run['cpu_us_per_record']} us CPU per record, "
+              f"{run['cores_used']} cores, peak RSS {run['peak_rss_mb']} MB", flush=True)
+        return run
+
+    def run_figures(self, arm, rep, seconds, peak, cpu, stdout):
+        """One run's figures: time, rate, memory, CPU (per record, cores) and sluice's summary."""
+        run = {"arm": arm, "rep": rep, "seconds": round(seconds, 3),
+               "records_per_s": round(self.records / seconds, 1),
+               "peak_rss_mb": None if peak is None else round(peak, 1),
+               "cpu_seconds": None if cpu is None else round(cpu, 3),
+               "cpu_us_per_record": None if cpu is None else round(cpu / self.records * 1e6, 3),
+               "cores_used": None if cpu is None else round(cpu / seconds, 3)}
+        m = SUMMARY_RE.search(stdout or "")
+        if m:
+            run["summary"] = {k: float(v) if "." in v else (int(v) if v.isdigit() else v)
+                              for k, v in m.groupdict().items()}
         return run
 
     def start(self, name):
@@ -292,8 +311,7 @@ admin:
             if arm == "floor":
                 seconds = time.monotonic() - started
                 peak = rss.stop()
-                m = re.search(r"cpu_seconds ([\d.]+)", stdout or "")
-                cpu = float(m.group(1)) if m else None
+                cpu = tool_cpu_seconds(stdout)
                 self.file_bytes = path.stat().st_size
         with open(path, "rb") as f:
             lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
@@ -301,16 +319,7 @@ admin:
             raise RuntimeError(f"kafka_file {arm} run {rep}: exit {proc.returncode}, {lines} "
                                f"lines of {self.records} (log: {log_path})")
         path.unlink()
-        run = {"arm": arm, "rep": rep, "seconds": round(seconds, 3),
-               "records_per_s": round(self.records / seconds, 1),
-               "peak_rss_mb": None if peak is None else round(peak, 1),
-               "cpu_seconds": None if cpu is None else round(cpu, 3),
-               "cpu_us_per_record": None if cpu is None else round(cpu / self.records * 1e6, 3),
-               "cores_used": None if cpu is None else round(cpu / seconds, 3)}
-        m = SUMMARY_RE.search(stdout or "")
-        if m:
-            run["summary"] = {k: float(v) if "." in v else (int(v) if v.isdigit() else v)
-                              for k, v in m.groupdict().items()}
+        run = self.run_figures(arm, rep, seconds, peak, cpu, stdout)
         print(f"kafka_file: {arm} run {rep + 1}/{self.reps}: {run['records_per_s']:,.0f} "
               f"records/s in {seconds:.2f} s, {run['cpu_us_per_record']} us CPU per record, "
               f"{run['cores_used']} cores", flush=True)
@@ -320,8 +329,7 @@ admin:
         started, result = self.start("kafka_file")
         runs = [self.measure_file(arm, rep) for rep in range(self.reps) for arm in FILE_ARMS]
         self.tool_run("delete-topic", self.bootstrap, self.input)
-        keys = ("records_per_s", "peak_rss_mb", "cpu_seconds", "cpu_us_per_record", "cores_used")
-        arms = {arm: {k: median_of(runs, arm, k) for k in keys} for arm in FILE_ARMS}
+        arms = {arm: {k: median_of(runs, arm, k) for k in FIGURES} for arm in FILE_ARMS}
         value = (round(arms["sluice"]["records_per_s"] / arms["floor"]["records_per_s"], 4)
                  if arms["floor"]["records_per_s"] else None)
         result.update(self.config(started, "file", (
@@ -352,8 +360,7 @@ admin:
                 runs.append(self.measure(arm, rep))
         self.tool_run("delete-topic", self.bootstrap, self.input)
 
-        arms = {arm: {"records_per_s": median_of(runs, arm, "records_per_s"),
-                      "peak_rss_mb": median_of(runs, arm, "peak_rss_mb")} for arm in ARMS}
+        arms = {arm: {k: median_of(runs, arm, k) for k in FIGURES} for arm in ARMS}
         transactions = [r["transactions"] for r in runs if "transactions" in r]
         if transactions:
             arms["exactly_once"]["transactions"] = {

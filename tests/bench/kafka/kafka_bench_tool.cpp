@@ -268,7 +268,8 @@ int copy(const std::string& bootstrap, const std::string& in, const std::string&
   flush_all(producer.get());
   rd_kafka_commit(consumer.get(), nullptr, 0);
   rd_kafka_consumer_close(consumer.get());
-  fmt::print("copied {} records from {} to {}\n", g_delivered.load(), in, out);
+  fmt::print("copied {} records from {} to {}; cpu_seconds {:.3f}\n", g_delivered.load(), in, out,
+             cpu_seconds());
   return 0;
 }
 
