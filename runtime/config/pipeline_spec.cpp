@@ -24,6 +24,8 @@ const std::vector<std::string> kPipelineKeys = {
     "name", "source", "transforms", "sink", "dead_letter", "performance", "errors", "delivery"};
 // The key `delivery: exactly_once` hands to the kafka source and sink (plugins/kafka).
 constexpr const char* kExactlyOnceKey = "exactly_once_pipeline";
+// The key it hands a kafka dead-letter sink of such a pipeline, which joins the transaction.
+constexpr const char* kExactlyOnceDeadLetterKey = "exactly_once_dead_letter";
 
 bool valid_name(std::string_view name) {
   if (name.empty()) return false;
@@ -182,11 +184,12 @@ class FileParser {
   // The host's key may not be written by hand: `delivery:` is what sets it.
   void check_exactly_once_key_unset(const PipelineSpec& spec) {
     const auto check = [&](const StageSpec& stage) {
-      if (auto key = find_entry(stage.node, kExactlyOnceKey))
-        throw ConfigError(reader_.at(key->key),
-                          fmt::format("{}: '{}' is set by sluice; write `delivery: exactly_once` "
-                                      "on the pipeline instead",
-                                      stage.instance_name, kExactlyOnceKey));
+      for (const char* host_key : {kExactlyOnceKey, kExactlyOnceDeadLetterKey})
+        if (auto key = find_entry(stage.node, host_key))
+          throw ConfigError(reader_.at(key->key),
+                            fmt::format("{}: '{}' is set by sluice; write `delivery: "
+                                        "exactly_once` on the pipeline instead",
+                                        stage.instance_name, host_key));
     };
     check(spec.source);
     check(spec.sink);
@@ -194,30 +197,53 @@ class FileParser {
   }
 
   // Exactly once needs a Kafka transaction around the output and the consumed offsets: a kafka
-  // source and sink, in the host's process (they meet inside the kafka module), and no
-  // dead-letter sink, whose writes could not join that transaction (a crash after a
-  // dead-letter write and before the commit would write it again).
+  // source and sink, in the host's process (they meet inside the kafka module). A dead-letter
+  // sink joins that transaction only if it is kafka on the sink's cluster: any other sink's
+  // writes could not be undone with an aborted transaction, so a crash after a dead-letter
+  // write and before the commit would write that dead letter again.
   void set_up_exactly_once(PipelineSpec& spec) {
-    const auto refuse = [&](const Location& where, const std::string& why) {
-      throw ConfigError(where, fmt::format("delivery: exactly_once: {}", why));
-    };
     for (const StageSpec* stage : {&spec.source, &spec.sink}) {
       if (stage->type != "kafka")
-        refuse(stage->type_location,
-               fmt::format("needs a kafka {} (a Kafka transaction covers the output and the "
-                           "consumed offsets), not '{}'",
-                           stage->role, stage->type));
-      if (stage->isolation.process)
-        refuse(stage->location, fmt::format("the kafka {} must run in the host's process "
-                                            "(isolation: none)",
-                                            stage->role));
+        refuse_exactly_once(stage->type_location,
+                            fmt::format("needs a kafka {} (a Kafka transaction covers the output "
+                                        "and the consumed offsets), not '{}'",
+                                        stage->role, stage->type));
+      refuse_isolated(*stage);
     }
-    if (spec.dead_letter)
-      refuse(spec.dead_letter->location,
-             "a dead-letter sink cannot join the Kafka transaction, so a crash could write a "
-             "dead letter twice; remove it (rejected records then follow errors.tolerance)");
+    if (spec.dead_letter) join_dead_letter(*spec.dead_letter, spec);
     spec.source.node[kExactlyOnceKey] = spec.name;
     spec.sink.node[kExactlyOnceKey] = spec.name;
+  }
+
+  [[noreturn]] static void refuse_exactly_once(const Location& where, const std::string& why) {
+    throw ConfigError(where, fmt::format("delivery: exactly_once: {}", why));
+  }
+
+  static void refuse_isolated(const StageSpec& stage) {
+    if (stage.isolation.process)
+      refuse_exactly_once(stage.location, fmt::format("the kafka {} must run in the host's process "
+                                                      "(isolation: none)",
+                                                      stage.role));
+  }
+
+  void join_dead_letter(StageSpec& dead_letter, const PipelineSpec& spec) {
+    if (dead_letter.type != "kafka")
+      refuse_exactly_once(
+          dead_letter.type_location,
+          fmt::format("the dead-letter sink must be kafka, not '{}': only records produced to "
+                      "Kafka can join the transaction; another sink's writes would be repeated "
+                      "after a crash (remove it, and rejected records follow errors.tolerance)",
+                      dead_letter.type));
+    refuse_isolated(dead_letter);
+    const auto bootstrap = [](const StageSpec& stage) {
+      const YAML::Node node = stage.node["bootstrap_servers"];
+      return node && node.IsScalar() ? node.Scalar() : std::string();
+    };
+    if (bootstrap(dead_letter) != bootstrap(spec.sink))
+      refuse_exactly_once(dead_letter.location,
+                          "the kafka dead-letter sink must use the sink's bootstrap_servers (a "
+                          "transaction spans one cluster)");
+    dead_letter.node[kExactlyOnceDeadLetterKey] = spec.name;
   }
 
   StageSpec parse_stage(const Entry& entry, std::string role, const std::string& default_name,

@@ -965,8 +965,8 @@ BENCHMARKS = {
     "isolation": bench_isolation,
     "transforms": bench_transforms,
 }
-EXTERNAL = ["kafka", "cdc", "cdc_postgres"]
-EXTERNAL_SCRIPTS = {"cdc_postgres": "cdc/run_postgres.sh"}
+EXTERNAL = ["kafka", "kafka_file", "cdc", "cdc_postgres"]
+EXTERNAL_SCRIPTS = {"cdc_postgres": "cdc/run_postgres.sh", "kafka_file": "kafka/run_file.sh"}
 
 
 def print_table(result):

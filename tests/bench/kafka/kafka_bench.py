@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Kafka benchmark: topic -> sluice (pass-through) -> topic against the raw librdkafka floor.
 
+With --suite kafka_file: topic -> sluice -> file (file sink, fsync none, one value per line)
+against a raw librdkafka loop that consumes and writes the same lines (sluice-kafka-bench
+to-file). The floor runs first in each round; its file's size is what the sluice arm must reach.
+Each arm reports CPU seconds per record and cores used (CPU seconds / wall seconds).
+
 Three arms: floor (raw librdkafka), sluice (at-least-once) and exactly_once (sluice with
 `delivery: exactly_once`: a transactional producer, offsets committed inside the transaction).
 
@@ -31,11 +36,15 @@ SUMMARY_RE = re.compile(
 PARTITIONS = 8
 TARGET_RATIO = 0.8
 EXACTLY_ONCE_TARGET_RATIO = 0.7
-TRANSACTION_INTERVAL_MS = 1000
+TRANSACTION_TARGET_MS = 1000
 ARMS = ("floor", "sluice", "exactly_once")
+FILE_ARMS = ("floor", "sluice")
+# Each arm's medians in the JSON.
+FIGURES = ("records_per_s", "peak_rss_mb", "cpu_seconds", "cpu_us_per_record", "cores_used")
 TRANSACTIONS_RE = re.compile(
     r"exactly-once: (?P<committed>\d+) transactions committed, (?P<aborted>\d+) aborted; "
-    r"(?P<records_per_transaction>\d+) records and (?P<ms_per_transaction>\d+) ms per committed")
+    r"(?P<records_per_transaction>\d+) records and (?P<ms_per_transaction>\d+) ms per committed"
+    r"(?:.*?settled at (?P<settled_size>\d+) records)?")
 
 
 def machine():
@@ -59,6 +68,30 @@ def vm_hwm_mb(pid):
     except OSError:
         pass
     return None
+
+
+def process_cpu_seconds(pid):
+    """utime + stime of a running process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tool_cpu_seconds(stdout):
+    """The CPU seconds sluice-kafka-bench prints when it is done."""
+    m = re.search(r"cpu_seconds ([\d.]+)", stdout or "")
+    return float(m.group(1)) if m else None
+
+
+def wait_for_size(path, size, proc, timeout_s=600):
+    """Waits until PATH holds SIZE bytes; fails if PROC exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size >= size:
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"sluice exited with {proc.returncode} before writing {path}")
+        time.sleep(0.005)
+    raise RuntimeError(f"{path} did not reach {size} bytes within {timeout_s} s")
 
 
 class PeakRss(threading.Thread):
@@ -85,6 +118,16 @@ class PeakRss(threading.Thread):
         self.done.set()
         self.join()
         return self.peak
+
+
+def check(name, value, target):
+    return {"name": name, "value": value, "op": ">=", "target": target,
+            "pass": None if value is None else value >= target}
+
+
+def median_of(runs, arm, key):
+    values = [r[key] for r in runs if r["arm"] == arm and r.get(key) is not None]
+    return round(statistics.median(values), 3) if values else None
 
 
 class Bench:
@@ -119,7 +162,7 @@ class Bench:
     def pipeline_yaml(self, out_topic, group, exactly_once):
         path = self.work / f"{out_topic}.yaml"
         delivery = "\n    delivery: exactly_once" if exactly_once else ""
-        transactional = (f"\n      transaction_interval_ms: {TRANSACTION_INTERVAL_MS}"
+        transactional = (f"\n      transaction_target_ms: {TRANSACTION_TARGET_MS}"
                          if exactly_once else "")
         path.write_text(f"""pipelines:
   - name: kafka-passthrough{delivery}
@@ -161,6 +204,7 @@ admin:
                                     capture_output=True, text=True)
             seconds = time.monotonic() - started
             peak = rss.stop() if is_sluice else None
+            cpu = process_cpu_seconds(proc.pid) if is_sluice else None
             if is_sluice:
                 proc.send_signal(signal.SIGTERM)
             try:
@@ -170,46 +214,157 @@ admin:
                 stdout, _ = proc.communicate()
             if not is_sluice:
                 peak = rss.stop()
+                cpu = tool_cpu_seconds(stdout)
         if waited.returncode != 0 or proc.returncode != 0:
             raise RuntimeError(f"{arm} run {rep}: exit {proc.returncode}, "
                                f"{waited.stderr.strip()} (log: {log_path})")
+        run = self.run_figures(arm, rep, seconds, peak, cpu, stdout)
+        t = TRANSACTIONS_RE.search(log_path.read_text())
+        if t:
+            run["transactions"] = {k: int(v) for k, v in t.groupdict().items() if v is not None}
+        self.tool_run("delete-topic", self.bootstrap, out_topic)
+        print(f"kafka: {arm} run {rep + 1}/{self.reps}: {run['records_per_s']:,.0f} records/s "
+              f"in {seconds:.2f} s, {run['cpu_us_per_record']} us CPU per record, "
+              f"{run['cores_used']} cores, peak RSS {run['peak_rss_mb']} MB", flush=True)
+        return run
+
+    def run_figures(self, arm, rep, seconds, peak, cpu, stdout):
+        """One run's figures: time, rate, memory, CPU (per record, cores) and sluice's summary."""
         run = {"arm": arm, "rep": rep, "seconds": round(seconds, 3),
                "records_per_s": round(self.records / seconds, 1),
-               "peak_rss_mb": None if peak is None else round(peak, 1)}
+               "peak_rss_mb": None if peak is None else round(peak, 1),
+               "cpu_seconds": None if cpu is None else round(cpu, 3),
+               "cpu_us_per_record": None if cpu is None else round(cpu / self.records * 1e6, 3),
+               "cores_used": None if cpu is None else round(cpu / seconds, 3)}
         m = SUMMARY_RE.search(stdout or "")
         if m:
             run["summary"] = {k: float(v) if "." in v else (int(v) if v.isdigit() else v)
                               for k, v in m.groupdict().items()}
-        t = TRANSACTIONS_RE.search(log_path.read_text())
-        if t:
-            run["transactions"] = {k: int(v) for k, v in t.groupdict().items()}
-        self.tool_run("delete-topic", self.bootstrap, out_topic)
-        print(f"kafka: {arm} run {rep + 1}/{self.reps}: {run['records_per_s']:,.0f} records/s "
-              f"in {seconds:.2f} s, peak RSS {run['peak_rss_mb']} MB", flush=True)
         return run
 
-    def run(self):
+    def start(self, name):
+        """The result's head; makes the input topic."""
         started = time.time()
-        result = {"benchmark": "kafka", "machine": machine(),
+        result = {"benchmark": name, "machine": machine(),
                   "quick": os.environ.get("SLUICE_BENCH_QUICK") == "1",
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))}
         self.prepare()
+        return started, result
+
+    def config(self, started, output, what):
+        """The result's duration and config; WHAT continues the description of the run."""
+        return {
+            "duration_s": round(time.time() - started, 1),
+            "config": {
+                "records": self.records, "partitions": PARTITIONS, "record_bytes": "~330",
+                "reps": self.reps,
+                "what_was_run": (
+                    f"{self.records} Debezium-like JSON records on {PARTITIONS} partitions, "
+                    f"topic -> arm -> new {output} per run, arms alternating floor/sluice, "
+                    f"{self.reps} runs each, medians; " + what)}}
+
+    def write(self, result):
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    def file_yaml(self, path, group):
+        yaml = self.work / f"{group}.yaml"
+        yaml.write_text(f"""pipelines:
+  - name: kafka-file
+    source:
+      type: kafka
+      bootstrap_servers: {self.bootstrap}
+      group_id: {group}
+      topics: [{self.input}]
+    sink:
+      type: file
+      path: {path}
+      fsync: none
+admin:
+  enabled: false
+""")
+        return yaml
+
+    def measure_file(self, arm, rep):
+        """One kafka_file run; the floor (first in each round) sets the bytes to wait for."""
+        group = f"bench-file-{arm}-{rep}-{self.run_id}"
+        path = self.work / f"{group}.jsonl"
+        path.unlink(missing_ok=True)
+        log_path = self.work / f"file-{arm}-{rep}.log"
+        if arm == "sluice":
+            cmd = [self.sluice, "--plugin-path", self.plugin_dir, "run",
+                   str(self.file_yaml(path, group))]
+        else:
+            cmd = [self.tool, "to-file", self.bootstrap, self.input, str(path), group,
+                   str(self.records)]
+        with open(log_path, "w") as log:
+            started = time.monotonic()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+            rss = PeakRss(proc.pid)
+            if arm == "sluice":
+                wait_for_size(path, self.file_bytes, proc)
+                seconds = time.monotonic() - started
+                cpu = process_cpu_seconds(proc.pid)
+                peak = rss.stop()
+                proc.send_signal(signal.SIGTERM)
+            stdout, _ = proc.communicate(timeout=600)
+            if arm == "floor":
+                seconds = time.monotonic() - started
+                peak = rss.stop()
+                cpu = tool_cpu_seconds(stdout)
+                self.file_bytes = path.stat().st_size
+        with open(path, "rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        if proc.returncode != 0 or lines != self.records:
+            raise RuntimeError(f"kafka_file {arm} run {rep}: exit {proc.returncode}, {lines} "
+                               f"lines of {self.records} (log: {log_path})")
+        path.unlink()
+        run = self.run_figures(arm, rep, seconds, peak, cpu, stdout)
+        print(f"kafka_file: {arm} run {rep + 1}/{self.reps}: {run['records_per_s']:,.0f} "
+              f"records/s in {seconds:.2f} s, {run['cpu_us_per_record']} us CPU per record, "
+              f"{run['cores_used']} cores", flush=True)
+        return run
+
+    def run_file(self):
+        started, result = self.start("kafka_file")
+        runs = [self.measure_file(arm, rep) for rep in range(self.reps) for arm in FILE_ARMS]
+        self.tool_run("delete-topic", self.bootstrap, self.input)
+        arms = {arm: {k: median_of(runs, arm, k) for k in FIGURES} for arm in FILE_ARMS}
+        value = (round(arms["sluice"]["records_per_s"] / arms["floor"]["records_per_s"], 4)
+                 if arms["floor"]["records_per_s"] else None)
+        result.update(self.config(started, "file", (
+                    "time = process start until the file "
+                    "holds every line (floor: until it exits after writing them); floor = "
+                    "sluice-kafka-bench to-file (one librdkafka consumer, values appended as "
+                    "lines through a 1 MiB stdio buffer), sluice = kafka source -> file sink "
+                    "(fsync none, format value) with default performance settings; CPU = user + "
+                    "system seconds of the arm's process until its output was complete")))
+        result.update({
+            "arms": arms,
+            "checks": [check("sluice_vs_raw_kafka_to_file", value, TARGET_RATIO)],
+            "runs": runs,
+        })
+        self.write(result)
+        print(f"kafka_file: sluice {arms['sluice']['records_per_s']} records/s "
+              f"({arms['sluice']['cpu_us_per_record']} us CPU per record, "
+              f"{arms['sluice']['cores_used']} cores), raw loop "
+              f"{arms['floor']['records_per_s']} records/s ({arms['floor']['cpu_us_per_record']} "
+              f"us, {arms['floor']['cores_used']} cores), ratio {value} (target >= "
+              f"{TARGET_RATIO}) -> {self.out}", flush=True)
+
+    def run(self):
+        started, result = self.start("kafka")
         runs = []
         for rep in range(self.reps):
             for arm in ARMS:
                 runs.append(self.measure(arm, rep))
         self.tool_run("delete-topic", self.bootstrap, self.input)
 
-        def median(arm, key):
-            values = [r[key] for r in runs if r["arm"] == arm and r[key] is not None]
-            return round(statistics.median(values), 1) if values else None
-
-        arms = {arm: {"records_per_s": median(arm, "records_per_s"),
-                      "peak_rss_mb": median(arm, "peak_rss_mb")} for arm in ARMS}
+        arms = {arm: {k: median_of(runs, arm, k) for k in FIGURES} for arm in ARMS}
         transactions = [r["transactions"] for r in runs if "transactions" in r]
         if transactions:
             arms["exactly_once"]["transactions"] = {
-                "transaction_interval_ms": TRANSACTION_INTERVAL_MS,
+                "transaction_target_ms": TRANSACTION_TARGET_MS,
                 **{k: statistics.median(t[k] for t in transactions) for k in transactions[0]}}
 
         def ratio(a, b):
@@ -218,33 +373,22 @@ admin:
             return None
         value = ratio("sluice", "floor")
         eos_value = ratio("exactly_once", "sluice")
-        result.update({
-            "duration_s": round(time.time() - started, 1),
-            "config": {
-                "records": self.records, "partitions": PARTITIONS, "record_bytes": "~330",
-                "reps": self.reps,
-                "what_was_run": (
-                    f"{self.records} Debezium-like JSON records on {PARTITIONS} partitions, "
-                    "topic -> arm -> new topic per run, arms alternating floor/sluice, "
-                    f"{self.reps} runs each, medians; time = process start until the output "
+        result.update(self.config(started, "topic", (
+                    "time = process start until the output "
                     "topic's end offsets reach the input count (exactly_once: until the group's "
                     "committed offsets do, i.e. the last transaction committed); floor = sluice-kafka-bench copy "
                     "(one librdkafka consumer + idempotent acks=all producer, linger.ms 5), "
                     "sluice = kafka source -> kafka sink with default performance settings, "
                     "exactly_once = the same with delivery: exactly_once and "
-                    f"transaction_interval_ms {TRANSACTION_INTERVAL_MS}")},
+                    f"transaction_target_ms {TRANSACTION_TARGET_MS} (adaptive size)")))
+        result.update({
             "arms": arms,
-            "checks": [{"name": "sluice_vs_librdkafka_floor", "value": value, "op": ">=",
-                        "target": TARGET_RATIO,
-                        "pass": None if value is None else value >= TARGET_RATIO},
-                       {"name": "exactly_once_vs_at_least_once", "value": eos_value, "op": ">=",
-                        "target": EXACTLY_ONCE_TARGET_RATIO,
-                        "pass": None if eos_value is None else
-                        eos_value >= EXACTLY_ONCE_TARGET_RATIO}],
+            "checks": [check("sluice_vs_librdkafka_floor", value, TARGET_RATIO),
+                       check("exactly_once_vs_at_least_once", eos_value,
+                             EXACTLY_ONCE_TARGET_RATIO)],
             "runs": runs,
         })
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.out.write_text(json.dumps(result, indent=2) + "\n")
+        self.write(result)
         print(f"kafka: sluice {arms['sluice']['records_per_s']} records/s "
               f"(peak RSS {arms['sluice']['peak_rss_mb']} MB), floor "
               f"{arms['floor']['records_per_s']} records/s, ratio {value} (target >= "
@@ -261,7 +405,10 @@ def main():
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--reps", type=int, default=3)
-    Bench(p.parse_args()).run()
+    p.add_argument("--suite", choices=("kafka", "kafka_file"), default="kafka")
+    args = p.parse_args()
+    bench = Bench(args)
+    bench.run_file() if args.suite == "kafka_file" else bench.run()
     return 0
 
 

@@ -2,6 +2,7 @@
 // consume-and-produce floor that sluice is measured against, and a cheap end-offset watcher.
 #include <fmt/format.h>
 #include <librdkafka/rdkafka.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <array>
@@ -211,12 +212,9 @@ std::atomic<bool> g_stop{false};
 // The floor: one consumer-group member and one idempotent producer in a tight loop, with nothing
 // between them: no batching, lanes, ack tracking or plugin boundary. Exits when COUNT records
 // are acknowledged by the broker; offsets are committed once at the end.
-int copy(const std::string& bootstrap, const std::string& in, const std::string& out,
-         const std::string& group, int64_t count) {
-  ConfPtr pconf = producer_conf(bootstrap);
-  rd_kafka_conf_set_dr_msg_cb(pconf.get(), &on_delivery);
-  HandlePtr producer = make_handle(RD_KAFKA_PRODUCER, std::move(pconf));
-
+// A consumer-group member of GROUP reading TOPIC from the start, committing automatically.
+HandlePtr subscribed_consumer(const std::string& bootstrap, const std::string& group,
+                              const std::string& topic) {
   ConfPtr cconf(rd_kafka_conf_new());
   set(cconf.get(), "bootstrap.servers", bootstrap);
   set(cconf.get(), "group.id", group);
@@ -226,19 +224,40 @@ int copy(const std::string& bootstrap, const std::string& in, const std::string&
   HandlePtr consumer = make_handle(RD_KAFKA_CONSUMER, std::move(cconf));
   rd_kafka_poll_set_consumer(consumer.get());
   PartitionListPtr topics(rd_kafka_topic_partition_list_new(1));
-  rd_kafka_topic_partition_list_add(topics.get(), in.c_str(), RD_KAFKA_PARTITION_UA);
+  rd_kafka_topic_partition_list_add(topics.get(), topic.c_str(), RD_KAFKA_PARTITION_UA);
   if (auto e = rd_kafka_subscribe(consumer.get(), topics.get()))
     throw std::runtime_error(fmt::format("subscribe: {}", rd_kafka_err2str(e)));
+  return consumer;
+}
 
+// The next record (null after 100 ms without one; errors are printed and skipped).
+MessagePtr next_record(rd_kafka_t* consumer) {
+  MessagePtr m(rd_kafka_consumer_poll(consumer, 100));
+  if (!m || !m->err) return m;
+  if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+    fmt::print(stderr, "consume: {}\n", rd_kafka_message_errstr(m.get()));
+  return nullptr;
+}
+
+// This process's user + system CPU seconds so far.
+double cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+int copy(const std::string& bootstrap, const std::string& in, const std::string& out,
+         const std::string& group, int64_t count) {
+  ConfPtr pconf = producer_conf(bootstrap);
+  rd_kafka_conf_set_dr_msg_cb(pconf.get(), &on_delivery);
+  HandlePtr producer = make_handle(RD_KAFKA_PRODUCER, std::move(pconf));
+
+  HandlePtr consumer = subscribed_consumer(bootstrap, group, in);
   int64_t consumed = 0;
   while (consumed < count && !g_stop.load()) {
-    MessagePtr m(rd_kafka_consumer_poll(consumer.get(), 100));
+    MessagePtr m = next_record(consumer.get());
     if (!m) continue;
-    if (m->err) {
-      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-        fmt::print(stderr, "consume: {}\n", rd_kafka_message_errstr(m.get()));
-      continue;
-    }
     rd_kafka_timestamp_type_t ts_type;
     const int64_t ts = rd_kafka_message_timestamp(m.get(), &ts_type);
     produce_one(producer.get(), out, m->key, m->key_len, m->payload, m->len,
@@ -249,7 +268,33 @@ int copy(const std::string& bootstrap, const std::string& in, const std::string&
   flush_all(producer.get());
   rd_kafka_commit(consumer.get(), nullptr, 0);
   rd_kafka_consumer_close(consumer.get());
-  fmt::print("copied {} records from {} to {}\n", g_delivered.load(), in, out);
+  fmt::print("copied {} records from {} to {}; cpu_seconds {:.3f}\n", g_delivered.load(), in, out,
+             cpu_seconds());
+  return 0;
+}
+
+// The raw Kafka -> file loop: each record's value as one line, appended through a 1 MiB stdio
+// buffer (no fsync, like the file sink's fsync: none); exits after COUNT records.
+int to_file(const std::string& bootstrap, const std::string& in, const std::string& path,
+            const std::string& group, int64_t count) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(std::fopen(path.c_str(), "a"), &std::fclose);
+  if (!out) throw std::runtime_error(fmt::format("cannot open {}", path));
+  std::vector<char> buffer(1u << 20);
+  std::setvbuf(out.get(), buffer.data(), _IOFBF, buffer.size());
+  HandlePtr consumer = subscribed_consumer(bootstrap, group, in);
+  int64_t written = 0;
+  while (written < count && !g_stop.load()) {
+    MessagePtr m = next_record(consumer.get());
+    if (!m) continue;
+    std::fwrite(m->payload, 1, m->len, out.get());
+    std::fputc('\n', out.get());
+    ++written;
+  }
+  if (std::fflush(out.get()) != 0) throw std::runtime_error(fmt::format("cannot write {}", path));
+  rd_kafka_commit(consumer.get(), nullptr, 0);
+  rd_kafka_consumer_close(consumer.get());
+  fmt::print("wrote {} records from {} to {}; cpu_seconds {:.3f}\n", written, in, path,
+             cpu_seconds());
   return 0;
 }
 
@@ -330,6 +375,7 @@ int usage() {
              "       sluice-kafka-bench delete-topic BOOTSTRAP TOPIC\n"
              "       sluice-kafka-bench produce BOOTSTRAP TOPIC COUNT\n"
              "       sluice-kafka-bench copy BOOTSTRAP IN OUT GROUP COUNT\n"
+             "       sluice-kafka-bench to-file BOOTSTRAP IN PATH GROUP COUNT\n"
              "       sluice-kafka-bench wait BOOTSTRAP TOPIC COUNT TIMEOUT_S\n"
              "       sluice-kafka-bench wait-committed BOOTSTRAP GROUP TOPIC COUNT TIMEOUT_S\n");
   return 2;
@@ -347,6 +393,8 @@ int main(int argc, char** argv) {
     if (a.size() == 3 && a[0] == "delete-topic") return topic_admin(a[1], a[2], 0, false);
     if (a.size() == 4 && a[0] == "produce") return produce(a[1], a[2], std::stoll(a[3]));
     if (a.size() == 6 && a[0] == "copy") return copy(a[1], a[2], a[3], a[4], std::stoll(a[5]));
+    if (a.size() == 6 && a[0] == "to-file")
+      return to_file(a[1], a[2], a[3], a[4], std::stoll(a[5]));
     if (a.size() == 5 && a[0] == "wait")
       return wait_for_end(a[1], a[2], std::stoll(a[3]), std::stoi(a[4]));
     if (a.size() == 6 && a[0] == "wait-committed")

@@ -4,9 +4,10 @@
 # Usage: run.sh BUILD_DIR OUT_JSON
 # Environment: SLUICE_BENCH_QUICK=1 (100,000 records, 3 runs each instead of 1,000,000),
 # SLUICE_KAFKA_BENCH_RECORDS / SLUICE_KAFKA_BENCH_REPS override the counts,
-# SLUICE_KAFKA_BOOTSTRAP uses a running broker instead of starting one.
+# SLUICE_KAFKA_BOOTSTRAP uses a running broker instead of starting one,
+# SLUICE_KAFKA_BENCH_SUITE=kafka_file runs topic -> file instead (run_file.sh sets it).
 set -euo pipefail
-[[ $# -eq 2 ]] || { sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[[ $# -eq 2 ]] || { sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source_dir="$(cd "$here/../../.." && pwd)"
 build_dir="$(cd "$1" && pwd)"
@@ -34,10 +35,11 @@ if [[ "${SLUICE_BENCH_QUICK:-0}" == 1 ]]; then records=${SLUICE_KAFKA_BENCH_RECO
 
 bootstrap=${SLUICE_KAFKA_BOOTSTRAP:-}
 if [[ -z "$bootstrap" ]]; then
-  service_dir="$build_dir/services/kafka-bench"
+  service_dir="$build_dir/services/kafka-bench-${SLUICE_KAFKA_BENCH_SUITE:-kafka}"
   bootstrap="$("$source_dir/scripts/kafka" start --dir "$service_dir")"
   trap '"$source_dir/scripts/kafka" stop --dir "$service_dir" >/dev/null 2>&1 || true' EXIT
 fi
 
 python3 "$here/kafka_bench.py" --build-dir "$build_dir" --out "$out_json" --tool "$tool" \
-  --bootstrap "$bootstrap" --records "$records" --reps "$reps"
+  --bootstrap "$bootstrap" --records "$records" --reps "$reps" \
+  --suite "${SLUICE_KAFKA_BENCH_SUITE:-kafka}"

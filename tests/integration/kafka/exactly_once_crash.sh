@@ -15,53 +15,15 @@ keys=1000
 partitions=8
 
 make_passthrough_topics
-# In the killed runs a producer queue of 100 records with linger.ms 40 keeps sluice slow enough
-# (a few thousand records/s; an exactly-once put does not wait for acknowledgements) for the
-# kills to land mid-flow; the final run goes at full speed. Concurrency 4 keeps several batches
-# in flight inside each transaction. Static membership (group.instance.id) lets each restart
-# take its partitions at once.
-cat >"$work/pipeline.yaml" <<YAML
-pipelines:
-  - name: exactly-once
-    delivery: exactly_once
-    source:
-      type: kafka
-      bootstrap_servers: $bootstrap
-      group_id: $group
-      topics: [$in]
-      transaction_interval_ms: 200
-      properties:
-        session.timeout.ms: 6000
-        heartbeat.interval.ms: 1000
-        group.instance.id: $run_id-member
-    sink:
-      type: kafka
-      bootstrap_servers: $bootstrap
-      topic: $out
-      transactional_id: $run_id
-      properties:
-        queue.buffering.max.messages: 100
-        linger.ms: 40
-    performance: {adaptive_batching: false, batch_size: 100, adaptive_concurrency: false, concurrency: 4}
-admin:
-  enabled: false
-YAML
-
-sed -e '/queue.buffering.max.messages/d' -e 's/linger.ms: 40/linger.ms: 5/' \
-  "$work/pipeline.yaml" >"$work/final.yaml"
+# Static membership (group.instance.id) lets each restart take its partitions at once.
+write_exactly_once_yaml "$work/pipeline.yaml" "$run_id" "transaction_interval_ms: 200" \
+  ", group.instance.id: $run_id-member" ""
+final_yaml "$work/pipeline.yaml" "$work/final.yaml"
 
 RANDOM=$$
 history=""
 for ((k = 1; k <= kills; k++)); do
-  before="$(end_offsets_sum "$out" "$partitions")"
-  start_sluice "$work/pipeline.yaml" "run$k"
-  pid=$last_pid
-  # Killed 0-2 s after this run's output started to grow: mid-flow, with a transaction open
-  # and batches in flight.
-  wait_for_end_offsets "$out" "$partitions" $((before + 200)) 60
-  sleep "$((RANDOM % 2)).$((RANDOM % 10))"
-  kill -KILL "$pid"
-  wait "$pid" 2>/dev/null || true
+  kill_mid_flow "$work/pipeline.yaml" "run$k" "$out" "$partitions"
   history+="${history:+, }$(end_offsets_sum "$out" "$partitions")"
 done
 log "output end offsets (committed, aborted and markers) at each of the $kills kills: $history"

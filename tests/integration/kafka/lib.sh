@@ -184,3 +184,88 @@ restart_until_complete() {
   result="$(check_records "$work/out.txt" "$count" "$keys" 0)" || fail "records missing: $result"
   log "$result"
 }
+
+# The partitions sluice NAME holds now, from its log: every assigned minus every revoked, one
+# per line.
+held_partitions() {
+  { grep -o 'kafka source: \(assigned\|revoked\) .*' "$work/$1.log" || true; } |
+    awk '{ sign = ($3 == "assigned") ? 1 : -1
+           for (i = 4; i <= NF; i++) { p = $i; sub(/,$/, "", p); held[p] += sign } }
+         END { for (p in held) if (held[p] > 0) print p }' | sort
+}
+
+# Waits until the sluice processes NAMES... (logs in $work) split PARTITIONS partitions between
+# them, each holding some.
+wait_for_spread() {
+  local partitions=$1 name all
+  shift
+  local deadline=$((SECONDS + 60))
+  while :; do
+    all="$(for name in "$@"; do held_partitions "$name"; done | sort -u | wc -l)"
+    if [[ "$all" == "$partitions" ]]; then
+      for name in "$@"; do [[ -n "$(held_partitions "$name")" ]] || continue 2; done
+      return 0
+    fi
+    ((SECONDS < deadline)) || fail "the group did not spread its partitions over $# members"
+    sleep 0.5
+  done
+}
+
+# The partitions a process took over in a rebalance: every "assigned" in the lines of the
+# logs NAME:FIRST_LINE... after FIRST_LINE, one per line.
+assigned_since() {
+  local spec name first
+  for spec in "$@"; do
+    name=${spec%%:*}
+    first=${spec#*:}
+    tail -n +"$((first + 1))" "$work/$name.log"
+  done | grep -o 'kafka source: assigned .*' | sed 's/kafka source: assigned //; s/, /\n/g' |
+    sort -u || true
+}
+
+# Starts sluice on YAML as NAME and SIGKILLs it 0-2 s after TOPIC (PARTITIONS partitions) grew
+# by 200 records: mid-flow, with batches (and a transaction) in flight. Seed RANDOM first.
+kill_mid_flow() {
+  local yaml=$1 name=$2 topic=$3 partitions=$4 before
+  before="$(end_offsets_sum "$topic" "$partitions")"
+  start_sluice "$yaml" "$name"
+  wait_for_end_offsets "$topic" "$partitions" $((before + 200)) 60
+  sleep "$((RANDOM % 2)).$((RANDOM % 10))"
+  kill -KILL "$last_pid"
+  wait "$last_pid" 2>/dev/null || true
+}
+
+# Three members a, b and c on $partitions partitions of $in, each on "$work/NAME.yaml": starts
+# them, waits until they split the partitions, produces $count records over $keys keys, and
+# SIGKILLs b once $out has a tenth of them. Sets pid (a and c), victim_partitions and
+# survivor_lines (where a's and c's logs stood at the kill, for survivors_took_over).
+start_three_kill_one() {
+  local name
+  declare -gA pid
+  for name in a b c; do
+    start_sluice "$work/$name.yaml" "$name"
+    pid[$name]=$last_pid
+  done
+  # The group is formed before any input exists, so every member gets work.
+  for name in a b c; do wait_for_log "$work/$name.log" "kafka source: assigned" 60; done
+  wait_for_spread "$partitions" a b c
+  for name in a b c; do log "$name holds $(held_partitions "$name" | tr '\n' ' ')"; done
+  produce_keyed "$in" "$count" "$keys"
+  log "produced $count records over $keys keys into $in"
+  # End offsets count aborted records and transaction markers too: progress, not the result.
+  wait_for_end_offsets "$out" "$partitions" $((count / 10)) 60
+  victim_partitions="$(held_partitions b)"
+  survivor_lines=("a:$(wc -l <"$work/a.log")" "c:$(wc -l <"$work/c.log")")
+  kill -KILL "${pid[b]}"
+  wait "${pid[b]}" 2>/dev/null || true
+}
+
+# a and c were assigned every partition of b in a rebalance after the kill.
+survivors_took_over() {
+  local taken p name
+  taken="$(assigned_since "${survivor_lines[@]}")"
+  for p in $victim_partitions; do
+    grep -qxF "$p" <<<"$taken" || fail "no survivor logged taking over $p after b was killed"
+  done
+  for name in a c; do log "$name holds after the kill $(held_partitions "$name" | tr '\n' ' ')"; done
+}

@@ -500,11 +500,35 @@ TEST_CASE("delivery: exactly_once pairs a kafka source and sink, and refuses any
   CHECK_CONFIG_ERROR(parse_error(kafka_pipeline + "delivery: twice\n"), "p.yaml:4:11:", "delivery");
   CHECK_CONFIG_ERROR(parse_error(kafka_pipeline + "dead_letter: {type: file, path: dlq.jsonl}\n"
                                                   "delivery: exactly_once\n"),
-                     "p.yaml:4:14:", "a dead-letter sink cannot join the Kafka transaction");
+                     "p.yaml:4:21:", "the dead-letter sink must be kafka, not 'file'");
+  CHECK_CONFIG_ERROR(
+      parse_error(kafka_pipeline +
+                  "dead_letter: {type: kafka, bootstrap_servers: 'other:9092', topic: dlq}\n"
+                  "delivery: exactly_once\n"),
+      "p.yaml:4:14:", "must use the sink's bootstrap_servers");
+  CHECK_CONFIG_ERROR(parse_error(kafka_pipeline +
+                                 "dead_letter: {type: kafka, topic: dlq, exactly_once_dead_letter: "
+                                 "x}\ndelivery: exactly_once\n"),
+                     "p.yaml:4:40:", "write `delivery: exactly_once`");
   CHECK_CONFIG_ERROR(parse_error("name: copy\n"
                                  "source: {type: kafka, group_id: g, topics: [in]}\n"
                                  "sink: {type: kafka, topic: out, exactly_once_pipeline: x}\n"),
                      "p.yaml:3:33:", "write `delivery: exactly_once`");
+}
+
+TEST_CASE("a kafka dead-letter sink of an exactly-once pipeline joins its transaction") {
+  const auto file = parse_pipelines(
+      "name: copy\n"
+      "source: {type: kafka, group_id: g, topics: [in]}\n"
+      "sink: {type: kafka, bootstrap_servers: 'k:9092', topic: out}\n"
+      "dead_letter: {type: kafka, bootstrap_servers: 'k:9092', topic: dlq}\n"
+      "delivery: exactly_once\n",
+      "p.yaml");
+  const PipelineSpec& p = file.pipelines[0];
+  REQUIRE(p.dead_letter);
+  // It produces through the sink's transactional producer, found by the pipeline's name.
+  CHECK(p.dead_letter->node["exactly_once_dead_letter"].as<std::string>() == "copy");
+  CHECK_FALSE(p.dead_letter->node["exactly_once_pipeline"]);
 }
 
 TEST_CASE("lanes follow the group_by of projection aggregates unless ordering is written") {

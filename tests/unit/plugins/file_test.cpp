@@ -282,6 +282,23 @@ TEST_CASE("file sink envelope format carries key, value, position and headers") 
   CHECK(std::string(d["value"].GetString()) == "not json");
 }
 
+TEST_CASE("file sink value format keeps one record per line when a value holds a line break") {
+  TempDir dir;
+  const std::string path = dir.file("out.jsonl");
+  Library lib(plugin_path("file"));
+  FakeHost host;
+  Instance sink(lib.plugin(SLUICE_KIND_SINK, "file"), host, R"({"path":")" + path + R"("})");
+  std::vector<TestRecord> records(4);
+  records[0].value = "{\"a\":1}";
+  records[1].value = "two\nlines";
+  records[2].value = "carriage\rreturn";
+  records[3].value = "{\n\"b\": 2}";
+  FakeWriter rejects;
+  REQUIRE(sink.put({records[0], records[1], records[2], records[3]}, rejects).ok());
+  // Plain values go out as they are; one with \n or \r becomes a JSON string or compact JSON.
+  CHECK(read_file(path) == "{\"a\":1}\n\"two\\nlines\"\n\"carriage\\rreturn\"\n{\"b\":2}\n");
+}
+
 TEST_CASE("file sink cuts a torn last line left by a killed run before it appends") {
   Library lib(plugin_path("file"));
   const auto& p = lib.plugin(SLUICE_KIND_SINK, "file");
