@@ -185,6 +185,11 @@ rapidjson::Document& Data::doc() {
   return *doc_;
 }
 
+bool Data::absent() {
+  if (!changed_) return !raw_;
+  return payload().IsNull() && !schema();
+}
+
 bool Data::is_null() {
   if (!raw_ && !changed_) return true;
   return payload().IsNull();
@@ -226,7 +231,7 @@ void Data::set_null() {
 
 std::optional<std::string_view> Data::bytes() {
   if (!changed_) return raw_;
-  if (payload().IsNull() && !schema()) return std::nullopt;
+  if (absent()) return std::nullopt;
   rapidjson::StringBuffer sb(nullptr, raw_ ? raw_->size() + 256 : 256);
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   doc_->Accept(w);
@@ -395,11 +400,11 @@ namespace {
 
 Predicate make_predicate(const Config& p) {
   const std::string type = option(p, "type");
-  if (type == "record_is_tombstone") return [](const RecordView& r) { return !r.has_value(); };
+  if (type == "record_is_tombstone") return [](const Subject& r) { return r.tombstone(); };
   if (type == "has_header_key") {
     const std::string name = option(p, "name");
     if (name.empty()) throw ConfigError("predicate.name", "has_header_key needs a name");
-    return [name](const RecordView& r) { return r.header(name).has_value(); };
+    return [name](const Subject& r) { return r.has_header(name); };
   }
   if (type == "topic_name_matches") {
     const std::string pattern = option(p, "pattern");
@@ -407,7 +412,7 @@ Predicate make_predicate(const Config& p) {
       throw ConfigError("predicate.pattern", "topic_name_matches needs a pattern");
     try {
       auto re = std::make_shared<std::regex>(pattern, std::regex::ECMAScript);
-      return [re](const RecordView& r) {
+      return [re](const Subject& r) {
         const std::string topic(r.topic());
         return std::regex_match(topic, *re);
       };
@@ -424,14 +429,44 @@ Predicate make_predicate(const Config& p) {
 
 Predicate predicate_option(const Config& c) {
   const rapidjson::Value* p = c.find("predicate");
-  if (!p) return [](const RecordView&) { return true; };
+  if (!p) return [](const Subject&) { return true; };
   if (!p->IsObject()) throw ConfigError("predicate", "predicate must be a mapping");
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   p->Accept(w);
   Predicate test = make_predicate(Config(sb.GetString(), sb.GetSize()));
   if (!bool_option(c, "negate", false)) return test;
-  return [test](const RecordView& r) { return !test(r); };
+  return [test](const Subject& r) { return !test(r); };
+}
+
+// ---- The driver ----
+
+Record load_record(const RecordView& r, bool schemas) {
+  Record rec{Data(r.has_key() ? std::optional(r.key()) : std::nullopt, schemas),
+             Data(r.has_value() ? std::optional(r.value()) : std::nullopt, schemas),
+             std::string(r.topic()),
+             r.partition(),
+             r.offset(),
+             r.timestamp_ms(),
+             {}};
+  rec.headers.reserve(r.headers().size());
+  for (const auto& h : r.headers())
+    rec.headers.emplace_back(std::string(as_view(h.key)), std::string(as_view(h.value)));
+  return rec;
+}
+
+void emit_record(Output& out, size_t i, Record& rec) {
+  OutRecord o;
+  o.key = rec.key.bytes();
+  o.value = rec.value.bytes();
+  o.topic = rec.topic;
+  o.partition = rec.partition;
+  o.offset = rec.offset;
+  o.timestamp_ms = rec.timestamp_ms;
+  o.headers.reserve(rec.headers.size());
+  for (const auto& [k, v] : rec.headers)
+    o.headers.emplace_back(k, v ? std::string_view(*v) : std::string_view());
+  out.emit(i, o);
 }
 
 void declare_common(ConfigSchema& s, bool has_target) {

@@ -315,4 +315,11 @@ detail::PluginEntry drop_headers() { return plugin_table<DropHeaders>(); }
 detail::PluginEntry header_from() { return plugin_table<HeaderFrom>(); }
 detail::PluginEntry filter() { return plugin_table<Filter>(); }
 
+// The steps the `chain` transform can run (chain.cpp).
+std::vector<StepType> record_steps() {
+  return {step_type<ValueToKey>(),      step_type<Flatten>(),      step_type<RegexRouter>(),
+          step_type<TimestampRouter>(), step_type<InsertHeader>(), step_type<DropHeaders>(),
+          step_type<HeaderFrom>(),      step_type<Filter>()};
+}
+
 }  // namespace sluice::smt
