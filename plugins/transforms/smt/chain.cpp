@@ -68,7 +68,7 @@ Config step_config(const rapidjson::Value& step, const StepType& type, const std
 
 struct ChainStep {
   std::string name;     // its type, for rejections
-  std::string counter;  // its CPU time counter: steps.<index>.<type>.us
+  std::string counter;  // its time counter: steps.<index>.<type>.us
   std::unique_ptr<Step> step;
 };
 
@@ -115,11 +115,13 @@ class Chain final : public sluice::Transform {
       : steps_(make_steps(c)), schemas_(bool_option(c, "schemas.enable", false)), host_(host) {}
 
   void process(const Batch& in, Output& out) override {
-    // CPU time per step (a step's time includes parsing the side it reads first), and of writing:
-    // the per-stage profile of separate stages, kept as counters of this one.
+    // Time per step (steady clock; a step's time includes parsing the side it reads first) and of
+    // writing: the per-stage profile of separate stages, kept as counters of this one.
     std::vector<Clock::duration> spent(steps_.size() + 1, Clock::duration::zero());
+    Scratch scratch;
     for (size_t i = 0; i < in.size(); ++i) {
-      Record rec = load_record(in[i], schemas_);
+      scratch.next();
+      Record rec = load_record(in[i], schemas_, scratch);
       try {
         if (!run(rec, spent)) continue;
       } catch (const DataError& e) {

@@ -165,15 +165,26 @@ bool nests_too_deep(std::string_view text) {
 
 }  // namespace
 
+// A NUL-terminated copy of the input to parse in place.
+char* Data::insitu_copy() {
+  if (!pool_) {
+    insitu_.assign(raw_->begin(), raw_->end());
+    insitu_.push_back('\0');
+    return insitu_.data();
+  }
+  auto* copy = static_cast<char*>(pool_->Malloc(raw_->size() + 1));
+  std::memcpy(copy, raw_->data(), raw_->size());
+  copy[raw_->size()] = '\0';
+  return copy;
+}
+
 rapidjson::Document& Data::doc() {
   if (doc_) return *doc_;
-  doc_.emplace();
+  doc_.emplace(pool_);      // with no pool, the document makes its own allocator
   if (!raw_) return *doc_;  // stays a JSON null
   if (nests_too_deep(*raw_)) throw DataError("JSON nested too deep");
   // In place: parsing copies no string, which is most of the work on JSON of a schema'd record.
-  insitu_.assign(raw_->begin(), raw_->end());
-  insitu_.push_back('\0');
-  doc_->ParseInsitu(insitu_.data());
+  doc_->ParseInsitu(insitu_copy());
   if (doc_->HasParseError())
     throw DataError(std::string("not valid JSON: ") +
                     rapidjson::GetParseError_En(doc_->GetParseError()));
@@ -232,11 +243,10 @@ void Data::set_null() {
 std::optional<std::string_view> Data::bytes() {
   if (!changed_) return raw_;
   if (absent()) return std::nullopt;
-  rapidjson::StringBuffer sb(nullptr, raw_ ? raw_->size() + 256 : 256);
-  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  written_.emplace(nullptr, raw_ ? raw_->size() + 256 : 256);
+  rapidjson::Writer<rapidjson::StringBuffer> w(*written_);
   doc_->Accept(w);
-  text_.assign(sb.GetString(), sb.GetSize());
-  return text_;
+  return std::string_view(written_->GetString(), written_->GetSize());
 }
 
 // ---- Values ----
@@ -441,14 +451,15 @@ Predicate predicate_option(const Config& c) {
 
 // ---- The driver ----
 
-Record load_record(const RecordView& r, bool schemas) {
-  Record rec{Data(r.has_key() ? std::optional(r.key()) : std::nullopt, schemas),
-             Data(r.has_value() ? std::optional(r.value()) : std::nullopt, schemas),
-             std::string(r.topic()),
-             r.partition(),
-             r.offset(),
-             r.timestamp_ms(),
-             {}};
+Record load_record(const RecordView& r, bool schemas, Scratch& scratch) {
+  Record rec{
+      Data(r.has_key() ? std::optional(r.key()) : std::nullopt, schemas, &scratch.pool()),
+      Data(r.has_value() ? std::optional(r.value()) : std::nullopt, schemas, &scratch.pool()),
+      std::string(r.topic()),
+      r.partition(),
+      r.offset(),
+      r.timestamp_ms(),
+      {}};
   rec.headers.reserve(r.headers().size());
   for (const auto& h : r.headers())
     rec.headers.emplace_back(std::string(as_view(h.key)), std::string(as_view(h.value)));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
 
 #include <functional>
 #include <memory>
@@ -43,9 +44,30 @@ bool syntax_v2(const Config& c);  // reads field.syntax.version (V1 or V2)
 
 // ---- One side (key or value) of a record, parsed when first asked for ----
 
+// The memory of the records of one batch, one record at a time: the documents of a record, the
+// copy they parse in place and the JSON written of them all come from it, and `next()` takes it
+// back for the next record (no allocation per record while a record fits its first block).
+class Scratch {
+ public:
+  Scratch() : block_(kBlock), pool_(block_.data(), block_.size()) {}
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  rapidjson::MemoryPoolAllocator<>& pool() { return pool_; }
+  // Every record loaded with this scratch must be gone.
+  void next() { pool_.Clear(); }
+
+ private:
+  static constexpr size_t kBlock = 256 * 1024;
+  std::vector<char> block_;
+  rapidjson::MemoryPoolAllocator<> pool_;
+};
+
 class Data {
  public:
-  Data(std::optional<std::string_view> raw, bool schemas) : raw_(raw), schemas_(schemas) {}
+  // The documents use `pool` (a Scratch's) when given, else an allocator of their own.
+  Data(std::optional<std::string_view> raw, bool schemas,
+       rapidjson::MemoryPoolAllocator<>* pool = nullptr)
+      : raw_(raw), schemas_(schemas), pool_(pool) {}
   // The Connect value is null: a tombstone, a null key, or a null payload with a schema.
   bool is_null();
   // The side would be written as absent (a tombstone's value, a null key): what the next
@@ -66,14 +88,17 @@ class Data {
 
  private:
   rapidjson::Document& doc();
+  char* insitu_copy();
   std::optional<std::string_view> raw_;
   bool schemas_;
+  rapidjson::MemoryPoolAllocator<>* pool_;
   std::optional<rapidjson::Document> doc_;
-  // The document's own copy of the input, parsed in place (its strings point into it; a vector,
-  // so that moving a Data never moves the characters).
+  // The document's own copy of the input, parsed in place (its strings point into it; the pool's
+  // or a vector's, so that moving a Data never moves the characters).
   std::vector<char> insitu_;
   bool changed_ = false;
-  std::string text_;
+  // The JSON of a changed side. A StringBuffer: rapidjson writes strings into one with SIMD.
+  std::optional<rapidjson::StringBuffer> written_;
 };
 
 // A header value is nullopt for a null header (Kafka's headers may be null).
@@ -180,8 +205,9 @@ inline Data& side(Record& r, Target t) { return t == Target::key ? r.key : r.val
 // Declares what every SMT accepts: predicate, negate, schemas.enable (and target).
 void declare_common(ConfigSchema& s, bool has_target);
 
-// A record of a batch, loaded for transforming (its JSON is parsed when first asked for).
-Record load_record(const RecordView& r, bool schemas);
+// A record of a batch, loaded for transforming (its JSON is parsed when first asked for, in
+// `scratch`'s memory).
+Record load_record(const RecordView& r, bool schemas, Scratch& scratch);
 // Appends the transformed record, derived from input record `i`.
 void emit_record(Output& out, size_t i, Record& rec);
 
@@ -226,13 +252,15 @@ class Transform final : public sluice::Transform {
       : step_(c), schemas_(bool_option(c, "schemas.enable", false)) {}
 
   void process(const Batch& in, Output& out) override {
+    Scratch scratch;
     for (size_t i = 0; i < in.size(); ++i) {
       const RecordView r = in[i];
       if (!step_.applies(ViewSubject(r))) {
         out.forward(i, r);
         continue;
       }
-      Record rec = load_record(r, schemas_);
+      scratch.next();
+      Record rec = load_record(r, schemas_, scratch);
       try {
         if (step_.apply(rec)) emit_record(out, i, rec);
       } catch (const DataError& e) {
