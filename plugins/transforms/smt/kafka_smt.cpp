@@ -113,15 +113,25 @@ namespace {
 
 // What the transforms rely on in a schema, checked once so that they can index it freely: a
 // type, and for a struct a list of fields, each with a name and a schema.
+// Member `name` of `v` if `v` is an object that has it, else nullptr: one lookup where HasMember
+// and operator[] make two (this runs over every schema of every record).
+const rapidjson::Value* member_of(const rapidjson::Value& v, const char* name) {
+  if (!v.IsObject()) return nullptr;
+  const auto it = v.FindMember(name);
+  return it == v.MemberEnd() ? nullptr : &it->value;
+}
+
 void check_schema(const rapidjson::Value& s) {
   if (s.IsNull()) return;
-  if (!s.IsObject() || !s.HasMember("type") || !s["type"].IsString())
-    throw DataError("Schema must contain 'type' field");
-  if (s["type"] != "struct") return;
-  if (!s.HasMember("fields") || !s["fields"].IsArray())
+  const rapidjson::Value* type = member_of(s, "type");
+  if (!type || !type->IsString()) throw DataError("Schema must contain 'type' field");
+  if (*type != "struct") return;
+  const rapidjson::Value* fields = member_of(s, "fields");
+  if (!fields || !fields->IsArray())
     throw DataError("Struct schema's \"fields\" argument is not an array.");
-  for (const auto& f : s["fields"].GetArray()) {
-    if (!f.IsObject() || !f.HasMember("field") || !f["field"].IsString())
+  for (const auto& f : fields->GetArray()) {
+    const rapidjson::Value* name = member_of(f, "field");
+    if (!name || !name->IsString())
       throw DataError("Struct schema's field name not specified properly");
     check_schema(f);
   }
