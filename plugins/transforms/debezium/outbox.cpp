@@ -302,5 +302,6 @@ void Outbox::place(Record& r, rapidjson::Value& row_schema, rapidjson::Value& ro
 }  // namespace
 
 detail::PluginEntry outbox() { return smt::plugin_table<Outbox>(); }
+smt::StepType outbox_step() { return smt::step_type<Outbox>(); }
 
 }  // namespace sluice::dbz

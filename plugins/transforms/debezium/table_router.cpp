@@ -108,5 +108,6 @@ struct TableRouter {
 }  // namespace
 
 detail::PluginEntry table_router() { return smt::plugin_table<TableRouter>(); }
+smt::StepType table_router_step() { return smt::step_type<TableRouter>(); }
 
 }  // namespace sluice::dbz

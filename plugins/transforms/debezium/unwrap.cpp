@@ -231,5 +231,6 @@ struct Unwrap {
 }  // namespace
 
 detail::PluginEntry unwrap() { return smt::plugin_table<Unwrap>(); }
+smt::StepType unwrap_step() { return smt::step_type<Unwrap>(); }
 
 }  // namespace sluice::dbz

@@ -422,4 +422,9 @@ detail::PluginEntry timestamp_converter() { return plugin_table<TimestampConvert
 detail::PluginEntry cast() { return plugin_table<Cast>(); }
 detail::PluginEntry set_schema_metadata() { return plugin_table<SetSchemaMetadata>(); }
 
+// The steps the `chain` transform can run (chain.cpp).
+std::vector<StepType> cast_steps() {
+  return {step_type<TimestampConverter>(), step_type<Cast>(), step_type<SetSchemaMetadata>()};
+}
+
 }  // namespace sluice::smt

@@ -341,4 +341,10 @@ detail::PluginEntry mask_field() { return plugin_table<MaskField>(); }
 detail::PluginEntry extract_field() { return plugin_table<ExtractField>(); }
 detail::PluginEntry hoist_field() { return plugin_table<HoistField>(); }
 
+// The steps the `chain` transform can run (chain.cpp).
+std::vector<StepType> field_steps() {
+  return {step_type<InsertField>(), step_type<ReplaceField>(), step_type<MaskField>(),
+          step_type<ExtractField>(), step_type<HoistField>()};
+}
+
 }  // namespace sluice::smt

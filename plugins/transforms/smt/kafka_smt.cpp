@@ -113,15 +113,25 @@ namespace {
 
 // What the transforms rely on in a schema, checked once so that they can index it freely: a
 // type, and for a struct a list of fields, each with a name and a schema.
+// Member `name` of `v` if `v` is an object that has it, else nullptr: one lookup where HasMember
+// and operator[] make two (this runs over every schema of every record).
+const rapidjson::Value* member_of(const rapidjson::Value& v, const char* name) {
+  if (!v.IsObject()) return nullptr;
+  const auto it = v.FindMember(name);
+  return it == v.MemberEnd() ? nullptr : &it->value;
+}
+
 void check_schema(const rapidjson::Value& s) {
   if (s.IsNull()) return;
-  if (!s.IsObject() || !s.HasMember("type") || !s["type"].IsString())
-    throw DataError("Schema must contain 'type' field");
-  if (s["type"] != "struct") return;
-  if (!s.HasMember("fields") || !s["fields"].IsArray())
+  const rapidjson::Value* type = member_of(s, "type");
+  if (!type || !type->IsString()) throw DataError("Schema must contain 'type' field");
+  if (*type != "struct") return;
+  const rapidjson::Value* fields = member_of(s, "fields");
+  if (!fields || !fields->IsArray())
     throw DataError("Struct schema's \"fields\" argument is not an array.");
-  for (const auto& f : s["fields"].GetArray()) {
-    if (!f.IsObject() || !f.HasMember("field") || !f["field"].IsString())
+  for (const auto& f : fields->GetArray()) {
+    const rapidjson::Value* name = member_of(f, "field");
+    if (!name || !name->IsString())
       throw DataError("Struct schema's field name not specified properly");
     check_schema(f);
   }
@@ -165,15 +175,26 @@ bool nests_too_deep(std::string_view text) {
 
 }  // namespace
 
+// A NUL-terminated copy of the input to parse in place.
+char* Data::insitu_copy() {
+  if (!pool_) {
+    insitu_.assign(raw_->begin(), raw_->end());
+    insitu_.push_back('\0');
+    return insitu_.data();
+  }
+  auto* copy = static_cast<char*>(pool_->Malloc(raw_->size() + 1));
+  std::memcpy(copy, raw_->data(), raw_->size());
+  copy[raw_->size()] = '\0';
+  return copy;
+}
+
 rapidjson::Document& Data::doc() {
   if (doc_) return *doc_;
-  doc_.emplace();
+  doc_.emplace(pool_);      // with no pool, the document makes its own allocator
   if (!raw_) return *doc_;  // stays a JSON null
   if (nests_too_deep(*raw_)) throw DataError("JSON nested too deep");
   // In place: parsing copies no string, which is most of the work on JSON of a schema'd record.
-  insitu_.assign(raw_->begin(), raw_->end());
-  insitu_.push_back('\0');
-  doc_->ParseInsitu(insitu_.data());
+  doc_->ParseInsitu(insitu_copy());
   if (doc_->HasParseError())
     throw DataError(std::string("not valid JSON: ") +
                     rapidjson::GetParseError_En(doc_->GetParseError()));
@@ -183,6 +204,11 @@ rapidjson::Document& Data::doc() {
         "not contain additional fields");
   if (schemas_) check_envelope(*doc_);
   return *doc_;
+}
+
+bool Data::absent() {
+  if (!changed_) return !raw_;
+  return payload().IsNull() && !schema();
 }
 
 bool Data::is_null() {
@@ -226,12 +252,11 @@ void Data::set_null() {
 
 std::optional<std::string_view> Data::bytes() {
   if (!changed_) return raw_;
-  if (payload().IsNull() && !schema()) return std::nullopt;
-  rapidjson::StringBuffer sb(nullptr, raw_ ? raw_->size() + 256 : 256);
-  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  if (absent()) return std::nullopt;
+  written_.emplace(nullptr, raw_ ? raw_->size() + 256 : 256);
+  rapidjson::Writer<rapidjson::StringBuffer> w(*written_);
   doc_->Accept(w);
-  text_.assign(sb.GetString(), sb.GetSize());
-  return text_;
+  return std::string_view(written_->GetString(), written_->GetSize());
 }
 
 // ---- Values ----
@@ -395,11 +420,11 @@ namespace {
 
 Predicate make_predicate(const Config& p) {
   const std::string type = option(p, "type");
-  if (type == "record_is_tombstone") return [](const RecordView& r) { return !r.has_value(); };
+  if (type == "record_is_tombstone") return [](const Subject& r) { return r.tombstone(); };
   if (type == "has_header_key") {
     const std::string name = option(p, "name");
     if (name.empty()) throw ConfigError("predicate.name", "has_header_key needs a name");
-    return [name](const RecordView& r) { return r.header(name).has_value(); };
+    return [name](const Subject& r) { return r.has_header(name); };
   }
   if (type == "topic_name_matches") {
     const std::string pattern = option(p, "pattern");
@@ -407,7 +432,7 @@ Predicate make_predicate(const Config& p) {
       throw ConfigError("predicate.pattern", "topic_name_matches needs a pattern");
     try {
       auto re = std::make_shared<std::regex>(pattern, std::regex::ECMAScript);
-      return [re](const RecordView& r) {
+      return [re](const Subject& r) {
         const std::string topic(r.topic());
         return std::regex_match(topic, *re);
       };
@@ -424,14 +449,45 @@ Predicate make_predicate(const Config& p) {
 
 Predicate predicate_option(const Config& c) {
   const rapidjson::Value* p = c.find("predicate");
-  if (!p) return [](const RecordView&) { return true; };
+  if (!p) return [](const Subject&) { return true; };
   if (!p->IsObject()) throw ConfigError("predicate", "predicate must be a mapping");
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   p->Accept(w);
   Predicate test = make_predicate(Config(sb.GetString(), sb.GetSize()));
   if (!bool_option(c, "negate", false)) return test;
-  return [test](const RecordView& r) { return !test(r); };
+  return [test](const Subject& r) { return !test(r); };
+}
+
+// ---- The driver ----
+
+Record load_record(const RecordView& r, bool schemas, Scratch& scratch) {
+  Record rec{
+      Data(r.has_key() ? std::optional(r.key()) : std::nullopt, schemas, &scratch.pool()),
+      Data(r.has_value() ? std::optional(r.value()) : std::nullopt, schemas, &scratch.pool()),
+      std::string(r.topic()),
+      r.partition(),
+      r.offset(),
+      r.timestamp_ms(),
+      {}};
+  rec.headers.reserve(r.headers().size());
+  for (const auto& h : r.headers())
+    rec.headers.emplace_back(std::string(as_view(h.key)), std::string(as_view(h.value)));
+  return rec;
+}
+
+void emit_record(Output& out, size_t i, Record& rec) {
+  OutRecord o;
+  o.key = rec.key.bytes();
+  o.value = rec.value.bytes();
+  o.topic = rec.topic;
+  o.partition = rec.partition;
+  o.offset = rec.offset;
+  o.timestamp_ms = rec.timestamp_ms;
+  o.headers.reserve(rec.headers.size());
+  for (const auto& [k, v] : rec.headers)
+    o.headers.emplace_back(k, v ? std::string_view(*v) : std::string_view());
+  out.emit(i, o);
 }
 
 void declare_common(ConfigSchema& s, bool has_target) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
 
 #include <functional>
 #include <memory>
@@ -43,11 +44,35 @@ bool syntax_v2(const Config& c);  // reads field.syntax.version (V1 or V2)
 
 // ---- One side (key or value) of a record, parsed when first asked for ----
 
+// The memory of the records of one batch, one record at a time: the documents of a record, the
+// copy they parse in place and the JSON written of them all come from it, and `next()` takes it
+// back for the next record (no allocation per record while a record fits its first block).
+class Scratch {
+ public:
+  Scratch() : block_(kBlock), pool_(block_.data(), block_.size()) {}
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  rapidjson::MemoryPoolAllocator<>& pool() { return pool_; }
+  // Every record loaded with this scratch must be gone.
+  void next() { pool_.Clear(); }
+
+ private:
+  static constexpr size_t kBlock = 256 * 1024;
+  std::vector<char> block_;
+  rapidjson::MemoryPoolAllocator<> pool_;
+};
+
 class Data {
  public:
-  Data(std::optional<std::string_view> raw, bool schemas) : raw_(raw), schemas_(schemas) {}
+  // The documents use `pool` (a Scratch's) when given, else an allocator of their own.
+  Data(std::optional<std::string_view> raw, bool schemas,
+       rapidjson::MemoryPoolAllocator<>* pool = nullptr)
+      : raw_(raw), schemas_(schemas), pool_(pool) {}
   // The Connect value is null: a tombstone, a null key, or a null payload with a schema.
   bool is_null();
+  // The side would be written as absent (a tombstone's value, a null key): what the next
+  // transform would see as no bytes. Parses nothing that is not parsed yet.
+  bool absent();
   // The Connect value: the payload of an envelope, or the whole JSON without schemas.
   rapidjson::Value& payload();
   // The Connect schema, or nullptr when the data has none (schemaless or null).
@@ -63,14 +88,17 @@ class Data {
 
  private:
   rapidjson::Document& doc();
+  char* insitu_copy();
   std::optional<std::string_view> raw_;
   bool schemas_;
+  rapidjson::MemoryPoolAllocator<>* pool_;
   std::optional<rapidjson::Document> doc_;
-  // The document's own copy of the input, parsed in place (its strings point into it; a vector,
-  // so that moving a Data never moves the characters).
+  // The document's own copy of the input, parsed in place (its strings point into it; the pool's
+  // or a vector's, so that moving a Data never moves the characters).
   std::vector<char> insitu_;
   bool changed_ = false;
-  std::string text_;
+  // The JSON of a changed side. A StringBuffer: rapidjson writes strings into one with SIMD.
+  std::optional<rapidjson::StringBuffer> written_;
 };
 
 // A header value is nullopt for a null header (Kafka's headers may be null).
@@ -89,7 +117,45 @@ struct Record {
 
 // ---- Predicates (HasHeaderKey, RecordIsTombstone, TopicNameMatches) ----
 
-using Predicate = std::function<bool(const RecordView&)>;
+// What a predicate looks at: the record as the transform gets it (an input record, or within a
+// chain the record as the steps before left it).
+class Subject {
+ public:
+  virtual ~Subject() = default;
+  virtual std::string_view topic() const = 0;
+  virtual bool tombstone() const = 0;
+  virtual bool has_header(std::string_view name) const = 0;
+};
+
+// A record of a batch as a Subject.
+class ViewSubject final : public Subject {
+ public:
+  explicit ViewSubject(const RecordView& r) : r_(r) {}
+  std::string_view topic() const override { return r_.topic(); }
+  bool tombstone() const override { return !r_.has_value(); }
+  bool has_header(std::string_view name) const override { return r_.header(name).has_value(); }
+
+ private:
+  const RecordView& r_;
+};
+
+// A record being transformed as a Subject.
+class RecordSubject final : public Subject {
+ public:
+  explicit RecordSubject(Record& r) : r_(r) {}
+  std::string_view topic() const override { return r_.topic; }
+  bool tombstone() const override { return r_.value.absent(); }
+  bool has_header(std::string_view name) const override {
+    for (const auto& h : r_.headers)
+      if (h.first == name) return true;
+    return false;
+  }
+
+ private:
+  Record& r_;
+};
+
+using Predicate = std::function<bool(const Subject&)>;
 // Reads `predicate: {type: ..., <Kafka's keys>}` and `negate`; always true when absent.
 Predicate predicate_option(const Config& c);
 
@@ -139,6 +205,34 @@ inline Data& side(Record& r, Target t) { return t == Target::key ? r.key : r.val
 // Declares what every SMT accepts: predicate, negate, schemas.enable (and target).
 void declare_common(ConfigSchema& s, bool has_target);
 
+// A record of a batch, loaded for transforming (its JSON is parsed when first asked for, in
+// `scratch`'s memory).
+Record load_record(const RecordView& r, bool schemas, Scratch& scratch);
+// Appends the transformed record, derived from input record `i`.
+void emit_record(Output& out, size_t i, Record& rec);
+
+// One SMT with its predicate, applied to a loaded record: a stage of its own (Transform below)
+// or a step of the `chain` transform (chain.cpp), which parses and writes each record once.
+class Step {
+ public:
+  virtual ~Step() = default;
+  virtual bool applies(const Subject& s) const = 0;
+  // False drops the record; a DataError rejects it.
+  virtual bool apply(Record& r) = 0;
+};
+
+template <class Impl>
+class StepOf final : public Step {
+ public:
+  explicit StepOf(const Config& c) : impl_(c), applies_(predicate_option(c)) {}
+  bool applies(const Subject& s) const override { return applies_(s); }
+  bool apply(Record& r) override { return impl_.apply(r); }
+
+ private:
+  Impl impl_;
+  Predicate applies_;
+};
+
 // Runs `apply` on each record the predicate selects; `apply` returns false to drop the record.
 // A DataError rejects the record with its message.
 template <class Impl>
@@ -155,20 +249,20 @@ class Transform final : public sluice::Transform {
   static std::string description() { return Impl::kDescription; }
 
   Transform(const Config& c, Host& /*host*/)
-      : impl_(c),
-        applies_(predicate_option(c)),
-        schemas_(bool_option(c, "schemas.enable", false)) {}
+      : step_(c), schemas_(bool_option(c, "schemas.enable", false)) {}
 
   void process(const Batch& in, Output& out) override {
+    Scratch scratch;
     for (size_t i = 0; i < in.size(); ++i) {
       const RecordView r = in[i];
-      if (!applies_(r)) {
+      if (!step_.applies(ViewSubject(r))) {
         out.forward(i, r);
         continue;
       }
-      Record rec = load(r);
+      scratch.next();
+      Record rec = load_record(r, schemas_, scratch);
       try {
-        if (impl_.apply(rec)) emit(out, i, rec);
+        if (step_.apply(rec)) emit_record(out, i, rec);
       } catch (const DataError& e) {
         out.reject(i, std::string(Impl::kName) + ": " + e.what());
       }
@@ -176,35 +270,23 @@ class Transform final : public sluice::Transform {
   }
 
  private:
-  Record load(const RecordView& r) const {
-    Record rec{Data(r.has_key() ? std::optional(r.key()) : std::nullopt, schemas_),
-               Data(r.has_value() ? std::optional(r.value()) : std::nullopt, schemas_),
-               std::string(r.topic()),
-               r.partition(),
-               r.offset(),
-               r.timestamp_ms(),
-               {}};
-    for (const auto& h : r.headers())
-      rec.headers.emplace_back(std::string(as_view(h.key)), std::string(as_view(h.value)));
-    return rec;
-  }
-  static void emit(Output& out, size_t i, Record& rec) {
-    OutRecord o;
-    o.key = rec.key.bytes();
-    o.value = rec.value.bytes();
-    o.topic = rec.topic;
-    o.partition = rec.partition;
-    o.offset = rec.offset;
-    o.timestamp_ms = rec.timestamp_ms;
-    for (const auto& [k, v] : rec.headers)
-      o.headers.emplace_back(k, v ? std::string_view(*v) : std::string_view());
-    out.emit(i, o);
-  }
-
-  Impl impl_;
-  Predicate applies_;
+  StepOf<Impl> step_;
   bool schemas_;
 };
+
+// What the `chain` transform knows of an SMT: its name, its config schema and a step maker.
+struct StepType {
+  const char* name;
+  ConfigSchema (*schema)();
+  std::unique_ptr<Step> (*make)(const Config&);
+};
+
+template <class Impl>
+StepType step_type() {
+  return {Impl::kName, &Transform<Impl>::schema, [](const Config& c) -> std::unique_ptr<Step> {
+            return std::make_unique<StepOf<Impl>>(c);
+          }};
+}
 
 inline constexpr const char* kModuleVersion = "0.1.0";
 

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <sluice/sdk.hpp>
+#include <vector>
+
+#include "kafka_smt.hpp"
 
 namespace sluice::smt {
 
@@ -11,6 +14,7 @@ detail::PluginEntry replace_field();
 detail::PluginEntry mask_field();
 detail::PluginEntry extract_field();
 detail::PluginEntry hoist_field();
+std::vector<StepType> field_steps();
 // record_smts.cpp
 detail::PluginEntry value_to_key();
 detail::PluginEntry flatten();
@@ -20,9 +24,13 @@ detail::PluginEntry insert_header();
 detail::PluginEntry drop_headers();
 detail::PluginEntry header_from();
 detail::PluginEntry filter();
+std::vector<StepType> record_steps();
 // cast_smts.cpp
 detail::PluginEntry cast();
 detail::PluginEntry set_schema_metadata();
 detail::PluginEntry timestamp_converter();
+std::vector<StepType> cast_steps();
+// chain.cpp
+detail::PluginEntry chain();
 
 }  // namespace sluice::smt

@@ -7,6 +7,8 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <mutex>
+#include <unordered_map>
 
 #include "date_format.hpp"
 #include "kafka_smt.hpp"
@@ -149,14 +151,30 @@ struct RegexRouter {
   }
 
   bool apply(Record& r) const {
-    std::smatch m;
-    const std::string topic = r.topic;
-    if (std::regex_match(topic, m, regex)) r.topic = java_replacement(replacement, m);
+    r.topic = routed(r.topic);
     return true;
   }
 
+  // A pipeline sees few topics, so each one's new name is kept (matching a std::regex costs
+  // more than the rest of a small record's transforms).
+  std::string routed(const std::string& topic) const {
+    {
+      const std::lock_guard lock(mutex);
+      if (auto it = seen.find(topic); it != seen.end()) return it->second;
+    }
+    std::smatch m;
+    std::string out = std::regex_match(topic, m, regex) ? java_replacement(replacement, m) : topic;
+    const std::lock_guard lock(mutex);
+    if (seen.size() >= kSeenTopics) seen.clear();
+    seen.emplace(topic, out);
+    return out;
+  }
+
+  static constexpr size_t kSeenTopics = 1024;
   std::regex regex;
   std::string replacement;
+  mutable std::mutex mutex;  // process() may run on several threads at once
+  mutable std::unordered_map<std::string, std::string> seen;
 };
 
 struct TimestampRouter {
@@ -314,5 +332,12 @@ detail::PluginEntry insert_header() { return plugin_table<InsertHeader>(); }
 detail::PluginEntry drop_headers() { return plugin_table<DropHeaders>(); }
 detail::PluginEntry header_from() { return plugin_table<HeaderFrom>(); }
 detail::PluginEntry filter() { return plugin_table<Filter>(); }
+
+// The steps the `chain` transform can run (chain.cpp).
+std::vector<StepType> record_steps() {
+  return {step_type<ValueToKey>(),      step_type<Flatten>(),      step_type<RegexRouter>(),
+          step_type<TimestampRouter>(), step_type<InsertHeader>(), step_type<DropHeaders>(),
+          step_type<HeaderFrom>(),      step_type<Filter>()};
+}
 
 }  // namespace sluice::smt

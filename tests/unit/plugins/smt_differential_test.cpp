@@ -4,6 +4,8 @@
 // kafka_smt or debezium_smt plugin; the outputs must agree
 // record by record (topic, JSON-normalized key and value, headers, timestamp; an exception in
 // Kafka must be a rejection in sluice). docs/transforms.md names the deliberate departures.
+// Every case runs again as a step of kafka_smt's `chain` transform, against the same reference;
+// and pairs of cases run as a two-step chain must give byte for byte what the two stages give.
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -147,42 +149,142 @@ std::string difference(const FakeWriter& out, const rapidjson::Value& want) {
   return same_headers ? "" : "headers differ";
 }
 
+// The config of a `chain` of the cases' SMTs (all with the same schemas.enable).
+std::string chain_config(const std::vector<const rapidjson::Value*>& cases) {
+  rapidjson::Document cfg(rapidjson::kObjectType);
+  auto& a = cfg.GetAllocator();
+  rapidjson::Value steps(rapidjson::kArrayType);
+  bool schemas = false;
+  for (const rapidjson::Value* c : cases) {
+    auto [plugin, target] = plugin_of((*c)["smt"].GetString());
+    rapidjson::Document step;
+    step.Parse(sluice_config(*c, target).c_str());
+    schemas = step["schemas.enable"].GetBool();
+    step.RemoveMember("schemas.enable");
+    step.AddMember("type", rapidjson::Value(plugin.c_str(), a), a);
+    steps.PushBack(rapidjson::Value(step, a), a);
+  }
+  cfg.AddMember("schemas.enable", schemas, a);
+  cfg.AddMember("steps", steps, a);
+  return to_text(cfg);
+}
+
+bool reads_schemas(const rapidjson::Value& c) {
+  return c.HasMember("schemas") && c["schemas"].GetBool();
+}
+
+// The plugin of a case as a stage of its own, from the module `lib`.
+std::unique_ptr<Instance> stage(Library& lib, FakeHost& host, const rapidjson::Value& c) {
+  auto [plugin, target] = plugin_of(c["smt"].GetString());
+  return std::make_unique<Instance>(lib.plugin(SLUICE_KIND_TRANSFORM, plugin), host,
+                                    sluice_config(c, target));
+}
+
+std::unique_ptr<Instance> chain(Library& kafka_smt, FakeHost& host,
+                                const std::vector<const rapidjson::Value*>& cases) {
+  return std::make_unique<Instance>(kafka_smt.plugin(SLUICE_KIND_TRANSFORM, "chain"), host,
+                                    chain_config(cases));
+}
+
 // Runs every case of tests/reference/kafka-smt/CORPUS through the reference and through the
-// plugins of `module`, checking each record.
-void compare_corpus(const std::string& corpus_name, const std::string& module) {
+// plugins of `module` (or kafka_smt's chain), checking each record.
+void compare_corpus(const std::string& corpus_name, const std::string& module, bool as_chain) {
   const std::string corpus =
       env_or_fail("SLUICE_SOURCE_DIR") + "/tests/reference/kafka-smt/" + corpus_name;
   const auto cases = json_lines(read_file(corpus));
   const auto reference = json_lines(run_reference(corpus));
   REQUIRE(reference.size() == cases.size());
-  Library lib(plugin_path(module));
+  Library lib(plugin_path(as_chain ? "kafka_smt" : module));
   FakeHost host;
   size_t records = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
     const auto& c = cases[i];
     const std::string name = c["name"].GetString();
     CAPTURE(name);
-    auto [plugin, target] = plugin_of(c["smt"].GetString());
-    Instance t(lib.plugin(SLUICE_KIND_TRANSFORM, plugin), host, sluice_config(c, target));
+    const auto t = as_chain ? chain(lib, host, {&c}) : stage(lib, host, c);
     const auto& outputs = reference[i]["outputs"].GetArray();
     const auto& inputs = c["records"].GetArray();
     REQUIRE(outputs.Size() == inputs.Size());
     for (size_t j = 0; j < inputs.Size(); ++j, ++records) {
       CAPTURE(j);
       FakeWriter out;
-      REQUIRE(t.process({input_record(inputs[j])}, out).ok());
+      REQUIRE(t->process({input_record(inputs[j])}, out).ok());
       CHECK_MESSAGE(difference(out, outputs[j]) == "", "reference: " << to_text(outputs[j]));
     }
   }
   MESSAGE(cases.size() << " cases, " << records << " records compared");
 }
 
+// One record, or a rejection, or nothing: what a stage or a chain made of one input record.
+std::string outcome(const FakeWriter& out) {
+  if (!out.rejects.empty()) return "rejected: " + out.rejects[0].message;
+  if (out.records.empty()) return "dropped";
+  const TestRecord& r = out.records[0];
+  std::string text = r.topic + " | " + r.key.value_or("<null>") + " | " +
+                     r.value.value_or("<null>") + " | " + std::to_string(r.timestamp_ms);
+  for (const auto& [k, v] : r.headers) text += " | " + k + "=" + v;
+  return text;
+}
+
+// What two stages make of one record: the second gets the first's output.
+std::string through_stages(Instance& first, Instance& second, const TestRecord& in) {
+  FakeWriter a;
+  REQUIRE(first.process({in}, a).ok());
+  if (!a.rejects.empty() || a.records.empty()) return outcome(a);
+  FakeWriter b;
+  REQUIRE(second.process({a.records[0]}, b).ok());
+  return outcome(b);
+}
+
+// Each case's SMT followed by the next case's (where both read schemas alike), over the first
+// case's records: as two stages of `module` (each parsing and writing) and as one chain (parsing
+// once and writing once). The chain must give byte for byte what the stages give.
+void compare_pairs(const std::string& corpus_name, const std::string& module) {
+  const auto cases = json_lines(
+      read_file(env_or_fail("SLUICE_SOURCE_DIR") + "/tests/reference/kafka-smt/" + corpus_name));
+  Library stages(plugin_path(module)), kafka_smt(plugin_path("kafka_smt"));
+  FakeHost host;
+  size_t records = 0;
+  for (size_t i = 0; i + 1 < cases.size(); ++i) {
+    const auto &c1 = cases[i], &c2 = cases[i + 1];
+    if (reads_schemas(c1) != reads_schemas(c2)) continue;
+    CAPTURE(c1["name"].GetString());
+    CAPTURE(c2["name"].GetString());
+    const auto first = stage(stages, host, c1), second = stage(stages, host, c2);
+    const auto both = chain(kafka_smt, host, {&c1, &c2});
+    for (const auto& r : c1["records"].GetArray()) {
+      const TestRecord in = input_record(r);
+      FakeWriter out;
+      REQUIRE(both->process({in}, out).ok());
+      CHECK(outcome(out) == through_stages(*first, *second, in));
+      ++records;
+    }
+  }
+  MESSAGE(records << " records compared");
+}
+
 }  // namespace
 
 TEST_CASE("sluice's Kafka transforms do what Kafka Connect's do on the whole corpus") {
-  compare_corpus("corpus.jsonl", "kafka_smt");
+  compare_corpus("corpus.jsonl", "kafka_smt", false);
+}
+
+TEST_CASE("every Kafka transform does the same as a step of a chain") {
+  compare_corpus("corpus.jsonl", "kafka_smt", true);
+}
+
+TEST_CASE("a chain of two Kafka transforms does what the two stages do, byte for byte") {
+  compare_pairs("corpus.jsonl", "kafka_smt");
 }
 
 TEST_CASE("sluice's Debezium transforms do what Debezium's do on the whole corpus") {
-  compare_corpus("debezium_corpus.jsonl", "debezium_smt");
+  compare_corpus("debezium_corpus.jsonl", "debezium_smt", false);
+}
+
+TEST_CASE("every Debezium transform does the same as a step of a chain") {
+  compare_corpus("debezium_corpus.jsonl", "debezium_smt", true);
+}
+
+TEST_CASE("a chain of two Debezium transforms does what the two stages do, byte for byte") {
+  compare_pairs("debezium_corpus.jsonl", "debezium_smt");
 }

@@ -1,0 +1,170 @@
+// The `chain` transform: a list of SMTs applied in one stage, to one parsed record. As separate
+// stages, every SMT parses the JSON its predecessor just wrote and writes it again; in a chain the
+// record is parsed once (by the first step that reads it) and written once, after the last step.
+// Each step keeps its own semantics: it sees the record exactly as the steps before left it,
+// which is what it would have parsed from their output as a stage of its own.
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <chrono>
+#include <set>
+
+#include "../debezium/plugins.hpp"
+#include "plugins.hpp"
+
+namespace sluice::smt {
+
+namespace {
+
+std::vector<StepType> step_types() {
+  std::vector<StepType> all;
+  for (auto list : {field_steps(), record_steps(), cast_steps()})
+    all.insert(all.end(), list.begin(), list.end());
+  for (auto type : {dbz::unwrap_step(), dbz::outbox_step(), dbz::table_router_step()})
+    all.push_back(type);
+  return all;
+}
+
+const StepType& find_type(const std::string& name, const std::string& where) {
+  static const std::vector<StepType> types = step_types();
+  for (const auto& t : types)
+    if (name == t.name) return t;
+  throw ConfigError("steps", where + ": unknown type '" + name +
+                                 "' (a kafka_smt or debezium_smt "
+                                 "transform, other than chain)");
+}
+
+// The names a step may use: those its SMT declares, and `type`. `schemas.enable` belongs to the
+// chain: the steps share one parsed record, so they must read it alike.
+void check_keys(const rapidjson::Value& step, const ConfigSchema& schema,
+                const std::string& where) {
+  rapidjson::Document declared;
+  declared.Parse(schema.to_json().c_str());
+  std::set<std::string> names = {"type"};
+  for (const auto& f : declared["fields"].GetArray()) names.insert(f["name"].GetString());
+  names.erase("schemas.enable");
+  for (const auto& m : step.GetObject()) {
+    const std::string key = m.name.GetString();
+    if (key == "schemas.enable")
+      throw ConfigError("steps", where + ": set schemas.enable on the chain, not on a step");
+    if (!names.count(key)) throw ConfigError("steps", where + ": unknown option '" + key + "'");
+  }
+}
+
+// A step's own config, checked as its SMT checks it as a stage of its own.
+Config step_config(const rapidjson::Value& step, const StepType& type, const std::string& where) {
+  check_keys(step, type.schema(), where);
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  step.Accept(w);
+  Config c(sb.GetString(), sb.GetSize());
+  try {
+    type.schema().validate(c);
+  } catch (const ConfigError& e) {
+    throw ConfigError("steps", where + ": " + e.what());
+  }
+  return c;
+}
+
+struct ChainStep {
+  std::string name;     // its type, for rejections
+  std::string counter;  // its time counter: steps.<index>.<type>.us
+  std::unique_ptr<Step> step;
+};
+
+std::vector<ChainStep> make_steps(const Config& c) {
+  const rapidjson::Value* list = c.find("steps");
+  if (!list || !list->IsArray() || list->Empty())
+    throw ConfigError("steps", "steps must list at least one transform");
+  std::vector<ChainStep> out;
+  for (const auto& step : list->GetArray()) {
+    const std::string where = "steps[" + std::to_string(out.size()) + "]";
+    if (!step.IsObject() || !step.HasMember("type") || !step["type"].IsString())
+      throw ConfigError("steps", where + " must be a mapping with a type");
+    const StepType& type = find_type(step["type"].GetString(), where);
+    const Config config = step_config(step, type, where);
+    out.push_back({type.name, "steps." + std::to_string(out.size()) + "." + type.name + ".us",
+                   type.make(config)});
+  }
+  return out;
+}
+
+using Clock = std::chrono::steady_clock;
+
+double micros(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
+
+class Chain final : public sluice::Transform {
+ public:
+  static ConfigSchema schema() {
+    ConfigSchema s;
+    s.list("steps").required().doc(
+        "The transforms to apply in order, each a mapping with its `type` and its options "
+        "(as for a stage of its own, without schemas.enable).");
+    s.boolean("schemas.enable")
+        .doc("Keys and values are JsonConverter {schema, payload} envelopes (for every step).")
+        .default_value(false);
+    s.validator([](const Config& c) { make_steps(c); });
+    return s;
+  }
+  static std::string description() {
+    return "Applies a list of Kafka and Debezium SMTs in one stage, parsing and writing each "
+           "record once.";
+  }
+
+  Chain(const Config& c, Host& host)
+      : steps_(make_steps(c)), schemas_(bool_option(c, "schemas.enable", false)), host_(host) {}
+
+  void process(const Batch& in, Output& out) override {
+    // Time per step (steady clock; a step's time includes parsing the side it reads first) and of
+    // writing: the per-stage profile of separate stages, kept as counters of this one.
+    std::vector<Clock::duration> spent(steps_.size() + 1, Clock::duration::zero());
+    Scratch scratch;
+    for (size_t i = 0; i < in.size(); ++i) {
+      scratch.next();
+      Record rec = load_record(in[i], schemas_, scratch);
+      try {
+        if (!run(rec, spent)) continue;
+      } catch (const DataError& e) {
+        out.reject(i, e.what());
+        continue;
+      }
+      const auto start = Clock::now();
+      emit_record(out, i, rec);
+      spent.back() += Clock::now() - start;
+    }
+    for (size_t k = 0; k < steps_.size(); ++k)
+      host_.counter_add(steps_[k].counter.c_str(), micros(spent[k]));
+    host_.counter_add("steps.write.us", micros(spent.back()));
+  }
+
+ private:
+  // Applies the steps whose predicates select the record; false when one drops it. A step's
+  // DataError is rethrown with its name, as its own stage would reject the record.
+  bool run(Record& rec, std::vector<Clock::duration>& spent) {
+    const RecordSubject subject(rec);
+    for (size_t k = 0; k < steps_.size(); ++k) {
+      ChainStep& s = steps_[k];
+      const auto start = Clock::now();
+      try {
+        const bool kept = !s.step->applies(subject) || s.step->apply(rec);
+        spent[k] += Clock::now() - start;
+        if (!kept) return false;
+      } catch (const DataError& e) {
+        throw DataError(s.name + ": " + e.what());
+      }
+    }
+    return true;
+  }
+
+  std::vector<ChainStep> steps_;
+  bool schemas_;
+  Host host_;  // a copy: one pointer to the host's api, valid until destroy
+};
+
+}  // namespace
+
+detail::PluginEntry chain() {
+  return detail::Adapter<Chain, SLUICE_KIND_TRANSFORM>::entry("chain", kModuleVersion);
+}
+
+}  // namespace sluice::smt
