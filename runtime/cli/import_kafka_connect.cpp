@@ -219,6 +219,21 @@ class Keys {
   std::set<std::string> used_;
 };
 
+// Why a transform class has no counterpart, and for scripts what to write instead.
+std::string missing_transform(const std::string& cls) {
+  if (cls == "io.debezium.transforms.Filter")
+    return fmt::format(
+        "{} runs a script; rewrite its condition for `expression_filter` "
+        "(docs/transforms.md)",
+        cls);
+  if (cls == "io.debezium.transforms.ContentBasedRouter")
+    return fmt::format(
+        "{} runs a script; rewrite it as `expression_router` routes "
+        "(docs/transforms.md)",
+        cls);
+  return fmt::format("no sluice transform for {}", cls);
+}
+
 std::string pipeline_name(const std::string& name) {
   std::string out;
   for (char c : name)
@@ -418,7 +433,7 @@ class Importer {
     if (cls.ends_with("$Key") || cls.ends_with("$Value")) base = cls.substr(0, cls.rfind('$'));
     const auto it = transform_names().find(base);
     if (it == transform_names().end())
-      return commented("transforms." + alias, all, fmt::format("no sluice transform for {}", cls));
+      return commented("transforms." + alias, all, missing_transform(cls));
     std::optional<std::string> predicate_yaml;
     if (!predicate.empty() && !(predicate_yaml = predicate_flow(predicate)))
       return commented("transforms." + alias, all,

@@ -132,8 +132,13 @@ class Chain {
     const plugin::PluginInfo* info = reg.find(SLUICE_KIND_TRANSFORM, stage.type);
     if (!info) config::throw_unknown_plugin(stage, {});
     const std::string json = config::check_stage(stage, info->schema_json).json;
-    plugin::validate_config(*info, json);
-    auto instance = std::make_shared<plugin::PluginInstance>(*info, stage.instance_name, json);
+    std::shared_ptr<plugin::PluginInstance> instance;
+    try {  // a plugin's complaint about its config points at the option in the YAML
+      plugin::validate_config(*info, json);
+      instance = std::make_shared<plugin::PluginInstance>(*info, stage.instance_name, json);
+    } catch (const plugin::PluginCreateError& e) {
+      throw config::ConfigError(config::field_location(stage, e.field()), e.what());
+    }
     calls_.emplace_back(std::move(instance), std::make_shared<pipeline::CallCounters>(),
                         fmt::format("{}.transform[{}].{}", spec.name, i, stage.type));
   }

@@ -162,8 +162,8 @@ TEST_CASE("a Debezium connector from the REST API: unwrap with schemas, a Groovy
             "    add.fields: op,table,source.ts_ms\n"));
   CHECK(has(r.yaml, "    topic.format: \"${topic}-${timestamp}\"\n"));
   CHECK(has(r.yaml,
-            "  # TODO: transforms.groovy: no sluice transform for "
-            "io.debezium.transforms.Filter; kept out of the chain:\n"));
+            "  # TODO: transforms.groovy: io.debezium.transforms.Filter runs a script; rewrite its "
+            "condition for `expression_filter` (docs/transforms.md); kept out of the chain:\n"));
   CHECK(has(r.yaml, "  #   transforms.groovy.condition=value.op == 'u'\n"));
   CHECK(has(r.yaml, "topic_regex: \"^dbserver1\\\\..*\""));  // how to read its topics instead
   CHECK(has(r.yaml, "sink:\n  type: kafka\n"));
