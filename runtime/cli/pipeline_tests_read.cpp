@@ -26,19 +26,14 @@ using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
 // A YAML scalar as JSON, typed as YAML's core schema types it; a quoted scalar is a string.
 void write_scalar(const YAML::Node& node, JsonWriter& w) {
   const std::string& text = node.Scalar();
-  if (node.Tag() == "!") {
-    w.String(text.c_str(), static_cast<rapidjson::SizeType>(text.size()));
-  } else if (const auto b = config::parse_bool(text)) {
-    w.Bool(*b);
-  } else if (const auto i = config::parse_int(text)) {
-    w.Int64(*i);
-  } else if (const auto d = config::parse_double(text)) {
-    w.Double(*d);
-  } else if (text == "~" || text == "null" || text == "Null" || text == "NULL") {
-    w.Null();
-  } else {
-    w.String(text.c_str(), static_cast<rapidjson::SizeType>(text.size()));
+  if (node.Tag() != "!") {  // not quoted: typed as YAML's core schema types it
+    if (const auto b = config::parse_bool(text)) return static_cast<void>(w.Bool(*b));
+    if (const auto i = config::parse_int(text)) return static_cast<void>(w.Int64(*i));
+    if (const auto d = config::parse_double(text)) return static_cast<void>(w.Double(*d));
+    if (text == "~" || text == "null" || text == "Null" || text == "NULL")
+      return static_cast<void>(w.Null());
   }
+  w.String(text.c_str(), static_cast<rapidjson::SizeType>(text.size()));
 }
 
 void write_json(const YAML::Node& node, JsonWriter& w) {
