@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <memory>
 #include <ostream>
@@ -211,9 +213,56 @@ void diff_record(size_t i, const TestRecord& want, const TestRecord& got,
   }
 }
 
-std::vector<std::string> compare(const PipelineTest& test, const Outcome& got) {
+std::string condition_json(const std::string& condition) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  w.StartObject();
+  w.Key("condition");
+  w.String(condition.c_str(), static_cast<rapidjson::SizeType>(condition.size()));
+  w.Key("null.handling.mode");
+  w.String("evaluate");
+  w.EndObject();
+  return sb.GetString();
+}
+
+// The indexes of the `records` for which `condition` is false. The expression_filter plugin
+// evaluates it, so the language has one implementation, loaded like any plugin.
+std::vector<size_t> failing(const std::string& condition, const config::Location& where,
+                            const std::vector<TestRecord>& records,
+                            const plugin::PluginRegistry& reg) {
+  const plugin::PluginInfo* info = reg.find(SLUICE_KIND_TRANSFORM, "expression_filter");
+  if (!info)
+    throw config::ConfigError(where,
+                              "conditions need the expression_filter plugin (module "
+                              "`expression`) on the plugin path");
+  std::shared_ptr<plugin::PluginInstance> instance;
+  try {
+    instance = std::make_shared<plugin::PluginInstance>(*info, "test.condition",
+                                                        condition_json(condition));
+  } catch (const plugin::PluginCreateError& e) {
+    throw config::ConfigError(where, e.what());
+  }
+  const pipeline::TransformCall call(instance, std::make_shared<pipeline::CallCounters>(),
+                                     "test.condition");
+  InputBatch batch(records);
+  pipeline::CollectingWriter kept(records.size());
+  if (auto failed = call.process(batch.records(), kept))
+    throw std::runtime_error("condition '" + condition + "' failed: " + failed->message);
+  std::vector<bool> holds(records.size(), false);
+  for (size_t origin : kept.origins()) holds[origin] = true;
+  std::vector<size_t> out;
+  for (size_t i = 0; i < holds.size(); ++i)
+    if (!holds[i]) out.push_back(i);
+  return out;
+}
+
+std::vector<std::string> compare(const PipelineTest& test, const Outcome& got,
+                                 const plugin::PluginRegistry& reg) {
   std::vector<std::string> diffs;
   if (got.error) return {"the chain failed: " + *got.error};
+  for (const auto& [condition, where] : test.conditions)
+    for (size_t i : failing(condition, where, got.records, reg))
+      diffs.push_back(fmt::format("record {}: condition is false: {}", i, condition));
   if (test.expect_rejected && *test.expect_rejected != got.rejects.size())
     diffs.push_back(fmt::format("expected {} rejected records, got {}", *test.expect_rejected,
                                 got.rejects.size()));
@@ -256,7 +305,7 @@ int run_pipeline_tests(const std::vector<std::string>& files, const plugin::Plug
     const config::PipelineFile pipelines = config::load_pipelines(tests.pipeline_file);
     for (const auto& test : tests.tests) {
       const auto diffs =
-          compare(test, Chain(pipeline_of(pipelines, test), test, reg).run(test.input));
+          compare(test, Chain(pipeline_of(pipelines, test), test, reg).run(test.input), reg);
       out << (diffs.empty() ? "ok   " : "FAIL ") << test.where.str() << " " << test.name << "\n";
       for (const auto& d : diffs) out << "  " << d << "\n";
       ++(diffs.empty() ? passed : failed);

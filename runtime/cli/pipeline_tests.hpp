@@ -38,6 +38,9 @@ struct PipelineTest {
   std::vector<TestRecord> input;
   std::optional<std::vector<TestRecord>> expect;  // the output, record by record
   std::optional<size_t> expect_rejected;          // how many records the chain rejects
+  // `conditions`: expressions (the expression_filter plugin's language) every output record
+  // must satisfy, with where each is written.
+  std::vector<std::pair<std::string, config::Location>> conditions;
 };
 
 // The tests of one pipeline file: its pipelines' `tests:` and those of FILE.tests.yaml (a list,

@@ -16,8 +16,8 @@ namespace {
 using config::ConfigError;
 using config::location_of;
 
-const std::vector<std::string> kTestKeys = {"name",  "pipeline", "transforms",
-                                            "input", "expect",   "expect_rejected"};
+const std::vector<std::string> kTestKeys = {"name",   "pipeline",        "transforms", "input",
+                                            "expect", "expect_rejected", "conditions"};
 const std::vector<std::string> kRecordKeys = {"key",     "value",  "value_includes", "topic",
                                               "headers", "offset", "partition",      "timestamp"};
 
@@ -132,9 +132,15 @@ PipelineTest read_test(const YAML::Node& node, const std::string& file,
   if (node["expect_rejected"])
     t.expect_rejected =
         static_cast<size_t>(integer(node["expect_rejected"], file, "expect_rejected"));
-  if (!t.expect && !t.expect_rejected)
-    throw ConfigError(t.where, fmt::format("test '{}' expects nothing: give expect or "
-                                           "expect_rejected",
+  if (const auto conditions = node["conditions"]; conditions) {
+    if (!conditions.IsSequence())
+      throw ConfigError(location_of(conditions, file), "conditions must be a list of expressions");
+    for (const auto& c : conditions)
+      t.conditions.emplace_back(c.as<std::string>(), location_of(c, file));
+  }
+  if (!t.expect && !t.expect_rejected && t.conditions.empty())
+    throw ConfigError(t.where, fmt::format("test '{}' expects nothing: give expect, "
+                                           "expect_rejected or conditions",
                                            t.name));
   return t;
 }

@@ -35,6 +35,13 @@ bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
+// Writes dir/orders.yaml: kPipeline and then `tests`; returns its path.
+std::string write_pipeline(const fs::path& dir, const std::string& tests = "") {
+  const auto file = (dir / "orders.yaml").string();
+  write_file(file, kPipeline + tests);
+  return file;
+}
+
 sluice::test::ProcessResult sluice_test(const std::vector<std::string>& files) {
   std::vector<std::string> argv = {bin(), "test"};
   argv.insert(argv.end(), files.begin(), files.end());
@@ -45,8 +52,7 @@ sluice::test::ProcessResult sluice_test(const std::vector<std::string>& files) {
 
 TEST_CASE("passing tests in tests: exit 0; the whole chain runs, source and sink do not") {
   auto dir = scratch("test-pass");
-  const auto file = (dir / "orders.yaml").string();
-  write_file(file, kPipeline + R"x(tests:
+  const auto file = write_pipeline(dir, R"x(tests:
   - name: masks and routes
     input:
       - {topic: orders.eu, key: k1, value: {id: 1, card: "4111"}, headers: {trace: abc}}
@@ -67,8 +73,7 @@ TEST_CASE("passing tests in tests: exit 0; the whole chain runs, source and sink
 
 TEST_CASE("a failing test prints a diff of each differing field and the output; exit 1") {
   auto dir = scratch("test-fail");
-  const auto file = (dir / "orders.yaml").string();
-  write_file(file, kPipeline + R"x(tests:
+  const auto file = write_pipeline(dir, R"x(tests:
   - name: wrong on purpose
     input:
       - {topic: orders.eu, key: k1, value: {id: 1, card: "4111"}}
@@ -91,8 +96,7 @@ TEST_CASE("a failing test prints a diff of each differing field and the output; 
 
 TEST_CASE("FILE.tests.yaml beside the pipeline, a range of the chain, value_includes") {
   auto dir = scratch("test-sibling");
-  const auto file = (dir / "orders.yaml").string();
-  write_file(file, kPipeline);
+  const auto file = write_pipeline(dir);
   write_file(dir / "orders.tests.yaml", R"x(- name: only the mask
   transforms: mask
   input:
@@ -125,8 +129,7 @@ TEST_CASE("FILE.tests.yaml beside the pipeline, a range of the chain, value_incl
 
 TEST_CASE("no tests, unknown keys, unknown transforms: errors that say where") {
   auto dir = scratch("test-errors");
-  const auto file = (dir / "orders.yaml").string();
-  write_file(file, kPipeline);
+  const auto file = write_pipeline(dir);
   auto r = sluice_test({file});
   CHECK(r.exit_code == 1);
   CHECK(has(r.out, "FAIL " + file + ": no tests"));
@@ -142,4 +145,29 @@ TEST_CASE("no tests, unknown keys, unknown transforms: errors that say where") {
   r = sluice_test({file});
   CHECK(r.exit_code == 2);
   CHECK(has(r.err, file + ":13:5: test 'x': pipeline 'orders' has no transform 'flatten'"));
+}
+
+TEST_CASE("conditions: expressions every output record must satisfy, checked per record") {
+  auto dir = scratch("test-conditions");
+  const auto file = write_pipeline(dir, R"x(tests:
+  - name: masked and routed
+    input:
+      - {topic: orders.eu, value: {id: 1, card: "4111"}}
+      - {topic: orders.us, value: {id: 2, card: "5500"}}
+    conditions:
+      - "value.card == '' && topic =~ '^clean\\.'"
+      - "value.id < 2"
+)x");
+  auto r = sluice_test({file});
+  CHECK(r.exit_code == 1);
+  CHECK(has(r.out, "  record 1: condition is false: value.id < 2\n"));
+  CHECK_FALSE(has(r.out, "record 0: condition"));
+  CHECK_FALSE(has(r.out, "condition is false: value.card"));
+
+  write_file(file, kPipeline +
+                       "tests:\n  - name: x\n    input: []\n    conditions:\n"
+                       "      - \"value.id < (2\"\n");
+  r = sluice_test({file});
+  CHECK(r.exit_code == 2);
+  CHECK(has(r.err, file + ":16:9: condition: expected ')' (at character 14 of the expression)"));
 }
