@@ -219,11 +219,12 @@ TEST_CASE("a flat JSON config of a connector sluice lacks: placeholders, TODOs, 
 TEST_CASE("a FileStreamSource .properties runs into the kafka sink with its InsertField") {
   auto dir = scratch("import-file-source");
   write_file(dir / "in.txt", "hello\n");
-  const auto r = import_and_validate(dir, "source.properties", R"x(name=local-file-source
-connector.class=FileStreamSource
+  const auto r = import_and_validate(dir, "source.properties", R"x(name : local-file-source
+connector.class  FileStreamSource
+! Java's other separators and comments, and a \u escape
 tasks.max=1
 file=in.txt
-topic=connect-test
+topic=connect-test-caf\u00e9
 transforms=InsertSource
 transforms.InsertSource.type=org.apache.kafka.connect.transforms.InsertField$Value
 transforms.InsertSource.static.field=data_source
@@ -232,7 +233,9 @@ transforms.InsertSource.static.value=test-file-source
   CHECK(r.import.exit_code == 0);
   CHECK_MESSAGE(r.validate.exit_code == 0, r.validate.err);
   CHECK(has(r.yaml, "source:\n  type: file\n"));
-  CHECK(has(r.yaml, "  path: in.txt\n  topic: connect-test\n  validate_json: false\n"));
+  CHECK(has(r.yaml, "\nname: local-file-source\n"));
+  CHECK(
+      has(r.yaml, "  path: in.txt\n  topic: \"connect-test-caf\u00e9\"\n  validate_json: false\n"));
   CHECK(has(r.yaml, "    static.field: data_source\n    static.value: test-file-source\n"));
   CHECK(has(r.yaml, "sink:\n  type: kafka\n"));
   CHECK(r.import.err.empty());
