@@ -1,4 +1,5 @@
-// The `sluice` launcher: run, validate, plugins list/inspect, stats, top, reload, version.
+// The `sluice` launcher: run, validate, test, plugins list/inspect, stats, top, reload, import,
+// version.
 #include <fmt/format.h>
 #include <httplib.h>
 #include <rapidjson/document.h>
@@ -19,6 +20,8 @@
 #include "admin/admin_server.hpp"
 #include "cli/commands_admin.hpp"
 #include "cli/commands_plugins.hpp"
+#include "cli/import_kafka_connect.hpp"
+#include "cli/pipeline_tests.hpp"
 #include "cli/process_hardening.hpp"
 #include "config/did_you_mean.hpp"
 #include "config/path_checks.hpp"
@@ -356,7 +359,10 @@ struct CommandLine {
   std::string admin_url, admin_file, stage;
   std::vector<CLI::Option*> url_options;  // one --url per admin client subcommand
   bool stats_json = false, top_once = false;
-  CLI::App *run, *stats, *top, *reload, *validate, *list, *inspect, *version;
+  std::string import_output;
+  std::vector<std::string> test_files;
+  CLI::App* test = nullptr;
+  CLI::App *run, *stats, *top, *reload, *validate, *list, *inspect, *version, *import_connect;
 };
 
 void define_global_options(CLI::App& app, CommandLine& c) {
@@ -417,9 +423,20 @@ void define_subcommands(CLI::App& app, CommandLine& c) {
   c.inspect->add_option("plugin", c.file, "plugin name (searched on the plugin path) or .so file")
       ->required();
   c.version = app.add_subcommand("version", "print the version");
+  auto* import = app.add_subcommand("import", "turn another runtime's config into a pipeline");
+  import->require_subcommand(1);
+  c.import_connect = import->add_subcommand(
+      "kafka-connect", "a Kafka Connect connector config (.json or .properties) as pipeline YAML");
+  c.import_connect->add_option("file", c.file, "connector config file")->required();
+  c.import_connect->add_option("-o,--output", c.import_output, "write here instead of stdout");
+  c.test = app.add_subcommand(
+      "test",
+      "run the tests declared beside pipelines (tests: or FILE.tests.yaml) through their "
+      "transforms, without source and sink");
+  c.test->add_option("files", c.test_files, "pipeline files (or FILE.tests.yaml)")->required();
   // Global options given after the subcommand apply too.
-  for (auto* sub :
-       {c.run, c.stats, c.top, c.reload, c.validate, plugins, c.list, c.inspect, c.version})
+  for (auto* sub : {c.run, c.stats, c.top, c.reload, c.validate, plugins, c.list, c.inspect,
+                    c.version, import, c.import_connect, c.test})
     sub->fallthrough();
 }
 
@@ -446,6 +463,17 @@ int dispatch(CommandLine& c) {
   if (c.reload->parsed()) return cli::run_reload_command(admin_target(c), c.stage);
   if (c.validate->parsed()) return cmd_validate(c.file, c.common, c.validate_create);
   if (c.list->parsed()) return cli::run_plugins_list(*load_registry(c.common));
+  if (c.test->parsed())
+    return cli::run_pipeline_tests(c.test_files, *load_registry(c.common), std::cout);
+  if (c.import_connect->parsed()) {
+    const auto reg = load_registry(c.common);
+    return cli::run_import_kafka_connect(
+        c.file, c.import_output,
+        [&reg](sluice_kind kind, const std::string& type) -> std::optional<std::string> {
+          const auto* plugin = reg->find(kind, type);
+          return plugin ? std::optional(plugin->schema_json) : std::nullopt;
+        });
+  }
   if (c.inspect->parsed())
     return cli::run_plugins_inspect(c.file, plugin::LoadOptions{c.common.allow_insecure},
                                     [&c] { return load_registry(c.common); });

@@ -21,7 +21,9 @@ constexpr uint64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
 constexpr uint64_t kMaxU64 = std::numeric_limits<uint64_t>::max();
 
 const std::vector<std::string> kPipelineKeys = {
-    "name", "source", "transforms", "sink", "dead_letter", "performance", "errors", "delivery"};
+    "name",        "source", "transforms", "sink", "dead_letter",
+    "performance", "errors", "delivery",   "tests"};  // `tests:` is for `sluice test`
+                                                      // (runtime/cli/pipeline_tests.hpp)
 // The key `delivery: exactly_once` hands to the kafka source and sink (plugins/kafka).
 constexpr const char* kExactlyOnceKey = "exactly_once_pipeline";
 // The key it hands a kafka dead-letter sink of such a pipeline, which joins the transaction.
