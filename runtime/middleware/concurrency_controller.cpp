@@ -99,6 +99,17 @@ void ConcurrencyController::rotate_baseline_locked(core::TimePoint now) {
 
 uint32_t ConcurrencyController::update(size_t queued_records, double memory_pressure) {
   std::lock_guard lock(mutex_);
+  epoch_peak_in_flight_ = std::max(epoch_peak_in_flight_, limit_);
+  return decide_locked(queued_records, memory_pressure);
+}
+
+uint32_t ConcurrencyController::update(const LoadSignals& load) {
+  std::lock_guard lock(mutex_);
+  epoch_peak_in_flight_ = std::max(epoch_peak_in_flight_, load.in_flight);
+  return decide_locked(load.queued_records, load.memory_pressure);
+}
+
+uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memory_pressure) {
   if (!adaptive_) return limit_;
 
   const core::TimePoint now = clock_.now();
@@ -108,6 +119,8 @@ uint32_t ConcurrencyController::update(size_t queued_records, double memory_pres
   const double mean_ms = have_latency ? epoch_sum_ms_ / epoch_count_ : 0.0;
   epoch_sum_ms_ = 0.0;
   epoch_count_ = 0;
+  const bool filled = epoch_peak_in_flight_ >= limit_;
+  epoch_peak_in_flight_ = 0;
   last_decision_ = now;
   rotate_baseline_locked(now);
 
@@ -130,7 +143,7 @@ uint32_t ConcurrencyController::update(size_t queued_records, double memory_pres
     if (gradient > kLatencyTolerance) {
       on_latency_rise_locked(gradient, mean_ms);
     } else {
-      on_latency_hold_locked(queued_records);
+      on_latency_hold_locked(queued_records, filled);
     }
   } else if (phase_ == Phase::pressure) {
     phase_ = ceiling_ == 0 ? Phase::slow_start : Phase::steady;
@@ -227,9 +240,9 @@ void ConcurrencyController::on_latency_rise_locked(double gradient, double mean_
   good_ = limit_;
 }
 
-void ConcurrencyController::on_latency_hold_locked(size_t queued_records) {
+void ConcurrencyController::on_latency_hold_locked(size_t queued_records, bool filled) {
   // An idle limit proves nothing: only a limit that was filled counts as holding.
-  if (queued_records == 0) {
+  if (queued_records == 0 || !filled) {
     if (phase_ == Phase::pressure) phase_ = ceiling_ == 0 ? Phase::slow_start : Phase::steady;
     return;
   }

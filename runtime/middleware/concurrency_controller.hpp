@@ -44,7 +44,10 @@ namespace sluice::middleware {
 //    again, until a cut stops paying; the limit before that cut is the knee, and its latency
 //    the new baseline;
 //  - memory pressure >= memory_pressure_threshold cuts x0.75 per epoch, whatever the latency.
-// It only goes up while queued_records > 0, latency holds and pressure is below the threshold.
+// It only goes up while queued_records > 0, latency holds, pressure is below the threshold and the
+// limit was filled: at some point of the epoch as many batches were in flight as the limit allows
+// (TCP's "cwnd-limited" rule, RFC 7661). A limit the work never fills says nothing about a higher
+// one: when the source, not the workers, sets the pace, more lanes only cost routing and wake-ups.
 //
 // Thread-safety: every member may be called from any thread; on_batch_done() and update() take a
 // short mutex.
@@ -63,11 +66,10 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   void on_batch_done(core::Duration rtt, uint32_t records) override;
 
   // After each batch and at each metrics interval; returns the new limit. A decision is taken at
-  // most once per epoch; calls in between return the limit unchanged.
+  // most once per epoch; calls in between return the limit unchanged. Without `in_flight` the
+  // limit counts as filled.
   uint32_t update(size_t queued_records, double memory_pressure);
-  uint32_t update(const LoadSignals& load) override {
-    return update(load.queued_records, load.memory_pressure);
-  }
+  uint32_t update(const LoadSignals& load) override;
 
   uint32_t limit() const override;
   // "slow_start", "steady", "pressure" or "fixed".
@@ -85,7 +87,8 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   void rotate_baseline_locked(core::TimePoint now);
   bool judge_cut_locked(double mean_ms, core::TimePoint now);
   void on_latency_rise_locked(double gradient, double mean_ms);
-  void on_latency_hold_locked(size_t queued_records);
+  uint32_t decide_locked(size_t queued_records, double memory_pressure);
+  void on_latency_hold_locked(size_t queued_records, bool filled);
 
   const core::Clock& clock_;
   DecisionTrace trace_;
@@ -111,6 +114,7 @@ class ConcurrencyController final : public ConcurrencyLimiter {
 
   double epoch_sum_ms_ = 0.0;
   uint32_t epoch_count_ = 0;
+  uint32_t epoch_peak_in_flight_ = 0;  // the most batches in flight seen this epoch
   core::TimePoint last_decision_;
   core::TimePoint last_change_;
   double latency_ms_ = 0.0;

@@ -296,3 +296,26 @@ TEST_CASE("at a stable knee the probes back off: few limit changes once settled"
   CHECK(c.trace().total() - before <= 20);
   for (uint32_t l : limits) CHECK(std::abs(l - 6.0) <= 1.0);
 }
+
+TEST_CASE("a limit the work never fills is not raised; once it is filled, slow start goes on") {
+  ManualClock clock;
+  ConcurrencyController c(settings(), clock);
+  // The source sets the pace: work is queued and latency holds, but at most one batch is ever
+  // in flight under a limit of 2. Epoch after epoch, the limit stays where it is.
+  clock.advance(ms(10));
+  c.on_batch_done(ms(10), 100);
+  REQUIRE(c.update({1000, 1, 0.1}) == 2);
+  for (int epoch = 0; epoch < 20; ++epoch) {
+    clock.advance(ms(10));
+    c.on_batch_done(ms(10), 100);
+    c.update({1000, 1, 0.1});
+    c.on_batch_done(ms(10), 100);
+    CHECK(c.update({1000, 1, 0.1}) == 2);
+  }
+  // Two batches in flight at once: the limit was filled, and it doubles.
+  clock.advance(ms(10));
+  c.on_batch_done(ms(10), 100);
+  c.update({1000, 2, 0.1});
+  c.on_batch_done(ms(10), 100);
+  CHECK(c.update({1000, 1, 0.1}) == 4);
+}
