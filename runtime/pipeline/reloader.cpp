@@ -208,6 +208,7 @@ void Reloader::watch_loop(uint32_t debounce_ms) {
       int wd = inotify_add_watch(fd, dir.c_str(), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE);
       if (wd >= 0) dirs[wd] = dir;
     }
+  spdlog::info("watching {} plugin folder(s) for changes", dirs.size());
   std::map<std::filesystem::path, std::chrono::steady_clock::time_point> pending;
   alignas(inotify_event) char buf[8192];
   while (!stopping_) {

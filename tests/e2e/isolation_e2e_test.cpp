@@ -140,6 +140,17 @@ void overwrite(const fs::path& from, const fs::path& to) {
   out << in.rdbuf();
 }
 
+// Waits until the launcher in `dir` says its plugin watch runs: its stages are built, so a plugin
+// replaced from then on is a hot reload (a fixed sleep is too short on a loaded machine).
+void wait_until_watching(const fs::path& dir) {
+  for (int i = 0; i < 300; ++i) {
+    if (read_file((dir / "stderr").string()).find("plugin folder(s) for changes") !=
+        std::string::npos)
+      return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 // A folder of plugins (mode 0755, as the strict permission check wants) holding `so`'s copy.
 fs::path plugin_folder(const fs::path& dir, const fs::path& so) {
   fs::create_directories(dir / "plugins");
@@ -156,15 +167,15 @@ TEST_CASE("a hot reload to a library that aborts while loading is refused; the o
     const int port = 20000 + (::getpid() + (isolation[0] == 'p' ? 7 : 0)) % 20000;
     const int pid = start_in(
         dir,
-        "name: iso\nsource: {type: generator, count: 30000, rate: 10000, template: "
+        "name: iso\nsource: {type: generator, count: 60000, rate: 10000, template: "
         "'{\"seq\":{{seq}}}'}\ntransforms:\n  - {type: crashy, name: crashy, isolation: " +
             std::string(isolation) + "}\nsink: {type: file, path: out.jsonl, fsync: none}\n",
         plugins, port);
-    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    wait_until_watching(dir);
     overwrite(crashy_dir("crashy_ctor_abort") / "sluice-crashy.so", plugins / "sluice-crashy.so");
     httplib::Client admin("127.0.0.1", port);
     std::string health;
-    for (int i = 0; i < 40 && health.find("SIGABRT") == std::string::npos; ++i) {
+    for (int i = 0; i < 200 && health.find("SIGABRT") == std::string::npos; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       if (auto res = admin.Get("/health")) health = res->body;
     }
@@ -175,7 +186,7 @@ TEST_CASE("a hot reload to a library that aborts while loading is refused; the o
     INFO(err);
     CHECK(code == 0);
     CHECK(err.find("refused, old version keeps running") != std::string::npos);
-    CHECK(lines_of(dir / "out.jsonl").size() == 30000);
+    CHECK(lines_of(dir / "out.jsonl").size() == 60000);
   }
 }
 
@@ -289,11 +300,12 @@ int exit_within(int pid, std::chrono::seconds limit) {
 TEST_CASE("a source that hangs in poll in process: /health says stuck, a stop exits 71 in grace") {
   const fs::path dir = scratch("inprocess-source-hang");
   const int port = 20000 + (::getpid() + 13) % 20000;
-  // Far enough in that positions before the hang are committed (every 200 ms).
+  // It hangs once a commit came (commits come every 200 ms), so some positions are committed.
   constexpr int kHangAt = 2'000'000;
-  const int pid =
-      start_in(dir, source_pipeline(4'000'000, kHangAt, "hang", ", call_timeout_ms: 300"),
-               crashy_dir(), port);
+  const int pid = start_in(dir,
+                           source_pipeline(4'000'000, kHangAt, "hang",
+                                           ", call_timeout_ms: 300, crash_after_commit: true"),
+                           crashy_dir(), port);
   const auto [status, body] = health_once_it_says(port, "\"stuck\"");
   INFO(body);
   CHECK(status == 503);
@@ -376,10 +388,10 @@ TEST_CASE("an isolated source hot-reloads; its position crosses by snapshot and 
   const int port = 20000 + (::getpid() + 11) % 20000;
   const int pid = start_in(
       dir,
-      "name: iso\nsource: {type: generator, count: 30000, rate: 10000, isolation: process, "
+      "name: iso\nsource: {type: generator, count: 60000, rate: 10000, isolation: process, "
       "template: '{\"seq\":{{seq}}}'}\nsink: {type: file, path: out.jsonl, fsync: none}\n",
       plugins, port);
-  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  wait_until_watching(dir);
   overwrite(generator, plugins / "sluice-generator.so");
   const int code = sluice::test::wait_process(pid);
   const std::string err = read_file((dir / "stderr").string());
@@ -388,19 +400,21 @@ TEST_CASE("an isolated source hot-reloads; its position crosses by snapshot and 
   CHECK(err.find("changed: reloading") != std::string::npos);
   CHECK(err.find("failed") == std::string::npos);
   // A new child took the generator's next seq: nothing was repeated, nothing skipped.
-  check_every_seq(dir, 30000, true);
+  check_every_seq(dir, 60000, true);
 }
 
 namespace {
 
-// generator at 4,000 records/s -> crashy isolated, crashing on values holding `poison`.
+// generator at 4,000 records/s -> crashy isolated, crashing on values holding `poison`. Batches
+// of 50 keep the search for the poisoned records short (each costs a few crashes), so the crashes
+// that count for the breaker (a batch's first attempt) come quickly even on a loaded machine.
 std::string crashing_isolated(const std::string& poison) {
   return "name: iso\nsource: {type: generator, count: 200000, rate: 4000, template: "
          "'{\"seq\":{{seq}}}'}\ntransforms:\n  - {type: crashy, isolation: process, poison: '" +
          poison +
          "'}\nsink: {type: file, path: out.jsonl, fsync: none}\n"
          "dead_letter: {type: file, path: dlq.jsonl, format: envelope, fsync: none}\n"
-         "errors: {tolerance: all}\n";
+         "errors: {tolerance: all}\nperformance: {batch_size: 50, adaptive_batching: false}\n";
 }
 
 }  // namespace

@@ -120,6 +120,9 @@ class CrashySource final : public sluice::Source {
         .doc("Where commits are kept (empty: nowhere).");
     s.integer("drain_at").default_value(-1).doc("The seq before which a poll drains.");
     s.integer("leak_kb").default_value(0).min(0).doc("KiB leaked per record.");
+    s.boolean("crash_after_commit")
+        .default_value(false)
+        .doc("At crash_at, emit nothing until a commit came, then crash (so some are committed).");
     return s;
   }
   static std::string description() { return "{\"seq\":N} records; crashes once at one seq."; }
@@ -132,7 +135,8 @@ class CrashySource final : public sluice::Source {
         on_poison_(c.get_string("on_poison", "segfault")),
         marker_(c.get_string("crash_marker")),
         position_file_(c.get_string("position_file")),
-        leak_bytes_(static_cast<size_t>(c.get_int("leak_kb", 0)) * 1024) {
+        leak_bytes_(static_cast<size_t>(c.get_int("leak_kb", 0)) * 1024),
+        crash_after_commit_(c.get_bool("crash_after_commit", false)) {
     std::ifstream in(position_file_);
     int64_t committed = -1;
     if (!position_file_.empty() && in >> committed) seq_ = committed + 1;
@@ -142,6 +146,7 @@ class CrashySource final : public sluice::Source {
     sluice::OutRecord rec;
     rec.topic = "crashy";
     for (size_t i = 0; i < max_records && !out.full() && !done(); ++i, ++seq_) {
+      if (seq_ == crash_at_ && crash_after_commit_ && !committed_) return false;
       if (seq_ == crash_at_ && !marker_.empty() && ::access(marker_.c_str(), F_OK) != 0) {
         std::ofstream(marker_) << "crashed\n";
         crash(on_poison_);
@@ -161,6 +166,7 @@ class CrashySource final : public sluice::Source {
   }
 
   void commit(std::span<const sluice::Position> positions) override {
+    committed_ = committed_ || !positions.empty();
     for (const auto& p : positions) {
       host_.counter_add("commits", 1);
       if (!position_file_.empty()) std::ofstream(position_file_, std::ios::trunc) << p.offset;
@@ -178,6 +184,8 @@ class CrashySource final : public sluice::Source {
   const int64_t count_, crash_at_, drain_at_;
   const std::string on_poison_, marker_, position_file_;
   const size_t leak_bytes_;
+  const bool crash_after_commit_;
+  bool committed_ = false;  // a commit came (commit and poll run on the same source thread)
   int64_t seq_ = 0;
   std::string value_;
 };
