@@ -167,7 +167,7 @@ class ProjectionTransform final : public sluice::Transform {
   static std::string description() {
     return "Folds normalized change events (from the debezium transform) into mirror and "
            "aggregate projections in SQLite or PostgreSQL, one transaction per batch, idempotent "
-           "by source position, behind a row cache; emits one derived event per change.";
+           "by source position, with an optional row cache; emits one derived event per change.";
   }
 
   static sluice::ConfigSchema schema() {
@@ -190,7 +190,9 @@ class ProjectionTransform final : public sluice::Transform {
         .doc(
             "[{name, kind: mirror|aggregate, table: schema.table, group_by, fields: {col: {sum: F} "
             "| {count: true} | {last: F}}}]");
-    s.object("cache").doc("{capacity, policy: lru|lfu|ttl|adaptive, ttl_ms, warmup}");
+    s.object("cache").doc(
+        "{capacity, policy: lru|lfu|ttl|adaptive, ttl_ms, warmup}; off when absent, 10000 rows "
+        "when capacity is not given.");
     s.string("cache_eviction_policy")
         .default_value("")
         .doc("Seed name of cache.policy (lru, lfu, ttl, adaptive).");
@@ -208,6 +210,9 @@ class ProjectionTransform final : public sluice::Transform {
     s.string("heartbeat_topic_prefix")
         .default_value("__debezium-heartbeat")
         .doc("debezium inputs: records on topics starting with this are heartbeats.");
+    s.integer("writers").default_value(0).doc(
+        "postgres: connections that write each batch side by side, rows spread by key (a "
+        "row always on the same one); 0: the default, 2. sqlite: 1.");
     s.string("topic").default_value("projections").doc("Topic of the derived events.");
     s.boolean("emit").default_value(true).doc("false: update projections, emit no derived events.");
     s.string("unavailable_value")
@@ -226,19 +231,7 @@ class ProjectionTransform final : public sluice::Transform {
         input_(parse_input(c)),
         decoder_(sluice_cdc::decoder_options(c)),
         cache_(cache_options(c)) {
-    auto specs = parse_projections(c);
-    const std::string store = c.get_string("store", "sqlite");
-    std::unique_ptr<Database> db;
-    if (store == "sqlite") {
-      const std::string path = c.get_string("path");
-      if (path.empty()) throw sluice::ConfigError("path", "store sqlite needs path");
-      db = open_sqlite(path, c.get_string("synchronous", "NORMAL"));
-    } else {
-      const std::string conninfo = c.get_string("conninfo");
-      if (conninfo.empty()) throw sluice::ConfigError("conninfo", "store postgres needs conninfo");
-      db = open_postgres(conninfo);
-    }
-    store_ = std::make_unique<ProjectionStore>(std::move(db), std::move(specs));
+    store_ = open_store(c, parse_projections(c));
     for (size_t p = 0; p < store_->specs().size(); ++p) {
       truncated_at_.push_back(store_->truncated_at(p));
       by_table_[store_->specs()[p].table].push_back(p);
@@ -277,14 +270,15 @@ class ProjectionTransform final : public sluice::Transform {
       adjust_capacity();
       const CacheCounts before = cache_.counts();
       BatchState batch;
-      store_->db().begin();
+      store_->spread_writes(!has_truncate(events));
+      store_->begin();
       try {
         prefetch(events, batch);
         for (const auto& ev : events) apply(ev, batch, derived, tally);
         flush(batch);
-        store_->db().commit();
+        store_->commit();
       } catch (...) {
-        store_->db().rollback();
+        store_->rollback();
         // The cache holds committed rows only, except rows read after a truncate flushed this
         // batch's writes: those are forgotten with the transaction.
         if (!batch.truncated.empty()) cache_.clear();
@@ -334,6 +328,44 @@ class ProjectionTransform final : public sluice::Transform {
     std::deque<std::string> storage;
   };
 
+  // PostgreSQL connections writing a batch side by side unless `writers` says otherwise: the
+  // best of a sweep of `scripts/bench cdc_postgres` on two cores (plugins/projection/README.md).
+  static constexpr int64_t kDefaultPostgresWriters = 2;
+
+  static std::unique_ptr<ProjectionStore> open_store(const sluice::Config& c,
+                                                     std::vector<ProjectionSpec> specs) {
+    const std::string store = c.get_string("store", "sqlite");
+    const int64_t writers = c.get_int("writers", 0);
+    if (writers < 0 || writers > 64)
+      throw sluice::ConfigError("writers", "writers must be between 1 and 64 (0: the default)");
+    if (store == "sqlite") {
+      const std::string path = c.get_string("path");
+      if (path.empty()) throw sluice::ConfigError("path", "store sqlite needs path");
+      if (writers > 1)
+        throw sluice::ConfigError("writers",
+                                  "writers > 1 needs store postgres (SQLite has one "
+                                  "writer at a time)");
+      return std::make_unique<ProjectionStore>(
+          open_sqlite(path, c.get_string("synchronous", "NORMAL")), std::move(specs));
+    }
+    const std::string conninfo = c.get_string("conninfo");
+    if (conninfo.empty()) throw sluice::ConfigError("conninfo", "store postgres needs conninfo");
+    std::vector<std::unique_ptr<Database>> more;
+    for (int64_t w = 1; w < (writers > 0 ? writers : kDefaultPostgresWriters); ++w)
+      more.push_back(open_postgres(conninfo));
+    return std::make_unique<ProjectionStore>(open_postgres(conninfo), std::move(specs),
+                                             std::move(more));
+  }
+
+  static bool has_truncate(const std::vector<ChangeEvent>& events) {
+    for (const auto& ev : events)
+      if (ev.op == 't') return true;
+    return false;
+  }
+
+  // The capacity of a cache that is configured without one.
+  static constexpr size_t kCacheCapacityWhenAsked = 10000;
+
   static Input parse_input(const sluice::Config& c) {
     const std::string v = c.get_string("input_format", "normalized");
     return v == "debezium"            ? Input::debezium
@@ -361,10 +393,14 @@ class ProjectionTransform final : public sluice::Transform {
 
   static RowCache<RowState>::Options cache_options(const sluice::Config& c) {
     RowCache<RowState>::Options o;
-    o.capacity = 10000;
+    // Off unless asked for: a batch reads its uncached rows in one statement per row family,
+    // so a cache pays only when most lookups hit (measure with your key distribution).
+    o.capacity = 0;
     o.policy = EvictionPolicy::adaptive;
     std::string policy = c.get_string("cache_eviction_policy");
-    if (const auto* cache = c.find("cache")) {
+    const auto* cache = c.find("cache");
+    if (cache || !policy.empty()) o.capacity = kCacheCapacityWhenAsked;
+    if (cache) {
       if (!cache->IsObject())
         throw sluice::ConfigError("cache", "cache must be a mapping {capacity, policy, ...}");
       for (const auto& m : cache->GetObject()) {
@@ -612,6 +648,10 @@ class ProjectionTransform final : public sluice::Transform {
   // source rows, then the groups, which include the groups the source rows were in.
   void prefetch(const std::vector<ChangeEvent>& events, BatchState& b) {
     Wanted wanted(store_->specs().size());
+    // About three rows an event (its row, a group, a group it left): no rehashing on the way.
+    wanted.seen.reserve(3 * events.size());
+    b.loaded.reserve(3 * events.size());
+    b.dirty.reserve(3 * events.size());
     for (const auto& ev : events)
       for (const auto& part : ev.parts)
         want(wanted, part.projection,
