@@ -54,6 +54,7 @@ def events_file(work, count):
     args = [*GENERATOR_ARGS, "--events", str(count)]
     if not path.exists() or not stamp.exists() or stamp.read_text() != json.dumps(args):
         print(f"cdc bench: generating {count} change events", flush=True)
+        work.mkdir(parents=True, exist_ok=True)  # cdc_postgres may run without cdc
         subprocess.run([sys.executable, str(GENERATOR), "--out", str(path), *args], check=True)
         stamp.write_text(json.dumps(args))
     return path
