@@ -928,7 +928,9 @@ class ProjectionTransform final : public sluice::Transform {
     size_t si = 0, li = 0;
     for (const auto& f : spec.fields) {
       if (out.size() > 1) out += ',';
-      out += '"' + f.column + "\":";
+      out += '"';
+      out += f.column;
+      out += "\":";
       if (f.fold == Fold::sum)
         out += format_number(si < g.sums.size() ? g.sums[si++] : 0.0);
       else if (f.fold == Fold::count)
@@ -943,11 +945,18 @@ class ProjectionTransform final : public sluice::Transform {
                            const std::string& old_json, const std::string& new_json,
                            const ChangeEvent& ev) const {
     std::string out;
-    out.reserve(160 + old_json.size() + new_json.size());
-    out += R"({"projection":")" + store_->specs()[p].name + R"(","op":")" + op + R"(","key":)" +
-           key_json + R"(,"old":)" + old_json + R"(,"new":)" + new_json +
-           R"(,"source":{"table":")" + ev.table + R"(","op":")" + std::string(1, ev.op) +
-           R"(","position":")" + ev.position + R"(","ts_ms":)" + ev.ts_ms + "}}";
+    out.reserve(160 + key_json.size() + old_json.size() + new_json.size());
+    // Appended piece by piece: no temporary strings.
+    for (std::string_view piece :
+         {std::string_view(R"({"projection":")"), std::string_view(store_->specs()[p].name),
+          std::string_view(R"(","op":")"), std::string_view(op), std::string_view(R"(","key":)"),
+          std::string_view(key_json), std::string_view(R"(,"old":)"), std::string_view(old_json),
+          std::string_view(R"(,"new":)"), std::string_view(new_json),
+          std::string_view(R"(,"source":{"table":")"), std::string_view(ev.table),
+          std::string_view(R"(","op":")"), std::string_view(&ev.op, 1),
+          std::string_view(R"(","position":")"), std::string_view(ev.position),
+          std::string_view(R"(","ts_ms":)"), std::string_view(ev.ts_ms), std::string_view("}}")})
+      out += piece;
     return out;
   }
 
