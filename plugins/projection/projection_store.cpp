@@ -317,12 +317,14 @@ void ProjectionStore::load_many(size_t projection, RowFamily family,
 }
 
 void ProjectionStore::save(size_t projection, RowFamily family, const std::string& key,
-                           const RowState& row, const RowState& before, int64_t now_ms) {
+                           const RowState& row, const RowState& before, int64_t now_ms,
+                           size_t affinity) {
   const ProjectionSpec& p = specs_[projection];
   Bulk* bulk = stmts_[projection].bulk;
   std::string now = std::to_string(now_ms);
+  const size_t w = writer_of(affinity);
   auto queue = [&](BulkKind kind, std::initializer_list<SqlValue> params) {
-    auto& q = queue_of(bulk[kind], key);
+    auto& q = bulk[kind].queued[w];
     q.insert(q.end(), params);
   };
   switch (family) {
@@ -340,7 +342,7 @@ void ProjectionStore::save(size_t projection, RowFamily family, const std::strin
         if (before.present) queue(delete_main, {key});
         return;
       }
-      std::vector<SqlValue>& q = queue_of(bulk[upsert_main], key);
+      std::vector<SqlValue>& q = bulk[upsert_main].queued[w];
       q.emplace_back(key);
       size_t si = 0, li = 0;
       for (const auto& f : p.fields) {
@@ -364,12 +366,8 @@ void ProjectionStore::save(size_t projection, RowFamily family, const std::strin
   }
 }
 
-size_t ProjectionStore::writer_of(const std::string& key) const {
-  return spread_ && !writers_.empty() ? std::hash<std::string>{}(key) % writer_count() : 0;
-}
-
-std::vector<SqlValue>& ProjectionStore::queue_of(Bulk& bulk, const std::string& key) {
-  return bulk.queued[writer_of(key)];
+size_t ProjectionStore::writer_of(size_t affinity) const {
+  return spread_ && !writers_.empty() ? affinity % writer_count() : 0;
 }
 
 bool ProjectionStore::queued_on(size_t w) const {

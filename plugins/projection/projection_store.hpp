@@ -54,7 +54,7 @@ enum class RowFamily : char { mirror = 'm', group = 'g', source = 's' };
 class ProjectionStore {
  public:
   // `writers`: more connections to the same database; the queued writes of a batch are then
-  // spread over them by row key (a row always goes to the same one) and sent in parallel.
+  // spread over them by the affinity save() is given, and sent in parallel.
   ProjectionStore(std::unique_ptr<Database> db, std::vector<ProjectionSpec> specs,
                   std::vector<std::unique_ptr<Database>> writers = {});
 
@@ -80,9 +80,10 @@ class ProjectionStore {
                  const std::string& key_prefix, std::unordered_map<std::string, RowState>& out);
   // Queues the write of `row`; `before` is the row as loaded, so only the statements needed
   // run. Queued writes go out with write_queued(), several rows a statement; a key is saved at
-  // most once between two write_queued() calls.
+  // most once between two write_queued() calls. `affinity` picks the writer: rows saved with
+  // the same value go through the same connection, so they commit together.
   void save(size_t projection, RowFamily family, const std::string& key, const RowState& row,
-            const RowState& before, int64_t now_ms);
+            const RowState& before, int64_t now_ms, size_t affinity = 0);
   void write_queued();
   // Drops a projection's rows (mirror), or source rows and emptied groups (aggregate), older than
   // `position` and remembers it: older events are skipped from then on. Rows written by events
@@ -122,8 +123,7 @@ class ProjectionStore {
   void create_tables();
   size_t prepare_in_list(const std::string& head);
   Database& writer(size_t w) { return w == 0 ? *db_ : *writers_[w - 1]; }
-  size_t writer_of(const std::string& key) const;
-  std::vector<SqlValue>& queue_of(Bulk& bulk, const std::string& key);
+  size_t writer_of(size_t affinity) const;
   bool queued_on(size_t w) const;
   void write_queued_on(size_t w);
   static std::string bulk_sql(const Bulk& bulk, size_t rows);

@@ -380,7 +380,25 @@ class ProjectionTransform final : public sluice::Transform {
     RowState before;  // as read: only `present` and `tombstone` (what save() needs)
     RowState now;
     bool changed = false;
+    // Rows one event changes together (an aggregate's source row and its groups) are linked
+    // (union-find): a linked set goes through one writer, so that it commits as a whole.
+    Dirty* link = nullptr;
   };
+  static Dirty& root(Dirty& d) {
+    Dirty* r = &d;
+    while (r->link) r = r->link;
+    for (Dirty* at = &d; at != r;) {  // path compression
+      Dirty* next = at->link;
+      at->link = r;
+      at = next;
+    }
+    return *r;
+  }
+  static void join(Dirty& a, Dirty& b) {
+    Dirty& ra = root(a);
+    Dirty& rb = root(b);
+    if (&ra != &rb) rb.link = &ra;
+  }
   struct BatchState {
     std::unordered_map<std::string, Dirty> dirty;
     std::unordered_map<std::string, RowState> loaded;  // prefetched rows not yet in `dirty`
@@ -703,8 +721,12 @@ class ProjectionTransform final : public sluice::Transform {
 
   void flush(BatchState& b) {
     const int64_t now = wall_ms();
-    for (const Dirty* d : b.order)
-      if (d->changed) store_->save(d->projection, d->family, d->key, d->now, d->before, now);
+    for (Dirty* d : b.order) {
+      if (!d->changed) continue;
+      const Dirty& r = root(*d);
+      const size_t affinity = std::hash<std::string>{}(r.key) + r.projection;
+      store_->save(d->projection, d->family, d->key, d->now, d->before, now, affinity);
+    }
     store_->write_queued();
     b.order.clear();
   }
@@ -842,6 +864,7 @@ class ProjectionTransform final : public sluice::Transform {
 
     if (had) {
       Dirty& g = row(b, p, RowFamily::group, src.data);
+      join(src_row, g);
       g.changed = true;
       for (size_t i = 0; i < src.sums.size() && i < g.now.sums.size(); ++i)
         g.now.sums[i] -= src.sums[i];
@@ -852,6 +875,7 @@ class ProjectionTransform final : public sluice::Transform {
     }
     if (part.has_image) {
       Dirty& g = row(b, p, RowFamily::group, part.group);
+      join(src_row, g);
       g.changed = true;
       if (!g.now.present) {
         g.now = RowState{};

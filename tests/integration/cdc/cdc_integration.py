@@ -11,6 +11,7 @@ Cases:
   postgres PG_DIR         as sqlite-c8 (and the replay) on PostgreSQL
   postgres-writers PG_DIR one and four writers (`writers: 4`, its first writes failing with a
                           retriable error): the same rows and derived events
+  postgres-commit-fails PG_DIR  four writers, one commit failing after others: the same rows
   kafka KAFKA_DIR PG_DIR  pipelines/cdc-kafka.yaml: Kafka topics -> PostgreSQL -> Kafka topic
 """
 import json
@@ -332,6 +333,46 @@ create trigger sluice_it_fail before insert or update on accounts
 """
 
 
+# A deferred trigger that fails the commit of every transaction that commits the 37th, 74th, ...
+# source row of the aggregate up to the 370th (SQLSTATE 40001: retriable): mostly a writer that
+# commits after others have committed their part of the batch.
+FAIL_FIRST_COMMIT = """
+create sequence sluice_it_commit;
+create table account_balances__sources (key text primary key, group_key text,
+  contribution text, source_position text collate "C" not null, deleted integer not null,
+  updated_ms bigint not null);
+create function sluice_it_commit() returns trigger language plpgsql as $$
+begin
+  if nextval('sluice_it_commit') % 37 = 0 and currval('sluice_it_commit') <= 370 then
+    raise exception 'injected commit failure' using errcode = '40001';
+  end if;
+  return null;
+end $$;
+create constraint trigger sluice_it_commit after insert or update on account_balances__sources
+  deferrable initially deferred for each row execute function sluice_it_commit();
+"""
+
+
+def case_postgres_commit_fails(service_dir):
+    """Four writers, one of whose commits fails after others may have committed: the retried
+    batch skips what was committed and applies the rest, and every row still equals the oracle
+    (an aggregate's source row and its groups commit together, on one writer). The derived
+    events of the rows committed before the failure are not emitted again (see the README)."""
+    work = workdir("postgres-commit-fails")
+    conninfo = postgres_conninfo(service_dir, "cdc_commit")
+    subprocess.run(["psql", conninfo, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                    FAIL_FIRST_COMMIT], check=True, capture_output=True)
+    events = generate(work / "events.jsonl", "--seed", "34", "--steps", "1500")
+    store = f"    store: postgres\n    conninfo: \"{conninfo}\"\n    writers: 4"
+    s = run_sluice(pipeline_yaml(work, events, store, 1))
+    if s["in"] != line_count(events) or s["rejected"] or s["dead_lettered"]:
+        fail(f"unexpected summary {s}")
+    failed = int(bank_oracle.psql_rows(conninfo, "select last_value from sluice_it_commit")[0][0])
+    if failed <= 370:
+        fail(f"the injected commit failures did not all happen (sequence at {failed})")
+    expect_oracle(events, bank_oracle.read_postgres(conninfo), "postgres, a failed commit")
+
+
 def sorted_lines(path):
     return sorted(open(path).read().splitlines())
 
@@ -451,6 +492,8 @@ def main():
         case_postgres(sys.argv[2])
     elif case == "postgres-writers":
         case_postgres_writers(sys.argv[2])
+    elif case == "postgres-commit-fails":
+        case_postgres_commit_fails(sys.argv[2])
     elif case == "kafka":
         case_kafka(sys.argv[2], sys.argv[3])
     else:
