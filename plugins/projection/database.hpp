@@ -26,6 +26,8 @@ class Database {
   virtual void write(size_t statement, const std::vector<SqlValue>& params) {
     run(statement, params);
   }
+  // Sends the writes write() holds back and waits for their results; the first error throws.
+  virtual void flush() {}
   virtual void begin() = 0;
   virtual void commit() = 0;
   virtual void rollback() noexcept = 0;

@@ -130,6 +130,7 @@ class PostgresDatabase final : public Database {
   const char* json_strings_of_param() const override {
     return "SELECT json_array_elements_text($1::json)";
   }
+  void flush() override { sync(); }
   void begin() override { exec("BEGIN"); }
   void commit() override { exec("COMMIT"); }
   void rollback() noexcept override {

@@ -7,6 +7,9 @@
 
 #include <cmath>
 #include <cstdio>
+#include <exception>
+#include <functional>
+#include <future>
 #include <iterator>
 #include <stdexcept>
 
@@ -77,9 +80,42 @@ size_t ProjectionSpec::last_count() const {
   return n;
 }
 
-ProjectionStore::ProjectionStore(std::unique_ptr<Database> db, std::vector<ProjectionSpec> specs)
-    : db_(std::move(db)), specs_(std::move(specs)) {
+ProjectionStore::ProjectionStore(std::unique_ptr<Database> db, std::vector<ProjectionSpec> specs,
+                                 std::vector<std::unique_ptr<Database>> writers)
+    : db_(std::move(db)),
+      writers_(std::move(writers)),
+      open_(writer_count(), false),
+      slices_(writer_count()),
+      specs_(std::move(specs)) {
   create_tables();
+  for (auto& s : stmts_)
+    for (auto& bulk : s.bulk) {
+      bulk.queued.resize(writer_count());
+      bulk.prepared.assign(writer_count(), std::vector<size_t>(std::size(kBulkSizes), SIZE_MAX));
+    }
+}
+
+void ProjectionStore::begin() {
+  db_->begin();
+  open_[0] = true;
+}
+
+void ProjectionStore::commit() {
+  // The other writers first: the first connection's commit also ends the batch's reads.
+  for (size_t w = 1; w < writer_count(); ++w)
+    if (open_[w]) {
+      open_[w] = false;
+      writer(w).commit();
+    }
+  open_[0] = false;
+  db_->commit();
+}
+
+void ProjectionStore::rollback() noexcept {
+  for (size_t w = 0; w < writer_count(); ++w)
+    if (open_[w]) writer(w).rollback();
+  std::fill(open_.begin(), open_.end(), false);
+  clear_queues();
 }
 
 void ProjectionStore::create_tables() {
@@ -281,12 +317,15 @@ void ProjectionStore::load_many(size_t projection, RowFamily family,
 }
 
 void ProjectionStore::save(size_t projection, RowFamily family, const std::string& key,
-                           const RowState& row, const RowState& before, int64_t now_ms) {
+                           const RowState& row, const RowState& before, int64_t now_ms,
+                           size_t affinity) {
   const ProjectionSpec& p = specs_[projection];
   Bulk* bulk = stmts_[projection].bulk;
   std::string now = std::to_string(now_ms);
+  const size_t w = writer_of(affinity);
   auto queue = [&](BulkKind kind, std::initializer_list<SqlValue> params) {
-    bulk[kind].queued.insert(bulk[kind].queued.end(), params);
+    auto& q = bulk[kind].queued[w];
+    q.insert(q.end(), params);
   };
   switch (family) {
     case RowFamily::mirror:
@@ -303,7 +342,7 @@ void ProjectionStore::save(size_t projection, RowFamily family, const std::strin
         if (before.present) queue(delete_main, {key});
         return;
       }
-      std::vector<SqlValue>& q = bulk[upsert_main].queued;
+      std::vector<SqlValue>& q = bulk[upsert_main].queued[w];
       q.emplace_back(key);
       size_t si = 0, li = 0;
       for (const auto& f : p.fields) {
@@ -327,47 +366,97 @@ void ProjectionStore::save(size_t projection, RowFamily family, const std::strin
   }
 }
 
+size_t ProjectionStore::writer_of(size_t affinity) const {
+  return spread_ && !writers_.empty() ? affinity % writer_count() : 0;
+}
+
+bool ProjectionStore::queued_on(size_t w) const {
+  for (const auto& s : stmts_)
+    for (const auto& bulk : s.bulk)
+      if (!bulk.queued[w].empty()) return true;
+  return false;
+}
+
+void ProjectionStore::clear_queues() {
+  for (auto& s : stmts_)
+    for (auto& bulk : s.bulk)
+      for (auto& q : bulk.queued) q.clear();
+}
+
+// Writer w's queued rows, inside its transaction of the batch (opened here on first use), on
+// the server before this returns.
+void ProjectionStore::write_queued_on(size_t w) {
+  if (!queued_on(w)) return;
+  if (!open_[w]) {
+    writer(w).begin();
+    open_[w] = true;
+  }
+  for (auto& s : stmts_)
+    for (auto& bulk : s.bulk) write_bulk(bulk, w);
+  // Every error shows here, before any writer commits.
+  writer(w).flush();
+}
+
 void ProjectionStore::write_queued() {
   try {
-    for (auto& s : stmts_)
-      for (auto& bulk : s.bulk) write_bulk(bulk);
+    // Writers 1..n-1 on their own threads, writer 0 on this one; all are waited for.
+    std::vector<std::future<void>> others;
+    for (size_t w = 1; w < writer_count(); ++w)
+      if (queued_on(w))
+        others.push_back(std::async(std::launch::async, [this, w] { write_queued_on(w); }));
+    std::exception_ptr failed;
+    try {
+      write_queued_on(0);
+    } catch (...) {
+      failed = std::current_exception();
+    }
+    for (auto& f : others) try {
+        f.get();
+      } catch (...) {
+        if (!failed) failed = std::current_exception();
+      }
+    if (failed) std::rethrow_exception(failed);
   } catch (...) {
     // The transaction fails with this batch: nothing of it may leak into the next one.
-    for (auto& s : stmts_)
-      for (auto& bulk : s.bulk) bulk.queued.clear();
+    clear_queues();
     throw;
   }
 }
 
+// The statement writing `rows` rows of `bulk`.
+std::string ProjectionStore::bulk_sql(const Bulk& bulk, size_t rows) {
+  std::string sql = bulk.head;
+  for (size_t r = 0, param = 1; r < rows; ++r) {
+    sql += r ? ", " : "";
+    sql += bulk.tuples ? "(" : "";
+    for (size_t c = 0; c < bulk.width; ++c, ++param)
+      sql += (c ? ", $" : "$") + std::to_string(param);
+    sql += bulk.tuples ? ")" : "";
+  }
+  return sql + bulk.tail;
+}
+
 // Rows go out kBulkSizes[0] a statement; the remainder in the smaller sizes.
-void ProjectionStore::write_bulk(Bulk& bulk) {
-  static constexpr size_t kBulkSizes[] = {64, 8, 1};
-  if (bulk.queued.empty()) return;
-  if (bulk.prepared.empty()) bulk.prepared.assign(std::size(kBulkSizes), SIZE_MAX);
-  const size_t rows = bulk.queued.size() / bulk.width;
+void ProjectionStore::write_bulk(Bulk& bulk, size_t w) {
+  std::vector<SqlValue>& queued = bulk.queued[w];
+  if (queued.empty()) return;
+  std::vector<size_t>& prepared = bulk.prepared[w];
+  std::vector<SqlValue>& slice = slices_[w];
+  Database& db = writer(w);
+  const size_t rows = queued.size() / bulk.width;
   size_t done = 0;
   for (size_t i = 0; i < std::size(kBulkSizes); ++i) {
     const size_t n = kBulkSizes[i];
     if (rows - done < n) continue;
-    if (bulk.prepared[i] == SIZE_MAX) {
-      std::string sql = bulk.head;
-      for (size_t r = 0, param = 1; r < n; ++r) {
-        sql += r ? ", " : "";
-        sql += bulk.tuples ? "(" : "";
-        for (size_t c = 0; c < bulk.width; ++c, ++param)
-          sql += (c ? ", $" : "$") + std::to_string(param);
-        sql += bulk.tuples ? ")" : "";
-      }
-      bulk.prepared[i] = db_->prepare(sql + bulk.tail);
-    }
+    if (prepared[i] == SIZE_MAX) prepared[i] = db.prepare(bulk_sql(bulk, n));
     for (; rows - done >= n; done += n) {
-      const auto first = bulk.queued.begin() + static_cast<ptrdiff_t>(done * bulk.width);
-      slice_.assign(std::make_move_iterator(first),
-                    std::make_move_iterator(first + static_cast<ptrdiff_t>(n * bulk.width)));
-      db_->write(bulk.prepared[i], slice_);
+      const auto first = queued.begin() + static_cast<ptrdiff_t>(done * bulk.width);
+      slice.assign(std::make_move_iterator(first),
+                   std::make_move_iterator(first + static_cast<ptrdiff_t>(n * bulk.width)));
+      db.write(prepared[i], slice);
     }
   }
-  bulk.queued.clear();
+  queued.clear();
 }
 
 void ProjectionStore::truncate(size_t projection, const std::string& position) {

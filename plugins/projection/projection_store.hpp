@@ -53,10 +53,25 @@ enum class RowFamily : char { mirror = 'm', group = 'g', source = 's' };
 // The SQL side of the projections. Not thread-safe: used under the stage's store lock.
 class ProjectionStore {
  public:
-  ProjectionStore(std::unique_ptr<Database> db, std::vector<ProjectionSpec> specs);
+  // `writers`: more connections to the same database; the queued writes of a batch are then
+  // spread over them by the affinity save() is given, and sent in parallel.
+  ProjectionStore(std::unique_ptr<Database> db, std::vector<ProjectionSpec> specs,
+                  std::vector<std::unique_ptr<Database>> writers = {});
 
   const std::vector<ProjectionSpec>& specs() const { return specs_; }
   Database& db() { return *db_; }
+  size_t writer_count() const { return writers_.size() + 1; }
+
+  // One batch's transaction, on every connection it writes through. A writer's transaction
+  // opens with its first write of the batch; commit() commits them once every write has
+  // succeeded (an error of any writer throws from write_queued(), and the caller rolls back).
+  void begin();
+  void commit();
+  void rollback() noexcept;
+  // Whether save() may spread rows over the writers (default true). Off for a batch that
+  // reads its own writes (a truncate reads the rows written before it): those reads go through
+  // the first connection, which cannot see the other writers' uncommitted rows.
+  void spread_writes(bool on) { spread_ = on; }
 
   RowState load(size_t projection, RowFamily family, const std::string& key);
   // The rows of `keys` (one family), read in one statement; a key without a row maps to
@@ -65,9 +80,10 @@ class ProjectionStore {
                  const std::string& key_prefix, std::unordered_map<std::string, RowState>& out);
   // Queues the write of `row`; `before` is the row as loaded, so only the statements needed
   // run. Queued writes go out with write_queued(), several rows a statement; a key is saved at
-  // most once between two write_queued() calls.
+  // most once between two write_queued() calls. `affinity` picks the writer: rows saved with
+  // the same value go through the same connection, so they commit together.
   void save(size_t projection, RowFamily family, const std::string& key, const RowState& row,
-            const RowState& before, int64_t now_ms);
+            const RowState& before, int64_t now_ms, size_t affinity = 0);
   void write_queued();
   // Drops a projection's rows (mirror), or source rows and emptied groups (aggregate), older than
   // `position` and remembers it: older events are skipped from then on. Rows written by events
@@ -88,10 +104,12 @@ class ProjectionStore {
   struct Bulk {
     std::string head, tail;
     size_t width = 1;
-    bool tuples = true;            // rows as "($1, $2)"; false: bare "$1" (an IN list)
-    std::vector<size_t> prepared;  // per kBulkSizes entry; SIZE_MAX until prepared
-    std::vector<SqlValue> queued;  // flat parameters of the rows waiting to be written
+    bool tuples = true;  // rows as "($1, $2)"; false: bare "$1" (an IN list)
+    // [writer][kBulkSizes entry]: the statement handle on that writer; SIZE_MAX until prepared
+    std::vector<std::vector<size_t>> prepared;
+    std::vector<std::vector<SqlValue>> queued;  // [writer]: flat parameters of waiting rows
   };
+  static constexpr size_t kBulkSizes[] = {64, 8, 1};  // rows a bulk statement writes
   enum BulkKind : size_t { upsert_main, delete_main, upsert_side, delete_side, kBulkKinds };
   struct Statements {
     size_t select_main, select_side;
@@ -104,12 +122,21 @@ class ProjectionStore {
   static RowState row_from_side(const SqlRow& r);
   void create_tables();
   size_t prepare_in_list(const std::string& head);
-  void write_bulk(Bulk& bulk);
+  Database& writer(size_t w) { return w == 0 ? *db_ : *writers_[w - 1]; }
+  size_t writer_of(size_t affinity) const;
+  bool queued_on(size_t w) const;
+  void write_queued_on(size_t w);
+  static std::string bulk_sql(const Bulk& bulk, size_t rows);
+  void write_bulk(Bulk& bulk, size_t w);
+  void clear_queues();
 
   std::unique_ptr<Database> db_;
+  std::vector<std::unique_ptr<Database>> writers_;  // writers 1..n-1; writer 0 is db_
+  std::vector<char> open_;  // [writer]: its transaction is open (char: writers set theirs at once)
+  std::vector<std::vector<SqlValue>> slices_;  // [writer]: one bulk statement's parameters
+  bool spread_ = true;
   std::vector<ProjectionSpec> specs_;
   std::vector<Statements> stmts_;
-  std::vector<SqlValue> slice_;  // the parameters of one bulk statement (reused)
   size_t select_meta_ = 0, upsert_meta_ = 0;
 };
 

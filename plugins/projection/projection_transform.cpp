@@ -167,7 +167,7 @@ class ProjectionTransform final : public sluice::Transform {
   static std::string description() {
     return "Folds normalized change events (from the debezium transform) into mirror and "
            "aggregate projections in SQLite or PostgreSQL, one transaction per batch, idempotent "
-           "by source position, behind a row cache; emits one derived event per change.";
+           "by source position, with an optional row cache; emits one derived event per change.";
   }
 
   static sluice::ConfigSchema schema() {
@@ -190,7 +190,9 @@ class ProjectionTransform final : public sluice::Transform {
         .doc(
             "[{name, kind: mirror|aggregate, table: schema.table, group_by, fields: {col: {sum: F} "
             "| {count: true} | {last: F}}}]");
-    s.object("cache").doc("{capacity, policy: lru|lfu|ttl|adaptive, ttl_ms, warmup}");
+    s.object("cache").doc(
+        "{capacity, policy: lru|lfu|ttl|adaptive, ttl_ms, warmup}; off when absent, 10000 rows "
+        "when capacity is not given.");
     s.string("cache_eviction_policy")
         .default_value("")
         .doc("Seed name of cache.policy (lru, lfu, ttl, adaptive).");
@@ -208,6 +210,9 @@ class ProjectionTransform final : public sluice::Transform {
     s.string("heartbeat_topic_prefix")
         .default_value("__debezium-heartbeat")
         .doc("debezium inputs: records on topics starting with this are heartbeats.");
+    s.integer("writers").default_value(0).doc(
+        "postgres: connections that write each batch side by side, rows spread by key (a "
+        "row always on the same one); 0: the default, 2. sqlite: 1.");
     s.string("topic").default_value("projections").doc("Topic of the derived events.");
     s.boolean("emit").default_value(true).doc("false: update projections, emit no derived events.");
     s.string("unavailable_value")
@@ -226,19 +231,7 @@ class ProjectionTransform final : public sluice::Transform {
         input_(parse_input(c)),
         decoder_(sluice_cdc::decoder_options(c)),
         cache_(cache_options(c)) {
-    auto specs = parse_projections(c);
-    const std::string store = c.get_string("store", "sqlite");
-    std::unique_ptr<Database> db;
-    if (store == "sqlite") {
-      const std::string path = c.get_string("path");
-      if (path.empty()) throw sluice::ConfigError("path", "store sqlite needs path");
-      db = open_sqlite(path, c.get_string("synchronous", "NORMAL"));
-    } else {
-      const std::string conninfo = c.get_string("conninfo");
-      if (conninfo.empty()) throw sluice::ConfigError("conninfo", "store postgres needs conninfo");
-      db = open_postgres(conninfo);
-    }
-    store_ = std::make_unique<ProjectionStore>(std::move(db), std::move(specs));
+    store_ = open_store(c, parse_projections(c));
     for (size_t p = 0; p < store_->specs().size(); ++p) {
       truncated_at_.push_back(store_->truncated_at(p));
       by_table_[store_->specs()[p].table].push_back(p);
@@ -277,14 +270,15 @@ class ProjectionTransform final : public sluice::Transform {
       adjust_capacity();
       const CacheCounts before = cache_.counts();
       BatchState batch;
-      store_->db().begin();
+      store_->spread_writes(!has_truncate(events));
+      store_->begin();
       try {
         prefetch(events, batch);
         for (const auto& ev : events) apply(ev, batch, derived, tally);
         flush(batch);
-        store_->db().commit();
+        store_->commit();
       } catch (...) {
-        store_->db().rollback();
+        store_->rollback();
         // The cache holds committed rows only, except rows read after a truncate flushed this
         // batch's writes: those are forgotten with the transaction.
         if (!batch.truncated.empty()) cache_.clear();
@@ -334,6 +328,44 @@ class ProjectionTransform final : public sluice::Transform {
     std::deque<std::string> storage;
   };
 
+  // PostgreSQL connections writing a batch side by side unless `writers` says otherwise: the
+  // best of a sweep of `scripts/bench cdc_postgres` on two cores (plugins/projection/README.md).
+  static constexpr int64_t kDefaultPostgresWriters = 2;
+
+  static std::unique_ptr<ProjectionStore> open_store(const sluice::Config& c,
+                                                     std::vector<ProjectionSpec> specs) {
+    const std::string store = c.get_string("store", "sqlite");
+    const int64_t writers = c.get_int("writers", 0);
+    if (writers < 0 || writers > 64)
+      throw sluice::ConfigError("writers", "writers must be between 1 and 64 (0: the default)");
+    if (store == "sqlite") {
+      const std::string path = c.get_string("path");
+      if (path.empty()) throw sluice::ConfigError("path", "store sqlite needs path");
+      if (writers > 1)
+        throw sluice::ConfigError("writers",
+                                  "writers > 1 needs store postgres (SQLite has one "
+                                  "writer at a time)");
+      return std::make_unique<ProjectionStore>(
+          open_sqlite(path, c.get_string("synchronous", "NORMAL")), std::move(specs));
+    }
+    const std::string conninfo = c.get_string("conninfo");
+    if (conninfo.empty()) throw sluice::ConfigError("conninfo", "store postgres needs conninfo");
+    std::vector<std::unique_ptr<Database>> more;
+    for (int64_t w = 1; w < (writers > 0 ? writers : kDefaultPostgresWriters); ++w)
+      more.push_back(open_postgres(conninfo));
+    return std::make_unique<ProjectionStore>(open_postgres(conninfo), std::move(specs),
+                                             std::move(more));
+  }
+
+  static bool has_truncate(const std::vector<ChangeEvent>& events) {
+    for (const auto& ev : events)
+      if (ev.op == 't') return true;
+    return false;
+  }
+
+  // The capacity of a cache that is configured without one.
+  static constexpr size_t kCacheCapacityWhenAsked = 10000;
+
   static Input parse_input(const sluice::Config& c) {
     const std::string v = c.get_string("input_format", "normalized");
     return v == "debezium"            ? Input::debezium
@@ -348,7 +380,25 @@ class ProjectionTransform final : public sluice::Transform {
     RowState before;  // as read: only `present` and `tombstone` (what save() needs)
     RowState now;
     bool changed = false;
+    // Rows one event changes together (an aggregate's source row and its groups) are linked
+    // (union-find): a linked set goes through one writer, so that it commits as a whole.
+    Dirty* link = nullptr;
   };
+  static Dirty& root(Dirty& d) {
+    Dirty* r = &d;
+    while (r->link) r = r->link;
+    for (Dirty* at = &d; at != r;) {  // path compression
+      Dirty* next = at->link;
+      at->link = r;
+      at = next;
+    }
+    return *r;
+  }
+  static void join(Dirty& a, Dirty& b) {
+    Dirty& ra = root(a);
+    Dirty& rb = root(b);
+    if (&ra != &rb) rb.link = &ra;
+  }
   struct BatchState {
     std::unordered_map<std::string, Dirty> dirty;
     std::unordered_map<std::string, RowState> loaded;  // prefetched rows not yet in `dirty`
@@ -361,10 +411,14 @@ class ProjectionTransform final : public sluice::Transform {
 
   static RowCache<RowState>::Options cache_options(const sluice::Config& c) {
     RowCache<RowState>::Options o;
-    o.capacity = 10000;
+    // Off unless asked for: a batch reads its uncached rows in one statement per row family,
+    // so a cache pays only when most lookups hit (measure with your key distribution).
+    o.capacity = 0;
     o.policy = EvictionPolicy::adaptive;
     std::string policy = c.get_string("cache_eviction_policy");
-    if (const auto* cache = c.find("cache")) {
+    const auto* cache = c.find("cache");
+    if (cache || !policy.empty()) o.capacity = kCacheCapacityWhenAsked;
+    if (cache) {
       if (!cache->IsObject())
         throw sluice::ConfigError("cache", "cache must be a mapping {capacity, policy, ...}");
       for (const auto& m : cache->GetObject()) {
@@ -612,6 +666,10 @@ class ProjectionTransform final : public sluice::Transform {
   // source rows, then the groups, which include the groups the source rows were in.
   void prefetch(const std::vector<ChangeEvent>& events, BatchState& b) {
     Wanted wanted(store_->specs().size());
+    // About three rows an event (its row, a group, a group it left): no rehashing on the way.
+    wanted.seen.reserve(3 * events.size());
+    b.loaded.reserve(3 * events.size());
+    b.dirty.reserve(3 * events.size());
     for (const auto& ev : events)
       for (const auto& part : ev.parts)
         want(wanted, part.projection,
@@ -663,8 +721,12 @@ class ProjectionTransform final : public sluice::Transform {
 
   void flush(BatchState& b) {
     const int64_t now = wall_ms();
-    for (const Dirty* d : b.order)
-      if (d->changed) store_->save(d->projection, d->family, d->key, d->now, d->before, now);
+    for (Dirty* d : b.order) {
+      if (!d->changed) continue;
+      const Dirty& r = root(*d);
+      const size_t affinity = std::hash<std::string>{}(r.key) + r.projection;
+      store_->save(d->projection, d->family, d->key, d->now, d->before, now, affinity);
+    }
     store_->write_queued();
     b.order.clear();
   }
@@ -802,6 +864,7 @@ class ProjectionTransform final : public sluice::Transform {
 
     if (had) {
       Dirty& g = row(b, p, RowFamily::group, src.data);
+      join(src_row, g);
       g.changed = true;
       for (size_t i = 0; i < src.sums.size() && i < g.now.sums.size(); ++i)
         g.now.sums[i] -= src.sums[i];
@@ -812,6 +875,7 @@ class ProjectionTransform final : public sluice::Transform {
     }
     if (part.has_image) {
       Dirty& g = row(b, p, RowFamily::group, part.group);
+      join(src_row, g);
       g.changed = true;
       if (!g.now.present) {
         g.now = RowState{};
@@ -888,7 +952,9 @@ class ProjectionTransform final : public sluice::Transform {
     size_t si = 0, li = 0;
     for (const auto& f : spec.fields) {
       if (out.size() > 1) out += ',';
-      out += '"' + f.column + "\":";
+      out += '"';
+      out += f.column;
+      out += "\":";
       if (f.fold == Fold::sum)
         out += format_number(si < g.sums.size() ? g.sums[si++] : 0.0);
       else if (f.fold == Fold::count)
@@ -903,11 +969,18 @@ class ProjectionTransform final : public sluice::Transform {
                            const std::string& old_json, const std::string& new_json,
                            const ChangeEvent& ev) const {
     std::string out;
-    out.reserve(160 + old_json.size() + new_json.size());
-    out += R"({"projection":")" + store_->specs()[p].name + R"(","op":")" + op + R"(","key":)" +
-           key_json + R"(,"old":)" + old_json + R"(,"new":)" + new_json +
-           R"(,"source":{"table":")" + ev.table + R"(","op":")" + std::string(1, ev.op) +
-           R"(","position":")" + ev.position + R"(","ts_ms":)" + ev.ts_ms + "}}";
+    out.reserve(160 + key_json.size() + old_json.size() + new_json.size());
+    // Appended piece by piece: no temporary strings.
+    for (std::string_view piece :
+         {std::string_view(R"({"projection":")"), std::string_view(store_->specs()[p].name),
+          std::string_view(R"(","op":")"), std::string_view(op), std::string_view(R"(","key":)"),
+          std::string_view(key_json), std::string_view(R"(,"old":)"), std::string_view(old_json),
+          std::string_view(R"(,"new":)"), std::string_view(new_json),
+          std::string_view(R"(,"source":{"table":")"), std::string_view(ev.table),
+          std::string_view(R"(","op":")"), std::string_view(&ev.op, 1),
+          std::string_view(R"(","position":")"), std::string_view(ev.position),
+          std::string_view(R"(","ts_ms":)"), std::string_view(ev.ts_ms), std::string_view("}}")})
+      out += piece;
     return out;
   }
 

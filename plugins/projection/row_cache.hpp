@@ -111,6 +111,10 @@ class RowCache {
 
   // The cached value, or nullptr (a miss). Counts hits and misses.
   V* get(const std::string& key) {
+    if (index_.empty() && capacity_ == 0) {  // off: no hashing, no sketch
+      ++counts_.misses;
+      return nullptr;
+    }
     if (options_.policy == EvictionPolicy::adaptive) sketch_.increment(hash_(key));
     auto it = index_.find(key);
     if (it == index_.end()) {
@@ -131,6 +135,7 @@ class RowCache {
 
   // The cached value (not expired) without counting or reordering anything, or nullptr.
   const V* peek(const std::string& key) const {
+    if (index_.empty()) return nullptr;
     auto it = index_.find(key);
     if (it == index_.end()) return nullptr;
     const Node& n = *it->second;

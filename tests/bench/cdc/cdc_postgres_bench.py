@@ -10,7 +10,8 @@ Arms, in one invocation on the same input:
   sluice  `sluice run`: file source -> projection (input_format debezium_envelope; the same
           projections as the cdc benchmark) -> null sink, store postgres. records_per_s =
           change events / wall time; cpu_us_per_event = user+sys of the sluice process / events;
-          writers = the projection's connections (one per projection stage: 1).
+          writers = the projection's connections writing each batch side by side (the default).
+  sluice_writers_N  the same with `writers: N` fixed (a static sweep beside the default).
   floor   a plain client loop that writes the same final rows sluice ended with (every row of
           the three projection tables, read back) into fresh tables of the same server with
           multi-row INSERT ... ON CONFLICT DO UPDATE (1,000 rows a statement), one transaction,
@@ -102,6 +103,16 @@ def run_floor(base, conninfo, work):
     return {"records_per_s": count / best, "rows": count, "seconds": best}
 
 
+SWEEP = [1, 4]  # writer counts run beside the default
+DEFAULT_WRITERS = 2  # the projection's default `writers` on PostgreSQL
+
+
+def arm(run, writers):
+    return {"records_per_s": round(run["records_per_s"], 1), "seconds": round(run["seconds"], 3),
+            "peak_rss_mb": round(run["peak_rss_mb"], 1),
+            "cpu_us_per_event": round(run["cpu_us_per_event"], 2), "writers": writers}
+
+
 def server(action, directory):
     return subprocess.run([str(SOURCE / "scripts" / "postgres"), action, "--dir", str(directory)],
                           check=True, capture_output=True, text=True).stdout
@@ -115,6 +126,13 @@ def main():
     server("start", server_dir)
     try:
         base = (server_dir / "conninfo").read_text().strip()
+        sweep = {}
+        for writers in SWEEP:
+            conninfo = fresh_schema(base, f"cdc_bench_w{writers}")
+            store = f'store: postgres\n    conninfo: "{conninfo}"\n    writers: {writers}'
+            sweep[writers], _ = cdc_bench.run_sluice(build, work, events, store=store,
+                                                     tag=f"writers_{writers}")
+            print(f"cdc_postgres bench: {writers} writers {sweep[writers]['summary']}", flush=True)
         conninfo = fresh_schema(base, "cdc_bench")
         store = f'store: postgres\n    conninfo: "{conninfo}"'
         sluice, _ = cdc_bench.run_sluice(build, work, events, store=store)
@@ -130,11 +148,8 @@ def main():
         "input": {"change_events": sluice["records"], "generator": "make_bank_events.py " +
                   " ".join([*cdc_bench.GENERATOR_ARGS, "--events", str(args.events)])},
         "arms": {
-            "sluice": {"records_per_s": round(sluice["records_per_s"], 1),
-                       "seconds": round(sluice["seconds"], 3),
-                       "peak_rss_mb": round(sluice["peak_rss_mb"], 1),
-                       "cpu_us_per_event": round(sluice["cpu_us_per_event"], 2),
-                       "writers": 1},
+            "sluice": arm(sluice, DEFAULT_WRITERS),
+            **{f"sluice_writers_{n}": arm(r, n) for n, r in sweep.items()},
             "floor": {"records_per_s": round(floor["records_per_s"], 1),
                       "rows": floor["rows"], "seconds": round(floor["seconds"], 3)},
         },

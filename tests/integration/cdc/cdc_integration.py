@@ -9,6 +9,9 @@ Cases:
   sqlite-kill             SIGKILL mid-run, restart: the projections equal the oracle's
   malformed               malformed inputs are dead-lettered with their reasons and counted
   postgres PG_DIR         as sqlite-c8 (and the replay) on PostgreSQL
+  postgres-writers PG_DIR one and four writers (`writers: 4`, its first writes failing with a
+                          retriable error): the same rows and derived events
+  postgres-commit-fails PG_DIR  four writers, one commit failing after others: the same rows
   kafka KAFKA_DIR PG_DIR  pipelines/cdc-kafka.yaml: Kafka topics -> PostgreSQL -> Kafka topic
 """
 import json
@@ -311,6 +314,99 @@ def case_postgres(service_dir):
     replay_changes_nothing(work, yaml, lambda: dump_postgres(conninfo), "postgres, concurrency 8")
 
 
+# A trigger that fails the first FAILURES row writes to `accounts` with a serialization failure
+# (SQLSTATE 40001: retriable). nextval is not transactional, so the count survives the rollbacks.
+FAILURES = 3
+FAIL_FIRST_WRITES = f"""
+create sequence sluice_it_fail;
+create table accounts (key text primary key, data text not null,
+  source_position text collate "C" not null, updated_ms bigint not null);
+create function sluice_it_fail() returns trigger language plpgsql as $$
+begin
+  if nextval('sluice_it_fail') <= {FAILURES} then
+    raise exception 'injected write failure' using errcode = '40001';
+  end if;
+  return new;
+end $$;
+create trigger sluice_it_fail before insert or update on accounts
+  for each row execute function sluice_it_fail();
+"""
+
+
+# A deferred trigger that fails the commit of every transaction that commits the 37th, 74th, ...
+# source row of the aggregate up to the 370th (SQLSTATE 40001: retriable): mostly a writer that
+# commits after others have committed their part of the batch.
+FAIL_FIRST_COMMIT = """
+create sequence sluice_it_commit;
+create table account_balances__sources (key text primary key, group_key text,
+  contribution text, source_position text collate "C" not null, deleted integer not null,
+  updated_ms bigint not null);
+create function sluice_it_commit() returns trigger language plpgsql as $$
+begin
+  if nextval('sluice_it_commit') % 37 = 0 and currval('sluice_it_commit') <= 370 then
+    raise exception 'injected commit failure' using errcode = '40001';
+  end if;
+  return null;
+end $$;
+create constraint trigger sluice_it_commit after insert or update on account_balances__sources
+  deferrable initially deferred for each row execute function sluice_it_commit();
+"""
+
+
+def case_postgres_commit_fails(service_dir):
+    """Four writers, one of whose commits fails after others may have committed: the retried
+    batch skips what was committed and applies the rest, and every row still equals the oracle
+    (an aggregate's source row and its groups commit together, on one writer). The derived
+    events of the rows committed before the failure are not emitted again (see the README)."""
+    work = workdir("postgres-commit-fails")
+    conninfo = postgres_conninfo(service_dir, "cdc_commit")
+    subprocess.run(["psql", conninfo, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                    FAIL_FIRST_COMMIT], check=True, capture_output=True)
+    events = generate(work / "events.jsonl", "--seed", "34", "--steps", "1500")
+    store = f"    store: postgres\n    conninfo: \"{conninfo}\"\n    writers: 4"
+    s = run_sluice(pipeline_yaml(work, events, store, 1))
+    if s["in"] != line_count(events) or s["rejected"] or s["dead_lettered"]:
+        fail(f"unexpected summary {s}")
+    failed = int(bank_oracle.psql_rows(conninfo, "select last_value from sluice_it_commit")[0][0])
+    if failed <= 370:
+        fail(f"the injected commit failures did not all happen (sequence at {failed})")
+    expect_oracle(events, bank_oracle.read_postgres(conninfo), "postgres, a failed commit")
+
+
+def sorted_lines(path):
+    return sorted(open(path).read().splitlines())
+
+
+def case_postgres_writers(service_dir):
+    """Four writers: the same rows and derived events as one writer, also when a write of one
+    writer fails and the batch is retried (a partly committed batch would lose derived events:
+    its replay skips the rows already written)."""
+    events = generate(workdir("pg-events") / "events.jsonl", "--seed", "33", "--steps", "1500")
+    runs = {}
+    for name, writers, schema in [("one", 1, "cdc_w1"), ("four", 4, "cdc_w4")]:
+        work = workdir(f"postgres-writers-{name}")
+        conninfo = postgres_conninfo(service_dir, schema)
+        if name == "four":
+            subprocess.run(["psql", conninfo, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                            FAIL_FIRST_WRITES], check=True, capture_output=True)
+        store = f"    store: postgres\n    conninfo: \"{conninfo}\"\n    writers: {writers}"
+        # One lane and large batches: many events of one key in a batch, spread over writers.
+        s = run_sluice(pipeline_yaml(work, events, store, 1))
+        if s["in"] != line_count(events) or s["rejected"] or s["dead_lettered"]:
+            fail(f"{writers} writers: unexpected summary {s}")
+        expect_oracle(events, bank_oracle.read_postgres(conninfo), f"postgres, {writers} writers")
+        runs[name] = (conninfo, sorted_lines(work / "derived.jsonl"))
+    failed = int(bank_oracle.psql_rows(runs["four"][0],
+                                       "select last_value from sluice_it_fail")[0][0])
+    if failed <= FAILURES:
+        fail(f"the injected failures did not happen (sequence at {failed})")
+    if runs["four"][1] != runs["one"][1]:
+        fail(f"4 writers with {FAILURES} failed writes: {len(runs['four'][1])} derived events, "
+             f"one writer: {len(runs['one'][1])}, or their contents differ")
+    print(f"4 writers, {FAILURES} failed writes retried: the same {len(runs['one'][1])} derived "
+          "events and rows as one writer")
+
+
 def produce(bootstrap, events, topic_prefix):
     """Produces the envelope lines of the topics starting with `topic_prefix` with their keys
     and headers, in order within each topic (the order Kafka keeps). kcat sets headers per
@@ -394,6 +490,10 @@ def main():
         case_malformed()
     elif case == "postgres":
         case_postgres(sys.argv[2])
+    elif case == "postgres-writers":
+        case_postgres_writers(sys.argv[2])
+    elif case == "postgres-commit-fails":
+        case_postgres_commit_fails(sys.argv[2])
     elif case == "kafka":
         case_kafka(sys.argv[2], sys.argv[3])
     else:

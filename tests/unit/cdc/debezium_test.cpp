@@ -326,3 +326,32 @@ TEST_CASE("debezium turns Connect decimals of a schema-enabled event into exact 
   REQUIRE(run.rejects.size() == 1);
   CHECK(run.rejects[0].message.find("after: field 'amount' is not a valid") != std::string::npos);
 }
+
+TEST_CASE("debezium refuses JSON nested past the limit and counts no bracket inside a string") {
+  // 300 levels of arrays in a column: deeper than sluice::kMaxJsonDepth (256).
+  const std::string deep = std::string(300, '[') + std::string(300, ']');
+  // 300 brackets in a string, behind escaped quotes and backslashes: only text.
+  const std::string text_only =
+      "\"\\\"\\\\\\\"" + std::string(300, '[') + "\\\\\"";  // JSON: "\"\\\"[[[...\\"
+  const auto row = [](const std::string& notes) { return R"({"id":1,"notes":)" + notes + "}"; };
+  const auto value = [&](const std::string& notes) {
+    return event("c", "null", row(notes), source_pg("customers", 1));
+  };
+  auto run = decode({rec(R"({"id":1})", value(deep)), rec(R"({"id":1})", value(text_only))});
+  REQUIRE(run.rejects.size() == 1);
+  CHECK(run.rejects[0].index == 0);
+  CHECK(run.rejects[0].message.find("nested deeper than 256 levels") != std::string::npos);
+  REQUIRE(run.out.size() == 1);
+  CHECK(std::string(json(*run.out[0].value)["after"]["notes"].GetString()) ==
+        "\"\\\"" + std::string(300, '[') + "\\");
+
+  const auto line = [&](const std::string& notes) {
+    return R"({"key":{"id":1},"value":)" + value(notes) +
+           R"(,"topic":"bank.bank.customers","partition":0,"offset":3,"headers":{}})";
+  };
+  run = decode({rec(std::nullopt, line(deep), "file"), rec(std::nullopt, line(text_only), "file")},
+               R"({"input_format":"envelope"})");
+  REQUIRE(run.rejects.size() == 1);
+  CHECK(run.rejects[0].message.find("nested deeper than 256 levels") != std::string::npos);
+  CHECK(run.out.size() == 1);
+}

@@ -306,6 +306,32 @@ TEST_CASE("projection config errors name the field") {
                            &inst);
   CHECK_FALSE(r.ok());
   CHECK(r.field == "cache");
+  // Several writers are a PostgreSQL feature: SQLite writes one transaction at a time.
+  r = Instance::try_create(plugin, host,
+                           R"({"store":"sqlite","path":":memory:","writers":2,)"
+                           R"("projections":[{"name":"x","table":"t"}]})",
+                           &inst);
+  CHECK_FALSE(r.ok());
+  CHECK(r.field == "writers");
+  CHECK(r.message.find("needs store postgres") != std::string::npos);
+}
+
+TEST_CASE("the row cache is off unless configured, and a cache mapping alone turns it on") {
+  TempDir dir;
+  const std::vector<TestRecord> in{tx('c', 1, 7, 1, 11), tx('u', 1, 7, 2, 12)};
+  Projection plain(config(dir.file("a.db")));
+  plain.run(in);
+  plain.run({tx('u', 1, 7, 3, 13)});
+  CHECK(plain.host.gauge_values("cache_capacity").back() == 0);
+  CHECK(plain.host.gauge_values("cache_size").back() == 0);
+  CHECK(plain.host.counter("cache_hits") == 0);
+  Projection cached(config(dir.file("b.db"), R"("cache":{"policy":"lru"},)"));
+  cached.run(in);
+  cached.run({tx('u', 1, 7, 3, 13)});  // its source row and group come from the cache
+  CHECK(cached.host.gauge_values("cache_capacity").back() == 10000);
+  CHECK(cached.host.counter("cache_hits") >= 2);
+  CHECK(rows(dir.file("a.db"), "select balance, tx_count from balances") ==
+        rows(dir.file("b.db"), "select balance, tx_count from balances"));
 }
 
 TEST_CASE("projection never shows its conninfo's password in an error") {
