@@ -892,7 +892,7 @@ def bench_transforms(h):
     ]
     offsets = h.work_dir / "transforms.offset"
 
-    def sluice_arm(tag, transforms):
+    def sluice_arm(tag, transforms, fuse=True):
         offsets.unlink(missing_ok=True)
         spec = {"name": "bench_transforms",
                 "source": {"type": "file", "path": str(records), "topic": topic,
@@ -900,8 +900,10 @@ def bench_transforms(h):
                 "transforms": transforms,
                 "sink": {"type": "null"},
                 "performance": {"concurrency": 1, "min_concurrency": 1, "max_concurrency": 1,
-                                "adaptive_concurrency": False}}
+                                "adaptive_concurrency": False, "fuse_transforms": fuse}}
         return h.run_sluice(tag, spec)
+
+    stages = [{"type": t, "schemas.enable": True, **cfg} for t, _, cfg in chain]
 
     harness = Path(__file__).resolve().parents[1] / "reference" / "kafka-smt" / "harness"
     java_chain = json.dumps([{"class": c, "config": cfg} for _, c, cfg in chain])
@@ -921,9 +923,11 @@ def bench_transforms(h):
     os.sched_setaffinity(0, {min(saved)})
     try:
         runs = h.interleaved("transforms", {
-            # Each SMT a stage of its own: each parses and writes the record.
-            "sluice": lambda tag: sluice_arm(tag, [{"type": t, "schemas.enable": True, **cfg}
-                                                   for t, _, cfg in chain]),
+            # Each SMT a stage of its own, as a user writes them: `sluice run` folds them into
+            # one chain (performance.fuse_transforms, on by default).
+            "sluice": lambda tag: sluice_arm(tag, stages),
+            # The same stages kept apart: each parses and writes the record.
+            "sluice_unfused": lambda tag: sluice_arm(tag, stages, fuse=False),
             # The same SMTs as steps of one `chain` stage: one parse, one write a record.
             "sluice_chain": lambda tag: sluice_arm(tag, [{
                 "type": "chain", "schemas.enable": True,
@@ -939,8 +943,11 @@ def bench_transforms(h):
                     ratio(arms["sluice_chain"]["records_per_s"], java), ">=", 3.0)]
     config = {"records": count, "record_bytes": records.stat().st_size // count,
               "chain": [{"sluice": t, "reference": c, "config": cfg} for t, c, cfg in chain],
-              "sluice": "file source (validate_json false) -> the chain (schemas.enable) -> null "
-                        "sink, one worker; records/s from the run summary (file reading included)",
+              "sluice": "file source (validate_json false) -> the five SMTs as five stages "
+                        "(schemas.enable), which sluice run folds into one chain -> null sink, "
+                        "one worker; records/s from the run summary (file reading included)",
+              "sluice_unfused": "as sluice, with performance.fuse_transforms false: five "
+                                "stages, each parsing and writing each record",
               "sluice_chain": "as sluice, with the five SMTs as the steps of one `chain` "
                               "transform (kafka_smt), which parses and writes each record once",
               "java": "JsonConverter (schemas.enable) -> the chain -> JsonConverter, in one "
