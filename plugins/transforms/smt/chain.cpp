@@ -134,15 +134,15 @@ class Chain final : public sluice::Transform {
     for (size_t i = 0; i < in.size(); ++i) {
       scratch.next();
       Record rec = load_record(in[i], schemas_, scratch);
+      Clock::time_point mark;
       try {
-        if (!run(rec, spent)) continue;
+        if (!run(rec, spent, mark)) continue;
       } catch (const DataError& e) {
         out.reject(i, e.what());
         continue;
       }
-      const auto start = Clock::now();
       emit_record(out, i, rec);
-      spent.back() += Clock::now() - start;
+      spent.back() += Clock::now() - mark;
     }
     for (size_t k = 0; k < steps_.size(); ++k)
       host_.counter_add(steps_[k].counter.c_str(), micros(spent[k]));
@@ -151,15 +151,18 @@ class Chain final : public sluice::Transform {
 
  private:
   // Applies the steps whose predicates select the record; false when one drops it. A step's
-  // DataError is rethrown with its name, as its own stage would reject the record.
-  bool run(Record& rec, std::vector<Clock::duration>& spent) {
+  // DataError is rethrown with its name, as its own stage would reject the record. `mark` ends
+  // as the end of the last step: one clock read a step (each step's end is the next's start).
+  bool run(Record& rec, std::vector<Clock::duration>& spent, Clock::time_point& mark) {
     const RecordSubject subject(rec);
+    mark = Clock::now();
     for (size_t k = 0; k < steps_.size(); ++k) {
       ChainStep& s = steps_[k];
-      const auto start = Clock::now();
       try {
         const bool kept = !s.step->applies(subject) || s.step->apply(rec);
-        spent[k] += Clock::now() - start;
+        const auto now = Clock::now();
+        spent[k] += now - mark;
+        mark = now;
         if (!kept) return false;
       } catch (const DataError& e) {
         throw DataError(s.name + ": " + e.what());

@@ -262,10 +262,11 @@ void Data::set_null() {
 std::optional<std::string_view> Data::bytes() {
   if (!changed_) return raw_;
   if (absent()) return std::nullopt;
-  written_.emplace(nullptr, raw_ ? raw_->size() + 256 : 256);
-  rapidjson::Writer<rapidjson::StringBuffer> w(*written_);
+  rapidjson::StringBuffer& text =
+      scratch_ ? scratch_->buffer() : written_.emplace(nullptr, raw_ ? raw_->size() + 256 : 256);
+  rapidjson::Writer<rapidjson::StringBuffer> w(text);
   doc_->Accept(w);
-  return std::string_view(written_->GetString(), written_->GetSize());
+  return std::string_view(text.GetString(), text.GetSize());
 }
 
 // ---- Values ----
@@ -486,14 +487,13 @@ Predicate predicate_option(const Config& c) {
 // ---- The driver ----
 
 Record load_record(const RecordView& r, bool schemas, Scratch& scratch) {
-  Record rec{
-      Data(r.has_key() ? std::optional(r.key()) : std::nullopt, schemas, &scratch.pool()),
-      Data(r.has_value() ? std::optional(r.value()) : std::nullopt, schemas, &scratch.pool()),
-      std::string(r.topic()),
-      r.partition(),
-      r.offset(),
-      r.timestamp_ms(),
-      {}};
+  Record rec{Data(r.has_key() ? std::optional(r.key()) : std::nullopt, schemas, &scratch),
+             Data(r.has_value() ? std::optional(r.value()) : std::nullopt, schemas, &scratch),
+             std::string(r.topic()),
+             r.partition(),
+             r.offset(),
+             r.timestamp_ms(),
+             {}};
   rec.headers.reserve(r.headers().size());
   for (const auto& h : r.headers())
     rec.headers.emplace_back(std::string(as_view(h.key)), std::string(as_view(h.value)));

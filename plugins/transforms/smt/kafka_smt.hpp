@@ -5,6 +5,7 @@
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -53,21 +54,36 @@ class Scratch {
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   rapidjson::MemoryPoolAllocator<>& pool() { return pool_; }
+  // An empty buffer for the JSON written of one side, valid until next(): the buffers keep their
+  // memory from record to record, so writing a record allocates nothing.
+  rapidjson::StringBuffer& buffer() {
+    if (used_ == buffers_.size()) buffers_.emplace_back();
+    rapidjson::StringBuffer& b = buffers_[used_++];
+    b.Clear();
+    return b;
+  }
   // Every record loaded with this scratch must be gone.
-  void next() { pool_.Clear(); }
+  void next() {
+    pool_.Clear();
+    used_ = 0;
+  }
 
  private:
   static constexpr size_t kBlock = 256 * 1024;
   std::vector<char> block_;
   rapidjson::MemoryPoolAllocator<> pool_;
+  std::deque<rapidjson::StringBuffer> buffers_;  // a deque: a new one moves none of the others
+  size_t used_ = 0;
 };
 
 class Data {
  public:
-  // The documents use `pool` (a Scratch's) when given, else an allocator of their own.
-  Data(std::optional<std::string_view> raw, bool schemas,
-       rapidjson::MemoryPoolAllocator<>* pool = nullptr)
-      : raw_(raw), schemas_(schemas), pool_(pool) {}
+  // The documents and the written JSON use `scratch`'s memory when given, else their own.
+  Data(std::optional<std::string_view> raw, bool schemas, Scratch* scratch = nullptr)
+      : raw_(raw),
+        schemas_(schemas),
+        scratch_(scratch),
+        pool_(scratch ? &scratch->pool() : nullptr) {}
   // The Connect value is null: a tombstone, a null key, or a null payload with a schema.
   bool is_null();
   // The side would be written as absent (a tombstone's value, a null key): what the next
@@ -91,13 +107,15 @@ class Data {
   char* insitu_copy();
   std::optional<std::string_view> raw_;
   bool schemas_;
+  Scratch* scratch_;
   rapidjson::MemoryPoolAllocator<>* pool_;
   std::optional<rapidjson::Document> doc_;
   // The document's own copy of the input, parsed in place (its strings point into it; the pool's
   // or a vector's, so that moving a Data never moves the characters).
   std::vector<char> insitu_;
   bool changed_ = false;
-  // The JSON of a changed side. A StringBuffer: rapidjson writes strings into one with SIMD.
+  // The JSON of a changed side without a scratch. A StringBuffer: rapidjson writes strings into
+  // one with SIMD.
   std::optional<rapidjson::StringBuffer> written_;
 };
 
