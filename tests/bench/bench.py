@@ -242,6 +242,17 @@ def median_of(runs, path):
     return statistics.median(values) if values else None
 
 
+def run_sluice_with_cpu(h, tag, spec, records):
+    """h.run_sluice, plus the run's CPU time per record in fig["cpu_us_per_record"]: the
+    launcher's user + system time, with the plugin-host children it reaped."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fig = h.run_sluice(tag, spec)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    fig["cpu_us_per_record"] = cpu_s * 1e6 / records
+    return fig
+
+
 def arm_summary(runs, extra_paths=()):
     out = {
         "records_per_s": median_of(runs, "records_per_s"),
@@ -362,13 +373,7 @@ def bench_isolation(h):
                 "sink": {"type": "null"}, "performance": fixed}
 
     def with_cpu(tag, run_spec):
-        # The run's CPU time: the launcher's, with the plugin-host children it reaped.
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        fig = h.run_sluice(tag, run_spec)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        fig["cpu_us_per_record"] = cpu_s * 1e6 / count
-        return fig
+        return run_sluice_with_cpu(h, tag, run_spec, count)
 
     def isolated(tag, stage, run_spec):
         fig = with_cpu(tag, run_spec)
@@ -901,13 +906,8 @@ def bench_transforms(h):
                 "sink": {"type": "null"},
                 "performance": {"concurrency": 1, "min_concurrency": 1, "max_concurrency": 1,
                                 "adaptive_concurrency": False, "fuse_transforms": fuse}}
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        fig = h.run_sluice(tag, spec)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         # Under load a single-threaded arm gets its own share of the core: CPU says more.
-        cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        fig["cpu_us_per_record"] = cpu_s * 1e6 / count
-        return fig
+        return run_sluice_with_cpu(h, tag, spec, count)
 
     stages = [{"type": t, "schemas.enable": True, **cfg} for t, _, cfg in chain]
 
