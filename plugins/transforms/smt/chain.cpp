@@ -44,25 +44,29 @@ const StepType& find_type(const std::string& name, size_t index) {
 // chain: the steps share one parsed record, so they must read it alike; a step may repeat the
 // chain's value (as the stages folded into a chain do), never differ from it.
 void check_keys(const rapidjson::Value& step, const ConfigSchema& schema, size_t index,
-                bool schemas) {
+                const std::string& where, bool schemas) {
   rapidjson::Document declared;
   declared.Parse(schema.to_json().c_str());
-  std::set<std::string> names = {"type"};
+  std::set<std::string> names;
   for (const auto& f : declared["fields"].GetArray()) names.insert(f["name"].GetString());
-  const std::string where = "steps[" + std::to_string(index) + "]";
   for (const auto& m : step.GetObject()) {
     const std::string key = m.name.GetString();
     if (key == "schemas.enable" && !(m.value.IsBool() && m.value.GetBool() == schemas))
       throw ConfigError(step_field(index, key),
                         where + ": set schemas.enable on the chain, not on a step");
-    if (!names.count(key))
-      throw ConfigError(step_field(index, key), where + ": unknown option '" + key + "'");
+    if (key == "type" || names.count(key)) continue;
+    std::string known;
+    for (const auto& name : names) known += (known.empty() ? "" : ", ") + name;
+    throw ConfigError(step_field(index, key),
+                      where + ": unknown option '" + key + "' (options: " + known + ")");
   }
 }
 
-// A step's own config, checked as its SMT checks it as a stage of its own.
+// A step's own config, checked as its SMT checks it as a stage of its own. Its errors name the
+// step and its type: "steps[3] (mask_field): ...".
 Config step_config(const rapidjson::Value& step, const StepType& type, size_t index, bool schemas) {
-  check_keys(step, type.schema(), index, schemas);
+  const std::string where = "steps[" + std::to_string(index) + "] (" + type.name + ")";
+  check_keys(step, type.schema(), index, where, schemas);
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   step.Accept(w);
@@ -70,8 +74,7 @@ Config step_config(const rapidjson::Value& step, const StepType& type, size_t in
   try {
     type.schema().validate(c);
   } catch (const ConfigError& e) {
-    throw ConfigError(step_field(index, e.field()),
-                      "steps[" + std::to_string(index) + "]: " + e.what());
+    throw ConfigError(step_field(index, e.field()), where + ": " + e.what());
   }
   return c;
 }

@@ -61,7 +61,11 @@ TEST_CASE("a chain step may repeat the chain's schemas.enable, and its errors na
       R"({"steps":[{"type":"unwrap"},{"type":"regex_router","regex":"(","replacement":"x"}]})");
   CHECK_FALSE(bad.ok());
   CHECK(bad.field == "steps.1.regex");
-  CHECK(create("chain", R"({"steps":[{"type":"unwrap","colour":1}]})").field == "steps.0.colour");
+  const CallResult unknown = create("chain", R"({"steps":[{"type":"unwrap","colour":1}]})");
+  CHECK(unknown.field == "steps.0.colour");
+  CHECK_MESSAGE(unknown.message.find("steps[0] (unwrap): unknown option 'colour' (options: ") !=
+                    std::string::npos,
+                unknown.message);
   CHECK(create("chain", R"({"steps":[{"type":"chain"}]})").field == "steps.0.type");
 }
 
