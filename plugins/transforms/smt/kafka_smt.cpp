@@ -414,7 +414,13 @@ rapidjson::Value struct_like(const rapidjson::Value& like, rapidjson::Document::
 
 void add_field(rapidjson::Value& out, std::string_view name, const rapidjson::Value& schema,
                rapidjson::Document::AllocatorType& a) {
-  rapidjson::Value f = copy_of(schema, a);
+  rapidjson::Value copy = copy_of(schema, a);
+  move_field(out, name, copy, a);
+}
+
+void move_field(rapidjson::Value& out, std::string_view name, rapidjson::Value& schema,
+                rapidjson::Document::AllocatorType& a) {
+  rapidjson::Value f(std::move(schema));
   f.RemoveMember("field");
   f.AddMember("field", str(name, a), a);
   out["fields"].PushBack(f, a);

@@ -213,6 +213,10 @@ rapidjson::Value struct_like(const rapidjson::Value& like, rapidjson::Document::
 // Appends a copy of `schema` as field `name` to the struct schema `out`.
 void add_field(rapidjson::Value& out, std::string_view name, const rapidjson::Value& schema,
                rapidjson::Document::AllocatorType& a);
+// The same without the copy, for a schema being rebuilt from the one it replaces: `schema` is
+// moved (left null), so its old struct must not be read again. `name` may point into it.
+void move_field(rapidjson::Value& out, std::string_view name, rapidjson::Value& schema,
+                rapidjson::Document::AllocatorType& a);
 // A primitive schema {"type", "optional"}, with a logical `name` and version 1 when given.
 rapidjson::Value primitive_schema(const char* type, bool optional,
                                   rapidjson::Document::AllocatorType& a,
