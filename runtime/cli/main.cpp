@@ -106,7 +106,7 @@ std::vector<std::unique_ptr<pipeline::Pipeline>> prepare(const std::string& file
                                                          const plugin::PluginRegistry& reg,
                                                          core::AdminSettings* admin = nullptr,
                                                          bool* admin_configured = nullptr) {
-  config::PipelineFile pf = config::load_pipelines(file);
+  config::PipelineFile pf = config::fuse_transforms(config::load_pipelines(file));
   if (admin) *admin = pf.admin;
   if (admin_configured) *admin_configured = pf.admin_location.line != 0;
   std::vector<std::unique_ptr<pipeline::Pipeline>> out;
@@ -213,7 +213,7 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
         std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the editor finish
         spdlog::info("{} changed: checking it", file);
         try {
-          reloader.apply_pipeline_file(config::load_pipelines(file));
+          reloader.apply_pipeline_file(config::fuse_transforms(config::load_pipelines(file)));
         } catch (const std::exception& e) {
           spdlog::error("pipeline file change refused, the running pipelines go on: {}", e.what());
         }

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "config/did_you_mean.hpp"
+#include "config/substitution.hpp"
 #include "config/yaml_reader.hpp"
 
 namespace sluice::config {
@@ -438,6 +439,7 @@ class FileParser {
         {"ordering_field",
          [&](const Entry& e) { p.ordering_field = reader_.text(e, "performance.ordering_field"); }},
         flag("backpressure", p.backpressure),
+        flag("fuse_transforms", p.fuse_transforms),
         u32("backpressure_threshold", p.backpressure_threshold, 1),
         u64("max_queue_bytes", p.max_queue_bytes, 1),
         flag("memory_control", p.memory_control),
@@ -659,6 +661,110 @@ PipelineFile load_pipelines(const std::filesystem::path& file_or_dir) {
     FileParser(file.string(), seen, out).parse(text);
   }
   return out;
+}
+
+namespace {
+
+// The transforms the `chain` transform runs as steps (plugins/transforms/smt/chain.cpp).
+bool chainable(const std::string& type) {
+  static const std::set<std::string, std::less<>> types = {"cast",
+                                                           "drop_headers",
+                                                           "extract_field",
+                                                           "filter",
+                                                           "flatten",
+                                                           "header_from",
+                                                           "hoist_field",
+                                                           "insert_field",
+                                                           "insert_header",
+                                                           "mask_field",
+                                                           "regex_router",
+                                                           "replace_field",
+                                                           "set_schema_metadata",
+                                                           "timestamp_converter",
+                                                           "timestamp_router",
+                                                           "value_to_key",
+                                                           "unwrap",
+                                                           "outbox",
+                                                           "table_router"};
+  return types.count(type) != 0;
+}
+
+// A stage's own config types each value by its field (a string field keeps `007` as written),
+// a chain step's values are typed by how they read (`007` would be 7): only values that both
+// read alike may join a chain. Null values (`key:`, "not given") stay on their own too.
+bool reads_alike(const YAML::Node& node) {
+  if (node.IsSequence() || node.IsMap()) {
+    for (const auto& child : node)
+      if (!reads_alike(node.IsMap() ? child.second : child)) return false;
+    return true;
+  }
+  if (!node.IsScalar()) return false;
+  const std::string& text = node.Scalar();
+  if (has_substitution(text)) return false;
+  if (node.Tag() != "?") return !parse_bool(text);  // a quoted "true" given to a boolean field
+  if (parse_bool(text)) return text == "true" || text == "false";
+  if (const auto i = parse_int(text)) return std::to_string(*i) == text;
+  return !parse_double(text);
+}
+
+// The stage's `schemas.enable` as written ("false" when absent): stages join one chain only
+// when theirs match. Nullopt when the stage stays a stage of its own: a type the chain does not
+// run, or a host key (name, isolation, call_timeout_ms, memory_limit_mb) the chain cannot keep.
+std::optional<std::string> chain_group(const StageSpec& stage) {
+  if (!chainable(stage.type) || !stage.node.IsMap()) return std::nullopt;
+  std::string schemas = "false";
+  for (const auto& kv : stage.node) {
+    const std::string& key = kv.first.Scalar();
+    if (key == "type") continue;
+    const auto& host = host_stage_keys();
+    if (std::find(host.begin(), host.end(), key) != host.end()) return std::nullopt;
+    if (!reads_alike(kv.second)) return std::nullopt;
+    if (key == "schemas.enable") schemas = kv.second.Scalar();
+  }
+  return schemas;
+}
+
+// One `chain` stage for stages [first, last): each stage's own mapping is a step, so an error
+// the chain reports in a step (field "steps.<i>.<key>") points at the line the user wrote.
+StageSpec chain_of(std::vector<StageSpec>::const_iterator first,
+                   std::vector<StageSpec>::const_iterator last, const std::string& schemas) {
+  StageSpec chain = *first;  // its role, instance name and location
+  chain.type = "chain";
+  YAML::Node steps(YAML::NodeType::Sequence);
+  for (auto it = first; it != last; ++it) {
+    steps.push_back(it->node);
+    chain.folded.push_back(it->type);
+  }
+  YAML::Node node(YAML::NodeType::Map);
+  node["type"] = "chain";
+  node["schemas.enable"] = schemas;
+  node["steps"] = steps;
+  chain.node.reset(node);  // not `=`: that would overwrite the first stage's mapping
+  return chain;
+}
+
+}  // namespace
+
+void fuse_transforms(PipelineSpec& spec) {
+  if (!spec.performance.fuse_transforms) return;
+  std::vector<StageSpec> out;
+  const auto& in = spec.transforms;
+  for (auto first = in.begin(); first != in.end();) {
+    const std::optional<std::string> group = chain_group(*first);
+    auto last = std::next(first);
+    while (group && last != in.end() && chain_group(*last) == group) ++last;
+    if (last - first >= 2)
+      out.push_back(chain_of(first, last, *group));
+    else
+      out.push_back(*first);
+    first = last;
+  }
+  spec.transforms = std::move(out);
+}
+
+PipelineFile fuse_transforms(PipelineFile file) {
+  for (auto& spec : file.pipelines) fuse_transforms(spec);
+  return file;
 }
 
 }  // namespace sluice::config

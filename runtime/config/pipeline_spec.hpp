@@ -50,4 +50,13 @@ PipelineFile load_pipelines(const std::filesystem::path& file_or_dir);
 // relative ${file:PATH} references.
 PipelineFile parse_pipelines(std::string_view yaml_text, const std::string& file_name);
 
+// Folds each run of two or more adjacent transforms that the `chain` transform can run as its
+// steps (Kafka/Debezium SMTs with the same schemas.enable and no host keys: name, isolation,
+// call_timeout_ms, memory_limit_mb) into one `chain` stage, which parses and writes a record
+// once for the run instead of once per stage; unless `performance.fuse_transforms: false`. The
+// chain keeps the first stage's instance name and lists the types in `folded`. `sluice run`
+// fuses; `sluice test` keeps the stages as written (its ranges name them).
+void fuse_transforms(PipelineSpec& spec);
+PipelineFile fuse_transforms(PipelineFile file);
+
 }  // namespace sluice::config

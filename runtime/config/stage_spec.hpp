@@ -30,6 +30,7 @@ struct StageSpec {
       type_location = other.type_location;
       isolation = other.isolation;
       call_timeout_ms = other.call_timeout_ms;
+      folded = other.folded;
     }
     return *this;
   }
@@ -43,6 +44,7 @@ struct StageSpec {
       type_location = std::move(other.type_location);
       isolation = other.isolation;
       call_timeout_ms = other.call_timeout_ms;
+      folded = std::move(other.folded);
     }
     return *this;
   }
@@ -58,7 +60,17 @@ struct StageSpec {
   // `call_timeout_ms:` the deadline of one plugin call (0: none); unset: the role's default
   // (pipeline/call_guard.hpp, docs/containment.md).
   std::optional<uint32_t> call_timeout_ms;
+  // A `chain` made of adjacent transform stages (config::fuse_transforms): their types, in order.
+  std::vector<std::string> folded;
 };
+
+// The stage's type as /stats and the logs show it: "chain(unwrap,mask_field)" for a fused chain.
+inline std::string shown_type(const StageSpec& stage) {
+  if (stage.folded.empty()) return stage.type;
+  std::string out = stage.type + "(";
+  for (size_t i = 0; i < stage.folded.size(); ++i) out += (i ? "," : "") + stage.folded[i];
+  return out + ")";
+}
 
 // The keys of a stage mapping that are the host's, not the plugin's config.
 inline const std::vector<std::string>& host_stage_keys() {

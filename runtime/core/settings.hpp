@@ -37,6 +37,8 @@ struct PerformanceSettings {
   // For ordering `field`: '|'-separated dotted paths into the JSON value; the first present,
   // non-null one is the lane key (records with none fall back to the record key).
   std::string ordering_field;
+  // Adjacent Kafka/Debezium SMT stages run as one `chain` stage (config::fuse_transforms).
+  bool fuse_transforms = true;
 
   // Backpressure: intake bounded by records and by bytes.
   bool backpressure = true;

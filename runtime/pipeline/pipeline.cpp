@@ -69,6 +69,11 @@ StagePlan Pipeline::plan(const config::StageSpec& stage, sluice_kind kind,
   if (p.plugin == nullptr)
     config::throw_unknown_plugin(stage, registry.names(kind), registry.unusable(kind, stage.type),
                                  registry.skipped_note());
+  if (!stage.folded.empty())
+    spdlog::info(
+        "pipeline {}: transforms {} run as one stage {} (performance.fuse_transforms: "
+        "false keeps them apart)",
+        spec_.name, fmt::join(stage.folded, ", "), config::shown_type(stage));
   config::CheckedConfig checked = config::check_stage(stage, p.plugin->schema_json);
   p.config_json = std::move(checked.json);
   p.secret_values = std::move(checked.secret_values);
@@ -97,7 +102,7 @@ std::shared_ptr<plugin::PluginInstance> Pipeline::create(const StagePlan& p) {
 void Pipeline::create_stages() {
   using Role = StageSlots::Role;
   auto label = [this](const StagePlan& p, const std::string& role) {
-    return fmt::format("{}.{}.{}", spec_.name, role, p.spec.type);
+    return fmt::format("{}.{}.{}", spec_.name, role, config::shown_type(p.spec));
   };
   slots_.add(Role::source, label(source_plan_, "source"), create(source_plan_),
              call_policy(source_plan_));

@@ -242,6 +242,17 @@ def median_of(runs, path):
     return statistics.median(values) if values else None
 
 
+def run_sluice_with_cpu(h, tag, spec, records):
+    """h.run_sluice, plus the run's CPU time per record in fig["cpu_us_per_record"]: the
+    launcher's user + system time, with the plugin-host children it reaped."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fig = h.run_sluice(tag, spec)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    fig["cpu_us_per_record"] = cpu_s * 1e6 / records
+    return fig
+
+
 def arm_summary(runs, extra_paths=()):
     out = {
         "records_per_s": median_of(runs, "records_per_s"),
@@ -362,13 +373,7 @@ def bench_isolation(h):
                 "sink": {"type": "null"}, "performance": fixed}
 
     def with_cpu(tag, run_spec):
-        # The run's CPU time: the launcher's, with the plugin-host children it reaped.
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        fig = h.run_sluice(tag, run_spec)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        fig["cpu_us_per_record"] = cpu_s * 1e6 / count
-        return fig
+        return run_sluice_with_cpu(h, tag, run_spec, count)
 
     def isolated(tag, stage, run_spec):
         fig = with_cpu(tag, run_spec)
@@ -892,7 +897,7 @@ def bench_transforms(h):
     ]
     offsets = h.work_dir / "transforms.offset"
 
-    def sluice_arm(tag, transforms):
+    def sluice_arm(tag, transforms, fuse=True):
         offsets.unlink(missing_ok=True)
         spec = {"name": "bench_transforms",
                 "source": {"type": "file", "path": str(records), "topic": topic,
@@ -900,8 +905,11 @@ def bench_transforms(h):
                 "transforms": transforms,
                 "sink": {"type": "null"},
                 "performance": {"concurrency": 1, "min_concurrency": 1, "max_concurrency": 1,
-                                "adaptive_concurrency": False}}
-        return h.run_sluice(tag, spec)
+                                "adaptive_concurrency": False, "fuse_transforms": fuse}}
+        # Under load a single-threaded arm gets its own share of the core: CPU says more.
+        return run_sluice_with_cpu(h, tag, spec, count)
+
+    stages = [{"type": t, "schemas.enable": True, **cfg} for t, _, cfg in chain]
 
     harness = Path(__file__).resolve().parents[1] / "reference" / "kafka-smt" / "harness"
     java_chain = json.dumps([{"class": c, "config": cfg} for _, c, cfg in chain])
@@ -921,9 +929,11 @@ def bench_transforms(h):
     os.sched_setaffinity(0, {min(saved)})
     try:
         runs = h.interleaved("transforms", {
-            # Each SMT a stage of its own: each parses and writes the record.
-            "sluice": lambda tag: sluice_arm(tag, [{"type": t, "schemas.enable": True, **cfg}
-                                                   for t, _, cfg in chain]),
+            # Each SMT a stage of its own, as a user writes them: `sluice run` folds them into
+            # one chain (performance.fuse_transforms, on by default).
+            "sluice": lambda tag: sluice_arm(tag, stages),
+            # The same stages kept apart: each parses and writes the record.
+            "sluice_unfused": lambda tag: sluice_arm(tag, stages, fuse=False),
             # The same SMTs as steps of one `chain` stage: one parse, one write a record.
             "sluice_chain": lambda tag: sluice_arm(tag, [{
                 "type": "chain", "schemas.enable": True,
@@ -931,7 +941,8 @@ def bench_transforms(h):
             "java": java_arm}, h.reps(3, 1))
     finally:
         os.sched_setaffinity(0, saved)
-    arms = {a: arm_summary(r) for a, r in runs.items()}
+    arms = {a: arm_summary(r, [("cpu_us_per_record", "cpu_us_per_record")] if a != "java" else [])
+            for a, r in runs.items()}
     java = arms["java"]["records_per_s"]
     checks = [check("sluice_vs_java_chain", ratio(arms["sluice"]["records_per_s"], java),
                     ">=", 3.0),
@@ -939,14 +950,19 @@ def bench_transforms(h):
                     ratio(arms["sluice_chain"]["records_per_s"], java), ">=", 3.0)]
     config = {"records": count, "record_bytes": records.stat().st_size // count,
               "chain": [{"sluice": t, "reference": c, "config": cfg} for t, c, cfg in chain],
-              "sluice": "file source (validate_json false) -> the chain (schemas.enable) -> null "
-                        "sink, one worker; records/s from the run summary (file reading included)",
+              "sluice": "file source (validate_json false) -> the five SMTs as five stages "
+                        "(schemas.enable), which sluice run folds into one chain -> null sink, "
+                        "one worker; records/s from the run summary (file reading included)",
+              "sluice_unfused": "as sluice, with performance.fuse_transforms false: five "
+                                "stages, each parsing and writing each record",
               "sluice_chain": "as sluice, with the five SMTs as the steps of one `chain` "
                               "transform (kafka_smt), which parses and writes each record once",
               "java": "JsonConverter (schemas.enable) -> the chain -> JsonConverter, in one "
                       "thread over the records read into memory first, after a warm-up pass "
                       "over 300,000 of them; Debezium 3.6.1, Kafka 4.1.0",
-              "cpu": "both arms pinned to one core (sched_setaffinity)"}
+              "cpu": "both arms pinned to one core (sched_setaffinity)",
+              "cpu_us_per_record": "sluice arms: user + system CPU of the launcher run (start-up "
+                                   "and file reading included) per record"}
     return arms, checks, config, runs
 
 

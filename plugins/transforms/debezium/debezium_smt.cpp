@@ -27,7 +27,7 @@ rapidjson::Value* member(rapidjson::Value& payload, std::string_view name) {
 }
 
 rapidjson::Value value_schema(const rapidjson::Value& field, Alloc& a) {
-  rapidjson::Value s(field, a);
+  rapidjson::Value s = smt::copy_of(field, a);
   s.RemoveMember("field");
   return s;
 }
@@ -42,7 +42,7 @@ rapidjson::Value optional_basics(const rapidjson::Value& schema, Alloc& a) {
   for (const char* basic : {"name", "version", "doc", "parameters"}) {
     auto it = schema.FindMember(basic);
     if (it != schema.MemberEnd())
-      out.AddMember(rapidjson::StringRef(basic), rapidjson::Value(it->value, a), a);
+      out.AddMember(rapidjson::StringRef(basic), smt::copy_of(it->value, a), a);
   }
   return out;
 }

@@ -182,7 +182,7 @@ struct Unwrap {
     const rapidjson::Value* f = smt::field_schema(*v.schema(), which);
     if (!f) throw DataError(std::string(which) + " is not a valid field name");
     NewValue out{rapidjson::Value(), value_schema(*f, a)};
-    if (rapidjson::Value* row = member(v.payload(), which)) out.payload.CopyFrom(*row, a);
+    if (rapidjson::Value* row = member(v.payload(), which)) out.payload = smt::copy_of(*row, a);
     return out;
   }
 

@@ -25,35 +25,48 @@ std::vector<StepType> step_types() {
   return all;
 }
 
-const StepType& find_type(const std::string& name, const std::string& where) {
+// Where a step's error points: field "steps.<i>" or "steps.<i>.<key>", which the host turns into
+// the line of that step (or, for a fused chain, of the stage the user wrote).
+std::string step_field(size_t index, const std::string& key = {}) {
+  return "steps." + std::to_string(index) + (key.empty() ? "" : "." + key);
+}
+
+const StepType& find_type(const std::string& name, size_t index) {
   static const std::vector<StepType> types = step_types();
   for (const auto& t : types)
     if (name == t.name) return t;
-  throw ConfigError("steps", where + ": unknown type '" + name +
-                                 "' (a kafka_smt or debezium_smt "
-                                 "transform, other than chain)");
+  throw ConfigError(step_field(index, "type"),
+                    "steps[" + std::to_string(index) + "]: unknown type '" + name +
+                        "' (a kafka_smt or debezium_smt transform, other than chain)");
 }
 
 // The names a step may use: those its SMT declares, and `type`. `schemas.enable` belongs to the
-// chain: the steps share one parsed record, so they must read it alike.
-void check_keys(const rapidjson::Value& step, const ConfigSchema& schema,
-                const std::string& where) {
+// chain: the steps share one parsed record, so they must read it alike; a step may repeat the
+// chain's value (as the stages folded into a chain do), never differ from it.
+void check_keys(const rapidjson::Value& step, const ConfigSchema& schema, size_t index,
+                const std::string& where, bool schemas) {
   rapidjson::Document declared;
   declared.Parse(schema.to_json().c_str());
-  std::set<std::string> names = {"type"};
+  std::set<std::string> names;
   for (const auto& f : declared["fields"].GetArray()) names.insert(f["name"].GetString());
-  names.erase("schemas.enable");
   for (const auto& m : step.GetObject()) {
     const std::string key = m.name.GetString();
-    if (key == "schemas.enable")
-      throw ConfigError("steps", where + ": set schemas.enable on the chain, not on a step");
-    if (!names.count(key)) throw ConfigError("steps", where + ": unknown option '" + key + "'");
+    if (key == "schemas.enable" && !(m.value.IsBool() && m.value.GetBool() == schemas))
+      throw ConfigError(step_field(index, key),
+                        where + ": set schemas.enable on the chain, not on a step");
+    if (key == "type" || names.count(key)) continue;
+    std::string known;
+    for (const auto& name : names) known += (known.empty() ? "" : ", ") + name;
+    throw ConfigError(step_field(index, key),
+                      where + ": unknown option '" + key + "' (options: " + known + ")");
   }
 }
 
-// A step's own config, checked as its SMT checks it as a stage of its own.
-Config step_config(const rapidjson::Value& step, const StepType& type, const std::string& where) {
-  check_keys(step, type.schema(), where);
+// A step's own config, checked as its SMT checks it as a stage of its own. Its errors name the
+// step and its type: "steps[3] (mask_field): ...".
+Config step_config(const rapidjson::Value& step, const StepType& type, size_t index, bool schemas) {
+  const std::string where = "steps[" + std::to_string(index) + "] (" + type.name + ")";
+  check_keys(step, type.schema(), index, where, schemas);
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   step.Accept(w);
@@ -61,7 +74,7 @@ Config step_config(const rapidjson::Value& step, const StepType& type, const std
   try {
     type.schema().validate(c);
   } catch (const ConfigError& e) {
-    throw ConfigError("steps", where + ": " + e.what());
+    throw ConfigError(step_field(index, e.field()), where + ": " + e.what());
   }
   return c;
 }
@@ -76,15 +89,17 @@ std::vector<ChainStep> make_steps(const Config& c) {
   const rapidjson::Value* list = c.find("steps");
   if (!list || !list->IsArray() || list->Empty())
     throw ConfigError("steps", "steps must list at least one transform");
+  const bool schemas = bool_option(c, "schemas.enable", false);
   std::vector<ChainStep> out;
   for (const auto& step : list->GetArray()) {
-    const std::string where = "steps[" + std::to_string(out.size()) + "]";
+    const size_t index = out.size();
+    const std::string where = "steps[" + std::to_string(index) + "]";
     if (!step.IsObject() || !step.HasMember("type") || !step["type"].IsString())
-      throw ConfigError("steps", where + " must be a mapping with a type");
-    const StepType& type = find_type(step["type"].GetString(), where);
-    const Config config = step_config(step, type, where);
-    out.push_back({type.name, "steps." + std::to_string(out.size()) + "." + type.name + ".us",
-                   type.make(config)});
+      throw ConfigError(step_field(index), where + " must be a mapping with a type");
+    const StepType& type = find_type(step["type"].GetString(), index);
+    const Config config = step_config(step, type, index, schemas);
+    out.push_back(
+        {type.name, "steps." + std::to_string(index) + "." + type.name + ".us", type.make(config)});
   }
   return out;
 }
@@ -122,15 +137,15 @@ class Chain final : public sluice::Transform {
     for (size_t i = 0; i < in.size(); ++i) {
       scratch.next();
       Record rec = load_record(in[i], schemas_, scratch);
+      Clock::time_point mark;
       try {
-        if (!run(rec, spent)) continue;
+        if (!run(rec, spent, mark)) continue;
       } catch (const DataError& e) {
         out.reject(i, e.what());
         continue;
       }
-      const auto start = Clock::now();
       emit_record(out, i, rec);
-      spent.back() += Clock::now() - start;
+      spent.back() += Clock::now() - mark;
     }
     for (size_t k = 0; k < steps_.size(); ++k)
       host_.counter_add(steps_[k].counter.c_str(), micros(spent[k]));
@@ -139,15 +154,18 @@ class Chain final : public sluice::Transform {
 
  private:
   // Applies the steps whose predicates select the record; false when one drops it. A step's
-  // DataError is rethrown with its name, as its own stage would reject the record.
-  bool run(Record& rec, std::vector<Clock::duration>& spent) {
+  // DataError is rethrown with its name, as its own stage would reject the record. `mark` ends
+  // as the end of the last step: one clock read a step (each step's end is the next's start).
+  bool run(Record& rec, std::vector<Clock::duration>& spent, Clock::time_point& mark) {
     const RecordSubject subject(rec);
+    mark = Clock::now();
     for (size_t k = 0; k < steps_.size(); ++k) {
       ChainStep& s = steps_[k];
-      const auto start = Clock::now();
       try {
         const bool kept = !s.step->applies(subject) || s.step->apply(rec);
-        spent[k] += Clock::now() - start;
+        const auto now = Clock::now();
+        spent[k] += now - mark;
+        mark = now;
         if (!kept) return false;
       } catch (const DataError& e) {
         throw DataError(s.name + ": " + e.what());

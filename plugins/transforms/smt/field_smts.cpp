@@ -74,7 +74,10 @@ struct InsertField {
     }
     rapidjson::Value& old_schema = require_struct(d, "field insertion");
     rapidjson::Value schema = struct_like(old_schema, a);
-    for (auto& f : old_schema["fields"].GetArray()) add_field(schema, f["field"].GetString(), f, a);
+    // The old schema goes with d.set below (or with the record, if it is rejected): its fields
+    // move into the new one.
+    for (auto& f : old_schema["fields"].GetArray())
+      move_field(schema, f["field"].GetString(), f, a);
     rapidjson::Value& v = d.payload();
     each(r, a, [&](const Insertion& f, rapidjson::Value&& x, const char* type, const char* name) {
       if (field_schema(schema, f.name))
@@ -146,9 +149,10 @@ struct ReplaceField {
     for (auto& f : old_schema["fields"].GetArray()) {
       const std::string name = f["field"].GetString();
       if (!filter(name)) continue;
-      add_field(schema, renamed(name), f, a);
+      const std::string new_name = renamed(name);
       auto it = v.FindMember(f["field"]);
-      put(out, renamed(name), it == v.MemberEnd() ? rapidjson::Value() : std::move(it->value), a);
+      put(out, new_name, it == v.MemberEnd() ? rapidjson::Value() : std::move(it->value), a);
+      move_field(schema, new_name, f, a);  // the old schema goes with d.set below
     }
     d.set(std::move(out), &schema);
     return true;

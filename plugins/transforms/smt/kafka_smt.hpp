@@ -5,6 +5,7 @@
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -53,21 +54,36 @@ class Scratch {
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   rapidjson::MemoryPoolAllocator<>& pool() { return pool_; }
+  // An empty buffer for the JSON written of one side, valid until next(): the buffers keep their
+  // memory from record to record, so writing a record allocates nothing.
+  rapidjson::StringBuffer& buffer() {
+    if (used_ == buffers_.size()) buffers_.emplace_back();
+    rapidjson::StringBuffer& b = buffers_[used_++];
+    b.Clear();
+    return b;
+  }
   // Every record loaded with this scratch must be gone.
-  void next() { pool_.Clear(); }
+  void next() {
+    pool_.Clear();
+    used_ = 0;
+  }
 
  private:
   static constexpr size_t kBlock = 256 * 1024;
   std::vector<char> block_;
   rapidjson::MemoryPoolAllocator<> pool_;
+  std::deque<rapidjson::StringBuffer> buffers_;  // a deque: a new one moves none of the others
+  size_t used_ = 0;
 };
 
 class Data {
  public:
-  // The documents use `pool` (a Scratch's) when given, else an allocator of their own.
-  Data(std::optional<std::string_view> raw, bool schemas,
-       rapidjson::MemoryPoolAllocator<>* pool = nullptr)
-      : raw_(raw), schemas_(schemas), pool_(pool) {}
+  // The documents and the written JSON use `scratch`'s memory when given, else their own.
+  Data(std::optional<std::string_view> raw, bool schemas, Scratch* scratch = nullptr)
+      : raw_(raw),
+        schemas_(schemas),
+        scratch_(scratch),
+        pool_(scratch ? &scratch->pool() : nullptr) {}
   // The Connect value is null: a tombstone, a null key, or a null payload with a schema.
   bool is_null();
   // The side would be written as absent (a tombstone's value, a null key): what the next
@@ -91,13 +107,15 @@ class Data {
   char* insitu_copy();
   std::optional<std::string_view> raw_;
   bool schemas_;
+  Scratch* scratch_;
   rapidjson::MemoryPoolAllocator<>* pool_;
   std::optional<rapidjson::Document> doc_;
   // The document's own copy of the input, parsed in place (its strings point into it; the pool's
   // or a vector's, so that moving a Data never moves the characters).
   std::vector<char> insitu_;
   bool changed_ = false;
-  // The JSON of a changed side. A StringBuffer: rapidjson writes strings into one with SIMD.
+  // The JSON of a changed side without a scratch. A StringBuffer: rapidjson writes strings into
+  // one with SIMD.
   std::optional<rapidjson::StringBuffer> written_;
 };
 
@@ -174,6 +192,11 @@ rapidjson::Value& schemaless(Data& d);
 // names[i] is the name of group i + 1 (or "").
 std::string java_replacement(const std::string& repl, const std::smatch& m,
                              const std::vector<std::string>& names = {});
+// A deep copy of `v` in `a`; strings the source holds by reference (its record's in-place parse,
+// literals) stay references, as with rapidjson's copy. rapidjson 1.1 copies an object or array
+// through a temporary Document, with a stack from malloc for each copy: this is about twice as
+// fast, and copies like schemas are on every record's path.
+rapidjson::Value copy_of(const rapidjson::Value& v, rapidjson::Document::AllocatorType& a);
 // Sets `name` in object `o`, replacing an existing member in place.
 void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,
          rapidjson::Document::AllocatorType& a);
@@ -190,6 +213,10 @@ rapidjson::Value struct_like(const rapidjson::Value& like, rapidjson::Document::
 // Appends a copy of `schema` as field `name` to the struct schema `out`.
 void add_field(rapidjson::Value& out, std::string_view name, const rapidjson::Value& schema,
                rapidjson::Document::AllocatorType& a);
+// The same without the copy, for a schema being rebuilt from the one it replaces: `schema` is
+// moved (left null), so its old struct must not be read again. `name` may point into it.
+void move_field(rapidjson::Value& out, std::string_view name, rapidjson::Value& schema,
+                rapidjson::Document::AllocatorType& a);
 // A primitive schema {"type", "optional"}, with a logical `name` and version 1 when given.
 rapidjson::Value primitive_schema(const char* type, bool optional,
                                   rapidjson::Document::AllocatorType& a,

@@ -57,7 +57,7 @@ struct ValueToKey {
         add_field(key_schema, f, *fs, a);
       }
       rapidjson::Value copy;  // a field the value lacks is null in the key, as in Kafka
-      if (const rapidjson::Value* m = member(v, f)) copy.CopyFrom(*m, a);
+      if (const rapidjson::Value* m = member(v, f)) copy = copy_of(*m, a);
       put(key, f, std::move(copy), a);
     }
     r.key.set(std::move(key), value_schema ? &key_schema : nullptr);

@@ -42,6 +42,33 @@ TEST_CASE("kafka_smt takes Kafka's list and boolean syntax from YAML lists and s
                  "true or false");
 }
 
+TEST_CASE("a chain step may repeat the chain's schemas.enable, and its errors name the step") {
+  // What `sluice run` makes of adjacent stages: each step keeps its stage's schemas.enable.
+  CHECK(create("chain",
+               R"({"schemas.enable":true,"steps":[{"type":"unwrap","schemas.enable":true},)"
+               R"({"type":"mask_field","fields":"ssn","schemas.enable":true}]})")
+            .ok());
+  const CallResult differs =
+      create("chain", R"({"schemas.enable":true,"steps":[{"type":"unwrap"},)"
+                      R"({"type":"mask_field","fields":"ssn","schemas.enable":false}]})");
+  CHECK_FALSE(differs.ok());
+  CHECK(differs.field == "steps.1.schemas.enable");
+  CHECK_MESSAGE(differs.message.find("set schemas.enable on the chain") != std::string::npos,
+                differs.message);
+  // The field names the step and its key, so that the host can point at the line written.
+  const CallResult bad = create(
+      "chain",
+      R"({"steps":[{"type":"unwrap"},{"type":"regex_router","regex":"(","replacement":"x"}]})");
+  CHECK_FALSE(bad.ok());
+  CHECK(bad.field == "steps.1.regex");
+  const CallResult unknown = create("chain", R"({"steps":[{"type":"unwrap","colour":1}]})");
+  CHECK(unknown.field == "steps.0.colour");
+  CHECK_MESSAGE(unknown.message.find("steps[0] (unwrap): unknown option 'colour' (options: ") !=
+                    std::string::npos,
+                unknown.message);
+  CHECK(create("chain", R"({"steps":[{"type":"chain"}]})").field == "steps.0.type");
+}
+
 TEST_CASE("kafka_smt rejects JSON nested past the SDK's depth limit, and only that") {
   constexpr size_t kMaxDepth = 256;  // sluice::kMaxJsonDepth (sdk.hpp)
   Library lib(plugin_path("kafka_smt"));
