@@ -19,7 +19,7 @@ constexpr auto kMemorySampleEvery = std::chrono::milliseconds(50);
 // The stage's queues may hold at most this share of the memory limit: the rest is the process's
 // own baseline, batches' copies in transforms and sinks, and the allocator's slack.
 constexpr uint64_t kQueueShareDenominator = 4;  // a quarter
-constexpr size_t kResumeGapDivisor = 4;          // a paused source resumes a quarter below
+constexpr size_t kResumeGapDivisor = 4;         // a paused source resumes a quarter below
 
 uint64_t byte_bound_of(const core::PerformanceSettings& settings, const MemoryMonitor& memory) {
   return std::max<uint64_t>(
