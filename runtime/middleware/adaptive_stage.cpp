@@ -2,14 +2,13 @@
 #include "middleware/adaptive_stage.hpp"
 
 #include <fmt/format.h>
-#include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <functional>
 #include <string_view>
+
+#include "middleware/field_key.hpp"
 
 namespace sluice::middleware {
 
@@ -212,33 +211,7 @@ std::shared_ptr<const SourceChunk> AdaptiveStage::hold(std::shared_ptr<SourceChu
 // The lane key of ordering `field`: the first of the paths present and non-null in the value.
 std::optional<std::string> AdaptiveStage::field_key(const sluice_record& r) const {
   if (r.value.ptr == nullptr) return std::nullopt;
-  rapidjson::Document doc;
-  // Iterative: a deeply nested value must not overflow the dispatcher's stack.
-  doc.Parse<rapidjson::kParseIterativeFlag>(reinterpret_cast<const char*>(r.value.ptr),
-                                            r.value.len);
-  if (doc.HasParseError()) return std::nullopt;
-  for (const auto& path : field_paths_) {
-    const rapidjson::Value* v = &doc;
-    for (const auto& part : path) {
-      if (!v->IsObject()) {
-        v = nullptr;
-        break;
-      }
-      auto it = v->FindMember(rapidjson::StringRef(part.data(), part.size()));
-      if (it == v->MemberEnd()) {
-        v = nullptr;
-        break;
-      }
-      v = &it->value;
-    }
-    if (v == nullptr || v->IsNull()) continue;
-    if (v->IsString()) return std::string(v->GetString(), v->GetStringLength());
-    rapidjson::StringBuffer sb;
-    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-    v->Accept(w);
-    return std::string(sb.GetString(), sb.GetSize());
-  }
-  return std::nullopt;
+  return json_field_key(view(r.value), field_paths_);
 }
 
 // Records without a key (ordering key, or field with no field) share one lane: no hash needed.
