@@ -1,4 +1,5 @@
-// The `kafka` sink: an idempotent producer whose put returns once Kafka acknowledged the batch.
+// The `kafka` sink: an idempotent producer whose put returns once Kafka acknowledged the batch,
+// or, paired with the pipeline's kafka source (delivery_gate.hpp), once librdkafka has it.
 #pragma once
 
 #include <atomic>
@@ -46,7 +47,8 @@ class KafkaSink final : public Sink, private HandleContext {
   static ConfigSchema schema();
   static std::string description() {
     return "Produces records to Kafka with an idempotent producer (acks=all); put returns once "
-           "every record is acknowledged.";
+           "every record is acknowledged, or, with a kafka source in the same process, once "
+           "librdkafka has them (the source commits their offsets after delivery).";
   }
 
   void put(const Batch& in, Output& rejects) override;
