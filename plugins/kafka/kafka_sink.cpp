@@ -47,6 +47,16 @@ bool record_invalid(rd_kafka_resp_err_t err) {
   return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE || err == RD_KAFKA_RESP_ERR__INVALID_ARG;
 }
 
+// A report's opaque for a record of put_early: its gate batch, tagged in the low bit (a
+// BatchDelivery::Ticket pointer, the opaque of put_acknowledged, is aligned: its low bit is 0).
+void* early_opaque(uint64_t batch) {
+  return reinterpret_cast<void*>(static_cast<uintptr_t>(batch << 1 | 1));
+}
+
+bool is_early(const void* opaque) { return (reinterpret_cast<uintptr_t>(opaque) & 1) != 0; }
+
+uint64_t early_batch(const void* opaque) { return reinterpret_cast<uintptr_t>(opaque) >> 1; }
+
 }  // namespace
 
 ConfigSchema KafkaSink::schema() {
@@ -63,6 +73,7 @@ ConfigSchema KafkaSink::schema() {
           "With delivery: exactly_once, the producer's transactional.id; unique per worker and "
           "stable across its restarts (default: sluice-<pipeline>-<hostname>)");
   add_exactly_once_field(s);
+  add_delivery_gate_field(s);
   s.string(kExactlyOnceDeadLetterField)
       .doc(
           "Set by the host on the kafka dead-letter sink of a pipeline with `delivery: "
@@ -96,6 +107,8 @@ KafkaSink::KafkaSink(const Config& config, Host& host)
     if (id.empty()) id = default_transactional_id(pipeline);
     forced.emplace_back("transactional.id", id);
     transaction_ = Transaction::of(pipeline);
+  } else if (const std::string gated = config.get_string(kDeliveryGateField); !gated.empty()) {
+    gate_ = DeliveryGate::of(gated);
   }
   ConfPtr conf = build_conf(config, host_, defaults, forced, *this);
   rd_kafka_conf_set_dr_msg_cb(conf.get(), &KafkaSink::on_delivery);
@@ -124,6 +137,10 @@ KafkaSink::KafkaSink(const Config& config, Host& host)
     }
     host_.info(fmt::format("kafka sink: exactly-once, transactional.id {}", forced.back().second));
   }
+  if (gate_)
+    host_.info(
+        "kafka sink: put returns once librdkafka has the records; the kafka source commits "
+        "their offsets after Kafka acknowledged them");
 }
 
 KafkaSink::~KafkaSink() {
@@ -154,6 +171,15 @@ void KafkaSink::on_error(rd_kafka_t* /*rk*/, int err, const char* reason, void* 
 
 void KafkaSink::on_delivery(rd_kafka_t* /*rk*/, const rd_kafka_message_t* message, void* opaque) {
   auto& self = *static_cast<KafkaSink*>(static_cast<HandleContext*>(opaque));
+  if (is_early(message->_private)) {
+    self.gate_->delivered(
+        early_batch(message->_private),
+        message->err == RD_KAFKA_RESP_ERR_NO_ERROR
+            ? std::string()
+            : fmt::format("producing to {} failed: {}", rd_kafka_topic_name(message->rkt),
+                          error_text(message->err)));
+    return;
+  }
   auto* ticket = static_cast<BatchDelivery::Ticket*>(message->_private);
   if (ticket == nullptr) return;
   std::shared_ptr<BatchDelivery> batch;
@@ -177,7 +203,7 @@ void KafkaSink::on_delivery(rd_kafka_t* /*rk*/, const rd_kafka_message_t* messag
 }
 
 rd_kafka_resp_err_t KafkaSink::produce(rd_kafka_t* producer, const RecordView& record,
-                                       const std::string& topic, BatchDelivery::Ticket* ticket) {
+                                       const std::string& topic, void* opaque) {
   for (;;) {
     HeadersPtr headers;
     if (!record.headers().empty()) {
@@ -194,7 +220,7 @@ rd_kafka_resp_err_t KafkaSink::produce(rd_kafka_t* producer, const RecordView& r
         RD_KAFKA_V_KEY(record.raw().key.ptr, record.raw().key.len),
         RD_KAFKA_V_VALUE(const_cast<uint8_t*>(record.raw().value.ptr), record.raw().value.len),
         RD_KAFKA_V_TIMESTAMP(record.timestamp_ms() > 0 ? record.timestamp_ms() : 0),
-        RD_KAFKA_V_HEADERS(headers.get()), RD_KAFKA_V_OPAQUE(ticket), RD_KAFKA_V_END);
+        RD_KAFKA_V_HEADERS(headers.get()), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       headers.release();  // the message owns them now
       return err;
@@ -226,17 +252,18 @@ void KafkaSink::put(const Batch& in, Output& rejects) {
   if (in.empty()) return;
   if (transaction_)
     put_transactional(in, rejects);
+  else if (gate_ && gate_->may_acknowledge_early())
+    put_early(in, rejects);
   else
     put_acknowledged(in, rejects);
 }
 
-void KafkaSink::put_transactional(const Batch& in, Output& rejects) {
-  const auto lock = transaction_->produce_lock();
-  rd_kafka_t* producer = put_producer();
-  if (producer == nullptr)
-    throw Retriable("kafka sink: the pipeline's kafka sink has not begun its transaction yet");
+template <typename Send>
+KafkaSink::Refusal KafkaSink::produce_batch(const Batch& in, Output& rejects,
+                                            bool (*invalid)(rd_kafka_resp_err_t), Send send) {
+  Refusal refusal;
   size_t rejected = 0;
-  for (size_t i = 0; i < in.size(); ++i) {
+  for (size_t i = 0; i < in.size() && refusal.err == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
     const RecordView record = in[i];
     const std::string topic = topic_of(record);
     if (topic.empty()) {
@@ -244,20 +271,51 @@ void KafkaSink::put_transactional(const Batch& in, Output& rejects) {
       ++rejected;
       continue;
     }
-    const auto err = produce(producer, record, topic, nullptr);
+    const auto err = send(record, topic);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
-    if (record_invalid(err)) {
+    if (invalid(err)) {
       rejects.reject(i, "kafka sink: " + error_text(err));
       ++rejected;
       continue;
     }
-    throw_if_fatal(producer);
-    // Not in the transaction: it aborts at its end and the source consumes this input again.
-    transaction_->mark_failed(fmt::format("producing to {} failed: {}", topic, error_text(err)));
-    break;
+    refusal = {topic, err};
   }
   host_.counter_add("records_produced", static_cast<double>(in.size() - rejected));
   if (rejected > 0) host_.counter_add("records_rejected", static_cast<double>(rejected));
+  return refusal;
+}
+
+void KafkaSink::put_transactional(const Batch& in, Output& rejects) {
+  const auto lock = transaction_->produce_lock();
+  rd_kafka_t* producer = put_producer();
+  if (producer == nullptr)
+    throw Retriable("kafka sink: the pipeline's kafka sink has not begun its transaction yet");
+  const Refusal refusal = produce_batch(in, rejects, &record_invalid,
+                                        [&](const RecordView& record, const std::string& topic) {
+                                          return produce(producer, record, topic, nullptr);
+                                        });
+  if (refusal.err == RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  throw_if_fatal(producer);
+  // Not in the transaction: it aborts at its end and the source consumes this input again.
+  transaction_->mark_failed(
+      fmt::format("producing to {} failed: {}", refusal.topic, error_text(refusal.err)));
+}
+
+void KafkaSink::put_early(const Batch& in, Output& rejects) {
+  const uint64_t batch = gate_->begin();
+  const Refusal refusal = produce_batch(
+      in, rejects, &delivery_permanent, [&](const RecordView& record, const std::string& topic) {
+        gate_->expect(batch);
+        const auto err = produce(producer_.get(), record, topic, early_opaque(batch));
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) gate_->withdraw(batch);  // it gets no report
+        return err;
+      });
+  gate_->seal(batch);
+  if (refusal.err == RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  throw_if_fatal(producer_.get());
+  // The host retries the whole batch; what was queued of it is delivered twice at worst.
+  throw Retriable(fmt::format("kafka sink: producing to {} failed: {}", refusal.topic,
+                              error_text(refusal.err)));
 }
 
 void KafkaSink::put_acknowledged(const Batch& in, Output& rejects) {
@@ -349,6 +407,11 @@ void KafkaSink::flush() {
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
     throw Retriable(fmt::format("kafka sink: {} messages still unacknowledged after {} ms",
                                 rd_kafka_outq_len(producer_.get()), report_wait_.count()));
+  // The source commits nothing past a failed early delivery; the run must not end as a success.
+  if (gate_) {
+    if (const std::string failure = gate_->standing().failure; !failure.empty())
+      throw Retriable("kafka sink: a delivery failed after its batch was acknowledged: " + failure);
+  }
 }
 
 }  // namespace sluice::kafka

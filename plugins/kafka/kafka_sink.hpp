@@ -1,4 +1,5 @@
-// The `kafka` sink: an idempotent producer whose put returns once Kafka acknowledged the batch.
+// The `kafka` sink: an idempotent producer whose put returns once Kafka acknowledged the batch,
+// or, paired with the pipeline's kafka source (delivery_gate.hpp), once librdkafka has it.
 #pragma once
 
 #include <atomic>
@@ -11,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "delivery_gate.hpp"
 #include "rdkafka_common.hpp"
 #include "sluice/sdk.hpp"
 #include "transaction.hpp"
@@ -45,7 +47,8 @@ class KafkaSink final : public Sink, private HandleContext {
   static ConfigSchema schema();
   static std::string description() {
     return "Produces records to Kafka with an idempotent producer (acks=all); put returns once "
-           "every record is acknowledged.";
+           "every record is acknowledged, or, with a kafka source in the same process, once "
+           "librdkafka has them (the source commits their offsets after delivery).";
   }
 
   void put(const Batch& in, Output& rejects) override;
@@ -57,8 +60,9 @@ class KafkaSink final : public Sink, private HandleContext {
   static void on_error(rd_kafka_t* rk, int err, const char* reason, void* opaque);
   void serve_reports();
   // Produces one record, waiting while the local queue is full. Returns the synchronous error.
+  // `opaque` comes back in its delivery report.
   static rd_kafka_resp_err_t produce(rd_kafka_t* producer, const RecordView& record,
-                                     const std::string& topic, BatchDelivery::Ticket* ticket);
+                                     const std::string& topic, void* opaque);
   static void throw_if_fatal(rd_kafka_t* producer);
   // The producer puts go through: the pipeline's transactional one for a dead-letter sink
   // that joined the transaction (under produce_lock), this sink's own otherwise.
@@ -68,7 +72,20 @@ class KafkaSink final : public Sink, private HandleContext {
   void put_transactional(const Batch& in, Output& rejects);
   // At-least-once: returns once Kafka acknowledged every record.
   void put_acknowledged(const Batch& in, Output& rejects);
+  // At-least-once behind the pipeline's delivery gate: returns once librdkafka has every
+  // record; the kafka source commits their offsets only after their delivery reports.
+  void put_early(const Batch& in, Output& rejects);
   std::string topic_of(const RecordView& record) const;
+  // The first record producev refused for a reason other than the record itself.
+  struct Refusal {
+    std::string topic;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  };
+  // Hands every record with a topic to `send(record, topic)` (producev's error), rejecting
+  // records without a topic and those `invalid` calls bad; stops at the first other error.
+  template <typename Send>
+  Refusal produce_batch(const Batch& in, Output& rejects, bool (*invalid)(rd_kafka_resp_err_t),
+                        Send send);
 
   Host& host_;
   std::string topic_;
@@ -81,6 +98,8 @@ class KafkaSink final : public Sink, private HandleContext {
   // Exactly-once dead-letter sink: no producer of its own; produces into transaction_ through
   // the pipeline's kafka sink's producer, so a dead letter commits or aborts with the output.
   bool joins_transaction_ = false;
+  // Set for an at-least-once pipeline with an in-process kafka source (delivery_gate.hpp).
+  std::shared_ptr<DeliveryGate> gate_;
 
   // Batches still waiting for reports, owned here so a put that gave up leaves them alive.
   std::mutex batches_mutex_;

@@ -100,6 +100,7 @@ ConfigSchema KafkaSource::schema() {
           "With delivery: exactly_once, a fixed time each transaction stays open instead of the "
           "adaptive size (transaction_target_ms)");
   add_exactly_once_field(s);
+  add_delivery_gate_field(s);
   s.validator([](const Config& c) {
     const bool has_topics = !c.get_strings("topics").empty();
     const bool has_regex = !c.get_string("topic_regex").empty();
@@ -143,6 +144,9 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
     // An exactly-once pipeline reads only committed input (the output of another one).
     forced.emplace_back("isolation.level", "read_committed");
     set_up_transaction_sizing(config);
+  } else if (const std::string gated = config.get_string(kDeliveryGateField); !gated.empty()) {
+    gate_ = DeliveryGate::of(gated);
+    gate_->attach_source();
   }
   ConfPtr conf = build_conf(config, host_, defaults, forced, *this);
   std::array<char, 64> max_poll{};
@@ -181,6 +185,15 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
 
 KafkaSource::~KafkaSource() {
   if (transaction_) log_transaction_totals();
+  if (gate_) {
+    // The host flushed the sink and made its last commit before destroying us.
+    try {
+      settle_held();
+    } catch (const std::exception& e) {
+      host_.warn(fmt::format("kafka source: last commit failed: {}", e.what()));
+    }
+    gate_->detach_source();
+  }
   // The host drained and committed before destroying us: a revoke during close only unassigns.
   closing_ = true;
   if (consumer_) {
@@ -276,6 +289,8 @@ void KafkaSource::revoke(rd_kafka_topic_partition_list_t* partitions) {
       host_.warn(fmt::format(
           "kafka source: revoked {} before every record was done; the rest will be redelivered",
           describe(partitions)));
+    else if (gate_)
+      settle_held();
   }
   // Stashed messages of revoked partitions were never handed on, so never committed: the new
   // owner gets them again.
@@ -395,6 +410,10 @@ bool KafkaSource::poll(Output& out, size_t max_records, uint32_t timeout_ms) {
   log_relay().flush_to(host_);
   check_health();
   if (transaction_) end_transaction_if_due();
+  if (gate_) {
+    recover_from_failed_delivery();
+    commit_confirmed();
+  }
 
   if (max_records == 0) {
     serve_group_while_paused();
@@ -513,20 +532,30 @@ void KafkaSource::commit(std::span<const Position> positions) {
       end_transaction();
     return;
   }
-  PartitionListPtr offsets(rd_kafka_topic_partition_list_new(static_cast<int>(positions.size())));
-  for (const auto& p : positions) {
-    const std::string topic(p.topic);
+  if (gate_) {
+    hold(positions);
+    commit_confirmed();
+    return;
+  }
+  std::map<PartitionKey, int64_t> done;
+  for (const auto& p : positions) done[{std::string(p.topic), p.partition}] = p.offset;
+  commit_offsets(done);
+}
+
+void KafkaSource::commit_offsets(const std::map<PartitionKey, int64_t>& done) {
+  PartitionListPtr offsets(rd_kafka_topic_partition_list_new(static_cast<int>(done.size())));
+  for (const auto& [key, offset] : done) {
+    const auto& [topic, partition] = key;
     // A partition that is no longer ours may already be consumed further by its new owner:
     // committing our older offset there would rewind it.
-    if (!is_assigned(topic, p.partition)) {
-      host_.log(Host::Level::debug,
-                fmt::format("kafka source: not committing {}[{}]: no longer assigned", topic,
-                            p.partition));
+    if (!is_assigned(topic, partition)) {
+      host_.log(
+          Host::Level::debug,
+          fmt::format("kafka source: not committing {}[{}]: no longer assigned", topic, partition));
       continue;
     }
-    if (p.offset < 0) continue;
-    rd_kafka_topic_partition_list_add(offsets.get(), topic.c_str(), p.partition)->offset =
-        p.offset + 1;
+    if (offset < 0) continue;
+    rd_kafka_topic_partition_list_add(offsets.get(), topic.c_str(), partition)->offset = offset + 1;
   }
   if (offsets->cnt == 0) return;
 
@@ -554,6 +583,62 @@ void KafkaSource::commit(std::span<const Position> positions) {
   host_.error(message);
   if (commit_retriable(err)) throw Retriable(message);
   throw std::runtime_error(message);
+}
+
+void KafkaSource::hold(std::span<const Position> positions) {
+  if (discard_positions_) return;
+  // Every record in `positions` is done, so its put returned: it is in a batch begun by now.
+  const uint64_t batch = gate_->standing().issued;
+  if (held_.empty() || held_.back().batch != batch) held_.push_back({batch, {}});
+  for (const auto& p : positions)
+    held_.back().offsets[{std::string(p.topic), p.partition}] = p.offset;
+}
+
+void KafkaSource::commit_confirmed() {
+  if (held_.empty()) return;
+  const DeliveryGate::Standing standing = gate_->standing();
+  if (!standing.failure.empty()) return;  // the next poll recovers
+  std::map<PartitionKey, int64_t> done;
+  while (!held_.empty() && held_.front().batch <= standing.confirmed) {
+    for (const auto& [key, offset] : held_.front().offsets) done[key] = offset;
+    held_.pop_front();
+  }
+  if (!done.empty()) commit_offsets(done);
+}
+
+void KafkaSource::settle_held() {
+  if (held_.empty()) return;
+  if (!gate_->wait_confirmed(held_.back().batch, std::chrono::milliseconds(drain_timeout_ms_)))
+    host_.warn(
+        "kafka source: deliveries still unconfirmed after drain_timeout_ms; their "
+        "offsets stay uncommitted (the records will be consumed again)");
+  commit_confirmed();
+}
+
+void KafkaSource::recover_from_failed_delivery() {
+  const std::string failure = gate_->standing().failure;
+  if (failure.empty()) return;
+  host_.warn(fmt::format(
+      "kafka source: a delivery failed after its batch was acknowledged ({}): committing "
+      "nothing past it; draining, then consuming again from the committed offsets (the kafka "
+      "sink waits for Kafka's acknowledgement in put from now on)",
+      failure));
+  discard_positions_ = true;
+  const bool drained = drain_everything();
+  const bool settled =
+      drained &&
+      gate_->wait_confirmed(gate_->standing().issued, std::chrono::milliseconds(drain_timeout_ms_));
+  discard_positions_ = false;
+  if (!settled)
+    throw Fatal(fmt::format(
+        "kafka source: a delivery failed ({}) and the records in flight did not finish within "
+        "drain_timeout_ms; stopping without committing them, a restart resumes from the "
+        "committed offsets",
+        failure));
+  held_.clear();
+  gate_->reset_failure();
+  host_.counter_add("delivery_rewinds", 1);
+  rewind();
 }
 
 void KafkaSource::pause_partitions(rd_kafka_topic_partition_list_t* partitions, bool paused) {
@@ -694,17 +779,17 @@ void KafkaSource::rewind() {
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
     err = rd_kafka_committed(consumer_.get(), positions.get(), timeout_ms);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-    throw Fatal(
-        fmt::format("kafka source: cannot read the committed offsets to rewind to after "
-                    "an aborted transaction ({}); stopping, a restart resumes there",
-                    error_text(err)));
+    throw Fatal(fmt::format(
+        "kafka source: cannot read the committed offsets to rewind to after "
+        "an aborted transaction or a failed delivery ({}); stopping, a restart resumes there",
+        error_text(err)));
   for (int i = 0; i < positions->cnt; ++i) {
     auto& p = positions->elems[i];
     if (p.offset < 0)
       p.offset = auto_offset_reset_ == "latest" ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
   }
   if (ErrorPtr e{rd_kafka_seek_partitions(consumer_.get(), positions.get(), timeout_ms)})
-    throw Fatal(fmt::format("kafka source: cannot rewind after an aborted transaction: {}",
+    throw Fatal(fmt::format("kafka source: cannot rewind to the committed offsets: {}",
                             rd_kafka_error_string(e.get())));
   for (int i = 0; i < positions->cnt; ++i)
     if (positions->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)

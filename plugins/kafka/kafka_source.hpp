@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "delivery_gate.hpp"
 #include "rdkafka_common.hpp"
 #include "sluice/sdk.hpp"
 #include "transaction.hpp"
@@ -84,6 +85,17 @@ class KafkaSource final : public Source, private HandleContext {
   void rewind();
   // The host reported every record handed on in this transaction as done.
   bool all_acked() const;
+  // At least once: commits these next-to-consume offsets (still assigned ones) to the group.
+  void commit_offsets(const std::map<PartitionKey, int64_t>& done);
+  // With a delivery gate: holds the host's positions until the sinks' deliveries confirm them.
+  void hold(std::span<const Position> positions);
+  // Commits the held positions the gate confirmed; none while a delivery failure is unhandled.
+  void commit_confirmed();
+  // Waits (up to drain_timeout_ms) for what the sinks have in flight, then commits it.
+  void settle_held();
+  // A delivery failed after the host counted its records done: drains, drops the held
+  // positions and rewinds to the committed offsets, so the records are consumed again.
+  void recover_from_failed_delivery();
   void log_transaction_totals();
   void publish_transaction_stats(Clock::duration age, Clock::duration commit_time, bool committed);
 
@@ -125,6 +137,15 @@ class KafkaSource final : public Source, private HandleContext {
   Clock::time_point transaction_began_;
   size_t transaction_records_ = 0;
   bool in_drain_ = false;
+  // At least once with a kafka sink that acknowledges early (delivery_gate.hpp): the host's
+  // positions, each with the gate's last batch when they came, held until it is confirmed.
+  std::shared_ptr<DeliveryGate> gate_;
+  struct Held {
+    uint64_t batch;
+    std::map<PartitionKey, int64_t> offsets;
+  };
+  std::deque<Held> held_;
+  bool discard_positions_ = false;  // recovering: what the host reports now is rewound anyway
   // Totals over the run, logged at the end.
   struct TransactionTotals {
     size_t committed = 0;

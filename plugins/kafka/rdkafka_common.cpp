@@ -121,4 +121,11 @@ void add_exactly_once_field(ConfigSchema& schema) {
       .doc("Set by the host for a pipeline with `delivery: exactly_once` (do not write it)");
 }
 
+void add_delivery_gate_field(ConfigSchema& schema) {
+  schema.string(kDeliveryGateField)
+      .doc(
+          "Set by the host for an at-least-once pipeline with a kafka source: the source commits "
+          "only what the kafka sinks' delivery reports confirmed (do not write it)");
+}
+
 }  // namespace sluice::kafka

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -98,6 +99,27 @@ inline constexpr const char* kExactlyOnceField = "exactly_once_pipeline";
 // pipeline's transaction through the kafka sink's producer.
 inline constexpr const char* kExactlyOnceDeadLetterField = "exactly_once_dead_letter";
 void add_exactly_once_field(ConfigSchema& schema);
+// Set by the host on the in-process kafka source and kafka sinks of an at-least-once pipeline
+// with a kafka source: the pipeline's name, which pairs them (see delivery_gate.hpp).
+inline constexpr const char* kDeliveryGateField = "delivery_gate_pipeline";
+void add_delivery_gate_field(ConfigSchema& schema);
+
+// The one T of `pipeline` in this process, made with T(pipeline) on first use and gone with its
+// last user: how a pipeline's kafka source and sinks meet inside this module.
+template <typename T>
+std::shared_ptr<T> shared_per_pipeline(const std::string& pipeline) {
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<T>> instances;
+  std::lock_guard lock(mutex);
+  std::erase_if(instances, [](const auto& entry) { return entry.second.expired(); });
+  auto& slot = instances[pipeline];
+  std::shared_ptr<T> found = slot.lock();
+  if (!found) {
+    found = std::make_shared<T>(pipeline);
+    slot = found;
+  }
+  return found;
+}
 
 // "cannot reach Kafka at ..." style text for an error code.
 std::string error_text(rd_kafka_resp_err_t err);

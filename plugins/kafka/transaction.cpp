@@ -23,17 +23,7 @@ struct ConsumerGroupMetadataDeleter {
 }  // namespace
 
 std::shared_ptr<Transaction> Transaction::of(const std::string& pipeline) {
-  static std::mutex mutex;
-  static std::map<std::string, std::weak_ptr<Transaction>> transactions;
-  std::lock_guard lock(mutex);
-  std::erase_if(transactions, [](const auto& entry) { return entry.second.expired(); });
-  auto& slot = transactions[pipeline];
-  std::shared_ptr<Transaction> found = slot.lock();
-  if (!found) {
-    found = std::make_shared<Transaction>(pipeline);
-    slot = found;
-  }
-  return found;
+  return shared_per_pipeline<Transaction>(pipeline);
 }
 
 template <typename Call>

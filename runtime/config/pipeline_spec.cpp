@@ -29,6 +29,9 @@ const std::vector<std::string> kPipelineKeys = {
 constexpr const char* kExactlyOnceKey = "exactly_once_pipeline";
 // The key it hands a kafka dead-letter sink of such a pipeline, which joins the transaction.
 constexpr const char* kExactlyOnceDeadLetterKey = "exactly_once_dead_letter";
+// The key an at-least-once pipeline hands its in-process kafka source and kafka sinks, so a
+// kafka sink may acknowledge before delivery while the source holds back the offsets.
+constexpr const char* kDeliveryGateKey = "delivery_gate_pipeline";
 
 bool valid_name(std::string_view name) {
   if (name.empty()) return false;
@@ -180,14 +183,17 @@ class FileParser {
     if (auto delivery = find_entry(node, "delivery"))
       spec.exactly_once =
           reader_.choice(*delivery, "delivery", {"at_least_once", "exactly_once"}) == 1;
-    if (spec.exactly_once) set_up_exactly_once(spec);
+    if (spec.exactly_once)
+      set_up_exactly_once(spec);
+    else
+      set_up_delivery_gate(spec);
     out_.pipelines.push_back(std::move(spec));
   }
 
   // The host's key may not be written by hand: `delivery:` is what sets it.
   void check_exactly_once_key_unset(const PipelineSpec& spec) {
     const auto check = [&](const StageSpec& stage) {
-      for (const char* host_key : {kExactlyOnceKey, kExactlyOnceDeadLetterKey})
+      for (const char* host_key : {kExactlyOnceKey, kExactlyOnceDeadLetterKey, kDeliveryGateKey})
         if (auto key = find_entry(stage.node, host_key))
           throw ConfigError(reader_.at(key->key),
                             fmt::format("{}: '{}' is set by sluice; write `delivery: "
@@ -216,6 +222,20 @@ class FileParser {
     if (spec.dead_letter) join_dead_letter(*spec.dead_letter, spec);
     spec.source.node[kExactlyOnceKey] = spec.name;
     spec.sink.node[kExactlyOnceKey] = spec.name;
+  }
+
+  // At least once with a kafka source in the host's process: its kafka sinks (also in-process)
+  // and it meet in the kafka module, where the source commits offsets only once the sinks'
+  // delivery reports confirmed the records (plugins/kafka/delivery_gate.hpp).
+  static void set_up_delivery_gate(PipelineSpec& spec) {
+    const auto in_process_kafka = [](const StageSpec& stage) {
+      return stage.type == "kafka" && !stage.isolation.process;
+    };
+    if (!in_process_kafka(spec.source)) return;
+    spec.source.node[kDeliveryGateKey] = spec.name;
+    if (in_process_kafka(spec.sink)) spec.sink.node[kDeliveryGateKey] = spec.name;
+    if (spec.dead_letter && in_process_kafka(*spec.dead_letter))
+      spec.dead_letter->node[kDeliveryGateKey] = spec.name;
   }
 
   [[noreturn]] static void refuse_exactly_once(const Location& where, const std::string& why) {

@@ -14,11 +14,13 @@ partitions=8
 kills=20
 
 make_passthrough_topics
-# Small fixed batches at concurrency 1 keep sluice slow enough (~10k records/s) that 20 kills
-# land mid-run. Static membership (group.instance.id) lets each restart take over its
-# partitions at once instead of waiting out the killed member's session.
+# Small fixed batches at concurrency 1 and a slow producer keep sluice slow enough (a few
+# thousand records/s) that 20 kills land mid-run. Static membership (group.instance.id) lets
+# each restart take over its partitions at once instead of waiting out the killed member's
+# session.
 write_passthrough_yaml "$work/pipeline.yaml" "$group" "$in" "$out" \
   "{adaptive_batching: false, batch_size: 100, adaptive_concurrency: false, concurrency: 1}"
+slow_passthrough_producer "$work/pipeline.yaml"
 sed -i "s/        session.timeout.ms: 6000/        session.timeout.ms: 6000\n        group.instance.id: $run_id-member/" \
   "$work/pipeline.yaml"
 grep -q "group.instance.id" "$work/pipeline.yaml" || fail "could not set group.instance.id"

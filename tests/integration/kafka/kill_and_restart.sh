@@ -10,10 +10,12 @@ count=100000
 keys=1000
 partitions=8
 make_passthrough_topics
-# Small fixed batches at concurrency 1 keep sluice slow enough (~10k records/s) that the kill
-# lands mid-run with batches in flight, however fast the machine.
+# Small fixed batches at concurrency 1 and a slow producer keep sluice slow enough (a few
+# thousand records/s) that the kill lands mid-run with records in flight, however fast the
+# machine.
 write_passthrough_yaml "$work/pipeline.yaml" "$group" "$in" "$out" \
   "{adaptive_batching: false, batch_size: 100, adaptive_concurrency: false, concurrency: 1}"
+slow_passthrough_producer "$work/pipeline.yaml"
 
 start_sluice "$work/pipeline.yaml" first
 first=$last_pid

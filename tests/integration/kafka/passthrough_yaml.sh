@@ -23,6 +23,17 @@ admin:
 YAML
 }
 
+# Caps the sink's producer at a local queue of 200 records with linger.ms 20 in FILE (written by
+# write_passthrough_yaml): a few thousand records/s, so a kill lands mid-run. The kafka sink's
+# put returns once librdkafka has the records, so only the full queue holds it back, and records
+# are always in flight unconfirmed (their offsets held back by the source) when the kill comes.
+slow_passthrough_producer() {
+  local file=$1
+  sed -i "s/^      topic: $out\$/      topic: $out\n      properties: {queue.buffering.max.messages: 200, linger.ms: 20}/" \
+    "$file"
+  grep -q "queue.buffering.max.messages" "$file" || fail "could not slow the producer in $file"
+}
+
 # Names this run's topics and group ($in, $out, $group) and creates both topics with
 # $partitions partitions.
 create_passthrough_topics() {

@@ -11,10 +11,11 @@ keys=1200
 partitions=12
 
 create_passthrough_topics
-# Small fixed batches at concurrency 1 keep each sluice slow enough (~10k records/s) that the
-# kill lands mid-run, however fast the machine.
+# Small fixed batches at concurrency 1 and a slow producer keep each sluice slow enough (a few
+# thousand records/s) that the kill lands mid-run, however fast the machine.
 write_passthrough_yaml "$work/a.yaml" "$group" "$in" "$out" \
   "{adaptive_batching: false, batch_size: 100, adaptive_concurrency: false, concurrency: 1}"
+slow_passthrough_producer "$work/a.yaml"
 cp "$work/a.yaml" "$work/b.yaml"
 cp "$work/a.yaml" "$work/c.yaml"
 

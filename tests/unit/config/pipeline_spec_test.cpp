@@ -516,6 +516,30 @@ TEST_CASE("delivery: exactly_once pairs a kafka source and sink, and refuses any
                      "p.yaml:3:33:", "write `delivery: exactly_once`");
 }
 
+TEST_CASE("at least once pairs an in-process kafka source with its kafka sinks only") {
+  const auto spec = [](const std::string& yaml) {
+    return parse_pipelines(yaml, "p.yaml").pipelines.at(0);
+  };
+  const std::string kafka_source = "name: copy\nsource: {type: kafka, group_id: g, topics: [in]}\n";
+  const PipelineSpec both = spec(kafka_source + "sink: {type: kafka, topic: out}\n" +
+                                 "dead_letter: {type: kafka, topic: dlq}\n");
+  // The source holds back its commits until the sinks' deliveries are confirmed.
+  CHECK(both.source.node["delivery_gate_pipeline"].as<std::string>() == "copy");
+  CHECK(both.sink.node["delivery_gate_pipeline"].as<std::string>() == "copy");
+  CHECK(both.dead_letter->node["delivery_gate_pipeline"].as<std::string>() == "copy");
+  // A kafka sink behind another source, or in another process, must wait for Kafka in put.
+  CHECK_FALSE(spec(with_pipeline("")).sink.node["delivery_gate_pipeline"]);
+  const PipelineSpec isolated =
+      spec(kafka_source + "sink: {type: kafka, topic: out, isolation: process}\n");
+  CHECK(isolated.source.node["delivery_gate_pipeline"]);
+  CHECK_FALSE(isolated.sink.node["delivery_gate_pipeline"]);
+  CHECK_FALSE(spec(kafka_source + "sink: {type: kafka, topic: out}\ndelivery: exactly_once\n")
+                  .sink.node["delivery_gate_pipeline"]);
+  CHECK_CONFIG_ERROR(
+      parse_error(kafka_source + "sink: {type: kafka, topic: out, delivery_gate_pipeline: x}\n"),
+      "p.yaml:3:33:", "is set by sluice");
+}
+
 TEST_CASE("a kafka dead-letter sink of an exactly-once pipeline joins its transaction") {
   const auto file = parse_pipelines(
       "name: copy\n"

@@ -531,6 +531,93 @@ TEST_CASE("source: a failed commit is retried, and a lasting failure is reported
   CHECK(committed_offset(cluster, "g2", "in", 0) == 50);
 }
 
+namespace {
+
+// The values of records [from, to) the source handed on.
+std::vector<std::string> values_of(const FakeWriter& out, size_t from, size_t to) {
+  std::vector<std::string> v;
+  for (size_t i = from; i < to && i < out.records.size(); ++i)
+    v.push_back(out.records[i].value.value_or(""));
+  return v;
+}
+
+// Polls the source without taking records (it commits what its sink's deliveries confirmed)
+// until the group's committed offset of in[0] is `want`, or `limit` passed.
+int64_t wait_committed(const MockCluster& cluster, Instance& source, const std::string& group,
+                       int64_t want, std::chrono::milliseconds limit) {
+  const auto deadline = Clock::now() + limit;
+  int64_t got = committed_offset(cluster, group, "in", 0);
+  while (got != want && Clock::now() < deadline) {
+    FakeWriter none;
+    source.poll(none, 0, 100);
+    got = committed_offset(cluster, group, "in", 0);
+  }
+  return got;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "at least once: a delivery failing after put returned is never committed; the source "
+    "consumes it again") {
+  MockCluster cluster(1);
+  cluster.create_topic("in", 1);
+  cluster.create_topic("out", 1);
+  produce_values(cluster, "in", 0, 40);
+  FakeHost host;
+  // What the host hands an at-least-once pipeline's kafka source and sink in its process.
+  const std::string gate = R"(,"delivery_gate_pipeline":"gate-failed-delivery")";
+  Instance source(SLUICE_KIND_SOURCE, source_config(cluster, "in", "g-gate", gate), host);
+  REQUIRE_MESSAGE(source.create_status() == SLUICE_OK, source.create_error().text());
+  Instance sink(SLUICE_KIND_SINK,
+                sink_config(cluster, "out",
+                            R"(,"flush_timeout_ms":1000,"properties":{"reconnect.backoff.max.ms":)"
+                            R"("200"})" +
+                                gate),
+                host);
+  REQUIRE_MESSAGE(sink.create_status() == SLUICE_OK, sink.create_error().text());
+  FakeWriter in;
+  poll_until(source, in, 40, 20s);
+  REQUIRE(in.records.size() == 40);
+  RecordBatch first(values_of(in, 0, 20)), second(values_of(in, 20, 40));
+
+  // Kafka takes the first half: its offsets are committed once the reports are in.
+  FakeWriter rejects;
+  ErrorText error;
+  REQUIRE_MESSAGE(sink.put(first.records, rejects, &error) == SLUICE_OK, error.text());
+  REQUIRE(source.commit({position("in", 0, 19)}) == SLUICE_OK);
+  REQUIRE(wait_committed(cluster, source, "g-gate", 20, 20s) == 20);
+
+  // The second half: put returns while the broker is down (librdkafka has the records), the
+  // host reports them done, and then every delivery times out (message.timeout.ms 1 s).
+  rd_kafka_mock_broker_set_down(cluster.get(), 1);
+  REQUIRE_MESSAGE(sink.put(second.records, rejects, &error) == SLUICE_OK, error.text());
+  CHECK(rejects.rejects.empty());
+  CHECK(source.commit({position("in", 0, 39)}) == SLUICE_OK);
+  std::this_thread::sleep_for(4s);
+  rd_kafka_mock_broker_set_up(cluster.get(), 1);
+  CHECK(wait_committed(cluster, source, "g-gate", 40, 3s) == 20);  // never past a lost record
+  CHECK(host.logged(SLUICE_LOG_WARN, "a delivery failed"));
+
+  // Those polls drained the pipeline and rewound to offset 20: the second half comes again.
+  CHECK(host.drains >= 1);
+  FakeWriter again;
+  poll_until(source, again, 20, 20s);
+  REQUIRE(values_of(again, 0, 20) == second.values);
+
+  // The sink now waits for Kafka in put; after it, the offsets move to the end.
+  sluice_status status = SLUICE_RETRY;
+  for (int attempt = 0; attempt < 20 && status == SLUICE_RETRY; ++attempt)
+    status = sink.put(second.records, rejects, &error);
+  REQUIRE_MESSAGE(status == SLUICE_OK, error.text());
+  CHECK(source.commit({position("in", 0, 39)}) == SLUICE_OK);
+  CHECK(wait_committed(cluster, source, "g-gate", 40, 20s) == 40);
+  auto values = read_values(cluster, "out", 1, 40);
+  const std::vector<std::string> all = values_of(in, 0, 40);
+  CHECK(std::set<std::string>(values.begin(), values.end()) ==
+        std::set<std::string>(all.begin(), all.end()));
+}
+
 TEST_CASE("source: a paused source keeps polling and loses nothing raced in meanwhile") {
   MockCluster cluster(1);
   cluster.create_topic("in", 1);
