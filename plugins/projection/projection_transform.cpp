@@ -212,7 +212,9 @@ class ProjectionTransform final : public sluice::Transform {
         .doc("debezium inputs: records on topics starting with this are heartbeats.");
     s.integer("writers").default_value(0).doc(
         "postgres: connections that write each batch side by side, rows spread by key (a "
-        "row always on the same one); 0: the default, 2. sqlite: 1.");
+        "row always on the same one); 0: the default, 1 (more is faster, but a commit failing "
+        "after another writer's could lose derived events; plugins/projection/README.md). "
+        "sqlite: 1.");
     s.string("topic").default_value("projections").doc("Topic of the derived events.");
     s.boolean("emit").default_value(true).doc("false: update projections, emit no derived events.");
     s.string("unavailable_value")
@@ -330,7 +332,7 @@ class ProjectionTransform final : public sluice::Transform {
 
   // PostgreSQL connections writing a batch side by side unless `writers` says otherwise: the
   // best of a sweep of `scripts/bench cdc_postgres` on two cores (plugins/projection/README.md).
-  static constexpr int64_t kDefaultPostgresWriters = 2;
+  static constexpr int64_t kDefaultPostgresWriters = 1;
 
   static std::unique_ptr<ProjectionStore> open_store(const sluice::Config& c,
                                                      std::vector<ProjectionSpec> specs) {

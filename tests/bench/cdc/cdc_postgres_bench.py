@@ -103,8 +103,8 @@ def run_floor(base, conninfo, work):
     return {"records_per_s": count / best, "rows": count, "seconds": best}
 
 
-SWEEP = [1, 4]  # writer counts run beside the default
-DEFAULT_WRITERS = 2  # the projection's default `writers` on PostgreSQL
+SWEEP = [2, 4]  # writer counts run beside the default
+DEFAULT_WRITERS = 1  # the projection's default `writers` on PostgreSQL
 
 
 def arm(run, writers):
