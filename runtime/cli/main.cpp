@@ -153,6 +153,8 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
+  // Plugin files written from now on may postdate the copies loaded: the watch checks them.
+  const auto loaded_since = std::filesystem::file_time_type::clock::now();
   auto reg = load_registry(common);
   core::AdminSettings admin_settings;
   bool admin_configured = false;
@@ -233,7 +235,7 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
     std::thread starter([&] {
       while (!done.load() && supervisor.pipelines().front()->stage_files().empty())
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      if (options.plugin_watch && !done.load()) reloader.start_watching();
+      if (options.plugin_watch && !done.load()) reloader.start_watching(loaded_since);
     });
     try {
       code = supervisor.run();

@@ -182,10 +182,11 @@ std::string Reloader::apply_pipeline_file(const config::PipelineFile& next) {
   return notes;
 }
 
-void Reloader::start_watching(uint32_t debounce_ms) {
+void Reloader::start_watching(std::filesystem::file_time_type loaded_since, uint32_t debounce_ms) {
   if (watcher_.joinable()) return;
   stopping_ = false;
-  watcher_ = std::thread([this, debounce_ms] { watch_loop(debounce_ms); });
+  watcher_ =
+      std::thread([this, loaded_since, debounce_ms] { watch_loop(loaded_since, debounce_ms); });
 }
 
 void Reloader::stop() {
@@ -193,7 +194,7 @@ void Reloader::stop() {
   if (watcher_.joinable()) watcher_.join();
 }
 
-void Reloader::watch_loop(uint32_t debounce_ms) {
+void Reloader::watch_loop(std::filesystem::file_time_type loaded_since, uint32_t debounce_ms) {
   int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (fd < 0) {
     spdlog::warn("cannot watch plugin folders (inotify): {}", std::strerror(errno));
@@ -201,15 +202,20 @@ void Reloader::watch_loop(uint32_t debounce_ms) {
   }
   std::map<int, std::filesystem::path> dirs;
   std::set<std::filesystem::path> watched;
+  std::map<std::filesystem::path, std::chrono::steady_clock::time_point> pending;
   for (const auto& p : supervisor_.pipelines())
     for (const auto& s : p->stage_files()) {
+      // Written since the launcher began reading plugins: perhaps after this stage's copy was
+      // read, before the watch below could see it. Reloading it is right either way.
+      std::error_code ec;
+      const auto written = std::filesystem::last_write_time(s.file, ec);
+      if (!ec && written > loaded_since) pending[s.file] = std::chrono::steady_clock::now();
       auto dir = s.file.parent_path();
       if (!watched.insert(dir).second) continue;
       int wd = inotify_add_watch(fd, dir.c_str(), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE);
       if (wd >= 0) dirs[wd] = dir;
     }
   spdlog::info("watching {} plugin folder(s) for changes", dirs.size());
-  std::map<std::filesystem::path, std::chrono::steady_clock::time_point> pending;
   alignas(inotify_event) char buf[8192];
   while (!stopping_) {
     pollfd pfd{fd, POLLIN, 0};

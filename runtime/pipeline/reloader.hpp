@@ -34,8 +34,12 @@ class Reloader {
   std::string apply_pipeline_file(const config::PipelineFile& next);
 
   // Watches the folders of the running stages' plugin files; a changed file is reloaded once it
-  // has been quiet for `debounce_ms`.
-  void start_watching(uint32_t debounce_ms = 300);
+  // has been quiet for `debounce_ms`. The watch starts once the stages exist, so a stage file
+  // written after `loaded_since` (taken before the plugins were read) is reloaded at the start:
+  // a replacement made while the launcher was starting is not missed.
+  void start_watching(
+      std::filesystem::file_time_type loaded_since = std::filesystem::file_time_type::max(),
+      uint32_t debounce_ms = 300);
   void stop();
 
   uint64_t reloads() const { return reloads_.load(); }
@@ -46,7 +50,7 @@ class Reloader {
   // Reloads one stage from a freshly loaded `library`, which must still provide its plugin.
   StageResult reload_from(Pipeline& pipeline, const std::string& stage,
                           const plugin::PluginLibrary& library);
-  void watch_loop(uint32_t debounce_ms);
+  void watch_loop(std::filesystem::file_time_type loaded_since, uint32_t debounce_ms);
 
   plugin::PluginRegistry& registry_;
   Supervisor& supervisor_;

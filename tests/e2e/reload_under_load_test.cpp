@@ -35,7 +35,12 @@ TEST_CASE("a transform reloaded under load loses, duplicates and reorders nothin
       {std::getenv("SLUICE_BIN"), "run", "--admin", "off", "--plugin-path",
        (dir / "plugins").string(), (dir / "p.yaml").string()},
       (dir / "stdout").string(), (dir / "stderr").string());
-  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  // Replaced as soon as records flow: the plugin watch may not have started yet (it starts once
+  // the stages exist), so this is also the case of a file replaced while the launcher starts.
+  for (int i = 0; i < 600 && !(std::filesystem::exists(dir / "out.jsonl") &&
+                               std::filesystem::file_size(dir / "out.jsonl") > 0);
+       ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   {  // Like `cp v2 v1`: the same inode rewritten in place while v1 is running.
     std::ifstream in(bin_dir / "test-plugins" / "stamp_v2" / "sluice-stamp.so", std::ios::binary);
     std::ofstream out(stamp, std::ios::binary | std::ios::trunc);
