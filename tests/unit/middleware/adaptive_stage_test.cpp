@@ -180,6 +180,21 @@ TEST_CASE("one lane: a batch inside one chunk views it in place, and acks go by 
   CHECK(w.take_ready().at(0).offset == 599);
 }
 
+// Pushes chunks of up to 100 records (5 keys) while the stage grants room within 200 ms; returns
+// how many were pushed (at most 2,000).
+static int fill_until_no_room(AdaptiveStage& stage, core::OffsetWatermark& w) {
+  std::map<int, int> next;
+  int pushed = 0;
+  while (stage.wait_for_room(std::chrono::milliseconds(200))) {
+    const size_t n = std::min<size_t>(stage.room(), 100);
+    if (n == 0) continue;
+    stage.push(make_chunk(w, pushed, static_cast<int>(n), 5, next));
+    pushed += static_cast<int>(n);
+    REQUIRE(pushed <= 2000);
+  }
+  return pushed;
+}
+
 TEST_CASE("intake is bounded: the source sees no room until the stage catches up") {
   auto settings = fixed(50, 1, core::Ordering::none);
   settings.backpressure_threshold = 1000;
@@ -198,16 +213,8 @@ TEST_CASE("intake is bounded: the source sees no room until the stage catches up
       },
       [&](const WorkBatch& b, const BatchOutcome&) { w.done_all(b.tickets); });
   stage.start();
-  std::map<int, int> next;
-  int pushed = 0;
   // Push as long as the stage grants room within a while.
-  while (stage.wait_for_room(std::chrono::milliseconds(200))) {
-    size_t n = std::min<size_t>(stage.room(), 100);
-    if (n == 0) continue;
-    stage.push(make_chunk(w, pushed, static_cast<int>(n), 5, next));
-    pushed += static_cast<int>(n);
-    REQUIRE(pushed <= 2000);
-  }
+  const int pushed = fill_until_no_room(stage, w);
   // Full: the queue holds the threshold, plus the one batch the blocked worker holds.
   CHECK(pushed >= 1000);
   CHECK(pushed <= 1000 + 50);
@@ -254,15 +261,7 @@ TEST_CASE("a paused source resumes only once a quarter of the threshold is free"
     while (wait && finished.load() < allowed)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
   };
-  std::map<int, int> next;
-  int pushed = 0;
-  while (stage.wait_for_room(std::chrono::milliseconds(200))) {
-    size_t n = std::min<size_t>(stage.room(), 100);
-    if (n == 0) continue;
-    stage.push(make_chunk(w, pushed, static_cast<int>(n), 5, next));
-    pushed += static_cast<int>(n);
-    REQUIRE(pushed <= 2000);
-  }
+  const int pushed = fill_until_no_room(stage, w);
   REQUIRE(stage.stats().backpressure.active);
   // Three batches done: 150 records left the queue, under the 250 a paused source waits for.
   release(3);
