@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <sluice/safe_files.hpp>
 #include <sluice/sdk.hpp>
 
 namespace sluice_plugins {
@@ -64,10 +65,11 @@ int other_descriptor_of(int fd) {
 
 FileLock::FileLock(std::string lock_path, std::string_view what, std::string_view stage,
                    const std::string& field)
-    : path_(std::move(lock_path)), fd_(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
-  if (!fd_.valid())
-    throw sluice::ConfigError(field,
-                              "cannot open lock file " + path_ + ": " + std::strerror(errno));
+    : path_(std::move(lock_path)) {
+  std::string error;
+  fd_ = FileDescriptor(
+      sluice::files::open_checked(path_, O_RDWR | O_CREAT, 0644, sluice::files::Use::state, error));
+  if (!fd_.valid()) throw sluice::ConfigError(field, "lock file: " + error);
   if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) {
     write_holder(stage);
     return;

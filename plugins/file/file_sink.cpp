@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <sluice/safe_files.hpp>
 
 #include "file_plugins.hpp"
 
@@ -17,6 +18,13 @@ FileSink::Fsync parse_fsync(const std::string& name) {
   if (name == "batch") return FileSink::Fsync::batch;
   if (name == "always") return FileSink::Fsync::always;
   throw sluice::ConfigError("fsync", "fsync must be none, batch or always, not '" + name + "'");
+}
+
+// The output, opened for appending: never through a link or into a file that another user
+// planted in a folder others can write (sluice/safe_files.hpp). -1 with `error` set.
+int open_output(const std::string& path, std::string& error) {
+  return sluice::files::open_checked(path, O_RDWR | O_CREAT | O_APPEND, 0644,
+                                     sluice::files::Use::state, error);
 }
 
 }  // namespace
@@ -43,9 +51,9 @@ FileSink::FileSink(const sluice::Config& c, sluice::Host& host)
       fsync_(parse_fsync(c.get_string("fsync", "batch"))),
       encoder_(parse_line_format(c.get_string("format", "value"))) {
   if (path_.empty()) throw sluice::ConfigError("path", "path must not be empty");
-  fd_ = FileDescriptor(::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-  if (!fd_.valid())
-    throw sluice::ConfigError("path", "cannot open " + path_ + ": " + std::strerror(errno));
+  std::string error;
+  fd_ = FileDescriptor(open_output(path_, error));
+  if (!fd_.valid()) throw sluice::ConfigError("path", error);
   struct stat st {};
   if (::fstat(fd_.get(), &st) == 0 && S_ISREG(st.st_mode))  // not /dev/null, a pipe, ...
     output_lock_ =
@@ -166,9 +174,9 @@ bool FileSink::path_names_open_file() const {
 }
 
 void FileSink::reopen() {
-  FileDescriptor fresh(::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-  if (!fresh.valid())
-    throw sluice::Retriable("cannot reopen " + path_ + ": " + std::strerror(errno));
+  std::string error;
+  FileDescriptor fresh(open_output(path_, error));
+  if (!fresh.valid()) throw sluice::Retriable(error);
   fd_ = std::move(fresh);
 }
 

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstring>
 #include <optional>
+#include <sluice/safe_files.hpp>
 #include <thread>
 
 #include "file_plugins.hpp"
@@ -182,14 +183,16 @@ void FileSource::require_line_start(int64_t offset) const {
 }
 
 void FileSource::open_at(int64_t offset) {
-  fd_ = FileDescriptor(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  std::string error;
+  fd_ = FileDescriptor(
+      sluice::files::open_checked(path_, O_RDONLY, 0, sluice::files::Use::read_data, error));
   buf_.clear();
   buf_pos_ = 0;
   buf_offset_ = 0;
   eof_ = false;
   if (!fd_.valid()) {
-    if (follow_) return;  // not there yet: poll keeps trying
-    throw std::runtime_error("cannot open " + path_ + ": " + errno_text());
+    if (follow_ && errno == ENOENT) return;  // not there yet: poll keeps trying
+    throw std::runtime_error(error);
   }
   if (offset > 0 && ::lseek(fd_.get(), offset, SEEK_SET) < 0)
     throw std::runtime_error("cannot seek in " + path_ + ": " + errno_text());
@@ -358,10 +361,12 @@ bool FileSource::start_replacement_file(std::chrono::steady_clock::time_point de
 }
 
 std::optional<StoredOffset> FileSource::load_stored_offset() const {
-  FileDescriptor fd(::open(offset_file_.c_str(), O_RDONLY | O_CLOEXEC));
+  std::string error;
+  FileDescriptor fd(
+      sluice::files::open_checked(offset_file_, O_RDONLY, 0, sluice::files::Use::state, error));
   if (!fd.valid()) {
     if (errno == ENOENT) return std::nullopt;
-    throw sluice::ConfigError("offset_file", "cannot read " + offset_file_ + ": " + errno_text());
+    throw sluice::ConfigError("offset_file", error);
   }
   std::string text(4096, '\0');
   ssize_t n = ::read(fd.get(), text.data(), text.size());
@@ -397,22 +402,10 @@ void FileSource::write_committed_offset(int64_t offset) {
 
   // Write a temporary file and rename it over the old one, so a crash leaves either the old
   // or the new position, never a torn one.
-  const std::string tmp = offset_file_ + ".tmp";
-  {
-    FileDescriptor fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd.valid()) throw sluice::Retriable("cannot write " + tmp + ": " + errno_text());
-    size_t done = 0;
-    while (done < text.size()) {
-      ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw sluice::Retriable("cannot write " + tmp + ": " + errno_text());
-      done += static_cast<size_t>(n);
-    }
-    if (::fsync(fd.get()) != 0)
-      throw sluice::Retriable("cannot fsync " + tmp + ": " + errno_text());
-  }
-  if (::rename(tmp.c_str(), offset_file_.c_str()) != 0)
-    throw sluice::Retriable("cannot rename " + tmp + ": " + errno_text());
+  // The temporary file is created exclusively, never through a link another user planted.
+  std::string error;
+  if (!sluice::files::replace_file(offset_file_, text, 0644, /*sync=*/true, error))
+    throw sluice::Retriable(error);
   fsync_parent_dir(offset_file_);
   committed_ = offset;
 }

@@ -1,6 +1,7 @@
 // The SQLite backend of the projection store: one connection, WAL mode, prepared statements.
 #include <sqlite3.h>
 
+#include <sluice/safe_files.hpp>
 #include <sluice/sdk.hpp>
 
 #include "database.hpp"
@@ -12,6 +13,12 @@ namespace {
 class SqliteDatabase final : public Database {
  public:
   SqliteDatabase(const std::string& path, const std::string& synchronous) {
+    // SQLite follows links and reuses files already there: in a folder others can write, a file
+    // or link planted at any of its names would receive the projections (safe_files.hpp).
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"})
+      if (auto why = sluice::files::distrust_reason(path + suffix, sluice::files::Use::state);
+          !why.empty())
+        throw std::runtime_error("sqlite database: " + why);
     sqlite3* db = nullptr;
     int rc =
         sqlite3_open_v2(path.c_str(), &db,

@@ -4,10 +4,10 @@
 #include <fmt/format.h>
 #include <rapidjson/document.h>
 
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <set>
+#include <sluice/safe_files.hpp>
 
 #include "config/substitution.hpp"
 
@@ -545,9 +545,9 @@ int run_import_kafka_connect(const std::string& file, const std::string& output,
   if (output.empty()) {
     std::cout << result.yaml;
   } else {
-    std::ofstream out(output, std::ios::binary | std::ios::trunc);
-    out << result.yaml;
-    if (!out) throw std::runtime_error("cannot write " + output);
+    std::string error;  // never written through a link another user planted
+    if (!files::replace_file(output, result.yaml, 0644, /*sync=*/false, error))
+      throw std::runtime_error(error);
   }
   for (const auto& todo : result.todos) std::cerr << "TODO: " << todo << "\n";
   return 0;

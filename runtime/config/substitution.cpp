@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <sluice/safe_files.hpp>
 #include <sstream>
 
 #include "config/yaml_reader.hpp"
@@ -54,6 +55,11 @@ std::string file_value(std::string_view path_text, const Location& where,
   if (std::filesystem::is_directory(path, ec))
     throw ConfigError(where, fmt::format("cannot read '{}' for ${{file:{}}}: it is a directory",
                                          path.string(), path_text));
+  // A secret read from a file another user planted (or linked) in a shared folder would be
+  // theirs to choose: an admin token they know, a password that logs in to their server.
+  if (auto why = sluice::files::distrust_reason(path.string(), sluice::files::Use::state);
+      !why.empty())
+    throw ConfigError(where, fmt::format("${{file:{}}}: {}", path_text, why));
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw ConfigError(where, fmt::format("cannot read '{}' for ${{file:{}}}: {}", path.string(),

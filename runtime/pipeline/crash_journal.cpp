@@ -5,12 +5,14 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <charconv>
 #include <cstring>
-#include <fstream>
 #include <map>
+#include <sluice/safe_files.hpp>
+#include <sstream>
 
 namespace sluice::pipeline {
 
@@ -176,9 +178,44 @@ std::filesystem::path journal_path(const std::filesystem::path& pipeline_file,
          (pipeline + ".crash-journal");
 }
 
+namespace {
+
+// Why the journal's folder cannot be trusted: the runtime makes it, so it must be a folder (not a
+// link) owned by this user or root. A journal another user planted would make the next run
+// dead-letter records of their choosing.
+std::string untrusted_folder(const std::filesystem::path& folder) {
+  struct stat st {};
+  if (::lstat(folder.c_str(), &st) != 0)
+    return fmt::format("{}: {}", folder.string(), std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) return folder.string() + " is not a folder";
+  if (st.st_uid != ::geteuid() && st.st_uid != 0)
+    return fmt::format("{} is owned by uid {}, not by this user", folder.string(), st.st_uid);
+  return {};
+}
+
+}  // namespace
+
 CrashJournal::CrashJournal(std::filesystem::path path, std::string pipeline)
     : path_(std::move(path)), pipeline_(std::move(pipeline)) {
-  std::ifstream in(path_);
+  std::error_code ec;
+  std::filesystem::create_directories(path_.parent_path(), ec);
+  std::string error = untrusted_folder(path_.parent_path());
+  if (error.empty())
+    fd_ = files::open_checked(path_.string(), O_RDWR | O_APPEND | O_CREAT, 0600, files::Use::state,
+                              error);
+  if (fd_ < 0) {
+    spdlog::warn("crash journal cannot be used ({}): a crash is reported on stderr only", error);
+    return;
+  }
+  read_entries();
+}
+
+void CrashJournal::read_entries() {
+  std::string text;
+  char chunk[4096];
+  for (ssize_t n; (n = ::pread(fd_, chunk, sizeof chunk, static_cast<off_t>(text.size()))) > 0;)
+    text.append(chunk, static_cast<size_t>(n));
+  std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
     auto entry = decode_entry(line);
     if (entry && entry->pipeline == pipeline_)
@@ -188,12 +225,6 @@ CrashJournal::CrashJournal(std::filesystem::path path, std::string pipeline)
     else
       other_lines_.push_back(line);
   }
-  std::error_code ec;
-  std::filesystem::create_directories(path_.parent_path(), ec);
-  fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-  if (fd_ < 0)
-    spdlog::warn("crash journal {} cannot be opened ({}): a crash is reported on stderr only",
-                 path_.string(), std::strerror(errno));
 }
 
 CrashJournal::~CrashJournal() {
@@ -201,6 +232,7 @@ CrashJournal::~CrashJournal() {
 }
 
 void CrashJournal::rewrite(const std::vector<JournalEntry>& keep) {
+  if (fd_ < 0) return;  // not ours to change (see the constructor's warning)
   std::string text;
   for (const auto& line : other_lines_) text += line + "\n";
   for (const auto& e : keep) text += encode_entry(e) + "\n";
@@ -210,9 +242,9 @@ void CrashJournal::rewrite(const std::vector<JournalEntry>& keep) {
     std::error_code not_empty;  // the folder goes too when nothing else is in it
     std::filesystem::remove(path_.parent_path(), not_empty);
   } else {
-    const auto tmp = path_.string() + ".tmp";
-    std::ofstream(tmp, std::ios::trunc) << text;
-    std::filesystem::rename(tmp, path_, ec);
+    std::string error;
+    if (!files::replace_file(path_.string(), text, 0600, /*sync=*/false, error))
+      spdlog::warn("crash journal: {}", error);
   }
   if (ec) spdlog::warn("crash journal {}: {}", path_.string(), ec.message());
   entries_ = keep;

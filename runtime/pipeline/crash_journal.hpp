@@ -67,6 +67,8 @@ class CrashJournal {
   void rewrite(const std::vector<JournalEntry>& keep);
 
  private:
+  void read_entries();
+
   std::filesystem::path path_;
   std::string pipeline_;
   std::vector<JournalEntry> entries_;

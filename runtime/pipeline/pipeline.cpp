@@ -251,10 +251,11 @@ std::string Pipeline::in_process_stages() const {
   return fmt::format("{}", fmt::join(names, ", "));
 }
 
-// Hands every position that moved to the source's commit hook. Source thread only.
-void Pipeline::commit_ready() {
+// Hands every position that moved to the source's commit hook. Source thread only. False when
+// the source refused them through every retry.
+bool Pipeline::commit_ready() {
   auto ready = watermark_.take_ready();
-  if (ready.empty()) return;
+  if (ready.empty()) return true;
   std::vector<sluice_position> ps;
   ps.reserve(ready.size());
   for (const auto& r : ready) quarantine_->committed(r.topic, r.partition, r.offset);
@@ -271,6 +272,7 @@ void Pipeline::commit_ready() {
   if (result.error)
     spdlog::error("pipeline {}: commit failed after {} attempts: {}", spec_.name,
                   result.error->attempts, redact(result.error->message));
+  return !result.error;
 }
 
 sluice_status Pipeline::drain_partitions(std::span<const sluice_position> partitions,
@@ -371,7 +373,11 @@ void Pipeline::finish_source_loop() {
   if (auto error = sink.flush()) fail(fmt::format("sink flush failed: {}", error->message));
   if (auto error = sink.pre_commit())
     spdlog::warn("pipeline {}: sink pre_commit failed: {}", spec_.name, redact(error->message));
-  commit_ready();
+  // Records delivered but not committed are read again by the next run: not a clean end.
+  if (!commit_ready())
+    fail(
+        "the final commit failed (see above): the next run reads again what was delivered "
+        "since the last commit");
   // The journal keeps what is not yet resolved; a run without crashes leaves no file behind.
   if (journal_) journal_->rewrite(quarantine_->unresolved());
   stage_->stop();

@@ -143,7 +143,7 @@ class Pipeline {
   void drain_within_grace();
   [[noreturn]] void give_up_on_stuck_calls(const std::vector<StuckCall>& stuck);
   [[noreturn]] void give_up_on_stuck_source(const CallInFlight& call);
-  void commit_ready();
+  bool commit_ready();
   sluice_status drain_partitions(std::span<const sluice_position> partitions, uint32_t timeout_ms);
   middleware::BatchOutcome process(middleware::WorkBatch& batch);
   void fail(const std::string& reason);

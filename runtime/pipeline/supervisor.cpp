@@ -4,7 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <fstream>
+#include <sluice/safe_files.hpp>
 #include <thread>
 
 namespace sluice::pipeline {
@@ -58,17 +58,12 @@ std::vector<middleware::StageStats> Supervisor::stats() const {
 std::string Supervisor::stats_json() const { return middleware::to_json(stats()); }
 
 void Supervisor::write_stats_file() const {
-  // Write then rename, so a reader never sees half a file.
-  auto tmp = options_.stats_file;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << stats_json() << '\n';
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, options_.stats_file, ec);
-  if (ec)
-    spdlog::warn("cannot write stats file {}: {}", options_.stats_file.string(), ec.message());
+  // Write then rename, so a reader never sees half a file; the temporary file is never opened
+  // through a link that another user planted (the stats file is often in /tmp).
+  std::string error;
+  if (!files::replace_file(options_.stats_file.string(), stats_json() + '\n', 0644,
+                           /*sync=*/false, error))
+    spdlog::warn("cannot write stats file: {}", error);
 }
 
 }  // namespace sluice::pipeline

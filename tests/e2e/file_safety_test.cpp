@@ -3,6 +3,7 @@
 // and a stale offset stops the run before anything is read.
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -145,4 +146,114 @@ TEST_CASE("a hot reload of the file source and sink keeps their locks and loses 
   CHECK(log.find("stage follow.sink reloaded") != std::string::npos);
   CHECK(log.find("in use") == std::string::npos);
   CHECK(read_file((dir / "out.jsonl").string()) == numbered_lines(101));
+}
+
+// ---- another local user ---------------------------------------------------------------------
+// sluice runs as root and is pointed at a shared folder (mode 1777, like /tmp), where another
+// user (uid 65534) planted links to a file of root's, or files of their own. Every such name is
+// refused with its reason, and the file the links point at is never touched (needs root to plant
+// the entries as that user; elsewhere the case says so and passes).
+
+namespace {
+
+constexpr uid_t kOtherUser = 65534;
+
+struct SharedFolder {
+  fs::path dir, shared, victim;
+  explicit SharedFolder(const std::string& name) : dir(scratch(name)) {
+    shared = dir / "shared";
+    fs::create_directories(shared);
+    ::chmod(shared.c_str(), 01777);
+    victim = dir / "victim";
+    write_file(victim.string(), "precious\n");
+    write_file((shared / "in.jsonl").string(), numbered_lines(20));
+  }
+  void plant_link(const std::string& name) const {
+    const fs::path at = shared / name;
+    fs::create_symlink(victim, at);
+    REQUIRE(::lchown(at.c_str(), kOtherUser, kOtherUser) == 0);
+  }
+  void plant_file(const std::string& name, const std::string& text) const {
+    write_file((shared / name).string(), text);
+    REQUIRE(::chown((shared / name).c_str(), kOtherUser, kOtherUser) == 0);
+  }
+  // The pipeline file lives in the private folder; its data in the shared one.
+  ProcessResult run(const std::string& extra_args = "") const {
+    write_file((dir / "p.yaml").string(),
+               "name: p\nsource: {type: file, path: " + (shared / "in.jsonl").string() +
+                   "}\nsink: {type: file, path: " + (shared / "out.jsonl").string() +
+                   "}\nerrors: {retry: {initial_backoff_ms: 10, max_backoff_ms: 20}}\n");
+    std::vector<std::string> argv{bin(), "run", "--admin", "off"};
+    if (!extra_args.empty()) argv.insert(argv.end(), {"--stats-file", extra_args});
+    argv.push_back((dir / "p.yaml").string());
+    return run_process(argv);
+  }
+};
+
+bool can_plant() {
+  if (::geteuid() == 0) return true;
+  MESSAGE("skipped: planting another user's files needs root");
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("another user's link at the output, its lock or the offset file: exit 2, untouched") {
+  if (!can_plant()) return;
+  for (const std::string name : {"out.jsonl", "out.jsonl.lock", "in.jsonl.sluice-offset"}) {
+    CAPTURE(name);
+    SharedFolder f("planted-link");
+    f.plant_link(name);
+    const auto r = f.run();
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find((f.shared / name).string() + " is a symbolic link owned by nobody") !=
+          std::string::npos);
+    CHECK(read_file(f.victim.string()) == "precious\n");
+  }
+}
+
+TEST_CASE("another user's offset file is not trusted: exit 2, nothing skipped") {
+  if (!can_plant()) return;
+  SharedFolder f("planted-offset");
+  // A well-formed offset that would skip the first 10 lines if it were believed.
+  f.plant_file("in.jsonl.sluice-offset",
+               "{\"line_offset\":" + std::to_string(numbered_lines(10).size()) + "}\n");
+  const auto r = f.run();
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("in.jsonl.sluice-offset is owned by nobody") != std::string::npos);
+  CHECK_FALSE(fs::exists(f.shared / "out.jsonl"));
+}
+
+TEST_CASE("a planted temporary link: the offset is not committed (exit 1), the stats not written") {
+  if (!can_plant()) return;
+  SharedFolder f("planted-tmp");
+  f.plant_link("in.jsonl.sluice-offset.tmp");
+  f.plant_link("stats.json.tmp");
+  const auto r = f.run((f.shared / "stats.json").string());
+  INFO(r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("the final commit failed") != std::string::npos);
+  CHECK(r.err.find("cannot write stats file: " + (f.shared / "stats.json.tmp").string() +
+                   " is in the way") != std::string::npos);
+  CHECK(read_file(f.victim.string()) == "precious\n");
+  // Delivered all the same; a rerun reads them again (at-least-once), it loses none.
+  CHECK(read_file((f.shared / "out.jsonl").string()) == numbered_lines(20));
+  CHECK_FALSE(fs::exists(f.shared / "in.jsonl.sluice-offset"));
+}
+
+TEST_CASE("a ${file:} secret planted by another user is refused at its FILE:LINE:COL") {
+  if (!can_plant()) return;
+  SharedFolder f("planted-secret");
+  f.plant_file("token", "known-to-them\n");
+  write_file((f.dir / "p.yaml").string(),
+             "name: p\nsource: {type: generator, count: 1}\nsink: {type: null}\n"
+             "admin: {token: \"${file:" +
+                 (f.shared / "token").string() + "}\"}\n");
+  const auto r = run_process({bin(), "validate", (f.dir / "p.yaml").string()});
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find((f.dir / "p.yaml").string() + ":4:") != std::string::npos);
+  CHECK(r.err.find("token is owned by nobody") != std::string::npos);
 }
