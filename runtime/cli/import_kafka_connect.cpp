@@ -545,8 +545,10 @@ int run_import_kafka_connect(const std::string& file, const std::string& output,
   if (output.empty()) {
     std::cout << result.yaml;
   } else {
-    std::string error;  // never written through a link another user planted
-    if (!files::replace_file(output, result.yaml, 0644, /*sync=*/false, error))
+    // Never written through a link another user planted; readable by its owner only, since
+    // client properties (sasl.jaas.config, ...) are copied with the credentials they hold.
+    std::string error;
+    if (!files::replace_file(output, result.yaml, 0600, /*sync=*/false, error))
       throw std::runtime_error(error);
   }
   for (const auto& todo : result.todos) std::cerr << "TODO: " << todo << "\n";

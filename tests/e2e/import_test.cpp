@@ -2,6 +2,7 @@
 // .properties file, the REST API's JSON, a flat JSON object) turned into pipeline YAML, checked
 // line by line, and accepted by `sluice validate`; unreadable input names FILE:LINE:COL.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <string>
@@ -255,4 +256,31 @@ TEST_CASE("unreadable connector configs: FILE:LINE:COL, exit 2, no output") {
   r = run_process({bin(), "import", "kafka-connect", (dir / "missing.json").string()});
   CHECK(r.exit_code == 2);
   CHECK(has(r.err, "missing.json: cannot read the file"));
+}
+
+TEST_CASE("the imported file is its owner's alone, and never written through a planted link") {
+  auto dir = scratch("import-output");
+  write_file(dir / "c.properties",
+             "name=secure\nconnector.class=FileStreamSink\ntopics=t\nfile=/dev/null\n"
+             "consumer.override.sasl.jaas.config=x password=\"KafkaPW123\";\n");
+  const auto out = dir / "pipeline.yaml";
+  auto r = run_process(
+      {bin(), "import", "kafka-connect", (dir / "c.properties").string(), "-o", out.string()});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(has(read_file(out.string()), "KafkaPW123"));  // copied: the pipeline needs it
+  CHECK((fs::status(out).permissions() & fs::perms::all) ==
+        (fs::perms::owner_read | fs::perms::owner_write));
+  if (::geteuid() != 0) return;  // planting another user's link needs root
+  const auto shared = dir / "shared";
+  fs::create_directories(shared);
+  fs::permissions(shared, fs::perms::all | fs::perms::sticky_bit);
+  write_file(dir / "victim", "precious\n");
+  fs::create_symlink(dir / "victim", shared / "p.yaml.tmp");
+  REQUIRE(::lchown((shared / "p.yaml.tmp").c_str(), 65534, 65534) == 0);
+  r = run_process({bin(), "import", "kafka-connect", (dir / "c.properties").string(), "-o",
+                   (shared / "p.yaml").string()});
+  CHECK(r.exit_code != 0);
+  CHECK(has(r.err, "p.yaml.tmp is in the way (a symbolic link owned by nobody"));
+  CHECK(read_file((dir / "victim").string()) == "precious\n");
 }
