@@ -1,5 +1,6 @@
 // The SQLite backend of the projection store: one connection, WAL mode, prepared statements.
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <sluice/safe_files.hpp>
 #include <sluice/sdk.hpp>
@@ -12,7 +13,7 @@ namespace {
 
 class SqliteDatabase final : public Database {
  public:
-  SqliteDatabase(const std::string& path, const std::string& synchronous) {
+  SqliteDatabase(const std::string& path, const std::string& synchronous) : path_(path) {
     // SQLite follows links and reuses files already there: in a folder others can write, a file
     // or link planted at any of its names would receive the projections (safe_files.hpp).
     for (const char* suffix : {"", "-wal", "-shm", "-journal"})
@@ -33,6 +34,8 @@ class SqliteDatabase final : public Database {
     // The row cache misses land here: SQLite's default 2 MB page cache made most of them page
     // reads from the kernel (a quarter of the CPU of the 1M-event cdc benchmark). 64 MB at most.
     exec("PRAGMA cache_size=-65536");
+    // WAL mode has created the file (":memory:" and URIs have none to watch).
+    watching_ = ::stat(path.c_str(), &opened_) == 0;
   }
 
   void exec(const std::string& sql) override {
@@ -94,13 +97,33 @@ class SqliteDatabase final : public Database {
 
   // IMMEDIATE takes the write lock up front, so a busy database shows at BEGIN, not mid-batch.
   void begin() override { exec("BEGIN IMMEDIATE"); }
-  void commit() override { exec("COMMIT"); }
+  void commit() override {
+    check_file_is_there();
+    exec("COMMIT");
+  }
   void rollback() noexcept override {
     if (!sqlite3_get_autocommit(db_.get()))
       sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
   }
 
  private:
+  // A database file deleted or replaced under the running pipeline keeps taking writes through
+  // the open connection, into a file no one will read: every batch would "succeed" and be
+  // committed at the source while its rows were lost. So each commit first checks that the path
+  // still names the file that was opened; if not, the batch is rolled back and the pipeline
+  // stops, its source positions uncommitted.
+  void check_file_is_there() {
+    if (!watching_) return;
+    struct stat now {};
+    if (::stat(path_.c_str(), &now) == 0 && now.st_dev == opened_.st_dev &&
+        now.st_ino == opened_.st_ino)
+      return;
+    throw sluice::Fatal("sqlite database " + path_ +
+                        " was deleted or replaced while the pipeline ran; the rows written "
+                        "since went with the old file, so the run stops here without "
+                        "committing this batch (restore the database, or start over)");
+  }
+
   [[noreturn]] static void fail(int rc, const std::string& message) {
     const int primary = rc & 0xff;
     if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_IOERR)
@@ -113,6 +136,9 @@ class SqliteDatabase final : public Database {
   struct FinalizeStmt {
     void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
   };
+  std::string path_;
+  struct stat opened_ {};
+  bool watching_ = false;
   // Statements are declared after the connection so they are finalized first.
   std::unique_ptr<sqlite3, CloseDb> db_;
   std::vector<std::unique_ptr<sqlite3_stmt, FinalizeStmt>> statements_;

@@ -582,3 +582,29 @@ TEST_CASE("a batch whose write fails leaves nothing behind, in the store or in t
   CHECK(p.run(failing).records.size() == 3);
   CHECK(rows(db, "select count(*) from customers") == std::vector<std::string>{"4"});
 }
+
+TEST_CASE(
+    "a database file deleted or replaced under the running projection stops it, uncommitted") {
+  TempDir dir;
+  const std::string db = dir.file("p.db");
+  for (const bool replace : {false, true}) {
+    CAPTURE(replace);
+    std::remove(db.c_str());
+    Projection p(config(db));
+    p.run({customer('c', 1, 10, "a")});
+    for (const char* suffix : {"", "-wal", "-shm"}) std::remove((db + suffix).c_str());
+    if (replace) {
+      sqlite3* h = nullptr;  // a fresh, empty database at the same path
+      REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+      REQUIRE(sqlite3_exec(h, "CREATE TABLE t(x)", nullptr, nullptr, nullptr) == SQLITE_OK);
+      sqlite3_close(h);
+    }
+    // Without the check the batch "succeeds" into the deleted file and its rows are lost.
+    FakeWriter w;
+    const auto r = p.instance.process({customer('c', 2, 20, "b")}, w);
+    CHECK(r.status == SLUICE_FATAL);
+    CHECK(r.message.find("sqlite database " + db + " was deleted or replaced") !=
+          std::string::npos);
+    CHECK(w.records.empty());
+  }
+}
