@@ -173,6 +173,10 @@ class FaultySink final : public sluice::Sink {
         .one_of({"retry", "error", "fatal"})
         .doc("How a put fails: sluice::Retriable, std::runtime_error, or sluice::Fatal.");
     s.string("poison").default_value("").doc("For reject_poison.");
+    s.string("fail_at_end")
+        .default_value("none")
+        .one_of({"none", "flush", "pre_commit"})
+        .doc("A hook of the end of a run that throws std::runtime_error.");
     return s;
   }
   static std::string description() { return "Writes values to a file; fails as configured."; }
@@ -182,7 +186,15 @@ class FaultySink final : public sluice::Sink {
         mode_(c.get_string("mode", "ok")),
         failure_(c.get_string("failure", "retry")),
         poison_(c.get_string("poison")),
+        fail_at_end_(c.get_string("fail_at_end", "none")),
         out_(open_for_append(c.get_string("path"), "path")) {}
+
+  void flush() override {
+    if (fail_at_end_ == "flush") throw std::runtime_error("faulty sink: flush failed");
+  }
+  void pre_commit() override {
+    if (fail_at_end_ == "pre_commit") throw std::runtime_error("faulty sink: pre_commit failed");
+  }
 
   void put(const sluice::Batch& in, sluice::Output& rejects) override {
     const uint64_t call = ++puts_;
@@ -218,6 +230,7 @@ class FaultySink final : public sluice::Sink {
   const std::string mode_;
   const std::string failure_;
   const std::string poison_;
+  const std::string fail_at_end_;
   std::mutex mu_;
   FilePtr out_;
   std::atomic<uint64_t> puts_{0};

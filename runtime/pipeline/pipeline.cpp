@@ -369,12 +369,17 @@ void Pipeline::finish_source_loop() {
   source_looping_.store(false);
   refuse_source_swaps();
   drain_within_grace();
+  // What the sink could not make durable, or refused to see committed, is not committed: the
+  // next run reads it again (at-least-once) rather than lose it.
   const SinkCall sink = slots_.sink();
-  if (auto error = sink.flush()) fail(fmt::format("sink flush failed: {}", error->message));
-  if (auto error = sink.pre_commit())
-    spdlog::warn("pipeline {}: sink pre_commit failed: {}", spec_.name, redact(error->message));
+  if (auto error = sink.flush())
+    fail(fmt::format("sink flush failed, so the last positions are not committed: {}",
+                     error->message));
+  else if (auto refused = sink.pre_commit())
+    fail(fmt::format("sink pre_commit failed, so the last positions are not committed: {}",
+                     refused->message));
   // Records delivered but not committed are read again by the next run: not a clean end.
-  if (!commit_ready())
+  else if (!commit_ready())
     fail(
         "the final commit failed (see above): the next run reads again what was delivered "
         "since the last commit");

@@ -350,11 +350,13 @@ typedef struct sluice_plugin {
    * buffers records copies them. */
   sluice_status (*put)(void* instance, const sluice_batch* in, sluice_writer* rejects,
                        sluice_error* error);
-  /* Sink, optional: make everything put so far durable.
+  /* Sink, optional: make everything put so far durable. At the end of a run, a failure keeps
+   * the host from committing the last positions (the run fails; the next one reads them again).
    * THREADING: the source thread at the end of a run, or a worker thread; never during a
    * `put` of the instance. */
   sluice_status (*flush)(void* instance, sluice_error* error);
-  /* Sink, optional: called before the host commits source positions.
+  /* Sink, optional: called before the host commits source positions at the end of a run; a
+   * failure keeps the host from committing them, as for `flush`.
    * THREADING: as `flush`. */
   sluice_status (*pre_commit)(void* instance, sluice_error* error);
 

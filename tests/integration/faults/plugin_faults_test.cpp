@@ -303,3 +303,28 @@ TEST_CASE("a source with garbage positions loses nothing; commits follow intake 
                     << max_seen);
   }
 }
+
+TEST_CASE("a sink whose flush or pre_commit fails at the end: exit 1, the last records uncommitted") {
+  for (const std::string hook : {"flush", "pre_commit"}) {
+    CAPTURE(hook);
+    auto dir = scratch("fails-at-end-" + hook);
+    const fs::path commits = dir / "commits.log";
+    // The last poll brings the last records and the end of the stream together, so no commit
+    // inside the run can cover them: only the final one, which the failed hook must prevent.
+    auto r = run_pipeline(
+        dir, pipeline(dir,
+                      "{type: faulty, count: 200, per_poll: 50, commit_log: " + commits.string() +
+                          "}",
+                      "", faulty_sink(dir, ", fail_at_end: " + hook), "  tolerance: none\n"));
+    INFO(r.err);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("sink " + hook + " failed, so the last positions are not committed") !=
+          std::string::npos);
+    CHECK(ids_in(dir / "out.jsonl").size() == 200);  // delivered; a rerun reads them again
+    for (const auto& line : read_lines(commits)) {
+      long long partition = -1, offset = -1;
+      std::sscanf(line.c_str(), "%lld %lld", &partition, &offset);
+      CHECK(offset < 199);
+    }
+  }
+}
