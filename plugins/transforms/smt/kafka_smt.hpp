@@ -75,6 +75,9 @@ class SchemaCache {
   // Empties the cache once it is full, so that a pipeline whose schemas keep changing is cached
   // again. Only between batches.
   void trim();
+  // How many schemas it holds, at most kMaxSchemas.
+  size_t size() const { return schemas_.size(); }
+  static constexpr size_t kMaxSchemas = 256;
 
  private:
   const Schema* keep(std::string_view text);
@@ -88,7 +91,6 @@ class SchemaCache {
     int variant;
     const Schema* out;
   };
-  static constexpr size_t kMaxSchemas = 256;
   static constexpr size_t kMaxBytes = 4 << 20;
   bool full() const { return schemas_.size() >= kMaxSchemas || bytes_ >= kMaxBytes; }
   rapidjson::MemoryPoolAllocator<> pool_;
