@@ -282,3 +282,18 @@ TEST_CASE("the schema cache stays bounded when every record has a schema of its 
     if (i % 100 == 99) scratch.schemas().trim();  // between batches, as ScratchPool::take does
   }
 }
+
+TEST_CASE("a scratch pool gives calls at once their own scratch, and keeps them for later calls") {
+  ScratchPool pool;
+  const Scratch* first = nullptr;
+  const Scratch* second = nullptr;
+  {
+    ScratchPool::Lease a = pool.take();
+    ScratchPool::Lease b = pool.take();  // a second call while the first runs
+    first = &*a;
+    second = &*b;
+    CHECK(first != second);
+  }
+  ScratchPool::Lease again = pool.take();  // a later call reuses one, with its schema cache
+  CHECK((&*again == first || &*again == second));
+}
