@@ -376,6 +376,7 @@ ScratchPool::Lease ScratchPool::take() {
     }
   }
   if (!s) s = std::make_unique<Scratch>();
+  s->release_large_buffers();
   s->schemas().trim();
   return Lease(*this, std::move(s));
 }

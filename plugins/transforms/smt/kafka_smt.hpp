@@ -91,7 +91,7 @@ class SchemaCache {
     int variant;
     const Schema* out;
   };
-  static constexpr size_t kMaxBytes = 4 << 20;
+  static constexpr size_t kMaxBytes = 1 << 20;
   bool full() const { return schemas_.size() >= kMaxSchemas || bytes_ >= kMaxBytes; }
   rapidjson::MemoryPoolAllocator<> pool_;
   std::deque<Schema> schemas_;  // a deque: a new one moves none of the others
@@ -125,9 +125,25 @@ class Scratch {
     pool_.Clear();
     used_ = 0;
   }
+  // Between batches: the output buffers give back what a large record made them take (they keep
+  // up to kKeepBuffer each), so that a scratch kept for later batches holds little.
+  void release_large_buffers() {
+    for (auto& b : buffers_)
+      if (b.stack_.GetCapacity() > kKeepBuffer) {
+        b.Clear();
+        b.ShrinkToFit();
+      }
+  }
+  // The bytes its output buffers hold.
+  size_t buffer_bytes() const {
+    size_t n = 0;
+    for (const auto& b : buffers_) n += b.stack_.GetCapacity();
+    return n;
+  }
 
  private:
   static constexpr size_t kBlock = 256 * 1024;
+  static constexpr size_t kKeepBuffer = 1 << 20;
   std::vector<char> block_;
   rapidjson::MemoryPoolAllocator<> pool_;
   std::deque<rapidjson::StringBuffer> buffers_;  // a deque: a new one moves none of the others

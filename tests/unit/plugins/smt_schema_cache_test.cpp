@@ -297,3 +297,18 @@ TEST_CASE("a scratch pool gives calls at once their own scratch, and keeps them 
   ScratchPool::Lease again = pool.take();  // a later call reuses one, with its schema cache
   CHECK((&*again == first || &*again == second));
 }
+
+TEST_CASE("a kept scratch gives back the memory a large record took when its next batch begins") {
+  ScratchPool pool;
+  StepList steps = make_steps({{"insert_field", R"({"static.field":"s","static.value":"v"})"}});
+  const std::string big =
+      envelope(R"({"type":"struct","optional":false,"fields":[)" + prim("string", "text") + "]}",
+               R"({"text":")" + std::string(4 << 20, 'x') + "\"}");
+  {
+    ScratchPool::Lease lease = pool.take();
+    CHECK(run(steps, {std::nullopt, big}, &*lease).size() > big.size());
+    CHECK((*lease).buffer_bytes() > big.size());
+  }
+  ScratchPool::Lease lease = pool.take();
+  CHECK((*lease).buffer_bytes() <= (1 << 20));
+}
