@@ -12,7 +12,7 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 }  // namespace
 
 bool is_envelope(Data& value) {
-  const rapidjson::Value* s = value.schema();
+  const rapidjson::Value* s = value.schema_view();
   if (!s) return false;
   auto name = s->FindMember("name");
   return name != s->MemberEnd() && name->value.IsString() &&

@@ -77,8 +77,8 @@ struct FieldReference {
   }
 
   // The schema of the field in the envelope: in its parent struct, else in the envelope.
-  const rapidjson::Value* schema(rapidjson::Value& envelope_schema) const {
-    rapidjson::Value* in = &envelope_schema;
+  const rapidjson::Value* schema(const rapidjson::Value& envelope_schema) const {
+    const rapidjson::Value* in = &envelope_schema;
     if (!parent.empty()) {
       in = smt::field_schema(envelope_schema, parent);
       if (!in) throw DataError(parent + " is not a field of the envelope");
@@ -89,12 +89,12 @@ struct FieldReference {
 
   // The field's value (nullptr for null): in its parent struct when the parent's schema has
   // it, else in the envelope (a field another transform added there), as Debezium reads it.
-  const rapidjson::Value* value(rapidjson::Value& envelope_schema,
+  const rapidjson::Value* value(const rapidjson::Value& envelope_schema,
                                 rapidjson::Value& envelope) const {
     if (parent.empty()) return member(envelope, field);
     rapidjson::Value* in = member(envelope, parent);
     if (!in) return nullptr;
-    rapidjson::Value* parent_schema = smt::field_schema(envelope_schema, parent);
+    const rapidjson::Value* parent_schema = smt::field_schema(envelope_schema, parent);
     return parent_schema && smt::field_schema(*parent_schema, field) ? member(*in, field)
                                                                      : member(envelope, field);
   }
@@ -159,8 +159,12 @@ struct Unwrap {
       v.set_null();
       return true;
     }
-    NewValue out = row(v, deleted ? "before" : "after");
     const bool rewrite = handling.on_delete == OnDelete::rewrite;
+    if (route_by.empty() && v.cached_schema()) {
+      apply_cached(v, deleted, rewrite);
+      return true;
+    }
+    NewValue out = row(v, deleted ? "before" : "after");
     if (deleted && !rewrite) {  // tombstone mode: the null `after` with its schema
       NewValue after = row(v, "after");
       route(r, out);
@@ -174,6 +178,56 @@ struct Unwrap {
     add_fields(v, out);
     v.set(std::move(out.payload), &out.schema);
     return true;
+  }
+
+  // apply() for an envelope with a cached schema and no route.by.field: the new value's schema is
+  // made once per envelope schema and case (new_schema), its payload per record.
+  void apply_cached(Data& v, bool deleted, bool rewrite) const {
+    const rapidjson::Value& env_schema = *v.schema_view();
+    rapidjson::Value& env = v.payload();
+    const rapidjson::Value* row = member(env, deleted ? "before" : "after");
+    const bool tombstone_mode = deleted && !rewrite;
+    const bool is_object = row->IsObject();
+    const int variant = tombstone_mode ? 4 : (deleted ? 2 : 0) + (is_object ? 1 : 0);
+    smt::NewSchema schema = smt::make_schema(v, this, variant, [&](Alloc& a) {
+      return new_schema(env_schema, deleted, rewrite, is_object, a);
+    });
+    if (tombstone_mode) {  // the null `after` with its schema
+      smt::set_new(v, rapidjson::Value(), schema);
+      return;
+    }
+    Alloc& a = v.allocator();
+    rapidjson::Value payload = smt::copy_of(*row, a);  // an object: new_schema checked it
+    if (rewrite) smt::put(payload, "__deleted", smt::str(deleted ? "true" : "false", a), a);
+    for (const FieldReference& f : fields) {
+      if (!f.schema(env_schema)) continue;
+      const rapidjson::Value* x = f.value(env_schema, env);
+      smt::put(payload, f.new_name, x ? rapidjson::Value(*x, a) : rapidjson::Value(), a);
+    }
+    smt::set_new(v, std::move(payload), schema);
+  }
+
+  // The schema of the new value, with the errors of apply()'s own path in its order: the row's
+  // schema, __deleted, then the added fields.
+  rapidjson::Value new_schema(const rapidjson::Value& env_schema, bool deleted, bool rewrite,
+                              bool is_object, Alloc& a) const {
+    const rapidjson::Value& row = row_schema(env_schema, deleted ? "before" : "after");
+    if (deleted && !rewrite) return value_schema(row_schema(env_schema, "after"), a);
+    NewValue out{rapidjson::Value(rapidjson::kObjectType), value_schema(row, a)};
+    if (rewrite && is_object)
+      out.add("__deleted", smt::primitive_schema("string", true, a), rapidjson::Value(), a);
+    if (!is_object) throw DataError("Only Struct objects supported for [source field insertion]");
+    out.schema["optional"] = false;  // as add_fields
+    for (const FieldReference& f : fields)
+      if (const rapidjson::Value* s = f.schema(env_schema))
+        out.add(f.new_name, optional_basics(*s, a), rapidjson::Value(), a);
+    return std::move(out.schema);
+  }
+
+  static const rapidjson::Value& row_schema(const rapidjson::Value& env_schema, const char* which) {
+    const rapidjson::Value* f = smt::field_schema(env_schema, which);
+    if (!f) throw DataError(std::string(which) + " is not a valid field name");
+    return *f;
   }
 
   // The `before` or `after` row with its schema, as ExtractField makes it.
@@ -215,7 +269,7 @@ struct Unwrap {
         if (h.field == "op") r.headers.emplace_back(h.new_name, "d");
         continue;
       }
-      rapidjson::Value& schema = *r.value.schema();
+      const rapidjson::Value& schema = *r.value.schema_view();
       if (!h.schema(schema)) continue;
       const rapidjson::Value* x = h.value(schema, r.value.payload());
       r.headers.emplace_back(h.new_name, x ? header_text(*x) : std::nullopt);

@@ -231,7 +231,7 @@ struct SetSchemaMetadata {
 
   bool apply(Record& r) const {
     Data& d = side(r, target);
-    if (!d.schema()) {
+    if (!d.schema_view()) {
       if (d.is_null()) return true;
       throw DataError("Schema required for [updating schema metadata]");
     }
@@ -386,7 +386,7 @@ struct TimestampConverter {
   bool apply(Record& r) const {
     Data& d = side(r, target);
     if (d.is_null()) return true;
-    if (d.schema()) return apply_with_schema(d);
+    if (d.schema_view()) return apply_with_schema(d);
     auto& a = d.allocator();
     rapidjson::Value& v = d.payload();
     if (path.size() == 1 && path[0].empty()) {

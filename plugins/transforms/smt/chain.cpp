@@ -133,7 +133,8 @@ class Chain final : public sluice::Transform {
     // Time per step (steady clock; a step's time includes parsing the side it reads first) and of
     // writing: the per-stage profile of separate stages, kept as counters of this one.
     std::vector<Clock::duration> spent(steps_.size() + 1, Clock::duration::zero());
-    Scratch scratch;
+    ScratchPool::Lease lease = scratches_.take();
+    Scratch& scratch = *lease;
     for (size_t i = 0; i < in.size(); ++i) {
       scratch.next();
       Record rec = load_record(in[i], schemas_, scratch);
@@ -176,6 +177,7 @@ class Chain final : public sluice::Transform {
 
   std::vector<ChainStep> steps_;
   bool schemas_;
+  ScratchPool scratches_;
   Host host_;  // a copy: one pointer to the host's api, valid until destroy
 };
 

@@ -64,7 +64,7 @@ struct InsertField {
     Data& d = side(r, target);
     if (d.is_null()) return true;  // Kafka passes tombstones and null keys through
     auto& a = d.allocator();
-    if (!d.schema()) {
+    if (!d.schema_view()) {
       rapidjson::Value& v = require_map(d.payload(), "field insertion");
       each(r, a, [&](const Insertion& f, rapidjson::Value&& x, const char*, const char*) {
         put(v, f.name, std::move(x), a);
@@ -72,20 +72,23 @@ struct InsertField {
       d.set(std::move(v), nullptr);
       return true;
     }
-    rapidjson::Value& old_schema = require_struct(d, "field insertion");
-    rapidjson::Value schema = struct_like(old_schema, a);
-    // The old schema goes with d.set below (or with the record, if it is rejected): its fields
-    // move into the new one.
-    for (auto& f : old_schema["fields"].GetArray())
-      move_field(schema, f["field"].GetString(), f, a);
+    const rapidjson::Value& old_schema = require_struct_view(d, "field insertion");
     rapidjson::Value& v = d.payload();
-    each(r, a, [&](const Insertion& f, rapidjson::Value&& x, const char* type, const char* name) {
-      if (field_schema(schema, f.name))
-        throw DataError("Cannot create field because of field name duplication " + f.name);
-      add_field(schema, f.name, primitive_schema(type, f.optional, a, name), a);
+    each(r, a, [&](const Insertion& f, rapidjson::Value&& x, const char*, const char*) {
       put(v, f.name, std::move(x), a);
     });
-    d.set(std::move(v), &schema);
+    NewSchema schema = make_schema(d, this, 0, [&](rapidjson::Document::AllocatorType& sa) {
+      rapidjson::Value out = struct_like(old_schema, sa);
+      for (const auto& f : old_schema["fields"].GetArray())
+        add_field(out, f["field"].GetString(), f, sa);
+      each(r, sa, [&](const Insertion& f, rapidjson::Value&&, const char* type, const char* name) {
+        if (field_schema(out, f.name))
+          throw DataError("Cannot create field because of field name duplication " + f.name);
+        add_field(out, f.name, primitive_schema(type, f.optional, sa, name), sa);
+      });
+      return out;
+    });
+    set_new(d, std::move(v), schema);
     return true;
   }
 
@@ -134,7 +137,7 @@ struct ReplaceField {
     if (d.is_null()) return true;
     auto& a = d.allocator();
     rapidjson::Value out(rapidjson::kObjectType);
-    if (!d.schema()) {
+    if (!d.schema_view()) {
       for (auto& m : require_map(d.payload(), "field replacement").GetObject()) {
         const std::string name(m.name.GetString(), m.name.GetStringLength());
         if (filter(name)) put(out, renamed(name), std::move(m.value), a);
@@ -143,18 +146,23 @@ struct ReplaceField {
       return true;
     }
     // With a schema the fields keep the schema's order.
-    rapidjson::Value& old_schema = require_struct(d, "field replacement");
-    rapidjson::Value schema = struct_like(old_schema, a);
+    const rapidjson::Value& old_schema = require_struct_view(d, "field replacement");
     rapidjson::Value& v = d.payload();
-    for (auto& f : old_schema["fields"].GetArray()) {
+    for (const auto& f : old_schema["fields"].GetArray()) {
       const std::string name = f["field"].GetString();
       if (!filter(name)) continue;
-      const std::string new_name = renamed(name);
       auto it = v.FindMember(f["field"]);
-      put(out, new_name, it == v.MemberEnd() ? rapidjson::Value() : std::move(it->value), a);
-      move_field(schema, new_name, f, a);  // the old schema goes with d.set below
+      put(out, renamed(name), it == v.MemberEnd() ? rapidjson::Value() : std::move(it->value), a);
     }
-    d.set(std::move(out), &schema);
+    NewSchema schema = make_schema(d, this, 0, [&](rapidjson::Document::AllocatorType& sa) {
+      rapidjson::Value made = struct_like(old_schema, sa);
+      for (const auto& f : old_schema["fields"].GetArray()) {
+        const std::string name = f["field"].GetString();
+        if (filter(name)) add_field(made, renamed(name), f, sa);
+      }
+      return made;
+    });
+    set_new(d, std::move(out), schema);
     return true;
   }
 
@@ -208,8 +216,8 @@ struct MaskField {
   bool apply(Record& r) const {
     Data& d = side(r, target);
     // Kafka requires a map (or struct) even of a tombstone here: it rejects it.
-    rapidjson::Value* schema = d.schema();
-    if (schema) require_struct(d, "mask fields");
+    const rapidjson::Value* schema = d.schema_view();
+    if (schema) require_struct_view(d, "mask fields");
     rapidjson::Value& v = schema ? d.payload() : require_map(d.payload(), "mask fields");
     if (!v.IsObject()) throw DataError("Only Struct objects supported for [mask fields]");
     auto& a = d.allocator();
@@ -219,12 +227,12 @@ struct MaskField {
       auto it = v.FindMember(rapidjson::StringRef(f.data(), f.size()));
       put(v, f, it == v.MemberEnd() ? rapidjson::Value() : masked(it->value, replacement, a), a);
     }
-    d.set(std::move(v), schema);  // masking keeps the schema
+    d.set_payload(std::move(v));  // masking keeps the schema
     return true;
   }
 
   // With a schema Kafka cannot mask a struct field, nor name a field the schema lacks.
-  void check_struct_fields(rapidjson::Value& schema, const rapidjson::Value& v) const {
+  void check_struct_fields(const rapidjson::Value& schema, const rapidjson::Value& v) const {
     for (const std::string& f : fields) {
       const rapidjson::Value* fs = field_schema(schema, f);
       if (!fs) throw DataError(f + " is not a valid field name");
@@ -258,7 +266,7 @@ struct ExtractField {
   bool apply(Record& r) const {
     Data& d = side(r, target);
     // With a schema Kafka looks the field up even for a null value.
-    if (d.schema()) return apply_with_schema(d);
+    if (d.schema_view()) return apply_with_schema(d);
     if (d.is_null()) return true;
     rapidjson::Value* v = &require_map(d.payload(), "field extraction");
     for (const std::string& step : path) {

@@ -184,26 +184,255 @@ bool nests_too_deep(std::string_view text) {
 
 }  // namespace
 
-// A NUL-terminated copy of the input to parse in place.
-char* Data::insitu_copy() {
+// ---- The envelope split: schema and payload ----
+
+namespace {
+
+const char* skip_space(const char* p, const char* end) {
+  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) ++p;
+  return p;
+}
+
+// Past the string that starts at `p` (a '"'), or nullptr when it does not end.
+const char* skip_string(const char* p, const char* end) {
+  ++p;
+  for (;;) {  // to the closing quote: one after an even run of backslashes
+    const auto* q = static_cast<const char*>(std::memchr(p, '"', static_cast<size_t>(end - p)));
+    if (!q) return nullptr;
+    size_t backslashes = 0;
+    for (const char* b = q; b > p && b[-1] == '\\'; --b) ++backslashes;
+    p = q + 1;
+    if (backslashes % 2 == 0) return p;
+  }
+}
+
+// Past the JSON value that starts at `p`, as far as brackets and strings tell: the value is
+// checked when it is parsed. nullptr when it does not end.
+const char* skip_value(const char* p, const char* end) {
+  if (p == end) return nullptr;
+  if (*p == '"') return skip_string(p, end);
+  if (*p != '{' && *p != '[') {
+    const char* q = p;
+    while (q < end && !std::strchr(",}] \t\n\r", *q)) ++q;
+    return q == p ? nullptr : q;
+  }
+  size_t depth = 0;
+  while (p < end) {
+    const char c = *p;
+    if (c == '"') {
+      p = skip_string(p, end);
+      if (!p) return nullptr;
+      continue;
+    }
+    if (c == '{' || c == '[') ++depth;
+    if ((c == '}' || c == ']') && --depth == 0) return p + 1;
+    ++p;
+  }
+  return nullptr;
+}
+
+struct EnvelopeParts {
+  std::string_view schema, payload;
+};
+
+// The texts of the schema and the payload of a JsonConverter envelope, when `text` is an object
+// of exactly these two members (in either order, their names without escapes). Anything else
+// (other or repeated members, trailing text) gives nullopt: the whole text is then parsed as one
+// document, which also says what is wrong with it.
+std::optional<EnvelopeParts> split_envelope(std::string_view text) {
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  p = skip_space(p, end);
+  if (p == end || *p++ != '{') return std::nullopt;
+  std::optional<std::string_view> schema, payload;
+  for (;;) {
+    p = skip_space(p, end);
+    if (p == end || *p != '"') return std::nullopt;
+    const char* name_end = skip_string(p, end);
+    if (!name_end) return std::nullopt;
+    const std::string_view name(p + 1, static_cast<size_t>(name_end - p - 2));
+    auto& part = name == "schema" ? schema : name == "payload" ? payload : schema;
+    if ((name != "schema" && name != "payload") || part) return std::nullopt;
+    p = skip_space(name_end, end);
+    if (p == end || *p++ != ':') return std::nullopt;
+    p = skip_space(p, end);
+    const char* value_end = skip_value(p, end);
+    if (!value_end) return std::nullopt;
+    part = std::string_view(p, static_cast<size_t>(value_end - p));
+    p = skip_space(value_end, end);
+    if (p == end) return std::nullopt;
+    if (*p == ',') {
+      ++p;
+      continue;
+    }
+    if (*p != '}' || skip_space(p + 1, end) != end || !schema || !payload) return std::nullopt;
+    return EnvelopeParts{*schema, *payload};
+  }
+}
+
+// The common case, {"schema":S,"payload":P} as JsonConverter writes it, with S the text of a
+// schema already cached (`known`): S is not scanned at all. Since S is a whole JSON object, the
+// object in the text is S; P is all the rest before the final brace, and its parse checks that it
+// is one value (else the whole parse runs).
+std::optional<EnvelopeParts> split_known(std::string_view text, std::string_view known) {
+  static constexpr std::string_view kHead = "{\"schema\":", kMiddle = ",\"payload\":";
+  if (known.empty() || text.substr(0, kHead.size()) != kHead) return std::nullopt;
+  std::string_view rest = text.substr(kHead.size());
+  if (rest.substr(0, known.size()) != known) return std::nullopt;
+  rest.remove_prefix(known.size());
+  if (rest.substr(0, kMiddle.size()) != kMiddle) return std::nullopt;
+  rest.remove_prefix(kMiddle.size());
+  const size_t brace = rest.find_last_not_of(" \t\n\r");
+  if (brace == std::string_view::npos || rest[brace] != '}') return std::nullopt;
+  return EnvelopeParts{text.substr(kHead.size(), known.size()), rest.substr(0, brace)};
+}
+
+// Whether a part of an envelope is shallow enough that the envelope cannot nest too deep.
+bool shallow_part(std::string_view text) { return brackets(text) < kMaxJsonDepth; }
+
+void write_schema_text(const rapidjson::Value& v, std::string& out) {
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  v.Accept(w);
+  out.assign(sb.GetString(), sb.GetSize());
+}
+
+}  // namespace
+
+// ---- SchemaCache ----
+
+const SchemaCache::Schema* SchemaCache::keep(std::string_view text) {
+  rapidjson::Document d(&pool_);
+  d.Parse(text.data(), text.size());
+  if (d.HasParseError() || !d.IsObject()) return nullptr;
+  try {
+    check_schema(d);
+  } catch (const DataError&) {
+    return nullptr;
+  }
+  Schema& s = schemas_.emplace_back();
+  s.value.Swap(d);
+  write_schema_text(s.value, s.text);
+  bytes_ += text.size() + s.text.size();
+  return &s;
+}
+
+const SchemaCache::Schema* SchemaCache::intern(std::string_view text) {
+  if (last_ < interned_.size() && interned_[last_].bytes == text) return interned_[last_].schema;
+  for (size_t i = 0; i < interned_.size(); ++i)
+    if (interned_[i].bytes == text) {
+      last_ = i;
+      return interned_[i].schema;
+    }
+  if (full() || !shallow_part(text)) return nullptr;
+  // An invalid schema is kept too (as nullptr), so that it is not parsed twice per record.
+  interned_.push_back({std::string(text), keep(text)});
+  bytes_ += text.size();
+  last_ = interned_.size() - 1;
+  return interned_.back().schema;
+}
+
+const SchemaCache::Schema* SchemaCache::last(std::string_view& text) const {
+  if (last_ >= interned_.size() || !interned_[last_].schema) return nullptr;
+  text = interned_[last_].bytes;
+  return interned_[last_].schema;
+}
+
+const SchemaCache::Schema* SchemaCache::find(const void* owner, const Schema* in,
+                                             int variant) const {
+  for (const Made& m : made_)
+    if (m.owner == owner && m.in == in && m.variant == variant) return m.out;
+  return nullptr;
+}
+
+const SchemaCache::Schema* SchemaCache::remember(const void* owner, const Schema* in, int variant,
+                                                 const rapidjson::Value& made) {
+  if (full()) return nullptr;
+  // Through its text: a deep copy of every string, whatever memory the made schema points into.
+  std::string text;
+  write_schema_text(made, text);
+  const Schema* out = keep(text);
+  if (out) made_.push_back({owner, in, variant, out});
+  return out;
+}
+
+void SchemaCache::trim() {
+  if (!full()) return;
+  made_.clear();
+  interned_.clear();
+  schemas_.clear();
+  pool_.Clear();
+  bytes_ = 0;
+  last_ = 0;
+}
+
+ScratchPool::Lease ScratchPool::take() {
+  std::unique_ptr<Scratch> s;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!free_.empty()) {
+      s = std::move(free_.back());
+      free_.pop_back();
+    }
+  }
+  if (!s) s = std::make_unique<Scratch>();
+  s->release_large_buffers();
+  s->schemas().trim();
+  return Lease(*this, std::move(s));
+}
+
+void ScratchPool::give(std::unique_ptr<Scratch> s) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  free_.push_back(std::move(s));
+}
+
+// ---- Data ----
+
+// A NUL-terminated copy of `text` to parse in place.
+char* Data::insitu_copy(std::string_view text) {
   if (!pool_) {
-    insitu_.assign(raw_->begin(), raw_->end());
+    insitu_.assign(text.begin(), text.end());
     insitu_.push_back('\0');
     return insitu_.data();
   }
-  auto* copy = static_cast<char*>(pool_->Malloc(raw_->size() + 1));
-  std::memcpy(copy, raw_->data(), raw_->size());
-  copy[raw_->size()] = '\0';
+  auto* copy = static_cast<char*>(pool_->Malloc(text.size() + 1));
+  std::memcpy(copy, text.data(), text.size());
+  copy[text.size()] = '\0';
   return copy;
 }
 
-rapidjson::Document& Data::doc() {
-  if (doc_) return *doc_;
-  doc_.emplace(pool_);      // with no pool, the document makes its own allocator
-  if (!raw_) return *doc_;  // stays a JSON null
+// An envelope whose schema the cache has: only the payload is parsed. False (nothing parsed)
+// for anything the split does not take, or a payload the whole parse would reject, so that the
+// whole parse runs and reports it as before.
+bool Data::parse_split() {
+  SchemaCache* cache = schema_cache();
+  if (!cache || !schemas_) return false;
+  std::string_view known;
+  const SchemaCache::Schema* schema = cache->last(known);
+  auto parts = split_known(*raw_, known);
+  if (!parts) {
+    parts = split_envelope(*raw_);
+    schema = parts ? cache->intern(parts->schema) : nullptr;
+  }
+  if (!schema || !shallow_part(parts->payload)) return false;
+  doc_.emplace(pool_);
+  doc_->ParseInsitu(insitu_copy(parts->payload));
+  const bool is_struct = schema->value["type"] == "struct";
+  if (doc_->HasParseError() || (is_struct && !doc_->IsObject() && !doc_->IsNull())) {
+    doc_.reset();
+    return false;
+  }
+  split_ = true;
+  cached_ = schema;
+  return true;
+}
+
+void Data::parse_whole() {
+  doc_.emplace(pool_);  // with no pool, the document makes its own allocator
+  if (!raw_) return;    // stays a JSON null
   if (nests_too_deep(*raw_)) throw DataError("JSON nested too deep");
   // In place: parsing copies no string, which is most of the work on JSON of a schema'd record.
-  doc_->ParseInsitu(insitu_copy());
+  doc_->ParseInsitu(insitu_copy(*raw_));
   if (doc_->HasParseError())
     throw DataError(std::string("not valid JSON: ") +
                     rapidjson::GetParseError_En(doc_->GetParseError()));
@@ -212,12 +441,16 @@ rapidjson::Document& Data::doc() {
         "JsonConverter with schemas.enable requires \"schema\" and \"payload\" fields and may "
         "not contain additional fields");
   if (schemas_) check_envelope(*doc_);
+}
+
+rapidjson::Document& Data::doc() {
+  if (!doc_ && !(raw_ && parse_split())) parse_whole();
   return *doc_;
 }
 
 bool Data::absent() {
   if (!changed_) return !raw_;
-  return payload().IsNull() && !schema();
+  return payload().IsNull() && !schema_view();
 }
 
 bool Data::is_null() {
@@ -227,22 +460,44 @@ bool Data::is_null() {
 
 rapidjson::Value& Data::payload() {
   rapidjson::Document& d = doc();
-  if (schemas_ && d.IsObject()) return d["payload"];
+  if (schemas_ && !split_ && d.IsObject()) return d["payload"];
   return d;
 }
 
-rapidjson::Value* Data::schema() {
+const rapidjson::Value* Data::schema_view() {
   rapidjson::Document& d = doc();
+  if (split_) return owns_schema_ ? (own_.IsNull() ? nullptr : &own_) : &cached_->value;
   if (!schemas_ || !d.IsObject()) return nullptr;
   rapidjson::Value& s = d["schema"];
   return s.IsNull() ? nullptr : &s;
 }
 
+rapidjson::Value* Data::schema() {
+  const rapidjson::Value* view = schema_view();
+  if (!split_ || owns_schema_) return const_cast<rapidjson::Value*>(view);  // the record's own
+  own_ = copy_of(cached_->value, doc_->GetAllocator());
+  owns_schema_ = true;
+  cached_ = nullptr;
+  return &own_;
+}
+
+const SchemaCache::Schema* Data::cached_schema() {
+  doc();
+  return split_ && !owns_schema_ ? cached_ : nullptr;
+}
+
 void Data::set(rapidjson::Value&& payload, rapidjson::Value* schema) {
   rapidjson::Document& d = doc();
   changed_ = true;
-  if (!schemas_) {
+  if (!schemas_ || split_) {
     static_cast<rapidjson::Value&>(d).Swap(payload);  // payload lives in d's allocator
+    if (!split_) return;
+    if (!schema)
+      own_.SetNull();
+    else if (schema != &own_)
+      own_ = std::move(*schema);
+    owns_schema_ = true;
+    cached_ = nullptr;
     return;
   }
   rapidjson::Value env(rapidjson::kObjectType);
@@ -253,15 +508,63 @@ void Data::set(rapidjson::Value&& payload, rapidjson::Value* schema) {
   static_cast<rapidjson::Value&>(d).Swap(env);
 }
 
+void Data::set_cached(rapidjson::Value&& payload, const SchemaCache::Schema* schema) {
+  if (!split_) {  // the record's schema was never a cached one: a copy in the record
+    rapidjson::Value copy = copy_of(schema->value, allocator());
+    set(std::move(payload), &copy);
+    return;
+  }
+  changed_ = true;
+  static_cast<rapidjson::Value&>(*doc_).Swap(payload);
+  cached_ = schema;
+  owns_schema_ = false;
+  own_.SetNull();
+}
+
+void Data::set_payload(rapidjson::Value&& payload) {
+  if (!split_) {
+    set(std::move(payload), schema());
+    return;
+  }
+  changed_ = true;
+  static_cast<rapidjson::Value&>(*doc_).Swap(payload);
+}
+
 void Data::set_null() {
   doc();
   doc_->SetNull();
   changed_ = true;
+  if (!split_) return;
+  own_.SetNull();
+  owns_schema_ = true;
+  cached_ = nullptr;
+}
+
+// {"schema": S, "payload": P} as the Writer writes the envelope that set() builds. A cached
+// schema's text is copied in one memcpy (the Writer's RawValue copies byte by byte).
+std::optional<std::string_view> Data::write_split() {
+  rapidjson::StringBuffer& text = scratch_->buffer();
+  const auto put = [&text](std::string_view s) {
+    std::memcpy(text.Push(s.size()), s.data(), s.size());
+  };
+  put(R"({"schema":)");
+  if (!owns_schema_) {
+    put(cached_->text);
+  } else {
+    rapidjson::Writer<rapidjson::StringBuffer> w(text);
+    own_.Accept(w);
+  }
+  put(R"(,"payload":)");
+  rapidjson::Writer<rapidjson::StringBuffer> w(text);
+  doc_->Accept(w);
+  put("}");
+  return std::string_view(text.GetString(), text.GetSize());
 }
 
 std::optional<std::string_view> Data::bytes() {
   if (!changed_) return raw_;
   if (absent()) return std::nullopt;
+  if (split_) return write_split();
   rapidjson::StringBuffer& text =
       scratch_ ? scratch_->buffer() : written_.emplace(nullptr, raw_ ? raw_->size() + 256 : 256);
   rapidjson::Writer<rapidjson::StringBuffer> w(text);
@@ -308,7 +611,7 @@ rapidjson::Value str(std::string_view s, rapidjson::Document::AllocatorType& a) 
 }
 
 rapidjson::Value& schemaless(Data& d) {
-  if (d.schema()) throw DataError("sluice does not transform schema'd records here yet");
+  if (d.schema_view()) throw DataError("sluice does not transform schema'd records here yet");
   return d.payload();
 }
 
@@ -360,8 +663,10 @@ void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,
 
 // ---- Schemas ----
 
-rapidjson::Value& require_struct(Data& d, const char* purpose) {
-  rapidjson::Value* s = d.schema();
+namespace {
+
+// Kafka's requireStruct on a schema (nullptr for none).
+void check_struct(const rapidjson::Value* s, const char* purpose) {
   if (!s || !s->IsObject() || !s->HasMember("type") || (*s)["type"] != "struct") {
     const std::string found = s && s->IsObject() && s->HasMember("type") && (*s)["type"].IsString()
                                   ? (*s)["type"].GetString()
@@ -371,17 +676,34 @@ rapidjson::Value& require_struct(Data& d, const char* purpose) {
   }
   if (!s->HasMember("fields") || !(*s)["fields"].IsArray())
     throw DataError("struct schema without fields");
+}
+
+}  // namespace
+
+rapidjson::Value& require_struct(Data& d, const char* purpose) {
+  check_struct(d.schema_view(), purpose);
+  return *d.schema();
+}
+
+const rapidjson::Value& require_struct_view(Data& d, const char* purpose) {
+  const rapidjson::Value* s = d.schema_view();
+  check_struct(s, purpose);
   return *s;
 }
 
-rapidjson::Value* field_schema(rapidjson::Value& struct_schema, std::string_view name) {
-  for (auto& f : struct_schema["fields"].GetArray()) {
+const rapidjson::Value* field_schema(const rapidjson::Value& struct_schema, std::string_view name) {
+  for (const auto& f : struct_schema["fields"].GetArray()) {
     auto it = f.FindMember("field");
     if (it != f.MemberEnd() && it->value.IsString() &&
         std::string_view(it->value.GetString(), it->value.GetStringLength()) == name)
       return &f;
   }
   return nullptr;
+}
+
+rapidjson::Value* field_schema(rapidjson::Value& struct_schema, std::string_view name) {
+  return const_cast<rapidjson::Value*>(
+      field_schema(static_cast<const rapidjson::Value&>(struct_schema), name));
 }
 
 rapidjson::Value copy_of(const rapidjson::Value& v, rapidjson::Document::AllocatorType& a) {

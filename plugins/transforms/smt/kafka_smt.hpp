@@ -8,6 +8,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <regex>
 #include <sluice/sdk.hpp>
@@ -45,15 +46,72 @@ bool syntax_v2(const Config& c);  // reads field.syntax.version (V1 or V2)
 
 // ---- One side (key or value) of a record, parsed when first asked for ----
 
+// Connect schemas that repeat from record to record (every change event of a table carries the
+// same one), parsed once, and the schemas the transforms make of them, made once: a schema'd
+// record's schema is most of its bytes, so parsing, rebuilding and writing it per record was most
+// of a chain's time. A cached schema is immutable and lives until trim(), which runs only between
+// batches (no record refers to one then). Bounded: past its limits nothing more is cached and the
+// records are transformed as before, schema and all.
+class SchemaCache {
+ public:
+  struct Schema {
+    rapidjson::Value value;
+    std::string text;  // its JSON as rapidjson's Writer writes it
+  };
+  SchemaCache() = default;
+  SchemaCache(const SchemaCache&) = delete;
+  SchemaCache& operator=(const SchemaCache&) = delete;
+  // The schema of this JSON text, parsed and checked once; nullptr when the text is not a valid
+  // struct-or-primitive schema (the record's own parse then says why) or the cache is full.
+  const Schema* intern(std::string_view text);
+  // The schema found last with its text (a valid one), or nullptr: the records of a table come
+  // in runs, so the next record most likely starts with the same text.
+  const Schema* last(std::string_view& text) const;
+  // The schema `owner` made of `in` (with `variant`, what else the result depends on), if kept.
+  const Schema* find(const void* owner, const Schema* in, int variant) const;
+  // Keeps a deep copy of `made` as what `owner` makes of `in`; nullptr when the cache is full.
+  const Schema* remember(const void* owner, const Schema* in, int variant,
+                         const rapidjson::Value& made);
+  // Empties the cache once it is full, so that a pipeline whose schemas keep changing is cached
+  // again. Only between batches.
+  void trim();
+  // How many schemas it holds, at most kMaxSchemas.
+  size_t size() const { return schemas_.size(); }
+  static constexpr size_t kMaxSchemas = 256;
+
+ private:
+  const Schema* keep(std::string_view text);
+  struct Interned {
+    std::string bytes;
+    const Schema* schema;
+  };
+  struct Made {
+    const void* owner;
+    const Schema* in;
+    int variant;
+    const Schema* out;
+  };
+  static constexpr size_t kMaxBytes = 1 << 20;
+  bool full() const { return schemas_.size() >= kMaxSchemas || bytes_ >= kMaxBytes; }
+  rapidjson::MemoryPoolAllocator<> pool_;
+  std::deque<Schema> schemas_;  // a deque: a new one moves none of the others
+  std::vector<Interned> interned_;
+  std::vector<Made> made_;
+  size_t bytes_ = 0;
+  size_t last_ = 0;  // the interned entry last found: records of one table come in runs
+};
+
 // The memory of the records of one batch, one record at a time: the documents of a record, the
 // copy they parse in place and the JSON written of them all come from it, and `next()` takes it
-// back for the next record (no allocation per record while a record fits its first block).
+// back for the next record (no allocation per record while a record fits its first block). Its
+// schema cache outlives batches: a transform keeps its scratches (ScratchPool).
 class Scratch {
  public:
   Scratch() : block_(kBlock), pool_(block_.data(), block_.size()) {}
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   rapidjson::MemoryPoolAllocator<>& pool() { return pool_; }
+  SchemaCache& schemas() { return schemas_; }
   // An empty buffer for the JSON written of one side, valid until next(): the buffers keep their
   // memory from record to record, so writing a record allocates nothing.
   rapidjson::StringBuffer& buffer() {
@@ -67,13 +125,55 @@ class Scratch {
     pool_.Clear();
     used_ = 0;
   }
+  // Between batches: the output buffers give back what a large record made them take (they keep
+  // up to kKeepBuffer each), so that a scratch kept for later batches holds little.
+  void release_large_buffers() {
+    for (auto& b : buffers_)
+      if (b.stack_.GetCapacity() > kKeepBuffer) {
+        b.Clear();
+        b.ShrinkToFit();
+      }
+  }
+  // The bytes its output buffers hold.
+  size_t buffer_bytes() const {
+    size_t n = 0;
+    for (const auto& b : buffers_) n += b.stack_.GetCapacity();
+    return n;
+  }
 
  private:
   static constexpr size_t kBlock = 256 * 1024;
+  static constexpr size_t kKeepBuffer = 1 << 20;
   std::vector<char> block_;
   rapidjson::MemoryPoolAllocator<> pool_;
   std::deque<rapidjson::StringBuffer> buffers_;  // a deque: a new one moves none of the others
   size_t used_ = 0;
+  SchemaCache schemas_;
+};
+
+// The scratches of one transform instance: process() may run on several threads at once, each
+// call takes one for its batch and gives it back, so the schema caches last from batch to batch.
+// There are at most as many as calls ever ran at once.
+class ScratchPool {
+ public:
+  class Lease {
+   public:
+    Lease(ScratchPool& pool, std::unique_ptr<Scratch> s) : pool_(pool), s_(std::move(s)) {}
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    ~Lease() { pool_.give(std::move(s_)); }
+    Scratch& operator*() { return *s_; }
+
+   private:
+    ScratchPool& pool_;
+    std::unique_ptr<Scratch> s_;
+  };
+  Lease take();
+
+ private:
+  void give(std::unique_ptr<Scratch> s);
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<Scratch>> free_;
 };
 
 class Data {
@@ -91,25 +191,46 @@ class Data {
   bool absent();
   // The Connect value: the payload of an envelope, or the whole JSON without schemas.
   rapidjson::Value& payload();
-  // The Connect schema, or nullptr when the data has none (schemaless or null).
+  // The Connect schema, or nullptr when the data has none (schemaless or null). To change: a
+  // cached schema is first copied into the record.
   rapidjson::Value* schema();
+  // The same to read only: no copy of a cached schema.
+  const rapidjson::Value* schema_view();
+  // The cached schema the data has (see SchemaCache), or nullptr when its schema is its own or
+  // it has none: what a transform may look its result up by.
+  const SchemaCache::Schema* cached_schema();
+  // The cache of this record's scratch, or nullptr.
+  SchemaCache* schema_cache() { return scratch_ ? &scratch_->schemas() : nullptr; }
   rapidjson::Document::AllocatorType& allocator() { return doc().GetAllocator(); }
   // Replaces the whole side; `schema` only counts with schemas.enable. Both are moved, not
   // copied (a deep copy of a schema costs about what parsing it does): `schema` is left null,
   // and its strings must live as long as the record (this record's documents or its input).
   void set(rapidjson::Value&& payload, rapidjson::Value* schema);
+  // The same with a cached schema (schemas.enable only).
+  void set_cached(rapidjson::Value&& payload, const SchemaCache::Schema* schema);
+  // Replaces the payload and keeps the schema.
+  void set_payload(rapidjson::Value&& payload);
   void set_null();
   // The bytes to write: unchanged input, new JSON, or nullopt for null.
   std::optional<std::string_view> bytes();
 
  private:
   rapidjson::Document& doc();
-  char* insitu_copy();
+  bool parse_split();
+  void parse_whole();
+  char* insitu_copy(std::string_view text);
+  std::optional<std::string_view> write_split();
   std::optional<std::string_view> raw_;
   bool schemas_;
   Scratch* scratch_;
   rapidjson::MemoryPoolAllocator<>* pool_;
   std::optional<rapidjson::Document> doc_;
+  // Split: an envelope whose schema is cached. doc_ holds the payload alone, and the schema is
+  // `cached_`, or `own_` once a transform changed it (or nothing: a null schema).
+  bool split_ = false;
+  const SchemaCache::Schema* cached_ = nullptr;
+  bool owns_schema_ = false;
+  rapidjson::Value own_;
   // The document's own copy of the input, parsed in place (its strings point into it; the pool's
   // or a vector's, so that moving a Data never moves the characters).
   std::vector<char> insitu_;
@@ -205,8 +326,11 @@ void put(rapidjson::Value& o, std::string_view name, rapidjson::Value&& v,
 
 // Kafka's requireStruct: the side's schema must be a struct schema; returns it.
 rapidjson::Value& require_struct(Data& d, const char* purpose);
+// The same, to read only: a cached schema is not copied.
+const rapidjson::Value& require_struct_view(Data& d, const char* purpose);
 // The schema of field `name` of a struct schema, or nullptr.
 rapidjson::Value* field_schema(rapidjson::Value& struct_schema, std::string_view name);
+const rapidjson::Value* field_schema(const rapidjson::Value& struct_schema, std::string_view name);
 // An empty struct schema with the name, version, doc, parameters and optionality of `like`
 // (Kafka's SchemaUtil.copySchemaBasics).
 rapidjson::Value struct_like(const rapidjson::Value& like, rapidjson::Document::AllocatorType& a);
@@ -221,6 +345,32 @@ void move_field(rapidjson::Value& out, std::string_view name, rapidjson::Value& 
 rapidjson::Value primitive_schema(const char* type, bool optional,
                                   rapidjson::Document::AllocatorType& a,
                                   const char* name = nullptr);
+
+// A schema a transform makes of a record's: when the record's schema is a cached one, it is made
+// once per distinct schema and `variant` (what else the result depends on) and kept in the cache;
+// else (or once the cache is full) made into the record. `make(allocator)` builds it, reading the
+// input schema only, and may throw a DataError (nothing is kept then).
+struct NewSchema {
+  const SchemaCache::Schema* cached = nullptr;
+  rapidjson::Value own;
+};
+template <class Make>
+NewSchema make_schema(Data& d, const void* owner, int variant, Make make) {
+  NewSchema out;
+  const SchemaCache::Schema* in = d.cached_schema();
+  SchemaCache* cache = d.schema_cache();
+  if (in && (out.cached = cache->find(owner, in, variant))) return out;
+  out.own = make(d.allocator());
+  if (in) out.cached = cache->remember(owner, in, variant, out.own);
+  return out;
+}
+// Replaces the side with `payload` and the new schema.
+inline void set_new(Data& d, rapidjson::Value&& payload, NewSchema& schema) {
+  if (schema.cached)
+    d.set_cached(std::move(payload), schema.cached);
+  else
+    d.set(std::move(payload), &schema.own);
+}
 
 // `target: key|value` (for SMTs Kafka has as $Key and $Value).
 enum class Target { key, value };
@@ -279,7 +429,8 @@ class Transform final : public sluice::Transform {
       : step_(c), schemas_(bool_option(c, "schemas.enable", false)) {}
 
   void process(const Batch& in, Output& out) override {
-    Scratch scratch;
+    ScratchPool::Lease lease = scratches_.take();
+    Scratch& scratch = *lease;
     for (size_t i = 0; i < in.size(); ++i) {
       const RecordView r = in[i];
       if (!step_.applies(ViewSubject(r))) {
@@ -299,6 +450,7 @@ class Transform final : public sluice::Transform {
  private:
   StepOf<Impl> step_;
   bool schemas_;
+  ScratchPool scratches_;
 };
 
 // What the `chain` transform knows of an SMT: its name, its config schema and a step maker.

@@ -115,7 +115,7 @@ struct Flatten {
     if (d.is_null()) return true;
     rapidjson::Value out(rapidjson::kObjectType);
     auto& a = d.allocator();
-    if (d.schema()) {
+    if (d.schema_view()) {
       rapidjson::Value& schema = require_struct(d, "flattening");
       rapidjson::Value out_schema = struct_like(schema, a);
       flatten_schema(schema, &d.payload(), "", false, out_schema, out, a);

@@ -262,6 +262,21 @@ case("schema_set_schema_metadata", "SetSchemaMetadata$Value",
 case("schema_set_schema_metadata_name", "SetSchemaMetadata$Key", {"schema.name": "k"},
      schemad[:3], schemas=True)
 
+# The schema cache (smt_schema_cache_test): runs of one schema, where every record after the
+# first takes the cached path, broken by records it must refuse or that change the schema: an
+# envelope written payload first, another schema, nulls, a tombstone, escapes in strings.
+schema_runs = schemad[:2] + [
+    rec({"payload": {"id": 4, "name": "q\"\\\u0001\U0001F600", "n": {"a": 1, "b": None}},
+         "schema": SCHEMA}),
+    rec(env({"id": 5, "name": "x", "n": None}, {**SCHEMA, "name": "shop.Other"})),
+    rec(env({"id": 6, "name": "y", "n": {"a": 2, "b": {"c": "z"}}})),
+    schemad[2], schemad[3], schemad[0], schemad[1]]
+for smt, cfg in [("InsertField$Value", {"static.field": "s", "static.value": "v",
+                                        "topic.field": "t"}),
+                 ("ReplaceField$Value", {"exclude": "name", "renames": "id:ident"}),
+                 ("MaskField$Value", {"fields": "id,name"})]:
+    case("schema_cache_runs_" + smt.split("$")[0].lower(), smt, cfg, schema_runs, schemas=True)
+
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "corpus.jsonl"), "w", encoding="utf-8") as f:
     for c in cases:

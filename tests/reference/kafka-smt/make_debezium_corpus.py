@@ -132,6 +132,22 @@ case("unwrap_route_by_field", U, {"route.by.field": "region"}, changes)
 case("unwrap_route_by_missing_field", U, {"route.by.field": "nope"}, changes[:2])
 case("unwrap_route_by_non_string", U, {"route.by.field": "vip"}, changes[:1])
 
+# The schema cache (smt_schema_cache_test): the change events twice over (the second time every
+# schema and every unwrapped schema is cached), with another table's event with a nested struct,
+# an envelope written payload first and escapes in strings between.
+OT_ = "dbserver1.inventory.orders"
+ADDRESS = struct("x.Address", [prim("string", "city", True)], field="address", optional=True)
+cache_runs = changes + [
+    rec(OT_, key(OT_, {"id": 9}, KEY), event(OT_, CUSTOMER + [ADDRESS], "c", None,
+                                             {**alice, "address": {"city": "Zürich"}}, "orders")),
+    dict(changes[2], value={"payload": changes[2]["value"]["payload"],
+                            "schema": changes[2]["value"]["schema"]}),
+    customer("c", None, {**bob, "first_name": "q\"\\\u0001\U0001F600"}, k=3),
+] + changes
+case("unwrap_schema_cache_runs", U,
+     {"add.fields": "op,table", "delete.tombstone.handling.mode": "rewrite"}, cache_runs)
+case("unwrap_schema_cache_runs_headers", U, {"add.headers": "op,db"}, cache_runs)
+
 # ---- the router: the shards of one logical table ----
 def shard(n, op, row, k):
     topic = f"dbserver1.inventory.customers_shard{n}"
