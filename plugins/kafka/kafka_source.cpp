@@ -19,6 +19,9 @@ namespace {
 // resume, so pausing on every short backpressure blip costs most of the throughput.
 constexpr size_t kStashLimit = 1000;
 constexpr size_t kStashBytesLimit = 16u << 20;
+// Exactly-once: a transaction whose input ran dry ends once it is this fraction of its target
+// (or interval) old, so at most this many commits per target while input trickles.
+constexpr int kDryCommitDivisor = 10;
 // How often a paused source serves the group, as a part of max.poll.interval.ms, and bounds.
 constexpr int64_t kServeGroupDivisor = 10;
 constexpr std::chrono::milliseconds kServeGroupMin{10};
@@ -695,12 +698,18 @@ bool KafkaSource::transaction_due() const {
   return sizer_ ? sizer_->due(transaction_records_, age) : age >= transaction_interval_;
 }
 
+bool KafkaSource::transaction_idle() const {
+  // A floor on the age keeps a trickle of input from committing at every record.
+  const auto interval = sizer_ ? sizer_->target() : transaction_interval_;
+  return input_dry_ && Clock::now() - transaction_began_ >= interval / kDryCommitDivisor;
+}
+
 void KafkaSource::end_transaction_if_due() {
   if (uncommitted_.empty()) return;
   const bool due = transaction_->failed() || transaction_due();
   // With no input coming, holding the transaction open only delays its output: it ends now.
   // Its size says nothing about the rate, so the sizer does not learn from it.
-  if (!due && !input_dry_) return;
+  if (!due && !transaction_idle()) return;
   const auto drain_began = Clock::now();
   const bool drained = drain_everything();
   last_drain_ = Clock::now() - drain_began;
@@ -710,7 +719,7 @@ void KafkaSource::end_transaction_if_due() {
         "stays open");
     return;
   }
-  end_transaction(due);
+  end_transaction(/*input_dry=*/!due);
 }
 
 bool KafkaSource::drain_everything() {
@@ -738,7 +747,7 @@ bool KafkaSource::all_acked() const {
   return true;
 }
 
-void KafkaSource::end_transaction(bool teaches_sizer) {
+void KafkaSource::end_transaction(bool input_dry) {
   PartitionListPtr offsets(
       rd_kafka_topic_partition_list_new(static_cast<int>(uncommitted_.size())));
   for (const auto& [key, offset] : uncommitted_)
@@ -748,11 +757,11 @@ void KafkaSource::end_transaction(bool teaches_sizer) {
   const auto started = Clock::now();
   const bool committed = transaction_->commit(offsets.get(), consumer_.get(), host_);
   const auto done = Clock::now();
-  if (committed && sizer_ && teaches_sizer) {
+  if (committed && sizer_ && !input_dry) {
     sizer_->committed(transaction_records_, done - transaction_began_);
     host_.gauge_set("transaction_size_target", static_cast<double>(sizer_->size()));
   }
-  publish_transaction_stats(started - transaction_began_, done - started, committed);
+  publish_transaction_stats(started - transaction_began_, done - started, committed, input_dry);
   uncommitted_.clear();
   acked_.clear();
   transaction_records_ = 0;
@@ -760,16 +769,16 @@ void KafkaSource::end_transaction(bool teaches_sizer) {
 }
 
 void KafkaSource::publish_transaction_stats(Clock::duration age, Clock::duration commit_time,
-                                            bool committed) {
+                                            bool committed, bool input_dry) {
   using Ms = std::chrono::duration<double, std::milli>;
   host_.counter_add(committed ? "transactions_committed" : "transactions_aborted", 1);
   ++(committed ? totals_.committed : totals_.aborted);
   if (!committed) return;
   host_.log(Host::Level::debug,
             fmt::format("kafka source: transaction committed: {} records, open {:.0f} ms (the "
-                        "drain before its end {:.0f} ms), commit {:.0f} ms",
+                        "drain before its end {:.0f} ms), commit {:.0f} ms{}",
                         transaction_records_, Ms(age).count(), Ms(last_drain_).count(),
-                        Ms(commit_time).count()));
+                        Ms(commit_time).count(), input_dry ? "; ended as the input ran dry" : ""));
   totals_.records += transaction_records_;
   totals_.age += age;
   host_.gauge_set("transaction_records", static_cast<double>(transaction_records_));

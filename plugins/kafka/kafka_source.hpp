@@ -77,12 +77,14 @@ class KafkaSource final : public Source, private HandleContext {
   void set_up_transaction_sizing(const Config& config);
   // The open transaction reached its size (adaptive) or its interval (fixed).
   bool transaction_due() const;
+  // The input ran dry and the open transaction is old enough to end for that.
+  bool transaction_idle() const;
   // Asks the host to finish every record taken; false if drain_timeout_ms passed first.
   bool drain_everything();
   // Commits the transaction with the offsets after what was handed on, or (if it must abort)
-  // aborts it and rewinds. `teaches_sizer`: its size and interval steer the next size (not
-  // for one that ended because the input ran dry).
-  void end_transaction(bool teaches_sizer = true);
+  // aborts it and rewinds. `input_dry`: it ends because the input ran dry, so its size and
+  // interval do not steer the next size.
+  void end_transaction(bool input_dry = false);
   // Seeks the assignment back to the committed offsets: what the aborted transaction held is
   // consumed again. Throws Fatal if it cannot (a restart resumes from there instead).
   void rewind();
@@ -100,7 +102,8 @@ class KafkaSource final : public Source, private HandleContext {
   // positions and rewinds to the committed offsets, so the records are consumed again.
   void recover_from_failed_delivery();
   void log_transaction_totals();
-  void publish_transaction_stats(Clock::duration age, Clock::duration commit_time, bool committed);
+  void publish_transaction_stats(Clock::duration age, Clock::duration commit_time, bool committed,
+                                 bool input_dry);
 
   Host& host_;
   std::string bootstrap_servers_;

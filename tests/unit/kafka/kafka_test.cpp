@@ -965,8 +965,8 @@ TEST_CASE("exactly once: a delivery failing after put returned aborts the open t
   // records each 20 ms) so the report comes while the source still has input to hand on.
   MockCluster cluster(1);
   seed_topics(cluster, 4, 20000);
-  // Transactions far longer than the test: they end on the failure or when the input ran dry.
-  ExactlyOncePipeline pipeline(cluster, "eos-late-failure", R"("transaction_interval_ms":600000)");
+  // Transactions of 20 s: they end on the failure or when the input ran dry (after 2 s).
+  ExactlyOncePipeline pipeline(cluster, "eos-late-failure", R"("transaction_interval_ms":20000)");
   rd_kafka_mock_push_request_errors(cluster.get(), kApiProduce, 1,
                                     RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
   const auto deadline = Clock::now() + 30s;
@@ -989,12 +989,13 @@ TEST_CASE("exactly once: a delivery failing after put returned aborts the open t
 }
 
 TEST_CASE("exactly once: the open transaction commits once the input ran dry") {
-  // Sized toward a target far longer than the test: with all input read, the transaction
-  // commits at once instead of holding the output back until its clock runs out.
+  // Sized toward 20 s: with all input read, the transaction commits once it is a tenth of that
+  // old instead of holding the output back until its clock runs out.
   MockCluster cluster(1);
   seed_topics(cluster, 4, 500);
-  ExactlyOncePipeline pipeline(cluster, "eos-dry", R"("transaction_target_ms":600000)");
+  ExactlyOncePipeline pipeline(cluster, "eos-dry", R"("transaction_target_ms":20000)");
   pipeline.run_until_committed(500);
+  CHECK(pipeline.host().logged(SLUICE_LOG_DEBUG, "ended as the input ran dry"));
   CHECK_FALSE(pipeline.host().logged(SLUICE_LOG_WARN, "aborting the transaction"));
   check_output(cluster, 500, 4, true);
 }
