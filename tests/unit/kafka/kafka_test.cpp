@@ -960,9 +960,12 @@ TEST_CASE("exactly once: abortable errors abort the transaction and rewind; noth
 
 TEST_CASE("exactly once: a delivery failing after put returned aborts the open transaction") {
   // put returns once librdkafka has the records; the broker refuses one produce request after
-  // that. Its delivery report marks the open transaction failed, so the source aborts it at
-  // its next poll (not at its commit) and consumes its input again. The steps are paced (200
-  // records each 20 ms) so the report comes while the source still has input to hand on.
+  // that. Its delivery report marks the open transaction failed with the broker's reason, so
+  // the source aborts it at its next poll (not at its commit) and consumes its input again.
+  // (Without the report, only a later put would notice, by librdkafka refusing it with
+  // "Erroneous state", and a transaction whose last put had returned would run to its end.)
+  // The steps are paced (200 records each 20 ms) so the report comes while the source still
+  // has input to hand on.
   MockCluster cluster(1);
   seed_topics(cluster, 4, 20000);
   // Transactions of 20 s: they end on the failure or when the input ran dry (after 2 s).
@@ -978,8 +981,9 @@ TEST_CASE("exactly once: a delivery failing after put returned aborts the open t
   }
   {
     INFO("log:\n" << pipeline.host().all_logs());
-    CHECK(pipeline.host().logged(SLUICE_LOG_WARN,
-                                 "aborting the transaction: producing to out failed"));
+    CHECK(pipeline.host().logged(
+        SLUICE_LOG_WARN,
+        "aborting the transaction: producing to out failed: Broker: Topic authorization failed"));
     REQUIRE(pipeline.host().logged(SLUICE_LOG_INFO, "rewound"));
     CHECK(pipeline.committed_records() == 0);
   }
