@@ -762,6 +762,7 @@ void KafkaSource::end_transaction(bool input_dry) {
     host_.gauge_set("transaction_size_target", static_cast<double>(sizer_->size()));
   }
   publish_transaction_stats(started - transaction_began_, done - started, committed, input_dry);
+  last_drain_ = {};  // measured again by the next end_transaction_if_due (not on a revoke)
   uncommitted_.clear();
   acked_.clear();
   transaction_records_ = 0;
