@@ -96,7 +96,8 @@ ConfigSchema KafkaSource::schema() {
       .doc(
           "With delivery: exactly_once, the commit interval transactions are sized toward: the "
           "number of records per transaction adapts so each lasts about this long (longer: "
-          "fewer commits and pipeline drains; shorter: output visible sooner)");
+          "fewer commits and pipeline drains; shorter: output visible sooner); a transaction "
+          "whose input ran dry ends once a tenth of this old");
   s.integer("transaction_interval_ms")
       .min(1)
       .doc(
