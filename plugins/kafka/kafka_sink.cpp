@@ -57,6 +57,28 @@ bool is_early(const void* opaque) { return (reinterpret_cast<uintptr_t>(opaque) 
 
 uint64_t early_batch(const void* opaque) { return reinterpret_cast<uintptr_t>(opaque) >> 1; }
 
+// A report's opaque for a record of put_transactional: its transaction's generation, tagged 0b10
+// in the low bits (early opaques end in 1, Ticket pointers in 00).
+void* transactional_opaque(uint64_t generation) {
+  return reinterpret_cast<void*>(static_cast<uintptr_t>(generation << 2 | 2));
+}
+
+bool is_transactional(const void* opaque) { return (reinterpret_cast<uintptr_t>(opaque) & 3) == 2; }
+
+uint64_t transaction_generation(const void* opaque) {
+  return reinterpret_cast<uintptr_t>(opaque) >> 2;
+}
+
+// Reports of records an abort purged: the abort is already under way, nothing failed.
+bool purged(rd_kafka_resp_err_t err) {
+  return err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT;
+}
+
+std::string delivery_failure(const rd_kafka_message_t& message) {
+  return fmt::format("producing to {} failed: {}", rd_kafka_topic_name(message.rkt),
+                     error_text(message.err));
+}
+
 }  // namespace
 
 ConfigSchema KafkaSink::schema() {
@@ -172,12 +194,17 @@ void KafkaSink::on_error(rd_kafka_t* /*rk*/, int err, const char* reason, void* 
 void KafkaSink::on_delivery(rd_kafka_t* /*rk*/, const rd_kafka_message_t* message, void* opaque) {
   auto& self = *static_cast<KafkaSink*>(static_cast<HandleContext*>(opaque));
   if (is_early(message->_private)) {
-    self.gate_->delivered(
-        early_batch(message->_private),
-        message->err == RD_KAFKA_RESP_ERR_NO_ERROR
-            ? std::string()
-            : fmt::format("producing to {} failed: {}", rd_kafka_topic_name(message->rkt),
-                          error_text(message->err)));
+    self.gate_->delivered(early_batch(message->_private), message->err == RD_KAFKA_RESP_ERR_NO_ERROR
+                                                              ? std::string()
+                                                              : delivery_failure(*message));
+    return;
+  }
+  if (is_transactional(message->_private)) {
+    // The transaction cannot commit now: it ends (aborts) at once instead of at its size, and
+    // the source consumes its input again.
+    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR && !purged(message->err))
+      self.transaction_->mark_failed(transaction_generation(message->_private),
+                                     delivery_failure(*message));
     return;
   }
   auto* ticket = static_cast<BatchDelivery::Ticket*>(message->_private);
@@ -290,9 +317,10 @@ void KafkaSink::put_transactional(const Batch& in, Output& rejects) {
   rd_kafka_t* producer = put_producer();
   if (producer == nullptr)
     throw Retriable("kafka sink: the pipeline's kafka sink has not begun its transaction yet");
+  void* opaque = transactional_opaque(transaction_->generation());
   const Refusal refusal = produce_batch(in, rejects, &record_invalid,
                                         [&](const RecordView& record, const std::string& topic) {
-                                          return produce(producer, record, topic, nullptr);
+                                          return produce(producer, record, topic, opaque);
                                         });
   if (refusal.err == RD_KAFKA_RESP_ERR_NO_ERROR) return;
   throw_if_fatal(producer);

@@ -19,6 +19,9 @@ namespace {
 // resume, so pausing on every short backpressure blip costs most of the throughput.
 constexpr size_t kStashLimit = 1000;
 constexpr size_t kStashBytesLimit = 16u << 20;
+// Exactly-once: a transaction whose input ran dry ends once it is this fraction of its target
+// (or interval) old, so at most this many commits per target while input trickles.
+constexpr int kDryCommitDivisor = 10;
 // How often a paused source serves the group, as a part of max.poll.interval.ms, and bounds.
 constexpr int64_t kServeGroupDivisor = 10;
 constexpr std::chrono::milliseconds kServeGroupMin{10};
@@ -93,7 +96,8 @@ ConfigSchema KafkaSource::schema() {
       .doc(
           "With delivery: exactly_once, the commit interval transactions are sized toward: the "
           "number of records per transaction adapts so each lasts about this long (longer: "
-          "fewer commits and pipeline drains; shorter: output visible sooner)");
+          "fewer commits and pipeline drains; shorter: output visible sooner); a transaction "
+          "whose input ran dry ends once a tenth of this old");
   s.integer("transaction_interval_ms")
       .min(1)
       .doc(
@@ -143,6 +147,8 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
     transaction_ = Transaction::of(pipeline);
     // An exactly-once pipeline reads only committed input (the output of another one).
     forced.emplace_back("isolation.level", "read_committed");
+    // End-of-partition events tell when the input ran dry: the open transaction ends then.
+    forced.emplace_back("enable.partition.eof", "true");
     set_up_transaction_sizing(config);
   } else if (const std::string gated = config.get_string(kDeliveryGateField); !gated.empty()) {
     gate_ = DeliveryGate::of(gated);
@@ -241,6 +247,7 @@ void KafkaSource::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
   else
     rd_kafka_assign(rk, nullptr);
   self.assigned_.clear();
+  self.at_end_.clear();
   self.stash_.clear();
   self.stash_bytes_ = 0;
 }
@@ -306,6 +313,7 @@ void KafkaSource::revoke(rd_kafka_topic_partition_list_t* partitions) {
   for (const auto& m : stash_) stash_bytes_ += m->len + m->key_len;
   for (int i = 0; i < partitions->cnt; ++i) {
     assigned_.erase({partitions->elems[i].topic, partitions->elems[i].partition});
+    at_end_.erase({partitions->elems[i].topic, partitions->elems[i].partition});
     uncommitted_.erase({partitions->elems[i].topic, partitions->elems[i].partition});
   }
 
@@ -315,6 +323,7 @@ void KafkaSource::revoke(rd_kafka_topic_partition_list_t* partitions) {
   } else {
     rd_kafka_assign(rk, nullptr);
     assigned_.clear();
+    at_end_.clear();
   }
   host_.info(fmt::format("kafka source: revoked {}", describe(partitions)));
 }
@@ -357,11 +366,17 @@ void KafkaSource::check_health() {
 
 bool KafkaSource::accept(MessagePtr message, std::deque<MessagePtr>& into) {
   if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (!at_end_.empty()) at_end_.erase({rd_kafka_topic_name(message->rkt), message->partition});
     into.push_back(std::move(message));
     return true;
   }
   const auto err = message->err;
-  if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return false;
+  if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    // Only exactly-once asks for these (enable.partition.eof): they tell when input ran dry.
+    PartitionKey key{rd_kafka_topic_name(message->rkt), message->partition};
+    if (assigned_.contains(key)) at_end_.insert(std::move(key));
+    return false;
+  }
   const char* topic = message->rkt ? rd_kafka_topic_name(message->rkt) : "";
   if ((err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) &&
       !allow_auto_create_ && topic_regex_.empty())
@@ -480,6 +495,8 @@ void KafkaSource::poll_transactional(Output& out, size_t max_records, uint32_t t
       fresh.clear();
     }
   }
+  // Every assigned partition read to its end and nothing left to hand on: the input ran dry.
+  input_dry_ = stash_.empty() && !at_end_.empty() && at_end_.size() == assigned_.size();
   emit_stashed(out, max_records);
 }
 
@@ -682,16 +699,28 @@ bool KafkaSource::transaction_due() const {
   return sizer_ ? sizer_->due(transaction_records_, age) : age >= transaction_interval_;
 }
 
+bool KafkaSource::transaction_idle() const {
+  // A floor on the age keeps a trickle of input from committing at every record.
+  const auto interval = sizer_ ? sizer_->target() : transaction_interval_;
+  return input_dry_ && Clock::now() - transaction_began_ >= interval / kDryCommitDivisor;
+}
+
 void KafkaSource::end_transaction_if_due() {
   if (uncommitted_.empty()) return;
-  if (!transaction_->failed() && !transaction_due()) return;
-  if (!drain_everything()) {
+  const bool due = transaction_->failed() || transaction_due();
+  // With no input coming, holding the transaction open only delays its output: it ends now.
+  // Its size says nothing about the rate, so the sizer does not learn from it.
+  if (!due && !transaction_idle()) return;
+  const auto drain_began = Clock::now();
+  const bool drained = drain_everything();
+  last_drain_ = Clock::now() - drain_began;
+  if (!drained) {
     host_.warn(
         "kafka source: records still in flight after drain_timeout_ms; the transaction "
         "stays open");
     return;
   }
-  end_transaction();
+  end_transaction(/*input_dry=*/!due);
 }
 
 bool KafkaSource::drain_everything() {
@@ -719,7 +748,7 @@ bool KafkaSource::all_acked() const {
   return true;
 }
 
-void KafkaSource::end_transaction() {
+void KafkaSource::end_transaction(bool input_dry) {
   PartitionListPtr offsets(
       rd_kafka_topic_partition_list_new(static_cast<int>(uncommitted_.size())));
   for (const auto& [key, offset] : uncommitted_)
@@ -729,11 +758,12 @@ void KafkaSource::end_transaction() {
   const auto started = Clock::now();
   const bool committed = transaction_->commit(offsets.get(), consumer_.get(), host_);
   const auto done = Clock::now();
-  if (committed && sizer_) {
+  if (committed && sizer_ && !input_dry) {
     sizer_->committed(transaction_records_, done - transaction_began_);
     host_.gauge_set("transaction_size_target", static_cast<double>(sizer_->size()));
   }
-  publish_transaction_stats(started - transaction_began_, done - started, committed);
+  publish_transaction_stats(started - transaction_began_, done - started, committed, input_dry);
+  last_drain_ = {};  // measured again by the next end_transaction_if_due (not on a revoke)
   uncommitted_.clear();
   acked_.clear();
   transaction_records_ = 0;
@@ -741,18 +771,22 @@ void KafkaSource::end_transaction() {
 }
 
 void KafkaSource::publish_transaction_stats(Clock::duration age, Clock::duration commit_time,
-                                            bool committed) {
+                                            bool committed, bool input_dry) {
   using Ms = std::chrono::duration<double, std::milli>;
   host_.counter_add(committed ? "transactions_committed" : "transactions_aborted", 1);
   ++(committed ? totals_.committed : totals_.aborted);
   if (!committed) return;
   host_.log(Host::Level::debug,
-            fmt::format("kafka source: transaction committed: {} records", transaction_records_));
+            fmt::format("kafka source: transaction committed: {} records, open {:.0f} ms (the "
+                        "drain before its end {:.0f} ms), commit {:.0f} ms{}",
+                        transaction_records_, Ms(age).count(), Ms(last_drain_).count(),
+                        Ms(commit_time).count(), input_dry ? "; ended as the input ran dry" : ""));
   totals_.records += transaction_records_;
   totals_.age += age;
   host_.gauge_set("transaction_records", static_cast<double>(transaction_records_));
   host_.gauge_set("transaction_age_ms", Ms(age).count());
   host_.gauge_set("transaction_commit_ms", Ms(commit_time).count());
+  host_.gauge_set("transaction_drain_ms", Ms(last_drain_).count());
 }
 
 void KafkaSource::log_transaction_totals() {
@@ -797,6 +831,7 @@ void KafkaSource::rewind() {
                               positions->elems[i].partition, error_text(positions->elems[i].err)));
   stash_.clear();
   stash_bytes_ = 0;
+  at_end_.clear();
   for (auto& [key, offset] : assigned_) offset = -1;
   host_.info(
       fmt::format("kafka source: rewound {} to the committed offsets", describe(positions.get())));

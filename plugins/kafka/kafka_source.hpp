@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -69,17 +70,21 @@ class KafkaSource final : public Source, private HandleContext {
   void pause_partitions(rd_kafka_topic_partition_list_t* partitions, bool paused);
   bool is_assigned(const std::string& topic, int32_t partition) const;
 
-  // Exactly-once (transaction_ set): the transaction ends after transaction_interval_ms, at a
-  // point where every record handed on is done (the host drains the pipeline).
+  // Exactly-once (transaction_ set): the transaction ends after transaction_interval_ms (or
+  // its adaptive size), or once a poll found no input, at a point where every record handed on
+  // is done (the host drains the pipeline).
   void end_transaction_if_due();
   void set_up_transaction_sizing(const Config& config);
   // The open transaction reached its size (adaptive) or its interval (fixed).
   bool transaction_due() const;
+  // The input ran dry and the open transaction is old enough to end for that.
+  bool transaction_idle() const;
   // Asks the host to finish every record taken; false if drain_timeout_ms passed first.
   bool drain_everything();
   // Commits the transaction with the offsets after what was handed on, or (if it must abort)
-  // aborts it and rewinds.
-  void end_transaction();
+  // aborts it and rewinds. `input_dry`: it ends because the input ran dry, so its size and
+  // interval do not steer the next size.
+  void end_transaction(bool input_dry = false);
   // Seeks the assignment back to the committed offsets: what the aborted transaction held is
   // consumed again. Throws Fatal if it cannot (a restart resumes from there instead).
   void rewind();
@@ -97,7 +102,8 @@ class KafkaSource final : public Source, private HandleContext {
   // positions and rewinds to the committed offsets, so the records are consumed again.
   void recover_from_failed_delivery();
   void log_transaction_totals();
-  void publish_transaction_stats(Clock::duration age, Clock::duration commit_time, bool committed);
+  void publish_transaction_stats(Clock::duration age, Clock::duration commit_time, bool committed,
+                                 bool input_dry);
 
   Host& host_;
   std::string bootstrap_servers_;
@@ -137,6 +143,11 @@ class KafkaSource final : public Source, private HandleContext {
   Clock::time_point transaction_began_;
   size_t transaction_records_ = 0;
   bool in_drain_ = false;
+  Clock::duration last_drain_{};  // how long the drain before the last transaction's end took
+  // Exactly-once: the assigned partitions read to their end (no record since their EOF event),
+  // and whether the last poll found every one there with nothing left to hand on.
+  std::set<PartitionKey> at_end_;
+  bool input_dry_ = false;
   // At least once with a kafka sink that acknowledges early (delivery_gate.hpp): the host's
   // positions, each with the gate's last batch when they came, held until it is confirmed.
   std::shared_ptr<DeliveryGate> gate_;

@@ -71,11 +71,17 @@ void Transaction::begin() {
   if (ErrorPtr e{rd_kafka_begin_transaction(producer_)}) throw_fatal(e.get(), "begin_transaction");
   std::lock_guard failed_lock(failed_mutex_);
   failed_.clear();
+  ++generation_;
 }
 
 void Transaction::mark_failed(const std::string& why) {
   std::lock_guard lock(failed_mutex_);
   if (failed_.empty()) failed_ = why;
+}
+
+void Transaction::mark_failed(uint64_t generation, const std::string& why) {
+  std::lock_guard lock(failed_mutex_);
+  if (generation == generation_ && failed_.empty()) failed_ = why;
 }
 
 bool Transaction::commit(const rd_kafka_topic_partition_list_t* offsets, rd_kafka_t* consumer,

@@ -42,6 +42,13 @@ class Transaction {
   // Sink: a record could not be produced; the transaction must abort (the source rewinds, so
   // the record is consumed again).
   void mark_failed(const std::string& why);
+  // Under produce_lock: which transaction is open (each begin makes a new one). A record
+  // produced into it carries this in its delivery report.
+  uint64_t generation() const { return generation_.load(); }
+  // Delivery-report thread: a record of transaction `generation` failed after put returned. If
+  // that transaction is still open it must abort; a report of an older one changes nothing
+  // (it committed, or aborted and its input is consumed again).
+  void mark_failed(uint64_t generation, const std::string& why);
   bool failed() {
     std::lock_guard lock(failed_mutex_);
     return !failed_.empty();
@@ -73,6 +80,7 @@ class Transaction {
   std::chrono::milliseconds timeout_{30000};
   std::mutex failed_mutex_;
   std::string failed_;  // why the open transaction must abort; empty: it may commit
+  std::atomic<uint64_t> generation_{0};  // changed by begin(), under failed_mutex_
   std::atomic<bool> final_commit_{false};
 };
 

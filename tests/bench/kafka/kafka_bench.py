@@ -6,8 +6,11 @@ against a raw librdkafka loop that consumes and writes the same lines (sluice-ka
 to-file). The floor runs first in each round; its file's size is what the sluice arm must reach.
 Each arm reports CPU seconds per record and cores used (CPU seconds / wall seconds).
 
-Three arms: floor (raw librdkafka), sluice (at-least-once) and exactly_once (sluice with
-`delivery: exactly_once`: a transactional producer, offsets committed inside the transaction).
+Arms: floor (raw librdkafka), sluice (at-least-once, adaptive concurrency), exactly_once
+(sluice with `delivery: exactly_once`: a transactional producer, offsets committed inside the
+transaction), and a static sweep static_c1/c2/c4/c8 (at-least-once with adaptive_concurrency off
+and concurrency 1/2/4/8), so the concurrency the controller settled on (read from the stats
+file, with its decision trace) stands beside what each fixed concurrency gives.
 
 Both arms read the same input topic (Debezium-like JSON, ~300 B, 8 partitions) from the start
 with a fresh consumer group and write a fresh 8-partition output topic with an idempotent
@@ -37,10 +40,15 @@ PARTITIONS = 8
 TARGET_RATIO = 0.8
 EXACTLY_ONCE_TARGET_RATIO = 0.7
 TRANSACTION_TARGET_MS = 1000
-ARMS = ("floor", "sluice", "exactly_once")
+STATIC_CONCURRENCY = (1, 2, 4, 8)
+STATIC_ARMS = tuple(f"static_c{c}" for c in STATIC_CONCURRENCY)
+ARMS = ("floor", "sluice", "exactly_once", *STATIC_ARMS)
 FILE_ARMS = ("floor", "sluice")
 # Each arm's medians in the JSON.
-FIGURES = ("records_per_s", "peak_rss_mb", "cpu_seconds", "cpu_us_per_record", "cores_used")
+FIGURES = ("records_per_s", "peak_rss_mb", "cpu_seconds", "cpu_us_per_record", "cores_used",
+           "final_concurrency", "final_batch_size")
+# The adaptive arm is "far from" the best static point below this ratio.
+NEAR_BEST_STATIC = 0.9
 TRANSACTIONS_RE = re.compile(
     r"exactly-once: (?P<committed>\d+) transactions committed, (?P<aborted>\d+) aborted; "
     r"(?P<records_per_transaction>\d+) records and (?P<ms_per_transaction>\d+) ms per committed"
@@ -125,6 +133,40 @@ def check(name, value, target):
             "pass": None if value is None else value >= target}
 
 
+def controller_figures(stats):
+    """The sink stage's final concurrency and batch size, and its controller's decision trace,
+    from a --stats-file JSON (written once more when the run ends)."""
+    figures = {}
+    for pipeline in stats.get("pipelines", {}).values():
+        for stage in pipeline.get("stages", {}).values():
+            figures["final_concurrency"] = stage["concurrency"]["current"]
+            figures["final_batch_size"] = stage["batch_size"]["current"]
+            figures["controller"] = stage.get("controller")
+    return figures
+
+
+def concurrency_sweep(arms, runs):
+    """The adaptive at-least-once arm beside the static concurrency points, with the decision
+    trace of its last run (why it chose what it chose)."""
+    static = {c: arms[f"static_c{c}"]["records_per_s"] for c in STATIC_CONCURRENCY}
+    known = {c: v for c, v in static.items() if v}
+    best = max(known, key=known.get) if known else None
+    adaptive = arms["sluice"]["records_per_s"]
+    ratio = round(adaptive / known[best], 4) if best and adaptive else None
+    adaptive_runs = [r for r in runs if r["arm"] == "sluice"]
+    return {
+        "adaptive_records_per_s": adaptive,
+        "adaptive_final_concurrency": arms["sluice"]["final_concurrency"],
+        "adaptive_final_concurrency_runs": [r.get("final_concurrency") for r in adaptive_runs],
+        "static_records_per_s": static,
+        "best_static_concurrency": best,
+        "adaptive_vs_best_static": ratio,
+        "adaptive_near_best_static": None if ratio is None else ratio >= NEAR_BEST_STATIC,
+        "adaptive_controller_last_run": adaptive_runs[-1].get("controller") if adaptive_runs
+        else None,
+    }
+
+
 def median_of(runs, arm, key):
     values = [r[key] for r in runs if r["arm"] == arm and r.get(key) is not None]
     return round(statistics.median(values), 3) if values else None
@@ -137,6 +179,8 @@ class Bench:
         self.tool = str(Path(args.tool).resolve())
         self.bootstrap = args.bootstrap
         self.records = args.records
+        self.records_default = args.records_default
+        self.records_from = args.records_from
         self.reps = args.reps
         self.work = self.out.parent / "work" / "kafka"
         self.work.mkdir(parents=True, exist_ok=True)
@@ -159,9 +203,14 @@ class Bench:
         print(f"kafka: produced {self.records} records into {self.input} in "
               f"{time.time() - started:.1f} s", flush=True)
 
-    def pipeline_yaml(self, out_topic, group, exactly_once):
+    def pipeline_yaml(self, out_topic, group, arm):
         path = self.work / f"{out_topic}.yaml"
+        exactly_once = arm == "exactly_once"
         delivery = "\n    delivery: exactly_once" if exactly_once else ""
+        performance = ""
+        if arm in STATIC_ARMS:
+            performance = ("\n    performance: {adaptive_concurrency: false, concurrency: "
+                           f"{arm.removeprefix('static_c')}}}")
         transactional = (f"\n      transaction_target_ms: {TRANSACTION_TARGET_MS}"
                          if exactly_once else "")
         path.write_text(f"""pipelines:
@@ -175,7 +224,7 @@ class Bench:
       type: kafka
       bootstrap_servers: {self.bootstrap}
       topic: {out_topic}
-      transactional_id: {group}
+      transactional_id: {group}{performance}
 admin:
   enabled: false
 """)
@@ -187,9 +236,12 @@ admin:
         self.tool_run("create-topic", self.bootstrap, out_topic, PARTITIONS)
         log_path = self.work / f"{arm}-{rep}.log"
         is_sluice = arm != "floor"
+        stats_path = self.work / f"{arm}-{rep}.stats.json"
+        stats_path.unlink(missing_ok=True)
         if is_sluice:
             cmd = [self.sluice, "--plugin-path", self.plugin_dir, "run",
-                   str(self.pipeline_yaml(out_topic, group, arm == "exactly_once"))]
+                   str(self.pipeline_yaml(out_topic, group, arm)), "--stats-file",
+                   str(stats_path)]
         else:
             cmd = [self.tool, "copy", self.bootstrap, self.input, out_topic, group,
                    str(self.records)]
@@ -219,13 +271,17 @@ admin:
             raise RuntimeError(f"{arm} run {rep}: exit {proc.returncode}, "
                                f"{waited.stderr.strip()} (log: {log_path})")
         run = self.run_figures(arm, rep, seconds, peak, cpu, stdout)
+        if stats_path.exists():
+            run.update(controller_figures(json.loads(stats_path.read_text())))
         t = TRANSACTIONS_RE.search(log_path.read_text())
         if t:
             run["transactions"] = {k: int(v) for k, v in t.groupdict().items() if v is not None}
         self.tool_run("delete-topic", self.bootstrap, out_topic)
         print(f"kafka: {arm} run {rep + 1}/{self.reps}: {run['records_per_s']:,.0f} records/s "
               f"in {seconds:.2f} s, {run['cpu_us_per_record']} us CPU per record, "
-              f"{run['cores_used']} cores, peak RSS {run['peak_rss_mb']} MB", flush=True)
+              f"{run['cores_used']} cores, peak RSS {run['peak_rss_mb']} MB"
+              + (f", final concurrency {run['final_concurrency']}"
+                 if "final_concurrency" in run else ""), flush=True)
         return run
 
     def run_figures(self, arm, rep, seconds, peak, cpu, stdout):
@@ -256,7 +312,9 @@ admin:
         return {
             "duration_s": round(time.time() - started, 1),
             "config": {
-                "records": self.records, "partitions": PARTITIONS, "record_bytes": "~330",
+                "records": self.records, "records_default": self.records_default,
+                "records_from": self.records_from, "records_override_env":
+                "SLUICE_KAFKA_BENCH_RECORDS", "partitions": PARTITIONS, "record_bytes": "~330",
                 "reps": self.reps,
                 "what_was_run": (
                     f"{self.records} Debezium-like JSON records on {PARTITIONS} partitions, "
@@ -380,9 +438,14 @@ admin:
                     "(one librdkafka consumer + idempotent acks=all producer, linger.ms 5), "
                     "sluice = kafka source -> kafka sink with default performance settings, "
                     "exactly_once = the same with delivery: exactly_once and "
-                    f"transaction_target_ms {TRANSACTION_TARGET_MS} (adaptive size)")))
+                    f"transaction_target_ms {TRANSACTION_TARGET_MS} (adaptive size); "
+                    "static_cN = sluice at-least-once with adaptive_concurrency: false and "
+                    "concurrency N (the sweep beside the adaptive arm; final concurrency and "
+                    "the controller's decisions come from each run's --stats-file)")))
+        sweep = concurrency_sweep(arms, runs)
         result.update({
             "arms": arms,
+            "concurrency_sweep": sweep,
             "checks": [check("sluice_vs_librdkafka_floor", value, TARGET_RATIO),
                        check("exactly_once_vs_at_least_once", eos_value,
                              EXACTLY_ONCE_TARGET_RATIO)],
@@ -395,6 +458,11 @@ admin:
               f"{TARGET_RATIO}); exactly_once {arms['exactly_once']['records_per_s']} records/s, "
               f"{eos_value}x at-least-once (target >= {EXACTLY_ONCE_TARGET_RATIO}) -> {self.out}",
               flush=True)
+        static = ", ".join(f"c{c} {v}" for c, v in sweep["static_records_per_s"].items())
+        print(f"kafka: adaptive concurrency settled at {sweep['adaptive_final_concurrency']} "
+              f"(runs: {sweep['adaptive_final_concurrency_runs']}), {sweep['adaptive_records_per_s']} "
+              f"records/s; static sweep {static}; best static c{sweep['best_static_concurrency']}, "
+              f"adaptive/best {sweep['adaptive_vs_best_static']}", flush=True)
 
 
 def main():
@@ -404,6 +472,10 @@ def main():
     p.add_argument("--tool", required=True)
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--records", type=int, default=1_000_000)
+    p.add_argument("--records-default", type=int, default=None,
+                   help="the suite's default record count (run.sh: 1M kafka, 5M kafka_file)")
+    p.add_argument("--records-from", default="default",
+                   help="where --records came from: default or SLUICE_KAFKA_BENCH_RECORDS")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--suite", choices=("kafka", "kafka_file"), default="kafka")
     args = p.parse_args()

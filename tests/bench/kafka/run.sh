@@ -2,7 +2,8 @@
 # Runs the Kafka benchmark (sluice pass-through vs the raw librdkafka floor) on a broker of its
 # own and writes OUT_JSON in the shape of shared/DESIGN.md §9.
 # Usage: run.sh BUILD_DIR OUT_JSON
-# Environment: SLUICE_BENCH_QUICK=1 (100,000 records, 3 runs each instead of 1,000,000),
+# Environment: SLUICE_BENCH_QUICK=1 (100,000 records, 3 runs each, instead of 1,000,000 for
+# kafka and 5,000,000 for kafka_file, whose 1M runs last 1-2 s and measure mostly start-up),
 # SLUICE_KAFKA_BENCH_RECORDS / SLUICE_KAFKA_BENCH_REPS override the counts,
 # SLUICE_KAFKA_BOOTSTRAP uses a running broker instead of starting one,
 # SLUICE_KAFKA_BENCH_SUITE=kafka_file runs topic -> file instead (run_file.sh sets it).
@@ -29,17 +30,22 @@ if [[ ! -x "$tool" || "$here/kafka_bench_tool.cpp" -nt "$tool" ]]; then
   fi
 fi
 
-records=${SLUICE_KAFKA_BENCH_RECORDS:-1000000}
+suite=${SLUICE_KAFKA_BENCH_SUITE:-kafka}
+default_records=1000000
+[[ "$suite" == kafka_file ]] && default_records=5000000
+[[ "${SLUICE_BENCH_QUICK:-0}" == 1 ]] && default_records=100000
+records=${SLUICE_KAFKA_BENCH_RECORDS:-$default_records}
+records_from=default
+[[ -n "${SLUICE_KAFKA_BENCH_RECORDS:-}" ]] && records_from=SLUICE_KAFKA_BENCH_RECORDS
 reps=${SLUICE_KAFKA_BENCH_REPS:-3}
-if [[ "${SLUICE_BENCH_QUICK:-0}" == 1 ]]; then records=${SLUICE_KAFKA_BENCH_RECORDS:-100000}; fi
 
 bootstrap=${SLUICE_KAFKA_BOOTSTRAP:-}
 if [[ -z "$bootstrap" ]]; then
-  service_dir="$build_dir/services/kafka-bench-${SLUICE_KAFKA_BENCH_SUITE:-kafka}"
+  service_dir="$build_dir/services/kafka-bench-$suite"
   bootstrap="$("$source_dir/scripts/kafka" start --dir "$service_dir")"
   trap '"$source_dir/scripts/kafka" stop --dir "$service_dir" >/dev/null 2>&1 || true' EXIT
 fi
 
 python3 "$here/kafka_bench.py" --build-dir "$build_dir" --out "$out_json" --tool "$tool" \
-  --bootstrap "$bootstrap" --records "$records" --reps "$reps" \
-  --suite "${SLUICE_KAFKA_BENCH_SUITE:-kafka}"
+  --bootstrap "$bootstrap" --records "$records" --records-default "$default_records" \
+  --records-from "$records_from" --reps "$reps" --suite "$suite"

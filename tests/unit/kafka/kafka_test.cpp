@@ -820,16 +820,17 @@ constexpr int16_t kApiTxnOffsetCommit = 28;
 
 class ExactlyOncePipeline {
  public:
-  ExactlyOncePipeline(const MockCluster& cluster, const std::string& name)
+  // SIZING: the source's transaction setting, as JSON members.
+  ExactlyOncePipeline(const MockCluster& cluster, const std::string& name,
+                      const std::string& sizing = R"("transaction_interval_ms":50)")
       : sink_(SLUICE_KIND_SINK,
               sink_config(cluster, "out",
                           R"(,"exactly_once_pipeline":")" + name + R"(","transactional_id":")" +
                               name + R"(")"),
               host_),
         source_(SLUICE_KIND_SOURCE,
-                source_config(
-                    cluster, "in", name + "-group",
-                    R"(,"exactly_once_pipeline":")" + name + R"(","transaction_interval_ms":50)"),
+                source_config(cluster, "in", name + "-group",
+                              R"(,"exactly_once_pipeline":")" + name + R"(",)" + sizing),
                 host_) {
     REQUIRE_MESSAGE(sink_.create_status() == SLUICE_OK, sink_.create_error().text());
     REQUIRE_MESSAGE(source_.create_status() == SLUICE_OK, source_.create_error().text());
@@ -955,6 +956,52 @@ TEST_CASE("exactly once: abortable errors abort the transaction and rewind; noth
     CHECK(pipeline.host().logged(SLUICE_LOG_INFO, "rewound"));
     check_output(cluster, 2000, 4, false);
   }
+}
+
+TEST_CASE("exactly once: a delivery failing after put returned aborts the open transaction") {
+  // put returns once librdkafka has the records; the broker refuses one produce request after
+  // that. Its delivery report marks the open transaction failed with the broker's reason, so
+  // the source aborts it at its next poll (not at its commit) and consumes its input again.
+  // (Without the report, only a later put would notice, by librdkafka refusing it with
+  // "Erroneous state", and a transaction whose last put had returned would run to its end.)
+  // The steps are paced (200 records each 20 ms) so the report comes while the source still
+  // has input to hand on.
+  MockCluster cluster(1);
+  seed_topics(cluster, 4, 20000);
+  // Transactions of 20 s: they end on the failure or when the input ran dry (after 2 s).
+  ExactlyOncePipeline pipeline(cluster, "eos-late-failure", R"("transaction_interval_ms":20000)");
+  rd_kafka_mock_push_request_errors(cluster.get(), kApiProduce, 1,
+                                    RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+  const auto deadline = Clock::now() + 30s;
+  while (!pipeline.host().logged(SLUICE_LOG_INFO, "rewound") && Clock::now() < deadline) {
+    ErrorText error;
+    const auto status = pipeline.step(error);
+    REQUIRE_MESSAGE(status == SLUICE_OK, error.text());
+    std::this_thread::sleep_for(20ms);
+  }
+  {
+    INFO("log:\n" << pipeline.host().all_logs());
+    CHECK(pipeline.host().logged(
+        SLUICE_LOG_WARN,
+        "aborting the transaction: producing to out failed: Broker: Topic authorization failed"));
+    REQUIRE(pipeline.host().logged(SLUICE_LOG_INFO, "rewound"));
+    CHECK(pipeline.committed_records() == 0);
+  }
+  // The input is consumed again and committed whole.
+  pipeline.run_until_committed(20000);
+  check_output(cluster, 20000, 4, false);
+}
+
+TEST_CASE("exactly once: the open transaction commits once the input ran dry") {
+  // Sized toward 20 s: with all input read, the transaction commits once it is a tenth of that
+  // old instead of holding the output back until its clock runs out.
+  MockCluster cluster(1);
+  seed_topics(cluster, 4, 500);
+  ExactlyOncePipeline pipeline(cluster, "eos-dry", R"("transaction_target_ms":20000)");
+  pipeline.run_until_committed(500);
+  CHECK(pipeline.host().logged(SLUICE_LOG_DEBUG, "ended as the input ran dry"));
+  CHECK_FALSE(pipeline.host().logged(SLUICE_LOG_WARN, "aborting the transaction"));
+  check_output(cluster, 500, 4, true);
 }
 
 TEST_CASE("exactly once: a fenced producer stops the pipeline with a clear message") {
