@@ -173,6 +173,40 @@ TEST_CASE("switching the limit 1 -> 4 -> 1 while keyed records flow keeps each k
   CHECK(w.outstanding() == 0);
 }
 
+// A limit above 1 with a source that sets the pace: one batch at a time keeps up, so records are
+// not routed by key (no hash, no copy): every batch views its chunk in place.
+TEST_CASE("at a limit above 1, a stage whose lane is mostly idle keeps records in the whole lane") {
+  auto settings = fixed(100, 1, core::Ordering::key);
+  settings.adaptive_concurrency = true;
+  settings.max_concurrency = 4;
+  auto limiter = std::make_unique<SetLimiter>();
+  limiter->value = 4;
+  core::OffsetWatermark w;
+  std::atomic<uint64_t> processed{0}, gathered{0};
+  AdaptiveStage stage(
+      "p", "s", settings, core::SteadyClock::instance(),
+      [&](WorkBatch& b) {
+        processed += b.records.size();
+        if (!b.gathered.empty()) ++gathered;
+        return BatchOutcome{static_cast<uint32_t>(b.records.size()), 0, 0, false};
+      },
+      [&](const WorkBatch& b, const BatchOutcome&) { w.done_all(b.tickets); }, {}, {},
+      std::move(limiter));
+  stage.start();
+  std::map<int, int> next;
+  for (int c = 0; c < 10; ++c) {
+    stage.push(make_chunk(w, c * 100, 100, 7, next));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  stage.drain();
+  stage.stop();
+  CHECK(processed.load() == 1000);
+  CHECK(stage.concurrency_limit() == 4);
+  CHECK(stage.route_switches() == 0);
+  CHECK(gathered.load() == 0);
+  CHECK(w.outstanding() == 0);
+}
+
 TEST_CASE("with every adaptive feature off the stage runs fixed batches in order, like a loop") {
   auto settings = fixed(100, 1, core::Ordering::none);
   settings.backpressure = false;
