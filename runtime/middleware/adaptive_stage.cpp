@@ -183,6 +183,7 @@ void AdaptiveStage::push(std::shared_ptr<SourceChunk> chunk) {
   const uint64_t bytes = chunk->records.bytes();
   std::shared_ptr<const SourceChunk> held = hold(std::move(chunk));
   bool idle_worker = true;
+  bool handed = false;
   {
     std::lock_guard lock(mu_);
     queued_records_ += records;
@@ -190,8 +191,14 @@ void AdaptiveStage::push(std::shared_ptr<SourceChunk> chunk) {
     records_in_ += records;
     if (route_whole()) {
       // Queuing a chunk in the whole lane is a few pieces, cheap enough under the lock, and it
-      // lets a worker that finishes a batch take the next one itself (finish).
+      // lets a worker that finishes a batch take the next one itself (finish). A batch ready now
+      // goes straight to an idle worker: one wake-up, not the dispatcher's and then a worker's.
       distribute_whole(held);
+      WorkBatch batch;
+      if (work_.empty() && take_next(clock_.now(), batch, true)) {
+        work_.push_back(std::move(batch));
+        handed = true;
+      }
       idle_worker = in_flight_ < limit_;
       wake_ = wake_ || idle_worker;
     } else {
@@ -199,6 +206,7 @@ void AdaptiveStage::push(std::shared_ptr<SourceChunk> chunk) {
       intake_.push_back(std::move(held));
     }
   }
+  if (handed) worker_cv_.notify_one();
   // With every worker busy, the first to finish takes this chunk's records: no wake-up needed.
   if (idle_worker) dispatcher_cv_.notify_one();
 }
