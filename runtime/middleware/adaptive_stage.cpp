@@ -19,10 +19,20 @@ constexpr auto kMemorySampleEvery = std::chrono::milliseconds(50);
 // own baseline, batches' copies in transforms and sinks, and the allocator's slack.
 constexpr uint64_t kQueueShareDenominator = 4;  // a quarter
 constexpr size_t kResumeGapDivisor = 4;         // a paused source resumes a quarter below
+// Records go to the keyed lanes once batches keep more than half a lane busy on average (as TCP
+// counts a window used if half of it was, RFC 7661), and back to the whole lane below a quarter;
+// the gap keeps a load near one mark from switching at every sample.
+constexpr double kSplitAboveLoad = 0.5;
+constexpr double kJoinBelowLoad = 0.25;
 
 uint64_t byte_bound_of(const core::PerformanceSettings& settings, const MemoryMonitor& memory) {
   return std::max<uint64_t>(
       1, std::min(settings.max_queue_bytes, memory.limit_bytes() / kQueueShareDenominator));
+}
+
+Controllers with_limiter(Controllers controllers, std::unique_ptr<ConcurrencyLimiter> limiter) {
+  if (limiter) controllers.concurrency = std::move(limiter);
+  return controllers;
 }
 
 double mb(uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
@@ -56,7 +66,8 @@ void WorkBatch::hold(const core::Ticket& run, uint32_t count) {
 AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
                              const core::PerformanceSettings& settings, const core::Clock& clock,
                              Process process, Done done, OnPressure on_pressure,
-                             MemoryMonitor::RssReader rss_reader)
+                             MemoryMonitor::RssReader rss_reader,
+                             std::unique_ptr<ConcurrencyLimiter> limiter)
     : pipeline_(std::move(pipeline)),
       stage_(std::move(stage)),
       settings_(settings),
@@ -64,18 +75,17 @@ AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
       process_(std::move(process)),
       done_(std::move(done)),
       on_pressure_(std::move(on_pressure)),
-      controllers_(make_controllers(settings, clock)),
+      controllers_(with_limiter(make_controllers(settings, clock), std::move(limiter))),
       batch_size_(*controllers_.batch),
       concurrency_(*controllers_.concurrency),
       memory_(settings, clock, std::move(rss_reader), MemoryMonitor::kCgroupMemoryMax),
       profiler_(settings, clock),
       byte_bound_(byte_bound_of(settings, memory_)) {
-  // Ordering `none` needs no lanes: one shared lane that is never held.
-  uint32_t lanes =
-      settings_.ordering == core::Ordering::none
-          ? 1
-          : std::max<uint32_t>(1, std::max(settings_.max_concurrency, settings_.concurrency));
-  lanes_.resize(lanes);
+  // Ordering `none` needs no keyed lanes: the whole lane, shared and never held. So does a limit
+  // that can never pass 1.
+  const uint32_t keyed_lanes = std::max(settings_.max_concurrency, settings_.concurrency);
+  lanes_.resize(settings_.ordering == core::Ordering::none || keyed_lanes <= 1 ? 1
+                                                                               : 1 + keyed_lanes);
   limit_ = concurrency_.limit();
   // "a.b|c" -> {{"a","b"},{"c"}}
   std::string_view spec = settings_.ordering_field;
@@ -173,21 +183,30 @@ void AdaptiveStage::push(std::shared_ptr<SourceChunk> chunk) {
   const uint64_t bytes = chunk->records.bytes();
   std::shared_ptr<const SourceChunk> held = hold(std::move(chunk));
   bool idle_worker = true;
+  bool handed = false;
   {
     std::lock_guard lock(mu_);
     queued_records_ += records;
     queued_bytes_ += bytes;
     records_in_ += records;
-    if (lanes_.size() == 1) {
-      // One lane: queuing a chunk is a few pieces, cheap enough under the lock, and it lets a
-      // worker that finishes a batch take the next one itself (take_next).
-      distribute(held);
+    if (route_whole()) {
+      // Queuing a chunk in the whole lane is a few pieces, cheap enough under the lock, and it
+      // lets a worker that finishes a batch take the next one itself (finish). A batch ready now
+      // goes straight to an idle worker: one wake-up, not the dispatcher's and then a worker's.
+      distribute_whole(held);
+      WorkBatch batch;
+      if (work_.empty() && take_next(clock_.now(), batch, true)) {
+        work_.push_back(std::move(batch));
+        handed = true;
+      }
       idle_worker = in_flight_ < limit_;
       wake_ = wake_ || idle_worker;
     } else {
+      keyed_pending_ += records;
       intake_.push_back(std::move(held));
     }
   }
+  if (handed) worker_cv_.notify_one();
   // With every worker busy, the first to finish takes this chunk's records: no wake-up needed.
   if (idle_worker) dispatcher_cv_.notify_one();
 }
@@ -214,34 +233,68 @@ std::optional<std::string> AdaptiveStage::field_key(const sluice_record& r) cons
   return json_field_key(view(r.value), field_paths_);
 }
 
-// Records without a key (ordering key, or field with no field) share one lane: no hash needed.
+// The keyed lane of a record. Records without a key (ordering key, or field with no field) share
+// the first keyed lane: no hash needed.
 uint32_t AdaptiveStage::lane_of(const sluice_record& r) const {
+  constexpr uint32_t kFirstKeyed = kWholeLane + 1;
   size_t h;
   if (settings_.ordering == core::Ordering::field) {
     auto key = field_key(r);
-    if (!key && r.key.ptr == nullptr) return 0;
+    if (!key && r.key.ptr == nullptr) return kFirstKeyed;
     h = key ? std::hash<std::string_view>{}(*key) : std::hash<std::string_view>{}(view(r.key));
   } else if (settings_.ordering == core::Ordering::partition) {
     h = std::hash<std::string_view>{}(view(r.topic)) * 31 + static_cast<size_t>(r.partition);
   } else {
-    if (r.key.ptr == nullptr) return 0;
+    if (r.key.ptr == nullptr) return kFirstKeyed;
     h = std::hash<std::string_view>{}(view(r.key));
   }
-  return static_cast<uint32_t>(h % lanes_.size());
+  return kFirstKeyed + static_cast<uint32_t>(h % (lanes_.size() - 1));
 }
 
-// With one lane the chunk's runs are queued whole and its records stay where they are; this runs
-// under mu_ (push). With several each record is routed by its lane key and copied into its lane;
-// this runs on the dispatcher thread only, outside the lock: lanes' record vectors belong to it.
-void AdaptiveStage::distribute(const std::shared_ptr<const SourceChunk>& chunk) {
-  if (lanes_.size() == 1) {
-    Lane& lane = lanes_.front();
-    for (const core::Run& run : chunk->runs) {
-      lane.pieces.push_back({chunk, run.ticket, run.first, run.count});
-      lane.queued += run.count;
-    }
-    return;
+// Under mu_. Whether a chunk pushed now goes to the whole lane; switches routing when the limit
+// says so and the lanes it switches to are clear (the barrier of lanes_).
+bool AdaptiveStage::route_whole() {
+  if (lanes_.size() == 1) return true;
+  const bool split = want_split();
+  if (split != split_ && (split ? keyed_clear() : whole_clear())) {
+    split_ = split;
+    ++route_switches_;
   }
+  return !split_;
+}
+
+// Under mu_. Whether records should go to the keyed lanes: the limit lets batches run side by
+// side and the last sample's batches kept a lane busy enough that one at a time may not keep up.
+bool AdaptiveStage::want_split() const {
+  if (limit_ <= 1) return false;
+  return in_flight_load_ >= (split_ ? kJoinBelowLoad : kSplitAboveLoad);
+}
+
+// Under mu_. Adds the time since the last change of in_flight_ to the tally of the load.
+void AdaptiveStage::count_in_flight(core::TimePoint now) {
+  if (in_flight_since_ != core::TimePoint{})
+    in_flight_time_ += (now - in_flight_since_) * in_flight_;
+  in_flight_since_ = now;
+}
+
+// Under mu_. Nothing of the whole lane is queued or in flight.
+bool AdaptiveStage::whole_clear() const {
+  const Lane& whole = lanes_[kWholeLane];
+  return whole.queued == 0 && !whole.busy;
+}
+
+// Under mu_ (push): the chunk's runs are queued as they are; its records stay where they are.
+void AdaptiveStage::distribute_whole(const std::shared_ptr<const SourceChunk>& chunk) {
+  Lane& lane = lanes_[kWholeLane];
+  for (const core::Run& run : chunk->runs) {
+    lane.pieces.push_back({chunk, run.ticket, run.first, run.count});
+    lane.queued += run.count;
+  }
+}
+
+// Each record is routed by its lane key and copied into its lane. This runs on the dispatcher
+// thread only, outside the lock: keyed lanes' pieces and records belong to it.
+void AdaptiveStage::distribute_keyed(const std::shared_ptr<const SourceChunk>& chunk) {
   const auto records = chunk->records.records();
   for (const core::Run& run : chunk->runs) {
     for (uint32_t i = run.first; i < run.first + run.count; ++i) {
@@ -256,10 +309,10 @@ void AdaptiveStage::distribute(const std::shared_ptr<const SourceChunk>& chunk) 
   }
 }
 
-// The records of the next `count` of a piece: viewed in their chunk (one lane), or copied out of
-// the lane's vector, which changes under later routing.
+// The records of the next `count` of a piece: viewed in their chunk (the whole lane), or copied
+// out of a keyed lane's vector, which changes under later routing.
 void AdaptiveStage::take_records(Lane& lane, const Piece& piece, uint32_t count, WorkBatch& out) {
-  if (lanes_.size() == 1) {
+  if (&lane == &lanes_[kWholeLane]) {
     const auto records = piece.chunk->records.records().subspan(piece.first, count);
     for (const auto& r : records) out.bytes += core::record_bytes(r);
     out.append(records);
@@ -295,28 +348,47 @@ void AdaptiveStage::take_from(Lane& lane, size_t count, WorkBatch& out) {
   }
 }
 
-// Under mu_. Takes records of idle lanes, oldest first, up to the batch size; false if nothing
-// is ready (not enough records and the oldest has not waited its linger time).
-bool AdaptiveStage::form_batch(core::TimePoint now, WorkBatch& out) {
+// Under mu_. Whether a lane's records may go into a batch now: it has some, it is not held, and
+// it is not behind the barrier (the lanes routing switched to wait until the others are clear).
+bool AdaptiveStage::ready(uint32_t i) const {
+  const Lane& lane = lanes_[i];
   const bool shared_lane = settings_.ordering == core::Ordering::none;
-  const size_t target = std::max<uint32_t>(1, batch_size_.current());
-  size_t available = 0;
-  core::TimePoint oldest = core::TimePoint::max();
-  for (const Lane& lane : lanes_) {
-    if ((lane.busy && !shared_lane) || lane.size() == 0) continue;
-    available += lane.size();
-    oldest = std::min(oldest, lane.oldest());
-  }
-  if (available == 0) return false;
-  bool lingered = now - oldest >= std::chrono::milliseconds(settings_.linger_ms);
-  if (available < target && !lingered && !flush_all_) return false;
+  if (lane.size() == 0 || (lane.busy && !shared_lane)) return false;
+  if (lanes_.size() == 1) return true;
+  const bool keyed_lane = i != kWholeLane;
+  if (keyed_lane != split_) return true;  // routed before the last switch: first in line
+  return keyed_lane ? whole_clear() : keyed_clear();
+}
 
+// Under mu_. The lanes ready now, oldest first. With nothing pending for keyed lanes only the
+// whole lane can be ready: the keyed ones are not looked at.
+std::vector<uint32_t> AdaptiveStage::ready_lanes(bool whole_only) const {
   std::vector<uint32_t> order;
+  if (whole_only || keyed_clear()) {
+    if (ready(kWholeLane)) order.push_back(kWholeLane);
+    return order;
+  }
   for (uint32_t i = 0; i < lanes_.size(); ++i)
-    if ((!lanes_[i].busy || shared_lane) && lanes_[i].size() > 0) order.push_back(i);
+    if (ready(i)) order.push_back(i);
   std::sort(order.begin(), order.end(),
             [&](uint32_t a, uint32_t b) { return lanes_[a].oldest() < lanes_[b].oldest(); });
-  if (lanes_.size() > 1) out.gathered.reserve(std::min(target, available));
+  return order;
+}
+
+// Under mu_. Takes records of ready lanes, oldest first, up to the batch size; false if nothing
+// is ready (not enough records and the oldest has not waited its linger time).
+bool AdaptiveStage::form_batch(core::TimePoint now, WorkBatch& out, bool whole_only) {
+  const bool shared_lane = settings_.ordering == core::Ordering::none;
+  const size_t target = std::max<uint32_t>(1, batch_size_.current());
+  const std::vector<uint32_t> order = ready_lanes(whole_only);
+  if (order.empty()) return false;
+  size_t available = 0;
+  for (uint32_t i : order) available += lanes_[i].size();
+  bool lingered =
+      now - lanes_[order.front()].oldest() >= std::chrono::milliseconds(settings_.linger_ms);
+  if (available < target && !lingered && !flush_all_) return false;
+
+  if (order.front() != kWholeLane) out.gathered.reserve(std::min(target, available));
   for (uint32_t i : order) {
     size_t want = target - out.records.size();
     if (want == 0) break;
@@ -343,14 +415,14 @@ void AdaptiveStage::dispatcher_loop() {
       if (stopping_ && intake_.empty() && queued_records_ == 0) break;
       incoming.swap(intake_);
     }
-    for (const auto& chunk : incoming) distribute(chunk);
+    for (const auto& chunk : incoming) distribute_keyed(chunk);
     incoming.clear();
 
     const core::TimePoint now = clock_.now();
     size_t dispatched = 0;
     {
       std::lock_guard lock(mu_);
-      for (WorkBatch batch; take_next(now, batch); batch = WorkBatch()) {
+      for (WorkBatch batch; take_next(now, batch, false); batch = WorkBatch()) {
         work_.push_back(std::move(batch));
         ++dispatched;
       }
@@ -371,6 +443,11 @@ void AdaptiveStage::sample_metrics(core::TimePoint now) {
   size_t queued;
   {
     std::lock_guard lock(mu_);
+    count_in_flight(now);
+    if (load_since_ != core::TimePoint{} && now > load_since_)
+      in_flight_load_ = std::chrono::duration<double>(in_flight_time_) / (now - load_since_);
+    in_flight_time_ = {};
+    load_since_ = now;
     queued = queued_records_;
     limit_ = concurrency_.update({queued, in_flight_, memory_.control_pressure()});
   }
@@ -382,11 +459,17 @@ void AdaptiveStage::sample_metrics(core::TimePoint now) {
 }
 
 // Under mu_. Forms the next batch and counts it in flight, if a permit is free and one is ready.
-bool AdaptiveStage::take_next(core::TimePoint now, WorkBatch& out) {
-  if (quiesced_ || failed_ || in_flight_ >= limit_ || !form_batch(now, out)) return false;
+bool AdaptiveStage::take_next(core::TimePoint now, WorkBatch& out, bool whole_only) {
+  if (quiesced_ || failed_ || in_flight_ >= limit_ || !form_batch(now, out, whole_only))
+    return false;
   queued_records_ -= out.records.size();
   queued_bytes_ -= std::min(queued_bytes_, out.bytes);
+  count_in_flight(now);
   ++in_flight_;
+  if (keyed(out)) {
+    keyed_pending_ -= out.records.size();
+    ++keyed_in_flight_;
+  }
   return true;
 }
 
@@ -415,16 +498,19 @@ void AdaptiveStage::worker_loop() {
   }
 }
 
-// Counts a processed batch as done and frees its lanes. With one lane and nothing queued for the
-// workers, takes the next batch into `batch` itself (true): the dispatcher's wake-up and this
-// worker's sleep cost more than forming the batch here.
+// Counts a processed batch as done and frees its lanes. With nothing queued for the workers,
+// takes the next batch of the whole lane into `batch` itself (true): the dispatcher's wake-up and
+// this worker's sleep cost more than forming the batch here.
 bool AdaptiveStage::finish(WorkBatch& batch, const BatchOutcome& outcome) {
   bool took = false;
   bool permits_left = false;
   {
     std::lock_guard lock(mu_);
+    const core::TimePoint now = clock_.now();
+    count_in_flight(now);
     --in_flight_;
     for (uint32_t l : batch.lanes) lanes_[l].busy = false;
+    if (keyed(batch)) --keyed_in_flight_;
     records_out_ += outcome.records_out;
     records_rejected_ += outcome.errors;
     records_filtered_ += outcome.filtered;
@@ -432,7 +518,7 @@ bool AdaptiveStage::finish(WorkBatch& batch, const BatchOutcome& outcome) {
     // In flight counting this batch: it was one of them when it finished.
     limit_ = concurrency_.update({queued_records_, in_flight_ + 1, memory_.control_pressure()});
     batch = WorkBatch();
-    took = lanes_.size() == 1 && work_.empty() && take_next(clock_.now(), batch);
+    took = work_.empty() && take_next(now, batch, true);
     permits_left = in_flight_ < limit_;
     wake_ = wake_ || !took || permits_left;
   }
@@ -479,6 +565,7 @@ void AdaptiveStage::stop() {
     // A failed stage leaves records queued; they are not acked, so the source re-reads them.
     queued_records_ = 0;
     queued_bytes_ = 0;
+    keyed_pending_ = 0;
     intake_.clear();
   }
   dispatcher_cv_.notify_all();
@@ -496,6 +583,11 @@ bool AdaptiveStage::failed() const {
 uint32_t AdaptiveStage::concurrency_limit() const {
   std::lock_guard lock(mu_);
   return limit_;
+}
+
+uint64_t AdaptiveStage::route_switches() const {
+  std::lock_guard lock(mu_);
+  return route_switches_;
 }
 
 StageStats AdaptiveStage::stats() const {

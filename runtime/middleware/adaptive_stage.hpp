@@ -35,8 +35,8 @@ struct SourceChunk {
 };
 
 // One batch handed to the processing function. Its records view a chunk in place when they are
-// one stretch of it (one lane: ordering none or one worker), else `gathered` holds copies of
-// them; moving a batch keeps the view valid (a vector's storage moves with it).
+// one stretch of it (the whole lane: ordering none, or a concurrency limit of 1), else `gathered`
+// holds copies of them; moving a batch keeps the view valid (a vector's storage moves with it).
 struct WorkBatch {
   WorkBatch() = default;
   WorkBatch(WorkBatch&&) noexcept = default;
@@ -84,9 +84,11 @@ class AdaptiveStage {
   using OnPressure = std::function<void(double level)>;
 
   // `rss_reader`: for tests, a fake RSS reading (see MemoryMonitor); empty reads /proc.
+  // `limiter`: for tests, the concurrency limiter to steer by instead of performance.controller's.
   AdaptiveStage(std::string pipeline, std::string stage, const core::PerformanceSettings& settings,
                 const core::Clock& clock, Process process, Done done, OnPressure on_pressure = {},
-                MemoryMonitor::RssReader rss_reader = {});
+                MemoryMonitor::RssReader rss_reader = {},
+                std::unique_ptr<ConcurrencyLimiter> limiter = nullptr);
   ~AdaptiveStage();
   AdaptiveStage(const AdaptiveStage&) = delete;
   AdaptiveStage& operator=(const AdaptiveStage&) = delete;
@@ -124,10 +126,12 @@ class AdaptiveStage {
   MemoryMonitor& memory() { return memory_; }
   uint32_t batch_size() const { return batch_size_.current(); }
   uint32_t concurrency_limit() const;
+  // How often routing switched between the whole lane and the keyed lanes (see lanes_).
+  uint64_t route_switches() const;
 
  private:
-  // A stretch of one run routed to a lane, in intake order. With one lane it views its chunk's
-  // records [first, first + count); with several, its records are copied into the lane.
+  // A stretch of one run routed to a lane, in intake order. In the whole lane it views its
+  // chunk's records [first, first + count); in a keyed lane, its records are copied into the lane.
   struct Piece {
     std::shared_ptr<const SourceChunk> chunk;
     core::Ticket ticket;
@@ -148,17 +152,30 @@ class AdaptiveStage {
 
   void dispatcher_loop();
   void worker_loop();
-  void distribute(const std::shared_ptr<const SourceChunk>& chunk);
+  bool route_whole();                                                      // under mu_
+  void distribute_whole(const std::shared_ptr<const SourceChunk>& chunk);  // under mu_
+  void distribute_keyed(const std::shared_ptr<const SourceChunk>& chunk);
   uint32_t lane_of(const sluice_record& r) const;
+  bool keyed_clear() const { return keyed_pending_ == 0 && keyed_in_flight_ == 0; }  // under mu_
+  bool whole_clear() const;                                                          // under mu_
+  bool ready(uint32_t lane) const;                                                   // under mu_
+  std::vector<uint32_t> ready_lanes(bool whole_only) const;                          // under mu_
+  static bool keyed(const WorkBatch& batch) {
+    return !batch.lanes.empty() && batch.lanes.front() != kWholeLane;
+  }
   std::optional<std::string> field_key(const sluice_record& r) const;
-  bool form_batch(core::TimePoint now, WorkBatch& out);  // under mu_
-  bool take_next(core::TimePoint now, WorkBatch& out);   // under mu_
+  // Under mu_. `whole_only`: from the whole lane only (a worker's thread: keyed lanes belong to
+  // the dispatcher).
+  bool form_batch(core::TimePoint now, WorkBatch& out, bool whole_only);
+  bool take_next(core::TimePoint now, WorkBatch& out, bool whole_only);
   bool finish(WorkBatch& batch, const BatchOutcome& outcome);
   void take_from(Lane& lane, size_t count, WorkBatch& out);
   void take_records(Lane& lane, const Piece& piece, uint32_t count, WorkBatch& out);
   void sample_metrics(core::TimePoint now);
-  bool has_room(uint64_t held) const;  // under mu_
-  bool past_resume_mark() const;       // under mu_
+  void count_in_flight(core::TimePoint now);  // under mu_, before in_flight_ changes
+  bool want_split() const;                    // under mu_
+  bool has_room(uint64_t held) const;         // under mu_
+  bool past_resume_mark() const;              // under mu_
   std::shared_ptr<const SourceChunk> hold(std::shared_ptr<SourceChunk> chunk);
 
   const std::string pipeline_;
@@ -185,7 +202,28 @@ class AdaptiveStage {
   std::condition_variable idle_cv_;        // something finished (drain, quiesce, room)
   std::deque<std::shared_ptr<const SourceChunk>> intake_;
   std::deque<WorkBatch> work_;
+  // Lane 0 is the whole lane: records stay in their chunks and batches view them in place; the
+  // source thread queues chunks there itself (push) and a worker that finishes a batch forms
+  // the next one (finish), so no thread hand-off and no copy. With ordering `none` it is the
+  // only lane and is never held. Under key ordering it is held while one of its batches is in
+  // flight, and lanes 1..max_concurrency are keyed: the dispatcher routes records there by key
+  // (a hash, a copy), so batches of different keys run side by side.
+  // New records go to the keyed lanes only while the concurrency limit is above 1 and batches
+  // keep a lane busy (in_flight_load_); else to the whole lane: when one lane at a time keeps
+  // up (a limit of 1, or a source that sets the pace), routing buys nothing. `split_` says
+  // which. A switch is a barrier: it happens only when the lanes switched to are clear (nothing
+  // queued or in flight), and records routed after it wait until the other lanes are clear too,
+  // so no key's later records overtake its earlier ones.
+  static constexpr uint32_t kWholeLane = 0;
   std::vector<Lane> lanes_;
+  bool split_ = false;            // new records go to the keyed lanes
+  size_t keyed_pending_ = 0;      // records for keyed lanes (in intake or lanes) not yet in a batch
+  uint32_t keyed_in_flight_ = 0;  // batches of keyed lanes in flight
+  uint64_t route_switches_ = 0;
+  // Batches in flight on average over the last metrics sample (time-weighted), and its tally.
+  double in_flight_load_ = 0;
+  core::Duration in_flight_time_{};  // sum of in_flight_ x time since load_since_
+  core::TimePoint in_flight_since_{}, load_since_{};
   std::vector<std::vector<std::string>> field_paths_;  // ordering `field`
   size_t queued_records_ = 0;                          // in intake and lanes' pending batches
   size_t queued_bytes_ = 0;

@@ -58,56 +58,152 @@ core::PerformanceSettings fixed(uint32_t batch, uint32_t concurrency, core::Orde
   return s;
 }
 
-}  // namespace
-
-TEST_CASE("records of one key never overtake each other at concurrency 8") {
-  auto settings = fixed(16, 8, core::Ordering::key);
-  core::OffsetWatermark w;
+// Processes batches of make_chunk's records slowly (up to 2 ms, at random, so batches in flight
+// side by side finish out of order) and checks that each key's values come 0, 1, 2, ...: a
+// record that overtook, was lost or came twice breaks the count.
+struct KeyOrderCheck {
   std::mutex mu;
   std::map<std::string, int> last_seen;
   int violations = 0;
   std::atomic<int> in_flight{0}, max_in_flight{0};
   std::atomic<uint64_t> processed{0};
+
+  BatchOutcome operator()(WorkBatch& b) {
+    int now = ++in_flight;
+    int prev = max_in_flight.load();
+    while (now > prev && !max_in_flight.compare_exchange_weak(prev, now)) {
+    }
+    thread_local std::mt19937 rng(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+    {
+      std::lock_guard lock(mu);
+      for (const auto& r : b.records) {
+        int v = std::stoi(text(r.value));
+        auto [it, fresh] = last_seen.try_emplace(text(r.key), v);
+        if (!fresh) {
+          if (v != it->second + 1) ++violations;
+          it->second = v;
+        } else if (v != 0) {
+          ++violations;
+        }
+      }
+    }
+    processed += b.records.size();
+    --in_flight;
+    return BatchOutcome{static_cast<uint32_t>(b.records.size()), 0, 0, false};
+  }
+};
+
+// Pushes `count` records from `from` in chunks of `chunk`, each when the stage has room.
+void push_records(AdaptiveStage& stage, core::OffsetWatermark& w, int from, int count, int chunk,
+                  int keys, std::map<int, int>& next) {
+  for (int at = from; at < from + count; at += chunk) {
+    while (stage.room() == 0) stage.wait_for_room(std::chrono::milliseconds(50));
+    stage.push(make_chunk(w, at, chunk, keys, next));
+  }
+}
+
+// A concurrency limit the test sets.
+class SetLimiter : public middleware::ConcurrencyLimiter {
+ public:
+  std::atomic<uint32_t> value{1};
+
+  void on_batch_done(core::Duration, uint32_t) override {}
+  uint32_t update(const middleware::LoadSignals&) override { return value.load(); }
+  uint32_t limit() const override { return value.load(); }
+  std::string_view phase() const override { return "set"; }
+  const middleware::DecisionTrace& trace() const override { return trace_; }
+
+ private:
+  middleware::DecisionTrace trace_{core::SteadyClock::instance()};
+};
+
+}  // namespace
+
+TEST_CASE("records of one key never overtake each other at concurrency 8") {
+  auto settings = fixed(16, 8, core::Ordering::key);
+  core::OffsetWatermark w;
+  KeyOrderCheck check;
   AdaptiveStage stage(
-      "p", "s", settings, core::SteadyClock::instance(),
-      [&](WorkBatch& b) {
-        int now = ++in_flight;
-        int prev = max_in_flight.load();
-        while (now > prev && !max_in_flight.compare_exchange_weak(prev, now)) {
-        }
-        thread_local std::mt19937 rng(std::hash<std::thread::id>{}(std::this_thread::get_id()));
-        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
-        {
-          std::lock_guard lock(mu);
-          for (const auto& r : b.records) {
-            int v = std::stoi(text(r.value));
-            auto [it, fresh] = last_seen.try_emplace(text(r.key), v);
-            if (!fresh) {
-              if (v != it->second + 1) ++violations;
-              it->second = v;
-            } else if (v != 0) {
-              ++violations;
-            }
-          }
-        }
-        processed += b.records.size();
-        --in_flight;
-        return BatchOutcome{static_cast<uint32_t>(b.records.size()), 0, 0, false};
-      },
+      "p", "s", settings, core::SteadyClock::instance(), [&](WorkBatch& b) { return check(b); },
       [&](const WorkBatch& b, const BatchOutcome&) { w.done_all(b.tickets); });
   stage.start();
   std::map<int, int> next;
   const int total = 20000;
-  for (int from = 0; from < total; from += 500) {
-    while (stage.room() == 0) stage.wait_for_room(std::chrono::milliseconds(50));
-    stage.push(make_chunk(w, from, 500, 37, next));
+  push_records(stage, w, 0, total, 500, 37, next);
+  stage.drain();
+  stage.stop();
+  CHECK(check.processed.load() == total);
+  CHECK(check.violations == 0);
+  CHECK(check.max_in_flight.load() > 1);  // the test really ran batches side by side
+  CHECK(check.max_in_flight.load() <= 8);
+  CHECK(w.outstanding() == 0);
+}
+
+// At limit 1 records go to the whole lane, unrouted; above 1 to the keyed lanes. The switches
+// happen while records of the other routing are queued and in flight: the barrier keeps them
+// from being overtaken by the same keys' later records.
+TEST_CASE("switching the limit 1 -> 4 -> 1 while keyed records flow keeps each key in order") {
+  auto settings = fixed(16, 1, core::Ordering::key);
+  settings.adaptive_concurrency = true;  // four workers; the limit is the test's
+  settings.max_concurrency = 4;
+  // A short queue: each phase's pushes wait for processing, so the limit changes mid-flow.
+  settings.backpressure_threshold = 400;
+  auto limiter = std::make_unique<SetLimiter>();
+  SetLimiter& limit = *limiter;
+  core::OffsetWatermark w;
+  KeyOrderCheck check;
+  AdaptiveStage stage(
+      "p", "s", settings, core::SteadyClock::instance(), [&](WorkBatch& b) { return check(b); },
+      [&](const WorkBatch& b, const BatchOutcome&) { w.done_all(b.tickets); }, {}, {},
+      std::move(limiter));
+  stage.start();
+  std::map<int, int> next;
+  const int phases = 12, per_phase = 1000;
+  for (int p = 0; p < phases; ++p) {
+    limit.value = p % 2 == 0 ? 1 : 4;
+    push_records(stage, w, p * per_phase, per_phase, 200, 7, next);
   }
   stage.drain();
   stage.stop();
-  CHECK(processed.load() == total);
-  CHECK(violations == 0);
-  CHECK(max_in_flight.load() > 1);  // the test really ran batches side by side
-  CHECK(max_in_flight.load() <= 8);
+  CHECK(check.processed.load() == phases * per_phase);
+  CHECK(check.violations == 0);
+  CHECK(check.max_in_flight.load() > 1);  // keyed lanes ran side by side
+  CHECK(stage.route_switches() >= 4);     // routing followed the limit both ways
+  CHECK(w.outstanding() == 0);
+}
+
+// A limit above 1 with a source that sets the pace: one batch at a time keeps up, so records are
+// not routed by key (no hash, no copy): every batch views its chunk in place.
+TEST_CASE("at a limit above 1, a stage whose lane is mostly idle keeps records in the whole lane") {
+  auto settings = fixed(100, 1, core::Ordering::key);
+  settings.adaptive_concurrency = true;
+  settings.max_concurrency = 4;
+  auto limiter = std::make_unique<SetLimiter>();
+  limiter->value = 4;
+  core::OffsetWatermark w;
+  std::atomic<uint64_t> processed{0}, gathered{0};
+  AdaptiveStage stage(
+      "p", "s", settings, core::SteadyClock::instance(),
+      [&](WorkBatch& b) {
+        processed += b.records.size();
+        if (!b.gathered.empty()) ++gathered;
+        return BatchOutcome{static_cast<uint32_t>(b.records.size()), 0, 0, false};
+      },
+      [&](const WorkBatch& b, const BatchOutcome&) { w.done_all(b.tickets); }, {}, {},
+      std::move(limiter));
+  stage.start();
+  std::map<int, int> next;
+  for (int c = 0; c < 10; ++c) {
+    stage.push(make_chunk(w, c * 100, 100, 7, next));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  stage.drain();
+  stage.stop();
+  CHECK(processed.load() == 1000);
+  CHECK(stage.concurrency_limit() == 4);
+  CHECK(stage.route_switches() == 0);
+  CHECK(gathered.load() == 0);
   CHECK(w.outstanding() == 0);
 }
 
