@@ -304,7 +304,8 @@ TEST_CASE("a source with garbage positions loses nothing; commits follow intake 
   }
 }
 
-TEST_CASE("a sink whose flush or pre_commit fails at the end: exit 1, the last records uncommitted") {
+TEST_CASE(
+    "a sink whose flush or pre_commit fails at the end: exit 1, the last records uncommitted") {
   for (const std::string hook : {"flush", "pre_commit"}) {
     CAPTURE(hook);
     auto dir = scratch("fails-at-end-" + hook);
@@ -312,10 +313,10 @@ TEST_CASE("a sink whose flush or pre_commit fails at the end: exit 1, the last r
     // The last poll brings the last records and the end of the stream together, so no commit
     // inside the run can cover them: only the final one, which the failed hook must prevent.
     auto r = run_pipeline(
-        dir, pipeline(dir,
-                      "{type: faulty, count: 200, per_poll: 50, commit_log: " + commits.string() +
-                          "}",
-                      "", faulty_sink(dir, ", fail_at_end: " + hook), "  tolerance: none\n"));
+        dir,
+        pipeline(dir,
+                 "{type: faulty, count: 200, per_poll: 50, commit_log: " + commits.string() + "}",
+                 "", faulty_sink(dir, ", fail_at_end: " + hook), "  tolerance: none\n"));
     INFO(r.err);
     CHECK(r.exit_code == 1);
     CHECK(r.err.find("sink " + hook + " failed, so the last positions are not committed") !=
