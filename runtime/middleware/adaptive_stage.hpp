@@ -66,6 +66,8 @@ struct BatchOutcome {
   uint32_t errors = 0;       // rejected (dead-lettered or tolerated)
   uint32_t filtered = 0;     // dropped by transforms
   bool failed = false;       // the stage must stop (fatal, or tolerance none)
+  bool stopped = false;      // not acked, because the pipeline stopped while it retried: read
+                             // again by the next run, and no failure
 };
 
 // How much the source may take now: records and bytes (record_bytes), both 0 or both not.

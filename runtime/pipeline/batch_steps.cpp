@@ -76,10 +76,11 @@ class BatchRun {
         retrier_(context.errors.retry, context.stopping) {}
 
   // Each step returns false when the batch ends there unacked (a FATAL, tolerance none, a stop
-  // while retrying, a dead-letter sink that fails).
+  // while retrying, a dead-letter sink that fails). Only a stop is no failure.
   middleware::BatchOutcome run() {
     admit();
-    outcome_.failed = !run_transforms() || !deliver() || !settle();
+    const bool acked = run_transforms() && deliver() && settle();
+    outcome_.failed = !acked && !outcome_.stopped;
     return outcome_;
   }
 
@@ -192,7 +193,10 @@ bool BatchRun::deliver() {
     }
     return put_once();
   });
-  if (refused) return false;  // not acked: read again after a restart
+  if (refused) {  // not acked: read again by the next run
+    outcome_.stopped = true;
+    return false;
+  }
   return !result.error || absorb(std::move(result), "sink");
 }
 
@@ -235,7 +239,10 @@ bool BatchRun::absorb(Retrier::Result result, const char* role) {
     fail(fmt::format("{} '{}' failed fatally: {}", role, e.stage, e.message));
     return false;
   }
-  if (result.stopped) return false;
+  if (result.stopped) {
+    outcome_.stopped = true;
+    return false;
+  }
   ledger_.fail_all_current(e);
   return true;
 }
@@ -316,12 +323,13 @@ middleware::BatchOutcome run_batch(const BatchContext& context, const StageSet& 
   if (!holds_suspects(context.quarantine, records)) return BatchRun(context, stages, records).run();
   // One record per call: a crash now names the one record that caused it.
   middleware::BatchOutcome total;
-  for (size_t i = 0; i < records.size() && !total.failed; ++i) {
+  for (size_t i = 0; i < records.size() && !total.failed && !total.stopped; ++i) {
     const auto one = BatchRun(context, stages, records.subspan(i, 1)).run();
     total.records_out += one.records_out;
     total.errors += one.errors;
     total.filtered += one.filtered;
     total.failed = one.failed;
+    total.stopped = one.stopped;
   }
   return total;
 }

@@ -172,7 +172,13 @@ void Pipeline::start() {
       spec_.name, spec_.sink.instance_name, spec_.performance, core::SteadyClock::instance(),
       [this](middleware::WorkBatch& b) { return process(b); },
       [this](const middleware::WorkBatch& b, const middleware::BatchOutcome& o) {
-        if (!o.failed) watermark_.done_all(b.tickets);
+        if (o.stopped)
+          spdlog::warn(
+              "pipeline {}: stopped while a batch of {} records was retrying: they are not "
+              "committed, and the next run reads them again",
+              spec_.name, b.records.size());
+        else if (!o.failed)
+          watermark_.done_all(b.tickets);
       },
       [this](double level) { on_memory_pressure(level); });
   breaker_ = std::make_unique<CircuitBreaker>(spec_.errors.circuit_breaker);

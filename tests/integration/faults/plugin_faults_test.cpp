@@ -45,6 +45,17 @@ std::map<int64_t, int> ids_in(const fs::path& file) {
   return seen;
 }
 
+// A pipeline whose sink fails every put (RETRY), one worker, with `errors` as its errors
+// section; written to DIR/pipeline.yaml, whose path is returned.
+fs::path failing_sink_pipeline(const fs::path& dir, const std::string& source,
+                               const std::string& errors) {
+  const fs::path yaml = dir / "pipeline.yaml";
+  sluice::test::write_file(
+      yaml.string(), pipeline(dir, source, "", faulty_sink(dir, ", mode: fail_forever"), errors,
+                              "performance: {adaptive_concurrency: false, concurrency: 1}\n"));
+  return yaml;
+}
+
 void check_counts_add_up(const Summary& s) {
   CHECK(s.in == s.delivered + s.dead_lettered + s.filtered + s.rejected);
 }
@@ -203,16 +214,11 @@ TEST_CASE("a sink that fails every second batch delivers every record exactly on
 TEST_CASE("a failing sink opens its circuit breaker: calls pause instead of spinning") {
   auto dir = scratch("circuit-breaker");
   const fs::path stats = dir / "stats.json";
-  const fs::path yaml = dir / "pipeline.yaml";
-  sluice::test::write_file(
-      yaml.string(),
-      pipeline(dir, "{type: faulty, count: 100000, per_poll: 100}", "",
-               faulty_sink(dir, ", mode: fail_forever"),
-               "  tolerance: all\n"
-               "  retry: {initial_backoff_ms: 1, max_backoff_ms: 2, max_attempts: 0, "
-               "max_elapsed_ms: 0}\n"
-               "  circuit_breaker: {enabled: true, failure_threshold: 3, cooldown_ms: 400}\n",
-               "performance: {adaptive_concurrency: false, concurrency: 1}\n"));
+  const fs::path yaml = failing_sink_pipeline(
+      dir, "{type: faulty, count: 100000, per_poll: 100}",
+      "  tolerance: all\n"
+      "  retry: {initial_backoff_ms: 1, max_backoff_ms: 2, max_attempts: 0, max_elapsed_ms: 0}\n"
+      "  circuit_breaker: {enabled: true, failure_threshold: 3, cooldown_ms: 400}\n");
   const int pid = sluice::test::start_process(
       {sluice_bin(), "run", yaml.string(), "--plugin-path", plugin_dir().string(), "--stats-file",
        stats.string(), "--log-level", "warn"},
@@ -252,6 +258,31 @@ TEST_CASE("a failing sink opens its circuit breaker: calls pause instead of spin
   CHECK(puts > 0);
   CHECK(puts < 60);
   CHECK(code != 137);  // stopped on SIGTERM, not hung until killed
+}
+
+TEST_CASE("a stop while a sink's put waits out its retry backoff ends cleanly, uncommitted") {
+  auto dir = scratch("stop-while-retrying");
+  const fs::path commits = dir / "commits.log";
+  const fs::path yaml =
+      failing_sink_pipeline(dir, "{type: faulty, count: 500, commit_log: " + commits.string() + "}",
+                            "  tolerance: all\n  retry: {initial_backoff_ms: 5000, max_attempts: "
+                            "0, max_elapsed_ms: 0}\n");
+  const int pid = sluice::test::start_process(
+      {sluice_bin(), "run", yaml.string(), "--plugin-path", plugin_dir().string()},
+      (dir / "stdout").string(), (dir / "stderr").string());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the first put has failed
+  ::kill(pid, SIGTERM);
+  const int code = sluice::test::wait_process(pid);
+  const std::string out = read_file((dir / "stdout").string());
+  const std::string err = read_file((dir / "stderr").string());
+  INFO("stdout: " << out);
+  INFO("stderr: " << err);
+  // The operator asked for the stop: not a failure, and nothing undelivered is committed.
+  CHECK(code == 0);
+  CHECK(out.find("FAILED") == std::string::npos);
+  CHECK(err.find("the next run reads them again") != std::string::npos);
+  CHECK(read_file(commits.string()).empty());
+  CHECK(ids_in(dir / "out.jsonl").empty());
 }
 
 TEST_CASE("a source with garbage positions loses nothing; commits follow intake order") {

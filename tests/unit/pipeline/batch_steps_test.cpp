@@ -216,7 +216,9 @@ TEST_CASE("an open circuit breaker holds the batch without calling the sink unti
   auto out = h.run(stages({}, sink, &dlq), batch);
   CHECK(sink.calls() == 2);  // the breaker opened after two failed puts; no call since
   CHECK(h.breaker->opened_total() == 1);
-  CHECK(out.failed);  // stopped while waiting: not acked, read again after a restart
+  // Stopped while waiting: not acked (read again after a restart), and no failure.
+  CHECK(out.stopped);
+  CHECK_FALSE(out.failed);
   CHECK(dlq.calls() == 0);
   CHECK(h.counts.dead_lettered == 0);
 }
