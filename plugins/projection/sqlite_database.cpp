@@ -4,7 +4,6 @@
 
 #include <sluice/safe_files.hpp>
 #include <sluice/sdk.hpp>
-#include <string>
 
 #include "database.hpp"
 
@@ -30,11 +29,6 @@ class SqliteDatabase final : public Database {
       throw std::runtime_error("cannot open sqlite database " + path + ": " +
                                (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
     sqlite3_busy_timeout(db, 5000);
-    // A new database gets 2 KiB pages (SQLite's default is 4 KiB); an existing one keeps its
-    // own. A batch's changed rows lie scattered over the tables, about one page each, and every
-    // commit writes each page it changed to the WAL, and each checkpoint writes it again:
-    // half-size pages halve those bytes (in `scripts/bench cdc`, a third less written in all).
-    exec("PRAGMA page_size=" + std::to_string(kNewPageSize));
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=" + synchronous);
     // The row cache misses land here: SQLite's default 2 MB page cache made most of them page
@@ -129,8 +123,6 @@ class SqliteDatabase final : public Database {
                         "since went with the old file, so the run stops here without "
                         "committing this batch (restore the database, or start over)");
   }
-
-  static constexpr int kNewPageSize = 2048;
 
   [[noreturn]] static void fail(int rc, const std::string& message) {
     const int primary = rc & 0xff;
