@@ -1,6 +1,7 @@
 // The narrow SQL interface the projection store needs, with a SQLite and a PostgreSQL backend.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,6 +11,7 @@ namespace sluice_projection {
 
 using SqlValue = std::optional<std::string>;  // text form; nullopt is SQL NULL
 using SqlRow = std::vector<SqlValue>;
+using Log = std::function<void(const std::string&)>;
 
 // One connection. Statements use $1..$n placeholders, each once and in order, so that the same
 // text works on both backends. Errors throw: sluice::Retriable when a retry may succeed (lost
@@ -40,7 +42,9 @@ class Database {
 
 // `path`: a file (created if missing; WAL mode) or ":memory:". `synchronous`: NORMAL or FULL.
 std::unique_ptr<Database> open_sqlite(const std::string& path, const std::string& synchronous);
-// `conninfo`: a libpq connection string.
-std::unique_ptr<Database> open_postgres(const std::string& conninfo);
+// `conninfo`: a libpq connection string. A connection lost inside begin()..commit() fails every
+// statement up to rollback() (sluice::Retriable); the next begin() connects again and says so
+// through `warn`.
+std::unique_ptr<Database> open_postgres(const std::string& conninfo, Log warn = {});
 
 }  // namespace sluice_projection

@@ -55,8 +55,10 @@ std::string masked(std::string message, const std::vector<std::string>& secrets)
 
 class PostgresDatabase final : public Database {
  public:
-  explicit PostgresDatabase(const std::string& conninfo)
-      : secrets_(secrets_of(conninfo)), conn_(PQconnectdb(conninfo.c_str())) {
+  PostgresDatabase(const std::string& conninfo, Log warn)
+      : secrets_(secrets_of(conninfo)),
+        warn_(std::move(warn)),
+        conn_(PQconnectdb(conninfo.c_str())) {
     if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK)
       throw sluice::Retriable(masked(std::string("postgres: cannot connect: ") +
                                          (conn_ ? PQerrorMessage(conn_.get()) : "out of memory"),
@@ -66,7 +68,7 @@ class PostgresDatabase final : public Database {
 
   void exec(const std::string& sql) override {
     sync();
-    ensure_connected();
+    usable();
     Result r(PQexec(conn_.get(), sql.c_str()));
     check(r.get(), sql);
   }
@@ -79,7 +81,7 @@ class PostgresDatabase final : public Database {
 
   std::vector<SqlRow> run(size_t statement, const std::vector<SqlValue>& params) override {
     sync();
-    ensure_connected();
+    usable();
     const std::string name = prepared_name(statement);
     const auto values = param_values(params);
     Result r(PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(values.size()),
@@ -107,7 +109,7 @@ class PostgresDatabase final : public Database {
   // instead of one each (a bounded number, so the server's replies never fill the socket).
   void write(size_t statement, const std::vector<SqlValue>& params) override {
     if (pipelined_ == 0) {
-      ensure_connected();
+      usable();
       prepared_name(statement);
     } else if (!prepared_.at(statement)) {
       sync();  // prepare outside the pipeline
@@ -131,24 +133,82 @@ class PostgresDatabase final : public Database {
     return "SELECT json_array_elements_text($1::json)";
   }
   void flush() override { sync(); }
-  void begin() override { exec("BEGIN"); }
-  void commit() override { exec("COMMIT"); }
+
+  // A batch's transaction lives and dies with its connection: a connection lost at any point of
+  // it fails the batch (the server rolled the transaction back), and only the next begin()
+  // connects again, so no statement of a batch ever runs outside its transaction.
+  void begin() override {
+    sync();
+    if (broken_ || PQstatus(conn_.get()) != CONNECTION_OK) reconnect();
+    Result r(PQexec(conn_.get(), "BEGIN"));
+    check(r.get(), "BEGIN");
+    in_transaction_ = true;
+  }
+
+  void commit() override {
+    sync();
+    usable();
+    if (PQtransactionStatus(conn_.get()) != PQTRANS_INTRANS) lost("COMMIT");
+    Result r(PQexec(conn_.get(), "COMMIT"));
+    in_transaction_ = false;
+    check(r.get(), "COMMIT");
+    // COMMIT of a failed transaction succeeds as ROLLBACK.
+    if (std::string_view(PQcmdStatus(r.get())) != "COMMIT")
+      throw sluice::Retriable("postgres: the batch's transaction was rolled back at COMMIT");
+  }
+
   void rollback() noexcept override {
+    in_transaction_ = false;
     discard_pipeline();
-    if (conn_ && PQstatus(conn_.get()) == CONNECTION_OK &&
-        PQtransactionStatus(conn_.get()) != PQTRANS_IDLE)
-      Result(PQexec(conn_.get(), "ROLLBACK"));
+    if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK) return;
+    if (PQpipelineStatus(conn_.get()) != PQ_PIPELINE_OFF) {
+      broken_ = true;  // a pipeline that could not be ended: start over on a new connection
+      return;
+    }
+    if (PQtransactionStatus(conn_.get()) == PQTRANS_IDLE) return;
+    Result r(PQexec(conn_.get(), "ROLLBACK"));
+    if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) broken_ = true;
   }
 
  private:
-  // A lost connection is reset before the next statement; its prepared statements are gone.
-  void ensure_connected() {
-    if (PQstatus(conn_.get()) == CONNECTION_OK) return;
+  // Before every statement: inside a batch's transaction the connection must be the one that
+  // began it, still in that transaction; outside one, a lost connection is made again.
+  void usable() {
+    if (in_transaction_) {
+      if (broken_ || PQstatus(conn_.get()) != CONNECTION_OK ||
+          PQtransactionStatus(conn_.get()) == PQTRANS_IDLE ||
+          PQtransactionStatus(conn_.get()) == PQTRANS_UNKNOWN)
+        lost("the next statement");
+      return;
+    }
+    if (broken_ || PQstatus(conn_.get()) != CONNECTION_OK) reconnect();
+  }
+
+  [[noreturn]] void lost(const char* before) {
+    in_transaction_ = false;
+    broken_ = true;
+    throw sluice::Retriable(masked(
+        std::string("postgres: connection lost inside the batch's "
+                    "transaction (before ") +
+            before + "): the batch fails whole and is retried: " + PQerrorMessage(conn_.get()),
+        secrets_));
+  }
+
+  // A new connection (libpq's reset: same parameters); its prepared statements are gone.
+  void reconnect() {
+    discard_pipeline();
     PQreset(conn_.get());
     std::fill(prepared_.begin(), prepared_.end(), false);
     if (PQstatus(conn_.get()) != CONNECTION_OK)
       throw sluice::Retriable(masked(
           std::string("postgres: reconnect failed: ") + PQerrorMessage(conn_.get()), secrets_));
+    broken_ = false;
+    Result r(PQexec(conn_.get(), "SET client_min_messages = warning"));
+    check(r.get(), "SET client_min_messages = warning");
+    if (warn_)
+      warn_(
+          "postgres: the connection was lost; reconnected (a batch it was writing "
+          "failed whole and is retried from BEGIN)");
   }
 
   void check(PGresult* r, const std::string& sql) {
@@ -161,8 +221,11 @@ class PostgresDatabase final : public Database {
     const std::string code = state ? state : "";
     // Class 08 (connection), 40 (serialization, deadlock), 53 (resources), 57 (shutdown).
     if (PQstatus(conn_.get()) != CONNECTION_OK || code.starts_with("08") ||
-        code.starts_with("40") || code.starts_with("53") || code.starts_with("57"))
+        code.starts_with("57")) {
+      broken_ = true;  // the connection went with the error: the next begin() makes a new one
       throw sluice::Retriable(msg);
+    }
+    if (code.starts_with("40") || code.starts_with("53")) throw sluice::Retriable(msg);
     throw std::runtime_error(msg);
   }
 
@@ -189,6 +252,7 @@ class PostgresDatabase final : public Database {
     if (pipelined_ == 0) return;
     if (PQpipelineSync(conn_.get()) != 1) {
       discard_pipeline();
+      broken_ = true;
       throw sluice::Retriable(std::string("postgres: ") + PQerrorMessage(conn_.get()));
     }
     Result failed;
@@ -197,6 +261,7 @@ class PostgresDatabase final : public Database {
       Result r(PQgetResult(conn_.get()));
       if (!r) {
         discard_pipeline();
+        broken_ = true;
         throw sluice::Retriable(std::string("postgres: ") + PQerrorMessage(conn_.get()));
       }
       const ExecStatusType s = PQresultStatus(r.get());
@@ -207,12 +272,19 @@ class PostgresDatabase final : public Database {
       while (Result more{PQgetResult(conn_.get())}) {
       }  // the NULL that ends each query's results
     }
-    Result(PQgetResult(conn_.get()));  // PGRES_PIPELINE_SYNC
+    const Result synced(PQgetResult(conn_.get()));
     pipelined_ = 0;
     pipeline_sql_.clear();
-    if (PQexitPipelineMode(conn_.get()) != 1)
+    if (PQexitPipelineMode(conn_.get()) != 1) {
+      broken_ = true;
       throw sluice::Retriable(std::string("postgres: ") + PQerrorMessage(conn_.get()));
+    }
     if (failed) check(failed.get(), sql_[failed_statement]);
+    // Every write succeeded, but the connection may have died before the sync: then they died
+    // with the transaction.
+    if (!synced || PQresultStatus(synced.get()) != PGRES_PIPELINE_SYNC ||
+        PQstatus(conn_.get()) != CONNECTION_OK)
+      lost("the end of a pipeline");
   }
 
   void discard_pipeline() noexcept {
@@ -235,7 +307,10 @@ class PostgresDatabase final : public Database {
     void operator()(PGconn* c) const { PQfinish(c); }
   };
   std::vector<std::string> secrets_;  // masked in every message
+  Log warn_;
   std::unique_ptr<PGconn, Finish> conn_;
+  bool in_transaction_ = false;  // between a successful begin() and commit() / rollback()
+  bool broken_ = false;  // this connection's state is unknown: the next begin() makes a new one
   std::vector<std::string> sql_;
   std::vector<bool> prepared_;
   size_t pipelined_ = 0;
@@ -244,8 +319,8 @@ class PostgresDatabase final : public Database {
 
 }  // namespace
 
-std::unique_ptr<Database> open_postgres(const std::string& conninfo) {
-  return std::make_unique<PostgresDatabase>(conninfo);
+std::unique_ptr<Database> open_postgres(const std::string& conninfo, Log warn) {
+  return std::make_unique<PostgresDatabase>(conninfo, std::move(warn));
 }
 
 }  // namespace sluice_projection

@@ -233,7 +233,7 @@ class ProjectionTransform final : public sluice::Transform {
         input_(parse_input(c)),
         decoder_(sluice_cdc::decoder_options(c)),
         cache_(cache_options(c)) {
-    store_ = open_store(c, parse_projections(c));
+    store_ = open_store(c, parse_projections(c), host_);
     for (size_t p = 0; p < store_->specs().size(); ++p) {
       truncated_at_.push_back(store_->truncated_at(p));
       by_table_[store_->specs()[p].table].push_back(p);
@@ -282,8 +282,12 @@ class ProjectionTransform final : public sluice::Transform {
       } catch (...) {
         store_->rollback();
         // The cache holds committed rows only, except rows read after a truncate flushed this
-        // batch's writes: those are forgotten with the transaction.
+        // batch's writes: those are forgotten with the transaction. And a failed batch may
+        // still have committed part of its rows (a commit that failed after another writer's
+        // succeeded, or a connection lost during COMMIT, which the server may have carried
+        // out): the cached images of its rows may be stale, so the retry reads them again.
         if (!batch.truncated.empty()) cache_.clear();
+        for (const auto& [ck, d] : batch.dirty) cache_.erase(ck);
         throw;
       }
       for (auto& [ck, d] : batch.dirty) cache_.put(ck, std::move(d.now));
@@ -335,7 +339,8 @@ class ProjectionTransform final : public sluice::Transform {
   static constexpr int64_t kDefaultPostgresWriters = 1;
 
   static std::unique_ptr<ProjectionStore> open_store(const sluice::Config& c,
-                                                     std::vector<ProjectionSpec> specs) {
+                                                     std::vector<ProjectionSpec> specs,
+                                                     const sluice::Host& host) {
     const std::string store = c.get_string("store", "sqlite");
     const int64_t writers = c.get_int("writers", 0);
     if (writers < 0 || writers > 64)
@@ -352,10 +357,11 @@ class ProjectionTransform final : public sluice::Transform {
     }
     const std::string conninfo = c.get_string("conninfo");
     if (conninfo.empty()) throw sluice::ConfigError("conninfo", "store postgres needs conninfo");
+    const Log warn = [host](const std::string& m) { host.warn(m); };
     std::vector<std::unique_ptr<Database>> more;
     for (int64_t w = 1; w < (writers > 0 ? writers : kDefaultPostgresWriters); ++w)
-      more.push_back(open_postgres(conninfo));
-    return std::make_unique<ProjectionStore>(open_postgres(conninfo), std::move(specs),
+      more.push_back(open_postgres(conninfo, warn));
+    return std::make_unique<ProjectionStore>(open_postgres(conninfo, warn), std::move(specs),
                                              std::move(more));
   }
 
