@@ -15,10 +15,13 @@
 namespace sluice::isolation {
 
 // One memfd mapped MAP_SHARED; both processes map the same file. The writer grows it
-// (ftruncate), the reader maps at least the size the writer reports.
+// (ftruncate), the reader maps at least the size the writer reports. The file is sealed against
+// shrinking from its creation (F_SEAL_SHRINK, and F_SEAL_SEAL so no seal can be added or taken
+// away): a child cannot cut a region short under the host's mapping, where the host's next
+// access past the new end would die of SIGBUS.
 class SharedRegion {
  public:
-  // Creates a new memfd (the parent does this for both directions).
+  // Creates a new memfd, sealed against shrinking (the parent does this for both directions).
   static SharedRegion create(const char* name);
   // Adopts an inherited memfd (the child).
   explicit SharedRegion(int fd) : fd_(fd) {}

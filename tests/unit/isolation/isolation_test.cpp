@@ -406,6 +406,19 @@ TEST_CASE("a call past call_timeout_ms kills the child and fails only that recor
   check_crash_caught("hang", 6, 3, "call exceeded call_timeout_ms=150", 150);
 }
 
+TEST_CASE("a child cannot shrink the region the host writes batches into") {
+  Isolated t(R"({"shrink_input":true})");
+  for (int call = 0; call < 3; ++call) {  // cut short under the host's mapping, the next write
+    Batch b(50);                          // would kill the host with SIGBUS
+    Collected c;
+    CHECK(t.process(b, c) == SLUICE_OK);
+    REQUIRE(c.records.size() == 50);
+    CHECK(c.records[49].second == "{\"seq\":49}");
+  }
+  CHECK(t.metric("shrink_refused") == 3);
+  CHECK(t.metric("isolation.crashes") == 0);
+}
+
 TEST_CASE("a restarted child gets the last state back through restore") {
   Isolated t(R"({"poison":"poison","on_poison":"segfault","leak_kb":0})");
   const std::string state = "state-A";
