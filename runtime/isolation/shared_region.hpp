@@ -44,6 +44,18 @@ class SharedRegion {
   size_t mapped_ = 0;
 };
 
+// Control-message counters in a region of their own, mapped by the host and its child: each side
+// counts the messages it has sent over the socket (after the send). A side about to sleep on the
+// socket for the other's next message first spins briefly on the other's count, so a reply that
+// comes within the spin is read without a wake-up through the scheduler. The socket stays the
+// truth (the messages themselves, the peer's death): a count only says when to look, so a
+// count a child scribbles on costs the host at most one spin.
+struct Doorbell {
+  std::atomic<uint64_t> sent_to_child;
+  std::atomic<uint64_t> sent_to_host;
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "a Doorbell is shared by processes");
+
 // How many output regions a child has. While the host's records view one (a transform's outputs
 // handed on without a copy), calls use the others; the last one is never viewed, so a call
 // always has a region to write into (its outputs are then copied, as before).
