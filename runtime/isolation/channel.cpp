@@ -2,18 +2,44 @@
 #include "isolation/channel.hpp"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 namespace sluice::isolation {
 
 namespace {
 constexpr uint32_t kMaxPayload = 64u << 20;
+
+// How long a receiver spins on the peer's count before it sleeps on the socket. A batch's round
+// trip sleeps twice (the child for the request, the host for the reply), and each wake-up through
+// the scheduler costs tens of µs, far more on a busy machine. Every wait spins kMinSpin (a reply
+// often comes sooner), and up to twice the receiver's recent typical wait while that stays under
+// max_spin(); where the peer takes longer, or a loaded machine keeps it from running, a longer
+// spin would only take its CPU. SLUICE_ISOLATION_SPIN_US sets max_spin() (0: never spin).
+constexpr std::chrono::nanoseconds kMinSpin = std::chrono::microseconds(20);
+
+std::chrono::nanoseconds max_spin() {
+  static const std::chrono::nanoseconds budget = [] {
+    const char* given = std::getenv("SLUICE_ISOLATION_SPIN_US");
+    return std::chrono::nanoseconds(std::chrono::microseconds(given ? std::atoll(given) : 200));
+  }();
+  return budget;
 }
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+}  // namespace
 
 bool Channel::send(const MessageHeader& header, std::string_view payload) {
   MessageHeader h = header;
@@ -42,7 +68,32 @@ bool Channel::send(const MessageHeader& header, std::string_view payload) {
       }
     }
   }
+  if (sent_) sent_->fetch_add(1, std::memory_order_release);  // the whole message is in the socket
   return true;
+}
+
+void Channel::spin_for_peer(std::chrono::steady_clock::time_point now) {
+  if (peer_sent_->load(std::memory_order_acquire) != received_) return;
+  const auto most = max_spin();
+  const auto least = std::min(kMinSpin, most);
+  const auto budget = typical_wait_ < most ? std::clamp(2 * typical_wait_, least, most) : least;
+  if (budget.count() <= 0) return;
+  const auto until = now + budget;
+  for (unsigned i = 1;; ++i) {
+    cpu_relax();
+    if (peer_sent_->load(std::memory_order_acquire) != received_) return;
+    if (i % 64 == 0) {
+      if (std::chrono::steady_clock::now() >= until) return;
+      if (i % 1024 == 0) ::sched_yield();  // the peer may be waiting for this core
+    }
+  }
+}
+
+// An average over the last few waits (1/8 each), a long idle wait counted as 4x the spin at
+// most, so a busy spell after it spins again within a few calls.
+void Channel::note_wait(std::chrono::nanoseconds waited) {
+  waited = std::min(waited, 4 * max_spin());
+  typical_wait_ += (waited - typical_wait_) / 8;
 }
 
 bool Channel::read_exact(void* buf, size_t len, std::optional<Deadline> deadline, bool* timed_out) {
@@ -70,10 +121,14 @@ bool Channel::read_exact(void* buf, size_t len, std::optional<Deadline> deadline
 
 std::optional<Message> Channel::receive(std::optional<Deadline> deadline, bool* timed_out) {
   Message m;
+  const auto started = std::chrono::steady_clock::now();
+  if (peer_sent_) spin_for_peer(started);
   if (!read_exact(&m.header, sizeof m.header, deadline, timed_out)) return std::nullopt;
+  if (peer_sent_) note_wait(std::chrono::steady_clock::now() - started);
   if (m.header.payload_len > kMaxPayload) return std::nullopt;
   m.payload.resize(m.header.payload_len);
   if (!read_exact(m.payload.data(), m.payload.size(), deadline, timed_out)) return std::nullopt;
+  ++received_;
   return m;
 }
 

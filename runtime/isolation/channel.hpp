@@ -1,6 +1,7 @@
 // Control messages between the host and a plugin-host child over a Unix socketpair.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -78,6 +79,13 @@ class Channel {
  public:
   explicit Channel(int fd) : fd_(fd) {}
   int fd() const { return fd_; }
+  // Counts of sent messages in memory both ends map (a Doorbell): this end's, bumped after each
+  // send, and the peer's, which receive() spins on before it sleeps on the socket. Both must
+  // outlive the channel.
+  void attach_doorbell(std::atomic<uint64_t>* sent, const std::atomic<uint64_t>* peer_sent) {
+    sent_ = sent;
+    peer_sent_ = peer_sent;
+  }
   bool send(const MessageHeader& header, std::string_view payload = {});
   // The next message, or nullopt if the peer closed the socket (or broke the framing);
   // `timed_out` is set when the deadline passed first.
@@ -85,8 +93,15 @@ class Channel {
 
  private:
   bool read_exact(void* buf, size_t len, std::optional<Deadline> deadline, bool* timed_out);
+  // Returns once the peer's count says a message is waiting, or the spin is over.
+  void spin_for_peer(std::chrono::steady_clock::time_point now);
+  void note_wait(std::chrono::nanoseconds waited);
   int fd_;
   std::mutex send_mu_;  // a plugin may log from its own threads while a reply goes out
+  std::atomic<uint64_t>* sent_ = nullptr;
+  const std::atomic<uint64_t>* peer_sent_ = nullptr;
+  uint64_t received_ = 0;  // messages read whole; the peer's count differs while one waits
+  std::chrono::nanoseconds typical_wait_{0};  // for a message, lately (note_wait)
 };
 
 }  // namespace sluice::isolation

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
@@ -31,17 +32,17 @@ std::filesystem::path& executable() {
   return exe;
 }
 
-// The fds a child finds its socket and regions on: the socket, the input region, then the
-// output regions (plugin_host.cpp reads them there).
+// The fds a child finds its socket and regions on: the socket, the input region, the output
+// regions, then the doorbell (plugin_host.cpp reads them there).
 constexpr int kChildSocketFd = 3;
 
 [[noreturn]] void fail(int err, const char* what) {
   throw std::system_error(err, std::generic_category(), what);
 }
 
-// A close-on-exec copy at fd >= 10, so the spawn's dup2 onto 3..8 never overwrites a source.
+// A close-on-exec copy at fd >= 16, so the spawn's dup2 onto 3..9 never overwrites a source.
 int high_copy(int fd) {
-  int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
+  int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 16);
   if (copy < 0) fail(errno, "fcntl(F_DUPFD_CLOEXEC)");
   return copy;
 }
@@ -117,7 +118,8 @@ std::string describe_wait_status(int status) {
 }
 
 ChildProcess::ChildProcess(const ChildOptions& options)
-    : input_(SharedRegion::create("sluice-batch-in")) {
+    : input_(SharedRegion::create("sluice-batch-in")),
+      doorbell_(SharedRegion::create("sluice-doorbell")) {
   if (host_executable().empty())
     throw std::runtime_error(
         "this program cannot start plugin-host children (the sluice "
@@ -128,8 +130,12 @@ ChildProcess::ChildProcess(const ChildOptions& options)
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) fail(errno, "socketpair");
   socket_ = pair[0];
   channel_ = std::make_unique<Channel>(socket_);
+  doorbell_.grow(sizeof(Doorbell));
+  auto* counts = new (doorbell_.data()) Doorbell{};
+  channel_->attach_doorbell(&counts->sent_to_child, &counts->sent_to_host);
   std::vector<int> fds = {high_copy(pair[1]), high_copy(input_.fd())};
   for (const auto& output : outputs_) fds.push_back(high_copy(output->region().fd()));
+  fds.push_back(high_copy(doorbell_.fd()));
   ::close(pair[1]);
   try {
     pid_ = spawn(child_arguments(options), fds);

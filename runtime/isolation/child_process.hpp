@@ -57,6 +57,7 @@ class ChildProcess {
   int socket_ = -1;
   std::unique_ptr<Channel> channel_;
   SharedRegion input_;
+  SharedRegion doorbell_;                 // a Doorbell the channel and the child count messages in
   std::vector<OutputRegionPtr> outputs_;  // records viewing one keep it after the child is gone
   bool reaped_ = false;
   int status_ = 0;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <new>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -78,8 +79,16 @@ void exit_with_parent(pid_t parent) {
 // The one instance and everything its calls need.
 class PluginHost {
  public:
-  explicit PluginHost(const HostArgs& args) : args_(args), channel_(3), input_(4), writer_(input_) {
+  explicit PluginHost(const HostArgs& args)
+      : args_(args),
+        channel_(3),
+        input_(4),
+        doorbell_(5 + static_cast<int>(kOutputRegions)),
+        writer_(input_) {
     for (int i = 0; i < static_cast<int>(kOutputRegions); ++i) outputs_.emplace_back(5 + i);
+    doorbell_.map(sizeof(Doorbell));
+    auto* counts = std::launder(reinterpret_cast<Doorbell*>(doorbell_.data()));
+    channel_.attach_doorbell(&counts->sent_to_host, &counts->sent_to_child);
     api_.struct_size = sizeof api_;
     api_.abi_major = SLUICE_ABI_MAJOR;
     api_.abi_minor = SLUICE_ABI_MINOR;
@@ -124,6 +133,7 @@ class PluginHost {
   HostArgs args_;
   Channel channel_;
   SharedRegion input_;
+  SharedRegion doorbell_;  // the Doorbell the host created
   std::vector<SharedRegion> outputs_;
   RegionWriter writer_;  // into the output region of the call at hand
   sluice_host_api api_{};

@@ -1,6 +1,7 @@
 // The memfd region and the record layout that crosses it.
 #include "isolation/shared_region.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -41,9 +42,11 @@ const T* pointer_at(const uint8_t* base, const T* encoded) {
 }  // namespace
 
 SharedRegion SharedRegion::create(const char* name) {
-  int fd = ::memfd_create(name, MFD_CLOEXEC);
+  int fd = ::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) fail("memfd_create");
-  return SharedRegion(fd);
+  SharedRegion region(fd);
+  if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) != 0) fail("sealing a shared region");
+  return region;
 }
 
 SharedRegion::SharedRegion(SharedRegion&& other) noexcept

@@ -15,10 +15,13 @@
 namespace sluice::isolation {
 
 // One memfd mapped MAP_SHARED; both processes map the same file. The writer grows it
-// (ftruncate), the reader maps at least the size the writer reports.
+// (ftruncate), the reader maps at least the size the writer reports. The file is sealed against
+// shrinking from its creation (F_SEAL_SHRINK, and F_SEAL_SEAL so no seal can be added or taken
+// away): a child cannot cut a region short under the host's mapping, where the host's next
+// access past the new end would die of SIGBUS.
 class SharedRegion {
  public:
-  // Creates a new memfd (the parent does this for both directions).
+  // Creates a new memfd, sealed against shrinking (the parent does this for both directions).
   static SharedRegion create(const char* name);
   // Adopts an inherited memfd (the child).
   explicit SharedRegion(int fd) : fd_(fd) {}
@@ -40,6 +43,18 @@ class SharedRegion {
   uint8_t* data_ = nullptr;
   size_t mapped_ = 0;
 };
+
+// Control-message counters in a region of their own, mapped by the host and its child: each side
+// counts the messages it has sent over the socket (after the send). A side about to sleep on the
+// socket for the other's next message first spins briefly on the other's count, so a reply that
+// comes within the spin is read without a wake-up through the scheduler. The socket stays the
+// truth (the messages themselves, the peer's death): a count only says when to look, so a
+// count a child scribbles on costs the host at most one spin.
+struct Doorbell {
+  std::atomic<uint64_t> sent_to_child;
+  std::atomic<uint64_t> sent_to_host;
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "a Doorbell is shared by processes");
 
 // How many output regions a child has. While the host's records view one (a transform's outputs
 // handed on without a copy), calls use the others; the last one is never viewed, so a call

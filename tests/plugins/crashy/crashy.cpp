@@ -1,11 +1,14 @@
 // Test module crashy: a transform (and a sink) that passes records on, except that a value
 // containing `poison` makes it segfault, abort, call exit(0) or loop forever; `leak_kb` leaks that
 // much per record and aborts when malloc fails (as an xmalloc would); its state (snapshot) is what
-// was last restored. A source of {"seq":N} records that does the same when it reaches one seq,
-// once (a marker file), and keeps its committed position in a file. Built with CRASHY_CTOR_ABORT,
-// the library aborts as soon as it is loaded.
+// was last restored; `shrink_input` makes it cut its input region (the memfd the host writes
+// batches into) to nothing after each batch, as a hostile plugin could. A source of {"seq":N}
+// records that does the same when it reaches one seq, once (a marker file), and keeps its committed
+// position in a file. Built with CRASHY_CTOR_ABORT, the library aborts as soon as it is loaded.
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -36,6 +39,20 @@ void leak(size_t bytes) {
   std::memset(p, 1, bytes);
 }
 
+// Truncates this process's memfd named `name` (from /proc/self/fd) to nothing; returns errno
+// (0 when it was cut, ENOENT when there is none).
+int shrink_memfd(const std::string& name) {
+  for (int fd = 3; fd < 64; ++fd) {
+    char link[256] = {};
+    const std::string path = "/proc/self/fd/" + std::to_string(fd);
+    const ssize_t n = ::readlink(path.c_str(), link, sizeof link - 1);
+    if (n <= 0 || std::string_view(link, static_cast<size_t>(n)).find(name) == std::string::npos)
+      continue;
+    return ::ftruncate(fd, 0) == 0 ? 0 : errno;
+  }
+  return ENOENT;
+}
+
 class Crashy final : public sluice::Transform {
  public:
   static sluice::ConfigSchema schema() {
@@ -46,14 +63,19 @@ class Crashy final : public sluice::Transform {
         .one_of({"segfault", "abort", "exit", "hang"})
         .doc("What happens on a poison record.");
     s.integer("leak_kb").default_value(0).min(0).doc("KiB leaked per record.");
+    s.boolean("shrink_input")
+        .default_value(false)
+        .doc("After each batch, cut the input region to nothing (counter shrink_refused if not).");
     return s;
   }
   static std::string description() { return "Passes records on; crashes on a poison value."; }
 
-  Crashy(const sluice::Config& c, sluice::Host& /*host*/)
-      : poison_(c.get_string("poison")),
+  Crashy(const sluice::Config& c, sluice::Host& host)
+      : host_(host),
+        poison_(c.get_string("poison")),
         on_poison_(c.get_string("on_poison", "segfault")),
-        leak_bytes_(static_cast<size_t>(c.get_int("leak_kb", 0)) * 1024) {}
+        leak_bytes_(static_cast<size_t>(c.get_int("leak_kb", 0)) * 1024),
+        shrink_input_(c.get_bool("shrink_input", false)) {}
 
   // State is whatever was last restored: a test can see a restarted child get it back.
   std::string snapshot() override { return state_; }
@@ -66,12 +88,16 @@ class Crashy final : public sluice::Transform {
       if (leak_bytes_ > 0) leak(leak_bytes_);
       out.forward(i, r);
     }
+    if (shrink_input_ && shrink_memfd("sluice-batch-in") != 0)
+      host_.counter_add("shrink_refused", 1);
   }
 
  private:
+  sluice::Host& host_;
   const std::string poison_;
   const std::string on_poison_;
   const size_t leak_bytes_;
+  const bool shrink_input_;
   std::string state_;
 };
 

@@ -2,9 +2,12 @@
 // (crash, exit and hang caught per call, poison records found and quarantined), the trial load,
 // and the stage keys in the pipeline YAML.
 #include <doctest/doctest.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -15,6 +18,7 @@
 
 #include "config/pipeline_spec.hpp"
 #include "config/stage_config.hpp"
+#include "isolation/channel.hpp"
 #include "isolation/child_process.hpp"
 #include "isolation/proxy.hpp"
 #include "isolation/replay_filter.hpp"
@@ -404,6 +408,48 @@ TEST_CASE("abort and exit(0) inside process are caught and named") {
 
 TEST_CASE("a call past call_timeout_ms kills the child and fails only that record") {
   check_crash_caught("hang", 6, 3, "call exceeded call_timeout_ms=150", 150);
+}
+
+TEST_CASE("a child cannot shrink the region the host writes batches into") {
+  Isolated t(R"({"shrink_input":true})");
+  for (int call = 0; call < 3; ++call) {  // cut short under the host's mapping, the next write
+    Batch b(50);                          // would kill the host with SIGBUS
+    Collected c;
+    CHECK(t.process(b, c) == SLUICE_OK);
+    REQUIRE(c.records.size() == 50);
+    CHECK(c.records[49].second == "{\"seq\":49}");
+  }
+  CHECK(t.metric("shrink_refused") == 3);
+  CHECK(t.metric("isolation.crashes") == 0);
+}
+
+TEST_CASE("a doorbell counts whole messages, and a count that lies never blocks a receive") {
+  int pair[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair) == 0);
+  std::atomic<uint64_t> host_sent{0}, child_sent{0};
+  isolation::Channel host(pair[0]), child(pair[1]);
+  host.attach_doorbell(&host_sent, &child_sent);
+  child.attach_doorbell(&child_sent, &host_sent);
+  isolation::MessageHeader h;
+  h.kind = isolation::MessageKind::log;
+  h.call_id = 7;
+  REQUIRE(host.send(h, "hello"));
+  CHECK(host_sent.load() == 1);
+  const auto soon = [](int ms) {
+    return std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  };
+  const auto m = child.receive(soon(5000));
+  REQUIRE(m);
+  CHECK(m->header.call_id == 7);
+  CHECK(m->payload == "hello");
+  host_sent = 1000;  // a child could write anything here: no message waits behind it
+  bool timed_out = false;
+  const auto started = std::chrono::steady_clock::now();
+  CHECK_FALSE(child.receive(soon(100), &timed_out));
+  CHECK(timed_out);
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(5));
+  ::close(pair[0]);
+  ::close(pair[1]);
 }
 
 TEST_CASE("a restarted child gets the last state back through restore") {
