@@ -140,6 +140,14 @@ uint32_t ConcurrencyController::update(const LoadSignals& load) {
   return decide_locked(load.queued_records, load.memory_pressure);
 }
 
+bool ConcurrencyController::rise_confirmed_locked(core::TimePoint now) {
+  if (rise_epochs_++ == 0) rise_since_ = now;
+  // confirm_ epochs in a row, or kConfirmEpochs that span kConfirmTime: on a slow sink the
+  // epochs are long, and a rise that lasts a second is not a passing level.
+  return rise_epochs_ >= confirm_ ||
+         (rise_epochs_ >= kConfirmEpochs && now - rise_since_ >= kConfirmTime);
+}
+
 uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memory_pressure) {
   if (!adaptive_) return limit_;
 
@@ -163,7 +171,8 @@ uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memo
   if (judging) judge_ms_.push_back(median_ms);
   // While a judgement is incomplete, wait at the cut limit; once judged, a cut undone (or cut
   // again) is this epoch's decision.
-  const bool waiting = judging && judge_ms_.size() < confirm_;
+  const bool waiting = judging && judge_ms_.size() < confirm_ &&
+                       (judge_ms_.size() < kConfirmEpochs || now - last_change_ < kConfirmTime);
   if (waiting || (judging && judge_cut_locked(median_of(judge_ms_), now))) {
     // Nothing more to decide this epoch.
   } else if (memory_pressure >= pressure_threshold_) {
@@ -183,7 +192,7 @@ uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memo
     if (gradient <= tolerance) {
       rise_epochs_ = 0;
       on_latency_hold_locked(queued_records, filled, now);
-    } else if (limit_ > good_ || ++rise_epochs_ >= confirm_) {
+    } else if (limit_ > good_ || rise_confirmed_locked(now)) {
       // Above the last limit that held, one epoch decides (a search or a probe); at a limit that
       // held, the rise must last confirm_ epochs in a row.
       if (limit_ <= good_) why_ += fmt::format(", {} epochs in a row", rise_epochs_);

@@ -37,8 +37,10 @@ namespace sluice::middleware {
 // Hysteresis: a rise at a limit that used to hold cuts only after kConfirmEpochs epochs over the
 // tolerance in a row; each cut that had to be undone (the latency was not ours) doubles that
 // count, up to kMaxConfirmEpochs, and a cut that pays resets it; a cut is judged on the median of
-// as many epochs after it. A latency that jumps between two values (a client's queue with or
-// without room) thus stops cutting and undoing.
+// as many epochs after it. kConfirmEpochs epochs in a row that span kConfirmTime are enough for
+// either: on a slow sink the epochs are long, and a rise that lasts a second is not a passing
+// level. A latency that jumps
+// between two values (a client's queue with or without room) thus stops cutting and undoing.
 //
 // Moves, once per epoch:
 //  - slow start: the limit doubles while latency holds and work is queued;
@@ -76,6 +78,7 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   static constexpr uint32_t kProbeEpochs = 8;
   static constexpr uint32_t kMaxProbeEpochs = 64;
   static constexpr core::Duration kProbeDwell = std::chrono::seconds(4);
+  static constexpr core::Duration kConfirmTime = std::chrono::seconds(1);
   // A cut to f of the limit "paid in full" when latency fell to at most f * kProportionalCut.
   static constexpr double kProportionalCut = 1.1;
 
@@ -111,6 +114,7 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   void learn_noise_locked(double median_ms, bool same_limit);
   bool judge_cut_locked(double mean_ms, core::TimePoint now);
   void on_latency_rise_locked(double gradient, double mean_ms);
+  bool rise_confirmed_locked(core::TimePoint now);
   uint32_t decide_locked(size_t queued_records, double memory_pressure);
   void on_latency_hold_locked(size_t queued_records, bool filled, core::TimePoint now);
 
@@ -142,6 +146,7 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   double noise_ = 0.0;  // their median: the jitter of one epoch's median
   double previous_median_ms_ = 0.0;
   uint32_t rise_epochs_ = 0;           // epochs over the tolerance in a row
+  core::TimePoint rise_since_;         // when the first of them ended
   uint32_t confirm_ = kConfirmEpochs;  // epochs in a row a cut at a held limit needs
   std::vector<double> judge_ms_;       // medians of the epochs since the last cut, until judged
   uint32_t epoch_peak_in_flight_ = 0;  // the most batches in flight seen this epoch
