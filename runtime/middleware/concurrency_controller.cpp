@@ -12,6 +12,17 @@ namespace {
 
 constexpr double kNoSample = std::numeric_limits<double>::infinity();
 constexpr double kPressureCut = 0.75;
+// The jitter is the median of the last steps between epochs; it is known after a few of them.
+constexpr size_t kMinNoiseSteps = 3;
+
+// The median of `v` (reordered); 0 when empty.
+double median_of(std::vector<double>& v) {
+  if (v.empty()) return 0.0;
+  const auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
+  std::nth_element(v.begin(), mid, v.end());
+  if (v.size() % 2 == 1) return *mid;
+  return (*mid + *std::max_element(v.begin(), mid)) / 2;
+}
 
 }  // namespace
 
@@ -77,8 +88,28 @@ void ConcurrencyController::on_batch_done(core::Duration rtt, uint32_t records) 
   const core::TimePoint started = clock_.now() - rtt;
   std::lock_guard lock(mutex_);
   if (started < last_change_) return;  // dispatched under an older limit
-  epoch_sum_ms_ += core::to_ms(rtt) / std::max<uint32_t>(1, records);
-  ++epoch_count_;
+  epoch_ms_.push_back(core::to_ms(rtt) / std::max<uint32_t>(1, records));
+}
+
+double ConcurrencyController::tolerance() const {
+  std::lock_guard lock(mutex_);
+  return tolerance_locked();
+}
+
+double ConcurrencyController::tolerance_locked() const {
+  return std::clamp(1.0 + kNoiseK * noise_, kLatencyTolerance, kMaxTolerance);
+}
+
+void ConcurrencyController::learn_noise_locked(double median_ms, bool same_limit) {
+  // Only epochs at one limit tell noise from the effect of a change; a step of the workload
+  // itself counts once, and its weight decays over the next epochs.
+  if (same_limit && previous_median_ms_ > 0.0) {
+    steps_[next_step_++ % steps_.size()] = std::abs(median_ms / previous_median_ms_ - 1.0);
+    std::vector<double> known(steps_.begin(),
+                              steps_.begin() + std::min<size_t>(next_step_, steps_.size()));
+    if (known.size() >= kMinNoiseSteps) noise_ = median_of(known);
+  }
+  previous_median_ms_ = median_ms;
 }
 
 void ConcurrencyController::rotate_baseline_locked(core::TimePoint now) {
@@ -109,16 +140,24 @@ uint32_t ConcurrencyController::update(const LoadSignals& load) {
   return decide_locked(load.queued_records, load.memory_pressure);
 }
 
+bool ConcurrencyController::rise_confirmed_locked(core::TimePoint now) {
+  if (rise_epochs_++ == 0) rise_since_ = now;
+  // confirm_ epochs in a row, or kConfirmEpochs that span kConfirmTime: on a slow sink the
+  // epochs are long, and a rise that lasts a second is not a passing level.
+  return rise_epochs_ >= confirm_ ||
+         (rise_epochs_ >= kConfirmEpochs && now - rise_since_ >= kConfirmTime);
+}
+
 uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memory_pressure) {
   if (!adaptive_) return limit_;
 
   const core::TimePoint now = clock_.now();
-  if (epoch_count_ < limit_ && now - last_decision_ < epoch_timeout_) return limit_;
+  if (epoch_ms_.size() < limit_ && now - last_decision_ < epoch_timeout_) return limit_;
 
-  const bool have_latency = epoch_count_ > 0;
-  const double mean_ms = have_latency ? epoch_sum_ms_ / epoch_count_ : 0.0;
-  epoch_sum_ms_ = 0.0;
-  epoch_count_ = 0;
+  const bool have_latency = !epoch_ms_.empty();
+  const double median_ms = median_of(epoch_ms_);
+  epoch_ms_.clear();
+  if (have_latency) learn_noise_locked(median_ms, last_change_ < last_decision_);
   const bool filled = epoch_peak_in_flight_ >= limit_;
   epoch_peak_in_flight_ = 0;
   last_decision_ = now;
@@ -126,8 +165,16 @@ uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memo
 
   const uint32_t before = limit_;
   verb_.clear();
-  if (memory_pressure < pressure_threshold_ && have_latency && judge_cut_locked(mean_ms, now)) {
-    // The cut was undone and the baseline re-learnt; nothing more to decide this epoch.
+  // A cut is judged on the median of confirm_ epochs after it, not on one: a latency with two
+  // levels would otherwise make a lucky epoch look like a cut that paid.
+  const bool judging = memory_pressure < pressure_threshold_ && have_latency && cut_from_ != 0;
+  if (judging) judge_ms_.push_back(median_ms);
+  // While a judgement is incomplete, wait at the cut limit; once judged, a cut undone (or cut
+  // again) is this epoch's decision.
+  const bool waiting = judging && judge_ms_.size() < confirm_ &&
+                       (judge_ms_.size() < kConfirmEpochs || now - last_change_ < kConfirmTime);
+  if (waiting || (judging && judge_cut_locked(median_of(judge_ms_), now))) {
+    // Nothing more to decide this epoch.
   } else if (memory_pressure >= pressure_threshold_) {
     cut_from_ = 0;
     const auto cut = static_cast<uint32_t>(std::floor(limit_ * kPressureCut));
@@ -138,19 +185,26 @@ uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memo
     hold_epochs_ = 0;
   } else if (have_latency) {
     const double baseline = baseline_locked();
-    const double gradient = std::isfinite(baseline) && baseline > 0 ? mean_ms / baseline : 1.0;
-    why_ = fmt::format("latency {:.2f}x baseline ({:.4f} ms/record)", gradient, mean_ms);
-    if (gradient > kLatencyTolerance) {
-      on_latency_rise_locked(gradient, mean_ms);
-    } else {
-      on_latency_hold_locked(queued_records, filled);
+    const double gradient = std::isfinite(baseline) && baseline > 0 ? median_ms / baseline : 1.0;
+    const double tolerance = tolerance_locked();
+    why_ = fmt::format("latency {:.2f}x baseline ({:.4f} ms/record, tolerance {:.2f})", gradient,
+                       median_ms, tolerance);
+    if (gradient <= tolerance) {
+      rise_epochs_ = 0;
+      on_latency_hold_locked(queued_records, filled, now);
+    } else if (limit_ > good_ || rise_confirmed_locked(now)) {
+      // Above the last limit that held, one epoch decides (a search or a probe); at a limit that
+      // held, the rise must last confirm_ epochs in a row.
+      if (limit_ <= good_) why_ += fmt::format(", {} epochs in a row", rise_epochs_);
+      rise_epochs_ = 0;
+      on_latency_rise_locked(gradient, median_ms);
     }
   } else if (phase_ == Phase::pressure) {
     phase_ = ceiling_ == 0 ? Phase::slow_start : Phase::steady;
   }
   if (have_latency) {
-    latency_ms_ = mean_ms;
-    bucket_min_ms_ = std::min(bucket_min_ms_, mean_ms);
+    latency_ms_ = median_ms;
+    bucket_min_ms_ = std::min(bucket_min_ms_, median_ms);
   }
 
   limit_ = std::clamp(limit_, min_, max_);
@@ -162,6 +216,7 @@ uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memo
 }
 
 bool ConcurrencyController::judge_cut_locked(double mean_ms, core::TimePoint now) {
+  judge_ms_.clear();
   if (cut_from_ == 0) return false;
   const uint32_t from = cut_from_;
   const uint32_t above = cascade_ceiling_;
@@ -184,7 +239,10 @@ bool ConcurrencyController::judge_cut_locked(double mean_ms, core::TimePoint now
     good_ = limit_;
     return true;
   }
-  if (limit_ < from && mean_ms <= cut_latency_ms_ * (1.0 + f) / 2) return false;  // keep the cut
+  if (limit_ < from && mean_ms <= cut_latency_ms_ * (1.0 + f) / 2) {
+    confirm_ = kConfirmEpochs;  // the cut paid: rises are ours again
+    return false;               // keep the cut
+  }
   bucket_min_ms_ = previous_bucket_min_ms_ = mean_ms;
   bucket_start_ = now;
   latency_ms_ = mean_ms;
@@ -211,6 +269,9 @@ bool ConcurrencyController::judge_cut_locked(double mean_ms, core::TimePoint now
       mean_ms);
   ceiling_ = 0;
   phase_ = Phase::slow_start;
+  // A rise that cutting did not cure was not ours; if that keeps happening (a latency with two
+  // levels, neither of them set by our limit), demand a longer rise before the next cut.
+  confirm_ = std::min(confirm_ * 2, kMaxConfirmEpochs);
   return true;
 }
 
@@ -240,7 +301,8 @@ void ConcurrencyController::on_latency_rise_locked(double gradient, double mean_
   good_ = limit_;
 }
 
-void ConcurrencyController::on_latency_hold_locked(size_t queued_records, bool filled) {
+void ConcurrencyController::on_latency_hold_locked(size_t queued_records, bool filled,
+                                                   core::TimePoint now) {
   // An idle limit proves nothing: only a limit that was filled counts as holding.
   if (queued_records == 0 || !filled) {
     if (phase_ == Phase::pressure) phase_ = ceiling_ == 0 ? Phase::slow_start : Phase::steady;
@@ -263,7 +325,7 @@ void ConcurrencyController::on_latency_hold_locked(size_t queued_records, bool f
     verb_ = "bisect up";
     return;
   }
-  if (++hold_epochs_ >= probe_wait_) {
+  if (++hold_epochs_ >= probe_wait_ && now - last_change_ >= kProbeDwell) {
     hold_epochs_ = 0;
     ++limit_;
     probing_ = true;

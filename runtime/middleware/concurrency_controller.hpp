@@ -2,12 +2,14 @@
 // pressure.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/clock.hpp"
 #include "core/settings.hpp"
@@ -15,24 +17,39 @@
 
 namespace sluice::middleware {
 
-// The signal is latency per record (batch round-trip time / records), averaged over one "epoch":
+// The signal is latency per record (batch round-trip time / records), the median over one "epoch":
 // as many fresh completions as the limit allows (about one round trip), or a metrics interval.
+// The median, not the mean: one slow call (a retry, a sink's queue briefly full) moves a mean
+// past any tolerance, but not the median of the epoch.
 // Per record, because the batch-size controller keeps batch time near its target and would hide
 // congestion from a per-batch signal. Completions of batches started before the last limit change
 // are left out, so each epoch measures the limit it is judging.
 //
-// Latency "holds" while the epoch mean is within kLatencyTolerance of the baseline: the minimum
-// epoch mean over a sliding window (two buckets of `baseline_window`), so a permanent change of
-// cost is learnt within two windows instead of pinning the limit at its minimum.
+// Latency "holds" while the epoch median is within the tolerance of the baseline: the minimum
+// epoch median over a sliding window (two buckets of `baseline_window`), so a permanent change of
+// cost is learnt within two windows instead of pinning the limit at its minimum. The tolerance
+// is kLatencyTolerance, or more on a noisy sink: 1 + kNoiseK x the measured jitter (the median of
+// |m / m' - 1| over the last consecutive epochs m', m at one limit: a median, so one step of the
+// workload does not count as jitter), at most kMaxTolerance, so a sink whose calls vary by +-30%
+// does not read as past its knee epoch after epoch (the baseline, a minimum of noisy medians,
+// sits low).
+//
+// Hysteresis: a rise at a limit that used to hold cuts only after kConfirmEpochs epochs over the
+// tolerance in a row; each cut that had to be undone (the latency was not ours) doubles that
+// count, up to kMaxConfirmEpochs, and a cut that pays resets it; a cut is judged on the median of
+// as many epochs after it. kConfirmEpochs epochs in a row that span kConfirmTime are enough for
+// either: on a slow sink the epochs are long, and a rise that lasts a second is not a passing
+// level. A latency that jumps
+// between two values (a client's queue with or without room) thus stops cutting and undoing.
 //
 // Moves, once per epoch:
 //  - slow start: the limit doubles while latency holds and work is queued;
 //  - the first rise marks a ceiling; the limit then bisects between the highest limit known to
 //    hold and the lowest known to raise latency, so it finds the knee in log2 steps;
-//  - at the knee it stays put and probes one above after kProbeEpochs epochs, waiting twice as
-//    long after each failed probe (up to kMaxProbeEpochs), so a stable knee is not paid for with
-//    a probe every few round trips; a failed probe steps straight back, a successful one
-//    restarts slow start (capacity grew);
+//  - at the knee it stays put and probes one above after kProbeEpochs epochs (and at least
+//    kProbeDwell after the last change), waiting twice as long after each failed probe (up to
+//    kMaxProbeEpochs), so a stable knee is not paid for with a probe every few round trips; a
+//    failed probe steps straight back, a successful one restarts slow start (capacity grew);
 //  - latency rising at a limit that used to hold (the system got slower) cuts the limit by the
 //    latency ratio (between x0.5 and x0.9). If the next epoch did not get at least half of the
 //    proportional drop in latency (a cut to f of the limit: latency <= (1 + f) / 2 of before), the
@@ -54,8 +71,14 @@ namespace sluice::middleware {
 class ConcurrencyController final : public ConcurrencyLimiter {
  public:
   static constexpr double kLatencyTolerance = 1.15;
+  static constexpr double kMaxTolerance = 1.5;
+  static constexpr double kNoiseK = 5.0;
+  static constexpr uint32_t kConfirmEpochs = 3;
+  static constexpr uint32_t kMaxConfirmEpochs = 16;
   static constexpr uint32_t kProbeEpochs = 8;
   static constexpr uint32_t kMaxProbeEpochs = 64;
+  static constexpr core::Duration kProbeDwell = std::chrono::seconds(4);
+  static constexpr core::Duration kConfirmTime = std::chrono::seconds(1);
   // A cut to f of the limit "paid in full" when latency fell to at most f * kProportionalCut.
   static constexpr double kProportionalCut = 1.1;
 
@@ -76,19 +99,24 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   std::string_view phase() const override;
   const DecisionTrace& trace() const override { return trace_; }
 
-  // Latency per record in ms: the last epoch's mean and the baseline (0 before any sample).
+  // Latency per record in ms: the last epoch's median and the baseline (0 before any sample).
   double latency_ms() const;
   double baseline_ms() const;
+  // The ratio to the baseline that still counts as holding (kLatencyTolerance or more on noise).
+  double tolerance() const;
 
  private:
   enum class Phase { slow_start, steady, pressure, fixed };
 
   double baseline_locked() const;
   void rotate_baseline_locked(core::TimePoint now);
+  double tolerance_locked() const;
+  void learn_noise_locked(double median_ms, bool same_limit);
   bool judge_cut_locked(double mean_ms, core::TimePoint now);
   void on_latency_rise_locked(double gradient, double mean_ms);
+  bool rise_confirmed_locked(core::TimePoint now);
   uint32_t decide_locked(size_t queued_records, double memory_pressure);
-  void on_latency_hold_locked(size_t queued_records, bool filled);
+  void on_latency_hold_locked(size_t queued_records, bool filled, core::TimePoint now);
 
   const core::Clock& clock_;
   DecisionTrace trace_;
@@ -112,8 +140,15 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   uint32_t cascade_ceiling_ = 0;        // the limit before the previous cut, while cuts keep paying
   std::string verb_, why_;              // this epoch's decision, for the trace
 
-  double epoch_sum_ms_ = 0.0;
-  uint32_t epoch_count_ = 0;
+  std::vector<double> epoch_ms_;    // this epoch's latencies per record
+  std::array<double, 16> steps_{};  // the last |m / m' - 1| of consecutive epoch medians, one limit
+  size_t next_step_ = 0;
+  double noise_ = 0.0;  // their median: the jitter of one epoch's median
+  double previous_median_ms_ = 0.0;
+  uint32_t rise_epochs_ = 0;           // epochs over the tolerance in a row
+  core::TimePoint rise_since_;         // when the first of them ended
+  uint32_t confirm_ = kConfirmEpochs;  // epochs in a row a cut at a held limit needs
+  std::vector<double> judge_ms_;       // medians of the epochs since the last cut, until judged
   uint32_t epoch_peak_in_flight_ = 0;  // the most batches in flight seen this epoch
   core::TimePoint last_decision_;
   core::TimePoint last_change_;
