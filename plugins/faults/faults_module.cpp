@@ -177,6 +177,12 @@ class FaultySink final : public sluice::Sink {
         .default_value("none")
         .one_of({"none", "flush", "pre_commit"})
         .doc("A hook of the end of a run that throws std::runtime_error.");
+    s.integer("put_delay_ms")
+        .default_value(0)
+        .min(0)
+        .doc(
+            "Each put waits this long before it writes (a slow sink: a wide window between a "
+            "transform's work and the sink's write).");
     return s;
   }
   static std::string description() { return "Writes values to a file; fails as configured."; }
@@ -187,6 +193,7 @@ class FaultySink final : public sluice::Sink {
         failure_(c.get_string("failure", "retry")),
         poison_(c.get_string("poison")),
         fail_at_end_(c.get_string("fail_at_end", "none")),
+        put_delay_ms_(c.get_int("put_delay_ms", 0)),
         out_(open_for_append(c.get_string("path"), "path")) {}
 
   void flush() override {
@@ -209,6 +216,7 @@ class FaultySink final : public sluice::Sink {
       if (failure_ == "fatal") throw sluice::Fatal(why);
       throw sluice::Retriable(why);
     }
+    if (put_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(put_delay_ms_));
     std::lock_guard lock(mu_);
     for (size_t i = 0; i < in.size(); ++i) {
       const auto v = in[i].value();
@@ -231,6 +239,7 @@ class FaultySink final : public sluice::Sink {
   const std::string failure_;
   const std::string poison_;
   const std::string fail_at_end_;
+  const int64_t put_delay_ms_;
   std::mutex mu_;
   FilePtr out_;
   std::atomic<uint64_t> puts_{0};

@@ -93,6 +93,8 @@ ProjectionStore::ProjectionStore(std::unique_ptr<Database> db, std::vector<Proje
       bulk.queued.resize(writer_count());
       bulk.prepared.assign(writer_count(), std::vector<size_t>(std::size(kBulkSizes), SIZE_MAX));
     }
+  outbox_.queued.resize(writer_count());
+  outbox_.prepared.assign(writer_count(), std::vector<size_t>(std::size(kBulkSizes), SIZE_MAX));
 }
 
 void ProjectionStore::begin() {
@@ -128,6 +130,7 @@ void ProjectionStore::create_tables() {
   upsert_meta_ = db_->prepare(
       "INSERT INTO sluice_projection_meta (projection, truncated_at) VALUES ($1, $2) ON CONFLICT "
       "(projection) DO UPDATE SET truncated_at = excluded.truncated_at");
+  create_outbox();
   for (const auto& p : specs_) {
     Statements s{};
     const std::string& t = p.name;
@@ -225,6 +228,64 @@ void ProjectionStore::create_tables() {
     }
     stmts_.push_back(s);
   }
+}
+
+// The outbox's meta row: not a projection name (those are plain identifiers).
+static const char* const kOutboxMeta = "sluice.outbox";
+
+void ProjectionStore::create_outbox() {
+  const std::string pos = db_->position_type();
+  db_->exec("CREATE TABLE IF NOT EXISTS sluice_projection_outbox (position " + pos +
+            " NOT NULL, event TEXT NOT NULL, seq BIGINT NOT NULL, projection TEXT NOT NULL, key "
+            "TEXT NOT NULL, payload TEXT NOT NULL, created_ms BIGINT NOT NULL, PRIMARY KEY "
+            "(position, event, seq))");
+  db_->exec(
+      "CREATE INDEX IF NOT EXISTS sluice_projection_outbox_created ON sluice_projection_outbox "
+      "(created_ms)");
+  outbox_ = {
+      "INSERT INTO sluice_projection_outbox (position, event, seq, projection, key, "
+      "payload, created_ms) VALUES ",
+      " ON CONFLICT DO NOTHING", 7};
+  outbox_select_ = db_->prepare(
+      "SELECT position, event, seq, projection, key, payload FROM sluice_projection_outbox WHERE "
+      "position IN (" +
+      std::string(db_->json_strings_of_param()) + ") ORDER BY position, event, seq");
+  outbox_cutoff_ = db_->prepare("SELECT max(created_ms) - $1 FROM sluice_projection_outbox");
+  outbox_pruned_max_ =
+      db_->prepare("SELECT max(position) FROM sluice_projection_outbox WHERE created_ms < $1");
+  outbox_delete_ = db_->prepare("DELETE FROM sluice_projection_outbox WHERE created_ms < $1");
+}
+
+void ProjectionStore::outbox_add(const OutboxEntry& e, int64_t now_ms) {
+  auto& q = outbox_.queued[0];
+  q.insert(q.end(), {e.position, e.event, std::to_string(e.seq), e.projection, e.key, e.payload,
+                     std::to_string(now_ms)});
+}
+
+std::vector<OutboxEntry> ProjectionStore::outbox_at(const std::vector<std::string>& positions) {
+  std::vector<OutboxEntry> out;
+  for (auto& r : db_->run(outbox_select_, {json_array(positions)}))
+    out.push_back({r[0].value_or(""), r[1].value_or(""), to_int(r[2]), r[3].value_or(""),
+                   r[4].value_or(""), r[5].value_or("")});
+  return out;
+}
+
+std::string ProjectionStore::outbox_prune(int64_t retention_ms) {
+  const std::string pruned = outbox_pruned_at();
+  auto cutoff = db_->run(outbox_cutoff_, {std::to_string(retention_ms)});
+  if (cutoff.empty() || !cutoff[0][0]) return pruned;
+  const SqlValue before = cutoff[0][0];
+  auto highest = db_->run(outbox_pruned_max_, {before});
+  if (highest.empty() || !highest[0][0]) return pruned;
+  db_->run(outbox_delete_, {before});
+  if (*highest[0][0] <= pruned) return pruned;
+  db_->run(upsert_meta_, {std::string(kOutboxMeta), highest[0][0]});
+  return *highest[0][0];
+}
+
+std::string ProjectionStore::outbox_pruned_at() {
+  auto rows = db_->run(select_meta_, {std::string(kOutboxMeta)});
+  return rows.empty() ? std::string() : rows[0][0].value_or("");
 }
 
 RowState ProjectionStore::row_from_main(size_t projection, const SqlRow& r, size_t first) const {
@@ -371,6 +432,7 @@ size_t ProjectionStore::writer_of(size_t affinity) const {
 }
 
 bool ProjectionStore::queued_on(size_t w) const {
+  if (!outbox_.queued[w].empty()) return true;
   for (const auto& s : stmts_)
     for (const auto& bulk : s.bulk)
       if (!bulk.queued[w].empty()) return true;
@@ -381,6 +443,7 @@ void ProjectionStore::clear_queues() {
   for (auto& s : stmts_)
     for (auto& bulk : s.bulk)
       for (auto& q : bulk.queued) q.clear();
+  for (auto& q : outbox_.queued) q.clear();
 }
 
 // Writer w's queued rows, inside its transaction of the batch (opened here on first use), on
@@ -393,6 +456,7 @@ void ProjectionStore::write_queued_on(size_t w) {
   }
   for (auto& s : stmts_)
     for (auto& bulk : s.bulk) write_bulk(bulk, w);
+  write_bulk(outbox_, w);
   // Every error shows here, before any writer commits.
   writer(w).flush();
 }

@@ -50,6 +50,14 @@ struct RowState {
 
 enum class RowFamily : char { mirror = 'm', group = 'g', source = 's' };
 
+// A derived event kept in the outbox (sluice_projection_outbox): `event` names the change event
+// that caused it ("table|key"), `seq` its place among that event's derived events.
+struct OutboxEntry {
+  std::string position, event;
+  int64_t seq = 0;
+  std::string projection, key, payload;
+};
+
 // The SQL side of the projections. Not thread-safe: used under the stage's store lock.
 class ProjectionStore {
  public:
@@ -94,6 +102,18 @@ class ProjectionStore {
   std::vector<std::pair<std::string, RowState>> sources_before(size_t projection,
                                                                const std::string& position);
   std::string truncated_at(size_t projection);
+  // The transactional outbox: a batch's derived events, written in the batch's transaction (on
+  // the first connection) by write_queued(), so that a replay that skips their events can emit
+  // them again. A (position, event, seq) already kept is not written again.
+  void outbox_add(const OutboxEntry& e, int64_t now_ms);
+  // The kept derived events of the change events at `positions`, by (position, event, seq).
+  std::vector<OutboxEntry> outbox_at(const std::vector<std::string>& positions);
+  // Drops the outbox rows written more than `retention_ms` before its newest row (the
+  // pipeline's running time: a stopped pipeline's rows do not age) and remembers the highest
+  // position dropped. Returns it ("" when nothing was ever dropped).
+  std::string outbox_prune(int64_t retention_ms);
+  std::string outbox_pruned_at();
+
   // The most recently updated rows (for cache warm-up).
   std::vector<std::pair<std::string, RowState>> recent(size_t projection, RowFamily family,
                                                        size_t limit);
@@ -121,6 +141,7 @@ class ProjectionStore {
   RowState row_from_main(size_t projection, const SqlRow& r, size_t first) const;
   static RowState row_from_side(const SqlRow& r);
   void create_tables();
+  void create_outbox();
   size_t prepare_in_list(const std::string& head);
   Database& writer(size_t w) { return w == 0 ? *db_ : *writers_[w - 1]; }
   size_t writer_of(size_t affinity) const;
@@ -138,6 +159,8 @@ class ProjectionStore {
   std::vector<ProjectionSpec> specs_;
   std::vector<Statements> stmts_;
   size_t select_meta_ = 0, upsert_meta_ = 0;
+  Bulk outbox_;  // written through the first connection
+  size_t outbox_select_ = 0, outbox_cutoff_ = 0, outbox_pruned_max_ = 0, outbox_delete_ = 0;
 };
 
 // Number text for SQL and JSON: integers without a fraction, others with full precision.

@@ -3,10 +3,12 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <sluice/sdk.hpp>
 #include <string>
@@ -215,6 +217,13 @@ class ProjectionTransform final : public sluice::Transform {
         "row always on the same one); 0: the default, 1 (more is faster, but a commit failing "
         "after another writer's could lose derived events; plugins/projection/README.md). "
         "sqlite: 1.");
+    s.integer("outbox_retention_ms")
+        .default_value(kDefaultOutboxRetentionMs)
+        .min(0)
+        .doc(
+            "How long derived events stay in the outbox (sluice_projection_outbox), in running "
+            "time: a replay of their change events within it emits them again (at-least-once "
+            "across a crash between the projection's commit and the sink). 0: no outbox.");
     s.string("topic").default_value("projections").doc("Topic of the derived events.");
     s.boolean("emit").default_value(true).doc("false: update projections, emit no derived events.");
     s.string("unavailable_value")
@@ -229,6 +238,8 @@ class ProjectionTransform final : public sluice::Transform {
       : host_(host),
         topic_(c.get_string("topic", "projections")),
         emit_(c.get_bool("emit", true)),
+        outbox_retention_ms_(emit_ ? c.get_int("outbox_retention_ms", kDefaultOutboxRetentionMs)
+                                   : 0),
         unavailable_value_(c.get_string("unavailable_value", "__debezium_unavailable_value")),
         input_(parse_input(c)),
         decoder_(sluice_cdc::decoder_options(c)),
@@ -238,6 +249,9 @@ class ProjectionTransform final : public sluice::Transform {
       truncated_at_.push_back(store_->truncated_at(p));
       by_table_[store_->specs()[p].table].push_back(p);
     }
+    if (outbox_retention_ms_ < 0)
+      throw sluice::ConfigError("outbox_retention_ms", "outbox_retention_ms must be >= 0");
+    outbox_pruned_at_ = store_->outbox_pruned_at();
     warm_up(warmup_size(c));
   }
 
@@ -276,8 +290,15 @@ class ProjectionTransform final : public sluice::Transform {
       store_->begin();
       try {
         prefetch(events, batch);
-        for (const auto& ev : events) apply(ev, batch, derived, tally);
+        for (const auto& ev : events) {
+          const size_t first = derived.size();
+          const double replayed = tally.replayed;
+          apply(ev, batch, derived, tally);
+          to_outbox(ev, first, tally.replayed > replayed, derived, batch);
+        }
+        reemit(batch, derived, tally);
         flush(batch);
+        prune_outbox(batch);
         store_->commit();
       } catch (...) {
         store_->rollback();
@@ -292,6 +313,7 @@ class ProjectionTransform final : public sluice::Transform {
       }
       for (auto& [ck, d] : batch.dirty) cache_.put(ck, std::move(d.now));
       for (auto& [p, pos] : batch.truncated) truncated_at_[p] = pos;
+      if (batch.pruned_at) outbox_pruned_at_ = std::move(*batch.pruned_at);
       report_cache(before);
     }
     if (emit_) {
@@ -309,6 +331,7 @@ class ProjectionTransform final : public sluice::Transform {
     if (rejected) host_.counter_add("rejected", rejected);
     if (tally.applied) host_.counter_add("rows_changed", tally.applied);
     if (tally.replayed) host_.counter_add("skipped_replayed", tally.replayed);
+    if (tally.reemitted && emit_) host_.counter_add("reemitted", tally.reemitted);
     if (tally.noop) host_.counter_add("no_op", tally.noop);
     if (tally.unprojected) host_.counter_add("no_projection", tally.unprojected);
     if (!derived.empty() && emit_) host_.counter_add("derived_events", double(derived.size()));
@@ -407,15 +430,96 @@ class ProjectionTransform final : public sluice::Transform {
     Dirty& rb = root(b);
     if (&ra != &rb) rb.link = &ra;
   }
+  struct Tally {
+    double applied = 0, replayed = 0, noop = 0, unprojected = 0, reemitted = 0;
+  };
   struct BatchState {
     std::unordered_map<std::string, Dirty> dirty;
     std::unordered_map<std::string, RowState> loaded;  // prefetched rows not yet in `dirty`
     std::vector<Dirty*> order;                         // write order (the map's nodes do not move)
     std::vector<std::pair<size_t, std::string>> truncated;
+    std::vector<const ChangeEvent*> replays;  // events skipped (in part) as already applied
+    std::optional<std::string> pruned_at;     // the outbox's, once this batch commits
   };
-  struct Tally {
-    double applied = 0, replayed = 0, noop = 0, unprojected = 0;
-  };
+
+  // How long derived events stay in the outbox: replays come from the source's uncommitted
+  // range, seconds to minutes behind; an hour of running time covers them with a wide margin.
+  static constexpr int64_t kDefaultOutboxRetentionMs = 3'600'000;
+  static constexpr int64_t kOutboxPruneEveryMs = 60'000;
+
+  static std::string event_id(const ChangeEvent& ev) { return ev.table + "|" + ev.key; }
+
+  // The derived events that `ev` produced (derived[first..]) go to the outbox, in this batch's
+  // transaction; an event skipped as replayed is remembered, to emit its kept events again.
+  void to_outbox(const ChangeEvent& ev, size_t first, bool replayed,
+                 const std::vector<Derived>& derived, BatchState& b) {
+    if (outbox_retention_ms_ == 0) return;
+    if (replayed) b.replays.push_back(&ev);
+    if (derived.size() == first) return;
+    const int64_t now = wall_ms();
+    OutboxEntry e{ev.position, event_id(ev)};
+    for (size_t i = first; i < derived.size(); ++i) {
+      e.seq = static_cast<int64_t>(i - first);
+      e.projection = store_->specs()[derived[i].projection].name;
+      e.key = derived[i].key;
+      e.payload = derived[i].value;
+      store_->outbox_add(e, now);
+    }
+  }
+
+  // The kept derived events of the batch's replayed events, emitted again where they were
+  // first (at-least-once: a crash after the projection's commit but before the sink wrote its
+  // derived events replays their change events). Rows dropped by the retention are an error.
+  void reemit(BatchState& b, std::vector<Derived>& derived, Tally& tally) {
+    if (b.replays.empty()) return;
+    std::vector<std::string> positions;
+    for (const ChangeEvent* ev : b.replays) positions.push_back(ev->position);
+    std::sort(positions.begin(), positions.end());
+    positions.erase(std::unique(positions.begin(), positions.end()), positions.end());
+    const std::vector<OutboxEntry> kept = store_->outbox_at(positions);
+    std::unordered_map<std::string, std::vector<const OutboxEntry*>> by_event;
+    for (const auto& e : kept) by_event[e.position + '\n' + e.event].push_back(&e);
+    const size_t before = derived.size();
+    std::vector<std::string> lost;  // positions at or below the pruned one, nothing kept
+    for (const ChangeEvent* ev : b.replays) {
+      auto it = by_event.find(ev->position + '\n' + event_id(*ev));
+      if (it == by_event.end()) {
+        if (!outbox_pruned_at_.empty() && ev->position <= outbox_pruned_at_)
+          lost.push_back(ev->position);
+        continue;
+      }
+      for (const OutboxEntry* e : it->second)
+        if (auto p = projection_named(e->projection))
+          derived.push_back({ev->index, e->key, e->payload, *p});
+    }
+    tally.reemitted += static_cast<double>(derived.size() - before);
+    if (derived.size() > before)
+      std::stable_sort(derived.begin(), derived.end(),
+                       [](const Derived& x, const Derived& y) { return x.index < y.index; });
+    if (!lost.empty()) {
+      const auto [lo, hi] = std::minmax_element(lost.begin(), lost.end());
+      host_.error("projection: " + std::to_string(lost.size()) +
+                  " replayed change event(s) at positions " + *lo + " .. " + *hi +
+                  " are at or below the outbox's pruned position " + outbox_pruned_at_ +
+                  ": their derived events, if they had any, were dropped by "
+                  "outbox_retention_ms and are not emitted again");
+    }
+  }
+
+  std::optional<size_t> projection_named(const std::string& name) const {
+    for (size_t p = 0; p < store_->specs().size(); ++p)
+      if (store_->specs()[p].name == name) return p;
+    return std::nullopt;
+  }
+
+  // At most once a minute, inside the batch's transaction.
+  void prune_outbox(BatchState& b) {
+    if (outbox_retention_ms_ == 0) return;
+    const int64_t now = wall_ms();
+    if (now - last_prune_ms_ < kOutboxPruneEveryMs) return;
+    last_prune_ms_ = now;
+    b.pruned_at = store_->outbox_prune(outbox_retention_ms_);
+  }
 
   static RowCache<RowState>::Options cache_options(const sluice::Config& c) {
     RowCache<RowState>::Options o;
@@ -995,6 +1099,9 @@ class ProjectionTransform final : public sluice::Transform {
   sluice::Host& host_;
   std::string topic_;
   bool emit_;
+  int64_t outbox_retention_ms_;
+  std::string outbox_pruned_at_;  // the highest position the outbox dropped
+  int64_t last_prune_ms_ = 0;
   std::string unavailable_value_;
   Input input_;
   sluice_cdc::DebeziumDecoder decoder_;  // debezium inputs

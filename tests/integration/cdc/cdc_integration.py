@@ -5,8 +5,11 @@ Usage: cdc_integration.py CASE [SERVICE_DIR...]   (run by ctest; env SLUICE_SOUR
 SLUICE_BINARY_DIR, SLUICE_BUILD_PLUGIN_DIR)
 Cases:
   sqlite-c1 / sqlite-c8   bank events -> debezium -> projection (SQLite) at concurrency 1 / 8;
-                          every row equals the oracle's; replaying the whole input changes nothing
+                          every row equals the oracle's; replaying the whole input changes no row
+                          and emits the first run's derived events again (the outbox)
   sqlite-kill             SIGKILL mid-run, restart: the projections equal the oracle's
+  sqlite-kill-derived     SIGKILL five times mid-run, restart to the end: every derived event of
+                          a run without kills is in the output (at least once)
   malformed               malformed inputs are dead-lettered with their reasons and counted
   postgres PG_DIR         as sqlite-c8 (and the replay) on PostgreSQL
   postgres-writers PG_DIR one and four writers (`writers: 4`, its first writes failing with a
@@ -58,7 +61,8 @@ def generate(path, *args):
     return path
 
 
-def pipeline_yaml(work, events, store, concurrency, extra="", small_batches=False):
+def pipeline_yaml(work, events, store, concurrency, extra="", small_batches=False,
+                  sink="type: file"):
     if concurrency == 1:
         perf = "adaptive_concurrency: false, concurrency: 1, max_concurrency: 1"
         if small_batches:
@@ -85,7 +89,7 @@ transforms:
       - {{name: account_balances, kind: aggregate, table: bank.transactions, group_by: account_id,
           fields: {{balance: {{sum: amount}}, tx_count: {{count: true}}, last_tx: {{last: id}}}}}}
 sink:
-  type: file
+  {sink}
   path: {work}/derived.jsonl
 performance: {{ordering: field, ordering_field: "{LANE_FIELD}", {perf}}}
 {extra}"""
@@ -149,18 +153,23 @@ def without_update_times(dump):
 
 
 def replay_changes_nothing(work, yaml, dump, what):
+    """Replaying the whole input changes no row, and emits each derived event of the first run
+    once more, from the outbox (and nothing else)."""
     before = dump()
     (work / "source.offset").unlink()
-    derived_before = line_count(work / "derived.jsonl")
+    first = open(work / "derived.jsonl").read().splitlines()
     s = run_sluice(yaml)
     if s["in"] == 0:
         fail(f"{what}: the replay read nothing")
     after = dump()
     if after != before:
         fail(f"{what}: replaying the whole input changed the projections")
-    if line_count(work / "derived.jsonl") != derived_before:
-        fail(f"{what}: the replay emitted derived events")
-    print(f"{what}: replaying {s['in']} records changed no row and emitted no derived event")
+    lines = open(work / "derived.jsonl").read().splitlines()
+    if lines[:len(first)] != first or sorted(lines[len(first):]) != sorted(first):
+        fail(f"{what}: the replay emitted {len(lines) - len(first)} derived events, not the "
+             f"{len(first)} of the first run again")
+    print(f"{what}: replaying {s['in']} records changed no row and emitted the {len(first)} "
+          "derived events of the first run again (the outbox)")
 
 
 def case_sqlite(concurrency):
@@ -183,32 +192,73 @@ def case_sqlite(concurrency):
                            f"sqlite, concurrency {concurrency}")
 
 
+def run_and_kill(yaml, work, derived_events):
+    """Runs sluice and SIGKILLs it once a commit has happened (else a restart rightly reads
+    everything again) and `derived_events` derived events are out; returns how many were."""
+    proc = subprocess.Popen([str(SLUICE), "run", str(yaml), "--plugin-path", str(PLUGINS),
+                             "--log-level", "warn"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    derived, offsets = work / "derived.jsonl", work / "source.offset"
+    deadline = time.time() + 60
+    while ((line_count(derived) < derived_events or not offsets.exists())
+           and proc.poll() is None and time.time() < deadline):
+        time.sleep(0.003)
+    if proc.poll() is not None:
+        fail(f"sluice ended before it could be killed (rc {proc.returncode}): input too small")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return line_count(derived)
+
+
 def case_sqlite_kill():
     work = workdir("sqlite-kill")
     events = generate(work / "events.jsonl", "--seed", "13", "--steps", "20000",
                       "--customers", "200", "--accounts", "400")
     yaml = pipeline_yaml(work, events, sqlite_store(work), 8)
-    proc = subprocess.Popen([str(SLUICE), "run", str(yaml), "--plugin-path", str(PLUGINS),
-                             "--log-level", "warn"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
     derived = work / "derived.jsonl"
-    deadline = time.time() + 60
-    # Killed once a commit has happened (else a restart rightly reads everything again) and
-    # 3,000 derived events are out.
-    offsets = work / "source.offset"
-    while ((line_count(derived) < 3000 or not offsets.exists()) and proc.poll() is None
-           and time.time() < deadline):
-        time.sleep(0.01)
-    if proc.poll() is not None:
-        fail(f"sluice ended before it could be killed (rc {proc.returncode}): input too small")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = line_count(derived)
+    killed_at = run_and_kill(yaml, work, 3000)
     s = run_sluice(yaml)
     if s["in"] >= line_count(events):
         fail(f"the restart read everything again ({s}): the offset file was not used")
     expect_oracle(events, bank_oracle.read_sqlite(work / "projections.db"),
                   f"sqlite, SIGKILL after {killed_at} derived events + restart ({s['in']} read)")
+
+
+def case_sqlite_kill_derived():
+    """A batch whose projection transaction committed but whose derived events the sink had not
+    written when sluice was killed: the restart replays it from the source's committed offset,
+    the projection skips its events as applied, and must emit their derived events again (the
+    outbox) or they are lost."""
+    events = generate(workdir("sqlite-kill-derived-events") / "events.jsonl", "--seed", "21",
+                      "--steps", "10000", "--customers", "200", "--accounts", "400")
+    # A slow sink (plugins/faults, each put waiting 30 ms) so that a kill often falls between
+    # the projection's commit of a batch and the sink's write of its derived events.
+    sink = "type: faulty\n  put_delay_ms: 30"
+    ref = workdir("sqlite-kill-derived-ref")
+    run_sluice(pipeline_yaml(ref, events, sqlite_store(ref), 1, small_batches=True, sink=sink))
+    expected = set(open(ref / "derived.jsonl").read().splitlines())
+    if len(expected) < 8000:
+        fail(f"the reference run emitted only {len(expected)} derived events: too few")
+    work = workdir("sqlite-kill-derived")
+    yaml = pipeline_yaml(work, events, sqlite_store(work), 1, small_batches=True, sink=sink)
+    derived = work / "derived.jsonl"
+    kills = []
+    for k in range(5):
+        # Some more derived events out each time, at a different point.
+        kills.append(run_and_kill(yaml, work, line_count(derived) + 700 + 311 * k))
+    run_sluice(yaml)
+    got = set(open(derived).read().splitlines())
+    missing = expected - got
+    if missing:
+        sample = "\n  ".join(sorted(missing)[:5])
+        fail(f"killed at {kills} derived events: {len(missing)} of the {len(expected)} derived "
+             f"events of a run without kills are missing, e.g.\n  {sample}")
+    extra = got - expected
+    if extra:
+        fail(f"killed at {kills}: {len(extra)} derived events that a run without kills does not "
+             f"emit, e.g. {sorted(extra)[0]}")
+    print(f"killed at {kills} derived events + restart: all {len(expected)} derived events of "
+          f"a run without kills are out ({line_count(derived)} lines with replays)")
 
 
 def case_malformed():
@@ -480,10 +530,14 @@ def case_postgres_dropped(service_dir):
                       f"postgres, {writers} writer(s), {killed} connections killed mid-run")
         runs[name] = sorted_lines(work / "derived.jsonl")
         logs[name] = (killed, err)
-    if runs["killed"] != runs["calm"]:
+    # A COMMIT the server carried out as the connection died is retried; the retry finds its
+    # events applied and emits their derived events again from the outbox: duplicates, at
+    # least once.
+    if set(runs["killed"]) != set(runs["calm"]):
         fail(f"killed connections: {len(runs['killed'])} derived events, without kills "
-             f"{len(runs['calm'])}, or their contents differ")
-    print(f"killed connections: the same {len(runs['calm'])} derived events and rows as a run "
+             f"{len(runs['calm'])}, and their contents differ (as sets)")
+    print(f"killed connections: the same {len(set(runs['calm']))} derived events "
+          f"({len(runs['killed'])} with duplicates) and rows as a run "
           "without kills")
     for name in ["killed", "killed2"]:
         killed, err = logs[name]
@@ -573,6 +627,8 @@ def main():
         case_sqlite(8)
     elif case == "sqlite-kill":
         case_sqlite_kill()
+    elif case == "sqlite-kill-derived":
+        case_sqlite_kill_derived()
     elif case == "malformed":
         case_malformed()
     elif case == "postgres":

@@ -5,7 +5,9 @@
 #include <rapidjson/writer.h>
 #include <sqlite3.h>
 
+#include <chrono>
 #include <map>
+#include <thread>
 
 #include "plugin_harness.hpp"
 
@@ -83,6 +85,13 @@ struct Projection {
   FakeHost host;
   Instance instance;
 };
+
+// The values of derived events, in order.
+std::vector<std::string> values(const Output& out) {
+  std::vector<std::string> v;
+  for (const auto& r : out.records) v.push_back(r.value.value_or("<null>"));
+  return v;
+}
 
 std::string field(const TestRecord& r, const char* name) {
   rapidjson::Document d;
@@ -175,7 +184,7 @@ TEST_CASE("aggregate folds sum, count and last through inserts, updates and dele
   CHECK(field(out.records[3], "old") == R"({"balance":85,"tx_count":3,"last_tx":3})");
 }
 
-TEST_CASE("replaying any range leaves projections unchanged and emits nothing") {
+TEST_CASE("replaying any range leaves projections unchanged and emits its derived events again") {
   TempDir dir;
   const std::string db = dir.file("p.db");
   std::vector<TestRecord> all{
@@ -190,19 +199,25 @@ TEST_CASE("replaying any range leaves projections unchanged and emits nothing") 
   const char* kDump =
       "select 'c', key, data, source_position from customers union all select 'b', group_key, "
       "balance || ',' || tx_count || ',' || last_tx, source_position from balances order by 1, 2";
-  std::vector<std::string> final_rows;
+  std::vector<std::string> final_rows, first, middle;
   {
     Projection p(config(db));
-    p.run(all);
+    const Output out = p.run(all);
+    first = values(out);
+    REQUIRE(first.size() >= 6);
+    for (const auto& r : out.records)
+      if (r.input_index >= 1 && r.input_index < 5) middle.push_back(*r.value);
     final_rows = rows(db, kDump);
     CHECK(final_rows == std::vector<std::string>{"b|7|1.0,1,2|L00000000000000000016"});
-    // The same instance, then a fresh one (a restart): whole input and a middle range.
-    CHECK(p.run(all).records.empty());
+    // The same instance, then a fresh one (a restart): whole input and a middle range. The
+    // rows do not change; the derived events come again, as first emitted (the outbox).
+    CHECK(values(p.run(all)) == first);
     CHECK(p.host.counter("skipped_replayed") == static_cast<double>(all.size()));
+    CHECK(p.host.counter("reemitted") == static_cast<double>(first.size()));
   }
   Projection again(config(db));
-  CHECK(again.run(std::vector<TestRecord>(all.begin() + 1, all.begin() + 5)).records.empty());
-  CHECK(again.run(all).records.empty());
+  CHECK(values(again.run(std::vector<TestRecord>(all.begin() + 1, all.begin() + 5))) == middle);
+  CHECK(values(again.run(all)) == first);
   CHECK(rows(db, kDump) == final_rows);
   // The deleted customer stays deleted although its create is replayed.
   CHECK(rows(db, "select count(*) from customers") == std::vector<std::string>{"0"});
@@ -224,8 +239,47 @@ TEST_CASE("truncate clears older rows, skips older events, and keeps rows of lat
   CHECK(rows(db, "select count(*) from customers") == std::vector<std::string>{"1"});
   CHECK(rows(db, "select truncated_at from sluice_projection_meta") ==
         std::vector<std::string>{"L00000000000000000030"});
-  // Replaying the truncate changes nothing.
-  CHECK(p.run({change("bank.transactions", 't', "", 30)}).records.empty());
+  // Replaying the truncate changes nothing, and emits its derived event again.
+  auto replayed = p.run({change("bank.transactions", 't', "", 30)});
+  CHECK(values(replayed) == values(out));
+  CHECK(rows(db, "select group_key, balance, tx_count from balances order by 1") ==
+        std::vector<std::string>{"7|5.0|1"});
+}
+
+TEST_CASE("without an outbox a replay emits nothing; pruned derived events are an error") {
+  TempDir dir;
+  const std::vector<TestRecord> all{tx('c', 1, 7, 100, 11), tx('u', 1, 7, 60, 13)};
+  {
+    const std::string db = dir.file("off.db");
+    Projection p(config(db, R"("outbox_retention_ms":0,)"));
+    CHECK(p.run(all).records.size() == 2);
+    CHECK(p.run(all).records.empty());
+    CHECK(rows(db, "select count(*) from sluice_projection_outbox") ==
+          std::vector<std::string>{"0"});
+  }
+  const std::string db = dir.file("pruned.db");
+  {
+    Projection p(config(db, R"("outbox_retention_ms":1,)"));
+    CHECK(p.run(all).records.size() == 2);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // A restart prunes on its first batch: rows older than 1 ms before the newest go, and the
+  // highest position they had is remembered.
+  Projection p(config(db, R"("outbox_retention_ms":1,)"));
+  CHECK(p.run({tx('c', 2, 8, 5, 20)}).records.size() == 1);
+  CHECK(rows(db,
+             "select truncated_at from sluice_projection_meta where projection = "
+             "'sluice.outbox'") == std::vector<std::string>{"L00000000000000000013"});
+  CHECK(rows(db, "select count(*) from sluice_projection_outbox") == std::vector<std::string>{"1"});
+  CHECK(p.run(all).records.empty());
+  bool logged = false;
+  for (const auto& m : p.host.logs())
+    logged =
+        logged || (m.find("L00000000000000000011 .. L00000000000000000013") != std::string::npos &&
+                   m.find("pruned") != std::string::npos);
+  CHECK(logged);
+  // The event after the pruned range still comes again.
+  CHECK(p.run({tx('c', 2, 8, 5, 20)}).records.size() == 1);
 }
 
 TEST_CASE("projection rejects events it cannot fold, with reasons, and applies the rest") {
@@ -442,12 +496,6 @@ std::vector<std::string> fold_state(const std::string& db) {
         "order by key"})
     for (auto& row : rows(db, q)) out.push_back(std::move(row));
   return out;
-}
-
-std::vector<std::string> values(const Output& out) {
-  std::vector<std::string> v;
-  for (const auto& r : out.records) v.push_back(r.value.value_or("<null>"));
-  return v;
 }
 
 }  // namespace
