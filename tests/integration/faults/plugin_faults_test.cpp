@@ -267,10 +267,19 @@ TEST_CASE("a stop while a sink's put waits out its retry backoff ends cleanly, u
       failing_sink_pipeline(dir, "{type: faulty, count: 500, commit_log: " + commits.string() + "}",
                             "  tolerance: all\n  retry: {initial_backoff_ms: 5000, max_attempts: "
                             "0, max_elapsed_ms: 0}\n");
-  const int pid = sluice::test::start_process(
-      {sluice_bin(), "run", yaml.string(), "--plugin-path", plugin_dir().string()},
-      (dir / "stdout").string(), (dir / "stderr").string());
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the first put has failed
+  const fs::path stats = dir / "stats.json";
+  const int pid =
+      sluice::test::start_process({sluice_bin(), "run", yaml.string(), "--plugin-path",
+                                   plugin_dir().string(), "--stats-file", stats.string()},
+                                  (dir / "stdout").string(), (dir / "stderr").string());
+  // Stop once the first put has failed (the stats file shows the sink's counter; slow under
+  // sanitizers): the batch then waits out its 5 s backoff.
+  for (int i = 0; i < 300; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (fs::exists(stats) &&
+        read_file(stats.string()).find("faults.sink.failed_puts") != std::string::npos)
+      break;
+  }
   ::kill(pid, SIGTERM);
   const int code = sluice::test::wait_process(pid);
   const std::string out = read_file((dir / "stdout").string());
