@@ -52,6 +52,8 @@ class FileSource final : public sluice::Source {
   // Next complete line in the buffer, reading more of the file if needed; false if none yet.
   bool next_line(std::string_view& line, int64_t& line_offset, bool at_eof_is_end);
   bool fill();
+  void take_line(std::string_view& line, int64_t& line_offset, size_t end, size_t next);
+  void read_past_long_line();
   void open_at(int64_t offset);
   void emit(sluice::Output& out, std::string_view line, int64_t line_offset);
   std::optional<StoredOffset> load_stored_offset() const;
@@ -78,7 +80,16 @@ class FileSource final : public sluice::Source {
   size_t buf_pos_ = 0;      // first unconsumed byte of buf_
   int64_t buf_offset_ = 0;  // file offset of buf_[0]
   bool eof_ = false;
-  int64_t committed_ = -1;  // line offset last written to the offset file
+  // A line longer than max_record_bytes is never held whole: its first max_record_bytes bytes
+  // are kept here while the rest is read past, and it is emitted as that prefix, flagged.
+  struct LongLine {
+    bool active = false;  // between the line's start and its '\n'
+    int64_t start = 0;    // file offset of its first byte
+    uint64_t bytes = 0;   // its length so far (without the '\n')
+    std::string prefix;
+  } long_line_;
+  uint64_t emitted_line_bytes_ = 0;  // the whole length of the line next_line() just returned
+  int64_t committed_ = -1;           // line offset last written to the offset file
   // Follow mode: the path names another file now (rotated) or the file shrank (truncated). The
   // open file is read to its end, then the new one from its start.
   bool replaced_ = false;

@@ -103,7 +103,10 @@ sluice::ConfigSchema FileSource::schema() {
   s.integer("max_record_bytes")
       .default_value(1 << 20)
       .min(1)
-      .doc("Lines longer than this are flagged with a sluice.error header (validate_json).");
+      .doc(
+          "A longer line is never held whole: its record carries the first max_record_bytes "
+          "bytes and a sluice.error header with the line's length and offset (a later stage "
+          "rejects or dead-letters it; the whole line stays in the file).");
   s.boolean("validate_json")
       .default_value(true)
       .doc(
@@ -190,6 +193,7 @@ void FileSource::open_at(int64_t offset) {
   buf_pos_ = 0;
   buf_offset_ = 0;
   eof_ = false;
+  long_line_.active = false;
   if (!fd_.valid()) {
     if (follow_ && errno == ENOENT) return;  // not there yet: poll keeps trying
     throw std::runtime_error(error);
@@ -223,30 +227,63 @@ bool FileSource::next_line(std::string_view& line, int64_t& line_offset, bool at
   for (;;) {
     const size_t nl = buf_.find('\n', scan);
     if (nl != std::string::npos) {
-      line = std::string_view(buf_).substr(buf_pos_, nl - buf_pos_);
-      line_offset = buf_offset_ + static_cast<int64_t>(buf_pos_);
-      buf_pos_ = nl + 1;
+      take_line(line, line_offset, nl, nl + 1);
       return true;
     }
-    const size_t scanned = buf_.size() - buf_pos_;
+    size_t scanned = buf_.size() - buf_pos_;
+    if (long_line_.active || scanned > max_record_bytes_) {
+      read_past_long_line();
+      scanned = 0;
+    }
     if (fill()) {
       scan = buf_pos_ + scanned;  // fill() moved the unconsumed bytes to the front
       continue;
     }
     // End of the file for now. A last line without '\n' is complete only if nothing is
     // appended any more; while following, it may still be being written.
-    if (at_eof_is_end && buf_pos_ < buf_.size()) {
-      line = std::string_view(buf_).substr(buf_pos_);
-      line_offset = buf_offset_ + static_cast<int64_t>(buf_pos_);
-      buf_pos_ = buf_.size();
+    if (at_eof_is_end && (buf_pos_ < buf_.size() || long_line_.active)) {
+      take_line(line, line_offset, buf_.size(), buf_.size());
       return true;
     }
     return false;
   }
 }
 
+// The line that ends at buf_[end] (the long line in progress, if one is), consumed up to `next`.
+void FileSource::take_line(std::string_view& line, int64_t& line_offset, size_t end, size_t next) {
+  const size_t tail = end - buf_pos_;
+  if (long_line_.active) {
+    long_line_.active = false;
+    line = long_line_.prefix;
+    line_offset = long_line_.start;
+    emitted_line_bytes_ = long_line_.bytes + tail;
+  } else {
+    line = std::string_view(buf_).substr(buf_pos_, tail);
+    line_offset = buf_offset_ + static_cast<int64_t>(buf_pos_);
+    emitted_line_bytes_ = tail;
+  }
+  buf_pos_ = next;
+}
+
+// A line past max_record_bytes without its end in sight: keep its prefix, count and drop the
+// rest, so that a line of any length costs at most max_record_bytes plus one read.
+void FileSource::read_past_long_line() {
+  if (!long_line_.active) {
+    long_line_.active = true;
+    long_line_.start = buf_offset_ + static_cast<int64_t>(buf_pos_);
+    long_line_.bytes = 0;
+    long_line_.prefix.assign(buf_, buf_pos_, max_record_bytes_);
+  }
+  long_line_.bytes += buf_.size() - buf_pos_;
+  buf_pos_ = buf_.size();
+}
+
 void FileSource::emit(sluice::Output& out, std::string_view line, int64_t line_offset) {
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  const bool too_long = emitted_line_bytes_ > max_record_bytes_;
+  if (too_long)
+    line = line.substr(0, max_record_bytes_);
+  else if (!line.empty() && line.back() == '\r')
+    line.remove_suffix(1);
   sluice::OutRecord rec;
   rec.value = line;
   rec.topic = topic_;
@@ -256,9 +293,11 @@ void FileSource::emit(sluice::Output& out, std::string_view line, int64_t line_o
 
   std::string error;
   std::string key;
-  if (validate_json_ && line.size() > max_record_bytes_) {
-    error = "line of " + std::to_string(line.size()) + " bytes is over max_record_bytes (" +
-            std::to_string(max_record_bytes_) + ")";
+  if (too_long) {
+    error = "line of " + std::to_string(emitted_line_bytes_) + " bytes is over max_record_bytes (" +
+            std::to_string(max_record_bytes_) + "); this record holds its first " +
+            std::to_string(max_record_bytes_) + " bytes, the whole line is at offset " +
+            std::to_string(line_offset) + " of " + path_;
   } else if ((validate_json_ || !key_field_.empty()) &&
              sluice::json_nesting_depth(line) > sluice::kMaxJsonDepth) {
     if (validate_json_)
@@ -336,6 +375,7 @@ void FileSource::notice_replaced_file() {
   } else if (open_file.st_size < read_to) {
     host_.warn("file " + path_ + " was truncated; reading it from the start");
     buf_.erase(buf_pos_);  // an unfinished line of the old content: gone with the truncation
+    long_line_.active = false;
     replaced_ = true;
   }
 }
@@ -422,9 +462,11 @@ void FileSource::commit(std::span<const sluice::Position> positions) {
 std::string FileSource::snapshot() {
   struct stat st {};
   if (!fd_.valid() || ::fstat(fd_.get(), &st) != 0) st = {};
-  return std::to_string(buf_offset_ + static_cast<int64_t>(buf_pos_)) + " " +
-         std::to_string(committed_) + " " + std::to_string(st.st_dev) + " " +
-         std::to_string(st.st_ino);
+  // Inside a long line, the next unread line is that line.
+  const int64_t next =
+      long_line_.active ? long_line_.start : buf_offset_ + static_cast<int64_t>(buf_pos_);
+  return std::to_string(next) + " " + std::to_string(committed_) + " " + std::to_string(st.st_dev) +
+         " " + std::to_string(st.st_ino);
 }
 
 // A snapshot of an older version has no device and inode; it is taken as it is.

@@ -4,13 +4,13 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "plugin/plugin_library.hpp"
 
@@ -55,14 +55,33 @@ void write_all(int fd, const std::string& bytes) {
 
 }  // namespace
 
+// One read into a buffer of the file's size: the bytes are held once (a stream would hold them
+// up to three times while growing and copying), which is the process's peak memory at start
+// for a big plugin.
 std::string read_plugin_bytes(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in)
-    throw PluginLoadError(fmt::format("{}: cannot read: {}", file.string(), strerror(errno)));
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  if (in.bad()) throw PluginLoadError(fmt::format("{}: cannot read", file.string()));
-  return std::move(bytes).str();
+  const auto fail = [&](int err) {
+    return PluginLoadError(fmt::format("{}: cannot read: {}", file.string(), strerror(err)));
+  };
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw fail(errno);
+  struct stat st {};
+  std::string bytes;
+  int err = ::fstat(fd, &st) == 0 ? 0 : errno;
+  if (err == 0) bytes.resize(static_cast<size_t>(std::max<off_t>(st.st_size, 0)) + 1);
+  size_t done = 0;
+  // One byte more than the size: a file that grew since fstat is read to its end all the same.
+  while (err == 0) {
+    if (done == bytes.size()) bytes.resize(bytes.size() * 2);
+    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) err = errno;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  if (err != 0) throw fail(err);
+  bytes.resize(done);
+  return bytes;
 }
 
 bool is_elf(const std::string& bytes) { return std::string_view(bytes).starts_with("\177ELF"); }

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 #include <string>
 
@@ -103,4 +104,36 @@ TEST_CASE("small records run as before under the same limit (the baseline of the
   const int count = 50000;
   check_bounded_and_complete(run_measured(dir, big_records("kb1", count, 1 << 10, "{type: null}")),
                              count);
+}
+
+// A record 1,000x bigger than the others, and bigger than the whole limit: a 128 MB line among
+// 100-byte ones in the file source. The source never holds it (it emits its first
+// max_record_bytes, flagged), so the run stays under the limit, dead-letters that one line with
+// its true length and offset, and delivers every other line.
+TEST_CASE("a 128 MB line in a 64 MB limit is dead-lettered with its length, not held") {
+  auto dir = scratch("memory-long-line");
+  {
+    std::ofstream in(dir / "in.jsonl");
+    const std::string line = "{\"pad\":\"" + std::string(90, 'x') + "\"}\n";
+    for (int i = 0; i < 500; ++i) in << line;
+    in << "{\"pad\":\"" << std::string(128 << 20, 'x') << "\"}\n";
+    for (int i = 0; i < 500; ++i) in << line;
+  }
+  const std::string d = dir.string();
+  auto run = run_measured(
+      dir, "name: long-line\nsource: {type: file, path: " + d + "/in.jsonl}\nsink: {type: file, " +
+               "path: " + d +
+               "/out.jsonl}\nperformance: {memory_limit_mb: " + std::to_string(kLimitMb) +
+               "}\nerrors:\n  tolerance: all\n  dead_letter: {type: " + "file, path: " + d +
+               "/dlq.jsonl}\n");
+  INFO(run.out);
+  INFO(run.err);
+  INFO("peak RSS " << run.peak_rss_mb << " MB, limit " << kLimitMb << " MB");
+  CHECK(run.exit_code == 0);
+  CHECK(run.peak_rss_mb <= kLimitMb);
+  CHECK(in_and_delivered(run.out) == std::pair<long, long>{1001, 1000});
+  CHECK(run.out.find("1 dead-lettered") != std::string::npos);
+  CHECK(run.err.find("line of " + std::to_string((128 << 20) + 10) + " bytes") !=
+        std::string::npos);
+  fs::remove(dir / "in.jsonl");
 }

@@ -160,7 +160,8 @@ TEST_CASE(
   CHECK(out.records[0].partition == 0);
 }
 
-TEST_CASE("file source emits invalid or oversized lines unchanged, flagged with sluice.error") {
+TEST_CASE(
+    "file source emits invalid lines unchanged and oversized ones cut, flagged with sluice.error") {
   TempDir dir;
   const std::string path = dir.file("in.jsonl");
   write_file(path, "{\"ok\":1}\nnot json\n\xff\xfe\n{\"long\":\"xxxxxxxxxxxxxxxxxxxxxxxx\"}\n");
@@ -179,7 +180,10 @@ TEST_CASE("file source emits invalid or oversized lines unchanged, flagged with 
     CHECK(out.records[1].header("sluice.error").has_value());
     CHECK(out.records[2].value == "\xff\xfe");
     CHECK(out.records[2].header("sluice.error").has_value());
-    CHECK(out.records[3].header("sluice.error")->find("max_record_bytes") != std::string::npos);
+    CHECK(out.records[3].value == "{\"long\":\"xxxxxxxxxxx");
+    CHECK(
+        out.records[3].header("sluice.error")->find("line of 35 bytes is over max_record_bytes") !=
+        std::string::npos);
   }
   Instance unchecked(p, host,
                      source_config(path, R"("validate_json":false,"offset_file":")" +
@@ -188,6 +192,59 @@ TEST_CASE("file source emits invalid or oversized lines unchanged, flagged with 
   REQUIRE(unchecked.poll(out, 100, 0).ok());
   REQUIRE(out.records.size() == 4);
   for (const auto& r : out.records) CHECK_FALSE(r.header("sluice.error").has_value());
+}
+
+// A 3 MB line in a 1 KB limit: the source holds no more of it than the limit plus one read,
+// emits its prefix flagged with its true length and offset, and every position around it stays
+// right: the next line, a resume past it, a line still being written in follow mode, and a
+// snapshot taken inside it (which restores to the line's start).
+TEST_CASE("file source never holds a line past max_record_bytes, and loses no line around it") {
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  const std::string huge = "{\"pad\":\"" + std::string(3 << 20, 'x') + "\"}";
+  write_file(path, "{\"n\":1}\n" + huge + "\n{\"n\":3}\n");
+  Library lib(plugin_path("file"));
+  const auto& p = lib.plugin(SLUICE_KIND_SOURCE, "file");
+  FakeHost host;
+  const std::string config =
+      source_config(path, R"("max_record_bytes":1024,"follow":true,"poll_interval_ms":1)");
+  {
+    Instance source(p, host, config);
+    FakeWriter out;
+    REQUIRE(source.poll(out, 100, 0).ok());
+    REQUIRE(out.records.size() == 3);
+    CHECK(out.records[1].offset == 8);
+    CHECK(out.records[1].value == huge.substr(0, 1024));
+    const auto error = out.records[1].header("sluice.error");
+    REQUIRE(error.has_value());
+    CHECK(error->find("line of " + std::to_string(huge.size()) + " bytes") != std::string::npos);
+    CHECK(error->find("at offset 8 of " + path) != std::string::npos);
+    CHECK(out.records[2].value == "{\"n\":3}");
+    CHECK(out.records[2].offset == static_cast<int64_t>(8 + huge.size() + 1));
+    REQUIRE(source.commit(0, out.records[1].offset).ok());
+
+    // Follow mode: a long line still being written is not emitted, and a snapshot inside it
+    // points at its start.
+    write_file(path, std::string(2 << 20, 'y'), true);
+    FakeWriter more;
+    REQUIRE(source.poll(more, 100, 0).ok());
+    CHECK(more.records.empty());
+    const std::string state = source.snapshot();
+    CHECK(state.rfind(std::to_string(out.records[2].offset + 8) + " ", 0) == 0);
+    write_file(path, "z\n{\"n\":5}\n", true);
+    REQUIRE(source.poll(more, 100, 0).ok());
+    REQUIRE(more.records.size() == 2);
+    CHECK(more.records[0].value == std::string(1024, 'y'));
+    CHECK(more.records[0].header("sluice.error")->find("line of 2097153 bytes") !=
+          std::string::npos);
+    CHECK(more.records[1].value == "{\"n\":5}");
+  }
+  // Resumed after the committed long line: the next line comes whole.
+  Instance again(p, host, config);
+  FakeWriter out;
+  REQUIRE(again.poll(out, 1, 0).ok());
+  REQUIRE(out.records.size() == 1);
+  CHECK(out.records[0].value == "{\"n\":3}");
 }
 
 TEST_CASE("file source in follow mode waits at end of file and picks up appended lines") {
