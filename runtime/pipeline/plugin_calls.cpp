@@ -228,6 +228,11 @@ StageResult SinkCall::put(std::span<const sluice_record> in, CollectingWriter& r
   StageResult result = run("put", in, [&](sluice_error* e) {
     return inst.table().put(inst.handle(), &batch, rejects.get(), e);
   });
+  // A reject of a record the batch does not have: what the sink wrote is unknown, so the put
+  // fails (retried, then its records fail) rather than acking on a word that cannot be true.
+  if (!result && rejects.bad_index())
+    return error(fmt::format("sink '{}' ({}) rejected input_index {} of a batch of {} records",
+                             name(), plugin(), *rejects.bad_index(), in.size()));
   if (!result) count_out(in.size() - rejects.rejects().size());
   return result;
 }

@@ -20,7 +20,8 @@ struct Reject {
 
 // Collects a call's output records (with the input index each came from) and its rejects. What
 // a plugin must not do is refused and remembered, for the adapter to report as the plugin's
-// error: an input index outside the batch, or output past the byte budget.
+// error: an input index outside the batch, or output past the byte budget. A record rejected
+// more than once counts once, with its first reason.
 class CollectingWriter {
  public:
   static constexpr uint64_t kNoBudget = UINT64_MAX;
@@ -93,6 +94,10 @@ class CollectingWriter {
       if (!self->bad_index_) self->bad_index_ = input_index;
       return;
     }
+    // A record rejected again is one failure: the first reason stands.
+    if (self->rejected_.empty()) self->rejected_.resize(self->input_count_);
+    if (self->rejected_[input_index]) return;
+    self->rejected_[input_index] = true;
     self->rejects_.push_back(
         {input_index, status, message ? std::string(message, len) : std::string("rejected")});
   }
@@ -103,6 +108,7 @@ class CollectingWriter {
   core::RecordBuffer records_;
   std::vector<size_t> origins_;
   std::vector<Reject> rejects_;
+  std::vector<bool> rejected_;  // by input index, sized at the first reject
   std::optional<size_t> bad_index_;
   bool over_budget_ = false;
   uint64_t bytes_ = 0;

@@ -209,7 +209,8 @@ typedef struct sluice_writer {
   sluice_status (*append_owned)(void* host_ctx, size_t input_index, const sluice_record* record,
                                 void (*release)(void* release_ctx), void* release_ctx);
   /* Rejects one input record with a status (SLUICE_RETRY or SLUICE_ERROR) and a reason; the
-   * rest of the batch goes on. OWNERSHIP: the host copies `message`. */
+   * rest of the batch goes on. A second reject of the same record is ignored; an index outside
+   * the batch fails the call. OWNERSHIP: the host copies `message`. */
   void (*reject)(void* host_ctx, size_t input_index, sluice_status status, const char* message,
                  size_t message_len);
 } sluice_writer;

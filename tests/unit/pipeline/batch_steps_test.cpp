@@ -281,6 +281,44 @@ TEST_CASE("a transform appending with an input index outside its batch fails the
   CHECK(reason.find("input_index 7") != std::string::npos);
 }
 
+// A sink that lies about its rejects: one record rejected twice is one failure (dead-lettered
+// once, counted once, and the stage's accepted count does not wrap), and a reject of a record
+// the batch does not have fails the put as the plugin's error instead of being ignored.
+TEST_CASE("a sink rejecting one record twice fails it once; counts stay exact") {
+  Harness h(core::Tolerance::all);
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink",
+                 [](const sluice_batch&, sluice_writer& rejects, sluice_error&) {
+                   for (int k = 0; k < 3; ++k)
+                     rejects.reject(rejects.host_ctx, 1, SLUICE_ERROR, "no", 2);
+                   return SLUICE_OK;
+                 });
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(2);
+  auto out = h.run(stages({}, sink, &dlq), batch);
+  CHECK(out.records_out == 1);
+  CHECK(h.counts.delivered == 1);
+  CHECK(h.counts.dead_lettered == 1);
+  CHECK(dlq.seen().size() == 1);
+  CHECK(sink.sink_counters().records_out.load() == 1);
+}
+
+TEST_CASE("a sink rejecting a record outside its batch fails the put as its error") {
+  Harness h(core::Tolerance::all);
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink",
+                 [](const sluice_batch& in, sluice_writer& rejects, sluice_error&) {
+                   rejects.reject(rejects.host_ctx, in.count + 3, SLUICE_ERROR, "no", 2);
+                   return SLUICE_OK;
+                 });
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(2);
+  h.run(stages({}, sink, &dlq), batch);
+  CHECK(h.counts.delivered == 0);
+  CHECK(h.counts.dead_lettered == 2);
+  REQUIRE(dlq.headers().size() == 2);
+  const std::string reason = dlq.headers()[0].at("sluice.error.message");
+  CHECK(reason.find("rejected input_index 5 of a batch of 2 records") != std::string::npos);
+}
+
 TEST_CASE("a transform's output past the byte budget fails its batch with the reason") {
   Harness h(core::Tolerance::all);
   h.context.transform_output_budget = 4096;
