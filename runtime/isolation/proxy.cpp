@@ -154,8 +154,18 @@ class Proxy {
   sluice_status poll_crashed(const Outcome& o, sluice_error* error);
   Outcome attempt(MessageKind kind, const sluice_batch* in, const Indices& indices);
   void deliver(const Outcome& o, const Indices& indices, sluice_writer* out);
+  // deliver(), after letting the next call in when the writer takes views (see batch()).
+  void deliver_outside(const Outcome& o, const Indices& indices, sluice_writer* out,
+                       std::unique_lock<std::recursive_mutex>& lock);
+  static void deliver(OutputRegion& region, bool viewable, const Outcome& o, const Indices& indices,
+                      sluice_writer* out);
   // The reply's output region as a view, and the region itself if `out` may view it.
   RegionView read_output(const Outcome& o, sluice_writer* out, OutputRegion** viewed);
+  static RegionView read_output(OutputRegion& region, bool viewable, const Outcome& o,
+                                sluice_writer* out, OutputRegion** viewed);
+  static bool takes_views(const sluice_writer* out) {
+    return SLUICE_HAS_FIELD(out, sluice_writer, append_owned) && out->append_owned != nullptr;
+  }
   sluice_status bisect(MessageKind kind, const sluice_batch* in, const Indices& indices,
                        sluice_writer* out, const std::string& crash, std::string* message);
   Indices admit(const sluice_batch* in, sluice_writer* out);
@@ -362,19 +372,26 @@ Outcome Proxy::attempt(MessageKind kind, const sluice_batch* in, const Indices& 
 }
 
 RegionView Proxy::read_output(const Outcome& o, sluice_writer* out, OutputRegion** viewed) {
-  OutputRegion& region = child_->output(o.output);
-  const bool takes_views =
-      SLUICE_HAS_FIELD(out, sluice_writer, append_owned) && out->append_owned != nullptr;
-  *viewed = takes_views && ChildProcess::viewable(o.output) ? &region : nullptr;
+  return read_output(child_->output(o.output), ChildProcess::viewable(o.output), o, out, viewed);
+}
+
+RegionView Proxy::read_output(OutputRegion& region, bool viewable, const Outcome& o,
+                              sluice_writer* out, OutputRegion** viewed) {
+  *viewed = takes_views(out) && viewable ? &region : nullptr;
   return read_region(region.region(), o.region_size);
+}
+
+void Proxy::deliver(const Outcome& o, const Indices& indices, sluice_writer* out) {
+  deliver(child_->output(o.output), ChildProcess::viewable(o.output), o, indices, out);
 }
 
 // Hands a successful call's outputs and rejects to the host's writer, with the batch's indices.
 // The outputs stay where the child wrote them: the host's records view the output region, which
 // no call writes into again until the host has released them all.
-void Proxy::deliver(const Outcome& o, const Indices& indices, sluice_writer* out) {
+void Proxy::deliver(OutputRegion& region, bool viewable, const Outcome& o, const Indices& indices,
+                    sluice_writer* out) {
   OutputRegion* viewed = nullptr;
-  const RegionView view = read_output(o, out, &viewed);
+  const RegionView view = read_output(region, viewable, o, out, &viewed);
   auto original = [&](uint64_t i) { return i < indices.size() ? indices[i] : SIZE_MAX; };
   for (size_t k = 0; k < view.records.size(); ++k)
     append_output(out, original(view.indices[k]), view.records[k], viewed);
@@ -382,6 +399,23 @@ void Proxy::deliver(const Outcome& o, const Indices& indices, sluice_writer* out
     const std::string_view message = view.reject_message(r);
     out->reject(out->host_ctx, original(r.input_index), r.status, message.data(), message.size());
   }
+}
+
+// The host's records view the outputs in place, so handing them over needs no child: the
+// region, held for the while, is the one thing it reads, and no call writes into a held region
+// (free_output), nor does a dead child's region go away while held. So the next call (another
+// worker's batch, at a stage concurrency above 1) goes into the child while this one's outputs
+// are handed on, and its sink and the rest of its batch run: the host's share of a batch
+// overlaps the child's work on the next. Outputs copied out of the last region (never viewed)
+// are read under the lock, as the next call may write into that region.
+void Proxy::deliver_outside(const Outcome& o, const Indices& indices, sluice_writer* out,
+                            std::unique_lock<std::recursive_mutex>& lock) {
+  if (!takes_views(out) || !ChildProcess::viewable(o.output)) return deliver(o, indices, out);
+  OutputRegion* region = &child_->output(o.output);
+  region->hold();
+  lock.unlock();
+  deliver(*region, true, o, indices, out);
+  OutputRegion::release(region);
 }
 
 // Rejects records that crashed the plugin before; returns the indices of the others.
@@ -466,7 +500,7 @@ sluice_status Proxy::bisect(MessageKind kind, const sluice_batch* in, const Indi
 
 sluice_status Proxy::batch(MessageKind kind, const sluice_batch* in, sluice_writer* out,
                            sluice_error* error) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   const auto started = Clock::now();
   const Indices indices = admit(in, out);
   if (indices.empty()) return SLUICE_OK;
@@ -487,11 +521,12 @@ sluice_status Proxy::batch(MessageKind kind, const sluice_batch* in, sluice_writ
     note_crash(kind, o.crash);
     status = bisect(kind, in, indices, out, o.crash, &message);
   } else {
-    if (child_) deliver(o, indices, out);
     status = o.status;
     message = o.message;
-    if (consecutive_crashes_ == 0) count_crossing(started, o.plugin_us);
+    const bool counted = consecutive_crashes_ == 0;
     consecutive_crashes_ = 0;
+    if (child_) deliver_outside(o, indices, out, lock);
+    if (counted) count_crossing(started, o.plugin_us);
   }
   if (status != SLUICE_OK) set_error(error, message);
   return status;

@@ -355,7 +355,9 @@ def bench_overhead(h):
 
 def bench_isolation(h):
     """The JSON transform in process vs in a `sluice plugin-host` child (issue 16); and, for
-    information, the generator source in a child (its polls crossing instead).
+    information, the generator source in a child (its polls crossing instead), and both
+    transform arms again at a fixed concurrency of 2 (the same settings in both: two workers'
+    batches, which in a child overlap only outside the child's one call at a time).
 
     Five rounds of the full run (three quick), the arms interleaved in each round (the order
     rotated), medians per arm. The machine is shared: CPU time per record is measured too (it
@@ -366,11 +368,13 @@ def bench_isolation(h):
              "max_batch_size": batch, "adaptive_concurrency": False, "concurrency": 1,
              "min_concurrency": 1, "max_concurrency": 1}
 
-    def spec(isolation, source_isolation="none"):
+    two = {**fixed, "concurrency": 2, "min_concurrency": 2, "max_concurrency": 2}
+
+    def spec(isolation, source_isolation="none", performance=None):
         return {"name": "bench_isolation",
                 "source": generator(count=count, isolation=source_isolation),
                 "transforms": [{**JSON_TRANSFORM, "isolation": isolation}],
-                "sink": {"type": "null"}, "performance": fixed}
+                "sink": {"type": "null"}, "performance": performance or fixed}
 
     def with_cpu(tag, run_spec):
         return run_sluice_with_cpu(h, tag, run_spec, count)
@@ -394,13 +398,17 @@ def bench_isolation(h):
         "in_process": lambda tag: with_cpu(tag, spec("none")),
         "process": lambda tag: isolated(tag, "transform0", spec("process")),
         "source_process": lambda tag: isolated(tag, "source", spec("none", "process")),
+        "in_process_2": lambda tag: with_cpu(tag, spec("none", performance=two)),
+        "process_2": lambda tag: isolated(tag, "transform0", spec("process", performance=two)),
     }, h.reps(5, 3))
     cpu = [("cpu_us_per_record", "cpu_us_per_record")]
     crossing = cpu + [("per_batch_crossing_us", "per_batch_crossing_us"),
                       ("records_per_call", "records_per_call")]
     arms = {"in_process": arm_summary(runs["in_process"], cpu),
             "process": arm_summary(runs["process"], crossing),
-            "source_process": arm_summary(runs["source_process"], crossing)}
+            "source_process": arm_summary(runs["source_process"], crossing),
+            "in_process_2": arm_summary(runs["in_process_2"], cpu),
+            "process_2": arm_summary(runs["process_2"], crossing)}
     inside = arms["in_process"]["records_per_s"]
     outside = arms["process"]["records_per_s"]
     checks = [check("process_vs_in_process", ratio(outside, inside), ">=", 0.75)]
@@ -413,6 +421,8 @@ def bench_isolation(h):
               "cpu_ratio": ratio(arms["process"]["cpu_us_per_record"],
                                  arms["in_process"]["cpu_us_per_record"]),
               "source_ratio": ratio(arms["source_process"]["records_per_s"], inside),
+              "ratio_concurrency_2": ratio(arms["process_2"]["records_per_s"],
+                                           arms["in_process_2"]["records_per_s"]),
               "per_batch_crossing_us": "per isolated call (a transform's batch, a source's poll): "
                                        "the host's time for the call less the plugin's time in "
                                        "the child (median of the runs)",
