@@ -35,6 +35,8 @@ class Database {
   virtual void rollback() noexcept = 0;
   // Column type for source positions: they must compare bytewise (PostgreSQL: COLLATE "C").
   virtual const char* position_type() const { return "TEXT"; }
+  // Column definition of a key the database numbers in insertion order.
+  virtual const char* serial_key() const { return "INTEGER PRIMARY KEY"; }
   // A subquery yielding the strings of the JSON array in parameter $1 (a key list in one
   // parameter, so a batch reads its rows in one statement).
   virtual const char* json_strings_of_param() const { return "SELECT value FROM json_each($1)"; }

@@ -129,6 +129,7 @@ class PostgresDatabase final : public Database {
   }
 
   const char* position_type() const override { return "TEXT COLLATE \"C\""; }
+  const char* serial_key() const override { return "BIGSERIAL PRIMARY KEY"; }
   const char* json_strings_of_param() const override {
     return "SELECT json_array_elements_text($1::json)";
   }

@@ -5,13 +5,16 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <exception>
 #include <functional>
 #include <future>
 #include <iterator>
+#include <set>
 #include <stdexcept>
+#include <tuple>
 
 namespace sluice_projection {
 
@@ -57,6 +60,27 @@ std::string json_array(const std::vector<std::string>& strings) {
   return {sb.GetString(), sb.GetSize()};
 }
 
+// The outbox's packed entries: each field as "<length>:<bytes>", six fields an entry.
+void pack(std::string& out, std::string_view field) {
+  out += std::to_string(field.size());
+  out += ':';
+  out += field;
+}
+
+bool unpack(const std::string& in, size_t& at, std::string& field) {
+  const size_t colon = in.find(':', at);
+  if (colon == std::string::npos || colon == at) return false;
+  size_t n = 0;
+  for (size_t i = at; i < colon; ++i) {
+    if (in[i] < '0' || in[i] > '9') return false;
+    n = n * 10 + static_cast<size_t>(in[i] - '0');
+  }
+  if (n > in.size() - colon - 1) return false;
+  field.assign(in, colon + 1, n);
+  at = colon + 1 + n;
+  return true;
+}
+
 }  // namespace
 
 std::string format_number(double v) {
@@ -93,8 +117,6 @@ ProjectionStore::ProjectionStore(std::unique_ptr<Database> db, std::vector<Proje
       bulk.queued.resize(writer_count());
       bulk.prepared.assign(writer_count(), std::vector<size_t>(std::size(kBulkSizes), SIZE_MAX));
     }
-  outbox_.queued.resize(writer_count());
-  outbox_.prepared.assign(writer_count(), std::vector<size_t>(std::size(kBulkSizes), SIZE_MAX));
 }
 
 void ProjectionStore::begin() {
@@ -235,38 +257,75 @@ static const char* const kOutboxMeta = "sluice.outbox";
 
 void ProjectionStore::create_outbox() {
   const std::string pos = db_->position_type();
-  db_->exec("CREATE TABLE IF NOT EXISTS sluice_projection_outbox (position " + pos +
-            " NOT NULL, event TEXT NOT NULL, seq BIGINT NOT NULL, projection TEXT NOT NULL, key "
-            "TEXT NOT NULL, payload TEXT NOT NULL, created_ms BIGINT NOT NULL, PRIMARY KEY "
-            "(position, event, seq))");
+  db_->exec("CREATE TABLE IF NOT EXISTS sluice_projection_outbox (id " +
+            std::string(db_->serial_key()) + ", low " + pos + " NOT NULL, high " + pos +
+            " NOT NULL, created_ms BIGINT NOT NULL, entries TEXT NOT NULL)");
   db_->exec(
       "CREATE INDEX IF NOT EXISTS sluice_projection_outbox_created ON sluice_projection_outbox "
       "(created_ms)");
-  outbox_ = {
-      "INSERT INTO sluice_projection_outbox (position, event, seq, projection, key, "
-      "payload, created_ms) VALUES ",
-      " ON CONFLICT DO NOTHING", 7};
+  try {
+    outbox_insert_ = db_->prepare(
+        "INSERT INTO sluice_projection_outbox (low, high, created_ms, entries) VALUES ($1, $2, "
+        "$3, $4)");
+  } catch (const std::exception& e) {
+    throw std::runtime_error(
+        std::string(e.what()) +
+        "; sluice_projection_outbox has the layout of an older sluice (one row per derived "
+        "event): let the pipeline catch up (its source offsets committed), then drop that table");
+  }
+  // Rows whose range of positions meets the replayed range; entries are filtered after.
   outbox_select_ = db_->prepare(
-      "SELECT position, event, seq, projection, key, payload FROM sluice_projection_outbox WHERE "
-      "position IN (" +
-      std::string(db_->json_strings_of_param()) + ") ORDER BY position, event, seq");
+      "SELECT entries FROM sluice_projection_outbox WHERE high >= $1 AND low <= $2 ORDER BY id");
   outbox_cutoff_ = db_->prepare("SELECT max(created_ms) - $1 FROM sluice_projection_outbox");
   outbox_pruned_max_ =
-      db_->prepare("SELECT max(position) FROM sluice_projection_outbox WHERE created_ms < $1");
+      db_->prepare("SELECT max(high) FROM sluice_projection_outbox WHERE created_ms < $1");
   outbox_delete_ = db_->prepare("DELETE FROM sluice_projection_outbox WHERE created_ms < $1");
 }
 
 void ProjectionStore::outbox_add(const OutboxEntry& e, int64_t now_ms) {
-  auto& q = outbox_.queued[0];
-  q.insert(q.end(), {e.position, e.event, std::to_string(e.seq), e.projection, e.key, e.payload,
-                     std::to_string(now_ms)});
+  OutboxRow& o = outbox_;
+  if (o.entries.empty() || e.position < o.low) o.low = e.position;
+  if (o.entries.empty() || e.position > o.high) o.high = e.position;
+  o.created_ms = now_ms;
+  pack(o.entries, e.position);
+  pack(o.entries, e.event);
+  pack(o.entries, std::to_string(e.seq));
+  pack(o.entries, e.projection);
+  pack(o.entries, e.key);
+  pack(o.entries, e.payload);
+}
+
+void ProjectionStore::write_outbox() {
+  if (outbox_.entries.empty()) return;
+  db_->write(outbox_insert_, {std::move(outbox_.low), std::move(outbox_.high),
+                              std::to_string(outbox_.created_ms), std::move(outbox_.entries)});
+  outbox_ = {};
 }
 
 std::vector<OutboxEntry> ProjectionStore::outbox_at(const std::vector<std::string>& positions) {
   std::vector<OutboxEntry> out;
-  for (auto& r : db_->run(outbox_select_, {json_array(positions)}))
-    out.push_back({r[0].value_or(""), r[1].value_or(""), to_int(r[2]), r[3].value_or(""),
-                   r[4].value_or(""), r[5].value_or("")});
+  if (positions.empty()) return out;
+  std::set<std::tuple<std::string, std::string, int64_t>> seen;
+  for (const auto& r : db_->run(outbox_select_, {positions.front(), positions.back()})) {
+    const std::string entries = r[0].value_or("");
+    size_t at = 0;
+    std::string seq;
+    OutboxEntry e;
+    while (at < entries.size()) {
+      if (!unpack(entries, at, e.position) || !unpack(entries, at, e.event) ||
+          !unpack(entries, at, seq) || !unpack(entries, at, e.projection) ||
+          !unpack(entries, at, e.key) || !unpack(entries, at, e.payload))
+        throw std::runtime_error("sluice_projection_outbox: a row's entries are malformed");
+      e.seq = std::strtoll(seq.c_str(), nullptr, 10);
+      // The first kept copy of a (position, event, seq) wins (rows in the order written).
+      if (std::binary_search(positions.begin(), positions.end(), e.position) &&
+          seen.emplace(e.position, e.event, e.seq).second)
+        out.push_back(e);
+    }
+  }
+  std::stable_sort(out.begin(), out.end(), [](const OutboxEntry& a, const OutboxEntry& b) {
+    return std::tie(a.position, a.event, a.seq) < std::tie(b.position, b.event, b.seq);
+  });
   return out;
 }
 
@@ -432,7 +491,7 @@ size_t ProjectionStore::writer_of(size_t affinity) const {
 }
 
 bool ProjectionStore::queued_on(size_t w) const {
-  if (!outbox_.queued[w].empty()) return true;
+  if (w == 0 && !outbox_.entries.empty()) return true;
   for (const auto& s : stmts_)
     for (const auto& bulk : s.bulk)
       if (!bulk.queued[w].empty()) return true;
@@ -443,7 +502,7 @@ void ProjectionStore::clear_queues() {
   for (auto& s : stmts_)
     for (auto& bulk : s.bulk)
       for (auto& q : bulk.queued) q.clear();
-  for (auto& q : outbox_.queued) q.clear();
+  outbox_ = {};
 }
 
 // Writer w's queued rows, inside its transaction of the batch (opened here on first use), on
@@ -456,7 +515,7 @@ void ProjectionStore::write_queued_on(size_t w) {
   }
   for (auto& s : stmts_)
     for (auto& bulk : s.bulk) write_bulk(bulk, w);
-  write_bulk(outbox_, w);
+  if (w == 0) write_outbox();
   // Every error shows here, before any writer commits.
   writer(w).flush();
 }

@@ -104,9 +104,12 @@ class ProjectionStore {
   std::string truncated_at(size_t projection);
   // The transactional outbox: a batch's derived events, written in the batch's transaction (on
   // the first connection) by write_queued(), so that a replay that skips their events can emit
-  // them again. A (position, event, seq) already kept is not written again.
+  // them again. They go out as one row per write_queued() (the entries packed in one text),
+  // not one row per derived event: no per-event index entries. A (position, event, seq) kept
+  // twice is read back once, as first written.
   void outbox_add(const OutboxEntry& e, int64_t now_ms);
-  // The kept derived events of the change events at `positions`, by (position, event, seq).
+  // The kept derived events of the change events at `positions` (sorted, unique), by
+  // (position, event, seq).
   std::vector<OutboxEntry> outbox_at(const std::vector<std::string>& positions);
   // Drops the outbox rows written more than `retention_ms` before its newest row (the
   // pipeline's running time: a stopped pipeline's rows do not age) and remembers the highest
@@ -159,8 +162,15 @@ class ProjectionStore {
   std::vector<ProjectionSpec> specs_;
   std::vector<Statements> stmts_;
   size_t select_meta_ = 0, upsert_meta_ = 0;
-  Bulk outbox_;  // written through the first connection
-  size_t outbox_select_ = 0, outbox_cutoff_ = 0, outbox_pruned_max_ = 0, outbox_delete_ = 0;
+  // The outbox entries queued since the last write_queued() (written through the first
+  // connection): packed, and the lowest and highest position among them.
+  struct OutboxRow {
+    std::string entries, low, high;
+    int64_t created_ms = 0;
+  } outbox_;
+  void write_outbox();
+  size_t outbox_insert_ = 0, outbox_select_ = 0, outbox_cutoff_ = 0, outbox_pruned_max_ = 0,
+         outbox_delete_ = 0;
 };
 
 // Number text for SQL and JSON: integers without a fraction, others with full precision.

@@ -282,6 +282,77 @@ TEST_CASE("without an outbox a replay emits nothing; pruned derived events are a
   CHECK(p.run({tx('c', 2, 8, 5, 20)}).records.size() == 1);
 }
 
+// Runs `sql` on the database file (a test's own write, beside the projection's).
+static void exec(const std::string& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) ==
+          SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(h, sql.c_str(), nullptr, nullptr, &err);
+  const std::string message = err ? err : "";
+  sqlite3_free(err);
+  sqlite3_close(h);
+  REQUIRE_MESSAGE(rc == SQLITE_OK, message);
+}
+
+// One outbox entry as the store packs it: six "<length>:<bytes>" fields.
+static std::string packed(const std::vector<std::string>& fields) {
+  std::string out;
+  for (const auto& f : fields) out += std::to_string(f.size()) + ":" + f;
+  return out;
+}
+
+TEST_CASE(
+    "the outbox keeps one row per batch; a replay across rows emits each derived event once") {
+  TempDir dir;
+  const std::string db = dir.file("p.db");
+  const std::vector<TestRecord> a{tx('c', 1, 7, 10, 11), tx('c', 2, 8, 20, 12)};
+  const std::vector<TestRecord> b{
+      tx('u', 1, 7, 15, 13),
+      change("bank.customers", 'c', R"({"id":1})", 14, R"({"id":1,"name":"Bo"})")};
+  std::vector<std::string> first;
+  {
+    Projection p(config(db));
+    first = values(p.run(a));
+    const auto more = values(p.run(b));
+    first.insert(first.end(), more.begin(), more.end());
+  }
+  REQUIRE(first.size() == 4);
+  CHECK(rows(db, "select count(*), min(low), max(high) from sluice_projection_outbox") ==
+        std::vector<std::string>{"2|L00000000000000000011|L00000000000000000014"});
+  // A later row keeping the same (position, event, seq) again: the first copy is the one
+  // emitted, once.
+  exec(db,
+       "insert into sluice_projection_outbox (low, high, created_ms, entries) values "
+       "('L00000000000000000012', 'L00000000000000000012', 1, '" +
+           packed({"L00000000000000000012", R"(bank.transactions|{"id":2})", "0", "balances", "8",
+                   "forged"}) +
+           "')");
+  Projection again(config(db));
+  // Events of both batches in one replay, in their order, after a restart.
+  std::vector<TestRecord> all = a;
+  all.insert(all.end(), b.begin(), b.end());
+  CHECK(values(again.run(all)) == first);
+  CHECK(values(again.run({a[1], b[0]})) == std::vector<std::string>{first[1], first[2]});
+  CHECK(again.host.counter("reemitted") == 6);
+}
+
+TEST_CASE("an outbox table of the older layout (a row per derived event) is refused at start") {
+  TempDir dir;
+  const std::string db = dir.file("old.db");
+  exec(db,
+       "create table sluice_projection_outbox (position text not null, event text not null, seq "
+       "bigint not null, projection text not null, key text not null, payload text not null, "
+       "created_ms bigint not null, primary key (position, event, seq))");
+  Library lib(plugin_path("projection"));
+  FakeHost host;
+  void* inst = nullptr;
+  auto r = Instance::try_create(lib.plugin(SLUICE_KIND_TRANSFORM, "projection"), host, config(db),
+                                &inst);
+  CHECK_FALSE(r.ok());
+  CHECK(r.message.find("older sluice") != std::string::npos);
+}
+
 TEST_CASE("projection rejects events it cannot fold, with reasons, and applies the rest") {
   TempDir dir;
   const std::string db = dir.file("p.db");
