@@ -65,7 +65,7 @@ int other_descriptor_of(int fd) {
 
 FileLock::FileLock(std::string lock_path, std::string_view what, std::string_view stage,
                    const std::string& field)
-    : path_(std::move(lock_path)) {
+    : path_(std::move(lock_path)), what_(what), stage_(stage), field_(field) {
   std::string error;
   fd_ = FileDescriptor(
       sluice::files::open_checked(path_, O_RDWR | O_CREAT, 0644, sluice::files::Use::state, error));
@@ -86,6 +86,23 @@ FileLock::FileLock(std::string lock_path, std::string_view what, std::string_vie
     who += " (pid " + std::to_string(h.pid) + ")";
   throw sluice::ConfigError(
       field, std::string(what) + " is in use by " + who + " (lock file " + path_ + ")");
+}
+
+std::string FileLock::reassert() {
+  if (!fd_.valid()) return {};
+  struct stat held {};
+  struct stat named {};
+  if (::fstat(fd_.get(), &held) == 0 && held.st_nlink > 0 && ::stat(path_.c_str(), &named) == 0 &&
+      held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+    return {};
+  try {
+    FileLock again(path_, what_, stage_, field_);
+    *this = std::move(again);
+  } catch (const sluice::ConfigError& e) {
+    throw sluice::Fatal("lock file " + path_ + " was deleted or replaced while this run held it: " +
+                        e.what() + "; stopping, so that two runs do not share the " + what_);
+  }
+  return "lock file " + path_ + " was deleted or replaced while this run held it; locked again";
 }
 
 // A reload creates the stage's new instance while the old one still holds the lock: the new one

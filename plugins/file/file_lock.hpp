@@ -22,11 +22,18 @@ class FileLock {
 
   const std::string& path() const { return path_; }
 
+  // Whether the lock file `path()` names is still the one held. If it was deleted or replaced
+  // (a second run could then lock a new one and write the same file), locks what the path names
+  // now, creating it, and returns a warning saying so; if another run holds that one already,
+  // throws sluice::Fatal naming it. Empty when nothing changed (or no lock is held).
+  std::string reassert();
+
  private:
   bool take_over_from_same_stage(std::string_view holder, std::string_view stage);
   void write_holder(std::string_view stage);
 
   std::string path_;
+  std::string what_, stage_, field_;
   FileDescriptor fd_;
 };
 

@@ -123,6 +123,7 @@ void FileSink::sync() {
 // file is noticed after writing, and the batch written again to a fresh `path`.
 void FileSink::put(const sluice::Batch& in, sluice::Output& /*rejects*/) {
   std::lock_guard lock(mutex_);
+  if (const std::string note = output_lock_.reassert(); !note.empty()) host_.warn(note);
   write_batch(in);
   if (!path_names_open_file()) {
     host_.warn("file " + path_ + " was deleted or replaced while sluice wrote to it; writing " +

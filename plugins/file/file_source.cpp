@@ -454,7 +454,9 @@ void FileSource::commit(std::span<const sluice::Position> positions) {
   int64_t highest = committed_;
   for (const auto& p : positions)
     if (p.partition == 0) highest = std::max(highest, p.offset);
-  if (highest > committed_) write_committed_offset(highest);
+  if (highest <= committed_) return;
+  if (const std::string note = offset_lock_.reassert(); !note.empty()) host_.warn(note);
+  write_committed_offset(highest);
 }
 
 // State for a hot reload: the next unread byte, the committed line, and the device and inode of

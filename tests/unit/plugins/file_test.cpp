@@ -567,6 +567,68 @@ TEST_CASE("file source and sink refuse a file another sluice holds, naming its p
   }
 }
 
+// A lock file deleted under a running stage would let a second run lock a new one and write the
+// same file. The holder notices at its next put or commit: it locks the path again if it can,
+// and stops (FATAL, naming the other run) if another run got there first.
+TEST_CASE(
+    "a file source or sink whose lock file is deleted locks it again, or stops for the run that "
+    "took it") {
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  write_file(path, numbered_lines(0, 3));
+  Library lib(plugin_path("file"));
+  const std::string out_path = dir.file("out.jsonl");
+  FakeHost host;
+  Instance source(lib.plugin(SLUICE_KIND_SOURCE, "file"), host, source_config(path));
+  Instance sink(lib.plugin(SLUICE_KIND_SINK, "file"), host, R"({"path":")" + out_path + R"("})");
+  FakeWriter polled;
+  REQUIRE(source.poll(polled, 100, 0).ok());
+  REQUIRE(polled.records.size() == 3);
+  const auto put = [&] {
+    TestRecord r;
+    r.value = "{\"c\":3}";
+    FakeWriter rejects;
+    return sink.put({r}, rejects);
+  };
+  const std::string source_lock = path + ".sluice-offset.lock";
+  const std::string sink_lock = out_path + ".lock";
+
+  // Deleted, nobody else there: locked again, with a warning.
+  REQUIRE(::unlink(source_lock.c_str()) == 0);
+  REQUIRE(::unlink(sink_lock.c_str()) == 0);
+  REQUIRE(source.commit(0, polled.records[0].offset).ok());
+  REQUIRE(put().ok());
+  for (const auto& lock : {source_lock, sink_lock}) {
+    CAPTURE(lock);
+    CHECK(read_file(lock).rfind("pid " + std::to_string(::getpid()) + " ", 0) == 0);
+    const int fd = ::open(lock.c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(::flock(fd, LOCK_EX | LOCK_NB) != 0);  // held again
+    ::close(fd);
+  }
+  CHECK(any_log_contains(host, "locked again"));
+
+  // Deleted, and another run locked the new file first: the stage stops, naming it.
+  std::vector<int> others;
+  for (const auto& lock : {source_lock, sink_lock}) {
+    REQUIRE(::unlink(lock.c_str()) == 0);
+    const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+    const std::string holder = "pid 4242 stage other\n";
+    REQUIRE(::write(fd, holder.data(), holder.size()) == static_cast<ssize_t>(holder.size()));
+    others.push_back(fd);
+  }
+  const auto committed = source.commit(0, polled.records[2].offset);
+  const auto written = put();
+  for (const auto& r : {committed, written}) {
+    CHECK(r.status == SLUICE_FATAL);
+    CHECK(r.message.find("in use by another sluice (pid 4242)") != std::string::npos);
+  }
+  CHECK(read_file(out_path) == "{\"c\":3}\n");  // the refused put wrote nothing
+  for (const int fd : others) ::close(fd);
+}
+
 TEST_CASE("a reloaded file source or sink takes the lock over from the instance it replaces") {
   TempDir dir;
   const std::string path = dir.file("in.jsonl");
