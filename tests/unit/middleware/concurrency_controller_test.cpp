@@ -394,3 +394,69 @@ TEST_CASE("a latency with two levels that our limit does not set stops cutting")
   CHECK(changes <= 30);
   CHECK(reversals({limits.begin() + 1000, limits.end()}) <= 4);
 }
+
+namespace {
+
+PerformanceSettings up_to_16() {
+  PerformanceSettings s = settings();
+  s.max_concurrency = 16;
+  return s;
+}
+
+// A controller that slow start took to 16 in flight (10 ms calls, knee far above).
+struct AtSixteen {
+  ManualClock clock;
+  KneeSystem sys{64.0};
+  ConcurrencyController c{up_to_16(), clock};
+  AtSixteen() { run(c, clock, sys, 20); }
+};
+
+// The limit after `seconds` in which no batch completes while the oldest batch in flight, of
+// 100 records, has been running since the start (ticks of 100 ms, as the metrics tick would),
+// plus `dispatched_before`.
+uint32_t after_stall(AtSixteen& f, double seconds, Duration dispatched_before = Duration{}) {
+  for (double t = 0; t < seconds; t += 0.1) {
+    f.clock.advance(ms(100));
+    sluice::middleware::LoadSignals load{100000, f.c.limit(), 0.1};
+    load.oldest_age = dispatched_before + ms((t + 0.1) * 1000);
+    load.oldest_records = 100;
+    f.c.update(load);
+  }
+  return f.c.limit();
+}
+
+}  // namespace
+
+TEST_CASE("a sink whose calls stall is cut before they complete, by the oldest batch's age") {
+  // At 16 in flight (10 ms per call), every call suddenly takes seconds: no completion for 4 s.
+  AtSixteen f;
+  REQUIRE(f.c.limit() == 16);
+  // Without the age of the batches in flight every epoch would time out empty and the limit
+  // would stay at 16 until the calls return. 3 epochs that span 1 s confirm the rise.
+  CHECK(after_stall(f, 4.0) < 16);
+  CHECK(f.c.trace().snapshot().back().reason.find("cut 16 -> 8") == 0);
+}
+
+TEST_CASE("the age of a batch dispatched before the last limit change is not judged") {
+  AtSixteen f;
+  REQUIRE(f.c.limit() == 16);
+  // Dispatched a minute ago, before the limit reached 16: it tells nothing about 16.
+  CHECK(after_stall(f, 4.0, std::chrono::seconds(60)) == 16);
+}
+
+TEST_CASE("one slow batch in flight among normal completions does not cut") {
+  // A put that waits out a retry's backoff: one batch far slower than the rest, every epoch.
+  AtSixteen f;
+  REQUIRE(f.c.limit() == 16);
+  for (int i = 0; i < 200; ++i) {
+    f.clock.advance(ms(10));
+    for (uint32_t b = 0; b < 16; ++b) {
+      f.c.on_batch_done(ms(f.sys.rtt_ms(16) * f.sys.jitter()), 100);
+      sluice::middleware::LoadSignals load{100000, 16, 0.1};
+      load.oldest_age = ms(50);  // 5x a call
+      load.oldest_records = 100;
+      f.c.update(load);
+    }
+  }
+  CHECK(f.c.limit() == 16);
+}
