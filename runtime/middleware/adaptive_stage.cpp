@@ -449,23 +449,13 @@ void AdaptiveStage::sample_metrics(core::TimePoint now) {
     in_flight_time_ = {};
     load_since_ = now;
     queued = queued_records_;
-    limit_ = concurrency_.update(load_signals(now, in_flight_));
+    limit_ = concurrency_.update({queued, in_flight_, memory_.control_pressure()});
   }
   if (now - last_sample_ >= std::chrono::milliseconds(settings_.metrics_collection_interval_ms)) {
     last_sample_ = now;
     profiler_.sample(memory_.rss_bytes(), queued);
   }
   idle_cv_.notify_all();  // pressure may have dropped: the source may go on
-}
-
-// Under mu_.
-LoadSignals AdaptiveStage::load_signals(core::TimePoint now, uint32_t in_flight) const {
-  LoadSignals load{queued_records_, in_flight, memory_.control_pressure()};
-  if (!running_.empty()) {
-    load.oldest_age = now - running_.front().first;
-    load.oldest_records = running_.front().second;
-  }
-  return load;
 }
 
 // Under mu_. Forms the next batch and counts it in flight, if a permit is free and one is ready.
@@ -476,8 +466,6 @@ bool AdaptiveStage::take_next(core::TimePoint now, WorkBatch& out, bool whole_on
   queued_bytes_ -= std::min(queued_bytes_, out.bytes);
   count_in_flight(now);
   ++in_flight_;
-  out.dispatched = now;
-  running_.emplace_back(now, static_cast<uint32_t>(out.records.size()));
   if (keyed(out)) {
     keyed_pending_ -= out.records.size();
     ++keyed_in_flight_;
@@ -521,10 +509,6 @@ bool AdaptiveStage::finish(WorkBatch& batch, const BatchOutcome& outcome) {
     const core::TimePoint now = clock_.now();
     count_in_flight(now);
     --in_flight_;
-    const auto mine =
-        std::find(running_.begin(), running_.end(),
-                  std::pair(batch.dispatched, static_cast<uint32_t>(batch.records.size())));
-    if (mine != running_.end()) running_.erase(mine);
     for (uint32_t l : batch.lanes) lanes_[l].busy = false;
     if (keyed(batch)) --keyed_in_flight_;
     records_out_ += outcome.records_out;
@@ -532,7 +516,7 @@ bool AdaptiveStage::finish(WorkBatch& batch, const BatchOutcome& outcome) {
     records_filtered_ += outcome.filtered;
     if (outcome.failed) failed_ = true;
     // In flight counting this batch: it was one of them when it finished.
-    limit_ = concurrency_.update(load_signals(now, in_flight_ + 1));
+    limit_ = concurrency_.update({queued_records_, in_flight_ + 1, memory_.control_pressure()});
     batch = WorkBatch();
     took = work_.empty() && take_next(now, batch, true);
     permits_left = in_flight_ < limit_;

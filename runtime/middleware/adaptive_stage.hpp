@@ -12,7 +12,6 @@
 #include <span>
 #include <string>
 #include <thread>
-#include <utility>
 #include <vector>
 
 #include "core/clock.hpp"
@@ -50,9 +49,8 @@ struct WorkBatch {
   std::vector<core::RunShare> tickets;  // what the batch holds of each run, to ack when done
   std::vector<std::shared_ptr<const SourceChunk>> chunks;
   size_t bytes = 0;
-  std::vector<uint32_t> lanes;   // the lanes this batch holds (freed when it is done)
-  core::TimePoint oldest{};      // earliest intake time of its records
-  core::TimePoint dispatched{};  // when it was counted in flight
+  std::vector<uint32_t> lanes;  // the lanes this batch holds (freed when it is done)
+  core::TimePoint oldest{};     // earliest intake time of its records
 
   // Adds records at the end: the first stretch is viewed, later ones make the batch gather.
   void append(std::span<const sluice_record> more);
@@ -177,10 +175,9 @@ class AdaptiveStage {
   void take_records(Lane& lane, const Piece& piece, uint32_t count, WorkBatch& out);
   void sample_metrics(core::TimePoint now);
   void count_in_flight(core::TimePoint now);  // under mu_, before in_flight_ changes
-  LoadSignals load_signals(core::TimePoint now, uint32_t in_flight) const;  // under mu_
-  bool want_split() const;                                                  // under mu_
-  bool has_room(uint64_t held) const;                                       // under mu_
-  bool past_resume_mark() const;                                            // under mu_
+  bool want_split() const;                    // under mu_
+  bool has_room(uint64_t held) const;         // under mu_
+  bool past_resume_mark() const;              // under mu_
   std::shared_ptr<const SourceChunk> hold(std::shared_ptr<SourceChunk> chunk);
 
   const std::string pipeline_;
@@ -233,8 +230,6 @@ class AdaptiveStage {
   size_t queued_records_ = 0;                          // in intake and lanes' pending batches
   size_t queued_bytes_ = 0;
   uint32_t in_flight_ = 0;
-  // (dispatch time, records) of each batch in flight, oldest first, for LoadSignals.
-  std::vector<std::pair<core::TimePoint, uint32_t>> running_;
   uint32_t limit_ = 1;
   bool wake_ = false;       // a lane or permit was freed, or a drain began: dispatch now
   bool flush_all_ = false;  // drain: dispatch partial batches now

@@ -131,15 +131,12 @@ void ConcurrencyController::rotate_baseline_locked(core::TimePoint now) {
 uint32_t ConcurrencyController::update(size_t queued_records, double memory_pressure) {
   std::lock_guard lock(mutex_);
   epoch_peak_in_flight_ = std::max(epoch_peak_in_flight_, limit_);
-  oldest_records_ = 0;
   return decide_locked(queued_records, memory_pressure);
 }
 
 uint32_t ConcurrencyController::update(const LoadSignals& load) {
   std::lock_guard lock(mutex_);
   epoch_peak_in_flight_ = std::max(epoch_peak_in_flight_, load.in_flight);
-  oldest_age_ = load.oldest_age;
-  oldest_records_ = load.oldest_records;
   return decide_locked(load.queued_records, load.memory_pressure);
 }
 
@@ -151,20 +148,11 @@ bool ConcurrencyController::rise_confirmed_locked(core::TimePoint now) {
          (rise_epochs_ >= kConfirmEpochs && now - rise_since_ >= kConfirmTime);
 }
 
-void ConcurrencyController::add_stalled_locked(core::TimePoint now) {
-  if (oldest_records_ == 0 || now - oldest_age_ < last_change_) return;
-  const double baseline = baseline_locked();
-  const double so_far_ms = core::to_ms(oldest_age_) / oldest_records_;
-  if (std::isfinite(baseline) && so_far_ms > baseline * tolerance_locked())
-    epoch_ms_.push_back(so_far_ms);
-}
-
 uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memory_pressure) {
   if (!adaptive_) return limit_;
 
   const core::TimePoint now = clock_.now();
   if (epoch_ms_.size() < limit_ && now - last_decision_ < epoch_timeout_) return limit_;
-  add_stalled_locked(now);
 
   const bool have_latency = !epoch_ms_.empty();
   const double median_ms = median_of(epoch_ms_);

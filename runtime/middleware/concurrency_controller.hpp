@@ -34,14 +34,6 @@ namespace sluice::middleware {
 // does not read as past its knee epoch after epoch (the baseline, a minimum of noisy medians,
 // sits low).
 //
-// A batch still in flight counts too: when an epoch ends and the oldest batch in flight
-// (LoadSignals::oldest_age, dispatched under the current limit) has already taken longer per
-// record than the tolerance allows, that age joins the epoch's latencies (a lower bound of the
-// batch's own). Without it a sink whose calls suddenly take seconds (a collapse, or entering a
-// cheap phase's low knee at a dear phase's high limit) says nothing until those calls return,
-// and every epoch until then times out empty. One such sample among an epoch's completions does
-// not move their median; alone (no completion for a whole epoch) it is the epoch's latency.
-//
 // Hysteresis: a rise at a limit that used to hold cuts only after kConfirmEpochs epochs over the
 // tolerance in a row; each cut that had to be undone (the latency was not ours) doubles that
 // count, up to kMaxConfirmEpochs, and a cut that pays resets it; a cut is judged on the median of
@@ -123,7 +115,6 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   bool judge_cut_locked(double mean_ms, core::TimePoint now);
   void on_latency_rise_locked(double gradient, double mean_ms);
   bool rise_confirmed_locked(core::TimePoint now);
-  void add_stalled_locked(core::TimePoint now);
   uint32_t decide_locked(size_t queued_records, double memory_pressure);
   void on_latency_hold_locked(size_t queued_records, bool filled, core::TimePoint now);
 
@@ -159,8 +150,6 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   uint32_t confirm_ = kConfirmEpochs;  // epochs in a row a cut at a held limit needs
   std::vector<double> judge_ms_;       // medians of the epochs since the last cut, until judged
   uint32_t epoch_peak_in_flight_ = 0;  // the most batches in flight seen this epoch
-  core::Duration oldest_age_{};        // the last LoadSignals' oldest batch in flight
-  uint32_t oldest_records_ = 0;
   core::TimePoint last_decision_;
   core::TimePoint last_change_;
   double latency_ms_ = 0.0;

@@ -22,11 +22,6 @@ struct LoadSignals {
   size_t queued_records = 0;   // waiting in intake and lanes
   uint32_t in_flight = 0;      // batches in flight, counting one that just finished
   double memory_pressure = 0;  // RSS / limit
-  // The oldest batch still in flight: how long since it was dispatched, and its records (0: none
-  // in flight). Its latency is at least that age, before it completes: a sink whose calls have
-  // become seconds long (a collapse, too many in flight) shows here first.
-  core::Duration oldest_age{};
-  uint32_t oldest_records = 0;
 };
 
 // One change of a limit and why, for /stats, --stats-file and `sluice top`.
