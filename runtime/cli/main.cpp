@@ -102,6 +102,29 @@ std::unique_ptr<plugin::PluginRegistry> load_registry(const CommonOptions& o) {
 }
 
 // Parses and checks a pipeline file; throws config::ConfigError or plugin::PluginLoadError.
+// The stages of `p` with the schema of their plugin, in order (source, transforms, sink, dead
+// letter); a stage whose plugin is not loaded is left out.
+template <typename Fn>
+void each_stage(const pipeline::Pipeline& p, const plugin::PluginRegistry& reg, Fn fn) {
+  const config::PipelineSpec& spec = p.spec();
+  auto one = [&](const config::StageSpec& stage, sluice_kind kind) {
+    if (const auto* plugin = reg.find(kind, stage.type)) fn(stage, plugin->schema_json);
+  };
+  one(spec.source, SLUICE_KIND_SOURCE);
+  for (const auto& t : spec.transforms) one(t, SLUICE_KIND_TRANSFORM);
+  one(spec.sink, SLUICE_KIND_SINK);
+  if (spec.dead_letter) one(*spec.dead_letter, SLUICE_KIND_SINK);
+}
+
+void check_not_own_output(const pipeline::Pipeline& p, const plugin::PluginRegistry& reg) {
+  std::vector<config::PathField> fields;
+  each_stage(p, reg, [&](const config::StageSpec& stage, std::string_view schema) {
+    auto more = config::path_fields(stage, schema);
+    fields.insert(fields.end(), more.begin(), more.end());
+  });
+  config::check_not_own_output(fields);
+}
+
 std::vector<std::unique_ptr<pipeline::Pipeline>> prepare(const std::string& file,
                                                          const plugin::PluginRegistry& reg,
                                                          core::AdminSettings* admin = nullptr,
@@ -110,7 +133,10 @@ std::vector<std::unique_ptr<pipeline::Pipeline>> prepare(const std::string& file
   if (admin) *admin = pf.admin;
   if (admin_configured) *admin_configured = pf.admin_location.line != 0;
   std::vector<std::unique_ptr<pipeline::Pipeline>> out;
-  for (auto& spec : pf.pipelines) out.push_back(std::make_unique<pipeline::Pipeline>(spec, reg));
+  for (auto& spec : pf.pipelines) {
+    out.push_back(std::make_unique<pipeline::Pipeline>(spec, reg));
+    check_not_own_output(*out.back(), reg);
+  }
   return out;
 }
 
@@ -257,15 +283,9 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
 
 // Every path field of every stage, as its schema's path_kind says (config/path_checks.hpp).
 void check_paths(const pipeline::Pipeline& p, const plugin::PluginRegistry& reg) {
-  const config::PipelineSpec& spec = p.spec();
-  auto check = [&](const config::StageSpec& stage, sluice_kind kind) {
-    if (const auto* plugin = reg.find(kind, stage.type))
-      config::check_stage_paths(stage, plugin->schema_json);
-  };
-  check(spec.source, SLUICE_KIND_SOURCE);
-  for (const auto& t : spec.transforms) check(t, SLUICE_KIND_TRANSFORM);
-  check(spec.sink, SLUICE_KIND_SINK);
-  if (spec.dead_letter) check(*spec.dead_letter, SLUICE_KIND_SINK);
+  each_stage(p, reg, [](const config::StageSpec& stage, std::string_view schema) {
+    config::check_stage_paths(stage, schema);
+  });
 }
 
 int cmd_validate(const std::string& file, const CommonOptions& common, bool create) {

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 #include <rapidjson/document.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -50,25 +51,63 @@ std::string_view string_member(const rapidjson::Value& object, const char* key,
 
 }  // namespace
 
-void check_stage_paths(const StageSpec& stage, std::string_view schema_json) {
+std::vector<PathField> path_fields(const StageSpec& stage, std::string_view schema_json) {
   // check_stage has substituted, resolved relative paths and filled defaults.
   const CheckedConfig checked = check_stage(stage, schema_json);
   rapidjson::Document config, schema;
   config.Parse(checked.json.c_str(), checked.json.size());
   schema.Parse(schema_json.data(), schema_json.size());
+  std::vector<PathField> out;
   if (!config.IsObject() || !schema.IsObject() || !schema.HasMember("fields") ||
       !schema["fields"].IsArray())
-    return;
+    return out;
   for (const auto& field : schema["fields"].GetArray()) {
     if (!field.IsObject() || !field.HasMember("path") || !field["path"].IsTrue()) continue;
-    const std::string name(string_member(field, "name", ""));
-    const std::string_view value = string_member(config, name.c_str(), "");
-    if (value.empty()) continue;
-    const std::string_view kind = string_member(field, "path_kind", "any");
-    if (const auto problem = path_problem(fs::path(value), kind))
-      throw ConfigError(field_location(stage, name),
-                        fmt::format("{} '{}': field '{}': '{}': {}", stage.role, stage.type, name,
-                                    value, *problem));
+    PathField f{&stage, std::string(string_member(field, "name", "")), {}, {}};
+    f.value = string_member(config, f.name.c_str(), "");
+    f.kind = string_member(field, "path_kind", "any");
+    if (!f.value.empty()) out.push_back(std::move(f));
+  }
+  return out;
+}
+
+void check_stage_paths(const StageSpec& stage, std::string_view schema_json) {
+  for (const PathField& f : path_fields(stage, schema_json))
+    if (const auto problem = path_problem(fs::path(f.value), f.kind))
+      throw ConfigError(field_location(stage, f.name),
+                        fmt::format("{} '{}': field '{}': '{}': {}", stage.role, stage.type, f.name,
+                                    f.value, *problem));
+}
+
+namespace {
+
+// Whether two path values name one regular file: the same device and inode when both exist,
+// else the same absolute, normalised path (a file one stage is about to create).
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {};
+  struct stat sb {};
+  const bool has_a = ::stat(a.c_str(), &sa) == 0;
+  const bool has_b = ::stat(b.c_str(), &sb) == 0;
+  if (has_a && has_b)
+    return S_ISREG(sa.st_mode) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  if (has_a || has_b) return false;
+  std::error_code ec;
+  return fs::weakly_canonical(fs::absolute(a), ec) == fs::weakly_canonical(fs::absolute(b), ec);
+}
+
+}  // namespace
+
+void check_not_own_output(const std::vector<PathField>& fields) {
+  for (const PathField& out : fields) {
+    if (out.kind != "output") continue;
+    for (const PathField& in : fields)
+      if (in.kind == "input" && same_file(in.value, out.value))
+        throw ConfigError(
+            field_location(*out.stage, out.name),
+            fmt::format("{} '{}': field '{}': '{}' is the file {} '{}' reads (field '{}'): the "
+                        "pipeline would read its own output without end",
+                        out.stage->role, out.stage->type, out.name, out.value, in.stage->role,
+                        in.stage->type, in.name));
   }
 }
 

@@ -1,7 +1,9 @@
 // `sluice validate`'s filesystem checks of a stage's path fields, by the schema's path_kind.
 #pragma once
 
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "config/stage_spec.hpp"
 
@@ -12,5 +14,19 @@ namespace sluice::config {
 // folder and its folder must exist and be writable (and the file too, if it is there), and for
 // "any" the folder must exist. A failure is a ConfigError at the field's value.
 void check_stage_paths(const StageSpec& stage, std::string_view schema_json);
+
+// One path field of a stage with a value, as its schema marks it ("input", "output", "any").
+struct PathField {
+  const StageSpec* stage;
+  std::string name, value, kind;
+};
+
+// The stage's path fields that have a value, after check_stage (substituted, resolved, defaults).
+std::vector<PathField> path_fields(const StageSpec& stage, std::string_view schema_json);
+
+// The path fields of one pipeline's stages: an output that is the file an input names (the sink
+// or dead-letter sink writing the file the source reads) would feed the pipeline its own output
+// for ever, growing the file until the disk is full. A ConfigError at the output's value.
+void check_not_own_output(const std::vector<PathField>& fields);
 
 }  // namespace sluice::config
