@@ -411,11 +411,25 @@ void define_admin_client_options(CLI::App* sub, CommandLine& c) {
   c.url_options.push_back(url);
 }
 
+// A file path a run will write: refused on the command line (exit 2) if it names a folder or its
+// folder does not exist, rather than warned about every second of the run.
+std::string writable_file_path(const std::string& path) {
+  std::error_code ec;
+  const std::filesystem::path file(path);
+  if (std::filesystem::is_directory(file, ec)) return "'" + path + "' is a folder, not a file";
+  const std::filesystem::path folder = file.has_parent_path() ? file.parent_path() : ".";
+  if (!std::filesystem::is_directory(folder, ec))
+    return "the folder '" + folder.string() + "' of '" + path + "' does not exist";
+  return {};
+}
+
 void define_subcommands(CLI::App& app, CommandLine& c) {
   c.run = app.add_subcommand("run", "run the pipelines of a YAML file or folder");
   c.run->add_option("file", c.file, "pipeline YAML file or folder")->required();
-  c.run->add_option("--stats-file", c.run_options.stats_file,
-                    "rewrite this file with the stats JSON every second");
+  c.run
+      ->add_option("--stats-file", c.run_options.stats_file,
+                   "rewrite this file with the stats JSON every second")
+      ->check(writable_file_path);
   c.run->add_option("--admin", c.run_options.admin,
                     "admin API address HOST:PORT, or off (default: the file's admin: section, "
                     "else 127.0.0.1:8088)");

@@ -134,6 +134,22 @@ TEST_CASE("a pipeline whose sink writes the file its source reads is refused at 
   CHECK(read_file((dir / "in.jsonl").string()) == "{\"id\":1}\n");
 }
 
+TEST_CASE("a --stats-file that names a folder, or a file in no folder, is a usage error") {
+  auto dir = scratch("stats-file");
+  write_file(dir / "p.yaml", "name: p\nsource: {type: generator, count: 10}\nsink: {type: null}\n");
+  for (const auto& [path, why] :
+       {std::pair<std::string, std::string>{dir.string(), "is a folder, not a file"},
+        {(dir / "missing" / "s.json").string(), "does not exist"}}) {
+    CAPTURE(path);
+    auto r = run_process(
+        {bin(), "run", "--admin", "off", "--stats-file", path, (dir / "p.yaml").string()});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("--stats-file") != std::string::npos);
+    CHECK(r.err.find(why) != std::string::npos);
+    CHECK(r.out.empty());
+  }
+}
+
 TEST_CASE("plugin load failures name the file and the reason, and nothing starts") {
   auto dir = scratch("plugin-errors");
   auto out = dir / "out.jsonl";
