@@ -101,12 +101,10 @@ std::unique_ptr<plugin::PluginRegistry> load_registry(const CommonOptions& o) {
   return reg;
 }
 
-// Parses and checks a pipeline file; throws config::ConfigError or plugin::PluginLoadError.
-// The stages of `p` with the schema of their plugin, in order (source, transforms, sink, dead
+// The stages of `spec` with the schema of their plugin, in order (source, transforms, sink, dead
 // letter); a stage whose plugin is not loaded is left out.
 template <typename Fn>
-void each_stage(const pipeline::Pipeline& p, const plugin::PluginRegistry& reg, Fn fn) {
-  const config::PipelineSpec& spec = p.spec();
+void each_stage(const config::PipelineSpec& spec, const plugin::PluginRegistry& reg, Fn fn) {
   auto one = [&](const config::StageSpec& stage, sluice_kind kind) {
     if (const auto* plugin = reg.find(kind, stage.type)) fn(stage, plugin->schema_json);
   };
@@ -116,15 +114,18 @@ void each_stage(const pipeline::Pipeline& p, const plugin::PluginRegistry& reg, 
   if (spec.dead_letter) one(*spec.dead_letter, SLUICE_KIND_SINK);
 }
 
-void check_not_own_output(const pipeline::Pipeline& p, const plugin::PluginRegistry& reg) {
+// Refuses a pipeline that would read its own output (config::check_not_own_output): at start and
+// for a changed pipeline file under --watch.
+void check_not_own_output(const config::PipelineSpec& spec, const plugin::PluginRegistry& reg) {
   std::vector<config::PathField> fields;
-  each_stage(p, reg, [&](const config::StageSpec& stage, std::string_view schema) {
+  each_stage(spec, reg, [&](const config::StageSpec& stage, std::string_view schema) {
     auto more = config::path_fields(stage, schema);
     fields.insert(fields.end(), more.begin(), more.end());
   });
   config::check_not_own_output(fields);
 }
 
+// Parses and checks a pipeline file; throws config::ConfigError or plugin::PluginLoadError.
 std::vector<std::unique_ptr<pipeline::Pipeline>> prepare(const std::string& file,
                                                          const plugin::PluginRegistry& reg,
                                                          core::AdminSettings* admin = nullptr,
@@ -135,7 +136,7 @@ std::vector<std::unique_ptr<pipeline::Pipeline>> prepare(const std::string& file
   std::vector<std::unique_ptr<pipeline::Pipeline>> out;
   for (auto& spec : pf.pipelines) {
     out.push_back(std::make_unique<pipeline::Pipeline>(spec, reg));
-    check_not_own_output(*out.back(), reg);
+    check_not_own_output(out.back()->spec(), reg);
   }
   return out;
 }
@@ -241,7 +242,9 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
         std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the editor finish
         spdlog::info("{} changed: checking it", file);
         try {
-          reloader.apply_pipeline_file(config::fuse_transforms(config::load_pipelines(file)));
+          config::PipelineFile changed = config::fuse_transforms(config::load_pipelines(file));
+          for (const auto& spec : changed.pipelines) check_not_own_output(spec, *reg);
+          reloader.apply_pipeline_file(std::move(changed));
         } catch (const std::exception& e) {
           spdlog::error("pipeline file change refused, the running pipelines go on: {}", e.what());
         }
@@ -283,7 +286,7 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
 
 // Every path field of every stage, as its schema's path_kind says (config/path_checks.hpp).
 void check_paths(const pipeline::Pipeline& p, const plugin::PluginRegistry& reg) {
-  each_stage(p, reg, [](const config::StageSpec& stage, std::string_view schema) {
+  each_stage(p.spec(), reg, [](const config::StageSpec& stage, std::string_view schema) {
     config::check_stage_paths(stage, schema);
   });
 }

@@ -134,6 +134,28 @@ TEST_CASE("a pipeline whose sink writes the file its source reads is refused at 
   CHECK(read_file((dir / "in.jsonl").string()) == "{\"id\":1}\n");
 }
 
+TEST_CASE("under --watch, a changed pipeline file that reads its own output is refused") {
+  auto dir = scratch("own-output-watch");
+  write_file(dir / "in.jsonl", "{\"id\":1}\n");
+  const std::string head = "name: w\nsource: {type: file, path: in.jsonl, follow: true}\n";
+  write_file(dir / "w.yaml", head + "sink: {type: file, path: out.jsonl}\n");
+  const std::string err = (dir / "stderr").string();
+  int pid = sluice::test::start_process(
+      {bin(), "run", "--admin", "off", "--watch", (dir / "w.yaml").string()},
+      (dir / "stdout").string(), err);
+  const auto wait_for = [&](const std::string& path, const std::string& text) {
+    for (int i = 0; i < 300 && read_file(path).find(text) == std::string::npos; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return read_file(path).find(text) != std::string::npos;
+  };
+  REQUIRE(wait_for((dir / "out.jsonl").string(), "\"id\":1"));
+  write_file(dir / "w.yaml", head + "sink: {type: file, path: in.jsonl}\n");
+  CHECK(wait_for(err, "would read its own output without end"));
+  kill(pid, SIGTERM);
+  CHECK(sluice::test::wait_process(pid) == 0);
+  CHECK(read_file((dir / "in.jsonl").string()) == "{\"id\":1}\n");
+}
+
 TEST_CASE("a --stats-file that names a folder, or a file in no folder, is a usage error") {
   auto dir = scratch("stats-file");
   write_file(dir / "p.yaml", "name: p\nsource: {type: generator, count: 10}\nsink: {type: null}\n");
