@@ -244,7 +244,7 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
         try {
           config::PipelineFile changed = config::fuse_transforms(config::load_pipelines(file));
           for (const auto& spec : changed.pipelines) check_not_own_output(spec, *reg);
-          reloader.apply_pipeline_file(std::move(changed));
+          reloader.apply_pipeline_file(changed);
         } catch (const std::exception& e) {
           spdlog::error("pipeline file change refused, the running pipelines go on: {}", e.what());
         }
