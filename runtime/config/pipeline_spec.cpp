@@ -319,7 +319,8 @@ class FileParser {
     return stage;
   }
 
-  // The stage's `isolation`, `call_timeout_ms` and `memory_limit_mb` (docs/isolation.md).
+  // The stage's `isolation`, `call_timeout_ms`, `memory_limit_mb` and `share_cpu`
+  // (docs/isolation.md).
   core::IsolationSettings parse_isolation(const YAML::Node& stage, const std::string& what) {
     core::IsolationSettings s;
     if (auto mode = find_entry(stage, "isolation")) {
@@ -331,6 +332,8 @@ class FileParser {
           reader_.unsigned_int(*timeout, what + ".call_timeout_ms", 1, kMaxU32));
     if (auto limit = find_entry(stage, "memory_limit_mb"))
       s.memory_limit_mb = reader_.unsigned_int(*limit, what + ".memory_limit_mb", 1, kMaxU64);
+    if (auto share = find_entry(stage, "share_cpu"))
+      s.share_cpu = reader_.boolean(*share, what + ".share_cpu");
     return s;
   }
 
@@ -729,7 +732,8 @@ bool reads_alike(const YAML::Node& node) {
 
 // The stage's `schemas.enable` as written ("false" when absent): stages join one chain only
 // when theirs match. Nullopt when the stage stays a stage of its own: a type the chain does not
-// run, or a host key (name, isolation, call_timeout_ms, memory_limit_mb) the chain cannot keep.
+// run, or a host key (name, isolation, call_timeout_ms, memory_limit_mb, ...) the chain cannot
+// keep.
 std::optional<std::string> chain_group(const StageSpec& stage) {
   if (!chainable(stage.type) || !stage.node.IsMap()) return std::nullopt;
   std::string schemas = "false";

@@ -56,7 +56,7 @@ struct StageSpec {
   YAML::Node node;            // the stage mapping as written
   Location location;          // of the mapping
   Location type_location;     // of the `type` value
-  core::IsolationSettings isolation;  // `isolation`, `call_timeout_ms`, `memory_limit_mb`
+  core::IsolationSettings isolation;  // `isolation`, `call_timeout_ms`, `memory_limit_mb`, ...
   // `call_timeout_ms:` the deadline of one plugin call (0: none); unset: the role's default
   // (pipeline/call_guard.hpp, docs/containment.md).
   std::optional<uint32_t> call_timeout_ms;
@@ -74,8 +74,8 @@ inline std::string shown_type(const StageSpec& stage) {
 
 // The keys of a stage mapping that are the host's, not the plugin's config.
 inline const std::vector<std::string>& host_stage_keys() {
-  static const std::vector<std::string> keys = {"type", "name", "isolation", "call_timeout_ms",
-                                                "memory_limit_mb"};
+  static const std::vector<std::string> keys = {
+      "type", "name", "isolation", "call_timeout_ms", "memory_limit_mb", "share_cpu"};
   return keys;
 }
 

@@ -9,6 +9,9 @@ struct IsolationSettings {
   bool process = false;  // `isolation: process`: the plugin runs in `sluice plugin-host`
   uint32_t call_timeout_ms = 30000;  // an isolated call past this kills the child
   uint64_t memory_limit_mb = 0;      // the child's RLIMIT_AS; 0 = no limit
+  // `share_cpu`: a transform's or sink's child runs each batch on the CPU of the thread that
+  // called it (ChildProcess::share_cpu)
+  bool share_cpu = true;
 };
 
 }  // namespace sluice::core

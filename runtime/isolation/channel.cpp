@@ -122,7 +122,7 @@ bool Channel::read_exact(void* buf, size_t len, std::optional<Deadline> deadline
 std::optional<Message> Channel::receive(std::optional<Deadline> deadline, bool* timed_out) {
   Message m;
   const auto started = std::chrono::steady_clock::now();
-  if (peer_sent_) spin_for_peer(started);
+  if (peer_sent_ && spin_) spin_for_peer(started);
   if (!read_exact(&m.header, sizeof m.header, deadline, timed_out)) return std::nullopt;
   if (peer_sent_) note_wait(std::chrono::steady_clock::now() - started);
   if (m.header.payload_len > kMaxPayload) return std::nullopt;

@@ -39,6 +39,9 @@ enum class MessageKind : uint32_t {
 
 // The flags of a reply.
 constexpr uint32_t kEndOfStream = 1;  // a poll's sluice_poll_args::end_of_stream
+// A request's: the host has put the child on the caller's CPU (ChildProcess::share_cpu), so the
+// child must not spin for the next request: it would spin on the core the host works on.
+constexpr uint32_t kSharesCallerCpu = 2;
 
 // A poll's arguments, as the payload of a `poll` request.
 struct PollRequest {
@@ -56,7 +59,7 @@ struct MessageHeader {
   double number = 0;         // memory pressure (requests), a counter delta or gauge value, or the
                              // plugin's own time in µs (the reply to a batch call), or a
                              // drain's timeout in ms
-  uint32_t flags = 0;        // a reply's kEndOfStream
+  uint32_t flags = 0;        // a reply's kEndOfStream, a request's kSharesCallerCpu
   uint32_t payload_len = 0;
   uint32_t output = 0;  // a request's: which of the child's output regions the call writes into
 };
@@ -86,6 +89,9 @@ class Channel {
     sent_ = sent;
     peer_sent_ = peer_sent;
   }
+  // Whether receive() spins on the peer's count before it sleeps (with a doorbell attached). Off
+  // while both ends share one CPU: a spin there only delays the peer it waits for.
+  void set_spin(bool on) { spin_ = on; }
   bool send(const MessageHeader& header, std::string_view payload = {});
   // The next message, or nullopt if the peer closed the socket (or broke the framing);
   // `timed_out` is set when the deadline passed first.
@@ -100,6 +106,7 @@ class Channel {
   std::mutex send_mu_;  // a plugin may log from its own threads while a reply goes out
   std::atomic<uint64_t>* sent_ = nullptr;
   const std::atomic<uint64_t>* peer_sent_ = nullptr;
+  bool spin_ = true;
   uint64_t received_ = 0;  // messages read whole; the peer's count differs while one waits
   std::chrono::nanoseconds typical_wait_{0};  // for a message, lately (note_wait)
 };

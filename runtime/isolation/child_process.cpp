@@ -2,6 +2,7 @@
 #include "isolation/child_process.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -157,6 +158,34 @@ ChildProcess::~ChildProcess() {
 
 void ChildProcess::kill() {
   if (pid_ > 0 && !reaped_) ::kill(pid_, SIGKILL);
+}
+
+bool ChildProcess::move_to_cpu(int cpu) {
+  if (pid_ <= 0 || reaped_) return false;
+  if (cpu == cpu_) return true;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  if (::sched_setaffinity(pid_, sizeof one, &one) != 0) {
+    cpu_ = -1;
+    return false;
+  }
+  cpu_ = cpu;
+  return true;
+}
+
+SharedCpu::SharedCpu(ChildProcess& child) {
+  const int cpu = ::sched_getcpu();
+  if (cpu < 0 || ::sched_getaffinity(0, sizeof own_, &own_) != 0) return;
+  if (!child.move_to_cpu(cpu)) return;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  active_ = ::sched_setaffinity(0, sizeof one, &one) == 0;
+}
+
+SharedCpu::~SharedCpu() {
+  if (active_) ::sched_setaffinity(0, sizeof own_, &own_);
 }
 
 size_t ChildProcess::free_output() const {

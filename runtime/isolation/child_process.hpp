@@ -2,6 +2,7 @@
 // socket and shared regions, and how it ended.
 #pragma once
 
+#include <sched.h>
 #include <sys/types.h>
 
 #include <filesystem>
@@ -47,6 +48,9 @@ class ChildProcess {
   // Whether records may view output region i (all but the last).
   static bool viewable(size_t i) { return i + 1 < kOutputRegions; }
   pid_t pid() const { return pid_; }
+  // Puts the child's serving thread on `cpu`, if it is not there already; false (and nothing
+  // changed) where the child may not run on it.
+  bool move_to_cpu(int cpu);
 
   void kill();
   // Waits for the child to end (SIGKILL after `grace_ms`); returns its wait status.
@@ -59,8 +63,28 @@ class ChildProcess {
   SharedRegion input_;
   SharedRegion doorbell_;                 // a Doorbell the channel and the child count messages in
   std::vector<OutputRegionPtr> outputs_;  // records viewing one keep it after the child is gone
+  int cpu_ = -1;                          // the CPU share_cpu() last put the child on
   bool reaped_ = false;
   int status_ = 0;
+};
+
+// For one call, the calling thread and the child's serving thread on one CPU, the caller's. The
+// caller only waits while the child works, so the round trip then wakes each on the CPU it
+// sleeps on, with the batch still in that CPU's cache; a wake-up across CPUs costs tens of µs
+// (far more in a virtual machine), and left free, the scheduler would move the caller to the
+// idle CPU at each reply. Inactive (nothing changed) where the CPU is unknown or the child may
+// not run on it. The destructor gives the caller back its own CPUs.
+class SharedCpu {
+ public:
+  explicit SharedCpu(ChildProcess& child);
+  ~SharedCpu();
+  SharedCpu(const SharedCpu&) = delete;
+  SharedCpu& operator=(const SharedCpu&) = delete;
+  bool active() const { return active_; }
+
+ private:
+  bool active_ = false;
+  cpu_set_t own_{};  // the caller's CPUs before
 };
 
 }  // namespace sluice::isolation

@@ -238,6 +238,7 @@ double memory_level(const Message& m) {
 
 void PluginHost::serve(const Message& m) {
   pressure_.store(m.header.number);
+  channel_.set_spin(!(m.header.flags & kSharesCallerCpu));  // for the next request
   error_.get();
   switch (m.header.kind) {
     case MessageKind::process:

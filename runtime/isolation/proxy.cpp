@@ -298,7 +298,13 @@ Outcome Proxy::call(MessageKind kind, size_t region_size, std::string_view paylo
   h.region_size = region_size;
   h.number = plugin::process_memory_pressure();
   h.output = static_cast<uint32_t>(child_->free_output());
-  child_->channel().send(h, payload);  // a dead child shows in the reply's absence
+  std::optional<SharedCpu> shared;
+  if ((kind == MessageKind::process || kind == MessageKind::put) && spec_->settings.share_cpu)
+    shared.emplace(*child_);
+  const bool one_cpu = shared && shared->active();
+  if (one_cpu) h.flags |= kSharesCallerCpu;
+  child_->channel().set_spin(!one_cpu);  // a spin would hold the CPU the child needs
+  child_->channel().send(h, payload);    // a dead child shows in the reply's absence
   Outcome o = await_reply(kind, h.call_id, extra_ms);
   o.output = h.output;
   return o;

@@ -2,6 +2,7 @@
 // (crash, exit and hang caught per call, poison records found and quarantined), the trial load,
 // and the stage keys in the pipeline YAML.
 #include <doctest/doctest.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -106,7 +107,7 @@ struct Isolated {
   std::shared_ptr<plugin::PluginLibrary> library;
   std::unique_ptr<plugin::PluginInstance> instance;
   Isolated(const std::string& config, uint32_t timeout_ms = 30000, const std::string& name = "t",
-           sluice_kind kind = SLUICE_KIND_TRANSFORM) {
+           sluice_kind kind = SLUICE_KIND_TRANSFORM, bool share_cpu = true) {
     isolation::set_host_executable(std::getenv("SLUICE_BIN"));
     library = plugin::PluginLibrary::load(crashy_file());
     plugin::PluginInfo real;
@@ -116,6 +117,7 @@ struct Isolated {
     core::IsolationSettings settings;
     settings.process = true;
     settings.call_timeout_ms = timeout_ms;
+    settings.share_cpu = share_cpu;
     instance = std::make_unique<plugin::PluginInstance>(isolation::make_proxy(real, name, settings),
                                                         name, config);
   }
@@ -261,6 +263,65 @@ TEST_CASE("an isolated transform gives the same output as in process") {
   CHECK(t.metric("isolation.crashes") == 0);
   CHECK(t.metric("isolation.batches") == 1);  // and its crossing cost is counted
   CHECK(t.metric("isolation.crossing_us") > 0);
+}
+
+namespace {
+
+std::vector<int> cpus_of(pid_t who) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  REQUIRE(::sched_getaffinity(who, sizeof set, &set) == 0);
+  std::vector<int> out;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) out.push_back(c);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("with share_cpu false, a child is never moved and still gives the same output") {
+  Isolated t(R"({"poison":"","on_poison":"segfault","leak_kb":0})", 30000, "t",
+             SLUICE_KIND_TRANSFORM, false);
+  Batch b(50);
+  Collected c;
+  CHECK(t.process(b, c) == SLUICE_OK);
+  REQUIRE(c.records.size() == 50);
+  for (size_t i = 0; i < 50; ++i) CHECK(c.records[i] == std::pair{i, b.values[i]});
+}
+
+TEST_CASE("for one call, the caller and its child share the caller's CPU; then it gets all back") {
+  isolation::set_host_executable(std::getenv("SLUICE_BIN"));
+  const std::vector<int> own = cpus_of(0);
+  isolation::ChildProcess child({crashy_file(), "crashy", SLUICE_KIND_TRANSFORM, "t", 0});
+  const std::vector<int> child_before = cpus_of(child.pid());
+  CHECK(child_before == own);  // a new child may run anywhere the host may
+  {
+    isolation::SharedCpu shared(child);
+    REQUIRE(shared.active());
+    const std::vector<int> one = cpus_of(0);
+    REQUIRE(one.size() == 1);
+    CHECK(one[0] == ::sched_getcpu());
+    CHECK(cpus_of(child.pid()) == one);
+  }
+  CHECK(cpus_of(0) == own);
+  if (own.size() > 1) {  // on a machine of one CPU there is nowhere else to be
+    cpu_set_t other;     // the caller moves; the next call takes the child along
+    CPU_ZERO(&other);
+    const int now = ::sched_getcpu();
+    for (int c : own)
+      if (c != now) CPU_SET(c, &other);
+    REQUIRE(::sched_setaffinity(0, sizeof other, &other) == 0);
+    {
+      isolation::SharedCpu shared(child);
+      REQUIRE(shared.active());
+      CHECK(cpus_of(child.pid()) == std::vector<int>{::sched_getcpu()});
+      CHECK(::sched_getcpu() != now);
+    }
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    for (int c : own) CPU_SET(c, &all);
+    REQUIRE(::sched_setaffinity(0, sizeof all, &all) == 0);
+  }
 }
 
 namespace {
@@ -765,13 +826,15 @@ TEST_CASE("isolation keys are read per stage, sources included") {
   const auto file = config::parse_pipelines(
       "name: p\nsource: {type: generator, isolation: process, call_timeout_ms: 700}\n"
       "transforms:\n  - {type: fields, isolation: process, call_timeout_ms: 500, "
-      "memory_limit_mb: 64}\nsink: {type: null}\n",
+      "memory_limit_mb: 64, share_cpu: false}\nsink: {type: null, isolation: process}\n",
       "p.yaml");
   const auto& t = file.pipelines.at(0).transforms.at(0);
   CHECK(t.isolation.process);
   CHECK(t.isolation.call_timeout_ms == 500);
   CHECK(t.isolation.memory_limit_mb == 64);
-  CHECK(!file.pipelines.at(0).sink.isolation.process);
+  CHECK(!t.isolation.share_cpu);
+  CHECK(file.pipelines.at(0).sink.isolation.share_cpu);  // the default
+  CHECK(file.pipelines.at(0).sink.isolation.process);
   CHECK(file.pipelines.at(0).source.isolation.process);
   CHECK(file.pipelines.at(0).source.isolation.call_timeout_ms == 700);
 }
@@ -786,5 +849,19 @@ TEST_CASE("a misspelt isolation key gets a did-you-mean at its position") {
     const std::string what = e.what();
     CHECK(what.rfind("p.yaml:3:", 0) == 0);
     CHECK(what.find("did you mean 'isolation'") != std::string::npos);
+  }
+}
+
+TEST_CASE("share_cpu takes a boolean, and says where it does not") {
+  try {
+    config::parse_pipelines(
+        "name: p\nsource: {type: generator}\nsink: {type: null, isolation: process,\n"
+        "  share_cpu: sometimes}\n",
+        "p.yaml");
+    FAIL("share_cpu: sometimes was accepted");
+  } catch (const config::ConfigError& e) {
+    const std::string what = e.what();
+    CHECK(what.rfind("p.yaml:4:14", 0) == 0);
+    CHECK(what.find("share_cpu") != std::string::npos);
   }
 }
