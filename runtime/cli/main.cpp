@@ -27,6 +27,7 @@
 #include "config/path_checks.hpp"
 #include "config/pipeline_spec.hpp"
 #include "isolation/plugin_host.hpp"
+#include "pipeline/call_guard.hpp"
 #include "pipeline/pipeline.hpp"
 #include "pipeline/reloader.hpp"
 #include "pipeline/supervisor.hpp"
@@ -224,7 +225,7 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
       }
       if (++stops > 1) {
         std::fprintf(stderr, "second signal: exiting without draining\n");
-        std::_Exit(130);
+        sluice::pipeline::exit_now(130);
       }
       spdlog::info("signal {} received", sig);
       supervisor.request_stop();

@@ -28,6 +28,7 @@ struct Slot {
   std::atomic<uint32_t> timeout_ms{0};
   int depth = 0;  // owner thread only
   std::atomic<int> journal_fd{-1};
+  std::atomic<InFlightMark*> mark{nullptr};  // the call's mark in the journal's in-flight file
   void* altstack = nullptr;
   std::mutex text_mu;  // the texts, between the owner and readers on other threads
   std::string pipeline, stage, human, line;
@@ -71,8 +72,9 @@ void append(char* buf, size_t cap, size_t& len, const char* s) {
   append(buf, cap, len, s, std::strlen(s));
 }
 
-// Writes "sluice: <cause> in <human>\n" to stderr and "cause=<cause>\t<line>\n" to the journal.
-void report(const Slot& s, const char* cause) {
+// Writes "sluice: <cause> in <human>\n" to stderr and "cause=<cause>\t<line>\n" to the journal,
+// whose line then stands for the call's in-flight mark.
+void report(Slot& s, const char* cause) {
   char buf[8192];
   size_t len = 0;
   append(buf, sizeof buf, len, "sluice: ");
@@ -90,6 +92,7 @@ void report(const Slot& s, const char* cause) {
   append(buf, sizeof buf - 1, len, s.line.data(), s.line.size());
   buf[len++] = '\n';
   write_all(journal, buf, len);  // one write: a line is never interleaved
+  CrashJournal::unmark(s.mark.exchange(nullptr));
 }
 
 const char* signal_name(int sig) {
@@ -110,7 +113,7 @@ const char* signal_name(int sig) {
 
 // SA_RESETHAND has put the default action back: raising again ends the process with the signal.
 void on_crash(int sig, siginfo_t*, void*) {
-  const Slot* s = t_slot;
+  Slot* s = t_slot;
   if (s != nullptr && s->depth > 0) {
     report(*s, signal_name(sig));
   } else {
@@ -247,12 +250,16 @@ CallScope::CallScope(const CallPolicy& policy, const std::string& stage, const s
   outer_ = slot_->depth++ == 0;
   if (!outer_) return;
   JournalEntry e{"", policy.pipeline, stage, plugin, call, records.size(), ranges_of(records)};
+  std::string line = encode_call(e);
+  // A call with records is marked in flight, so that even a process killed outright in it
+  // (SIGKILL, the OOM killer) has it narrowed down at the next start.
+  if (policy.journal && !records.empty()) slot_->mark.store(policy.journal->mark(line));
   {
     std::lock_guard lock(slot_->text_mu);
     slot_->pipeline = policy.pipeline;
     slot_->stage = stage;
     slot_->human = human_text(policy.pipeline, stage, plugin, call, e);
-    slot_->line = encode_call(e);
+    slot_->line = std::move(line);
   }
   slot_->timeout_ms.store(policy.timeout_ms, std::memory_order_relaxed);
   slot_->journal_fd.store(policy.journal ? policy.journal->fd() : -1, std::memory_order_relaxed);
@@ -262,7 +269,9 @@ CallScope::CallScope(const CallPolicy& policy, const std::string& stage, const s
 CallScope::~CallScope() {
   if (!slot_) return;
   --slot_->depth;
-  if (outer_) slot_->started_ns.store(0);
+  if (!outer_) return;
+  slot_->started_ns.store(0);
+  CrashJournal::unmark(slot_->mark.exchange(nullptr));
 }
 
 std::vector<StuckCall> stuck_calls(const std::string& pipeline) {
@@ -295,6 +304,19 @@ std::optional<CallInFlight> call_in_flight(const std::string& pipeline, const st
   return std::nullopt;
 }
 
+[[noreturn]] void leave(const char* fn, int status) {
+  exit_in_call(fn, status);
+  const auto real = real_exit(fn);
+  if (real) real(status);
+  ::syscall(SYS_exit_group, status);
+  __builtin_unreachable();
+}
+
+void exit_now(int status) {
+  ::syscall(SYS_exit_group, status);
+  __builtin_unreachable();
+}
+
 void install_call_guard() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -306,21 +328,10 @@ void install_call_guard() {
 
 }  // namespace sluice::pipeline
 
-// The executable's exit and _exit come first in the lookup of every plugin (the link exports
-// them, see CMakeLists.txt), so a plugin's call lands here; the host's own calls too, and pass
-// through when no plugin call is in flight.
-extern "C" void exit(int status) noexcept {
-  sluice::pipeline::exit_in_call("exit", status);
-  static const auto real = sluice::pipeline::real_exit("exit");
-  if (real) real(status);
-  ::syscall(SYS_exit_group, status);
-  __builtin_unreachable();
-}
-
-extern "C" void _exit(int status) {
-  sluice::pipeline::exit_in_call("_exit", status);
-  static const auto real = sluice::pipeline::real_exit("_exit");
-  if (real) real(status);
-  ::syscall(SYS_exit_group, status);
-  __builtin_unreachable();
-}
+// The executable's exit, _exit, _Exit and quick_exit come first in the lookup of every plugin
+// (the link exports them, see CMakeLists.txt), so a plugin's call lands here; the host's own
+// calls too, and pass through to libc's when no plugin call is in flight.
+extern "C" void exit(int status) noexcept { sluice::pipeline::leave("exit", status); }
+extern "C" void _exit(int status) { sluice::pipeline::leave("_exit", status); }
+extern "C" void _Exit(int status) noexcept { sluice::pipeline::leave("_Exit", status); }
+extern "C" void quick_exit(int status) noexcept { sluice::pipeline::leave("quick_exit", status); }

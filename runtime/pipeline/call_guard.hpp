@@ -1,8 +1,10 @@
 // What the process knows about the plugin calls in flight, kept where a crash handler and a
 // watchdog can read it: one preallocated slot per thread that calls plugins. Before a call the
 // adapter fills its thread's slot (who, what, which records, when); the crash handler
-// (SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGABRT) and the exit()/_exit() interposition report that slot
-// and append its journal line; the watchdog thread marks a call past its deadline stuck.
+// (SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGABRT) and the exit()/_exit()/_Exit()/quick_exit()
+// interposition report that slot and append its journal line; a call with records is also
+// marked in the journal's in-flight file for its duration (CrashJournal::mark), which outlives a
+// process killed outright; the watchdog thread marks a call past its deadline stuck.
 #pragma once
 
 #include <chrono>
@@ -56,6 +58,13 @@ struct CallInFlight {
   std::chrono::nanoseconds elapsed{0};
 };
 std::optional<CallInFlight> call_in_flight(const std::string& pipeline, const std::string& stage);
+
+// Ends the process with `status` now, as the host's own decision: unlike _Exit (which a plugin
+// inside a call may call, and which is then its failure), never reported as a plugin's.
+[[noreturn]] void exit_now(int status);
+// exit, _exit, _Exit or quick_exit (`fn`) as the executable exports them: reported as the
+// plugin's failure (status 70) while a plugin call is in flight, else libc's `fn`.
+[[noreturn]] void leave(const char* fn, int status);
 
 // Installs the crash handlers and starts the watchdog, once per process (idempotent).
 void install_call_guard();

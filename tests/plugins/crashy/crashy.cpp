@@ -6,6 +6,8 @@
 // records that does the same when it reaches one seq, once (a marker file), and keeps its committed
 // position in a file. Built with CRASHY_CTOR_ABORT, the library aborts as soon as it is loaded.
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <sluice/sdk.hpp>
+#include <stdexcept>
 #include <string>
 
 namespace {
@@ -20,6 +23,13 @@ namespace {
 #ifdef CRASHY_CTOR_ABORT
 __attribute__((constructor)) void abort_on_load() { std::abort(); }
 #endif
+
+// Recurses until the stack's guard page is hit (SIGSEGV on a stack with no room left).
+__attribute__((noinline)) int overflow_stack(int depth) {
+  volatile char pad[4096];
+  pad[0] = static_cast<char>(depth);
+  return overflow_stack(depth + 1) + pad[0];
+}
 
 void crash(const std::string& how) {
   if (how == "segfault") {
@@ -30,6 +40,13 @@ void crash(const std::string& how) {
   if (how == "exit") std::exit(0);
   if (how == "hang")
     for (;;) ::pause();
+  if (how == "_exit") ::_exit(0);
+  if (how == "sigkill") ::raise(SIGKILL);
+  if (how == "fpe") ::raise(SIGFPE);
+  if (how == "bus") ::raise(SIGBUS);
+  if (how == "throw") throw std::runtime_error("crashy threw across the C ABI");
+  if (how == "stack_overflow") overflow_stack(1);
+  if (how == "pthread_exit") ::pthread_exit(nullptr);
 }
 
 // Leaks `bytes`, aborting when malloc fails (as an xmalloc would).
@@ -60,7 +77,8 @@ class Crashy final : public sluice::Transform {
     s.string("poison").default_value("").doc("A value containing this text triggers on_poison.");
     s.string("on_poison")
         .default_value("segfault")
-        .one_of({"segfault", "abort", "exit", "hang"})
+        .one_of({"segfault", "abort", "exit", "hang", "_exit", "sigkill", "fpe", "bus", "throw",
+                 "stack_overflow", "pthread_exit"})
         .doc("What happens on a poison record.");
     s.integer("leak_kb").default_value(0).min(0).doc("KiB leaked per record.");
     s.boolean("shrink_input")
@@ -134,7 +152,8 @@ class CrashySource final : public sluice::Source {
     s.integer("crash_at").default_value(-1).doc("The seq at which a poll crashes (-1: never).");
     s.string("on_poison")
         .default_value("segfault")
-        .one_of({"segfault", "abort", "exit", "hang"})
+        .one_of({"segfault", "abort", "exit", "hang", "_exit", "sigkill", "fpe", "bus", "throw",
+                 "stack_overflow", "pthread_exit"})
         .doc("What happens at crash_at.");
     s.string("crash_marker")
         .default_value("")

@@ -1,6 +1,8 @@
 // Test module poison. `poison` (transform) passes every record through, except one whose value
 // contains `marker`: on it, it does `action`: segfault (a write through a null pointer), abort,
-// exit (exit(0)), _exit (_exit(0)) or hang (sleeps forever). docs/containment.md's tests.
+// exit (exit(0)), _exit, _Exit, quick_exit (each with 0), sigkill (raise(SIGKILL), as the OOM
+// killer would) or hang (sleeps forever). docs/containment.md's tests.
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -14,7 +16,8 @@ class Poison final : public sluice::Transform {
   static sluice::ConfigSchema schema() {
     sluice::ConfigSchema s;
     s.string("marker").required().doc("a record whose value contains this is the poison");
-    s.string("action").required().one_of({"segfault", "abort", "exit", "_exit", "hang"});
+    s.string("action").required().one_of(
+        {"segfault", "abort", "exit", "_exit", "_Exit", "quick_exit", "sigkill", "hang"});
     return s;
   }
   Poison(const sluice::Config& c, sluice::Host& /*host*/)
@@ -34,6 +37,9 @@ class Poison final : public sluice::Transform {
     if (action_ == "abort") std::abort();
     if (action_ == "exit") std::exit(0);
     if (action_ == "_exit") _exit(0);
+    if (action_ == "_Exit") std::_Exit(0);
+    if (action_ == "quick_exit") std::quick_exit(0);
+    if (action_ == "sigkill") ::raise(SIGKILL);  // as the OOM killer would
     for (;;) pause();
   }
   // Hidden from the optimizer, so the write above really happens.

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -134,4 +135,91 @@ TEST_CASE("a call past its deadline is stuck; threads that end give their call s
                                     0) == 0);
   }
   CHECK(stuck_calls("slots").empty());  // every call has returned
+}
+
+namespace {
+
+std::vector<std::string> names_in(const std::filesystem::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& item : std::filesystem::directory_iterator(dir))
+    names.push_back(item.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
+TEST_CASE("a call still marked in flight by a process that is gone becomes a 'killed' entry") {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("sluice-in-flight-test-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  const auto path = journal_path(dir / "p.yaml", "orders");
+  const std::vector<sluice_record> records = {record("t", 0, 7), record("t", 0, 9)};
+  install_call_guard();
+  {
+    CrashJournal live(path, "orders");
+    const auto names = names_in(path.parent_path());
+    REQUIRE(names.size() == 2);
+    CHECK(names[0] == "orders.crash-journal");
+    const std::string mine = names[1];
+    CHECK(mine.rfind("orders.in-flight." + std::to_string(::getpid()) + "-", 0) == 0);
+    const CallPolicy policy{"orders", 0, &live};
+    {
+      const CallScope scope(policy, "orders.transform0", "crashy", "process", records);
+      // A process killed now leaves this file as it is: what the next start finds.
+      std::filesystem::copy_file(path.parent_path() / mine,
+                                 path.parent_path() / "orders.in-flight.999999999");
+      // Another start while this process lives: its own marks are left alone.
+      CrashJournal second(path, "orders");
+      CHECK(second.entries().size() == 1);  // the dead one's (it appended it to the journal)
+    }
+    CrashJournal third(path, "orders");  // the journal file now holds that entry
+    REQUIRE(third.entries().size() == 1);
+    const JournalEntry& e = third.entries()[0];
+    CHECK(e.cause == kKilledCause);
+    CHECK(e.plugin == "crashy");
+    CHECK(e.call == "process");
+    CHECK(e.records == 2);
+    CHECK(e.ranges == std::vector<StreamRange>{{"t", 0, 7, 9}});
+    CHECK(Quarantine::reason(e).find("killed outright") != std::string::npos);
+    // The dead process's file was taken in and removed; the live one's (whose call returned)
+    // holds no mark: a journal opened now adds nothing.
+    const auto left = names_in(path.parent_path());
+    CHECK(std::find(left.begin(), left.end(), "orders.in-flight.999999999") == left.end());
+    CHECK(std::find(left.begin(), left.end(), mine) != left.end());
+    third.rewrite({});
+  }
+  // Every journal closed with no call in flight: no file is left, nor the folder.
+  CHECK_FALSE(std::filesystem::exists(path.parent_path()));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a call that returned, or whose crash wrote its line, leaves no mark behind") {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("sluice-in-flight-clear-test-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  const auto path = journal_path(dir / "p.yaml", "orders");
+  install_call_guard();
+  {
+    CrashJournal live(path, "orders");
+    const CallPolicy policy{"orders", 0, &live};
+    const std::vector<sluice_record> records = {record("t", 0, 1)};
+    { const CallScope scope(policy, "orders.transform0", "crashy", "process", records); }
+    const std::string mine = names_in(path.parent_path()).at(1);
+    std::filesystem::copy_file(path.parent_path() / mine,
+                               path.parent_path() / "orders.in-flight.999999998");
+    CrashJournal later(path, "orders");
+    CHECK(later.entries().empty());
+    // A call with no records (a source's empty poll) is never marked.
+    const std::vector<sluice_record> none;
+    { const CallScope scope(policy, "orders.source", "gen", "poll", none); }
+    InFlightMark* m = live.mark(
+        "pipeline=orders\tstage=s\tplugin=x\tcall=process\trecords=1\t"
+        "ranges=t/0@1..1");
+    REQUIRE(m != nullptr);
+    CrashJournal::unmark(m);
+    later.rewrite({});
+  }
+  CHECK_FALSE(std::filesystem::exists(path.parent_path()));
+  std::filesystem::remove_all(dir);
 }
