@@ -90,6 +90,11 @@ class BatchRun {
   bool quarantined(size_t i);
   bool run_transforms();
   bool transform(const TransformCall& t);
+  Retrier::Result process(const TransformCall& t, std::span<const sluice_record> in,
+                          std::unique_ptr<CollectingWriter>& out);
+  bool narrow(const TransformCall& t, std::span<const sluice_record> range, size_t offset,
+              const StageError& error, CollectingWriter& merged);
+  bool halted(const Retrier::Result& result, const char* role);
   bool deliver();
   StageResult put_once();
   bool settle();
@@ -162,17 +167,81 @@ bool BatchRun::run_transforms() {
 bool BatchRun::transform(const TransformCall& t) {
   const auto in = ledger_.current();
   std::unique_ptr<CollectingWriter> out;
+  Retrier::Result result = process(t, in, out);
+  if (result.error && result.error->status == SLUICE_ERROR && !result.stopped && in.size() > 1) {
+    auto merged = std::make_unique<CollectingWriter>(in.size(), ctx_.transform_output_budget);
+    if (!narrow(t, in, 0, *result.error, *merged)) return false;
+    result.error.reset();
+    out = std::move(merged);
+  }
+  if (result.error) return absorb(std::move(result), "transform");
+  for (const auto& r : out->rejects()) ledger_.fail(r.index, t.error(r.message));
+  ledger_.replace(std::move(out));
+  return true;
+}
+
+// One call of the transform over `in`, retried on RETRY; `out` holds what the last attempt wrote.
+Retrier::Result BatchRun::process(const TransformCall& t, std::span<const sluice_record> in,
+                                  std::unique_ptr<CollectingWriter>& out) {
   Retrier::Result result = retrier_.run([&] {
     out = std::make_unique<CollectingWriter>(in.size(), ctx_.transform_output_budget);
     return t.process(in, *out);
   });
-  if (result.error) {
-    if (out->over_budget()) result.error->message += " (" + ctx_.output_budget_rule + ")";
-    return absorb(std::move(result), "transform");
+  if (result.error && out->over_budget())
+    result.error->message += " (" + ctx_.output_budget_rule + ")";
+  return result;
+}
+
+// `range` (the current records from `offset` on) failed with `error` as a whole: its halves run
+// again, so that the failure ends up on the records it belongs to and the others go on (their
+// outputs and rejects into `merged`, in input order). A half that fails is narrowed in turn; where
+// both halves fail, the failure is not one record's (a plugin that fails every call, a store that
+// is down), and the whole range fails with `error`, with no more calls. So one bad record costs
+// about two calls per halving, and a failure of everything two calls more. False when the
+// pipeline must stop (FATAL, or a stop during a retry).
+bool BatchRun::narrow(const TransformCall& t, std::span<const sluice_record> range, size_t offset,
+                      const StageError& error, CollectingWriter& merged) {
+  const size_t half = range.size() / 2;
+  const std::span<const sluice_record> parts[2] = {range.first(half), range.subspan(half)};
+  std::unique_ptr<CollectingWriter> outs[2];
+  Retrier::Result results[2];
+  for (int k = 0; k < 2 && range.size() > 1; ++k) {
+    results[k] = process(t, parts[k], outs[k]);
+    if (halted(results[k], "transform")) return false;
   }
-  for (const auto& r : out->rejects()) ledger_.fail(r.index, t.error(r.message));
-  ledger_.replace(std::move(out));
+  if (range.size() == 1 || (results[0].error && results[1].error)) {
+    for (size_t i = 0; i < range.size(); ++i) ledger_.fail(offset + i, error);
+    return true;
+  }
+  for (int k = 0; k < 2; ++k) {
+    const size_t at = offset + (k == 0 ? 0 : half);
+    if (results[k].error) {
+      if (!narrow(t, parts[k], at, *results[k].error, merged)) return false;
+      continue;
+    }
+    sluice_writer* w = merged.get();
+    const auto& records = outs[k]->records().records();
+    for (size_t j = 0; j < records.size(); ++j)
+      w->append(w->host_ctx, at + outs[k]->origins()[j], &records[j]);
+    for (const auto& r : outs[k]->rejects())
+      w->reject(w->host_ctx, at + r.index, r.status, r.message.data(), r.message.size());
+  }
   return true;
+}
+
+// A FATAL error or a stop during retries: the batch ends there (see absorb).
+bool BatchRun::halted(const Retrier::Result& result, const char* role) {
+  if (!result.error) return false;
+  if (result.error->status == SLUICE_FATAL) {
+    fail(fmt::format("{} '{}' failed fatally: {}", role, result.error->stage,
+                     result.error->message));
+    return true;
+  }
+  if (result.stopped) {
+    outcome_.stopped = true;
+    return true;
+  }
+  return false;
 }
 
 // Step 3: the sink takes the current records, retried as a whole on RETRY; records it rejects
@@ -234,16 +303,8 @@ StageResult BatchRun::put_once() {
 // A call that failed for good. FATAL stops the pipeline and a stop while retrying leaves the
 // batch unacked (false: the batch ends here); any other error fails every current record.
 bool BatchRun::absorb(Retrier::Result result, const char* role) {
-  const StageError& e = *result.error;
-  if (e.status == SLUICE_FATAL) {
-    fail(fmt::format("{} '{}' failed fatally: {}", role, e.stage, e.message));
-    return false;
-  }
-  if (result.stopped) {
-    outcome_.stopped = true;
-    return false;
-  }
-  ledger_.fail_all_current(e);
+  if (halted(result, role)) return false;
+  ledger_.fail_all_current(*result.error);
   return true;
 }
 

@@ -339,7 +339,8 @@ typedef struct sluice_plugin {
                           sluice_error* error);
 
   /* Transform: reads `in`, appends 0..n records per input record to `out` (giving the input
-   * index), or rejects input records through `out`.
+   * index), or rejects input records through `out`. SLUICE_ERROR fails the call: the host then
+   * calls again with each half of `in` (and so on) to find the records the failure stays with.
    * THREADING: a worker thread; concurrent calls on one instance are allowed (see above).
    * OWNERSHIP: `in`, `out`, `error` are the host's, valid during the call only. */
   sluice_status (*process)(void* instance, const sluice_batch* in, sluice_writer* out,

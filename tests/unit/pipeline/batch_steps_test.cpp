@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,13 @@ pipeline::StageSet stages(std::initializer_list<const FakeStage*> transforms, co
   set.sink = sink.sink_call();
   if (dead_letter) set.dead_letter = dead_letter->sink_call();
   return set;
+}
+
+// A call that always fails with `status` and `message`.
+test::FakeCall always_failing(sluice_status status, std::string message) {
+  return [status, message](const sluice_batch&, sluice_writer&, sluice_error& e) {
+    return test::fail_with(e, status, message);
+  };
 }
 
 // A sink that answers RETRY `n` times, then accepts.
@@ -225,10 +233,7 @@ TEST_CASE("an open circuit breaker holds the batch without calling the sink unti
 
 TEST_CASE("FATAL from a transform stops the pipeline with the plugin's message") {
   Harness h(core::Tolerance::all);
-  FakeStage fatal(SLUICE_KIND_TRANSFORM, "t.transform0",
-                  [](const sluice_batch&, sluice_writer&, sluice_error& e) {
-                    return test::fail_with(e, SLUICE_FATAL, "disk gone");
-                  });
+  FakeStage fatal(SLUICE_KIND_TRANSFORM, "t.transform0", always_failing(SLUICE_FATAL, "disk gone"));
   FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
   Records batch(2);
   auto out = h.run(stages({&fatal}, sink), batch);
@@ -279,6 +284,82 @@ TEST_CASE("a transform appending with an input index outside its batch fails the
   CHECK(reason.find("t.transform0") != std::string::npos);
   CHECK(reason.find("(fake)") != std::string::npos);
   CHECK(reason.find("input_index 7") != std::string::npos);
+}
+
+namespace {
+
+// A transform that forwards its batch (and rejects "r3" in every batch holding it), unless the
+// batch holds one of `bad`: then it fails the whole call with ERROR, as a plugin that throws on a
+// record and catches it around the batch would.
+test::FakeCall fails_batches_holding(std::vector<std::string> bad) {
+  return [bad](const sluice_batch& in, sluice_writer& out, sluice_error& e) {
+    for (size_t i = 0; i < in.count; ++i) {
+      const std::string v(reinterpret_cast<const char*>(in.records[i].value.ptr),
+                          in.records[i].value.len);
+      if (std::find(bad.begin(), bad.end(), v) != bad.end())
+        return test::fail_with(e, SLUICE_ERROR, "cannot take " + v);
+    }
+    for (size_t i = 0; i < in.count; ++i) {
+      const std::string v(reinterpret_cast<const char*>(in.records[i].value.ptr),
+                          in.records[i].value.len);
+      if (v == "r3")
+        out.reject(out.host_ctx, i, SLUICE_ERROR, "no r3", 5);
+      else
+        out.append(out.host_ctx, i, &in.records[i]);
+    }
+    return SLUICE_OK;
+  };
+}
+
+}  // namespace
+
+TEST_CASE("a batch a transform fails with ERROR is narrowed to the record it fails on") {
+  Harness h(core::Tolerance::all);
+  FakeStage t(SLUICE_KIND_TRANSFORM, "t.transform0", fails_batches_holding({"r9"}));
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(16);
+  h.run(stages({&t}, sink, &dlq), batch);
+  REQUIRE(sink.seen().size() == 1);
+  std::vector<std::string> expected;
+  for (int i = 0; i < 16; ++i)
+    if (i != 9 && i != 3) expected.push_back("r" + std::to_string(i));
+  CHECK(sink.seen()[0] == expected);  // in input order
+  CHECK(h.counts.delivered == 14);
+  CHECK(h.counts.dead_lettered == 2);  // r3 (its reject) and r9
+  REQUIRE(dlq.headers().size() == 2);
+  std::vector<std::string> reasons = {dlq.headers()[0].at("sluice.error.message"),
+                                      dlq.headers()[1].at("sluice.error.message")};
+  std::sort(reasons.begin(), reasons.end());
+  CHECK(reasons[0].find("cannot take r9") != std::string::npos);
+  CHECK(reasons[1].find("no r3") != std::string::npos);
+  CHECK(t.calls() <= 1 + 2 * 4);  // the batch, then two calls per halving of 16
+}
+
+TEST_CASE("a transform that fails every call fails the batch after one split, not per record") {
+  Harness h(core::Tolerance::all);
+  FakeStage t(SLUICE_KIND_TRANSFORM, "t.transform0", always_failing(SLUICE_ERROR, "store is down"));
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(1000);
+  h.run(stages({&t}, sink, &dlq), batch);
+  CHECK(t.calls() == 3);
+  CHECK(sink.calls() == 0);
+  CHECK(h.counts.dead_lettered == 1000);
+  CHECK(dlq.headers()[0].at("sluice.error.message").find("store is down") != std::string::npos);
+}
+
+TEST_CASE("records failing in both halves of a range fail with that range, the rest go on") {
+  Harness h(core::Tolerance::all);
+  FakeStage t(SLUICE_KIND_TRANSFORM, "t.transform0", fails_batches_holding({"r1", "r2"}));
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(8);
+  h.run(stages({&t}, sink, &dlq), batch);
+  // [0,8) fails, [4,8) passes; [0,4) fails with both of its halves failing: r0..r3 fail.
+  REQUIRE(sink.seen().size() == 1);
+  CHECK(sink.seen()[0] == std::vector<std::string>{"r4", "r5", "r6", "r7"});
+  CHECK(h.counts.dead_lettered == 4);
 }
 
 // A sink that lies about its rejects: one record rejected twice is one failure (dead-lettered
