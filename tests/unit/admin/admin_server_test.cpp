@@ -597,6 +597,14 @@ TEST_CASE("health, stats and reload answers never show a secret a plugin's error
   res = c.Get("/stats");
   REQUIRE(res);
   CHECK(res->body.find("hunter2-pw") == std::string::npos);
+  // An error answer that quotes what the client sent is masked too.
+  res = c.Get("/x-hunter2-pw-admin-token-1234");
+  check_json_error(res, 404);
+  CHECK(res->body.find("hunter2-pw") == std::string::npos);
+  CHECK(res->body.find("admin-token-1234") == std::string::npos);
+  res = c.Post("/reload?stage=admin-token-1234", "", "text/plain");
+  check_json_error(res, 404);
+  CHECK(res->body.find("admin-token-1234") == std::string::npos);
   server.stop();
   std::filesystem::remove_all(dir);
 }
@@ -811,17 +819,37 @@ TEST_CASE("a client that does not finish its request in time gets 408 and is clo
   CHECK(body_of(answer).find("\"error\"") != std::string::npos);
 }
 
-TEST_CASE("a client over its connection limit is answered 503 and closed") {
+TEST_CASE("a client over its connection limit takes the slot of its oldest slow connection") {
   const auto server = started([](AdminServer::Options& o) { o.max_connections_per_client = 2; });
   SlowClients slow(server->port(), 2);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past the eviction grace
+  // Loopback clients are all one address: a slow one must not keep /health from answering.
+  httplib::Client c("127.0.0.1", server->port());
+  c.set_connection_timeout(3, 0);
+  c.set_read_timeout(3, 0);  // a functional bound: well before the slow ones' 5 s deadline
+  auto res = c.Get("/health");
+  REQUIRE_MESSAGE(res, "no answer from /health while its client's slots were held");
+  CHECK(res->status == 200);
+  // The oldest slow connection made room: answered 503 and closed; the other is still read.
+  std::string answer;
+  CHECK(read_until_closed(slow.fds().front(), answer));
+  CHECK(status_of(answer) == 503);
+  CHECK(body_of(answer).find("\"error\"") != std::string::npos);
+}
+
+TEST_CASE("a connection over the limits with no slow one to replace is answered 503 and closed") {
+  const auto server = started([](AdminServer::Options& o) {
+    o.max_connections_per_client = 2;
+    o.eviction_grace = std::chrono::seconds(60);
+  });
+  // Connections within the eviction grace: none of them makes room for the third.
+  const int a = connect_to(server->port());
+  const int b = connect_to(server->port());
   const int extra = connect_to(server->port());
   std::string answer;
   CHECK(read_until_closed(extra, answer));
-  close(extra);
   CHECK(status_of(answer) == 503);
-  slow.stop();
-  for (const int fd : slow.fds()) shutdown(fd, SHUT_RDWR);
+  for (const int fd : {a, b, extra}) close(fd);
   // Their slots are free again once the server has seen them close.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   auto c = client_for(*server);
