@@ -889,6 +889,79 @@ TEST_CASE("port 0 binds an ephemeral port and stop() releases it") {
   CHECK_FALSE(c.Get("/health"));
 }
 
+// A loopback port listened on by another user (uid 65534): what a local user who took the port
+// before `sluice run` (or while it is down) sees of the admin commands. Records what each
+// connection sent, answering {}.
+class SquattedPort {
+ public:
+  SquattedPort() {
+    REQUIRE(::seteuid(65534) == 0);  // the socket belongs to whoever created it
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(::seteuid(0) == 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port_ = ntohs(addr.sin_port);
+    REQUIRE(listen(fd_, 8) == 0);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~SquattedPort() {
+    shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    close(fd_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string received() {
+    std::lock_guard lock(mu_);
+    return received_;
+  }
+
+ private:
+  void serve() {
+    for (;;) {
+      const int c = accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      timeval tv{2, 0};
+      setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      char buf[4096];
+      const ssize_t n = recv(c, buf, sizeof buf, 0);
+      {
+        std::lock_guard lock(mu_);
+        if (n > 0) received_.append(buf, static_cast<size_t>(n));
+      }
+      const std::string answer =
+          "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+      send(c, answer.data(), answer.size(), MSG_NOSIGNAL);
+      close(c);
+    }
+  }
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::mutex mu_;
+  std::string received_;
+  std::thread thread_;
+};
+
+TEST_CASE("the admin commands never send the token to a port another local user listens on") {
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: listening as another user needs root");
+    return;
+  }
+  SquattedPort squatter;
+  const sluice::cli::AdminTarget target{squatter.url(), "--url", "root-admin-token-77"};
+  // A read needs no token, so none is sent, whoever listens.
+  CHECK(sluice::cli::run_stats_command(target, true) == 0);
+  CHECK(squatter.received().find("GET /stats") != std::string::npos);
+  // A reload needs it: refused before connecting, naming the listener's uid.
+  CHECK(sluice::cli::run_reload_command(target, "") == 1);
+  CHECK(squatter.received().find("root-admin-token-77") == std::string::npos);
+  CHECK(squatter.received().find("POST") == std::string::npos);
+}
+
 TEST_CASE("sluice stats and top --once fail with 1 when nothing listens at the URL") {
   AdminServer server(loopback(), empty_supervisor(), nullptr);
   server.start();
