@@ -415,11 +415,18 @@ void define_admin_client_options(CLI::App* sub, CommandLine& c) {
 }
 
 // A file path a run will write: refused on the command line (exit 2) if it names a folder or its
-// folder does not exist, rather than warned about every second of the run.
+// folder does not exist, rather than warned about every second of the run. The file is replaced
+// by a rename, so anything there but a regular file (or a link to one) is refused too: the run
+// would put a regular file in place of /dev/null, a FIFO or /dev/stdout.
 std::string writable_file_path(const std::string& path) {
   std::error_code ec;
   const std::filesystem::path file(path);
   if (std::filesystem::is_directory(file, ec)) return "'" + path + "' is a folder, not a file";
+  const auto target = std::filesystem::status(file, ec).type();
+  if (target != std::filesystem::file_type::not_found &&
+      target != std::filesystem::file_type::regular)
+    return "'" + path +
+           "' is not a regular file (a device, FIFO or socket): it would be replaced by one";
   const std::filesystem::path folder = file.has_parent_path() ? file.parent_path() : ".";
   if (!std::filesystem::is_directory(folder, ec))
     return "the folder '" + folder.string() + "' of '" + path + "' does not exist";

@@ -8,6 +8,7 @@
 #include <rapidjson/document.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -156,12 +157,17 @@ TEST_CASE("under --watch, a changed pipeline file that reads its own output is r
   CHECK(read_file((dir / "in.jsonl").string()) == "{\"id\":1}\n");
 }
 
-TEST_CASE("a --stats-file that names a folder, or a file in no folder, is a usage error") {
+TEST_CASE("a --stats-file that names a folder, a file in no folder or no file is a usage error") {
   auto dir = scratch("stats-file");
   write_file(dir / "p.yaml", "name: p\nsource: {type: generator, count: 10}\nsink: {type: null}\n");
+  // Replaced by a rename every second, these became regular files (/dev/null too, as root).
+  REQUIRE(::mkfifo((dir / "fifo").c_str(), 0644) == 0);
+  std::filesystem::create_symlink("/dev/null", dir / "to-null");
   for (const auto& [path, why] :
        {std::pair<std::string, std::string>{dir.string(), "is a folder, not a file"},
-        {(dir / "missing" / "s.json").string(), "does not exist"}}) {
+        {(dir / "missing" / "s.json").string(), "does not exist"},
+        {(dir / "fifo").string(), "is not a regular file"},
+        {(dir / "to-null").string(), "is not a regular file"}}) {
     CAPTURE(path);
     auto r = run_process(
         {bin(), "run", "--admin", "off", "--stats-file", path, (dir / "p.yaml").string()});
@@ -170,6 +176,8 @@ TEST_CASE("a --stats-file that names a folder, or a file in no folder, is a usag
     CHECK(r.err.find(why) != std::string::npos);
     CHECK(r.out.empty());
   }
+  CHECK(std::filesystem::is_fifo(dir / "fifo"));
+  CHECK(std::filesystem::is_symlink(dir / "to-null"));
 }
 
 TEST_CASE("plugin load failures name the file and the reason, and nothing starts") {
