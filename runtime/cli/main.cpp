@@ -114,15 +114,22 @@ void each_stage(const config::PipelineSpec& spec, const plugin::PluginRegistry& 
   if (spec.dead_letter) one(*spec.dead_letter, SLUICE_KIND_SINK);
 }
 
-// Refuses a pipeline that would read its own output (config::check_not_own_output): at start and
-// for a changed pipeline file under --watch.
-void check_not_own_output(const config::PipelineSpec& spec, const plugin::PluginRegistry& reg) {
-  std::vector<config::PathField> fields;
-  each_stage(spec, reg, [&](const config::StageSpec& stage, std::string_view schema) {
-    auto more = config::path_fields(stage, schema);
-    fields.insert(fields.end(), more.begin(), more.end());
-  });
-  config::check_not_own_output(fields);
+// Refuses pipelines that would read their own output, each alone (config::check_not_own_output)
+// or in a cycle through files (config::check_no_file_cycle): at start and for a changed pipeline
+// file under --watch.
+void check_not_own_output(const std::vector<config::PipelineSpec>& specs,
+                          const plugin::PluginRegistry& reg) {
+  std::vector<std::pair<std::string, std::vector<config::PathField>>> runs;
+  for (const auto& spec : specs) {
+    std::vector<config::PathField> fields;
+    each_stage(spec, reg, [&](const config::StageSpec& stage, std::string_view schema) {
+      auto more = config::path_fields(stage, schema);
+      fields.insert(fields.end(), more.begin(), more.end());
+    });
+    config::check_not_own_output(fields);
+    runs.emplace_back(spec.name, std::move(fields));
+  }
+  config::check_no_file_cycle(runs);
 }
 
 // Parses and checks a pipeline file; throws config::ConfigError or plugin::PluginLoadError.
@@ -134,10 +141,12 @@ std::vector<std::unique_ptr<pipeline::Pipeline>> prepare(const std::string& file
   if (admin) *admin = pf.admin;
   if (admin_configured) *admin_configured = pf.admin_location.line != 0;
   std::vector<std::unique_ptr<pipeline::Pipeline>> out;
+  std::vector<config::PipelineSpec> specs;
   for (auto& spec : pf.pipelines) {
     out.push_back(std::make_unique<pipeline::Pipeline>(spec, reg));
-    check_not_own_output(out.back()->spec(), reg);
+    specs.push_back(out.back()->spec());
   }
+  check_not_own_output(specs, reg);
   return out;
 }
 
@@ -243,7 +252,7 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
         spdlog::info("{} changed: checking it", file);
         try {
           config::PipelineFile changed = config::fuse_transforms(config::load_pipelines(file));
-          for (const auto& spec : changed.pipelines) check_not_own_output(spec, *reg);
+          check_not_own_output(changed.pipelines, *reg);
           reloader.apply_pipeline_file(changed);
         } catch (const std::exception& e) {
           spdlog::error("pipeline file change refused, the running pipelines go on: {}", e.what());

@@ -135,6 +135,43 @@ TEST_CASE("a pipeline whose sink writes the file its source reads is refused at 
   CHECK(read_file((dir / "in.jsonl").string()) == "{\"id\":1}\n");
 }
 
+// Two pipelines each writing the file the other reads fed each other without end (probed: 5
+// lines became over 2,000 in 5 s and kept growing). Refused at the output closing the cycle; a
+// chain of pipelines through files without a cycle still runs.
+TEST_CASE("pipelines that feed each other through files in a cycle are refused; a chain is not") {
+  auto dir = scratch("file-cycle");
+  write_file(dir / "a.jsonl", "{\"id\":1}\n");
+  write_file(dir / "b.jsonl", "");
+  write_file(dir / "c.jsonl", "");
+  const auto pipelines = [](const std::string& last_output) {
+    return "pipelines:\n"
+           "  - name: ab\n    source: {type: file, path: a.jsonl}\n"
+           "    sink: {type: file, path: b.jsonl}\n"
+           "  - name: bc\n    source: {type: file, path: b.jsonl, offset_file: b.offset}\n"
+           "    sink: {type: file, path: c.jsonl}\n"
+           "  - name: ca\n    source: {type: file, path: c.jsonl, offset_file: c.offset}\n"
+           "    sink: {type: file, path: " +
+           last_output + "}\n";
+  };
+  write_file(dir / "cycle.yaml", pipelines("a.jsonl"));
+  const std::string file = (dir / "cycle.yaml").string();
+  for (const auto& args : {std::vector<std::string>{bin(), "run", "--admin", "off", file},
+                           std::vector<std::string>{bin(), "validate", file}}) {
+    CAPTURE(args[1]);
+    auto r = run_process(args);
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.rfind(file + ":10:", 0) == 0);
+    CHECK(r.err.find("(ab -> bc -> ca -> ab)") != std::string::npos);
+    CHECK(r.err.find("would read their own output without end") != std::string::npos);
+  }
+  CHECK(read_file((dir / "a.jsonl").string()) == "{\"id\":1}\n");
+  write_file(dir / "chain.yaml", pipelines("d.jsonl"));
+  auto r = run_process({bin(), "validate", (dir / "chain.yaml").string()});
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+}
+
 TEST_CASE("under --watch, a changed pipeline file that reads its own output is refused") {
   auto dir = scratch("own-output-watch");
   write_file(dir / "in.jsonl", "{\"id\":1}\n");
