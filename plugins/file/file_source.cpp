@@ -402,12 +402,16 @@ bool FileSource::start_replacement_file(std::chrono::steady_clock::time_point de
 
 std::optional<StoredOffset> FileSource::load_stored_offset() const {
   std::string error;
-  FileDescriptor fd(
-      sluice::files::open_checked(offset_file_, O_RDONLY, 0, sluice::files::Use::state, error));
+  // O_NONBLOCK: a FIFO there must not hang the start (open waits for a writer otherwise).
+  FileDescriptor fd(sluice::files::open_checked(offset_file_, O_RDONLY | O_NONBLOCK, 0,
+                                                sluice::files::Use::state, error));
   if (!fd.valid()) {
     if (errno == ENOENT) return std::nullopt;
     throw sluice::ConfigError("offset_file", error);
   }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    throw sluice::ConfigError("offset_file", offset_file_ + " is not a regular file");
   std::string text(4096, '\0');
   ssize_t n = ::read(fd.get(), text.data(), text.size());
   text.resize(static_cast<size_t>(std::max<ssize_t>(n, 0)));

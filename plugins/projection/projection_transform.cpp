@@ -611,6 +611,11 @@ class ProjectionTransform final : public sluice::Transform {
 
   Parsed parse(const sluice::RecordView& r, size_t index, ChangeEvent& ev, std::string& reason) {
     if (!r.has_value()) return Parsed::other;
+    // RapidJSON parses recursively: a value nested past the limit would run out of stack.
+    if (sluice::json_nesting_depth(r.value()) > sluice::kMaxJsonDepth) {
+      reason = "value nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
+      return Parsed::bad;
+    }
     rapidjson::Document d;
     d.Parse(r.value().data(), r.value().size());
     if (d.HasParseError() || !d.IsObject() || !d.HasMember("kind") || !d["kind"].IsString()) {

@@ -242,6 +242,7 @@ RequestReader::Limits reader_limits(const AdminServer::Options& o) {
   limits.deadline = o.request_timeout;
   limits.max_connections = std::max<size_t>(1, o.max_connections);
   limits.max_connections_per_client = std::max<size_t>(1, o.max_connections_per_client);
+  limits.eviction_grace = o.eviction_grace;
   limits.max_body_bytes = o.max_body_bytes;
   return limits;
 }
@@ -320,9 +321,12 @@ void AdminServer::start() {
   server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     const Route* route = find_route(req.path);
     if (route == nullptr) {
-      send_error(res, 404,
-                 fmt::format("no endpoint {}; try /health, /stats, /metrics, /reload",
-                             req.path.substr(0, 200)));
+      // The path is the client's, but an error text is masked like any other (README: Secrets).
+      send_error(
+          res, 404,
+          config::redact(fmt::format("no endpoint {}; try /health, /stats, /metrics, /reload",
+                                     req.path.substr(0, 200)),
+                         secrets()));
       return httplib::Server::HandlerResponse::Handled;
     }
     if (!allows(*route, req.method)) {
@@ -376,7 +380,9 @@ void AdminServer::start() {
       stage = req.get_param_value("stage");
       if (stage.empty()) return send_error(res, 400, "stage= needs a stage name");
       if (!has_stage(stage))
-        return send_error(res, 404, fmt::format("no stage named '{}'", stage.substr(0, 200)));
+        return send_error(
+            res, 404,
+            config::redact(fmt::format("no stage named '{}'", stage.substr(0, 200)), secrets()));
     }
     if (!reload_) return send_error(res, 501, "reload is not available in this process");
     spdlog::info("admin API: reload of {} requested", stage.empty() ? "every stage" : stage);

@@ -55,9 +55,12 @@ class AdminServer {
     // A connection must send its whole request (head and body) within this, else it is answered
     // 408 and closed. Requests are read by one poll thread, so slow clients hold no worker.
     std::chrono::milliseconds request_timeout{5000};
-    // Connections open at once, overall and per client address; more are answered 503.
+    // Connections open at once, overall and per client address. A connection over them takes
+    // the slot of the oldest one still sending its request after `eviction_grace` (its client's
+    // when the client's limit is reached), which is answered 503; without one it is answered 503.
     size_t max_connections = 64;
     size_t max_connections_per_client = 16;
+    std::chrono::milliseconds eviction_grace{100};
   };
 
   // The token is AdminSettings::token, else the environment's SLUICE_ADMIN_TOKEN.

@@ -55,6 +55,8 @@ std::optional<std::string_view> header_value(std::string_view head, std::string_
   return std::nullopt;
 }
 
+constexpr std::string_view kTooMany = "too many connections to the admin API; try again later";
+
 std::string_view status_text(int status) {
   switch (status) {
     case 408:
@@ -106,6 +108,12 @@ bool ConnectionLimits::admit(const std::string& client) {
   return true;
 }
 
+bool ConnectionLimits::client_full(const std::string& client) {
+  std::lock_guard lock(mu_);
+  const auto it = per_client_.find(client);
+  return it != per_client_.end() && it->second >= max_per_client_;
+}
+
 void ConnectionLimits::release(const std::string& client) {
   std::lock_guard lock(mu_);
   const auto it = per_client_.find(client);
@@ -120,6 +128,12 @@ Connection::Connection(int fd, std::string client_ip, int client_port,
       client_ip_(std::move(client_ip)),
       client_port_(client_port),
       limits_(std::move(limits)) {}
+
+bool Connection::claim_slot(std::shared_ptr<ConnectionLimits> limits) {
+  if (!limits->admit(client_ip_)) return false;
+  limits_ = std::move(limits);
+  return true;
+}
 
 Connection::~Connection() {
   shutdown(fd_, SHUT_RDWR);
@@ -170,17 +184,21 @@ void RequestReader::start() {
 
 void RequestReader::add(int fd) {
   auto [ip, port] = peer_address(fd);
-  if (!counts_->admit(ip)) {
-    answer_error(fd, 503, "too many connections to the admin API; try again later");
-    shutdown(fd, SHUT_RDWR);
-    close(fd);
-    return;
-  }
-  auto c = std::make_unique<Connection>(fd, std::move(ip), port, counts_);
-  c->deadline = std::chrono::steady_clock::now() + limits_.deadline;
+  const bool admitted = counts_->admit(ip);
+  auto c = std::make_unique<Connection>(fd, std::move(ip), port,
+                                        admitted ? counts_ : std::shared_ptr<ConnectionLimits>());
+  c->deadline = c->accepted + limits_.deadline;
   {
     std::lock_guard lock(mu_);
-    if (!stopping_) inbox_.push_back(std::move(c));
+    if (stopping_) return;
+    if (admitted) {
+      inbox_.push_back(std::move(c));
+    } else if (over_.size() < limits_.max_connections) {
+      over_.push_back(std::move(c));  // the reader thread makes room for it, or refuses it
+    } else {
+      answer_error(c->fd(), 503, kTooMany);
+      return;
+    }
   }
   const uint64_t one = 1;
   (void)write(wake_fd_, &one, sizeof one);
@@ -196,12 +214,44 @@ void RequestReader::stop() {
   if (thread_.joinable()) thread_.join();
   std::lock_guard lock(mu_);
   inbox_.clear();
+  over_.clear();
 }
 
 void RequestReader::take_new() {
-  std::lock_guard lock(mu_);
-  for (auto& c : inbox_) reading_.push_back(std::move(c));
-  inbox_.clear();
+  std::vector<std::unique_ptr<Connection>> over;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& c : inbox_) reading_.push_back(std::move(c));
+    inbox_.clear();
+    over.swap(over_);
+  }
+  for (auto& c : over) make_room(std::move(c));
+}
+
+void RequestReader::make_room(std::unique_ptr<Connection> c) {
+  if (c->claim_slot(counts_)) {  // a slot was freed meanwhile
+    reading_.push_back(std::move(c));
+    return;
+  }
+  const bool client_full = counts_->client_full(c->client_ip());
+  const auto now = std::chrono::steady_clock::now();
+  auto victim = reading_.end();
+  for (auto it = reading_.begin(); it != reading_.end(); ++it) {
+    if (client_full && (*it)->client_ip() != c->client_ip()) continue;
+    if (now - (*it)->accepted < limits_.eviction_grace) continue;
+    if (victim == reading_.end() || (*it)->accepted < (*victim)->accepted) victim = it;
+  }
+  if (victim != reading_.end()) {
+    answer_error((*victim)->fd(), 503,
+                 "too many connections to the admin API: closed for a newer one; send the whole "
+                 "request at once");
+    reading_.erase(victim);  // frees its slot
+  }
+  if (!c->claim_slot(counts_)) {
+    answer_error(c->fd(), 503, kTooMany);
+    return;
+  }
+  reading_.push_back(std::move(c));
 }
 
 int RequestReader::next_timeout_ms() const {

@@ -30,6 +30,8 @@ class ConnectionLimits {
       : max_total_(max_total), max_per_client_(max_per_client) {}
   bool admit(const std::string& client);
   void release(const std::string& client);
+  // Whether `client` holds as many connections as it may (else only the total is in the way).
+  bool client_full(const std::string& client);
 
  private:
   std::mutex mu_;
@@ -52,8 +54,12 @@ class Connection {
   int fd() const { return fd_; }
   const std::string& client_ip() const { return client_ip_; }
   int client_port() const { return client_port_; }
+  // Counts a connection made without limits against `limits`; false when they are full.
+  bool claim_slot(std::shared_ptr<ConnectionLimits> limits);
+  bool counted() const { return limits_ != nullptr; }
 
   std::string request;
+  std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point deadline;
 
  private:
@@ -79,6 +85,10 @@ class RequestReader {
     size_t max_connections_per_client = 16;
     size_t max_head_bytes = 64 * 1024;
     size_t max_body_bytes = 64 * 1024;
+    // A connection still sending its request after this long may be closed (503) to make room
+    // for a newer one over the limits: slow clients holding every slot cannot keep a request
+    // out, and a flood of new connections cannot close one that had no time to send.
+    std::chrono::milliseconds eviction_grace{100};
   };
   // Serves a request read whole; runs on the reader thread, so it must hand over, not serve.
   using Dispatch = std::function<void(std::unique_ptr<Connection>)>;
@@ -89,8 +99,10 @@ class RequestReader {
   RequestReader& operator=(const RequestReader&) = delete;
 
   void start();
-  // Takes an accepted socket; one over the connection limits is answered 503 and closed.
-  // Thread-safe.
+  // Takes an accepted socket. One over the connection limits takes the slot of the oldest
+  // connection still sending its request past `eviction_grace` (of its client when the client's
+  // limit is the one reached), which is answered 503 and closed; without such a one it is
+  // answered 503 and closed itself. Thread-safe.
   void add(int fd);
   // Closes every connection still being read and joins the thread. Idempotent.
   void stop();
@@ -98,6 +110,9 @@ class RequestReader {
  private:
   void run();
   void take_new();
+  // Admits `c` (over the limits when added) in place of the oldest evictable connection, or
+  // refuses it.
+  void make_room(std::unique_ptr<Connection> c);
   // Reads what `c` has sent; false when the connection is done with (handed over or closed).
   bool read_some(std::unique_ptr<Connection>& c);
   int next_timeout_ms() const;
@@ -111,6 +126,7 @@ class RequestReader {
   std::mutex mu_;
   bool stopping_ = false;
   std::vector<std::unique_ptr<Connection>> inbox_;  // added, not yet polled
+  std::vector<std::unique_ptr<Connection>> over_;   // added over the limits, not counted yet
 
   std::vector<std::unique_ptr<Connection>> reading_;  // reader thread only
 };

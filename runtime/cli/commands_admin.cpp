@@ -12,10 +12,14 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <ctime>
+#include <fstream>
 #include <iostream>
 #include <optional>
+#include <sstream>
 
+#include "admin/admin_server.hpp"
 #include "admin/stats_view.hpp"
 #include "config/pipeline_spec.hpp"
 
@@ -49,6 +53,49 @@ std::optional<httplib::Client> client_for(const AdminTarget& target, std::string
   return client;
 }
 
+// The uid of the process listening on TCP `port` of this machine (/proc/net/tcp and tcp6).
+std::optional<uid_t> listener_uid(int port) {
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retransmits;
+      uid_t uid = 0;
+      if (!(fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid))
+        continue;
+      const auto colon = local.rfind(':');
+      if (state != "0A" || colon == std::string::npos) continue;  // 0A: LISTEN
+      if (std::strtol(local.c_str() + colon + 1, nullptr, 16) == port) return uid;
+    }
+  }
+  return std::nullopt;
+}
+
+// Why the token must not go to the target: on this machine (a loopback address) the port is
+// served by another user's process, which may have taken it to collect tokens. Empty when the
+// server is this user's or root's, or cannot be told (another machine).
+std::string token_refusal(const AdminTarget& target) {
+  const std::string scheme = "http://";
+  if (target.url.rfind(scheme, 0) != 0) return {};
+  std::string authority = target.url.substr(scheme.size());
+  authority = authority.substr(0, authority.find('/'));
+  const auto colon = authority.rfind(':');
+  if (colon == std::string::npos || authority.find(']', colon) != std::string::npos) return {};
+  std::string host = authority.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (!admin::is_loopback_host(host)) return {};
+  const auto uid = listener_uid(std::atoi(authority.c_str() + colon + 1));
+  if (!uid || *uid == ::geteuid() || *uid == 0) return {};
+  return fmt::format(
+      "the admin API at {} ({}) is served by a process of uid {}, not of this user or root: the "
+      "token is not sent to it (another user may have taken the port)",
+      target.url, target.origin, *uid);
+}
+
+// The bearer token, for requests that change something (reads need none, so they send none).
 httplib::Headers auth_headers(const AdminTarget& target) {
   httplib::Headers headers;
   if (!target.token.empty()) headers.emplace("Authorization", "Bearer " + target.token);
@@ -61,7 +108,7 @@ Fetched fetch_stats(const AdminTarget& target) {
   if (!client) return out;
   client->set_connection_timeout(2, 0);
   client->set_read_timeout(5, 0);
-  auto res = client->Get("/stats", auth_headers(target));
+  auto res = client->Get("/stats");
   if (!res) {
     out.error = unreachable(target, httplib::to_string(res.error()));
     return out;
@@ -275,6 +322,12 @@ int run_reload_command(const AdminTarget& target, const std::string& stage) {
   if (!client) {
     std::cerr << error << std::endl;
     return 1;
+  }
+  if (!target.token.empty()) {
+    if (const std::string refused = token_refusal(target); !refused.empty()) {
+      std::cerr << refused << std::endl;
+      return 1;
+    }
   }
   client->set_connection_timeout(5, 0);
   client->set_read_timeout(120, 0);  // a reload drains the stage's in-flight batches first

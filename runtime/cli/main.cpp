@@ -115,15 +115,22 @@ void each_stage(const config::PipelineSpec& spec, const plugin::PluginRegistry& 
   if (spec.dead_letter) one(*spec.dead_letter, SLUICE_KIND_SINK);
 }
 
-// Refuses a pipeline that would read its own output (config::check_not_own_output): at start and
-// for a changed pipeline file under --watch.
-void check_not_own_output(const config::PipelineSpec& spec, const plugin::PluginRegistry& reg) {
-  std::vector<config::PathField> fields;
-  each_stage(spec, reg, [&](const config::StageSpec& stage, std::string_view schema) {
-    auto more = config::path_fields(stage, schema);
-    fields.insert(fields.end(), more.begin(), more.end());
-  });
-  config::check_not_own_output(fields);
+// Refuses pipelines that would read their own output, each alone (config::check_not_own_output)
+// or in a cycle through files (config::check_no_file_cycle): at start and for a changed pipeline
+// file under --watch.
+void check_not_own_output(const std::vector<config::PipelineSpec>& specs,
+                          const plugin::PluginRegistry& reg) {
+  std::vector<std::pair<std::string, std::vector<config::PathField>>> runs;
+  for (const auto& spec : specs) {
+    std::vector<config::PathField> fields;
+    each_stage(spec, reg, [&](const config::StageSpec& stage, std::string_view schema) {
+      auto more = config::path_fields(stage, schema);
+      fields.insert(fields.end(), more.begin(), more.end());
+    });
+    config::check_not_own_output(fields);
+    runs.emplace_back(spec.name, std::move(fields));
+  }
+  config::check_no_file_cycle(runs);
 }
 
 // Parses and checks a pipeline file; throws config::ConfigError or plugin::PluginLoadError.
@@ -135,10 +142,12 @@ std::vector<std::unique_ptr<pipeline::Pipeline>> prepare(const std::string& file
   if (admin) *admin = pf.admin;
   if (admin_configured) *admin_configured = pf.admin_location.line != 0;
   std::vector<std::unique_ptr<pipeline::Pipeline>> out;
+  std::vector<config::PipelineSpec> specs;
   for (auto& spec : pf.pipelines) {
     out.push_back(std::make_unique<pipeline::Pipeline>(spec, reg));
-    check_not_own_output(out.back()->spec(), reg);
+    specs.push_back(out.back()->spec());
   }
+  check_not_own_output(specs, reg);
   return out;
 }
 
@@ -244,7 +253,7 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
         spdlog::info("{} changed: checking it", file);
         try {
           config::PipelineFile changed = config::fuse_transforms(config::load_pipelines(file));
-          for (const auto& spec : changed.pipelines) check_not_own_output(spec, *reg);
+          check_not_own_output(changed.pipelines, *reg);
           reloader.apply_pipeline_file(changed);
         } catch (const std::exception& e) {
           spdlog::error("pipeline file change refused, the running pipelines go on: {}", e.what());
@@ -416,11 +425,18 @@ void define_admin_client_options(CLI::App* sub, CommandLine& c) {
 }
 
 // A file path a run will write: refused on the command line (exit 2) if it names a folder or its
-// folder does not exist, rather than warned about every second of the run.
+// folder does not exist, rather than warned about every second of the run. The file is replaced
+// by a rename, so anything there but a regular file (or a link to one) is refused too: the run
+// would put a regular file in place of /dev/null, a FIFO or /dev/stdout.
 std::string writable_file_path(const std::string& path) {
   std::error_code ec;
   const std::filesystem::path file(path);
   if (std::filesystem::is_directory(file, ec)) return "'" + path + "' is a folder, not a file";
+  const auto target = std::filesystem::status(file, ec).type();
+  if (target != std::filesystem::file_type::not_found &&
+      target != std::filesystem::file_type::regular)
+    return "'" + path +
+           "' is not a regular file (a device, FIFO or socket): it would be replaced by one";
   const std::filesystem::path folder = file.has_parent_path() ? file.parent_path() : ".";
   if (!std::filesystem::is_directory(folder, ec))
     return "the folder '" + folder.string() + "' of '" + path + "' does not exist";

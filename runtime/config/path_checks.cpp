@@ -2,10 +2,12 @@
 #include "config/path_checks.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <rapidjson/document.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -108,6 +110,62 @@ void check_not_own_output(const std::vector<PathField>& fields) {
                         "pipeline would read its own output without end",
                         out.stage->role, out.stage->type, out.name, out.value, in.stage->role,
                         in.stage->type, in.name));
+  }
+}
+
+namespace {
+
+// An output of one pipeline that names the file an input of another reads: an edge of the graph
+// of pipelines feeding each other through files.
+struct Feed {
+  size_t to;
+  const PathField* out;
+};
+
+// Depth-first from `at`: true with `path` holding the feeds of a cycle back to a pipeline on the
+// current walk. `state`: 0 not seen, 1 on the walk, 2 done.
+bool find_cycle(size_t at, const std::vector<std::vector<Feed>>& feeds, std::vector<int>& state,
+                std::vector<std::pair<size_t, const PathField*>>& path) {
+  state[at] = 1;
+  for (const Feed& f : feeds[at]) {
+    path.emplace_back(at, f.out);
+    if (state[f.to] == 1) {
+      path.erase(path.begin(), std::find_if(path.begin(), path.end(),
+                                            [&](const auto& step) { return step.first == f.to; }));
+      return true;
+    }
+    if (state[f.to] == 0 && find_cycle(f.to, feeds, state, path)) return true;
+    path.pop_back();
+  }
+  state[at] = 2;
+  return false;
+}
+
+}  // namespace
+
+void check_no_file_cycle(const std::vector<std::pair<std::string, std::vector<PathField>>>& runs) {
+  std::vector<std::vector<Feed>> feeds(runs.size());
+  for (size_t a = 0; a < runs.size(); ++a)
+    for (const PathField& out : runs[a].second)
+      for (size_t b = 0; b < runs.size(); ++b)
+        for (const PathField& in : runs[b].second)
+          if (a != b && out.kind == "output" && in.kind == "input" &&
+              same_file(in.value, out.value))
+            feeds[a].push_back({b, &out});
+  std::vector<int> state(runs.size(), 0);
+  for (size_t start = 0; start < runs.size(); ++start) {
+    std::vector<std::pair<size_t, const PathField*>> path;
+    if (state[start] != 0 || !find_cycle(start, feeds, state, path)) continue;
+    std::vector<std::string> names;
+    for (const auto& step : path) names.push_back(runs[step.first].first);
+    names.push_back(names.front());
+    const PathField& closing = *path.back().second;
+    throw ConfigError(
+        field_location(*closing.stage, closing.name),
+        fmt::format("{} '{}': field '{}': '{}' closes a cycle of pipelines feeding each other "
+                    "through files ({}): they would read their own output without end",
+                    closing.stage->role, closing.stage->type, closing.name, closing.value,
+                    fmt::join(names, " -> ")));
   }
 }
 

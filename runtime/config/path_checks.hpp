@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "config/stage_spec.hpp"
@@ -28,5 +29,11 @@ std::vector<PathField> path_fields(const StageSpec& stage, std::string_view sche
 // or dead-letter sink writing the file the source reads) would feed the pipeline its own output
 // for ever, growing the file until the disk is full. A ConfigError at the output's value.
 void check_not_own_output(const std::vector<PathField>& fields);
+
+// The path fields of the pipelines of one process, one entry per pipeline (named): pipelines that
+// feed each other through files in a cycle (one writes what the next reads, the last what the
+// first reads) would read their own output without end as well. A ConfigError at the output
+// that closes the cycle, naming the pipelines on it. A chain without a cycle is not affected.
+void check_no_file_cycle(const std::vector<std::pair<std::string, std::vector<PathField>>>& runs);
 
 }  // namespace sluice::config

@@ -259,8 +259,16 @@ std::string Pipeline::in_process_stages() const {
 
 // Hands every position that moved to the source's commit hook. Source thread only. False when
 // the source refused them through every retry.
-bool Pipeline::commit_ready() {
+bool Pipeline::commit_ready(bool last) {
   auto ready = watermark_.take_ready();
+  if (ready.empty() && !last) return true;  // a refused position waits for news or the end
+  for (auto& old : uncommitted_) {
+    const bool superseded = std::any_of(ready.begin(), ready.end(), [&](const auto& r) {
+      return r.topic == old.topic && r.partition == old.partition;
+    });
+    if (!superseded) ready.push_back(std::move(old));
+  }
+  uncommitted_.clear();
   if (ready.empty()) return true;
   std::vector<sluice_position> ps;
   ps.reserve(ready.size());
@@ -274,10 +282,13 @@ bool Pipeline::commit_ready() {
   const SourceCall source = slots_.source();
   const Retrier::Result result =
       Retrier(spec_.errors.retry, {}).run([&] { return source.commit(ps); });
-  // The positions are not lost: the next commit carries later ones; a restart re-reads.
-  if (result.error)
+  // The positions are not lost: the next commit carries them or later ones (so a final commit
+  // with nothing new still fails, exit 1); a restart re-reads.
+  if (result.error) {
     spdlog::error("pipeline {}: commit failed after {} attempts: {}", spec_.name,
                   result.error->attempts, redact(result.error->message));
+    uncommitted_ = std::move(ready);
+  }
   return !result.error;
 }
 
@@ -294,8 +305,14 @@ sluice_status Pipeline::drain_partitions(std::span<const sluice_position> partit
     if (std::chrono::steady_clock::now() >= deadline) return SLUICE_RETRY;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  commit_ready();
-  for (const auto& p : partitions) watermark_.forget(text(p.topic), p.partition);
+  commit_ready(/*last=*/true);
+  for (const auto& p : partitions) {
+    watermark_.forget(text(p.topic), p.partition);
+    // A revoked partition's refused position is no longer this consumer's to commit.
+    std::erase_if(uncommitted_, [&](const core::StreamPosition& u) {
+      return u.topic == text(p.topic) && u.partition == p.partition;
+    });
+  }
   return SLUICE_OK;
 }
 
@@ -385,7 +402,7 @@ void Pipeline::finish_source_loop() {
     fail(fmt::format("sink pre_commit failed, so the last positions are not committed: {}",
                      refused->message));
   // Records delivered but not committed are read again by the next run: not a clean end.
-  else if (!commit_ready())
+  else if (!commit_ready(/*last=*/true))
     fail(
         "the final commit failed (see above): the next run reads again what was delivered "
         "since the last commit");

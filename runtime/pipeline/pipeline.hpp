@@ -143,7 +143,9 @@ class Pipeline {
   void drain_within_grace();
   [[noreturn]] void give_up_on_stuck_calls(const std::vector<StuckCall>& stuck);
   [[noreturn]] void give_up_on_stuck_source(const CallInFlight& call);
-  bool commit_ready();
+  // `last`: the final commit, or the one before a stream is forgotten, which carries refused
+  // positions again even when nothing moved since.
+  bool commit_ready(bool last = false);
   sluice_status drain_partitions(std::span<const sluice_position> partitions, uint32_t timeout_ms);
   middleware::BatchOutcome process(middleware::WorkBatch& batch);
   void fail(const std::string& reason);
@@ -174,6 +176,9 @@ class Pipeline {
   std::unique_ptr<middleware::AdaptiveStage> stage_;
   std::unique_ptr<CircuitBreaker> breaker_;
   core::OffsetWatermark watermark_;
+  // Positions a commit could not store through every retry: the next commit carries them again
+  // (unless a later position of the same stream supersedes it), the final one too. Source thread.
+  std::vector<core::StreamPosition> uncommitted_;
   std::thread source_thread_;
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> finished_{false};

@@ -8,6 +8,7 @@
 #include <rapidjson/document.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -134,6 +135,43 @@ TEST_CASE("a pipeline whose sink writes the file its source reads is refused at 
   CHECK(read_file((dir / "in.jsonl").string()) == "{\"id\":1}\n");
 }
 
+// Two pipelines each writing the file the other reads fed each other without end (probed: 5
+// lines became over 2,000 in 5 s and kept growing). Refused at the output closing the cycle; a
+// chain of pipelines through files without a cycle still runs.
+TEST_CASE("pipelines that feed each other through files in a cycle are refused; a chain is not") {
+  auto dir = scratch("file-cycle");
+  write_file(dir / "a.jsonl", "{\"id\":1}\n");
+  write_file(dir / "b.jsonl", "");
+  write_file(dir / "c.jsonl", "");
+  const auto pipelines = [](const std::string& last_output) {
+    return "pipelines:\n"
+           "  - name: ab\n    source: {type: file, path: a.jsonl}\n"
+           "    sink: {type: file, path: b.jsonl}\n"
+           "  - name: bc\n    source: {type: file, path: b.jsonl, offset_file: b.offset}\n"
+           "    sink: {type: file, path: c.jsonl}\n"
+           "  - name: ca\n    source: {type: file, path: c.jsonl, offset_file: c.offset}\n"
+           "    sink: {type: file, path: " +
+           last_output + "}\n";
+  };
+  write_file(dir / "cycle.yaml", pipelines("a.jsonl"));
+  const std::string file = (dir / "cycle.yaml").string();
+  for (const auto& args : {std::vector<std::string>{bin(), "run", "--admin", "off", file},
+                           std::vector<std::string>{bin(), "validate", file}}) {
+    CAPTURE(args[1]);
+    auto r = run_process(args);
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.rfind(file + ":10:", 0) == 0);
+    CHECK(r.err.find("(ab -> bc -> ca -> ab)") != std::string::npos);
+    CHECK(r.err.find("would read their own output without end") != std::string::npos);
+  }
+  CHECK(read_file((dir / "a.jsonl").string()) == "{\"id\":1}\n");
+  write_file(dir / "chain.yaml", pipelines("d.jsonl"));
+  auto r = run_process({bin(), "validate", (dir / "chain.yaml").string()});
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+}
+
 TEST_CASE("under --watch, a changed pipeline file that reads its own output is refused") {
   auto dir = scratch("own-output-watch");
   write_file(dir / "in.jsonl", "{\"id\":1}\n");
@@ -156,12 +194,17 @@ TEST_CASE("under --watch, a changed pipeline file that reads its own output is r
   CHECK(read_file((dir / "in.jsonl").string()) == "{\"id\":1}\n");
 }
 
-TEST_CASE("a --stats-file that names a folder, or a file in no folder, is a usage error") {
+TEST_CASE("a --stats-file that names a folder, a file in no folder or no file is a usage error") {
   auto dir = scratch("stats-file");
   write_file(dir / "p.yaml", "name: p\nsource: {type: generator, count: 10}\nsink: {type: null}\n");
+  // Replaced by a rename every second, these became regular files (/dev/null too, as root).
+  REQUIRE(::mkfifo((dir / "fifo").c_str(), 0644) == 0);
+  std::filesystem::create_symlink("/dev/null", dir / "to-null");
   for (const auto& [path, why] :
        {std::pair<std::string, std::string>{dir.string(), "is a folder, not a file"},
-        {(dir / "missing" / "s.json").string(), "does not exist"}}) {
+        {(dir / "missing" / "s.json").string(), "does not exist"},
+        {(dir / "fifo").string(), "is not a regular file"},
+        {(dir / "to-null").string(), "is not a regular file"}}) {
     CAPTURE(path);
     auto r = run_process(
         {bin(), "run", "--admin", "off", "--stats-file", path, (dir / "p.yaml").string()});
@@ -170,6 +213,8 @@ TEST_CASE("a --stats-file that names a folder, or a file in no folder, is a usag
     CHECK(r.err.find(why) != std::string::npos);
     CHECK(r.out.empty());
   }
+  CHECK(std::filesystem::is_fifo(dir / "fifo"));
+  CHECK(std::filesystem::is_symlink(dir / "to-null"));
 }
 
 TEST_CASE("plugin load failures name the file and the reason, and nothing starts") {

@@ -148,6 +148,40 @@ TEST_CASE("a hot reload of the file source and sink keeps their locks and loses 
   CHECK(read_file((dir / "out.jsonl").string()) == numbered_lines(101));
 }
 
+TEST_CASE("an offset refused mid-run with nothing read after it still fails the run (exit 1)") {
+  auto dir = scratch("offset-refused-mid-run");
+  write_file((dir / "in.jsonl").string(), numbered_lines(100));
+  write_file((dir / "p.yaml").string(),
+             "name: refused\nsource: {type: file, path: in.jsonl, offset_file: in.offset, "
+             "follow: true, poll_interval_ms: 10}\nsink: {type: file, path: out.jsonl}\n"
+             "errors: {retry: {initial_backoff_ms: 1, max_backoff_ms: 5, max_attempts: 2}}\n");
+  const int pid = start_process({bin(), "run", "--admin", "off", (dir / "p.yaml").string()},
+                                (dir / "stdout").string(), (dir / "stderr").string());
+  REQUIRE(wait_for_lines(dir / "out.jsonl", 100));
+  const auto offset = dir / "in.offset";
+  for (int i = 0; i < 200 && !fs::exists(offset); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  REQUIRE(fs::exists(offset));
+  // The offset file becomes a folder: the commit of the next lines is refused through every
+  // retry, and nothing is read after them.
+  fs::remove(offset);
+  fs::create_directory(offset);
+  std::ofstream(dir / "in.jsonl", std::ios::app | std::ios::binary) << "{\"n\":100}\n";
+  REQUIRE(wait_for_lines(dir / "out.jsonl", 101));
+  std::string log;
+  for (int i = 0; i < 200 && log.find("commit failed after") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    log = read_file((dir / "stderr").string());
+  }
+  REQUIRE(log.find("commit failed after") != std::string::npos);
+  kill(pid, SIGTERM);
+  // Was exit 0: the refused position was dropped, so the final commit had nothing to store.
+  CHECK(wait_process(pid) == 1);
+  log = read_file((dir / "stderr").string());
+  INFO(log);
+  CHECK(log.find("the final commit failed") != std::string::npos);
+}
+
 // ---- another local user ---------------------------------------------------------------------
 // sluice runs as root and is pointed at a shared folder (mode 1777, like /tmp), where another
 // user (uid 65534) planted links to a file of root's, or files of their own. Every such name is

@@ -220,8 +220,12 @@ void Outbox::route(Record& r, rapidjson::Value& env) const {
   const int64_t time = event_time(env, row_schema, row);
   const Column event_id = column(row_schema, row, id, "event-id");
   r.headers.emplace_back("id", event_id.value ? header_text(*event_id.value) : std::nullopt);
+  // A payload nested past kMaxJsonDepth stays a string, as one that does not parse: RapidJSON
+  // parses recursively and would run out of stack (Debezium's Jackson refuses it too).
   if (expand_json && value.IsString() && value.GetStringLength() > 0 &&
-      (value.GetString()[0] == '{' || value.GetString()[0] == '[')) {
+      (value.GetString()[0] == '{' || value.GetString()[0] == '[') &&
+      sluice::json_nesting_depth({value.GetString(), value.GetStringLength()}) <=
+          sluice::kMaxJsonDepth) {
     rapidjson::Document parsed;
     parsed.Parse(value.GetString(), value.GetStringLength());
     // Debezium fills a Struct from the expanded JSON: a top-level array cannot be one.

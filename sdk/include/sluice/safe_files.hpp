@@ -13,6 +13,7 @@
 //     owner (fs.protected_symlinks);
 //   - a file sluice keeps state in or writes to (Use::state) that is already there must belong
 //     to us, to root or to the folder's owner (fs.protected_regular);
+//   - a file there with a second hard link is refused for any use (fs.protected_hardlinks);
 //   - a temporary file is created exclusively, never through a link, and renamed into place.
 //
 // A refusal names the path, the owner and the folder. In a folder only its owner can write,
@@ -67,6 +68,21 @@ inline std::string errno_text(const std::string& what, const std::string& path) 
   return "cannot " + what + " " + path + ": " + std::strerror(errno);
 }
 
+// Why the file `entry` (not a link) at `path` in a folder others can write must not be used.
+// A second hard link is refused for any use: without fs.protected_hardlinks another user can
+// link a file of ours or root's here (one they cannot even read), and its owner looks trusted.
+inline std::string untrusted_file(const std::string& path, const struct stat& entry,
+                                  const struct stat& dir, Use use, const std::string& where) {
+  if (S_ISREG(entry.st_mode) && entry.st_nlink > 1)
+    return path + " has " + std::to_string(entry.st_nlink) + " hard links" + where +
+           ": refused (another user could have linked a file of someone else here; use a folder "
+           "only you can write)";
+  if (use == Use::state && !trusted_owner(entry.st_uid, dir))
+    return path + " is owned by " + user_text(entry.st_uid) + where +
+           ": refused (its owner could read or change it; use a folder only you can write)";
+  return {};
+}
+
 }  // namespace detail
 
 // Why opening `path` for `use` would let another local user choose what is read or written;
@@ -84,10 +100,7 @@ inline std::string distrust_reason(const std::string& path, Use use) {
     return path + " is a symbolic link owned by " + detail::user_text(entry.st_uid) + where +
            ": refused (it could point anywhere; use a folder only you can write)";
   }
-  if (use == Use::state && !detail::trusted_owner(entry.st_uid, dir))
-    return path + " is owned by " + detail::user_text(entry.st_uid) + where +
-           ": refused (its owner could read or change it; use a folder only you can write)";
-  return {};
+  return detail::untrusted_file(path, entry, dir, use, where);
 }
 
 // open(2) after distrust_reason's check: the descriptor, or -1 with `error` set. The last part of
@@ -100,8 +113,26 @@ inline int open_checked(const std::string& path, int flags, mode_t mode, Use use
     return -1;
   }
   int fd = ::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode);
-  if (fd >= 0 || errno != ELOOP) {
-    if (fd < 0) error = detail::errno_text("open", path);
+  if (fd >= 0) {
+    // What was opened is judged again: a file planted (or linked) between the check and the
+    // open, where nothing was yet, is refused all the same.
+    struct stat opened {};
+    struct stat dir {};
+    const std::string folder = detail::folder_of(path);
+    if (::fstat(fd, &opened) == 0 && ::stat(folder.c_str(), &dir) == 0 &&
+        detail::others_can_write(dir)) {
+      auto why = detail::untrusted_file(path, opened, dir, use,
+                                        " in " + folder + ", a folder that others can write");
+      if (!why.empty()) {
+        ::close(fd);
+        error = std::move(why);
+        return -1;
+      }
+    }
+    return fd;
+  }
+  if (errno != ELOOP) {
+    error = detail::errno_text("open", path);
     return fd;
   }
   struct stat before {};

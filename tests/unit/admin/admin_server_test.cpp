@@ -597,6 +597,14 @@ TEST_CASE("health, stats and reload answers never show a secret a plugin's error
   res = c.Get("/stats");
   REQUIRE(res);
   CHECK(res->body.find("hunter2-pw") == std::string::npos);
+  // An error answer that quotes what the client sent is masked too.
+  res = c.Get("/x-hunter2-pw-admin-token-1234");
+  check_json_error(res, 404);
+  CHECK(res->body.find("hunter2-pw") == std::string::npos);
+  CHECK(res->body.find("admin-token-1234") == std::string::npos);
+  res = c.Post("/reload?stage=admin-token-1234", "", "text/plain");
+  check_json_error(res, 404);
+  CHECK(res->body.find("admin-token-1234") == std::string::npos);
   server.stop();
   std::filesystem::remove_all(dir);
 }
@@ -811,17 +819,37 @@ TEST_CASE("a client that does not finish its request in time gets 408 and is clo
   CHECK(body_of(answer).find("\"error\"") != std::string::npos);
 }
 
-TEST_CASE("a client over its connection limit is answered 503 and closed") {
+TEST_CASE("a client over its connection limit takes the slot of its oldest slow connection") {
   const auto server = started([](AdminServer::Options& o) { o.max_connections_per_client = 2; });
   SlowClients slow(server->port(), 2);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past the eviction grace
+  // Loopback clients are all one address: a slow one must not keep /health from answering.
+  httplib::Client c("127.0.0.1", server->port());
+  c.set_connection_timeout(3, 0);
+  c.set_read_timeout(3, 0);  // a functional bound: well before the slow ones' 5 s deadline
+  auto res = c.Get("/health");
+  REQUIRE_MESSAGE(res, "no answer from /health while its client's slots were held");
+  CHECK(res->status == 200);
+  // The oldest slow connection made room: answered 503 and closed; the other is still read.
+  std::string answer;
+  CHECK(read_until_closed(slow.fds().front(), answer));
+  CHECK(status_of(answer) == 503);
+  CHECK(body_of(answer).find("\"error\"") != std::string::npos);
+}
+
+TEST_CASE("a connection over the limits with no slow one to replace is answered 503 and closed") {
+  const auto server = started([](AdminServer::Options& o) {
+    o.max_connections_per_client = 2;
+    o.eviction_grace = std::chrono::seconds(60);
+  });
+  // Connections within the eviction grace: none of them makes room for the third.
+  const int a = connect_to(server->port());
+  const int b = connect_to(server->port());
   const int extra = connect_to(server->port());
   std::string answer;
   CHECK(read_until_closed(extra, answer));
-  close(extra);
   CHECK(status_of(answer) == 503);
-  slow.stop();
-  for (const int fd : slow.fds()) shutdown(fd, SHUT_RDWR);
+  for (const int fd : {a, b, extra}) close(fd);
   // Their slots are free again once the server has seen them close.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   auto c = client_for(*server);
@@ -859,6 +887,79 @@ TEST_CASE("port 0 binds an ephemeral port and stop() releases it") {
   httplib::Client c("127.0.0.1", port);
   c.set_connection_timeout(1, 0);
   CHECK_FALSE(c.Get("/health"));
+}
+
+// A loopback port listened on by another user (uid 65534): what a local user who took the port
+// before `sluice run` (or while it is down) sees of the admin commands. Records what each
+// connection sent, answering {}.
+class SquattedPort {
+ public:
+  SquattedPort() {
+    REQUIRE(::seteuid(65534) == 0);  // the socket belongs to whoever created it
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(::seteuid(0) == 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port_ = ntohs(addr.sin_port);
+    REQUIRE(listen(fd_, 8) == 0);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~SquattedPort() {
+    shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    close(fd_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string received() {
+    std::lock_guard lock(mu_);
+    return received_;
+  }
+
+ private:
+  void serve() {
+    for (;;) {
+      const int c = accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      timeval tv{2, 0};
+      setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      char buf[4096];
+      const ssize_t n = recv(c, buf, sizeof buf, 0);
+      {
+        std::lock_guard lock(mu_);
+        if (n > 0) received_.append(buf, static_cast<size_t>(n));
+      }
+      const std::string answer =
+          "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+      send(c, answer.data(), answer.size(), MSG_NOSIGNAL);
+      close(c);
+    }
+  }
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::mutex mu_;
+  std::string received_;
+  std::thread thread_;
+};
+
+TEST_CASE("the admin commands never send the token to a port another local user listens on") {
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: listening as another user needs root");
+    return;
+  }
+  SquattedPort squatter;
+  const sluice::cli::AdminTarget target{squatter.url(), "--url", "root-admin-token-77"};
+  // A read needs no token, so none is sent, whoever listens.
+  CHECK(sluice::cli::run_stats_command(target, true) == 0);
+  CHECK(squatter.received().find("GET /stats") != std::string::npos);
+  // A reload needs it: refused before connecting, naming the listener's uid.
+  CHECK(sluice::cli::run_reload_command(target, "") == 1);
+  CHECK(squatter.received().find("root-admin-token-77") == std::string::npos);
+  CHECK(squatter.received().find("POST") == std::string::npos);
 }
 
 TEST_CASE("sluice stats and top --once fail with 1 when nothing listens at the URL") {

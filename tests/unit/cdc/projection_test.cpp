@@ -378,6 +378,20 @@ TEST_CASE("projection rejects events it cannot fold, with reasons, and applies t
   CHECK(rows(db, "select balance, tx_count from balances") == std::vector<std::string>{"4.5|2"});
 }
 
+TEST_CASE("projection rejects a value nested deeper than the JSON depth limit, without a crash") {
+  TempDir dir;
+  Projection p(config(dir.file("p.db")));
+  // Far past what a thread's stack holds when parsed recursively (it crashed the process).
+  TestRecord deep;
+  deep.value = std::string(200000, '[') + std::string(200000, ']');
+  auto out = p.run({deep, tx('c', 1, 1, 2.5, 10)});
+  REQUIRE(out.rejects.size() == 1);
+  CHECK(out.rejects[0].index == 0);
+  CHECK(out.rejects[0].message.find("nested deeper than") != std::string::npos);
+  CHECK(rows(dir.file("p.db"), "select balance, tx_count from balances") ==
+        std::vector<std::string>{"2.5|1"});
+}
+
 TEST_CASE("projection warms its cache with recent rows and reports hits, misses, evictions") {
   TempDir dir;
   const std::string db = dir.file("p.db");

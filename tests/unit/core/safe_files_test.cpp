@@ -108,6 +108,29 @@ TEST_CASE("another user's file in a shared folder: read as data, refused as stat
   CHECK(sluice::files::distrust_reason(planted.string(), Use::state) == error);
 }
 
+TEST_CASE("a hard link in a shared folder is refused, to read or to write, whoever owns it") {
+  if (!can_plant()) return;
+  Shared s("hardlink");
+  // What another user can do without fs.protected_hardlinks: link a file of root's (here the
+  // victim, root's as we are root) into the shared folder, where its owner looks trusted.
+  const fs::path link = s.dir / "out.jsonl";
+  fs::create_hard_link(s.victim, link);
+  for (Use use : {Use::read_data, Use::state}) {
+    std::string error;
+    CHECK(open_for(link, use, error) == -1);
+    CHECK(error.find("has 2 hard links") != std::string::npos);
+    CHECK(error.find(s.dir.string()) != std::string::npos);
+  }
+  CHECK(slurp(s.victim) == "precious");
+  // A file of one link, ours, is used as before.
+  fs::remove(link);
+  spit(link, "mine");
+  std::string error;
+  const int fd = open_for(link, Use::state, error);
+  CHECK_MESSAGE(fd >= 0, error);
+  if (fd >= 0) ::close(fd);
+}
+
 TEST_CASE("in a folder only its owner can write, nothing is refused") {
   if (!can_plant()) return;
   Shared s("private", 0755);

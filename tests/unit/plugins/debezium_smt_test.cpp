@@ -50,6 +50,26 @@ Unwrapped unwrap(const std::string& config) {
   return {deleted.records, tomb.records};
 }
 
+// An outbox row insert with `payload` (JSON text of a string) in its payload column, schema'd.
+TestRecord outbox_insert(const std::string& payload) {
+  const std::string row = R"({"type":"struct","optional":true,"name":"db.outbox.Value","fields":[)"
+                          R"({"type":"string","optional":false,"field":"id"},)"
+                          R"({"type":"string","optional":false,"field":"aggregatetype"},)"
+                          R"({"type":"string","optional":false,"field":"aggregateid"},)"
+                          R"({"type":"string","optional":false,"field":"type"},)"
+                          R"({"type":"string","optional":true,"field":"payload"}])";
+  TestRecord r;
+  r.topic = "db.outbox";
+  r.value =
+      R"({"schema":{"type":"struct","optional":false,"name":"db.outbox.Envelope","fields":[)" +
+      row + R"(,"field":"before"},)" + row + R"(,"field":"after"},)" +
+      R"({"type":"string","optional":false,"field":"op"},)" +
+      R"({"type":"int64","optional":true,"field":"ts_ms"}]},)" +
+      R"("payload":{"before":null,"after":{"id":"e1","aggregatetype":"Order",)" +
+      R"("aggregateid":"o1","type":"Created","payload":)" + payload + R"(},"op":"c","ts_ms":5}})";
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("debezium_smt refuses configs Debezium would refuse, naming the key") {
@@ -92,4 +112,19 @@ TEST_CASE("unwrap honours Debezium 2's delete.handling.mode and drop.tombstones"
                                       "delete.tombstone.handling.mode":"drop"})");
     CHECK(deleted.empty());
   }
+}
+
+TEST_CASE("outbox keeps a payload nested past the JSON depth limit as a string, without a crash") {
+  Library lib(plugin_path("debezium_smt"));
+  FakeHost host;
+  Instance t(lib.plugin(SLUICE_KIND_TRANSFORM, "outbox"), host,
+             R"({"schemas.enable":true,"table.expand.json.payload":"true"})");
+  FakeWriter out;
+  // Far past what a thread's stack holds when parsed recursively (it crashed the process).
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  REQUIRE(t.process({outbox_insert(R"("{\"a\":1}")"), outbox_insert('"' + deep + '"')}, out).ok());
+  CHECK(out.rejects.empty());
+  REQUIRE(out.records.size() == 2);
+  CHECK(out.records[0].value->find(R"("payload":{"a":1})") != std::string::npos);
+  CHECK(out.records[1].value->find(R"("payload":")" + deep + '"') != std::string::npos);
 }

@@ -3,10 +3,13 @@
 #include <fcntl.h>
 #include <rapidjson/document.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <sstream>
 
@@ -505,6 +508,33 @@ TEST_CASE("file source refuses to start at an offset that is not a line start") 
   CHECK(r.message.find(offsets) != std::string::npos);
   CHECK(r.message.find("line_offset 19") != std::string::npos);
   CHECK(r.message.find("not the start of a line") != std::string::npos);
+}
+
+TEST_CASE("file source refuses an offset file that is a FIFO, without waiting for a writer") {
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  const std::string offsets = path + ".sluice-offset";
+  write_file(path, numbered_lines(0, 5));
+  REQUIRE(::mkfifo(offsets.c_str(), 0644) == 0);
+  Library lib(plugin_path("file"));
+  FakeHost host;
+  void* instance = nullptr;
+  // It hung here (open waits for a FIFO's writer), and the first SIGTERM did not stop it.
+  auto created = std::async(std::launch::async, [&] {
+    return Instance::try_create(lib.plugin(SLUICE_KIND_SOURCE, "file"), host, source_config(path),
+                                &instance);
+  });
+  if (created.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    FAIL_CHECK("the file source waits on a FIFO at its offset file");
+    ::close(::open(offsets.c_str(), O_WRONLY));  // lets the open return, and the read end
+    created.wait();
+    return;
+  }
+  const CallResult r = created.get();
+  CHECK_FALSE(r.ok());
+  CHECK(instance == nullptr);
+  CHECK(r.field == "offset_file");
+  CHECK(r.message.find(offsets + " is not a regular file") != std::string::npos);
 }
 
 TEST_CASE("file source in follow mode reads a rotated file to its end, then the new one") {
