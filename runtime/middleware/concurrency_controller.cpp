@@ -140,12 +140,38 @@ uint32_t ConcurrencyController::update(const LoadSignals& load) {
   return decide_locked(load.queued_records, load.memory_pressure);
 }
 
-bool ConcurrencyController::rise_confirmed_locked(core::TimePoint now) {
+bool ConcurrencyController::rise_confirmed_locked(core::TimePoint now, double gradient,
+                                                  double tolerance) {
   if (rise_epochs_++ == 0) rise_since_ = now;
   // confirm_ epochs in a row, or kConfirmEpochs that span kConfirmTime: on a slow sink the
-  // epochs are long, and a rise that lasts a second is not a passing level.
+  // epochs are long, and a rise that lasts a second is not a passing level. A rise of more than
+  // kClearRise times the tolerance is no noise: one epoch confirms it, unless the latency was
+  // seen to have two levels of its own.
   return rise_epochs_ >= confirm_ ||
-         (rise_epochs_ >= kConfirmEpochs && now - rise_since_ >= kConfirmTime);
+         (rise_epochs_ >= kConfirmEpochs && now - rise_since_ >= kConfirmTime) ||
+         (confirm_ == kConfirmEpochs && gradient > tolerance * kClearRise);
+}
+
+bool ConcurrencyController::clear_verdict_locked(double judged_ms) const {
+  // The judgement's lines (judge_cut_locked), crossed by the noise band (the tolerance) again:
+  // more epochs would not change the verdict. Not while the latency is known to have two levels.
+  if (confirm_ != kConfirmEpochs || cut_from_ == 0) return false;
+  const double tolerance = tolerance_locked();
+  const double f = static_cast<double>(limit_) / cut_from_;
+  const bool not_paid = judged_ms > cut_latency_ms_ * (1.0 + f) / 2 * tolerance;
+  const bool paid_in_full =
+      limit_ > min_ && judged_ms < cut_latency_ms_ * f * kProportionalCut / tolerance;
+  return not_paid || paid_in_full;
+}
+
+void ConcurrencyController::watch_fallback_locked(double median_ms) {
+  // After an undone cut: latency back at the level it had before the rise, with no cut of ours,
+  // means the rise was one of two levels the latency takes by itself (a client's queue with or
+  // without room): demand a longer rise before the next cut. A workload that got dearer and stays
+  // so (the undo was right) never comes back, and keeps one-epoch verdicts.
+  if (fallback_ms_ <= 0.0 || median_ms > fallback_ms_ * tolerance_locked()) return;
+  fallback_ms_ = 0.0;
+  confirm_ = std::min(confirm_ * 2, kMaxConfirmEpochs);
 }
 
 uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memory_pressure) {
@@ -157,7 +183,10 @@ uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memo
   const bool have_latency = !epoch_ms_.empty();
   const double median_ms = median_of(epoch_ms_);
   epoch_ms_.clear();
-  if (have_latency) learn_noise_locked(median_ms, last_change_ < last_decision_);
+  if (have_latency) {
+    learn_noise_locked(median_ms, last_change_ < last_decision_);
+    watch_fallback_locked(median_ms);
+  }
   const bool filled = epoch_peak_in_flight_ >= limit_;
   epoch_peak_in_flight_ = 0;
   last_decision_ = now;
@@ -172,7 +201,8 @@ uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memo
   // While a judgement is incomplete, wait at the cut limit; once judged, a cut undone (or cut
   // again) is this epoch's decision.
   const bool waiting = judging && judge_ms_.size() < confirm_ &&
-                       (judge_ms_.size() < kConfirmEpochs || now - last_change_ < kConfirmTime);
+                       (judge_ms_.size() < kConfirmEpochs || now - last_change_ < kConfirmTime) &&
+                       !clear_verdict_locked(median_of(judge_ms_));
   if (waiting || (judging && judge_cut_locked(median_of(judge_ms_), now))) {
     // Nothing more to decide this epoch.
   } else if (memory_pressure >= pressure_threshold_) {
@@ -192,7 +222,7 @@ uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memo
     if (gradient <= tolerance) {
       rise_epochs_ = 0;
       on_latency_hold_locked(queued_records, filled, now);
-    } else if (limit_ > good_ || rise_confirmed_locked(now)) {
+    } else if (limit_ > good_ || rise_confirmed_locked(now, gradient, tolerance)) {
       // Above the last limit that held, one epoch decides (a search or a probe); at a limit that
       // held, the rise must last confirm_ epochs in a row.
       if (limit_ <= good_) why_ += fmt::format(", {} epochs in a row", rise_epochs_);
@@ -243,6 +273,7 @@ bool ConcurrencyController::judge_cut_locked(double mean_ms, core::TimePoint now
     confirm_ = kConfirmEpochs;  // the cut paid: rises are ours again
     return false;               // keep the cut
   }
+  const double baseline_before = baseline_locked();
   bucket_min_ms_ = previous_bucket_min_ms_ = mean_ms;
   bucket_start_ = now;
   latency_ms_ = mean_ms;
@@ -269,9 +300,10 @@ bool ConcurrencyController::judge_cut_locked(double mean_ms, core::TimePoint now
       mean_ms);
   ceiling_ = 0;
   phase_ = Phase::slow_start;
-  // A rise that cutting did not cure was not ours; if that keeps happening (a latency with two
-  // levels, neither of them set by our limit), demand a longer rise before the next cut.
-  confirm_ = std::min(confirm_ * 2, kMaxConfirmEpochs);
+  // A rise that cutting did not cure was not ours. If the latency now falls back to where it was
+  // before the rise (two levels, neither of them set by our limit), demand a longer rise before
+  // the next cut (watch_fallback_locked).
+  fallback_ms_ = baseline_before;
   return true;
 }
 
@@ -290,6 +322,7 @@ void ConcurrencyController::on_latency_rise_locked(double gradient, double mean_
   }
   // A limit that used to hold no longer does: the system got slower. Cut by the latency ratio;
   // the next epoch tells whether the cut helped (judge_cut_locked).
+  fallback_ms_ = 0.0;
   cut_from_ = limit_;
   cut_latency_ms_ = mean_ms;
   ceiling_ = limit_;

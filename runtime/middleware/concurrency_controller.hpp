@@ -35,12 +35,18 @@ namespace sluice::middleware {
 // sits low).
 //
 // Hysteresis: a rise at a limit that used to hold cuts only after kConfirmEpochs epochs over the
-// tolerance in a row; each cut that had to be undone (the latency was not ours) doubles that
-// count, up to kMaxConfirmEpochs, and a cut that pays resets it; a cut is judged on the median of
-// as many epochs after it. kConfirmEpochs epochs in a row that span kConfirmTime are enough for
-// either: on a slow sink the epochs are long, and a rise that lasts a second is not a passing
-// level. A latency that jumps
-// between two values (a client's queue with or without room) thus stops cutting and undoing.
+// tolerance in a row; a cut is judged on the median of as many epochs after it. kConfirmEpochs
+// epochs in a row that span kConfirmTime are enough for either: on a slow sink the epochs are
+// long, and a rise that lasts a second is not a passing level. A verdict that one epoch already
+// gives clear of the noise needs no more: a rise past kClearRise x the tolerance cuts at once,
+// and a cut is judged at once when its first epochs' median is past the judgement's line by the
+// tolerance (a workload that changes, as the shift benchmark's sink every 10 s, is followed in
+// one epoch per step, not three). Each cut that had to be undone and after which the latency
+// fell back to the level it had before the rise, at no cut of ours (two levels, neither set by
+// our limit: a client's queue with or without room), doubles the count, up to
+// kMaxConfirmEpochs, and turns the one-epoch verdicts off; a cut that pays resets it. A latency
+// that jumps between two values thus stops cutting and undoing, while a workload that got
+// dearer and stays so (the undo was right) keeps the fast verdicts.
 //
 // Moves, once per epoch:
 //  - slow start: the limit doubles while latency holds and work is queued;
@@ -75,6 +81,7 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   static constexpr double kNoiseK = 5.0;
   static constexpr uint32_t kConfirmEpochs = 3;
   static constexpr uint32_t kMaxConfirmEpochs = 16;
+  static constexpr double kClearRise = 2.0;
   static constexpr uint32_t kProbeEpochs = 8;
   static constexpr uint32_t kMaxProbeEpochs = 64;
   static constexpr core::Duration kProbeDwell = std::chrono::seconds(4);
@@ -114,7 +121,9 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   void learn_noise_locked(double median_ms, bool same_limit);
   bool judge_cut_locked(double mean_ms, core::TimePoint now);
   void on_latency_rise_locked(double gradient, double mean_ms);
-  bool rise_confirmed_locked(core::TimePoint now);
+  bool rise_confirmed_locked(core::TimePoint now, double gradient, double tolerance);
+  bool clear_verdict_locked(double judged_ms) const;
+  void watch_fallback_locked(double median_ms);
   uint32_t decide_locked(size_t queued_records, double memory_pressure);
   void on_latency_hold_locked(size_t queued_records, bool filled, core::TimePoint now);
 
@@ -149,6 +158,7 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   core::TimePoint rise_since_;         // when the first of them ended
   uint32_t confirm_ = kConfirmEpochs;  // epochs in a row a cut at a held limit needs
   std::vector<double> judge_ms_;       // medians of the epochs since the last cut, until judged
+  double fallback_ms_ = 0.0;  // after an undone cut, the baseline before it, until the next cut
   uint32_t epoch_peak_in_flight_ = 0;  // the most batches in flight seen this epoch
   core::TimePoint last_decision_;
   core::TimePoint last_change_;

@@ -394,3 +394,53 @@ TEST_CASE("a latency with two levels that our limit does not set stops cutting")
   CHECK(changes <= 30);
   CHECK(reversals({limits.begin() + 1000, limits.end()}) <= 4);
 }
+
+namespace {
+
+// The shift benchmark's two sinks in turn: A cheap per call with its knee at 4, B four times
+// dearer per call with its knee at 16. Returns, for each switch, the rounds until the limit is
+// within one of the new knee.
+std::vector<int> rounds_to_knee_per_switch(int switches, int rounds_per_phase) {
+  ManualClock clock;
+  KneeSystem sys{4.0};
+  ConcurrencyController c(settings(), clock);
+  run(c, clock, sys, 40);
+  REQUIRE(std::abs(c.limit() - 4.0) <= 1.0);
+  std::vector<int> reached;
+  for (int i = 0; i < switches; ++i) {
+    const bool to_b = i % 2 == 0;
+    sys.base_ms = to_b ? 40.0 : 10.0;
+    sys.knee = to_b ? 16.0 : 4.0;
+    reached.push_back(first_within(run(c, clock, sys, rounds_per_phase), sys.knee));
+  }
+  return reached;
+}
+
+}  // namespace
+
+TEST_CASE("a rise far past the noise is cut, and the cut judged, on one epoch each") {
+  // A -> B: the rise at 4 (4x) is cut, the cut does not pay and is undone, then slow start to
+  // 16; B -> A: 16 is cut and cut again down to the knee. Waiting 3 epochs for each verdict, as
+  // for a rise within the noise, took 8 rounds for A -> B (at B's 0.5 s a round, most of a
+  // 10 s phase in the shift benchmark).
+  const auto reached = rounds_to_knee_per_switch(2, 40);
+  CAPTURE(reached[0]);
+  CAPTURE(reached[1]);
+  CHECK(reached[0] >= 0);
+  CHECK(reached[0] <= 5);
+  CHECK(reached[1] >= 0);
+  CHECK(reached[1] <= 4);
+}
+
+TEST_CASE("a workload that changes back and forth keeps one-epoch verdicts") {
+  // Each A -> B switch ends in an undone cut. That alone is no sign of a latency with two
+  // levels of its own (it never falls back to A's level at B's limit), so the switches later in
+  // the run are followed as fast as the first ones.
+  const auto reached = rounds_to_knee_per_switch(8, 40);
+  for (size_t i = 0; i < reached.size(); ++i) {
+    CAPTURE(i);
+    CAPTURE(reached[i]);
+    CHECK(reached[i] >= 0);
+    CHECK(reached[i] <= (i % 2 == 0 ? 5 : 4));
+  }
+}
