@@ -28,7 +28,6 @@ struct Slot {
   std::atomic<uint32_t> timeout_ms{0};
   int depth = 0;  // owner thread only
   std::atomic<int> journal_fd{-1};
-  std::atomic<InFlightMark*> mark{nullptr};  // the call's mark in the journal's in-flight file
   void* altstack = nullptr;
   std::mutex text_mu;  // the texts, between the owner and readers on other threads
   std::string pipeline, stage, human, line;
@@ -72,9 +71,8 @@ void append(char* buf, size_t cap, size_t& len, const char* s) {
   append(buf, cap, len, s, std::strlen(s));
 }
 
-// Writes "sluice: <cause> in <human>\n" to stderr and "cause=<cause>\t<line>\n" to the journal,
-// whose line then stands for the call's in-flight mark.
-void report(Slot& s, const char* cause) {
+// Writes "sluice: <cause> in <human>\n" to stderr and "cause=<cause>\t<line>\n" to the journal.
+void report(const Slot& s, const char* cause) {
   char buf[8192];
   size_t len = 0;
   append(buf, sizeof buf, len, "sluice: ");
@@ -92,7 +90,6 @@ void report(Slot& s, const char* cause) {
   append(buf, sizeof buf - 1, len, s.line.data(), s.line.size());
   buf[len++] = '\n';
   write_all(journal, buf, len);  // one write: a line is never interleaved
-  CrashJournal::unmark(s.mark.exchange(nullptr));
 }
 
 const char* signal_name(int sig) {
@@ -113,7 +110,7 @@ const char* signal_name(int sig) {
 
 // SA_RESETHAND has put the default action back: raising again ends the process with the signal.
 void on_crash(int sig, siginfo_t*, void*) {
-  Slot* s = t_slot;
+  const Slot* s = t_slot;
   if (s != nullptr && s->depth > 0) {
     report(*s, signal_name(sig));
   } else {
@@ -250,16 +247,12 @@ CallScope::CallScope(const CallPolicy& policy, const std::string& stage, const s
   outer_ = slot_->depth++ == 0;
   if (!outer_) return;
   JournalEntry e{"", policy.pipeline, stage, plugin, call, records.size(), ranges_of(records)};
-  std::string line = encode_call(e);
-  // A call with records is marked in flight, so that even a process killed outright in it
-  // (SIGKILL, the OOM killer) has it narrowed down at the next start.
-  if (policy.journal && !records.empty()) slot_->mark.store(policy.journal->mark(line));
   {
     std::lock_guard lock(slot_->text_mu);
     slot_->pipeline = policy.pipeline;
     slot_->stage = stage;
     slot_->human = human_text(policy.pipeline, stage, plugin, call, e);
-    slot_->line = std::move(line);
+    slot_->line = encode_call(e);
   }
   slot_->timeout_ms.store(policy.timeout_ms, std::memory_order_relaxed);
   slot_->journal_fd.store(policy.journal ? policy.journal->fd() : -1, std::memory_order_relaxed);
@@ -269,9 +262,7 @@ CallScope::CallScope(const CallPolicy& policy, const std::string& stage, const s
 CallScope::~CallScope() {
   if (!slot_) return;
   --slot_->depth;
-  if (!outer_) return;
-  slot_->started_ns.store(0);
-  CrashJournal::unmark(slot_->mark.exchange(nullptr));
+  if (outer_) slot_->started_ns.store(0);
 }
 
 std::vector<StuckCall> stuck_calls(const std::string& pipeline) {

@@ -2,9 +2,8 @@
 // watchdog can read it: one preallocated slot per thread that calls plugins. Before a call the
 // adapter fills its thread's slot (who, what, which records, when); the crash handler
 // (SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGABRT) and the exit()/_exit()/_Exit()/quick_exit()
-// interposition report that slot and append its journal line; a call with records is also
-// marked in the journal's in-flight file for its duration (CrashJournal::mark), which outlives a
-// process killed outright; the watchdog thread marks a call past its deadline stuck.
+// interposition report that slot and append its journal line; the watchdog thread marks a call
+// past its deadline stuck.
 #pragma once
 
 #include <chrono>

@@ -5,17 +5,12 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <atomic>
 #include <charconv>
 #include <cstring>
 #include <map>
-#include <new>
 #include <sluice/safe_files.hpp>
 #include <sstream>
 
@@ -200,34 +195,6 @@ std::string untrusted_folder(const std::filesystem::path& folder) {
 
 }  // namespace
 
-inline constexpr size_t kMarks = 64;        // calls in flight at once, per pipeline and process
-inline constexpr size_t kMarkBytes = 8192;  // a mark: its state, its length, its line
-inline constexpr uint32_t kMarkFree = 0, kMarkWriting = 1, kMarkInFlight = 2;
-
-struct InFlightMark {
-  std::atomic<uint32_t> state{kMarkFree};
-  uint32_t len = 0;
-  char line[kMarkBytes - 2 * sizeof(uint32_t)];
-};
-static_assert(sizeof(InFlightMark) == kMarkBytes);
-static_assert(std::atomic<uint32_t>::is_always_lock_free);
-
-namespace {
-
-// "<pipeline>.in-flight.": the in-flight files of a pipeline, one per journal opened (the pid
-// and a count of the process's journals after it, "<pid>-<n>").
-std::string marks_prefix(const std::string& pipeline) { return pipeline + ".in-flight."; }
-
-bool is_marks_file(const std::string& name, const std::string& prefix) {
-  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return false;
-  return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || c == '-'; });
-}
-
-std::atomic<uint64_t> g_journals_opened{0};
-
-}  // namespace
-
 CrashJournal::CrashJournal(std::filesystem::path path, std::string pipeline)
     : path_(std::move(path)), pipeline_(std::move(pipeline)) {
   std::error_code ec;
@@ -241,86 +208,6 @@ CrashJournal::CrashJournal(std::filesystem::path path, std::string pipeline)
     return;
   }
   read_entries();
-  adopt_dead_marks();
-  open_marks();
-}
-
-// The in-flight file of a process that is gone (no flock on it): each mark still set was a call
-// that never returned, nor reached the crash handler.
-void CrashJournal::adopt_dead_marks() {
-  const std::string prefix = marks_prefix(pipeline_);
-  std::error_code ec;
-  for (const auto& item : std::filesystem::directory_iterator(path_.parent_path(), ec)) {
-    const std::string name = item.path().filename().string();
-    if (!is_marks_file(name, prefix)) continue;
-    std::string error;
-    const int fd = files::open_checked(item.path().string(), O_RDWR, 0, files::Use::state, error);
-    if (fd < 0) {
-      spdlog::warn("crash journal: {}", error);
-      continue;
-    }
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {  // a live process's: not ours to read
-      ::close(fd);
-      continue;
-    }
-    InFlightMark m;
-    for (size_t i = 0; i < kMarks; ++i) {
-      const ssize_t n = ::pread(fd, &m, sizeof m, static_cast<off_t>(i * kMarkBytes));
-      if (n != static_cast<ssize_t>(sizeof m)) break;
-      if (m.state.load() != kMarkInFlight || m.len > sizeof m.line) continue;
-      auto entry =
-          decode_entry(fmt::format("cause={}\t{}", kKilledCause, std::string_view(m.line, m.len)));
-      if (!entry || entry->pipeline != pipeline_) continue;
-      const std::string line = encode_entry(*entry) + "\n";
-      if (::write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
-        spdlog::warn("crash journal {}: {}", path_.string(), std::strerror(errno));
-      entries_.push_back(std::move(*entry));
-    }
-    std::filesystem::remove(item.path(), ec);
-    ::close(fd);
-  }
-}
-
-void CrashJournal::open_marks() {
-  marks_path_ = path_.parent_path() / fmt::format("{}{}-{}", marks_prefix(pipeline_), ::getpid(),
-                                                  g_journals_opened.fetch_add(1));
-  std::string error;
-  marks_fd_ =
-      files::open_checked(marks_path_.string(), O_RDWR | O_CREAT, 0600, files::Use::state, error);
-  void* mapped = MAP_FAILED;
-  // Locked before it is cut: a file of that name someone holds is never changed under them.
-  if (marks_fd_ >= 0 && ::flock(marks_fd_, LOCK_EX | LOCK_NB) == 0 &&
-      ::ftruncate(marks_fd_, 0) == 0 &&
-      ::ftruncate(marks_fd_, static_cast<off_t>(kMarks * kMarkBytes)) == 0)
-    mapped = ::mmap(nullptr, kMarks * kMarkBytes, PROT_READ | PROT_WRITE, MAP_SHARED, marks_fd_, 0);
-  if (mapped == MAP_FAILED) {
-    spdlog::warn(
-        "crash journal: no in-flight file {} ({}): a process killed outright inside a "
-        "plugin call will not be narrowed down at the next start",
-        marks_path_.string(), error.empty() ? std::strerror(errno) : error);
-    return;
-  }
-  marks_ = static_cast<InFlightMark*>(mapped);
-  for (size_t i = 0; i < kMarks; ++i) new (&marks_[i]) InFlightMark;
-}
-
-InFlightMark* CrashJournal::mark(std::string_view call_line) const {
-  if (!marks_ || call_line.size() > sizeof(InFlightMark::line)) return nullptr;
-  for (size_t i = 0; i < kMarks; ++i) {
-    InFlightMark& m = marks_[i];
-    uint32_t expected = kMarkFree;
-    if (!m.state.compare_exchange_strong(expected, kMarkWriting, std::memory_order_acquire))
-      continue;
-    std::memcpy(m.line, call_line.data(), call_line.size());
-    m.len = static_cast<uint32_t>(call_line.size());
-    m.state.store(kMarkInFlight, std::memory_order_release);
-    return &m;
-  }
-  return nullptr;
-}
-
-void CrashJournal::unmark(InFlightMark* mark) {
-  if (mark) mark->state.store(kMarkFree, std::memory_order_release);
 }
 
 void CrashJournal::read_entries() {
@@ -341,19 +228,6 @@ void CrashJournal::read_entries() {
 }
 
 CrashJournal::~CrashJournal() {
-  if (marks_) {
-    // A call still in flight (a stuck one the stop gave up on) keeps the file for the next
-    // start, and its mapping, which the call's scope would clear a mark in.
-    bool in_flight = false;
-    for (size_t i = 0; i < kMarks; ++i) in_flight |= marks_[i].state.load() == kMarkInFlight;
-    if (!in_flight) {
-      ::munmap(marks_, kMarks * kMarkBytes);
-      std::error_code ec;
-      std::filesystem::remove(marks_path_, ec);
-      if (!std::filesystem::exists(path_, ec)) std::filesystem::remove(path_.parent_path(), ec);
-    }
-  }
-  if (marks_fd_ >= 0) ::close(marks_fd_);
   if (fd_ >= 0) ::close(fd_);
 }
 

@@ -49,26 +49,11 @@ std::optional<JournalEntry> decode_entry(std::string_view line);
 // "t/0@5..9 and 1 more stream" for messages.
 std::string describe_ranges(const std::vector<StreamRange>& ranges, uint64_t records);
 
-// One call's mark in a journal's in-flight file (CrashJournal::mark).
-struct InFlightMark;
-
-// The cause of an entry made from a mark left behind: the process was killed outright inside the
-// call (SIGKILL, the kernel's OOM killer, _Exit), where no handler could write a line.
-inline constexpr std::string_view kKilledCause = "killed";
-
 // A pipeline's journal file, opened (O_APPEND) at start so the crash handler only writes.
-//
-// Beside it, each journal opened keeps a small in-flight file
-// (`<pipeline>.in-flight.<pid>-<n>`, mapped shared and locked with flock while the journal is
-// open) with one mark per plugin call in flight: the call's journal line, set before the call
-// and cleared after it (or by the crash handler, which writes the line itself). A process killed
-// outright leaves its marks in the page cache; the next start turns the marks of every in-flight
-// file nobody holds into entries (cause kKilledCause), appends them to the journal and removes
-// the file.
 class CrashJournal {
  public:
   CrashJournal(std::filesystem::path path, std::string pipeline);
-  ~CrashJournal();  // removes this process's in-flight file (every call has returned)
+  ~CrashJournal();
   CrashJournal(const CrashJournal&) = delete;
   CrashJournal& operator=(const CrashJournal&) = delete;
 
@@ -81,25 +66,14 @@ class CrashJournal {
   // stay); the file is removed when nothing is left, and its folder if that is then empty.
   void rewrite(const std::vector<JournalEntry>& keep);
 
-  // Marks a call in flight with its line (encode_call); nullptr when there is no in-flight file
-  // or no free mark (the call then goes unmarked). Thread-safe.
-  InFlightMark* mark(std::string_view call_line) const;
-  // Clears a mark; async-signal-safe.
-  static void unmark(InFlightMark* mark);
-
  private:
   void read_entries();
-  void adopt_dead_marks();  // the in-flight files of processes gone: into entries, then removed
-  void open_marks();
 
   std::filesystem::path path_;
   std::string pipeline_;
   std::vector<JournalEntry> entries_;
   std::vector<std::string> other_lines_;
   int fd_ = -1;
-  std::filesystem::path marks_path_;  // this process's in-flight file
-  int marks_fd_ = -1;                 // flock'ed while this process lives
-  InFlightMark* marks_ = nullptr;     // kMarks of them, mapped shared
 };
 
 // Where a pipeline's journal lives: `.sluice/<pipeline>.crash-journal` in the folder of the

@@ -32,7 +32,7 @@ std::string text(sluice_bytes b) {
 // A stuck thread cannot be stopped from outside: the process ends without waiting for it.
 [[noreturn]] void exit_stuck_at_stop() {
   spdlog::default_logger()->flush();
-  exit_now(kExitStuckAtStop);  // the stuck call's in-flight mark stays for the next start
+  exit_now(kExitStuckAtStop);
 }
 
 }  // namespace

@@ -34,11 +34,6 @@ Quarantine::Decision Quarantine::decide(const sluice_record& record) const {
 }
 
 std::string Quarantine::reason(const JournalEntry& e) {
-  if (e.cause == kKilledCause)
-    return fmt::format(
-        "the process was killed outright (SIGKILL, the OOM killer or _Exit) inside plugin '{}' "
-        "{}() on this record in an earlier run",
-        e.plugin, e.call);
   if (e.cause.find("exit") != std::string::npos || e.cause.find("Exit") != std::string::npos)
     return fmt::format("plugin '{}' called {} inside {}() on this record in an earlier run",
                        e.plugin, e.cause, e.call);

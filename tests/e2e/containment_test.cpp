@@ -161,24 +161,6 @@ TEST_CASE("a transform that calls exit, _exit, _Exit or quick_exit in a call fai
   }
 }
 
-TEST_CASE("a transform that gets its process killed outright (SIGKILL) is narrowed down too") {
-  // No handler runs on SIGKILL (nor for the kernel's OOM killer): the call's in-flight mark,
-  // left in the pipeline's state folder, is what the next start finds.
-  const Runs runs = run_poisoned("sigkill", 2'000, 1'234);
-  const auto dir = binary_dir() / "e2e-scratch" / "containment-sigkill";
-  INFO(runs.results.back().err);
-  REQUIRE(runs.finished());
-  REQUIRE(runs.results.size() == 3);  // killed in the batch, killed on the record, clean
-  for (size_t i = 0; i + 1 < runs.results.size(); ++i)
-    CHECK(runs.results[i].exit_code == 128 + SIGKILL);
-  CHECK(contains(runs.results[1].err, "ended an earlier run (killed) in process() on "));
-  CHECK(contains(runs.results[1].err, "those records run one per call"));
-  CHECK(contains(runs.results[2].err, "that record goes to the dead letters"));
-  check_quarantined(dir, 2'000,
-                    "the process was killed outright (SIGKILL, the OOM killer or _Exit) inside "
-                    "plugin 'poison' process() on this record in an earlier run");
-}
-
 namespace {
 
 // GET http://127.0.0.1:port/health: the status line and body, "" when nothing answers.
