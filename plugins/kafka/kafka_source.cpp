@@ -171,6 +171,11 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
   conf.release();  // rd_kafka_new took it
   rd_kafka_poll_set_consumer(consumer_.get());
 
+  group_id_ = group_id;
+  if (allow_auto_create_ || !topic_regex_.empty()) subscribe();
+}
+
+void KafkaSource::subscribe() {
   PartitionListPtr subscription(
       rd_kafka_topic_partition_list_new(static_cast<int>(std::max<size_t>(topics_.size(), 1))));
   if (topic_regex_.empty()) {
@@ -182,9 +187,8 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
     rd_kafka_topic_partition_list_add(subscription.get(), regex.c_str(), RD_KAFKA_PARTITION_UA);
   }
   if (auto e = rd_kafka_subscribe(consumer_.get(), subscription.get()))
-    throw ConfigError(topic_regex_.empty() ? "topics" : "topic_regex",
-                      "cannot subscribe: " + error_text(e));
-  host_.info(fmt::format("kafka source: group {} subscribed to {}", group_id,
+    throw Fatal("Kafka source cannot subscribe: " + error_text(e));
+  host_.info(fmt::format("kafka source: group {} subscribed to {}", group_id_,
                          topic_regex_.empty() ? fmt::format("{}", fmt::join(topics_, ", "))
                                               : "/" + topic_regex_ + "/"));
 }
@@ -345,6 +349,7 @@ void KafkaSource::check_topics_exist() {
                       "allow_auto_create)",
                       topic, bootstrap_servers_));
   }
+  subscribe();
 }
 
 void KafkaSource::check_health() {
