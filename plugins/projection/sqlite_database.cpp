@@ -1,7 +1,10 @@
 // The SQLite backend of the projection store: one connection, WAL mode, prepared statements.
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <cerrno>
+#include <mutex>
 #include <sluice/safe_files.hpp>
 #include <sluice/sdk.hpp>
 
@@ -10,6 +13,58 @@
 namespace sluice_projection {
 
 namespace {
+
+// Why SQLite's last open on this thread was refused (empty if it was not).
+thread_local std::string refused_open;
+
+// SQLite opens the database, its -wal, -shm and -journal itself, following links and creating
+// what is missing. The check before sqlite3_open leaves a window in which another user can plant
+// a link at a name not created yet (the -wal appears only at the first write); so every open
+// SQLite makes goes through open_checked instead: never through a link another user planted in a
+// folder others can write, and a file planted there is refused. Files opened to read only are
+// judged as data read, the others as state.
+int checked_open(const char* path, int flags, int mode) {
+  const auto use = (flags & O_ACCMODE) == O_RDONLY && (flags & O_CREAT) == 0
+                       ? sluice::files::Use::read_data
+                       : sluice::files::Use::state;
+  std::string error;
+  errno = 0;
+  const int fd = sluice::files::open_checked(path, flags, static_cast<mode_t>(mode), use, error);
+  if (fd >= 0) return fd;
+  // open_checked leaves errno as open(2) set it when the open itself failed; a refusal sets
+  // none (or ELOOP, from its first try through the link).
+  if (errno == 0 || errno == ELOOP) {
+    refused_open = error;
+    errno = EACCES;
+  }
+  return -1;
+}
+
+// Installs checked_open as the "open" of SQLite's unix VFS (every unix VFS shares that table),
+// once per loaded copy of this plugin; a copy being unloaded gives SQLite its own open back
+// unless another copy has installed its own since.
+class CheckedOpenInstall {
+ public:
+  CheckedOpenInstall() {
+    vfs_ = sqlite3_vfs_find("unix");
+    if (vfs_ == nullptr || vfs_->iVersion < 3 || vfs_->xSetSystemCall == nullptr)
+      throw std::runtime_error("sqlite: the unix VFS cannot take a checked open");
+    if (vfs_->xSetSystemCall(vfs_, "open", reinterpret_cast<sqlite3_syscall_ptr>(&checked_open)) !=
+        SQLITE_OK)
+      throw std::runtime_error("sqlite: cannot install the checked open");
+  }
+  ~CheckedOpenInstall() {
+    if (vfs_->xGetSystemCall(vfs_, "open") == reinterpret_cast<sqlite3_syscall_ptr>(&checked_open))
+      vfs_->xSetSystemCall(vfs_, "open", nullptr);
+  }
+  CheckedOpenInstall(const CheckedOpenInstall&) = delete;
+  CheckedOpenInstall& operator=(const CheckedOpenInstall&) = delete;
+
+ private:
+  sqlite3_vfs* vfs_ = nullptr;
+};
+
+void install_checked_open() { static const CheckedOpenInstall installed; }
 
 class SqliteDatabase final : public Database {
  public:
@@ -20,6 +75,8 @@ class SqliteDatabase final : public Database {
       if (auto why = sluice::files::distrust_reason(path + suffix, sluice::files::Use::state);
           !why.empty())
         throw std::runtime_error("sqlite database: " + why);
+    install_checked_open();
+    refused_open.clear();
     sqlite3* db = nullptr;
     int rc =
         sqlite3_open_v2(path.c_str(), &db,
@@ -27,7 +84,7 @@ class SqliteDatabase final : public Database {
     db_.reset(db);
     if (rc != SQLITE_OK)
       throw std::runtime_error("cannot open sqlite database " + path + ": " +
-                               (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+                               (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) + refusal());
     sqlite3_busy_timeout(db, 5000);
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=" + synchronous);
@@ -124,7 +181,17 @@ class SqliteDatabase final : public Database {
                         "committing this batch (restore the database, or start over)");
   }
 
-  [[noreturn]] static void fail(int rc, const std::string& message) {
+  // What checked_open refused since the last call, as a sentence to append to SQLite's message.
+  static std::string refusal() {
+    std::string why;
+    std::swap(why, refused_open);
+    return why.empty() ? why : " (" + why + ")";
+  }
+
+  [[noreturn]] static void fail(int rc, const std::string& original) {
+    const std::string message = original + refusal();
+    // A planted file stops the pipeline (nothing committed): no record is to blame for it.
+    if (message != original) throw sluice::Fatal(message);
     const int primary = rc & 0xff;
     if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_IOERR)
       throw sluice::Retriable(message);

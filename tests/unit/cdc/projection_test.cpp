@@ -4,8 +4,11 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <thread>
 
@@ -740,4 +743,54 @@ TEST_CASE(
           std::string::npos);
     CHECK(w.records.empty());
   }
+}
+
+TEST_CASE("a file another user plants at the -wal after the start's check is not used") {
+  // The start checks the database's names, then SQLite creates its -wal and -shm when it first
+  // writes: another user can plant a file there in between, to read the rows or feed in frames
+  // of their own (SQLite itself refuses links there, not files). Every open SQLite makes in
+  // this process goes through the projection's checked open while one is loaded, so the planted
+  // file is refused and stays as it was. (It is owned by uid 65534, which needs root.)
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: planting another user's file needs root");
+    return;
+  }
+  TempDir dir;
+  Projection p(config(dir.file("own.db")));
+  p.run({customer('c', 1, 10, "a")});
+
+  const std::string shared = dir.file("shared");
+  REQUIRE(::mkdir(shared.c_str(), 01777) == 0);
+  REQUIRE(::chmod(shared.c_str(), 01777) == 0);
+  const std::string db = shared + "/p.db";
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) ==
+          SQLITE_OK);
+  REQUIRE(sqlite3_exec(h, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr) == SQLITE_OK);
+  // The window: the -wal is not there yet; the file appears before SQLite's first write.
+  const std::string wal = db + "-wal";
+  if (::access(wal.c_str(), F_OK) == 0) {
+    sqlite3_close(h);
+    h = nullptr;
+    ::unlink(wal.c_str());
+    REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+  }
+  std::FILE* f = std::fopen(wal.c_str(), "w");
+  REQUIRE(f != nullptr);
+  std::fputs("planted", f);
+  std::fclose(f);
+  REQUIRE(::chown(wal.c_str(), 65534, 65534) == 0);
+  CHECK(sqlite3_exec(h, "CREATE TABLE t (x); INSERT INTO t VALUES (1)", nullptr, nullptr,
+                     nullptr) != SQLITE_OK);
+  sqlite3_close(h);
+  f = std::fopen(wal.c_str(), "r");
+  REQUIRE(f != nullptr);
+  char text[32] = {};
+  CHECK(std::fread(text, 1, sizeof text - 1, f) == 7);
+  std::fclose(f);
+  CHECK(std::string(text) == "planted");
+  // The projection's own database, outside the shared folder, is still read and written.
+  p.run({customer('c', 2, 11, "b")});
+  CHECK(rows(dir.file("own.db"), "select count(*) from customers") ==
+        std::vector<std::string>{"2"});
 }
