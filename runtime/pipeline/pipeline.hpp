@@ -74,6 +74,7 @@ class Pipeline {
   // Blocks until the pipeline has ended (input exhausted, stopped, or failed).
   void wait();
   bool finished() const { return finished_.load(); }
+  bool started() const { return started_.load(std::memory_order_acquire); }
   // From the supervisor's thread, every tick: once a stop is asked for, a source thread stuck
   // inside a source call past the stop grace ends the process (status 71), since that thread
   // cannot time its own grace.

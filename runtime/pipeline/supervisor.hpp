@@ -2,9 +2,12 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "pipeline/pipeline.hpp"
@@ -19,12 +22,19 @@ class Supervisor {
   };
 
   Supervisor(std::vector<std::unique_ptr<Pipeline>> pipelines, Options options);
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
 
   // Starts every pipeline (throws config::ConfigError if one cannot be created: those already
   // started are stopped) and blocks until all have ended. Returns 0, or 1 if any failed.
   int run();
-  // From any thread (a signal-handling thread): stop intake everywhere and drain.
-  void request_stop() { stop_requested_.store(true); }
+  // From any thread (a signal-handling thread): stop intake everywhere and drain. Pipelines not
+  // started yet are not started. A stop that finds a pipeline still setting up its stages waits
+  // kStartGrace for that setup to return (a plugin's creation cannot be cancelled), then ends
+  // the process with kExitStuckAtStop: nothing was read by that pipeline, and what the others
+  // read since their last commit is read again.
+  void request_stop();
 
   std::vector<Summary> summaries() const;
   std::vector<middleware::StageStats> stats() const;
@@ -33,10 +43,19 @@ class Supervisor {
 
  private:
   void write_stats_file() const;
+  // The stop's watch over a start in progress (request_stop's thread).
+  void watch_start();
+  void end_start();  // wakes the watch: every start has returned (or thrown)
 
   std::vector<std::unique_ptr<Pipeline>> pipelines_;
   Options options_;
   std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> starting_{false};
+  std::atomic<size_t> starting_index_{0};  // the pipeline being started
+  std::mutex start_mu_;
+  std::condition_variable start_done_;
+  std::atomic<bool> start_watched_{false};
+  std::thread start_watch_;
 };
 
 }  // namespace sluice::pipeline

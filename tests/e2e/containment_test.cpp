@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -182,6 +183,20 @@ std::string get_health(int port) {
   return answer;
 }
 
+// wait_process, but a process still running after `limit` is killed: -1.
+int wait_within(int pid, std::chrono::seconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(pid, SIGKILL);
+  wait_process(pid);
+  return -1;
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -216,6 +231,51 @@ TEST_CASE(
   const std::string key = "\"line_offset\":";
   const auto at = offsets.find(key);
   if (at != std::string::npos) CHECK(std::stoull(offsets.substr(at + key.size())) <= poison_at);
+}
+
+namespace {
+
+struct StoppedRun {
+  int exit_code;
+  std::chrono::steady_clock::duration after_stop;
+  std::string err;
+};
+
+// Starts the pipeline with a transform whose creation takes `setup_ms` (-1: forever), and sends
+// one SIGTERM a second later, as a service manager does.
+StoppedRun stop_during_setup(const fs::path& dir, const std::string& setup_ms) {
+  write_input(dir / "in.jsonl", 100, -1);
+  write_file((dir / "p.yaml").string(), pipeline_yaml("hang", ", setup_ms: " + setup_ms));
+  const int pid =
+      start_process(run_argv(dir), (dir / "stdout").string(), (dir / "stderr").string());
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  ::kill(pid, SIGTERM);
+  const auto stop = std::chrono::steady_clock::now();
+  const int code = wait_within(pid, std::chrono::seconds(40));
+  return {code, std::chrono::steady_clock::now() - stop, read_file((dir / "stderr").string())};
+}
+
+}  // namespace
+
+TEST_CASE("a stop during a stage's setup that never returns exits 71 after the grace") {
+  auto dir = scratch("containment-setup-hang");
+  const StoppedRun run = stop_during_setup(dir, "-1");
+  INFO(run.err);
+  CHECK(run.exit_code == 71);
+  CHECK(run.after_stop >= std::chrono::seconds(9));
+  CHECK(contains(run.err, "pipeline contained: stop cannot wait: the setup of its stages"));
+  CHECK_FALSE(fs::exists(dir / "out.jsonl"));
+}
+
+TEST_CASE("a stop during a slow stage setup waits for it, then ends cleanly with nothing read") {
+  auto dir = scratch("containment-setup-slow");
+  const StoppedRun run = stop_during_setup(dir, "3000");
+  INFO(run.err);
+  CHECK(run.exit_code == 0);
+  CHECK_FALSE(contains(run.err, "stop cannot wait"));
+  // The pipeline was never started: no record was read, none is committed.
+  CHECK(lines_of(dir / "out.jsonl").empty());
+  CHECK_FALSE(fs::exists(dir / "in.jsonl.sluice-offset"));
 }
 
 TEST_CASE("call_timeout_ms that is not a number is a config error at its FILE:LINE:COL") {
