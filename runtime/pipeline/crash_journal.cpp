@@ -174,8 +174,13 @@ std::string describe_ranges(const std::vector<StreamRange>& ranges, uint64_t rec
 
 std::filesystem::path journal_path(const std::filesystem::path& pipeline_file,
                                    const std::string& pipeline) {
-  return std::filesystem::absolute(pipeline_file).parent_path() / ".sluice" /
-         (pipeline + ".crash-journal");
+  const auto folder = std::filesystem::absolute(pipeline_file).parent_path();
+  struct stat st {};
+  // In a folder others can write (/tmp), one user's `.sluice` would keep every other user's
+  // journal out: each user has their own there.
+  const bool shared = ::stat(folder.c_str(), &st) == 0 && (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+  const std::string name = shared ? ".sluice-" + std::to_string(::geteuid()) : ".sluice";
+  return folder / name / (pipeline + ".crash-journal");
 }
 
 namespace {
@@ -197,8 +202,8 @@ std::string untrusted_folder(const std::filesystem::path& folder) {
 
 CrashJournal::CrashJournal(std::filesystem::path path, std::string pipeline)
     : path_(std::move(path)), pipeline_(std::move(pipeline)) {
-  std::error_code ec;
-  std::filesystem::create_directories(path_.parent_path(), ec);
+  // Only its user reads or writes the journal's folder (it names the records that crashed).
+  ::mkdir(path_.parent_path().c_str(), 0700);
   std::string error = untrusted_folder(path_.parent_path());
   if (error.empty())
     fd_ = files::open_checked(path_.string(), O_RDWR | O_APPEND | O_CREAT, 0600, files::Use::state,

@@ -77,7 +77,7 @@ class CrashJournal {
 };
 
 // Where a pipeline's journal lives: `.sluice/<pipeline>.crash-journal` in the folder of the
-// pipeline's YAML file.
+// pipeline's YAML file; `.sluice-<uid>/` instead where others can write that folder.
 std::filesystem::path journal_path(const std::filesystem::path& pipeline_file,
                                    const std::string& pipeline);
 

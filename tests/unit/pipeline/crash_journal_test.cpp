@@ -2,6 +2,7 @@
 #include "pipeline/crash_journal.hpp"
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -112,6 +113,31 @@ TEST_CASE("the journal file keeps other pipelines' lines when one pipeline's ent
   }
   CrashJournal again(path, "billing");
   CHECK(again.entries() == std::vector<JournalEntry>{other});
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("in a folder others can write, each user's journal has its own folder, only theirs") {
+  // Another user's `.sluice` (here uid 65534's, which needs root to plant) kept this user's
+  // journal out of /tmp; each user now has `.sluice-<uid>`, mode 0700.
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("sluice-crash-journal-shared-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  REQUIRE(::chmod(dir.c_str(), 01777) == 0);
+  const auto path = journal_path(dir / "p.yaml", "orders");
+  CHECK(path == dir / (".sluice-" + std::to_string(::geteuid())) / "orders.crash-journal");
+  if (::geteuid() == 0) {
+    const auto theirs = dir / ".sluice";
+    REQUIRE(::mkdir(theirs.c_str(), 0700) == 0);
+    REQUIRE(::chown(theirs.c_str(), 65534, 65534) == 0);
+  }
+  {
+    CrashJournal journal(path, "orders");
+    CHECK(journal.fd() >= 0);
+    struct stat st {};
+    REQUIRE(::stat(path.parent_path().c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0700);
+  }
   std::filesystem::remove_all(dir);
 }
 
