@@ -1,7 +1,10 @@
 // YAML parsing with limits, and typed reads of YAML values.
 #include "config/yaml_reader.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/parser.h>
@@ -11,8 +14,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <optional>
+#include <sluice/safe_files.hpp>
 #include <sstream>
 #include <unordered_map>
 
@@ -250,21 +253,56 @@ YAML::Node parse_document(std::string_view text, const std::string& file_name) {
   return document;
 }
 
+namespace {
+
+// A pipeline file decides what sluice reads, writes and runs: one another user could have
+// written (planted in a shared folder, or left writable by everyone) would be theirs to decide.
+int open_config_file(const std::filesystem::path& path, const Location& where) {
+  std::string error;
+  errno = 0;
+  const int fd =
+      sluice::files::open_checked(path.string(), O_RDONLY, 0, sluice::files::Use::state, error);
+  if (fd < 0) {
+    // open_checked leaves open(2)'s errno when the open failed; a refusal sets none (or ELOOP).
+    if (errno != 0 && errno != ELOOP)
+      throw ConfigError(where, fmt::format("cannot read: {}", std::strerror(errno)));
+    throw ConfigError(where, error);
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & S_IWOTH) != 0) {
+    ::close(fd);
+    throw ConfigError(where,
+                      "refused: every user can write this file, so any of them could "
+                      "decide what sluice runs (chmod o-w it)");
+  }
+  return fd;
+}
+
+}  // namespace
+
 std::string read_text_file(const std::filesystem::path& path) {
   const Location where{path.string(), 0, 0};
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw ConfigError(where, "cannot read: it is a directory");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(where, fmt::format("cannot read: {}", std::strerror(errno)));
+  const int fd = open_config_file(path, where);
   std::string text;
   char buffer[65536];
-  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-    text.append(buffer, static_cast<size_t>(in.gcount()));
-    if (text.size() > kMaxFileBytes)
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      throw ConfigError(where, "cannot read: I/O error");
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > kMaxFileBytes) {
+      ::close(fd);
       throw ConfigError(where, "cannot read: larger than the limit of 16 MiB");
+    }
   }
-  if (in.bad()) throw ConfigError(where, "cannot read: I/O error");
+  ::close(fd);
   return text;
 }
 

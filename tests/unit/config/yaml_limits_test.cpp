@@ -1,5 +1,6 @@
 // Hostile or broken YAML: syntax errors, binary files, deep nesting, huge values, alias bombs.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -236,4 +237,43 @@ TEST_CASE("a ',' outside a flow collection is an error, not a parser hang") {
       "name: p\nsource: {type: g,\n  x: [1\n  , 2]}\nsink:\n  type: s\n  note: |\n    , text\n",
       "p.yaml");
   CHECK(file.pipelines.at(0).sink.node["note"].as<std::string>() == ", text\n");
+}
+
+TEST_CASE("a pipeline file another user could have written is refused, naming why") {
+  // A pipeline file decides what sluice reads, writes and runs (as root, often).
+  namespace fs = std::filesystem;
+  const fs::path dir =
+      fs::temp_directory_path() / ("sluice-yaml-trust-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "shared");
+  const std::string pipeline = "name: p\nsource: {type: g}\nsink: {type: f}\n";
+  const fs::path own = dir / "own.yaml";
+  std::ofstream(own) << pipeline;
+  fs::permissions(own, fs::perms(0644));
+  CHECK(load_pipelines(own).pipelines.size() == 1);
+
+  fs::permissions(own, fs::perms(0666));
+  try {
+    load_pipelines(own);
+    FAIL("a file every user can write was loaded");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()).find("every user can write this file") != std::string::npos);
+  }
+
+  if (::geteuid() == 0) {
+    // Planted by uid 65534 in a folder like /tmp.
+    fs::permissions(dir / "shared", fs::perms(01777));
+    const fs::path planted = dir / "shared" / "p.yaml";
+    std::ofstream(planted) << pipeline;
+    fs::permissions(planted, fs::perms(0644));
+    REQUIRE(::chown(planted.c_str(), 65534, 65534) == 0);
+    try {
+      load_pipelines(planted);
+      FAIL("another user's pipeline file in a shared folder was loaded");
+    } catch (const ConfigError& e) {
+      INFO(std::string(e.what()));
+      CHECK(std::string(e.what()).find("is owned by nobody (uid 65534)") != std::string::npos);
+    }
+  }
+  fs::remove_all(dir);
 }
