@@ -22,6 +22,9 @@ class Database {
   virtual void exec(const std::string& sql) = 0;
   // Returns a handle for run(); statements are prepared once and reused.
   virtual size_t prepare(const std::string& sql) = 0;
+  // The same, for a read of rows by a key list (in_json_param()), which must be answered from
+  // the key's index whatever the planner thinks of the table's size.
+  virtual size_t prepare_keyed(const std::string& sql) { return prepare(sql); }
   virtual std::vector<SqlRow> run(size_t statement, const std::vector<SqlValue>& params) = 0;
   // A statement whose result is not needed: a backend may send it later with others in one
   // round trip, but before the next run() or commit(), in order; its error throws there.
@@ -35,11 +38,17 @@ class Database {
   virtual void rollback() noexcept = 0;
   // Column type for source positions: they must compare bytewise (PostgreSQL: COLLATE "C").
   virtual const char* position_type() const { return "TEXT"; }
+  // Column type for row keys (only ever compared for equality): PostgreSQL's "C" collation
+  // compares bytes instead of calling strcoll in every index comparison.
+  virtual const char* key_type() const { return "TEXT"; }
   // Column definition of a key the database numbers in insertion order.
   virtual const char* serial_key() const { return "INTEGER PRIMARY KEY"; }
-  // A subquery yielding the strings of the JSON array in parameter $1 (a key list in one
-  // parameter, so a batch reads its rows in one statement).
-  virtual const char* json_strings_of_param() const { return "SELECT value FROM json_each($1)"; }
+  // A condition on a key column, appended to it: the column is one of the strings of the JSON
+  // array in parameter $1 (a key list in one parameter, so a batch reads its rows in one
+  // statement). Prepared with prepare_keyed().
+  virtual const char* in_json_param() const { return " IN (SELECT value FROM json_each($1))"; }
+  // Run once after the outbox table is created: e.g. a cheaper compression of its entries.
+  virtual void tune_outbox(const std::string& table, const std::string& column) {}
 };
 
 // `path`: a file (created if missing; WAL mode) or ":memory:". `synchronous`: NORMAL or FULL.

@@ -76,12 +76,20 @@ class PostgresDatabase final : public Database {
   size_t prepare(const std::string& sql) override {
     sql_.push_back(sql);
     prepared_.push_back(false);
+    keyed_.push_back(false);
     return sql_.size() - 1;
+  }
+
+  size_t prepare_keyed(const std::string& sql) override {
+    const size_t statement = prepare(sql);
+    keyed_[statement] = true;
+    return statement;
   }
 
   std::vector<SqlRow> run(size_t statement, const std::vector<SqlValue>& params) override {
     sync();
     usable();
+    plan_for(statement);
     const std::string name = prepared_name(statement);
     const auto values = param_values(params);
     Result r(PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(values.size()),
@@ -129,9 +137,29 @@ class PostgresDatabase final : public Database {
   }
 
   const char* position_type() const override { return "TEXT COLLATE \"C\""; }
+  const char* key_type() const override { return "TEXT COLLATE \"C\""; }
   const char* serial_key() const override { return "BIGSERIAL PRIMARY KEY"; }
-  const char* json_strings_of_param() const override {
-    return "SELECT json_array_elements_text($1::json)";
+  // Not "IN (SELECT json_array_elements_text(...))": its generic plan, made once while a table
+  // is still small, is a hash semi join over a sequential scan of the whole table, kept as the
+  // table grows (every batch then read every row). An array compared with = ANY is always an
+  // index scan.
+  const char* in_json_param() const override {
+    return " = ANY (ARRAY(SELECT json_array_elements_text($1::json)))";
+  }
+  // lz4 instead of the default pglz for the packed derived events (a server without lz4 keeps
+  // pglz): pglz took an eighth of the server's CPU in scripts/bench cdc_postgres.
+  void tune_outbox(const std::string& table, const std::string& column) override {
+    sync();
+    usable();
+    // Only when not set yet: ALTER TABLE locks the table against other instances' batches.
+    Result set(
+        PQexec(conn_.get(), ("SELECT 1 FROM pg_attribute WHERE attrelid = '" + table +
+                             "'::regclass AND attname = '" + column + "' AND attcompression = 'l'")
+                                .c_str()));
+    if (PQresultStatus(set.get()) != PGRES_TUPLES_OK || PQntuples(set.get()) != 0) return;
+    Result r(PQexec(
+        conn_.get(),
+        ("ALTER TABLE " + table + " ALTER COLUMN " + column + " SET COMPRESSION lz4").c_str()));
   }
   void flush() override { sync(); }
 
@@ -160,6 +188,7 @@ class PostgresDatabase final : public Database {
 
   void rollback() noexcept override {
     in_transaction_ = false;
+    seqscan_ = Seqscan::unknown;  // a SET inside the transaction is undone with it
     discard_pipeline();
     if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK) return;
     if (PQpipelineStatus(conn_.get()) != PQ_PIPELINE_OFF) {
@@ -195,9 +224,27 @@ class PostgresDatabase final : public Database {
         secrets_));
   }
 
+  // A prepared statement keeps a generic plan made once (after five custom ones), possibly while
+  // a table was still nearly empty and a sequential scan was the cheaper plan; the plan stays as
+  // the table grows until autovacuum renews the planner's statistics, a minute or more later.
+  // For a key-list read that scan costs rows x keys comparisons (scripts/bench cdc_postgres fell
+  // to a quarter of its speed). So key-list reads are planned, custom or generic, with
+  // sequential scans off; the statements that must scan (a truncate, the outbox's) with them
+  // on. The setting follows the statement about to run: one more round trip on each change,
+  // which only the rare scanning statements cause.
+  void plan_for(size_t statement) {
+    const Seqscan want = keyed_[statement] ? Seqscan::off : Seqscan::on;
+    if (seqscan_ == want) return;
+    const char* sql = want == Seqscan::off ? "SET enable_seqscan = off" : "SET enable_seqscan = on";
+    Result r(PQexec(conn_.get(), sql));
+    check(r.get(), sql);
+    seqscan_ = want;
+  }
+
   // A new connection (libpq's reset: same parameters); its prepared statements are gone.
   void reconnect() {
     discard_pipeline();
+    seqscan_ = Seqscan::unknown;
     PQreset(conn_.get());
     std::fill(prepared_.begin(), prepared_.end(), false);
     if (PQstatus(conn_.get()) != CONNECTION_OK)
@@ -314,6 +361,8 @@ class PostgresDatabase final : public Database {
   bool broken_ = false;  // this connection's state is unknown: the next begin() makes a new one
   std::vector<std::string> sql_;
   std::vector<bool> prepared_;
+  std::vector<bool> keyed_;  // prepared with prepare_keyed()
+  enum class Seqscan { unknown, on, off } seqscan_ = Seqscan::unknown;  // enable_seqscan now
   size_t pipelined_ = 0;
   std::vector<size_t> pipeline_sql_;  // the statement of each pipelined write
 };

@@ -157,13 +157,13 @@ void ProjectionStore::create_tables() {
     Statements s{};
     const std::string& t = p.name;
     const std::string pos = db_->position_type();
+    const std::string key = db_->key_type();
     if (p.kind == ProjectionKind::mirror) {
-      db_->exec("CREATE TABLE IF NOT EXISTS " + t +
-                " (key TEXT PRIMARY KEY, data TEXT NOT NULL, source_position " + pos +
+      db_->exec("CREATE TABLE IF NOT EXISTS " + t + " (key " + key +
+                " PRIMARY KEY, data TEXT NOT NULL, source_position " + pos +
                 " NOT NULL, updated_ms BIGINT NOT NULL)");
-      db_->exec("CREATE TABLE IF NOT EXISTS " + t +
-                "__deleted (key TEXT PRIMARY KEY, source_position " + pos +
-                " NOT NULL, updated_ms BIGINT NOT NULL)");
+      db_->exec("CREATE TABLE IF NOT EXISTS " + t + "__deleted (key " + key +
+                " PRIMARY KEY, source_position " + pos + " NOT NULL, updated_ms BIGINT NOT NULL)");
       s.select_main = db_->prepare("SELECT data, source_position FROM " + t + " WHERE key = $1");
       s.select_side = db_->prepare("SELECT source_position FROM " + t + "__deleted WHERE key = $1");
       s.many_main = prepare_in_list("SELECT key, data, source_position FROM " + t + " WHERE key");
@@ -199,11 +199,11 @@ void ProjectionStore::create_tables() {
         insert_cols += ", " + f.column;
         updates += f.column + " = excluded." + f.column + ", ";
       }
-      db_->exec("CREATE TABLE IF NOT EXISTS " + t + " (group_key TEXT PRIMARY KEY" + defs +
+      db_->exec("CREATE TABLE IF NOT EXISTS " + t + " (group_key " + key + " PRIMARY KEY" + defs +
                 ", row_count BIGINT NOT NULL, last_position " + pos + ", source_position " + pos +
                 " NOT NULL, updated_ms BIGINT NOT NULL)");
-      db_->exec("CREATE TABLE IF NOT EXISTS " + t +
-                "__sources (key TEXT PRIMARY KEY, group_key TEXT, contribution TEXT, "
+      db_->exec("CREATE TABLE IF NOT EXISTS " + t + "__sources (key " + key +
+                " PRIMARY KEY, group_key TEXT, contribution TEXT, "
                 "source_position " +
                 pos + " NOT NULL, deleted INTEGER NOT NULL, updated_ms BIGINT NOT NULL)");
       s.select_main =
@@ -263,6 +263,7 @@ void ProjectionStore::create_outbox() {
   db_->exec(
       "CREATE INDEX IF NOT EXISTS sluice_projection_outbox_created ON sluice_projection_outbox "
       "(created_ms)");
+  db_->tune_outbox("sluice_projection_outbox", "entries");
   try {
     outbox_insert_ = db_->prepare(
         "INSERT INTO sluice_projection_outbox (low, high, created_ms, entries) VALUES ($1, $2, "
@@ -379,7 +380,7 @@ RowState ProjectionStore::row_from_side(const SqlRow& r) {
 }
 
 size_t ProjectionStore::prepare_in_list(const std::string& head) {
-  return db_->prepare(head + " IN (" + db_->json_strings_of_param() + ")");
+  return db_->prepare_keyed(head + db_->in_json_param());
 }
 
 RowState ProjectionStore::load(size_t projection, RowFamily family, const std::string& key) {

@@ -138,7 +138,7 @@ class ProjectionStore {
     size_t select_main, select_side;
     size_t recent_main, recent_side;
     size_t clear_main, clear_side, sources_before;
-    size_t many_main, many_side;  // WHERE key IN (the strings of the JSON array $1)
+    size_t many_main, many_side;  // WHERE key is one of the strings of the JSON array $1
     Bulk bulk[kBulkKinds];
   };
   RowState row_from_main(size_t projection, const SqlRow& r, size_t first) const;

@@ -344,6 +344,27 @@ def postgres_conninfo(service_dir, schema):
     return f"{base} options='-c search_path={schema}'"
 
 
+def no_sequential_scans(conninfo):
+    """A batch reads its rows by key lists: from the key's index, never by a scan of a whole
+    table (a generic plan made while the table was small joined the keys against a sequential
+    scan, every batch, for good). The mirrors see no truncate, so none of their rows may have
+    been read by a sequential scan (the server's counters, flushed as sluice's backends exit)."""
+    tables = "'customers', 'accounts', 'customers__deleted', 'accounts__deleted'"
+    sql = ("select coalesce(sum(seq_tup_read), -1) from pg_stat_user_tables "
+           f"where schemaname = current_schema() and relname in ({tables})")
+    read = -1
+    for _ in range(50):  # the backends flush their counters as they exit
+        [(read,)] = bank_oracle.psql_rows(conninfo, sql)
+        if int(read) >= 0 and not bank_oracle.psql_rows(
+                conninfo, "select 1 from pg_stat_activity where datname = current_database() "
+                "and pid <> pg_backend_pid() and backend_type = 'client backend'"):
+            break
+        time.sleep(0.1)
+    if int(read) != 0:
+        fail(f"sequential scans of the mirror tables read {read} rows: key-list reads must "
+             "use the key's index")
+
+
 def dump_postgres(conninfo):
     out = {}
     for t in ["customers", "customers__deleted", "accounts", "accounts__deleted",
@@ -366,6 +387,7 @@ def case_postgres(service_dir):
     s = run_sluice(yaml)
     if s["in"] != line_count(events) or s["rejected"] or s["dead_lettered"]:
         fail(f"unexpected summary {s}")
+    no_sequential_scans(conninfo)
     expect_oracle(events, bank_oracle.read_postgres(conninfo), "postgres, concurrency 8")
     replay_changes_nothing(work, yaml, lambda: dump_postgres(conninfo), "postgres, concurrency 8")
 
