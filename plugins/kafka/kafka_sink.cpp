@@ -254,6 +254,7 @@ rd_kafka_resp_err_t KafkaSink::produce(rd_kafka_t* producer, const RecordView& r
     }
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return err;
     // The local queue is full: let reports drain it, then try again.
+    host_.counter_add("producer_queue_full_waits", 1);
     rd_kafka_poll(producer, 10);
   }
 }

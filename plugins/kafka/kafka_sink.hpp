@@ -59,10 +59,11 @@ class KafkaSink final : public Sink, private HandleContext {
   static void on_delivery(rd_kafka_t* rk, const rd_kafka_message_t* message, void* opaque);
   static void on_error(rd_kafka_t* rk, int err, const char* reason, void* opaque);
   void serve_reports();
-  // Produces one record, waiting while the local queue is full. Returns the synchronous error.
-  // `opaque` comes back in its delivery report.
-  static rd_kafka_resp_err_t produce(rd_kafka_t* producer, const RecordView& record,
-                                     const std::string& topic, void* opaque);
+  // Produces one record, waiting while the local queue is full (each wait of up to 10 ms counts
+  // in the counter producer_queue_full_waits). Returns the synchronous error. `opaque` comes
+  // back in its delivery report.
+  rd_kafka_resp_err_t produce(rd_kafka_t* producer, const RecordView& record,
+                              const std::string& topic, void* opaque);
   static void throw_if_fatal(rd_kafka_t* producer);
   // The producer puts go through: the pipeline's transactional one for a dead-letter sink
   // that joined the transaction (under produce_lock), this sink's own otherwise.

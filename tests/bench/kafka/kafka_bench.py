@@ -142,6 +142,12 @@ def controller_figures(stats):
             figures["final_concurrency"] = stage["concurrency"]["current"]
             figures["final_batch_size"] = stage["batch_size"]["current"]
             figures["controller"] = stage.get("controller")
+            # Why a put waits: the producer's local queue was full (each wait up to 10 ms), and
+            # how long the source was paused because the sink stage's queue was full.
+            figures["producer_queue_full_waits"] = sum(
+                v for k, v in stage.get("extra", {}).items()
+                if k.endswith("producer_queue_full_waits"))
+            figures["source_paused_ms"] = stage.get("backpressure", {}).get("paused_ms_total")
     return figures
 
 
@@ -154,11 +160,20 @@ def concurrency_sweep(arms, runs):
     adaptive = arms["sluice"]["records_per_s"]
     ratio = round(adaptive / known[best], 4) if best and adaptive else None
     adaptive_runs = [r for r in runs if r["arm"] == "sluice"]
+
+    def spread(arm):
+        # The lowest and highest run of an arm: on a shared machine one arm's runs can differ by
+        # more than the medians of two arms do, and then the sweep does not rank the points.
+        values = [r["records_per_s"] for r in runs if r["arm"] == arm and r.get("records_per_s")]
+        return [min(values), max(values)] if values else None
+
     return {
         "adaptive_records_per_s": adaptive,
         "adaptive_final_concurrency": arms["sluice"]["final_concurrency"],
         "adaptive_final_concurrency_runs": [r.get("final_concurrency") for r in adaptive_runs],
         "static_records_per_s": static,
+        "static_records_per_s_range": {c: spread(f"static_c{c}") for c in STATIC_CONCURRENCY},
+        "adaptive_records_per_s_range": spread("sluice"),
         "best_static_concurrency": best,
         "adaptive_vs_best_static": ratio,
         "adaptive_near_best_static": None if ratio is None else ratio >= NEAR_BEST_STATIC,
@@ -280,8 +295,10 @@ admin:
         print(f"kafka: {arm} run {rep + 1}/{self.reps}: {run['records_per_s']:,.0f} records/s "
               f"in {seconds:.2f} s, {run['cpu_us_per_record']} us CPU per record, "
               f"{run['cores_used']} cores, peak RSS {run['peak_rss_mb']} MB"
-              + (f", final concurrency {run['final_concurrency']}"
-                 if "final_concurrency" in run else ""), flush=True)
+              + (f", final concurrency {run['final_concurrency']}, "
+                 f"{run['producer_queue_full_waits']:.0f} producer-queue-full waits, source "
+                 f"paused {run['source_paused_ms']} ms" if "final_concurrency" in run else ""),
+              flush=True)
         return run
 
     def run_figures(self, arm, rep, seconds, peak, cpu, stdout):
@@ -458,7 +475,9 @@ admin:
               f"{TARGET_RATIO}); exactly_once {arms['exactly_once']['records_per_s']} records/s, "
               f"{eos_value}x at-least-once (target >= {EXACTLY_ONCE_TARGET_RATIO}) -> {self.out}",
               flush=True)
-        static = ", ".join(f"c{c} {v}" for c, v in sweep["static_records_per_s"].items())
+        ranges = sweep["static_records_per_s_range"]
+        static = ", ".join(f"c{c} {v} ({ranges[c][0]:.0f}-{ranges[c][1]:.0f})" if ranges[c]
+                           else f"c{c} {v}" for c, v in sweep["static_records_per_s"].items())
         print(f"kafka: adaptive concurrency settled at {sweep['adaptive_final_concurrency']} "
               f"(runs: {sweep['adaptive_final_concurrency_runs']}), {sweep['adaptive_records_per_s']} "
               f"records/s; static sweep {static}; best static c{sweep['best_static_concurrency']}, "
