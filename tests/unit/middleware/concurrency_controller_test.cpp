@@ -348,6 +348,11 @@ int reversals(const std::vector<uint32_t>& limits) {
 
 }  // namespace
 
+// Both jitter cases hold for the seed KneeSystem starts from (99), not for most: over seeds 1-40
+// the limit leaves 8 +- 2 within these 400 rounds in 32 (reversals 1-10, median 3), is not
+// near the knee after the first 60 rounds in 10, and the shrunken knee below is not held from round
+// 50 in 5 (with 15 not settled at 12 first). Without jitter all 40 pass (ARCHITECTURE.md, the
+// controllers' last bullet).
 TEST_CASE("jitter of +-30% per call does not make a settled limit cut and reverse") {
   ManualClock clock;
   KneeSystem sys{8.0};
