@@ -562,13 +562,15 @@ std::string split_envelope_line(std::string_view line, RawEvent& raw,
   return envelope_parts(doc, raw, storage, false);
 }
 
-std::string split_envelope_line_parsed(std::string_view line, RawEvent& raw,
-                                       rapidjson::Document& doc, std::deque<std::string>& storage) {
+std::string split_envelope_line_parsed(std::string_view line, RawEvent& raw, DecodeScratch& scratch,
+                                       std::deque<std::string>& storage) {
   // The embedded value is one level below the line: the same limit as for the value's text.
   if (nests_deeper_than(line, sluice::kMaxJsonDepth + 1))
     return "JSON nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
-  doc.Parse(line.data(), line.size());
-  return envelope_parts(doc, raw, storage, true);
+  // In place: the reader treats a NUL as the end of the text, as Parse(data, size) does.
+  scratch.line.assign(line);
+  scratch.doc.ParseInsitu(scratch.line.data());
+  return envelope_parts(scratch.doc, raw, storage, true);
 }
 
 }  // namespace sluice_cdc

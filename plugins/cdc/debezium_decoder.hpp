@@ -82,6 +82,9 @@ class DecodeScratch {
  public:
   rapidjson::Document key_doc;
   rapidjson::Document doc;
+  // The envelope line `doc` was parsed from in place (split_envelope_line_parsed): its strings
+  // point into this copy, so it lives as long as `doc`.
+  std::string line;
 };
 
 // Encodes positions so that string comparison orders them the way the source log does.
@@ -116,10 +119,11 @@ class DebeziumDecoder {
 // points at live in `storage`. Returns an error text, or "" on success.
 std::string split_envelope_line(std::string_view line, RawEvent& raw,
                                 std::deque<std::string>& storage);
-// The same, parsing the line into `doc` once: an embedded value object is handed over parsed
-// (raw.parsed_value), not re-serialised; the strings the RawEvent points at live in `doc` (or,
-// for a key that is not a string, in `storage`).
-std::string split_envelope_line_parsed(std::string_view line, RawEvent& raw,
-                                       rapidjson::Document& doc, std::deque<std::string>& storage);
+// The same, parsing the line into `scratch.doc` once, in place in a copy kept in `scratch.line`
+// (one copy of the line instead of one allocation and copy per string): an embedded value
+// object is handed over parsed (raw.parsed_value), not re-serialised; the strings the RawEvent
+// points at live in `scratch` (or, for a key that is not a string, in `storage`).
+std::string split_envelope_line_parsed(std::string_view line, RawEvent& raw, DecodeScratch& scratch,
+                                       std::deque<std::string>& storage);
 
 }  // namespace sluice_cdc

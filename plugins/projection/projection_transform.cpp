@@ -663,8 +663,8 @@ class ProjectionTransform final : public sluice::Transform {
         reason = "envelope input: the record has no value";
         return Parsed::bad;
       }
-      reason = sluice_cdc::split_envelope_line_parsed(r.value(), raw, scratch.decode.doc,
-                                                      scratch.storage);
+      reason =
+          sluice_cdc::split_envelope_line_parsed(r.value(), raw, scratch.decode, scratch.storage);
       if (!reason.empty()) return Parsed::bad;
     } else {
       if (r.has_key()) raw.key = r.key();
