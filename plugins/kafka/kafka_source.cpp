@@ -171,11 +171,6 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
   conf.release();  // rd_kafka_new took it
   rd_kafka_poll_set_consumer(consumer_.get());
 
-  group_id_ = group_id;
-  if (allow_auto_create_ || !topic_regex_.empty()) subscribe();
-}
-
-void KafkaSource::subscribe() {
   PartitionListPtr subscription(
       rd_kafka_topic_partition_list_new(static_cast<int>(std::max<size_t>(topics_.size(), 1))));
   if (topic_regex_.empty()) {
@@ -187,8 +182,9 @@ void KafkaSource::subscribe() {
     rd_kafka_topic_partition_list_add(subscription.get(), regex.c_str(), RD_KAFKA_PARTITION_UA);
   }
   if (auto e = rd_kafka_subscribe(consumer_.get(), subscription.get()))
-    throw Fatal("Kafka source cannot subscribe: " + error_text(e));
-  host_.info(fmt::format("kafka source: group {} subscribed to {}", group_id_,
+    throw ConfigError(topic_regex_.empty() ? "topics" : "topic_regex",
+                      "cannot subscribe: " + error_text(e));
+  host_.info(fmt::format("kafka source: group {} subscribed to {}", group_id,
                          topic_regex_.empty() ? fmt::format("{}", fmt::join(topics_, ", "))
                                               : "/" + topic_regex_ + "/"));
 }
@@ -349,7 +345,6 @@ void KafkaSource::check_topics_exist() {
                       "allow_auto_create)",
                       topic, bootstrap_servers_));
   }
-  subscribe();
 }
 
 void KafkaSource::check_health() {

@@ -50,10 +50,6 @@ class KafkaSource final : public Source, private HandleContext {
   // Raises a pending error (fatal client error, unreachable cluster, unknown topic).
   void check_health();
   void check_topics_exist();
-  // Subscribes the consumer to the configured topics or pattern. Named topics are subscribed
-  // only once the cluster's metadata has shown them all: a consumer subscribed to a topic that
-  // is missing may get it created (librdkafka's mock cluster does), hiding the missing topic.
-  void subscribe();
   // Takes a message from the consumer: records or errors. Returns true if it was a record.
   bool accept(MessagePtr message, std::deque<MessagePtr>& into);
   void emit(Output& out, const rd_kafka_message_t& message);
@@ -111,7 +107,6 @@ class KafkaSource final : public Source, private HandleContext {
 
   Host& host_;
   std::string bootstrap_servers_;
-  std::string group_id_;
   std::vector<std::string> topics_;
   std::string topic_regex_;
   bool allow_auto_create_ = false;
