@@ -87,6 +87,18 @@ class BatchLedger {
     kept_.clear();
   }
 
+  // Current records whose source record has failed go no further: a record ends one way only,
+  // so what a transform appended for an input it also rejected (or for a record that failed at an
+  // earlier step) is dropped with it rather than delivered beside its dead letter.
+  void drop_failed() {
+    if (failures_.empty()) return;
+    std::vector<size_t> live;
+    live.reserve(current_.size());
+    for (size_t i = 0; i < current_.size(); ++i)
+      if (fate_[origin_[i]] != Fate::failed) live.push_back(i);
+    if (live.size() != current_.size()) keep(live);
+  }
+
   // Settles every source record still pending as filtered; returns the counts.
   Tally settle() {
     Tally t;

@@ -176,7 +176,9 @@ bool BatchRun::transform(const TransformCall& t) {
   }
   if (result.error) return absorb(std::move(result), "transform");
   for (const auto& r : out->rejects()) ledger_.fail(r.index, t.error(r.message));
+  const bool rejected = !out->rejects().empty();
   ledger_.replace(std::move(out));
+  if (rejected) ledger_.drop_failed();
   return true;
 }
 

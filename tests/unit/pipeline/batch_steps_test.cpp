@@ -261,6 +261,47 @@ TEST_CASE("records the source flagged or that are too large fail before any tran
   CHECK(dlq.headers()[1].at("sluice.error.message").find("max_record_bytes") != std::string::npos);
 }
 
+TEST_CASE("a record a transform rejects goes no further, whatever the plugin appended for it") {
+  Harness h(core::Tolerance::all);
+  // Two copies of each record; r1 is also rejected (before and after its copies are appended).
+  FakeStage split(SLUICE_KIND_TRANSFORM, "t.transform0",
+                  [](const sluice_batch& in, sluice_writer& out, sluice_error&) {
+                    for (size_t i = 0; i < in.count; ++i) {
+                      if (i == 1) out.reject(out.host_ctx, i, SLUICE_ERROR, "no r1", 5);
+                      out.append(out.host_ctx, i, &in.records[i]);
+                      out.append(out.host_ctx, i, &in.records[i]);
+                    }
+                    return SLUICE_OK;
+                  });
+  // Rejects the second copy of r2 only: r2 fails as a whole, its first copy goes no further.
+  FakeStage second(SLUICE_KIND_TRANSFORM, "t.transform1",
+                   [](const sluice_batch& in, sluice_writer& out, sluice_error&) {
+                     int r2_seen = 0;
+                     for (size_t i = 0; i < in.count; ++i) {
+                       const std::string v(reinterpret_cast<const char*>(in.records[i].value.ptr),
+                                           in.records[i].value.len);
+                       if (v == "r2" && ++r2_seen == 2) {
+                         out.reject(out.host_ctx, i, SLUICE_ERROR, "no r2", 5);
+                         continue;
+                       }
+                       out.append(out.host_ctx, i, &in.records[i]);
+                     }
+                     return SLUICE_OK;
+                   });
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(4);
+  auto out = h.run(stages({&split, &second}, sink, &dlq), batch);
+  REQUIRE(second.seen().size() == 1);
+  CHECK(second.seen()[0] == std::vector<std::string>{"r0", "r0", "r2", "r2", "r3", "r3"});
+  REQUIRE(sink.seen().size() == 1);
+  CHECK(sink.seen()[0] == std::vector<std::string>{"r0", "r0", "r3", "r3"});
+  CHECK(out.records_out == 4);
+  CHECK(h.counts.delivered == 2);
+  CHECK(h.counts.dead_lettered == 2);
+  CHECK(dlq.seen().size() == 1);
+}
+
 TEST_CASE("a transform appending with an input index outside its batch fails the batch") {
   Harness h(core::Tolerance::all);
   // Drops record 1 and, ignoring the host's refusal, appends its output under a bad index: the
