@@ -763,6 +763,13 @@ const std::string kFastGroup =
 
 TEST_CASE(
     "source: on a cooperative revoke the host drains and commits before the partition moves") {
+  // A coordinator may refuse the drain's commit (REBALANCE_IN_PROGRESS, as the mock cluster does
+  // now and then under load); forced here in the second subcase, whose checks are then the
+  // at-least-once ones: the next owner reads the uncommitted records again, nothing is lost.
+  bool refuse = false;
+  SUBCASE("the coordinator takes the drain's commit: an exact handover") {}
+  SUBCASE("the coordinator refuses it: the next owner reads those records again") { refuse = true; }
+
   MockCluster cluster(1);
   cluster.create_topic("shared", 4);
   produce_values(cluster, "shared", 0, 400);
@@ -771,13 +778,20 @@ TEST_CASE(
   Instance a(SLUICE_KIND_SOURCE, source_config(cluster, "shared", "g6", kFastGroup), host_a);
   REQUIRE(a.create_status() == SLUICE_OK);
   std::vector<std::tuple<std::string, int32_t, int64_t>> drained;  // topic, partition, offset
+  std::vector<sluice_status> commits;  // the drains' commits (no check may throw in a callback)
   host_a.drain = [&](const sluice_position* ps, size_t n) {
     for (size_t i = 0; i < n; ++i)
       drained.emplace_back(*copy(ps[i].topic), ps[i].partition, ps[i].offset);
-    // The host commits the final positions of the revoked partitions, as a real host does.
+    if (refuse) {  // every attempt of the source's commit is refused
+      std::vector<rd_kafka_resp_err_t> many(10, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS);
+      rd_kafka_mock_push_request_errors_array(cluster.get(), kApiOffsetCommit, many.size(),
+                                              many.data());
+    }
+    // The host commits the final positions of the revoked partitions, as a real host does, and
+    // answers the drain OK whatever the commit gave (Pipeline::drain_partitions).
     ErrorText error;
-    const auto status = a.plugin().commit(a.raw(), ps, n, &error.error);
-    REQUIRE_MESSAGE(status == SLUICE_OK, error.text());
+    commits.push_back(a.plugin().commit(a.raw(), ps, n, &error.error));
+    if (refuse) rd_kafka_mock_clear_request_errors(cluster.get(), kApiOffsetCommit);
     return SLUICE_OK;
   };
   FakeWriter out_a;
@@ -796,29 +810,41 @@ TEST_CASE(
   INFO(host_a.all_logs());
   INFO(host_b.all_logs());
   REQUIRE(host_a.drains > 0);
+  REQUIRE(!commits.empty());
   CHECK(!drained.empty());
+  const bool taken = commits.front() == SLUICE_OK;
+  if (refuse) CHECK_FALSE(taken);
+  // The mock coordinator also refuses now and then on its own (it is still in the join phase
+  // that waits for this member, which a real broker's generation check allows): then the exact
+  // handover cannot be asked for, and the at-least-once checks below stand in.
+  if (!refuse && !taken)
+    MESSAGE("the mock coordinator refused the drain's commit by itself: checking no loss only");
   for (const auto& [topic, partition, offset] : drained) {
     CHECK(offset >= 0);  // a had taken records from every partition
-    CHECK(committed_offset(cluster, "g6", topic, partition) == offset + 1);
+    if (taken) CHECK(committed_offset(cluster, "g6", topic, partition) == offset + 1);
   }
   while (!host_b.logged(SLUICE_LOG_INFO, "assigned shared[") && Clock::now() < deadline) {
     REQUIRE(a.poll(out_a, 100, 100) == SLUICE_OK);
     REQUIRE(b.poll(out_b, 100, 100) == SLUICE_OK);
   }
   REQUIRE(host_b.logged(SLUICE_LOG_INFO, "assigned shared["));
-  // b starts where a stopped: nothing of the first 400 comes again, every new record once.
+  // b starts where a's commit left the partitions: after a taken commit nothing of the first 400
+  // comes again; after a refused one, what a read of the moved partitions comes again. Either
+  // way every new record arrives.
   produce_values(cluster, "shared", 400, 440);
+  std::set<std::string> values;
   const auto until = Clock::now() + 20s;
-  while (out_a.records.size() + out_b.records.size() < 440 && Clock::now() < until) {
+  while (values.size() < 440 && Clock::now() < until) {
     REQUIRE(a.poll(out_a, 100, 100) == SLUICE_OK);
     REQUIRE(b.poll(out_b, 100, 100) == SLUICE_OK);
+    values.clear();
+    for (const auto& r : out_a.records) values.insert(*r.value);
+    for (const auto& r : out_b.records) values.insert(*r.value);
   }
-  std::set<std::string> values;
-  for (const auto& r : out_a.records) values.insert(*r.value);
-  for (const auto& r : out_b.records) values.insert(*r.value);
   CHECK(values.size() == 440);
-  CHECK(out_a.records.size() + out_b.records.size() == 440);
   CHECK(!out_b.records.empty());
+  if (taken) CHECK(out_a.records.size() + out_b.records.size() == 440);
+  if (!taken) CHECK(out_a.records.size() + out_b.records.size() > 440);
 }
 
 // ------------------------------------------------------------------------------------------
