@@ -208,9 +208,11 @@ typedef struct sluice_writer {
    * header array is copied before returning. */
   sluice_status (*append_owned)(void* host_ctx, size_t input_index, const sluice_record* record,
                                 void (*release)(void* release_ctx), void* release_ctx);
-  /* Rejects one input record with a status (SLUICE_RETRY or SLUICE_ERROR) and a reason; the
-   * rest of the batch goes on. A second reject of the same record is ignored; an index outside
-   * the batch fails the call. OWNERSHIP: the host copies `message`. */
+  /* Rejects one input record with a status (SLUICE_RETRY or SLUICE_ERROR; any other counts as
+   * SLUICE_ERROR, and only a sink's SLUICE_RETRY is retried) and a reason; the rest of the batch
+   * goes on. A second reject of the same record is ignored; an index outside the batch fails the
+   * call. A transform's outputs for a record it rejects are dropped. OWNERSHIP: the host copies
+   * `message`. */
   void (*reject)(void* host_ctx, size_t input_index, sluice_status status, const char* message,
                  size_t message_len);
 } sluice_writer;
