@@ -94,6 +94,7 @@ class BatchRun {
                           std::unique_ptr<CollectingWriter>& out);
   bool narrow(const TransformCall& t, std::span<const sluice_record> range, size_t offset,
               const StageError& error, CollectingWriter& merged);
+  uint64_t output_budget(std::span<const sluice_record> in) const;
   bool halted(const Retrier::Result& result, const char* role);
   bool deliver();
   StageResult put_once();
@@ -169,16 +170,15 @@ bool BatchRun::transform(const TransformCall& t) {
   std::unique_ptr<CollectingWriter> out;
   Retrier::Result result = process(t, in, out);
   if (result.error && result.error->status == SLUICE_ERROR && !result.stopped && in.size() > 1) {
-    auto merged = std::make_unique<CollectingWriter>(in.size(), ctx_.transform_output_budget);
+    auto merged = std::make_unique<CollectingWriter>(in.size(), output_budget(in));
     if (!narrow(t, in, 0, *result.error, *merged)) return false;
     result.error.reset();
     out = std::move(merged);
   }
   if (result.error) return absorb(std::move(result), "transform");
   for (const auto& r : out->rejects()) ledger_.fail(r.index, t.error(r.message));
-  const bool rejected = !out->rejects().empty();
   ledger_.replace(std::move(out));
-  if (rejected) ledger_.drop_failed();
+  ledger_.drop_failed();
   return true;
 }
 
@@ -186,7 +186,7 @@ bool BatchRun::transform(const TransformCall& t) {
 Retrier::Result BatchRun::process(const TransformCall& t, std::span<const sluice_record> in,
                                   std::unique_ptr<CollectingWriter>& out) {
   Retrier::Result result = retrier_.run([&] {
-    out = std::make_unique<CollectingWriter>(in.size(), ctx_.transform_output_budget);
+    out = std::make_unique<CollectingWriter>(in.size(), output_budget(in));
     return t.process(in, *out);
   });
   if (result.error && out->over_budget())
@@ -223,8 +223,17 @@ bool BatchRun::narrow(const TransformCall& t, std::span<const sluice_record> ran
     }
     sluice_writer* w = merged.get();
     const auto& records = outs[k]->records().records();
-    for (size_t j = 0; j < records.size(); ++j)
-      w->append(w->host_ctx, at + outs[k]->origins()[j], &records[j]);
+    for (size_t j = 0; j < records.size(); ++j) {
+      const size_t origin = at + outs[k]->origins()[j];
+      // The halves kept their budgets, their sum may not: a record whose output no longer fits
+      // fails with the reason (never dropped as if filtered).
+      if (w->append(w->host_ctx, origin, &records[j]) != SLUICE_OK)
+        ledger_.fail(origin, t.error(fmt::format(
+                                 "transform '{}' ({}) output over {} bytes for a batch of {} "
+                                 "records once its parts were merged ({})",
+                                 t.name(), t.plugin(), merged.byte_budget(), merged.input_count(),
+                                 ctx_.output_budget_rule)));
+    }
     for (const auto& r : outs[k]->rejects())
       w->reject(w->host_ctx, at + r.index, r.status, r.message.data(), r.message.size());
   }
@@ -368,6 +377,17 @@ void BatchRun::log_failures(const char* fate) const {
 }
 
 }  // namespace
+
+// What one call over `in` may append: its input's bytes (a transform that passes records on
+// always fits) plus the growth budget.
+uint64_t BatchRun::output_budget(std::span<const sluice_record> in) const {
+  const uint64_t growth = ctx_.transform_output_budget;
+  if (growth == CollectingWriter::kNoBudget) return growth;
+  uint64_t bytes = 0;
+  for (const auto& r : in) bytes += core::record_bytes(r);
+  return bytes > CollectingWriter::kNoBudget - growth ? CollectingWriter::kNoBudget
+                                                      : bytes + growth;
+}
 
 uint64_t transform_output_budget(uint64_t memory_limit_bytes) {
   return memory_limit_bytes == 0 ? CollectingWriter::kNoBudget : memory_limit_bytes / 4;

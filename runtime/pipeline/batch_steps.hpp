@@ -26,7 +26,8 @@ struct RecordCounts {
 struct BatchContext {
   std::string pipeline;
   core::ErrorSettings errors;
-  // Record bytes one transform call may append (see `output_budget_rule`); kNoBudget: unbounded.
+  // Record bytes one transform call may append beyond its input's bytes (see
+  // `output_budget_rule`); kNoBudget: unbounded.
   uint64_t transform_output_budget = CollectingWriter::kNoBudget;
   std::string output_budget_rule;  // why that budget, for the failure reason
   const SecretList* secrets = nullptr;
@@ -38,9 +39,10 @@ struct BatchContext {
   std::function<void(const std::string&)> fail;  // stops the pipeline with a (redacted) reason
 };
 
-// The transform output budget: a quarter of the memory limit per transform call, so that even
-// with several batches in flight a runaway transform fails its batch before it takes the
-// process past the limit.
+// The transform output budget: what one call may append beyond its input's size, a quarter of
+// the memory limit, so that a transform passing records on always fits, and even with several
+// batches in flight a runaway transform fails its batch before it takes the process past the
+// limit.
 uint64_t transform_output_budget(uint64_t memory_limit_bytes);
 
 // Runs one batch through `stages`: records a source flagged (header `sluice.error`) or over

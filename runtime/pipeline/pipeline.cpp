@@ -146,8 +146,10 @@ BatchContext Pipeline::batch_context() {
   c.errors = spec_.errors;
   const uint64_t limit = stage_->memory().limit_bytes();
   c.transform_output_budget = transform_output_budget(limit);
-  c.output_budget_rule =
-      fmt::format("a quarter of the memory limit of {} MB per transform call", limit >> 20);
+  c.output_budget_rule = fmt::format(
+      "its input's size plus a quarter of the memory limit of {} MB per transform "
+      "call",
+      limit >> 20);
   c.secrets = &secret_list_;
   c.breaker = breaker_.get();
   c.counts = &counts_;

@@ -462,8 +462,60 @@ TEST_CASE("a transform's output past the byte budget fails its batch with the re
   CHECK(h.counts.dead_lettered == 1);
   REQUIRE(dlq.headers().size() == 1);
   const std::string reason = dlq.headers()[0].at("sluice.error.message");
-  CHECK(reason.find("output over 4096 bytes") != std::string::npos);
+  // The budget is the call's input plus the growth budget.
+  const size_t budget = 4096 + core::record_bytes(batch.records[0]);
+  CHECK(reason.find("output over " + std::to_string(budget) + " bytes") != std::string::npos);
   CHECK(reason.find("a quarter of the memory limit") != std::string::npos);
+}
+
+TEST_CASE("a transform passing on records as large as its budget never fails for its size") {
+  Harness h(core::Tolerance::all);
+  h.context.transform_output_budget = 100;
+  FakeStage pass(SLUICE_KIND_TRANSFORM, "t.transform0", test::forward_all);
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  Records batch(50);
+  for (auto& v : batch.values) v = std::string(1000, 'v');
+  batch.rebuild();
+  auto out = h.run(stages({&pass}, sink), batch);
+  CHECK(h.counts.delivered == 50);
+  CHECK(out.records_out == 50);
+  CHECK(pass.calls() == 1);
+}
+
+TEST_CASE("outputs that pass the budget only once a narrowed batch's parts are merged fail") {
+  Harness h(core::Tolerance::all);
+  // Each input "rN" (99 record bytes) gives one 1,497-byte record; any call holding r3 fails.
+  // The halves fit their budgets (input + 3,000); merged, r2's output passes the whole batch's
+  // (396 + 3,000): r2 must fail with that reason, not vanish as filtered.
+  h.context.transform_output_budget = 3000;
+  h.context.output_budget_rule = "the rule";
+  const std::string big(1400, 'x');
+  FakeStage grow(SLUICE_KIND_TRANSFORM, "t.transform0",
+                 [&big](const sluice_batch& in, sluice_writer& out, sluice_error& e) {
+                   for (size_t i = 0; i < in.count; ++i)
+                     if (in.records[i].value.len == 2 && in.records[i].value.ptr[1] == '3')
+                       return test::fail_with(e, SLUICE_ERROR, "cannot take r3");
+                   for (size_t i = 0; i < in.count; ++i) {
+                     sluice_record r = in.records[i];
+                     r.value = {reinterpret_cast<const uint8_t*>(big.data()), big.size()};
+                     if (out.append(out.host_ctx, i, &r) != SLUICE_OK) return SLUICE_OK;
+                   }
+                   return SLUICE_OK;
+                 });
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(4);
+  h.run(stages({&grow}, sink, &dlq), batch);
+  CHECK(h.counts.filtered == 0);
+  CHECK(h.counts.delivered == 2);
+  CHECK(h.counts.dead_lettered == 2);
+  REQUIRE(dlq.headers().size() == 2);
+  std::vector<std::string> reasons;
+  for (const auto& hs : dlq.headers()) reasons.push_back(hs.at("sluice.error.message"));
+  std::sort(reasons.begin(), reasons.end());
+  CHECK(reasons[0] == "cannot take r3");
+  CHECK(reasons[1].find("output over 3396 bytes") != std::string::npos);
+  CHECK(reasons[1].find("once its parts were merged (the rule)") != std::string::npos);
 }
 
 TEST_CASE("a secret in a plugin's message never reaches a dead-letter header or a failure") {
