@@ -6,6 +6,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <iterator>
 #include <sluice/sdk.hpp>
@@ -221,6 +222,14 @@ const char* kind_name(EventKind kind) {
 
 std::string lsn_position(int64_t lsn) {
   char buf[32];
+  if (lsn >= 0) {
+    // As "L%020lld" without printf's format parsing (once per event): a zero-padded count.
+    std::string out(21, '0');
+    out[0] = 'L';
+    const auto end = std::to_chars(buf, buf + sizeof buf, lsn).ptr;
+    std::copy(buf, end, out.end() - (end - buf));
+    return out;
+  }
   std::snprintf(buf, sizeof buf, "L%020lld", static_cast<long long>(lsn));
   return buf;
 }
