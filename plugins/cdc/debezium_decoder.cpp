@@ -6,8 +6,11 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
+#include <iterator>
 #include <sluice/sdk.hpp>
+#include <string_view>
 
 #include "connect_decimal.hpp"
 
@@ -49,7 +52,15 @@ bool nests_deeper_than(std::string_view text, size_t limit) {
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 
 void write_canonical(const rapidjson::Value& v, Writer& w) {
-  if (v.IsObject()) {
+  if (v.IsObject() && v.MemberCount() <= 1) {
+    // Nothing to sort (most keys: one column).
+    w.StartObject();
+    for (const auto& m : v.GetObject()) {
+      w.Key(m.name.GetString(), m.name.GetStringLength());
+      write_canonical(m.value, w);
+    }
+    w.EndObject();
+  } else if (v.IsObject()) {
     std::vector<const rapidjson::Value::Member*> members;
     for (const auto& m : v.GetObject()) members.push_back(&m);
     std::sort(members.begin(), members.end(), [](const auto* a, const auto* b) {
@@ -97,6 +108,36 @@ void write_or_null(Writer& w, const rapidjson::Value* v) {
     v->Accept(w);
   else
     w.Null();
+}
+
+// The members of an event's `source` that the decoder reads, as present() would find them (the
+// first member of each name, nullptr if it is null), in one pass over the members instead of a
+// search of them all per name (most names are missing: every lookup of one read them all).
+struct SourceFields {
+  const rapidjson::Value *schema = nullptr, *db = nullptr, *table = nullptr, *lsn = nullptr,
+                         *file = nullptr, *pos = nullptr, *row = nullptr, *change_lsn = nullptr,
+                         *event_serial_no = nullptr;
+};
+
+SourceFields source_fields(const rapidjson::Value& source) {
+  SourceFields f;
+  const rapidjson::Value* SourceFields::*const fields[] = {
+      &SourceFields::schema, &SourceFields::db,         &SourceFields::table,
+      &SourceFields::lsn,    &SourceFields::file,       &SourceFields::pos,
+      &SourceFields::row,    &SourceFields::change_lsn, &SourceFields::event_serial_no};
+  static constexpr std::string_view kNames[] = {
+      "schema", "db", "table", "lsn", "file", "pos", "row", "change_lsn", "event_serial_no"};
+  bool seen[std::size(kNames)] = {};
+  for (const auto& m : source.GetObject()) {
+    const std::string_view name(m.name.GetString(), m.name.GetStringLength());
+    for (size_t i = 0; i < std::size(kNames); ++i) {
+      if (seen[i] || name != kNames[i]) continue;
+      seen[i] = true;
+      if (!m.value.IsNull()) f.*fields[i] = &m.value;
+      break;
+    }
+  }
+  return f;
 }
 
 // A JSON object with {"schema":..., "payload":...} is Debezium's wrapped form.
@@ -181,6 +222,14 @@ const char* kind_name(EventKind kind) {
 
 std::string lsn_position(int64_t lsn) {
   char buf[32];
+  if (lsn >= 0) {
+    // As "L%020lld" without printf's format parsing (once per event): a zero-padded count.
+    std::string out(21, '0');
+    out[0] = 'L';
+    const auto end = std::to_chars(buf, buf + sizeof buf, lsn).ptr;
+    std::copy(buf, end, out.end() - (end - buf));
+    return out;
+  }
   std::snprintf(buf, sizeof buf, "L%020lld", static_cast<long long>(lsn));
   return buf;
 }
@@ -234,7 +283,14 @@ Decoded DebeziumDecoder::decode_in(const RawEvent& raw, DecodeScratch& scratch,
     out.error = "JSON nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
     return out;
   }
-  if (raw.key && !raw.key->empty()) {
+  if (raw.parsed_key) {
+    if (auto error = decode_decimals(*raw.parsed_key, *raw.allocator); !error.empty()) {
+      out.error = "key: " + error;
+      return out;
+    }
+    key = unwrap(*raw.parsed_key);
+    if (key->IsNull()) key = nullptr;
+  } else if (raw.key && !raw.key->empty()) {
     key_doc.Parse(raw.key->data(), raw.key->size());
     if (key_doc.HasParseError()) {
       out.error = "key is not valid JSON " + parse_error(key_doc);
@@ -348,12 +404,13 @@ Decoded DebeziumDecoder::decode_change(const RawEvent& raw, const rapidjson::Val
   }
   if (source && source->IsNull()) source = nullptr;
 
+  const SourceFields src = source ? source_fields(*source) : SourceFields{};
   // Table: source.schema (Postgres, SQL Server) or source.db (MySQL), then source.table.
   std::string qualifier, table;
   if (source) {
-    qualifier = string_of(present(*source, "schema"));
-    if (qualifier.empty()) qualifier = string_of(present(*source, "db"));
-    table = string_of(present(*source, "table"));
+    qualifier = string_of(src.schema);
+    if (qualifier.empty()) qualifier = string_of(src.db);
+    table = string_of(src.table);
   }
   if (table.empty()) {
     // Debezium's topic naming: <prefix>.<schema>.<table>.
@@ -418,21 +475,21 @@ Decoded DebeziumDecoder::decode_change(const RawEvent& raw, const rapidjson::Val
     }
     key_text = canonical_json(k);
   }
-  out.key = key_text;
+  out.key = std::move(key_text);
 
   // Position: the source log's own order when the connector gives one, else the Kafka offset.
-  const auto* lsn = source ? present(*source, "lsn") : nullptr;
-  const auto* file = source ? present(*source, "file") : nullptr;
-  const auto* pos = source ? present(*source, "pos") : nullptr;
-  const auto* change_lsn = source ? present(*source, "change_lsn") : nullptr;
+  const auto* lsn = src.lsn;
+  const auto* file = src.file;
+  const auto* pos = src.pos;
+  const auto* change_lsn = src.change_lsn;
   if (lsn && lsn->IsInt64()) {
     out.position = lsn_position(lsn->GetInt64());
   } else if (file && file->IsString() && pos && pos->IsInt64()) {
-    const auto* row = present(*source, "row");
+    const auto* row = src.row;
     out.position = binlog_position(string_of(file), pos->GetInt64(),
                                    row && row->IsInt64() ? row->GetInt64() : 0);
   } else if (change_lsn && change_lsn->IsString()) {
-    const auto* serial = present(*source, "event_serial_no");
+    const auto* serial = src.event_serial_no;
     char buf[24];
     std::snprintf(buf, sizeof buf, ":%010lld",
                   static_cast<long long>(serial && serial->IsInt64() ? serial->GetInt64() : 0));
@@ -515,7 +572,7 @@ namespace {
 
 // Fills `raw` from a parsed envelope line. The file sink writes a key as a JSON string holding
 // the key's text and embeds the value; other shapes are serialised into `storage`. With
-// `embed_value`, an object value is handed over parsed instead.
+// `embed_value`, an object value and a key that is not a string are handed over parsed instead.
 std::string envelope_parts(rapidjson::Document& doc, RawEvent& raw,
                            std::deque<std::string>& storage, bool embed_value) {
   if (doc.HasParseError()) return "envelope line is not valid JSON " + parse_error(doc);
@@ -535,11 +592,16 @@ std::string envelope_parts(rapidjson::Document& doc, RawEvent& raw,
     }
     return std::string_view(storage.back());
   };
-  if (const auto* k = member(doc, "key")) raw.key = text_of(*k);
+  if (auto k = doc.FindMember("key"); k != doc.MemberEnd()) {
+    if (embed_value && !k->value.IsNull() && !k->value.IsString())
+      raw.parsed_key = &k->value;
+    else
+      raw.key = text_of(k->value);
+  }
   rapidjson::Value& value = doc["value"];
+  if (embed_value) raw.allocator = &doc.GetAllocator();
   if (embed_value && value.IsObject()) {
     raw.parsed_value = &value;
-    raw.allocator = &doc.GetAllocator();
   } else {
     raw.value = text_of(value);
   }

@@ -35,6 +35,9 @@ struct RawEvent {
   // The value already parsed (an envelope line's embedded object), used instead of `value`'s
   // text; its Connect decimals are decoded in place with `allocator`.
   rapidjson::Value* parsed_value = nullptr;
+  // The same for a key that an envelope line embeds as JSON (not as a string holding its
+  // text): used instead of `key`'s text, which is then nullopt.
+  rapidjson::Value* parsed_key = nullptr;
   rapidjson::Document::AllocatorType* allocator = nullptr;
 };
 
@@ -121,8 +124,9 @@ std::string split_envelope_line(std::string_view line, RawEvent& raw,
                                 std::deque<std::string>& storage);
 // The same, parsing the line into `scratch.doc` once, in place in a copy kept in `scratch.line`
 // (one copy of the line instead of one allocation and copy per string): an embedded value
-// object is handed over parsed (raw.parsed_value), not re-serialised; the strings the RawEvent
-// points at live in `scratch` (or, for a key that is not a string, in `storage`).
+// object is handed over parsed (raw.parsed_value), not re-serialised, and so is an embedded key
+// (raw.parsed_key); the strings the RawEvent points at live in `scratch` (or, for a value that
+// is neither a string nor an object, in `storage`).
 std::string split_envelope_line_parsed(std::string_view line, RawEvent& raw, DecodeScratch& scratch,
                                        std::deque<std::string>& storage);
 

@@ -4,6 +4,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <deque>
@@ -33,6 +34,14 @@ int64_t wall_ms() {
 
 std::string to_json(const rapidjson::Value& v) {
   rapidjson::StringBuffer sb;
+  Writer w(sb);
+  v.Accept(w);
+  return {sb.GetString(), sb.GetSize()};
+}
+
+// The same in `sb`, reused from event to event (no buffer allocated for each image).
+std::string to_json(const rapidjson::Value& v, rapidjson::StringBuffer& sb) {
+  sb.Clear();
   Writer w(sb);
   v.Accept(w);
   return {sb.GetString(), sb.GetSize()};
@@ -263,7 +272,7 @@ class ProjectionTransform final : public sluice::Transform {
     for (size_t i = 0; i < in.size(); ++i) {
       std::string reason;
       ChangeEvent ev;
-      const Parsed parsed = input_ == Input::normalized ? parse(in[i], i, ev, reason)
+      const Parsed parsed = input_ == Input::normalized ? parse(in[i], i, ev, reason, scratch)
                                                         : decode(in[i], i, ev, reason, scratch);
       switch (parsed) {
         case Parsed::change:
@@ -355,6 +364,7 @@ class ProjectionTransform final : public sluice::Transform {
   struct Scratch {
     sluice_cdc::DecodeScratch decode;
     std::deque<std::string> storage;
+    rapidjson::StringBuffer json;  // for the images written out as JSON
   };
 
   // PostgreSQL connections writing a batch side by side unless `writers` says otherwise: the
@@ -565,7 +575,11 @@ class ProjectionTransform final : public sluice::Transform {
   }
 
   static std::string cache_key(size_t projection, RowFamily family, const std::string& key) {
-    std::string ck = std::to_string(projection);
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, projection).ptr;
+    std::string ck;
+    ck.reserve(static_cast<size_t>(end - digits) + 1 + key.size());
+    ck.append(digits, end);
     ck += static_cast<char>(family);
     ck += key;
     return ck;
@@ -609,7 +623,8 @@ class ProjectionTransform final : public sluice::Transform {
     if (total > 0) host_.gauge_set("cache_hit_rate", double(now.hits) / total);
   }
 
-  Parsed parse(const sluice::RecordView& r, size_t index, ChangeEvent& ev, std::string& reason) {
+  Parsed parse(const sluice::RecordView& r, size_t index, ChangeEvent& ev, std::string& reason,
+               Scratch& scratch) {
     if (!r.has_value()) return Parsed::other;
     // RapidJSON parses recursively: a value nested past the limit would run out of stack.
     if (sluice::json_nesting_depth(r.value()) > sluice::kMaxJsonDepth) {
@@ -642,7 +657,7 @@ class ProjectionTransform final : public sluice::Transform {
     ev.ts_ms = d.HasMember("ts_ms") ? to_json(d["ts_ms"]) : "null";
     const rapidjson::Value* after =
         d.HasMember("after") && d["after"].IsObject() ? &d["after"] : nullptr;
-    return contribute(ev, after, reason);
+    return contribute(ev, after, reason, scratch.json);
   }
 
   // A Debezium record decoded in this stage: the same change event the debezium transform
@@ -684,11 +699,13 @@ class ProjectionTransform final : public sluice::Transform {
     ev.key = std::move(d.key);
     ev.position = std::move(d.position);
     ev.ts_ms = d.ts_ms ? std::to_string(*d.ts_ms) : "null";
-    return contribute(ev, d.after, reason);
+    return contribute(ev, d.after, reason, scratch.json);
   }
 
-  // What the change event `ev` (its image `after`) contributes to each projection of its table.
-  Parsed contribute(ChangeEvent& ev, const rapidjson::Value* after, std::string& reason) {
+  // What the change event `ev` (its image `after`) contributes to each projection of its table;
+  // `json` is a buffer to write JSON in.
+  Parsed contribute(ChangeEvent& ev, const rapidjson::Value* after, std::string& reason,
+                    rapidjson::StringBuffer& json) {
     auto projections = by_table_.find(ev.table);
     if (projections == by_table_.end()) return Parsed::change;  // no projection: nothing to do
     if (ev.op != 't' && ev.key.empty()) {
@@ -706,7 +723,7 @@ class ProjectionTransform final : public sluice::Transform {
       c.projection = p;
       c.has_image = upsert;
       if (upsert && spec.kind == ProjectionKind::mirror) {
-        c.data = to_json(*after);
+        c.data = to_json(*after, json);
         c.unavailable = unavailable_columns(*after);
       }
       if (upsert && spec.kind == ProjectionKind::aggregate) {
@@ -717,13 +734,13 @@ class ProjectionTransform final : public sluice::Transform {
         }
         c.group = g->value.IsString()
                       ? std::string(g->value.GetString(), g->value.GetStringLength())
-                      : to_json(g->value);
+                      : to_json(g->value, json);
         for (const auto& f : spec.fields) {
           if (f.fold == Fold::count) continue;
           auto v = after->FindMember(f.source_field.c_str());
           const bool absent = v == after->MemberEnd() || v->value.IsNull();
           if (f.fold == Fold::last) {
-            c.lasts.push_back(absent ? "null" : to_json(v->value));
+            c.lasts.push_back(absent ? "null" : to_json(v->value, json));
             continue;
           }
           double x = 0;

@@ -86,6 +86,12 @@ class SqliteDatabase final : public Database {
       throw std::runtime_error("cannot open sqlite database " + path + ": " +
                                (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) + refusal());
     sqlite3_busy_timeout(db, 5000);
+    // Before WAL mode, which fixes the page size of a new database (an existing one keeps its
+    // own). A batch rewrites rows spread over the whole table; with 16 KB pages instead of 4 KB
+    // its commit and the checkpoints wrote 38% fewer WAL frames and pages (one or two pwrites
+    // each): about 15% less CPU per event in the 100k-event cdc benchmark; at 1M events (a
+    // database past the page cache) within the noise (plugins/projection/README.md).
+    exec("PRAGMA page_size=16384");
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=" + synchronous);
     // The row cache misses land here: SQLite's default 2 MB page cache made most of them page

@@ -102,6 +102,22 @@ TEST_CASE("debezium decodes c, u, d and r with and without the schema/payload wr
   }
 }
 
+TEST_CASE("debezium writes an lsn position as L and the lsn zero-padded to 20 digits") {
+  const std::pair<int64_t, const char*> cases[] = {
+      {0, "L00000000000000000000"},
+      {24001000, "L00000000000024001000"},
+      {INT64_MAX, "L09223372036854775807"},
+      {-5, "L-0000000000000000005"},  // printf's %020lld, as before
+  };
+  for (const auto& [lsn, position] : cases) {
+    CAPTURE(lsn);
+    auto run = decode(
+        {rec(R"({"id":1})", event("c", "null", R"({"id":1})", source_pg("customers", lsn)))});
+    REQUIRE(run.out.size() == 1);
+    CHECK(std::string(json(*run.out[0].value)["position"].GetString()) == position);
+  }
+}
+
 TEST_CASE("debezium decodes a truncate without a key and takes the table from the source") {
   auto run = decode({rec(std::nullopt, event("t", "null", "null", source_pg("transactions", 99)),
                          "bank.bank.transactions")});
