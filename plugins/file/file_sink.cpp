@@ -136,6 +136,9 @@ void FileSink::put(const sluice::Batch& in, sluice::Output& /*rejects*/) {
   host_.counter_add("records", static_cast<double>(in.size()));
 }
 
+// The most bytes of lines a put holds before it writes them.
+constexpr size_t kWriteChunkBytes = 1 << 20;
+
 void FileSink::write_batch(const sluice::Batch& in) {
   pending_.clear();
   // A failed put is retried whole, so whatever part of it reached the file is cut first: no
@@ -147,6 +150,10 @@ void FileSink::write_batch(const sluice::Batch& in) {
       if (fsync_ == Fsync::always) {
         write_all(pending_);
         sync();
+        pending_.clear();
+      } else if (pending_.size() >= kWriteChunkBytes) {
+        // Written as it fills, so the lines of a batch of large records are never held twice.
+        write_all(pending_);
         pending_.clear();
       }
     }

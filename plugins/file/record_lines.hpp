@@ -6,6 +6,7 @@
 #include <rapidjson/writer.h>
 
 #include <cstring>
+#include <memory>
 #include <sluice/sdk.hpp>
 #include <string>
 #include <string_view>
@@ -33,6 +34,8 @@ inline void declare_line_format(sluice::ConfigSchema& s) {
 class LineEncoder {
  public:
   explicit LineEncoder(LineFormat format) : format_(format) {}
+  LineEncoder(const LineEncoder&) = delete;  // doc_ points at pool_
+  LineEncoder& operator=(const LineEncoder&) = delete;
 
   void append(const sluice::RecordView& r, std::string& out) {
     if (format_ == LineFormat::value)
@@ -103,17 +106,23 @@ class LineEncoder {
                             bool embed_json = true) {
     if (embed_json && sluice::json_nesting_depth(text) <= sluice::kMaxJsonDepth) {
       doc_.Parse(text.data(), text.size());
-      if (!doc_.HasParseError()) {
-        doc_.Accept(w);
-        return;
-      }
+      const bool parsed = !doc_.HasParseError();
+      if (parsed) doc_.Accept(w);
+      // A memory pool never reuses what it handed out: without this, every record parsed here
+      // would stay allocated until the sink is destroyed.
+      doc_.SetNull();
+      pool_.Clear();
+      if (parsed) return;
     }
     w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
   }
 
+  static constexpr size_t kPoolBytes = 16 * 1024;  // a small record parses without a malloc
   LineFormat format_;
   rapidjson::StringBuffer sb_;
-  rapidjson::Document doc_;
+  std::unique_ptr<char[]> pool_buffer_{new char[kPoolBytes]};
+  rapidjson::MemoryPoolAllocator<> pool_{pool_buffer_.get(), kPoolBytes};
+  rapidjson::Document doc_{&pool_};  // after pool_: it allocates from it
 };
 
 }  // namespace sluice_plugins
