@@ -14,6 +14,19 @@ constexpr double kNoSample = std::numeric_limits<double>::infinity();
 constexpr double kPressureCut = 0.75;
 // The jitter is the median of the last steps between epochs; it is known after a few of them.
 constexpr size_t kMinNoiseSteps = 3;
+// A call's spread: from epochs of at least this many calls, a median absolute deviation scaled to
+// a normal deviation, averaged with this weight per epoch.
+constexpr uint32_t kMinSpreadSamples = 2;
+constexpr double kMadToDeviation = 1.4826;
+constexpr double kSpreadWeight = 0.2;
+// The first calls' spread is pooled over this many degrees of freedom.
+constexpr uint32_t kPooledDegrees = 16;
+// Below this many degrees of freedom an epoch is sized by the spread x sqrt(this / df).
+constexpr double kConfidentDegrees = 4.0;
+// The standard error of a median of n samples is ~1.25 deviations / sqrt(n).
+constexpr double kMedianError = 1.25;
+// The mean |difference| of two such medians is ~1.13 standard errors (sqrt(2) x sqrt(2 / pi)).
+constexpr double kStepPerError = 1.13;
 
 // The median of `v` (reordered); 0 when empty.
 double median_of(std::vector<double>& v) {
@@ -97,7 +110,13 @@ double ConcurrencyController::tolerance() const {
 }
 
 double ConcurrencyController::tolerance_locked() const {
-  return std::clamp(1.0 + kNoiseK * noise_, kLatencyTolerance, kMaxTolerance);
+  // The measured jitter between epochs, or at least what the calls' spread predicts for it (two
+  // medians' difference: ~1.13 standard errors), which is known from the first epoch on.
+  const double predicted = spread_known_
+                               ? kStepPerError * kMedianError * call_spread_ /
+                                     std::sqrt(static_cast<double>(epoch_samples_locked()))
+                               : 0.0;
+  return std::clamp(1.0 + kNoiseK * std::max(noise_, predicted), kLatencyTolerance, kMaxTolerance);
 }
 
 void ConcurrencyController::learn_noise_locked(double median_ms, bool same_limit) {
@@ -110,6 +129,54 @@ void ConcurrencyController::learn_noise_locked(double median_ms, bool same_limit
     if (known.size() >= kMinNoiseSteps) noise_ = median_of(known);
   }
   previous_median_ms_ = median_ms;
+}
+
+void ConcurrencyController::learn_spread_locked() {
+  // The spread of one call's latency per record around the epoch's median (the median absolute
+  // deviation, scaled to a deviation), averaged over epochs: calls at one limit in one epoch
+  // differ by jitter, not by the limit.
+  if (epoch_ms_.size() < kMinSpreadSamples) return;
+  std::vector<double> v = epoch_ms_;
+  const double m = median_of(v);
+  if (m <= 0.0) return;
+  if (pooled_df_ < kPooledDegrees) {
+    // The first calls: a pooled variance (a median absolute deviation of two or three calls
+    // says little, and a spread guessed low sizes the epochs whose medians become the baseline).
+    for (double x : v) pooled_squares_ += (x / m - 1.0) * (x / m - 1.0);
+    pooled_df_ += static_cast<uint32_t>(v.size()) - 1;
+    call_spread_ = std::sqrt(pooled_squares_ / pooled_df_);
+    spread_known_ = true;
+    return;
+  }
+  for (double& x : v) x = std::abs(x - m);
+  const double spread = kMadToDeviation * median_of(v) / m;
+  call_spread_ = (1 - kSpreadWeight) * call_spread_ + kSpreadWeight * spread;
+}
+
+uint32_t ConcurrencyController::epoch_samples_locked() const {
+  // The median of n calls varies by ~1.25 deviations / sqrt(n): on a jittery sink one call per
+  // batch in flight makes an epoch whose median moves by more than a step of the limit does,
+  // so an epoch takes as many completions as bring that within kEpochPrecision, up to
+  // kMaxEpochStretch round trips (and the metrics interval bounds it in time).
+  if (!spread_known_) return limit_;
+  // A spread pooled over few calls may be far too low: size by a larger one until it is known.
+  const double doubt = std::sqrt(std::max(1.0, kConfidentDegrees / std::max(1u, pooled_df_)));
+  const double se = kMedianError * call_spread_ * doubt / kEpochPrecision;
+  const double wanted = std::ceil(se * se);
+  const uint32_t cap = std::max(limit_ * kMaxEpochStretch, kMinStretchSamples);
+  return std::max(limit_, static_cast<uint32_t>(std::min<double>(wanted, cap)));
+}
+
+double ConcurrencyController::smoothed_locked(double median_ms, bool same_limit) {
+  // The baseline is a minimum over many epochs: of single epochs' medians under +-30% jitter it
+  // sits three deviations low, and every held epoch reads as a rise. The median of the last few
+  // epochs at one limit has a third of the spread, so its minimum sits near the level.
+  if (!same_limit || recent_limit_ != limit_) recent_ms_.clear();
+  recent_limit_ = limit_;
+  if (recent_ms_.size() == kSmoothEpochs) recent_ms_.erase(recent_ms_.begin());
+  recent_ms_.push_back(median_ms);
+  std::vector<double> copy = recent_ms_;
+  return median_of(copy);
 }
 
 void ConcurrencyController::rotate_baseline_locked(core::TimePoint now) {
@@ -178,14 +245,23 @@ uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memo
   if (!adaptive_) return limit_;
 
   const core::TimePoint now = clock_.now();
-  if (epoch_ms_.size() < limit_ && now - last_decision_ < epoch_timeout_) return limit_;
+  if (epoch_ms_.size() < epoch_samples_locked() && now - last_decision_ < epoch_timeout_) {
+    return limit_;
+  }
 
+  // An epoch sized before the calls' spread was known is no baseline: its median may rest on one
+  // call (the first epochs, at limits 1 and 2, only double).
+  const bool sized = spread_known_;
+  learn_spread_locked();
   const bool have_latency = !epoch_ms_.empty();
   const double median_ms = median_of(epoch_ms_);
   epoch_ms_.clear();
+  double smoothed_ms = median_ms;
   if (have_latency) {
-    learn_noise_locked(median_ms, last_change_ < last_decision_);
+    const bool same_limit = last_change_ < last_decision_;
+    learn_noise_locked(median_ms, same_limit);
     watch_fallback_locked(median_ms);
+    smoothed_ms = smoothed_locked(median_ms, same_limit);
   }
   const bool filled = epoch_peak_in_flight_ >= limit_;
   epoch_peak_in_flight_ = 0;
@@ -234,7 +310,7 @@ uint32_t ConcurrencyController::decide_locked(size_t queued_records, double memo
   }
   if (have_latency) {
     latency_ms_ = median_ms;
-    bucket_min_ms_ = std::min(bucket_min_ms_, median_ms);
+    if (sized) bucket_min_ms_ = std::min(bucket_min_ms_, smoothed_ms);
   }
 
   limit_ = std::clamp(limit_, min_, max_);
@@ -255,7 +331,10 @@ bool ConcurrencyController::judge_cut_locked(double mean_ms, core::TimePoint now
   // A cut to a fraction f of the limit should bring latency down towards f of what it was (all of
   // it in a saturated system, more past a knee); half of that drop counts as help.
   const double f = static_cast<double>(limit_) / from;
-  if (limit_ < from && limit_ > min_ && mean_ms <= cut_latency_ms_ * f * kProportionalCut) {
+  // Only a cut whose proportional drop is larger than the noise band can tell.
+  const bool measurable = f * tolerance_locked() <= 1.0;
+  if (measurable && limit_ < from && limit_ > min_ &&
+      mean_ms <= cut_latency_ms_ * f * kProportionalCut) {
     // The whole drop: as many records per second with fewer batches in flight, so the limit is
     // still past the knee (the baseline, learnt elsewhere, did not show it). Halve again.
     verb_ = "cut again";
@@ -298,8 +377,16 @@ bool ConcurrencyController::judge_cut_locked(double mean_ms, core::TimePoint now
       "latency {:.4f} ms/record did not fall with the cut: the work got costlier; "
       "new baseline",
       mean_ms);
-  ceiling_ = 0;
-  phase_ = Phase::slow_start;
+  if (cut_ceiling_ != 0 && mean_ms <= baseline_before * cut_tolerance_) {
+    // The latency after the cut is back within the noise band of the old baseline: the rise
+    // was noise (as a +-30% jitter gives now and then), not a dearer workload. Keep the knee
+    // known before it rather than search up from here by doubling.
+    ceiling_ = cut_ceiling_;
+    phase_ = Phase::steady;
+  } else {
+    ceiling_ = 0;
+    phase_ = Phase::slow_start;
+  }
   // A rise that cutting did not cure was not ours. If the latency now falls back to where it was
   // before the rise (two levels, neither of them set by our limit), demand a longer rise before
   // the next cut (watch_fallback_locked).
@@ -313,6 +400,8 @@ void ConcurrencyController::on_latency_rise_locked(double gradient, double mean_
   // A failed probe: the knee did not move, so wait twice as long before the next one.
   if (probing_) probe_wait_ = std::min(probe_wait_ * 2, kMaxProbeEpochs);
   probing_ = false;
+  probe_step_ = 1;
+  probe_holds_ = 0;
   if (limit_ > good_) {
     // Searching or probing above the last limit that held: this one is too high; bisect.
     ceiling_ = limit_;
@@ -325,9 +414,20 @@ void ConcurrencyController::on_latency_rise_locked(double gradient, double mean_
   fallback_ms_ = 0.0;
   cut_from_ = limit_;
   cut_latency_ms_ = mean_ms;
+  cut_tolerance_ = tolerance_locked();
+  cut_ceiling_ = ceiling_ > limit_ ? ceiling_ : 0;
   ceiling_ = limit_;
-  probe_wait_ = kProbeEpochs;  // a new workload: its knee is not known to be stable
-  const double factor = std::clamp(1.0 / gradient, 0.5, 0.9);
+  // A new workload: its knee is not known to be stable. A rise within the noise band at the top
+  // of the known range refines the knee rather than moving it: probe later, as after a failed
+  // probe.
+  probe_wait_ = gradient <= tolerance_locked() * kClearRise
+                    ? std::min(probe_wait_ * 2, kMaxProbeEpochs)
+                    : kProbeEpochs;
+  // A rise within kClearRise of the noise band is cut by its excess over the band only: under
+  // jitter such a rise is one step past the knee more often than a collapse.
+  const double tolerance = tolerance_locked();
+  const double excess = gradient <= tolerance * kClearRise ? gradient / tolerance : gradient;
+  const double factor = std::clamp(1.0 / excess, 0.5, 0.9);
   const auto cut = static_cast<uint32_t>(std::floor(limit_ * factor));
   limit_ = std::max(min_, std::min(cut, limit_ - 1));
   verb_ = "cut";
@@ -341,10 +441,28 @@ void ConcurrencyController::on_latency_hold_locked(size_t queued_records, bool f
     if (phase_ == Phase::pressure) phase_ = ceiling_ == 0 ? Phase::slow_start : Phase::steady;
     return;
   }
+  // A probe must hold kProbeHolds epochs in a row (it stays above good_ until then, so one
+  // epoch over the tolerance still steps it back).
+  if (probing_ && ceiling_ != 0 && limit_ >= ceiling_ && ++probe_holds_ < kProbeHolds) return;
   good_ = std::max(good_, limit_);
-  if (ceiling_ != 0 && limit_ >= ceiling_) ceiling_ = 0;  // a probe held: capacity grew
-  if (ceiling_ == 0) probe_wait_ = kProbeEpochs;          // a new search: probe soon again
+  if (ceiling_ != 0 && limit_ >= ceiling_) {
+    if (probing_ && probe_step_ <= limit_ / 2) {
+      // A probe held. Under jitter one epoch just past the knee can read as holding: go on up
+      // by steps that double (1, 1, 2, 4, ...), and double the limit itself (slow start) only
+      // once the step is half of it: capacity grew by more than the noise can fake.
+      limit_ += probe_step_;
+      probe_step_ *= 2;
+      probe_holds_ = 0;
+      ceiling_ = limit_;
+      verb_ = "probe again";
+      return;
+    }
+    ceiling_ = 0;  // capacity grew
+  }
+  if (ceiling_ == 0) probe_wait_ = kProbeEpochs;  // a new search: probe soon again
   probing_ = false;
+  probe_step_ = 1;
+  probe_holds_ = 0;
 
   if (ceiling_ == 0) {
     phase_ = Phase::slow_start;
@@ -358,7 +476,9 @@ void ConcurrencyController::on_latency_hold_locked(size_t queued_records, bool f
     verb_ = "bisect up";
     return;
   }
-  if (++hold_epochs_ >= probe_wait_ && now - last_change_ >= kProbeDwell) {
+  // The dwell grows with the probe's wait (a knee that keeps holding is probed less often).
+  const auto dwell = std::min(kProbeDwell * (probe_wait_ / kProbeEpochs), kMaxProbeDwell);
+  if (++hold_epochs_ >= probe_wait_ && now - last_change_ >= dwell) {
     hold_epochs_ = 0;
     ++limit_;
     probing_ = true;

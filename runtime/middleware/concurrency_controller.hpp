@@ -34,6 +34,20 @@ namespace sluice::middleware {
 // does not read as past its knee epoch after epoch (the baseline, a minimum of noisy medians,
 // sits low).
 //
+// Jitter per call (a sink whose calls vary by +-30%): an epoch takes as many completions as make
+// its median precise to ~kEpochPrecision given the calls' measured spread (the spread of one
+// call's latency per record around the epoch's median: pooled over the first calls, then a
+// median absolute deviation averaged over epochs), between the limit and kMaxEpochStretch x the
+// limit, and the tolerance is at least what that spread predicts for the step between two such
+// medians. The baseline takes the median of the last kSmoothEpochs epochs at one limit, not
+// single epochs (whose minimum sits far below the level), and no epoch sized before the spread
+// was known. A rise within kClearRise x the tolerance is cut by its excess over the tolerance
+// only; a cut undone with the latency back within the tolerance of the old baseline (the rise
+// was noise) keeps the knee known before it (no slow start); a probe must hold
+// kProbeHolds epochs, and one that held goes on up by steps of 1, 1, 2, 4, ... (slow start once
+// the step is half the limit), so one lucky epoch does not double the limit. A cut that paid in
+// full is halved again only when its proportional drop is larger than the tolerance.
+//
 // Hysteresis: a rise at a limit that used to hold cuts only after kConfirmEpochs epochs over the
 // tolerance in a row; a cut is judged on the median of as many epochs after it. kConfirmEpochs
 // epochs in a row that span kConfirmTime are enough for either: on a slow sink the epochs are
@@ -53,9 +67,10 @@ namespace sluice::middleware {
 //  - the first rise marks a ceiling; the limit then bisects between the highest limit known to
 //    hold and the lowest known to raise latency, so it finds the knee in log2 steps;
 //  - at the knee it stays put and probes one above after kProbeEpochs epochs (and at least
-//    kProbeDwell after the last change), waiting twice as long after each failed probe (up to
+//    kProbeDwell x the wait / kProbeEpochs, at most kMaxProbeDwell, after the last change),
+//    waiting twice as long after each failed probe or cut within the noise (up to
 //    kMaxProbeEpochs), so a stable knee is not paid for with a probe every few round trips; a
-//    failed probe steps straight back, a successful one restarts slow start (capacity grew);
+//    failed probe steps straight back, a successful one goes on up (above) (capacity grew);
 //  - latency rising at a limit that used to hold (the system got slower) cuts the limit by the
 //    latency ratio (between x0.5 and x0.9). If the next epoch did not get at least half of the
 //    proportional drop in latency (a cut to f of the limit: latency <= (1 + f) / 2 of before), the
@@ -83,11 +98,21 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   static constexpr uint32_t kMaxConfirmEpochs = 16;
   static constexpr double kClearRise = 2.0;
   static constexpr uint32_t kProbeEpochs = 8;
+  // A probe above the knee counts as held after this many epochs in a row.
+  static constexpr uint32_t kProbeHolds = 2;
   static constexpr uint32_t kMaxProbeEpochs = 64;
   static constexpr core::Duration kProbeDwell = std::chrono::seconds(4);
+  static constexpr core::Duration kMaxProbeDwell = std::chrono::seconds(16);
   static constexpr core::Duration kConfirmTime = std::chrono::seconds(1);
   // A cut to f of the limit "paid in full" when latency fell to at most f * kProportionalCut.
   static constexpr double kProportionalCut = 1.1;
+  // The baseline learns the median of this many epochs in a row at one limit, not one epoch's.
+  static constexpr size_t kSmoothEpochs = 5;
+  // An epoch's median should vary by about this much (relative), given the calls' spread; an
+  // epoch takes at most kMaxEpochStretch x the limit completions (or kMinStretchSamples) for it.
+  static constexpr double kEpochPrecision = 0.04;
+  static constexpr uint32_t kMaxEpochStretch = 4;
+  static constexpr uint32_t kMinStretchSamples = 4;
 
   ConcurrencyController(const core::PerformanceSettings& settings, const core::Clock& clock,
                         core::Duration baseline_window = std::chrono::seconds(30));
@@ -124,6 +149,9 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   bool rise_confirmed_locked(core::TimePoint now, double gradient, double tolerance);
   bool clear_verdict_locked(double judged_ms) const;
   void watch_fallback_locked(double median_ms);
+  double smoothed_locked(double median_ms, bool same_limit);
+  void learn_spread_locked();
+  uint32_t epoch_samples_locked() const;
   uint32_t decide_locked(size_t queued_records, double memory_pressure);
   void on_latency_hold_locked(size_t queued_records, bool filled, core::TimePoint now);
 
@@ -144,8 +172,12 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   uint32_t hold_epochs_ = 0;
   uint32_t probe_wait_ = kProbeEpochs;  // epochs at the knee before the next probe
   bool probing_ = false;                // this epoch runs one above the knee
+  uint32_t probe_step_ = 1;             // the next step up after a probe that held
+  uint32_t probe_holds_ = 0;            // epochs this probe held
   uint32_t cut_from_ = 0;               // the limit before the last latency cut, until it is judged
   double cut_latency_ms_ = 0.0;         // the latency that made that cut
+  double cut_tolerance_ = 0.0;          // the tolerance when that cut was made
+  uint32_t cut_ceiling_ = 0;            // the knee's ceiling known before that cut; 0: none
   uint32_t cascade_ceiling_ = 0;        // the limit before the previous cut, while cuts keep paying
   std::string verb_, why_;              // this epoch's decision, for the trace
 
@@ -154,6 +186,12 @@ class ConcurrencyController final : public ConcurrencyLimiter {
   size_t next_step_ = 0;
   double noise_ = 0.0;  // their median: the jitter of one epoch's median
   double previous_median_ms_ = 0.0;
+  std::vector<double> recent_ms_;  // the last kSmoothEpochs epoch medians at recent_limit_
+  uint32_t recent_limit_ = 0;
+  double call_spread_ = 0.0;  // a call's latency per record: its relative deviation in an epoch
+  bool spread_known_ = false;
+  double pooled_squares_ = 0.0;  // the first calls' squared relative deviations, and their count
+  uint32_t pooled_df_ = 0;
   uint32_t rise_epochs_ = 0;           // epochs over the tolerance in a row
   core::TimePoint rise_since_;         // when the first of them ended
   uint32_t confirm_ = kConfirmEpochs;  // epochs in a row a cut at a held limit needs

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/clock.hpp"
@@ -210,27 +211,27 @@ TEST_CASE("a rise in cost that a lower limit does not cure is learnt at once, no
 namespace {
 
 // Settles at a knee of 12, then the knee shrinks to 4 (at 12 in flight each call is 9x dearer):
-// from round `from` of `rounds` after that the limit must be within one of 4.
-void check_follows_shrunken_knee(double spread, size_t from, size_t rounds) {
+// true when the limit was within 2 of 12 first and is within one of 4 from round `from` of
+// `rounds` after that.
+bool follows_shrunken_knee(double spread, size_t from, size_t rounds, uint64_t seed = 99) {
   ManualClock clock;
   KneeSystem sys{12.0};
   sys.spread = spread;
+  sys.seed = seed;
   ConcurrencyController c(settings(), clock);
   run(c, clock, sys, 60);
-  REQUIRE(std::abs(c.limit() - 12.0) <= 2.0);
+  if (std::abs(c.limit() - 12.0) > 2.0) return false;
 
   sys.knee = 4.0;  // capacity shrank: the same limit now queues
   const auto after = run(c, clock, sys, static_cast<int>(rounds));
-  for (size_t i = from; i < after.size(); ++i) {
-    CAPTURE(i);
-    CHECK(std::abs(after[i] - 4.0) <= 1.0);
-  }
+  return std::all_of(after.begin() + static_cast<std::ptrdiff_t>(from), after.end(),
+                     [](uint32_t l) { return std::abs(l - 4.0) <= 1.0; });
 }
 
 }  // namespace
 
 TEST_CASE("a cut that brings latency down is kept: a shrunken knee is followed down") {
-  check_follows_shrunken_knee(0.04, 40, 60);
+  CHECK(follows_shrunken_knee(0.04, 40, 60));
 }
 
 TEST_CASE("completions of batches dispatched before a limit change are not judged against it") {
@@ -348,28 +349,69 @@ int reversals(const std::vector<uint32_t>& limits) {
 
 }  // namespace
 
-// Both jitter cases hold for the seed KneeSystem starts from (99), not for most: over seeds 1-40
-// the limit leaves 8 +- 2 within these 400 rounds in 32 (reversals 1-10, median 3), is not
-// near the knee after the first 60 rounds in 10, and the shrunken knee below is not held from round
-// 50 in 5 (with 15 not settled at 12 first). Without jitter all 40 pass (ARCHITECTURE.md, the
-// controllers' last bullet).
-TEST_CASE("jitter of +-30% per call does not make a settled limit cut and reverse") {
+// The +-30% jitter cases run over seeds 1-40, not one: one seed says as much about the seed as
+// about the controller. The controller before epochs sized by the calls' spread held for seed 99
+// only: over seeds 1-40 it left the knee's +-2 band (or reversed more than once) in 32 and did not
+// hold the shrunken knee in 17. Now all 40 pass; over seeds 1-200, 1 and 6 fail (the 6 settle at 7
+// under a knee of 12 first: a baseline from one epoch's median that drew 20% low).
+constexpr uint64_t kJitterSeeds = 40;
+
+// A knee system with +-30% jitter per call, from `seed`.
+KneeSystem jittery(double knee, uint64_t seed) {
+  KneeSystem sys{knee};
+  sys.spread = 0.6;
+  sys.seed = seed;
+  return sys;
+}
+
+// Settles at a knee of 8 under +-30% jitter per call, then 400 more rounds (~10 ms each: a phase
+// of the faults benchmark). Returns the reversals in those rounds, or -1 when the limit was not
+// within 2 of the knee after the first 60 rounds or left that band afterwards.
+int jitter_reversals(uint64_t seed) {
+  ManualClock clock;
+  KneeSystem sys = jittery(8.0, seed);
+  ConcurrencyController c(settings(), clock);
+  run(c, clock, sys, 60);
+  if (std::abs(c.limit() - 8.0) > 2.0) return -1;
+  const auto limits = run(c, clock, sys, 400);
+  for (uint32_t l : limits) {
+    if (std::abs(l - 8.0) > 2.0) return -1;
+  }
+  return reversals(limits);
+}
+
+TEST_CASE("jitter of +-30% per call does not make a settled limit cut and reverse, over seeds") {
+  int failed = 0;
+  for (uint64_t seed = 1; seed <= kJitterSeeds; ++seed) {
+    const int r = jitter_reversals(seed);
+    if (r < 0 || r > 1) {
+      ++failed;
+      MESSAGE("seed " << seed << ": "
+                      << (r < 0 ? std::string("left the knee's band")
+                                : "reversals " + std::to_string(r)));
+    }
+  }
+  CHECK(failed == 0);
+}
+
+TEST_CASE("under +-30% jitter the tolerance follows the measured jitter") {
   ManualClock clock;
   KneeSystem sys{8.0};
   sys.spread = 0.6;
   ConcurrencyController c(settings(), clock);
-  run(c, clock, sys, 60);
-  REQUIRE(std::abs(c.limit() - 8.0) <= 2.0);
-  // 400 rounds of ~10 ms: 4 s, a phase of the faults benchmark. Noise alone must not move it
-  // back and forth (before the tolerance followed the measured jitter: dozens of reversals).
-  const auto limits = run(c, clock, sys, 400);
-  CHECK(reversals(limits) <= 1);
-  for (uint32_t l : limits) CHECK(std::abs(l - 8.0) <= 2.0);
+  run(c, clock, sys, 100);
   CHECK(c.tolerance() > ConcurrencyController::kLatencyTolerance);
 }
 
-TEST_CASE("under +-30% jitter a real knee still makes it cut") {
-  check_follows_shrunken_knee(0.6, 50, 80);
+TEST_CASE("under +-30% jitter a real knee still makes it cut, over seeds") {
+  int failed = 0;
+  for (uint64_t seed = 1; seed <= kJitterSeeds; ++seed) {
+    if (!follows_shrunken_knee(0.6, 50, 80, seed)) {
+      ++failed;
+      MESSAGE("seed " << seed << ": the shrunken knee is not held");
+    }
+  }
+  CHECK(failed == 0);
 }
 
 TEST_CASE("a latency with two levels that our limit does not set stops cutting") {
@@ -448,4 +490,27 @@ TEST_CASE("a workload that changes back and forth keeps one-epoch verdicts") {
     CHECK(reached[i] >= 0);
     CHECK(reached[i] <= (i % 2 == 0 ? 5 : 4));
   }
+}
+
+TEST_CASE(
+    "under +-30% jitter a dearer workload with a higher knee is still searched up, over seeds") {
+  // As the faults benchmark's A -> B (where the rise at 4 read 2.3x): 2.2x dearer per call, the
+  // knee from 4 to 16. The rise at 4 is within twice a jittery tolerance; the cut does not pay and
+  // is undone, and the latency stays far above the old baseline: a new workload, so slow start must
+  // find the higher knee (an undo that kept A's knee sat at 5 through B).
+  int failed = 0;
+  for (uint64_t seed = 1; seed <= kJitterSeeds; ++seed) {
+    ManualClock clock;
+    KneeSystem sys = jittery(4.0, seed);
+    ConcurrencyController c(settings(), clock);
+    run(c, clock, sys, 60);
+    sys.base_ms = 22.0;
+    sys.knee = 16.0;
+    const auto after = run(c, clock, sys, 60);
+    if (*std::max_element(after.begin() + 40, after.end()) < 12) {
+      ++failed;
+      MESSAGE("seed " << seed << ": ends at " << after.back());
+    }
+  }
+  CHECK(failed == 0);
 }
