@@ -66,6 +66,24 @@ std::string describe(const rd_kafka_topic_partition_list_t* partitions) {
   return s;
 }
 
+// librdkafka prefetches up to queued.max.messages.kbytes (64 MB by default) and reads fetch
+// responses of up to fetch.max.bytes (50 MB) beside it, all outside the records the runtime counts
+// against the pipeline's memory limit: with large records and a slow sink that alone went past a
+// 64 MB limit (123 MB of RSS). Unless the user sets them, they get an eighth and a sixteenth of the
+// limit, never under 1 MB and 2 MB; a limit large enough for librdkafka's defaults (from 512 MB
+// and 800 MB) leaves them as they are.
+Settings prefetch_bounds(uint64_t memory_limit) {
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  constexpr uint64_t kDefaultQueue = 64 * kMiB, kDefaultFetch = 50 * kMiB;
+  Settings bounds;
+  if (memory_limit == 0) return bounds;
+  if (const uint64_t queue = std::max(memory_limit / 8, kMiB); queue < kDefaultQueue)
+    bounds.emplace_back("queued.max.messages.kbytes", std::to_string(queue / 1024));
+  if (const uint64_t fetch = std::max(memory_limit / 16, 2 * kMiB); fetch < kDefaultFetch)
+    bounds.emplace_back("fetch.max.bytes", std::to_string(fetch));
+  return bounds;
+}
+
 }  // namespace
 
 ConfigSchema KafkaSource::schema() {
@@ -132,7 +150,12 @@ KafkaSource::KafkaSource(const Config& config, Host& host)
   if (topics_.empty() == topic_regex_.empty())
     throw ConfigError("topics", "give exactly one of `topics` and `topic_regex`");
 
-  const Settings defaults = {{"enable.partition.eof", "false"}};
+  Settings defaults = prefetch_bounds(host_.memory_limit());
+  for (const auto& [key, value] : defaults)
+    if (!has_property(config, key.c_str()))
+      host_.info(fmt::format("kafka source: {} = {} (from the pipeline's memory limit of {} MB)",
+                             key, value, host_.memory_limit() >> 20));
+  defaults.emplace_back("enable.partition.eof", "false");
   Settings forced = {
       {"group.id", group_id},
       {"auto.offset.reset", auto_offset_reset_},

@@ -61,6 +61,8 @@ std::vector<std::string> child_arguments(const ChildOptions& o) {
                                    o.instance_name,
                                    "--memory-limit-mb",
                                    std::to_string(o.memory_limit_mb),
+                                   "--pipeline-memory-limit",
+                                   std::to_string(o.pipeline_memory_limit),
                                    "--parent",
                                    std::to_string(::getpid())};
   if (o.check) args.push_back("--check");

@@ -27,6 +27,9 @@ struct ChildOptions {
   std::string instance_name;
   uint64_t memory_limit_mb = 0;
   bool check = false;  // --check: create, destroy and exit (a trial load)
+  // The pipeline's memory limit in bytes (sluice_host_memory_limit; 0: unknown). The child shows
+  // its plugin the smaller of it and memory_limit_mb.
+  uint64_t pipeline_memory_limit = 0;
 };
 
 // Text for a wait status: "killed by signal 11 (SIGSEGV)", "exited with status 0".

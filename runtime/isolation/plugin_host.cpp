@@ -32,6 +32,7 @@ struct HostArgs {
   std::string file, plugin, instance;
   int kind = 0;
   uint64_t memory_limit_mb = 0;
+  uint64_t pipeline_memory_limit = 0;
   pid_t parent = 0;
   bool check = false;
 };
@@ -51,6 +52,8 @@ HostArgs parse_args(int argc, char** argv) {
     if (key == "--instance") a.instance = value;
     if (key == "--kind") a.kind = std::atoi(value);
     if (key == "--memory-limit-mb") a.memory_limit_mb = std::strtoull(value, nullptr, 10);
+    if (key == "--pipeline-memory-limit")
+      a.pipeline_memory_limit = std::strtoull(value, nullptr, 10);
     if (key == "--parent") a.parent = static_cast<pid_t>(std::atoi(value));
   }
   return a;
@@ -105,6 +108,12 @@ class PluginHost {
     api_.sluice_host_drain = [](void* ctx, const sluice_position* ps, size_t n,
                                 uint32_t timeout_ms) {
       return static_cast<PluginHost*>(ctx)->forward_drain({ps, n}, timeout_ms);
+    };
+    api_.sluice_host_memory_limit = [](void* ctx) {
+      const HostArgs& a = static_cast<PluginHost*>(ctx)->args_;
+      const uint64_t own = a.memory_limit_mb << 20;
+      if (own == 0) return a.pipeline_memory_limit;
+      return a.pipeline_memory_limit == 0 ? own : std::min(own, a.pipeline_memory_limit);
     };
   }
 

@@ -179,6 +179,13 @@ class Proxy {
 
   std::shared_ptr<const ProxySpec> spec_;
   const sluice_host_api* host_;
+  // What the parent's host API gives as the pipeline's memory limit (0: unknown).
+  uint64_t pipeline_memory_limit() const {
+    return SLUICE_HAS_FIELD(host_, sluice_host_api, sluice_host_memory_limit) &&
+                   host_->sluice_host_memory_limit
+               ? host_->sluice_host_memory_limit(host_->host_ctx)
+               : 0;
+  }
   std::string config_;
   // Recursive: a source's poll may drain, and the host then commits on the same thread.
   std::recursive_mutex mu_;
@@ -296,7 +303,7 @@ Outcome Proxy::call(MessageKind kind, size_t region_size, std::string_view paylo
   h.kind = kind;
   h.call_id = next_call_id();
   h.region_size = region_size;
-  h.number = plugin::process_memory_pressure();
+  h.number = host_->sluice_host_memory_pressure(host_->host_ctx);
   h.output = static_cast<uint32_t>(child_->free_output());
   std::optional<SharedCpu> shared;
   if ((kind == MessageKind::process || kind == MessageKind::put) && spec_->settings.share_cpu)
@@ -319,8 +326,9 @@ bool Proxy::ensure_child(std::string* why, std::string* field) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(10 << shift, 1000)));
   }
   const ProxySpec& s = *spec_;
-  child_ = std::make_unique<ChildProcess>(ChildOptions{
-      s.real.file, s.real.name, s.real.kind, s.instance_name, s.settings.memory_limit_mb});
+  child_ = std::make_unique<ChildProcess>(ChildOptions{s.real.file, s.real.name, s.real.kind,
+                                                       s.instance_name, s.settings.memory_limit_mb,
+                                                       false, pipeline_memory_limit()});
   Outcome o = call(MessageKind::create, 0, config_);
   if (o.crashed) {
     *why = fmt::format("the plugin process {} while creating the instance", o.crash);
@@ -825,7 +833,7 @@ std::string trial_load(const std::filesystem::path& file, sluice_kind kind,
   constexpr int kTrialTimeoutMs = 30000;
   if (host_executable().empty()) return "";  // not the launcher (a test): nothing to try with
   try {
-    ChildProcess child(ChildOptions{file, plugin_name, kind, "trial-load", 0, true});
+    ChildProcess child(ChildOptions{file, plugin_name, kind, "trial-load", 0, true, 0});
     MessageHeader h;
     h.kind = MessageKind::create;
     h.call_id = 1;

@@ -439,6 +439,8 @@ void AdaptiveStage::dispatcher_loop() {
 
 void AdaptiveStage::sample_metrics(core::TimePoint now) {
   memory_.sample();
+  if (published_memory_)
+    published_memory_->pressure.store(memory_.pressure(), std::memory_order_relaxed);
   if (settings_.memory_control && on_pressure_) memory_.maybe_cleanup(on_pressure_);
   size_t queued;
   {

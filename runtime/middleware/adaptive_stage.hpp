@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/clock.hpp"
+#include "core/host_memory.hpp"
 #include "core/offset_watermark.hpp"
 #include "core/record_buffer.hpp"
 #include "core/settings.hpp"
@@ -95,6 +96,9 @@ class AdaptiveStage {
   AdaptiveStage(const AdaptiveStage&) = delete;
   AdaptiveStage& operator=(const AdaptiveStage&) = delete;
 
+  // Before start(): each memory sample's pressure is stored in `to` too (what the plugins read
+  // through sluice_host_memory_pressure).
+  void publish_memory(std::shared_ptr<core::HostMemory> to) { published_memory_ = std::move(to); }
   void start();
 
   // Source side. How many records and bytes intake takes now: both 0 under backpressure. The
@@ -193,6 +197,7 @@ class AdaptiveStage {
   BatchSizer& batch_size_;
   ConcurrencyLimiter& concurrency_;
   MemoryMonitor memory_;
+  std::shared_ptr<core::HostMemory> published_memory_;
   Profiler profiler_;
   const uint64_t byte_bound_;
 

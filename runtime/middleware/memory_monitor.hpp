@@ -78,6 +78,10 @@ class MemoryMonitor {
   bool maybe_cleanup(const std::function<void(double level)>& on_pressure);
   uint64_t cleanups() const { return cleanups_.load(std::memory_order_relaxed); }
 
+  // The limit a monitor of these settings measures against (see above).
+  static uint64_t limit_for(const core::PerformanceSettings& settings) {
+    return resolve_limit(settings, kCgroupMemoryMax);
+  }
   // RSS of this process from /proc/self/statm; 0 if unreadable.
   static uint64_t read_proc_rss();
   // The number in a cgroup v2 memory.max file; nullopt for "max", a missing file or garbage.

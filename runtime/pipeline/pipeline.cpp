@@ -38,7 +38,9 @@ std::string text(sluice_bytes b) {
 }  // namespace
 
 Pipeline::Pipeline(config::PipelineSpec spec, const plugin::PluginRegistry& registry)
-    : spec_(std::move(spec)) {
+    : spec_(std::move(spec)),
+      host_memory_(std::make_shared<core::HostMemory>(
+          middleware::MemoryMonitor::limit_for(spec_.performance))) {
   source_plan_ = plan(spec_.source, SLUICE_KIND_SOURCE, registry);
   for (const auto& t : spec_.transforms)
     transform_plans_.push_back(plan(t, SLUICE_KIND_TRANSFORM, registry));
@@ -90,7 +92,8 @@ std::shared_ptr<plugin::PluginInstance> Pipeline::create(const StagePlan& p) {
   try {
     const plugin::PluginInfo info =
         isolation::plugin_info_for(*p.plugin, p.spec.instance_name, p.spec.isolation);
-    return std::make_shared<plugin::PluginInstance>(info, p.spec.instance_name, p.config_json);
+    return std::make_shared<plugin::PluginInstance>(info, p.spec.instance_name, p.config_json,
+                                                    host_memory_);
   } catch (const plugin::PluginCreateError& e) {
     throw config::ConfigError(config::field_location(p.spec, e.field()),
                               fmt::format("{} '{}' ({}) failed to start: {}", p.spec.role,
@@ -183,6 +186,7 @@ void Pipeline::start() {
           watermark_.done_all(b.tickets);
       },
       [this](double level) { on_memory_pressure(level); });
+  stage_->publish_memory(host_memory_);
   breaker_ = std::make_unique<CircuitBreaker>(spec_.errors.circuit_breaker);
   batch_context_ = batch_context();
   {

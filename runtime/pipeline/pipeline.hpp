@@ -163,6 +163,8 @@ class Pipeline {
   bool isolated(const std::string& instance_name) const;
 
   config::PipelineSpec spec_;
+  // The memory limit and pressure the plugins see through the host API.
+  std::shared_ptr<core::HostMemory> host_memory_;
   StagePlan source_plan_;
   std::vector<StagePlan> transform_plans_;
   StagePlan sink_plan_;

@@ -3,14 +3,8 @@
 
 namespace sluice::plugin {
 
-namespace {
-std::atomic<double> g_memory_pressure{0.0};
-}
-
-void set_process_memory_pressure(double pressure) { g_memory_pressure.store(pressure); }
-double process_memory_pressure() { return g_memory_pressure.load(); }
-
-HostContext::HostContext(std::string instance_name) : name_(std::move(instance_name)) {
+HostContext::HostContext(std::string instance_name, std::shared_ptr<const core::HostMemory> memory)
+    : name_(std::move(instance_name)), memory_(std::move(memory)) {
   api_.struct_size = sizeof(api_);
   api_.abi_major = SLUICE_ABI_MAJOR;
   api_.abi_minor = SLUICE_ABI_MINOR;
@@ -21,6 +15,7 @@ HostContext::HostContext(std::string instance_name) : name_(std::move(instance_n
   api_.sluice_host_memory_pressure = &HostContext::memory_pressure;
   api_.sluice_host_instance_name = &HostContext::instance_name;
   api_.sluice_host_drain = &HostContext::drain;
+  api_.sluice_host_memory_limit = &HostContext::memory_limit;
 }
 
 std::map<std::string, double> HostContext::metrics() const {
@@ -83,7 +78,15 @@ void HostContext::gauge_set(void* ctx, const char* name, double value) {
   self->metrics_[name] = Metric{value, false};
 }
 
-double HostContext::memory_pressure(void*) { return process_memory_pressure(); }
+double HostContext::memory_pressure(void* ctx) {
+  const auto& memory = static_cast<HostContext*>(ctx)->memory_;
+  return memory ? memory->pressure.load(std::memory_order_relaxed) : 0.0;
+}
+
+uint64_t HostContext::memory_limit(void* ctx) {
+  const auto& memory = static_cast<HostContext*>(ctx)->memory_;
+  return memory ? memory->limit_bytes : 0;
+}
 
 const char* HostContext::instance_name(void* ctx) {
   return static_cast<HostContext*>(ctx)->name_.c_str();

@@ -6,24 +6,24 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <span>
 #include <string>
 
+#include "core/host_memory.hpp"
 #include "sluice/abi.h"
 
 namespace sluice::plugin {
-
-// The process's memory pressure as the memory monitor last saw it; plugins read it.
-void set_process_memory_pressure(double pressure);
-double process_memory_pressure();
 
 class HostContext {
  public:
   using DrainFn = std::function<sluice_status(std::span<const sluice_position>, uint32_t)>;
 
-  explicit HostContext(std::string instance_name);
+  // `memory`: the pipeline's limit and pressure, shown to the plugin (none: 0 for both).
+  explicit HostContext(std::string instance_name,
+                       std::shared_ptr<const core::HostMemory> memory = nullptr);
   HostContext(const HostContext&) = delete;
   HostContext& operator=(const HostContext&) = delete;
 
@@ -45,11 +45,13 @@ class HostContext {
   static void counter_add(void* ctx, const char* name, double delta);
   static void gauge_set(void* ctx, const char* name, double value);
   static double memory_pressure(void* ctx);
+  static uint64_t memory_limit(void* ctx);
   static const char* instance_name(void* ctx);
   static sluice_status drain(void* ctx, const sluice_position* partitions, size_t count,
                              uint32_t timeout_ms);
 
   std::string name_;
+  std::shared_ptr<const core::HostMemory> memory_;
   sluice_host_api api_{};
   DrainFn drain_;
   mutable std::mutex metrics_mu_;

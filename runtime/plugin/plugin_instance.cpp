@@ -4,8 +4,10 @@
 namespace sluice::plugin {
 
 PluginInstance::PluginInstance(const PluginInfo& info, std::string instance_name,
-                               const std::string& config_json)
-    : info_(info), host_(std::make_unique<HostContext>(std::move(instance_name))) {
+                               const std::string& config_json,
+                               std::shared_ptr<const core::HostMemory> memory)
+    : info_(info),
+      host_(std::make_unique<HostContext>(std::move(instance_name), std::move(memory))) {
   CallError err;
   sluice_status st = info_.table->create(host_->api(), config_json.data(), config_json.size(),
                                          &handle_, err.get());

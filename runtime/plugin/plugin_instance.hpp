@@ -44,8 +44,10 @@ bool has_hook(const sluice_plugin* table, Field sluice_plugin::*member) {
 
 class PluginInstance {
  public:
-  // Runs the plugin's create with its checked JSON config; throws PluginCreateError.
-  PluginInstance(const PluginInfo& info, std::string instance_name, const std::string& config_json);
+  // Runs the plugin's create with its checked JSON config; throws PluginCreateError. `memory`:
+  // the pipeline's limit and pressure, for the host API.
+  PluginInstance(const PluginInfo& info, std::string instance_name, const std::string& config_json,
+                 std::shared_ptr<const core::HostMemory> memory = nullptr);
   ~PluginInstance();
   PluginInstance(const PluginInstance&) = delete;
   PluginInstance& operator=(const PluginInstance&) = delete;

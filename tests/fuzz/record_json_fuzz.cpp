@@ -29,6 +29,7 @@ const sluice_host_api kHost = {sizeof(sluice_host_api),
                                host_gauge,
                                host_pressure,
                                host_name,
+                               nullptr,
                                nullptr};
 
 // Output records are copied, as the host does, so a dangling view in the plugin shows up.

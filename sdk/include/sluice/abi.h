@@ -43,8 +43,9 @@ extern "C" {
 #define SLUICE_ABI_MAJOR 1
 /* 1.1: sluice_poll_args::max_bytes. 1.2: the host reads a plugin's `description` and
  * `config_schema_json` after the module's `init` (which may build them), so a module that fills
- * them in `init` declares 1.2 and an older host refuses it rather than see no schema. */
-#define SLUICE_ABI_MINOR 2
+ * them in `init` declares 1.2 and an older host refuses it rather than see no schema.
+ * 1.3: sluice_host_api::sluice_host_memory_limit. */
+#define SLUICE_ABI_MINOR 3
 
 #if defined(_WIN32)
 #define SLUICE_EXPORT __declspec(dllexport)
@@ -267,7 +268,8 @@ typedef struct sluice_host_api {
   /* Plugin metrics, shown in the stats under the instance. */
   void (*sluice_host_counter_add)(void* host_ctx, const char* name, double delta);
   void (*sluice_host_gauge_set)(void* host_ctx, const char* name, double value);
-  /* Memory pressure in [0, 1+]: used / limit of the whole process. */
+  /* Memory pressure in [0, 1+]: the larger of the process's RSS and the records the pipeline
+   * holds, over the pipeline's memory limit, as last sampled (about every 50 ms). */
   double (*sluice_host_memory_pressure)(void* host_ctx);
   /* The instance's name in the pipeline (e.g. "orders.sink"); NUL-terminated, host-owned. */
   const char* (*sluice_host_instance_name)(void* host_ctx);
@@ -278,6 +280,13 @@ typedef struct sluice_host_api {
    * plugin's; the host reads it during the call. */
   sluice_status (*sluice_host_drain)(void* host_ctx, const sluice_position* partitions,
                                      size_t count, uint32_t timeout_ms);
+  /* Since ABI 1.3 (read it only if `struct_size` covers it). The pipeline's memory limit in
+   * bytes (`performance.memory_limit_mb`, else the cgroup's memory.max, else physical memory;
+   * in an isolated stage's child, the smaller of that and the stage's own `memory_limit_mb`);
+   * 0 if unknown. The runtime counts the records it holds against the limit, not a plugin's own
+   * buffers: a plugin that keeps its own (a client's prefetch queue, a cache) sizes them from
+   * this, so that the process stays near the limit. Fixed for the instance's life. */
+  uint64_t (*sluice_host_memory_limit)(void* host_ctx);
 } sluice_host_api;
 
 /* ------------------------------------------------------------------------------------------ */

@@ -259,6 +259,14 @@ class Host {
     api_->sluice_host_gauge_set(api_->host_ctx, name, value);
   }
   double memory_pressure() const { return api_->sluice_host_memory_pressure(api_->host_ctx); }
+  // The pipeline's memory limit in bytes, for sizing the plugin's own buffers; 0 if unknown (a
+  // host older than ABI 1.3). See sluice_host_api::sluice_host_memory_limit.
+  uint64_t memory_limit() const {
+    if (!SLUICE_HAS_FIELD(api_, sluice_host_api, sluice_host_memory_limit) ||
+        api_->sluice_host_memory_limit == nullptr)
+      return 0;
+    return api_->sluice_host_memory_limit(api_->host_ctx);
+  }
   std::string_view instance_name() const { return api_->sluice_host_instance_name(api_->host_ctx); }
   // Sources only, from inside poll: see sluice_host_api::sluice_host_drain.
   bool drain(std::span<const sluice_position> partitions, uint32_t timeout_ms) const {

@@ -225,6 +225,11 @@ class Host {
       return static_cast<Host*>(ctx)->name_.c_str();
     };
     api_.sluice_host_drain = nullptr;  // no pipeline behind a test: drain is not offered
+    api_.sluice_host_memory_limit = [](void* ctx) {
+      auto* self = static_cast<Host*>(ctx);
+      std::lock_guard lock(self->mu_);
+      return self->memory_limit_;
+    };
   }
   Host(const Host&) = delete;
   Host& operator=(const Host&) = delete;
@@ -250,6 +255,11 @@ class Host {
     std::lock_guard lock(mu_);
     pressure_ = level;
   }
+  // What sluice_host_memory_limit answers from now on (0, unknown, until set).
+  void set_memory_limit(uint64_t bytes) {
+    std::lock_guard lock(mu_);
+    memory_limit_ = bytes;
+  }
 
  private:
   std::string name_;
@@ -259,6 +269,7 @@ class Host {
   std::map<std::string, double> counters_;
   std::map<std::string, double> gauges_;
   double pressure_ = 0;
+  uint64_t memory_limit_ = 0;
 };
 
 // One loaded module, through the host's handshake and init; shut down and closed with the

@@ -180,3 +180,25 @@ TEST_CASE("RSS over the limit that the stage's records do not explain shows in i
   CHECK(stage.room() > 0);
   stage.stop();
 }
+
+TEST_CASE("the stage publishes each memory sample's pressure for the plugins to read") {
+  core::ManualClock clock;
+  std::atomic<uint64_t> rss{16 * kMb};
+  AdaptiveStage stage(
+      "p", "s", one_batch(64), clock, [](WorkBatch&) { return BatchOutcome{}; }, {}, {},
+      [&] { return rss.load(); });
+  auto memory = std::make_shared<core::HostMemory>(uint64_t{64} * kMb);
+  stage.publish_memory(memory);
+  stage.start();
+  auto published = [&](double want) {
+    for (int i = 0; i < 500 && memory->pressure.load() != want; ++i) {
+      clock.advance(std::chrono::seconds(1));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return memory->pressure.load();
+  };
+  CHECK(published(0.25) == doctest::Approx(0.25));
+  rss = 48 * kMb;
+  CHECK(published(0.75) == doctest::Approx(0.75));
+  stage.stop();
+}

@@ -167,6 +167,21 @@ TEST_CASE("counters carry from an old host context to the new one; gauges do not
   CHECK(old_host.counter_names() == std::set<std::string>{"records"});
 }
 
+TEST_CASE("the host API gives the pipeline's memory limit and the pressure last published") {
+  auto memory = std::make_shared<sluice::core::HostMemory>(uint64_t{64} << 20);
+  HostContext host("t", memory);
+  const sluice_host_api* api = host.api();
+  REQUIRE(SLUICE_HAS_FIELD(api, sluice_host_api, sluice_host_memory_limit));
+  CHECK(api->sluice_host_memory_limit(api->host_ctx) == uint64_t{64} << 20);
+  CHECK(api->sluice_host_memory_pressure(api->host_ctx) == 0.0);
+  memory->pressure.store(0.75);
+  CHECK(api->sluice_host_memory_pressure(api->host_ctx) == 0.75);
+  // A host context outside a pipeline (a trial load, `sluice test`) knows neither: 0.
+  HostContext alone("t");
+  CHECK(alone.api()->sluice_host_memory_limit(alone.api()->host_ctx) == 0);
+  CHECK(alone.api()->sluice_host_memory_pressure(alone.api()->host_ctx) == 0.0);
+}
+
 TEST_CASE("a plugin file writable by others is refused unless allowed") {
   auto dir = fs::temp_directory_path() / ("sluice-insecure-test-" + std::to_string(::getpid()));
   fs::remove_all(dir);

@@ -11,7 +11,7 @@
 use core::ffi::{c_char, c_void};
 
 pub const SLUICE_ABI_MAJOR: u32 = 1;
-pub const SLUICE_ABI_MINOR: u32 = 2;
+pub const SLUICE_ABI_MINOR: u32 = 3;
 
 /// The name of the one function every plugin library exports.
 pub const SLUICE_MODULE_ENTRY: &core::ffi::CStr = c"sluice_module_get";
@@ -167,6 +167,8 @@ pub struct sluice_host_api {
             timeout_ms: u32,
         ) -> sluice_status,
     >,
+    /// Since ABI 1.3: read only when `struct_size` covers it.
+    pub sluice_host_memory_limit: Option<unsafe extern "C" fn(host_ctx: *mut c_void) -> u64>,
 }
 
 pub type ValidateFn = unsafe extern "C" fn(

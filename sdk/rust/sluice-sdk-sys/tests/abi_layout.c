@@ -57,6 +57,7 @@ int main(void) {
   FIELD(sluice_host_api, sluice_host_memory_pressure);
   FIELD(sluice_host_api, sluice_host_instance_name);
   FIELD(sluice_host_api, sluice_host_drain);
+  FIELD(sluice_host_api, sluice_host_memory_limit);
   SIZE(sluice_plugin);
   FIELD(sluice_plugin, kind);
   FIELD(sluice_plugin, name);

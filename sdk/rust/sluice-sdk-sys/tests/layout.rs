@@ -30,7 +30,7 @@ fn rust_layout() -> Vec<String> {
         sluice_buffer { host_ctx, append }
         sluice_host_api { abi_major, abi_minor, host_ctx, sluice_host_log, sluice_host_counter_add,
             sluice_host_gauge_set, sluice_host_memory_pressure, sluice_host_instance_name,
-            sluice_host_drain }
+            sluice_host_drain, sluice_host_memory_limit }
         sluice_plugin { kind, name, version, description, config_schema_json, validate, create,
             destroy, poll, commit, process, put, flush, pre_commit, on_memory_pressure, snapshot,
             restore, set_paused }

@@ -78,6 +78,21 @@ impl Host {
             .map_or(0.0, |f| unsafe { f(api.host_ctx) })
     }
 
+    /// The pipeline's memory limit in bytes, for sizing the plugin's own buffers (a client's
+    /// prefetch queue, a cache); 0 if unknown (a host older than ABI 1.3).
+    pub fn memory_limit(&self) -> u64 {
+        let end = std::mem::offset_of!(sys::sluice_host_api, sluice_host_memory_limit)
+            + std::mem::size_of::<Option<unsafe extern "C" fn(*mut std::ffi::c_void) -> u64>>();
+        // SAFETY: struct_size is the first field of every host table.
+        let size = unsafe { (*self.raw).struct_size } as usize;
+        if size < end {
+            return 0;
+        }
+        let api = self.api();
+        // SAFETY: a plain host callback, inside the table the host gave.
+        api.sluice_host_memory_limit.map_or(0, |f| unsafe { f(api.host_ctx) })
+    }
+
     /// The instance's name in the pipeline (e.g. "orders.sink").
     pub fn instance_name(&self) -> String {
         let api = self.api();

@@ -90,6 +90,7 @@ struct HostState {
     counters: HashMap<String, f64>,
     gauges: HashMap<String, f64>,
     memory_pressure: f64,
+    memory_limit: u64,
 }
 
 /// The host API of one instance (or of the module's init): captures logs, counters, gauges.
@@ -130,6 +131,9 @@ unsafe extern "C" fn host_gauge(ctx: *mut c_void, name: *const c_char, value: f6
 unsafe extern "C" fn host_pressure(ctx: *mut c_void) -> f64 {
     host_of(ctx).state.lock().unwrap().memory_pressure
 }
+unsafe extern "C" fn host_limit(ctx: *mut c_void) -> u64 {
+    host_of(ctx).state.lock().unwrap().memory_limit
+}
 unsafe extern "C" fn host_name(ctx: *mut c_void) -> *const c_char {
     host_of(ctx).name.as_ptr()
 }
@@ -148,6 +152,7 @@ impl FakeHost {
                 sluice_host_memory_pressure: Some(host_pressure),
                 sluice_host_instance_name: Some(host_name),
                 sluice_host_drain: None, // no pipeline behind a test
+                sluice_host_memory_limit: Some(host_limit),
             },
             name: CString::new(name).unwrap_or_default(),
             state: Mutex::new(HostState::default()),
@@ -175,6 +180,10 @@ impl FakeHost {
     /// What `sluice_host_memory_pressure` answers from now on.
     pub fn set_memory_pressure(&self, level: f64) {
         self.state.lock().unwrap().memory_pressure = level;
+    }
+    /// What `sluice_host_memory_limit` answers from now on (0, unknown, until set).
+    pub fn set_memory_limit(&self, bytes: u64) {
+        self.state.lock().unwrap().memory_limit = bytes;
     }
 }
 

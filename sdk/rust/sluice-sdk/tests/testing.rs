@@ -33,6 +33,8 @@ impl Source for Tens {
         }
         self.sent.fetch_add(n, Ordering::Relaxed);
         self.host.counter_add("sent", n as f64);
+        self.host
+            .gauge_set("memory_limit", self.host.memory_limit() as f64);
         Ok(false)
     }
 }
@@ -66,4 +68,15 @@ fn an_abi_1_0_host_without_max_bytes_bounds_by_records_only() {
         max_bytes: 1,
     };
     assert_eq!(tens.poll_with(&mut args).records.len(), 4);
+}
+
+#[test]
+fn the_memory_limit_is_what_the_host_gives() {
+    let module = Module::new(sluice_module_get).unwrap();
+    let tens = module.instance("tens", "{}").unwrap();
+    tens.poll(1, u64::MAX);
+    assert_eq!(tens.host().gauge("memory_limit"), Some(0.0)); // unknown until the host says
+    tens.host().set_memory_limit(64 << 20);
+    tens.poll(1, u64::MAX);
+    assert_eq!(tens.host().gauge("memory_limit"), Some((64u64 << 20) as f64));
 }
