@@ -61,7 +61,15 @@ class FileSource final : public sluice::Source {
   std::string why_not_resumable(const StoredOffset& stored) const;
   void require_line_start(int64_t offset) const;
   void write_committed_offset(int64_t offset);
-  void notice_replaced_file();
+  void notice_replaced_file();  // Without follow, at the end: says if the file was truncated or
+                                // replaced while it was read.
+  void notice_changes_at_end();
+  bool noticed_at_end_ = false;
+  // The open file's size (-1 if unknown); whether it is shorter than what was read from it.
+  int64_t file_size() const;
+  bool truncated_under_reader() const;
+  // The line next_line gave last was cut short by a truncation (emit flags it).
+  bool tail_cut_ = false;
   bool start_replacement_file(std::chrono::steady_clock::time_point deadline);
 
   sluice::Host& host_;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <sluice/safe_files.hpp>
 #include <thread>
+#include <utility>
 
 #include "file_plugins.hpp"
 
@@ -242,6 +243,9 @@ bool FileSource::next_line(std::string_view& line, int64_t& line_offset, bool at
     // End of the file for now. A last line without '\n' is complete only if nothing is
     // appended any more; while following, it may still be being written.
     if (at_eof_is_end && (buf_pos_ < buf_.size() || long_line_.active)) {
+      // Without follow, a file truncated under the reader leaves the line read last cut short:
+      // it is emitted flagged (rejected or dead-lettered with the reason), not as a whole line.
+      tail_cut_ = !follow_ && truncated_under_reader();
       take_line(line, line_offset, buf_.size(), buf_.size());
       return true;
     }
@@ -293,7 +297,12 @@ void FileSource::emit(sluice::Output& out, std::string_view line, int64_t line_o
 
   std::string error;
   std::string key;
-  if (too_long) {
+  if (std::exchange(tail_cut_, false)) {
+    error = "line cut short: " + path_ + " was truncated while it was read, to " +
+            std::to_string(file_size()) + " bytes; this record holds the " +
+            std::to_string(emitted_line_bytes_) + " bytes of the line at offset " +
+            std::to_string(line_offset) + " read before that";
+  } else if (too_long) {
     error = "line of " + std::to_string(emitted_line_bytes_) + " bytes is over max_record_bytes (" +
             std::to_string(max_record_bytes_) + "); this record holds its first " +
             std::to_string(max_record_bytes_) + " bytes, the whole line is at offset " +
@@ -344,7 +353,10 @@ bool FileSource::poll(sluice::Output& out, size_t max_records, uint32_t timeout_
       ++emitted;
       continue;
     }
-    if (!follow_) return true;
+    if (!follow_) {
+      notice_changes_at_end();
+      return true;
+    }
     if (emitted > 0) return false;
     if (replaced_) {
       if (!start_replacement_file(deadline)) return false;
@@ -378,6 +390,40 @@ void FileSource::notice_replaced_file() {
     long_line_.active = false;
     replaced_ = true;
   }
+}
+
+// Without follow, the run ends at the end of the file it opened. A file truncated under the reader
+// ends that read early and a replaced one is left unread: neither is a loss of this run's making
+// (what was cut was never read; the new file is read from its start by the next run), but a run
+// that ends "complete" must not hide it.
+int64_t FileSource::file_size() const {
+  struct stat open_file {};
+  return fd_.valid() && ::fstat(fd_.get(), &open_file) == 0 ? open_file.st_size : -1;
+}
+
+bool FileSource::truncated_under_reader() const {
+  const int64_t size = file_size();
+  return size >= 0 && size < buf_offset_ + static_cast<int64_t>(buf_.size());
+}
+
+void FileSource::notice_changes_at_end() {
+  if (noticed_at_end_ || !fd_.valid()) return;
+  noticed_at_end_ = true;
+  struct stat on_disk {};
+  struct stat open_file {};
+  if (::fstat(fd_.get(), &open_file) != 0) return;
+  if (truncated_under_reader())
+    host_.warn("file " + path_ + " was truncated while it was read: it is " +
+               std::to_string(open_file.st_size) + " bytes long, but " +
+               std::to_string(buf_offset_ + static_cast<int64_t>(buf_.size())) +
+               " were read from it (the whole lines read were delivered, a line cut short is "
+               "flagged; what was cut before it was read is not in this run; a file that is "
+               "rewritten or rotated by copy-truncate wants follow: true)");
+  if (::stat(path_.c_str(), &on_disk) != 0)
+    host_.warn("file " + path_ + " was deleted while it was read; it was read to its end");
+  else if (on_disk.st_dev != open_file.st_dev || on_disk.st_ino != open_file.st_ino)
+    host_.warn("file " + path_ + " was replaced while it was read: this run read the file it " +
+               "opened to its end; the next run reads the new one from its start");
 }
 
 // The old file is read to its end. Its records are committed (host drain) before offsets start

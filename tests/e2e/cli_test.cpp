@@ -232,7 +232,7 @@ TEST_CASE("plugin load failures name the file and the reason, and nothing starts
                    ":4:11: transform plugin 'bad_major': its file "
                    "could not be loaded: " +
                    (plugins / "bad_major" / "sluice-bad_major.so").string() +
-                   ": ABI major mismatch: plugin 2.2, host 1.2\n") !=  // ABI 1.2: schema after init
+                   ": ABI major mismatch: plugin 2.3, host 1.3\n") !=  // 1.3: memory limit
         std::string::npos);
   CHECK_FALSE(fs::exists(out));
 

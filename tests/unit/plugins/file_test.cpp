@@ -564,6 +564,47 @@ TEST_CASE("file source in follow mode reads a rotated file to its end, then the 
   CHECK(values(out.records) == std::vector<std::string>{"{\"new\":2}", "{\"new\":3}"});
 }
 
+TEST_CASE("file source without follow says so when its file is truncated or replaced mid-read") {
+  SUBCASE("truncated") {
+    SourceFixture f(20000);  // about 200 KB: more than one read of the source
+    Instance source(f.plugin, f.host, source_config(f.path));
+    FakeWriter out;
+    REQUIRE(source.poll(out, 10, 0).ok());
+    REQUIRE(::truncate(f.path.c_str(), 100) == 0);
+    bool eos = false;
+    for (int i = 0; i < 10 && !eos; ++i) REQUIRE(source.poll(out, 100000, 0, &eos).ok());
+    CHECK(eos);
+    // The whole lines the first read held come out as they are; the line it cut is flagged.
+    REQUIRE(out.records.size() > 10);
+    CHECK(out.records.size() < 20000);
+    for (size_t i = 0; i + 1 < out.records.size(); ++i) CHECK(out.records[i].value->back() == '}');
+    REQUIRE(out.records.back().header("sluice.error").has_value());
+    CHECK(out.records.back().header("sluice.error")->find("line cut short") != std::string::npos);
+    CHECK(any_log_contains(f.host, "was truncated while it was read: it is 100 bytes long"));
+  }
+  SUBCASE("replaced") {
+    SourceFixture f(20000);
+    Instance source(f.plugin, f.host, source_config(f.path));
+    FakeWriter out;
+    REQUIRE(source.poll(out, 10, 0).ok());
+    REQUIRE(std::rename(f.path.c_str(), (f.path + ".1").c_str()) == 0);
+    write_file(f.path, numbered_lines(0, 4, "new"));
+    bool eos = false;
+    for (int i = 0; i < 10 && !eos; ++i) REQUIRE(source.poll(out, 100000, 0, &eos).ok());
+    CHECK(out.records.size() == 20000);  // the file it opened, to its end
+    CHECK(any_log_contains(f.host, "was replaced while it was read"));
+  }
+  SUBCASE("untouched: no warning") {
+    SourceFixture f(20000);
+    Instance source(f.plugin, f.host, source_config(f.path));
+    FakeWriter out;
+    bool eos = false;
+    for (int i = 0; i < 10 && !eos; ++i) REQUIRE(source.poll(out, 100000, 0, &eos).ok());
+    CHECK(out.records.size() == 20000);
+    CHECK_FALSE(any_log_contains(f.host, "while it was read"));
+  }
+}
+
 TEST_CASE("file source and sink refuse a file another sluice holds, naming its pid") {
   TempDir dir;
   const std::string path = dir.file("in.jsonl");
