@@ -52,7 +52,11 @@ class Database {
 };
 
 // `path`: a file (created if missing; WAL mode) or ":memory:". `synchronous`: NORMAL or FULL.
-std::unique_ptr<Database> open_sqlite(const std::string& path, const std::string& synchronous);
+// `memory_limit`: the pipeline's (sluice_host_memory_limit; 0 unknown), which sizes SQLite's page
+// cache: sqlite_page_cache_bytes.
+uint64_t sqlite_page_cache_bytes(uint64_t memory_limit);
+std::unique_ptr<Database> open_sqlite(const std::string& path, const std::string& synchronous,
+                                      uint64_t memory_limit);
 // `conninfo`: a libpq connection string. A connection lost inside begin()..commit() fails every
 // statement up to rollback() (sluice::Retriable); the next begin() connects again and says so
 // through `warn`.

@@ -385,8 +385,11 @@ class ProjectionTransform final : public sluice::Transform {
         throw sluice::ConfigError("writers",
                                   "writers > 1 needs store postgres (SQLite has one "
                                   "writer at a time)");
+      host.gauge_set("sqlite_page_cache_bytes",
+                     static_cast<double>(sqlite_page_cache_bytes(host.memory_limit())));
       return std::make_unique<ProjectionStore>(
-          open_sqlite(path, c.get_string("synchronous", "NORMAL")), std::move(specs));
+          open_sqlite(path, c.get_string("synchronous", "NORMAL"), host.memory_limit()),
+          std::move(specs));
     }
     const std::string conninfo = c.get_string("conninfo");
     if (conninfo.empty()) throw sluice::ConfigError("conninfo", "store postgres needs conninfo");

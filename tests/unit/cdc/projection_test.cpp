@@ -75,8 +75,9 @@ struct Output {
 };
 
 struct Projection {
-  explicit Projection(const std::string& cfg)
+  explicit Projection(const std::string& cfg, uint64_t memory_limit = 0)
       : lib(plugin_path("projection")),
+        host(memory_limit),
         instance(lib.plugin(SLUICE_KIND_TRANSFORM, "projection"), host, cfg) {}
   Output run(const std::vector<TestRecord>& in) {
     FakeWriter w;
@@ -106,6 +107,19 @@ std::string field(const TestRecord& r, const char* name) {
 }
 
 }  // namespace
+
+TEST_CASE("SQLite's page cache is an eighth of the pipeline's memory limit, 2 to 64 MB") {
+  TempDir dir;
+  const std::string cfg = config(dir.file("p.db"));
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  for (const auto& [limit, cache] : std::vector<std::pair<uint64_t, uint64_t>>{
+           {64 * kMiB, 8 * kMiB}, {4 * kMiB, 2 * kMiB}, {8192 * kMiB, 64 * kMiB}, {0, 64 * kMiB}}) {
+    CAPTURE(limit);
+    Projection p(cfg, limit);
+    CHECK(p.host.gauge_values("sqlite_page_cache_bytes") ==
+          std::vector<double>{static_cast<double>(cache)});
+  }
+}
 
 TEST_CASE("mirror upserts on c, u and r, deletes on d, and emits one derived event per change") {
   TempDir dir;

@@ -73,7 +73,8 @@ class Library {
 // The host API: counters and gauges land in maps; `on_gauge` lets a test hold a plugin thread.
 class FakeHost {
  public:
-  FakeHost() {
+  // `memory_limit`: what sluice_host_memory_limit answers (0: unknown).
+  explicit FakeHost(uint64_t memory_limit = 0) : memory_limit_(memory_limit) {
     api_.struct_size = sizeof(api_);
     api_.abi_major = SLUICE_ABI_MAJOR;
     api_.abi_minor = SLUICE_ABI_MINOR;
@@ -100,6 +101,9 @@ class FakeHost {
     api_.sluice_host_memory_pressure = [](void*) { return 0.0; };
     api_.sluice_host_instance_name = [](void*) { return "test.instance"; };
     api_.sluice_host_drain = nullptr;
+    api_.sluice_host_memory_limit = [](void* ctx) {
+      return static_cast<FakeHost*>(ctx)->memory_limit_;
+    };
   }
   FakeHost(const FakeHost&) = delete;
   FakeHost& operator=(const FakeHost&) = delete;
@@ -124,6 +128,7 @@ class FakeHost {
   std::function<void(const std::string&, double)> on_gauge;
 
  private:
+  uint64_t memory_limit_;
   sluice_host_api api_{};
   std::mutex mutex_;
   std::map<std::string, double> counters_;
