@@ -61,8 +61,9 @@ class FileSource final : public sluice::Source {
   std::string why_not_resumable(const StoredOffset& stored) const;
   void require_line_start(int64_t offset) const;
   void write_committed_offset(int64_t offset);
-  void notice_replaced_file();  // Without follow, at the end: says if the file was truncated or
-                                // replaced while it was read.
+  void notice_replaced_file();
+  // Without follow, at the end: says if the file was truncated, replaced or deleted while it was
+  // read (once).
   void notice_changes_at_end();
   bool noticed_at_end_ = false;
   // The open file's size (-1 if unknown); whether it is shorter than what was read from it.

@@ -392,10 +392,6 @@ void FileSource::notice_replaced_file() {
   }
 }
 
-// Without follow, the run ends at the end of the file it opened. A file truncated under the reader
-// ends that read early and a replaced one is left unread: neither is a loss of this run's making
-// (what was cut was never read; the new file is read from its start by the next run), but a run
-// that ends "complete" must not hide it.
 int64_t FileSource::file_size() const {
   struct stat open_file {};
   return fd_.valid() && ::fstat(fd_.get(), &open_file) == 0 ? open_file.st_size : -1;
@@ -406,6 +402,10 @@ bool FileSource::truncated_under_reader() const {
   return size >= 0 && size < buf_offset_ + static_cast<int64_t>(buf_.size());
 }
 
+// Without follow, the run ends at the end of the file it opened. A file truncated under the reader
+// ends that read early and a replaced one is left unread: neither is a loss of this run's making
+// (what was cut was never read; the new file is read from its start by the next run), but a run
+// that ends "complete" must not hide it.
 void FileSource::notice_changes_at_end() {
   if (noticed_at_end_ || !fd_.valid()) return;
   noticed_at_end_ = true;

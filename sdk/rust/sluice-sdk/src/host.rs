@@ -70,7 +70,8 @@ impl Host {
         }
     }
 
-    /// The process's memory pressure in [0, 1+]: used / limit.
+    /// The memory pressure in [0, 1+]: the larger of RSS and the records the pipeline holds, over
+    /// its memory limit, as last sampled.
     pub fn memory_pressure(&self) -> f64 {
         let api = self.api();
         // SAFETY: a plain host callback.
@@ -90,7 +91,8 @@ impl Host {
         }
         let api = self.api();
         // SAFETY: a plain host callback, inside the table the host gave.
-        api.sluice_host_memory_limit.map_or(0, |f| unsafe { f(api.host_ctx) })
+        api.sluice_host_memory_limit
+            .map_or(0, |f| unsafe { f(api.host_ctx) })
     }
 
     /// The instance's name in the pipeline (e.g. "orders.sink").
