@@ -110,7 +110,9 @@ ProjectionStore::ProjectionStore(std::unique_ptr<Database> db, std::vector<Proje
       writers_(std::move(writers)),
       open_(writer_count(), false),
       slices_(writer_count()),
-      specs_(std::move(specs)) {
+      specs_(std::move(specs)),
+      outbox_(writer_count()),
+      outbox_insert_(writer_count(), SIZE_MAX) {
   create_tables();
   for (auto& s : stmts_)
     for (auto& bulk : s.bulk) {
@@ -265,7 +267,7 @@ void ProjectionStore::create_outbox() {
       "(created_ms)");
   db_->tune_outbox("sluice_projection_outbox", "entries");
   try {
-    outbox_insert_ = db_->prepare(
+    outbox_insert_[0] = db_->prepare(
         "INSERT INTO sluice_projection_outbox (low, high, created_ms, entries) VALUES ($1, $2, "
         "$3, $4)");
   } catch (const std::exception& e) {
@@ -283,8 +285,8 @@ void ProjectionStore::create_outbox() {
   outbox_delete_ = db_->prepare("DELETE FROM sluice_projection_outbox WHERE created_ms < $1");
 }
 
-void ProjectionStore::outbox_add(const OutboxEntry& e, int64_t now_ms) {
-  OutboxRow& o = outbox_;
+void ProjectionStore::outbox_add(const OutboxEntry& e, int64_t now_ms, size_t affinity) {
+  OutboxRow& o = outbox_[writer_of(affinity)];
   if (o.entries.empty() || e.position < o.low) o.low = e.position;
   if (o.entries.empty() || e.position > o.high) o.high = e.position;
   o.created_ms = now_ms;
@@ -296,17 +298,22 @@ void ProjectionStore::outbox_add(const OutboxEntry& e, int64_t now_ms) {
   pack(o.entries, e.payload);
 }
 
-void ProjectionStore::write_outbox() {
-  if (outbox_.entries.empty()) return;
-  db_->write(outbox_insert_, {std::move(outbox_.low), std::move(outbox_.high),
-                              std::to_string(outbox_.created_ms), std::move(outbox_.entries)});
-  outbox_ = {};
+void ProjectionStore::write_outbox(size_t w) {
+  OutboxRow& o = outbox_[w];
+  if (o.entries.empty()) return;
+  if (outbox_insert_[w] == SIZE_MAX)
+    outbox_insert_[w] = writer(w).prepare(
+        "INSERT INTO sluice_projection_outbox (low, high, created_ms, entries) VALUES ($1, $2, "
+        "$3, $4)");
+  writer(w).write(outbox_insert_[w], {std::move(o.low), std::move(o.high),
+                                      std::to_string(o.created_ms), std::move(o.entries)});
+  o = {};
 }
 
 std::vector<OutboxEntry> ProjectionStore::outbox_at(const std::vector<std::string>& positions) {
   std::vector<OutboxEntry> out;
   if (positions.empty()) return out;
-  std::set<std::tuple<std::string, std::string, int64_t>> seen;
+  std::set<std::tuple<std::string, std::string, std::string, std::string>> seen;
   for (const auto& r : db_->run(outbox_select_, {positions.front(), positions.back()})) {
     const std::string entries = r[0].value_or("");
     size_t at = 0;
@@ -318,9 +325,13 @@ std::vector<OutboxEntry> ProjectionStore::outbox_at(const std::vector<std::strin
           !unpack(entries, at, e.key) || !unpack(entries, at, e.payload))
         throw std::runtime_error("sluice_projection_outbox: a row's entries are malformed");
       e.seq = std::strtoll(seq.c_str(), nullptr, 10);
-      // The first kept copy of a (position, event, seq) wins (rows in the order written).
+      // The first kept copy of a (position, event, projection, key) wins (rows in the order
+      // written): an event changes a row of a projection at most once, but a replayed event
+      // that still raised a group's `last` kept that group's derived event again. Not `seq`:
+      // the parts of one event written by two writers may both start at 0 (one committed,
+      // the other applied again by the retry).
       if (std::binary_search(positions.begin(), positions.end(), e.position) &&
-          seen.emplace(e.position, e.event, e.seq).second)
+          seen.emplace(e.position, e.event, e.projection, e.key).second)
         out.push_back(e);
     }
   }
@@ -492,7 +503,7 @@ size_t ProjectionStore::writer_of(size_t affinity) const {
 }
 
 bool ProjectionStore::queued_on(size_t w) const {
-  if (w == 0 && !outbox_.entries.empty()) return true;
+  if (!outbox_[w].entries.empty()) return true;
   for (const auto& s : stmts_)
     for (const auto& bulk : s.bulk)
       if (!bulk.queued[w].empty()) return true;
@@ -503,7 +514,7 @@ void ProjectionStore::clear_queues() {
   for (auto& s : stmts_)
     for (auto& bulk : s.bulk)
       for (auto& q : bulk.queued) q.clear();
-  outbox_ = {};
+  for (auto& o : outbox_) o = {};
 }
 
 // Writer w's queued rows, inside its transaction of the batch (opened here on first use), on
@@ -516,7 +527,7 @@ void ProjectionStore::write_queued_on(size_t w) {
   }
   for (auto& s : stmts_)
     for (auto& bulk : s.bulk) write_bulk(bulk, w);
-  if (w == 0) write_outbox();
+  write_outbox(w);
   // Every error shows here, before any writer commits.
   writer(w).flush();
 }

@@ -102,12 +102,15 @@ class ProjectionStore {
   std::vector<std::pair<std::string, RowState>> sources_before(size_t projection,
                                                                const std::string& position);
   std::string truncated_at(size_t projection);
-  // The transactional outbox: a batch's derived events, written in the batch's transaction (on
-  // the first connection) by write_queued(), so that a replay that skips their events can emit
-  // them again. They go out as one row per write_queued() (the entries packed in one text),
-  // not one row per derived event: no per-event index entries. A (position, event, seq) kept
-  // twice is read back once, as first written.
-  void outbox_add(const OutboxEntry& e, int64_t now_ms);
+  // The transactional outbox: a batch's derived events, written in the batch's transaction by
+  // write_queued(), so that a replay that skips their events can emit them again. An entry goes
+  // through the writer of `affinity`, the one that writes the row whose change it reports: so
+  // it commits exactly when that row does, and a retry that skips the row (a commit that
+  // failed after another writer's succeeded) finds its derived event. They go out as one row
+  // per writer and write_queued() (the entries packed in one text), not one row per derived
+  // event: no per-event index entries. A (position, event, projection, key) kept twice is read
+  // back once, as first written.
+  void outbox_add(const OutboxEntry& e, int64_t now_ms, size_t affinity = 0);
   // The kept derived events of the change events at `positions` (sorted, unique), by
   // (position, event, seq).
   std::vector<OutboxEntry> outbox_at(const std::vector<std::string>& positions);
@@ -162,15 +165,16 @@ class ProjectionStore {
   std::vector<ProjectionSpec> specs_;
   std::vector<Statements> stmts_;
   size_t select_meta_ = 0, upsert_meta_ = 0;
-  // The outbox entries queued since the last write_queued() (written through the first
-  // connection): packed, and the lowest and highest position among them.
+  // [writer]: the outbox entries queued for it since the last write_queued(): packed, and the
+  // lowest and highest position among them.
   struct OutboxRow {
     std::string entries, low, high;
     int64_t created_ms = 0;
-  } outbox_;
-  void write_outbox();
-  size_t outbox_insert_ = 0, outbox_select_ = 0, outbox_cutoff_ = 0, outbox_pruned_max_ = 0,
-         outbox_delete_ = 0;
+  };
+  std::vector<OutboxRow> outbox_;
+  void write_outbox(size_t w);
+  std::vector<size_t> outbox_insert_;  // [writer]: SIZE_MAX until prepared on it
+  size_t outbox_select_ = 0, outbox_cutoff_ = 0, outbox_pruned_max_ = 0, outbox_delete_ = 0;
 };
 
 // Number text for SQL and JSON: integers without a fraction, others with full precision.

@@ -166,13 +166,6 @@ struct ChangeEvent {
   std::vector<Contribution> parts;
 };
 
-struct Derived {
-  size_t index;
-  std::string key;
-  std::string value;
-  size_t projection;
-};
-
 class ProjectionTransform final : public sluice::Transform {
  public:
   static std::string description() {
@@ -443,6 +436,20 @@ class ProjectionTransform final : public sluice::Transform {
     Dirty& rb = root(b);
     if (&ra != &rb) rb.link = &ra;
   }
+  // The writer a row goes through: the same for every row of a linked set.
+  static size_t affinity(Dirty& d) {
+    const Dirty& r = root(d);
+    return std::hash<std::string>{}(r.key) + r.projection;
+  }
+  // A derived event: the input record it follows, its key and value, and the row whose change
+  // it reports (null for a truncate's): its outbox entry goes through that row's writer.
+  struct Derived {
+    size_t index;
+    std::string key;
+    std::string value;
+    size_t projection;
+    Dirty* row = nullptr;
+  };
   struct Tally {
     double applied = 0, replayed = 0, noop = 0, unprojected = 0, reemitted = 0;
   };
@@ -453,6 +460,9 @@ class ProjectionTransform final : public sluice::Transform {
     std::vector<std::pair<size_t, std::string>> truncated;
     std::vector<const ChangeEvent*> replays;  // events skipped (in part) as already applied
     std::optional<std::string> pruned_at;     // the outbox's, once this batch commits
+    // Outbox entries not yet handed to the store, with the row each reports: its writer is
+    // known once the batch's rows are linked (flush()).
+    std::vector<std::pair<OutboxEntry, Dirty*>> outbox;
   };
 
   // How long derived events stay in the outbox: replays come from the source's uncommitted
@@ -469,14 +479,13 @@ class ProjectionTransform final : public sluice::Transform {
     if (outbox_retention_ms_ == 0) return;
     if (replayed) b.replays.push_back(&ev);
     if (derived.size() == first) return;
-    const int64_t now = wall_ms();
     OutboxEntry e{ev.position, event_id(ev)};
     for (size_t i = first; i < derived.size(); ++i) {
       e.seq = static_cast<int64_t>(i - first);
       e.projection = store_->specs()[derived[i].projection].name;
       e.key = derived[i].key;
       e.payload = derived[i].value;
-      store_->outbox_add(e, now);
+      b.outbox.emplace_back(e, derived[i].row);
     }
   }
 
@@ -858,12 +867,11 @@ class ProjectionTransform final : public sluice::Transform {
 
   void flush(BatchState& b) {
     const int64_t now = wall_ms();
-    for (Dirty* d : b.order) {
-      if (!d->changed) continue;
-      const Dirty& r = root(*d);
-      const size_t affinity = std::hash<std::string>{}(r.key) + r.projection;
-      store_->save(d->projection, d->family, d->key, d->now, d->before, now, affinity);
-    }
+    for (Dirty* d : b.order)
+      if (d->changed)
+        store_->save(d->projection, d->family, d->key, d->now, d->before, now, affinity(*d));
+    for (auto& [entry, row] : b.outbox) store_->outbox_add(entry, now, row ? affinity(*row) : 0);
+    b.outbox.clear();
     store_->write_queued();
     b.order.clear();
   }
@@ -950,7 +958,7 @@ class ProjectionTransform final : public sluice::Transform {
       derived.push_back({ev.index, ev.key,
                          derived_json(part.projection, st.present ? "update" : "insert", ev.key,
                                       st.present ? st.data : "null", data, ev),
-                         part.projection});
+                         part.projection, &d});
       st.present = true;
       st.tombstone = false;
       st.data = data;
@@ -958,7 +966,7 @@ class ProjectionTransform final : public sluice::Transform {
       if (st.present) {
         derived.push_back({ev.index, ev.key,
                            derived_json(part.projection, "delete", ev.key, st.data, "null", ev),
-                           part.projection});
+                           part.projection, &d});
       } else {
         ++tally.noop;
       }
@@ -1031,15 +1039,15 @@ class ProjectionTransform final : public sluice::Transform {
       g.now.position = ev.position;
     }
     for (size_t i = 0; i < groups.size(); ++i) {
-      const RowState& now = row(b, p, RowFamily::group, groups[i]).now;
-      const std::string new_image = group_json(spec, now);
+      Dirty& g = row(b, p, RowFamily::group, groups[i]);
+      const std::string new_image = group_json(spec, g.now);
       if (new_image == old_images[i]) continue;
       const char* op = old_images[i] == "null" ? "insert"
                        : new_image == "null"   ? "delete"
                                                : "update";
       derived.push_back(
           {ev.index, groups[i],
-           derived_json(p, op, group_key_json(groups[i]), old_images[i], new_image, ev), p});
+           derived_json(p, op, group_key_json(groups[i]), old_images[i], new_image, ev), p, &g});
     }
     src.present = part.has_image;
     src.tombstone = !part.has_image;
@@ -1073,7 +1081,7 @@ class ProjectionTransform final : public sluice::Transform {
       derived.push_back({ev.index, part.group,
                          derived_json(p, old_image == "null" ? "insert" : "update",
                                       group_key_json(part.group), old_image, new_image, ev),
-                         p});
+                         p, &g});
   }
 
   static std::string group_key_json(const std::string& g) {

@@ -15,9 +15,10 @@ Cases:
   postgres-writers PG_DIR one and four writers (`writers: 4`, its first writes failing with a
                           retriable error): the same rows and derived events
   postgres-commit-fails PG_DIR  four writers, one commit failing after others: the same rows
+                          and derived events as one writer
   postgres-dropped PG_DIR the projection's connections killed (pg_terminate_backend) again and
                           again mid-run: the same rows and derived events as a run without kills
-                          (one writer; with two writers: the same rows)
+                          (one writer and two writers)
   kafka KAFKA_DIR PG_DIR  pipelines/cdc-kafka.yaml: Kafka topics -> PostgreSQL -> Kafka topic
 """
 import json
@@ -435,20 +436,33 @@ def case_postgres_commit_fails(service_dir):
     """Four writers, one of whose commits fails after others may have committed: the retried
     batch skips what was committed and applies the rest, and every row still equals the oracle
     (an aggregate's source row and its groups commit together, on one writer). The derived
-    events of the rows committed before the failure are not emitted again (see the README)."""
-    work = workdir("postgres-commit-fails")
-    conninfo = postgres_conninfo(service_dir, "cdc_commit")
-    subprocess.run(["psql", conninfo, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                    FAIL_FIRST_COMMIT], check=True, capture_output=True)
-    events = generate(work / "events.jsonl", "--seed", "34", "--steps", "1500")
-    store = f"    store: postgres\n    conninfo: \"{conninfo}\"\n    writers: 4"
-    s = run_sluice(pipeline_yaml(work, events, store, 1))
-    if s["in"] != line_count(events) or s["rejected"] or s["dead_lettered"]:
-        fail(f"unexpected summary {s}")
+    events of the rows committed before the failure are emitted again from the outbox (each
+    writer keeps those of its own rows): the derived events equal a one-writer run's."""
+    events = generate(workdir("postgres-commit-fails") / "events.jsonl", "--seed", "34",
+                      "--steps", "1500")
+    derived = {}
+    for name, writers, schema in [("one", 1, "cdc_commit1"), ("four", 4, "cdc_commit")]:
+        work = workdir(f"postgres-commit-fails-{name}")
+        conninfo = postgres_conninfo(service_dir, schema)
+        if name == "four":
+            subprocess.run(["psql", conninfo, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                            FAIL_FIRST_COMMIT], check=True, capture_output=True)
+        store = f"    store: postgres\n    conninfo: \"{conninfo}\"\n    writers: {writers}"
+        s = run_sluice(pipeline_yaml(work, events, store, 1))
+        if s["in"] != line_count(events) or s["rejected"] or s["dead_lettered"]:
+            fail(f"{writers} writers: unexpected summary {s}")
+        expect_oracle(events, bank_oracle.read_postgres(conninfo),
+                      f"postgres, {writers} writers, failed commits")
+        derived[name] = sorted_lines(work / "derived.jsonl")
     failed = int(bank_oracle.psql_rows(conninfo, "select last_value from sluice_it_commit")[0][0])
     if failed <= 370:
         fail(f"the injected commit failures did not all happen (sequence at {failed})")
-    expect_oracle(events, bank_oracle.read_postgres(conninfo), "postgres, a failed commit")
+    if derived["four"] != derived["one"]:
+        missing = len(set(derived["one"]) - set(derived["four"]))
+        fail(f"4 writers with failed commits: {len(derived['four'])} derived events, one "
+             f"writer: {len(derived['one'])} ({missing} of one writer's missing)")
+    print(f"4 writers, commits failed after others succeeded: the same "
+          f"{len(derived['one'])} derived events and rows as one writer")
 
 
 def sorted_lines(path):
@@ -490,9 +504,8 @@ def case_postgres_dropped(service_dir):
     a batch whose connection dies at any point must fail whole (its transaction died with the
     connection) and be retried from BEGIN on a new connection. A statement sent outside the
     transaction (autocommit) or a COMMIT on a fresh connection would leave a partial batch
-    behind: wrong rows, or derived events lost by the retry that skips them. Two writers are
-    checked for their rows only (a commit failing after another writer's commit loses derived
-    events by design: plugins/projection/README.md)."""
+    behind: wrong rows, or derived events lost by the retry that skips them. With two writers
+    too: a writer's outbox entries commit with its rows."""
     events = generate(workdir("pg-dropped-events") / "events.jsonl", "--seed", "47", "--steps",
                       "6000", "--customers", "60", "--accounts", "120")
     base = Path(service_dir, "conninfo").read_text().strip()
@@ -555,12 +568,14 @@ def case_postgres_dropped(service_dir):
     # A COMMIT the server carried out as the connection died is retried; the retry finds its
     # events applied and emits their derived events again from the outbox: duplicates, at
     # least once.
-    if set(runs["killed"]) != set(runs["calm"]):
-        fail(f"killed connections: {len(runs['killed'])} derived events, without kills "
-             f"{len(runs['calm'])}, and their contents differ (as sets)")
-    print(f"killed connections: the same {len(set(runs['calm']))} derived events "
-          f"({len(runs['killed'])} with duplicates) and rows as a run "
-          "without kills")
+    for name in ["killed", "killed2"]:
+        if set(runs[name]) != set(runs["calm"]):
+            missing = len(set(runs["calm"]) - set(runs[name]))
+            fail(f"{name}: {len(runs[name])} derived events, without kills "
+                 f"{len(runs['calm'])}, and their contents differ (as sets; {missing} "
+                 "missing)")
+        print(f"{name}: the same {len(set(runs['calm']))} derived events "
+              f"({len(runs[name])} with duplicates) and rows as a run without kills")
     for name in ["killed", "killed2"]:
         killed, err = logs[name]
         reconnects = err.count("reconnected")
