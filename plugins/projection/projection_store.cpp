@@ -113,6 +113,7 @@ ProjectionStore::ProjectionStore(std::unique_ptr<Database> db, std::vector<Proje
       specs_(std::move(specs)),
       outbox_(writer_count()),
       outbox_insert_(writer_count(), SIZE_MAX) {
+  in_use_ = writer_count();
   create_tables();
   for (auto& s : stmts_)
     for (auto& bulk : s.bulk) {
@@ -499,7 +500,7 @@ void ProjectionStore::save(size_t projection, RowFamily family, const std::strin
 }
 
 size_t ProjectionStore::writer_of(size_t affinity) const {
-  return spread_ && !writers_.empty() ? affinity % writer_count() : 0;
+  return spread_ && in_use_ > 1 ? affinity % in_use_ : 0;
 }
 
 bool ProjectionStore::queued_on(size_t w) const {

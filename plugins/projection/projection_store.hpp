@@ -1,6 +1,7 @@
 // Projection definitions and their tables: how a projection's rows are read and written in SQL.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -69,6 +70,10 @@ class ProjectionStore {
   const std::vector<ProjectionSpec>& specs() const { return specs_; }
   Database& db() { return *db_; }
   size_t writer_count() const { return writers_.size() + 1; }
+  // How many of the writers the batches spread their rows over (1..writer_count(); all of
+  // them until told): set between batches (`writers: auto` tunes it from batch to batch).
+  void use_writers(size_t n) { in_use_ = std::clamp<size_t>(n, 1, writer_count()); }
+  size_t writers_in_use() const { return in_use_; }
 
   // One batch's transaction, on every connection it writes through. A writer's transaction
   // opens with its first write of the batch; commit() commits them once every write has
@@ -162,6 +167,7 @@ class ProjectionStore {
   std::vector<char> open_;  // [writer]: its transaction is open (char: writers set theirs at once)
   std::vector<std::vector<SqlValue>> slices_;  // [writer]: one bulk statement's parameters
   bool spread_ = true;
+  size_t in_use_ = 1;
   std::vector<ProjectionSpec> specs_;
   std::vector<Statements> stmts_;
   size_t select_meta_ = 0, upsert_meta_ = 0;

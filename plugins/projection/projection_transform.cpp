@@ -20,6 +20,7 @@
 #include "../cdc/debezium_decoder.hpp"
 #include "projection_store.hpp"
 #include "row_cache.hpp"
+#include "writer_tuner.hpp"
 
 namespace sluice_projection {
 namespace {
@@ -214,11 +215,11 @@ class ProjectionTransform final : public sluice::Transform {
     s.string("heartbeat_topic_prefix")
         .default_value("__debezium-heartbeat")
         .doc("debezium inputs: records on topics starting with this are heartbeats.");
-    s.integer("writers").default_value(0).doc(
-        "postgres: connections that write each batch side by side, rows spread by key (a "
-        "row always on the same one); 0: the default, 1 (more is faster, but a commit failing "
-        "after another writer's could lose derived events; plugins/projection/README.md). "
-        "sqlite: 1.");
+    s.string("writers").default_value("auto").doc(
+        "postgres: connections that write each batch side by side, rows spread by key (a row "
+        "and the rows it changes with always on the same one), 1-64; auto: the projection "
+        "measures each batch's write and moves between 1 and 4 toward the fastest "
+        "(plugins/projection/README.md). sqlite: 1.");
     s.integer("outbox_retention_ms")
         .default_value(kDefaultOutboxRetentionMs)
         .min(0)
@@ -246,7 +247,12 @@ class ProjectionTransform final : public sluice::Transform {
         input_(parse_input(c)),
         decoder_(sluice_cdc::decoder_options(c)),
         cache_(cache_options(c)) {
-    store_ = open_store(c, parse_projections(c), host_);
+    const int64_t writers = parse_writers(c);
+    store_ = open_store(c, parse_projections(c), host_, writers);
+    if (writers == 0 && store_->writer_count() > 1) {
+      tuner_.emplace(WriterTuner::Options{.max_writers = store_->writer_count()});
+      store_->use_writers(tuner_->writers());
+    }
     for (size_t p = 0; p < store_->specs().size(); ++p) {
       truncated_at_.push_back(store_->truncated_at(p));
       by_table_[store_->specs()[p].table].push_back(p);
@@ -288,7 +294,9 @@ class ProjectionTransform final : public sluice::Transform {
       adjust_capacity();
       const CacheCounts before = cache_.counts();
       BatchState batch;
-      store_->spread_writes(!has_truncate(events));
+      const bool spread = !has_truncate(events);
+      store_->spread_writes(spread);
+      const auto started = std::chrono::steady_clock::now();
       store_->begin();
       try {
         prefetch(events, batch);
@@ -313,6 +321,10 @@ class ProjectionTransform final : public sluice::Transform {
         for (const auto& [ck, d] : batch.dirty) cache_.erase(ck);
         throw;
       }
+      if (spread)
+        tune_writers(
+            events.size(),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
       for (auto& [ck, d] : batch.dirty) cache_.put(ck, std::move(d.now));
       for (auto& [p, pos] : batch.truncated) truncated_at_[p] = pos;
       if (batch.pruned_at) outbox_pruned_at_ = std::move(*batch.pruned_at);
@@ -339,6 +351,17 @@ class ProjectionTransform final : public sluice::Transform {
     if (!derived.empty() && emit_) host_.counter_add("derived_events", double(derived.size()));
   }
 
+  // `writers: auto`: the batch just committed (its changes, the seconds from BEGIN to COMMIT)
+  // goes to the tuner, which picks the writers of the next batch.
+  void tune_writers(size_t changes, double seconds) {
+    if (tuner_) {
+      const std::string decision = tuner_->sample(changes, seconds);
+      store_->use_writers(tuner_->writers());
+      if (!decision.empty()) host_.info("projection: " + decision);
+    }
+    host_.gauge_set("writers", static_cast<double>(store_->writers_in_use()));
+  }
+
   void on_memory_pressure(double level) override {
     std::lock_guard lock(mu_);
     const size_t configured = cache_.configured_capacity();
@@ -360,17 +383,35 @@ class ProjectionTransform final : public sluice::Transform {
     rapidjson::StringBuffer json;  // for the images written out as JSON
   };
 
-  // PostgreSQL connections writing a batch side by side unless `writers` says otherwise: the
-  // best of a sweep of `scripts/bench cdc_postgres` on two cores (plugins/projection/README.md).
-  static constexpr int64_t kDefaultPostgresWriters = 1;
+  // PostgreSQL connections `writers: auto` opens and moves between: on two cores 2 writers
+  // measured fastest and 4 already slower (plugins/projection/README.md); a machine with more
+  // cores can name a larger count.
+  static constexpr int64_t kAutoMaxWriters = 4;
+
+  // `writers`: 0 for auto (also the old spelling of the default, 0), else the count.
+  static int64_t parse_writers(const sluice::Config& c) {
+    const auto* v = c.find("writers");
+    if (!v) return 0;
+    std::string text = v->IsString() ? v->GetString() : "";
+    if (text == "auto") return 0;
+    int64_t n = -1;
+    if (v->IsInt64()) {
+      n = v->GetInt64();
+      text = std::to_string(n);
+    } else if (const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+               ec != std::errc() || end != text.data() + text.size()) {
+      n = -1;
+    }
+    if (n < 0 || n > 64)
+      throw sluice::ConfigError("writers",
+                                "writers must be auto or a count from 1 to 64, got '" + text + "'");
+    return n;
+  }
 
   static std::unique_ptr<ProjectionStore> open_store(const sluice::Config& c,
                                                      std::vector<ProjectionSpec> specs,
-                                                     const sluice::Host& host) {
+                                                     const sluice::Host& host, int64_t writers) {
     const std::string store = c.get_string("store", "sqlite");
-    const int64_t writers = c.get_int("writers", 0);
-    if (writers < 0 || writers > 64)
-      throw sluice::ConfigError("writers", "writers must be between 1 and 64 (0: the default)");
     if (store == "sqlite") {
       const std::string path = c.get_string("path");
       if (path.empty()) throw sluice::ConfigError("path", "store sqlite needs path");
@@ -387,11 +428,25 @@ class ProjectionTransform final : public sluice::Transform {
     const std::string conninfo = c.get_string("conninfo");
     if (conninfo.empty()) throw sluice::ConfigError("conninfo", "store postgres needs conninfo");
     const Log warn = [host](const std::string& m) { host.warn(m); };
+    auto first = open_postgres(conninfo, warn);
     std::vector<std::unique_ptr<Database>> more;
-    for (int64_t w = 1; w < (writers > 0 ? writers : kDefaultPostgresWriters); ++w)
-      more.push_back(open_postgres(conninfo, warn));
-    return std::make_unique<ProjectionStore>(open_postgres(conninfo, warn), std::move(specs),
-                                             std::move(more));
+    for (int64_t w = 1; w < (writers > 0 ? writers : kAutoMaxWriters); ++w) {
+      if (writers > 0) {
+        more.push_back(open_postgres(conninfo, warn));
+        continue;
+      }
+      // auto: the connections past the first are a means of speed, not a requirement (a
+      // server near max_connections refuses some): tune between those that opened.
+      try {
+        more.push_back(open_postgres(conninfo, warn));
+      } catch (const std::exception& e) {
+        host.warn("projection: writers: auto opened " + std::to_string(w) + " of " +
+                  std::to_string(kAutoMaxWriters) +
+                  " connections and goes on with them: " + e.what());
+        break;
+      }
+    }
+    return std::make_unique<ProjectionStore>(std::move(first), std::move(specs), std::move(more));
   }
 
   static bool has_truncate(const std::vector<ChangeEvent>& events) {
@@ -1141,6 +1196,7 @@ class ProjectionTransform final : public sluice::Transform {
   std::mutex mu_;                        // guards the store, the cache and truncated_at_
   RowCache<RowState> cache_;
   std::unique_ptr<ProjectionStore> store_;
+  std::optional<WriterTuner> tuner_;  // `writers: auto` on PostgreSQL
   std::vector<std::string> truncated_at_;
   std::unordered_map<std::string, std::vector<size_t>> by_table_;
 };

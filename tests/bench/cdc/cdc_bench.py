@@ -125,6 +125,7 @@ performance: {{max_batch_size: 5000}}  # lanes follow account_id, the aggregate'
     peak_mb = usage.ru_maxrss / 1024
     cpu_us = (usage.ru_utime + usage.ru_stime) * 1e6 / max(records_in, 1)
     hits = misses = 0.0
+    writers = None  # the projection's writers in use at the end (gauge `writers`)
     for pipeline in json.loads(stats.read_text())["pipelines"].values():
         for stage in pipeline["stages"].values():
             for name, value in stage.get("extra", {}).items():
@@ -132,9 +133,12 @@ performance: {{max_batch_size: 5000}}  # lanes follow account_id, the aggregate'
                     hits = max(hits, value)
                 if name.endswith(".cache_misses"):
                     misses = max(misses, value)
+                if name.endswith(".writers"):
+                    writers = int(value)
     return {"records_per_s": records_in / seconds, "seconds": seconds, "records": records_in,
             "peak_rss_mb": peak_mb, "cpu_us_per_event": cpu_us,
             "cache_hit_rate": hits / (hits + misses) if hits + misses else 0.0,
+            "writers": writers,
             "summary": stdout.read_text().strip()}, db
 
 

@@ -103,11 +103,15 @@ def sqlite_store(work):
     return f"    store: sqlite\n    path: {work}/projections.db"
 
 
-def run_sluice(yaml, expect_rc=0, timeout=120):
+def run_sluice(yaml, expect_rc=0, timeout=120, log=None):
+    """The run's summary; `log` (a list), if given, receives its stderr at log level info."""
     p = subprocess.run([str(SLUICE), "run", str(yaml), "--plugin-path", str(PLUGINS),
-                        "--log-level", "warn"], capture_output=True, text=True, timeout=timeout)
+                        "--log-level", "warn" if log is None else "info"], capture_output=True,
+                       text=True, timeout=timeout)
     if p.returncode != expect_rc:
         fail(f"sluice run {yaml} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+    if log is not None:
+        log.append(p.stderr)
     return summary(p.stdout)
 
 
@@ -385,12 +389,39 @@ def case_postgres(service_dir):
     events = generate(work / "events.jsonl", "--seed", "21", "--steps", "1500")
     store = f"    store: postgres\n    conninfo: \"{conninfo}\""
     yaml = pipeline_yaml(work, events, store, 8)
-    s = run_sluice(yaml)
+    log = []
+    s = run_sluice(yaml, log=log)
     if s["in"] != line_count(events) or s["rejected"] or s["dead_lettered"]:
         fail(f"unexpected summary {s}")
+    # `writers` is auto by default: the projection measures one writer, then tries two.
+    if "projection: writers 1 -> 2: probing (1: " not in log[0]:
+        fail(f"writers: auto did not try a second writer:\n{log[0][-3000:]}")
     no_sequential_scans(conninfo)
     expect_oracle(events, bank_oracle.read_postgres(conninfo), "postgres, concurrency 8")
+    auto_with_few_connections(service_dir, events)
     replay_changes_nothing(work, yaml, lambda: dump_postgres(conninfo), "postgres, concurrency 8")
+
+
+def auto_with_few_connections(service_dir, events):
+    """`writers: auto` opens 4 connections; a role the server allows 2 still runs, on those 2,
+    and says so (a server near max_connections must not stop a pipeline that ran on one)."""
+    work = workdir("postgres-few-connections")
+    base = Path(service_dir, "conninfo").read_text().strip()
+    subprocess.run(["psql", base, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                    "drop schema if exists cdc_few cascade", "-c",
+                    "drop role if exists sluice_few", "-c",
+                    "create role sluice_few login connection limit 2", "-c",
+                    "create schema cdc_few authorization sluice_few"],
+                   check=True, capture_output=True)
+    conninfo = re.sub(r"user=\S+", "user=sluice_few", base) + " options='-c search_path=cdc_few'"
+    store = f"    store: postgres\n    conninfo: \"{conninfo}\""
+    log = []
+    s = run_sluice(pipeline_yaml(work, events, store, 1), log=log)
+    if s["in"] != line_count(events) or s["rejected"] or s["dead_lettered"]:
+        fail(f"2 connections allowed: unexpected summary {s}")
+    if "writers: auto opened 2 of 4 connections and goes on with them" not in log[0]:
+        fail(f"2 connections allowed: no warning naming them:\n{log[0][-3000:]}")
+    expect_oracle(events, bank_oracle.read_postgres(conninfo), "postgres, 2 connections allowed")
 
 
 # A trigger that fails the first FAILURES row writes to `accounts` with a serialization failure
@@ -432,37 +463,47 @@ create constraint trigger sluice_it_commit after insert or update on account_bal
 """
 
 
+def one_and_four_writers(service_dir, name, events, fault_sql, sequence):
+    """Runs `events` with one writer, then with four writers on a schema where `fault_sql`
+    injects failures counted by `sequence`: both runs' rows must equal the oracle, and their
+    derived events must be the same. Returns the number of times the fault fired."""
+    derived = {}
+    for run, writers in [("one", 1), ("four", 4)]:
+        work = workdir(f"{name}-{run}")
+        conninfo = postgres_conninfo(service_dir, f"cdc_{name.replace('-', '_')}_{run}")
+        if writers == 4:
+            subprocess.run(["psql", conninfo, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                            fault_sql], check=True, capture_output=True)
+        store = f"    store: postgres\n    conninfo: \"{conninfo}\"\n    writers: {writers}"
+        # One lane and large batches: many events of one key in a batch, spread over writers.
+        s = run_sluice(pipeline_yaml(work, events, store, 1))
+        if s["in"] != line_count(events) or s["rejected"] or s["dead_lettered"]:
+            fail(f"{name}, {writers} writers: unexpected summary {s}")
+        expect_oracle(events, bank_oracle.read_postgres(conninfo),
+                      f"postgres, {name}, {writers} writers")
+        derived[run] = sorted_lines(work / "derived.jsonl")
+    fired = int(bank_oracle.psql_rows(conninfo, f"select last_value from {sequence}")[0][0])
+    if derived["four"] != derived["one"]:
+        missing = len(set(derived["one"]) - set(derived["four"]))
+        fail(f"{name}: 4 writers gave {len(derived['four'])} derived events, one writer "
+             f"{len(derived['one'])} ({missing} of one writer's missing), or they differ")
+    print(f"{name}: 4 writers, the same {len(derived['one'])} derived events and rows as one "
+          "writer")
+    return fired
+
+
 def case_postgres_commit_fails(service_dir):
     """Four writers, one of whose commits fails after others may have committed: the retried
     batch skips what was committed and applies the rest, and every row still equals the oracle
     (an aggregate's source row and its groups commit together, on one writer). The derived
     events of the rows committed before the failure are emitted again from the outbox (each
     writer keeps those of its own rows): the derived events equal a one-writer run's."""
-    events = generate(workdir("postgres-commit-fails") / "events.jsonl", "--seed", "34",
-                      "--steps", "1500")
-    derived = {}
-    for name, writers, schema in [("one", 1, "cdc_commit1"), ("four", 4, "cdc_commit")]:
-        work = workdir(f"postgres-commit-fails-{name}")
-        conninfo = postgres_conninfo(service_dir, schema)
-        if name == "four":
-            subprocess.run(["psql", conninfo, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                            FAIL_FIRST_COMMIT], check=True, capture_output=True)
-        store = f"    store: postgres\n    conninfo: \"{conninfo}\"\n    writers: {writers}"
-        s = run_sluice(pipeline_yaml(work, events, store, 1))
-        if s["in"] != line_count(events) or s["rejected"] or s["dead_lettered"]:
-            fail(f"{writers} writers: unexpected summary {s}")
-        expect_oracle(events, bank_oracle.read_postgres(conninfo),
-                      f"postgres, {writers} writers, failed commits")
-        derived[name] = sorted_lines(work / "derived.jsonl")
-    failed = int(bank_oracle.psql_rows(conninfo, "select last_value from sluice_it_commit")[0][0])
+    events = generate(workdir("pg-commit-events") / "events.jsonl", "--seed", "34", "--steps",
+                      "1500")
+    failed = one_and_four_writers(service_dir, "commit-fails", events, FAIL_FIRST_COMMIT,
+                                  "sluice_it_commit")
     if failed <= 370:
         fail(f"the injected commit failures did not all happen (sequence at {failed})")
-    if derived["four"] != derived["one"]:
-        missing = len(set(derived["one"]) - set(derived["four"]))
-        fail(f"4 writers with failed commits: {len(derived['four'])} derived events, one "
-             f"writer: {len(derived['one'])} ({missing} of one writer's missing)")
-    print(f"4 writers, commits failed after others succeeded: the same "
-          f"{len(derived['one'])} derived events and rows as one writer")
 
 
 def sorted_lines(path):
@@ -474,29 +515,10 @@ def case_postgres_writers(service_dir):
     writer fails and the batch is retried (a partly committed batch would lose derived events:
     its replay skips the rows already written)."""
     events = generate(workdir("pg-events") / "events.jsonl", "--seed", "33", "--steps", "1500")
-    runs = {}
-    for name, writers, schema in [("one", 1, "cdc_w1"), ("four", 4, "cdc_w4")]:
-        work = workdir(f"postgres-writers-{name}")
-        conninfo = postgres_conninfo(service_dir, schema)
-        if name == "four":
-            subprocess.run(["psql", conninfo, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                            FAIL_FIRST_WRITES], check=True, capture_output=True)
-        store = f"    store: postgres\n    conninfo: \"{conninfo}\"\n    writers: {writers}"
-        # One lane and large batches: many events of one key in a batch, spread over writers.
-        s = run_sluice(pipeline_yaml(work, events, store, 1))
-        if s["in"] != line_count(events) or s["rejected"] or s["dead_lettered"]:
-            fail(f"{writers} writers: unexpected summary {s}")
-        expect_oracle(events, bank_oracle.read_postgres(conninfo), f"postgres, {writers} writers")
-        runs[name] = (conninfo, sorted_lines(work / "derived.jsonl"))
-    failed = int(bank_oracle.psql_rows(runs["four"][0],
-                                       "select last_value from sluice_it_fail")[0][0])
+    failed = one_and_four_writers(service_dir, "writers", events, FAIL_FIRST_WRITES,
+                                  "sluice_it_fail")
     if failed <= FAILURES:
         fail(f"the injected failures did not happen (sequence at {failed})")
-    if runs["four"][1] != runs["one"][1]:
-        fail(f"4 writers with {FAILURES} failed writes: {len(runs['four'][1])} derived events, "
-             f"one writer: {len(runs['one'][1])}, or their contents differ")
-    print(f"4 writers, {FAILURES} failed writes retried: the same {len(runs['one'][1])} derived "
-          "events and rows as one writer")
 
 
 def case_postgres_dropped(service_dir):

@@ -470,6 +470,23 @@ TEST_CASE("projection config errors name the field") {
   CHECK_FALSE(r.ok());
   CHECK(r.field == "writers");
   CHECK(r.message.find("needs store postgres") != std::string::npos);
+  // `writers` is auto or a count (YAML hands a count over as text); auto on SQLite is one.
+  r = Instance::try_create(plugin, host,
+                           R"({"store":"sqlite","path":":memory:","writers":"many",)"
+                           R"("projections":[{"name":"x","table":"t"}]})",
+                           &inst);
+  CHECK_FALSE(r.ok());
+  CHECK(r.field == "writers");
+  CHECK(r.message.find("auto or a count from 1 to 64, got 'many'") != std::string::npos);
+  for (const char* ok : {R"("auto")", R"("1")", "1"}) {
+    void* made = nullptr;
+    r = Instance::try_create(plugin, host,
+                             std::string(R"({"store":"sqlite","path":":memory:","writers":)") + ok +
+                                 R"(,"projections":[{"name":"x","table":"t"}]})",
+                             &made);
+    CHECK_MESSAGE(r.ok(), ok);
+    if (made) plugin.destroy(made);
+  }
 }
 
 TEST_CASE("the row cache is off unless configured, and a cache mapping alone turns it on") {
