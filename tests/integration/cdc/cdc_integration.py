@@ -11,7 +11,9 @@ Cases:
   sqlite-kill-derived     SIGKILL five times mid-run, restart to the end: every derived event of
                           a run without kills is in the output (at least once)
   malformed               malformed inputs are dead-lettered with their reasons and counted
-  postgres PG_DIR         as sqlite-c8 (and the replay) on PostgreSQL
+  postgres PG_DIR         as sqlite-c8 (and the replay) on PostgreSQL; `writers: auto` (the
+                          default) tries a second writer, and runs under a role allowed 2
+                          connections
   postgres-writers PG_DIR one and four writers (`writers: 4`, its first writes failing with a
                           retriable error): the same rows and derived events
   postgres-commit-fails PG_DIR  four writers, one commit failing after others: the same rows
