@@ -534,13 +534,14 @@ class ProjectionTransform final : public sluice::Transform {
     if (outbox_retention_ms_ == 0) return;
     if (replayed) b.replays.push_back(&ev);
     if (derived.size() == first) return;
-    OutboxEntry e{ev.position, event_id(ev)};
+    const std::string id = event_id(ev);
     for (size_t i = first; i < derived.size(); ++i) {
+      // Built where it is kept: the payload is copied once, from the derived event.
+      auto& e = b.outbox.emplace_back(OutboxEntry{ev.position, id}, derived[i].row).first;
       e.seq = static_cast<int64_t>(i - first);
       e.projection = store_->specs()[derived[i].projection].name;
       e.key = derived[i].key;
       e.payload = derived[i].value;
-      b.outbox.emplace_back(e, derived[i].row);
     }
   }
 
