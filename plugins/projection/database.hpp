@@ -41,6 +41,10 @@ class Database {
   // Column type for row keys (only ever compared for equality): PostgreSQL's "C" collation
   // compares bytes instead of calling strcoll in every index comparison.
   virtual const char* key_type() const { return "TEXT"; }
+  // Appended to the definition of a table keyed by its primary key (every projection table but
+  // the outbox): SQLite's " WITHOUT ROWID" keeps each row in its key's b-tree, so that reading or
+  // upserting a row by key walks one tree instead of the key's index and then the table.
+  virtual const char* keyed_table_options() const { return ""; }
   // Column definition of a key the database numbers in insertion order.
   virtual const char* serial_key() const { return "INTEGER PRIMARY KEY"; }
   // A condition on a key column, appended to it: the column is one of the strings of the JSON

@@ -161,12 +161,14 @@ void ProjectionStore::create_tables() {
     const std::string& t = p.name;
     const std::string pos = db_->position_type();
     const std::string key = db_->key_type();
+    const std::string keyed = db_->keyed_table_options();
     if (p.kind == ProjectionKind::mirror) {
       db_->exec("CREATE TABLE IF NOT EXISTS " + t + " (key " + key +
                 " PRIMARY KEY, data TEXT NOT NULL, source_position " + pos +
-                " NOT NULL, updated_ms BIGINT NOT NULL)");
+                " NOT NULL, updated_ms BIGINT NOT NULL)" + keyed);
       db_->exec("CREATE TABLE IF NOT EXISTS " + t + "__deleted (key " + key +
-                " PRIMARY KEY, source_position " + pos + " NOT NULL, updated_ms BIGINT NOT NULL)");
+                " PRIMARY KEY, source_position " + pos + " NOT NULL, updated_ms BIGINT NOT NULL)" +
+                keyed);
       s.select_main = db_->prepare("SELECT data, source_position FROM " + t + " WHERE key = $1");
       s.select_side = db_->prepare("SELECT source_position FROM " + t + "__deleted WHERE key = $1");
       s.many_main = prepare_in_list("SELECT key, data, source_position FROM " + t + " WHERE key");
@@ -204,11 +206,11 @@ void ProjectionStore::create_tables() {
       }
       db_->exec("CREATE TABLE IF NOT EXISTS " + t + " (group_key " + key + " PRIMARY KEY" + defs +
                 ", row_count BIGINT NOT NULL, last_position " + pos + ", source_position " + pos +
-                " NOT NULL, updated_ms BIGINT NOT NULL)");
+                " NOT NULL, updated_ms BIGINT NOT NULL)" + keyed);
       db_->exec("CREATE TABLE IF NOT EXISTS " + t + "__sources (key " + key +
                 " PRIMARY KEY, group_key TEXT, contribution TEXT, "
                 "source_position " +
-                pos + " NOT NULL, deleted INTEGER NOT NULL, updated_ms BIGINT NOT NULL)");
+                pos + " NOT NULL, deleted INTEGER NOT NULL, updated_ms BIGINT NOT NULL)" + keyed);
       s.select_main =
           db_->prepare("SELECT " + cols + "row_count, last_position, source_position FROM " + t +
                        " WHERE group_key = $1");

@@ -96,6 +96,12 @@ class SqliteDatabase final : public Database {
     exec("PRAGMA page_size=16384");
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=" + synchronous);
+    // SQLite copies the WAL back into the database every 1,000 pages by default: at 16 KB pages
+    // that was after every batch, and a batch touches most of the projection tables' pages: each
+    // was written to the WAL, read back and written again into the database. Every 16,384 pages
+    // (256 MB of WAL), a page that several batches rewrote is copied back once
+    // (plugins/projection/README.md, "The SQLite layout").
+    exec("PRAGMA wal_autocheckpoint=16384");
     // The row cache misses land here: SQLite's default 2 MB page cache made most of them page
     // reads from the kernel (a quarter of the CPU of the 1M-event cdc benchmark). 64 MB at most,
     // and an eighth of the pipeline's memory limit, which does not count this cache: with a 64 MB
@@ -104,6 +110,8 @@ class SqliteDatabase final : public Database {
     // WAL mode has created the file (":memory:" and URIs have none to watch).
     watching_ = ::stat(path.c_str(), &opened_) == 0;
   }
+
+  const char* keyed_table_options() const override { return " WITHOUT ROWID"; }
 
   void exec(const std::string& sql) override {
     char* err = nullptr;

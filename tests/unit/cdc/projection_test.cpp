@@ -354,6 +354,64 @@ TEST_CASE(
   CHECK(again.host.counter("reemitted") == 6);
 }
 
+TEST_CASE("SQLite tables keep rows in their key's b-tree; tables an older sluice made still fold") {
+  const std::vector<TestRecord> events{
+      change("bank.customers", 'c', R"({"id":1})", 10, R"({"id":1,"n":"a"})"),
+      change("bank.customers", 'c', R"({"id":2})", 11, R"({"id":2,"n":"b"})"),
+      change("bank.customers", 'd', R"({"id":2})", 12, "null", R"({"id":2,"n":"b"})"),
+      tx('c', 1, 7, 10, 13),
+      tx('c', 2, 7, 5, 14),
+      tx('u', 1, 8, 10, 15),
+      tx('d', 2, 7, 5, 16)};
+  const char* const kTables[] = {"customers", "customers__deleted", "balances",
+                                 "balances__sources"};
+  auto state = [&](const std::string& db) {
+    std::vector<std::string> all;
+    for (const char* t : kTables) {
+      const auto r = rows(db, std::string("select * from ") + t + " order by 1");
+      all.push_back(t);
+      for (const auto& line : r) all.push_back(line.substr(0, line.rfind('|')));  // no updated_ms
+    }
+    return all;
+  };
+  TempDir dir;
+  const std::string fresh = dir.file("fresh.db"), old = dir.file("old.db");
+  std::vector<std::string> fresh_out;
+  {
+    Projection p(config(fresh));
+    fresh_out = values(p.run(events));
+  }
+  for (const char* t : kTables) {
+    CAPTURE(t);
+    const auto sql =
+        rows(fresh, std::string("select sql from sqlite_master where name = '") + t + "'");
+    REQUIRE(sql.size() == 1);
+    CHECK(sql[0].find("WITHOUT ROWID") != std::string::npos);
+  }
+  // The layout of sluice before WITHOUT ROWID: rowid tables with an index on the key.
+  exec(old,
+       "create table customers (key text primary key, data text not null, source_position text "
+       "not null, updated_ms bigint not null);"
+       "create table customers__deleted (key text primary key, source_position text not null, "
+       "updated_ms bigint not null);"
+       "create table balances (group_key text primary key, balance double precision, tx_count "
+       "bigint, last_tx text, row_count bigint not null, last_position text, source_position text "
+       "not null, updated_ms bigint not null);"
+       "create table balances__sources (key text primary key, group_key text, contribution text, "
+       "source_position text not null, deleted integer not null, updated_ms bigint not null)");
+  std::vector<std::string> old_out;
+  {
+    Projection p(config(old));
+    old_out = values(p.run(events));
+  }
+  CHECK(rows(old, "select count(*) from sqlite_master where sql like '%WITHOUT ROWID%'") ==
+        std::vector<std::string>{"0"});
+  CHECK(old_out == fresh_out);
+  CHECK(state(old) == state(fresh));
+  CHECK(rows(fresh, "select group_key, balance, tx_count, row_count from balances order by 1") ==
+        std::vector<std::string>{"7|0.0|0|0", "8|10.0|1|1"});
+}
+
 TEST_CASE("an outbox table of the older layout (a row per derived event) is refused at start") {
   TempDir dir;
   const std::string db = dir.file("old.db");
