@@ -80,7 +80,8 @@ AdaptiveStage::AdaptiveStage(std::string pipeline, std::string stage,
       concurrency_(*controllers_.concurrency),
       memory_(settings, clock, std::move(rss_reader), MemoryMonitor::kCgroupMemoryMax),
       profiler_(settings, clock),
-      byte_bound_(byte_bound_of(settings, memory_)) {
+      byte_bound_(byte_bound_of(settings, memory_)),
+      batch_byte_bound_(std::max<uint64_t>(1, byte_bound_ / 2)) {
   // Ordering `none` needs no keyed lanes: the whole lane, shared and never held. So does a limit
   // that can never pass 1.
   const uint32_t keyed_lanes = std::max(settings_.max_concurrency, settings_.concurrency);
@@ -324,6 +325,29 @@ void AdaptiveStage::take_records(Lane& lane, const Piece& piece, uint32_t count,
   lane.head += count;
 }
 
+// Under mu_. How many of the next `count` records of `lane` fit in `bytes`; at least one if
+// `at_least_one` (a record over the batch byte bound is a batch of its own).
+size_t AdaptiveStage::fitting(const Lane& lane, size_t count, uint64_t bytes,
+                              bool at_least_one) const {
+  size_t n = 0;
+  uint64_t sum = 0;
+  const auto fits = [&](const sluice_record& r) {
+    sum += core::record_bytes(r);
+    return sum <= bytes || (at_least_one && n == 0);
+  };
+  if (&lane == &lanes_[kWholeLane]) {
+    for (const Piece& piece : lane.pieces)
+      for (const auto& r : piece.chunk->records.records().subspan(piece.first, piece.count)) {
+        if (n == count || !fits(r)) return n;
+        ++n;
+      }
+    return n;
+  }
+  for (size_t j = lane.head; j < lane.records.size() && n < count && fits(lane.records[j]); ++j)
+    ++n;
+  return n;
+}
+
 void AdaptiveStage::take_from(Lane& lane, size_t count, WorkBatch& out) {
   for (size_t left = count; left > 0;) {
     Piece& piece = lane.pieces.front();
@@ -386,14 +410,20 @@ bool AdaptiveStage::form_batch(core::TimePoint now, WorkBatch& out, bool whole_o
   for (uint32_t i : order) available += lanes_[i].size();
   bool lingered =
       now - lanes_[order.front()].oldest() >= std::chrono::milliseconds(settings_.linger_ms);
-  if (available < target && !lingered && !flush_all_) return false;
+  // Records past the batch byte bound wait for the next batch: a batch of fewer records than
+  // the target is full when its bytes are.
+  if (available < target && !lingered && !flush_all_ && queued_bytes_ < batch_byte_bound_)
+    return false;
 
   if (order.front() != kWholeLane) out.gathered.reserve(std::min(target, available));
   for (uint32_t i : order) {
-    size_t want = target - out.records.size();
-    if (want == 0) break;
+    const size_t want = target - out.records.size();
+    if (want == 0 || out.bytes >= batch_byte_bound_) break;
     Lane& lane = lanes_[i];
-    take_from(lane, std::min(want, lane.size()), out);
+    const size_t count = fitting(lane, std::min(want, lane.size()), batch_byte_bound_ - out.bytes,
+                                 out.records.empty());
+    if (count == 0) break;
+    take_from(lane, count, out);
     if (!shared_lane) {
       lane.busy = true;
       out.lanes.push_back(i);

@@ -110,6 +110,11 @@ class AdaptiveStage {
   // The most bytes of records the stage holds before the source is paused: max_queue_bytes, and
   // never more than a quarter of the memory limit.
   uint64_t byte_bound() const { return byte_bound_; }
+  // The most record bytes one batch takes (but always one record): half the byte bound, so an
+  // eighth of the memory limit at most. A transform's output budget for a call is its input
+  // plus a quarter of the limit, so a batch of this size may come out three times as large: a
+  // projection's derived event carries the row's old and new images, twice its input.
+  uint64_t batch_byte_bound() const { return batch_byte_bound_; }
   // Bytes of records the stage holds: queued in intake and lanes, and in batches in flight,
   // counted per source chunk until the chunk's last batch is done (when its memory is freed).
   uint64_t held_bytes() const { return held_bytes_.load(std::memory_order_relaxed); }
@@ -176,6 +181,7 @@ class AdaptiveStage {
   bool take_next(core::TimePoint now, WorkBatch& out, bool whole_only);
   bool finish(WorkBatch& batch, const BatchOutcome& outcome);
   void take_from(Lane& lane, size_t count, WorkBatch& out);
+  size_t fitting(const Lane& lane, size_t count, uint64_t bytes, bool at_least_one) const;
   void take_records(Lane& lane, const Piece& piece, uint32_t count, WorkBatch& out);
   void sample_metrics(core::TimePoint now);
   void count_in_flight(core::TimePoint now);  // under mu_, before in_flight_ changes
@@ -200,6 +206,7 @@ class AdaptiveStage {
   std::shared_ptr<core::HostMemory> published_memory_;
   Profiler profiler_;
   const uint64_t byte_bound_;
+  const uint64_t batch_byte_bound_;
 
   std::atomic<uint64_t> held_bytes_{0};  // declared before every container that holds chunks
 

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "middleware/adaptive_stage.hpp"
 
@@ -131,8 +132,10 @@ TEST_CASE("a batch in flight counts against the byte bound until it is done") {
   auto chunk = big_chunk(w, 20, kMb);
   const uint64_t bytes = chunk->records.bytes();
   stage.push(chunk);
-  gate.wait_entered();  // the whole chunk is one batch in flight now, nothing is queued
-  CHECK(stage.stats().backpressure.queue_depth == 0);
+  gate.wait_entered();  // a batch of the batch byte bound's worth in flight, the rest queued
+  const auto queued = stage.stats().backpressure.queue_depth;
+  CHECK(queued > 0);
+  CHECK(queued < 20);
   CHECK(stage.held_bytes() == bytes);
   CHECK(stage.room() == 0);
   CHECK(stage.intake_room().bytes == 0);
@@ -144,6 +147,40 @@ TEST_CASE("a batch in flight counts against the byte bound until it is done") {
   CHECK(stage.room() > 0);
   CHECK(w.outstanding() == 0);
   stage.stop();
+}
+
+TEST_CASE("a batch takes at most half the byte bound in records; a record over it goes alone") {
+  core::OffsetWatermark w;
+  std::mutex mu;
+  std::vector<std::pair<size_t, uint64_t>> batches;  // records, bytes
+  AdaptiveStage stage(
+      "p", "s", one_batch(64), core::SteadyClock::instance(),
+      [&](WorkBatch& b) {
+        std::lock_guard lock(mu);
+        batches.emplace_back(b.records.size(), b.bytes);
+        return BatchOutcome{static_cast<uint32_t>(b.records.size()), 0, 0, false};
+      },
+      [&w](const WorkBatch& b, const BatchOutcome&) { w.done_all(b.tickets); });
+  CHECK(stage.batch_byte_bound() == 8 * kMb);
+  stage.start();
+  // The batch size is 1,000 records: by count all of these would be one batch, 32 MB, which a
+  // transform emitting twice its input (old and new images) could not pass on under a 64 MB
+  // limit (its output budget: its input plus 16 MB).
+  stage.push(big_chunk(w, 20, kMb));
+  stage.push(big_chunk(w, 1, 12 * kMb));
+  stage.push(big_chunk(w, 12, kMb));
+  stage.drain();
+  stage.stop();
+  size_t records = 0;
+  for (const auto& [count, bytes] : batches) {
+    CAPTURE(count);
+    CAPTURE(bytes);
+    records += count;
+    CHECK((bytes <= 8 * kMb || count == 1));
+  }
+  CHECK(records == 33);
+  CHECK(batches.size() >= 5);  // 32 MB of 1 MB records at most 7 a batch, and the 12 MB alone
+  CHECK(w.outstanding() == 0);
 }
 
 TEST_CASE("RSS over the limit that the stage's records do not explain shows in its stats") {
