@@ -420,8 +420,13 @@ bool AdaptiveStage::form_batch(core::TimePoint now, WorkBatch& out, bool whole_o
     const size_t want = target - out.records.size();
     if (want == 0 || out.bytes >= batch_byte_bound_) break;
     Lane& lane = lanes_[i];
-    const size_t count = fitting(lane, std::min(want, lane.size()), batch_byte_bound_ - out.bytes,
-                                 out.records.empty());
+    // queued_bytes_ counts every record not yet in a batch, those taken into this one included:
+    // when what is left of it fits the room, so do the lane's next records, without a walk.
+    const uint64_t room = batch_byte_bound_ - out.bytes;
+    const size_t count =
+        queued_bytes_ - std::min<uint64_t>(queued_bytes_, out.bytes) <= room
+            ? std::min(want, lane.size())
+            : fitting(lane, std::min(want, lane.size()), room, out.records.empty());
     if (count == 0) break;
     take_from(lane, count, out);
     if (!shared_lane) {
