@@ -34,8 +34,15 @@ class Uppercase final : public sluice::Transform {
         out.forward(i, record);
         continue;
       }
-      doc.Parse(record.value().data(), record.value().size());
-      if (doc.HasParseError() || !doc.IsObject()) {
+      // Not doc.Parse: RapidJSON recurses once per level, and a value nested 100,000 deep would
+      // run the thread out of stack. parse_json_within stops at kMaxJsonDepth levels.
+      const sluice::JsonParse parsed = sluice::parse_json_within(doc, record.value());
+      if (parsed.too_deep) {
+        out.reject(i, "uppercase: value nested deeper than " +
+                          std::to_string(sluice::kMaxJsonDepth) + " levels");
+        continue;
+      }
+      if (!parsed.ok() || !doc.IsObject()) {
         // One bad record is rejected; the rest of the batch goes on.
         out.reject(i, "uppercase: value is not a JSON object");
         continue;

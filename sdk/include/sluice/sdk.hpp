@@ -15,6 +15,8 @@
 #pragma once
 
 #include <rapidjson/document.h>
+#include <rapidjson/encodedstream.h>
+#include <rapidjson/memorystream.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
@@ -102,6 +104,87 @@ inline size_t json_nesting_depth(std::string_view text) {
     }
   }
   return deepest;
+}
+
+// What parse_json_within found: a document, a text nested deeper than the limit, or the
+// reader's error (its code and byte offset).
+struct JsonParse {
+  bool too_deep = false;
+  rapidjson::ParseResult error;
+  bool ok() const { return !too_deep && !error.IsError(); }
+};
+
+namespace detail {
+// Builds a Document as its own handler does, and stops the reader at the first level past the
+// limit: the reader recurses once per level, so it never goes deeper than that.
+class DepthLimitedHandler {
+ public:
+  DepthLimitedHandler(rapidjson::Document& doc, size_t limit) : doc_(doc), limit_(limit) {}
+  bool Null() { return doc_.Null(); }
+  bool Bool(bool b) { return doc_.Bool(b); }
+  bool Int(int i) { return doc_.Int(i); }
+  bool Uint(unsigned u) { return doc_.Uint(u); }
+  bool Int64(int64_t i) { return doc_.Int64(i); }
+  bool Uint64(uint64_t u) { return doc_.Uint64(u); }
+  bool Double(double d) { return doc_.Double(d); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
+    return doc_.RawNumber(s, n, copy);
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) { return doc_.String(s, n, copy); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) { return doc_.Key(s, n, copy); }
+  bool StartObject() { return enter() && doc_.StartObject(); }
+  bool EndObject(rapidjson::SizeType n) { return leave() && doc_.EndObject(n); }
+  bool StartArray() { return enter() && doc_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) { return leave() && doc_.EndArray(n); }
+  bool too_deep() const { return too_deep_; }
+
+ private:
+  bool enter() {
+    too_deep_ = ++depth_ > limit_;
+    return !too_deep_;
+  }
+  bool leave() {
+    --depth_;
+    return true;
+  }
+  rapidjson::Document& doc_;
+  size_t limit_;
+  size_t depth_ = 0;
+  bool too_deep_ = false;
+};
+
+template <unsigned Flags, typename Stream>
+JsonParse parse_json_within(rapidjson::Document& doc, Stream& in, size_t limit) {
+  JsonParse out;
+  auto generate = [&](rapidjson::Document& d) {
+    DepthLimitedHandler handler(d, limit);
+    rapidjson::Reader reader;
+    out.error = reader.Parse<Flags>(in, handler);
+    out.too_deep = handler.too_deep();
+    return !out.error.IsError();
+  };
+  doc.Populate(generate);
+  if (out.too_deep) out.error = rapidjson::ParseResult();
+  if (!out.ok()) doc.SetNull();  // not the value of an earlier parse
+  return out;
+}
+}  // namespace detail
+
+// doc.Parse(text), refusing a value nested deeper than `limit` in the same pass, where a
+// json_nesting_depth scan before the parse reads the text twice. On failure `doc` is null.
+inline JsonParse parse_json_within(rapidjson::Document& doc, std::string_view text,
+                                   size_t limit = kMaxJsonDepth) {
+  rapidjson::MemoryStream bytes(text.data(), text.size());
+  rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> in(bytes);
+  return detail::parse_json_within<rapidjson::kParseDefaultFlags>(doc, in, limit);
+}
+
+// The same in place (doc.ParseInsitu): `text` must end with a NUL, and the document's strings
+// point into it.
+inline JsonParse parse_json_within_insitu(rapidjson::Document& doc, char* text,
+                                          size_t limit = kMaxJsonDepth) {
+  rapidjson::InsituStringStream in(text);
+  return detail::parse_json_within<rapidjson::kParseInsituFlag>(doc, in, limit);
 }
 
 // A read-only view of one record of a batch.

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sluice/sdk.hpp>
 #include <sluice/testing.hpp>
 #include <sstream>
 #include <string>
@@ -56,6 +57,17 @@ TEST_CASE("the C++ template, linked in, through the fake host") {
   Module module(&sluice_module_get);
   CHECK(std::string(module.raw().name) == "my_plugin");
   check_uppercase(module);
+
+  // A value nested 100,000 deep is rejected with its reason, not a crash; the next record runs.
+  Instance upper(module.plugin("uppercase"), R"({"field":"name"})");
+  const std::string deep =
+      R"({"name":"ada","d":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  auto out = upper.process({Record::value_of(deep), Record::value_of(R"({"name":"bo"})")});
+  REQUIRE(out.rejects.size() == 1);
+  CHECK(out.rejects[0].index == 0);
+  CHECK(out.rejects[0].message.find("nested deeper than 256 levels") != std::string::npos);
+  REQUIRE(out.records.size() == 1);
+  CHECK(out.records[0].value == R"({"name":"BO"})");
 }
 
 TEST_CASE("the C example transform, loaded from its library, through the fake host") {
@@ -86,4 +98,62 @@ TEST_CASE("the C example sink: put, rejects, counters, flush and its config erro
   text << in.rdbuf();
   CHECK(text.str() == "one\ntwo\n");
   fs::remove(file);
+}
+
+// parse_json_within: one pass that builds the document and refuses a text nested past the limit,
+// as json_nesting_depth before Parse did; brackets inside strings are not nesting.
+TEST_CASE("parse_json_within parses as Document::Parse does and stops past the depth limit") {
+  const auto nested = [](size_t depth) {
+    return std::string(depth, '[') + "1" + std::string(depth, ']');
+  };
+  for (size_t depth : {sluice::kMaxJsonDepth - 1, sluice::kMaxJsonDepth}) {
+    rapidjson::Document doc;
+    const sluice::JsonParse parsed = sluice::parse_json_within(doc, nested(depth));
+    CHECK(parsed.ok());
+    CHECK(sluice::json_nesting_depth(nested(depth)) == depth);
+    const rapidjson::Value* v = &doc;
+    for (size_t i = 0; i < depth; ++i) {
+      REQUIRE(v->IsArray());
+      v = &(*v)[0];
+    }
+    CHECK(v->GetInt() == 1);
+  }
+
+  // One level past the limit, and a hundred thousand: refused, not a crash, and the document
+  // is left null rather than holding an earlier parse.
+  rapidjson::Document doc;
+  REQUIRE(sluice::parse_json_within(doc, R"({"a":[1,2]})").ok());
+  for (size_t depth : {sluice::kMaxJsonDepth + 1, size_t{100000}}) {
+    const sluice::JsonParse parsed = sluice::parse_json_within(doc, nested(depth));
+    CHECK(parsed.too_deep);
+    CHECK_FALSE(parsed.error.IsError());
+    CHECK(doc.IsNull());
+  }
+  CHECK(sluice::parse_json_within(doc, nested(3), 2).too_deep);
+
+  // Brackets in strings, escaped quotes included, do not count.
+  const std::string text = R"({"s":"[[[[\"[[[","n":-1.5e3,"t":true,"z":null,"u":"\u00e9"})";
+  REQUIRE(sluice::parse_json_within(doc, text, 1).ok());
+  CHECK(std::string(doc["s"].GetString()) == "[[[[\"[[[");
+  CHECK(doc["n"].GetDouble() == -1500.0);
+  CHECK(doc["u"].GetStringLength() == 2);
+
+  // Invalid JSON: the reader's code and offset, as Parse would give them.
+  const sluice::JsonParse bad = sluice::parse_json_within(doc, R"({"a":1,})");
+  CHECK_FALSE(bad.ok());
+  CHECK_FALSE(bad.too_deep);
+  rapidjson::Document reference;
+  reference.Parse(R"({"a":1,})");
+  CHECK(bad.error.Code() == reference.GetParseError());
+  CHECK(bad.error.Offset() == reference.GetErrorOffset());
+  CHECK(doc.IsNull());
+
+  // In place: the strings point into the buffer.
+  std::string buffer = R"({"k":"value","d":[[{}]]})";
+  rapidjson::Document insitu;
+  REQUIRE(sluice::parse_json_within_insitu(insitu, buffer.data(), 4).ok());
+  CHECK(insitu["k"].GetString() >= buffer.data());
+  CHECK(insitu["k"].GetString() < buffer.data() + buffer.size());
+  std::string deeper = R"({"d":[[{}]]})";
+  CHECK(sluice::parse_json_within_insitu(insitu, deeper.data(), 3).too_deep);
 }
