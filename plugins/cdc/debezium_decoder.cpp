@@ -18,37 +18,6 @@ namespace sluice_cdc {
 
 namespace {
 
-// The index of the quote that closes the string whose text starts at `from` (text.size() if
-// none): the first quote after an even run of backslashes.
-size_t closing_quote(std::string_view text, size_t from) {
-  for (size_t at = from;;) {
-    const size_t q = text.find('"', at);
-    if (q == std::string_view::npos) return text.size();
-    size_t backslashes = 0;
-    while (q - backslashes > from && text[q - backslashes - 1] == '\\') ++backslashes;
-    if (backslashes % 2 == 0) return q;
-    at = q + 1;
-  }
-}
-
-// Whether `text` nests deeper than `limit` (RapidJSON's writer recurses). As the SDK's
-// json_nesting_depth, but it stops at the limit and jumps over strings (most of an event's
-// bytes) with find(), so it costs a fraction of a per-character scan.
-bool nests_deeper_than(std::string_view text, size_t limit) {
-  size_t depth = 0;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == '"') {
-      i = closing_quote(text, i + 1);
-    } else if (c == '{' || c == '[') {
-      if (++depth > limit) return true;
-    } else if ((c == '}' || c == ']') && depth > 0) {
-      --depth;
-    }
-  }
-  return false;
-}
-
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 
 void write_canonical(const rapidjson::Value& v, Writer& w) {
@@ -98,9 +67,13 @@ std::string string_of(const rapidjson::Value* v) {
   return v && v->IsString() ? std::string(v->GetString(), v->GetStringLength()) : std::string();
 }
 
-std::string parse_error(const rapidjson::Document& doc) {
-  return "at byte " + std::to_string(doc.GetErrorOffset()) + ": " +
-         rapidjson::GetParseError_En(doc.GetParseError());
+std::string parse_error(const rapidjson::ParseResult& error) {
+  return "at byte " + std::to_string(error.Offset()) + ": " +
+         rapidjson::GetParseError_En(error.Code());
+}
+
+std::string too_deep() {
+  return "JSON nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
 }
 
 void write_or_null(Writer& w, const rapidjson::Value* v) {
@@ -278,11 +251,6 @@ Decoded DebeziumDecoder::decode_in(const RawEvent& raw, DecodeScratch& scratch,
   Decoded out;
   rapidjson::Document& key_doc = scratch.key_doc;
   const rapidjson::Value* key = nullptr;
-  if ((raw.key && nests_deeper_than(*raw.key, sluice::kMaxJsonDepth)) ||
-      (raw.value && !raw.parsed_value && nests_deeper_than(*raw.value, sluice::kMaxJsonDepth))) {
-    out.error = "JSON nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
-    return out;
-  }
   if (raw.parsed_key) {
     if (auto error = decode_decimals(*raw.parsed_key, *raw.allocator); !error.empty()) {
       out.error = "key: " + error;
@@ -291,9 +259,10 @@ Decoded DebeziumDecoder::decode_in(const RawEvent& raw, DecodeScratch& scratch,
     key = unwrap(*raw.parsed_key);
     if (key->IsNull()) key = nullptr;
   } else if (raw.key && !raw.key->empty()) {
-    key_doc.Parse(raw.key->data(), raw.key->size());
-    if (key_doc.HasParseError()) {
-      out.error = "key is not valid JSON " + parse_error(key_doc);
+    const sluice::JsonParse parsed = sluice::parse_json_within(key_doc, *raw.key);
+    if (!parsed.ok()) {
+      out.error =
+          parsed.too_deep ? too_deep() : "key is not valid JSON " + parse_error(parsed.error);
       return out;
     }
     if (auto error = decode_decimals(key_doc, key_doc.GetAllocator()); !error.empty()) {
@@ -314,9 +283,10 @@ Decoded DebeziumDecoder::decode_in(const RawEvent& raw, DecodeScratch& scratch,
   rapidjson::Value* value = raw.parsed_value;
   rapidjson::Document::AllocatorType* allocator = raw.allocator;
   if (!value) {
-    scratch.doc.Parse(raw.value->data(), raw.value->size());
-    if (scratch.doc.HasParseError()) {
-      out.error = "value is not valid JSON " + parse_error(scratch.doc);
+    const sluice::JsonParse parsed = sluice::parse_json_within(scratch.doc, *raw.value);
+    if (!parsed.ok()) {
+      out.error =
+          parsed.too_deep ? too_deep() : "value is not valid JSON " + parse_error(parsed.error);
       return out;
     }
     value = &scratch.doc;
@@ -502,16 +472,18 @@ Decoded DebeziumDecoder::decode_change(const RawEvent& raw, const rapidjson::Val
   // oldkey header); both are kept so a consumer can link them.
   rapidjson::Document moved;
   const char* moved_name = nullptr;
+  sluice::JsonParse parsed;
   if (out.op == 'd' && raw.new_key_header) {
-    moved.Parse(raw.new_key_header->data(), raw.new_key_header->size());
+    parsed = sluice::parse_json_within(moved, *raw.new_key_header);
     moved_name = "new_key";
   } else if (out.op == 'c' && raw.old_key_header) {
-    moved.Parse(raw.old_key_header->data(), raw.old_key_header->size());
+    parsed = sluice::parse_json_within(moved, *raw.old_key_header);
     moved_name = "old_key";
   }
-  if (moved_name && moved.HasParseError()) {
+  if (moved_name && !parsed.ok()) {
     out.error = std::string("__debezium.") + (out.op == 'd' ? "newkey" : "oldkey") +
-                " header is not valid JSON " + parse_error(moved);
+                (parsed.too_deep ? " header: " + too_deep()
+                                 : " header is not valid JSON " + parse_error(parsed.error));
     return out;
   }
 
@@ -575,7 +547,6 @@ namespace {
 // `embed_value`, an object value and a key that is not a string are handed over parsed instead.
 std::string envelope_parts(rapidjson::Document& doc, RawEvent& raw,
                            std::deque<std::string>& storage, bool embed_value) {
-  if (doc.HasParseError()) return "envelope line is not valid JSON " + parse_error(doc);
   if (!doc.IsObject() || !doc.HasMember("value"))
     return "envelope line is not an object with a value member";
   storage.clear();
@@ -620,18 +591,21 @@ std::string envelope_parts(rapidjson::Document& doc, RawEvent& raw,
 std::string split_envelope_line(std::string_view line, RawEvent& raw,
                                 std::deque<std::string>& storage) {
   rapidjson::Document doc;
-  doc.Parse(line.data(), line.size());
+  const sluice::JsonParse parsed = sluice::parse_json_within(doc, line, sluice::kMaxJsonDepth + 1);
+  if (parsed.too_deep) return too_deep();
+  if (parsed.error.IsError()) return "envelope line is not valid JSON " + parse_error(parsed.error);
   return envelope_parts(doc, raw, storage, false);
 }
 
 std::string split_envelope_line_parsed(std::string_view line, RawEvent& raw, DecodeScratch& scratch,
                                        std::deque<std::string>& storage) {
-  // The embedded value is one level below the line: the same limit as for the value's text.
-  if (nests_deeper_than(line, sluice::kMaxJsonDepth + 1))
-    return "JSON nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
-  // In place: the reader treats a NUL as the end of the text, as Parse(data, size) does.
+  // In place: the reader treats a NUL as the end of the text, as Parse(data, size) does. The
+  // embedded value is one level below the line: the same limit as for the value's text.
   scratch.line.assign(line);
-  scratch.doc.ParseInsitu(scratch.line.data());
+  const sluice::JsonParse parsed =
+      sluice::parse_json_within_insitu(scratch.doc, scratch.line.data(), sluice::kMaxJsonDepth + 1);
+  if (parsed.too_deep) return too_deep();
+  if (parsed.error.IsError()) return "envelope line is not valid JSON " + parse_error(parsed.error);
   return envelope_parts(scratch.doc, raw, storage, true);
 }
 

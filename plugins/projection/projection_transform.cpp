@@ -695,13 +695,13 @@ class ProjectionTransform final : public sluice::Transform {
                Scratch& scratch) {
     if (!r.has_value()) return Parsed::other;
     // RapidJSON parses recursively: a value nested past the limit would run out of stack.
-    if (sluice::json_nesting_depth(r.value()) > sluice::kMaxJsonDepth) {
+    rapidjson::Document d;
+    const sluice::JsonParse parsed = sluice::parse_json_within(d, r.value());
+    if (parsed.too_deep) {
       reason = "value nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
       return Parsed::bad;
     }
-    rapidjson::Document d;
-    d.Parse(r.value().data(), r.value().size());
-    if (d.HasParseError() || !d.IsObject() || !d.HasMember("kind") || !d["kind"].IsString()) {
+    if (!parsed.ok() || !d.IsObject() || !d.HasMember("kind") || !d["kind"].IsString()) {
       reason = "not a normalized change event (put the debezium transform before projection)";
       return Parsed::bad;
     }

@@ -343,6 +343,33 @@ TEST_CASE("debezium turns Connect decimals of a schema-enabled event into exact 
   CHECK(run.rejects[0].message.find("after: field 'amount' is not a valid") != std::string::npos);
 }
 
+// 100,000 levels would run RapidJSON's recursive parser out of stack: every text that reaches a
+// parse is refused at the limit, the envelope line and the key headers included.
+TEST_CASE(
+    "debezium rejects an envelope line or a key header nested 100,000 deep, without a crash") {
+  const std::string abyss = std::string(100000, '[') + std::string(100000, ']');
+  const std::string good = event("c", "null", R"({"id":1})", source_pg("customers", 1));
+  auto run = decode({rec(std::nullopt, R"({"key":{"id":1},"value":)" + abyss + "}", "file"),
+                     rec(std::nullopt, R"({"key":{"id":1},"value":)" + good + "}", "file")},
+                    R"({"input_format":"envelope"})");
+  REQUIRE(run.rejects.size() == 1);
+  CHECK(run.rejects[0].index == 0);
+  CHECK(run.rejects[0].message.find("nested deeper than 256 levels") != std::string::npos);
+  CHECK(run.out.size() == 1);
+
+  TestRecord del = rec(R"({"id":1})", event("d", R"({"id":1})", "null", source_pg("c", 1)));
+  del.headers.emplace_back("__debezium.newkey", abyss);
+  TestRecord cre = rec(R"({"id":2})", event("c", "null", R"({"id":2})", source_pg("c", 2)));
+  cre.headers.emplace_back("__debezium.oldkey", abyss);
+  run =
+      decode({del, cre, rec(R"({"id":3})", event("c", "null", R"({"id":3})", source_pg("c", 3)))});
+  REQUIRE(run.rejects.size() == 2);
+  CHECK(run.rejects[0].message.find("__debezium.newkey header") != std::string::npos);
+  CHECK(run.rejects[0].message.find("nested deeper than 256 levels") != std::string::npos);
+  CHECK(run.rejects[1].message.find("__debezium.oldkey header") != std::string::npos);
+  CHECK(run.out.size() == 1);
+}
+
 TEST_CASE("debezium refuses JSON nested past the limit and counts no bracket inside a string") {
   // 300 levels of arrays in a column: deeper than sluice::kMaxJsonDepth (256).
   const std::string deep = std::string(300, '[') + std::string(300, ']');
