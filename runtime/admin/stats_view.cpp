@@ -128,7 +128,9 @@ std::vector<std::string> parse_decisions(const Value& stage) {
 
 std::vector<StageRow> parse_stats(std::string_view json) {
   rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
+  // Iterative: the text comes from whatever answers on the admin address, and a recursive parse
+  // of JSON nested 100,000 deep runs out of stack. The rows read a fixed depth of it.
+  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
   if (doc.HasParseError())
     throw std::runtime_error(fmt::format("stats are not JSON: {} at offset {}",
                                          rapidjson::GetParseError_En(doc.GetParseError()),

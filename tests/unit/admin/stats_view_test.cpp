@@ -67,6 +67,12 @@ TEST_CASE("stats that are not the stats JSON are refused with a reason") {
   CHECK_THROWS_WITH_AS(parse_stats("{"), doctest::Contains("not JSON"), std::runtime_error);
   CHECK_THROWS_WITH_AS(parse_stats("[1,2]"), doctest::Contains("pipelines"), std::runtime_error);
   CHECK_THROWS_AS(parse_stats(R"({"pipelines":3})"), std::runtime_error);
+  // Whatever answers on the admin address (another local user's server bound there first) may
+  // send JSON nested 200,000 deep: a reason, not a crash of `sluice stats` or `sluice top`.
+  const std::string abyss = std::string(200000, '[') + std::string(200000, ']');
+  CHECK_THROWS_AS(parse_stats(R"({"pipelines":)" + abyss + "}"), std::runtime_error);
+  const std::string stage = R"({"pipelines":{"p":{"stages":{"s":{"extra":)" + abyss + "}}}}}";
+  CHECK_NOTHROW(parse_stats(stage));
 }
 
 TEST_CASE("the stats table has a header and aligned rows with the watched figures") {
