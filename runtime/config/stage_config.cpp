@@ -11,6 +11,7 @@
 #include <cctype>
 #include <filesystem>
 #include <optional>
+#include <sluice/sdk.hpp>
 
 #include "config/did_you_mean.hpp"
 #include "config/substitution.hpp"
@@ -398,13 +399,21 @@ void mark_occurrences(std::string_view text, std::string_view secret, std::vecto
 }  // namespace
 
 CheckedConfig check_stage(const StageSpec& stage, std::string_view schema_json) {
+  // The schema is the plugin's word, and a plugin may lie: RapidJSON parses recursively, so a
+  // schema nested 200,000 deep would run the host out of stack.
   rapidjson::Document schema;
-  schema.Parse(schema_json.data(), schema_json.size());
-  if (schema.HasParseError())
+  const sluice::JsonParse parsed =
+      sluice::parse_json_within(schema, schema_json, sluice::kMaxSchemaDepth);
+  if (parsed.too_deep)
+    throw ConfigError(stage.type_location,
+                      fmt::format("plugin '{}' has an invalid config schema: nested deeper than "
+                                  "{} levels",
+                                  stage.type, sluice::kMaxSchemaDepth));
+  if (!parsed.ok())
     throw ConfigError(
         stage.type_location,
         fmt::format("plugin '{}' has an invalid config schema: {} at offset {}", stage.type,
-                    rapidjson::GetParseError_En(schema.GetParseError()), schema.GetErrorOffset()));
+                    rapidjson::GetParseError_En(parsed.error.Code()), parsed.error.Offset()));
   const std::vector<SchemaField> fields = read_schema(schema, stage);
   const YamlReader reader(stage.location.file);
 

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <optional>
 #include <set>
+#include <sluice/sdk.hpp>
 
 namespace sluice::plugin {
 namespace {
@@ -134,10 +135,13 @@ std::string json_text(const rapidjson::Value& value) {
 
 std::vector<std::string> schema_problems(std::string_view schema_json) {
   rapidjson::Document d;
-  d.Parse(schema_json.data(), schema_json.size());
-  if (d.HasParseError())
+  const sluice::JsonParse parsed =
+      sluice::parse_json_within(d, schema_json, sluice::kMaxSchemaDepth);
+  if (parsed.too_deep)
+    return {fmt::format("the schema is nested deeper than {} levels", sluice::kMaxSchemaDepth)};
+  if (!parsed.ok())
     return {fmt::format("the schema is not valid JSON: {} at offset {}",
-                        rapidjson::GetParseError_En(d.GetParseError()), d.GetErrorOffset())};
+                        rapidjson::GetParseError_En(parsed.error.Code()), parsed.error.Offset())};
   if (!d.IsObject() || !d.HasMember("fields") || !d["fields"].IsArray())
     return {"the schema is not an object with a \"fields\" list"};
   std::vector<std::string> out;

@@ -82,6 +82,8 @@ inline sluice_bytes as_bytes(const std::optional<std::string_view>& s) {
 // JSON helpers. RapidJSON parses and writes recursively, so a value nested deeper than a plugin
 // can afford must be refused before it is parsed: this scan needs no recursion.
 constexpr size_t kMaxJsonDepth = 256;
+// A plugin's config schema (config_schema_json) nested deeper than this is refused by the host.
+constexpr size_t kMaxSchemaDepth = 64;
 inline size_t json_nesting_depth(std::string_view text) {
   size_t depth = 0, deepest = 0;
   bool in_string = false, escaped = false;

@@ -138,6 +138,19 @@ TEST_CASE("enum and min/max violations are errors at the value") {
                      "p.yaml:6:10: ", "field 'ratio' must be at most 1, got 1.5");
 }
 
+// The schema is the plugin's word: one that lies with a schema nested 200,000 deep gets a
+// config error naming the stage, not a crash of the host.
+TEST_CASE("a plugin schema nested past the depth limit is a config error, not a crash") {
+  const std::string abyss = std::string(200000, '[') + std::string(200000, ']');
+  const std::string error = error_of([&] {
+    check_stage(sink_stage("  type: file\n  path: x\n"),
+                R"({"fields":[{"name":"path","type":"string","default":)" + abyss + "}]}");
+  });
+  CHECK(error.find("p.yaml:4:") == 0);
+  CHECK(error.find("plugin 'file' has an invalid config schema: nested deeper than 64 levels") !=
+        std::string::npos);
+}
+
 TEST_CASE("an empty value counts as not given") {
   const auto checked =
       check_stage(sink_stage("  type: file\n  path: x\n  buffer_kb:\n"), test_schema());

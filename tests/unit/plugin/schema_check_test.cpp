@@ -63,3 +63,13 @@ TEST_CASE("a malformed schema says so") {
   CHECK(schema_problems(R"({"fields":[{"name":"a","type":"int"},{"name":"a","type":"int"}]})") ==
         std::vector<std::string>{"field 'a': declared twice"});
 }
+
+// A plugin that lies may hand over a schema nested 200,000 deep (in a default, say): RapidJSON's
+// recursive parse would run the host out of stack. A problem, not a crash.
+TEST_CASE("a schema nested past the depth limit is a problem, not a crash") {
+  const std::string abyss = std::string(200000, '[') + std::string(200000, ']');
+  const auto problems =
+      schema_problems(R"({"fields":[{"name":"f","type":"list","default":)" + abyss + "}]}");
+  REQUIRE(problems.size() == 1);
+  CHECK(problems[0] == "the schema is nested deeper than 64 levels");
+}
