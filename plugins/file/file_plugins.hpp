@@ -99,6 +99,10 @@ class FileSource final : public sluice::Source {
   } long_line_;
   uint64_t emitted_line_bytes_ = 0;  // the whole length of the line next_line() just returned
   int64_t committed_ = -1;           // line offset last written to the offset file
+  // The file's first bytes (up to FileIdentity::kFingerprintBytes) as this reader saw them: the
+  // identity committed with an offset is of the data read, not of what the path holds by the
+  // time the commit runs (a file rewritten in place meanwhile is new data for the next run).
+  std::string head_;
   // Follow mode: the path names another file now (rotated) or the file shrank (truncated). The
   // open file is read to its end, then the new one from its start.
   bool replaced_ = false;

@@ -39,28 +39,28 @@ void fsync_parent_dir(const std::string& path) {
   if (d.valid()) ::fsync(d.get());
 }
 
-// FNV-1a of the first `bytes` bytes of the file; nullopt if it has fewer.
-std::optional<uint64_t> fingerprint(int fd, int64_t bytes) {
-  char head[FileIdentity::kFingerprintBytes];
-  if (bytes < 0 || bytes > FileIdentity::kFingerprintBytes) return std::nullopt;
-  if (::pread(fd, head, static_cast<size_t>(bytes), 0) != bytes) return std::nullopt;
+uint64_t fnv1a(std::string_view bytes) {
   uint64_t hash = 14695981039346656037ull;
-  for (int64_t i = 0; i < bytes; ++i) {
-    hash ^= static_cast<unsigned char>(head[i]);
+  for (const char c : bytes) {
+    hash ^= static_cast<unsigned char>(c);
     hash *= 1099511628211ull;
   }
   return hash;
 }
 
-FileIdentity identify(int fd) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return {};
-  FileIdentity id;
-  id.device = static_cast<uint64_t>(st.st_dev);
-  id.inode = static_cast<uint64_t>(st.st_ino);
-  id.fingerprint_bytes = std::min<int64_t>(st.st_size, FileIdentity::kFingerprintBytes);
-  id.fingerprint = fingerprint(fd, id.fingerprint_bytes).value_or(0);
-  return id;
+// The first `bytes` bytes of the file as they are now; nullopt if it has fewer.
+std::optional<std::string> head_of(int fd, int64_t bytes) {
+  if (bytes < 0 || bytes > FileIdentity::kFingerprintBytes) return std::nullopt;
+  std::string head(static_cast<size_t>(bytes), '\0');
+  if (::pread(fd, head.data(), head.size(), 0) != bytes) return std::nullopt;
+  return head;
+}
+
+// FNV-1a of the first `bytes` bytes of the file; nullopt if it has fewer.
+std::optional<uint64_t> fingerprint(int fd, int64_t bytes) {
+  const auto head = head_of(fd, bytes);
+  if (!head) return std::nullopt;
+  return fnv1a(*head);
 }
 
 bool get_uint64(const rapidjson::Value& doc, const char* name, uint64_t& out) {
@@ -202,6 +202,15 @@ void FileSource::open_at(int64_t offset) {
   if (offset > 0 && ::lseek(fd_.get(), offset, SEEK_SET) < 0)
     throw std::runtime_error("cannot seek in " + path_ + ": " + errno_text());
   buf_offset_ = offset;
+  // From the start, fill() keeps the first bytes as it reads them. Resumed further in, they are
+  // read now (a resume has just checked them against the stored identity).
+  head_.clear();
+  if (offset > 0) {
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) == 0)
+      head_ = head_of(fd_.get(), std::min<int64_t>(st.st_size, FileIdentity::kFingerprintBytes))
+                  .value_or("");
+  }
 }
 
 bool FileSource::fill() {
@@ -219,6 +228,9 @@ bool FileSource::fill() {
   } while (n < 0 && errno == EINTR);
   buf_.resize(old + static_cast<size_t>(std::max<ssize_t>(n, 0)));
   if (n < 0) throw sluice::Retriable("cannot read " + path_ + ": " + errno_text());
+  const auto head = static_cast<size_t>(FileIdentity::kFingerprintBytes);
+  if (n > 0 && head_.size() < head && buf_offset_ + static_cast<int64_t>(old) == std::ssize(head_))
+    head_.append(buf_, old, std::min(static_cast<size_t>(n), head - head_.size()));
   eof_ = n == 0;
   return n > 0;
 }
@@ -419,6 +431,10 @@ void FileSource::notice_changes_at_end() {
                " were read from it (the whole lines read were delivered, a line cut short is "
                "flagged; what was cut before it was read is not in this run; a file that is "
                "rewritten or rotated by copy-truncate wants follow: true)");
+  else if (head_of(fd_.get(), std::ssize(head_)) != head_)
+    host_.warn("file " + path_ + " was rewritten while it was read: its first bytes are not " +
+               "the ones read (the whole lines read were delivered, and the offset committed "
+               "belongs to them: the next run reads the new content from its start)");
   if (::stat(path_.c_str(), &on_disk) != 0)
     host_.warn("file " + path_ + " was deleted while it was read; it was read to its end");
   else if (on_disk.st_dev != open_file.st_dev || on_disk.st_ino != open_file.st_ino)
@@ -470,7 +486,14 @@ std::optional<StoredOffset> FileSource::load_stored_offset() const {
 }
 
 void FileSource::write_committed_offset(int64_t offset) {
-  const FileIdentity id = identify(fd_.get());
+  FileIdentity id;
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) == 0) {
+    id.device = static_cast<uint64_t>(st.st_dev);
+    id.inode = static_cast<uint64_t>(st.st_ino);
+  }
+  id.fingerprint_bytes = std::ssize(head_);
+  id.fingerprint = fnv1a(head_);
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   w.StartObject();

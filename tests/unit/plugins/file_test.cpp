@@ -446,14 +446,20 @@ TEST_CASE("file source reads a replaced input file from its start, even one that
   struct Case {
     const char* what;
     std::function<void(const std::string&)> replace;
+    bool before_commit = false;
   };
   // The new file begins with the same bytes (only the inode tells), or is the same inode
   // rewritten with other bytes (only the fingerprint tells); both are longer than the offset.
+  // The identity committed is the one of the bytes read, not of what the path holds when the
+  // commit runs: a file rewritten after it was read, its batch still on its way to the sink, is
+  // new data too.
   const std::vector<Case> cases = {
       {"renamed over (same first bytes)",
        [](const std::string& path) { replace_file(path, numbered_lines(0, 40)); }},
       {"rewritten in place (other first bytes)",
        [](const std::string& path) { write_file(path, numbered_lines(0, 40, "m")); }},
+      {"rewritten in place after it was read, before the commit",
+       [](const std::string& path) { write_file(path, numbered_lines(0, 40, "m")); }, true},
   };
   for (const auto& c : cases) {
     CAPTURE(c.what);
@@ -465,15 +471,37 @@ TEST_CASE("file source reads a replaced input file from its start, even one that
       Instance source(p, host, source_config(path));
       auto records = poll_all(source);
       REQUIRE(records.size() == 10);
+      if (c.before_commit) c.replace(path);
       REQUIRE(source.commit(0, records[7].offset).ok());
     }
-    c.replace(path);
+    if (!c.before_commit) c.replace(path);
     Instance again(p, host, source_config(path));
     auto records = poll_all(again);
     REQUIRE(records.size() == 40);  // nothing of the new file skipped
     CHECK(records.front().offset == 0);
     CHECK(any_log_contains(host, "reading it from the start"));
   }
+}
+
+// A file truncated and written again while it is read, to at least the length read: no
+// truncation shows at the end, its first bytes tell, and the next run reads it from its start.
+TEST_CASE("file source says so when its file is rewritten in place mid-read, and reads it again") {
+  SourceFixture f(20000);  // more than one read
+  {
+    Instance source(f.plugin, f.host, source_config(f.path));
+    FakeWriter out;
+    REQUIRE(source.poll(out, 10, 0).ok());
+    write_file(f.path, numbered_lines(0, 20000, "z"));  // as long as before: only the bytes tell
+    bool eos = false;
+    for (int i = 0; i < 10 && !eos; ++i) REQUIRE(source.poll(out, 100000, 0, &eos).ok());
+    CHECK(eos);
+    CHECK(any_log_contains(f.host, "was rewritten while it was read"));
+    REQUIRE(source.commit(0, out.records.back().offset).ok());
+  }
+  Instance again(f.plugin, f.host, source_config(f.path));
+  auto records = poll_all(again);
+  REQUIRE(records.size() == 20000);  // the new bytes, from their start
+  CHECK(values(records).front() == "{\"z\":0}");
 }
 
 TEST_CASE("file source resumes an offset file written before identities were kept") {
