@@ -5,6 +5,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <sluice/sdk.hpp>
@@ -12,6 +13,63 @@
 #include <string_view>
 
 namespace sluice_plugins {
+
+// Whether `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF), as a JSON string must be.
+inline bool valid_utf8(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* end = p + text.size();
+  while (p < end) {
+    const unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+    if (c >= 0xC2 && c <= 0xDF) {
+      n = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2;
+      if (c == 0xE0) lo = 0xA0;  // overlong
+      if (c == 0xED) hi = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3;
+      if (c == 0xF0) lo = 0x90;  // overlong
+      if (c == 0xF4) hi = 0x8F;  // past U+10FFFF
+    } else {
+      return false;
+    }
+    if (static_cast<size_t>(end - p) <= n || p[1] < lo || p[1] > hi) return false;
+    for (size_t i = 2; i <= n; ++i)
+      if ((p[i] & 0xC0) != 0x80) return false;
+    p += n + 1;
+  }
+  return true;
+}
+
+inline std::string base64(std::string_view bytes) {
+  static constexpr char kDigits[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const uint32_t v = uint32_t(uint8_t(bytes[i])) << 16 | uint32_t(uint8_t(bytes[i + 1])) << 8 |
+                       uint8_t(bytes[i + 2]);
+    for (int shift : {18, 12, 6, 0}) out += kDigits[(v >> shift) & 63];
+  }
+  if (i < bytes.size()) {
+    const bool two = i + 1 < bytes.size();
+    const uint32_t v =
+        uint32_t(uint8_t(bytes[i])) << 16 | (two ? uint32_t(uint8_t(bytes[i + 1])) << 8 : 0);
+    out += kDigits[(v >> 18) & 63];
+    out += kDigits[(v >> 12) & 63];
+    out += two ? kDigits[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
 
 enum class LineFormat { value, envelope };
 
@@ -66,22 +124,27 @@ class LineEncoder {
     out.append(sb_.GetString(), sb_.GetSize());
   }
 
+  // The line is JSON whatever the record holds: a key, value, topic or header that is not UTF-8
+  // (a JSON string must be) goes in base64 under its name + "_base64", byte for byte, instead of
+  // its name (headers: in "headers_base64", a list of {key, value}, both in base64).
   void append_envelope_line(const sluice::RecordView& r, std::string& out) {
     sb_.Clear();
     rapidjson::Writer<rapidjson::StringBuffer> w(sb_);
     w.StartObject();
-    w.Key("key");
-    if (r.has_key())
+    if (!r.has_key()) {
+      w.Key("key");
+      w.Null();
+    } else if (!write_text_field(w, "key", r.key())) {
       write_json_or_string(w, r.key(), /*embed_json=*/false);
-    else
+    }
+    if (!r.has_value()) {
+      w.Key("value");
       w.Null();
-    w.Key("value");
-    if (r.has_value())
+    } else if (!write_text_field(w, "value", r.value())) {
       write_json_or_string(w, r.value());
-    else
-      w.Null();
-    w.Key("topic");
-    w.String(r.topic().data(), static_cast<rapidjson::SizeType>(r.topic().size()));
+    }
+    if (!write_text_field(w, "topic", r.topic()))
+      w.String(r.topic().data(), static_cast<rapidjson::SizeType>(r.topic().size()));
     w.Key("partition");
     w.Int(r.partition());
     w.Key("offset");
@@ -90,15 +153,53 @@ class LineEncoder {
     w.Int64(r.timestamp_ms());
     w.Key("headers");
     w.StartObject();
+    bool binary_headers = false;
     for (const auto& h : r.headers()) {
       auto k = sluice::as_view(h.key);
       auto v = sluice::as_view(h.value);
+      if (!valid_utf8(k) || !valid_utf8(v)) {
+        binary_headers = true;
+        continue;
+      }
       w.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
       w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
     }
     w.EndObject();
+    if (binary_headers) {
+      w.Key("headers_base64");
+      w.StartArray();
+      for (const auto& h : r.headers()) {
+        auto k = sluice::as_view(h.key);
+        auto v = sluice::as_view(h.value);
+        if (valid_utf8(k) && valid_utf8(v)) continue;
+        w.StartObject();
+        w.Key("key");
+        const std::string k64 = base64(k);
+        w.String(k64.data(), static_cast<rapidjson::SizeType>(k64.size()));
+        w.Key("value");
+        const std::string v64 = base64(v);
+        w.String(v64.data(), static_cast<rapidjson::SizeType>(v64.size()));
+        w.EndObject();
+      }
+      w.EndArray();
+    }
     w.EndObject();
     out.append(sb_.GetString(), sb_.GetSize());
+  }
+
+  // Bytes that are not UTF-8 go as `name`_base64 (true); else only the key `name` is written and
+  // the caller writes the value (false).
+  static bool write_text_field(rapidjson::Writer<rapidjson::StringBuffer>& w, const char* name,
+                               std::string_view text) {
+    if (valid_utf8(text)) {
+      w.Key(name);
+      return false;
+    }
+    const std::string key = std::string(name) + "_base64";
+    const std::string encoded = base64(text);
+    w.Key(key.data(), static_cast<rapidjson::SizeType>(key.size()));
+    w.String(encoded.data(), static_cast<rapidjson::SizeType>(encoded.size()));
+    return true;
   }
 
   // Embeds `text` as JSON when it parses (compacted), else as a JSON string.

@@ -69,6 +69,16 @@ struct SourceFixture {
   FakeHost host;
 };
 
+// A file sink writing envelope lines to a scratch folder.
+struct EnvelopeSink {
+  TempDir dir;
+  const std::string path = dir.file("out.jsonl");
+  Library lib{plugin_path("file")};
+  FakeHost host;
+  Instance sink{lib.plugin(SLUICE_KIND_SINK, "file"), host,
+                R"({"path":")" + path + R"(","format":"envelope"})"};
+};
+
 // Polls a source to the end of its input.
 std::vector<TestRecord> poll_all(Instance& source) {
   FakeWriter out;
@@ -304,12 +314,7 @@ TEST_CASE(
 }
 
 TEST_CASE("file sink envelope format carries key, value, position and headers") {
-  TempDir dir;
-  const std::string path = dir.file("out.jsonl");
-  Library lib(plugin_path("file"));
-  FakeHost host;
-  Instance sink(lib.plugin(SLUICE_KIND_SINK, "file"), host,
-                R"({"path":")" + path + R"(","format":"envelope"})");
+  EnvelopeSink f;
   TestRecord r;
   r.key = "k1";
   r.value = "{\"x\":1}";
@@ -321,8 +326,8 @@ TEST_CASE("file sink envelope format carries key, value, position and headers") 
   TestRecord plain;
   plain.value = "not json";
   FakeWriter rejects;
-  REQUIRE(sink.put({r, plain}, rejects).ok());
-  std::istringstream lines(read_file(path));
+  REQUIRE(f.sink.put({r, plain}, rejects).ok());
+  std::istringstream lines(read_file(f.path));
   std::string line;
   REQUIRE(std::getline(lines, line));
   rapidjson::Document d;
@@ -340,6 +345,47 @@ TEST_CASE("file sink envelope format carries key, value, position and headers") 
   REQUIRE(d.IsObject());
   CHECK(d["key"].IsNull());
   CHECK(std::string(d["value"].GetString()) == "not json");
+}
+
+// A JSON string must be UTF-8: bytes that are not (a dead letter of a record the source refused
+// for its encoding, say) go in base64, so every line is JSON a strict parser reads, and the bytes
+// come back exactly.
+TEST_CASE("file sink envelope lines stay JSON when a record's bytes are not UTF-8") {
+  EnvelopeSink f;
+  TestRecord r;
+  r.key = std::string("k\xc3");                         // a lead byte without its tail
+  r.value = std::string("{\"v\":\"bad\xff\xfeutf\"}");  // JSON around bytes that are not UTF-8
+  r.topic = "t";
+  r.headers = {{"ok", "fine"}, {"h", std::string("h\xed\xa0\x80")}};  // a surrogate
+  TestRecord overlong;
+  overlong.value = std::string("\xc0\xaf");
+  TestRecord unicode;  // valid UTF-8 of 2, 3 and 4 bytes stays as it is
+  unicode.value = "{\"u\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}";
+  FakeWriter rejects;
+  REQUIRE(f.sink.put({r, overlong, unicode}, rejects).ok());
+  std::istringstream lines(read_file(f.path));
+  std::string line;
+  std::vector<rapidjson::Document> docs;
+  while (std::getline(lines, line)) {
+    docs.emplace_back();
+    docs.back().Parse<rapidjson::kParseValidateEncodingFlag>(line.c_str(), line.size());
+    REQUIRE_FALSE(docs.back().HasParseError());
+  }
+  REQUIRE(docs.size() == 3);
+  CHECK_FALSE(docs[0].HasMember("key"));
+  CHECK(std::string(docs[0]["key_base64"].GetString()) == "a8M=");
+  CHECK_FALSE(docs[0].HasMember("value"));
+  CHECK(std::string(docs[0]["value_base64"].GetString()) ==
+        "eyJ2IjoiYmFk//51dGYifQ==");  // base64 of the value's bytes, as Python's base64 gives it
+  CHECK(std::string(docs[0]["topic"].GetString()) == "t");
+  CHECK(std::string(docs[0]["headers"]["ok"].GetString()) == "fine");
+  CHECK_FALSE(docs[0]["headers"].HasMember("h"));
+  REQUIRE(docs[0]["headers_base64"].Size() == 1);
+  CHECK(std::string(docs[0]["headers_base64"][0]["key"].GetString()) == "aA==");
+  CHECK(std::string(docs[0]["headers_base64"][0]["value"].GetString()) == "aO2ggA==");
+  CHECK(std::string(docs[1]["value_base64"].GetString()) == "wK8=");
+  CHECK(std::string(docs[2]["value"]["u"].GetString()) == "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+  CHECK_FALSE(docs[2].HasMember("headers_base64"));
 }
 
 TEST_CASE("file sink value format keeps one record per line when a value holds a line break") {
