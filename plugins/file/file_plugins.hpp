@@ -80,6 +80,7 @@ class FileSource final : public sluice::Source {
   bool follow_;
   uint32_t poll_interval_ms_;
   size_t max_record_bytes_;
+  bool capped_by_memory_ = false;  // max_record_bytes_ lowered to an eighth of the memory limit
   bool validate_json_;
   std::string key_field_;
   FileLock offset_lock_;  // held for the instance's life: one reader per offset file

@@ -107,7 +107,8 @@ sluice::ConfigSchema FileSource::schema() {
       .doc(
           "A longer line is never held whole: its record carries the first max_record_bytes "
           "bytes and a sluice.error header with the line's length and offset (a later stage "
-          "rejects or dead-letters it; the whole line stays in the file).");
+          "rejects or dead-letters it; the whole line stays in the file). Under a memory "
+          "limit, at most an eighth of it.");
   s.boolean("validate_json")
       .default_value(true)
       .doc(
@@ -130,6 +131,19 @@ FileSource::FileSource(const sluice::Config& c, sluice::Host& host)
       validate_json_(c.get_bool("validate_json", true)),
       key_field_(c.get_string("key_field")) {
   if (path_.empty()) throw sluice::ConfigError("path", "path must not be empty");
+  // One line is held whole and copied on its way (the poll's output, the stage's records, a
+  // dead letter): a line of max_record_bytes may cost several times its size. Under a memory
+  // limit a line is held up to an eighth of it; past that it goes on as its flagged prefix, like
+  // any line over max_record_bytes.
+  if (const uint64_t limit = host_.memory_limit(); limit > 0 && max_record_bytes_ > limit / 8) {
+    const auto cap = static_cast<size_t>(std::max<uint64_t>(limit / 8, 1));
+    host_.warn("max_record_bytes " + std::to_string(max_record_bytes_) +
+               " is over an eighth of the memory limit (" + std::to_string(limit) +
+               " bytes): lines are held up to " + std::to_string(cap) +
+               " bytes, and a longer one goes on as that prefix, flagged with its length");
+    max_record_bytes_ = cap;
+    capped_by_memory_ = true;
+  }
   if (offset_file_.empty()) offset_file_ = path_ + ".sluice-offset";
   if (topic_.empty()) topic_ = path_;
   offset_lock_ = FileLock(lock_path_for(offset_file_), "offset file " + offset_file_,
@@ -316,9 +330,10 @@ void FileSource::emit(sluice::Output& out, std::string_view line, int64_t line_o
             std::to_string(line_offset) + " read before that";
   } else if (too_long) {
     error = "line of " + std::to_string(emitted_line_bytes_) + " bytes is over max_record_bytes (" +
-            std::to_string(max_record_bytes_) + "); this record holds its first " +
-            std::to_string(max_record_bytes_) + " bytes, the whole line is at offset " +
-            std::to_string(line_offset) + " of " + path_;
+            std::to_string(max_record_bytes_) +
+            (capped_by_memory_ ? ", an eighth of the memory limit" : "") +
+            "); this record holds its first " + std::to_string(max_record_bytes_) +
+            " bytes, the whole line is at offset " + std::to_string(line_offset) + " of " + path_;
   } else if ((validate_json_ || !key_field_.empty()) &&
              sluice::json_nesting_depth(line) > sluice::kMaxJsonDepth) {
     if (validate_json_)

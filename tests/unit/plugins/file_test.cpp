@@ -260,6 +260,39 @@ TEST_CASE("file source never holds a line past max_record_bytes, and loses no li
   CHECK(out.records[0].value == "{\"n\":3}");
 }
 
+// A line is held whole and copied on its way (a 50 MB line cost 250 MB of RSS with a 64 MB
+// limit): under a memory limit the source holds a line up to an eighth of it, and a longer one
+// goes on as its flagged prefix, whatever max_record_bytes says.
+TEST_CASE("file source holds a line up to an eighth of the memory limit, with a warning") {
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  const std::string big = "{\"pad\":\"" + std::string(300000, 'x') + "\"}";
+  write_file(path, big + "\n{\"n\":2}\n");
+  Library lib(plugin_path("file"));
+  const auto& p = lib.plugin(SLUICE_KIND_SOURCE, "file");
+  const std::string config = source_config(path, R"("max_record_bytes":100000000)");
+  {
+    FakeHost host(1 << 20);  // a 1 MiB limit: lines up to 128 KiB
+    Instance source(p, host, config);
+    CHECK(any_log_contains(host, "max_record_bytes 100000000 is over an eighth of the memory"));
+    auto records = poll_all(source);
+    REQUIRE(records.size() == 2);
+    CHECK(records[0].value->size() == 131072);
+    const auto error = records[0].header("sluice.error");
+    REQUIRE(error.has_value());
+    CHECK(error->find("line of " + std::to_string(big.size()) + " bytes is over max_record_bytes " +
+                      "(131072, an eighth of the memory limit)") != std::string::npos);
+    CHECK(records[1].value == "{\"n\":2}");
+  }
+  FakeHost roomy(64 << 20);  // 8 MiB a line: it comes whole
+  Instance source(p, roomy, config);
+  auto records = poll_all(source);
+  REQUIRE(records.size() == 2);
+  CHECK(records[0].value == big);
+  CHECK_FALSE(records[0].header("sluice.error").has_value());
+  CHECK(any_log_contains(roomy, "lines are held up to 8388608 bytes"));
+}
+
 TEST_CASE("file source in follow mode waits at end of file and picks up appended lines") {
   TempDir dir;
   const std::string path = dir.file("in.jsonl");
