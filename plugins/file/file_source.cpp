@@ -116,7 +116,9 @@ sluice::ConfigSchema FileSource::schema() {
           "emitted unchanged; a later stage rejects them).");
   s.string("key_field")
       .default_value("")
-      .doc("A top-level JSON string field whose value becomes the record key.");
+      .doc(
+          "A top-level JSON string field whose value becomes the record key (a line that is not "
+          "a JSON object, or has no such string field, has no key).");
   return s;
 }
 
@@ -334,17 +336,19 @@ void FileSource::emit(sluice::Output& out, std::string_view line, int64_t line_o
             (capped_by_memory_ ? ", an eighth of the memory limit" : "") +
             "); this record holds its first " + std::to_string(max_record_bytes_) +
             " bytes, the whole line is at offset " + std::to_string(line_offset) + " of " + path_;
-  } else if ((validate_json_ || !key_field_.empty()) &&
-             sluice::json_nesting_depth(line) > sluice::kMaxJsonDepth) {
-    if (validate_json_)
-      error = "JSON nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
   } else if (validate_json_ || !key_field_.empty()) {
+    // Not validated, the key is still read from a line whose other bytes are not UTF-8.
     rapidjson::Document doc;
-    doc.Parse<rapidjson::kParseValidateEncodingFlag>(line.data(), line.size());
-    if (doc.HasParseError()) {
+    const sluice::JsonParse parsed =
+        validate_json_ ? sluice::parse_json_within<rapidjson::kParseValidateEncodingFlag>(doc, line)
+                       : sluice::parse_json_within(doc, line);
+    if (parsed.too_deep) {
       if (validate_json_)
-        error = std::string("invalid JSON at byte ") + std::to_string(doc.GetErrorOffset()) + ": " +
-                rapidjson::GetParseError_En(doc.GetParseError());
+        error = "JSON nested deeper than " + std::to_string(sluice::kMaxJsonDepth) + " levels";
+    } else if (!parsed.ok()) {
+      if (validate_json_)
+        error = std::string("invalid JSON at byte ") + std::to_string(parsed.error.Offset()) +
+                ": " + rapidjson::GetParseError_En(parsed.error.Code());
     } else if (!key_field_.empty() && doc.IsObject()) {
       auto it = doc.FindMember(key_field_.c_str());
       if (it != doc.MemberEnd() && it->value.IsString()) {

@@ -174,11 +174,13 @@ JsonParse parse_json_within(rapidjson::Document& doc, Stream& in, size_t limit) 
 
 // doc.Parse(text), refusing a value nested deeper than `limit` in the same pass, where a
 // json_nesting_depth scan before the parse reads the text twice. On failure `doc` is null.
-inline JsonParse parse_json_within(rapidjson::Document& doc, std::string_view text,
-                                   size_t limit = kMaxJsonDepth) {
+// Flags as Parse's (rapidjson::kParseValidateEncodingFlag to refuse text that is not UTF-8).
+template <unsigned Flags = rapidjson::kParseDefaultFlags>
+JsonParse parse_json_within(rapidjson::Document& doc, std::string_view text,
+                            size_t limit = kMaxJsonDepth) {
   rapidjson::MemoryStream bytes(text.data(), text.size());
   rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> in(bytes);
-  return detail::parse_json_within<rapidjson::kParseDefaultFlags>(doc, in, limit);
+  return detail::parse_json_within<Flags>(doc, in, limit);
 }
 
 // The same in place (doc.ParseInsitu): `text` must end with a NUL, and the document's strings

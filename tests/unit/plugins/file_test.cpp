@@ -173,6 +173,33 @@ TEST_CASE(
   CHECK(out.records[0].partition == 0);
 }
 
+// Not validated (validate_json: false), a line whose other bytes are not UTF-8 still has its key;
+// validated, it is flagged with the reason.
+TEST_CASE("file source reads key_field from a line whose other bytes are not UTF-8") {
+  TempDir dir;
+  const std::string path = dir.file("in.jsonl");
+  write_file(path, "{\"id\":\"a\",\"v\":\"bad\xff\xfe\"}\n");
+  Library lib(plugin_path("file"));
+  for (const bool validate : {false, true}) {
+    CAPTURE(validate);
+    FakeHost host;
+    Instance source(
+        lib.plugin(SLUICE_KIND_SOURCE, "file"), host,
+        source_config(path, std::string(R"("key_field":"id","offset_file":")") +
+                                dir.file(validate ? "v.off" : "n.off") + R"(","validate_json":)" +
+                                (validate ? "true" : "false")));
+    auto records = poll_all(source);
+    REQUIRE(records.size() == 1);
+    if (validate) {
+      REQUIRE(records[0].header("sluice.error").has_value());
+      CHECK(records[0].header("sluice.error")->find("Invalid encoding") != std::string::npos);
+    } else {
+      CHECK(records[0].key == "a");
+      CHECK_FALSE(records[0].header("sluice.error").has_value());
+    }
+  }
+}
+
 TEST_CASE(
     "file source emits invalid lines unchanged and oversized ones cut, flagged with sluice.error") {
   TempDir dir;
