@@ -1,5 +1,9 @@
 // Debezium's outbox EventRouter as the `outbox` transform: a row inserted into an outbox table
 // becomes an event on the topic of its aggregate type, keyed by its aggregate id.
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+
 #include "debezium_smt.hpp"
 #include "plugins.hpp"
 
@@ -75,6 +79,37 @@ std::optional<rapidjson::Value> json_schema(const std::string& key, const rapidj
     if (field && !smt::field_schema(s, name)) smt::add_field(s, name, *field, a);
   }
   return s;
+}
+
+// Debezium reads the payload with Jackson, whose object keeps the last of duplicate keys in the
+// first one's place; RapidJSON keeps them all and finds the first. Applied to the parsed payload
+// before its schema is derived, so both follow the last value.
+void keep_last_of_duplicates(rapidjson::Value& v, Alloc& a) {
+  if (v.IsArray()) {
+    for (auto& e : v.GetArray()) keep_last_of_duplicates(e, a);
+    return;
+  }
+  if (!v.IsObject()) return;
+  for (auto& m : v.GetObject()) keep_last_of_duplicates(m.value, a);
+  if (v.MemberCount() < 2) return;
+  const auto name_of = [](const rapidjson::Value& name) {
+    return std::string_view(name.GetString(), name.GetStringLength());
+  };
+  std::unordered_set<std::string_view> seen;
+  bool duplicates = false;
+  for (const auto& m : v.GetObject()) duplicates |= !seen.insert(name_of(m.name)).second;
+  if (!duplicates) return;
+  // Names are copied: a short one lives inside its value, which moves.
+  std::unordered_map<std::string, rapidjson::SizeType> first;
+  rapidjson::Value out(rapidjson::kObjectType);
+  for (auto& m : v.GetObject()) {
+    auto [at, fresh] = first.try_emplace(std::string(name_of(m.name)), out.MemberCount());
+    if (fresh)
+      out.AddMember(m.name, m.value, a);
+    else
+      (out.MemberBegin() + at->second)->value = m.value;
+  }
+  v = out;
 }
 
 // JsonSchemaData.toConnectData: the payload keeps only what its schema has.
@@ -231,6 +266,7 @@ void Outbox::route(Record& r, rapidjson::Value& env) const {
     // Debezium fills a Struct from the expanded JSON: a top-level array cannot be one.
     if (parsed.IsArray()) throw DataError("Invalid type for ARRAY: an expanded payload array");
     if (!parsed.HasParseError()) {
+      keep_last_of_duplicates(parsed, parsed.GetAllocator());
       auto schema = json_schema(payload, parsed, a);
       if (schema) {
         value = json_data(parsed, *schema, a);
