@@ -11,6 +11,7 @@
 #include <sluice/sdk.hpp>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sluice_plugins {
 
@@ -140,8 +141,8 @@ class LineEncoder {
     if (!r.has_value()) {
       w.Key("value");
       w.Null();
-    } else if (!write_text_field(w, "value", r.value())) {
-      write_json_or_string(w, r.value());
+    } else {
+      write_value_field(w, r.value());
     }
     if (!write_text_field(w, "topic", r.topic()))
       w.String(r.topic().data(), static_cast<rapidjson::SizeType>(r.topic().size()));
@@ -153,25 +154,24 @@ class LineEncoder {
     w.Int64(r.timestamp_ms());
     w.Key("headers");
     w.StartObject();
-    bool binary_headers = false;
-    for (const auto& h : r.headers()) {
-      auto k = sluice::as_view(h.key);
-      auto v = sluice::as_view(h.value);
+    std::vector<size_t> binary_headers;  // positions of headers with bytes that are not UTF-8
+    for (size_t i = 0; i < r.headers().size(); ++i) {
+      auto k = sluice::as_view(r.headers()[i].key);
+      auto v = sluice::as_view(r.headers()[i].value);
       if (!valid_utf8(k) || !valid_utf8(v)) {
-        binary_headers = true;
+        binary_headers.push_back(i);
         continue;
       }
       w.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
       w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
     }
     w.EndObject();
-    if (binary_headers) {
+    if (!binary_headers.empty()) {
       w.Key("headers_base64");
       w.StartArray();
-      for (const auto& h : r.headers()) {
-        auto k = sluice::as_view(h.key);
-        auto v = sluice::as_view(h.value);
-        if (valid_utf8(k) && valid_utf8(v)) continue;
+      for (size_t i : binary_headers) {
+        auto k = sluice::as_view(r.headers()[i].key);
+        auto v = sluice::as_view(r.headers()[i].value);
         w.StartObject();
         w.Key("key");
         const std::string k64 = base64(k);
@@ -202,20 +202,35 @@ class LineEncoder {
     return true;
   }
 
+  // The envelope's value: the record's JSON (compacted) when it parses as UTF-8 within the depth
+  // bound, in one pass (the parse checks the encoding), else a JSON string or its base64.
+  void write_value_field(rapidjson::Writer<rapidjson::StringBuffer>& w, std::string_view text) {
+    if (embedded<rapidjson::kParseValidateEncodingFlag>(w, text, "value")) return;
+    if (!write_text_field(w, "value", text))
+      w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+  }
+
   // Embeds `text` as JSON when it parses (compacted), else as a JSON string.
   void write_json_or_string(rapidjson::Writer<rapidjson::StringBuffer>& w, std::string_view text,
                             bool embed_json = true) {
-    if (embed_json && sluice::json_nesting_depth(text) <= sluice::kMaxJsonDepth) {
-      doc_.Parse(text.data(), text.size());
-      const bool parsed = !doc_.HasParseError();
-      if (parsed) doc_.Accept(w);
-      // A memory pool never reuses what it handed out: without this, every record parsed here
-      // would stay allocated until the sink is destroyed.
-      doc_.SetNull();
-      pool_.Clear();
-      if (parsed) return;
-    }
+    if (embed_json && embedded<rapidjson::kParseDefaultFlags>(w, text, nullptr)) return;
     w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+  }
+
+  // Writes `key` (unless null) and the parsed `text` when it parses within the depth bound.
+  template <unsigned Flags>
+  bool embedded(rapidjson::Writer<rapidjson::StringBuffer>& w, std::string_view text,
+                const char* key) {
+    const bool parsed = sluice::parse_json_within<Flags>(doc_, text).ok();
+    if (parsed) {
+      if (key) w.Key(key);
+      doc_.Accept(w);
+    }
+    // A memory pool never reuses what it handed out: without this, every record parsed here
+    // would stay allocated until the sink is destroyed.
+    doc_.SetNull();
+    pool_.Clear();
+    return parsed;
   }
 
   static constexpr size_t kPoolBytes = 16 * 1024;  // a small record parses without a malloc
