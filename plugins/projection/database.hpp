@@ -51,6 +51,9 @@ class Database {
   // array in parameter $1 (a key list in one parameter, so a batch reads its rows in one
   // statement). Prepared with prepare_keyed().
   virtual const char* in_json_param() const { return " IN (SELECT value FROM json_each($1))"; }
+  // The most rows one upsert statement may write (the backend's round trips against its cost
+  // per statement).
+  virtual size_t upsert_rows() const { return 64; }
   // Run once after the outbox table is created: e.g. a cheaper compression of its entries.
   virtual void tune_outbox(const std::string& table, const std::string& column) {}
 };

@@ -574,7 +574,8 @@ std::string ProjectionStore::bulk_sql(const Bulk& bulk, size_t rows) {
   return sql + bulk.tail;
 }
 
-// Rows go out kBulkSizes[0] a statement; the remainder in the smaller sizes.
+// Rows go out kBulkSizes[0] a statement (at most the backend's upsert_rows()); the remainder in
+// the smaller sizes.
 void ProjectionStore::write_bulk(Bulk& bulk, size_t w) {
   std::vector<SqlValue>& queued = bulk.queued[w];
   if (queued.empty()) return;
@@ -582,10 +583,11 @@ void ProjectionStore::write_bulk(Bulk& bulk, size_t w) {
   std::vector<SqlValue>& slice = slices_[w];
   Database& db = writer(w);
   const size_t rows = queued.size() / bulk.width;
+  const size_t most = bulk.tuples ? db.upsert_rows() : SIZE_MAX;  // an IN list: any size
   size_t done = 0;
   for (size_t i = 0; i < std::size(kBulkSizes); ++i) {
     const size_t n = kBulkSizes[i];
-    if (rows - done < n) continue;
+    if (n > most || rows - done < n) continue;
     if (prepared[i] == SIZE_MAX) prepared[i] = db.prepare(bulk_sql(bulk, n));
     for (; rows - done >= n; done += n) {
       const auto first = queued.begin() + static_cast<ptrdiff_t>(done * bulk.width);
