@@ -221,9 +221,20 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
   }
   if (server.running()) spdlog::info("admin API on {}", server.url());
 
+  // A SIGINT or SIGTERM that came while the plugins loaded and the file was read is taken now,
+  // before any pipeline starts: nothing is read, and the run ends at once (a SIGHUP then has
+  // nothing to reload).
+  int stops = 0;
+  for (timespec now{0, 0};;) {
+    const int sig = sigtimedwait(&set, nullptr, &now);
+    if (sig < 0) break;
+    if (sig == SIGHUP) continue;
+    ++stops;
+    spdlog::info("signal {} received before the pipelines started", sig);
+    supervisor.request_stop();
+  }
   std::atomic<bool> done{false};
   std::thread signals([&] {
-    int stops = 0;
     while (!done.load()) {
       timespec timeout{0, 100'000'000};
       int sig = sigtimedwait(&set, nullptr, &timeout);
@@ -272,18 +283,21 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
   };
   try {
     // The watcher starts once the stages exist, so it knows their folders.
+    // A stop before the first pipeline started creates no stages: the starter ends with the run.
+    std::atomic<bool> run_over{false};
     std::thread starter([&] {
-      while (!done.load() && supervisor.pipelines().front()->stage_files().empty())
+      while (!run_over.load() && supervisor.pipelines().front()->stage_files().empty())
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      if (options.plugin_watch && !done.load()) reloader.start_watching(loaded_since);
+      if (options.plugin_watch && !run_over.load()) reloader.start_watching(loaded_since);
     });
     try {
       code = supervisor.run();
     } catch (...) {
-      done.store(true);
+      run_over.store(true);
       starter.join();
       throw;
     }
+    run_over.store(true);
     starter.join();
   } catch (...) {
     finish();

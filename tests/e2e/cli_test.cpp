@@ -4,11 +4,14 @@
 // clients' address, and validate's path checks and --create.
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <rapidjson/document.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -299,6 +302,54 @@ TEST_CASE("SIGTERM drains what is in flight: every record read is written, exit 
   }
   CHECK(seqs.size() == written.size());                               // no duplicates
   CHECK(*seqs.rbegin() == static_cast<int64_t>(written.size()) - 1);  // no gaps
+}
+
+TEST_CASE("a SIGTERM while the pipeline file is read ends the run at once, nothing read") {
+  // The secret is a FIFO, so sluice waits in the middle of reading its file (signals blocked by
+  // then) until this test writes it: the SIGTERM is there before any pipeline starts. It hung
+  // for good: a thread waited for the stages of a pipeline that a stop had kept from starting.
+  auto dir = scratch("sigterm-setup");
+  const auto fifo = dir / "secret";
+  const auto out = dir / "out.jsonl";
+  REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+  write_file(dir / "p.yaml",
+             "name: early\nsource: {type: generator, count: 1000, template: "
+             "'{\"a\": \"${file:" +
+                 fifo.string() + "}\"}'}\nsink: {type: file, path: " + out.string() + "}\n");
+  const int pid =
+      sluice::test::start_process({bin(), "run", (dir / "p.yaml").string(), "--admin", "off"},
+                                  (dir / "stdout").string(), (dir / "stderr").string());
+  const int fd = ::open(fifo.c_str(), O_WRONLY);  // returns once sluice opens it to read
+  REQUIRE(fd >= 0);
+  REQUIRE(kill(pid, SIGTERM) == 0);
+  CHECK(::write(fd, "x", 1) == 1);
+  ::close(fd);
+  // The file may be read again: every later open is fed too, until sluice exits (10 s at most).
+  int status = 0;
+  bool exited = false;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+       !exited && std::chrono::steady_clock::now() < until;) {
+    exited = waitpid(pid, &status, WNOHANG) == pid;
+    if (const int again = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK); again >= 0) {
+      CHECK(::write(again, "x", 1) == 1);
+      ::close(again);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!exited) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  const std::string summary = read_file((dir / "stdout").string());
+  INFO(summary);
+  INFO(read_file((dir / "stderr").string()));
+  REQUIRE_MESSAGE(exited, "sluice was still running 10 s after the SIGTERM");
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(summary.find("pipeline early: 0 records in") != std::string::npos);
+  CHECK(read_file((dir / "stderr").string()).find("before the pipelines started") !=
+        std::string::npos);
+  CHECK(read_file(out.string()).empty());
 }
 
 TEST_CASE("the file source resumes after its committed position across runs") {
