@@ -204,7 +204,12 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
   std::vector<std::string> secrets;
   for (const auto& p : pipelines)
     secrets.insert(secrets.end(), p->secrets().begin(), p->secrets().end());
-  if (!admin_settings.token.empty()) secrets.push_back(admin_settings.token);
+  if (!admin_settings.token.empty()) {
+    secrets.push_back(admin_settings.token);
+    // A plugin that knows the token (a config value, a guess) could show it in a stats metric
+    // name or a dead-letter header; each pipeline masks it as one of its own secrets.
+    for (const auto& p : pipelines) p->add_secrets({admin_settings.token});
+  }
   g_log_sink->set_secrets(secrets);
 
   pipeline::Supervisor supervisor(std::move(pipelines), {options.stats_file, 1000});

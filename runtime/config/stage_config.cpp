@@ -16,6 +16,7 @@
 #include "config/did_you_mean.hpp"
 #include "config/substitution.hpp"
 #include "config/yaml_reader.hpp"
+#include "core/cut_mark.hpp"
 
 namespace sluice::config {
 namespace {
@@ -396,6 +397,19 @@ void mark_occurrences(std::string_view text, std::string_view secret, std::vecto
   }
 }
 
+// Marks, before each kCutMark, the longest end of the text that is the start of a secret: the
+// cut kept only that much of it ("...hunt" + kCutMark for the secret "hunter2").
+void mark_cut_starts(std::string_view text, std::string_view secret, std::vector<bool>& hidden) {
+  for (size_t cut = text.find(core::kCutMark); cut != std::string_view::npos;
+       cut = text.find(core::kCutMark, cut + 1)) {
+    for (size_t n = std::min(secret.size() - 1, cut); n > 0; --n)
+      if (text.substr(cut - n, n) == secret.substr(0, n)) {
+        mark({cut - n, cut}, hidden);
+        break;
+      }
+  }
+}
+
 }  // namespace
 
 CheckedConfig check_stage(const StageSpec& stage, std::string_view schema_json) {
@@ -505,7 +519,11 @@ std::vector<std::string> secret_values_of(std::string_view value) {
 
 std::string redact(std::string_view text, const std::vector<std::string>& secret_values) {
   std::vector<bool> hidden(text.size(), false);
-  for (const auto& secret : secret_values) mark_occurrences(text, secret, hidden);
+  const bool cut = text.find(core::kCutMark) != std::string_view::npos;
+  for (const auto& secret : secret_values) {
+    mark_occurrences(text, secret, hidden);
+    if (cut && !secret.empty()) mark_cut_starts(text, secret, hidden);
+  }
   for (const auto& range : url_passwords(text)) mark(range, hidden);
   for (const auto& range : keyword_passwords(text)) mark(range, hidden);
   constexpr std::string_view kMask = "***";

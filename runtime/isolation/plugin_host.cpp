@@ -212,7 +212,7 @@ bool PluginHost::create(const Message& m) {
   sluice_status st =
       table_->create(&api_, m.payload.data(), m.payload.size(), &instance_, error_.get());
   if (st == SLUICE_OK && instance_ == nullptr) st = SLUICE_ERROR;
-  std::string text = st == SLUICE_OK ? std::string() : error_.message;
+  std::string text = st == SLUICE_OK ? std::string() : error_.text();
   if (st != SLUICE_OK && text.empty()) text = "create failed with no reason given";
   reply(m, st, text + std::string(1, '\0') + error_.field);
   return st == SLUICE_OK;
@@ -261,9 +261,9 @@ void PluginHost::serve(const Message& m) {
       table_->set_paused(instance_, m.payload == "1" ? 1 : 0);
       return reply(m, SLUICE_OK, {});
     case MessageKind::flush:
-      return reply(m, table_->flush(instance_, &error_.error), error_.message);
+      return reply(m, table_->flush(instance_, &error_.error), error_.text());
     case MessageKind::pre_commit:
-      return reply(m, table_->pre_commit(instance_, &error_.error), error_.message);
+      return reply(m, table_->pre_commit(instance_, &error_.error), error_.text());
     case MessageKind::snapshot:
     case MessageKind::restore:
       return state_call(m);
@@ -308,7 +308,7 @@ void PluginHost::batch_call(const Message& m) {
   const std::chrono::duration<double, std::micro> plugin_time =
       std::chrono::steady_clock::now() - started;
   const size_t size = writer_.finish();
-  reply(m, st, error_.message, size, plugin_time.count());
+  reply(m, st, error_.text(), size, plugin_time.count());
 }
 
 // A source's poll: its records go back in the output region, end of stream in the flags.
@@ -323,7 +323,7 @@ void PluginHost::poll_call(const Message& m) {
   const std::chrono::duration<double, std::micro> plugin_time =
       std::chrono::steady_clock::now() - started;
   const size_t size = writer_.finish();
-  reply(m, st, error_.message, size, plugin_time.count(), args.end_of_stream ? kEndOfStream : 0);
+  reply(m, st, error_.text(), size, plugin_time.count(), args.end_of_stream ? kEndOfStream : 0);
 }
 
 // Its own error buffer: a commit may come in while a poll is inside sluice_host_drain.
@@ -333,7 +333,7 @@ void PluginHost::commit_call(const Message& m) {
   const sluice_status st =
       table_->commit ? table_->commit(instance_, positions.data(), positions.size(), error.get())
                      : SLUICE_OK;
-  reply(m, st, error.message);
+  reply(m, st, error.text());
 }
 
 // sluice_host_drain from inside a poll: the host drains and commits through this child (the
@@ -359,8 +359,7 @@ void PluginHost::state_call(const Message& m) {
   if (m.header.kind == MessageKind::restore) {
     const RegionView in = read_region(input_, m.header.region_size);
     const sluice_bytes state = in.records.empty() ? sluice_bytes{} : in.records[0].value;
-    return reply(m, table_->restore(instance_, state.ptr, state.len, &error_.error),
-                 error_.message);
+    return reply(m, table_->restore(instance_, state.ptr, state.len, &error_.error), error_.text());
   }
   std::string state;
   sluice_buffer buf{sizeof(sluice_buffer), &state, [](void* ctx, const uint8_t* data, size_t len) {
@@ -370,7 +369,7 @@ void PluginHost::state_call(const Message& m) {
   const sluice_status st = table_->snapshot(instance_, &buf, &error_.error);
   output_writer(m);
   writer_.add_blob(state);
-  reply(m, st, error_.message, writer_.finish());
+  reply(m, st, error_.text(), writer_.finish());
 }
 
 // This file is linked only into a program whose main() calls plugin_host_main (a static library

@@ -513,11 +513,12 @@ std::vector<middleware::StageStats> Pipeline::stats() const {
     s.circuit_breaker.opened_total = breaker_->opened_total();
   }
   const StageSet stages = slots_.snapshot();
-  auto describe = [&s](const StageCall& call, const char* role) {
+  // A metric's name is the plugin's text: a secret in it is masked like one in a message.
+  auto describe = [this, &s](const StageCall& call, const char* role) {
     const auto& inst = call.instance();
-    for (const auto& [k, v] : inst.host().metrics()) s.extra[inst.name() + "." + k] = v;
+    for (const auto& [k, v] : inst.host().metrics()) s.extra[redact(inst.name() + "." + k)] = v;
     for (const auto& k : inst.host().counter_names())
-      s.extra_counters.insert(inst.name() + "." + k);
+      s.extra_counters.insert(redact(inst.name() + "." + k));
     s.plugins.push_back(
         {inst.name(), role, inst.info().name, inst.info().version, inst.info().file.string()});
   };

@@ -116,6 +116,8 @@ class Pipeline {
   // pipeline was built with; redact() also knows those of configs reloaded since).
   const std::vector<std::string>& secrets() const { return secrets_; }
   std::string redact(std::string text) const { return secret_list_.redact(std::move(text)); }
+  // Values masked in this pipeline's texts besides its secret fields' (the admin token).
+  void add_secrets(const std::vector<std::string>& values) { secret_list_.add(values); }
 
   // Memory pressure (from the adaptive stage's monitor, any thread): transforms and sink are told
   // at once; the source on its own source thread, before its next poll (abi.h threading rule).

@@ -143,9 +143,8 @@ StageResult StageCall::run(const char* hook, std::span<const sluice_record> reco
   }
   if (status == SLUICE_OK) return std::nullopt;
   counters_->failed_calls.fetch_add(1, std::memory_order_relaxed);
-  std::string message = err.message[0]
-                            ? std::string(err.message)
-                            : fmt::format("{} with no reason given", status_name(status));
+  std::string message =
+      err.message[0] ? err.text() : fmt::format("{} with no reason given", status_name(status));
   return error(std::move(message), status);
 }
 

@@ -13,7 +13,7 @@ PluginInstance::PluginInstance(const PluginInfo& info, std::string instance_name
                                          &handle_, err.get());
   if (st != SLUICE_OK || handle_ == nullptr)
     throw PluginCreateError(err.field,
-                            err.message[0] ? err.message : "create failed with no reason given");
+                            err.message[0] ? err.text() : "create failed with no reason given");
 }
 
 PluginInstance::~PluginInstance() {
@@ -25,7 +25,7 @@ void validate_config(const PluginInfo& info, const std::string& config_json) {
   if (!SLUICE_HAS_FIELD(t, sluice_plugin, validate) || !t->validate) return;
   CallError err;
   if (t->validate(config_json.data(), config_json.size(), err.get()) != SLUICE_OK)
-    throw PluginCreateError(err.field, err.message[0] ? err.message : "invalid config");
+    throw PluginCreateError(err.field, err.message[0] ? err.text() : "invalid config");
 }
 
 }  // namespace sluice::plugin

@@ -1,10 +1,12 @@
 // One created plugin instance: its host context, its handle, and error-buffer plumbing for calls.
 #pragma once
 
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
 
+#include "core/cut_mark.hpp"
 #include "plugin/host_context.hpp"
 #include "plugin/plugin_library.hpp"
 
@@ -18,6 +20,14 @@ struct CallError {
   sluice_error* get() {
     message[0] = field[0] = '\0';
     return &error;
+  }
+  // The message; one that filled the buffer was cut, and ends with core::kCutMark so that
+  // redact() can mask the start of a secret the cut left ("...hunt" of "hunter2").
+  std::string text() const {
+    const size_t n = ::strnlen(message, sizeof message);
+    std::string out(message, n);
+    if (n >= sizeof message - 1) out += core::kCutMark;
+    return out;
   }
 };
 

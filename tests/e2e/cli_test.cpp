@@ -5,7 +5,6 @@
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <rapidjson/document.h>
 #include <signal.h>
@@ -464,6 +463,33 @@ int free_port() {
 }
 
 }  // namespace
+
+TEST_CASE("the admin token is masked where a plugin puts it: a metric name, a dead letter") {
+  // `leaky` takes the token as a label that is not secret to it: only the admin token masks it.
+  auto dir = scratch("admin-token-metric");
+  const std::string token = "Adm1nT0ken-e2e-xyz";
+  write_file(dir / "p.yaml",
+             "name: t\nsource: {type: generator, count: 20}\ntransforms:\n  - {type: leaky, "
+             "token: other-s3cret, label: " +
+                 token +
+                 "}\nsink: {type: null}\ndead_letter: {type: file, format: envelope, "
+                 "path: " +
+                 (dir / "dlq.jsonl").string() +
+                 "}\nerrors: {tolerance: all}\nadmin: {host: 127.0.0.1, port: " +
+                 std::to_string(free_port()) + ", token: " + token + "}\n");
+  auto r = run_process({bin(), "--plugin-path", (binary_dir() / "test-plugins" / "probes").string(),
+                        "run", (dir / "p.yaml").string(), "--stats-file",
+                        (dir / "stats.json").string()});
+  INFO(r.out);
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  const std::string stats = read_file((dir / "stats.json").string());
+  CHECK(stats.find("t.transform0.label_***") != std::string::npos);
+  CHECK(stats.find(token) == std::string::npos);
+  CHECK(read_file((dir / "dlq.jsonl").string()).find(token) == std::string::npos);
+  CHECK(r.out.find(token) == std::string::npos);
+  CHECK(r.err.find(token) == std::string::npos);
+}
 
 TEST_CASE("every shipped pipeline validates in a clean environment, as it is") {
   const auto files = shipped_pipelines();

@@ -1,13 +1,15 @@
 // Test module probes. `thread_probe` (source) appends "<hook> <tid>" to `path` for every hook
 // the host calls, so a test can check abi.h's threading rule; `fanout` (transform) emits
 // `copies` records of `bytes` bytes per input record; `leaky` (transform) rejects every record
-// with a message that quotes its secret `token`.
+// with a message that quotes its secret `token` (or fails its batch with one cut inside the
+// token), and names metrics after it.
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <mutex>
 #include <sluice/sdk.hpp>
+#include <stdexcept>
 #include <string>
 
 namespace {
@@ -92,16 +94,35 @@ class Leaky final : public sluice::Transform {
   static sluice::ConfigSchema schema() {
     sluice::ConfigSchema s;
     s.string("token").required().secret();
+    s.integer("cut_after")
+        .default_value(0)
+        .doc(
+            "0: reject each record, quoting the token; N: fail the batch with a message of "
+            "which the host's 2,048-byte buffer keeps only the token's first N bytes");
+    s.string("label").default_value("").doc("not secret: a counter label_<label> is kept");
     return s;
   }
-  Leaky(const sluice::Config& c, sluice::Host& /*host*/) : token_(c.get_string("token")) {}
+  Leaky(const sluice::Config& c, sluice::Host& host)
+      : token_(c.get_string("token")),
+        cut_after_(c.get_int("cut_after", 0)),
+        label_(c.get_string("label", "")),
+        host_(host) {}
 
   void process(const sluice::Batch& in, sluice::Output& out) override {
+    // Metric names are the plugin's text too.
+    host_.counter_add(("seen_" + token_).c_str(), static_cast<double>(in.size()));
+    host_.gauge_set(("last_" + token_).c_str(), static_cast<double>(in.size()));
+    if (!label_.empty()) host_.counter_add(("label_" + label_).c_str(), 1);
+    if (cut_after_ > 0)
+      throw std::runtime_error(std::string(2047 - static_cast<size_t>(cut_after_), 'x') + token_);
     for (size_t i = 0; i < in.size(); ++i) out.reject(i, "login with token " + token_ + " refused");
   }
 
  private:
   std::string token_;
+  int64_t cut_after_;
+  std::string label_;
+  sluice::Host& host_;
 };
 
 }  // namespace

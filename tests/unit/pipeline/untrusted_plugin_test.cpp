@@ -13,8 +13,10 @@ using namespace sluice::test;
 
 namespace {
 
-// Runs one pipeline file (a bounded source) in process to its end; returns its summary.
-pipeline::Summary run_to_end(const fs::path& dir, const std::string& yaml) {
+// Runs one pipeline file (a bounded source) in process to its end; returns its summary, and its
+// stats as /stats and --stats-file show them in `stats_json`.
+pipeline::Summary run_to_end(const fs::path& dir, const std::string& yaml,
+                             std::string* stats_json = nullptr) {
   plugin::PluginRegistry registry;
   registry.load_search_path(
       {test_plugins() / "probes", fs::path(std::getenv("SLUICE_BUILD_PLUGIN_DIR"))});
@@ -23,6 +25,7 @@ pipeline::Summary run_to_end(const fs::path& dir, const std::string& yaml) {
   ps.push_back(std::make_unique<pipeline::Pipeline>(file.pipelines[0], registry));
   pipeline::Supervisor supervisor(std::move(ps), pipeline::Supervisor::Options{});
   supervisor.run();
+  if (stats_json) *stats_json = supervisor.stats_json();
   return supervisor.summaries()[0];
 }
 
@@ -92,5 +95,34 @@ TEST_CASE("a plugin's error quoting a secret of its config never reaches the dea
   const std::string dlq = read_all(dir / "dlq.jsonl");
   CHECK(dlq.find("login with token") != std::string::npos);
   CHECK(dlq.find("s3cr3t-t0ken") == std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a secret in a plugin's metric names is masked in the stats") {
+  const fs::path dir = scratch("leaky-metrics");
+  std::string stats;
+  auto s = run_to_end(dir,
+                      with_dead_letter_file(dir, "{type: generator, count: 5}",
+                                            "{type: leaky, token: s3cr3t-t0ken}"),
+                      &stats);
+  CHECK(s.dead_lettered == 5);
+  INFO(stats);
+  CHECK(stats.find("s3cr3t-t0ken") == std::string::npos);
+  CHECK(stats.find("transform0.seen_***") != std::string::npos);
+  CHECK(stats.find("transform0.last_***") != std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a plugin message cut inside a secret by the host's buffer keeps no start of it") {
+  // The buffer keeps 2,047 bytes: the padding and the token's first 7, "s3cr3t-", which no
+  // whole-secret match finds.
+  const fs::path dir = scratch("leaky-cut");
+  auto s =
+      run_to_end(dir, with_dead_letter_file(dir, "{type: generator, count: 5}",
+                                            "{type: leaky, token: s3cr3t-t0ken, cut_after: 7}"));
+  CHECK(s.dead_lettered == 5);
+  const std::string dlq = read_all(dir / "dlq.jsonl");
+  CHECK(dlq.find("xxx***...[cut]") != std::string::npos);
+  CHECK(dlq.find("s3cr3t") == std::string::npos);
   fs::remove_all(dir);
 }
