@@ -2,17 +2,23 @@
 // with admin/stats_view, or ask for a reload.
 #include "cli/commands_admin.hpp"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <httplib.h>
+#include <ifaddrs.h>
+#include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -73,21 +79,86 @@ std::optional<uid_t> listener_uid(int port) {
   return std::nullopt;
 }
 
-// Why the token must not go to the target: on this machine (a loopback address) the port is
-// served by another user's process, which may have taken it to collect tokens. Empty when the
+// Whether an address is one of this machine's: loopback, the wildcard (a connection to 0.0.0.0
+// or :: reaches this machine) or an address of one of its interfaces.
+bool local_address(const sockaddr* a, const std::vector<std::string>& interface_addresses) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (a->sa_family == AF_INET) {
+    const in_addr v4 = reinterpret_cast<const sockaddr_in*>(a)->sin_addr;
+    const uint32_t host_order = ntohl(v4.s_addr);
+    if ((host_order >> 24) == 127 || host_order == INADDR_ANY) return true;
+    inet_ntop(AF_INET, &v4, text, sizeof text);
+  } else if (a->sa_family == AF_INET6) {
+    const in6_addr& v6 = reinterpret_cast<const sockaddr_in6*>(a)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(&v6) || IN6_IS_ADDR_UNSPECIFIED(&v6)) return true;
+    if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+      sockaddr_in mapped{};
+      mapped.sin_family = AF_INET;
+      std::memcpy(&mapped.sin_addr, &v6.s6_addr[12], 4);
+      return local_address(reinterpret_cast<const sockaddr*>(&mapped), interface_addresses);
+    }
+    inet_ntop(AF_INET6, &v6, text, sizeof text);
+  } else {
+    return false;
+  }
+  return std::find(interface_addresses.begin(), interface_addresses.end(), text) !=
+         interface_addresses.end();
+}
+
+// Whether `host` names this machine, resolved as the HTTP client resolves it: "LOCALHOST",
+// "127.1", "0x7f000001", "2130706433", "0" and the machine's own addresses all do.
+bool this_machine(const std::string& host) {
+  std::vector<std::string> interface_addresses;
+  if (ifaddrs* list = nullptr; getifaddrs(&list) == 0) {
+    for (const ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+      if (i->ifa_addr == nullptr) continue;
+      char text[INET6_ADDRSTRLEN] = {};
+      if (i->ifa_addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr, text,
+                  sizeof text);
+      else if (i->ifa_addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr, text,
+                  sizeof text);
+      if (text[0] != '\0') interface_addresses.emplace_back(text);
+    }
+    freeifaddrs(list);
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) return admin::is_loopback_host(host);
+  bool local = false;
+  for (const addrinfo* a = found; a != nullptr && !local; a = a->ai_next)
+    local = local_address(a->ai_addr, interface_addresses);
+  freeaddrinfo(found);
+  return local;
+}
+
+// Why the token must not go to the target: on this machine (any name or address of it) the port
+// is served by another user's process, which may have taken it to collect tokens. Empty when the
 // server is this user's or root's, or cannot be told (another machine).
 std::string token_refusal(const AdminTarget& target) {
   const std::string scheme = "http://";
-  if (target.url.rfind(scheme, 0) != 0) return {};
+  std::string lowered = target.url.substr(0, scheme.size());
+  std::transform(lowered.begin(), lowered.end(), lowered.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (lowered != scheme) return {};
   std::string authority = target.url.substr(scheme.size());
-  authority = authority.substr(0, authority.find('/'));
-  const auto colon = authority.rfind(':');
-  if (colon == std::string::npos || authority.find(']', colon) != std::string::npos) return {};
-  std::string host = authority.substr(0, colon);
+  authority = authority.substr(0, authority.find_first_of("/?#"));
+  if (const auto at = authority.rfind('@'); at != std::string::npos)
+    authority = authority.substr(at + 1);  // user:password@ goes to the same host
+  std::string host = authority;
+  int port = 80;  // http's, when the URL names none
+  if (const auto colon = authority.rfind(':');
+      colon != std::string::npos && authority.find(']', colon) == std::string::npos) {
+    host = authority.substr(0, colon);
+    port = std::atoi(authority.c_str() + colon + 1);
+  }
   if (host.size() > 1 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
-  if (!admin::is_loopback_host(host)) return {};
-  const auto uid = listener_uid(std::atoi(authority.c_str() + colon + 1));
+  if (!this_machine(host)) return {};
+  const auto uid = listener_uid(port);
   if (!uid || *uid == ::geteuid() || *uid == 0) return {};
   return fmt::format(
       "the admin API at {} ({}) is served by a process of uid {}, not of this user or root: the "
