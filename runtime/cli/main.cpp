@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <iostream>
 #include <mutex>
+#include <sluice/safe_files.hpp>
 #include <thread>
 
 #include "admin/admin_server.hpp"
@@ -460,7 +461,8 @@ std::string writable_file_path(const std::string& path) {
   const std::filesystem::path folder = file.has_parent_path() ? file.parent_path() : ".";
   if (!std::filesystem::is_directory(folder, ec))
     return "the folder '" + folder.string() + "' of '" + path + "' does not exist";
-  return {};
+  // In a folder others can write (/tmp), what is there must be ours (README: another local user).
+  return sluice::files::distrust_reason(path, sluice::files::Use::state);
 }
 
 void define_subcommands(CLI::App& app, CommandLine& c) {

@@ -247,6 +247,23 @@ TEST_CASE("another user's link at the output, its lock or the offset file: exit 
   }
 }
 
+TEST_CASE("a hard link at the offset file or the stats file: exit 2, the linked file untouched") {
+  // Without fs.protected_hardlinks another user can link a file of root's into the shared
+  // folder. Both were used with exit 0: the offset file's refusal was taken for a missing file.
+  if (!can_plant()) return;
+  for (const std::string name : {"in.jsonl.sluice-offset", "stats.json"}) {
+    CAPTURE(name);
+    SharedFolder f("hard-link");
+    fs::create_hard_link(f.victim, f.shared / name);
+    const auto r = f.run((f.shared / "stats.json").string());
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find((f.shared / name).string() + " has 2 hard links") != std::string::npos);
+    CHECK(read_file(f.victim.string()) == "precious\n");
+    CHECK_FALSE(fs::exists(f.shared / "out.jsonl"));
+  }
+}
+
 TEST_CASE("another user's offset file is not trusted: exit 2, nothing skipped") {
   if (!can_plant()) return;
   SharedFolder f("planted-offset");

@@ -103,13 +103,16 @@ inline std::string distrust_reason(const std::string& path, Use use) {
   return detail::untrusted_file(path, entry, dir, use, where);
 }
 
-// open(2) after distrust_reason's check: the descriptor, or -1 with `error` set. The last part of
-// the path is opened with O_NOFOLLOW first, so a file swapped for a link after the check is not
-// followed; a link that passed the check is followed and must still be the one checked.
+// open(2) after distrust_reason's check: the descriptor, or -1 with `error` set (and errno: a
+// refusal sets EACCES, so that a caller that takes ENOENT for "nothing there yet" never takes a
+// refused file for a missing one). The last part of the path is opened with O_NOFOLLOW first, so
+// a file swapped for a link after the check is not followed; a link that passed the check is
+// followed and must still be the one checked.
 inline int open_checked(const std::string& path, int flags, mode_t mode, Use use,
                         std::string& error) {
   if (auto why = distrust_reason(path, use); !why.empty()) {
     error = std::move(why);
+    errno = EACCES;
     return -1;
   }
   int fd = ::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode);
@@ -126,6 +129,7 @@ inline int open_checked(const std::string& path, int flags, mode_t mode, Use use
       if (!why.empty()) {
         ::close(fd);
         error = std::move(why);
+        errno = EACCES;
         return -1;
       }
     }
@@ -150,6 +154,7 @@ inline int open_checked(const std::string& path, int flags, mode_t mode, Use use
       after.st_uid != before.st_uid) {
     ::close(fd);
     error = path + " was replaced while it was being opened: refused";
+    errno = EACCES;
     return -1;
   }
   return fd;

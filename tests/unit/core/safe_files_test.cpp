@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <sluice/safe_files.hpp>
@@ -121,6 +122,11 @@ TEST_CASE("a hard link in a shared folder is refused, to read or to write, whoev
     CHECK(error.find("has 2 hard links") != std::string::npos);
     CHECK(error.find(s.dir.string()) != std::string::npos);
   }
+  // A refusal is not "nothing there": a caller that reads errno must not see a stale ENOENT.
+  errno = ENOENT;
+  std::string refused;
+  CHECK(open_for(link, Use::state, refused) == -1);
+  CHECK(errno == EACCES);
   CHECK(slurp(s.victim) == "precious");
   // A file of one link, ours, is used as before.
   fs::remove(link);
