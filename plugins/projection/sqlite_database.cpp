@@ -33,8 +33,8 @@ int checked_open(const char* path, int flags, int mode) {
   const int fd = sluice::files::open_checked(path, flags, static_cast<mode_t>(mode), use, error);
   if (fd >= 0) return fd;
   // open_checked leaves errno as open(2) set it when the open itself failed; a refusal sets
-  // none (or ELOOP, from its first try through the link).
-  if (errno == 0 || errno == ELOOP) {
+  // EACCES (or leaves ELOOP, from its first try through the link). The reason goes with it.
+  if (errno == 0 || errno == ELOOP || errno == EACCES) {
     refused_open = error;
     errno = EACCES;
   }

@@ -263,8 +263,9 @@ int open_config_file(const std::filesystem::path& path, const Location& where) {
   const int fd =
       sluice::files::open_checked(path.string(), O_RDONLY, 0, sluice::files::Use::state, error);
   if (fd < 0) {
-    // open_checked leaves open(2)'s errno when the open failed; a refusal sets none (or ELOOP).
-    if (errno != 0 && errno != ELOOP)
+    // open_checked leaves open(2)'s errno when the open failed; a refusal sets EACCES (and its
+    // reason), an open through a refused link ELOOP.
+    if (errno != 0 && errno != ELOOP && errno != EACCES)
       throw ConfigError(where, fmt::format("cannot read: {}", std::strerror(errno)));
     throw ConfigError(where, error);
   }
