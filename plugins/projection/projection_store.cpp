@@ -112,7 +112,8 @@ ProjectionStore::ProjectionStore(std::unique_ptr<Database> db, std::vector<Proje
       slices_(writer_count()),
       specs_(std::move(specs)),
       outbox_(writer_count()),
-      outbox_insert_(writer_count(), SIZE_MAX) {
+      outbox_insert_(writer_count(), SIZE_MAX),
+      keyed_on_(writer_count()) {
   in_use_ = writer_count();
   create_tables();
   for (auto& s : stmts_)
@@ -393,8 +394,39 @@ RowState ProjectionStore::row_from_side(const SqlRow& r) {
   return row;
 }
 
+// work(w) for each connection w < n that has_work(w): 1..n-1 on their own threads, 0 on this
+// one (always); all are waited for, and the first error is thrown.
+void ProjectionStore::side_by_side(size_t n, const std::function<bool(size_t)>& has_work,
+                                   const std::function<void(size_t)>& work) {
+  std::vector<std::future<void>> others;
+  for (size_t w = 1; w < n; ++w)
+    if (has_work(w)) others.push_back(std::async(std::launch::async, work, w));
+  std::exception_ptr failed;
+  try {
+    work(0);
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  for (auto& f : others) try {
+      f.get();
+    } catch (...) {
+      if (!failed) failed = std::current_exception();
+    }
+  if (failed) std::rethrow_exception(failed);
+}
+
 size_t ProjectionStore::prepare_in_list(const std::string& head) {
-  return db_->prepare_keyed(head + db_->in_json_param());
+  const std::string sql = head + db_->in_json_param();
+  const size_t statement = db_->prepare_keyed(sql);
+  keyed_sql_.emplace(statement, sql);
+  return statement;
+}
+
+size_t ProjectionStore::keyed_on(size_t w, size_t statement) {
+  if (w == 0) return statement;
+  auto [it, added] = keyed_on_[w].try_emplace(statement);
+  if (added) it->second = writer(w).prepare_keyed(keyed_sql_.at(statement));
+  return it->second;
 }
 
 RowState ProjectionStore::load(size_t projection, RowFamily family, const std::string& key) {
@@ -427,24 +459,67 @@ RowState ProjectionStore::load(size_t projection, RowFamily family, const std::s
   return row;
 }
 
-void ProjectionStore::load_many(size_t projection, RowFamily family,
-                                const std::vector<std::string>& keys, const std::string& key_prefix,
-                                std::unordered_map<std::string, RowState>& out) {
+void ProjectionStore::load_all(const std::vector<KeyRead>& reads,
+                               std::unordered_map<std::string, RowState>& out) {
+  const size_t connections = spread_ ? std::min(in_use_, writer_count()) : 1;
+  if (connections == 1) {
+    for (const auto& r : reads) load_many_on(0, r.projection, r.family, r.keys, r.key_prefix, out);
+    return;
+  }
+  // Each read in parts of at least kPart keys, each part to the connection with the fewest
+  // keys so far; a connection runs its parts one after the other.
+  static constexpr size_t kPart = 256;
+  struct Part {
+    const KeyRead* read;
+    std::vector<std::string> keys;
+  };
+  std::vector<std::vector<Part>> plan(connections);
+  std::vector<size_t> load(connections, 0);
+  for (const auto& r : reads) {
+    const size_t parts = std::clamp<size_t>(r.keys.size() / kPart, 1, connections);
+    const size_t each = (r.keys.size() + parts - 1) / parts;
+    for (size_t from = 0; from < r.keys.size(); from += each) {
+      const size_t to = std::min(r.keys.size(), from + each);
+      const size_t w =
+          static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+      plan[w].push_back({&r,
+                         {r.keys.begin() + static_cast<ptrdiff_t>(from),
+                          r.keys.begin() + static_cast<ptrdiff_t>(to)}});
+      load[w] += to - from;
+    }
+  }
+  std::vector<std::unordered_map<std::string, RowState>> found(connections);
+  auto run_on = [&](size_t w) {
+    for (const Part& part : plan[w])
+      load_many_on(w, part.read->projection, part.read->family, part.keys, part.read->key_prefix,
+                   w == 0 ? out : found[w]);
+  };
+  side_by_side(
+      connections, [&](size_t w) { return !plan[w].empty(); }, run_on);
+  for (size_t w = 1; w < connections; ++w)
+    for (auto& [key, row] : found[w]) out.insert_or_assign(key, std::move(row));
+}
+
+void ProjectionStore::load_many_on(size_t w, size_t projection, RowFamily family,
+                                   const std::vector<std::string>& keys,
+                                   const std::string& key_prefix,
+                                   std::unordered_map<std::string, RowState>& out) {
   const Statements& s = stmts_[projection];
+  Database& db = writer(w);
   for (const auto& key : keys) out.try_emplace(key_prefix + key);
   if (family == RowFamily::source) {
-    for (const auto& r : db_->run(s.many_side, {json_array(keys)}))
+    for (const auto& r : db.run(keyed_on(w, s.many_side), {json_array(keys)}))
       out[key_prefix + r[0].value_or("")] = row_from_side(r);
     return;
   }
-  for (const auto& r : db_->run(s.many_main, {json_array(keys)}))
+  for (const auto& r : db.run(keyed_on(w, s.many_main), {json_array(keys)}))
     out[key_prefix + r[0].value_or("")] = row_from_main(projection, r, 1);
   if (family != RowFamily::mirror) return;
   std::vector<std::string> not_live;  // mirror keys without a live row: look for a tombstone
   for (const auto& key : keys)
     if (!out[key_prefix + key].present) not_live.push_back(key);
   if (not_live.empty()) return;
-  for (const auto& r : db_->run(s.many_side, {json_array(not_live)})) {
+  for (const auto& r : db.run(keyed_on(w, s.many_side), {json_array(not_live)})) {
     RowState& row = out[key_prefix + r[0].value_or("")];
     row.tombstone = true;
     row.position = r[1].value_or("");
@@ -537,23 +612,9 @@ void ProjectionStore::write_queued_on(size_t w) {
 
 void ProjectionStore::write_queued() {
   try {
-    // Writers 1..n-1 on their own threads, writer 0 on this one; all are waited for.
-    std::vector<std::future<void>> others;
-    for (size_t w = 1; w < writer_count(); ++w)
-      if (queued_on(w))
-        others.push_back(std::async(std::launch::async, [this, w] { write_queued_on(w); }));
-    std::exception_ptr failed;
-    try {
-      write_queued_on(0);
-    } catch (...) {
-      failed = std::current_exception();
-    }
-    for (auto& f : others) try {
-        f.get();
-      } catch (...) {
-        if (!failed) failed = std::current_exception();
-      }
-    if (failed) std::rethrow_exception(failed);
+    side_by_side(
+        writer_count(), [this](size_t w) { return queued_on(w); },
+        [this](size_t w) { write_queued_on(w); });
   } catch (...) {
     // The transaction fails with this batch: nothing of it may leak into the next one.
     clear_queues();

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -87,10 +88,19 @@ class ProjectionStore {
   void spread_writes(bool on) { spread_ = on; }
 
   RowState load(size_t projection, RowFamily family, const std::string& key);
-  // The rows of `keys` (one family), read in one statement; a key without a row maps to
-  // a "never seen" RowState. Results go into `out` under the key `key_prefix + key`.
-  void load_many(size_t projection, RowFamily family, const std::vector<std::string>& keys,
-                 const std::string& key_prefix, std::unordered_map<std::string, RowState>& out);
+  // Reads of the rows of `keys` (one projection, one family each), a statement per read; a key
+  // without a row maps to a "never seen" RowState. Results go into `out` under the key
+  // `key_prefix + key`. While the batch spreads its writes over more than one writer, the
+  // reads are spread over those connections too (a long key list in parts) and run side by
+  // side: the other writers' connections have no transaction open yet, and read what is
+  // committed, as the first one does before its own writes. Call before any write_queued().
+  struct KeyRead {
+    size_t projection;
+    RowFamily family;
+    std::vector<std::string> keys;
+    std::string key_prefix;
+  };
+  void load_all(const std::vector<KeyRead>& reads, std::unordered_map<std::string, RowState>& out);
   // Queues the write of `row`; `before` is the row as loaded, so only the statements needed
   // run. Queued writes go out with write_queued(), several rows a statement; a key is saved at
   // most once between two write_queued() calls. `affinity` picks the writer: rows saved with
@@ -154,6 +164,14 @@ class ProjectionStore {
   void create_tables();
   void create_outbox();
   size_t prepare_in_list(const std::string& head);
+  void load_many_on(size_t w, size_t projection, RowFamily family,
+                    const std::vector<std::string>& keys, const std::string& key_prefix,
+                    std::unordered_map<std::string, RowState>& out);
+  // The handle on writer w of a statement prepared with prepare_in_list() (on the first
+  // connection): prepared on w at its first use there.
+  size_t keyed_on(size_t w, size_t statement);
+  static void side_by_side(size_t n, const std::function<bool(size_t)>& has_work,
+                           const std::function<void(size_t)>& work);
   Database& writer(size_t w) { return w == 0 ? *db_ : *writers_[w - 1]; }
   size_t writer_of(size_t affinity) const;
   bool queued_on(size_t w) const;
@@ -179,7 +197,9 @@ class ProjectionStore {
   };
   std::vector<OutboxRow> outbox_;
   void write_outbox(size_t w);
-  std::vector<size_t> outbox_insert_;  // [writer]: SIZE_MAX until prepared on it
+  std::vector<size_t> outbox_insert_;                  // [writer]: SIZE_MAX until prepared on it
+  std::unordered_map<size_t, std::string> keyed_sql_;  // prepare_in_list()'s statements
+  std::vector<std::unordered_map<size_t, size_t>> keyed_on_;  // [writer]: handle there
   size_t outbox_select_ = 0, outbox_cutoff_ = 0, outbox_pruned_max_ = 0, outbox_delete_ = 0;
 };
 

@@ -289,8 +289,10 @@ class ProjectionTransform final : public sluice::Transform {
 
     std::vector<Derived> derived;
     Tally tally;
+    PhaseClock clock;
     {
-      std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
+      clock.lap(clock.waited);
       adjust_capacity();
       const CacheCounts before = cache_.counts();
       BatchState batch;
@@ -300,6 +302,7 @@ class ProjectionTransform final : public sluice::Transform {
       store_->begin();
       try {
         prefetch(events, batch);
+        clock.lap(clock.read);
         for (const auto& ev : events) {
           const size_t first = derived.size();
           const double replayed = tally.replayed;
@@ -307,9 +310,12 @@ class ProjectionTransform final : public sluice::Transform {
           to_outbox(ev, first, tally.replayed > replayed, derived, batch);
         }
         reemit(batch, derived, tally);
+        clock.lap(clock.fold);
         flush(batch);
         prune_outbox(batch);
+        clock.lap(clock.write);
         store_->commit();
+        clock.lap(clock.commit);
       } catch (...) {
         store_->rollback();
         // The cache holds committed rows only, except rows read after a truncate flushed this
@@ -349,7 +355,29 @@ class ProjectionTransform final : public sluice::Transform {
     if (tally.noop) host_.counter_add("no_op", tally.noop);
     if (tally.unprojected) host_.counter_add("no_projection", tally.unprojected);
     if (!derived.empty() && emit_) host_.counter_add("derived_events", double(derived.size()));
+    clock.report(host_);
   }
+
+  // Where a batch's time went, as counters of seconds: waiting for the store (another lane's
+  // batch holds it), reading the rows the batch touches, folding the events, sending the
+  // writes (all writers), committing. A fold that reads a row the prefetch missed counts as
+  // fold; a truncate's writes too.
+  struct PhaseClock {
+    std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
+    double waited = 0, read = 0, fold = 0, write = 0, commit = 0;
+    void lap(double& phase) {
+      const auto now = std::chrono::steady_clock::now();
+      phase += std::chrono::duration<double>(now - last).count();
+      last = now;
+    }
+    void report(sluice::Host& host) const {
+      host.counter_add("store_wait_seconds", waited);
+      host.counter_add("read_seconds", read);
+      host.counter_add("fold_seconds", fold);
+      host.counter_add("write_seconds", write);
+      host.counter_add("commit_seconds", commit);
+    }
+  };
 
   // `writers: auto`: the batch just committed (its changes, the seconds from BEGIN to COMMIT)
   // goes to the tuner, which picks the writers of the next batch.
@@ -913,12 +941,14 @@ class ProjectionTransform final : public sluice::Transform {
   void load_wanted(Wanted& w, BatchState& b) {
     static constexpr RowFamily kFamilies[] = {RowFamily::mirror, RowFamily::group,
                                               RowFamily::source};
+    std::vector<ProjectionStore::KeyRead> reads;
     for (size_t p = 0; p < w.keys.size(); ++p)
       for (size_t i = 0; i < w.keys[p].size(); ++i) {
         if (w.keys[p][i].empty()) continue;
-        store_->load_many(p, kFamilies[i], w.keys[p][i], cache_key(p, kFamilies[i], ""), b.loaded);
+        reads.push_back({p, kFamilies[i], std::move(w.keys[p][i]), cache_key(p, kFamilies[i], "")});
         w.keys[p][i].clear();
       }
+    store_->load_all(reads, b.loaded);
   }
 
   void flush(BatchState& b) {
