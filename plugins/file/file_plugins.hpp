@@ -30,6 +30,10 @@ struct FileIdentity {
 struct StoredOffset {
   int64_t line_offset = 0;
   std::optional<FileIdentity> identity;
+  // The committed line was the file's last, read without its '\n' (a run without follow reads
+  // a file to its end): its length then. If the file has grown past it by the next run, the
+  // line was still being written, and it is read again whole instead of skipped.
+  std::optional<int64_t> unterminated_bytes;
 };
 
 // Reads JSON lines from `path`. A record's offset is the byte offset of its line's start, so a
@@ -60,6 +64,7 @@ class FileSource final : public sluice::Source {
   void resume(const StoredOffset& stored);
   std::string why_not_resumable(const StoredOffset& stored) const;
   void require_line_start(int64_t offset) const;
+  bool line_grew(int64_t offset, int64_t bytes) const;
   void write_committed_offset(int64_t offset);
   void notice_replaced_file();
   // Without follow, at the end: says if the file was truncated, replaced or deleted while it was
@@ -100,6 +105,12 @@ class FileSource final : public sluice::Source {
   } long_line_;
   uint64_t emitted_line_bytes_ = 0;  // the whole length of the line next_line() just returned
   int64_t committed_ = -1;           // line offset last written to the offset file
+  // The line next_line() took at the end of the file without a '\n' (offset -1: none), and its
+  // length: a commit of that line says so in the offset file (StoredOffset).
+  struct {
+    int64_t offset = -1;
+    int64_t bytes = 0;
+  } unterminated_;
   // The file's first bytes (up to FileIdentity::kFingerprintBytes) as this reader saw them: the
   // identity committed with an offset is of the data read, not of what the path holds by the
   // time the commit runs (a file rewritten in place meanwhile is new data for the next run).

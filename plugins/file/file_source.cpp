@@ -169,9 +169,23 @@ void FileSource::resume(const StoredOffset& stored) {
   committed_ = stored.line_offset;
   // Seek to the committed line's start and skip it.
   open_at(committed_);
+  if (stored.unterminated_bytes && line_grew(stored.line_offset, *stored.unterminated_bytes)) {
+    host_.warn("the last line of " + path_ + " (offset " + std::to_string(stored.line_offset) +
+               ") was read without its newline, as " + std::to_string(*stored.unterminated_bytes) +
+               " bytes, and has grown since: it is read again whole");
+    committed_ = stored.line_offset - 1;  // so that its commit is written
+    return;
+  }
   std::string_view line;
   int64_t offset = 0;
   next_line(line, offset, /*at_eof_is_end=*/true);
+}
+
+// Whether the line at `offset`, read as `bytes` bytes without a '\n', continues now: more bytes
+// follow it and the next is not its '\n' (a '\n' alone completes the same line).
+bool FileSource::line_grew(int64_t offset, int64_t bytes) const {
+  char next = 0;
+  return ::pread(fd_.get(), &next, 1, offset + bytes) == 1 && next != '\n';
 }
 
 // Empty if the stored offset belongs to the open file, else why it does not.
@@ -211,6 +225,7 @@ void FileSource::open_at(int64_t offset) {
   buf_offset_ = 0;
   eof_ = false;
   long_line_.active = false;
+  unterminated_ = {};
   if (!fd_.valid()) {
     if (follow_ && errno == ENOENT) return;  // not there yet: poll keeps trying
     throw std::runtime_error(error);
@@ -275,6 +290,7 @@ bool FileSource::next_line(std::string_view& line, int64_t& line_offset, bool at
       // it is emitted flagged (rejected or dead-lettered with the reason), not as a whole line.
       tail_cut_ = !follow_ && truncated_under_reader();
       take_line(line, line_offset, buf_.size(), buf_.size());
+      unterminated_ = {line_offset, static_cast<int64_t>(emitted_line_bytes_)};
       return true;
     }
     return false;
@@ -501,7 +517,11 @@ std::optional<StoredOffset> FileSource::load_stored_offset() const {
   if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("line_offset") ||
       !doc["line_offset"].IsInt64() || doc["line_offset"].GetInt64() < 0)
     throw sluice::ConfigError("offset_file", offset_file_ + " is not a sluice offset file");
-  return StoredOffset{doc["line_offset"].GetInt64(), stored_identity(doc)};
+  StoredOffset stored{doc["line_offset"].GetInt64(), stored_identity(doc), std::nullopt};
+  if (doc.HasMember("unterminated_line_bytes") && doc["unterminated_line_bytes"].IsInt64() &&
+      doc["unterminated_line_bytes"].GetInt64() >= 0)
+    stored.unterminated_bytes = doc["unterminated_line_bytes"].GetInt64();
+  return stored;
 }
 
 void FileSource::write_committed_offset(int64_t offset) {
@@ -528,6 +548,10 @@ void FileSource::write_committed_offset(int64_t offset) {
   w.Uint64(id.fingerprint);
   w.Key("fingerprint_bytes");
   w.Uint64(static_cast<uint64_t>(id.fingerprint_bytes));
+  if (offset == unterminated_.offset) {
+    w.Key("unterminated_line_bytes");
+    w.Int64(unterminated_.bytes);
+  }
   w.EndObject();
   std::string text(sb.GetString(), sb.GetSize());
   text += '\n';
@@ -551,8 +575,8 @@ void FileSource::commit(std::span<const sluice::Position> positions) {
   write_committed_offset(highest);
 }
 
-// State for a hot reload: the next unread byte, the committed line, and the device and inode of
-// the file they belong to.
+// State for a hot reload: the next unread byte, the committed line, the device and inode of the
+// file they belong to, and the line read last without its '\n' (offset and length).
 std::string FileSource::snapshot() {
   struct stat st {};
   if (!fd_.valid() || ::fstat(fd_.get(), &st) != 0) st = {};
@@ -560,7 +584,8 @@ std::string FileSource::snapshot() {
   const int64_t next =
       long_line_.active ? long_line_.start : buf_offset_ + static_cast<int64_t>(buf_pos_);
   return std::to_string(next) + " " + std::to_string(committed_) + " " + std::to_string(st.st_dev) +
-         " " + std::to_string(st.st_ino);
+         " " + std::to_string(st.st_ino) + " " + std::to_string(unterminated_.offset) + " " +
+         std::to_string(unterminated_.bytes);
 }
 
 // A snapshot of an older version has no device and inode; it is taken as it is.
@@ -569,11 +594,14 @@ void FileSource::restore(std::string_view state) {
   long long committed = 0;
   unsigned long long device = 0;
   unsigned long long inode = 0;
-  const int fields = std::sscanf(std::string(state).c_str(), "%lld %lld %llu %llu", &next,
-                                 &committed, &device, &inode);
+  long long unterminated = -1;
+  long long unterminated_bytes = 0;
+  const int fields = std::sscanf(std::string(state).c_str(), "%lld %lld %llu %llu %lld %lld", &next,
+                                 &committed, &device, &inode, &unterminated, &unterminated_bytes);
   if (fields < 2 || next < 0) throw std::runtime_error("file source: bad snapshot");
   committed_ = committed;
   open_at(next);
+  if (fields == 6) unterminated_ = {unterminated, unterminated_bytes};
   struct stat st {};
   if (fields < 4 || !fd_.valid() || ::fstat(fd_.get(), &st) != 0) return;
   if (static_cast<unsigned long long>(st.st_dev) == device &&

@@ -121,6 +121,51 @@ TEST_CASE("file source resumes after the committed line, so a restart re-reads n
   CHECK(values(out.records) == std::vector<std::string>{"{\"n\":3}", "{\"n\":4}", "{\"n\":5}"});
 }
 
+TEST_CASE("file source reads a last line read without its newline again if it grew since") {
+  SourceFixture f(2);
+  write_file(f.path, "{\"n\":", /*append=*/true);  // a line still being written
+  auto run = [&] {
+    Instance source(f.plugin, f.host, source_config(f.path));
+    std::vector<TestRecord> records = poll_all(source);
+    if (!records.empty()) REQUIRE(source.commit(0, records.back().offset).ok());
+    return values(records);
+  };
+  CHECK(run() == std::vector<std::string>{"{\"n\":0}", "{\"n\":1}", "{\"n\":"});
+  SUBCASE("the writer finishes the line and writes another: the line is read again whole") {
+    write_file(f.path, "2}\n{\"n\":3}\n", true);
+    CHECK(run() == std::vector<std::string>{"{\"n\":2}", "{\"n\":3}"});
+    CHECK(any_log_contains(f.host, "was read without its newline, as 5 bytes, and has grown"));
+    CHECK(run().empty());  // and it is committed whole: not read a third time
+  }
+  SUBCASE("only its newline came: the same line, not read again") {
+    write_file(f.path, "\n{\"n\":3}\n", true);
+    CHECK(run() == std::vector<std::string>{"{\"n\":3}"});
+  }
+  SUBCASE("nothing came: nothing is read") { CHECK(run().empty()); }
+}
+
+TEST_CASE("file source keeps a last line read without its newline across a hot reload") {
+  SourceFixture f(2);
+  write_file(f.path, "{\"n\":", /*append=*/true);
+  std::string state;
+  int64_t last = 0;
+  {
+    Instance before(f.plugin, f.host, source_config(f.path));
+    const std::vector<TestRecord> records = poll_all(before);
+    REQUIRE(records.size() == 3);
+    last = records.back().offset;
+    state = before.snapshot();
+  }
+  {
+    Instance after(f.plugin, f.host, source_config(f.path));
+    REQUIRE(after.restore(state).ok());
+    REQUIRE(after.commit(0, last).ok());  // the reloaded instance commits the line
+  }
+  write_file(f.path, "2}\n{\"n\":3}\n", true);
+  Instance next_run(f.plugin, f.host, source_config(f.path));
+  CHECK(values(poll_all(next_run)) == std::vector<std::string>{"{\"n\":2}", "{\"n\":3}"});
+}
+
 TEST_CASE("file source commits go to offset_file when it is given, never backwards") {
   TempDir dir;
   const std::string path = dir.file("in.jsonl");
