@@ -76,6 +76,13 @@ void check_keys(const YAML::Node& map, const std::vector<std::string>& keys,
                                     config::join_names(keys)));
 }
 
+std::string text(const YAML::Node& node, const std::string& file, const char* what) {
+  if (!node.IsScalar())
+    throw ConfigError(location_of(node, file),
+                      fmt::format("{} must be a string, got {}", what, config::kind_name(node)));
+  return node.Scalar();
+}
+
 int64_t integer(const YAML::Node& node, const std::string& file, const char* what) {
   const auto v = node.IsScalar() ? config::parse_int(node.Scalar()) : std::nullopt;
   if (!v) throw ConfigError(location_of(node, file), fmt::format("{} must be an integer", what));
@@ -89,7 +96,7 @@ TestRecord read_record(const YAML::Node& node, const std::string& file) {
   if (const auto k = node["key"]; k) r.key = bytes_of(k), r.has_key = true;
   if (const auto v = node["value"]; v) r.value = bytes_of(v), r.has_value = true;
   if (const auto v = node["value_includes"]; v) r.value_includes = bytes_of(v);
-  if (const auto t = node["topic"]; t) r.topic = t.as<std::string>(), r.has_topic = true;
+  if (const auto t = node["topic"]; t) r.topic = text(t, file, "topic"), r.has_topic = true;
   if (const auto h = node["headers"]; h) {
     if (!h.IsMap())
       throw ConfigError(location_of(h, file), "headers must be a mapping of name: value");
@@ -117,14 +124,14 @@ PipelineTest read_test(const YAML::Node& node, const std::string& file,
   check_keys(node, kTestKeys, file, "test");
   PipelineTest t;
   t.where = location_of(node, file);
-  t.pipeline = node["pipeline"] ? node["pipeline"].as<std::string>() : pipeline;
+  t.pipeline = node["pipeline"] ? text(node["pipeline"], file, "pipeline") : pipeline;
   if (!node["name"]) throw ConfigError(t.where, "a test needs a name");
-  t.name = node["name"].as<std::string>();
+  t.name = text(node["name"], file, "a test's name");
   if (const auto range = node["transforms"]; range) {
-    const std::string text = range.as<std::string>();
-    const auto dots = text.find("..");
-    t.first = text.substr(0, dots);
-    t.last = dots == std::string::npos ? t.first : text.substr(dots + 2);
+    const std::string range_text = text(range, file, "transforms");
+    const auto dots = range_text.find("..");
+    t.first = range_text.substr(0, dots);
+    t.last = dots == std::string::npos ? t.first : range_text.substr(dots + 2);
   }
   if (!node["input"]) throw ConfigError(t.where, fmt::format("test '{}' has no input", t.name));
   t.input = read_records(node["input"], file, "input");
@@ -136,7 +143,7 @@ PipelineTest read_test(const YAML::Node& node, const std::string& file,
     if (!conditions.IsSequence())
       throw ConfigError(location_of(conditions, file), "conditions must be a list of expressions");
     for (const auto& c : conditions)
-      t.conditions.emplace_back(c.as<std::string>(), location_of(c, file));
+      t.conditions.emplace_back(text(c, file, "a condition"), location_of(c, file));
   }
   if (!t.expect && !t.expect_rejected && t.conditions.empty())
     throw ConfigError(t.where, fmt::format("test '{}' expects nothing: give expect, "
@@ -157,7 +164,7 @@ void read_pipeline_file_tests(const std::string& file, std::vector<PipelineTest>
   if (!root.IsMap()) return;
   const auto of = [&](const YAML::Node& p) {
     if (p.IsMap() && p["tests"])
-      read_test_list(p["tests"], file, p["name"] ? p["name"].as<std::string>() : "", out);
+      read_test_list(p["tests"], file, p["name"] ? text(p["name"], file, "name") : "", out);
   };
   if (root["pipelines"] && root["pipelines"].IsSequence())
     for (const auto& p : root["pipelines"]) of(p);

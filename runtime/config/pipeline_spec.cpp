@@ -387,9 +387,12 @@ class FileParser {
     std::vector<std::string> groups;
     for (const auto& stage : transforms) {
       const YAML::Node node = stage.node;  // const: reading must not add members
-      if (stage.type != "projection" || !node.IsMap() || !node["projections"].IsSequence())
-        continue;
-      for (const auto& projection : node["projections"]) {
+      if (stage.type != "projection" || !node.IsMap()) continue;
+      // A key the map lacks gives an invalid node, whose type asked throws (yaml-cpp): the
+      // plugin's own check names the missing field.
+      const YAML::Node projections = node["projections"];
+      if (!projections || !projections.IsSequence()) continue;
+      for (const auto& projection : projections) {
         if (!projection.IsMap()) continue;
         const YAML::Node kind = projection["kind"], group = projection["group_by"];
         if (kind && kind.IsScalar() && kind.Scalar() == "aggregate" && group && group.IsScalar() &&

@@ -145,6 +145,26 @@ TEST_CASE("no tests, unknown keys, unknown transforms: errors that say where") {
   r = sluice_test({file});
   CHECK(r.exit_code == 2);
   CHECK(has(r.err, file + ":13:5: test 'x': pipeline 'orders' has no transform 'flatten'"));
+
+  // A mapping or a list where a text belongs: exit 2 at its place (it was yaml-cpp's "bad
+  // conversion", exit 1, without the file).
+  const std::vector<std::pair<std::string, std::string>> odd = {
+      {"  - name: {a: 1}\n    input: []\n    expect: []\n",
+       ":13:11: a test's name must be a string, got a mapping"},
+      {"  - name: x\n    transforms: [mask]\n    input: []\n    expect: []\n",
+       ":14:17: transforms must be a string, got a list"},
+      {"  - name: x\n    input: []\n    conditions: [{a: 1}]\n",
+       ":15:18: a condition must be a string, got a mapping"},
+      {"  - name: x\n    input: [{value: v, topic: [t]}]\n    expect: []\n",
+       ":14:31: topic must be a string, got a list"},
+  };
+  for (const auto& [tests, error] : odd) {
+    CAPTURE(tests);
+    write_file(file, kPipeline + "tests:\n" + tests);
+    r = sluice_test({file});
+    CHECK(r.exit_code == 2);
+    CHECK(has(r.err, file + error));
+  }
 }
 
 TEST_CASE("conditions: expressions every output record must satisfy, checked per record") {

@@ -593,4 +593,18 @@ TEST_CASE("lanes follow the group_by of projection aggregates unless ordering is
   // Without aggregates nothing changes.
   const auto plain = parse_pipelines(with_pipeline(""), "p.yaml").pipelines[0].performance;
   CHECK(plain.ordering == core::Ordering::key);
+  // A projection stage without projections, or with something else there, is left to the
+  // plugin's own check (which names the field at FILE:LINE:COL): reading the file does not
+  // throw yaml-cpp's "invalid node" (it did, and `sluice validate` ended with exit 1 and no
+  // location).
+  for (const char* odd : {"", "    projections:\n", "    projections: 5\n",
+                          "    projections: [7, {kind: aggregate}, {group_by: [x]}]\n"}) {
+    CAPTURE(odd);
+    const auto none =
+        parse_pipelines(with_pipeline(std::string("transforms:\n  - type: projection\n") + odd),
+                        "p.yaml")
+            .pipelines[0]
+            .performance;
+    CHECK(none.ordering == core::Ordering::key);
+  }
 }
