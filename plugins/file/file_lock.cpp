@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <sluice/safe_files.hpp>
 #include <sluice/sdk.hpp>
 
@@ -44,15 +45,17 @@ bool same_file(int a, int b) {
          sa.st_ino == sb.st_ino;
 }
 
-// Another descriptor of this process open on the same file as `fd`, or -1.
-int other_descriptor_of(int fd) {
+// The first other descriptor of this process open on the same file as `fd` for which
+// `take(other)` returns true, or -1.
+int other_descriptor_of(
+    int fd, const std::function<bool(int)>& take = [](int) { return true; }) {
   DIR* dir = ::opendir("/proc/self/fd");
   if (!dir) return -1;
   int found = -1;
   while (const dirent* entry = ::readdir(dir)) {
     const int other = std::atoi(entry->d_name);
     if (entry->d_name[0] == '.' || other == fd || other == ::dirfd(dir)) continue;
-    if (same_file(other, fd)) {
+    if (same_file(other, fd) && take(other)) {
       found = other;
       break;
     }
@@ -61,7 +64,59 @@ int other_descriptor_of(int fd) {
   return found;
 }
 
+// The path the kernel keeps for the file open at `fd` (links resolved), or "".
+std::string opened_path(int fd) {
+  std::string link(4096, '\0');
+  const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  const ssize_t n = ::readlink(proc.c_str(), link.data(), link.size());
+  if (n <= 0 || static_cast<size_t>(n) >= link.size()) return {};
+  link.resize(static_cast<size_t>(n));
+  if (link.front() != '/' || link.ends_with(" (deleted)")) return {};
+  return link;
+}
+
 }  // namespace
+
+std::string lock_path_for(const std::string& file) {
+  std::string error;
+  // The same checks as every state file's open: a link another user planted in a folder others
+  // can write is not followed (then the lock is named as written, and the file's own open
+  // refuses it with its reason).
+  const FileDescriptor fd(sluice::files::open_checked(file, O_RDONLY | O_NONBLOCK, 0,
+                                                      sluice::files::Use::state, error));
+  struct stat st {};
+  if (fd.valid() && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode))
+    if (const std::string opened = opened_path(fd.get()); !opened.empty()) return opened + ".lock";
+  return file + ".lock";
+}
+
+OpenFileLock::OpenFileLock(int fd, std::string_view what, bool reload, const std::string& field)
+    : fd_(::fcntl(fd, F_DUPFD_CLOEXEC, 0)) {
+  if (!fd_.valid())
+    throw sluice::ConfigError(field,
+                              "cannot lock " + std::string(what) + ": " + std::strerror(errno));
+  if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) return;
+  if (errno != EWOULDBLOCK)
+    throw sluice::ConfigError(field,
+                              "cannot lock " + std::string(what) + ": " + std::strerror(errno));
+  if (reload) {
+    // The old instance's descriptor whose open file description holds the lock: locking it
+    // again through a copy succeeds (the same description), through any other it would not.
+    FileDescriptor copy;
+    const int held = other_descriptor_of(fd_.get(), [&](int other) {
+      if (other == fd) return false;
+      copy = FileDescriptor(::fcntl(other, F_DUPFD_CLOEXEC, 0));
+      return copy.valid() && ::flock(copy.get(), LOCK_EX | LOCK_NB) == 0;
+    });
+    if (held >= 0) {
+      fd_ = std::move(copy);
+      return;
+    }
+  }
+  throw sluice::ConfigError(field, std::string(what) +
+                                       " is the file another sluice run (or another stage) writes, "
+                                       "under another name (a hard link)");
+}
 
 FileLock::FileLock(std::string lock_path, std::string_view what, std::string_view stage,
                    const std::string& field)
@@ -115,6 +170,7 @@ bool FileLock::take_over_from_same_stage(std::string_view holder_text, std::stri
   FileDescriptor shared(::fcntl(held, F_DUPFD_CLOEXEC, 0));
   if (!shared.valid()) return false;
   fd_ = std::move(shared);
+  shared_ = true;
   return true;
 }
 

@@ -21,6 +21,8 @@ class FileLock {
            const std::string& field);
 
   const std::string& path() const { return path_; }
+  // Whether this instance took the lock over from its stage's old instance (a hot reload).
+  bool shared() const { return shared_; }
 
   // Whether the lock file `path()` names is still the one held. If it was deleted or replaced
   // (a second run could then lock a new one and write the same file), locks what the path names
@@ -35,9 +37,26 @@ class FileLock {
   std::string path_;
   std::string what_, stage_, field_;
   FileDescriptor fd_;
+  bool shared_ = false;
 };
 
-// The sidecar lock path for `file`.
-inline std::string lock_path_for(const std::string& file) { return file + ".lock"; }
+// A lock on the data file itself (flock on its open file description), beside the sidecar: two
+// names of one file (hard links, which the sidecar's name cannot tell apart) are one lock.
+class OpenFileLock {
+ public:
+  OpenFileLock() = default;
+  // Locks the file open at `fd` (sharing its open file description) or throws
+  // sluice::ConfigError(field, "<what> is the file another sluice run writes ..."). `reload`:
+  // the stage's old instance in this process holds it; its lock is shared instead.
+  OpenFileLock(int fd, std::string_view what, bool reload, const std::string& field);
+
+ private:
+  FileDescriptor fd_;
+};
+
+// The sidecar lock path for `file`: beside the file the path leads to, under its own name (a
+// symbolic link at `file`, or in the folders on the way, is resolved: every spelling of one
+// file shares one lock), or `file` as written when it cannot be opened (not there yet).
+std::string lock_path_for(const std::string& file);
 
 }  // namespace sluice_plugins

@@ -148,7 +148,9 @@ class FileSink final : public sluice::Sink {
   sluice::Host& host_;
   std::string path_;
   Fsync fsync_;
-  FileLock output_lock_;  // held for the instance's life: one writer per output file
+  FileLock output_lock_;           // held for the instance's life: one writer per output file
+  OpenFileLock output_file_lock_;  // and on the file itself: one writer whatever its name
+  void lock_open_file(bool reload);
   std::mutex mutex_;
   FileDescriptor fd_;
   LineEncoder encoder_;  // guarded by mutex_

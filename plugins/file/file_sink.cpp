@@ -55,10 +55,22 @@ FileSink::FileSink(const sluice::Config& c, sluice::Host& host)
   fd_ = FileDescriptor(open_output(path_, error));
   if (!fd_.valid()) throw sluice::ConfigError("path", error);
   struct stat st {};
-  if (::fstat(fd_.get(), &st) == 0 && S_ISREG(st.st_mode))  // not /dev/null, a pipe, ...
+  if (::fstat(fd_.get(), &st) == 0 && S_ISREG(st.st_mode)) {  // not /dev/null, a pipe, ...
     output_lock_ =
         FileLock(lock_path_for(path_), "output file " + path_, host_.instance_name(), "path");
+    lock_open_file(output_lock_.shared());
+  }
+  // Only once no other run writes the file: a line another run is writing is not torn.
   drop_torn_tail();
+}
+
+// Two runs writing one file under two names (a symbolic link: lock_path_for resolves it; a hard
+// link: only the file itself can tell) interleaved their lines, and the second one's start cut
+// the first one's line in progress as torn (acknowledged records lost).
+void FileSink::lock_open_file(bool reload) {
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+  output_file_lock_ = OpenFileLock(fd_.get(), "output file " + path_, reload, "path");
 }
 
 off_t FileSink::size() const {
@@ -186,6 +198,11 @@ void FileSink::reopen() {
   FileDescriptor fresh(open_output(path_, error));
   if (!fresh.valid()) throw sluice::Retriable(error);
   fd_ = std::move(fresh);
+  try {
+    lock_open_file(/*reload=*/false);
+  } catch (const sluice::ConfigError& e) {
+    throw sluice::Fatal(std::string("the new ") + e.what() + "; stopping");
+  }
 }
 
 // Batches were each checked when acknowledged; a file deleted since then took them with it.

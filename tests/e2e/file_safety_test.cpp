@@ -62,6 +62,9 @@ int start_following(const fs::path& dir) {
 TEST_CASE("a second sluice on the same offset file or output file exits 2 naming the holder") {
   auto dir = scratch("file-lock");
   const int pid = start_following(dir);
+  fs::create_symlink("out.jsonl", dir / "link.jsonl");
+  fs::create_hard_link(dir / "out.jsonl", dir / "hard.jsonl");
+  fs::create_symlink("in.jsonl.sluice-offset", dir / "link.offset");
   struct Case {
     const char* what;
     std::string yaml, expected;
@@ -76,7 +79,25 @@ TEST_CASE("a second sluice on the same offset file or output file exits 2 naming
              "name: second\nsource: {type: generator, count: 10}\n"
              "sink: {type: file, path: out.jsonl}\n",
              "output file " + (dir / "out.jsonl").string() + " is in use by another sluice (pid " +
-                 std::to_string(pid) + ")"}}) {
+                 std::to_string(pid) + ")"},
+        // Another name of the same file: the two runs interleaved their lines, and the second
+        // one's start cut the first one's line in progress as torn (acknowledged records lost).
+        Case{"same output file through a symbolic link",
+             "name: second\nsource: {type: generator, count: 10}\n"
+             "sink: {type: file, path: link.jsonl}\n",
+             "output file " + (dir / "link.jsonl").string() + " is in use by another sluice (pid " +
+                 std::to_string(pid) + ") (lock file " + (dir / "out.jsonl.lock").string()},
+        Case{"same output file through a hard link",
+             "name: second\nsource: {type: generator, count: 10}\n"
+             "sink: {type: file, path: hard.jsonl}\n",
+             "output file " + (dir / "hard.jsonl").string() +
+                 " is the file another sluice run (or another stage) writes, "
+                 "under another name (a hard link)"},
+        Case{"same offset file through a symbolic link",
+             "name: second\nsource: {type: file, path: in.jsonl, offset_file: link.offset}\n"
+             "sink: {type: file, path: other.jsonl}\n",
+             "offset file " + (dir / "link.offset").string() +
+                 " is in use by another sluice (pid " + std::to_string(pid) + ")"}}) {
     CAPTURE(c.what);
     auto r = run_yaml(dir, "second.yaml", c.yaml);
     INFO(r.err);
