@@ -202,7 +202,7 @@ class FieldConverter {
       }
       case YAML::NodeType::Scalar: {
         const std::string& raw = node.Scalar();
-        const std::string text = substitute(raw, where, reader_.base_dir());
+        const std::string text = substitute_masked(raw, where);
         const bool plain = node.Tag() == "?" && !has_substitution(raw);
         if (plain) {
           if (const auto b = parse_bool(text)) return rapidjson::Value(*b);
@@ -215,6 +215,17 @@ class FieldConverter {
       default:
         return rapidjson::Value(rapidjson::kNullType);
     }
+  }
+
+  // What ${env:...} and ${file:...} put into a list or a mapping is masked like a secret field's
+  // value: the keys there are free (a kafka `properties:` value such as sasl.password, which
+  // librdkafka quotes when it refuses it), so the field cannot say which is secret, and a
+  // reference is how a pipeline file keeps a secret out of itself.
+  std::string substitute_masked(const std::string& raw, const Location& where) {
+    std::vector<std::string> inserted;
+    std::string text = substitute(raw, where, reader_.base_dir(), &inserted);
+    for (const auto& value : inserted) add_secret(value);
+    return text;
   }
 
   void add_secret(const std::string& value) {

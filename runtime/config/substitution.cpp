@@ -88,7 +88,7 @@ bool has_substitution(std::string_view text) {
 }
 
 std::string substitute(std::string_view text, const Location& where,
-                       const std::filesystem::path& base_dir) {
+                       const std::filesystem::path& base_dir, std::vector<std::string>* inserted) {
   if (text.find("${") == std::string_view::npos) return std::string(text);
   std::string out;
   out.reserve(text.size());
@@ -112,7 +112,9 @@ std::string substitute(std::string_view text, const Location& where,
       throw ConfigError(where, fmt::format("unterminated '{}' reference (missing '}}')",
                                            is_env ? kEnvPrefix : kFilePrefix));
     const std::string_view argument = rest.substr(prefix, close - prefix);
-    out += is_env ? env_value(argument, where) : file_value(argument, where, base_dir);
+    std::string value = is_env ? env_value(argument, where) : file_value(argument, where, base_dir);
+    out += value;
+    if (inserted) inserted->push_back(std::move(value));
     i += close + 1;
   }
   return out;

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "config/location.hpp"
 
@@ -17,7 +18,9 @@ bool has_substitution(std::string_view text);
 // by the file's contents (less one trailing newline; relative paths start at `base_dir`). `$${`
 // stands for a literal `${`; any other `${...}` is left as written. A missing variable without a
 // default, an unreadable file or an unterminated reference throws ConfigError at `where`.
+// `inserted`, when given, receives each value put in (what the references stood for).
 std::string substitute(std::string_view text, const Location& where,
-                       const std::filesystem::path& base_dir);
+                       const std::filesystem::path& base_dir,
+                       std::vector<std::string>* inserted = nullptr);
 
 }  // namespace sluice::config

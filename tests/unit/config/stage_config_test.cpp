@@ -230,6 +230,28 @@ TEST_CASE("a secret value is collected and never appears in an error") {
   CHECK(type_error.find("hunter2") == std::string::npos);
 }
 
+TEST_CASE("what ${env:} and ${file:} put into a list or mapping is masked") {
+  TempDir dir;
+  const std::string file = (dir.path / "p.yaml").string();
+  std::ofstream(dir.path / "pw.txt") << "FileSecret9\n";
+  ::setenv("SLUICE_TEST_KAFKA_PW", "EnvSecret77", 1);
+  // A kafka `properties:` value is in no secret field; librdkafka quotes a value it refuses.
+  const auto checked =
+      check_stage(sink_stage("  type: file\n  path: out-${file:pw.txt}\n"
+                             "  headers: {sasl.password: '${file:pw.txt}', note: plain}\n"
+                             "  brokers: ['x-${env:SLUICE_TEST_KAFKA_PW}']\n",
+                             file),
+                  test_schema());
+  ::unsetenv("SLUICE_TEST_KAFKA_PW");
+  const auto& v = checked.secret_values;
+  CHECK(std::find(v.begin(), v.end(), "EnvSecret77") != v.end());
+  CHECK(std::find(v.begin(), v.end(), "FileSecret9") != v.end());
+  CHECK(std::find(v.begin(), v.end(), "plain") == v.end());  // written in the file: not a secret
+  CHECK(std::find(v.begin(), v.end(), "out-FileSecret9") == v.end());  // a plain string field
+  CHECK(redact("Invalid value \"FileSecret9\" for configuration property", v) ==
+        "Invalid value \"***\" for configuration property");
+}
+
 TEST_CASE("redact hides every occurrence of every secret, longer secrets first") {
   CHECK(redact("user=bob pass=hunter2 again hunter2", {"hunter2"}) ==
         "user=bob pass=*** again ***");
