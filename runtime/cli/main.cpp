@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <sluice/safe_files.hpp>
 #include <thread>
 
@@ -183,6 +184,41 @@ std::filesystem::file_time_type newest_change(const std::string& file_or_dir) {
   return newest;
 }
 
+// While sluice sets up (loads plugins, reads the pipeline file) or shuts down (destroys the
+// plugin instances, after the last commit), a thread takes SIGINT and SIGTERM (blocked in every
+// thread) and ends the process with `status`; end() stops it, and a signal after that stays
+// pending for the run's own handling.
+class StopsEndRun {
+ public:
+  StopsEndRun(int status, const char* doing)
+      : thread_([this, status, doing] {
+          sigset_t stops;
+          sigemptyset(&stops);
+          sigaddset(&stops, SIGINT);
+          sigaddset(&stops, SIGTERM);
+          while (!over_.load()) {
+            timespec wait{0, 50'000'000};
+            const int sig = sigtimedwait(&stops, nullptr, &wait);
+            if (sig <= 0) continue;
+            std::fprintf(stderr, "signal %d received while sluice was %s; exiting with status %d\n",
+                         sig, doing, status);
+            std::fflush(stderr);
+            sluice::pipeline::exit_now(status);
+          }
+        }) {}
+  ~StopsEndRun() { end(); }
+  StopsEndRun(const StopsEndRun&) = delete;
+  StopsEndRun& operator=(const StopsEndRun&) = delete;
+  void end() {
+    over_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::atomic<bool> over_{false};
+  std::thread thread_;
+};
+
 int cmd_run(const std::string& file, const CommonOptions& common, const RunOptions& options) {
   // Signals are taken by one thread with sigwait, so no handler runs inside the runtime.
   sigset_t set;
@@ -191,6 +227,16 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // Until the pipelines are about to start, a SIGINT or SIGTERM ends the run at once: the setup
+  // may never return (a pipeline file or `${file:}` that is a FIFO no one writes, a plugin
+  // whose constructor hangs at load), and nothing has been started that a stop would drain.
+  StopsEndRun setup_stops(0,
+                          "setting up (loading plugins, reading the pipeline file): nothing was "
+                          "started");
+  // And once the run is over (drained, committed, summarised), while the plugin instances are
+  // destroyed: a destroy that does not return must not keep a stop waiting (declared before the
+  // supervisor, so it outlives the stages).
+  std::optional<StopsEndRun> teardown_stops;
 
   // Plugin files written from now on may postdate the copies loaded: the watch checks them.
   const auto loaded_since = std::filesystem::file_time_type::clock::now();
@@ -227,9 +273,10 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
   }
   if (server.running()) spdlog::info("admin API on {}", server.url());
 
-  // A SIGINT or SIGTERM that came while the plugins loaded and the file was read is taken now,
-  // before any pipeline starts: nothing is read, and the run ends at once (a SIGHUP then has
-  // nothing to reload).
+  // A SIGINT or SIGTERM that came since the setup's watch ended is taken now, before any
+  // pipeline starts: nothing is read, and the run ends at once (a SIGHUP then has nothing to
+  // reload).
+  setup_stops.end();
   int stops = 0;
   for (timespec now{0, 0};;) {
     const int sig = sigtimedwait(&set, nullptr, &now);
@@ -312,6 +359,10 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
   finish();
   auto stats = supervisor.stats();
   for (const auto& s : supervisor.summaries()) print_summary(s, stats);
+  std::cout.flush();
+  teardown_stops.emplace(code,
+                         "shutting down (destroying the plugin instances; the run is over and "
+                         "committed)");
   return code;
 }
 

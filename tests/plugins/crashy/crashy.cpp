@@ -84,16 +84,24 @@ class Crashy final : public sluice::Transform {
     s.boolean("shrink_input")
         .default_value(false)
         .doc("After each batch, cut the input region to nothing (counter shrink_refused if not).");
+    s.string("on_destroy")
+        .default_value("")
+        .one_of({"", "segfault", "abort", "exit", "hang", "_exit"})
+        .doc("What happens when the instance is destroyed (\"\": nothing).");
     return s;
   }
   static std::string description() { return "Passes records on; crashes on a poison value."; }
+  ~Crashy() override {
+    if (!on_destroy_.empty()) crash(on_destroy_);
+  }
 
   Crashy(const sluice::Config& c, sluice::Host& host)
       : host_(host),
         poison_(c.get_string("poison")),
         on_poison_(c.get_string("on_poison", "segfault")),
         leak_bytes_(static_cast<size_t>(c.get_int("leak_kb", 0)) * 1024),
-        shrink_input_(c.get_bool("shrink_input", false)) {}
+        shrink_input_(c.get_bool("shrink_input", false)),
+        on_destroy_(c.get_string("on_destroy")) {}
 
   // State is whatever was last restored: a test can see a restarted child get it back.
   std::string snapshot() override { return state_; }
@@ -116,6 +124,7 @@ class Crashy final : public sluice::Transform {
   const std::string on_poison_;
   const size_t leak_bytes_;
   const bool shrink_input_;
+  const std::string on_destroy_;
   std::string state_;
 };
 
