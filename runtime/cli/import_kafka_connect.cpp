@@ -4,11 +4,14 @@
 #include <fmt/format.h>
 #include <rapidjson/document.h>
 
+#include <algorithm>
+#include <cctype>
 #include <iostream>
 #include <map>
 #include <set>
 #include <sluice/safe_files.hpp>
 
+#include "config/stage_config.hpp"
 #include "config/substitution.hpp"
 
 namespace sluice::cli {
@@ -251,11 +254,17 @@ std::string short_class(const std::string& cls) {
 
 namespace {
 
-// A value that may be a secret is never copied into a comment.
+// A value that may be a secret is never copied into a comment: one whose key says so, and in
+// any other value the password of a URL or of a `password=...` (a JDBC URL's query, a conninfo),
+// as sluice masks them in every message (config::redact).
 std::string shown_value(const std::string& key, const std::string& value) {
-  for (const char* word : {"password", "secret", "token", "credential", "jaas"})
-    if (key.find(word) != std::string::npos) return "****";
-  return value;
+  std::string lower = key;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (const char* word : {"password", "secret", "token", "credential", "jaas", "apikey", "api.key",
+                           "api_key", "private.key"})
+    if (lower.find(word) != std::string::npos) return "****";
+  return config::redact(value, {});
 }
 
 // Walks the connector config section by section and writes the pipeline.

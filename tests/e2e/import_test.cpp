@@ -137,6 +137,8 @@ TEST_CASE("a Debezium connector from the REST API: unwrap with schemas, a Groovy
     "tasks.max": 1,
     "database.hostname": "postgres",
     "database.password": "hunter2",
+    "database.url": "jdbc:postgresql://db:5432/x?user=u&password=UrlPw77",
+    "transforms.groovy.apiKey": "ApiKey88",
     "topic.prefix": "dbserver1",
     "value.converter": "org.apache.kafka.connect.json.JsonConverter",
     "transforms": "unwrap,byDay,groovy",
@@ -170,6 +172,10 @@ TEST_CASE("a Debezium connector from the REST API: unwrap with schemas, a Groovy
   CHECK(has(r.yaml, "sink:\n  type: kafka\n"));
   CHECK(has(r.yaml, "# TODO: database.password=****\n"));
   CHECK_FALSE(has(r.yaml + r.import.err, "hunter2"));
+  // Secret-looking by value (a URL's password) or by a key word in any case.
+  CHECK(has(r.yaml, "# TODO: database.url=jdbc:postgresql://db:5432/x?user=u&password=***\n"));
+  CHECK_FALSE(has(r.yaml + r.import.err, "UrlPw77"));
+  CHECK_FALSE(has(r.yaml + r.import.err, "ApiKey88"));
 }
 
 TEST_CASE("a flat JSON config of a connector sluice lacks: placeholders, TODOs, retry mapped") {
