@@ -83,6 +83,20 @@ void check_stage_paths(const StageSpec& stage, std::string_view schema_json) {
 
 namespace {
 
+// The absolute, normalised path of the file a path that names nothing yet will create: through
+// symbolic links that lead nowhere yet (`link.jsonl -> in.jsonl`, in.jsonl to come), which
+// weakly_canonical leaves as they are in the last part.
+fs::path future_file(const std::string& value) {
+  std::error_code ec;
+  fs::path p = fs::absolute(value, ec);
+  for (int hops = 0; hops < 40 && fs::is_symlink(fs::symlink_status(p, ec)); ++hops) {
+    const fs::path target = fs::read_symlink(p, ec);
+    if (ec) break;
+    p = target.is_absolute() ? target : p.parent_path() / target;
+  }
+  return fs::weakly_canonical(p, ec);
+}
+
 // Whether two path values name one regular file: the same device and inode when both exist,
 // else the same absolute, normalised path (a file one stage is about to create).
 bool same_file(const std::string& a, const std::string& b) {
@@ -93,8 +107,7 @@ bool same_file(const std::string& a, const std::string& b) {
   if (has_a && has_b)
     return S_ISREG(sa.st_mode) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
   if (has_a || has_b) return false;
-  std::error_code ec;
-  return fs::weakly_canonical(fs::absolute(a), ec) == fs::weakly_canonical(fs::absolute(b), ec);
+  return future_file(a) == future_file(b);
 }
 
 }  // namespace

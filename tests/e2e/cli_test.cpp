@@ -120,7 +120,13 @@ TEST_CASE("a pipeline whose sink writes the file its source reads is refused at 
       {"offsets.yaml",
        "name: p\nsource: {type: file, path: new.jsonl, offset_file: sub/../new.jsonl}\nsink: "
        "{type: null}\n",
-       ":2:52: source 'file': field 'offset_file'"}};
+       ":2:52: source 'file': field 'offset_file'"},
+      // A link to a file still to come (probed: one appended line became 385 in 4 s).
+      {"dangling.yaml",
+       "name: p\nsource: {type: file, path: later.jsonl, follow: true}\n"
+       "sink: {type: file, path: link.jsonl}\n",
+       ":3:26: sink 'file'"}};
+  fs::create_symlink("later.jsonl", dir / "link.jsonl");
   for (const auto& c : cases) {
     CAPTURE(c.name);
     write_file(dir / c.name, c.yaml);
