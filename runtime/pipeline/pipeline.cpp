@@ -680,6 +680,30 @@ StageResult Pipeline::reload_stage(const std::string& instance_name,
   return error;
 }
 
+// Why a hot reload of this kafka stage is refused ("" when it is not): the new instance would
+// run beside the old one, and two Kafka clients of one role in one process do not hand over.
+//  - exactly-once: the source and sink share one transactional producer (found through the
+//    plugin's own statics, which a reload maps anew); a new sink's producer fenced the running
+//    one (_FENCED, the pipeline failed), a new source found no producer (exit 1).
+//  - a source: its new consumer joined the group while the old one held the partitions;
+//    librdkafka then aborted in its sticky assignor or the process crashed (6 of 10 probes).
+std::string Pipeline::kafka_reload_refusal(const StagePlan& stage, StageSlots::Role role) const {
+  if (stage.spec.type != "kafka") return "";
+  const char* restart = "; restart sluice to run a new kafka plugin (the old instance runs on)";
+  if (spec_.exactly_once)
+    return std::string(
+               "a hot reload of a kafka stage of an exactly-once pipeline is refused: its "
+               "source and sink share one transactional producer, which a new instance "
+               "would fence") +
+           restart;
+  if (role == StageSlots::Role::source)
+    return std::string(
+               "a hot reload of a kafka source is refused: its new consumer would join "
+               "the consumer group while the old one still holds the partitions") +
+           restart;
+  return "";
+}
+
 // Everything that can fail happens before the swap, while the old instance runs on.
 StageResult Pipeline::replace_stage(const std::string& instance_name,
                                     const plugin::PluginRegistry& registry,
@@ -690,6 +714,8 @@ StageResult Pipeline::replace_stage(const std::string& instance_name,
   const auto found = slots_.find(instance_name);
   StagePlan* current = plan_of(instance_name);
   if (!found || current == nullptr) return refused("no stage named '" + instance_name + "'");
+  if (const std::string why = kafka_reload_refusal(*current, found->role); !why.empty())
+    return StageError{instance_name, current->spec.type, why};
   StagePlan fresh;
   std::shared_ptr<plugin::PluginInstance> next;
   try {  // the config module reports a bad config or a failed create as a ConfigError

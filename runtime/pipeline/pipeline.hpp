@@ -156,6 +156,7 @@ class Pipeline {
   StageResult replace_stage(const std::string& instance_name,
                             const plugin::PluginRegistry& registry,
                             const config::StageSpec* new_spec);
+  std::string kafka_reload_refusal(const StagePlan& stage, StageSlots::Role role) const;
   void adopt(StagePlan& current, StagePlan fresh, const config::StageSpec* new_spec);
   StageResult swap_stage(size_t slot, std::shared_ptr<plugin::PluginInstance> next);
   StageResult swap_source(std::shared_ptr<plugin::PluginInstance> next);
