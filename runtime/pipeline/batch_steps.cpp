@@ -80,9 +80,13 @@ class BatchRun {
   middleware::BatchOutcome run() {
     admit();
     const bool acked = run_transforms() && deliver() && settle();
-    outcome_.failed = !acked && !outcome_.stopped;
+    outcome_.failed = !acked && !outcome_.stopped && !split_;
     return outcome_;
   }
+
+  // The run ended before any record's fate was settled because a transform's output for the
+  // batch passed its budget: the batch is to run again as two smaller ones (see run_batch).
+  bool split() const { return split_; }
 
  private:
   void admit();
@@ -110,6 +114,7 @@ class BatchRun {
   BatchLedger ledger_;
   Retrier retrier_;
   middleware::BatchOutcome outcome_;
+  bool split_ = false;
 };
 
 // Step 1: records the source flagged or that are too large fail before any transform sees them.
@@ -169,6 +174,12 @@ bool BatchRun::transform(const TransformCall& t) {
   const auto in = ledger_.current();
   std::unique_ptr<CollectingWriter> out;
   Retrier::Result result = process(t, in, out);
+  // Too much output for the batch at once, though it came from several source records: nothing
+  // is settled yet, so the batch runs again as two halves, each delivered before the next runs.
+  if (result.error && out->over_budget() && ledger_.source().size() > 1) {
+    split_ = true;
+    return false;
+  }
   if (result.error && result.error->status == SLUICE_ERROR && !result.stopped && in.size() > 1) {
     auto merged = std::make_unique<CollectingWriter>(in.size(), output_budget(in));
     if (!narrow(t, in, 0, *result.error, *merged)) return false;
@@ -401,19 +412,35 @@ static bool holds_suspects(const Quarantine* quarantine, std::span<const sluice_
   });
 }
 
+// Runs `records` as one batch, or, where a transform's output for them passes its budget, as
+// two halves in turn (each split again as it needs), their outcomes added to `total`.
+static void run_split(const BatchContext& context, const StageSet& stages,
+                      std::span<const sluice_record> records, middleware::BatchOutcome& total) {
+  BatchRun run(context, stages, records);
+  const middleware::BatchOutcome one = run.run();
+  if (run.split()) {
+    const size_t half = records.size() / 2;
+    run_split(context, stages, records.first(half), total);
+    if (!total.failed && !total.stopped) run_split(context, stages, records.subspan(half), total);
+    return;
+  }
+  total.records_out += one.records_out;
+  total.errors += one.errors;
+  total.filtered += one.filtered;
+  total.failed = one.failed;
+  total.stopped = one.stopped;
+}
+
 middleware::BatchOutcome run_batch(const BatchContext& context, const StageSet& stages,
                                    std::span<const sluice_record> records) {
-  if (!holds_suspects(context.quarantine, records)) return BatchRun(context, stages, records).run();
-  // One record per call: a crash now names the one record that caused it.
   middleware::BatchOutcome total;
-  for (size_t i = 0; i < records.size() && !total.failed && !total.stopped; ++i) {
-    const auto one = BatchRun(context, stages, records.subspan(i, 1)).run();
-    total.records_out += one.records_out;
-    total.errors += one.errors;
-    total.filtered += one.filtered;
-    total.failed = one.failed;
-    total.stopped = one.stopped;
+  if (!holds_suspects(context.quarantine, records)) {
+    run_split(context, stages, records, total);
+    return total;
   }
+  // One record per call: a crash now names the one record that caused it.
+  for (size_t i = 0; i < records.size() && !total.failed && !total.stopped; ++i)
+    run_split(context, stages, records.subspan(i, 1), total);
   return total;
 }
 

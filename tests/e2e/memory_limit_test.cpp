@@ -9,6 +9,7 @@
 #include <fstream>
 #include <regex>
 #include <string>
+#include <vector>
 
 #include "process.hpp"
 
@@ -39,11 +40,14 @@ struct MeasuredRun {
 // Runs `sluice run` on a YAML text to its end; wait4 reports the child's peak RSS. Linux carries
 // the high-water mark across fork + exec, so it is at least this small test process's RSS: the
 // figure can only err high.
-MeasuredRun run_measured(const fs::path& dir, const std::string& yaml) {
+// `plugin_path`: a folder of more plugins (--plugin-path), or none.
+MeasuredRun run_measured(const fs::path& dir, const std::string& yaml,
+                         const std::string& plugin_path = "") {
   write_file(dir / "p.yaml", yaml);
+  std::vector<std::string> args = {bin(), "run", "--admin", "off", (dir / "p.yaml").string()};
+  if (!plugin_path.empty()) args.insert(args.begin() + 1, {"--plugin-path", plugin_path});
   const int pid =
-      sluice::test::start_process({bin(), "run", "--admin", "off", (dir / "p.yaml").string()},
-                                  (dir / "stdout").string(), (dir / "stderr").string());
+      sluice::test::start_process(args, (dir / "stdout").string(), (dir / "stderr").string());
   int status = 0;
   rusage usage{};
   MeasuredRun run;
@@ -133,6 +137,26 @@ TEST_CASE("900 KB records through a transform into a file stay under memory_limi
   CHECK(run.exit_code == 0);
   CHECK(in_and_delivered(run.out) == std::pair<long, long>{count, count});
   CHECK(run.peak_rss_mb <= kLimitMb + 32);
+}
+
+// A transform that makes 20,000 records of each input: one input's output (about 2 MB) fits the
+// budget of a call, a batch's does not. The batch runs again in parts, each delivered before the
+// next is made: every record arrives, none is dead-lettered, and the process stays under the
+// limit (the whole output, 400,000 records, would be some 60 MB).
+TEST_CASE(
+    "a transform's fan-out too large for a batch but not for a record stays under the limit") {
+  auto dir = scratch("memory-fanout");
+  const std::string yaml =
+      "name: fanout\nsource: {type: generator, count: 20}\ntransforms: [{type: fanout, copies: "
+      "20000, bytes: 0}]\nsink: {type: null}\ndead_letter: {type: file, path: " +
+      dir.string() + "/dlq.jsonl}\nerrors: {tolerance: all}\nperformance: {memory_limit_mb: " +
+      std::to_string(kLimitMb) + "}\n";
+  const auto probes = fs::path(std::getenv("SLUICE_BINARY_DIR")) / "test-plugins" / "probes";
+  const auto run = run_measured(dir, yaml, probes.string());
+  check_bounded_and_complete(run, 20);
+  CHECK(run.out.find("400000 written by the sink") != std::string::npos);
+  const bool dead_letters = fs::exists(dir / "dlq.jsonl") && fs::file_size(dir / "dlq.jsonl") > 0;
+  CHECK_FALSE(dead_letters);
 }
 
 TEST_CASE("small records run as before under the same limit (the baseline of the other cases)") {

@@ -468,6 +468,77 @@ TEST_CASE("a transform's output past the byte budget fails its batch with the re
   CHECK(reason.find("a quarter of the memory limit") != std::string::npos);
 }
 
+TEST_CASE("a batch whose output passes the budget only as a whole runs again in smaller parts") {
+  // Each input gives three 1,000-byte records: one input's output fits the budget of a call over
+  // it (its input plus 4,096), eight inputs' does not. Every record must be delivered, in order,
+  // through sink calls over parts of the batch; none dead-lettered for a size no record has.
+  Harness h(core::Tolerance::all);
+  h.context.transform_output_budget = 4096;
+  const std::string big(1000, 'x');
+  FakeStage fanout(SLUICE_KIND_TRANSFORM, "t.transform0",
+                   [&big](const sluice_batch& in, sluice_writer& out, sluice_error&) {
+                     for (size_t i = 0; i < in.count; ++i)
+                       for (int k = 0; k < 3; ++k) {
+                         sluice_record r = in.records[i];
+                         r.key = in.records[i].value;
+                         r.value = {reinterpret_cast<const uint8_t*>(big.data()), big.size()};
+                         if (out.append(out.host_ctx, i, &r) != SLUICE_OK) return SLUICE_OK;
+                       }
+                     return SLUICE_OK;
+                   });
+  FakeStage pass(SLUICE_KIND_TRANSFORM, "t.transform1", test::forward_all);
+  std::vector<std::string> keys;
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink",
+                 [&keys](const sluice_batch& in, sluice_writer&, sluice_error&) {
+                   for (size_t i = 0; i < in.count; ++i)
+                     keys.emplace_back(reinterpret_cast<const char*>(in.records[i].key.ptr),
+                                       in.records[i].key.len);
+                   return SLUICE_OK;
+                 });
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(8);
+  auto out = h.run(stages({&pass, &fanout}, sink, &dlq), batch);
+  CHECK_FALSE(out.failed);
+  CHECK(out.records_out == 24);
+  CHECK(out.errors == 0);
+  CHECK(h.counts.delivered == 8);
+  CHECK(h.counts.dead_lettered == 0);
+  CHECK(dlq.calls() == 0);
+  CHECK(sink.calls() > 1);
+  REQUIRE(keys.size() == 24);
+  for (size_t i = 0; i < keys.size(); ++i) CHECK(keys[i] == "r" + std::to_string(i / 3));
+}
+
+TEST_CASE("a single record whose output passes the budget still fails with the reason") {
+  // The split stops at one source record: its output alone is too much, and it is dead-lettered
+  // while the records beside it are delivered.
+  Harness h(core::Tolerance::all);
+  h.context.transform_output_budget = 4096;
+  const std::string big(1000, 'x');
+  FakeStage fanout(SLUICE_KIND_TRANSFORM, "t.transform0",
+                   [&big](const sluice_batch& in, sluice_writer& out, sluice_error&) {
+                     for (size_t i = 0; i < in.count; ++i) {
+                       const int copies = in.records[i].value.ptr[1] == '2' ? 50 : 1;
+                       sluice_record r = in.records[i];
+                       r.value = {reinterpret_cast<const uint8_t*>(big.data()), big.size()};
+                       for (int k = 0; k < copies; ++k)
+                         if (out.append(out.host_ctx, i, &r) != SLUICE_OK) return SLUICE_OK;
+                     }
+                     return SLUICE_OK;
+                   });
+  FakeStage sink(SLUICE_KIND_SINK, "t.sink", test::accept_all);
+  FakeStage dlq(SLUICE_KIND_SINK, "t.dead_letter", test::accept_all);
+  Records batch(4);
+  auto out = h.run(stages({&fanout}, sink, &dlq), batch);
+  CHECK_FALSE(out.failed);
+  CHECK(h.counts.delivered == 3);
+  CHECK(h.counts.dead_lettered == 1);
+  REQUIRE(dlq.seen().size() == 1);
+  REQUIRE(dlq.seen()[0].size() == 1);
+  CHECK(dlq.seen()[0][0] == "r2");
+  CHECK(dlq.headers()[0].at("sluice.error.message").find("output over") != std::string::npos);
+}
+
 TEST_CASE("a transform passing on records as large as its budget never fails for its size") {
   Harness h(core::Tolerance::all);
   h.context.transform_output_budget = 100;

@@ -87,6 +87,23 @@ TEST_CASE("a transform that multiplies its input 1000x fails its batch within th
   fs::remove_all(dir);
 }
 
+TEST_CASE("a transform whose output fits per record but not per batch delivers every record") {
+  const fs::path dir = scratch("fanout-batch");
+  // Each record becomes 20,000 (about 2 MB of output): one fits the budget of a quarter of the
+  // 64 MB limit, a batch of 20 does not. The batch is run again in parts; nothing is
+  // dead-lettered for a size no record has (memory_limit_test measures the process's peak).
+  auto s = run_to_end(dir, with_dead_letter_file(dir, "{type: generator, count: 20}",
+                                                 "{type: fanout, copies: 20000, bytes: 0}") +
+                               "performance: {memory_limit_mb: 64}\n");
+  CHECK(s.records_in == 20);
+  CHECK(s.delivered == 20);
+  CHECK(s.dead_lettered == 0);
+  CHECK(s.sink_records == 400000);
+  const bool dead_letters = fs::exists(dir / "dlq.jsonl") && fs::file_size(dir / "dlq.jsonl") > 0;
+  CHECK_FALSE(dead_letters);
+  fs::remove_all(dir);
+}
+
 TEST_CASE("a plugin's error quoting a secret of its config never reaches the dead-letter file") {
   const fs::path dir = scratch("leaky");
   auto s = run_to_end(dir, with_dead_letter_file(dir, "{type: generator, count: 5}",
