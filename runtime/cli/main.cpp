@@ -29,6 +29,7 @@
 #include "config/did_you_mean.hpp"
 #include "config/path_checks.hpp"
 #include "config/pipeline_spec.hpp"
+#include "core/log_line.hpp"
 #include "isolation/plugin_host.hpp"
 #include "pipeline/call_guard.hpp"
 #include "pipeline/pipeline.hpp"
@@ -44,10 +45,11 @@ namespace {
 
 using namespace sluice;
 
-// Writes log lines to stderr as text or JSON, with every secret value masked.
+// Writes log lines to stderr as text or JSON (core::json_log_line), every secret value masked.
 class LogSink final : public spdlog::sinks::base_sink<std::mutex> {
  public:
   explicit LogSink(bool json) : json_(json) {}
+  bool json() const { return json_; }
   void set_secrets(std::vector<std::string> secrets) {
     std::lock_guard lock(mutex_);
     secrets_ = std::move(secrets);
@@ -59,22 +61,9 @@ class LogSink final : public spdlog::sinks::base_sink<std::mutex> {
         config::redact(std::string(msg.payload.data(), msg.payload.size()), secrets_);
     auto level = spdlog::level::to_string_view(msg.level);
     auto secs = std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch());
-    std::string line;
-    if (json_) {
-      rapidjson::StringBuffer sb;
-      rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-      w.StartObject();
-      w.Key("ts_ms");
-      w.Int64(secs.count());
-      w.Key("level");
-      w.String(level.data(), static_cast<rapidjson::SizeType>(level.size()));
-      w.Key("msg");
-      w.String(text.c_str(), static_cast<rapidjson::SizeType>(text.size()));
-      w.EndObject();
-      line = std::string(sb.GetString()) + "\n";
-    } else {
-      line = fmt::format("[{}] {}\n", std::string_view(level.data(), level.size()), text);
-    }
+    const std::string line =
+        json_ ? core::json_log_line(secs.count(), {level.data(), level.size()}, text)
+              : fmt::format("[{}] {}\n", std::string_view(level.data(), level.size()), text);
     std::fwrite(line.data(), 1, line.size(), stderr);
   }
   void flush_() override { std::fflush(stderr); }
@@ -85,6 +74,18 @@ class LogSink final : public spdlog::sinks::base_sink<std::mutex> {
 };
 
 std::shared_ptr<LogSink> g_log_sink;
+
+// A message sluice ends on, outside the logger's levels: as it is in text format, and a JSON log
+// line of level error in JSON format, so that every line of stderr parses.
+void say_error(const std::string& text) {
+  if (g_log_sink && g_log_sink->json()) {
+    spdlog::error("{}", text);
+    spdlog::default_logger()->flush();
+  } else {
+    std::fprintf(stderr, "%s\n", text.c_str());
+    std::fflush(stderr);
+  }
+}
 
 void setup_logging(const std::string& level, const std::string& format) {
   g_log_sink = std::make_shared<LogSink>(format == "json");
@@ -200,9 +201,8 @@ class StopsEndRun {
             timespec wait{0, 50'000'000};
             const int sig = sigtimedwait(&stops, nullptr, &wait);
             if (sig <= 0) continue;
-            std::fprintf(stderr, "signal %d received while sluice was %s; exiting with status %d\n",
-                         sig, doing, status);
-            std::fflush(stderr);
+            say_error(fmt::format("signal {} received while sluice was {}; exiting with status {}",
+                                  sig, doing, status));
             sluice::pipeline::exit_now(status);
           }
         }) {}
@@ -298,7 +298,7 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
         continue;
       }
       if (++stops > 1) {
-        std::fprintf(stderr, "second signal: exiting without draining\n");
+        say_error("second signal: exiting without draining");
         sluice::pipeline::exit_now(130);
       }
       spdlog::info("signal {} received", sig);
@@ -637,16 +637,16 @@ int main(int argc, char** argv) {
   try {
     return dispatch(c);
   } catch (const config::ConfigError& e) {
-    std::cerr << e.what() << std::endl;
+    say_error(e.what());
     return kExitUsage;
   } catch (const admin::AdminError& e) {
-    std::cerr << e.what() << std::endl;
+    say_error(e.what());
     return kExitUsage;
   } catch (const plugin::PluginLoadError& e) {
-    std::cerr << e.what() << std::endl;
+    say_error(e.what());
     return kExitUsage;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << std::endl;
+    say_error(std::string("error: ") + e.what());
     return kExitFailed;
   }
 }

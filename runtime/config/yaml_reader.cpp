@@ -21,36 +21,10 @@
 
 #include "config/did_you_mean.hpp"
 #include "config/substitution.hpp"
+#include "core/utf8.hpp"
 
 namespace sluice::config {
 namespace {
-
-// The length of the UTF-8 sequence at s[i], or 0 when it is not valid UTF-8 (overlong forms,
-// surrogates and code points past U+10FFFF included).
-size_t utf8_sequence_length(std::string_view s, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = byte(i);
-  if (c < 0x80) return 1;
-  size_t length = 0;
-  uint32_t min = 0;
-  uint32_t code = 0;
-  if ((c & 0xE0) == 0xC0) {
-    length = 2, min = 0x80, code = c & 0x1F;
-  } else if ((c & 0xF0) == 0xE0) {
-    length = 3, min = 0x800, code = c & 0x0F;
-  } else if ((c & 0xF8) == 0xF0) {
-    length = 4, min = 0x10000, code = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + length > s.size()) return 0;
-  for (size_t k = 1; k < length; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) return 0;
-    code = (code << 6) | (byte(i + k) & 0x3F);
-  }
-  if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
-  return length;
-}
 
 Location position_in_text(std::string_view text, size_t offset, const std::string& file) {
   int line = 1;
@@ -70,7 +44,7 @@ void check_is_text(std::string_view text, const std::string& file) {
     if (text[i] == '\0')
       throw ConfigError(position_in_text(text, i, file),
                         "not a text file (contains a NUL byte); expected UTF-8 YAML");
-    const size_t length = utf8_sequence_length(text, i);
+    const size_t length = core::utf8_sequence_length(text, i);
     if (length == 0)
       throw ConfigError(position_in_text(text, i, file),
                         fmt::format("not valid UTF-8 (byte 0x{:02x}); expected UTF-8 YAML",

@@ -547,6 +547,56 @@ TEST_CASE("the admin token is masked where a plugin puts it: a metric name, a de
   CHECK(r.err.find(token) == std::string::npos);
 }
 
+// Every line of `text` parsed as strict UTF-8 JSON; the messages of those that parse.
+std::vector<std::string> json_log_messages(const std::string& text) {
+  std::vector<std::string> messages;
+  for (const auto& line : lines_of(text)) {
+    rapidjson::Document d;
+    d.Parse<rapidjson::kParseValidateEncodingFlag>(line.c_str(), line.size());
+    INFO("line: ", line);
+    CHECK(!d.HasParseError());
+    if (!d.HasParseError() && d.IsObject() && d.HasMember("msg") && d["msg"].IsString())
+      messages.emplace_back(d["msg"].GetString(), d["msg"].GetStringLength());
+  }
+  return messages;
+}
+
+TEST_CASE("with --log-format json every stderr line is UTF-8 JSON, whatever bytes a plugin logs") {
+  for (const std::string isolation : {"none", "process"}) {
+    CAPTURE(isolation);
+    auto dir = scratch("log-json-" + isolation);
+    write_file(dir / "p.yaml",
+               "name: lj\nsource: {type: generator, count: 10}\ntransforms:\n  - {type: "
+               "garbled_log, isolation: " +
+                   isolation + "}\nsink: {type: null}\n");
+    auto r =
+        run_process({bin(), "--plugin-path", (binary_dir() / "test-plugins" / "probes").string(),
+                     "--log-format", "json", "run", (dir / "p.yaml").string()});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    const auto messages = json_log_messages(r.err);
+    // The plugin's line is there, its valid text kept and the rest replaced (U+FFFD) or escaped.
+    const auto garbled = std::find_if(messages.begin(), messages.end(), [](const auto& m) {
+      return m.find("bad utf8:") != std::string::npos;
+    });
+    REQUIRE(garbled != messages.end());
+    CHECK(garbled->find("\xEF\xBF\xBD\xEF\xBF\xBD lone \xEF\xBF\xBD cut") != std::string::npos);
+    CHECK(garbled->find("esc \x1b[31m quote \" newline \n end") != std::string::npos);
+  }
+}
+
+TEST_CASE("with --log-format json the error sluice exits on is a JSON line too") {
+  auto dir = scratch("log-json-error");
+  write_file(dir / "p.yaml",
+             "name: bad\nsource: {type: generator, count: 10}\nsink: {type: nope}\n");
+  auto r = run_process({bin(), "--log-format", "json", "run", (dir / "p.yaml").string()});
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  const auto messages = json_log_messages(r.err);
+  REQUIRE(!messages.empty());
+  CHECK(messages.back().find("p.yaml:3:") != std::string::npos);
+}
+
 TEST_CASE("every shipped pipeline validates in a clean environment, as it is") {
   const auto files = shipped_pipelines();
   REQUIRE(files.size() >= 4);

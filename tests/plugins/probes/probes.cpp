@@ -2,7 +2,8 @@
 // the host calls, so a test can check abi.h's threading rule; `fanout` (transform) emits
 // `copies` records of `bytes` bytes per input record; `leaky` (transform) rejects every record
 // with a message that quotes its secret `token` (or fails its batch with one cut inside the
-// token), and names metrics after it.
+// token), and names metrics after it; `garbled_log` (transform) passes every record on and logs
+// bytes that are not UTF-8, a NUL, ESC and a newline.
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -125,7 +126,25 @@ class Leaky final : public sluice::Transform {
   sluice::Host& host_;
 };
 
+class GarbledLog final : public sluice::Transform {
+ public:
+  static sluice::ConfigSchema schema() { return {}; }
+  GarbledLog(const sluice::Config& /*c*/, sluice::Host& host) : host_(host) {}
+
+  void process(const sluice::Batch& in, sluice::Output& out) override {
+    static constexpr char kBytes[] =
+        "bad utf8: \xff\xfe lone \x80 cut \xe2\x82 overlong \xc0\xaf nul \0 esc \x1b[31m "
+        "quote \" newline \n end";
+    host_.warn(std::string_view(kBytes, sizeof(kBytes) - 1));
+    for (size_t i = 0; i < in.size(); ++i) out.emit(i, sluice::OutRecord::from(in[i]));
+  }
+
+ private:
+  sluice::Host& host_;
+};
+
 }  // namespace
 
 SLUICE_MODULE("probes", "1.0.0", SLUICE_SOURCE(ThreadProbe, "thread_probe"),
-              SLUICE_TRANSFORM(Fanout, "fanout"), SLUICE_TRANSFORM(Leaky, "leaky"))
+              SLUICE_TRANSFORM(Fanout, "fanout"), SLUICE_TRANSFORM(Leaky, "leaky"),
+              SLUICE_TRANSFORM(GarbledLog, "garbled_log"))

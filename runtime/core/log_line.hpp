@@ -1,0 +1,33 @@
+// A log line of `--log-format json`: one JSON object per line, valid UTF-8, whatever bytes the
+// message holds (a plugin's log text, a stage or metric name it chose).
+#pragma once
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/utf8.hpp"
+
+namespace sluice::core {
+
+// `{"ts_ms":...,"level":"...","msg":"..."}` and a newline. Bytes that are not UTF-8 become U+FFFD;
+// the writer escapes quotes, backslashes and control characters (NUL, ESC, newline) as \uXXXX.
+inline std::string json_log_line(int64_t ts_ms, std::string_view level, std::string_view msg) {
+  const std::string text = valid_utf8(msg);
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  w.StartObject();
+  w.Key("ts_ms");
+  w.Int64(ts_ms);
+  w.Key("level");
+  w.String(level.data(), static_cast<rapidjson::SizeType>(level.size()));
+  w.Key("msg");
+  w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+  w.EndObject();
+  return std::string(sb.GetString(), sb.GetSize()) + "\n";
+}
+
+}  // namespace sluice::core
