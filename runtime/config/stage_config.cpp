@@ -85,12 +85,6 @@ std::vector<SchemaField> read_schema(const rapidjson::Document& schema, const St
   return out;
 }
 
-std::string shown(std::string_view text) {
-  constexpr size_t kShown = 60;
-  if (text.size() <= kShown) return fmt::format("'{}'", text);
-  return fmt::format("'{}...'", text.substr(0, kShown));
-}
-
 std::string format_number(double v) { return fmt::format("{}", v); }
 
 // Converts one field of one stage; collects secret values on the way.
@@ -115,7 +109,8 @@ class FieldConverter {
     if (!value.IsScalar())
       fail(where, fmt::format("must be {}", article(type)),
            fmt::format("got {}", kind_name(value)));
-    const std::string text = substitute(value.Scalar(), where, reader_.base_dir());
+    raw_ = value.Scalar();
+    const std::string text = substitute(raw_, where, reader_.base_dir());
     if (field.secret) add_secret(text);
     check_enum(text, where);
     if (type == "string" && field.path && !text.empty() && text.front() != '/') {
@@ -126,12 +121,12 @@ class FieldConverter {
     if (type == "string") return rapidjson::Value(text.c_str(), text.size(), allocator_);
     if (type == "bool") {
       const auto parsed = parse_bool(text);
-      if (!parsed) fail(where, "must be true or false", "got " + shown(text));
+      if (!parsed) fail(where, "must be true or false", got(text));
       return rapidjson::Value(*parsed);
     }
     if (type == "int") {
       const auto parsed = parse_int(text);
-      if (!parsed) fail(where, "must be an int", "got " + shown(text));
+      if (!parsed) fail(where, "must be an int", got(text));
       check_range(static_cast<double>(*parsed), text, where);
       return rapidjson::Value(static_cast<int64_t>(*parsed));
     }
@@ -139,7 +134,7 @@ class FieldConverter {
     std::optional<double> parsed = parse_double(text);
     if (!parsed)
       if (const auto integer = parse_int(text)) parsed = static_cast<double>(*integer);
-    if (!parsed) fail(where, "must be a number", "got " + shown(text));
+    if (!parsed) fail(where, "must be a number", got(text));
     check_range(*parsed, text, where);
     return rapidjson::Value(*parsed);
   }
@@ -150,6 +145,13 @@ class FieldConverter {
     if (type == "double") return "a number";
     if (type == "bool") return "true or false";
     return "a " + type;
+  }
+
+  // "got 'VALUE'", or what the reference as written says when the value came from one.
+  // Numbers over a bound are shown as written, unquoted.
+  std::string got(std::string_view text, bool quoted = true) const {
+    if (!quoted && !has_substitution(raw_)) return "got " + std::string(text);
+    return "got " + shown_value(raw_, text);
   }
 
   // A secret's value, even a wrong one, never reaches a message: only public details do.
@@ -166,14 +168,14 @@ class FieldConverter {
     const auto& values = field_->enum_values;
     if (values.empty() || std::find(values.begin(), values.end(), text) != values.end()) return;
     const std::string problem = fmt::format("must be one of {}", join_names(values));
-    fail(where, problem, "got " + shown(text) + did_you_mean(text, values));
+    fail(where, problem, got(text) + (has_substitution(raw_) ? "" : did_you_mean(text, values)));
   }
 
   void check_range(double v, const std::string& text, const Location& where) const {
     if (field_->min && v < *field_->min)
-      fail(where, "must be at least " + format_number(*field_->min), "got " + text);
+      fail(where, "must be at least " + format_number(*field_->min), got(text, false));
     if (field_->max && v > *field_->max)
-      fail(where, "must be at most " + format_number(*field_->max), "got " + text);
+      fail(where, "must be at most " + format_number(*field_->max), got(text, false));
   }
 
   // Lists and objects have no schema inside, so scalars are typed as YAML's core schema does;
@@ -244,6 +246,7 @@ class FieldConverter {
   const YamlReader& reader_;
   rapidjson::Document::AllocatorType& allocator_;
   std::vector<std::string>& secrets_;
+  std::string raw_;  // the scalar at hand as written, its references not substituted
   const SchemaField* field_ = nullptr;
 };
 

@@ -87,6 +87,17 @@ bool has_substitution(std::string_view text) {
          text.find(kFilePrefix) != std::string_view::npos;
 }
 
+std::string shown_value(std::string_view raw, std::string_view value) {
+  constexpr size_t kShown = 60;
+  if (has_substitution(raw)) {
+    const std::string_view written = raw.substr(0, kShown);
+    return fmt::format("the value of '{}{}' (not shown: it comes from a reference)", written,
+                       written.size() < raw.size() ? "..." : "");
+  }
+  if (value.size() <= kShown) return fmt::format("'{}'", value);
+  return fmt::format("'{}...'", value.substr(0, kShown));
+}
+
 std::string substitute(std::string_view text, const Location& where,
                        const std::filesystem::path& base_dir, std::vector<std::string>* inserted) {
   if (text.find("${") == std::string_view::npos) return std::string(text);

@@ -101,12 +101,6 @@ void check_tree(const YAML::Node& node, int depth, size_t& nodes, const std::str
   }
 }
 
-std::string describe_text(std::string_view text) {
-  constexpr size_t kShown = 60;
-  if (text.size() <= kShown) return fmt::format("'{}'", text);
-  return fmt::format("'{}...'", text.substr(0, kShown));
-}
-
 }  // namespace
 
 namespace {
@@ -403,8 +397,8 @@ bool YamlReader::boolean(const Entry& entry, std::string_view what) const {
   if (entry.value.IsScalar()) {
     const std::string value = text(entry, what);
     if (auto parsed = parse_bool(value)) return *parsed;
-    throw ConfigError(
-        at(entry), fmt::format("{}: expected true or false, got {}", what, describe_text(value)));
+    throw ConfigError(at(entry), fmt::format("{}: expected true or false, got {}", what,
+                                             shown_value(entry.value.Scalar(), value)));
   }
   throw ConfigError(
       at(entry), fmt::format("{}: expected true or false, got {}", what, kind_name(entry.value)));
@@ -422,13 +416,13 @@ uint64_t YamlReader::unsigned_int(const Entry& entry, std::string_view what, uin
     const bool digits_only =
         !value.empty() && value.find_first_not_of("0123456789") == std::string::npos;
     if (!digits_only)
-      throw ConfigError(at(entry),
-                        fmt::format("{}: expected an integer, got {}", what, describe_text(value)));
+      throw ConfigError(at(entry), fmt::format("{}: expected an integer, got {}", what,
+                                               shown_value(entry.value.Scalar(), value)));
   }
   if (!parsed || *parsed < 0 || static_cast<uint64_t>(*parsed) < min ||
       static_cast<uint64_t>(*parsed) > max)
     throw ConfigError(at(entry), fmt::format("{}: must be between {} and {}, got {}", what, min,
-                                             max, describe_text(value)));
+                                             max, shown_value(entry.value.Scalar(), value)));
   return static_cast<uint64_t>(*parsed);
 }
 
@@ -439,8 +433,8 @@ double YamlReader::number(const Entry& entry, std::string_view what) const {
   const std::string value = text(entry, what);
   auto parsed = parse_double(value);
   if (!parsed)
-    throw ConfigError(at(entry),
-                      fmt::format("{}: expected a number, got {}", what, describe_text(value)));
+    throw ConfigError(at(entry), fmt::format("{}: expected a number, got {}", what,
+                                             shown_value(entry.value.Scalar(), value)));
   return *parsed;
 }
 
@@ -452,9 +446,11 @@ size_t YamlReader::choice(const Entry& entry, std::string_view what,
   const std::string value = text(entry, what);
   for (size_t i = 0; i < names.size(); ++i)
     if (names[i] == value) return i;
-  throw ConfigError(at(entry),
-                    fmt::format("{}: expected one of {}, got {}{}", what, join_names(names),
-                                describe_text(value), did_you_mean(value, names)));
+  throw ConfigError(
+      at(entry), fmt::format("{}: expected one of {}, got {}{}", what, join_names(names),
+                             shown_value(entry.value.Scalar(), value),
+                             has_substitution(entry.value.Scalar()) ? std::string()
+                                                                    : did_you_mean(value, names)));
 }
 
 }  // namespace sluice::config

@@ -469,6 +469,17 @@ TEST_CASE("a number may come from the environment") {
   CHECK(file.pipelines.at(0).performance.linger_ms == 7);
 }
 
+TEST_CASE("a wrong value from the environment is not shown in the error") {
+  setenv("SLUICE_CONFIG_TEST_WRONG", "NotANumberSecret", 1);
+  const auto message =
+      parse_error(with_pipeline("performance:\n  linger_ms: ${env:SLUICE_CONFIG_TEST_WRONG}\n"));
+  unsetenv("SLUICE_CONFIG_TEST_WRONG");
+  CHECK_CONFIG_ERROR(message, "p.yaml:5:14: ",
+                     "performance.linger_ms: expected an integer, got the value of "
+                     "'${env:SLUICE_CONFIG_TEST_WRONG}' (not shown: it comes from a reference)");
+  CHECK(message.find("NotANumberSecret") == std::string::npos);
+}
+
 TEST_CASE("assigning one StageSpec to another leaves both parsed trees as written") {
   const auto file = parse_pipelines(with_pipeline(""), "p.yaml");
   StageSpec stage = file.pipelines.at(0).source;

@@ -230,6 +230,48 @@ TEST_CASE("a secret value is collected and never appears in an error") {
   CHECK(type_error.find("hunter2") == std::string::npos);
 }
 
+TEST_CASE("a value from a reference is not shown in an error, even in a field not secret") {
+  // A `${file:}` or `${env:}` put where it does not belong (the wrong field, a typo) still holds
+  // what the pipeline file keeps out of itself: the error names the reference, not its value.
+  TempDir dir;
+  const std::string file = (dir.path / "p.yaml").string();
+  std::ofstream(dir.path / "pw.txt") << "jsonFileSecret9\n";
+  ::setenv("SLUICE_TEST_WRONG_FIELD", "EnvSecret77", 1);
+  sluice::ConfigSchema s;
+  s.string("format").one_of({"json", "jsonl"});
+  s.integer("batch").min(1);
+  s.number("rate").max(10);
+  s.boolean("follow");
+  const std::string schema = s.to_json();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"  format: ${file:pw.txt}\n", "field 'format' must be one of json, jsonl, got the value of"},
+      {"  batch: ${env:SLUICE_TEST_WRONG_FIELD}\n", "field 'batch' must be an int, got the value"},
+      {"  rate: ${env:SLUICE_TEST_WRONG_FIELD}\n", "field 'rate' must be a number, got the value"},
+      {"  follow: x${file:pw.txt}\n", "field 'follow' must be true or false, got the value"}};
+  for (const auto& [yaml, expected] : cases) {
+    const auto message =
+        error_of([&] { check_stage(sink_stage("  type: f\n" + yaml, file), schema); });
+    INFO(message);
+    CHECK(message.find(expected) != std::string::npos);
+    CHECK(message.find("(not shown: it comes from a reference)") != std::string::npos);
+    CHECK(message.find("Secret") == std::string::npos);
+    CHECK(message.find("did you mean") == std::string::npos);
+  }
+  // A number over its bound from the environment: the bound is named, the value is not.
+  ::setenv("SLUICE_TEST_WRONG_FIELD", "99", 1);
+  const auto range = error_of([&] {
+    check_stage(sink_stage("  type: f\n  rate: ${env:SLUICE_TEST_WRONG_FIELD}\n", file), schema);
+  });
+  CHECK(range.find("must be at most 10, got the value of '${env:SLUICE_TEST_WRONG_FIELD}'") !=
+        std::string::npos);
+  CHECK(range.find("99") == std::string::npos);
+  ::unsetenv("SLUICE_TEST_WRONG_FIELD");
+  // Written in the file, a wrong value is shown as before.
+  const auto plain =
+      error_of([&] { check_stage(sink_stage("  type: f\n  format: jsn\n", file), schema); });
+  CHECK(plain.find("got 'jsn'") != std::string::npos);
+}
+
 TEST_CASE("what ${env:} and ${file:} put into a list or mapping is masked") {
   TempDir dir;
   const std::string file = (dir.path / "p.yaml").string();
