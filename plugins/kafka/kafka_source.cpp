@@ -739,8 +739,8 @@ void KafkaSource::end_transaction_if_due() {
   last_drain_ = Clock::now() - drain_began;
   if (!drained) {
     host_.warn(
-        "kafka source: records still in flight after drain_timeout_ms; the transaction "
-        "stays open");
+        "kafka source: records still in flight after drain_timeout_ms (or the pipeline "
+        "failed); the transaction is not committed now");
     return;
   }
   end_transaction(/*input_dry=*/!due);

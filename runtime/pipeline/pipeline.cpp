@@ -308,6 +308,10 @@ sluice_status Pipeline::drain_partitions(std::span<const sluice_position> partit
   };
   stage_->drain();
   while (outstanding() > 0) {
+    // A failed pipeline finishes no more records: waiting out `timeout_ms` (a kafka source's
+    // 30 s) would hold the source's poll past the stop grace, and the run would end as stuck
+    // (71) instead of failed (1).
+    if (stage_->failed() || summary().failed) return SLUICE_ERROR;
     if (std::chrono::steady_clock::now() >= deadline) return SLUICE_RETRY;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
