@@ -27,9 +27,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Crash incidents (calls whose child died) tolerated per window before calls fail outright.
+// Crash incidents (calls whose child died, restarts that failed) tolerated per window before
+// calls fail outright.
 constexpr size_t kMaxCrashesPerWindow = 5;
 constexpr auto kCrashWindow = std::chrono::seconds(60);
+// After a start that failed (the child died or hung loading the library or in create), the next
+// start waits 1 s, doubling to 30 s; calls meanwhile fail at once.
+constexpr auto kFirstStartRetry = std::chrono::milliseconds(1000);
+constexpr auto kMaxStartRetry = std::chrono::milliseconds(30000);
 constexpr size_t kMaxQuarantined = 100000;
 
 // What the proxy table needs at create time, found by instance name (create gets no context).
@@ -104,9 +109,10 @@ struct Outcome {
   sluice_status status = SLUICE_OK;
   std::string message;
   size_t region_size = 0;
-  double plugin_us = 0;  // the plugin's own time in the call
-  uint32_t flags = 0;    // kEndOfStream
-  size_t output = 0;     // the child's output region the reply's records are in
+  double plugin_us = 0;      // the plugin's own time in the call
+  uint32_t flags = 0;        // kEndOfStream
+  size_t output = 0;         // the child's output region the reply's records are in
+  bool not_started = false;  // no child could be started for the call: `message` says why
 };
 
 // Hands one output record to the host's writer: as a view into the output region (held until
@@ -169,8 +175,11 @@ class Proxy {
   sluice_status bisect(MessageKind kind, const sluice_batch* in, const Indices& indices,
                        sluice_writer* out, const std::string& crash, std::string* message);
   Indices admit(const sluice_batch* in, sluice_writer* out);
-  void note_crash(MessageKind kind, const std::string& crash);
+  void note_crash(MessageKind kind, const std::string& crash,
+                  std::string_view then = "restarting it");
   bool too_many_crashes();
+  void start_failed();
+  std::string not_started_yet() const;
   void count(const char* name, double delta = 1);
   void gauge(const char* name, double value);
   void count_crossing(Clock::time_point started, double plugin_us);
@@ -194,6 +203,10 @@ class Proxy {
   uint64_t call_id_ = 0;
   bool started_ = false;
   int consecutive_crashes_ = 0;
+  // Starts in a row whose child died or hung; none is tried again before next_start_.
+  int failed_starts_ = 0;
+  Clock::time_point next_start_{};
+  std::string start_failure_;  // how the last failed start ended
   std::deque<Clock::time_point> crashes_;
   std::optional<std::string> state_;  // the last snapshot or restore, for a restarted child
   std::unordered_set<uint64_t> quarantine_;
@@ -318,10 +331,16 @@ Outcome Proxy::call(MessageKind kind, size_t region_size, std::string_view paylo
 }
 
 // Starts a child and creates the instance in it (restoring the last state after a crash).
-// Restarts after consecutive crashes wait 10 ms, 20 ms, ... up to 1 s.
+// Restarts after consecutive crashes wait 10 ms, 20 ms, ... up to 1 s. After a start that
+// failed, none is tried before its backoff has passed: the call fails at once instead of
+// waiting, as every call did, for one more create to time out.
 bool Proxy::ensure_child(std::string* why, std::string* field) {
   if (child_) return true;
-  if (consecutive_crashes_ > 1) {
+  if (failed_starts_ > 0 && Clock::now() < next_start_) {
+    *why = not_started_yet();
+    return false;
+  }
+  if (consecutive_crashes_ > 1 && failed_starts_ == 0) {
     const int shift = std::min(consecutive_crashes_ - 2, 7);
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(10 << shift, 1000)));
   }
@@ -331,7 +350,13 @@ bool Proxy::ensure_child(std::string* why, std::string* field) {
                                                        false, pipeline_memory_limit()});
   Outcome o = call(MessageKind::create, 0, config_);
   if (o.crashed) {
-    *why = fmt::format("the plugin process {} while creating the instance", o.crash);
+    // A hang may be in the library's loading as well as in create (the reply is create's).
+    start_failure_ = o.crash.ends_with(call_name(MessageKind::create))
+                         ? o.crash
+                         : o.crash + " in create() or while loading the library";
+    if (started_) start_failed();  // a first start that fails is the stage's setup error
+    *why = fmt::format("the plugin process for {} did not start: {}", s.real.file.string(),
+                       start_failure_);
     return false;
   }
   if (o.status != SLUICE_OK) {
@@ -343,6 +368,11 @@ bool Proxy::ensure_child(std::string* why, std::string* field) {
   }
   const bool restarted = started_;
   started_ = true;
+  failed_starts_ = 0;
+  {
+    std::lock_guard lock(shown_mu_);
+    shown_.start_failing = false;
+  }
   if (state_ && has_hook(s.real.table, &sluice_plugin::restore)) {
     RegionWriter w(child_->input());
     w.reset();
@@ -379,7 +409,13 @@ sluice_status Proxy::start(sluice_error* error) {
 
 Outcome Proxy::attempt(MessageKind kind, const sluice_batch* in, const Indices& indices) {
   std::string why;
-  if (!ensure_child(&why)) return Outcome{false, {}, SLUICE_ERROR, why, 0};
+  if (!ensure_child(&why)) {
+    Outcome o;
+    o.status = SLUICE_ERROR;
+    o.message = why;
+    o.not_started = true;
+    return o;
+  }
   input_.reset(child_->input());
   for (size_t i : indices) input_.add_record(i, in->records[i]);
   return call(kind, input_.finish());
@@ -447,7 +483,7 @@ Proxy::Indices Proxy::admit(const sluice_batch* in, sluice_writer* out) {
   return indices;
 }
 
-void Proxy::note_crash(MessageKind kind, const std::string& crash) {
+void Proxy::note_crash(MessageKind kind, const std::string& crash, std::string_view then) {
   count("isolation.crashes");
   last_crash_ = crash;
   {
@@ -456,8 +492,37 @@ void Proxy::note_crash(MessageKind kind, const std::string& crash) {
     shown_.last_crash = crash;
   }
   const bool named = crash.find(call_name(kind)) != std::string::npos;
-  log(SLUICE_LOG_WARN, fmt::format("plugin process {}{}{}; restarting it", crash,
-                                   named ? "" : " in ", named ? "" : call_name(kind)));
+  log(SLUICE_LOG_WARN, fmt::format("plugin process {}{}{}; {}", crash, named ? "" : " in ",
+                                   named ? "" : call_name(kind), then));
+}
+
+// A restart whose child died or hung (start_failure_ says how) is a crash incident, as one in a
+// call is: counted, in the crash window, and /health shows the stage degraded until a
+// start succeeds. The next start waits out a backoff (1 s doubling to 30 s).
+void Proxy::start_failed() {
+  ++failed_starts_;
+  const auto delay =
+      std::min(kFirstStartRetry * (1 << std::min(failed_starts_ - 1, 5)), kMaxStartRetry);
+  next_start_ = Clock::now() + delay;
+  note_crash(MessageKind::create, start_failure_,
+             fmt::format("the next start in {} ms, calls fail until then", delay.count()));
+  ++consecutive_crashes_;
+  too_many_crashes();
+  std::lock_guard lock(shown_mu_);
+  shown_.start_failing = true;
+  shown_.last_crash = start_failure_ +
+                      "; no plugin process runs: calls fail at once until a start succeeds (tried "
+                      "again after 1 s, doubling to 30 s)";
+}
+
+// Why a call fails while a failed start's backoff runs.
+std::string Proxy::not_started_yet() const {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(next_start_ - Clock::now());
+  return fmt::format(
+      "the plugin process is not running: its last start failed ({}, {} in a row); the next start "
+      "in {} ms",
+      start_failure_, failed_starts_, std::max<int64_t>(left.count(), 0));
 }
 
 bool Proxy::too_many_crashes() {
@@ -478,7 +543,7 @@ CrashState Proxy::crash_state() const {
   const auto in_window =
       std::count_if(shown_window_.begin(), shown_window_.end(),
                     [&](Clock::time_point t) { return now - t <= kCrashWindow; });
-  s.breaker_open = static_cast<size_t>(in_window) > kMaxCrashesPerWindow;
+  s.breaker_open = static_cast<size_t>(in_window) > kMaxCrashesPerWindow || s.start_failing;
   return s;
 }
 
@@ -530,6 +595,10 @@ sluice_status Proxy::batch(MessageKind kind, const sluice_batch* in, sluice_writ
       return SLUICE_ERROR;
     }
     o = attempt(kind, in, indices);  // a crash need not be the batch's fault: once more
+  }
+  if (o.not_started) {  // no child to bisect in: the batch fails, the crashes stay counted
+    set_error(error, o.message);
+    return SLUICE_ERROR;
   }
   if (o.crashed) {
     note_crash(kind, o.crash);

@@ -21,21 +21,24 @@ plugin::PluginInfo make_proxy(const plugin::PluginInfo& real, const std::string&
 plugin::PluginInfo plugin_info_for(const plugin::PluginInfo& real, const std::string& instance_name,
                                    const core::IsolationSettings& settings);
 
-// Loads `file` in a short-lived child (`plugin-host --check`: handshake, init, schema, create
-// with `config_json`, destroy, shutdown). Returns how the child died or that it hung ("the new
-// FILE killed by signal 6 (SIGABRT) while loading in a trial process ..."), else "": a clean
-// refusal (handshake, create error) is left to the real load, which reports it the same way.
 // An isolated instance's crashes as /health shows them. `handle` is the instance handle of a
-// PluginInfo from make_proxy. breaker_open: more crashes in the crash window than its calls are
-// retried for (they fail meanwhile).
+// PluginInfo from make_proxy. breaker_open: its calls fail without reaching the plugin: more
+// crashes in the crash window than its calls are retried for, or start_failing.
 struct CrashState {
   uint64_t crashes = 0;
   uint64_t restarts = 0;
   std::string last_crash;  // "killed by signal 11 (SIGSEGV)", ... ("" before any)
   bool breaker_open = false;
+  // The last start of its child died or hung (in create, or loading the library) and none has
+  // succeeded since: calls fail at once until a start, tried after a backoff, succeeds.
+  bool start_failing = false;
 };
 CrashState crash_state(void* handle);
 
+// Loads `file` in a short-lived child (`plugin-host --check`: handshake, init, schema, create
+// with `config_json`, destroy, shutdown). Returns how the child died or that it hung ("the new
+// FILE killed by signal 6 (SIGABRT) while loading in a trial process ..."), else "": a clean
+// refusal (handshake, create error) is left to the real load, which reports it the same way.
 std::string trial_load(const std::filesystem::path& file, sluice_kind kind,
                        const std::string& plugin_name, const std::string& config_json);
 

@@ -478,3 +478,41 @@ TEST_CASE("a plugin whose destroy hangs at the end of the run: a SIGTERM ends it
         std::string::npos);
   CHECK(lines_of(dir / "out.jsonl").size() == 500);
 }
+
+TEST_CASE(
+    "an isolated stage whose restarts hang in create: 503, fast dead letters, a stop in grace") {
+  // The first child runs until a poison record kills it; every start after that hangs in create.
+  // Before, each batch waited call_timeout_ms for a create (three times, as the pipeline narrowed
+  // it), /health stayed 200 and a SIGTERM drained for minutes.
+  const fs::path dir = scratch("isolation-create-hang");
+  const int port = 20000 + (::getpid() + 31) % 20000;
+  const fs::path fault = dir / "hang-in-create";
+  const int pid = start_in(
+      dir,
+      "name: iso\nsource: {type: generator, count: 2000000, rate: 5000, template: "
+      "'{\"seq\":{{seq}}}'}\ntransforms:\n  - {type: crashy, isolation: process, "
+      "call_timeout_ms: 3000, poison: '\"seq\":10000}', on_create: hang, create_fault_file: '" +
+          fault.string() +
+          "'}\nsink: {type: file, path: out.jsonl, fsync: none}\n"
+          "dead_letter: {type: file, path: dlq.jsonl, format: envelope, fsync: none}\n"
+          "errors: {tolerance: all}\n",
+      crashy_dir(), port);
+  wait_until_watching(dir);  // the first child is created
+  write_file(fault.string(), "hang\n");
+  const auto [status, body] = health_once_it_says(port, "\"degraded\"", 300);
+  INFO(body);
+  CHECK(status == 503);
+  CHECK(body.find("call exceeded call_timeout_ms=3000 in create() or while loading the library") !=
+        std::string::npos);
+  ::kill(pid, SIGTERM);
+  const auto stopping = std::chrono::steady_clock::now();
+  // The stop grace is 10 s (docs/containment.md); the margin is for a loaded machine.
+  CHECK(exit_within(pid, std::chrono::seconds(25)) == 0);
+  CHECK(std::chrono::steady_clock::now() - stopping < std::chrono::seconds(25));
+  const std::string err = read_file((dir / "stderr").string());
+  INFO(err);
+  CHECK(err.find("in create() or while loading the library; the next start in 1000 ms") !=
+        std::string::npos);
+  CHECK(read_file((dir / "dlq.jsonl").string()).find("the plugin process is not running") !=
+        std::string::npos);
+}

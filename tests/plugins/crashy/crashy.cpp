@@ -4,7 +4,9 @@
 // was last restored; `shrink_input` makes it cut its input region (the memfd the host writes
 // batches into) to nothing after each batch, as a hostile plugin could. A source of {"seq":N}
 // records that does the same when it reaches one seq, once (a marker file), and keeps its committed
-// position in a file. Built with CRASHY_CTOR_ABORT, the library aborts as soon as it is loaded.
+// position in a file. `on_create` makes the transform's and the sink's create misbehave the same
+// ways while `create_fault_file` exists (so a test can let the first create pass and fail the
+// restarted child's). Built with CRASHY_CTOR_ABORT, the library aborts as soon as it is loaded.
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -49,6 +51,13 @@ void crash(const std::string& how) {
   if (how == "pthread_exit") ::pthread_exit(nullptr);
 }
 
+// Misbehaves in create (`on_create`) while `create_fault_file` exists, or always without one.
+void create_fault(const sluice::Config& c) {
+  const std::string how = c.get_string("on_create");
+  const std::string file = c.get_string("create_fault_file");
+  if (!how.empty() && (file.empty() || ::access(file.c_str(), F_OK) == 0)) crash(how);
+}
+
 // Leaks `bytes`, aborting when malloc fails (as an xmalloc would).
 void leak(size_t bytes) {
   void* p = std::malloc(bytes);
@@ -88,6 +97,13 @@ class Crashy final : public sluice::Transform {
         .default_value("")
         .one_of({"", "segfault", "abort", "exit", "hang", "_exit"})
         .doc("What happens when the instance is destroyed (\"\": nothing).");
+    s.string("on_create")
+        .default_value("")
+        .one_of({"", "segfault", "abort", "exit", "hang", "_exit"})
+        .doc("What happens in create while create_fault_file exists (\"\": nothing).");
+    s.string("create_fault_file")
+        .default_value("")
+        .doc("on_create acts only while this file exists (empty: always).");
     return s;
   }
   static std::string description() { return "Passes records on; crashes on a poison value."; }
@@ -101,7 +117,9 @@ class Crashy final : public sluice::Transform {
         on_poison_(c.get_string("on_poison", "segfault")),
         leak_bytes_(static_cast<size_t>(c.get_int("leak_kb", 0)) * 1024),
         shrink_input_(c.get_bool("shrink_input", false)),
-        on_destroy_(c.get_string("on_destroy")) {}
+        on_destroy_(c.get_string("on_destroy")) {
+    create_fault(c);
+  }
 
   // State is whatever was last restored: a test can see a restarted child get it back.
   std::string snapshot() override { return state_; }
@@ -135,7 +153,9 @@ class CrashySink final : public sluice::Sink {
   static std::string description() { return "Takes records; crashes on a poison value."; }
 
   CrashySink(const sluice::Config& c, sluice::Host& host)
-      : host_(host), poison_(c.get_string("poison")), on_poison_(c.get_string("on_poison")) {}
+      : host_(host), poison_(c.get_string("poison")), on_poison_(c.get_string("on_poison")) {
+    create_fault(c);
+  }
 
   void put(const sluice::Batch& in, sluice::Output& /*rejects*/) override {
     for (size_t i = 0; i < in.size(); ++i)

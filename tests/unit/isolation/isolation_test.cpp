@@ -822,6 +822,90 @@ TEST_CASE("a trial load reports a library that aborts while loading, and passes 
   CHECK(why.find("killed by signal 6 (SIGABRT) while loading") != std::string::npos);
 }
 
+namespace {
+
+// One call of `t` on a batch of `n` new records (offsets from `first`): its status and message.
+sluice_status process_once(Isolated& t, size_t n, int64_t first, std::string* message) {
+  Batch b(n);
+  for (auto& r : b.records) r.offset += first;
+  const sluice_batch in = b.view();
+  Collected c;
+  sluice_writer w = c.writer();
+  plugin::CallError err;
+  const sluice_status st = t.instance->table().process(t.instance->handle(), &in, &w, err.get());
+  *message = err.message;
+  return st;
+}
+
+}  // namespace
+
+TEST_CASE("a restarted child that hangs in create is a crash; calls fail at once until a start") {
+  using std::chrono::steady_clock;
+  const fs::path dir = fresh_dir("create-hang");
+  const fs::path fault = dir / "hang-in-create";
+  Isolated t(R"({"poison":"poison","on_poison":"segfault","leak_kb":0,"on_create":"hang",)"
+             R"("create_fault_file":")" +
+                 fault.string() + "\"}",
+             1500);
+  std::ofstream(fault) << "every create from now on hangs\n";  // the first child was created
+  // The poison record kills the child; the batch's retry starts a child whose create hangs past
+  // call_timeout_ms: a second crash incident, and the stage shows degraded.
+  Batch poisoned(10, 3);
+  Collected c;
+  CHECK(t.process(poisoned, c) == SLUICE_ERROR);
+  CHECK(t.metric("isolation.crashes") == 2);
+  CHECK(t.metric("isolation.timeouts") == 1);
+  CHECK(isolation::crash_state(t.instance->handle()).breaker_open);
+  CHECK(isolation::crash_state(t.instance->handle()).last_crash.find("call_timeout_ms=1500") !=
+        std::string::npos);
+  // Known bad: the next calls fail at once, each naming why, instead of each waiting 1.5 s for
+  // another create to time out (6 s for these four before).
+  const auto started = steady_clock::now();
+  int failed_fast = 0;
+  for (int call = 0; call < 4; ++call) {
+    std::string message;
+    CHECK(process_once(t, 5, 100 + call * 10, &message) == SLUICE_ERROR);
+    CAPTURE(message);
+    if (message.rfind("the plugin process is not running: its last start failed (call exceeded "
+                      "call_timeout_ms=1500",
+                      0) == 0)
+      ++failed_fast;
+  }
+  CHECK(steady_clock::now() - started < std::chrono::seconds(4));
+  CHECK(failed_fast >= 3);  // all four, unless a stalled machine let the backoff pass meanwhile
+  // Once create works again, the first start after the backoff succeeds and the stage recovers.
+  fs::remove(fault);
+  std::string message;
+  sluice_status st = SLUICE_ERROR;
+  const auto deadline = steady_clock::now() + std::chrono::seconds(60);
+  while (st != SLUICE_OK && steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    st = process_once(t, 5, 200, &message);
+  }
+  CAPTURE(message);
+  CHECK(st == SLUICE_OK);
+  CHECK(t.metric("isolation.restarts") == 1);
+  CHECK_FALSE(isolation::crash_state(t.instance->handle()).breaker_open);
+}
+
+TEST_CASE("a child whose start crashes counts it, and the stage is degraded until one succeeds") {
+  const fs::path dir = fresh_dir("create-abort");
+  const fs::path fault = dir / "abort-in-create";
+  Isolated t(R"({"poison":"poison","on_poison":"segfault","leak_kb":0,"on_create":"abort",)"
+             R"("create_fault_file":")" +
+             fault.string() + "\"}");
+  std::ofstream(fault) << "every create from now on aborts\n";
+  Batch poisoned(10, 3);
+  Collected c;
+  CHECK(t.process(poisoned, c) == SLUICE_ERROR);
+  CHECK(t.metric("isolation.crashes") == 2);
+  CHECK(isolation::crash_state(t.instance->handle()).breaker_open);
+  std::string message;
+  CHECK(process_once(t, 5, 100, &message) == SLUICE_ERROR);
+  CHECK(message.find("killed by signal 6 (SIGABRT)") != std::string::npos);
+  CHECK(t.metric("isolation.crashes") == 2);  // failed at once: no child was started for it
+}
+
 TEST_CASE("isolation keys are read per stage, sources included") {
   const auto file = config::parse_pipelines(
       "name: p\nsource: {type: generator, isolation: process, call_timeout_ms: 700}\n"
