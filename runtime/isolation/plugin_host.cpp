@@ -180,7 +180,10 @@ void PluginHost::send_metric(MessageKind kind, const char* name, double number) 
 
 void PluginHost::load() {
   try {
-    library_ = plugin::PluginLibrary::load(args_.file);
+    // A crash while loading names the file and the stage on stderr (a trial load has none).
+    plugin::LoadOptions options;
+    if (!args_.check) options.stage = args_.instance;
+    library_ = plugin::PluginLibrary::load(args_.file, options);
     for (const auto& info : library_->plugins())
       if (info.kind == args_.kind && info.name == args_.plugin) table_ = info.table;
     if (!table_)

@@ -4,9 +4,17 @@
 #include <dlfcn.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <array>
+#include <atomic>
 #include <boost/dll/shared_library_load_mode.hpp>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <fstream>
+#include <mutex>
 #include <set>
 
 #include "plugin/file_trust.hpp"
@@ -40,6 +48,78 @@ std::unique_ptr<SealedCopy> verified_copy(const std::filesystem::path& file) {
   if (!is_elf(bytes)) throw PluginLoadError(fmt::format("{}: not a shared object", file.string()));
   return std::make_unique<SealedCopy>(file, bytes);
 }
+
+// ---- a crash while loading: the process's last words name the file ----
+
+constexpr std::array<int, 5> kCrashSignals{SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+constexpr std::array<const char*, 5> kCrashSignalNames{" (SIGSEGV)\n", " (SIGBUS)\n", " (SIGFPE)\n",
+                                                       " (SIGILL)\n", " (SIGABRT)\n"};
+
+// What the handler reads, written before the handlers are installed (one load at a time).
+std::mutex g_load_mu;
+char g_load_message[4096];
+size_t g_load_message_len = 0;
+std::atomic<long> g_loading_thread{0};
+std::array<struct sigaction, kCrashSignals.size()> g_previous{};
+
+// Async-signal-safe: write(2), sigaction(2), raise(3). A crash of another thread meanwhile is
+// handed to the handler that was there before.
+void on_load_crash(int sig, siginfo_t* info, void*) {
+  size_t i = 0;
+  while (i + 1 < kCrashSignals.size() && kCrashSignals[i] != sig) ++i;
+  if (::syscall(SYS_gettid) != g_loading_thread.load()) {
+    ::sigaction(sig, &g_previous[i], nullptr);
+    if (info == nullptr || info->si_code <= 0) ::raise(sig);  // sent, not a fault: once more
+    return;
+  }
+  char line[sizeof g_load_message + 16];  // one write: the line is never interleaved
+  size_t len = g_load_message_len;
+  std::memcpy(line, g_load_message, len);
+  if (sig >= 10) line[len++] = static_cast<char>('0' + sig / 10 % 10);
+  line[len++] = static_cast<char>('0' + sig % 10);
+  const size_t name = std::strlen(kCrashSignalNames[i]);
+  std::memcpy(line + len, kCrashSignalNames[i], name);
+  len += name;
+  while (::write(STDERR_FILENO, line, len) < 0 && errno == EINTR) {
+  }
+  struct sigaction fallback {};
+  fallback.sa_handler = SIG_DFL;
+  ::sigaction(sig, &fallback, nullptr);
+  ::raise(sig);  // delivered on return, with the default action: the process dies of it
+}
+
+// While it lives, a crash on this thread (a library's constructor that aborts, a module init that
+// segfaults) writes "sluice: plugin FILE (stage S) crashed while loading: signal N (NAME)" before
+// the process dies of it; without it the process died without a word.
+class LoadCrashGuard {
+ public:
+  LoadCrashGuard(const std::filesystem::path& file, const std::string& stage) : lock_(g_load_mu) {
+    const std::string message =
+        stage.empty()
+            ? fmt::format("sluice: plugin {} crashed while loading: signal ", file.string())
+            : fmt::format("sluice: plugin {} (stage {}) crashed while loading: signal ",
+                          file.string(), stage);
+    g_load_message_len = std::min(message.size(), sizeof g_load_message);
+    std::memcpy(g_load_message, message.data(), g_load_message_len);
+    g_loading_thread.store(::syscall(SYS_gettid));
+    struct sigaction sa {};
+    sa.sa_sigaction = on_load_crash;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < kCrashSignals.size(); ++i)
+      ::sigaction(kCrashSignals[i], &sa, &g_previous[i]);
+  }
+  ~LoadCrashGuard() {
+    for (size_t i = 0; i < kCrashSignals.size(); ++i)
+      ::sigaction(kCrashSignals[i], &g_previous[i], nullptr);
+    g_loading_thread.store(0);
+  }
+  LoadCrashGuard(const LoadCrashGuard&) = delete;
+  LoadCrashGuard& operator=(const LoadCrashGuard&) = delete;
+
+ private:
+  std::lock_guard<std::mutex> lock_;
+};
 
 HostContext& module_host() {
   static HostContext host("module");
@@ -82,6 +162,8 @@ std::shared_ptr<PluginLibrary> PluginLibrary::load(const std::filesystem::path& 
   std::shared_ptr<PluginLibrary> lib(new PluginLibrary());
   lib->file_ = file;
   lib->copy_ = verified_copy(file);
+  // The library's code runs from here on (its constructors in dlopen, the entry point, init).
+  const LoadCrashGuard guard(file, options.stage);
   boost::dll::fs::error_code load_ec;
   lib->library_.load(lib->copy_->path().string(),
                      boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, load_ec);

@@ -40,6 +40,9 @@ struct PluginInfo {
 struct LoadOptions {
   // Accept files, symlink targets or folders that others could write (see file_trust.hpp).
   bool allow_insecure = false;
+  // The stage the library is loaded for, named with the file if its loading crashes the process
+  // (empty: loaded for every stage, from a plugin folder).
+  std::string stage;
 };
 
 class PluginLibrary : public std::enable_shared_from_this<PluginLibrary> {

@@ -516,3 +516,22 @@ TEST_CASE(
   CHECK(read_file((dir / "dlq.jsonl").string()).find("the plugin process is not running") !=
         std::string::npos);
 }
+
+TEST_CASE("a plugin library that aborts while loading: sluice's last words name the file") {
+  // Before, sluice died of SIGABRT without a word (exit 134, empty stderr).
+  const fs::path dir = scratch("isolation-ctor-abort");
+  const fs::path plugins = crashy_dir("crashy_ctor_abort");
+  for (const char* isolation : {"none", "process"}) {
+    CAPTURE(isolation);
+    write_file((dir / "p.yaml").string(),
+               "name: iso\nsource: {type: generator, count: 10}\ntransforms:\n  - {type: crashy, "
+               "isolation: " +
+                   std::string(isolation) + "}\nsink: {type: file, path: out.jsonl}\n");
+    const auto run = run_process({bin(), "run", "--admin", "off", "--no-plugin-watch",
+                                  "--plugin-path", plugins.string(), (dir / "p.yaml").string()});
+    INFO(run.err);
+    CHECK(run.exit_code == 128 + SIGABRT);
+    CHECK(run.err.find("sluice: plugin " + (plugins / "sluice-crashy.so").string() +
+                       " crashed while loading: signal 6 (SIGABRT)\n") != std::string::npos);
+  }
+}

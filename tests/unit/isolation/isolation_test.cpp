@@ -2,6 +2,7 @@
 // (crash, exit and hang caught per call, poison records found and quarantined), the trial load,
 // and the stage keys in the pipeline YAML.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -904,6 +905,42 @@ TEST_CASE("a child whose start crashes counts it, and the stage is degraded unti
   CHECK(process_once(t, 5, 100, &message) == SLUICE_ERROR);
   CHECK(message.find("killed by signal 6 (SIGABRT)") != std::string::npos);
   CHECK(t.metric("isolation.crashes") == 2);  // failed at once: no child was started for it
+}
+
+TEST_CASE("a child that crashes loading its library names the file and the stage") {
+  isolation::set_host_executable(std::getenv("SLUICE_BIN"));
+  auto library = plugin::PluginLibrary::load(crashy_file());
+  plugin::PluginInfo real;
+  for (const auto& info : library->plugins())
+    if (info.kind == SLUICE_KIND_TRANSFORM) real = info;
+  real.library = library;
+  real.file = crashy_file("crashy_ctor_abort");  // what the child loads: it aborts at load
+  core::IsolationSettings settings;
+  settings.process = true;
+  settings.call_timeout_ms = 30000;
+  const fs::path said = fresh_dir("ctor-abort") / "stderr";
+  const int saved = ::dup(STDERR_FILENO);
+  const int file = ::open(said.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  REQUIRE(file >= 0);
+  ::dup2(file, STDERR_FILENO);  // the child's stderr, as sluice's would be
+  std::string error;
+  try {
+    plugin::PluginInstance instance(isolation::make_proxy(real, "p.transform0", settings),
+                                    "p.transform0", R"({"poison":"","leak_kb":0})");
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  ::close(file);
+  CAPTURE(error);
+  CHECK(error.find("killed by signal 6 (SIGABRT)") != std::string::npos);
+  CHECK(error.find(crashy_file("crashy_ctor_abort").string()) != std::string::npos);
+  const std::string last_words = read_text(said);
+  CAPTURE(last_words);
+  CHECK(last_words.find("sluice: plugin " + crashy_file("crashy_ctor_abort").string() +
+                        " (stage p.transform0) crashed while loading: signal 6 (SIGABRT)\n") !=
+        std::string::npos);
 }
 
 TEST_CASE("isolation keys are read per stage, sources included") {
