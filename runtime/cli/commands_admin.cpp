@@ -1,10 +1,9 @@
-// `sluice stats`, `top` and `reload`: find the admin API, fetch /stats over HTTP and draw it
-// with admin/stats_view, or ask for a reload.
+// `sluice stats`, `top` and `reload`: find the admin API, fetch /stats over HTTP (admin_client)
+// and draw it with admin/stats_view, or ask for a reload.
 #include "cli/commands_admin.hpp"
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
-#include <httplib.h>
 #include <ifaddrs.h>
 #include <netdb.h>
 #include <poll.h>
@@ -24,9 +23,11 @@
 #include <iostream>
 #include <optional>
 #include <sstream>
+#include <string_view>
 
 #include "admin/admin_server.hpp"
 #include "admin/stats_view.hpp"
+#include "cli/admin_client.hpp"
 #include "config/pipeline_spec.hpp"
 
 namespace sluice::cli {
@@ -48,15 +49,40 @@ std::string unreachable(const AdminTarget& target, const std::string& why) {
       target.url, target.origin, why);
 }
 
-// A client for the target, or the reason its URL is unusable.
-std::optional<httplib::Client> client_for(const AdminTarget& target, std::string& error) {
-  std::optional<httplib::Client> client(std::in_place, target.url);
-  if (!client->is_valid()) {
-    error = fmt::format("'{}' ({}) is not an admin API address (e.g. {})", target.url,
-                        target.origin, kDefaultAdminUrl);
-    return std::nullopt;
+// /stats, /metrics and /health answer within a moment; a whole exchange gets this long.
+constexpr std::chrono::seconds kReadDeadline{10};
+// A reload drains the stage's in-flight batches before it answers.
+constexpr std::chrono::seconds kReloadDeadline{125};
+
+// A stage name as a query value: everything but unreserved characters percent-encoded, so no
+// name can end the line or add a parameter.
+std::string query_escaped(std::string_view value) {
+  std::string out;
+  for (const unsigned char c : value) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~')
+      out += static_cast<char>(c);
+    else
+      out += fmt::format("%{:02X}", c);
   }
-  return client;
+  return out;
+}
+
+// The request sent to the target, and why it did not get a whole answer, said for the user.
+AdminAnswer ask(const AdminTarget& target, const AdminRequest& request) {
+  AdminAnswer answer = exchange_with_admin_api(target.url, request);
+  switch (answer.outcome) {
+    case AdminAnswer::Outcome::answered:
+    case AdminAnswer::Outcome::bad_answer:  // its error names the URL already
+      break;
+    case AdminAnswer::Outcome::bad_url:
+      answer.error = fmt::format("'{}' ({}) is not an admin API address (e.g. {})", target.url,
+                                 target.origin, kDefaultAdminUrl);
+      break;
+    case AdminAnswer::Outcome::unreachable:
+      answer.error = unreachable(target, answer.error);
+      break;
+  }
+  return answer;
 }
 
 // The uid of the process listening on TCP `port` of this machine (/proc/net/tcp and tcp6).
@@ -166,31 +192,23 @@ std::string token_refusal(const AdminTarget& target) {
       target.url, target.origin, *uid);
 }
 
-// The bearer token, for requests that change something (reads need none, so they send none).
-httplib::Headers auth_headers(const AdminTarget& target) {
-  httplib::Headers headers;
-  if (!target.token.empty()) headers.emplace("Authorization", "Bearer " + target.token);
-  return headers;
-}
-
 Fetched fetch_stats(const AdminTarget& target) {
   Fetched out;
-  auto client = client_for(target, out.error);
-  if (!client) return out;
-  client->set_connection_timeout(2, 0);
-  client->set_read_timeout(5, 0);
-  auto res = client->Get("/stats");
-  if (!res) {
-    out.error = unreachable(target, httplib::to_string(res.error()));
+  AdminRequest request;
+  request.target = "/stats";
+  request.deadline = kReadDeadline;  // reads send no token: they need none
+  AdminAnswer answer = ask(target, request);
+  if (!answer.answered()) {
+    out.error = std::move(answer.error);
     return out;
   }
-  if (res->status != 200) {
+  if (answer.status != 200) {
     out.error =
-        fmt::format("the admin API at {} answered {}: {}", target.url, res->status, res->body);
+        fmt::format("the admin API at {} answered {}: {}", target.url, answer.status, answer.body);
     return out;
   }
   out.ok = true;
-  out.body = std::move(res->body);
+  out.body = std::move(answer.body);
   return out;
 }
 
@@ -388,28 +406,25 @@ int run_top_command(const std::string& url, bool once) {
 }
 
 int run_reload_command(const AdminTarget& target, const std::string& stage) {
-  std::string error;
-  auto client = client_for(target, error);
-  if (!client) {
-    std::cerr << error << std::endl;
-    return 1;
-  }
   if (!target.token.empty()) {
     if (const std::string refused = token_refusal(target); !refused.empty()) {
       std::cerr << refused << std::endl;
       return 1;
     }
   }
-  client->set_connection_timeout(5, 0);
-  client->set_read_timeout(120, 0);  // a reload drains the stage's in-flight batches first
-  const std::string path = stage.empty() ? "/reload" : "/reload?stage=" + stage;
-  auto res = client->Post(path, auth_headers(target), "", "application/json");
-  if (!res) {
-    std::cerr << unreachable(target, httplib::to_string(res.error())) << std::endl;
+  AdminRequest request;
+  request.method = "POST";
+  request.target = stage.empty() ? "/reload" : "/reload?stage=" + query_escaped(stage);
+  request.deadline = kReloadDeadline;
+  if (!target.token.empty())
+    request.headers.emplace_back("Authorization", "Bearer " + target.token);
+  const AdminAnswer answer = ask(target, request);
+  if (!answer.answered()) {
+    std::cerr << answer.error << std::endl;
     return 1;
   }
-  (res->status == 200 ? std::cout : std::cerr) << res->body << std::endl;
-  return res->status == 200 ? 0 : 1;
+  (answer.status == 200 ? std::cout : std::cerr) << answer.body << std::endl;
+  return answer.status == 200 ? 0 : 1;
 }
 
 }  // namespace sluice::cli
