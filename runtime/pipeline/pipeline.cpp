@@ -177,13 +177,16 @@ void Pipeline::start() {
       spec_.name, spec_.sink.instance_name, spec_.performance, core::SteadyClock::instance(),
       [this](middleware::WorkBatch& b) { return process(b); },
       [this](const middleware::WorkBatch& b, const middleware::BatchOutcome& o) {
-        if (o.stopped)
-          spdlog::warn(
-              "pipeline {}: stopped while a batch of {} records was retrying: they are not "
-              "committed, and the next run reads them again",
-              spec_.name, b.records.size());
-        else if (!o.failed)
+        if (o.stopped) {
+          // Batches left at the stop's grace are counted and said once, at the drain's end.
+          if (!past_stop_grace_.load())
+            spdlog::warn(
+                "pipeline {}: stopped while a batch of {} records was retrying: they are not "
+                "committed, and the next run reads them again",
+                spec_.name, b.records.size());
+        } else if (!o.failed) {
           watermark_.done_all(b.tickets);
+        }
       },
       [this](double level) { on_memory_pressure(level); });
   stage_->publish_memory(host_memory_);
@@ -402,6 +405,11 @@ void Pipeline::finish_source_loop() {
   source_looping_.store(false);
   refuse_source_swaps();
   drain_within_grace();
+  if (const uint64_t left = left_at_stop_.load())
+    spdlog::warn(
+        "pipeline {}: {} records not begun within the stop's {} s grace are not committed: the "
+        "next run reads them again",
+        spec_.name, left, kShutdownGrace.count());
   // What the sink could not make durable, or refused to see committed, is not committed: the
   // next run reads it again (at-least-once) rather than lose it.
   const SinkCall sink = slots_.sink();
@@ -424,13 +432,24 @@ void Pipeline::finish_source_loop() {
   finished_.store(true);
 }
 
-// The stage drains; but once a stop is asked for, a plugin call stuck past its deadline gets
-// kShutdownGrace to return, then the run gives up on it.
+// The stage drains. Once a stop is asked for, the drain has kShutdownGrace (behind a slow sink it
+// could take minutes, with nothing committed, as the final commit waits for the sink's flush):
+// after it, batches not begun are left undone, to be read again by the next run, and the drain
+// ends when the calls under way return; a plugin call stuck past its deadline gets the same
+// grace, then the run gives up on it.
 void Pipeline::drain_within_grace() {
   auto drained = std::async(std::launch::async, [this] { stage_->drain(); });
   using Clock = std::chrono::steady_clock;
   Clock::time_point give_up_at = Clock::time_point::max();  // max: no stuck call at a stop
+  Clock::time_point stop_grace_ends = Clock::time_point::max();
   while (drained.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+    if (stop_requested_.load() && stop_grace_ends == Clock::time_point::max())
+      stop_grace_ends = Clock::now() + kShutdownGrace;
+    if (Clock::now() >= stop_grace_ends && !past_stop_grace_.exchange(true))
+      spdlog::warn(
+          "pipeline {}: the drain has not ended {} s after the stop: batches not begun are left "
+          "undone, and what is under way is awaited",
+          spec_.name, kShutdownGrace.count());
     const auto stuck = stuck_calls(spec_.name);
     if (!stop_requested_.load() || stuck.empty()) {
       give_up_at = Clock::time_point::max();
@@ -480,6 +499,12 @@ void Pipeline::give_up_on_stuck_source(const CallInFlight& call) {
 }
 
 middleware::BatchOutcome Pipeline::process(middleware::WorkBatch& batch) {
+  if (past_stop_grace_.load()) {  // left undone, unacked: the next run reads it again
+    left_at_stop_ += batch.records.size();
+    middleware::BatchOutcome left;
+    left.stopped = true;
+    return left;
+  }
   // The batch works with the instances of this moment from start to end (StageSlots' rule).
   return run_batch(batch_context_, slots_.snapshot(), batch.records);
 }

@@ -191,6 +191,10 @@ class Pipeline {
   std::atomic<bool> started_{false};
   std::atomic<bool> source_looping_{false};  // the source thread has not left its loop yet
   std::chrono::steady_clock::time_point stop_seen_at_{};  // enforce_stop_grace()'s thread only
+  // Set by drain_within_grace() once a stop's drain has run kShutdownGrace: process() then leaves
+  // each batch not yet begun undone, and counts its records in left_at_stop_.
+  std::atomic<bool> past_stop_grace_{false};
+  std::atomic<uint64_t> left_at_stop_{0};
   std::chrono::steady_clock::time_point started_at_{};
   std::chrono::steady_clock::time_point ended_at_{};
 
