@@ -76,8 +76,9 @@ class AdminServer {
   // Binds and starts serving on a new thread; a no-op when the settings disable the API. Throws
   // AdminError when the address is not loopback and there is no token, or binding fails.
   void start();
-  // Stops accepting, closes connections still sending their request, finishes requests being
-  // served and joins the threads; slow clients do not delay it. Idempotent.
+  // Stops accepting, closes connections still sending their request, cuts off the answers being
+  // written (a client that does not read them gets no more), answers the requests still queued
+  // 503 and joins the threads; slow clients do not delay it. Idempotent.
   void stop();
 
   bool running() const { return thread_.joinable(); }

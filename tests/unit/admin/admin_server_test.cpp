@@ -875,6 +875,56 @@ TEST_CASE("stop() returns while slow clients are still sending, closing their co
   CHECK(read_until_closed(slow.fds().front(), answer));
 }
 
+// Clients that ask for a /metrics of megabytes and never read it: each worker waited 2 s per
+// stalled write and the requests queued behind them were made and written in turn, so a stop
+// (SIGTERM of `sluice run`) took 20 s longer with 16 such clients (probe19a).
+TEST_CASE("stop() cuts off answers clients do not read and answers the queued requests 503") {
+  // 3000 stages: /metrics is about 4.8 MB, more than a loopback socket's buffers hold.
+  std::string yaml = "name: wide\nsource: {type: generator, name: gen, rate: 10}\ntransforms:\n";
+  for (int i = 1; i <= 3000; ++i)
+    yaml += "  - {type: fields, add: {f" + std::to_string(i) + ": x}}\n";
+  yaml += "sink: {type: \"null\", name: out}\n";
+  RunningPipelines running(yaml);
+  AdminServer server(loopback(), running.supervisor(), nullptr);
+  server.start();
+  auto c = client_for(server);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  size_t metrics_bytes = 0;
+  while (metrics_bytes < 4'000'000 && std::chrono::steady_clock::now() < deadline) {
+    if (auto res = c.Get("/metrics")) metrics_bytes = res->body.size();
+  }
+  REQUIRE(metrics_bytes >= 4'000'000);
+
+  std::vector<int> readers;  // 16: four times the workers
+  for (int i = 0; i < 16; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    const int small = 64 * 1024;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(server.port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    const std::string request = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    REQUIRE(send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+            static_cast<ssize_t>(request.size()));
+    readers.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // the workers' writes have stalled
+  const auto t0 = std::chrono::steady_clock::now();
+  server.stop();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  MESSAGE("stop() with 16 clients that do not read: " << seconds << " s");
+  // Below a single stalled write's 2 s; before, 16 clients held it for over 8 s.
+  CHECK(seconds < 2);
+  // The last one asked was still queued: answered 503, not served.
+  std::string answer;
+  CHECK(read_until_closed(readers.back(), answer));
+  CHECK(answer.rfind("HTTP/1.1 503", 0) == 0);
+  for (const int fd : readers) close(fd);
+}
+
 TEST_CASE("port 0 binds an ephemeral port and stop() releases it") {
   AdminServer server(loopback(), empty_supervisor(), nullptr);
   server.start();
