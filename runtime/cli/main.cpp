@@ -63,7 +63,8 @@ class LogSink final : public spdlog::sinks::base_sink<std::mutex> {
     auto secs = std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch());
     const std::string line =
         json_ ? core::json_log_line(secs.count(), {level.data(), level.size()}, text)
-              : fmt::format("[{}] {}\n", std::string_view(level.data(), level.size()), text);
+              : fmt::format("[{}] {}\n", std::string_view(level.data(), level.size()),
+                            core::one_line(text));
     std::fwrite(line.data(), 1, line.size(), stderr);
   }
   void flush_() override { std::fflush(stderr); }
@@ -155,18 +156,20 @@ std::vector<std::unique_ptr<pipeline::Pipeline>> prepare(const std::string& file
   return out;
 }
 
+// One line per pipeline, whatever its name or a plugin's failure message holds (core::one_line).
 void print_summary(const pipeline::Summary& s, const std::vector<middleware::StageStats>& stats) {
   double rate = s.seconds > 0 ? static_cast<double>(s.records_in) / s.seconds : 0;
-  std::cout << fmt::format(
+  std::string line = fmt::format(
       "pipeline {}: {} records in, {} delivered, {} dead-lettered, {} filtered, {} rejected; "
       "{} written by the sink; {:.2f} s, {:.0f} records/s",
       s.pipeline, s.records_in, s.delivered, s.dead_lettered, s.filtered, s.rejected,
       s.sink_records, s.seconds, rate);
   for (const auto& st : stats)
     if (st.pipeline == s.pipeline)
-      std::cout << fmt::format("; batch size {}, concurrency {}, peak memory {:.0f} MB",
-                               st.batch_size.current, st.concurrency.current, st.memory.peak_mb);
-  std::cout << (s.failed ? "; FAILED: " + s.failure : "") << std::endl;
+      line += fmt::format("; batch size {}, concurrency {}, peak memory {:.0f} MB",
+                          st.batch_size.current, st.concurrency.current, st.memory.peak_mb);
+  if (s.failed) line += "; FAILED: " + s.failure;
+  std::cout << core::one_line(line) << std::endl;
 }
 
 struct RunOptions {

@@ -30,4 +30,31 @@ inline std::string json_log_line(int64_t ts_ms, std::string_view level, std::str
   return std::string(sb.GetString(), sb.GetSize()) + "\n";
 }
 
+// A text log line's message (and the run's summary) as one line of visible text: a plugin's
+// message or error may hold a newline, a carriage return or terminal escapes, with which it could
+// forge a line of sluice's own ("[info] pipeline p: ...") or rewrite the operator's terminal.
+// Control characters but the tab become \n, \r or \xNN; everything else is left as it is.
+inline std::string one_line(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b >= 0x20 && b != 0x7f) {
+      out += c;
+    } else if (c == '\t') {
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[b >> 4];
+      out += kHex[b & 0xf];
+    }
+  }
+  return out;
+}
+
 }  // namespace sluice::core

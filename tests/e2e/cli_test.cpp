@@ -561,17 +561,22 @@ std::vector<std::string> json_log_messages(const std::string& text) {
   return messages;
 }
 
+// Runs a pipeline whose transform (probes' garbled_log, in process or isolated) logs bytes that are
+// not UTF-8, a NUL, ESC and a newline, with --log-format `format`.
+auto run_garbled_log(const std::string& isolation, const std::string& format) {
+  auto dir = scratch("log-" + format + "-" + isolation);
+  write_file(dir / "p.yaml",
+             "name: lg\nsource: {type: generator, count: 10}\ntransforms:\n  - {type: "
+             "garbled_log, isolation: " +
+                 isolation + "}\nsink: {type: null}\n");
+  return run_process({bin(), "--plugin-path", (binary_dir() / "test-plugins" / "probes").string(),
+                      "--log-format", format, "run", (dir / "p.yaml").string()});
+}
+
 TEST_CASE("with --log-format json every stderr line is UTF-8 JSON, whatever bytes a plugin logs") {
   for (const std::string isolation : {"none", "process"}) {
     CAPTURE(isolation);
-    auto dir = scratch("log-json-" + isolation);
-    write_file(dir / "p.yaml",
-               "name: lj\nsource: {type: generator, count: 10}\ntransforms:\n  - {type: "
-               "garbled_log, isolation: " +
-                   isolation + "}\nsink: {type: null}\n");
-    auto r =
-        run_process({bin(), "--plugin-path", (binary_dir() / "test-plugins" / "probes").string(),
-                     "--log-format", "json", "run", (dir / "p.yaml").string()});
+    auto r = run_garbled_log(isolation, "json");
     INFO(r.err);
     CHECK(r.exit_code == 0);
     const auto messages = json_log_messages(r.err);
@@ -582,6 +587,24 @@ TEST_CASE("with --log-format json every stderr line is UTF-8 JSON, whatever byte
     REQUIRE(garbled != messages.end());
     CHECK(garbled->find("\xEF\xBF\xBD\xEF\xBF\xBD lone \xEF\xBF\xBD cut") != std::string::npos);
     CHECK(garbled->find("esc \x1b[31m quote \" newline \n end") != std::string::npos);
+  }
+}
+
+TEST_CASE("in text format a plugin's log line cannot forge a line or reach the terminal raw") {
+  for (const std::string isolation : {"none", "process"}) {
+    CAPTURE(isolation);
+    auto r = run_garbled_log(isolation, "text");
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    // The plugin's newline, ESC and NUL are escaped: its text stays on its own prefixed line.
+    CHECK(r.err.find('\x1b') == std::string::npos);
+    CHECK(r.err.find('\0') == std::string::npos);
+    CHECK(r.err.find("esc \\x1b[31m quote \" newline \\n end") != std::string::npos);
+    std::istringstream lines(r.err);
+    for (std::string line; std::getline(lines, line);) {
+      CAPTURE(line);
+      CHECK(line.rfind("[", 0) == 0);  // every line is one of sluice's, "[level] ..."
+    }
   }
 }
 

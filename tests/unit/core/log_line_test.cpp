@@ -74,3 +74,13 @@ TEST_CASE("control characters are escaped in the JSON line, never written raw") 
   CHECK(line.find("\\u001B") != std::string::npos);
   CHECK(line.find("\\u0000") != std::string::npos);
 }
+
+TEST_CASE("a text log line is one line of visible text, whatever a plugin's message holds") {
+  using sluice::core::one_line;
+  // A newline would let a plugin write a line that looks like sluice's own.
+  CHECK(one_line("bad\n[info] pipeline p: 10 records in") ==
+        "bad\\n[info] pipeline p: 10 records in");
+  CHECK(one_line(std::string("a\0b\x1b[2J\r\x7f", 9)) == "a\\x00b\\x1b[2J\\r\\x7f");
+  CHECK(one_line("tab\tstays, caf\xc3\xa9 too") == "tab\tstays, caf\xc3\xa9 too");
+  CHECK(one_line("") == "");
+}
