@@ -281,18 +281,22 @@ void PluginHost::serve(const Message& m) {
 sluice_writer PluginHost::output_writer(const Message& m) {
   if (m.header.output >= outputs_.size()) throw std::runtime_error("no such output region");
   writer_.reset(outputs_[m.header.output]);
+  // A process call carries the host's output budget: past it, appends fail here, as in process.
+  uint64_t budget = UINT64_MAX;
+  if (m.header.kind == MessageKind::process && m.payload.size() == sizeof budget)
+    std::memcpy(&budget, m.payload.data(), sizeof budget);
+  writer_.set_budget(budget);
   sluice_writer out{};
   out.struct_size = sizeof out;
   out.host_ctx = &writer_;
   out.append = [](void* ctx, size_t index, const sluice_record* r) {
-    static_cast<RegionWriter*>(ctx)->add_record(index, *r);
-    return SLUICE_OK;
+    return static_cast<RegionWriter*>(ctx)->add_record(index, *r) ? SLUICE_OK : SLUICE_ERROR;
   };
   out.append_owned = [](void* ctx, size_t index, const sluice_record* r, void (*release)(void*),
                         void* release_ctx) {
-    static_cast<RegionWriter*>(ctx)->add_record(index, *r);
+    const bool added = static_cast<RegionWriter*>(ctx)->add_record(index, *r);
     if (release) release(release_ctx);
-    return SLUICE_OK;
+    return added ? SLUICE_OK : SLUICE_ERROR;
   };
   out.reject = [](void* ctx, size_t index, sluice_status status, const char* msg, size_t len) {
     static_cast<RegionWriter*>(ctx)->add_reject(index, status, {msg ? msg : "", msg ? len : 0});

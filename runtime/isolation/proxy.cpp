@@ -16,6 +16,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "core/call_output_budget.hpp"
 #include "isolation/child_process.hpp"
 #include "isolation/replay_filter.hpp"
 #include "plugin/host_context.hpp"
@@ -418,6 +419,13 @@ Outcome Proxy::attempt(MessageKind kind, const sluice_batch* in, const Indices& 
   }
   input_.reset(child_->input());
   for (size_t i : indices) input_.add_record(i, in->records[i]);
+  // A transform's output budget goes with the call: the child writes its outputs into shared
+  // memory before the host's writer sees one, so it is the child that must stop at the budget.
+  const uint64_t budget = core::t_call_output_budget;
+  if (kind == MessageKind::process && budget != core::kUnboundedOutput) {
+    const std::string_view payload(reinterpret_cast<const char*>(&budget), sizeof budget);
+    return call(kind, input_.finish(), payload);
+  }
   return call(kind, input_.finish());
 }
 

@@ -99,6 +99,8 @@ void RegionWriter::reset() {
   indices_.clear();
   rejects_.clear();
   last_topic_at_ = 0;
+  record_bytes_ = 0;
+  over_budget_ = false;
 }
 
 uint64_t RegionWriter::reserve(size_t len) {
@@ -136,7 +138,15 @@ uint64_t RegionWriter::put_topic(sluice_bytes topic) {
 }
 
 // The record is laid out in place (its table entry built where it will stay until finish()).
-void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
+bool RegionWriter::add_record(size_t input_index, const sluice_record& in) {
+  if (over_budget_) return false;
+  const bool has_headers = SLUICE_HAS_FIELD(&in, sluice_record, header_count);
+  const size_t headers = has_headers && in.headers != nullptr ? in.header_count : 0;
+  uint64_t bytes = in.key.len + in.value.len + in.topic.len + sizeof(sluice_record);
+  for (size_t i = 0; i < headers; ++i)
+    bytes += in.headers[i].key.len + in.headers[i].value.len + sizeof(sluice_header);
+  if (bytes > budget_ - std::min(budget_, record_bytes_)) over_budget_ = true;
+  record_bytes_ += bytes;
   auto encode = [this](sluice_bytes b) {
     return sluice_bytes{offset_as_pointer<uint8_t>(put_bytes(b.ptr, b.len)), b.len};
   };
@@ -145,8 +155,7 @@ void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
   out.key = encode(in.key);
   out.value = encode(in.value);
   out.topic = {offset_as_pointer<uint8_t>(put_topic(in.topic)), in.topic.len};
-  const bool has_headers = SLUICE_HAS_FIELD(&in, sluice_record, header_count);
-  if (has_headers && in.header_count > 0 && in.headers != nullptr) {
+  if (headers > 0) {
     used_ = round_up(used_, alignof(std::max_align_t));
     const uint64_t at = reserve(in.header_count * sizeof(sluice_header));
     for (size_t i = 0; i < in.header_count; ++i) {
@@ -163,6 +172,7 @@ void RegionWriter::add_record(size_t input_index, const sluice_record& in) {
     out.timestamp_ms = in.timestamp_ms;
   }
   indices_.push_back(input_index);
+  return !over_budget_;
 }
 
 void RegionWriter::add_reject(size_t input_index, sluice_status status, std::string_view message) {

@@ -125,7 +125,13 @@ class RegionWriter {
     region_ = &region;
     reset();
   }
-  void add_record(size_t input_index, const sluice_record& record);
+  // Writes the record; false once the records written pass the byte budget (set_budget), as the
+  // host's writer counts them (core::record_bytes). The record that passes it is still written, so
+  // that the host, appending the outputs in order, refuses it and knows its budget was passed;
+  // nothing after it is written.
+  bool add_record(size_t input_index, const sluice_record& record);
+  // The record bytes this call's outputs may take (reset() keeps it; UINT64_MAX: no bound).
+  void set_budget(uint64_t bytes) { budget_ = bytes; }
   void add_reject(size_t input_index, sluice_status status, std::string_view message);
   // Raw bytes as one record's value (snapshot and restore state).
   void add_blob(std::string_view bytes);
@@ -138,6 +144,9 @@ class RegionWriter {
 
   SharedRegion* region_ = nullptr;
   size_t used_ = 0;
+  uint64_t budget_ = UINT64_MAX;
+  uint64_t record_bytes_ = 0;  // of the records written since reset()
+  bool over_budget_ = false;
   uint64_t put_topic(sluice_bytes topic);
 
   // The last topic written (offset + 1, 0 for none): records of one stream share one copy of it.

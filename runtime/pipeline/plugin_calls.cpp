@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/call_output_budget.hpp"
+
 namespace sluice::pipeline {
 
 const char* status_name(sluice_status s) {
@@ -208,6 +210,7 @@ void SourceCall::set_paused(bool paused) const {
 StageResult TransformCall::process(std::span<const sluice_record> in, CollectingWriter& out) const {
   auto& inst = instance();
   sluice_batch batch{sizeof(sluice_batch), in.data(), in.size()};
+  const core::CallOutputBudget budget(out.byte_budget());  // for an isolated plugin's child
   StageResult result = run("process", in, [&](sluice_error* e) {
     return inst.table().process(inst.handle(), &batch, out.get(), e);
   });

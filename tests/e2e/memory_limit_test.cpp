@@ -142,21 +142,29 @@ TEST_CASE("900 KB records through a transform into a file stay under memory_limi
 // A transform that makes 20,000 records of each input: one input's output (about 2 MB) fits the
 // budget of a call, a batch's does not. The batch runs again in parts, each delivered before the
 // next is made: every record arrives, none is dead-lettered, and the process stays under the
-// limit (the whole output, 400,000 records, would be some 60 MB).
+// limit (the whole output, 400,000 records, would be some 60 MB). Isolated (`isolation:
+// process`), the child writes its outputs into shared memory before the host sees them, so it
+// must stop at the same budget (it once wrote a whole batch's: 93 MB, 288 MB with 500-byte
+// copies).
 TEST_CASE(
-    "a transform's fan-out too large for a batch but not for a record stays under the limit") {
-  auto dir = scratch("memory-fanout");
-  const std::string yaml =
-      "name: fanout\nsource: {type: generator, count: 20}\ntransforms: [{type: fanout, copies: "
-      "20000, bytes: 0}]\nsink: {type: null}\ndead_letter: {type: file, path: " +
-      dir.string() + "/dlq.jsonl}\nerrors: {tolerance: all}\nperformance: {memory_limit_mb: " +
-      std::to_string(kLimitMb) + "}\n";
-  const auto probes = fs::path(std::getenv("SLUICE_BINARY_DIR")) / "test-plugins" / "probes";
-  const auto run = run_measured(dir, yaml, probes.string());
-  check_bounded_and_complete(run, 20);
-  CHECK(run.out.find("400000 written by the sink") != std::string::npos);
-  const bool dead_letters = fs::exists(dir / "dlq.jsonl") && fs::file_size(dir / "dlq.jsonl") > 0;
-  CHECK_FALSE(dead_letters);
+    "a transform's fan-out too large for a batch but not for a record stays under the "
+    "limit") {
+  for (const std::string isolation : {"none", "process"}) {
+    CAPTURE(isolation);
+    auto dir = scratch("memory-fanout-" + isolation);
+    const std::string yaml =
+        "name: fanout\nsource: {type: generator, count: 20}\ntransforms: [{type: fanout, copies: "
+        "20000, bytes: 0, isolation: " +
+        isolation + "}]\nsink: {type: null}\ndead_letter: {type: file, path: " + dir.string() +
+        "/dlq.jsonl}\nerrors: {tolerance: all}\nperformance: {memory_limit_mb: " +
+        std::to_string(kLimitMb) + "}\n";
+    const auto probes = fs::path(std::getenv("SLUICE_BINARY_DIR")) / "test-plugins" / "probes";
+    const auto run = run_measured(dir, yaml, probes.string());
+    check_bounded_and_complete(run, 20);
+    CHECK(run.out.find("400000 written by the sink") != std::string::npos);
+    const bool dead_letters = fs::exists(dir / "dlq.jsonl") && fs::file_size(dir / "dlq.jsonl") > 0;
+    CHECK_FALSE(dead_letters);
+  }
 }
 
 TEST_CASE("small records run as before under the same limit (the baseline of the other cases)") {
