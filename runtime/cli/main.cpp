@@ -102,7 +102,7 @@ struct CommonOptions {
 
 std::unique_ptr<plugin::PluginRegistry> load_registry(const CommonOptions& o) {
   for (const auto& p : o.plugin_paths) plugin::check_plugin_path_option(p);
-  auto reg = std::make_unique<plugin::PluginRegistry>(plugin::LoadOptions{o.allow_insecure});
+  auto reg = std::make_unique<plugin::PluginRegistry>(plugin::LoadOptions{o.allow_insecure, {}});
   reg->load_search_path(plugin::plugin_search_path(o.plugin_paths));
   return reg;
 }
@@ -607,7 +607,7 @@ int dispatch(CommandLine& c) {
         });
   }
   if (c.inspect->parsed())
-    return cli::run_plugins_inspect(c.file, plugin::LoadOptions{c.common.allow_insecure},
+    return cli::run_plugins_inspect(c.file, plugin::LoadOptions{c.common.allow_insecure, {}},
                                     [&c] { return load_registry(c.common); });
   return kExitUsage;
 }

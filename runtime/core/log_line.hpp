@@ -39,9 +39,7 @@ inline std::string one_line(std::string_view text) {
   out.reserve(text.size());
   for (const char c : text) {
     const auto b = static_cast<unsigned char>(c);
-    if (b >= 0x20 && b != 0x7f) {
-      out += c;
-    } else if (c == '\t') {
+    if ((b >= 0x20 && b != 0x7f) || c == '\t') {
       out += c;
     } else if (c == '\n') {
       out += "\\n";

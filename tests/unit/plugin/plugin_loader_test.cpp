@@ -192,7 +192,7 @@ TEST_CASE("a plugin file writable by others is refused unless allowed") {
   ::chmod(f.c_str(), 0666);
   CHECK(load_error(f).find("refused: the file is writable by group or others") !=
         std::string::npos);
-  CHECK(load_error(f, LoadOptions{true}).empty());
+  CHECK(load_error(f, LoadOptions{true, {}}).empty());
   ::chmod(f.c_str(), 0644);
   ::chmod(dir.c_str(), 0777);
   CHECK(load_error(f).find("its folder") != std::string::npos);

@@ -132,7 +132,7 @@ TEST_CASE("a symlink into a folder others can write is refused") {
     CHECK(load_error(link) == link.string() + ": refused: the folder of its link target " +
                                   (s.dir / "shared").string() + " is writable by group or others" +
                                   kInsecureHint);
-    CHECK(load_error(link, LoadOptions{true}) == "");
+    CHECK(load_error(link, LoadOptions{true, {}}) == "");
   }
 }
 
@@ -146,7 +146,7 @@ TEST_CASE("a plugin file or folder owned by another user is refused") {
   CHECK(load_error(file).find(file.string() + ": refused: the file is owned by ") == 0);
   CHECK(load_error(file).find("(uid 65534), not by root" + std::string(kInsecureHint)) !=
         std::string::npos);
-  CHECK(load_error(file, LoadOptions{true}) == "");
+  CHECK(load_error(file, LoadOptions{true, {}}) == "");
 
   SUBCASE("through a symlink") {
     const fs::path link = s.dir / "sluice-link.so";
