@@ -10,6 +10,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "core/log_line.hpp"
+
 namespace sluice::admin {
 namespace {
 
@@ -83,9 +85,14 @@ double field(const Value& object, const char* name) {
   return v && v->IsNumber() ? v->GetDouble() : 0.0;
 }
 
+// Every text of the stats is the server's (a stage or pipeline name, a controller's reason a
+// plugin's figures shaped, whatever answers on the admin address) and goes to a terminal: as one
+// line of visible text (core::one_line), so no ESC sequence or newline of it reaches the screen.
+std::string visible(const Value& v) { return core::one_line({v.GetString(), v.GetStringLength()}); }
+
 std::string label(const Value& object, const char* name) {
   const Value* v = member(object, name);
-  return v && v->IsString() ? v->GetString() : "";
+  return v && v->IsString() ? visible(*v) : "";
 }
 
 // The "stages" list of one stage object (absent from an older server's output: none).
@@ -146,17 +153,17 @@ std::vector<StageRow> parse_stats(std::string_view json) {
     if (stages == nullptr || !stages->IsObject() || stages->MemberCount() == 0) {
       // A pipeline that has not started yet still gets a line.
       StageRow r;
-      r.pipeline = p.name.GetString();
+      r.pipeline = visible(p.name);
       r.stage = "-";
-      r.state = state && state->IsString() ? state->GetString() : "";
+      r.state = state && state->IsString() ? visible(*state) : "";
       rows.push_back(std::move(r));
       continue;
     }
     for (const auto& s : stages->GetObject()) {
       StageRow r;
-      r.pipeline = p.name.GetString();
-      r.stage = s.name.GetString();
-      r.state = state && state->IsString() ? state->GetString() : "";
+      r.pipeline = visible(p.name);
+      r.stage = visible(s.name);
+      r.state = state && state->IsString() ? visible(*state) : "";
       const Value& v = s.value;
       r.records_in = count(v, "performance", "records_in");
       r.records_out = count(v, "performance", "records_out");

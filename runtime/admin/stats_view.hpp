@@ -54,7 +54,9 @@ struct StageRow {
 };
 
 // Reads the /stats JSON (or the --stats-file one: the same shape without pipeline state).
-// Throws std::runtime_error saying what is wrong with it.
+// Throws std::runtime_error saying what is wrong with it. Every text in the rows (names, state,
+// reasons) is one line of visible text, control characters escaped (core::one_line): the JSON
+// is whatever answers on the admin address, and plugins chose some of its texts.
 std::vector<StageRow> parse_stats(std::string_view json);
 
 // One row per pipeline stage under a header; columns aligned.

@@ -16,6 +16,8 @@
 #include <optional>
 #include <string_view>
 
+#include "core/log_line.hpp"
+
 namespace sluice::cli {
 namespace {
 
@@ -359,7 +361,7 @@ class AnswerReader {
           (comma != std::string_view::npos &&
            !same_lowercase(trimmed(value.substr(0, comma)), "identity")))
         return fail(fmt::format("sent a Transfer-Encoding this client does not read ({})",
-                                value.substr(0, 40)));
+                                core::one_line(value.substr(0, 40))));
       chunked_ = true;
     }
     return Step::more;

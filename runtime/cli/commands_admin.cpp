@@ -29,6 +29,7 @@
 #include "admin/stats_view.hpp"
 #include "cli/admin_client.hpp"
 #include "config/pipeline_spec.hpp"
+#include "core/log_line.hpp"
 
 namespace sluice::cli {
 namespace {
@@ -203,8 +204,8 @@ Fetched fetch_stats(const AdminTarget& target) {
     return out;
   }
   if (answer.status != 200) {
-    out.error =
-        fmt::format("the admin API at {} answered {}: {}", target.url, answer.status, answer.body);
+    out.error = fmt::format("the admin API at {} answered {}: {}", target.url, answer.status,
+                            core::one_line(answer.body));
     return out;
   }
   out.ok = true;
@@ -342,7 +343,9 @@ int run_stats_command(const AdminTarget& target, bool json) {
     return 1;
   }
   if (json) {
-    std::cout << fetched.body << std::endl;
+    // sluice's own stats are one line of JSON, which holds no control character (its strings
+    // escape them); whatever else answers there reaches the terminal escaped as well.
+    std::cout << core::one_line(fetched.body) << std::endl;
     return 0;
   }
   try {
@@ -423,7 +426,7 @@ int run_reload_command(const AdminTarget& target, const std::string& stage) {
     std::cerr << answer.error << std::endl;
     return 1;
   }
-  (answer.status == 200 ? std::cout : std::cerr) << answer.body << std::endl;
+  (answer.status == 200 ? std::cout : std::cerr) << core::one_line(answer.body) << std::endl;
   return answer.status == 200 ? 0 : 1;
 }
 

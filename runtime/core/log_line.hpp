@@ -33,20 +33,30 @@ inline std::string json_log_line(int64_t ts_ms, std::string_view level, std::str
 // A text log line's message (and the run's summary) as one line of visible text: a plugin's
 // message or error may hold a newline, a carriage return or terminal escapes, with which it could
 // forge a line of sluice's own ("[info] pipeline p: ...") or rewrite the operator's terminal.
-// Control characters but the tab become \n, \r or \xNN; everything else is left as it is.
+// Control characters but the tab become \n, \r or \xNN, and so do the C1 controls as UTF-8
+// (U+0080..U+009F, e.g. U+009B, a one-character CSI to some terminals) as \xc2\xNN; everything
+// else is left as it is.
 inline std::string one_line(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(text.size());
-  for (const char c : text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
     const auto b = static_cast<unsigned char>(c);
-    if ((b >= 0x20 && b != 0x7f) || c == '\t') {
+    const bool c1 = b == 0xc2 && i + 1 < text.size() &&
+                    (static_cast<unsigned char>(text[i + 1]) & 0xe0) == 0x80;
+    if (c1) {
+      const auto next = static_cast<unsigned char>(text[++i]);
+      out += "\\xc2\\x";
+      out += kHex[next >> 4];
+      out += kHex[next & 0xf];
+    } else if ((b >= 0x20 && b != 0x7f) || c == '\t') {
       out += c;
     } else if (c == '\n') {
       out += "\\n";
     } else if (c == '\r') {
       out += "\\r";
     } else {
-      static constexpr char kHex[] = "0123456789abcdef";
       out += "\\x";
       out += kHex[b >> 4];
       out += kHex[b & 0xf];

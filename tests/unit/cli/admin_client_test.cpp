@@ -290,6 +290,7 @@ namespace {
 
 struct Run {
   int exit_code = -1;
+  std::string out;
   std::string err;
   double seconds = 0;
   long max_rss_kib = 0;
@@ -311,6 +312,9 @@ Run run_sluice(const std::vector<std::string>& args, const std::vector<std::stri
   char err_path[] = "/tmp/admin_client_test_XXXXXX";
   const int err_fd = ::mkstemp(err_path);
   REQUIRE(err_fd >= 0);
+  char out_path[] = "/tmp/admin_client_test_XXXXXX";
+  const int out_fd = ::mkstemp(out_path);
+  REQUIRE(out_fd >= 0);
   const auto t0 = Clock::now();
   const pid_t pid = ::fork();
   REQUIRE(pid >= 0);
@@ -322,7 +326,7 @@ Run run_sluice(const std::vector<std::string>& args, const std::vector<std::stri
     ::dup2(err_fd, STDERR_FILENO);
     const int null = ::open("/dev/null", O_RDWR);
     ::dup2(null, STDIN_FILENO);
-    ::dup2(null, STDOUT_FILENO);
+    ::dup2(out_fd, STDOUT_FILENO);
     for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
     std::vector<char*> argv = {const_cast<char*>(bin)};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -337,12 +341,18 @@ Run run_sluice(const std::vector<std::string>& args, const std::vector<std::stri
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.max_rss_kib = usage.ru_maxrss;
-  std::ifstream in(err_path);
-  std::stringstream text;
-  text << in.rdbuf();
-  r.err = text.str();
+  const auto contents = [](const char* path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  r.err = contents(err_path);
+  r.out = contents(out_path);
   ::close(err_fd);
   ::unlink(err_path);
+  ::close(out_fd);
+  ::unlink(out_path);
   return r;
 }
 
@@ -387,4 +397,64 @@ TEST_CASE("sluice stats, top and reload end at a cap against endless answers, th
     if (std::string(c.name) == "endless body")  // reload sent the token; nothing printed it
       CHECK(has(server.requests(), "Authorization: Bearer " + token + "\r\n"));
   }
+}
+
+// What a plugin chose (a stage's name, a controller's reason, an error) or whatever answers on the
+// admin address reaches the operator's terminal through these commands: an ESC sequence or a
+// newline in it must arrive escaped, never clear the screen or forge a line.
+TEST_CASE("sluice stats and top print the server's texts with their control characters escaped") {
+  const std::string evil = "\\u001b[2J\\nFAKE LINE\\u0007\\r\\u009b31m";
+  const std::string stats =
+      R"({"pipelines": {"p)" + evil + R"(": {"state": "running)" + evil +
+      R"(", "failure": null, "last_error": ")" + evil + R"(", "stages": {"s)" + evil +
+      R"(": {"last_error": ")" + evil + R"(", "performance": {"records_in": 5}, "stages": [)" +
+      R"({"name": "p.source[0].g)" + evil + R"(", "role": "source)" + evil + R"(", "plugin": "g)" +
+      evil + R"(", "busy_ms": 5, "elapsed_ms": 10}], "controller": {"decisions": [)" +
+      R"({"at_s": 1.5, "from": 8, "to": 4, "reason": "cut)" + evil + R"("}]}}}}}})";
+  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                         std::to_string(stats.size()) + "\r\n\r\n" + stats;
+  const std::string refusal = "{\"error\": \"no\u001b[2J\nFAKE LINE\"}";
+  const std::string refused =
+      "HTTP/1.1 500 Oops\r\nContent-Length: " + std::to_string(refusal.size()) + "\r\n\r\n" +
+      refusal;
+  const auto clean = [](const std::string& printed) {
+    INFO(printed);
+    CHECK(printed.find('\x1b') == std::string::npos);
+    CHECK(printed.find('\a') == std::string::npos);
+    CHECK(printed.find('\r') == std::string::npos);
+    CHECK(printed.find("\xc2\x9b") == std::string::npos);
+    CHECK(!has("\n" + printed, "\nFAKE LINE"));
+  };
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"stats"}, std::vector<std::string>{"stats", "--json"},
+        std::vector<std::string>{"top", "--once"}}) {
+    CAPTURE(command.size());
+    CAPTURE(command[0]);
+    {
+      TestServer server(whole(ok));
+      std::vector<std::string> args = command;
+      args.insert(args.end(), {"--url", server.url()});
+      const Run r = run_sluice(args);
+      INFO(r.err);
+      CHECK(r.exit_code == 0);
+      CHECK(has(r.out, "FAKE LINE"));  // shown, as visible text
+      clean(r.out);
+      clean(r.err);
+    }
+    {
+      TestServer server(whole(refused));
+      std::vector<std::string> args = command;
+      args.insert(args.end(), {"--url", server.url()});
+      const Run r = run_sluice(args);
+      CHECK(r.exit_code == 1);
+      CHECK(has(r.err, "FAKE LINE"));
+      clean(r.out);
+      clean(r.err);
+    }
+  }
+  TestServer server(whole(refused));
+  const Run r = run_sluice({"reload", "--url", server.url()});
+  CHECK(r.exit_code == 1);
+  clean(r.out);
+  clean(r.err);
 }

@@ -83,4 +83,7 @@ TEST_CASE("a text log line is one line of visible text, whatever a plugin's mess
   CHECK(one_line(std::string("a\0b\x1b[2J\r\x7f", 9)) == "a\\x00b\\x1b[2J\\r\\x7f");
   CHECK(one_line("tab\tstays, caf\xc3\xa9 too") == "tab\tstays, caf\xc3\xa9 too");
   CHECK(one_line("") == "");
+  // U+009B is a one-character CSI to terminals that take C1 controls; U+00A0 is text.
+  CHECK(one_line("x\xc2\x9b"
+                 "31m\xc2\x80\xc2\xa0\xc2") == "x\\xc2\\x9b31m\\xc2\\x80\xc2\xa0\xc2");
 }
