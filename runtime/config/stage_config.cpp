@@ -17,6 +17,7 @@
 #include "config/substitution.hpp"
 #include "config/yaml_reader.hpp"
 #include "core/cut_mark.hpp"
+#include "core/utf8.hpp"
 
 namespace sluice::config {
 namespace {
@@ -390,6 +391,51 @@ std::string percent_encode(std::string_view text) {
   return out;
 }
 
+// `text` as a JSON string's inside, as a plugin that prints its config as JSON writes it: `"`, `\`
+// and control characters escaped; with `ascii`, every other non-ASCII character as \uXXXX too
+// (surrogate pairs past U+FFFF), in the hex digits' case `upper` or not (Python and RapidJSON
+// differ). Bytes that are not UTF-8 stay as they are.
+std::string json_escaped(std::string_view text, bool ascii, bool upper) {
+  const char* const digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
+  std::string out;
+  const auto unit = [&](uint32_t u) {
+    out += "\\u";
+    for (int shift = 12; shift >= 0; shift -= 4) out += digits[(u >> shift) & 0xF];
+  };
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const size_t length = core::utf8_sequence_length(text, i);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20) {
+      unit(c);
+    } else if (ascii && c >= 0x80 && length > 1) {
+      uint32_t code = c & (length == 2 ? 0x1F : length == 3 ? 0x0F : 0x07);
+      for (size_t k = 1; k < length; ++k)
+        code = (code << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+      if (code >= 0x10000) {
+        unit(0xD800 + ((code - 0x10000) >> 10));
+        unit(0xDC00 + ((code - 0x10000) & 0x3FF));
+      } else {
+        unit(code);
+      }
+      i += length;
+      continue;
+    } else {
+      out += static_cast<char>(c);
+    }
+    ++i;
+  }
+  return out;
+}
+
 void mark(const TextRange& range, std::vector<bool>& hidden) {
   std::fill(hidden.begin() + static_cast<std::ptrdiff_t>(range.begin),
             hidden.begin() + static_cast<std::ptrdiff_t>(range.end), true);
@@ -527,6 +573,14 @@ std::vector<std::string> secret_values_of(std::string_view value) {
     add(unquoted);
     add(decoded);
     add(percent_encode(decoded));
+  }
+  // As JSON writes them: a plugin that reports its config (or a server that echoes a password)
+  // as JSON escapes a quote, a backslash, a control character and perhaps every non-ASCII one.
+  const size_t plain = out.size();
+  for (size_t i = 0; i < plain; ++i) {
+    add(json_escaped(out[i], false, false));
+    add(json_escaped(out[i], true, false));
+    add(json_escaped(out[i], true, true));
   }
   return out;
 }

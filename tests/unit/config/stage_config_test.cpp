@@ -195,8 +195,10 @@ TEST_CASE("file references read the file relative to the YAML file and trim one 
   const auto json = parse_json(checked.json);
   CHECK(std::string(json["path"].GetString()) == "out.jsonl");
   CHECK(std::string(json["password"].GetString()) == "hunter2\n");
-  REQUIRE(checked.secret_values.size() == 1);
+  // The value, and the value as JSON writes it (its newline escaped).
+  REQUIRE(checked.secret_values.size() == 2);
   CHECK(checked.secret_values[0] == "hunter2\n");
+  CHECK(checked.secret_values[1] == "hunter2\\n");
 }
 
 TEST_CASE("an unreadable file reference is an error at the value") {
@@ -326,6 +328,22 @@ TEST_CASE("a secret conninfo adds its password, unquoted, to the secret values")
   CHECK(std::find(plain.begin(), plain.end(), "hunter22") != plain.end());
   const auto query = secret_values_of("postgresql://db/o?user=app&password=s%3Dcret&ssl=1");
   CHECK(std::find(query.begin(), query.end(), "s=cret") != query.end());
+}
+
+TEST_CASE("a secret is masked as JSON writes it too") {
+  // A plugin that reports its config as JSON escapes the quote and the backslash, and perhaps
+  // every non-ASCII character: the plain value is not in its message, the escaped one is.
+  const auto values = secret_values_of("pa\"ss\\wörd\n");
+  CHECK(redact(R"(bad config {"password":"pa\"ss\\wörd\n"})", values) ==
+        R"(bad config {"password":"***"})");
+  CHECK(redact(R"(bad config {"password":"pa\"ss\\w\u00f6rd\n"})", values) ==
+        R"(bad config {"password":"***"})");
+  CHECK(redact(R"(bad config {"password":"pa\"ss\\w\u00F6rd\n"})", values) ==
+        R"(bad config {"password":"***"})");
+  const auto emoji = secret_values_of("key-\xF0\x9F\x94\x91-1");  // U+1F511, a surrogate pair
+  CHECK(redact(R"({"token":"key-\ud83d\udd11-1"})", emoji) == R"({"token":"***"})");
+  // A plain secret adds nothing.
+  CHECK(secret_values_of("hunter22") == std::vector<std::string>{"hunter22"});
 }
 
 TEST_CASE("redact masks URL and conninfo passwords in any text, declared or not") {
