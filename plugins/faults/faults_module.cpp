@@ -127,14 +127,21 @@ class FaultyTransform final : public sluice::Transform {
         .doc(
             "throw: std::runtime_error from process (ERROR for the batch); reject: reject that "
             "record only; fatal: sluice::Fatal; retry: sluice::Retriable every time.");
+    s.integer("delay_ms")
+        .default_value(0)
+        .min(0)
+        .doc("Each process call waits this long first (a slow stage in front of any sink).");
     return s;
   }
   static std::string description() { return "Passes records on; fails on a poison value."; }
 
   FaultyTransform(const sluice::Config& c, sluice::Host& /*host*/)
-      : poison_(c.get_string("poison")), on_poison_(c.get_string("on_poison", "throw")) {}
+      : poison_(c.get_string("poison")),
+        on_poison_(c.get_string("on_poison", "throw")),
+        delay_ms_(c.get_int("delay_ms", 0)) {}
 
   void process(const sluice::Batch& in, sluice::Output& out) override {
+    if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
     for (size_t i = 0; i < in.size(); ++i) {
       const auto r = in[i];
       if (!poison_.empty() && r.value().find(poison_) != std::string_view::npos) {
@@ -153,6 +160,7 @@ class FaultyTransform final : public sluice::Transform {
  private:
   const std::string poison_;
   const std::string on_poison_;
+  const int64_t delay_ms_;
 };
 
 // A sink that appends values as lines to `path`, failing in a chosen pattern. Puts that fail

@@ -447,7 +447,12 @@ void KafkaSource::emit(Output& out, const rd_kafka_message_t& m) {
 bool KafkaSource::poll(Output& out, size_t max_records, uint32_t timeout_ms) {
   log_relay().flush_to(host_);
   check_health();
-  if (transaction_) end_transaction_if_due();
+  // A drain that did not end: nothing more goes into the open transaction now (at a stop the
+  // host's loop ends, and the final commit commits it only if all it holds got done).
+  if (transaction_ && !end_transaction_if_due()) {
+    log_relay().flush_to(host_);
+    return false;
+  }
   if (gate_) {
     recover_from_failed_delivery();
     commit_confirmed();
@@ -728,22 +733,23 @@ bool KafkaSource::transaction_idle() const {
   return input_dry_ && Clock::now() - transaction_began_ >= interval / kDryCommitDivisor;
 }
 
-void KafkaSource::end_transaction_if_due() {
-  if (uncommitted_.empty()) return;
+bool KafkaSource::end_transaction_if_due() {
+  if (uncommitted_.empty()) return true;
   const bool due = transaction_->failed() || transaction_due();
   // With no input coming, holding the transaction open only delays its output: it ends now.
   // Its size says nothing about the rate, so the sizer does not learn from it.
-  if (!due && !transaction_idle()) return;
+  if (!due && !transaction_idle()) return true;
   const auto drain_began = Clock::now();
   const bool drained = drain_everything();
   last_drain_ = Clock::now() - drain_began;
   if (!drained) {
     host_.warn(
         "kafka source: records still in flight after drain_timeout_ms (or the pipeline "
-        "failed); the transaction is not committed now");
-    return;
+        "failed or is stopping); the transaction is not committed now");
+    return false;
   }
   end_transaction(/*input_dry=*/!due);
+  return true;
 }
 
 bool KafkaSource::drain_everything() {

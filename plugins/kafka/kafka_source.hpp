@@ -72,8 +72,9 @@ class KafkaSource final : public Source, private HandleContext {
 
   // Exactly-once (transaction_ set): the transaction ends after transaction_interval_ms (or
   // its adaptive size), or once a poll found no input, at a point where every record handed on
-  // is done (the host drains the pipeline).
-  void end_transaction_if_due();
+  // is done (the host drains the pipeline). False when that drain did not end (drain_timeout_ms,
+  // a failed pipeline, or a stop): the transaction stays open and the poll hands on nothing more.
+  bool end_transaction_if_due();
   void set_up_transaction_sizing(const Config& config);
   // The open transaction reached its size (adaptive) or its interval (fixed).
   bool transaction_due() const;

@@ -160,10 +160,14 @@ std::vector<std::unique_ptr<pipeline::Pipeline>> prepare(const std::string& file
 void print_summary(const pipeline::Summary& s, const std::vector<middleware::StageStats>& stats) {
   double rate = s.seconds > 0 ? static_cast<double>(s.records_in) / s.seconds : 0;
   std::string line = fmt::format(
-      "pipeline {}: {} records in, {} delivered, {} dead-lettered, {} filtered, {} rejected; "
-      "{} written by the sink; {:.2f} s, {:.0f} records/s",
-      s.pipeline, s.records_in, s.delivered, s.dead_lettered, s.filtered, s.rejected,
-      s.sink_records, s.seconds, rate);
+      "pipeline {}: {} records in, {} delivered, {} dead-lettered, {} filtered, {} rejected",
+      s.pipeline, s.records_in, s.delivered, s.dead_lettered, s.filtered, s.rejected);
+  if (s.not_committed > 0)  // exactly-once: not delivered, whatever the sink took
+    line += fmt::format(
+        ", {} not committed (their transaction was aborted: the next run reads them again)",
+        s.not_committed);
+  line += fmt::format("; {} written by the sink; {:.2f} s, {:.0f} records/s", s.sink_records,
+                      s.seconds, rate);
   for (const auto& st : stats)
     if (st.pipeline == s.pipeline)
       line += fmt::format("; batch size {}, concurrency {}, peak memory {:.0f} MB",

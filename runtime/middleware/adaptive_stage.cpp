@@ -565,16 +565,29 @@ bool AdaptiveStage::finish(WorkBatch& batch, const BatchOutcome& outcome) {
 }
 
 void AdaptiveStage::drain() {
+  drain([] { return false; });
+}
+
+bool AdaptiveStage::drain(const std::function<bool()>& give_up) {
   std::unique_lock lock(mu_);
-  if (!started_) return;
+  if (!started_) return true;
   flush_all_ = true;
   wake_ = true;
   dispatcher_cv_.notify_one();
-  idle_cv_.wait(lock, [&] {
+  const auto idle = [&] {
     return in_flight_ == 0 && work_.empty() &&
            (failed_ || (intake_.empty() && queued_records_ == 0));
-  });
+  };
+  bool drained = true;
+  while (!idle()) {
+    if (give_up()) {
+      drained = false;
+      break;
+    }
+    idle_cv_.wait_for(lock, std::chrono::milliseconds(5));
+  }
   flush_all_ = false;
+  return drained;
 }
 
 void AdaptiveStage::quiesce() {

@@ -125,6 +125,9 @@ class AdaptiveStage {
 
   // Dispatches everything queued regardless of linger and waits until all of it is done.
   void drain();
+  // drain(), but it ends early, false, once `give_up` (asked under the stage's lock, at least
+  // every 5 ms: it must not call into the stage) says so; what was dispatched runs on.
+  bool drain(const std::function<bool()>& give_up);
   // Stops dispatching new batches and waits for those in flight (hot reload); resume() undoes it.
   void quiesce();
   void resume();

@@ -291,6 +291,7 @@ bool Pipeline::commit_ready(bool last) {
   const SourceCall source = slots_.source();
   const Retrier::Result result =
       Retrier(spec_.errors.retry, {}).run([&] { return source.commit(ps); });
+  settle_transactions();
   // The positions are not lost: the next commit carries them or later ones (so a final commit
   // with nothing new still fails, exit 1); a restart re-reads.
   if (result.error) {
@@ -309,12 +310,21 @@ sluice_status Pipeline::drain_partitions(std::span<const sluice_position> partit
     for (const auto& p : partitions) n += watermark_.outstanding(text(p.topic), p.partition);
     return n;
   };
-  stage_->drain();
+  // Partial batches are dispatched at once; the wait ends early as the one below would.
+  stage_->drain([&] {
+    return stop_requested_.load() || summary().failed ||
+           std::chrono::steady_clock::now() >= deadline;
+  });
   while (outstanding() > 0) {
     // A failed pipeline finishes no more records: waiting out `timeout_ms` (a kafka source's
     // 30 s) would hold the source's poll past the stop grace, and the run would end as stuck
     // (71) instead of failed (1).
     if (stage_->failed() || summary().failed) return SLUICE_ERROR;
+    // A stop: the source's poll returns at once, its loop ends and the stop drains with its
+    // grace like any other. Waiting out `timeout_ms` behind a slow sink held the poll past the
+    // grace, and the run ended as stuck (71) instead of 0. The source leaves what is not done
+    // uncommitted (an exactly-once transaction commits at the final commit only if all is done).
+    if (stop_requested_.load()) return SLUICE_RETRY;
     if (std::chrono::steady_clock::now() >= deadline) return SLUICE_RETRY;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -327,6 +337,34 @@ sluice_status Pipeline::drain_partitions(std::span<const sluice_position> partit
     });
   }
   return SLUICE_OK;
+}
+
+// Exactly-once: a transaction ends (commits or aborts) only with every record taken done (the
+// kafka source drains the pipeline first, or ends it at the final commit), so when its
+// `transactions_committed` or `transactions_aborted` counter has moved by the end of a source
+// call, every record counted since the last end was in a transaction that ended that way. If both
+// moved, the later one is not known: the records count as not committed, never claimed delivered.
+// Called on the source thread after each poll and commit.
+void Pipeline::settle_transactions() {
+  if (!spec_.exactly_once) return;
+  const plugin::HostContext& host = slots_.source().instance().host();
+  const double committed = host.metric("transactions_committed");
+  const double aborted = host.metric("transactions_aborted");
+  std::lock_guard lock(settled_mu_);
+  Settled& s = settled_;
+  if (committed == s.transactions_committed && aborted == s.transactions_aborted) return;
+  const uint64_t delivered = counts_.delivered.load();
+  const uint64_t dead_lettered = counts_.dead_lettered.load();
+  if (aborted != s.transactions_aborted) {
+    s.aborted += (delivered - s.delivered) + (dead_lettered - s.dead_lettered);
+  } else {
+    s.committed_delivered += delivered - s.delivered;
+    s.committed_dead_lettered += dead_lettered - s.dead_lettered;
+  }
+  s.delivered = delivered;
+  s.dead_lettered = dead_lettered;
+  s.transactions_committed = committed;
+  s.transactions_aborted = aborted;
 }
 
 void Pipeline::source_loop() {
@@ -356,6 +394,7 @@ void Pipeline::source_loop() {
     CollectingWriter out(SIZE_MAX);
     out.records().reserve(args.max_records);  // one allocation, not one per doubling
     const StageResult err = src.poll(args, out);
+    settle_transactions();
     // Records appended despite max_records == 0 are still taken: nothing is dropped.
     if (!out.records().empty()) take_chunk(std::move(out.records()));
     if (err && err->status == SLUICE_FATAL) {
@@ -443,8 +482,10 @@ void Pipeline::drain_within_grace() {
   Clock::time_point give_up_at = Clock::time_point::max();  // max: no stuck call at a stop
   Clock::time_point stop_grace_ends = Clock::time_point::max();
   while (drained.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
-    if (stop_requested_.load() && stop_grace_ends == Clock::time_point::max())
+    if (stop_requested_.load() && stop_grace_ends == Clock::time_point::max()) {
       stop_grace_ends = Clock::now() + kShutdownGrace;
+      stop_isolated_starts_at(stop_grace_ends);
+    }
     if (Clock::now() >= stop_grace_ends && !past_stop_grace_.exchange(true))
       spdlog::warn(
           "pipeline {}: the drain has not ended {} s after the stop: batches not begun are left "
@@ -523,6 +564,16 @@ Summary Pipeline::summary() const {
   s.filtered = counts_.filtered.load();
   s.rejected = counts_.rejected.load();
   s.sink_records = counts_.sink_records.load();
+  if (spec_.exactly_once) {
+    // Delivered only once their transaction committed; the rest did not (yet) commit.
+    std::lock_guard lock(settled_mu_);
+    const uint64_t delivered = counts_.delivered.load();  // read after settled_: never behind
+    const uint64_t dead_lettered = counts_.dead_lettered.load();
+    s.not_committed = settled_.aborted + (delivered - settled_.delivered) +
+                      (dead_lettered - settled_.dead_lettered);
+    s.delivered = settled_.committed_delivered;
+    s.dead_lettered = settled_.committed_dead_lettered;
+  }
   auto end = finished_.load() ? ended_at_ : std::chrono::steady_clock::now();
   if (started_.load(std::memory_order_acquire))
     s.seconds = std::chrono::duration<double>(end - started_at_).count();
@@ -678,12 +729,30 @@ void Pipeline::add_isolation_crashes(std::map<std::string, std::string>& errors)
     if (!isolated(call->name()) || errors.count(call->name()) > 0) continue;
     const isolation::CrashState c = isolation::crash_state(call->instance().handle());
     if (c.crashes == 0) continue;
-    errors[call->name()] = redact(fmt::format(
-        "{}plugin process crashed {} times, restarted {} times{}; last: {}",
-        c.breaker_open ? "" : "restarted: ", c.crashes, c.restarts,
-        c.breaker_open ? ", too often in its crash window: its calls fail until it passes" : "",
-        c.last_crash));
+    if (c.start_failing)  // no plugin process runs: a failed restart, not a crash window
+      errors[call->name()] = redact(fmt::format(
+          "plugin process crashed {} times, restarted {} times; restart failed: {} ({} in a "
+          "row); next attempt in {} s; its calls are retried and their records held meanwhile",
+          c.crashes, c.restarts, c.start_failure, c.failed_starts,
+          (c.next_start_in_ms + 999) / 1000));
+    else
+      errors[call->name()] = redact(fmt::format(
+          "{}plugin process crashed {} times, restarted {} times{}; last: {}",
+          c.breaker_open ? "" : "restarted: ", c.crashes, c.restarts,
+          c.breaker_open ? ", too often in its crash window: its calls fail until it passes" : "",
+          c.last_crash));
   }
+}
+
+// From `when` on, no isolated stage's restart holds the stop up: one in flight is killed and
+// none is begun (a create may hang up to call_timeout_ms, longer than the stop's grace).
+void Pipeline::stop_isolated_starts_at(std::chrono::steady_clock::time_point when) const {
+  const StageSet stages = slots_.snapshot();
+  std::vector<const StageCall*> calls{&stages.source, &stages.sink};
+  for (const auto& t : stages.transforms) calls.push_back(&t);
+  if (stages.dead_letter) calls.push_back(&stages.dead_letter);
+  for (const StageCall* call : calls)
+    if (isolated(call->name())) isolation::stop_starts_at(call->instance().handle(), when);
 }
 
 bool Pipeline::isolated(const std::string& instance_name) const {

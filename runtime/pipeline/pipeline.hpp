@@ -40,6 +40,9 @@ struct Summary {
   uint64_t filtered = 0;
   uint64_t rejected = 0;
   uint64_t sink_records = 0;  // records the sink accepted (transforms may fan out)
+  // Exactly-once: records delivered or dead-lettered into a Kafka transaction that did not commit
+  // (aborted, fenced, or still open at the end), so not in `delivered` or `dead_lettered`.
+  uint64_t not_committed = 0;
   double seconds = 0;
   bool failed = false;
   std::string failure;
@@ -150,6 +153,7 @@ class Pipeline {
   // positions again even when nothing moved since.
   bool commit_ready(bool last = false);
   sluice_status drain_partitions(std::span<const sluice_position> partitions, uint32_t timeout_ms);
+  void settle_transactions();
   middleware::BatchOutcome process(middleware::WorkBatch& batch);
   void fail(const std::string& reason);
   StagePlan* plan_of(const std::string& instance_name);
@@ -163,6 +167,7 @@ class Pipeline {
   void swap_source_if_asked();
   void refuse_source_swaps();
   void add_isolation_crashes(std::map<std::string, std::string>& errors) const;
+  void stop_isolated_starts_at(std::chrono::steady_clock::time_point when) const;
   bool isolated(const std::string& instance_name) const;
 
   config::PipelineSpec spec_;
@@ -220,6 +225,15 @@ class Pipeline {
   mutable std::mutex summary_mu_;
   Summary summary_;
   RecordCounts counts_;
+  // Exactly-once: counts_ split by how the transaction of their records ended
+  // (settle_transactions(), source thread; summary() reads them).
+  struct Settled {
+    uint64_t delivered = 0, dead_lettered = 0;  // counts_ when the last transaction ended
+    uint64_t committed_delivered = 0, committed_dead_lettered = 0, aborted = 0;
+    double transactions_committed = 0, transactions_aborted = 0;  // the source's counters then
+  };
+  mutable std::mutex settled_mu_;
+  Settled settled_;
 };
 
 }  // namespace sluice::pipeline

@@ -183,20 +183,6 @@ std::string get_health(int port) {
   return answer;
 }
 
-// wait_process, but a process still running after `limit` is killed: -1.
-int wait_within(int pid, std::chrono::seconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid)
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ::kill(pid, SIGKILL);
-  wait_process(pid);
-  return -1;
-}
-
 }  // namespace
 
 TEST_CASE(

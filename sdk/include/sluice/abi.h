@@ -275,8 +275,10 @@ typedef struct sluice_host_api {
   const char* (*sluice_host_instance_name)(void* host_ctx);
   /* For sources only, from inside `poll` (e.g. a consumer's partition revocation): waits until
    * every record taken from these partitions is done, calls `commit` with their final
-   * positions on this thread, then returns. SLUICE_RETRY if `timeout_ms` passed first;
-   * SLUICE_ERROR at once when the pipeline has failed (those records will never be done).
+   * positions on this thread, then returns. SLUICE_RETRY if `timeout_ms` passed first, or at
+   * once when the pipeline is stopping (leave what is not done uncommitted and return from
+   * `poll`: the stop drains with its grace); SLUICE_ERROR at once when the pipeline has failed
+   * (those records will never be done).
    * THREADING: the source thread, inside `poll` only. OWNERSHIP: `partitions` stays the
    * plugin's; the host reads it during the call. */
   sluice_status (*sluice_host_drain)(void* host_ctx, const sluice_position* partitions,

@@ -37,6 +37,16 @@ fail() {
 
 create_topic() { "$kafka_script" topic create "$1" "$2" --dir "$SERVICE_DIR"; }
 
+# For the topic -> sluice -> topic tests: brings in passthrough_yaml.sh and sets $count records
+# over $keys keys on $partitions partitions (20000, 100 and 4 unless given).
+# passthrough_test [COUNT] [KEYS] [PARTITIONS]
+passthrough_test() {
+  source "$(dirname "${BASH_SOURCE[0]}")/passthrough_yaml.sh"
+  count=${1:-20000}
+  keys=${2:-100}
+  partitions=${3:-4}
+}
+
 # Produces COUNT records "k<i mod KEYS>" -> "k<key> <sequence number within the key>", so the
 # consumer side can check per-key order and find every missing or duplicated record.
 produce_keyed() {
@@ -101,16 +111,24 @@ start_sluice() {
   log "started sluice $name (pid $last_pid)"
 }
 
+# Waits up to TIMEOUT s for sluice PID (NAME) to end, else fails (WHY: what it waits after);
+# sets $rc to its exit status.
+wait_for_exit() {
+  local pid=$1 name=$2 timeout=$3 why=$4
+  local deadline=$((SECONDS + timeout))
+  while kill -0 "$pid" 2>/dev/null; do
+    ((SECONDS < deadline)) || fail "sluice $name did not end within ${timeout}s $why"
+    sleep 0.2
+  done
+  rc=0
+  wait "$pid" || rc=$?
+}
+
 # Stops a sluice cleanly (SIGTERM: drain, commit) and fails if it does not exit 0 in time.
 stop_sluice() {
   local pid=$1 name=$2 rc=0
   kill -TERM "$pid"
-  local deadline=$((SECONDS + 60))
-  while kill -0 "$pid" 2>/dev/null; do
-    ((SECONDS < deadline)) || fail "sluice $name did not stop within 60s of SIGTERM"
-    sleep 0.2
-  done
-  wait "$pid" || rc=$?
+  wait_for_exit "$pid" "$name" 60 "of SIGTERM"
   ((rc == 0)) || fail "sluice $name exited with $rc after SIGTERM"
   log "sluice $name: $(cat "$work/$name.out")"
 }
@@ -268,4 +286,19 @@ survivors_took_over() {
     grep -qxF "$p" <<<"$taken" || fail "no survivor logged taking over $p after b was killed"
   done
   for name in a c; do log "$name holds after the kill $(held_partitions "$name" | tr '\n' ' ')"; done
+}
+
+# The exactly-once summary line in OUT_FILE counts some records as not committed (their
+# transaction aborted), and no more as delivered and not committed than came in.
+check_not_committed() {
+  local summary in delivered not_committed
+  summary="$(grep -m1 'pipeline exactly-once: ' "$1" || true)"
+  in="$(grep -o '[0-9]* records in' <<<"$summary" | cut -d' ' -f1)"
+  delivered="$(grep -o '[0-9]* delivered' <<<"$summary" | cut -d' ' -f1)"
+  not_committed="$(grep -o '[0-9]* not committed' <<<"$summary" | cut -d' ' -f1)"
+  [[ -n "$not_committed" && -n "$delivered" && -n "$in" ]] ||
+    fail "the summary counts no records as not committed: $summary"
+  ((not_committed > 0 && delivered + not_committed <= in)) ||
+    fail "the summary's counts do not add up: $summary"
+  log "summary: $delivered delivered, $not_committed not committed of $in records in"
 }

@@ -7,11 +7,7 @@
 # Usage: reload_refused.sh SERVICE_DIR
 SERVICE_DIR=$1
 source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/passthrough_yaml.sh"
-
-count=20000
-keys=100
-partitions=4
+passthrough_test
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 with_admin() { sed -i "s/^  enabled: false\$/  host: 127.0.0.1\n  port: $port/" "$1"; }
 
