@@ -119,6 +119,17 @@ bool Channel::read_exact(void* buf, size_t len, std::optional<Deadline> deadline
   return true;
 }
 
+bool Channel::wait_readable(Deadline deadline) const {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd pfd{fd_, POLLIN, 0};
+    const int ready = ::poll(&pfd, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+    if (ready < 0 && errno == EINTR) continue;
+    return ready != 0;  // an error too: the receive after it says what happened
+  }
+}
+
 std::optional<Message> Channel::receive(std::optional<Deadline> deadline, bool* timed_out) {
   Message m;
   const auto started = std::chrono::steady_clock::now();

@@ -96,6 +96,9 @@ class Channel {
   // The next message, or nullopt if the peer closed the socket (or broke the framing);
   // `timed_out` is set when the deadline passed first.
   std::optional<Message> receive(std::optional<Deadline> deadline, bool* timed_out = nullptr);
+  // Whether the socket has something to read (a message, or the peer's end) by `deadline`;
+  // reads nothing.
+  bool wait_readable(Deadline deadline) const;
 
  private:
   bool read_exact(void* buf, size_t len, std::optional<Deadline> deadline, bool* timed_out);

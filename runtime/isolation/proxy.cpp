@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -17,6 +18,7 @@
 #include <unordered_set>
 
 #include "core/call_output_budget.hpp"
+#include "core/plugin_unavailable.hpp"
 #include "isolation/child_process.hpp"
 #include "isolation/replay_filter.hpp"
 #include "plugin/host_context.hpp"
@@ -114,6 +116,7 @@ struct Outcome {
   uint32_t flags = 0;        // kEndOfStream
   size_t output = 0;         // the child's output region the reply's records are in
   bool not_started = false;  // no child could be started for the call: `message` says why
+  bool abandoned = false;    // a start killed at the stop's grace (stop_starts_at)
 };
 
 // Hands one output record to the host's writer: as a view into the output region (held until
@@ -146,11 +149,26 @@ class Proxy {
   sluice_status restore(const uint8_t* data, size_t len, sluice_error* error);
   void memory_pressure(double level);
   CrashState crash_state() const;
+  // Any thread: from `when` on, a start in flight is killed and none is begun.
+  void stop_starts_at(Clock::time_point when) {
+    stop_starts_at_.store(when.time_since_epoch().count(), std::memory_order_release);
+  }
 
  private:
   using Indices = std::vector<size_t>;
 
   bool ensure_child(std::string* why, std::string* field = nullptr);
+  // A call that found no plugin process: RETRY, the records not at fault (they are held, not
+  // dead-lettered), once a first start succeeded; before it, the stage's setup error.
+  sluice_status not_running(sluice_error* error, const std::string& why,
+                            std::string_view field = {}) const;
+  bool stopping_starts() const {
+    return Clock::now().time_since_epoch().count() >=
+           stop_starts_at_.load(std::memory_order_acquire);
+  }
+  // Waits for the child's next message of a restart's create; false (the child killed) when
+  // the stop's grace passes first.
+  bool await_start(Deadline deadline);
   // `extra_ms` lengthens the deadline (a poll may wait its own timeout_ms).
   Outcome call(MessageKind kind, size_t region_size, std::string_view payload = {},
                uint32_t extra_ms = 0);
@@ -216,8 +234,10 @@ class Proxy {
   mutable std::mutex shown_mu_;
   CrashState shown_;
   std::deque<Clock::time_point> shown_window_;
+  Clock::time_point shown_next_start_{};
   ReplayFilter replay_;  // a source's: what a restarted child polls again
   bool paused_ = false;  // a source's last set_paused, for a restarted child
+  std::atomic<Clock::rep> stop_starts_at_{Clock::time_point::max().time_since_epoch().count()};
 };
 
 Proxy::~Proxy() {
@@ -253,6 +273,12 @@ Outcome Proxy::await_reply(MessageKind kind, uint64_t call_id, uint32_t extra_ms
   Deadline deadline = Clock::now() + timeout;
   Outcome o;
   for (;;) {
+    if (kind == MessageKind::create && started_ && !await_start(deadline)) {
+      o.crashed = o.abandoned = true;
+      o.crash = "killed at the stop's grace while it started (no start outlives a stop's grace)";
+      child_.reset();
+      return o;
+    }
     bool timed_out = false;
     auto m = child_->channel().receive(deadline, &timed_out);
     if (!m) {
@@ -294,6 +320,23 @@ Outcome Proxy::await_reply(MessageKind kind, uint64_t call_id, uint32_t extra_ms
       o.flags = h.flags;
       return o;
     }
+  }
+}
+
+// A restart's create may hang up to call_timeout_ms; a stop must not wait past its grace for it
+// (the pipeline sets stop_starts_at): the wait is cut in slices that look at the stop, and the
+// child is killed once it comes. Nothing is read here, so no message is cut short.
+bool Proxy::await_start(Deadline deadline) {
+  constexpr auto kSlice = std::chrono::milliseconds(100);
+  for (;;) {
+    if (stopping_starts()) {
+      child_->kill();
+      child_->wait(1000);
+      return false;
+    }
+    const auto now = Clock::now();
+    if (now >= deadline) return true;  // the receive times out as before
+    if (child_->channel().wait_readable(std::min<Deadline>(deadline, now + kSlice))) return true;
   }
 }
 
@@ -341,6 +384,10 @@ bool Proxy::ensure_child(std::string* why, std::string* field) {
     *why = not_started_yet();
     return false;
   }
+  if (started_ && stopping_starts()) {
+    *why = "the plugin process is not running, and none is started past the stop's grace";
+    return false;
+  }
   if (consecutive_crashes_ > 1 && failed_starts_ == 0) {
     const int shift = std::min(consecutive_crashes_ - 2, 7);
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(10 << shift, 1000)));
@@ -350,6 +397,10 @@ bool Proxy::ensure_child(std::string* why, std::string* field) {
                                                        s.instance_name, s.settings.memory_limit_mb,
                                                        false, pipeline_memory_limit()});
   Outcome o = call(MessageKind::create, 0, config_);
+  if (o.abandoned) {  // the stop's doing, not the plugin's: no crash incident
+    *why = fmt::format("the plugin process for {} was {}", s.real.file.string(), o.crash);
+    return false;
+  }
   if (o.crashed) {
     // A hang may be in the library's loading as well as in create (the reply is create's).
     start_failure_ = o.crash.ends_with(call_name(MessageKind::create))
@@ -404,8 +455,18 @@ sluice_status Proxy::start(sluice_error* error) {
   std::lock_guard lock(mu_);
   std::string why, field;
   if (ensure_child(&why, &field)) return SLUICE_OK;
+  return not_running(error, why, field);
+}
+
+// A plugin that is down says nothing about the records of the call: RETRY, marked for the
+// pipeline (core::t_plugin_unavailable), which retries with its errors.retry backoff and, once
+// the retries are spent, fails the run without committing or dead-lettering them.
+sluice_status Proxy::not_running(sluice_error* error, const std::string& why,
+                                 std::string_view field) const {
   set_error(error, why, field);
-  return SLUICE_ERROR;
+  if (!started_) return SLUICE_ERROR;  // the first start's failure is the stage's setup error
+  core::t_plugin_unavailable = true;
+  return SLUICE_RETRY;
 }
 
 Outcome Proxy::attempt(MessageKind kind, const sluice_batch* in, const Indices& indices) {
@@ -513,14 +574,16 @@ void Proxy::start_failed() {
       std::min(kFirstStartRetry * (1 << std::min(failed_starts_ - 1, 5)), kMaxStartRetry);
   next_start_ = Clock::now() + delay;
   note_crash(MessageKind::create, start_failure_,
-             fmt::format("the next start in {} ms, calls fail until then", delay.count()));
+             fmt::format("the next start in {} ms; calls until then are retried (errors.retry), "
+                         "their records held",
+                         delay.count()));
   ++consecutive_crashes_;
   too_many_crashes();
   std::lock_guard lock(shown_mu_);
   shown_.start_failing = true;
-  shown_.last_crash = start_failure_ +
-                      "; no plugin process runs: calls fail at once until a start succeeds (tried "
-                      "again after 1 s, doubling to 30 s)";
+  shown_.start_failure = shown_.last_crash = start_failure_;
+  shown_.failed_starts = failed_starts_;
+  shown_next_start_ = next_start_;
 }
 
 // Why a call fails while a failed start's backoff runs.
@@ -552,6 +615,9 @@ CrashState Proxy::crash_state() const {
       std::count_if(shown_window_.begin(), shown_window_.end(),
                     [&](Clock::time_point t) { return now - t <= kCrashWindow; });
   s.breaker_open = static_cast<size_t>(in_window) > kMaxCrashesPerWindow || s.start_failing;
+  if (s.start_failing)
+    s.next_start_in_ms = std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(shown_next_start_ - now).count());
   return s;
 }
 
@@ -604,10 +670,8 @@ sluice_status Proxy::batch(MessageKind kind, const sluice_batch* in, sluice_writ
     }
     o = attempt(kind, in, indices);  // a crash need not be the batch's fault: once more
   }
-  if (o.not_started) {  // no child to bisect in: the batch fails, the crashes stay counted
-    set_error(error, o.message);
-    return SLUICE_ERROR;
-  }
+  if (o.not_started)  // no child to run it in: the batch waits, the crashes stay counted
+    return not_running(error, o.message);
   if (o.crashed) {
     note_crash(kind, o.crash);
     status = bisect(kind, in, indices, out, o.crash, &message);
@@ -628,10 +692,7 @@ sluice_status Proxy::batch(MessageKind kind, const sluice_batch* in, sluice_writ
 sluice_status Proxy::simple(MessageKind kind, sluice_error* error, std::string_view payload) {
   std::lock_guard lock(mu_);
   std::string why;
-  if (!ensure_child(&why)) {
-    set_error(error, why);
-    return SLUICE_ERROR;
-  }
+  if (!ensure_child(&why)) return not_running(error, why);
   const Outcome o = call(kind, 0, payload);
   if (o.crashed) {
     note_crash(kind, o.crash);
@@ -648,10 +709,7 @@ sluice_status Proxy::poll(sluice_poll_args* args, sluice_writer* out, sluice_err
   std::lock_guard lock(mu_);
   const auto started = Clock::now();
   std::string why;
-  if (!ensure_child(&why)) {
-    set_error(error, why);
-    return SLUICE_ERROR;
-  }
+  if (!ensure_child(&why)) return not_running(error, why);
   const bool has_max_bytes =
       args->struct_size >= offsetof(sluice_poll_args, max_bytes) + sizeof(uint64_t);
   const PollRequest request{args->max_records, args->timeout_ms,
@@ -709,10 +767,7 @@ void Proxy::set_paused(int32_t paused) {
 sluice_status Proxy::snapshot(sluice_buffer* out, sluice_error* error) {
   std::lock_guard lock(mu_);
   std::string why;
-  if (!ensure_child(&why)) {
-    set_error(error, why);
-    return SLUICE_ERROR;
-  }
+  if (!ensure_child(&why)) return not_running(error, why);
   const Outcome o = call(MessageKind::snapshot, 0);
   if (o.crashed || o.status != SLUICE_OK) {
     if (o.crashed) note_crash(MessageKind::snapshot, o.crash);
@@ -730,10 +785,7 @@ sluice_status Proxy::restore(const uint8_t* data, size_t len, sluice_error* erro
   std::lock_guard lock(mu_);
   state_.emplace(reinterpret_cast<const char*>(data), len);
   std::string why;
-  if (!ensure_child(&why)) {
-    set_error(error, why);
-    return SLUICE_ERROR;
-  }
+  if (!ensure_child(&why)) return not_running(error, why);
   RegionWriter w(child_->input());
   w.reset();
   w.add_blob(*state_);
@@ -943,6 +995,10 @@ std::string trial_load(const std::filesystem::path& file, sluice_kind kind,
 
 CrashState crash_state(void* handle) {
   return handle ? as_proxy(handle)->crash_state() : CrashState{};
+}
+
+void stop_starts_at(void* handle, std::chrono::steady_clock::time_point when) {
+  if (handle) as_proxy(handle)->stop_starts_at(when);
 }
 
 }  // namespace sluice::isolation

@@ -2,6 +2,7 @@
 // to a `sluice plugin-host` child, restarts it when it dies, and quarantines poison records.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -32,8 +33,20 @@ struct CrashState {
   // The last start of its child died or hung (in create, or loading the library) and none has
   // succeeded since: calls fail at once until a start, tried after a backoff, succeeds.
   bool start_failing = false;
+  // With start_failing: how the last start failed ("killed by signal 6 (SIGABRT) in create() or
+  // while loading the library"), how many in a row, and the time left before the next start
+  // is tried (0: with the next call).
+  std::string start_failure;
+  int failed_starts = 0;
+  int64_t next_start_in_ms = 0;
 };
 CrashState crash_state(void* handle);
+
+// From `when` on (a stop's grace ends), the isolated instance `handle` kills a restart in
+// flight (a create that hangs would hold the stop up to call_timeout_ms) and starts none: its
+// calls then fail as RETRY with the plugin not running, and the stop leaves their records
+// unacked. Any thread.
+void stop_starts_at(void* handle, std::chrono::steady_clock::time_point when);
 
 // Loads `file` in a short-lived child (`plugin-host --check`: handshake, init, schema, create
 // with `config_json`, destroy, shutdown). Returns how the child died or that it hung ("the new

@@ -76,7 +76,8 @@ class BatchRun {
         retrier_(context.errors.retry, context.stopping) {}
 
   // Each step returns false when the batch ends there unacked (a FATAL, tolerance none, a stop
-  // while retrying, a dead-letter sink that fails). Only a stop is no failure.
+  // while retrying, a dead-letter sink that fails, a plugin not running through every retry).
+  // Only a stop is no failure.
   middleware::BatchOutcome run() {
     admit();
     const bool acked = run_transforms() && deliver() && settle();
@@ -251,16 +252,27 @@ bool BatchRun::narrow(const TransformCall& t, std::span<const sluice_record> ran
   return true;
 }
 
-// A FATAL error or a stop during retries: the batch ends there (see absorb).
+// A FATAL error, a stop during retries, or retries spent while the stage's plugin is not
+// running: the batch ends there, unacked (see absorb). A plugin that is down (an isolated
+// stage between failed restarts) says nothing about the records: they are never failed (so
+// never dead-lettered) for it; once the retries are spent the run fails, and the next run
+// reads them again.
 bool BatchRun::halted(const Retrier::Result& result, const char* role) {
   if (!result.error) return false;
-  if (result.error->status == SLUICE_FATAL) {
-    fail(fmt::format("{} '{}' failed fatally: {}", role, result.error->stage,
-                     result.error->message));
+  const StageError& error = *result.error;
+  if (error.status == SLUICE_FATAL) {
+    fail(fmt::format("{} '{}' failed fatally: {}", role, error.stage, error.message));
     return true;
   }
-  if (result.stopped) {
+  if (result.stopped || (error.unavailable && ctx_.stopping())) {
     outcome_.stopped = true;
+    return true;
+  }
+  if (error.unavailable) {
+    fail(fmt::format(
+        "{} '{}' is not running and its retries are spent ({} attempts): {}; its records are "
+        "neither committed nor dead-lettered, and the next run reads them again",
+        role, error.stage, error.attempts, error.message));
     return true;
   }
   return false;

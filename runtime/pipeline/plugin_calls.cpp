@@ -7,8 +7,10 @@
 #include <bit>
 #include <chrono>
 #include <cmath>
+#include <utility>
 
 #include "core/call_output_budget.hpp"
+#include "core/plugin_unavailable.hpp"
 
 namespace sluice::pipeline {
 
@@ -128,10 +130,14 @@ StageResult StageCall::run(const char* hook, std::span<const sluice_record> reco
   const int64_t started = now_ns();
   counters_->call_started(started);
   sluice_status status;
+  core::t_plugin_unavailable = false;
   {
     const CallScope scope(counters_->policy, name(), plugin(), hook, records);
     status = normalize(call(err.get()));
   }
+  // An isolated stage's proxy refused the call: no plugin process runs (docs/isolation.md).
+  const bool unavailable = std::exchange(core::t_plugin_unavailable, false) && status != SLUICE_OK;
+  if (unavailable) status = SLUICE_RETRY;
   const int64_t ended = now_ns();
   counters_->call_ended(ended);
   const uint64_t ns = since(started, ended);
@@ -147,7 +153,9 @@ StageResult StageCall::run(const char* hook, std::span<const sluice_record> reco
   counters_->failed_calls.fetch_add(1, std::memory_order_relaxed);
   std::string message =
       err.message[0] ? err.text() : fmt::format("{} with no reason given", status_name(status));
-  return error(std::move(message), status);
+  StageResult failed = error(std::move(message), status);
+  failed->unavailable = unavailable;
+  return failed;
 }
 
 void StageCall::count_out(size_t records) const {

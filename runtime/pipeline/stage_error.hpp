@@ -17,6 +17,9 @@ struct StageError {
   std::string message;                  // as the plugin (or the host) gave it, not yet redacted
   sluice_status status = SLUICE_ERROR;  // RETRY, ERROR or FATAL
   uint32_t attempts = 1;                // calls made, retries included
+  // RETRY because the stage's plugin is not running (an isolated stage between failed
+  // restarts): its records are not at fault, so they are held, never dead-lettered.
+  bool unavailable = false;
 };
 
 // What an operation came to: nullopt when it succeeded, else the StageError.

@@ -480,10 +480,11 @@ TEST_CASE("a plugin whose destroy hangs at the end of the run: a SIGTERM ends it
 }
 
 TEST_CASE(
-    "an isolated stage whose restarts hang in create: 503, fast dead letters, a stop in grace") {
+    "an isolated stage whose restarts hang in create: 503, no dead letters, a stop in grace") {
   // The first child runs until a poison record kills it; every start after that hangs in create.
   // Before, each batch waited call_timeout_ms for a create (three times, as the pipeline narrowed
-  // it), /health stayed 200 and a SIGTERM drained for minutes.
+  // it), /health stayed 200 and a SIGTERM drained for minutes; then every batch was dead-lettered
+  // while the plugin was down, and /health called the failed restart a crash window.
   const fs::path dir = scratch("isolation-create-hang");
   const int port = 20000 + (::getpid() + 31) % 20000;
   const fs::path fault = dir / "hang-in-create";
@@ -502,8 +503,9 @@ TEST_CASE(
   const auto [status, body] = health_once_it_says(port, "\"degraded\"", 300);
   INFO(body);
   CHECK(status == 503);
-  CHECK(body.find("call exceeded call_timeout_ms=3000 in create() or while loading the library") !=
-        std::string::npos);
+  CHECK(body.find("restart failed: call exceeded call_timeout_ms=3000 in create() or while loading "
+                  "the library (1 in a row); next attempt in ") != std::string::npos);
+  CHECK(body.find("too often in its crash window") == std::string::npos);
   ::kill(pid, SIGTERM);
   const auto stopping = std::chrono::steady_clock::now();
   // The stop grace is 10 s (docs/containment.md); the margin is for a loaded machine.
@@ -513,8 +515,116 @@ TEST_CASE(
   INFO(err);
   CHECK(err.find("in create() or while loading the library; the next start in 1000 ms") !=
         std::string::npos);
-  CHECK(read_file((dir / "dlq.jsonl").string()).find("the plugin process is not running") !=
+  // The plugin being down is no record's fault: nothing was dead-lettered for it.
+  CHECK(read_file((dir / "dlq.jsonl").string()).find("not running") == std::string::npos);
+}
+
+namespace {
+
+// generator -> a crashy transform in a child whose poison record (seq 3000) kills it and makes
+// every create after it do `on_create` (while `fault` exists) -> file sink, dead letters kept.
+std::string down_after_poison(const fs::path& fault, const std::string& on_create,
+                              const std::string& source, const std::string& extra) {
+  return "name: iso\nsource: " + source +
+         "\ntransforms:\n  - {type: crashy, isolation: process, poison: '\"seq\":3000}', "
+         "poison_arms_create_fault: true, on_create: " +
+         on_create + ", create_fault_file: '" + fault.string() + "'" + extra +
+         "}\nsink: {type: file, path: out.jsonl, fsync: none}\n"
+         "dead_letter: {type: file, path: dlq.jsonl, format: envelope, fsync: none}\n";
+}
+
+}  // namespace
+
+TEST_CASE("an isolated stage whose restarts fail holds its records: none is dead-lettered for it") {
+  // Before, while the child could not be restarted (backoff 1 s, 2 s, ...), every batch failed
+  // at once and tolerance all dead-lettered it: here nearly all 20,000 records. Now the calls
+  // are retried (errors.retry) and the records wait; once a start succeeds, only the poison
+  // record is dead-lettered, for what it did.
+  const fs::path dir = scratch("isolation-restart-fails-recovers");
+  const int port = 20000 + (::getpid() + 37) % 20000;
+  const fs::path fault = dir / "abort-in-create";
+  const int pid = start_in(
+      dir,
+      down_after_poison(fault, "abort",
+                        "{type: generator, count: 20000, template: '{\"seq\":{{seq}}}'}", "") +
+          "errors: {tolerance: all, retry: {initial_backoff_ms: 100, max_backoff_ms: 500, "
+          "max_attempts: 0, max_elapsed_ms: 60000}}\n",
+      crashy_dir(), port);
+  const auto [status, body] = health_once_it_says(port, "restart failed", 300);
+  INFO(body);
+  CHECK(status == 503);
+  CHECK(body.find("restart failed: killed by signal 6 (SIGABRT) in create() or while loading the "
+                  "library (") != std::string::npos);
+  CHECK(body.find("; next attempt in ") != std::string::npos);
+  CHECK(body.find("too often in its crash window") == std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // through a backoff or two
+  CHECK(lines_of(dir / "dlq.jsonl").empty());
+  fs::remove(fault);  // creates work again: the next start succeeds
+  CHECK(exit_within(pid, std::chrono::seconds(60)) == 0);
+  const std::string err = read_file((dir / "stderr").string());
+  INFO(err);
+  const auto out = lines_of(dir / "out.jsonl");
+  CHECK(out.size() == 19999);
+  const auto dlq = lines_of(dir / "dlq.jsonl");
+  REQUIRE(dlq.size() == 1);
+  CHECK(dlq[0].find("plugin crashed on this record: killed by signal 11 (SIGSEGV)") !=
         std::string::npos);
+}
+
+TEST_CASE("an isolated stage that stays down: the run fails once retries are spent, nothing lost") {
+  // Before: exit 0, the records after the crash dead-lettered as "the plugin process is not
+  // running" and their positions committed. Now: exit 1, nothing dead-lettered, and the commit
+  // stops before the first record not delivered, so the next run reads them again.
+  const fs::path dir = scratch("isolation-restart-fails-stays-down");
+  const fs::path fault = dir / "abort-in-create";
+  const auto r = run_in(
+      dir,
+      down_after_poison(fault, "abort", "{type: crashy, count: 20000, position_file: pos}", "") +
+          "errors: {tolerance: all, retry: {initial_backoff_ms: 20, max_backoff_ms: 50, "
+          "max_attempts: 3}}\n");
+  INFO(r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("is not running and its retries are spent") != std::string::npos);
+  CHECK(lines_of(dir / "dlq.jsonl").empty());
+  const auto out = lines_of(dir / "out.jsonl");
+  const std::set<std::string> delivered(out.begin(), out.end());
+  CHECK(delivered.count("{\"seq\":3000}") == 0);
+  const std::string pos = read_file((dir / "pos").string());
+  const int committed = pos.empty() ? -1 : std::stoi(pos);
+  CHECK(committed < 3000);
+  for (int seq = 0; seq <= committed; ++seq)  // what was committed was delivered
+    if (delivered.count("{\"seq\":" + std::to_string(seq) + "}") == 0) {
+      FAIL("seq " << seq << " committed but not delivered");
+      break;
+    }
+}
+
+TEST_CASE("a stop while a restart hangs in create ends within the stop's grace") {
+  // call_timeout_ms is 120 s: before, the stop waited for the restart's create that long (the
+  // drain awaits the calls under way). Now the start is killed when the 10 s grace ends.
+  const fs::path dir = scratch("isolation-restart-hangs-stop");
+  const int port = 20000 + (::getpid() + 41) % 20000;
+  const fs::path fault = dir / "hang-in-create";
+  const int pid =
+      start_in(dir,
+               down_after_poison(fault, "hang",
+                                 "{type: generator, count: 2000000, rate: 20000, template: "
+                                 "'{\"seq\":{{seq}}}'}",
+                                 ", call_timeout_ms: 120000") +
+                   "errors: {tolerance: all}\n",
+               crashy_dir(), port);
+  for (int i = 0; i < 300 && !fs::exists(fault); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE(fs::exists(fault));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the restart's create hangs
+  ::kill(pid, SIGTERM);
+  const auto stopping = std::chrono::steady_clock::now();
+  CHECK(exit_within(pid, std::chrono::seconds(16)) == 0);
+  const auto took = std::chrono::steady_clock::now() - stopping;
+  CHECK(took < std::chrono::seconds(16));  // the 10 s grace, and a margin for a loaded machine
+  const std::string err = read_file((dir / "stderr").string());
+  INFO(err);
+  CHECK(lines_of(dir / "dlq.jsonl").empty());
 }
 
 TEST_CASE("a plugin library that aborts while loading: sluice's last words name the file") {

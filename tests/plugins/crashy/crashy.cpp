@@ -6,7 +6,9 @@
 // records that does the same when it reaches one seq, once (a marker file), and keeps its committed
 // position in a file. `on_create` makes the transform's and the sink's create misbehave the same
 // ways while `create_fault_file` exists (so a test can let the first create pass and fail the
-// restarted child's). Built with CRASHY_CTOR_ABORT, the library aborts as soon as it is loaded.
+// restarted child's; `poison_arms_create_fault` makes the first poison record create that file
+// just before it crashes, so the restarts after it fail until a test removes it). Built with
+// CRASHY_CTOR_ABORT, the library aborts as soon as it is loaded.
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -104,6 +106,11 @@ class Crashy final : public sluice::Transform {
     s.string("create_fault_file")
         .default_value("")
         .doc("on_create acts only while this file exists (empty: always).");
+    s.boolean("poison_arms_create_fault")
+        .default_value(false)
+        .doc(
+            "The first poison record creates create_fault_file before it crashes (once: a "
+            "marker FILE.armed remembers it).");
     return s;
   }
   static std::string description() { return "Passes records on; crashes on a poison value."; }
@@ -117,7 +124,10 @@ class Crashy final : public sluice::Transform {
         on_poison_(c.get_string("on_poison", "segfault")),
         leak_bytes_(static_cast<size_t>(c.get_int("leak_kb", 0)) * 1024),
         shrink_input_(c.get_bool("shrink_input", false)),
-        on_destroy_(c.get_string("on_destroy")) {
+        on_destroy_(c.get_string("on_destroy")),
+        armed_fault_(c.get_bool("poison_arms_create_fault", false)
+                         ? c.get_string("create_fault_file")
+                         : "") {
     create_fault(c);
   }
 
@@ -128,7 +138,13 @@ class Crashy final : public sluice::Transform {
   void process(const sluice::Batch& in, sluice::Output& out) override {
     for (size_t i = 0; i < in.size(); ++i) {
       const auto r = in[i];
-      if (!poison_.empty() && r.value().find(poison_) != std::string_view::npos) crash(on_poison_);
+      if (!poison_.empty() && r.value().find(poison_) != std::string_view::npos) {
+        if (!armed_fault_.empty() && ::access((armed_fault_ + ".armed").c_str(), F_OK) != 0) {
+          std::ofstream(armed_fault_ + ".armed") << "armed\n";
+          std::ofstream(armed_fault_) << "armed by a poison record\n";
+        }
+        crash(on_poison_);
+      }
       if (leak_bytes_ > 0) leak(leak_bytes_);
       out.forward(i, r);
     }
@@ -143,6 +159,7 @@ class Crashy final : public sluice::Transform {
   const size_t leak_bytes_;
   const bool shrink_input_;
   const std::string on_destroy_;
+  const std::string armed_fault_;  // create_fault_file, if a poison record creates it
   std::string state_;
 };
 

@@ -24,6 +24,7 @@
 
 #include "config/pipeline_spec.hpp"
 #include "config/stage_config.hpp"
+#include "core/plugin_unavailable.hpp"
 #include "isolation/channel.hpp"
 #include "isolation/child_process.hpp"
 #include "isolation/proxy.hpp"
@@ -838,22 +839,31 @@ sluice_status process_once(Isolated& t, size_t n, int64_t first, std::string* me
   return st;
 }
 
+// crashy's config whose create does `how` ("hang", "abort") while `fault` exists: the first
+// child starts, and once the test creates `fault`, every restart fails.
+std::string failing_restarts(const std::string& how, const fs::path& fault) {
+  return R"({"poison":"poison","on_poison":"segfault","leak_kb":0,"on_create":")" + how +
+         R"(","create_fault_file":")" + fault.string() + "\"}";
+}
+
 }  // namespace
 
-TEST_CASE("a restarted child that hangs in create is a crash; calls fail at once until a start") {
+TEST_CASE("a restarted child that hangs in create is a crash; calls are refused as RETRY at once") {
   using std::chrono::steady_clock;
   const fs::path dir = fresh_dir("create-hang");
   const fs::path fault = dir / "hang-in-create";
-  Isolated t(R"({"poison":"poison","on_poison":"segfault","leak_kb":0,"on_create":"hang",)"
-             R"("create_fault_file":")" +
-                 fault.string() + "\"}",
-             1500);
+  Isolated t(failing_restarts("hang", fault), 1500);
   std::ofstream(fault) << "every create from now on hangs\n";  // the first child was created
   // The poison record kills the child; the batch's retry starts a child whose create hangs past
-  // call_timeout_ms: a second crash incident, and the stage shows degraded.
+  // call_timeout_ms: a second crash incident, and the stage shows degraded. No plugin runs, so
+  // the batch is not failed (its records would be dead-lettered): RETRY, marked as the plugin
+  // being down (before: ERROR, and the pipeline dead-lettered them).
   Batch poisoned(10, 3);
   Collected c;
-  CHECK(t.process(poisoned, c) == SLUICE_ERROR);
+  core::t_plugin_unavailable = false;
+  CHECK(t.process(poisoned, c) == SLUICE_RETRY);
+  CHECK(core::t_plugin_unavailable);
+  CHECK(c.rejects.empty());
   CHECK(t.metric("isolation.crashes") == 2);
   CHECK(t.metric("isolation.timeouts") == 1);
   CHECK(isolation::crash_state(t.instance->handle()).breaker_open);
@@ -865,7 +875,9 @@ TEST_CASE("a restarted child that hangs in create is a crash; calls fail at once
   int failed_fast = 0;
   for (int call = 0; call < 4; ++call) {
     std::string message;
-    CHECK(process_once(t, 5, 100 + call * 10, &message) == SLUICE_ERROR);
+    core::t_plugin_unavailable = false;
+    CHECK(process_once(t, 5, 100 + call * 10, &message) == SLUICE_RETRY);
+    CHECK(core::t_plugin_unavailable);
     CAPTURE(message);
     if (message.rfind("the plugin process is not running: its last start failed (call exceeded "
                       "call_timeout_ms=1500",
@@ -892,19 +904,58 @@ TEST_CASE("a restarted child that hangs in create is a crash; calls fail at once
 TEST_CASE("a child whose start crashes counts it, and the stage is degraded until one succeeds") {
   const fs::path dir = fresh_dir("create-abort");
   const fs::path fault = dir / "abort-in-create";
-  Isolated t(R"({"poison":"poison","on_poison":"segfault","leak_kb":0,"on_create":"abort",)"
-             R"("create_fault_file":")" +
-             fault.string() + "\"}");
+  Isolated t(failing_restarts("abort", fault));
   std::ofstream(fault) << "every create from now on aborts\n";
   Batch poisoned(10, 3);
   Collected c;
-  CHECK(t.process(poisoned, c) == SLUICE_ERROR);
+  CHECK(t.process(poisoned, c) == SLUICE_RETRY);
+  CHECK(c.rejects.empty());
   CHECK(t.metric("isolation.crashes") == 2);
-  CHECK(isolation::crash_state(t.instance->handle()).breaker_open);
+  const isolation::CrashState state = isolation::crash_state(t.instance->handle());
+  CHECK(state.breaker_open);
+  // What /health says of it: the restart failed, how, and when the next is tried.
+  CHECK(state.start_failing);
+  CHECK(state.start_failure ==
+        "killed by signal 6 (SIGABRT) in create() or while loading the "
+        "library");
+  CHECK(state.failed_starts == 1);
+  CHECK(state.next_start_in_ms > 0);
+  CHECK(state.next_start_in_ms <= 1000);
   std::string message;
-  CHECK(process_once(t, 5, 100, &message) == SLUICE_ERROR);
+  CHECK(process_once(t, 5, 100, &message) == SLUICE_RETRY);
   CHECK(message.find("killed by signal 6 (SIGABRT)") != std::string::npos);
   CHECK(t.metric("isolation.crashes") == 2);  // failed at once: no child was started for it
+}
+
+TEST_CASE("a restart hanging in create is killed once the stop's grace passes; none begins after") {
+  using std::chrono::steady_clock;
+  const fs::path dir = fresh_dir("create-hang-stop");
+  const fs::path fault = dir / "hang-in-create";
+  Isolated t(failing_restarts("hang", fault), 120000);
+  std::ofstream(fault) << "every create from now on hangs\n";
+  Batch poisoned(10, 3);
+  Collected c;
+  sluice_status st = SLUICE_OK;
+  bool unavailable = false;
+  const auto started = steady_clock::now();
+  std::thread call([&] {  // the crash, then a restart whose create hangs (up to 120 s)
+    st = t.process(poisoned, c);
+    unavailable = core::t_plugin_unavailable;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  isolation::stop_starts_at(t.instance->handle(), steady_clock::now());  // the grace is over
+  call.join();
+  // Before, the call waited out call_timeout_ms (120 s) for the create.
+  CHECK(steady_clock::now() - started < std::chrono::seconds(5));
+  CHECK(st == SLUICE_RETRY);
+  CHECK(unavailable);
+  CHECK(c.rejects.empty());
+  CHECK(t.metric("isolation.crashes") == 1);  // the stop's kill is no crash incident
+  std::string message;
+  core::t_plugin_unavailable = false;
+  CHECK(process_once(t, 5, 100, &message) == SLUICE_RETRY);
+  CHECK(core::t_plugin_unavailable);
+  CHECK(message.find("none is started past the stop's grace") != std::string::npos);
 }
 
 TEST_CASE("a child that crashes loading its library names the file and the stage") {
