@@ -35,6 +35,10 @@ using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 
 constexpr const char* kJson = "application/json";
 constexpr const char* kPrometheusText = "text/plain; version=0.0.4";
+// /health, /stats and /metrics once the process was asked to stop.
+constexpr const char* kStoppingHealth = R"({"healthy":false,"status":"stopping","pipelines":{}})";
+constexpr std::string_view kStoppingError =
+    "stopping: sluice is draining its pipelines; stats and metrics are not served meanwhile";
 
 struct Route {
   std::string_view path;
@@ -182,17 +186,27 @@ namespace {
 // The request already read whole by the RequestReader, then the socket for the answer.
 class ReadRequestStream : public httplib::Stream {
  public:
-  ReadRequestStream(const Connection& c, std::chrono::milliseconds write_timeout)
-      : c_(c), write_timeout_(write_timeout) {}
+  ReadRequestStream(const Connection& c, std::chrono::milliseconds write_timeout,
+                    const std::function<bool()>& stopping)
+      : c_(c), write_timeout_(write_timeout), stopping_(stopping), began_stopping_(stopping()) {}
 
   // Each write waits up to `write_timeout` for room in the socket: a client that reads slowly
   // still gets its answer, one that stopped reading holds the worker that long per write.
-  // stop() ends such a wait at once by shutting the socket down (ServedConnections).
+  // stop() ends such a wait at once by shutting the socket down (ServedConnections). An answer
+  // begun before the process was asked to stop is cut off within 100 ms once it is (the answers
+  // made since are a few hundred bytes of 503).
 
   bool is_readable() const override { return read_ < c_.request.size(); }
   bool is_writable() const override {
-    pollfd p{c_.fd(), POLLOUT, 0};
-    return poll(&p, 1, static_cast<int>(write_timeout_.count())) == 1 && (p.revents & POLLOUT);
+    // In slices, so that a stop asked for meanwhile ends the wait within one.
+    constexpr std::chrono::milliseconds kSlice{100};
+    for (auto left = write_timeout_; left.count() > 0; left -= kSlice) {
+      if (cut_off()) return false;
+      pollfd p{c_.fd(), POLLOUT, 0};
+      const int n = poll(&p, 1, static_cast<int>(std::min(left, kSlice).count()));
+      if (n != 0) return n == 1 && (p.revents & POLLOUT);
+    }
+    return false;
   }
   ssize_t read(char* ptr, size_t size) override {
     const size_t n = std::min(size, c_.request.size() - read_);
@@ -200,9 +214,14 @@ class ReadRequestStream : public httplib::Stream {
     read_ += n;
     return static_cast<ssize_t>(n);
   }
+  // Without waiting inside send: a blocking send of a large answer waits for the socket's whole
+  // send timeout, where neither a stop request nor the write timeout is looked at.
   ssize_t write(const char* ptr, size_t size) override {
-    if (!is_writable()) return -1;
-    return send(c_.fd(), ptr, size, MSG_NOSIGNAL);
+    for (;;) {
+      if (!is_writable()) return -1;
+      const ssize_t n = send(c_.fd(), ptr, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return n;
+    }
   }
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
     ip = c_.client_ip();
@@ -214,8 +233,12 @@ class ReadRequestStream : public httplib::Stream {
   socket_t socket() const override { return c_.fd(); }
 
  private:
+  bool cut_off() const { return !began_stopping_ && stopping_(); }
+
   const Connection& c_;
   std::chrono::milliseconds write_timeout_;
+  const std::function<bool()>& stopping_;
+  bool began_stopping_;
   size_t read_ = 0;
 };
 
@@ -225,11 +248,13 @@ class ReadRequestStream : public httplib::Stream {
 class AdminHttpServer : public httplib::Server {
  public:
   std::function<void(socket_t)> on_accept;
+  // Whether the process was asked to stop (AdminServer::stopping).
+  std::function<bool()> stopping = [] { return false; };
 
   // Parses and answers a request read whole, then the connection closes (no keep-alive: each
   // request is read under its own deadline).
   void serve(const Connection& c, std::chrono::milliseconds write_timeout) {
-    ReadRequestStream stream(c, write_timeout);
+    ReadRequestStream stream(c, write_timeout, stopping);
     bool closed = false;
     process_request(stream, true, closed, nullptr);
   }
@@ -410,15 +435,26 @@ void AdminServer::start() {
         send_error(res, 500, what);
       });
 
+  // Once the process is asked to stop, the pipelines' drain must not share the machine with
+  // answers of megabytes: /health says "stopping" (503), /stats and /metrics are refused 503
+  // (README: Stats, metrics and hot reload).
+  http_->server.stopping = [this] { return stopping(); };
   server.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (stopping()) {
+      res.status = 503;
+      res.set_content(kStoppingHealth, kJson);
+      return;
+    }
     const HealthReport report = health();
     res.status = report.healthy ? 200 : 503;
     res.set_content(to_json(report), kJson);
   });
   server.Get("/stats", [this](const httplib::Request&, httplib::Response& res) {
+    if (stopping()) return send_error(res, 503, kStoppingError);
     res.set_content(stats_json(), kJson);
   });
   server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    if (stopping()) return send_error(res, 503, kStoppingError);
     res.set_content(middleware::to_prometheus(supervisor_.stats()), kPrometheusText);
   });
   server.Post("/reload", [this](const httplib::Request& req, httplib::Response& res) {
@@ -474,6 +510,8 @@ void AdminServer::start() {
   }
   spdlog::info("admin API listening on {}{}", url(), token_.empty() ? "" : " (token required)");
 }
+
+bool AdminServer::stopping() const { return supervisor_.stop_requested(); }
 
 void AdminServer::stop() {
   if (!thread_.joinable()) return;

@@ -32,6 +32,8 @@ core::AdminSettings apply_admin_flag(core::AdminSettings settings, const std::st
 
 // Endpoints (every error is a JSON object {"error": "..."} with a 4xx or 5xx status):
 //   GET  /health   health JSON (see health.hpp); 200 when every pipeline is healthy, else 503.
+//                  Once the process is stopping, /health, /stats and /metrics answer 503
+//                  (stopping()).
 //   GET  /stats    {"pipelines": {"<name>": {"state", "failure", "seconds", "records": {"in",
 //                  "delivered", "dead_lettered", "filtered", "rejected", "sink"}, "stages":
 //                  {"<stage>": <middleware::write_json shape, incl. "plugins">}}}}
@@ -80,6 +82,11 @@ class AdminServer {
   // written (a client that does not read them gets no more), answers the requests still queued
   // 503 and joins the threads; slow clients do not delay it. Idempotent.
   void stop();
+  // Whether the process is stopping: the supervisor was asked to stop (a SIGINT or SIGTERM).
+  // From then on /health answers 503 {"healthy": false, "status": "stopping"}, /stats and
+  // /metrics 503 with an error, and the answers being written when it began are cut off at their
+  // next write, so no request makes or sends megabytes beside the pipelines' drain.
+  bool stopping() const;
 
   bool running() const { return thread_.joinable(); }
   // The bound port (the ephemeral one when configured as 0); 0 before start().

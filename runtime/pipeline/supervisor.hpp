@@ -35,6 +35,8 @@ class Supervisor {
   // the process with kExitStuckAtStop: nothing was read by that pipeline, and what the others
   // read since their last commit is read again.
   void request_stop();
+  // Whether a stop was asked for (it stays true once the pipelines have drained).
+  bool stop_requested() const { return stop_requested_.load(); }
 
   std::vector<Summary> summaries() const;
   std::vector<middleware::StageStats> stats() const;
