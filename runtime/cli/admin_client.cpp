@@ -12,9 +12,13 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <condition_variable>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string_view>
+#include <thread>
 
 #include "core/log_line.hpp"
 
@@ -115,11 +119,22 @@ int ms_left(Clock::time_point deadline) {
   return static_cast<int>(std::clamp<long long>(left, 0, 1'000'000'000));
 }
 
-// Waits for `events` on `fd` until the deadline; false when it passed (or poll failed).
-bool wait_for(int fd, short events, Clock::time_point deadline) {
+// How long waits last between looks at a cancel flag.
+constexpr std::chrono::milliseconds kCancelSlice{50};
+
+bool cancelled(const volatile std::sig_atomic_t* cancel) {
+  return cancel != nullptr && *cancel != 0;
+}
+
+// Waits for `events` on `fd` until the deadline; false when it passed, the exchange was
+// cancelled (or poll failed).
+bool wait_for(int fd, short events, Clock::time_point deadline,
+              const volatile std::sig_atomic_t* cancel) {
   for (;;) {
-    const int left = ms_left(deadline);
+    if (cancelled(cancel)) return false;
+    int left = ms_left(deadline);
     if (left == 0) return false;
+    if (cancel != nullptr) left = std::min(left, static_cast<int>(kCancelSlice.count()));
     pollfd p{fd, events, 0};
     const int n = ::poll(&p, 1, left);
     if (n > 0) return true;
@@ -127,19 +142,69 @@ bool wait_for(int fd, short events, Clock::time_point deadline) {
   }
 }
 
-// A connected socket to any of the host's addresses, or the reason there is none.
-std::optional<Socket> connect_to(const Address& a, Clock::time_point deadline, std::string& error) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
+// getaddrinfo's answer, filled in by the thread that asks it.
+struct Lookup {
+  std::mutex mu;
+  std::condition_variable done_cv;
+  bool done = false;
+  int rc = 0;
   addrinfo* found = nullptr;
-  if (const int rc = ::getaddrinfo(a.host.c_str(), a.port.c_str(), &hints, &found); rc != 0) {
-    error = fmt::format("no address for {}: {}", a.host, ::gai_strerror(rc));
-    return std::nullopt;
+  Lookup() = default;
+  Lookup(const Lookup&) = delete;
+  Lookup& operator=(const Lookup&) = delete;
+  ~Lookup() {
+    if (found != nullptr) ::freeaddrinfo(found);
   }
+};
+
+// The host's addresses. getaddrinfo cannot be given a deadline (a DNS server that does not
+// answer holds it for its timeouts and retries, 10 s and more), so it runs on a thread of its
+// own, which is left to finish alone once the deadline passes or the exchange is cancelled.
+std::shared_ptr<Lookup> resolve(const Address& a, Clock::time_point deadline,
+                                const AdminRequest& request, std::string& error) {
+  auto lookup = std::make_shared<Lookup>();
+  std::thread([lookup, host = a.host, port = a.port] {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
+    std::lock_guard lock(lookup->mu);
+    lookup->rc = rc;
+    lookup->found = found;
+    lookup->done = true;
+    lookup->done_cv.notify_all();
+  }).detach();
+  std::unique_lock lock(lookup->mu);
+  while (!lookup->done) {
+    if (cancelled(request.cancel)) {
+      error = "cancelled";
+      return nullptr;
+    }
+    if (Clock::now() >= deadline) {
+      error = fmt::format(
+          "the name {} was not resolved within {} (the deadline for the whole "
+          "exchange)",
+          a.host, seconds_text(request.deadline));
+      return nullptr;
+    }
+    lookup->done_cv.wait_until(lock, std::min(deadline, Clock::now() + kCancelSlice));
+  }
+  if (lookup->rc != 0) {
+    error = fmt::format("no address for {}: {}", a.host, ::gai_strerror(lookup->rc));
+    return nullptr;
+  }
+  return lookup;
+}
+
+// A connected socket to any of the host's addresses, or the reason there is none.
+std::optional<Socket> connect_to(const Address& a, Clock::time_point deadline,
+                                 const AdminRequest& request, std::string& error) {
+  const auto lookup = resolve(a, deadline, request, error);
+  if (!lookup) return std::nullopt;
   error = "no address to connect to";
   std::optional<Socket> connected;
-  for (const addrinfo* i = found; i != nullptr && !connected; i = i->ai_next) {
+  for (const addrinfo* i = lookup->found; i != nullptr && !connected; i = i->ai_next) {
     Socket s(::socket(i->ai_family, i->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (s.fd() < 0) {
       error = std::strerror(errno);
@@ -149,7 +214,7 @@ std::optional<Socket> connect_to(const Address& a, Clock::time_point deadline, s
     if (::connect(s.fd(), i->ai_addr, i->ai_addrlen) != 0) {
       err = errno;
       if (err == EINPROGRESS) {
-        if (!wait_for(s.fd(), POLLOUT, deadline)) {
+        if (!wait_for(s.fd(), POLLOUT, deadline, request.cancel)) {
           error = "no connection before the deadline";
           break;
         }
@@ -163,17 +228,17 @@ std::optional<Socket> connect_to(const Address& a, Clock::time_point deadline, s
     }
     connected.emplace(std::move(s));
   }
-  ::freeaddrinfo(found);
   return connected;
 }
 
-bool send_all(int fd, std::string_view bytes, Clock::time_point deadline) {
+bool send_all(int fd, std::string_view bytes, Clock::time_point deadline,
+              const volatile std::sig_atomic_t* cancel) {
   while (!bytes.empty()) {
     const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
     if (n > 0) {
       bytes.remove_prefix(static_cast<size_t>(n));
     } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-      if (!wait_for(fd, POLLOUT, deadline)) return false;
+      if (!wait_for(fd, POLLOUT, deadline, cancel)) return false;
     } else {
       return false;
     }
@@ -442,13 +507,20 @@ AdminAnswer exchange_with_admin_api(const std::string& url, const AdminRequest& 
     answer.error = "not an address of the form http://HOST:PORT";
     return answer;
   }
+  const auto cancel = [&answer] {
+    answer.outcome = AdminAnswer::Outcome::cancelled;
+    answer.error = "cancelled";
+    return answer;
+  };
   std::string why;
-  auto socket = connect_to(*address, deadline, why);
+  auto socket = connect_to(*address, deadline, request, why);
+  if (cancelled(request.cancel)) return cancel();
   if (!socket) {
     answer.error = why;
     return answer;
   }
-  if (!send_all(socket->fd(), request_text(*address, request), deadline)) {
+  if (!send_all(socket->fd(), request_text(*address, request), deadline, request.cancel)) {
+    if (cancelled(request.cancel)) return cancel();
     answer.error = "the connection closed while the request was sent";
     return answer;
   }
@@ -462,7 +534,8 @@ AdminAnswer exchange_with_admin_api(const std::string& url, const AdminRequest& 
   };
   char buffer[64 * 1024];
   for (;;) {
-    if (!wait_for(socket->fd(), POLLIN, deadline)) {
+    if (!wait_for(socket->fd(), POLLIN, deadline, request.cancel)) {
+      if (cancelled(request.cancel)) return cancel();
       const std::string limit = seconds_text(request.deadline);
       if (!received) {
         answer.error = fmt::format("it took the connection but sent no answer within {}", limit);

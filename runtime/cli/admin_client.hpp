@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -17,8 +18,12 @@ struct AdminRequest {
   // Sent besides Host, Connection: close and Content-Length. Their values never appear in an
   // error (one is the bearer token).
   std::vector<std::pair<std::string, std::string>> headers;
-  // Resolving, connecting, sending and reading the whole answer must all fit in it.
+  // Resolving (getaddrinfo, on a helper thread the exchange stops waiting for), connecting,
+  // sending and reading the whole answer must all fit in it.
   std::chrono::milliseconds deadline{10000};
+  // When set, the exchange gives up within 50 ms of *cancel becoming nonzero (a signal handler's
+  // flag: `sluice top` on Ctrl-C), with Outcome::cancelled.
+  const volatile std::sig_atomic_t* cancel = nullptr;
 };
 
 // How large an answer may be. Past any cap the exchange ends with an error naming it; a
@@ -36,6 +41,7 @@ struct AdminAnswer {
     bad_url,      // the URL is not http://HOST[:PORT]
     unreachable,  // nothing could be sent: no address, refused, or no connection in time
     bad_answer,   // something answered, but not a whole HTTP answer within the caps and deadline
+    cancelled,    // *AdminRequest::cancel became nonzero first
   };
   Outcome outcome = Outcome::unreachable;
   int status = 0;

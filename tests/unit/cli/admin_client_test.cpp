@@ -4,10 +4,13 @@
 #include "cli/admin_client.hpp"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -23,6 +26,20 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+// The name "slow.invalid" takes 3 s to fail to resolve, as with a DNS server that does not
+// answer (this executable's getaddrinfo comes before libc's, for the client's calls too); every
+// other name resolves as usual.
+extern "C" int getaddrinfo(const char* node, const char* service, const addrinfo* hints,
+                           addrinfo** res) noexcept {
+  using Fn = int (*)(const char*, const char*, const addrinfo*, addrinfo**);
+  if (node != nullptr && std::string_view(node) == "slow.invalid") {
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    return EAI_NONAME;
+  }
+  static const auto real = reinterpret_cast<Fn>(::dlsym(RTLD_NEXT, "getaddrinfo"));
+  return real(node, service, hints, res);
+}
 
 namespace {
 
@@ -284,6 +301,52 @@ TEST_CASE("what is not HTTP, and addresses that are not http://HOST:PORT, are er
         AdminAnswer::Outcome::unreachable);
 }
 
+// A server that takes the request and never answers.
+TestServer::Answer silent() {
+  return [](int, const std::atomic<bool>& stop) {
+    while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  };
+}
+
+TEST_CASE("a name that does not resolve in time ends at the deadline, naming the name and limit") {
+  // getaddrinfo ran before the deadline was looked at: the 3 s lookup took 3 s.
+  const Timed t = ask("http://slow.invalid:8088", std::chrono::milliseconds(500));
+  INFO(t.answer.error);
+  CHECK(t.answer.outcome == AdminAnswer::Outcome::unreachable);
+  CHECK(has(t.answer.error, "slow.invalid was not resolved within 0.5 s"));
+  CHECK(t.seconds < 1.5);
+}
+
+TEST_CASE("a cancel flag ends an exchange under way within moments") {
+  TestServer server(silent());
+  volatile std::sig_atomic_t cancel = 0;
+  std::thread canceller([&cancel] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    cancel = 1;
+  });
+  AdminRequest request;
+  request.target = "/stats";
+  request.deadline = std::chrono::seconds(10);
+  request.cancel = &cancel;
+  const auto t0 = Clock::now();
+  const AdminAnswer answer = exchange_with_admin_api(server.url(), request);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  canceller.join();
+  CHECK(answer.outcome == AdminAnswer::Outcome::cancelled);
+  CHECK(seconds < 1);
+  // And during a slow lookup.
+  cancel = 0;
+  std::thread again([&cancel] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    cancel = 1;
+  });
+  const auto t1 = Clock::now();
+  CHECK(exchange_with_admin_api("http://slow.invalid:1", request).outcome ==
+        AdminAnswer::Outcome::cancelled);
+  CHECK(std::chrono::duration<double>(Clock::now() - t1).count() < 1);
+  again.join();
+}
+
 // ---- the commands, as a user runs them --------------------------------------------------------
 
 namespace {
@@ -306,7 +369,9 @@ constexpr bool kSanitized = true;
 constexpr bool kSanitized = false;
 #endif
 
-Run run_sluice(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+// `interrupt_after`: sends it SIGINT that long after it started (0: never).
+Run run_sluice(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+               std::chrono::milliseconds interrupt_after = std::chrono::milliseconds(0)) {
   const char* bin = std::getenv("SLUICE_BIN");
   REQUIRE_MESSAGE(bin != nullptr, "SLUICE_BIN names the built sluice");
   char err_path[] = "/tmp/admin_client_test_XXXXXX";
@@ -333,6 +398,10 @@ Run run_sluice(const std::vector<std::string>& args, const std::vector<std::stri
     argv.push_back(nullptr);
     ::execv(bin, argv.data());
     ::_exit(127);
+  }
+  if (interrupt_after.count() > 0) {
+    std::this_thread::sleep_for(interrupt_after);
+    ::kill(pid, SIGINT);
   }
   int status = 0;
   rusage usage{};
@@ -457,4 +526,14 @@ TEST_CASE("sluice stats and top print the server's texts with their control char
   CHECK(r.exit_code == 1);
   clean(r.out);
   clean(r.err);
+}
+
+// Ctrl-C in `sluice top` was noticed only once the fetch under way ended: against an admin API
+// that takes the request and does not answer, after the 10 s deadline.
+TEST_CASE("sluice top exits at once on SIGINT, also while a fetch waits for an answer") {
+  TestServer server(silent());
+  const Run r = run_sluice({"top", "--url", server.url()}, {}, std::chrono::milliseconds(500));
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.seconds < 1.5);
 }
