@@ -34,7 +34,9 @@ enum class MessageKind : uint32_t {
   log,
   counter_add,
   gauge_set,
-  drain,  // a source's sluice_host_drain from inside its poll: positions in the payload
+  drain,   // a source's sluice_host_drain from inside its poll: positions in the payload
+  loaded,  // the library is loaded (its constructors, entry point and init ran): a death before
+           // it is a crash while loading
 };
 
 // The flags of a reply.

@@ -223,6 +223,11 @@ bool PluginHost::create(const Message& m) {
 
 int PluginHost::run() {
   load();
+  if (load_error_.empty()) {  // the host tells a crash while loading from one in create by it
+    MessageHeader h;
+    h.kind = MessageKind::loaded;
+    channel_.send(h);
+  }
   auto first = channel_.receive(std::nullopt);
   if (!first || first->header.kind != MessageKind::create) return 3;
   const bool created = create(*first);

@@ -46,6 +46,7 @@ struct ProxySpec {
   std::string instance_name;
   core::IsolationSettings settings;
   sluice_plugin table{};
+  LoadCrashReporter on_load_crash;
 };
 
 using plugin::has_hook;
@@ -117,6 +118,8 @@ struct Outcome {
   size_t output = 0;         // the child's output region the reply's records are in
   bool not_started = false;  // no child could be started for the call: `message` says why
   bool abandoned = false;    // a start killed at the stop's grace (stop_starts_at)
+  bool loaded = false;       // a create's child said it had loaded the library
+  int signal = 0;            // the signal the child died of (0: none, or a timeout)
 };
 
 // Hands one output record to the host's writer: as a view into the output region (held until
@@ -290,6 +293,7 @@ Outcome Proxy::await_reply(MessageKind kind, uint64_t call_id, uint32_t extra_ms
       } else {
         const int status = child_->wait(1000);
         o.crash = describe_wait_status(status);
+        if (WIFSIGNALED(status)) o.signal = WTERMSIG(status);
         if (WIFEXITED(status)) o.crash += fmt::format(" inside {}", call_name(kind));
         gauge("isolation.last_signal", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
       }
@@ -303,6 +307,8 @@ Outcome Proxy::await_reply(MessageKind kind, uint64_t call_id, uint32_t extra_ms
       count(m->payload.c_str(), h.number);
     else if (h.kind == MessageKind::gauge_set)
       gauge(m->payload.c_str(), h.number);
+    else if (h.kind == MessageKind::loaded)
+      o.loaded = true;
     else if (h.kind == MessageKind::drain) {
       const auto started = Clock::now();
       answer_drain(*m);
@@ -402,6 +408,7 @@ bool Proxy::ensure_child(std::string* why, std::string* field) {
     return false;
   }
   if (o.crashed) {
+    if (o.signal != 0 && !o.loaded && s.on_load_crash) s.on_load_crash(o.signal);
     // A hang may be in the library's loading as well as in create (the reply is create's).
     start_failure_ = o.crash.ends_with(call_name(MessageKind::create))
                          ? o.crash
@@ -933,11 +940,13 @@ void fill_table(ProxySpec& s) {
 }  // namespace
 
 plugin::PluginInfo make_proxy(const plugin::PluginInfo& real, const std::string& instance_name,
-                              const core::IsolationSettings& settings) {
+                              const core::IsolationSettings& settings,
+                              LoadCrashReporter on_load_crash) {
   auto spec = std::make_shared<ProxySpec>();
   spec->real = real;
   spec->instance_name = instance_name;
   spec->settings = settings;
+  spec->on_load_crash = std::move(on_load_crash);
   fill_table(*spec);
   {
     std::lock_guard lock(g_specs_mu);
@@ -953,8 +962,10 @@ plugin::PluginInfo make_proxy(const plugin::PluginInfo& real, const std::string&
 }
 
 plugin::PluginInfo plugin_info_for(const plugin::PluginInfo& real, const std::string& instance_name,
-                                   const core::IsolationSettings& settings) {
-  return settings.process ? make_proxy(real, instance_name, settings) : real;
+                                   const core::IsolationSettings& settings,
+                                   LoadCrashReporter on_load_crash) {
+  return settings.process ? make_proxy(real, instance_name, settings, std::move(on_load_crash))
+                          : real;
 }
 
 std::string trial_load(const std::filesystem::path& file, sluice_kind kind,

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "core/isolation_settings.hpp"
@@ -15,12 +16,18 @@ namespace sluice::isolation {
 // A PluginInfo like `real` (same names, schema and optional hooks) whose table runs the plugin
 // of `real.file` in a child process. `instance_name` is the name the instance will be created
 // under (the proxy's create finds its settings by it).
+// `on_load_crash` is told the signal of each child that died of one while it loaded the library
+// (its constructors, entry point or init), before it could create the instance: the host lives
+// on, so it can journal what the child's own crash handler could only write to stderr.
+using LoadCrashReporter = std::function<void(int signal)>;
 plugin::PluginInfo make_proxy(const plugin::PluginInfo& real, const std::string& instance_name,
-                              const core::IsolationSettings& settings);
+                              const core::IsolationSettings& settings,
+                              LoadCrashReporter on_load_crash = {});
 
 // `real` itself, or make_proxy(...) when `settings.process` is set.
 plugin::PluginInfo plugin_info_for(const plugin::PluginInfo& real, const std::string& instance_name,
-                                   const core::IsolationSettings& settings);
+                                   const core::IsolationSettings& settings,
+                                   LoadCrashReporter on_load_crash = {});
 
 // An isolated instance's crashes as /health shows them. `handle` is the instance handle of a
 // PluginInfo from make_proxy. breaker_open: its calls fail without reaching the plugin: more

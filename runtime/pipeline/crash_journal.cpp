@@ -236,11 +236,25 @@ CrashJournal::~CrashJournal() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+void CrashJournal::append(const JournalEntry& entry) {
+  if (fd_ < 0) return;
+  const std::string line = encode_entry(entry);
+  std::lock_guard lock(appended_mu_);
+  const std::string text = line + "\n";
+  if (::write(fd_, text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+    spdlog::warn("crash journal {}: {}", path_.string(), std::strerror(errno));
+  appended_.push_back(line);
+}
+
 void CrashJournal::rewrite(const std::vector<JournalEntry>& keep) {
   if (fd_ < 0) return;  // not ours to change (see the constructor's warning)
   std::string text;
   for (const auto& line : other_lines_) text += line + "\n";
   for (const auto& e : keep) text += encode_entry(e) + "\n";
+  {
+    std::lock_guard lock(appended_mu_);
+    for (const auto& line : appended_) text += line + "\n";
+  }
   std::error_code ec;
   if (text.empty()) {
     std::filesystem::remove(path_, ec);

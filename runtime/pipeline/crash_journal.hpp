@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -31,6 +32,10 @@ struct JournalEntry {
   std::vector<StreamRange> ranges;  // at most kMaxRanges streams
   bool operator==(const JournalEntry&) const = default;
 };
+
+// The `call` of an entry for an isolated stage's child that crashed while it loaded the library
+// (records=0, no ranges): journaled by the host, which lived on (Pipeline::journal_load_crash).
+inline constexpr std::string_view kLoadCall = "load";
 
 // Streams listed per entry; a call over more streams lists the first ones only.
 inline constexpr size_t kMaxRanges = 16;
@@ -63,8 +68,12 @@ class CrashJournal {
   // This pipeline's entries, as read when the journal was opened.
   const std::vector<JournalEntry>& entries() const { return entries_; }
   // Rewrites the file with `keep` in place of this pipeline's entries (other pipelines' lines
-  // stay); the file is removed when nothing is left, and its folder if that is then empty.
+  // stay, and what append() added this run); the file is removed when nothing is left, and its
+  // folder if that is then empty.
   void rewrite(const std::vector<JournalEntry>& keep);
+  // Adds an entry of this run that the process lives through (an isolated stage's child that
+  // crashed loading its library). Any thread.
+  void append(const JournalEntry& entry);
 
  private:
   void read_entries();
@@ -73,6 +82,8 @@ class CrashJournal {
   std::string pipeline_;
   std::vector<JournalEntry> entries_;
   std::vector<std::string> other_lines_;
+  std::mutex appended_mu_;
+  std::vector<std::string> appended_;  // lines append() wrote this run
   int fd_ = -1;
 };
 

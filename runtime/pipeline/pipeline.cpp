@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "isolation/proxy.hpp"
 #include "pipeline/backoff.hpp"
@@ -90,8 +91,11 @@ StagePlan Pipeline::plan(const config::StageSpec& stage, sluice_kind kind,
 
 std::shared_ptr<plugin::PluginInstance> Pipeline::create(const StagePlan& p) {
   try {
-    const plugin::PluginInfo info =
-        isolation::plugin_info_for(*p.plugin, p.spec.instance_name, p.spec.isolation);
+    auto journal = [this, stage = p.spec.instance_name, plugin = p.spec.type](int signal) {
+      journal_load_crash(stage, plugin, signal);
+    };
+    const plugin::PluginInfo info = isolation::plugin_info_for(
+        *p.plugin, p.spec.instance_name, p.spec.isolation, std::move(journal));
     return std::make_shared<plugin::PluginInstance>(info, p.spec.instance_name, p.config_json,
                                                     host_memory_);
   } catch (const plugin::PluginCreateError& e) {
@@ -136,11 +140,35 @@ void Pipeline::open_crash_journal() {
   journal_ =
       std::make_unique<CrashJournal>(journal_path(spec_.location.file, spec_.name), spec_.name);
   for (const auto& e : journal_->entries())
-    spdlog::warn(
-        "pipeline {}: plugin '{}' (stage {}) ended an earlier run ({}) in {}() on {}: {}",
-        spec_.name, e.plugin, e.stage, e.cause, e.call, describe_ranges(e.ranges, e.records),
-        e.records == 1 ? "that record goes to the dead letters" : "those records run one per call");
+    if (e.call == kLoadCall)
+      spdlog::warn(
+          "pipeline {}: plugin '{}' (stage {}) crashed ({}) loading its library in a plugin "
+          "process in an earlier run",
+          spec_.name, e.plugin, e.stage, e.cause);
+    else
+      spdlog::warn(
+          "pipeline {}: plugin '{}' (stage {}) ended an earlier run ({}) in {}() on {}: {}",
+          spec_.name, e.plugin, e.stage, e.cause, e.call, describe_ranges(e.ranges, e.records),
+          e.records == 1 ? "that record goes to the dead letters"
+                         : "those records run one per call");
   quarantine_ = std::make_unique<Quarantine>(journal_->entries());
+}
+
+// An isolated stage's child that died loading its library: the host lives on, so the journal
+// gets the line the child's own crash handler could not write (it has no journal). It names no
+// records (none was in a call), so it quarantines none, and the end of the next run drops it.
+// A library that crashes while it loads in process is not journaled: see LoadCrashGuard.
+void Pipeline::journal_load_crash(const std::string& stage, const std::string& plugin,
+                                  int signal) const {
+  if (!journal_) return;
+  JournalEntry entry;
+  const char* abbrev = ::sigabbrev_np(signal);
+  entry.cause = abbrev ? std::string("SIG") + abbrev : std::to_string(signal);
+  entry.pipeline = spec_.name;
+  entry.stage = stage;
+  entry.plugin = plugin;
+  entry.call = kLoadCall;
+  journal_->append(entry);
 }
 
 BatchContext Pipeline::batch_context() {

@@ -168,6 +168,7 @@ class Pipeline {
   void refuse_source_swaps();
   void add_isolation_crashes(std::map<std::string, std::string>& errors) const;
   void stop_isolated_starts_at(std::chrono::steady_clock::time_point when) const;
+  void journal_load_crash(const std::string& stage, const std::string& plugin, int signal) const;
   bool isolated(const std::string& instance_name) const;
 
   config::PipelineSpec spec_;

@@ -91,6 +91,17 @@ void on_load_crash(int sig, siginfo_t* info, void*) {
 // While it lives, a crash on this thread (a library's constructor that aborts, a module init that
 // segfaults) writes "sluice: plugin FILE (stage S) crashed while loading: signal N (NAME)" before
 // the process dies of it; without it the process died without a word.
+//
+// In process such a crash is not journaled, and cannot usefully be: writing a line from here
+// would be async-signal-safe (a write(2) to an fd opened before), but there is no journal to
+// write to yet. The launcher loads every library of its plugin folders (used or not) before any
+// pipeline exists: their schemas check the pipeline file, and a journal belongs to one pipeline
+// and is opened when that pipeline starts, after the loads. A library in the folder may belong to
+// no pipeline, or to several; and an entry would name no records, so the next run could
+// quarantine nothing and would crash the same way when it loads the file again. The stderr line
+// is what names it. In a `sluice plugin-host` child (an isolated stage) the host lives on and
+// journals the crash itself (call=load, Pipeline::journal_load_crash), told by the child's
+// `loaded` message whether it died before or after the load.
 class LoadCrashGuard {
  public:
   LoadCrashGuard(const std::filesystem::path& file, const std::string& stage) : lock_(g_load_mu) {

@@ -627,6 +627,37 @@ TEST_CASE("a stop while a restart hangs in create ends within the stop's grace")
   CHECK(lines_of(dir / "dlq.jsonl").empty());
 }
 
+TEST_CASE("an isolated stage's child that crashes loading its library is journaled by the host") {
+  // Before, such a crash was only a line on stderr: the child has no journal, and the host did
+  // not tell a crash while loading from one in create.
+  const fs::path dir = scratch("isolation-child-load-crash");
+  const fs::path plugins = crashy_dir("crashy_ctor_child_abort");  // aborts in a child only
+  write_file((dir / "p.yaml").string(),
+             "name: iso\nsource: {type: generator, count: 10}\ntransforms:\n  - {type: crashy, "
+             "isolation: process}\nsink: {type: file, path: out.jsonl}\n");
+  auto run = [&] {
+    return run_process({bin(), "run", "--admin", "off", "--no-plugin-watch", "--plugin-path",
+                        plugins.string(), (dir / "p.yaml").string()});
+  };
+  const auto first = run();
+  INFO(first.err);
+  CHECK(first.exit_code != 0);  // the stage cannot be set up
+  CHECK(first.err.find("(stage iso.transform0) crashed while loading: signal 6 (SIGABRT)") !=
+        std::string::npos);
+  // .sluice beside the pipeline file; .sluice-<uid> where others can write that folder.
+  const std::string journal =
+      read_file((dir / ".sluice" / "iso.crash-journal").string()) +
+      read_file((dir / (".sluice-" + std::to_string(::geteuid())) / "iso.crash-journal").string());
+  CHECK(journal ==
+        "cause=SIGABRT\tpipeline=iso\tstage=iso%2Etransform0\tplugin=crashy\tcall=load\t"
+        "records=0\tranges=\n");
+  const auto second = run();
+  INFO(second.err);
+  CHECK(second.err.find("pipeline iso: plugin 'crashy' (stage iso.transform0) crashed (SIGABRT) "
+                        "loading its library in a plugin process in an earlier run") !=
+        std::string::npos);
+}
+
 TEST_CASE("a plugin library that aborts while loading: sluice's last words name the file") {
   // Before, sluice died of SIGABRT without a word (exit 134, empty stderr).
   const fs::path dir = scratch("isolation-ctor-abort");

@@ -8,7 +8,8 @@
 // ways while `create_fault_file` exists (so a test can let the first create pass and fail the
 // restarted child's; `poison_arms_create_fault` makes the first poison record create that file
 // just before it crashes, so the restarts after it fail until a test removes it). Built with
-// CRASHY_CTOR_ABORT, the library aborts as soon as it is loaded.
+// CRASHY_CTOR_ABORT, the library aborts as soon as it is loaded (with CRASHY_CTOR_ABORT_IN_CHILD,
+// only in a plugin-host child).
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sluice/sdk.hpp>
 #include <stdexcept>
 #include <string>
@@ -26,6 +28,15 @@ namespace {
 
 #ifdef CRASHY_CTOR_ABORT
 __attribute__((constructor)) void abort_on_load() { std::abort(); }
+#endif
+#ifdef CRASHY_CTOR_ABORT_IN_CHILD
+// Aborts as it loads in a `sluice plugin-host` child only (as a library whose constructor fails
+// under the child's limits would): the host loads it fine.
+__attribute__((constructor)) void abort_on_load_in_child() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  const std::string cmdline(std::istreambuf_iterator<char>(in), {});
+  if (cmdline.find("plugin-host") != std::string::npos) std::abort();
+}
 #endif
 
 // Recurses until the stack's guard page is hit (SIGSEGV on a stack with no room left).

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -839,6 +840,24 @@ sluice_status process_once(Isolated& t, size_t n, int64_t first, std::string* me
   return st;
 }
 
+// The crashy transform as the host loaded it (its library kept by the info), for make_proxy.
+plugin::PluginInfo crashy_transform() {
+  isolation::set_host_executable(std::getenv("SLUICE_BIN"));
+  auto library = plugin::PluginLibrary::load(crashy_file());
+  plugin::PluginInfo real;
+  for (const auto& info : library->plugins())
+    if (info.kind == SLUICE_KIND_TRANSFORM) real = info;
+  real.library = library;
+  return real;
+}
+
+core::IsolationSettings in_a_child() {
+  core::IsolationSettings settings;
+  settings.process = true;
+  settings.call_timeout_ms = 30000;
+  return settings;
+}
+
 // crashy's config whose create does `how` ("hang", "abort") while `fault` exists: the first
 // child starts, and once the test creates `fault`, every restart fails.
 std::string failing_restarts(const std::string& how, const fs::path& fault) {
@@ -959,25 +978,21 @@ TEST_CASE("a restart hanging in create is killed once the stop's grace passes; n
 }
 
 TEST_CASE("a child that crashes loading its library names the file and the stage") {
-  isolation::set_host_executable(std::getenv("SLUICE_BIN"));
-  auto library = plugin::PluginLibrary::load(crashy_file());
-  plugin::PluginInfo real;
-  for (const auto& info : library->plugins())
-    if (info.kind == SLUICE_KIND_TRANSFORM) real = info;
-  real.library = library;
+  plugin::PluginInfo real = crashy_transform();
   real.file = crashy_file("crashy_ctor_abort");  // what the child loads: it aborts at load
-  core::IsolationSettings settings;
-  settings.process = true;
-  settings.call_timeout_ms = 30000;
+  const core::IsolationSettings settings = in_a_child();
   const fs::path said = fresh_dir("ctor-abort") / "stderr";
   const int saved = ::dup(STDERR_FILENO);
   const int file = ::open(said.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   REQUIRE(file >= 0);
   ::dup2(file, STDERR_FILENO);  // the child's stderr, as sluice's would be
   std::string error;
+  std::vector<int> load_crashes;  // what the pipeline journals (call=load)
   try {
-    plugin::PluginInstance instance(isolation::make_proxy(real, "p.transform0", settings),
-                                    "p.transform0", R"({"poison":"","leak_kb":0})");
+    plugin::PluginInstance instance(
+        isolation::make_proxy(real, "p.transform0", settings,
+                              [&](int signal) { load_crashes.push_back(signal); }),
+        "p.transform0", R"({"poison":"","leak_kb":0})");
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -992,6 +1007,21 @@ TEST_CASE("a child that crashes loading its library names the file and the stage
   CHECK(last_words.find("sluice: plugin " + crashy_file("crashy_ctor_abort").string() +
                         " (stage p.transform0) crashed while loading: signal 6 (SIGABRT)\n") !=
         std::string::npos);
+  CHECK(load_crashes == std::vector<int>{SIGABRT});
+}
+
+TEST_CASE("a child that crashes in create, after loading its library, is no crash while loading") {
+  const fs::path dir = fresh_dir("create-abort-first");
+  const fs::path fault = dir / "abort-in-create";
+  std::ofstream(fault) << "the first create aborts\n";
+  const plugin::PluginInfo real = crashy_transform();
+  const core::IsolationSettings settings = in_a_child();
+  std::vector<int> load_crashes;
+  CHECK_THROWS(plugin::PluginInstance(
+      isolation::make_proxy(real, "p.transform0", settings,
+                            [&](int signal) { load_crashes.push_back(signal); }),
+      "p.transform0", failing_restarts("abort", fault)));
+  CHECK(load_crashes.empty());
 }
 
 TEST_CASE("isolation keys are read per stage, sources included") {

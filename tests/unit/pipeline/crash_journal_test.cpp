@@ -116,6 +116,31 @@ TEST_CASE("the journal file keeps other pipelines' lines when one pipeline's ent
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("an entry appended during a run (a child's crash while loading) outlives its rewrite") {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("sluice-crash-journal-append-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const auto path = journal_path(dir / "p.yaml", "orders");
+  const JournalEntry loading{
+      "SIGABRT", "orders", "orders.transform0", "crashy", std::string(kLoadCall), 0, {}};
+  {
+    CrashJournal journal(path, "orders");
+    REQUIRE(journal.fd() >= 0);
+    journal.append(loading);
+    journal.rewrite({});  // the run's end: the quarantine kept nothing
+  }
+  CrashJournal next(path, "orders");
+  CHECK(next.entries() == std::vector<JournalEntry>{loading});
+  // It names no records: it quarantines none, and the next run's end drops it.
+  Quarantine q(next.entries());
+  CHECK(q.decide(record("t", 0, 3)).verdict == Quarantine::Verdict::pass);
+  CHECK(q.unresolved().empty());
+  next.rewrite(q.unresolved());
+  CHECK_FALSE(std::filesystem::exists(path));
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("in a folder others can write, each user's journal has its own folder, only theirs") {
   // Another user's `.sluice` (here uid 65534's, which needs root to plant) kept this user's
   // journal out of /tmp; each user now has `.sluice-<uid>`, mode 0700.
