@@ -19,6 +19,8 @@
 #include <mutex>
 #include <thread>
 
+#include "core/log_line.hpp"
+
 namespace sluice::pipeline {
 
 struct Slot {
@@ -181,8 +183,11 @@ Slot* my_slot() {
 
 std::string human_text(const std::string& pipeline, const std::string& stage,
                        const std::string& plugin, const char* call, const JournalEntry& e) {
-  return fmt::format("plugin '{}' (stage {} of pipeline {}), call {}() on {}", plugin, stage,
-                     pipeline, call, describe_ranges(e.ranges, e.records));
+  // Written raw to stderr by the crash handler: the positions' topics come from the source
+  // plugin, so control characters are escaped here, as in every text log line.
+  return core::one_line(fmt::format("plugin '{}' (stage {} of pipeline {}), call {}() on {}",
+                                    plugin, stage, pipeline, call,
+                                    describe_ranges(e.ranges, e.records)));
 }
 
 // The first slot with a call in flight, this thread's first.

@@ -149,6 +149,25 @@ TEST_CASE("a transform that aborts on one record: named, narrowed and dead-lette
   check_quarantined(dir, 2'000, "plugin 'poison' crashed (SIGABRT) on this record");
 }
 
+TEST_CASE("a crash report escapes control characters in the records' positions") {
+  // The positions' topics come from the source plugin: an ESC or a newline among them reached
+  // stderr raw from the crash handler, and could forge a line or drive the terminal.
+  auto dir = scratch("containment-forged-topic");
+  write_input(dir / "in.jsonl", 10, 5);
+  std::string yaml = pipeline_yaml("abort");
+  const std::string source = "source: {type: file, path: in.jsonl}";
+  yaml.replace(yaml.find(source), source.size(),
+               "source: {type: file, path: in.jsonl, topic: \"t\\e[2J\\nsluice: FORGED\"}");
+  write_file((dir / "p.yaml").string(), yaml);
+  const ProcessResult r = run_process(run_argv(dir));
+  INFO(r.err);
+  CHECK(r.exit_code == 128 + SIGABRT);
+  CHECK(contains(r.err, "sluice: SIGABRT in plugin 'poison'"));
+  CHECK(contains(r.err, "t\\x1b[2J\\nsluice: FORGED"));
+  CHECK_FALSE(contains(r.err, "\x1b"));
+  CHECK_FALSE(contains(r.err, "\nsluice: FORGED"));
+}
+
 TEST_CASE("a transform that calls exit, _exit, _Exit or quick_exit in a call fails, status 70") {
   for (const std::string fn : {"exit", "_exit", "_Exit", "quick_exit"}) {
     CAPTURE(fn);
