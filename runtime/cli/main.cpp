@@ -29,6 +29,7 @@
 #include "config/did_you_mean.hpp"
 #include "config/path_checks.hpp"
 #include "config/pipeline_spec.hpp"
+#include "core/crash_line.hpp"
 #include "core/log_line.hpp"
 #include "isolation/plugin_host.hpp"
 #include "pipeline/call_guard.hpp"
@@ -88,8 +89,13 @@ void say_error(const std::string& text) {
   }
 }
 
+// A crash report, written from a signal handler, follows the format too (core::CrashLine), in a
+// plugin-host child as well: it inherits the environment (and stderr).
 void setup_logging(const std::string& level, const std::string& format) {
-  g_log_sink = std::make_shared<LogSink>(format == "json");
+  const bool json = format == "json";
+  core::set_json_crash_lines(json);
+  ::setenv(core::kCrashLineFormatEnv, json ? "json" : "text", 1);  // before any thread starts
+  g_log_sink = std::make_shared<LogSink>(json);
   auto logger = std::make_shared<spdlog::logger>("sluice", g_log_sink);
   logger->set_level(spdlog::level::from_str(level));
   spdlog::set_default_logger(logger);
@@ -630,8 +636,12 @@ static void return_large_allocations() {
 
 int main(int argc, char** argv) {
   return_large_allocations();
-  if (argc > 1 && std::string_view(argv[1]) == "plugin-host")  // hidden: an isolated stage's child
+  if (argc > 1 &&
+      std::string_view(argv[1]) == "plugin-host") {  // hidden: an isolated stage's child
+    const char* format = std::getenv(core::kCrashLineFormatEnv);
+    core::set_json_crash_lines(format != nullptr && std::string_view(format) == "json");
     return isolation::plugin_host_main(argc, argv);
+  }
   CLI::App app{"sluice: a pipeline runtime with plugins and an adaptive middleware"};
   app.require_subcommand(1);
   app.footer(kExitCodesHelp);

@@ -1,6 +1,6 @@
 // Call slots, the crash handler, the exit()/_exit() interposition and the watchdog thread.
 // Everything the crash handler touches is prepared before the call: it only reads its
-// thread's slot and calls write(2) and raise(3).
+// thread's slot and the clock, and calls write(2) and raise(3).
 #include "pipeline/call_guard.hpp"
 
 #include <dlfcn.h>
@@ -19,6 +19,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/crash_line.hpp"
 #include "core/log_line.hpp"
 
 namespace sluice::pipeline {
@@ -33,6 +34,8 @@ struct Slot {
   void* altstack = nullptr;
   std::mutex text_mu;  // the texts, between the owner and readers on other threads
   std::string pipeline, stage, human, line;
+  bool json = false;       // the crash report is a JSON log line, with human_json
+  std::string human_json;  // human's message as the inside of a JSON string, when json
 };
 
 namespace {
@@ -63,35 +66,27 @@ void write_all(int fd, const char* p, size_t n) {
   }
 }
 
-// Appends `s` to buf[0..cap) at `len`, truncating.
-void append(char* buf, size_t cap, size_t& len, const char* s, size_t n) {
-  const size_t take = n < cap - len ? n : cap - len;
-  std::memcpy(buf + len, s, take);
-  len += take;
-}
-void append(char* buf, size_t cap, size_t& len, const char* s) {
-  append(buf, cap, len, s, std::strlen(s));
-}
-
-// Writes "sluice: <cause> in <human>\n" to stderr and "cause=<cause>\t<line>\n" to the journal.
+// Writes "sluice: <cause> in <human>" to stderr (a JSON log line with --log-format json) and
+// "cause=<cause>\t<line>\n" to the journal. `cause` is ASCII of sluice's own.
 void report(const Slot& s, const char* cause) {
-  char buf[8192];
-  size_t len = 0;
-  append(buf, sizeof buf, len, "sluice: ");
-  append(buf, sizeof buf, len, cause);
-  append(buf, sizeof buf, len, " in ");
-  append(buf, sizeof buf - 1, len, s.human.data(), s.human.size());
-  buf[len++] = '\n';
-  write_all(STDERR_FILENO, buf, len);
+  core::CrashLine out;  // on the alternate signal stack
+  out.begin(s.json);
+  out.add("sluice: ");
+  out.add(cause);
+  out.add(" in ");
+  const std::string& human = s.json ? s.human_json : s.human;
+  out.add(human.data(), human.size());
+  out.end();
+  write_all(STDERR_FILENO, out.data(), out.size());
   const int journal = s.journal_fd.load(std::memory_order_relaxed);
   if (journal < 0) return;
-  len = 0;
-  append(buf, sizeof buf, len, "cause=");
-  append(buf, sizeof buf, len, cause);
-  append(buf, sizeof buf, len, "\t");
-  append(buf, sizeof buf - 1, len, s.line.data(), s.line.size());
-  buf[len++] = '\n';
-  write_all(journal, buf, len);  // one write: a line is never interleaved
+  out.begin(false);
+  out.add("cause=");
+  out.add(cause);
+  out.add("\t");
+  out.add(s.line.data(), s.line.size());
+  out.end();
+  write_all(journal, out.data(), out.size());  // one write: a line is never interleaved
 }
 
 const char* signal_name(int sig) {
@@ -116,12 +111,13 @@ void on_crash(int sig, siginfo_t*, void*) {
   if (s != nullptr && s->depth > 0) {
     report(*s, signal_name(sig));
   } else {
-    char buf[160];
-    size_t len = 0;
-    append(buf, sizeof buf, len, "sluice: ");
-    append(buf, sizeof buf, len, signal_name(sig));
-    append(buf, sizeof buf, len, " outside any plugin call\n");
-    write_all(STDERR_FILENO, buf, len);
+    core::CrashLine out;
+    out.begin(core::json_crash_lines());
+    out.add("sluice: ");
+    out.add(signal_name(sig));
+    out.add(" outside any plugin call");
+    out.end();
+    write_all(STDERR_FILENO, out.data(), out.size());
   }
   ::raise(sig);
 }
@@ -181,13 +177,14 @@ Slot* my_slot() {
   return nullptr;
 }
 
+// Bytes of the call's text the crash handler copies into a JSON crash line, at most (the line
+// holds 8 KiB; the rest of it is short).
+constexpr size_t kMaxHumanJson = 7 * 1024;
+
 std::string human_text(const std::string& pipeline, const std::string& stage,
                        const std::string& plugin, const char* call, const JournalEntry& e) {
-  // Written raw to stderr by the crash handler: the positions' topics come from the source
-  // plugin, so control characters are escaped here, as in every text log line.
-  return core::one_line(fmt::format("plugin '{}' (stage {} of pipeline {}), call {}() on {}",
-                                    plugin, stage, pipeline, call,
-                                    describe_ranges(e.ranges, e.records)));
+  return fmt::format("plugin '{}' (stage {} of pipeline {}), call {}() on {}", plugin, stage,
+                     pipeline, call, describe_ranges(e.ranges, e.records));
 }
 
 // The first slot with a call in flight, this thread's first.
@@ -210,9 +207,13 @@ void exit_in_call(const char* fn, int status) {
     if (s != t_slot) lock.lock();
     report(*s, cause.c_str());
   }
-  const std::string tail =
-      fmt::format("sluice: a plugin called {} inside a call; exiting with status {}\n", cause,
-                  kExitPluginExited);
+  core::CrashLine tail;
+  tail.begin(core::json_crash_lines());
+  tail.add("sluice: a plugin called ");
+  tail.add(cause.c_str());
+  tail.add(" inside a call; exiting with status ");
+  tail.add_number(kExitPluginExited);
+  tail.end();
   write_all(STDERR_FILENO, tail.data(), tail.size());
   ::syscall(SYS_exit_group, kExitPluginExited);
 }
@@ -256,7 +257,12 @@ CallScope::CallScope(const CallPolicy& policy, const std::string& stage, const s
     std::lock_guard lock(slot_->text_mu);
     slot_->pipeline = policy.pipeline;
     slot_->stage = stage;
-    slot_->human = human_text(policy.pipeline, stage, plugin, call, e);
+    // Written to stderr by the crash handler: the positions' topics come from the source plugin,
+    // so control characters are escaped here, as in every log line of the format.
+    const std::string human = human_text(policy.pipeline, stage, plugin, call, e);
+    slot_->human = core::one_line(human);
+    slot_->json = core::json_crash_lines();
+    if (slot_->json) slot_->human_json = core::json_text(human, kMaxHumanJson);
     slot_->line = encode_call(e);
   }
   slot_->timeout_ms.store(policy.timeout_ms, std::memory_order_relaxed);

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <set>
 
+#include "core/crash_line.hpp"
 #include "plugin/file_trust.hpp"
 #include "plugin/host_context.hpp"
 
@@ -52,18 +53,19 @@ std::unique_ptr<SealedCopy> verified_copy(const std::filesystem::path& file) {
 // ---- a crash while loading: the process's last words name the file ----
 
 constexpr std::array<int, 5> kCrashSignals{SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
-constexpr std::array<const char*, 5> kCrashSignalNames{" (SIGSEGV)\n", " (SIGBUS)\n", " (SIGFPE)\n",
-                                                       " (SIGILL)\n", " (SIGABRT)\n"};
+constexpr std::array<const char*, 5> kCrashSignalNames{" (SIGSEGV)", " (SIGBUS)", " (SIGFPE)",
+                                                       " (SIGILL)", " (SIGABRT)"};
 
 // What the handler reads, written before the handlers are installed (one load at a time).
 std::mutex g_load_mu;
-char g_load_message[4096];
+char g_load_message[4096];  // JSON: the inside of the line's "msg" string (core::json_text)
 size_t g_load_message_len = 0;
+bool g_load_json = false;  // the line is a JSON log line (--log-format json)
 std::atomic<long> g_loading_thread{0};
 std::array<struct sigaction, kCrashSignals.size()> g_previous{};
 
-// Async-signal-safe: write(2), sigaction(2), raise(3). A crash of another thread meanwhile is
-// handed to the handler that was there before.
+// Async-signal-safe: clock_gettime(2), write(2), sigaction(2), raise(3). A crash of another thread
+// meanwhile is handed to the handler that was there before.
 void on_load_crash(int sig, siginfo_t* info, void*) {
   size_t i = 0;
   while (i + 1 < kCrashSignals.size() && kCrashSignals[i] != sig) ++i;
@@ -72,15 +74,13 @@ void on_load_crash(int sig, siginfo_t* info, void*) {
     if (info == nullptr || info->si_code <= 0) ::raise(sig);  // sent, not a fault: once more
     return;
   }
-  char line[sizeof g_load_message + 16];  // one write: the line is never interleaved
-  size_t len = g_load_message_len;
-  std::memcpy(line, g_load_message, len);
-  if (sig >= 10) line[len++] = static_cast<char>('0' + sig / 10 % 10);
-  line[len++] = static_cast<char>('0' + sig % 10);
-  const size_t name = std::strlen(kCrashSignalNames[i]);
-  std::memcpy(line + len, kCrashSignalNames[i], name);
-  len += name;
-  while (::write(STDERR_FILENO, line, len) < 0 && errno == EINTR) {
+  core::CrashLine line;  // one write: the line is never interleaved
+  line.begin(g_load_json);
+  line.add(g_load_message, g_load_message_len);
+  line.add_number(static_cast<uint64_t>(sig));
+  line.add(kCrashSignalNames[i]);
+  line.end();
+  while (::write(STDERR_FILENO, line.data(), line.size()) < 0 && errno == EINTR) {
   }
   struct sigaction fallback {};
   fallback.sa_handler = SIG_DFL;
@@ -105,11 +105,14 @@ void on_load_crash(int sig, siginfo_t* info, void*) {
 class LoadCrashGuard {
  public:
   LoadCrashGuard(const std::filesystem::path& file, const std::string& stage) : lock_(g_load_mu) {
+    // With --log-format json the line is a JSON log line, its names escaped here.
+    constexpr size_t kMaxName = 1024;
+    g_load_json = core::json_crash_lines();
+    const std::string name = g_load_json ? core::json_text(file.string(), kMaxName) : file.string();
     const std::string message =
-        stage.empty()
-            ? fmt::format("sluice: plugin {} crashed while loading: signal ", file.string())
-            : fmt::format("sluice: plugin {} (stage {}) crashed while loading: signal ",
-                          file.string(), stage);
+        stage.empty() ? fmt::format("sluice: plugin {} crashed while loading: signal ", name)
+                      : fmt::format("sluice: plugin {} (stage {}) crashed while loading: signal ",
+                                    name, g_load_json ? core::json_text(stage, kMaxName) : stage);
     g_load_message_len = std::min(message.size(), sizeof g_load_message);
     std::memcpy(g_load_message, message.data(), g_load_message_len);
     g_loading_thread.store(::syscall(SYS_gettid));

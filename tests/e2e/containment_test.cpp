@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
+#include <rapidjson/document.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -149,23 +150,96 @@ TEST_CASE("a transform that aborts on one record: named, narrowed and dead-lette
   check_quarantined(dir, 2'000, "plugin 'poison' crashed (SIGABRT) on this record");
 }
 
+namespace {
+
+// One run of 10 records in scratch(`name`), poison doing `action` on the 6th; with `topic` (YAML
+// text) the file source names its records' topic so, and with `json` logs are JSON.
+ProcessResult run_once(const std::string& name, const std::string& action,
+                       const std::string& topic = "", bool json = false) {
+  auto dir = scratch(name);
+  write_input(dir / "in.jsonl", 10, 5);
+  std::string yaml = pipeline_yaml(action);
+  if (!topic.empty()) {
+    const std::string source = "source: {type: file, path: in.jsonl}";
+    yaml.replace(yaml.find(source), source.size(),
+                 "source: {type: file, path: in.jsonl, topic: " + topic + "}");
+  }
+  write_file((dir / "p.yaml").string(), yaml);
+  auto argv = run_argv(dir);
+  if (json) argv.insert(argv.begin() + 1, {"--log-format", "json"});
+  return run_process(argv);
+}
+
+}  // namespace
+
 TEST_CASE("a crash report escapes control characters in the records' positions") {
   // The positions' topics come from the source plugin: an ESC or a newline among them reached
   // stderr raw from the crash handler, and could forge a line or drive the terminal.
-  auto dir = scratch("containment-forged-topic");
-  write_input(dir / "in.jsonl", 10, 5);
-  std::string yaml = pipeline_yaml("abort");
-  const std::string source = "source: {type: file, path: in.jsonl}";
-  yaml.replace(yaml.find(source), source.size(),
-               "source: {type: file, path: in.jsonl, topic: \"t\\e[2J\\nsluice: FORGED\"}");
-  write_file((dir / "p.yaml").string(), yaml);
-  const ProcessResult r = run_process(run_argv(dir));
+  const ProcessResult r =
+      run_once("containment-forged-topic", "abort", "\"t\\e[2J\\nsluice: FORGED\"");
   INFO(r.err);
   CHECK(r.exit_code == 128 + SIGABRT);
   CHECK(contains(r.err, "sluice: SIGABRT in plugin 'poison'"));
   CHECK(contains(r.err, "t\\x1b[2J\\nsluice: FORGED"));
   CHECK_FALSE(contains(r.err, "\x1b"));
   CHECK_FALSE(contains(r.err, "\nsluice: FORGED"));
+}
+
+namespace {
+
+// The "msg" of each line of `err`, every line a JSON log line {"ts_ms":N,"level":L,"msg":M} of
+// valid UTF-8 (a line that is not counts as a failed check).
+std::vector<std::string> json_messages(const std::string& err) {
+  std::vector<std::string> messages;
+  std::istringstream in(err);
+  for (std::string line; std::getline(in, line);) {
+    CAPTURE(line);
+    rapidjson::Document doc;
+    doc.Parse<rapidjson::kParseValidateEncodingFlag>(line.data(), line.size());
+    CHECK_FALSE(doc.HasParseError());
+    if (doc.HasParseError() || !doc.IsObject()) continue;
+    CHECK(doc.MemberCount() == 3);
+    CHECK((doc.HasMember("ts_ms") && doc["ts_ms"].IsInt64() && doc["ts_ms"].GetInt64() > 0));
+    CHECK((doc.HasMember("level") && doc["level"].IsString()));
+    if (doc.HasMember("msg") && doc["msg"].IsString())
+      messages.emplace_back(doc["msg"].GetString(), doc["msg"].GetStringLength());
+  }
+  return messages;
+}
+
+std::string crash_message(const std::vector<std::string>& messages, const std::string& start) {
+  for (const auto& m : messages)
+    if (m.rfind(start, 0) == 0) return m;
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("with --log-format json a crash report is a JSON log line, its positions escaped") {
+  // Before, the crash handler wrote a text line among the JSON ones.
+  const ProcessResult r =
+      run_once("containment-json-report", "abort", "\"t\\e[2J\\n\\\"\\\\\xc3\xa9\"", true);
+  INFO(r.err);
+  CHECK(r.exit_code == 128 + SIGABRT);
+  const auto messages = json_messages(r.err);
+  const std::string crash = crash_message(messages, "sluice: SIGABRT in plugin 'poison'");
+  CHECK(contains(crash,
+                 "in plugin 'poison' (stage contained.transform0 of pipeline contained), call "
+                 "process() on "));
+  CHECK(contains(crash, "t\x1b[2J\n\"\\\xc3\xa9/0@"));  // the topic's bytes, as they are
+  CHECK(contains(r.err, R"(\u001b[2J\n\"\\)"));
+  CHECK(r.err.find("\x1b") == std::string::npos);
+  for (const std::string fn : {"exit", "_exit"}) {
+    CAPTURE(fn);
+    const ProcessResult e = run_once("containment-json-" + fn, fn, "", true);
+    INFO(e.err);
+    CHECK(e.exit_code == 70);
+    const auto said = json_messages(e.err);
+    CHECK(contains(crash_message(said, "sluice: " + fn + "(0) in plugin 'poison'"),
+                   "call process() on "));
+    CHECK(crash_message(said, "sluice: a plugin called " + fn + "(0) inside a call") ==
+          "sluice: a plugin called " + fn + "(0) inside a call; exiting with status 70");
+  }
 }
 
 TEST_CASE("a transform that calls exit, _exit, _Exit or quick_exit in a call fails, status 70") {

@@ -8,6 +8,7 @@
 // its state crossing through snapshot/restore.
 #include <doctest/doctest.h>
 #include <httplib.h>
+#include <rapidjson/document.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -674,5 +675,43 @@ TEST_CASE("a plugin library that aborts while loading: sluice's last words name 
     CHECK(run.exit_code == 128 + SIGABRT);
     CHECK(run.err.find("sluice: plugin " + (plugins / "sluice-crashy.so").string() +
                        " crashed while loading: signal 6 (SIGABRT)\n") != std::string::npos);
+  }
+}
+
+TEST_CASE("with --log-format json a crash while loading is a JSON log line, in a child too") {
+  // Before, the load crash handler wrote a text line among the JSON ones, in the launcher and in
+  // an isolated stage's child.
+  const fs::path dir = scratch("isolation-ctor-abort-json");
+  for (const std::string variant : {"crashy_ctor_abort", "crashy_ctor_child_abort"}) {
+    CAPTURE(variant);
+    const fs::path plugins = crashy_dir(variant.c_str());
+    write_file((dir / "p.yaml").string(),
+               "name: iso\nsource: {type: generator, count: 10}\ntransforms:\n  - {type: crashy, "
+               "isolation: process}\nsink: {type: file, path: out.jsonl}\n");
+    const auto run =
+        run_process({bin(), "--log-format", "json", "run", "--admin", "off", "--no-plugin-watch",
+                     "--plugin-path", plugins.string(), (dir / "p.yaml").string()});
+    INFO(run.err);
+    CHECK(run.exit_code != 0);
+    std::string said;
+    std::istringstream in(run.err);
+    for (std::string line; std::getline(in, line);) {
+      CAPTURE(line);
+      rapidjson::Document doc;
+      doc.Parse<rapidjson::kParseValidateEncodingFlag>(line.data(), line.size());
+      REQUIRE_FALSE(doc.HasParseError());
+      REQUIRE(doc.IsObject());
+      CHECK(doc.MemberCount() == 3);
+      CHECK((doc.HasMember("ts_ms") && doc["ts_ms"].IsInt64()));
+      CHECK((doc.HasMember("level") && doc["level"].IsString()));
+      REQUIRE((doc.HasMember("msg") && doc["msg"].IsString()));
+      const std::string msg = doc["msg"].GetString();
+      if (msg.find("crashed while loading") != std::string::npos) said = msg;
+    }
+    const std::string file = (plugins / "sluice-crashy.so").string();
+    CHECK(said == (variant == "crashy_ctor_abort"
+                       ? "sluice: plugin " + file + " crashed while loading: signal 6 (SIGABRT)"
+                       : "sluice: plugin " + file +
+                             " (stage iso.transform0) crashed while loading: signal 6 (SIGABRT)"));
   }
 }
