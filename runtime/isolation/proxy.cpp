@@ -152,10 +152,16 @@ class Proxy {
   sluice_status restore(const uint8_t* data, size_t len, sluice_error* error);
   void memory_pressure(double level);
   CrashState crash_state() const;
-  // Any thread: from `when` on, a start in flight is killed and none is begun.
+  // Any thread: from `when` on, a start in flight is killed and none is begun. An earlier time
+  // handed before (a source's grace, from the stop's first sight) stays.
   void stop_starts_at(Clock::time_point when) {
-    stop_starts_at_.store(when.time_since_epoch().count(), std::memory_order_release);
+    const Clock::rep at = when.time_since_epoch().count();
+    Clock::rep was = stop_starts_at_.load(std::memory_order_acquire);
+    while (at < was && !stop_starts_at_.compare_exchange_weak(was, at, std::memory_order_acq_rel)) {
+    }
   }
+  // Any thread: a restart is in flight, or was killed at the stop's grace (its call returns).
+  bool restarting() const { return restarting_.load(std::memory_order_acquire); }
 
  private:
   using Indices = std::vector<size_t>;
@@ -241,6 +247,7 @@ class Proxy {
   ReplayFilter replay_;  // a source's: what a restarted child polls again
   bool paused_ = false;  // a source's last set_paused, for a restarted child
   std::atomic<Clock::rep> stop_starts_at_{Clock::time_point::max().time_since_epoch().count()};
+  std::atomic<bool> restarting_{false};  // restarting()
 };
 
 Proxy::~Proxy() {
@@ -294,7 +301,9 @@ Outcome Proxy::await_reply(MessageKind kind, uint64_t call_id, uint32_t extra_ms
         const int status = child_->wait(1000);
         o.crash = describe_wait_status(status);
         if (WIFSIGNALED(status)) o.signal = WTERMSIG(status);
-        if (WIFEXITED(status)) o.crash += fmt::format(" inside {}", call_name(kind));
+        // A create's child that exits before its library loaded did so loading it (ensure_child).
+        if (WIFEXITED(status) && (kind != MessageKind::create || o.loaded))
+          o.crash += fmt::format(" inside {}", call_name(kind));
         gauge("isolation.last_signal", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
       }
       child_.reset();
@@ -402,17 +411,19 @@ bool Proxy::ensure_child(std::string* why, std::string* field) {
   child_ = std::make_unique<ChildProcess>(ChildOptions{s.real.file, s.real.name, s.real.kind,
                                                        s.instance_name, s.settings.memory_limit_mb,
                                                        false, pipeline_memory_limit()});
+  restarting_.store(started_, std::memory_order_release);
   Outcome o = call(MessageKind::create, 0, config_);
   if (o.abandoned) {  // the stop's doing, not the plugin's: no crash incident
     *why = fmt::format("the plugin process for {} was {}", s.real.file.string(), o.crash);
-    return false;
+    return false;  // restarting_ stays: no start follows, and the call is on its way out
   }
+  restarting_.store(false, std::memory_order_release);
   if (o.crashed) {
     if (o.signal != 0 && !o.loaded && s.on_load_crash) s.on_load_crash(o.signal);
-    // A hang may be in the library's loading as well as in create (the reply is create's).
-    start_failure_ = o.crash.ends_with(call_name(MessageKind::create))
-                         ? o.crash
-                         : o.crash + " in create() or while loading the library";
+    // The child says when its library has loaded: a death or hang before that was the load's.
+    start_failure_ = o.crash.ends_with(call_name(MessageKind::create)) ? o.crash
+                     : o.loaded                                        ? o.crash + " in create()"
+                                : o.crash + " while loading the library";
     if (started_) start_failed();  // a first start that fails is the stage's setup error
     *why = fmt::format("the plugin process for {} did not start: {}", s.real.file.string(),
                        start_failure_);
@@ -1011,5 +1022,7 @@ CrashState crash_state(void* handle) {
 void stop_starts_at(void* handle, std::chrono::steady_clock::time_point when) {
   if (handle) as_proxy(handle)->stop_starts_at(when);
 }
+
+bool restarting(void* handle) { return handle != nullptr && as_proxy(handle)->restarting(); }
 
 }  // namespace sluice::isolation

@@ -40,9 +40,9 @@ struct CrashState {
   // The last start of its child died or hung (in create, or loading the library) and none has
   // succeeded since: calls fail at once until a start, tried after a backoff, succeeds.
   bool start_failing = false;
-  // With start_failing: how the last start failed ("killed by signal 6 (SIGABRT) in create() or
-  // while loading the library"), how many in a row, and the time left before the next start
-  // is tried (0: with the next call).
+  // With start_failing: how the last start failed ("killed by signal 6 (SIGABRT) in create()",
+  // "... while loading the library": the child says when its library has loaded), how many in a
+  // row, and the time left before the next start is tried (0: with the next call).
   std::string start_failure;
   int failed_starts = 0;
   int64_t next_start_in_ms = 0;
@@ -53,7 +53,11 @@ CrashState crash_state(void* handle);
 // flight (a create that hangs would hold the stop up to call_timeout_ms) and starts none: its
 // calls then fail as RETRY with the plugin not running, and the stop leaves their records
 // unacked. Any thread.
+// An earlier `when` handed before stays (a source's grace is handed from the stop's first sight).
 void stop_starts_at(void* handle, std::chrono::steady_clock::time_point when);
+// Whether `handle`'s restart is in flight, or was killed at the stop's grace (its call is on its
+// way out, no start follows). Any thread.
+bool restarting(void* handle);
 
 // Loads `file` in a short-lived child (`plugin-host --check`: handshake, init, schema, create
 // with `config_json`, destroy, shutdown). Returns how the child died or that it hung ("the new

@@ -25,6 +25,9 @@ constexpr auto kCommitEvery = std::chrono::milliseconds(200);
 constexpr uint32_t kDefaultCallTimeoutMs = 60'000;
 // How long a stop waits for a stuck call before it gives up (docs/containment.md).
 constexpr auto kShutdownGrace = std::chrono::seconds(10);
+// How long past the grace an isolated source's restart, killed when the grace ends, has to
+// return before the stop gives up on the source as stuck (the kill waits up to 1 s for it).
+constexpr auto kKilledStartReturns = std::chrono::seconds(3);
 
 std::string text(sluice_bytes b) {
   return b.ptr ? std::string(reinterpret_cast<const char*>(b.ptr), b.len) : std::string();
@@ -315,11 +318,25 @@ bool Pipeline::commit_ready(bool last) {
                   {reinterpret_cast<const uint8_t*>(r.topic.data()), r.topic.size()},
                   r.partition,
                   r.offset});
-  // Retried even while stopping: the final commit comes after the stop.
+  // Retried even while stopping: the final commit comes after the stop. Not when the source's
+  // plugin process is not running at a stop (its restart failed, or the stop's grace ended it):
+  // no commit can be made, and a retry would hold the stop.
   const SourceCall source = slots_.source();
-  const Retrier::Result result =
-      Retrier(spec_.errors.retry, {}).run([&] { return source.commit(ps); });
+  bool down_at_stop = false;
+  const Retrier::Result result = Retrier(spec_.errors.retry, [&] { return down_at_stop; }).run([&] {
+    StageResult error = source.commit(ps);
+    down_at_stop = error && error->unavailable && stop_requested_.load();
+    return error;
+  });
   settle_transactions();
+  if (result.error && down_at_stop) {  // the next run reads it again: nothing is lost
+    spdlog::warn(
+        "pipeline {}: the source's plugin is not running at the stop ({}): what it read since "
+        "its last commit is not committed: the next run reads it again",
+        spec_.name, redact(result.error->message));
+    uncommitted_ = std::move(ready);
+    return true;
+  }
   // The positions are not lost: the next commit carries them or later ones (so a final commit
   // with nothing new still fails, exit 1); a restart re-reads.
   if (result.error) {
@@ -547,11 +564,22 @@ void Pipeline::enforce_stop_grace() {
   // Once the source loop has ended, drain_within_grace() times the grace on that thread.
   if (!stop_requested_.load() || !source_looping_.load()) return;
   using Clock = std::chrono::steady_clock;
-  if (stop_seen_at_ == Clock::time_point{}) stop_seen_at_ = Clock::now();
-  if (Clock::now() - stop_seen_at_ < kShutdownGrace) return;
+  const SourceCall source = slots_.source();
+  const bool isolated_source = isolated(source.name());
+  if (stop_seen_at_ == Clock::time_point{}) {
+    stop_seen_at_ = Clock::now();
+    // An isolated source's restart (a create may hang up to call_timeout_ms) is killed when the
+    // grace ends; its poll then returns RETRY, and the loop ends.
+    if (isolated_source)
+      isolation::stop_starts_at(source.instance().handle(), stop_seen_at_ + kShutdownGrace);
+  }
+  const auto waited = Clock::now() - stop_seen_at_;
+  if (waited < kShutdownGrace) return;
+  if (isolated_source && waited < kShutdownGrace + kKilledStartReturns &&
+      isolation::restarting(source.instance().handle()))
+    return;
   // Between two calls the source thread sees the stop by itself.
-  if (const auto call = call_in_flight(spec_.name, slots_.source().name()))
-    give_up_on_stuck_source(*call);
+  if (const auto call = call_in_flight(spec_.name, source.name())) give_up_on_stuck_source(*call);
 }
 
 // Nothing more is committed: commits go through the source, whose thread is inside it (abi.h:

@@ -4,12 +4,13 @@
 // was last restored; `shrink_input` makes it cut its input region (the memfd the host writes
 // batches into) to nothing after each batch, as a hostile plugin could. A source of {"seq":N}
 // records that does the same when it reaches one seq, once (a marker file), and keeps its committed
-// position in a file. `on_create` makes the transform's and the sink's create misbehave the same
-// ways while `create_fault_file` exists (so a test can let the first create pass and fail the
-// restarted child's; `poison_arms_create_fault` makes the first poison record create that file
-// just before it crashes, so the restarts after it fail until a test removes it). Built with
-// CRASHY_CTOR_ABORT, the library aborts as soon as it is loaded (with CRASHY_CTOR_ABORT_IN_CHILD,
-// only in a plugin-host child).
+// position in a file. `on_create` makes the transform's, the sink's and the source's create
+// misbehave the same ways while `create_fault_file` exists (so a test can let the first create pass
+// and fail the restarted child's; `poison_arms_create_fault` makes the first poison record create
+// that file just before it crashes, so the restarts after it fail until a test removes it; the
+// source's `crash_arms_create_fault` does the same at `crash_at`). Built with CRASHY_CTOR_ABORT,
+// the library aborts as soon as it is loaded (with CRASHY_CTOR_ABORT_IN_CHILD, only in a
+// plugin-host child).
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -71,6 +72,17 @@ void create_fault(const sluice::Config& c) {
   if (!how.empty() && (file.empty() || ::access(file.c_str(), F_OK) == 0)) crash(how);
 }
 
+// The keys create_fault reads.
+void create_fault_keys(sluice::ConfigSchema& s) {
+  s.string("on_create")
+      .default_value("")
+      .one_of({"", "segfault", "abort", "exit", "hang", "_exit"})
+      .doc("What happens in create while create_fault_file exists (\"\": nothing).");
+  s.string("create_fault_file")
+      .default_value("")
+      .doc("on_create acts only while this file exists (empty: always).");
+}
+
 // Leaks `bytes`, aborting when malloc fails (as an xmalloc would).
 void leak(size_t bytes) {
   void* p = std::malloc(bytes);
@@ -110,13 +122,7 @@ class Crashy final : public sluice::Transform {
         .default_value("")
         .one_of({"", "segfault", "abort", "exit", "hang", "_exit"})
         .doc("What happens when the instance is destroyed (\"\": nothing).");
-    s.string("on_create")
-        .default_value("")
-        .one_of({"", "segfault", "abort", "exit", "hang", "_exit"})
-        .doc("What happens in create while create_fault_file exists (\"\": nothing).");
-    s.string("create_fault_file")
-        .default_value("")
-        .doc("on_create acts only while this file exists (empty: always).");
+    create_fault_keys(s);
     s.boolean("poison_arms_create_fault")
         .default_value(false)
         .doc(
@@ -225,6 +231,10 @@ class CrashySource final : public sluice::Source {
     s.boolean("crash_after_commit")
         .default_value(false)
         .doc("At crash_at, emit nothing until a commit came, then crash (so some are committed).");
+    create_fault_keys(s);
+    s.boolean("crash_arms_create_fault")
+        .default_value(false)
+        .doc("The crash at crash_at creates create_fault_file first (so the restarts fail).");
     return s;
   }
   static std::string description() { return "{\"seq\":N} records; crashes once at one seq."; }
@@ -238,7 +248,10 @@ class CrashySource final : public sluice::Source {
         marker_(c.get_string("crash_marker")),
         position_file_(c.get_string("position_file")),
         leak_bytes_(static_cast<size_t>(c.get_int("leak_kb", 0)) * 1024),
-        crash_after_commit_(c.get_bool("crash_after_commit", false)) {
+        crash_after_commit_(c.get_bool("crash_after_commit", false)),
+        armed_fault_(
+            c.get_bool("crash_arms_create_fault", false) ? c.get_string("create_fault_file") : "") {
+    create_fault(c);
     std::ifstream in(position_file_);
     int64_t committed = -1;
     if (!position_file_.empty() && in >> committed) seq_ = committed + 1;
@@ -251,6 +264,7 @@ class CrashySource final : public sluice::Source {
       if (seq_ == crash_at_ && crash_after_commit_ && !committed_) return false;
       if (seq_ == crash_at_ && !marker_.empty() && ::access(marker_.c_str(), F_OK) != 0) {
         std::ofstream(marker_) << "crashed\n";
+        if (!armed_fault_.empty()) std::ofstream(armed_fault_) << "armed by crash_at\n";
         crash(on_poison_);
       }
       if (seq_ == drain_at_ && i == 0) {
@@ -287,7 +301,8 @@ class CrashySource final : public sluice::Source {
   const std::string on_poison_, marker_, position_file_;
   const size_t leak_bytes_;
   const bool crash_after_commit_;
-  bool committed_ = false;  // a commit came (commit and poll run on the same source thread)
+  const std::string armed_fault_;  // create_fault_file, if the crash at crash_at creates it
+  bool committed_ = false;         // a commit came (commit and poll run on the same source thread)
   int64_t seq_ = 0;
   std::string value_;
 };
