@@ -1,12 +1,12 @@
 // Creating and destroying plugin instances through the C table.
 #include "plugin/plugin_instance.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
 #include <mutex>
 #include <thread>
 
@@ -41,12 +41,12 @@ class DestroyWatch {
       : thread_([this, plugin, instance] {
           std::unique_lock lock(mu_);
           if (cv_.wait_for(lock, kDestroyGrace, [this] { return returned_; })) return;
-          std::fprintf(stderr,
-                       "plugin '%s' (%s): destroy() has not returned after %lld s; exiting with "
-                       "status 71 (what was delivered is committed)\n",
-                       plugin.c_str(), instance.c_str(),
-                       static_cast<long long>(kDestroyGrace.count()));
-          std::fflush(stderr);
+          // Through the log, so that with --log-format json this line is JSON too.
+          spdlog::critical(
+              "plugin '{}' ({}): destroy() has not returned after {} s; exiting with status 71 "
+              "(what was delivered is committed)",
+              plugin, instance, kDestroyGrace.count());
+          spdlog::default_logger()->flush();
           ::syscall(SYS_exit_group, 71);
         }) {}
   ~DestroyWatch() {
