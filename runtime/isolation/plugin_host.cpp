@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -18,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/crash_line.hpp"
+#include "core/log_line.hpp"
 #include "isolation/channel.hpp"
 #include "isolation/child_process.hpp"
 #include "isolation/shared_region.hpp"
@@ -403,7 +406,17 @@ int plugin_host_main(int argc, char** argv) {
     PluginHost host(args);
     return host.run();
   } catch (const std::exception& e) {
-    spdlog::error("plugin-host {}: {}", args.instance, e.what());
+    // As the parent writes its log lines (--log-format, inherited through the environment):
+    // stderr is shared with it, and every line of it parses in JSON format.
+    const std::string text = fmt::format("plugin-host {}: {}", args.instance, e.what());
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    const std::string line = core::json_crash_lines()
+                                 ? core::json_log_line(now_ms, "error", text)
+                                 : fmt::format("[error] {}\n", core::one_line(text));
+    std::fwrite(line.data(), 1, line.size(), stderr);
+    std::fflush(stderr);
     return 4;
   }
 }

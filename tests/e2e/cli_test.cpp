@@ -620,6 +620,22 @@ TEST_CASE("with --log-format json the error sluice exits on is a JSON line too")
   CHECK(messages.back().find("p.yaml:3:") != std::string::npos);
 }
 
+TEST_CASE("an isolated stage's child that fails writes its line in the parent's log format") {
+  // The child (`sluice plugin-host`, started by an isolated stage) shares the parent's stderr and
+  // learns the format from its environment. Here it fails at once: it was given no shared region.
+  auto json = run_process({"/usr/bin/env", "SLUICE_PLUGIN_HOST_LOG_FORMAT=json", bin(),
+                           "plugin-host", "--instance", "p.transform0"});
+  INFO(json.err);
+  CHECK(json.exit_code == 4);
+  const auto messages = json_log_messages(json.err);
+  REQUIRE(messages.size() == 1);
+  CHECK(messages[0].find("plugin-host p.transform0: ") == 0);
+  auto text = run_process({"/usr/bin/env", "SLUICE_PLUGIN_HOST_LOG_FORMAT=text", bin(),
+                           "plugin-host", "--instance", "p.transform0"});
+  CHECK(text.exit_code == 4);
+  CHECK(text.err.find("[error] plugin-host p.transform0: ") == 0);
+}
+
 TEST_CASE("every shipped pipeline validates in a clean environment, as it is") {
   const auto files = shipped_pipelines();
   REQUIRE(files.size() >= 4);
