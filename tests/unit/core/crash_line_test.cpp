@@ -37,7 +37,7 @@ rapidjson::Document parsed(const std::string& line) {
 }  // namespace
 
 TEST_CASE("a JSON crash line holds the text as json_log_line would, in its shape") {
-  const std::string text = std::string("t\x1b[2J\n\"\\\t\x01 \xff\xc3\xa9 \xc2\x9b ok", 23);
+  const std::string text = "t\x1b[2J\n\"\\\t\x01 \xff\xc3\xa9 \xc2\x9b ok";
   const auto d = parsed(crash_line(true, text));
   CHECK(d.MemberCount() == 3);
   CHECK(d["ts_ms"].GetInt64() > 1'600'000'000'000);
