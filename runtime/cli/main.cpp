@@ -284,7 +284,6 @@ int cmd_run(const std::string& file, const CommonOptions& common, const RunOptio
     if (admin_configured) throw;
     spdlog::warn("admin API not started on the default address: {}", e.what());
   }
-  if (server.running()) spdlog::info("admin API on {}", server.url());
 
   // A SIGINT or SIGTERM that came since the setup's watch ended is taken now, before any
   // pipeline starts: nothing is read, and the run ends at once (a SIGHUP then has nothing to
