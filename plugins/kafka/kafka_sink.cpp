@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdlib>
 
 namespace sluice::kafka {
@@ -325,6 +326,14 @@ void KafkaSink::put_transactional(const Batch& in, Output& rejects) {
                                         });
   if (refusal.err == RD_KAFKA_RESP_ERR_NO_ERROR) return;
   throw_if_fatal(producer);
+  // "Erroneous state": an earlier record of the transaction failed, and librdkafka refuses more
+  // before its delivery report (which names the broker's reason) was served. Serve the reports
+  // for up to a second so the abort names that reason rather than the refusal it caused.
+  if (refusal.err == RD_KAFKA_RESP_ERR__STATE) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (!transaction_->failed() && std::chrono::steady_clock::now() < deadline)
+      rd_kafka_poll(producer, 10);
+  }
   // Not in the transaction: it aborts at its end and the source consumes this input again.
   transaction_->mark_failed(
       fmt::format("producing to {} failed: {}", refusal.topic, error_text(refusal.err)));
