@@ -880,11 +880,13 @@ TEST_CASE("stop() returns while slow clients are still sending, closing their co
 // (SIGTERM of `sluice run`) took 20 s longer with 16 such clients (probe19a).
 namespace {
 
-// 3000 stages: /metrics is about 4.8 MB, more than a loopback socket's buffers hold.
+// 3000 stages: /metrics is about 4.8 MB, more than a loopback socket's buffers hold. Every step
+// sets the same field, so a record stays small: with a field of its own per step, a record grew
+// to 3000 fields through the chain, each step parsing all it had so far, and under TSan one batch
+// took minutes; a stop awaits the batch under way, so the case seemed to hang in its drain.
 std::string wide_pipeline() {
   std::string yaml = "name: wide\nsource: {type: generator, name: gen, rate: 10}\ntransforms:\n";
-  for (int i = 1; i <= 3000; ++i)
-    yaml += "  - {type: fields, add: {f" + std::to_string(i) + ": x}}\n";
+  for (int i = 1; i <= 3000; ++i) yaml += "  - {type: fields, add: {f: x}}\n";
   return yaml + "sink: {type: \"null\", name: out}\n";
 }
 
@@ -929,8 +931,15 @@ TEST_CASE("stop() cuts off answers clients do not read and answers the queued re
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   MESSAGE("stop() with 16 clients that do not read: " << seconds << " s");
-  // Below a single stalled write's 2 s; before, 16 clients held it for over 8 s.
+  // Below a single stalled write's 2 s; before, 16 clients held it for over 8 s. Under a
+  // sanitizer a worker still making its 4.8 MB /metrics takes seconds to notice the stop (3.4 s
+  // seen under TSan on a loaded machine), so there the bound is the old 8 s; the 503 below tells
+  // the fix from before in every build.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  CHECK(seconds < 8);
+#else
   CHECK(seconds < 2);
+#endif
   // The last one asked was still queued: answered 503, not served.
   std::string answer;
   CHECK(read_until_closed(readers.back(), answer));
@@ -938,20 +947,10 @@ TEST_CASE("stop() cuts off answers clients do not read and answers the queued re
   for (const int fd : readers) close(fd);
 }
 
-// Under TSan this case once hung in a fresh-clone CI: the wide pipeline's drain never ended after
-// its 10 s grace warning (not reproduced in 4 runs after it; cause not found). It runs in the
-// plain and ASan builds.
-#if defined(__SANITIZE_THREAD__)
-constexpr bool kSkipUnderTsan = true;
-#else
-constexpr bool kSkipUnderTsan = false;
-#endif
-
 // The pipelines drain after a SIGTERM while the admin server still runs (it stops after them):
 // 16 clients asking for a 4.8 MB /metrics were served beside the drain, which took a loaded
 // machine's SIGTERM from 4.7 s to 18.8 s. From the stop request on, nothing big is made or sent.
-TEST_CASE("once a stop is requested, health says stopping and stats and metrics are refused 503" *
-          doctest::skip(kSkipUnderTsan)) {
+TEST_CASE("once a stop is requested, health says stopping and stats and metrics are refused 503") {
   RunningPipelines running(wide_pipeline());
   AdminServer server(loopback(), running.supervisor(), nullptr);
   server.start();
