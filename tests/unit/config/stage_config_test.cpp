@@ -266,7 +266,11 @@ TEST_CASE("a value from a reference is not shown in an error, even in a field no
   });
   CHECK(range.find("must be at most 10, got the value of '${env:SLUICE_TEST_WRONG_FIELD}'") !=
         std::string::npos);
-  CHECK(range.find("99") == std::string::npos);
+  // The file's path holds the test's pid, which may contain "99": look past it.
+  std::string without_path = range;
+  for (size_t at; (at = without_path.find(file)) != std::string::npos;)
+    without_path.erase(at, file.size());
+  CHECK(without_path.find("99") == std::string::npos);
   ::unsetenv("SLUICE_TEST_WRONG_FIELD");
   // Written in the file, a wrong value is shown as before.
   const auto plain =
